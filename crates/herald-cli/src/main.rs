@@ -1,1 +1,147 @@
-fn main() {}
+//! The `herald` binary: `herald serve` runs the server. Only glue lives here; the server is
+//! the `herald-server` crate.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use herald_server::Config;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "A Pusher Channels compatible realtime server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API and WebSocket on one port).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to bind (default 127.0.0.1).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to bind; 0 picks a free one (default 6001).
+    #[arg(long)]
+    port: Option<u16>,
+    /// TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut config = match Config::load(args.config.as_deref(), &|k| std::env::var(k).ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(host) = args.host {
+        config.host = host;
+    }
+    if let Some(port) = args.port {
+        config.port = port;
+    }
+    // Each connection is a file descriptor; the default soft limit (often 1024) would cap
+    // the server far below what it can hold.
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%error, "Could not raise the open-file limit");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("herald: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let address = format!("{}:{}", config.host, config.port);
+    let listener = match TcpListener::bind(&address).await {
+        Ok(l) => l,
+        Err(error) => {
+            eprintln!("herald: cannot listen on {address}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(error) => {
+            eprintln!("herald: cannot read the bound address: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loopback = config
+        .host
+        .parse::<IpAddr>()
+        .map_or(config.host == "localhost", |ip| ip.is_loopback());
+    if !loopback && config.uses_default_credentials() {
+        tracing::warn!(
+            host = %config.host,
+            "LISTENING ON A NON-LOOPBACK ADDRESS WITH THE PUBLIC DEFAULT APP CREDENTIALS: anyone who can reach this port can publish and subscribe. Set apps in a config file."
+        );
+    }
+    println!("Herald {} listening on {local}", env!("CARGO_PKG_VERSION"));
+    for app in &config.apps {
+        println!("app {}: key {}", app.id, app.key);
+    }
+    if let Some(app) = config.apps.first() {
+        println!(
+            "PUSHER_URL=http://{}:{}@{local}/apps/{}",
+            app.key, app.secret, app.id
+        );
+    }
+    match herald_server::serve(listener, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,1 +1,12 @@
-//! x
+//! The Pusher Channels protocol as pure code, shared by the Herald server, SDK and CLI.
+//!
+//! This crate does no I/O and reads no clock: callers pass the time in. It holds the wire
+//! messages of WebSocket protocol 7 ([`frame`]), the channel and event name rules
+//! ([`channel`]), the HTTP API request signature ([`signing`]), channel and user auth
+//! signatures ([`auth`]), presence member data ([`presence`]), the webhook signature
+//! ([`webhook`]) and the end-to-end encrypted channel scheme ([`encryption`]).
+//! The server verifies with the same functions the SDK signs with, so the two cannot drift.
+
+pub mod close;
+pub mod frame;
+pub mod presence;

@@ -1,1 +1,118 @@
-//! x
+//! The Herald server: the Pusher Channels HTTP API and WebSocket protocol 7 on one port.
+//!
+//! [`serve`] takes a bound listener, a validated [`Config`] and a shutdown future, so
+//! `herald serve`, the tests and the benchmark all run the same function. The path of an
+//! event is: [`http`] authenticates and validates a trigger, encodes one frame per channel,
+//! and the app's [`hub::Hub`] pushes that shared frame into each subscriber's
+//! [`outbox::Outbox`]; each connection's task in `ws` is the only writer of its socket.
+//! See ARCHITECTURE.md.
+
+pub mod apps;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod outbox;
+mod ws;
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crate::apps::{App, AppStore, StaticApps};
+pub use crate::config::{AppConfig, AppLimits, Config, ConfigError};
+
+/// State every request and connection handler shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) apps: Arc<dyn AppStore>,
+    /// The first half of this node's socket ids, so a socket id names its node.
+    pub(crate) node_id: u32,
+    pub(crate) next_conn: AtomicU64,
+    /// Cancelled when the server starts shutting down.
+    pub(crate) shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+}
+
+/// Serves the apps of `config` on `listener` until `shutdown` completes, then closes every
+/// WebSocket with 4200 (clients reconnect elsewhere at once), lets HTTP requests in flight
+/// finish, and returns once all connections are done or `config.shutdown_grace` has passed.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let apps = Arc::new(StaticApps::new(config.apps.clone()));
+    serve_with_store(listener, config, apps, shutdown).await
+}
+
+/// [`serve`] with a caller-provided app store.
+pub async fn serve_with_store(
+    listener: TcpListener,
+    config: Config,
+    apps: Arc<dyn AppStore>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let grace = config.shutdown_grace;
+    let shared = Arc::new(Shared {
+        config,
+        apps,
+        node_id: rand::random::<u32>() % 1_000_000_000 + 1,
+        next_conn: AtomicU64::new(1),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    });
+    let router = http::router(shared.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    // Usually EMFILE: back off instead of spinning; the loop must survive.
+                    tracing::warn!(%error, "Accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let token = shared.shutdown.clone();
+        shared.tracker.spawn(async move {
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "HTTP connection ended with an error");
+                    }
+                }
+                () = token.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("Shutting down: closing connections with 4200");
+    shared.shutdown.cancel();
+    shared.tracker.close();
+    if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
+        tracing::warn!("Shutdown grace period ended with connections still open");
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The app store: the seam through which the server finds an app by id (HTTP API) or key
+//! (WebSocket), and each app's live state.
+//!
+//! Lookups are synchronous and answer from memory so the hot path never awaits; a future
+//! database-backed store would refresh into memory rather than query per request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::AppConfig;
+use crate::hub::Hub;
+
+/// An app: its configuration and its live channels.
+#[derive(Debug)]
+pub struct App {
+    /// Credentials and limits.
+    pub config: AppConfig,
+    /// The app's channels and their subscribers on this node.
+    pub hub: Hub,
+    connections: AtomicUsize,
+}
+
+impl App {
+    /// A new app with no connections.
+    pub fn new(config: AppConfig) -> Self {
+        App {
+            config,
+            hub: Hub::new(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a new connection unless the app is at `max_connections`; the returned guard
+    /// gives the slot back when dropped, so no exit path can leak it.
+    pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.config.limits.max_connections;
+        let mut current = self.connections.load(Ordering::Relaxed);
+        loop {
+            if max != 0 && current >= max {
+                return None;
+            }
+            match self.connections.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(ConnectionSlot(self.clone())),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Connections currently open to this app on this node.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// One counted connection of an app; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<App>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where the server finds apps.
+pub trait AppStore: Send + Sync + 'static {
+    /// The app with this id (HTTP API paths).
+    fn by_id(&self, id: &str) -> Option<Arc<App>>;
+    /// The app with this key (WebSocket paths, `auth_key`).
+    fn by_key(&self, key: &str) -> Option<Arc<App>>;
+}
+
+/// Apps fixed at start-up, from the configuration.
+#[derive(Debug, Default)]
+pub struct StaticApps {
+    by_id: HashMap<String, Arc<App>>,
+    by_key: HashMap<String, Arc<App>>,
+}
+
+impl StaticApps {
+    /// Builds the store; ids and keys were checked unique by config validation.
+    pub fn new(apps: impl IntoIterator<Item = AppConfig>) -> Self {
+        let mut store = StaticApps::default();
+        for config in apps {
+            let app = Arc::new(App::new(config));
+            store.by_id.insert(app.config.id.clone(), app.clone());
+            store.by_key.insert(app.config.key.clone(), app);
+        }
+        store
+    }
+}
+
+impl AppStore for StaticApps {
+    fn by_id(&self, id: &str) -> Option<Arc<App>> {
+        self.by_id.get(id).cloned()
+    }
+
+    fn by_key(&self, key: &str) -> Option<Arc<App>> {
+        self.by_key.get(key).cloned()
+    }
+}

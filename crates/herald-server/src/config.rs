@@ -1,0 +1,504 @@
+//! Server configuration: the TOML file, environment variables on top, and the embedded
+//! default app, validated into typed values before anything binds a port.
+//!
+//! Every default lives in this file. A bad value stops start-up with a [`ConfigError`] that
+//! names the field, so a typo never silently falls back to a default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default app's id (numeric: the official Node and Python libraries put the id
+/// in URLs and the Python one insists on digits).
+pub const DEFAULT_APP_ID: &str = "1";
+/// The embedded default app's key.
+pub const DEFAULT_APP_KEY: &str = "app-key";
+/// The embedded default app's secret.
+pub const DEFAULT_APP_SECRET: &str = "app-secret";
+
+/// A configuration problem, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file given with `--config`.
+        path: String,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file given with `--config`.
+        path: String,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: `{field}` {problem}")]
+    Invalid {
+        /// The offending field, e.g. `apps[0].key` or `HERALD_PORT`.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Per-app limits. The defaults are Pusher's documented limits, except the data size, which
+/// follows the HTTP API reference Herald implements (100 KB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLimits {
+    /// Simultaneous connections; `0` means unlimited.
+    pub max_connections: usize,
+    /// Largest `data` of an HTTP-triggered event, in bytes (413 above it).
+    pub max_event_data_bytes: usize,
+    /// Channels one trigger may name.
+    pub max_channels_per_trigger: usize,
+    /// Events one batch may hold.
+    pub max_events_per_batch: usize,
+    /// Longest channel name accepted on subscribe and trigger.
+    pub max_channel_name_length: usize,
+    /// Whether clients may send `client-` events.
+    pub client_events: bool,
+    /// Client events each connection may send per second.
+    pub client_events_per_second: u32,
+    /// Distinct users per presence channel.
+    pub max_presence_members: usize,
+    /// Longest presence `user_id`, in characters.
+    pub max_presence_user_id_length: usize,
+    /// Largest presence `user_info`, in bytes of JSON.
+    pub max_presence_user_info_bytes: usize,
+}
+
+impl Default for AppLimits {
+    fn default() -> Self {
+        AppLimits {
+            max_connections: 0,
+            max_event_data_bytes: 100 * 1024,
+            max_channels_per_trigger: 100,
+            max_events_per_batch: 10,
+            max_channel_name_length: 200,
+            client_events: true,
+            client_events_per_second: 10,
+            max_presence_members: 100,
+            max_presence_user_id_length: 128,
+            max_presence_user_info_bytes: 1024,
+        }
+    }
+}
+
+/// One application: credentials and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConfig {
+    /// The id in HTTP API paths.
+    pub id: String,
+    /// The public key clients connect with.
+    pub key: String,
+    /// The secret every signature is keyed with.
+    pub secret: String,
+    /// A disabled app refuses connections (4003) and API calls (403).
+    pub enabled: bool,
+    /// The app's limits.
+    pub limits: AppLimits,
+}
+
+impl AppConfig {
+    fn embedded_default() -> Self {
+        AppConfig {
+            id: DEFAULT_APP_ID.to_owned(),
+            key: DEFAULT_APP_KEY.to_owned(),
+            secret: DEFAULT_APP_SECRET.to_owned(),
+            enabled: true,
+            limits: AppLimits::default(),
+        }
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; `0` picks a free one.
+    pub port: u16,
+    /// Sent to clients in `connection_established`; also how long the server lets a socket
+    /// stay silent before pinging it.
+    pub activity_timeout: Duration,
+    /// How long the server waits for any frame after its ping before closing with 4201.
+    pub pong_timeout: Duration,
+    /// Largest inbound WebSocket message.
+    pub max_message_bytes: usize,
+    /// Bytes a connection may have queued for sending before it is closed with 4100.
+    pub outbox_max_bytes: usize,
+    /// How long shutdown waits for sockets and requests to finish.
+    pub shutdown_grace: Duration,
+    /// The apps served.
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".to_owned(),
+            port: 6001,
+            activity_timeout: Duration::from_secs(120),
+            pong_timeout: Duration::from_secs(30),
+            max_message_bytes: 64 * 1024,
+            outbox_max_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            apps: vec![AppConfig::embedded_default()],
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    host: Option<String>,
+    port: Option<u16>,
+    activity_timeout: Option<u64>,
+    pong_timeout: Option<u64>,
+    max_message_bytes: Option<usize>,
+    outbox_max_bytes: Option<usize>,
+    shutdown_grace: Option<u64>,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    id: Option<String>,
+    key: Option<String>,
+    secret: Option<String>,
+    enabled: Option<bool>,
+    max_connections: Option<usize>,
+    max_event_data_bytes: Option<usize>,
+    max_channels_per_trigger: Option<usize>,
+    max_events_per_batch: Option<usize>,
+    max_channel_name_length: Option<usize>,
+    client_events: Option<bool>,
+    client_events_per_second: Option<u32>,
+    max_presence_members: Option<usize>,
+    max_presence_user_id_length: Option<usize>,
+    max_presence_user_info_bytes: Option<usize>,
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then the TOML file if given, then environment
+    /// variables (`HERALD_HOST`, `HERALD_PORT`, `HERALD_ACTIVITY_TIMEOUT`,
+    /// `HERALD_PONG_TIMEOUT`, and `HERALD_APP_ID`/`_KEY`/`_SECRET` for the single app when the
+    /// file defines none). `env` is injected so tests need not touch the process environment.
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw = match path {
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: shown,
+                    message: e.to_string().trim().replace('\n', " "),
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        Self::from_raw(raw, env)
+    }
+
+    /// Parses TOML text; used by tests and by [`Config::load`]'s callers that embed config.
+    pub fn from_toml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw = toml::from_str::<RawConfig>(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        Self::from_raw(raw, env)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let mut config = Config {
+            host: raw.host.unwrap_or(d.host),
+            port: raw.port.unwrap_or(d.port),
+            activity_timeout: raw
+                .activity_timeout
+                .map_or(d.activity_timeout, Duration::from_secs),
+            pong_timeout: raw.pong_timeout.map_or(d.pong_timeout, Duration::from_secs),
+            max_message_bytes: raw.max_message_bytes.unwrap_or(d.max_message_bytes),
+            outbox_max_bytes: raw.outbox_max_bytes.unwrap_or(d.outbox_max_bytes),
+            shutdown_grace: raw
+                .shutdown_grace
+                .map_or(d.shutdown_grace, Duration::from_secs),
+            apps: Vec::new(),
+        };
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            config.apps.push(app_from_raw(i, app)?);
+        }
+        let from_file = !config.apps.is_empty();
+        if !from_file {
+            config.apps.push(AppConfig::embedded_default());
+        }
+
+        if let Some(v) = env("HERALD_HOST") {
+            config.host = v;
+        }
+        if let Some(v) = env("HERALD_PORT") {
+            config.port = v
+                .parse()
+                .map_err(|_| invalid("HERALD_PORT", format!("is not a port number: '{v}'")))?;
+        }
+        for (name, slot) in [
+            ("HERALD_ACTIVITY_TIMEOUT", &mut config.activity_timeout),
+            ("HERALD_PONG_TIMEOUT", &mut config.pong_timeout),
+        ] {
+            if let Some(v) = env(name) {
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| invalid(name, format!("is not a number of seconds: '{v}'")))?;
+                *slot = Duration::from_secs(secs);
+            }
+        }
+        let app_env = [
+            env("HERALD_APP_ID"),
+            env("HERALD_APP_KEY"),
+            env("HERALD_APP_SECRET"),
+        ];
+        if app_env.iter().any(Option::is_some) {
+            if from_file {
+                return Err(invalid(
+                    "HERALD_APP_ID",
+                    "cannot be combined with [[apps]] in the config file",
+                ));
+            }
+            let [id, key, secret] = app_env;
+            let app = &mut config.apps[0];
+            if let Some(id) = id {
+                app.id = id;
+            }
+            if let Some(key) = key {
+                app.key = key;
+            }
+            if let Some(secret) = secret {
+                app.secret = secret;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.host.is_empty() {
+            return Err(invalid("host", "must not be empty"));
+        }
+        if self.activity_timeout.is_zero() {
+            return Err(invalid(
+                "activity_timeout",
+                "must be at least 1 second (pusher-js rejects 0)",
+            ));
+        }
+        if self.pong_timeout.is_zero() {
+            return Err(invalid("pong_timeout", "must be at least 1 second"));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(invalid("max_message_bytes", "must be at least 1024"));
+        }
+        if self.outbox_max_bytes < self.max_message_bytes {
+            return Err(invalid(
+                "outbox_max_bytes",
+                "must be at least max_message_bytes",
+            ));
+        }
+        for (i, app) in self.apps.iter().enumerate() {
+            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+                if value.is_empty() {
+                    return Err(invalid(format!("apps[{i}].{field}"), "must not be empty"));
+                }
+            }
+            if !app
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    format!("apps[{i}].id"),
+                    "may only contain letters, digits, '-' and '_'",
+                ));
+            }
+            if app.key.contains(['/', '?', '#', ' ']) {
+                return Err(invalid(
+                    format!("apps[{i}].key"),
+                    "must not contain '/', '?', '#' or spaces",
+                ));
+            }
+            for (j, other) in self.apps.iter().enumerate().skip(i + 1) {
+                if other.id == app.id {
+                    return Err(invalid(
+                        format!("apps[{j}].id"),
+                        format!("duplicates apps[{i}].id '{}'", app.id),
+                    ));
+                }
+                if other.key == app.key {
+                    return Err(invalid(
+                        format!("apps[{j}].key"),
+                        format!("duplicates apps[{i}].key"),
+                    ));
+                }
+            }
+            let l = &app.limits;
+            for (field, value) in [
+                ("max_event_data_bytes", l.max_event_data_bytes),
+                ("max_channels_per_trigger", l.max_channels_per_trigger),
+                ("max_events_per_batch", l.max_events_per_batch),
+                ("max_channel_name_length", l.max_channel_name_length),
+                ("max_presence_members", l.max_presence_members),
+                ("max_presence_user_id_length", l.max_presence_user_id_length),
+                (
+                    "max_presence_user_info_bytes",
+                    l.max_presence_user_info_bytes,
+                ),
+            ] {
+                if value == 0 {
+                    return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
+                }
+            }
+            if l.client_events && l.client_events_per_second == 0 {
+                return Err(invalid(
+                    format!("apps[{i}].client_events_per_second"),
+                    "must be at least 1 when client_events is on",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an app still uses the embedded default credentials, which anyone can read in
+    /// this repository.
+    pub fn uses_default_credentials(&self) -> bool {
+        self.apps
+            .iter()
+            .any(|a| a.key == DEFAULT_APP_KEY || a.secret == DEFAULT_APP_SECRET)
+    }
+}
+
+fn app_from_raw(i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
+    let d = AppLimits::default();
+    let required = |v: Option<String>, field: &str| {
+        v.ok_or_else(|| invalid(format!("apps[{i}].{field}"), "is required"))
+    };
+    Ok(AppConfig {
+        id: required(raw.id, "id")?,
+        key: required(raw.key, "key")?,
+        secret: required(raw.secret, "secret")?,
+        enabled: raw.enabled.unwrap_or(true),
+        limits: AppLimits {
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
+            max_event_data_bytes: raw.max_event_data_bytes.unwrap_or(d.max_event_data_bytes),
+            max_channels_per_trigger: raw
+                .max_channels_per_trigger
+                .unwrap_or(d.max_channels_per_trigger),
+            max_events_per_batch: raw.max_events_per_batch.unwrap_or(d.max_events_per_batch),
+            max_channel_name_length: raw
+                .max_channel_name_length
+                .unwrap_or(d.max_channel_name_length),
+            client_events: raw.client_events.unwrap_or(d.client_events),
+            client_events_per_second: raw
+                .client_events_per_second
+                .unwrap_or(d.client_events_per_second),
+            max_presence_members: raw.max_presence_members.unwrap_or(d.max_presence_members),
+            max_presence_user_id_length: raw
+                .max_presence_user_id_length
+                .unwrap_or(d.max_presence_user_id_length),
+            max_presence_user_info_bytes: raw
+                .max_presence_user_info_bytes
+                .unwrap_or(d.max_presence_user_info_bytes),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let c = Config::from_toml("", &no_env).expect("valid");
+        assert_eq!(c, Config::default());
+        assert!(c.uses_default_credentials());
+    }
+
+    #[test]
+    fn file_apps_replace_the_default_and_keep_limit_defaults() {
+        let c = Config::from_toml(
+            "port = 7000\n[[apps]]\nid = \"9\"\nkey = \"k\"\nsecret = \"s\"\nclient_events = false\n",
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].id, "9");
+        assert!(!c.apps[0].limits.client_events);
+        assert_eq!(c.apps[0].limits.max_channels_per_trigger, 100);
+        assert!(!c.uses_default_credentials());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("bogus = 1", "bogus"),
+            ("port = \"x\"", "port"),
+            ("[[apps]]\nid = \"1\"\nkey = \"k\"", "apps[0].secret"),
+            (
+                "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nmax_events_per_batch = 0",
+                "apps[0].max_events_per_batch",
+            ),
+            (
+                "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps]]\nid = \"1\"\nkey = \"k2\"\nsecret = \"s\"",
+                "apps[1].id",
+            ),
+            ("activity_timeout = 0", "activity_timeout"),
+        ];
+        for (text, field) in cases {
+            let err = Config::from_toml(text, &no_env).expect_err(text).to_string();
+            assert!(err.contains(field), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |k: &str| match k {
+            "HERALD_PORT" => Some("7001".to_owned()),
+            "HERALD_APP_KEY" => Some("k2".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml("port = 7000", &env).expect("valid");
+        assert_eq!(c.port, 7001);
+        assert_eq!(c.apps[0].key, "k2");
+        let bad = |k: &str| (k == "HERALD_PORT").then(|| "port".to_owned());
+        let err = Config::from_toml("", &bad).expect_err("bad port").to_string();
+        assert!(err.contains("HERALD_PORT"), "{err}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `GET /apps/{id}/channels`, `/channels/{name}` and `/channels/{name}/users`: what is
+//! occupied, with subscription and user counts, answered from the hub.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{Method, Uri};
+use axum::Json;
+use herald_protocol::channel::{validate_channel_name, ChannelKind};
+use serde_json::{json, Map, Value};
+
+use super::auth::authenticate;
+use super::error::ApiError;
+use super::events::parse_info;
+use crate::Shared;
+
+/// `GET /apps/{app_id}/channels`.
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
+    let prefix = auth.query.get("filter_by_prefix").unwrap_or("");
+    let info = parse_info(auth.query.get("info"), &["user_count", "subscription_count"])?;
+    let user_count = info.iter().any(|a| a == "user_count");
+    let subscription_count = info.iter().any(|a| a == "subscription_count");
+    if user_count && !prefix.starts_with("presence-") {
+        return Err(ApiError::bad_request(
+            "user_count is only available for presence channels: add filter_by_prefix=presence-",
+        ));
+    }
+    let mut channels = Map::new();
+    for (name, counts) in auth.app.hub.channels(prefix) {
+        let mut attrs = Map::new();
+        if user_count {
+            attrs.insert("user_count".into(), counts.user_count.into());
+        }
+        if subscription_count {
+            attrs.insert("subscription_count".into(), counts.subscription_count.into());
+        }
+        channels.insert(name, Value::Object(attrs));
+    }
+    Ok(Json(json!({ "channels": channels })))
+}
+
+fn checked_channel(name: &str, max_len: usize) -> Result<ChannelKind, ApiError> {
+    validate_channel_name(name, max_len).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// `GET /apps/{app_id}/channels/{channel_name}`.
+pub(crate) async fn show(
+    State(shared): State<Arc<Shared>>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
+    let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
+    let info = parse_info(auth.query.get("info"), &["user_count", "subscription_count"])?;
+    let counts = auth.app.hub.counts(&channel);
+    let mut out = Map::new();
+    out.insert("occupied".into(), (counts.subscription_count > 0).into());
+    for attr in info {
+        if attr == "user_count" {
+            if !kind.is_presence() {
+                return Err(ApiError::bad_request(format!(
+                    "user_count is only available for presence channels, not '{channel}'"
+                )));
+            }
+            out.insert(attr, counts.user_count.into());
+        } else {
+            out.insert(attr, counts.subscription_count.into());
+        }
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// `GET /apps/{app_id}/channels/{channel_name}/users`.
+pub(crate) async fn users(
+    State(shared): State<Arc<Shared>>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
+    let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
+    if !kind.is_presence() {
+        return Err(ApiError::bad_request(format!(
+            "Users can only be listed for presence channels, not '{channel}'"
+        )));
+    }
+    let users: Vec<Value> = auth
+        .app
+        .hub
+        .users(&channel)
+        .into_iter()
+        .map(|id| json!({ "id": id }))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}

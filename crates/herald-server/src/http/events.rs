@@ -1,0 +1,277 @@
+//! `POST /apps/{id}/events` and `POST /apps/{id}/batch_events`: validate, encode each
+//! event once per channel, and hand the shared bytes to the hub.
+//!
+//! A request is validated whole before anything is published, so a batch with one bad item
+//! publishes nothing. `data` is passed through byte for byte: the JSON string token from the
+//! request body becomes the `data` token of the frame subscribers receive.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{Method, Uri};
+use axum::Json;
+use herald_protocol::channel::{
+    is_valid_socket_id, validate_channel_name, validate_event_name, ChannelKind,
+};
+use herald_protocol::frame;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::auth::authenticate;
+use super::error::ApiError;
+use crate::apps::App;
+use crate::hub::ConnId;
+use crate::ws::text_frame;
+use crate::Shared;
+
+#[derive(Deserialize)]
+struct EventBody<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Option<Vec<EventBody<'a>>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct InfoWanted {
+    user_count: bool,
+    subscription_count: bool,
+}
+
+impl InfoWanted {
+    fn any(self) -> bool {
+        self.user_count || self.subscription_count
+    }
+}
+
+/// Parses an `info` list, rejecting attributes Herald does not know.
+pub(super) fn parse_info(info: Option<&str>, allowed: &[&str]) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for attr in info.unwrap_or("").split(',').map(str::trim) {
+        if attr.is_empty() {
+            continue;
+        }
+        if !allowed.contains(&attr) {
+            return Err(ApiError::bad_request(format!(
+                "Unknown info attribute '{attr}' (expected one of: {})",
+                allowed.join(", ")
+            )));
+        }
+        out.push(attr.to_owned());
+    }
+    Ok(out)
+}
+
+/// One validated event, ready to publish.
+struct Prepared {
+    name: String,
+    /// The `data` JSON token to insert verbatim in each frame.
+    data_token: String,
+    channels: Vec<String>,
+    except: Option<ConnId>,
+    info: InfoWanted,
+}
+
+fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
+    let limits = &app.config.limits;
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::bad_request("Missing 'name': the event name is required"))?;
+    validate_event_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let data = body
+        .data
+        .ok_or_else(|| ApiError::bad_request("Missing 'data': the event data is required"))?;
+    let raw = data.get();
+    let (data_token, size) = if raw.starts_with('"') {
+        let text: Cow<'_, str> = serde_json::from_str(raw)
+            .map_err(|e| ApiError::bad_request(format!("Invalid 'data': {e}")))?;
+        (raw.to_owned(), text.len())
+    } else {
+        // Pusher's API takes `data` as a string; an object is accepted and sent as its JSON
+        // text so subscribers still receive a string.
+        (frame::json_str(raw), raw.len())
+    };
+    if size > limits.max_event_data_bytes {
+        return Err(ApiError::too_large(format!(
+            "The data content of this event exceeds the allowed maximum ({} bytes): it is {size} bytes",
+            limits.max_event_data_bytes
+        )));
+    }
+    let channels = match (body.channels, body.channel) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "Give either 'channel' or 'channels', not both",
+            ))
+        }
+        (Some(list), None) => list,
+        (None, Some(one)) => vec![one],
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "Missing 'channels' (or 'channel'): at least one channel is required",
+            ))
+        }
+    };
+    if channels.is_empty() {
+        return Err(ApiError::bad_request("'channels' must not be empty"));
+    }
+    if channels.len() > limits.max_channels_per_trigger {
+        return Err(ApiError::bad_request(format!(
+            "Too many channels: {} given, at most {} allowed per event",
+            channels.len(),
+            limits.max_channels_per_trigger
+        )));
+    }
+    for channel in &channels {
+        validate_channel_name(channel, limits.max_channel_name_length)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let except = match body.socket_id.as_deref() {
+        None => None,
+        Some(id) if is_valid_socket_id(id) => local_conn(shared, id),
+        Some(id) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid socket_id: '{id}' (expected digits.digits)"
+            )))
+        }
+    };
+    let mut info = InfoWanted::default();
+    for attr in parse_info(body.info.as_deref(), &["user_count", "subscription_count"])? {
+        match attr.as_str() {
+            "user_count" => info.user_count = true,
+            _ => info.subscription_count = true,
+        }
+    }
+    Ok(Prepared {
+        name: name.into_owned(),
+        data_token,
+        channels,
+        except,
+        info,
+    })
+}
+
+/// The connection a socket id names, if it lives on this node.
+fn local_conn(shared: &Shared, socket_id: &str) -> Option<ConnId> {
+    let (node, conn) = socket_id.split_once('.')?;
+    (node == shared.node_id.to_string())
+        .then(|| conn.parse().ok())
+        .flatten()
+}
+
+fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
+    let mut attributes = Map::new();
+    for channel in &event.channels {
+        let frame = text_frame(&frame::event(
+            &event.name,
+            channel,
+            &event.data_token,
+            None,
+        ));
+        app.hub.publish(channel, &frame, event.except);
+        if event.info.any() {
+            let counts = app.hub.counts(channel);
+            let mut attrs = Map::new();
+            if event.info.user_count && ChannelKind::of(channel).is_presence() {
+                attrs.insert("user_count".into(), counts.user_count.into());
+            }
+            if event.info.subscription_count {
+                attrs.insert(
+                    "subscription_count".into(),
+                    counts.subscription_count.into(),
+                );
+            }
+            attributes.insert(channel.clone(), Value::Object(attrs));
+        }
+    }
+    attributes
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Request body is not valid JSON for this endpoint: {e}")))
+}
+
+/// `POST /apps/{app_id}/events`.
+pub(crate) async fn trigger(
+    State(shared): State<Arc<Shared>>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
+    let event = prepare(&shared, &auth.app, parse_body(&body)?)?;
+    let attributes = publish(&auth.app, &event);
+    if event.info.any() {
+        Ok(Json(serde_json::json!({ "channels": attributes })))
+    } else {
+        Ok(Json(Value::Object(Map::new())))
+    }
+}
+
+/// `POST /apps/{app_id}/batch_events`.
+pub(crate) async fn batch(
+    State(shared): State<Arc<Shared>>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
+    let batch: BatchBody<'_> = parse_body(&body)?;
+    let items = batch
+        .batch
+        .ok_or_else(|| ApiError::bad_request("Missing 'batch': an array of events is required"))?;
+    let max = auth.app.config.limits.max_events_per_batch;
+    if items.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "Batch too large: {} events given, at most {max} allowed",
+            items.len()
+        )));
+    }
+    let mut prepared = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if item.channels.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "batch[{i}]: each batch event takes a single 'channel'"
+            )));
+        }
+        let event = prepare(&shared, &auth.app, item).map_err(|e| ApiError {
+            status: e.status,
+            message: format!("batch[{i}]: {}", e.message),
+        })?;
+        prepared.push(event);
+    }
+    let any_info = prepared.iter().any(|e| e.info.any());
+    let mut results = Vec::with_capacity(prepared.len());
+    for event in &prepared {
+        let attributes = publish(&auth.app, event);
+        if any_info {
+            // A batch item has one channel, so its attributes are that channel's.
+            let attrs = attributes.into_iter().next().map_or(Value::Object(Map::new()), |(_, v)| v);
+            results.push(attrs);
+        }
+    }
+    if any_info {
+        Ok(Json(serde_json::json!({ "batch": results })))
+    } else {
+        Ok(Json(Value::Object(Map::new())))
+    }
+}

@@ -1,0 +1,34 @@
+//! The HTTP side: the Pusher HTTP API under `/apps/{id}` and the WebSocket endpoint
+//! `/app/{key}`, on one router.
+
+pub(crate) mod auth;
+pub(crate) mod channels;
+pub mod error;
+pub(crate) mod events;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use crate::{ws, Shared};
+
+/// Bodies larger than this are refused before they are read: ten 100 KB events plus JSON.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The server's routes.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(|| async { "OK" }))
+        .route("/up", get(|| async { "OK" }))
+        .route("/app/{key}", any(ws::connect))
+        .route("/apps/{app_id}/events", post(events::trigger))
+        .route("/apps/{app_id}/batch_events", post(events::batch))
+        .route("/apps/{app_id}/channels", get(channels::list))
+        .route("/apps/{app_id}/channels/{channel}", get(channels::show))
+        .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
+        .fallback(ws::wrong_path)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}

@@ -1,0 +1,401 @@
+//! One app's channels on this node: who is subscribed to what, presence members, and the
+//! fan-out of an encoded frame to every subscriber's outbox.
+//!
+//! Channels live in shards (by a hash of the name) behind read/write locks, so publishes to
+//! different channels do not contend and a publish only takes a read lock. Nothing awaits
+//! while a shard lock is held: pushing to an outbox is a short mutex-protected append.
+//! Frames that must reach a subscriber before any channel event (its
+//! `subscription_succeeded`) or that describe membership changes are pushed while the shard
+//! lock is held, so every subscriber sees them in a consistent order.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_protocol::frame;
+use herald_protocol::presence::Member;
+use parking_lot::RwLock;
+
+use crate::outbox::Outbox;
+use crate::ws::text_frame;
+
+/// A connection's id on this node (the second half of its socket id).
+pub type ConnId = u64;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug)]
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    /// The presence member this connection joined as.
+    user_id: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct MemberEntry {
+    user_info: Option<Box<str>>,
+    /// Connections subscribed as this user: member events fire on the first and the last.
+    connections: u32,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    subscribers: HashMap<ConnId, Subscriber>,
+    /// Distinct presence users, in join order so member lists are stable.
+    members: Vec<(Arc<str>, MemberEntry)>,
+}
+
+impl Channel {
+    fn member_mut(&mut self, user_id: &str) -> Option<&mut MemberEntry> {
+        self.members
+            .iter_mut()
+            .find(|(id, _)| id.as_ref() == user_id)
+            .map(|(_, m)| m)
+    }
+}
+
+/// What a subscription did to the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// The channel went from no subscribers to one.
+    pub occupied: bool,
+    /// The connection was already subscribed (it got `subscription_succeeded` again).
+    pub already: bool,
+}
+
+/// Why a presence subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceRefused {
+    /// The channel already has the maximum number of distinct users.
+    Full {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// What an unsubscription did to the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    /// The channel has no subscribers left.
+    pub vacated: bool,
+    /// The presence user whose last connection left.
+    pub member_removed: Option<Arc<str>>,
+}
+
+/// Counts for one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelCounts {
+    /// Connections subscribed.
+    pub subscription_count: usize,
+    /// Distinct presence users.
+    pub user_count: usize,
+}
+
+/// An app's channels on this node.
+#[derive(Debug)]
+pub struct Hub {
+    shards: Box<[RwLock<HashMap<Box<str>, Channel>>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &RwLock<HashMap<Box<str>, Channel>> {
+        let mut h = self.hasher.build_hasher();
+        channel.hash(&mut h);
+        // SHARDS is a power of two; the low bits of SipHash are well mixed.
+        &self.shards[(h.finish() as usize) & (SHARDS - 1)]
+    }
+
+    /// Subscribes a connection to a non-presence channel and queues its
+    /// `subscription_succeeded`.
+    pub fn subscribe(&self, channel: &str, conn: ConnId, outbox: &Arc<Outbox>) -> Joined {
+        let mut shard = self.shard(channel).write();
+        let ch = shard.entry(channel.into()).or_default();
+        let occupied = ch.subscribers.is_empty();
+        let already = match ch.subscribers.entry(conn) {
+            Entry::Occupied(_) => true,
+            Entry::Vacant(v) => {
+                v.insert(Subscriber {
+                    outbox: outbox.clone(),
+                    user_id: None,
+                });
+                false
+            }
+        };
+        outbox.push(text_frame(&frame::subscription_succeeded(channel, "{}")));
+        Joined { occupied, already }
+    }
+
+    /// Subscribes a connection to a presence channel as `member`: queues its
+    /// `subscription_succeeded` with the member list and, if this is the user's first
+    /// connection, `member_added` to the other subscribers.
+    pub fn subscribe_presence(
+        &self,
+        channel: &str,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        member: Member,
+        max_members: usize,
+    ) -> Result<Joined, PresenceRefused> {
+        let mut shard = self.shard(channel).write();
+        let ch = shard.entry(channel.into()).or_default();
+        if ch.subscribers.contains_key(&conn) {
+            // A repeated subscribe only re-confirms; switching identity needs an unsubscribe.
+            let data = presence_json(ch);
+            outbox.push(text_frame(&frame::subscription_succeeded(channel, &data)));
+            return Ok(Joined {
+                occupied: false,
+                already: true,
+            });
+        }
+        let new_user = ch.member_mut(&member.user_id).is_none();
+        if new_user && ch.members.len() >= max_members {
+            if ch.subscribers.is_empty() {
+                shard.remove(channel);
+            }
+            return Err(PresenceRefused::Full { max: max_members });
+        }
+        let occupied = ch.subscribers.is_empty();
+        let user_id: Arc<str> = Arc::from(member.user_id.as_str());
+        match ch.member_mut(&member.user_id) {
+            Some(entry) => entry.connections += 1,
+            None => ch.members.push((
+                user_id.clone(),
+                MemberEntry {
+                    user_info: member.user_info.as_deref().map(Box::from),
+                    connections: 1,
+                },
+            )),
+        }
+        if new_user {
+            let added = text_frame(&frame::member_added(
+                channel,
+                &member.user_id,
+                member.user_info.as_deref(),
+            ));
+            for sub in ch.subscribers.values() {
+                sub.outbox.push(added.clone());
+            }
+        }
+        ch.subscribers.insert(
+            conn,
+            Subscriber {
+                outbox: outbox.clone(),
+                user_id: Some(user_id),
+            },
+        );
+        let data = presence_json(ch);
+        outbox.push(text_frame(&frame::subscription_succeeded(channel, &data)));
+        Ok(Joined {
+            occupied,
+            already: false,
+        })
+    }
+
+    /// Removes a connection from a channel. On a presence channel, the user's last
+    /// connection leaving sends `member_removed` to the remaining subscribers.
+    pub fn unsubscribe(&self, channel: &str, conn: ConnId) -> Option<Left> {
+        let mut shard = self.shard(channel).write();
+        let ch = shard.get_mut(channel)?;
+        let sub = ch.subscribers.remove(&conn)?;
+        let mut member_removed = None;
+        if let Some(user_id) = sub.user_id {
+            if let Some(pos) = ch.members.iter().position(|(id, _)| *id == user_id) {
+                let entry = &mut ch.members[pos].1;
+                entry.connections = entry.connections.saturating_sub(1);
+                if entry.connections == 0 {
+                    ch.members.remove(pos);
+                    let removed = text_frame(&frame::member_removed(channel, &user_id));
+                    for other in ch.subscribers.values() {
+                        other.outbox.push(removed.clone());
+                    }
+                    member_removed = Some(user_id);
+                }
+            }
+        }
+        let vacated = ch.subscribers.is_empty();
+        if vacated {
+            shard.remove(channel);
+        }
+        Some(Left {
+            vacated,
+            member_removed,
+        })
+    }
+
+    /// Queues `frame` for every subscriber of `channel` except `except`; returns how many
+    /// got it.
+    pub fn publish(&self, channel: &str, frame: &Bytes, except: Option<ConnId>) -> usize {
+        let shard = self.shard(channel).read();
+        let Some(ch) = shard.get(channel) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for (conn, sub) in &ch.subscribers {
+            if Some(*conn) != except && sub.outbox.push(frame.clone()) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Whether `conn` is subscribed to `channel`, and as which presence user.
+    pub fn subscription(&self, channel: &str, conn: ConnId) -> Option<Option<Arc<str>>> {
+        let shard = self.shard(channel).read();
+        shard
+            .get(channel)?
+            .subscribers
+            .get(&conn)
+            .map(|s| s.user_id.clone())
+    }
+
+    /// Subscription and user counts of one channel (zero when unoccupied).
+    pub fn counts(&self, channel: &str) -> ChannelCounts {
+        let shard = self.shard(channel).read();
+        shard.get(channel).map_or_else(ChannelCounts::default, |ch| ChannelCounts {
+            subscription_count: ch.subscribers.len(),
+            user_count: ch.members.len(),
+        })
+    }
+
+    /// Distinct user ids on a presence channel, in join order.
+    pub fn users(&self, channel: &str) -> Vec<String> {
+        let shard = self.shard(channel).read();
+        shard.get(channel).map_or_else(Vec::new, |ch| {
+            ch.members.iter().map(|(id, _)| id.to_string()).collect()
+        })
+    }
+
+    /// Every occupied channel whose name starts with `prefix`, with its counts, sorted by
+    /// name so listings are stable.
+    pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelCounts)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for (name, ch) in shard.iter() {
+                if name.starts_with(prefix) && !name.starts_with('#') {
+                    out.push((
+                        name.to_string(),
+                        ChannelCounts {
+                            subscription_count: ch.subscribers.len(),
+                            user_count: ch.members.len(),
+                        },
+                    ));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+fn presence_json(ch: &Channel) -> String {
+    frame::presence_data(
+        ch.members
+            .iter()
+            .map(|(id, m)| (id.as_ref(), m.user_info.as_deref())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn outbox() -> Arc<Outbox> {
+        Arc::new(Outbox::new(1 << 20))
+    }
+
+    fn drain(o: &Outbox) -> Vec<String> {
+        let mut frames = VecDeque::new();
+        o.take(&mut frames);
+        frames
+            .iter()
+            .map(|f| {
+                // Server frames: 2-byte header for payloads under 126 bytes, 4 bytes above.
+                let skip = if f[1] == 126 { 4 } else { 2 };
+                String::from_utf8_lossy(&f[skip..]).into_owned()
+            })
+            .collect()
+    }
+
+    fn member(id: &str) -> Member {
+        herald_protocol::presence::parse_member(&format!("{{\"user_id\":\"{id}\"}}"))
+            .expect("valid member")
+    }
+
+    #[test]
+    fn publish_skips_the_excluded_connection() {
+        let hub = Hub::new();
+        let (a, b) = (outbox(), outbox());
+        assert!(hub.subscribe("c", 1, &a).occupied);
+        assert!(!hub.subscribe("c", 2, &b).occupied);
+        drain(&a);
+        drain(&b);
+        assert_eq!(hub.publish("c", &Bytes::from_static(b"x"), Some(1)), 1);
+        assert!(drain(&a).is_empty());
+        assert_eq!(drain(&b).len(), 1);
+        assert_eq!(hub.unsubscribe("c", 1).map(|l| l.vacated), Some(false));
+        assert_eq!(hub.unsubscribe("c", 2).map(|l| l.vacated), Some(true));
+        assert!(hub.channels("").is_empty());
+    }
+
+    #[test]
+    fn presence_member_events_fire_on_first_and_last_connection() {
+        let hub = Hub::new();
+        let (a1, a2, b) = (outbox(), outbox(), outbox());
+        hub.subscribe_presence("presence-r", 1, &b, member("b"), 100)
+            .expect("joined");
+        hub.subscribe_presence("presence-r", 2, &a1, member("a"), 100)
+            .expect("joined");
+        hub.subscribe_presence("presence-r", 3, &a2, member("a"), 100)
+            .expect("joined");
+        let seen_by_b = drain(&b);
+        let added: Vec<_> = seen_by_b
+            .iter()
+            .filter(|f| f.contains("member_added"))
+            .collect();
+        assert_eq!(added.len(), 1, "{seen_by_b:?}");
+        assert_eq!(hub.counts("presence-r").user_count, 2);
+        assert_eq!(hub.counts("presence-r").subscription_count, 3);
+        assert_eq!(hub.unsubscribe("presence-r", 2).and_then(|l| l.member_removed), None);
+        assert_eq!(
+            hub.unsubscribe("presence-r", 3)
+                .and_then(|l| l.member_removed)
+                .as_deref(),
+            Some("a")
+        );
+        assert!(drain(&b).iter().any(|f| f.contains("member_removed")));
+        assert_eq!(hub.users("presence-r"), ["b"]);
+    }
+
+    #[test]
+    fn presence_limit_counts_distinct_users() {
+        let hub = Hub::new();
+        let o = outbox();
+        hub.subscribe_presence("presence-x", 1, &o, member("a"), 1)
+            .expect("first user fits");
+        hub.subscribe_presence("presence-x", 2, &o, member("a"), 1)
+            .expect("same user again fits");
+        assert_eq!(
+            hub.subscribe_presence("presence-x", 3, &o, member("b"), 1),
+            Err(PresenceRefused::Full { max: 1 })
+        );
+    }
+}

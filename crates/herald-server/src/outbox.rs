@@ -1,0 +1,135 @@
+//! A connection's bounded outbound queue.
+//!
+//! Publishers (the hub, the connection's own session) push complete WebSocket frames as
+//! shared [`Bytes`]: a fan-out clones a reference, never the payload. Only the connection's
+//! task drains the queue and writes to the socket. When the queued bytes would exceed the
+//! bound, the queue drops its frames and asks the task to close the socket with 4100, so a
+//! subscriber that stops reading costs at most the bound, and nobody else waits for it.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// A close the connection task must perform: `pusher:error` with this code and message,
+/// then a close frame with the same code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// The Pusher close code.
+    pub code: u16,
+    /// The message for the `pusher:error` frame.
+    pub message: &'static str,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+}
+
+/// The queue; shared between publishers and the connection task.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    /// An empty queue that holds at most `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    /// Queues a frame. Returns `false` when the connection is closing or has just overflowed
+    /// (the frame is dropped).
+    pub fn push(&self, frame: Bytes) -> bool {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        if state.bytes + frame.len() > self.max_bytes {
+            state.frames = VecDeque::new();
+            state.bytes = 0;
+            state.close = Some(CloseRequest {
+                code: herald_protocol::close::CloseReason::OverCapacity.code(),
+                message: herald_protocol::close::CloseReason::OverCapacity.message(),
+            });
+            drop(state);
+            self.ready.notify_one();
+            return false;
+        }
+        let was_empty = state.frames.is_empty();
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Asks the connection task to close with `code`; frames already queued are sent first.
+    /// The first request wins.
+    pub fn close(&self, code: u16, message: &'static str) {
+        let mut state = self.state.lock();
+        if state.close.is_none() {
+            state.close = Some(CloseRequest { code, message });
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Moves everything queued to the end of `into`, plus any close request. When `into`
+    /// is empty (the usual case) the two queues are swapped instead of copied.
+    pub fn take(&self, into: &mut VecDeque<Bytes>) -> Option<CloseRequest> {
+        let mut state = self.state.lock();
+        if into.is_empty() {
+            std::mem::swap(&mut state.frames, into);
+        } else {
+            into.extend(state.frames.drain(..));
+        }
+        state.bytes = 0;
+        state.close
+    }
+
+    /// Completes when something was pushed or a close was requested since the last call.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_drops_frames_and_requests_4100() {
+        let outbox = Outbox::new(10);
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        assert!(!outbox.push(Bytes::from_static(b"1")));
+        let mut frames = VecDeque::new();
+        let close = outbox.take(&mut frames);
+        assert!(frames.is_empty());
+        assert_eq!(close.map(|c| c.code), Some(4100));
+        assert!(!outbox.push(Bytes::from_static(b"1")), "closed outbox takes nothing");
+    }
+
+    #[test]
+    fn take_returns_frames_in_order_and_resets_the_count() {
+        let outbox = Outbox::new(10);
+        assert!(outbox.push(Bytes::from_static(b"a")));
+        assert!(outbox.push(Bytes::from_static(b"b")));
+        let mut frames = VecDeque::new();
+        assert_eq!(outbox.take(&mut frames), None);
+        assert_eq!(frames, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert!(outbox.push(Bytes::from_static(b"0123456789")), "count was reset");
+    }
+}

@@ -1,0 +1,314 @@
+//! One connection's task: reads and decodes frames, hands messages to the [`Session`],
+//! writes what its outbox holds, pings a silent client and closes an unresponsive one.
+//!
+//! This task is the only writer of its socket. It waits for readiness rather than parking a
+//! read buffer in a pending read, so an idle connection holds no buffer at all: bytes are
+//! read into a stack chunk and kept only while a frame is incomplete. Queued frames are
+//! written together with one vectored write when several are pending.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use herald_protocol::close::CloseReason;
+use herald_protocol::frame;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+use tracing::Instrument;
+
+use super::codec::{self, CodecError, Decoder, Message};
+use super::session::Session;
+use super::text_frame;
+use crate::apps::{App, ConnectionSlot};
+use crate::outbox::CloseRequest;
+use crate::Shared;
+
+/// Frames written with one system call at most.
+const MAX_IOVECS: usize = 64;
+/// How long a closing connection waits for its last frames to drain.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Serves an admitted connection until it closes.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    app: Arc<App>,
+    slot: ConnectionSlot,
+    stream: TcpStream,
+    pre_read: Bytes,
+) {
+    let session = Session::new(&shared, app);
+    let span = tracing::debug_span!("ws", socket_id = %session.socket_id(), app_id = %session.app_id());
+    serve(shared, session, slot, stream, pre_read)
+        .instrument(span)
+        .await;
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    mut session: Session,
+    slot: ConnectionSlot,
+    stream: TcpStream,
+    pre_read: Bytes,
+) {
+    tracing::debug!("Connection opened");
+    let outbox = session.outbox().clone();
+    outbox.push(text_frame(&frame::connection_established(
+        session.socket_id(),
+        shared.config.activity_timeout.as_secs(),
+    )));
+
+    let mut io = Io {
+        stream,
+        read_buf: BytesMut::from(&pre_read[..]),
+        decoder: Decoder::new(shared.config.max_message_bytes),
+        pending: VecDeque::new(),
+        front_partial: false,
+    };
+    let activity_timeout = shared.config.activity_timeout;
+    let pong_timeout = shared.config.pong_timeout;
+    let mut last_read = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    let timer = sleep_until(last_read + activity_timeout);
+    tokio::pin!(timer);
+    let mut closing: Option<Instant> = None;
+    let shutdown = shared.shutdown.clone();
+
+    // Bytes that arrived with the upgrade request are handled before waiting on the socket.
+    if !io.read_buf.is_empty() && io.decode_all(&mut session).is_err() {
+        closing = Some(Instant::now() + CLOSE_LINGER);
+    }
+
+    loop {
+        if let Err(error) = io.flush() {
+            tracing::debug!(%error, "Write failed");
+            break;
+        }
+        if closing.is_some() && io.pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if closing.is_none() => {
+                let r = CloseReason::Reconnect;
+                outbox.close(r.code(), r.message());
+            }
+            () = outbox.ready() => {
+                if let Some(close) = outbox.take(&mut io.pending) {
+                    if closing.is_none() {
+                        if close.code == CloseReason::OverCapacity.code() {
+                            // The client is not reading: what it has not taken is dropped.
+                            io.discard_unsent();
+                        }
+                        io.queue_close(close);
+                        closing = Some(Instant::now() + CLOSE_LINGER);
+                    }
+                }
+            }
+            ready = io.stream.writable(), if !io.pending.is_empty() => {
+                if ready.is_err() {
+                    break;
+                }
+            }
+            ready = io.stream.readable(), if closing.is_none() => {
+                if ready.is_err() {
+                    break;
+                }
+                match io.read() {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        ping_sent = None;
+                        if io.decode_all(&mut session).is_err() {
+                            closing = Some(Instant::now() + CLOSE_LINGER);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "Read failed");
+                        break;
+                    }
+                }
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                if let Some(deadline) = closing {
+                    if now >= deadline {
+                        break;
+                    }
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
+                match ping_sent {
+                    Some(sent) if now >= sent + pong_timeout => {
+                        let r = CloseReason::PongNotReceived;
+                        outbox.close(r.code(), r.message());
+                        timer.as_mut().reset(now + CLOSE_LINGER);
+                    }
+                    Some(sent) => timer.as_mut().reset(sent + pong_timeout),
+                    None if now >= last_read + activity_timeout => {
+                        outbox.push(text_frame(frame::PING));
+                        ping_sent = Some(now);
+                        timer.as_mut().reset(now + pong_timeout);
+                    }
+                    None => timer.as_mut().reset(last_read + activity_timeout),
+                }
+            }
+        }
+        if let Some(deadline) = closing {
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
+    session.close();
+    let _ = io.stream.shutdown().await;
+    drop(slot);
+    tracing::debug!("Connection closed");
+}
+
+/// Refuses a connection: `pusher:error` with the reason's code, then a close frame with it.
+pub(super) async fn refuse(mut stream: TcpStream, reason: CloseReason) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&text_frame(&frame::error(
+        Some(reason.code()),
+        reason.message(),
+    )));
+    out.extend_from_slice(&codec::encode_close(reason.code(), reason.message()));
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+struct Io {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    decoder: Decoder,
+    /// Frames taken from the outbox and not yet fully written.
+    pending: VecDeque<Bytes>,
+    /// The first pending frame is partly written, so it must be finished before any other.
+    front_partial: bool,
+}
+
+impl Io {
+    /// Reads what the socket has without blocking. The stack chunk keeps an idle
+    /// connection free of heap buffers; only unconsumed bytes are copied to `read_buf`.
+    fn read(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 8192];
+        let mut total = 0;
+        loop {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) if total == 0 => return Ok(0),
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    self.read_buf.extend_from_slice(&chunk[..n]);
+                    total += n;
+                    if n < chunk.len() || total >= 256 * 1024 {
+                        return Ok(total);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Decodes and handles every complete message in `read_buf`. Returns `Err` when the
+    /// connection must close (a close frame has been queued).
+    fn decode_all(&mut self, session: &mut Session) -> Result<(), ()> {
+        let result = loop {
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(None) => break Ok(()),
+                Ok(Some(Message::Text(text))) => session.handle_text(&text),
+                Ok(Some(Message::Binary(_))) => session.send_error(
+                    None,
+                    "Binary frames are not supported: send JSON text frames",
+                ),
+                Ok(Some(Message::Ping(payload))) => {
+                    session.outbox().push(codec::encode_pong(&payload));
+                }
+                Ok(Some(Message::Pong(_))) => {}
+                Ok(Some(Message::Close(close))) => {
+                    let code = close.map_or(1000, |(code, _)| code);
+                    let code = if is_valid_close_code(code) { code } else { 1000 };
+                    self.pending.push_back(codec::encode_close(code, ""));
+                    break Err(());
+                }
+                Err(error) => {
+                    if let CodecError::TooBig { limit } = error {
+                        let message = format!("Message too large: the limit is {limit} bytes");
+                        self.pending
+                            .push_back(text_frame(&frame::error(None, &message)));
+                    }
+                    tracing::debug!(%error, "Bad WebSocket frame");
+                    self.pending
+                        .push_back(codec::encode_close(error.close_code(), ""));
+                    break Err(());
+                }
+            }
+        };
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            // Release the buffer so an idle connection holds none.
+            self.read_buf = BytesMut::new();
+        }
+        result
+    }
+
+    /// Drops pending frames the client has not started to receive.
+    fn discard_unsent(&mut self) {
+        let keep = usize::from(self.front_partial);
+        self.pending.truncate(keep);
+    }
+
+    fn queue_close(&mut self, close: CloseRequest) {
+        self.pending
+            .push_back(text_frame(&frame::error(Some(close.code), close.message)));
+        self.pending
+            .push_back(codec::encode_close(close.code, close.message));
+    }
+
+    /// Writes as much of `pending` as the socket takes without blocking.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (slot, frame) in slices.iter_mut().zip(self.pending.iter()) {
+                *slot = IoSlice::new(frame);
+                n += 1;
+            }
+            let written = match self.stream.try_write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => written,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let mut left = written;
+            while left > 0 {
+                let Some(front) = self.pending.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.pending.pop_front();
+                    self.front_partial = false;
+                } else {
+                    front.advance(left);
+                    self.front_partial = true;
+                    left = 0;
+                }
+            }
+        }
+        if self.pending.capacity() > 16 {
+            self.pending = VecDeque::new();
+        }
+        Ok(())
+    }
+}
+
+fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}

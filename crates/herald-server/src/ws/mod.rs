@@ -1,0 +1,163 @@
+//! The WebSocket endpoint `/app/{key}`: the HTTP upgrade, then one task per connection.
+//!
+//! The handshake is answered here and the raw `TcpStream` is taken back from hyper, so the
+//! connection task can frame the socket itself ([`codec`]) and hold no read or write buffer
+//! while the socket is idle. Connections that cannot be served (unknown key, disabled app,
+//! over quota, bad path or protocol) still get the upgrade, then a `pusher:error` and a close
+//! with the code that tells pusher-js whether to retry (spec §1.4).
+
+pub(crate) mod codec;
+mod connection;
+mod session;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use herald_protocol::close::CloseReason;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::http::error::ApiError;
+use crate::Shared;
+
+/// A complete WebSocket text frame holding `json`, ready to share among subscribers.
+pub(crate) fn text_frame(json: &str) -> Bytes {
+    codec::encode_text(json.as_bytes())
+}
+
+/// What the connection task is told to do once the upgrade completes.
+enum Admission {
+    Serve(Arc<crate::apps::App>, crate::apps::ConnectionSlot),
+    Refuse(CloseReason),
+}
+
+/// `GET /app/{key}`: a Pusher client connecting.
+pub(crate) async fn connect(
+    State(shared): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    req: Request,
+) -> Response {
+    let admission = admit(&shared, &key, req.uri().query().unwrap_or(""));
+    upgrade(shared, req, admission)
+}
+
+/// A WebSocket upgrade on any other path: accepted, then closed with 4005 so the client
+/// learns why instead of seeing a bare HTTP error.
+pub(crate) async fn wrong_path(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    if is_upgrade(req.headers()) {
+        upgrade(shared, req, Admission::Refuse(CloseReason::PathNotFound))
+    } else {
+        ApiError::not_found("Unknown path").into_response()
+    }
+}
+
+fn admit(shared: &Shared, key: &str, query: &str) -> Admission {
+    let mut protocol = None;
+    let mut version = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "protocol" => protocol = Some(v),
+            "version" => version = Some(v),
+            _ => {}
+        }
+    }
+    // A missing `protocol` is treated as 7 (spec §1.1: lenient, every current client sends it).
+    if let Some(p) = protocol {
+        if !matches!(p, "5" | "6" | "7") {
+            return Admission::Refuse(CloseReason::UnsupportedProtocol);
+        }
+    }
+    if let Some(v) = version {
+        let ok = !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'));
+        if !ok {
+            return Admission::Refuse(CloseReason::InvalidVersion);
+        }
+    }
+    let Some(app) = shared.apps.by_key(key) else {
+        return Admission::Refuse(CloseReason::UnknownApp);
+    };
+    if !app.config.enabled {
+        return Admission::Refuse(CloseReason::AppDisabled);
+    }
+    match app.try_connect() {
+        Some(slot) => Admission::Serve(app, slot),
+        None => Admission::Refuse(CloseReason::OverConnectionQuota),
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+fn upgrade(shared: Arc<Shared>, mut req: Request, admission: Admission) -> Response {
+    let headers = req.headers();
+    if !is_upgrade(headers) {
+        return ApiError::bad_request("This endpoint expects a WebSocket upgrade").into_response();
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Response::builder()
+            .status(StatusCode::UPGRADE_REQUIRED)
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .body(Body::from("Unsupported WebSocket version"))
+            .unwrap_or_default();
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return ApiError::bad_request("Missing Sec-WebSocket-Key").into_response();
+    };
+    let accept = codec::accept_key(key.as_bytes());
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::bad_request("Connection cannot be upgraded").into_response();
+    };
+    let tracker = shared.tracker.clone();
+    tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let (stream, pre_read): (TcpStream, Bytes) =
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+                Err(_) => {
+                    tracing::error!("Upgraded connection is not a TCP stream");
+                    return;
+                }
+            };
+        match admission {
+            Admission::Serve(app, slot) => {
+                connection::run(shared, app, slot, stream, pre_read).await
+            }
+            Admission::Refuse(reason) => connection::refuse(stream, reason).await,
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    response
+}
