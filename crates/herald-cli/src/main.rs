@@ -10,7 +10,11 @@ use herald_server::Config;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "A Pusher Channels compatible realtime server")]
+#[command(
+    name = "herald",
+    version,
+    about = "A Pusher Channels compatible realtime server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,7 +72,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "Could not raise the open-file limit");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("herald: cannot start the async runtime: {error}");

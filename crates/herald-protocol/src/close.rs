@@ -75,12 +75,24 @@ mod tests {
 
     #[test]
     fn codes_fall_in_the_ranges_that_give_the_intended_client_action() {
-        for r in [UnknownApp, AppDisabled, OverConnectionQuota, PathNotFound, InvalidVersion] {
-            assert!((4000..4100).contains(&r.code()), "{r:?} must stop reconnects");
+        for r in [
+            UnknownApp,
+            AppDisabled,
+            OverConnectionQuota,
+            PathNotFound,
+            InvalidVersion,
+        ] {
+            assert!(
+                (4000..4100).contains(&r.code()),
+                "{r:?} must stop reconnects"
+            );
         }
         assert!((4100..4200).contains(&OverCapacity.code()));
         for r in [Reconnect, PongNotReceived] {
-            assert!((4200..4300).contains(&r.code()), "{r:?} must reconnect at once");
+            assert!(
+                (4200..4300).contains(&r.code()),
+                "{r:?} must reconnect at once"
+            );
         }
         assert_eq!(ClientEventRejected.code(), 4301);
     }

@@ -358,9 +358,8 @@ mod tests {
 
     #[test]
     fn decodes_string_encoded_data() {
-        let m = decode_client_message(
-            r#"{"event":"pusher:subscribe","data":"{\"channel\":\"a\"}"}"#,
-        );
+        let m =
+            decode_client_message(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"a\"}"}"#);
         assert!(matches!(m, Ok(ClientMessage::Subscribe(s)) if s.channel == "a"));
     }
 
@@ -388,7 +387,10 @@ mod tests {
             ("[1,2]", "Invalid message"),
             (r#"{"event":5}"#, "Invalid message"),
             (r#"{"event":"pusher:subscribe"}"#, "requires 'data'"),
-            (r#"{"event":"pusher:subscribe","data":{"channel":5}}"#, "Invalid message"),
+            (
+                r#"{"event":"pusher:subscribe","data":{"channel":5}}"#,
+                "Invalid message",
+            ),
             (r#"{"event":"pusher:foo"}"#, "Unknown event"),
             (r#"{"event":"hello","channel":"x"}"#, "client-"),
             (r#"{"event":"client-x"}"#, "requires 'channel'"),
@@ -424,7 +426,10 @@ mod tests {
             json!({"event":"ev","channel":"ch\"","data":"{\"a\":1}","user_id":"u"})
         );
         let m = parse(&member_added("presence-a", "7", None));
-        assert_eq!(parse(m["data"].as_str().expect("str")), json!({"user_id":"7"}));
+        assert_eq!(
+            parse(m["data"].as_str().expect("str")),
+            json!({"user_id":"7"})
+        );
         assert_eq!(
             parse(&subscription_error("c", "AuthError", "bad", 401))["data"]["status"],
             401
@@ -435,7 +440,10 @@ mod tests {
     fn json_str_escapes_controls() {
         assert_eq!(json_str("a\u{1}\"\\\n"), r#""a\u0001\"\\\n""#);
         let s = "héllo \u{1f600}";
-        assert_eq!(serde_json::from_str::<String>(&json_str(s)).ok().as_deref(), Some(s));
+        assert_eq!(
+            serde_json::from_str::<String>(&json_str(s)).ok().as_deref(),
+            Some(s)
+        );
     }
 
     mod prop {

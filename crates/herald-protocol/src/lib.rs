@@ -7,6 +7,10 @@
 //! ([`webhook`]) and the end-to-end encrypted channel scheme ([`encryption`]).
 //! The server verifies with the same functions the SDK signs with, so the two cannot drift.
 
+pub mod auth;
+pub mod channel;
 pub mod close;
 pub mod frame;
+pub mod hmac_hex;
 pub mod presence;
+pub mod signing;

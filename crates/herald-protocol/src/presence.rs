@@ -72,24 +72,41 @@ mod tests {
         let m = parse_member(r#"{"user_id":10,"user_info":{"name":"Mr. Pusher"}}"#);
         let m = m.expect("valid member");
         assert_eq!(m.user_id, "10");
+        assert_eq!(m.user_info.as_deref(), Some(r#"{"name":"Mr. Pusher"}"#));
         assert_eq!(
-            m.user_info.as_deref(),
-            Some(r#"{"name":"Mr. Pusher"}"#)
+            parse_member(r#"{"user_id":"a b"}"#)
+                .map(|m| m.user_id)
+                .as_deref(),
+            Ok("a b")
         );
-        assert_eq!(parse_member(r#"{"user_id":"a b"}"#).map(|m| m.user_id).as_deref(), Ok("a b"));
     }
 
     #[test]
     fn rejects_bad_members() {
-        assert_eq!(parse_member(r#"{"user_id":""}"#), Err(MemberError::BadUserId));
-        assert_eq!(parse_member(r#"{"user_id":1.5}"#), Err(MemberError::BadUserId));
-        assert_eq!(parse_member(r#"{"user_id":true}"#), Err(MemberError::BadUserId));
+        assert_eq!(
+            parse_member(r#"{"user_id":""}"#),
+            Err(MemberError::BadUserId)
+        );
+        assert_eq!(
+            parse_member(r#"{"user_id":1.5}"#),
+            Err(MemberError::BadUserId)
+        );
+        assert_eq!(
+            parse_member(r#"{"user_id":true}"#),
+            Err(MemberError::BadUserId)
+        );
         assert_eq!(parse_member(r#"{}"#), Err(MemberError::BadUserId));
         assert_eq!(
             parse_member(r#"{"user_id":"1","user_info":"x"}"#),
             Err(MemberError::BadUserInfo)
         );
-        assert!(matches!(parse_member("nope"), Err(MemberError::Malformed(_))));
-        assert_eq!(parse_member(r#"{"user_id":"1","user_info":null}"#).map(|m| m.user_info), Ok(None));
+        assert!(matches!(
+            parse_member("nope"),
+            Err(MemberError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_member(r#"{"user_id":"1","user_info":null}"#).map(|m| m.user_info),
+            Ok(None)
+        );
     }
 }

@@ -482,7 +482,9 @@ mod tests {
             ("activity_timeout = 0", "activity_timeout"),
         ];
         for (text, field) in cases {
-            let err = Config::from_toml(text, &no_env).expect_err(text).to_string();
+            let err = Config::from_toml(text, &no_env)
+                .expect_err(text)
+                .to_string();
             assert!(err.contains(field), "{text:?} gave {err:?}");
         }
     }
@@ -498,7 +500,9 @@ mod tests {
         assert_eq!(c.port, 7001);
         assert_eq!(c.apps[0].key, "k2");
         let bad = |k: &str| (k == "HERALD_PORT").then(|| "port".to_owned());
-        let err = Config::from_toml("", &bad).expect_err("bad port").to_string();
+        let err = Config::from_toml("", &bad)
+            .expect_err("bad port")
+            .to_string();
         assert!(err.contains("HERALD_PORT"), "{err}");
     }
 }

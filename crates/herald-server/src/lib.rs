@@ -111,7 +111,10 @@ pub async fn serve_with_store(
     tracing::info!("Shutting down: closing connections with 4200");
     shared.shutdown.cancel();
     shared.tracker.close();
-    if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace, shared.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("Shutdown grace period ended with connections still open");
     }
     Ok(())

@@ -119,7 +119,10 @@ mod tests {
         let close = outbox.take(&mut frames);
         assert!(frames.is_empty());
         assert_eq!(close.map(|c| c.code), Some(4100));
-        assert!(!outbox.push(Bytes::from_static(b"1")), "closed outbox takes nothing");
+        assert!(
+            !outbox.push(Bytes::from_static(b"1")),
+            "closed outbox takes nothing"
+        );
     }
 
     #[test]
@@ -130,6 +133,9 @@ mod tests {
         let mut frames = VecDeque::new();
         assert_eq!(outbox.take(&mut frames), None);
         assert_eq!(frames, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
-        assert!(outbox.push(Bytes::from_static(b"0123456789")), "count was reset");
+        assert!(
+            outbox.push(Bytes::from_static(b"0123456789")),
+            "count was reset"
+        );
     }
 }

@@ -25,7 +25,10 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
     let prefix = auth.query.get("filter_by_prefix").unwrap_or("");
-    let info = parse_info(auth.query.get("info"), &["user_count", "subscription_count"])?;
+    let info = parse_info(
+        auth.query.get("info"),
+        &["user_count", "subscription_count"],
+    )?;
     let user_count = info.iter().any(|a| a == "user_count");
     let subscription_count = info.iter().any(|a| a == "subscription_count");
     if user_count && !prefix.starts_with("presence-") {
@@ -40,7 +43,10 @@ pub(crate) async fn list(
             attrs.insert("user_count".into(), counts.user_count.into());
         }
         if subscription_count {
-            attrs.insert("subscription_count".into(), counts.subscription_count.into());
+            attrs.insert(
+                "subscription_count".into(),
+                counts.subscription_count.into(),
+            );
         }
         channels.insert(name, Value::Object(attrs));
     }
@@ -61,7 +67,10 @@ pub(crate) async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
     let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
-    let info = parse_info(auth.query.get("info"), &["user_count", "subscription_count"])?;
+    let info = parse_info(
+        auth.query.get("info"),
+        &["user_count", "subscription_count"],
+    )?;
     let counts = auth.app.hub.counts(&channel);
     let mut out = Map::new();
     out.insert("occupied".into(), (counts.subscription_count > 0).into());

@@ -178,12 +178,7 @@ fn local_conn(shared: &Shared, socket_id: &str) -> Option<ConnId> {
 fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
     let mut attributes = Map::new();
     for channel in &event.channels {
-        let frame = text_frame(&frame::event(
-            &event.name,
-            channel,
-            &event.data_token,
-            None,
-        ));
+        let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
         app.hub.publish(channel, &frame, event.except);
         if event.info.any() {
             let counts = app.hub.counts(channel);
@@ -204,8 +199,11 @@ fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
 }
 
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Request body is not valid JSON for this endpoint: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Request body is not valid JSON for this endpoint: {e}"
+        ))
+    })
 }
 
 /// `POST /apps/{app_id}/events`.
@@ -265,7 +263,10 @@ pub(crate) async fn batch(
         let attributes = publish(&auth.app, event);
         if any_info {
             // A batch item has one channel, so its attributes are that channel's.
-            let attrs = attributes.into_iter().next().map_or(Value::Object(Map::new()), |(_, v)| v);
+            let attrs = attributes
+                .into_iter()
+                .next()
+                .map_or(Value::Object(Map::new()), |(_, v)| v);
             results.push(attrs);
         }
     }

@@ -27,7 +27,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/apps/{app_id}/batch_events", post(events::batch))
         .route("/apps/{app_id}/channels", get(channels::list))
         .route("/apps/{app_id}/channels/{channel}", get(channels::show))
-        .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
+        .route(
+            "/apps/{app_id}/channels/{channel}/users",
+            get(channels::users),
+        )
         .fallback(ws::wrong_path)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)

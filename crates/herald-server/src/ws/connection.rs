@@ -40,7 +40,8 @@ pub(super) async fn run(
     pre_read: Bytes,
 ) {
     let session = Session::new(&shared, app);
-    let span = tracing::debug_span!("ws", socket_id = %session.socket_id(), app_id = %session.app_id());
+    let span =
+        tracing::debug_span!("ws", socket_id = %session.socket_id(), app_id = %session.app_id());
     serve(shared, session, slot, stream, pre_read)
         .instrument(span)
         .await;
@@ -234,7 +235,11 @@ impl Io {
                 Ok(Some(Message::Pong(_))) => {}
                 Ok(Some(Message::Close(close))) => {
                     let code = close.map_or(1000, |(code, _)| code);
-                    let code = if is_valid_close_code(code) { code } else { 1000 };
+                    let code = if is_valid_close_code(code) {
+                        code
+                    } else {
+                        1000
+                    };
                     self.pending.push_back(codec::encode_close(code, ""));
                     break Err(());
                 }

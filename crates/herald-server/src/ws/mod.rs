@@ -136,14 +136,14 @@ fn upgrade(shared: Arc<Shared>, mut req: Request, admission: Admission) -> Respo
                 return;
             }
         };
-        let (stream, pre_read): (TcpStream, Bytes) =
-            match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => (parts.io.into_inner(), parts.read_buf),
-                Err(_) => {
-                    tracing::error!("Upgraded connection is not a TCP stream");
-                    return;
-                }
-            };
+        let (stream, pre_read): (TcpStream, Bytes) = match upgraded.downcast::<TokioIo<TcpStream>>()
+        {
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+            Err(_) => {
+                tracing::error!("Upgraded connection is not a TCP stream");
+                return;
+            }
+        };
         match admission {
             Admission::Serve(app, slot) => {
                 connection::run(shared, app, slot, stream, pre_read).await

@@ -80,10 +80,9 @@ impl Session {
             Ok(ClientMessage::Pong) => {}
             Ok(ClientMessage::Subscribe(sub)) => self.subscribe(sub),
             Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(&channel),
-            Ok(ClientMessage::Signin(_)) => self.send_error(
-                None,
-                "User sign-in is not supported by this server yet",
-            ),
+            Ok(ClientMessage::Signin(_)) => {
+                self.send_error(None, "User sign-in is not supported by this server yet")
+            }
             Ok(ClientMessage::ClientEvent {
                 event,
                 channel,
@@ -151,7 +150,12 @@ impl Session {
                 let member = match parse_member(data) {
                     Ok(member) => member,
                     Err(error) => {
-                        return self.subscription_error(channel, "AuthError", &error.to_string(), 400)
+                        return self.subscription_error(
+                            channel,
+                            "AuthError",
+                            &error.to_string(),
+                            400,
+                        )
                     }
                 };
                 if member.user_id.chars().count() > limits.max_presence_user_id_length {
@@ -190,7 +194,9 @@ impl Session {
                         return self.subscription_error(
                             channel,
                             "LimitReached",
-                            &format!("The presence channel already has the maximum of {max} members"),
+                            &format!(
+                                "The presence channel already has the maximum of {max} members"
+                            ),
                             4100,
                         )
                     }

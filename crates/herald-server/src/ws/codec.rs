@@ -1,0 +1,505 @@
+//! RFC 6455 framing for the server side: decoding masked client frames and encoding
+//! unmasked server frames.
+//!
+//! The server frames sockets itself rather than through a WebSocket crate's stream type
+//! because those keep a read buffer of 4–128 KB per connection for as long as it is open,
+//! which alone is many times the memory budget of an idle Herald connection. This decoder
+//! owns no I/O buffer: the connection passes in whatever bytes it has, and the decoder
+//! consumes complete frames from the front. Only an unfinished fragmented message is kept.
+
+use base64::Engine as _;
+use bytes::{Buf, Bytes, BytesMut};
+use sha1::{Digest, Sha1};
+
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+pub(crate) fn accept_key(sec_websocket_key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(sec_websocket_key);
+    sha.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// One complete message from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+}
+
+/// Why the byte stream is not acceptable; each maps to the close code RFC 6455 assigns.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum CodecError {
+    #[error("WebSocket protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("message larger than {limit} bytes")]
+    TooBig { limit: usize },
+    #[error("text is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+impl CodecError {
+    pub(crate) fn close_code(&self) -> u16 {
+        match self {
+            CodecError::Protocol(_) => 1002,
+            CodecError::TooBig { .. } => 1009,
+            CodecError::InvalidUtf8 => 1007,
+        }
+    }
+}
+
+/// Incremental decoder; one per connection.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    max_message: usize,
+    /// The opcode and payload of a fragmented message still being received.
+    fragments: Option<(u8, Vec<u8>)>,
+}
+
+struct Header {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    header_len: usize,
+    payload_len: usize,
+}
+
+impl Decoder {
+    pub(crate) fn new(max_message: usize) -> Self {
+        Decoder {
+            max_message,
+            fragments: None,
+        }
+    }
+
+    #[allow(dead_code)] // Part of the decoder's contract; the connection may use it to tune buffers.
+    pub(crate) fn fragments_in_progress(&self) -> bool {
+        self.fragments.is_some()
+    }
+
+    /// Parses a frame header from the front of `buf`, or `None` if more bytes are needed.
+    /// The declared length is checked against the limit before anything is allocated.
+    fn header(&self, buf: &[u8]) -> Result<Option<Header>, CodecError> {
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        let (b0, b1) = (buf[0], buf[1]);
+        if b0 & 0x70 != 0 {
+            return Err(CodecError::Protocol(
+                "reserved bits set without an extension",
+            ));
+        }
+        let fin = b0 & 0x80 != 0;
+        let opcode = b0 & 0x0F;
+        if b1 & 0x80 == 0 {
+            return Err(CodecError::Protocol("client frames must be masked"));
+        }
+        let (len, mut pos) = match b1 & 0x7F {
+            126 => {
+                if buf.len() < 4 {
+                    return Ok(None);
+                }
+                (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
+            }
+            127 => {
+                if buf.len() < 10 {
+                    return Ok(None);
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[2..10]);
+                let len = u64::from_be_bytes(b);
+                if len >> 63 != 0 {
+                    return Err(CodecError::Protocol("payload length has its top bit set"));
+                }
+                (len, 10)
+            }
+            n => (u64::from(n), 2),
+        };
+        match opcode {
+            OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
+            OP_CLOSE | OP_PING | OP_PONG => {
+                if !fin {
+                    return Err(CodecError::Protocol(
+                        "control frames must not be fragmented",
+                    ));
+                }
+                if len > 125 {
+                    return Err(CodecError::Protocol("control frame payload over 125 bytes"));
+                }
+            }
+            _ => return Err(CodecError::Protocol("unknown opcode")),
+        }
+        let buffered = self.fragments.as_ref().map_or(0, |(_, data)| data.len()) as u64;
+        if opcode <= OP_BINARY && buffered + len > self.max_message as u64 {
+            return Err(CodecError::TooBig {
+                limit: self.max_message,
+            });
+        }
+        if buf.len() < pos + 4 {
+            return Ok(None);
+        }
+        let mut mask = [0u8; 4];
+        mask.copy_from_slice(&buf[pos..pos + 4]);
+        pos += 4;
+        Ok(Some(Header {
+            fin,
+            opcode,
+            mask,
+            header_len: pos,
+            // Fits: it is at most max_message, or 125 for control frames.
+            payload_len: len as usize,
+        }))
+    }
+
+    /// Takes the next complete message from the front of `buf`, or `Ok(None)` when `buf`
+    /// holds only part of one (the partial bytes stay in `buf`).
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, CodecError> {
+        loop {
+            let Some(h) = self.header(buf)? else {
+                return Ok(None);
+            };
+            if buf.len() < h.header_len + h.payload_len {
+                return Ok(None);
+            }
+            buf.advance(h.header_len);
+            let mut payload = buf.split_to(h.payload_len).to_vec();
+            unmask(&mut payload, h.mask);
+            match h.opcode {
+                OP_PING => return Ok(Some(Message::Ping(payload))),
+                OP_PONG => return Ok(Some(Message::Pong(payload))),
+                OP_CLOSE => return close_message(payload).map(Some),
+                OP_CONTINUATION => {
+                    let Some((_, data)) = self.fragments.as_mut() else {
+                        return Err(CodecError::Protocol("continuation without a message"));
+                    };
+                    data.extend_from_slice(&payload);
+                    if h.fin {
+                        if let Some((opcode, data)) = self.fragments.take() {
+                            return data_message(opcode, data).map(Some);
+                        }
+                    }
+                }
+                opcode => {
+                    if self.fragments.is_some() {
+                        return Err(CodecError::Protocol(
+                            "new message before the fragmented one ended",
+                        ));
+                    }
+                    if h.fin {
+                        return data_message(opcode, payload).map(Some);
+                    }
+                    self.fragments = Some((opcode, payload));
+                }
+            }
+        }
+    }
+}
+
+fn data_message(opcode: u8, data: Vec<u8>) -> Result<Message, CodecError> {
+    if opcode == OP_TEXT {
+        String::from_utf8(data)
+            .map(Message::Text)
+            .map_err(|_| CodecError::InvalidUtf8)
+    } else {
+        Ok(Message::Binary(data))
+    }
+}
+
+fn close_message(payload: Vec<u8>) -> Result<Message, CodecError> {
+    match payload.len() {
+        0 => Ok(Message::Close(None)),
+        1 => Err(CodecError::Protocol("close payload of one byte")),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            let reason =
+                String::from_utf8(payload[2..].to_vec()).map_err(|_| CodecError::InvalidUtf8)?;
+            Ok(Message::Close(Some((code, reason))))
+        }
+    }
+}
+
+/// XORs the payload with the mask, eight bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(b) ^ wide).to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// Writes the header of an unmasked FIN frame with `opcode` and a payload of `len` bytes;
+/// returns the header's length.
+fn header_into(opcode: u8, len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x80 | opcode;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+/// The header of a text frame of `len` bytes, for callers that assemble frames themselves.
+#[allow(dead_code)] // Part of the codec's contract; the encoder below is the common path.
+pub(crate) fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
+    header_into(OP_TEXT, len, out)
+}
+
+fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut header = [0u8; 10];
+    let n = header_into(opcode, payload.len(), &mut header);
+    let mut frame = Vec::with_capacity(n + payload.len());
+    frame.extend_from_slice(&header[..n]);
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
+}
+
+/// A complete text frame, header and payload in one allocation.
+pub(crate) fn encode_text(payload: &[u8]) -> Bytes {
+    encode(OP_TEXT, payload)
+}
+
+/// A close frame; the reason is cut at a character boundary to fit the 125-byte limit.
+pub(crate) fn encode_close(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode(OP_CLOSE, &payload)
+}
+
+pub(crate) fn encode_pong(payload: &[u8]) -> Bytes {
+    encode(OP_PONG, payload)
+}
+
+#[allow(dead_code)] // The server pings with the protocol's JSON `pusher:ping` (spec §1.5).
+pub(crate) fn encode_ping(payload: &[u8]) -> Bytes {
+    encode(OP_PING, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A frame as a client sends it: masked.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 65535 {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn decode_all(bytes: &[u8], max: usize) -> Vec<Result<Message, CodecError>> {
+        let mut d = Decoder::new(max);
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(m)) => out.push(Ok(m)),
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accept_key_matches_rfc_6455() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn decodes_text_fed_byte_by_byte() {
+        let frame = client_frame(true, OP_TEXT, b"Hello", MASK);
+        let mut d = Decoder::new(1024);
+        let mut buf = BytesMut::new();
+        for (i, b) in frame.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = d.decode(&mut buf).expect("valid");
+            if i + 1 < frame.len() {
+                assert_eq!(got, None);
+            } else {
+                assert_eq!(got, Some(Message::Text("Hello".into())));
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn decodes_fragments_with_an_interleaved_ping() {
+        let mut bytes = client_frame(false, OP_TEXT, b"Hel", MASK);
+        bytes.extend(client_frame(true, OP_PING, b"p", MASK));
+        bytes.extend(client_frame(true, OP_CONTINUATION, b"lo", MASK));
+        assert_eq!(
+            decode_all(&bytes, 1024),
+            [
+                Ok(Message::Ping(b"p".to_vec())),
+                Ok(Message::Text("Hello".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn decodes_16_and_64_bit_lengths_and_several_frames_per_buffer() {
+        let a = "a".repeat(300);
+        let b = "b".repeat(70_000);
+        let mut bytes = client_frame(true, OP_TEXT, a.as_bytes(), MASK);
+        bytes.extend(client_frame(true, OP_TEXT, b.as_bytes(), MASK));
+        assert_eq!(
+            decode_all(&bytes, 100_000),
+            [Ok(Message::Text(a)), Ok(Message::Text(b))]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let mut unmasked = client_frame(true, OP_TEXT, b"x", MASK);
+        unmasked[1] &= 0x7F;
+        let mut rsv = client_frame(true, OP_TEXT, b"x", MASK);
+        rsv[0] |= 0x40;
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (unmasked, 1002),
+            (rsv, 1002),
+            (client_frame(true, 0x3, b"x", MASK), 1002),
+            (client_frame(true, OP_PING, &[0; 126], MASK), 1002),
+            (client_frame(false, OP_PING, b"", MASK), 1002),
+            (client_frame(true, OP_CONTINUATION, b"x", MASK), 1002),
+            (client_frame(true, OP_TEXT, &[0xff, 0xfe], MASK), 1007),
+            (client_frame(true, OP_CLOSE, &[3], MASK), 1002),
+        ];
+        for (bytes, code) in cases {
+            let out = decode_all(&bytes, 1024);
+            match out.last() {
+                Some(Err(e)) => assert_eq!(e.close_code(), code, "{bytes:?}"),
+                other => panic!("expected an error for {bytes:?}, got {other:?}"),
+            }
+        }
+        let mut two_starts = client_frame(false, OP_TEXT, b"a", MASK);
+        two_starts.extend(client_frame(true, OP_TEXT, b"b", MASK));
+        assert!(matches!(
+            decode_all(&two_starts, 1024).last(),
+            Some(Err(CodecError::Protocol(_)))
+        ));
+    }
+
+    #[test]
+    fn oversized_length_fails_from_the_header_alone() {
+        // A header claiming 2^40 bytes and no payload at all: no allocation, immediate error.
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        header.extend_from_slice(&MASK);
+        assert_eq!(
+            decode_all(&header, 1024),
+            [Err(CodecError::TooBig { limit: 1024 })]
+        );
+        let mut fragmented = client_frame(false, OP_TEXT, &[b'a'; 600], MASK);
+        fragmented.extend(client_frame(true, OP_CONTINUATION, &[b'a'; 600], MASK));
+        assert_eq!(
+            decode_all(&fragmented, 1024).last(),
+            Some(&Err(CodecError::TooBig { limit: 1024 }))
+        );
+    }
+
+    #[test]
+    fn close_frames() {
+        assert_eq!(
+            decode_all(&client_frame(true, OP_CLOSE, b"", MASK), 1024),
+            [Ok(Message::Close(None))]
+        );
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        assert_eq!(
+            decode_all(&client_frame(true, OP_CLOSE, &payload, MASK), 1024),
+            [Ok(Message::Close(Some((1000, "bye".into()))))]
+        );
+        let close = encode_close(4200, &"é".repeat(100));
+        assert!(close.len() <= 127);
+        assert_eq!(close[0], 0x88);
+    }
+
+    #[test]
+    fn encoded_sizes_at_length_boundaries() {
+        for (len, header) in [(125, 2), (126, 4), (65535, 4), (65536, 10)] {
+            let frame = encode_text(&vec![b'x'; len]);
+            assert_eq!(frame.len(), len + header, "len {len}");
+            let mut h = [0u8; 10];
+            assert_eq!(text_header(len, &mut h), header);
+            assert_eq!(&frame[..header], &h[..header]);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_in_any_chunking_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            chunk in 1usize..40,
+        ) {
+            let mut d = Decoder::new(256);
+            let mut buf = BytesMut::new();
+            for piece in bytes.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Ok(Some(_)) = d.decode(&mut buf) {}
+            }
+        }
+
+        #[test]
+        fn masked_text_round_trips(text in ".{0,400}", mask in any::<[u8; 4]>(), chunk in 1usize..64) {
+            let frame = client_frame(true, OP_TEXT, text.as_bytes(), mask);
+            let mut d = Decoder::new(4096);
+            let mut buf = BytesMut::new();
+            let mut got = None;
+            for piece in frame.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                if let Some(m) = d.decode(&mut buf).expect("valid frame") {
+                    got = Some(m);
+                }
+            }
+            prop_assert_eq!(got, Some(Message::Text(text)));
+        }
+    }
+}
