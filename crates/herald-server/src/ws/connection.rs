@@ -23,7 +23,7 @@ use super::codec::{self, CodecError, Decoder, Message};
 use super::session::Session;
 use super::text_frame;
 use crate::apps::{App, ConnectionSlot};
-use crate::outbox::CloseRequest;
+use crate::outbox::{CloseRequest, Outbox};
 use crate::Shared;
 
 /// Frames written with one system call at most.
@@ -95,19 +95,11 @@ async fn serve(
             _ = shutdown.cancelled(), if closing.is_none() => {
                 let r = CloseReason::Reconnect;
                 outbox.close(r.code(), r.message());
+                // Handled here rather than on the next wake-up: this branch stays ready
+                // and, being first, would otherwise starve the outbox branch.
+                io.take_outbox(&outbox, &mut closing);
             }
-            () = outbox.ready() => {
-                if let Some(close) = outbox.take(&mut io.pending) {
-                    if closing.is_none() {
-                        if close.code == CloseReason::OverCapacity.code() {
-                            // The client is not reading: what it has not taken is dropped.
-                            io.discard_unsent();
-                        }
-                        io.queue_close(close);
-                        closing = Some(Instant::now() + CLOSE_LINGER);
-                    }
-                }
-            }
+            () = outbox.ready() => io.take_outbox(&outbox, &mut closing),
             ready = io.stream.writable(), if !io.pending.is_empty() => {
                 if ready.is_err() {
                     break;
@@ -261,6 +253,21 @@ impl Io {
             self.read_buf = BytesMut::new();
         }
         result
+    }
+
+    /// Moves the outbox's frames to `pending`; a close request queues the closing frames
+    /// and starts the linger deadline.
+    fn take_outbox(&mut self, outbox: &Outbox, closing: &mut Option<Instant>) {
+        if let Some(close) = outbox.take(&mut self.pending) {
+            if closing.is_none() {
+                if close.code == CloseReason::OverCapacity.code() {
+                    // The client is not reading: what it has not started to receive is dropped.
+                    self.discard_unsent();
+                }
+                self.queue_close(close);
+                *closing = Some(Instant::now() + CLOSE_LINGER);
+            }
+        }
     }
 
     /// Drops pending frames the client has not started to receive.
