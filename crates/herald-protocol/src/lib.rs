@@ -10,7 +10,9 @@
 pub mod auth;
 pub mod channel;
 pub mod close;
+pub mod encryption;
 pub mod frame;
 pub mod hmac_hex;
 pub mod presence;
 pub mod signing;
+pub mod webhook;

@@ -10,7 +10,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +25,8 @@ use crate::ws::text_frame;
 pub type ConnId = u64;
 
 const SHARDS: usize = 16;
+
+type Shard = RwLock<HashMap<Box<str>, Channel>>;
 
 #[derive(Debug)]
 struct Subscriber {
@@ -96,7 +98,7 @@ pub struct ChannelCounts {
 /// An app's channels on this node.
 #[derive(Debug)]
 pub struct Hub {
-    shards: Box<[RwLock<HashMap<Box<str>, Channel>>]>,
+    shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -115,11 +117,9 @@ impl Hub {
         }
     }
 
-    fn shard(&self, channel: &str) -> &RwLock<HashMap<Box<str>, Channel>> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
+    fn shard(&self, channel: &str) -> &Shard {
         // SHARDS is a power of two; the low bits of SipHash are well mixed.
-        &self.shards[(h.finish() as usize) & (SHARDS - 1)]
+        &self.shards[(self.hasher.hash_one(channel) as usize) & (SHARDS - 1)]
     }
 
     /// Subscribes a connection to a non-presence channel and queues its
