@@ -1,0 +1,46 @@
+//! Runs the official-client suite in `tests/js` (pusher-js and the `pusher` Node library)
+//! against the `herald` binary built for this test run, one test per JS file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js")
+}
+
+fn run_js(file: &str) {
+    let dir = js_dir();
+    assert!(
+        dir.join("node_modules/pusher-js").is_dir() && dir.join("node_modules/pusher").is_dir(),
+        "the official clients are not installed: run `npm ci --prefix tests/js` first"
+    );
+    let output = Command::new("node")
+        .args(["--test", "--test-reporter=spec", file])
+        .current_dir(&dir)
+        .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (Node.js 18+ is required): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "{file} failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn channels() {
+    run_js("channels.test.mjs");
+}
+
+#[test]
+fn client_events() {
+    run_js("client_events.test.mjs");
+}
+
+#[test]
+fn errors_and_close_codes() {
+    run_js("errors.test.mjs");
+}

@@ -1,0 +1,119 @@
+// Starts a real `herald serve` (the binary named by HERALD_BIN) and builds official clients
+// pointed at it. Nothing here imitates the server: tests talk to the real process.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+export const PusherJs = require('pusher-js');
+export const PusherServer = require('pusher');
+
+export const KEY = 'app-key';
+export const SECRET = 'app-secret';
+export const MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
+
+/** Starts a server with the given TOML config; resolves once it prints its address. */
+export async function startServer(configToml = '') {
+  const bin = process.env.HERALD_BIN;
+  if (!bin) throw new Error('HERALD_BIN must name the herald binary');
+  const dir = mkdtempSync(join(tmpdir(), 'herald-js-'));
+  const configPath = join(dir, 'herald.toml');
+  writeFileSync(configPath, configToml);
+  const child = spawn(bin, ['serve', '--port', '0', '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 10000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on \S+:(\d+)/);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    });
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)));
+  });
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return {
+    port,
+    child,
+    exited,
+    stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+/** The official Node server library, pointed at `port`. */
+export function restClient(port, opts = {}) {
+  return new PusherServer({
+    appId: '1', key: KEY, secret: SECRET, host: '127.0.0.1', port: String(port), useTLS: false,
+    encryptionMasterKeyBase64: MASTER_KEY, ...opts,
+  });
+}
+
+/**
+ * pusher-js pointed at `port`. Channel auth is signed by the official server library
+ * in-process (a customHandler), the same signature an app's auth endpoint would return.
+ */
+export function wsClient(port, { key = KEY, userId, userInfo, signer, ...opts } = {}) {
+  const rest = signer ?? restClient(port);
+  return new PusherJs(key, {
+    cluster: 'mt1', wsHost: '127.0.0.1', wsPort: port, forceTLS: false,
+    enabledTransports: ['ws'], disableStats: true,
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => {
+        try {
+          const data = channelName.startsWith('presence-')
+            ? { user_id: userId, user_info: userInfo }
+            : undefined;
+          cb(null, rest.authorizeChannel(socketId, channelName, data));
+        } catch (e) { cb(e, null); }
+      },
+    },
+    ...opts,
+  });
+}
+
+/** Resolves with the first `event` emitted on `emitter` (a channel or connection). */
+export function once(emitter, event, ms = 4000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), ms);
+    const handler = (data) => {
+      clearTimeout(timer);
+      emitter.unbind(event, handler);
+      resolve(data);
+    };
+    emitter.bind(event, handler);
+  });
+}
+
+/** Resolves once `client` is connected. */
+export function connected(client) {
+  if (client.connection.state === 'connected') return Promise.resolve();
+  return once(client.connection, 'connected');
+}
+
+/** Subscribes and resolves with the channel once the server confirmed it. */
+export async function subscribed(client, name) {
+  const channel = client.subscribe(name);
+  const result = await Promise.race([
+    once(channel, 'pusher:subscription_succeeded').then((m) => ({ ok: m })),
+    once(channel, 'pusher:subscription_error').then((e) => ({ error: e })),
+  ]);
+  if (result.error) throw new Error(`subscription to ${name} failed: ${JSON.stringify(result.error)}`);
+  return channel;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Collects everything bound to `event` on `emitter`. */
+export function collect(emitter, event) {
+  const got = [];
+  emitter.bind(event, (data, meta) => got.push({ data, meta }));
+  return got;
+}
