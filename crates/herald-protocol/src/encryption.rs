@@ -1,48 +1,72 @@
 //! End-to-end encrypted channels (`private-encrypted-`, spec §3.4): the per-channel shared
-//! secret and the NaCl secretbox payload format pusher-js decrypts.
+//! secret and the NaCl secretbox payload that pusher-js opens.
 //!
-//! The server never calls this: it passes ciphertext through. The SDK encrypts with it, and
-//! tests use it to prove byte compatibility with pusher-js. The caller supplies the nonce so
-//! this crate needs no randomness source.
+//! The server never calls this: it relays ciphertext it cannot read. The SDK encrypts with
+//! it and hands out shared secrets in auth responses; tests use it to prove byte-for-byte
+//! compatibility with the official libraries. The caller supplies the random nonce, so this
+//! crate needs no randomness source. No error here ever carries key material.
 
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use crypto_secretbox::aead::{Aead, KeyInit};
 use crypto_secretbox::XSalsa20Poly1305;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Length of the master key in bytes.
+/// Length of the app's encryption master key, in bytes.
 pub const MASTER_KEY_LEN: usize = 32;
 
-/// Why a key or payload was refused. Key material never appears in these messages.
+/// Length of a secretbox nonce, in bytes.
+const NONCE_LEN: usize = 24;
+
+/// Base64 decoders as lenient as Node's `Buffer.from(s, "base64")`, which the official
+/// library uses to read the master key: padding optional, standard or URL-safe alphabet.
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const LENIENT_STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const LENIENT_URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
+/// Why a master key or an encrypted payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncryptionError {
-    /// The master key is not valid base64.
-    #[error("encryption master key must be valid base64")]
+    /// The master key is not base64. The key itself is never echoed.
+    #[error("Invalid encryption master key: not valid base64")]
     KeyNotBase64,
-    /// The master key does not decode to 32 bytes.
-    #[error("encryption master key must decode to 32 bytes, got {0}")]
+    /// The master key does not decode to [`MASTER_KEY_LEN`] bytes.
+    #[error("Invalid encryption master key: decodes to {0} bytes, expected 32")]
     KeyLength(usize),
-    /// The payload's nonce or ciphertext is not valid base64, or the nonce is not 24 bytes.
-    #[error("encrypted payload is malformed: {0}")]
+    /// The payload's `nonce` or `ciphertext` is not base64, or the nonce is not 24 bytes.
+    #[error("Invalid encrypted payload: {0}")]
     Malformed(&'static str),
-    /// Authentication failed: wrong key or tampered ciphertext.
-    #[error("encrypted payload could not be decrypted (wrong key or tampered data)")]
+    /// The payload is not the JSON object `{"nonce": ..., "ciphertext": ...}`.
+    #[error(
+        "Invalid encrypted payload: expected a JSON object with string fields nonce and ciphertext"
+    )]
+    NotJson,
+    /// The ciphertext failed authentication: wrong shared secret, or tampered data.
+    #[error("Encrypted payload could not be decrypted (wrong key or tampered data)")]
     Decrypt,
 }
 
-/// Decodes a base64 master key.
+/// Decodes the app's base64 master key (surrounding whitespace ignored, so a key pasted
+/// with a trailing newline still works).
 pub fn decode_master_key(b64: &str) -> Result<[u8; MASTER_KEY_LEN], EncryptionError> {
-    let bytes = STANDARD
-        .decode(b64.trim())
+    let b64 = b64.trim();
+    // The decoder's own error names the offending byte, which could be key material, so it
+    // is replaced by a message that names none.
+    let bytes = LENIENT_STANDARD
+        .decode(b64)
+        .or_else(|_| LENIENT_URL_SAFE.decode(b64))
         .map_err(|_| EncryptionError::KeyNotBase64)?;
     <[u8; MASTER_KEY_LEN]>::try_from(bytes.as_slice())
         .map_err(|_| EncryptionError::KeyLength(bytes.len()))
 }
 
-/// SHA-256 of the channel name's bytes followed by the master key.
+/// A channel's shared secret: SHA-256 of the channel name's UTF-8 bytes followed by the
+/// master key, as pusher-http-node and pusher-http-php compute it.
 pub fn shared_secret(channel: &str, master_key: &[u8; MASTER_KEY_LEN]) -> [u8; 32] {
     let mut sha = Sha256::new();
     sha.update(channel.as_bytes());
@@ -50,35 +74,49 @@ pub fn shared_secret(channel: &str, master_key: &[u8; MASTER_KEY_LEN]) -> [u8; 3
     sha.finalize().into()
 }
 
-/// The `shared_secret` field of an auth response: base64 of [`shared_secret`].
+/// The `shared_secret` field of an auth response: standard base64 of [`shared_secret`].
 pub fn shared_secret_base64(channel: &str, master_key: &[u8; MASTER_KEY_LEN]) -> String {
     STANDARD.encode(shared_secret(channel, master_key))
 }
 
-/// An encrypted event payload as it travels in `data`.
+/// An encrypted event payload; its JSON text is the event's `data` string.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct EncryptedPayload {
-    /// Base64 of the 24-byte nonce.
+    /// Standard base64 of the 24-byte nonce.
     pub nonce: String,
-    /// Base64 of the secretbox output (ciphertext and 16-byte tag).
+    /// Standard base64 of the secretbox output (16-byte tag followed by the ciphertext).
     pub ciphertext: String,
 }
 
 impl EncryptedPayload {
-    /// `{"nonce":"...","ciphertext":"..."}`, the string sent as the event's `data`.
+    /// `{"nonce":"...","ciphertext":"..."}` in that key order, the exact text the official
+    /// libraries send as the event's `data`.
     pub fn to_json(&self) -> String {
+        // Going through serde_json's string escaping keeps the output valid JSON even if
+        // the public fields were set to something other than base64.
         format!(
-            "{{\"nonce\":\"{}\",\"ciphertext\":\"{}\"}}",
-            self.nonce, self.ciphertext
+            "{{\"nonce\":{},\"ciphertext\":{}}}",
+            serde_json::Value::from(self.nonce.as_str()),
+            serde_json::Value::from(self.ciphertext.as_str())
         )
+    }
+
+    /// Reads a payload from an event's `data` string.
+    pub fn from_json(data: &str) -> Result<EncryptedPayload, EncryptionError> {
+        serde_json::from_str(data).map_err(|_| EncryptionError::NotJson)
     }
 }
 
-/// Encrypts `plaintext` with a channel's shared secret.
-pub fn encrypt(shared_secret: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8]) -> EncryptedPayload {
+/// Encrypts `plaintext` with a channel's shared secret under `nonce`, which must be fresh
+/// random bytes for every message: reusing a nonce with the same key breaks the cipher.
+pub fn encrypt(
+    shared_secret: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> EncryptedPayload {
     let cipher = XSalsa20Poly1305::new(shared_secret.into());
-    // Encryption with a valid key and nonce cannot fail; an empty box would fail to decrypt
-    // rather than panic here.
+    // Sealing only fails for plaintexts beyond the cipher's 256 GiB limit, which no event
+    // reaches; an empty box then fails to open rather than panicking here.
     let ciphertext = cipher.encrypt(nonce.into(), plaintext).unwrap_or_default();
     EncryptedPayload {
         nonce: STANDARD.encode(nonce),
@@ -86,7 +124,7 @@ pub fn encrypt(shared_secret: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8]) -> 
     }
 }
 
-/// Decrypts a payload with a channel's shared secret.
+/// Opens a payload with a channel's shared secret, returning the plaintext bytes.
 pub fn decrypt(
     shared_secret: &[u8; 32],
     payload: &EncryptedPayload,
@@ -94,7 +132,7 @@ pub fn decrypt(
     let nonce = STANDARD
         .decode(&payload.nonce)
         .map_err(|_| EncryptionError::Malformed("nonce is not base64"))?;
-    let nonce = <[u8; 24]>::try_from(nonce.as_slice())
+    let nonce = <[u8; NONCE_LEN]>::try_from(nonce.as_slice())
         .map_err(|_| EncryptionError::Malformed("nonce is not 24 bytes"))?;
     let ciphertext = STANDARD
         .decode(&payload.ciphertext)
@@ -102,63 +140,4 @@ pub fn decrypt(
     XSalsa20Poly1305::new(shared_secret.into())
         .decrypt((&nonce).into(), ciphertext.as_slice())
         .map_err(|_| EncryptionError::Decrypt)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seq<const N: usize>() -> [u8; N] {
-        std::array::from_fn(|i| i as u8)
-    }
-
-    #[test]
-    fn protocol_reference_vectors() {
-        let master = seq::<32>();
-        assert_eq!(
-            decode_master_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
-            Ok(master)
-        );
-        assert_eq!(
-            shared_secret_base64("private-encrypted-foobar", &master),
-            "g3Au6SZ+UCU+IMfFsFva0rq+Gi4tzSHR6WCcWZbS9sY="
-        );
-        let secret = shared_secret("private-encrypted-foobar", &master);
-        let payload = encrypt(&secret, &seq::<24>(), br#"{"message":"hello"}"#);
-        assert_eq!(
-            payload.to_json(),
-            r#"{"nonce":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYX","ciphertext":"cUvi6VQlRGyKCRRclUJdHUsGJzgoj596PYEg0Ekt7UbHsAQ="}"#
-        );
-        assert_eq!(
-            decrypt(&secret, &payload).as_deref(),
-            Ok(&br#"{"message":"hello"}"#[..])
-        );
-    }
-
-    #[test]
-    fn node_library_shared_secret_vector() {
-        let key =
-            decode_master_key("zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=").expect("valid key");
-        assert_eq!(
-            shared_secret_base64("private-encrypted-bla", &key),
-            "nlr49ISQHz91yS3cy/yWmW8wFMNeTnNL5tNHnbPJcLQ="
-        );
-    }
-
-    #[test]
-    fn bad_keys_and_payloads() {
-        assert_eq!(decode_master_key("!!"), Err(EncryptionError::KeyNotBase64));
-        assert_eq!(
-            decode_master_key("AAAA"),
-            Err(EncryptionError::KeyLength(3))
-        );
-        let secret = [7u8; 32];
-        let mut payload = encrypt(&secret, &[1; 24], b"x");
-        assert_eq!(decrypt(&[8u8; 32], &payload), Err(EncryptionError::Decrypt));
-        payload.nonce = "AAAA".into();
-        assert!(matches!(
-            decrypt(&secret, &payload),
-            Err(EncryptionError::Malformed(_))
-        ));
-    }
 }

@@ -1,29 +1,60 @@
-//! The HTTP API request signature (spec §6.2): how clients sign and how the server
-//! verifies, with the same canonical string on both sides.
+//! The HTTP API request signature (spec §6.2): how a client signs a request and how the
+//! server verifies it, both through the one canonical string built by [`string_to_sign`].
 //!
-//! The server decodes the query before canonicalising because clients differ in escaping
-//! (node sends `info=user_count,subscription_count` raw, PHP and Rust percent-encode it)
-//! while all of them sign the unescaped value.
+//! The canonical string holds the *decoded* parameter values. Clients differ in how they
+//! escape the query (pusher-http-node sends `info=user_count,subscription_count` raw, PHP
+//! and the Rust crates send `info=user_count%2Csubscription_count`) but all of them sign
+//! the unescaped value, so the server percent-decodes before canonicalising.
 
 use md5::{Digest, Md5};
 
 use crate::hmac_hex::{hmac_sha256_hex, verify_hmac_hex};
 
-/// Lowercase hex MD5 of the raw body, the `body_md5` parameter.
+/// The only `auth_version` Pusher has ever defined.
+const AUTH_VERSION: &str = "1.0";
+
+/// Parameter names the signing scheme owns; a caller's params may not set them.
+const RESERVED_PARAMS: [&str; 5] = [
+    "auth_key",
+    "auth_timestamp",
+    "auth_version",
+    "body_md5",
+    "auth_signature",
+];
+
+/// Lowercase hex MD5 of the raw body bytes: the `body_md5` parameter.
 pub fn body_md5_hex(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
 }
 
-/// `METHOD\npath\ncanonical_query`: parameters other than `auth_signature`, keys
-/// lower-cased, sorted by key, joined `k=v` with `&`, values unescaped.
+/// Sorts by key only, and stably, so that repeated keys (`channels[]=a&channels[]=b`) keep
+/// the order the client sent them in: that is the order it signed them in.
+fn sort_by_key<V>(pairs: &mut [(String, V)]) {
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+}
+
+/// The string an HTTP API request signs:
+/// `UPPER(method) + "\n" + path + "\n" + canonical_query`.
+///
+/// The canonical query holds every parameter except `auth_signature`, keys lower-cased,
+/// sorted by key (byte order), joined as `key=value` with `&`, with the values *not*
+/// escaped. `params` must therefore hold decoded values.
 pub fn string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> String {
     let mut pairs: Vec<(String, &str)> = params
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
         .filter(|(k, _)| k != "auth_signature")
         .collect();
-    pairs.sort();
-    let mut out = String::with_capacity(64 + path.len() + pairs.len() * 24);
+    sort_by_key(&mut pairs);
+    let mut out = String::with_capacity(
+        method.len()
+            + path.len()
+            + 2
+            + pairs
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>(),
+    );
     out.push_str(&method.to_ascii_uppercase());
     out.push('\n');
     out.push_str(path);
@@ -39,84 +70,85 @@ pub fn string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> 
     out
 }
 
-/// Hex HMAC-SHA256 of a string to sign.
+/// The `auth_signature` for a string to sign: lowercase hex HMAC-SHA256 keyed with the
+/// app secret.
 pub fn sign(secret: &str, string_to_sign: &str) -> String {
     hmac_sha256_hex(secret.as_bytes(), string_to_sign.as_bytes())
 }
 
-/// Why a request's signature was refused. Messages follow Pusher's so users can search them.
+/// Why a request's signature was refused. The messages follow Pusher's own wording, so
+/// that users searching for them find the existing answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignatureError {
-    /// A required authentication parameter is absent.
+    /// A required authentication parameter is absent (`auth_key`, `auth_timestamp`,
+    /// `auth_version`, `auth_signature`, or `body_md5` when there is a body).
     #[error("Missing required authentication parameter: {0}")]
     Missing(&'static str),
     /// `auth_timestamp` is not an integer.
-    #[error("Invalid auth_timestamp: '{0}' (expected seconds since the Unix epoch)")]
+    #[error("Invalid auth_timestamp: '{0}' (expected an integer number of seconds since the Unix epoch)")]
     BadTimestamp(String),
-    /// `auth_timestamp` is too far from the server's clock.
+    /// `auth_timestamp` is further from the server's clock than allowed.
     #[error("Timestamp expired: Given timestamp ({given}) not within {max_skew}s of server time ({now})")]
     TimestampExpired {
-        /// The client's timestamp.
+        /// The client's timestamp, in Unix seconds.
         given: i64,
-        /// The server's time.
+        /// The server's time, in Unix seconds.
         now: i64,
-        /// The allowed difference in seconds.
+        /// The allowed difference, in seconds.
         max_skew: i64,
     },
-    /// `body_md5` does not match the body received.
-    #[error(
-        "Invalid body_md5: the MD5 of the body received is {expected}, but body_md5 is '{given}'"
-    )]
+    /// `body_md5` is not the MD5 of the body the server received.
+    #[error("Invalid body_md5: expected {expected} (the MD5 of the body received), but body_md5 is {given:?}")]
     BodyMd5Mismatch {
-        /// MD5 of the bytes received.
+        /// The MD5 of the bytes received.
         expected: String,
-        /// What the client sent.
+        /// The `body_md5` the client sent.
         given: String,
     },
-    /// The signature does not match.
-    #[error("Invalid signature: you should have sent HmacSHA256Hex({}, your_secret_key), but you sent \"{given}\"", escape_newlines(string_to_sign))]
+    /// The signature does not match. The message shows the string the server signed, as
+    /// Pusher's does, because a differing string is the usual cause and it holds no secret.
+    #[error("Invalid signature: you should have sent HmacSHA256Hex({string_to_sign:?}, your_secret_key), but you sent {given:?}")]
     InvalidSignature {
         /// The canonical string the server signed.
         string_to_sign: String,
-        /// The signature received.
+        /// The signature the client sent.
         given: String,
     },
     /// `auth_version` is not `1.0`.
-    #[error("Unsupported auth_version '{0}' (expected 1.0)")]
+    #[error("Unsupported auth_version: {0:?} (expected \"1.0\")")]
     UnsupportedVersion(String),
 }
 
-fn escape_newlines(s: &str) -> String {
-    format!("\"{}\"", s.replace('\n', "\\n"))
-}
-
-/// The parameters of a signed request, decoded.
+/// The decoded query of a signed HTTP API request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedQuery {
-    /// The app key that signed.
+    /// The app key that signed the request.
     pub auth_key: String,
-    /// Seconds since the Unix epoch when the client signed.
+    /// When the client signed, in Unix seconds.
     pub auth_timestamp: i64,
-    /// Always `1.0`.
+    /// The signing scheme's version; only `1.0` verifies.
     pub auth_version: String,
-    /// MD5 of the body, when sent.
+    /// The MD5 the client computed over the body, when it sent one.
     pub body_md5: Option<String>,
-    /// The signature to check.
+    /// The signature to check (hex HMAC-SHA256 of the string to sign).
     pub auth_signature: String,
-    /// Every decoded parameter except `auth_signature`, keys lower-cased.
+    /// Every decoded parameter in the order received, keys lower-cased, including the
+    /// `auth_*` ones except `auth_signature`: exactly what the signature covers.
     pub params: Vec<(String, String)>,
 }
 
 impl SignedQuery {
-    /// Decodes a raw query string (`+` is a space, `%XX` escapes are decoded).
+    /// Decodes a raw query string (the part after `?`): `%XX` escapes are decoded and `+`
+    /// is a space, as every HTML-form encoder means it. Pairs are kept as given, repeated
+    /// keys included; where an `auth_*` parameter is repeated the first one counts.
     pub fn parse(raw_query: &str) -> Result<SignedQuery, SignatureError> {
-        let mut params = Vec::new();
-        let mut signature = None;
+        let mut params: Vec<(String, String)> = Vec::new();
+        let mut auth_signature = None;
         for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
             let k = k.to_ascii_lowercase();
             if k == "auth_signature" {
-                signature = Some(v.into_owned());
+                auth_signature.get_or_insert_with(|| v.into_owned());
             } else {
                 params.push((k, v.into_owned()));
             }
@@ -126,17 +158,15 @@ impl SignedQuery {
                 .iter()
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.clone())
-                .ok_or(SignatureError::Missing(key))
         };
-        let auth_key = find("auth_key")?;
-        let timestamp = find("auth_timestamp")?;
-        let auth_version = find("auth_version")?;
-        let auth_signature = signature.ok_or(SignatureError::Missing("auth_signature"))?;
+        let auth_key = find("auth_key").ok_or(SignatureError::Missing("auth_key"))?;
+        let timestamp = find("auth_timestamp").ok_or(SignatureError::Missing("auth_timestamp"))?;
+        let auth_version = find("auth_version").ok_or(SignatureError::Missing("auth_version"))?;
+        let auth_signature = auth_signature.ok_or(SignatureError::Missing("auth_signature"))?;
         let auth_timestamp = timestamp
-            .trim()
             .parse::<i64>()
-            .map_err(|_| SignatureError::BadTimestamp(timestamp.clone()))?;
-        let body_md5 = find("body_md5").ok();
+            .map_err(|_| SignatureError::BadTimestamp(timestamp))?;
+        let body_md5 = find("body_md5");
         Ok(SignedQuery {
             auth_key,
             auth_timestamp,
@@ -147,16 +177,23 @@ impl SignedQuery {
         })
     }
 
-    /// The decoded value of an endpoint parameter such as `info` or `filter_by_prefix`.
+    /// The decoded value of a parameter such as `info` or `filter_by_prefix` (key matched
+    /// without regard to ASCII case; the first one if repeated).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.params
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v.as_str())
     }
 
-    /// Checks, in order: version, timestamp window, `body_md5` against the raw body, and the
-    /// signature in constant time.
+    /// Verifies the request's signature against its method, path (starting at
+    /// `/apps/{app_id}`, any mount prefix stripped) and raw body.
+    ///
+    /// Checks, in this order: `auth_version` is `1.0`; `auth_timestamp` is within
+    /// `max_skew_secs` of `now_unix`; `body_md5` is present when the body is not empty and
+    /// always matches the MD5 of the body; the signature matches, compared in constant
+    /// time. Checking the body before the signature tells a client whose body was altered
+    /// in transit that the body, not its secret, is wrong.
     pub fn verify(
         &self,
         method: &str,
@@ -166,12 +203,14 @@ impl SignedQuery {
         now_unix: i64,
         max_skew_secs: i64,
     ) -> Result<(), SignatureError> {
-        if self.auth_version != "1.0" {
+        if self.auth_version != AUTH_VERSION {
             return Err(SignatureError::UnsupportedVersion(
                 self.auth_version.clone(),
             ));
         }
-        if (now_unix - self.auth_timestamp).abs() > max_skew_secs {
+        // abs_diff cannot overflow, unlike subtracting two arbitrary client-chosen i64s.
+        let skew = now_unix.abs_diff(self.auth_timestamp);
+        if skew > max_skew_secs.max(0).unsigned_abs() {
             return Err(SignatureError::TimestampExpired {
                 given: self.auth_timestamp,
                 now: now_unix,
@@ -181,6 +220,7 @@ impl SignedQuery {
         match &self.body_md5 {
             Some(given) => {
                 let expected = body_md5_hex(body);
+                // Hex case carries no meaning; the signature still covers the text as sent.
                 if !given.eq_ignore_ascii_case(&expected) {
                     return Err(SignatureError::BodyMd5Mismatch {
                         expected,
@@ -203,23 +243,56 @@ impl SignedQuery {
     }
 }
 
-/// Percent-encodes what would change a query's meaning; everything else stays raw, as the
-/// Node library sends it. The server decodes before verifying, so both forms agree.
-fn encode_value(out: &mut String, value: &str) {
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~' | b',' | b':' | b'@' | b'/')
-        {
+/// Whether a byte may stay raw in a query key or value. This is RFC 3986's query set
+/// without `&`, `=`, `+` and `;` (separators, or a space, to some parsers) and `'` (which
+/// URL parsers escape in http(s) queries, so escaping it ourselves keeps the URL stable).
+fn is_query_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'('
+                | b')'
+                | b'*'
+                | b','
+                | b':'
+                | b'@'
+                | b'/'
+                | b'?'
+        )
+}
+
+/// Writes `text` with only the bytes that would break or change a query percent-encoded
+/// (space, `&`, `#`, `+`, `%`, `=`, `;`, quotes, controls, non-ASCII, ...).
+fn push_query_escaped(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in text.bytes() {
+        if is_query_safe(b) {
             out.push(char::from(b));
         } else {
             out.push('%');
-            out.push_str(&format!("{b:02X}"));
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
     }
 }
 
-/// The complete query string a client sends: `params` plus `auth_key`, `auth_timestamp`,
-/// `auth_version=1.0` and (with a body) `body_md5`, sorted by key, then `auth_signature`.
+/// The complete signed query string a client sends (without the leading `?`).
+///
+/// It holds `params` plus `auth_key`, `auth_timestamp`, `auth_version=1.0` and, when `body`
+/// is `Some`, `body_md5`, sorted by key as in the canonical string, followed by
+/// `auth_signature` last. Keys are lower-cased. A caller's param named like one of the
+/// `auth_*` parameters or `body_md5` is dropped: the scheme owns those names (the Node
+/// library throws instead).
+///
+/// Values are written raw, as pusher-http-node writes them (`info=a,b`), except for the
+/// bytes that would break the query (space, `&`, `#`, `+`, `%`, `=`, `;`, quotes, controls,
+/// non-ASCII), which are percent-encoded. The signature is over the unescaped values and
+/// [`SignedQuery::parse`] decodes before verifying, so both forms verify the same.
 pub fn signed_query_string(
     method: &str,
     path: &str,
@@ -232,20 +305,21 @@ pub fn signed_query_string(
     let mut all: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+        .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()))
         .collect();
-    all.push(("auth_key".into(), key.into()));
-    all.push(("auth_timestamp".into(), timestamp.to_string()));
-    all.push(("auth_version".into(), "1.0".into()));
+    all.push(("auth_key".to_owned(), key.to_owned()));
+    all.push(("auth_timestamp".to_owned(), timestamp.to_string()));
+    all.push(("auth_version".to_owned(), AUTH_VERSION.to_owned()));
     if let Some(body) = body {
-        all.push(("body_md5".into(), body_md5_hex(body)));
+        all.push(("body_md5".to_owned(), body_md5_hex(body)));
     }
-    all.sort();
+    sort_by_key(&mut all);
     let signature = sign(secret, &string_to_sign(method, path, &all));
     let mut out = String::new();
     for (k, v) in &all {
-        out.push_str(k);
+        push_query_escaped(&mut out, k);
         out.push('=');
-        encode_value(&mut out, v);
+        push_query_escaped(&mut out, v);
         out.push('&');
     }
     out.push_str("auth_signature=");
