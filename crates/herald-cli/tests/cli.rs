@@ -1,0 +1,86 @@
+//! The `herald` binary's start-up behaviour: configuration errors and the banner.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn herald() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+}
+
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("herald-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_field() {
+    for (name, text, field) in [
+        ("unknown", "colour = \"blue\"\n", "colour"),
+        ("type", "port = \"six\"\n", "port"),
+        (
+            "missing",
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\n",
+            "apps[0].secret",
+        ),
+        (
+            "zero",
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nmax_channels_per_trigger = 0\n",
+            "apps[0].max_channels_per_trigger",
+        ),
+    ] {
+        let path = config_file(name, text);
+        let output = herald()
+            .args(["serve", "--port", "0", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run herald");
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(field), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+    let output = herald()
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--config",
+            "/nonexistent/herald.toml",
+        ])
+        .output()
+        .expect("run herald");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/herald.toml"));
+}
+
+#[test]
+fn environment_variables_configure_the_default_app() {
+    let mut child = herald()
+        .args(["serve", "--port", "0"])
+        .env("HERALD_APP_KEY", "env-key")
+        .env("HERALD_APP_SECRET", "env-secret")
+        .env_remove("HERALD_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start herald");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(3)
+        .map(|l| l.expect("line"))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines[0].starts_with("Herald ") && lines[0].contains("listening on 127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1], "app 1: key env-key");
+    let port = lines[0].rsplit(':').next().expect("port");
+    assert_eq!(
+        lines[2],
+        format!("PUSHER_URL=http://env-key:env-secret@127.0.0.1:{port}/apps/1")
+    );
+}
