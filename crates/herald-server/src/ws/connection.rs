@@ -42,7 +42,11 @@ pub(super) async fn run(
     let session = Session::new(&shared, app);
     let span =
         tracing::debug_span!("ws", socket_id = %session.socket_id(), app_id = %session.app_id());
-    serve(shared, session, slot, stream, pre_read)
+    // `pre_read` is a slice of hyper's 8 KB read buffer and keeps all of it alive: copy the
+    // few bytes (usually none) and let the buffer go before the connection settles in.
+    let read_buf = BytesMut::from(&pre_read[..]);
+    drop(pre_read);
+    serve(shared, session, slot, stream, read_buf)
         .instrument(span)
         .await;
 }
@@ -52,7 +56,7 @@ async fn serve(
     mut session: Session,
     slot: ConnectionSlot,
     stream: TcpStream,
-    pre_read: Bytes,
+    read_buf: BytesMut,
 ) {
     tracing::debug!("Connection opened");
     let outbox = session.outbox().clone();
@@ -63,7 +67,7 @@ async fn serve(
 
     let mut io = Io {
         stream,
-        read_buf: BytesMut::from(&pre_read[..]),
+        read_buf,
         decoder: Decoder::new(shared.config.max_message_bytes),
         pending: VecDeque::new(),
         front_partial: false,
