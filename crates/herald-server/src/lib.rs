@@ -14,10 +14,11 @@ pub mod hub;
 pub mod outbox;
 mod ws;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -39,8 +40,44 @@ pub(crate) struct Shared {
     pub(crate) next_conn: AtomicU64,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
+    /// Every open WebSocket's outbox, so shutdown can close them all. A registry costs an
+    /// entry per connection; a cancellation future parked in every connection task would
+    /// cost several times more.
+    pub(crate) connections: parking_lot::Mutex<HashMap<hub::ConnId, Weak<outbox::Outbox>>>,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Registers a connection's outbox for shutdown; a connection that registers after
+    /// shutdown began is told to close at once.
+    pub(crate) fn register_connection(&self, conn: hub::ConnId, outbox: &Arc<outbox::Outbox>) {
+        self.connections.lock().insert(conn, Arc::downgrade(outbox));
+        if self.shutdown.is_cancelled() {
+            close_for_shutdown(outbox);
+        }
+    }
+
+    pub(crate) fn unregister_connection(&self, conn: hub::ConnId) {
+        self.connections.lock().remove(&conn);
+    }
+
+    fn close_all_connections(&self) {
+        let outboxes: Vec<_> = self
+            .connections
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for outbox in outboxes {
+            close_for_shutdown(&outbox);
+        }
+    }
+}
+
+fn close_for_shutdown(outbox: &outbox::Outbox) {
+    let r = herald_protocol::close::CloseReason::Reconnect;
+    outbox.close(r.code(), r.message());
 }
 
 /// Serves the apps of `config` on `listener` until `shutdown` completes, then closes every
@@ -69,6 +106,7 @@ pub async fn serve_with_store(
         node_id: rand::random::<u32>() % 1_000_000_000 + 1,
         next_conn: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
+        connections: parking_lot::Mutex::new(HashMap::new()),
         tracker: TaskTracker::new(),
     });
     let router = http::router(shared.clone());
@@ -110,6 +148,7 @@ pub async fn serve_with_store(
     drop(listener);
     tracing::info!("Shutting down: closing connections with 4200");
     shared.shutdown.cancel();
+    shared.close_all_connections();
     shared.tracker.close();
     if tokio::time::timeout(grace, shared.tracker.wait())
         .await

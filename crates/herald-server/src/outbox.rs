@@ -7,10 +7,10 @@
 //! subscriber that stops reading costs at most the bound, and nobody else waits for it.
 
 use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// A close the connection task must perform: `pusher:error` with this code and message,
 /// then a close frame with the same code.
@@ -27,13 +27,26 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<CloseRequest>,
+    /// Something was pushed (or a close requested) since the task last looked.
+    signalled: bool,
+    /// The connection task, parked until `signalled`. A waker in the state the queue's
+    /// mutex already guards costs less per connection than a separate notifier.
+    waker: Option<Waker>,
+}
+
+impl State {
+    /// Marks the queue as needing attention and returns the waker to wake once the lock
+    /// is released.
+    fn signal(&mut self) -> Option<Waker> {
+        self.signalled = true;
+        self.waker.take()
+    }
 }
 
 /// The queue; shared between publishers and the connection task.
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
     max_bytes: usize,
 }
 
@@ -42,7 +55,6 @@ impl Outbox {
     pub fn new(max_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
-            ready: Notify::new(),
             max_bytes,
         }
     }
@@ -61,17 +73,16 @@ impl Outbox {
                 code: herald_protocol::close::CloseReason::OverCapacity.code(),
                 message: herald_protocol::close::CloseReason::OverCapacity.message(),
             });
+            let waker = state.signal();
             drop(state);
-            self.ready.notify_one();
+            wake(waker);
             return false;
         }
-        let was_empty = state.frames.is_empty();
         state.bytes += frame.len();
         state.frames.push_back(frame);
+        let waker = state.signal();
         drop(state);
-        if was_empty {
-            self.ready.notify_one();
-        }
+        wake(waker);
         true
     }
 
@@ -82,8 +93,9 @@ impl Outbox {
         if state.close.is_none() {
             state.close = Some(CloseRequest { code, message });
         }
+        let waker = state.signal();
         drop(state);
-        self.ready.notify_one();
+        wake(waker);
     }
 
     /// Moves everything queued to the end of `into`, plus any close request. When `into`
@@ -99,9 +111,25 @@ impl Outbox {
         state.close
     }
 
-    /// Completes when something was pushed or a close was requested since the last call.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
+    /// Ready when something was pushed or a close was requested since the last time this
+    /// returned ready; otherwise remembers the task's waker.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock();
+        if state.signalled {
+            state.signalled = false;
+            return Poll::Ready(());
+        }
+        match &state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 

@@ -7,8 +7,10 @@
 //! written together with one vectored write when several are pending.
 
 use std::collections::VecDeque;
+use std::future::Future as _;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -79,7 +81,6 @@ async fn serve(
     let timer = sleep_until(last_read + activity_timeout);
     tokio::pin!(timer);
     let mut closing: Option<Instant> = None;
-    let shutdown = shared.shutdown.clone();
 
     // Bytes that arrived with the upgrade request are handled before waiting on the socket.
     if !io.read_buf.is_empty() && io.decode_all(&mut session).is_err() {
@@ -94,42 +95,50 @@ async fn serve(
         if closing.is_some() && io.pending.is_empty() {
             break;
         }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled(), if closing.is_none() => {
-                let r = CloseReason::Reconnect;
-                outbox.close(r.code(), r.message());
-                // Handled here rather than on the next wake-up: this branch stays ready
-                // and, being first, would otherwise starve the outbox branch.
-                io.take_outbox(&outbox, &mut closing);
+        // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
+        // registration and the outbox, so the parked task holds no per-branch futures.
+        let wake = std::future::poll_fn(|cx| {
+            if outbox.poll_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Outbox);
             }
-            () = outbox.ready() => io.take_outbox(&outbox, &mut closing),
-            ready = io.stream.writable(), if !io.pending.is_empty() => {
-                if ready.is_err() {
+            if !io.pending.is_empty() && io.stream.poll_write_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Writable);
+            }
+            if closing.is_none() {
+                if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
+                    return Poll::Ready(if ready.is_ok() {
+                        Wake::Readable
+                    } else {
+                        Wake::Gone
+                    });
+                }
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Outbox => io.take_outbox(&outbox, &mut closing),
+            Wake::Writable => {}
+            Wake::Gone => break,
+            Wake::Readable => match io.read() {
+                Ok(0) => break,
+                Ok(_) => {
+                    last_read = Instant::now();
+                    ping_sent = None;
+                    if io.decode_all(&mut session).is_err() {
+                        closing = Some(Instant::now() + CLOSE_LINGER);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => {
+                    tracing::debug!(%error, "Read failed");
                     break;
                 }
-            }
-            ready = io.stream.readable(), if closing.is_none() => {
-                if ready.is_err() {
-                    break;
-                }
-                match io.read() {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        last_read = Instant::now();
-                        ping_sent = None;
-                        if io.decode_all(&mut session).is_err() {
-                            closing = Some(Instant::now() + CLOSE_LINGER);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => {
-                        tracing::debug!(%error, "Read failed");
-                        break;
-                    }
-                }
-            }
-            () = &mut timer => {
+            },
+            Wake::Timer => {
                 let now = Instant::now();
                 if let Some(deadline) = closing {
                     if now >= deadline {
@@ -160,7 +169,7 @@ async fn serve(
             }
         }
     }
-    session.close();
+    session.close(&shared);
     let _ = io.stream.shutdown().await;
     drop(slot);
     tracing::debug!("Connection closed");
@@ -179,6 +188,16 @@ pub(super) async fn refuse(mut stream: TcpStream, reason: CloseReason) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+/// What woke the connection task.
+enum Wake {
+    Outbox,
+    Writable,
+    Readable,
+    Timer,
+    /// The socket reported an error while waiting for readiness.
+    Gone,
 }
 
 struct Io {

@@ -41,11 +41,13 @@ pub(super) struct Session {
 impl Session {
     pub(super) fn new(shared: &Shared, app: Arc<App>) -> Self {
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(shared.config.outbox_max_bytes));
+        shared.register_connection(conn, &outbox);
         Session {
             app,
             conn,
             socket_id: format!("{}.{}", shared.node_id, conn).into(),
-            outbox: Arc::new(Outbox::new(shared.config.outbox_max_bytes)),
+            outbox,
             channels: Vec::new(),
             client_events: RateWindow {
                 started: Instant::now(),
@@ -274,10 +276,11 @@ impl Session {
         self.app.hub.publish(channel, &frame, Some(self.conn));
     }
 
-    /// Leaves every channel; called once when the connection ends.
-    pub(super) fn close(&mut self) {
+    /// Leaves every channel and the shutdown registry; called once when the connection ends.
+    pub(super) fn close(&mut self, shared: &Shared) {
         for channel in std::mem::take(&mut self.channels) {
             self.app.hub.unsubscribe(&channel, self.conn);
         }
+        shared.unregister_connection(self.conn);
     }
 }
