@@ -7,7 +7,7 @@
 //! written together with one vectored write when several are pending.
 
 use std::collections::VecDeque;
-use std::future::Future as _;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::task::Poll;
@@ -19,7 +19,6 @@ use herald_protocol::frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
-use tracing::Instrument;
 
 use super::codec::{self, CodecError, Decoder, Message};
 use super::session::Session;
@@ -34,46 +33,40 @@ const MAX_IOVECS: usize = 64;
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Serves an admitted connection until it closes.
-pub(super) async fn run(
+///
+/// Everything the connection keeps is built here, synchronously, and moved into one
+/// future: nested futures or a span wrapper would each hold their own copy of it, and a
+/// parked connection is mostly this future.
+pub(super) fn run(
     shared: Arc<Shared>,
     app: Arc<App>,
     slot: ConnectionSlot,
     stream: TcpStream,
     pre_read: Bytes,
-) {
-    let session = Session::new(&shared, app);
-    let span =
-        tracing::debug_span!("ws", socket_id = %session.socket_id(), app_id = %session.app_id());
+) -> impl Future<Output = ()> + Send {
     // `pre_read` is a slice of hyper's 8 KB read buffer and keeps all of it alive: copy the
     // few bytes (usually none) and let the buffer go before the connection settles in.
     let read_buf = BytesMut::from(&pre_read[..]);
     drop(pre_read);
-    serve(shared, session, slot, stream, read_buf)
-        .instrument(span)
-        .await;
-}
-
-async fn serve(
-    shared: Arc<Shared>,
-    mut session: Session,
-    slot: ConnectionSlot,
-    stream: TcpStream,
-    read_buf: BytesMut,
-) {
-    tracing::debug!("Connection opened");
-    let outbox = session.outbox().clone();
-    outbox.push(text_frame(&frame::connection_established(
-        session.socket_id(),
-        shared.config.activity_timeout.as_secs(),
-    )));
-
-    let mut io = Io {
+    let io = Io {
         stream,
         read_buf,
         decoder: Decoder::new(shared.config.max_message_bytes),
         pending: VecDeque::new(),
         front_partial: false,
     };
+    let session = Session::new(&shared, app);
+    serve(shared, session, slot, io)
+}
+
+async fn serve(shared: Arc<Shared>, mut session: Session, slot: ConnectionSlot, mut io: Io) {
+    tracing::debug!(socket_id = session.socket_id(), app_id = session.app_id(), "Connection opened");
+    let outbox = session.outbox().clone();
+    outbox.push(text_frame(&frame::connection_established(
+        session.socket_id(),
+        shared.config.activity_timeout.as_secs(),
+    )));
+
     let activity_timeout = shared.config.activity_timeout;
     let pong_timeout = shared.config.pong_timeout;
     let mut last_read = Instant::now();
@@ -89,7 +82,7 @@ async fn serve(
 
     loop {
         if let Err(error) = io.flush() {
-            tracing::debug!(%error, "Write failed");
+            tracing::debug!(socket_id = session.socket_id(), %error, "Write failed");
             break;
         }
         if closing.is_some() && io.pending.is_empty() {
@@ -134,7 +127,7 @@ async fn serve(
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => {
-                    tracing::debug!(%error, "Read failed");
+                    tracing::debug!(socket_id = session.socket_id(), %error, "Read failed");
                     break;
                 }
             },
@@ -172,7 +165,7 @@ async fn serve(
     session.close(&shared);
     let _ = io.stream.shutdown().await;
     drop(slot);
-    tracing::debug!("Connection closed");
+    tracing::debug!(socket_id = session.socket_id(), "Connection closed");
 }
 
 /// Refuses a connection: `pusher:error` with the reason's code, then a close frame with it.
@@ -264,7 +257,7 @@ impl Io {
                         self.pending
                             .push_back(text_frame(&frame::error(None, &message)));
                     }
-                    tracing::debug!(%error, "Bad WebSocket frame");
+                    tracing::debug!(socket_id = session.socket_id(), %error, "Bad WebSocket frame");
                     self.pending
                         .push_back(codec::encode_close(error.close_code(), ""));
                     break Err(());
