@@ -60,7 +60,11 @@ pub(super) fn run(
 }
 
 async fn serve(shared: Arc<Shared>, mut session: Session, slot: ConnectionSlot, mut io: Io) {
-    tracing::debug!(socket_id = session.socket_id(), app_id = session.app_id(), "Connection opened");
+    tracing::debug!(
+        socket_id = session.socket_id(),
+        app_id = session.app_id(),
+        "Connection opened"
+    );
     let outbox = session.outbox().clone();
     outbox.push(text_frame(&frame::connection_established(
         session.socket_id(),
@@ -330,7 +334,9 @@ impl Io {
                 }
             }
         }
-        if self.pending.capacity() > 16 {
+        // Drained: give the queue's buffer back so an idle connection holds none. The next
+        // burst allocates a small one again, once per burst, not per frame.
+        if self.pending.capacity() > 0 {
             self.pending = VecDeque::new();
         }
         Ok(())
