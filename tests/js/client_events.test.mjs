@@ -1,24 +1,9 @@
 // Client events between pusher-js clients: delivery rules, presence user_id, rate limits.
-import { test, after, describe } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, wsClient, once, connected, subscribed, sleep, collect } from './harness.mjs';
+import { fixture, once, connected, subscribed, sleep, collect } from './harness.mjs';
 
-const servers = [];
-const clients = [];
-async function server(config) {
-  const s = await startServer(config);
-  servers.push(s);
-  return s;
-}
-function client(port, opts) {
-  const c = wsClient(port, opts);
-  clients.push(c);
-  return c;
-}
-after(async () => {
-  for (const c of clients) c.disconnect();
-  for (const s of servers) assert.equal((await s.stop()).code, 0);
-});
+const { server, client } = fixture();
 
 describe('with client events enabled', () => {
   test('delivered to others with the sender\'s user_id on presence, never echoed', async () => {

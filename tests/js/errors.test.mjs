@@ -1,25 +1,10 @@
 // What official clients see when something is wrong: close codes that drive pusher-js's
 // reconnect decisions, and HTTP API errors surfaced by the `pusher` library.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, restClient, wsClient, once, connected, sleep } from './harness.mjs';
+import { fixture, startServer, restClient, once, connected, sleep } from './harness.mjs';
 
-const servers = [];
-const clients = [];
-async function server(config) {
-  const s = await startServer(config);
-  servers.push(s);
-  return s;
-}
-function client(port, opts) {
-  const c = wsClient(port, opts);
-  clients.push(c);
-  return c;
-}
-after(async () => {
-  for (const c of clients) c.disconnect();
-  for (const s of servers) await s.stop();
-});
+const { server, client } = fixture();
 
 /** The Pusher code of a pusher-js connection `error` event, in either of its shapes. */
 const codeOf = (e) => e?.data?.code ?? e?.error?.data?.code;

@@ -5,6 +5,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
+import { after } from 'node:test';
+import assert from 'node:assert/strict';
 
 const require = createRequire(import.meta.url);
 export const PusherJs = require('pusher-js');
@@ -116,4 +118,29 @@ export function collect(emitter, event) {
   const got = [];
   emitter.bind(event, (data, meta) => got.push({ data, meta }));
   return got;
+}
+
+/**
+ * Servers and clients started by one test file, all torn down after its tests; every
+ * server must exit 0 on SIGTERM.
+ */
+export function fixture() {
+  const servers = [];
+  const clients = [];
+  after(async () => {
+    for (const c of clients) c.disconnect();
+    for (const s of servers) assert.equal((await s.stop()).code, 0, 'server exits 0 on SIGTERM');
+  });
+  return {
+    async server(config) {
+      const s = await startServer(config);
+      servers.push(s);
+      return s;
+    },
+    client(port, opts) {
+      const c = wsClient(port, opts);
+      clients.push(c);
+      return c;
+    },
+  };
 }

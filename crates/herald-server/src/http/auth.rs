@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
 use axum::http::{Method, Uri};
 use herald_protocol::signing::SignedQuery;
 
@@ -15,21 +17,44 @@ use crate::Shared;
 /// The window Pusher allows between the client's timestamp and the server's clock.
 const MAX_SKEW_SECS: i64 = 600;
 
-/// A request whose signature checked out, with its decoded query parameters.
+/// A request whose signature checked out: its app, decoded query parameters and raw body.
+/// As an extractor it runs before every HTTP API handler, so none can forget it.
 pub(crate) struct Authenticated {
     pub(crate) app: Arc<App>,
     pub(crate) query: SignedQuery,
+    pub(crate) body: Bytes,
+}
+
+impl FromRequest<Arc<Shared>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        // Every API path is /apps/{app_id}/...; the router only sends those here.
+        let app_id = uri
+            .path()
+            .strip_prefix("/apps/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or("")
+            .to_owned();
+        let body = Bytes::from_request(req, shared)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
+        let (app, query) = authenticate(shared, &app_id, &method, &uri, &body)?;
+        Ok(Authenticated { app, query, body })
+    }
 }
 
 /// Verifies the request for app `app_id`. Unknown apps are 404 (before any signature
 /// check, as soketi and reverb do); disabled apps 403 once the caller has proven the secret.
-pub(crate) fn authenticate(
+fn authenticate(
     shared: &Shared,
     app_id: &str,
     method: &Method,
     uri: &Uri,
     body: &[u8],
-) -> Result<Authenticated, ApiError> {
+) -> Result<(Arc<App>, SignedQuery), ApiError> {
     let app = shared
         .apps
         .by_id(app_id)
@@ -58,5 +83,5 @@ pub(crate) fn authenticate(
     if !app.config.enabled {
         return Err(ApiError::forbidden(format!("App {app_id} is disabled")));
     }
-    Ok(Authenticated { app, query })
+    Ok((app, query))
 }

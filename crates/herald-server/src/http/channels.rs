@@ -1,29 +1,17 @@
 //! `GET /apps/{id}/channels`, `/channels/{name}` and `/channels/{name}/users`: what is
 //! occupied, with subscription and user counts, answered from the hub.
 
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{Method, Uri};
+use axum::extract::Path;
 use axum::Json;
 use herald_protocol::channel::{validate_channel_name, ChannelKind};
 use serde_json::{json, Map, Value};
 
-use super::auth::authenticate;
+use super::auth::Authenticated;
 use super::error::ApiError;
 use super::events::parse_info;
-use crate::Shared;
 
 /// `GET /apps/{app_id}/channels`.
-pub(crate) async fn list(
-    State(shared): State<Arc<Shared>>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
+pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
     let prefix = auth.query.get("filter_by_prefix").unwrap_or("");
     let info = parse_info(
         auth.query.get("info"),
@@ -59,13 +47,9 @@ fn checked_channel(name: &str, max_len: usize) -> Result<ChannelKind, ApiError> 
 
 /// `GET /apps/{app_id}/channels/{channel_name}`.
 pub(crate) async fn show(
-    State(shared): State<Arc<Shared>>,
-    Path((app_id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    Path((_app_id, channel)): Path<(String, String)>,
+    auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
     let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
     let info = parse_info(
         auth.query.get("info"),
@@ -91,13 +75,9 @@ pub(crate) async fn show(
 
 /// `GET /apps/{app_id}/channels/{channel_name}/users`.
 pub(crate) async fn users(
-    State(shared): State<Arc<Shared>>,
-    Path((app_id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    Path((_app_id, channel)): Path<(String, String)>,
+    auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
     let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
     if !kind.is_presence() {
         return Err(ApiError::bad_request(format!(

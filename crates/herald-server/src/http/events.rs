@@ -8,9 +8,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{Method, Uri};
+use axum::extract::State;
 use axum::Json;
 use herald_protocol::channel::{
     is_valid_socket_id, validate_channel_name, validate_event_name, ChannelKind,
@@ -20,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::auth::authenticate;
+use super::auth::Authenticated;
 use super::error::ApiError;
 use crate::apps::App;
 use crate::hub::ConnId;
@@ -209,13 +207,9 @@ fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 /// `POST /apps/{app_id}/events`.
 pub(crate) async fn trigger(
     State(shared): State<Arc<Shared>>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
-    let event = prepare(&shared, &auth.app, parse_body(&body)?)?;
+    let event = prepare(&shared, &auth.app, parse_body(&auth.body)?)?;
     let attributes = publish(&auth.app, &event);
     if event.info.any() {
         Ok(Json(serde_json::json!({ "channels": attributes })))
@@ -227,13 +221,9 @@ pub(crate) async fn trigger(
 /// `POST /apps/{app_id}/batch_events`.
 pub(crate) async fn batch(
     State(shared): State<Arc<Shared>>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = authenticate(&shared, &app_id, &method, &uri, &body)?;
-    let batch: BatchBody<'_> = parse_body(&body)?;
+    let batch: BatchBody<'_> = parse_body(&auth.body)?;
     let items = batch
         .batch
         .ok_or_else(|| ApiError::bad_request("Missing 'batch': an array of events is required"))?;
