@@ -389,3 +389,53 @@ async fn a_subscriber_that_stops_reading_is_cut_off_without_hurting_others() {
         "the stalled socket was removed: {info}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_keeps_answering_while_thousands_of_sockets_are_busy() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let server = std::sync::Arc::new(Server::start(""));
+    let sockets = 2000;
+    let events = 30;
+    let mut readers = Vec::new();
+    for _ in 0..sockets {
+        let mut ws = server.connect(KEY).await;
+        ws.subscribe("busy").await;
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < events {
+                if ws.next().await["event"] == "tick" {
+                    got += 1;
+                }
+            }
+            // Handed back so the socket stays subscribed while the queries count it.
+            (got, ws)
+        }));
+    }
+    let publisher = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            for i in 0..events {
+                let body = json!({"name":"tick","channel":"busy","data":i.to_string()}).to_string();
+                let (status, _) = signed(&server, "POST", "/apps/1/events", &[], Some(&body)).await;
+                assert_eq!(status, 200);
+            }
+        })
+    };
+    // Queries interleaved with the fan-out all answer, with the right count.
+    for _ in 0..20 {
+        let (status, info) = signed(
+            &server,
+            "GET",
+            "/apps/1/channels/busy",
+            &[("info", "subscription_count")],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(info["subscription_count"], sockets);
+    }
+    publisher.await.expect("publisher");
+    for reader in readers {
+        assert_eq!(reader.await.expect("reader").0, events);
+    }
+}

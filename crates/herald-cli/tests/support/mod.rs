@@ -34,7 +34,12 @@ impl Server {
             .args(["serve", "--port", "0", "--config"])
             .arg(&path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // HERALD_TEST_LOG=1 (with RUST_LOG) shows the server's logs when debugging a test.
+            .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("start herald");
         let stdout = child.stdout.take().expect("stdout");
