@@ -84,3 +84,39 @@ fn environment_variables_configure_the_default_app() {
         format!("PUSHER_URL=http://env-key:env-secret@127.0.0.1:{port}/apps/1")
     );
 }
+
+#[test]
+fn default_credentials_on_a_public_address_print_a_loud_warning() {
+    let mut child = herald()
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .env_remove("HERALD_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start herald");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = BufReader::new(stderr)
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("DEFAULT APP CREDENTIALS"), "{first}");
+
+    // On loopback the defaults are expected and nothing is printed.
+    let mut child = herald()
+        .args(["serve", "--port", "0"])
+        .env_remove("HERALD_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start herald");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let _ = out.next();
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("DEFAULT APP CREDENTIALS"));
+}

@@ -21,6 +21,8 @@ pub enum CloseReason {
     InvalidVersion,
     /// 4007: the `protocol` query parameter names a version Herald does not speak.
     UnsupportedProtocol,
+    /// 4008: no `protocol` query parameter (only when the server requires one).
+    NoProtocol,
     /// 4009: the connection is not authorized.
     Unauthorized,
     /// 4100: the client cannot keep up (its outbound queue overflowed) or the server is full.
@@ -43,6 +45,7 @@ impl CloseReason {
             CloseReason::PathNotFound => 4005,
             CloseReason::InvalidVersion => 4006,
             CloseReason::UnsupportedProtocol => 4007,
+            CloseReason::NoProtocol => 4008,
             CloseReason::Unauthorized => 4009,
             CloseReason::OverCapacity => 4100,
             CloseReason::Reconnect => 4200,
@@ -60,6 +63,7 @@ impl CloseReason {
             CloseReason::PathNotFound => "Path not found",
             CloseReason::InvalidVersion => "Invalid version string format",
             CloseReason::UnsupportedProtocol => "Unsupported protocol version",
+            CloseReason::NoProtocol => "No protocol version supplied",
             CloseReason::Unauthorized => "Connection is unauthorized",
             CloseReason::OverCapacity => "Over capacity: the client is not reading fast enough",
             CloseReason::Reconnect => "Server is shutting down, reconnect",

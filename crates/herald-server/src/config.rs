@@ -138,6 +138,9 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Largest inbound WebSocket message.
     pub max_message_bytes: usize,
+    /// Refuse WebSocket connections without a `protocol` query parameter (4008). Off by
+    /// default: every current client sends it, and Pusher itself still infers one.
+    pub require_protocol: bool,
     /// Bytes a connection may have queued for sending before it is closed with 4100.
     pub outbox_max_bytes: usize,
     /// How long shutdown waits for sockets and requests to finish.
@@ -154,6 +157,7 @@ impl Default for Config {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             max_message_bytes: 64 * 1024,
+            require_protocol: false,
             outbox_max_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             apps: vec![AppConfig::embedded_default()],
@@ -169,6 +173,7 @@ struct RawConfig {
     activity_timeout: Option<u64>,
     pong_timeout: Option<u64>,
     max_message_bytes: Option<usize>,
+    require_protocol: Option<bool>,
     outbox_max_bytes: Option<usize>,
     shutdown_grace: Option<u64>,
     #[serde(default)]
@@ -245,6 +250,7 @@ impl Config {
                 .map_or(d.activity_timeout, Duration::from_secs),
             pong_timeout: raw.pong_timeout.map_or(d.pong_timeout, Duration::from_secs),
             max_message_bytes: raw.max_message_bytes.unwrap_or(d.max_message_bytes),
+            require_protocol: raw.require_protocol.unwrap_or(d.require_protocol),
             outbox_max_bytes: raw.outbox_max_bytes.unwrap_or(d.outbox_max_bytes),
             shutdown_grace: raw
                 .shutdown_grace

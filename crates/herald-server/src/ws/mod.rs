@@ -66,11 +66,15 @@ fn admit(shared: &Shared, key: &str, query: &str) -> Admission {
             _ => {}
         }
     }
-    // A missing `protocol` is treated as 7 (spec §1.1: lenient, every current client sends it).
-    if let Some(p) = protocol {
-        if !matches!(p, "5" | "6" | "7") {
-            return Admission::Refuse(CloseReason::UnsupportedProtocol);
+    // A missing `protocol` is treated as 7 unless configured otherwise (spec §1.1: every
+    // current client sends it and Pusher still infers one).
+    match protocol {
+        Some("5" | "6" | "7") => {}
+        Some(_) => return Admission::Refuse(CloseReason::UnsupportedProtocol),
+        None if shared.config.require_protocol => {
+            return Admission::Refuse(CloseReason::NoProtocol)
         }
+        None => {}
     }
     if let Some(v) = version {
         let ok = !v.is_empty()
