@@ -2,9 +2,11 @@
 //!
 //! Publishers (the hub, the connection's own session) push complete WebSocket frames as
 //! shared [`Bytes`]: a fan-out clones a reference, never the payload. Only the connection's
-//! task drains the queue and writes to the socket. When the queued bytes would exceed the
-//! bound, the queue drops its frames and asks the task to close the socket with 4100, so a
-//! subscriber that stops reading costs at most the bound, and nobody else waits for it.
+//! task drains the queue and writes to the socket. The bound counts every byte pushed and not
+//! yet accepted by the kernel (taken frames stay counted until the task reports them written),
+//! and when a push would exceed it the queue drops its frames and asks the task to close the
+//! socket with 4100. A subscriber that stops reading costs at most the bound, and nobody else
+//! waits for it.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -25,6 +27,7 @@ pub struct CloseRequest {
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Bytes>,
+    /// Bytes pushed and not yet written: queued here or taken by the connection task.
     bytes: usize,
     close: Option<CloseRequest>,
     /// Something was pushed (or a close requested) since the task last looked.
@@ -99,7 +102,8 @@ impl Outbox {
     }
 
     /// Moves everything queued to the end of `into`, plus any close request. When `into`
-    /// is empty (the usual case) the two queues are swapped instead of copied.
+    /// is empty (the usual case) the two queues are swapped instead of copied. The frames
+    /// still count against the bound until [`Outbox::written`] reports them sent.
     pub fn take(&self, into: &mut VecDeque<Bytes>) -> Option<CloseRequest> {
         let mut state = self.state.lock();
         if into.is_empty() {
@@ -107,8 +111,13 @@ impl Outbox {
         } else {
             into.extend(state.frames.drain(..));
         }
-        state.bytes = 0;
         state.close
+    }
+
+    /// Gives `n` written bytes back to the bound.
+    pub fn written(&self, n: usize) {
+        let mut state = self.state.lock();
+        state.bytes = state.bytes.saturating_sub(n);
     }
 
     /// Ready when something was pushed or a close was requested since the last time this

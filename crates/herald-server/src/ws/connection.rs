@@ -54,6 +54,7 @@ pub(super) fn run(
         decoder: Decoder::new(shared.config.max_message_bytes),
         pending: VecDeque::new(),
         front_partial: false,
+        written: 0,
     };
     let session = Session::new(&shared, app);
     serve(shared, session, slot, io)
@@ -85,7 +86,11 @@ async fn serve(shared: Arc<Shared>, mut session: Session, slot: ConnectionSlot, 
     }
 
     loop {
-        if let Err(error) = io.flush() {
+        let flushed = io.flush();
+        if io.written > 0 {
+            outbox.written(std::mem::take(&mut io.written));
+        }
+        if let Err(error) = flushed {
             tracing::debug!(socket_id = session.socket_id(), %error, "Write failed");
             break;
         }
@@ -205,6 +210,8 @@ struct Io {
     pending: VecDeque<Bytes>,
     /// The first pending frame is partly written, so it must be finished before any other.
     front_partial: bool,
+    /// Bytes written since the outbox was last told, so its bound covers unwritten frames.
+    written: usize,
 }
 
 impl Io {
@@ -318,6 +325,7 @@ impl Io {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             };
+            self.written += written;
             let mut left = written;
             while left > 0 {
                 let Some(front) = self.pending.front_mut() else {
