@@ -163,16 +163,23 @@ mod tests {
     }
 
     #[test]
-    fn take_returns_frames_in_order_and_resets_the_count() {
+    fn taken_frames_count_until_written() {
         let outbox = Outbox::new(10);
         assert!(outbox.push(Bytes::from_static(b"a")));
         assert!(outbox.push(Bytes::from_static(b"b")));
         let mut frames = VecDeque::new();
         assert_eq!(outbox.take(&mut frames), None);
         assert_eq!(frames, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        // Taken but unwritten: a stalled socket must not get a fresh budget.
+        assert!(outbox.push(Bytes::from_static(b"12345678")));
+        outbox.written(2);
         assert!(
-            outbox.push(Bytes::from_static(b"0123456789")),
-            "count was reset"
+            outbox.push(Bytes::from_static(b"12")),
+            "written bytes are given back"
+        );
+        assert!(
+            !outbox.push(Bytes::from_static(b"1")),
+            "and the bound still holds"
         );
     }
 }
