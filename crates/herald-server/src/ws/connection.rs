@@ -60,121 +60,132 @@ pub(super) fn run(
     serve(shared, session, slot, io)
 }
 
-async fn serve(shared: Arc<Shared>, mut session: Session, slot: ConnectionSlot, mut io: Io) {
-    tracing::debug!(
-        socket_id = session.socket_id(),
-        app_id = session.app_id(),
-        "Connection opened"
-    );
-    let outbox = session.outbox().clone();
-    outbox.push(text_frame(&frame::connection_established(
-        session.socket_id(),
-        shared.config.activity_timeout.as_secs(),
-    )));
+/// The connection's life, as an `async move` block rather than an `async fn`: rustc stores
+/// an async fn's arguments twice (as arguments and as body locals, rust-lang/rust#62958),
+/// and this future is most of what an idle connection costs.
+#[allow(clippy::manual_async_fn)] // Deliberate: see above; an async fn would be larger.
+fn serve(
+    shared: Arc<Shared>,
+    mut session: Session,
+    slot: ConnectionSlot,
+    mut io: Io,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        tracing::debug!(
+            socket_id = session.socket_id(),
+            app_id = session.app_id(),
+            "Connection opened"
+        );
+        let outbox = session.outbox().clone();
+        outbox.push(text_frame(&frame::connection_established(
+            session.socket_id(),
+            shared.config.activity_timeout.as_secs(),
+        )));
 
-    let activity_timeout = shared.config.activity_timeout;
-    let pong_timeout = shared.config.pong_timeout;
-    let mut last_read = Instant::now();
-    let mut ping_sent: Option<Instant> = None;
-    let timer = sleep_until(last_read + activity_timeout);
-    tokio::pin!(timer);
-    let mut closing: Option<Instant> = None;
+        let activity_timeout = shared.config.activity_timeout;
+        let pong_timeout = shared.config.pong_timeout;
+        let mut last_read = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let timer = sleep_until(last_read + activity_timeout);
+        tokio::pin!(timer);
+        let mut closing: Option<Instant> = None;
 
-    // Bytes that arrived with the upgrade request are handled before waiting on the socket.
-    if !io.read_buf.is_empty() && io.decode_all(&mut session).is_err() {
-        closing = Some(Instant::now() + CLOSE_LINGER);
-    }
+        // Bytes that arrived with the upgrade request are handled before waiting on the socket.
+        if !io.read_buf.is_empty() && io.decode_all(&mut session).is_err() {
+            closing = Some(Instant::now() + CLOSE_LINGER);
+        }
 
-    loop {
-        let flushed = io.flush();
-        if io.written > 0 {
-            outbox.written(std::mem::take(&mut io.written));
-        }
-        if let Err(error) = flushed {
-            tracing::debug!(socket_id = session.socket_id(), %error, "Write failed");
-            break;
-        }
-        if closing.is_some() && io.pending.is_empty() {
-            break;
-        }
-        // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
-        // registration and the outbox, so the parked task holds no per-branch futures.
-        let wake = std::future::poll_fn(|cx| {
-            if outbox.poll_ready(cx).is_ready() {
-                return Poll::Ready(Wake::Outbox);
+        loop {
+            let flushed = io.flush();
+            if io.written > 0 {
+                outbox.written(std::mem::take(&mut io.written));
             }
-            if !io.pending.is_empty() && io.stream.poll_write_ready(cx).is_ready() {
-                return Poll::Ready(Wake::Writable);
+            if let Err(error) = flushed {
+                tracing::debug!(socket_id = session.socket_id(), %error, "Write failed");
+                break;
             }
-            if closing.is_none() {
-                if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
-                    return Poll::Ready(if ready.is_ok() {
-                        Wake::Readable
-                    } else {
-                        Wake::Gone
-                    });
+            if closing.is_some() && io.pending.is_empty() {
+                break;
+            }
+            // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
+            // registration and the outbox, so the parked task holds no per-branch futures.
+            let wake = std::future::poll_fn(|cx| {
+                if outbox.poll_ready(cx).is_ready() {
+                    return Poll::Ready(Wake::Outbox);
                 }
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Wake::Timer);
-            }
-            Poll::Pending
-        })
-        .await;
-        match wake {
-            Wake::Outbox => io.take_outbox(&outbox, &mut closing),
-            Wake::Writable => {}
-            Wake::Gone => break,
-            Wake::Readable => match io.read() {
-                Ok(0) => break,
-                Ok(_) => {
-                    last_read = Instant::now();
-                    ping_sent = None;
-                    if io.decode_all(&mut session).is_err() {
-                        closing = Some(Instant::now() + CLOSE_LINGER);
+                if !io.pending.is_empty() && io.stream.poll_write_ready(cx).is_ready() {
+                    return Poll::Ready(Wake::Writable);
+                }
+                if closing.is_none() {
+                    if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
+                        return Poll::Ready(if ready.is_ok() {
+                            Wake::Readable
+                        } else {
+                            Wake::Gone
+                        });
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => {
-                    tracing::debug!(socket_id = session.socket_id(), %error, "Read failed");
-                    break;
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
                 }
-            },
-            Wake::Timer => {
-                let now = Instant::now();
-                if let Some(deadline) = closing {
-                    if now >= deadline {
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Outbox => io.take_outbox(&outbox, &mut closing),
+                Wake::Writable => {}
+                Wake::Gone => break,
+                Wake::Readable => match io.read() {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        ping_sent = None;
+                        if io.decode_all(&mut session).is_err() {
+                            closing = Some(Instant::now() + CLOSE_LINGER);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => {
+                        tracing::debug!(socket_id = session.socket_id(), %error, "Read failed");
                         break;
                     }
+                },
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if let Some(deadline) = closing {
+                        if now >= deadline {
+                            break;
+                        }
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    match ping_sent {
+                        Some(sent) if now >= sent + pong_timeout => {
+                            let r = CloseReason::PongNotReceived;
+                            outbox.close(r.code(), r.message());
+                            timer.as_mut().reset(now + CLOSE_LINGER);
+                        }
+                        Some(sent) => timer.as_mut().reset(sent + pong_timeout),
+                        None if now >= last_read + activity_timeout => {
+                            outbox.push(text_frame(frame::PING));
+                            ping_sent = Some(now);
+                            timer.as_mut().reset(now + pong_timeout);
+                        }
+                        None => timer.as_mut().reset(last_read + activity_timeout),
+                    }
+                }
+            }
+            if let Some(deadline) = closing {
+                if timer.deadline() > deadline {
                     timer.as_mut().reset(deadline);
-                    continue;
-                }
-                match ping_sent {
-                    Some(sent) if now >= sent + pong_timeout => {
-                        let r = CloseReason::PongNotReceived;
-                        outbox.close(r.code(), r.message());
-                        timer.as_mut().reset(now + CLOSE_LINGER);
-                    }
-                    Some(sent) => timer.as_mut().reset(sent + pong_timeout),
-                    None if now >= last_read + activity_timeout => {
-                        outbox.push(text_frame(frame::PING));
-                        ping_sent = Some(now);
-                        timer.as_mut().reset(now + pong_timeout);
-                    }
-                    None => timer.as_mut().reset(last_read + activity_timeout),
                 }
             }
         }
-        if let Some(deadline) = closing {
-            if timer.deadline() > deadline {
-                timer.as_mut().reset(deadline);
-            }
-        }
+        session.close(&shared);
+        let _ = io.stream.shutdown().await;
+        drop(slot);
+        tracing::debug!(socket_id = session.socket_id(), "Connection closed");
     }
-    session.close(&shared);
-    let _ = io.stream.shutdown().await;
-    drop(slot);
-    tracing::debug!(socket_id = session.socket_id(), "Connection closed");
 }
 
 /// Refuses a connection: `pusher:error` with the reason's code, then a close frame with it.
