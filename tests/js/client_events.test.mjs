@@ -65,7 +65,8 @@ client_events_per_second = 2
     a.connection.bind('error', (e) => errors.push(e.data));
     for (let i = 0; i < 10; i++) ca.trigger('client-burst', { i });
     await sleep(400);
-    assert.ok(received.length >= 1 && received.length <= 3, `received ${received.length}`);
+    // At most two windows of 2 (a burst can straddle a window boundary), never all 10.
+    assert.ok(received.length >= 1 && received.length <= 4, `received ${received.length}`);
     assert.ok(errors.some((e) => e.code === 4301), JSON.stringify(errors));
     assert.equal(a.connection.state, 'connected');
   });
