@@ -62,7 +62,7 @@ export function restClient(port, opts = {}) {
  * pusher-js pointed at `port`. Channel auth is signed by the official server library
  * in-process (a customHandler), the same signature an app's auth endpoint would return.
  */
-export function wsClient(port, { key = KEY, userId, userInfo, signer, ...opts } = {}) {
+export function wsClient(port, { key = KEY, userId, userInfo, user, signer, ...opts } = {}) {
   const rest = signer ?? restClient(port);
   return new PusherJs(key, {
     cluster: 'mt1', wsHost: '127.0.0.1', wsPort: port, forceTLS: false,
@@ -70,11 +70,18 @@ export function wsClient(port, { key = KEY, userId, userInfo, signer, ...opts } 
     channelAuthorization: {
       customHandler: ({ socketId, channelName }, cb) => {
         try {
-          const data = channelName.startsWith('presence-')
+          const data = channelName.startsWith('presence-') && userId !== undefined
             ? { user_id: userId, user_info: userInfo }
             : undefined;
           cb(null, rest.authorizeChannel(socketId, channelName, data));
         } catch (e) { cb(e, null); }
+      },
+    },
+    // `user` is the user object a sign-in sends (pusher.signin()); signed like an app's
+    // user-authentication endpoint would.
+    userAuthentication: {
+      customHandler: ({ socketId }, cb) => {
+        try { cb(null, rest.authenticateUser(socketId, user)); } catch (e) { cb(e, null); }
       },
     },
     ...opts,
@@ -101,14 +108,21 @@ export function connected(client) {
 }
 
 /** Subscribes and resolves with the channel once the server confirmed it. */
-export async function subscribed(client, name) {
+export function subscribed(client, name, ms = 4000) {
   const channel = client.subscribe(name);
-  const result = await Promise.race([
-    once(channel, 'pusher:subscription_succeeded').then((m) => ({ ok: m })),
-    once(channel, 'pusher:subscription_error').then((e) => ({ error: e })),
-  ]);
-  if (result.error) throw new Error(`subscription to ${name} failed: ${JSON.stringify(result.error)}`);
-  return channel;
+  return new Promise((resolve, reject) => {
+    const finish = (fn, value) => {
+      clearTimeout(timer);
+      channel.unbind('pusher:subscription_succeeded', ok);
+      channel.unbind('pusher:subscription_error', failed);
+      fn(value);
+    };
+    const ok = () => finish(resolve, channel);
+    const failed = (e) => finish(reject, new Error(`subscription to ${name} failed: ${JSON.stringify(e)}`));
+    const timer = setTimeout(() => finish(reject, new Error(`timed out subscribing to ${name}`)), ms);
+    channel.bind('pusher:subscription_succeeded', ok);
+    channel.bind('pusher:subscription_error', failed);
+  });
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -307,6 +307,52 @@ pub fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -
     )
 }
 
+/// `pusher:signin_success`: `data` is an object whose `user_data` is the signed JSON text,
+/// the form soketi and sockudo send and pusher-js reads.
+pub fn signin_success(user_data: &str) -> String {
+    format!(
+        "{{\"event\":\"pusher:signin_success\",\"data\":{{\"user_data\":{}}}}}",
+        json_str(user_data)
+    )
+}
+
+/// `pusher_internal:watchlist_events` with one entry per non-empty list, in the form
+/// pusher-js's watchlist facade reads (spec §3.6).
+pub fn watchlist_events<'a>(
+    online: impl IntoIterator<Item = &'a str>,
+    offline: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let mut inner = String::from("{\"events\":[");
+    let mut first = true;
+    for (name, ids) in [
+        ("online", online.into_iter().collect::<Vec<_>>()),
+        ("offline", offline.into_iter().collect()),
+    ] {
+        if ids.is_empty() {
+            continue;
+        }
+        if !first {
+            inner.push(',');
+        }
+        first = false;
+        inner.push_str("{\"name\":\"");
+        inner.push_str(name);
+        inner.push_str("\",\"user_ids\":[");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                inner.push(',');
+            }
+            push_json_str(&mut inner, id);
+        }
+        inner.push_str("]}");
+    }
+    inner.push_str("]}");
+    format!(
+        "{{\"event\":\"pusher_internal:watchlist_events\",\"data\":{}}}",
+        json_str(&inner)
+    )
+}
+
 /// An application event on `channel`. `data_json` is a complete JSON value (usually a string
 /// literal) inserted verbatim; `user_id` is added for client events on presence channels.
 pub fn event(event: &str, channel: &str, data_json: &str, user_id: Option<&str>) -> String {
@@ -433,6 +479,26 @@ mod tests {
         assert_eq!(
             parse(&subscription_error("c", "AuthError", "bad", 401))["data"]["status"],
             401
+        );
+    }
+
+    #[test]
+    fn signin_and_watchlist_frames() {
+        let v = parse(&signin_success(r#"{"id":"1"}"#));
+        assert_eq!(
+            v,
+            json!({"event":"pusher:signin_success","data":{"user_data":"{\"id\":\"1\"}"}})
+        );
+        let w = parse(&watchlist_events(["2"], ["3", "4"]));
+        assert_eq!(w["event"], "pusher_internal:watchlist_events");
+        assert_eq!(
+            parse(w["data"].as_str().expect("string data")),
+            json!({"events":[{"name":"online","user_ids":["2"]},{"name":"offline","user_ids":["3","4"]}]})
+        );
+        let empty = parse(&watchlist_events([], ["9"]));
+        assert_eq!(
+            parse(empty["data"].as_str().expect("string data")),
+            json!({"events":[{"name":"offline","user_ids":["9"]}]})
         );
     }
 

@@ -15,4 +15,5 @@ pub mod frame;
 pub mod hmac_hex;
 pub mod presence;
 pub mod signing;
+pub mod user;
 pub mod webhook;

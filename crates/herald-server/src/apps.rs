@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::AppConfig;
 use crate::hub::Hub;
+use crate::users::UserRegistry;
 
 /// An app: its configuration and its live channels.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct App {
     pub config: AppConfig,
     /// The app's channels and their subscribers on this node.
     pub hub: Hub,
+    /// Connections signed in as a user, by user id.
+    pub users: UserRegistry,
     connections: AtomicUsize,
 }
 
@@ -27,6 +30,7 @@ impl App {
         App {
             config,
             hub: Hub::new(),
+            users: UserRegistry::default(),
             connections: AtomicUsize::new(0),
         }
     }

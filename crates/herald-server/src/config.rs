@@ -110,6 +110,12 @@ pub struct AppConfig {
     pub enabled: bool,
     /// The app's limits.
     pub limits: AppLimits,
+    /// Close code for sockets closed by `terminate_connections`. 4009 (the default) tells
+    /// pusher-js not to reconnect; a 42xx code lets it reconnect and sign in again.
+    pub terminate_close_code: u16,
+    /// Seconds a connection may stay without signing in (or subscribing to a private or
+    /// presence channel) before it is closed with 4009; 0 disables the rule.
+    pub user_authentication_timeout: u64,
 }
 
 impl AppConfig {
@@ -120,9 +126,14 @@ impl AppConfig {
             secret: DEFAULT_APP_SECRET.to_owned(),
             enabled: true,
             limits: AppLimits::default(),
+            terminate_close_code: DEFAULT_TERMINATE_CLOSE_CODE,
+            user_authentication_timeout: 0,
         }
     }
 }
+
+/// `terminate_connections` closes with "connection is unauthorized" by default (spec §8).
+const DEFAULT_TERMINATE_CLOSE_CODE: u16 = 4009;
 
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +208,8 @@ struct RawApp {
     max_presence_members: Option<usize>,
     max_presence_user_id_length: Option<usize>,
     max_presence_user_info_bytes: Option<usize>,
+    terminate_close_code: Option<u16>,
+    user_authentication_timeout: Option<u64>,
 }
 
 impl Config {
@@ -387,6 +400,12 @@ impl Config {
                     return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
                 }
             }
+            if !(4000..=4999).contains(&app.terminate_close_code) {
+                return Err(invalid(
+                    format!("apps[{i}].terminate_close_code"),
+                    "must be a Pusher close code between 4000 and 4999",
+                ));
+            }
             if l.client_events && l.client_events_per_second == 0 {
                 return Err(invalid(
                     format!("apps[{i}].client_events_per_second"),
@@ -416,6 +435,10 @@ fn app_from_raw(i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
         key: required(raw.key, "key")?,
         secret: required(raw.secret, "secret")?,
         enabled: raw.enabled.unwrap_or(true),
+        terminate_close_code: raw
+            .terminate_close_code
+            .unwrap_or(DEFAULT_TERMINATE_CLOSE_CODE),
+        user_authentication_timeout: raw.user_authentication_timeout.unwrap_or(0),
         limits: AppLimits {
             max_connections: raw.max_connections.unwrap_or(d.max_connections),
             max_event_data_bytes: raw.max_event_data_bytes.unwrap_or(d.max_event_data_bytes),

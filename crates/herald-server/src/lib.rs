@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod outbox;
+pub mod users;
 mod ws;
 
 use std::collections::HashMap;

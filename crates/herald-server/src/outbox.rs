@@ -8,6 +8,7 @@
 //! socket with 4100. A subscriber that stops reading costs at most the bound, and nobody else
 //! waits for it.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
@@ -16,12 +17,12 @@ use parking_lot::Mutex;
 
 /// A close the connection task must perform: `pusher:error` with this code and message,
 /// then a close frame with the same code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
     /// The Pusher close code.
     pub code: u16,
     /// The message for the `pusher:error` frame.
-    pub message: &'static str,
+    pub message: Cow<'static, str>,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +75,7 @@ impl Outbox {
             state.bytes = 0;
             state.close = Some(CloseRequest {
                 code: herald_protocol::close::CloseReason::OverCapacity.code(),
-                message: herald_protocol::close::CloseReason::OverCapacity.message(),
+                message: Cow::Borrowed(herald_protocol::close::CloseReason::OverCapacity.message()),
             });
             let waker = state.signal();
             drop(state);
@@ -91,10 +92,13 @@ impl Outbox {
 
     /// Asks the connection task to close with `code`; frames already queued are sent first.
     /// The first request wins.
-    pub fn close(&self, code: u16, message: &'static str) {
+    pub fn close(&self, code: u16, message: impl Into<Cow<'static, str>>) {
         let mut state = self.state.lock();
         if state.close.is_none() {
-            state.close = Some(CloseRequest { code, message });
+            state.close = Some(CloseRequest {
+                code,
+                message: message.into(),
+            });
         }
         let waker = state.signal();
         drop(state);
@@ -111,7 +115,7 @@ impl Outbox {
         } else {
             into.extend(state.frames.drain(..));
         }
-        state.close
+        state.close.clone()
     }
 
     /// Gives `n` written bytes back to the bound.

@@ -5,6 +5,7 @@ pub(crate) mod auth;
 pub(crate) mod channels;
 pub mod error;
 pub(crate) mod events;
+pub(crate) mod users;
 
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/apps/{app_id}/channels/{channel}/users",
             get(channels::users),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(users::terminate_connections),
         )
         .fallback(ws::wrong_path)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

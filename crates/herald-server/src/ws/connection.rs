@@ -87,6 +87,8 @@ fn serve(
         let mut last_read = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         let timer = sleep_until(last_read + activity_timeout);
+        // The app may require a connection to sign in (or join a private channel) in time.
+        let mut auth_deadline = session.authentication_timeout().map(|t| last_read + t);
         tokio::pin!(timer);
         let mut closing: Option<Instant> = None;
 
@@ -159,6 +161,16 @@ fn serve(
                         timer.as_mut().reset(deadline);
                         continue;
                     }
+                    if let Some(deadline) = auth_deadline {
+                        if session.authorized() {
+                            auth_deadline = None;
+                        } else if now >= deadline {
+                            let r = CloseReason::Unauthorized;
+                            outbox.close(r.code(), "Connection not authorized within timeout");
+                            timer.as_mut().reset(now + CLOSE_LINGER);
+                            continue;
+                        }
+                    }
                     match ping_sent {
                         Some(sent) if now >= sent + pong_timeout => {
                             let r = CloseReason::PongNotReceived;
@@ -175,7 +187,7 @@ fn serve(
                     }
                 }
             }
-            if let Some(deadline) = closing {
+            if let Some(deadline) = closing.or(auth_deadline.filter(|_| !session.authorized())) {
                 if timer.deadline() > deadline {
                     timer.as_mut().reset(deadline);
                 }
@@ -316,9 +328,9 @@ impl Io {
 
     fn queue_close(&mut self, close: CloseRequest) {
         self.pending
-            .push_back(text_frame(&frame::error(Some(close.code), close.message)));
+            .push_back(text_frame(&frame::error(Some(close.code), &close.message)));
         self.pending
-            .push_back(codec::encode_close(close.code, close.message));
+            .push_back(codec::encode_close(close.code, &close.message));
     }
 
     /// Writes as much of `pending` as the socket takes without blocking.

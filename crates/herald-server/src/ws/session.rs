@@ -1,19 +1,24 @@
-//! One connection's protocol state: its socket id, its subscriptions, and the rules for
-//! each client message (subscribe, unsubscribe, ping, client events).
+//! One connection's protocol state: its socket id, its subscriptions, the user it signed in
+//! as, and the rules for each client message (subscribe, unsubscribe, signin, ping, client
+//! events).
 //!
 //! The session never touches the socket. It answers by pushing frames to its own outbox and
 //! reaches other connections only through the hub, so the same logic serves any transport.
 //! Nothing here closes the connection for a client mistake: bad messages, failed
 //! subscriptions and rejected client events get an error frame and the socket stays open.
+//! The one exception is a refused sign-in, which closes with 4009 ("connection is
+//! unauthorized"), as the user-authentication feature specifies.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use herald_protocol::auth::verify_channel_auth;
+use herald_protocol::auth::{verify_channel_auth, verify_user_auth};
+use herald_protocol::channel::SERVER_TO_USER_PREFIX;
 use herald_protocol::channel::{validate_channel_name, validate_event_name, ChannelKind};
 use herald_protocol::close::CloseReason;
-use herald_protocol::frame::{self, ClientMessage, Subscribe};
-use herald_protocol::presence::parse_member;
+use herald_protocol::frame::{self, ClientMessage, Signin, Subscribe};
+use herald_protocol::presence::{parse_member, Member};
+use herald_protocol::user::parse_user_data;
 use tokio::time::Instant;
 
 use super::text_frame;
@@ -28,6 +33,14 @@ struct RateWindow {
     used: u32,
 }
 
+/// The user a connection signed in as. Boxed: most connections never sign in, and an
+/// idle connection should pay one pointer for the possibility.
+struct SignedIn {
+    id: Arc<str>,
+    user_info: Option<Box<str>>,
+    watchlist: Vec<Arc<str>>,
+}
+
 pub(super) struct Session {
     app: Arc<App>,
     conn: ConnId,
@@ -36,6 +49,10 @@ pub(super) struct Session {
     /// Channels this connection is subscribed to; few per connection, so a Vec beats a map.
     channels: Vec<Box<str>>,
     client_events: RateWindow,
+    user: Option<Box<SignedIn>>,
+    /// Signed in, or subscribed to a private or presence channel (for the app's
+    /// `user_authentication_timeout`).
+    authorized: bool,
 }
 
 impl Session {
@@ -53,7 +70,20 @@ impl Session {
                 started: Instant::now(),
                 used: 0,
             },
+            user: None,
+            authorized: false,
         }
+    }
+
+    /// How long the app lets a connection stay unauthorized, if it limits that.
+    pub(super) fn authentication_timeout(&self) -> Option<std::time::Duration> {
+        let secs = self.app.config.user_authentication_timeout;
+        (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    }
+
+    /// Whether the connection has proven it belongs to an authenticated user.
+    pub(super) fn authorized(&self) -> bool {
+        self.authorized
     }
 
     pub(super) fn socket_id(&self) -> &str {
@@ -82,9 +112,7 @@ impl Session {
             Ok(ClientMessage::Pong) => {}
             Ok(ClientMessage::Subscribe(sub)) => self.subscribe(sub),
             Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(&channel),
-            Ok(ClientMessage::Signin(_)) => {
-                self.send_error(None, "User sign-in is not supported by this server yet")
-            }
+            Ok(ClientMessage::Signin(signin)) => self.signin(signin),
             Ok(ClientMessage::ClientEvent {
                 event,
                 channel,
@@ -109,29 +137,29 @@ impl Session {
             }
         };
         if kind == ChannelKind::ServerToUser {
+            let own = self.user.as_ref().is_some_and(|u| {
+                channel.strip_prefix(SERVER_TO_USER_PREFIX) == Some(u.id.as_ref())
+            });
+            if !own {
+                return self.subscription_error(
+                    channel,
+                    "AuthError",
+                    "Only a connection signed in as this user may subscribe to its server-to-user channel",
+                    403,
+                );
+            }
+        }
+        let auth = sub.auth.as_deref().unwrap_or("");
+        // Presence identity: the signed channel_data, or else (pusher-js 8) the signed-in user.
+        let channel_data = sub.channel_data.as_deref().filter(|_| kind.is_presence());
+        if kind.is_presence() && channel_data.is_none() && self.user.is_none() {
             return self.subscription_error(
                 channel,
                 "AuthError",
-                "Server-to-user channels require user sign-in, which this server does not support yet",
-                403,
+                "Presence channels require channel_data, or a connection signed in as a user",
+                401,
             );
         }
-        let auth = sub.auth.as_deref().unwrap_or("");
-        let channel_data = if kind.is_presence() {
-            match sub.channel_data.as_deref() {
-                Some(data) => Some(data),
-                None => {
-                    return self.subscription_error(
-                        channel,
-                        "AuthError",
-                        "Presence channels require channel_data",
-                        401,
-                    )
-                }
-            }
-        } else {
-            None
-        };
         if kind.requires_auth() {
             let app = &self.app.config;
             if let Err(error) = verify_channel_auth(
@@ -147,19 +175,22 @@ impl Session {
             }
         }
         let hub = &self.app.hub;
-        let joined = match channel_data {
-            Some(data) => {
-                let member = match parse_member(data) {
-                    Ok(member) => member,
-                    Err(error) => {
-                        return self.subscription_error(
-                            channel,
-                            "AuthError",
-                            &error.to_string(),
-                            400,
-                        )
-                    }
-                };
+        let member = match (kind.is_presence(), channel_data, &self.user) {
+            (false, _, _) => None,
+            (true, Some(data), _) => match parse_member(data) {
+                Ok(member) => Some(member),
+                Err(error) => {
+                    return self.subscription_error(channel, "AuthError", &error.to_string(), 400)
+                }
+            },
+            (true, None, Some(user)) => Some(Member {
+                user_id: user.id.to_string(),
+                user_info: user.user_info.as_deref().map(str::to_owned),
+            }),
+            (true, None, None) => None,
+        };
+        let joined = match member {
+            Some(member) => {
                 if member.user_id.chars().count() > limits.max_presence_user_id_length {
                     return self.subscription_error(
                         channel,
@@ -206,8 +237,72 @@ impl Session {
             }
             None => hub.subscribe(channel, self.conn, &self.outbox),
         };
+        if kind.requires_auth() {
+            self.authorized = true;
+        }
         if !joined.already {
             self.channels.push(channel.into());
+        }
+    }
+
+    fn signin(&mut self, signin: Signin) {
+        let app = &self.app.config;
+        if let Err(error) = verify_user_auth(
+            &app.key,
+            &app.secret,
+            &signin.auth,
+            &self.socket_id,
+            &signin.user_data,
+        ) {
+            tracing::debug!(%error, "Sign-in refused");
+            return self.refuse_signin(error.to_string());
+        }
+        let user = match parse_user_data(&signin.user_data) {
+            Ok(user) => user,
+            Err(error) => return self.refuse_signin(error.to_string()),
+        };
+        // Signing in again (pusher-js does on reconnect, and apps may switch users) replaces
+        // the previous identity.
+        self.sign_out();
+        let id: Arc<str> = Arc::from(user.id.as_str());
+        let users = &self.app.users;
+        let came_online = users.add(&id, self.conn, &self.outbox);
+        self.send(&frame::signin_success(&signin.user_data));
+        let watchlist: Vec<Arc<str>> = user
+            .watchlist
+            .iter()
+            .map(|w| Arc::from(w.as_str()))
+            .collect();
+        if !watchlist.is_empty() {
+            users.watch(self.conn, &self.outbox, &watchlist);
+            let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
+                .iter()
+                .map(AsRef::as_ref)
+                .partition(|w| users.is_online(w));
+            self.send(&frame::watchlist_events(online, offline));
+        }
+        if came_online {
+            users.notify_watchers(&id, true);
+        }
+        self.user = Some(Box::new(SignedIn {
+            id,
+            user_info: user.user_info.map(String::into_boxed_str),
+            watchlist,
+        }));
+        self.authorized = true;
+    }
+
+    fn refuse_signin(&self, message: String) {
+        self.outbox.close(CloseReason::Unauthorized.code(), message);
+    }
+
+    fn sign_out(&mut self) {
+        if let Some(user) = self.user.take() {
+            let users = &self.app.users;
+            users.unwatch(self.conn, &user.watchlist);
+            if users.remove(&user.id, self.conn) {
+                users.notify_watchers(&user.id, false);
+            }
         }
     }
 
@@ -281,6 +376,7 @@ impl Session {
         for channel in std::mem::take(&mut self.channels) {
             self.app.hub.unsubscribe(&channel, self.conn);
         }
+        self.sign_out();
         shared.unregister_connection(self.conn);
     }
 }

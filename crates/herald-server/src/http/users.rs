@@ -1,0 +1,26 @@
+//! `POST /apps/{id}/users/{user_id}/terminate_connections`: close every connection signed
+//! in as a user, with the app's configured close code.
+
+use axum::extract::Path;
+use axum::Json;
+use serde_json::{Map, Value};
+
+use super::auth::Authenticated;
+use super::error::ApiError;
+
+/// The message sent with the close, so the user's client can tell why it was disconnected.
+const TERMINATED: &str = "You got disconnected by the app.";
+
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
+pub(crate) async fn terminate_connections(
+    Path((_app_id, user_id)): Path<(String, String)>,
+    auth: Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    let code = auth.app.config.terminate_close_code;
+    let connections = auth.app.users.connections(&user_id);
+    tracing::info!(app_id = %auth.app.config.id, user_id, connections = connections.len(), "Terminating user connections");
+    for outbox in connections {
+        outbox.close(code, TERMINATED);
+    }
+    Ok(Json(Value::Object(Map::new())))
+}

@@ -1,0 +1,139 @@
+//! Signed-in users of one app on this node: which connections are signed in as whom, so
+//! the HTTP API can terminate a user's connections and watchlists can tell who is online.
+//!
+//! Only `pusher:signin` puts a connection here; presence membership alone does not make a
+//! user "signed in" (Pusher's terminate_connections affects signed-in connections only).
+//! Watchlists are kept the other way round (watched user → watching connections) so a user
+//! coming online or going offline reaches its watchers with one lookup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use herald_protocol::frame;
+use parking_lot::Mutex;
+
+use crate::hub::ConnId;
+use crate::outbox::Outbox;
+use crate::ws::text_frame;
+
+type Connections = HashMap<Arc<str>, Vec<(ConnId, Arc<Outbox>)>>;
+
+/// An app's signed-in connections by user id, and watchlists by watched user.
+#[derive(Debug, Default)]
+pub struct UserRegistry {
+    users: Mutex<Connections>,
+    watchers: Mutex<Connections>,
+}
+
+impl UserRegistry {
+    /// Records `conn` as signed in as `user`. Returns `true` when this is the user's first
+    /// connection (the user just came online).
+    pub fn add(&self, user: &Arc<str>, conn: ConnId, outbox: &Arc<Outbox>) -> bool {
+        let mut users = self.users.lock();
+        let conns = users.entry(user.clone()).or_default();
+        let first = conns.is_empty();
+        if !conns.iter().any(|(c, _)| *c == conn) {
+            conns.push((conn, outbox.clone()));
+        }
+        first
+    }
+
+    /// Forgets `conn`. Returns `true` when it was the user's last connection (the user
+    /// just went offline).
+    pub fn remove(&self, user: &str, conn: ConnId) -> bool {
+        let mut users = self.users.lock();
+        let Some(conns) = users.get_mut(user) else {
+            return false;
+        };
+        conns.retain(|(c, _)| *c != conn);
+        if conns.is_empty() {
+            users.remove(user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether at least one connection is signed in as `user`.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.users.lock().contains_key(user)
+    }
+
+    /// Registers `conn` as watching each of `users`.
+    pub fn watch(&self, conn: ConnId, outbox: &Arc<Outbox>, users: &[Arc<str>]) {
+        let mut watchers = self.watchers.lock();
+        for user in users {
+            let list = watchers.entry(user.clone()).or_default();
+            if !list.iter().any(|(c, _)| *c == conn) {
+                list.push((conn, outbox.clone()));
+            }
+        }
+    }
+
+    /// Removes `conn` from the watchers of each of `users`.
+    pub fn unwatch(&self, conn: ConnId, users: &[Arc<str>]) {
+        let mut watchers = self.watchers.lock();
+        for user in users {
+            if let Some(list) = watchers.get_mut(user) {
+                list.retain(|(c, _)| *c != conn);
+                if list.is_empty() {
+                    watchers.remove(user);
+                }
+            }
+        }
+    }
+
+    /// Tells everyone watching `user` that it came online (or went offline).
+    pub fn notify_watchers(&self, user: &str, online: bool) {
+        let watchers: Vec<Arc<Outbox>> = self
+            .watchers
+            .lock()
+            .get(user)
+            .map(|list| list.iter().map(|(_, o)| o.clone()).collect())
+            .unwrap_or_default();
+        if watchers.is_empty() {
+            return;
+        }
+        let (on, off): (&[&str], &[&str]) = if online {
+            (&[user], &[])
+        } else {
+            (&[], &[user])
+        };
+        let frame = text_frame(&frame::watchlist_events(
+            on.iter().copied(),
+            off.iter().copied(),
+        ));
+        for outbox in watchers {
+            outbox.push(frame.clone());
+        }
+    }
+
+    /// The outboxes of every connection signed in as `user`.
+    pub fn connections(&self, user: &str) -> Vec<Arc<Outbox>> {
+        self.users
+            .lock()
+            .get(user)
+            .map(|conns| conns.iter().map(|(_, o)| o.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_connection_are_reported() {
+        let users = UserRegistry::default();
+        let alice: Arc<str> = Arc::from("alice");
+        let o = Arc::new(Outbox::new(1024));
+        assert!(users.add(&alice, 1, &o));
+        assert!(!users.add(&alice, 2, &o));
+        assert!(users.is_online("alice"));
+        assert_eq!(users.connections("alice").len(), 2);
+        assert!(!users.remove("alice", 1));
+        assert!(users.remove("alice", 2));
+        assert!(!users.is_online("alice"));
+        assert!(!users.remove("bob", 3));
+    }
+}
