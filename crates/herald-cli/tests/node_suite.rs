@@ -48,6 +48,11 @@ fn errors_and_close_codes() {
 }
 
 #[test]
+fn cache_and_subscription_counts() {
+    run_js("cache.test.mjs");
+}
+
+#[test]
 fn users() {
     run_js("users.test.mjs");
 }

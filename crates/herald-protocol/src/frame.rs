@@ -353,6 +353,25 @@ pub fn watchlist_events<'a>(
     )
 }
 
+/// `pusher:cache_miss` on a cache channel that has nothing cached.
+pub fn cache_miss(channel: &str) -> String {
+    format!(
+        "{{\"event\":\"pusher:cache_miss\",\"channel\":{}}}",
+        json_str(channel)
+    )
+}
+
+/// `pusher_internal:subscription_count`, which pusher-js stores and re-emits as
+/// `pusher:subscription_count`.
+pub fn subscription_count(channel: &str, count: usize) -> String {
+    let inner = format!("{{\"subscription_count\":{count}}}");
+    format!(
+        "{{\"event\":\"pusher_internal:subscription_count\",\"channel\":{},\"data\":{}}}",
+        json_str(channel),
+        json_str(&inner)
+    )
+}
+
 /// An application event on `channel`. `data_json` is a complete JSON value (usually a string
 /// literal) inserted verbatim; `user_id` is added for client events on presence channels.
 pub fn event(event: &str, channel: &str, data_json: &str, user_id: Option<&str>) -> String {
@@ -499,6 +518,20 @@ mod tests {
         assert_eq!(
             parse(empty["data"].as_str().expect("string data")),
             json!({"events":[{"name":"offline","user_ids":["9"]}]})
+        );
+    }
+
+    #[test]
+    fn cache_and_count_frames() {
+        assert_eq!(
+            parse(&cache_miss("cache-x")),
+            json!({"event":"pusher:cache_miss","channel":"cache-x"})
+        );
+        let v = parse(&subscription_count("c", 3));
+        assert_eq!(v["event"], "pusher_internal:subscription_count");
+        assert_eq!(
+            parse(v["data"].as_str().expect("string")),
+            json!({"subscription_count":3})
         );
     }
 

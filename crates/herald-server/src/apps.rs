@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::cache::EventCache;
 use crate::config::AppConfig;
 use crate::hub::Hub;
 use crate::users::UserRegistry;
@@ -21,6 +22,8 @@ pub struct App {
     pub hub: Hub,
     /// Connections signed in as a user, by user id.
     pub users: UserRegistry,
+    /// The last event of each cache channel.
+    pub cache: EventCache,
     connections: AtomicUsize,
 }
 
@@ -31,6 +34,7 @@ impl App {
             config,
             hub: Hub::new(),
             users: UserRegistry::default(),
+            cache: EventCache::default(),
             connections: AtomicUsize::new(0),
         }
     }

@@ -116,6 +116,11 @@ pub struct AppConfig {
     /// Seconds a connection may stay without signing in (or subscribing to a private or
     /// presence channel) before it is closed with 4009; 0 disables the rule.
     pub user_authentication_timeout: u64,
+    /// How long a cache channel keeps its last event (Pusher: 30 minutes).
+    pub cache_ttl: Duration,
+    /// Send `pusher_internal:subscription_count` to subscribers of non-presence channels
+    /// when their count changes.
+    pub subscription_count: bool,
 }
 
 impl AppConfig {
@@ -128,12 +133,17 @@ impl AppConfig {
             limits: AppLimits::default(),
             terminate_close_code: DEFAULT_TERMINATE_CLOSE_CODE,
             user_authentication_timeout: 0,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            subscription_count: false,
         }
     }
 }
 
 /// `terminate_connections` closes with "connection is unauthorized" by default (spec §8).
 const DEFAULT_TERMINATE_CLOSE_CODE: u16 = 4009;
+
+/// Pusher documents a 30-minute lifetime for cached events.
+const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +220,8 @@ struct RawApp {
     max_presence_user_info_bytes: Option<usize>,
     terminate_close_code: Option<u16>,
     user_authentication_timeout: Option<u64>,
+    cache_ttl: Option<u64>,
+    subscription_count: Option<bool>,
 }
 
 impl Config {
@@ -400,6 +412,12 @@ impl Config {
                     return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
                 }
             }
+            if app.cache_ttl.is_zero() {
+                return Err(invalid(
+                    format!("apps[{i}].cache_ttl"),
+                    "must be at least 1 second",
+                ));
+            }
             if !(4000..=4999).contains(&app.terminate_close_code) {
                 return Err(invalid(
                     format!("apps[{i}].terminate_close_code"),
@@ -439,6 +457,8 @@ fn app_from_raw(i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
             .terminate_close_code
             .unwrap_or(DEFAULT_TERMINATE_CLOSE_CODE),
         user_authentication_timeout: raw.user_authentication_timeout.unwrap_or(0),
+        cache_ttl: raw.cache_ttl.map_or(DEFAULT_CACHE_TTL, Duration::from_secs),
+        subscription_count: raw.subscription_count.unwrap_or(false),
         limits: AppLimits {
             max_connections: raw.max_connections.unwrap_or(d.max_connections),
             max_event_data_bytes: raw.max_event_data_bytes.unwrap_or(d.max_event_data_bytes),

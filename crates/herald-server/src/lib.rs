@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md.
 
 pub mod apps;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod hub;

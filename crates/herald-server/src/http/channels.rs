@@ -3,7 +3,7 @@
 
 use axum::extract::Path;
 use axum::Json;
-use herald_protocol::channel::{validate_channel_name, ChannelKind};
+use herald_protocol::channel::{is_cache_channel, validate_channel_name, ChannelKind};
 use serde_json::{json, Map, Value};
 
 use super::auth::Authenticated;
@@ -53,7 +53,7 @@ pub(crate) async fn show(
     let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
     let info = parse_info(
         auth.query.get("info"),
-        &["user_count", "subscription_count"],
+        &["user_count", "subscription_count", "cache"],
     )?;
     let counts = auth.app.hub.counts(&channel);
     let mut out = Map::new();
@@ -66,6 +66,17 @@ pub(crate) async fn show(
                 )));
             }
             out.insert(attr, counts.user_count.into());
+        } else if attr == "cache" {
+            if !is_cache_channel(&channel) {
+                return Err(ApiError::bad_request(format!(
+                    "cache is only available for cache channels, not '{channel}'"
+                )));
+            }
+            let cached = auth.app.cache.get(&channel).map(|c| {
+                let data: Value = serde_json::from_str(&c.data).unwrap_or(Value::Null);
+                json!({ "data": data, "ttl": c.ttl.as_secs() })
+            });
+            out.insert(attr, cached.unwrap_or(Value::Null));
         } else {
             out.insert(attr, counts.subscription_count.into());
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use herald_protocol::channel::{
-    is_valid_socket_id, validate_channel_name, validate_event_name, ChannelKind,
+    is_cache_channel, is_valid_socket_id, validate_channel_name, validate_event_name, ChannelKind,
 };
 use herald_protocol::frame;
 use serde::Deserialize;
@@ -178,6 +178,10 @@ fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
     for channel in &event.channels {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
         app.hub.publish(channel, &frame, event.except);
+        if is_cache_channel(channel) {
+            app.cache
+                .store(channel, frame, &event.data_token, app.config.cache_ttl);
+        }
         if event.info.any() {
             let counts = app.hub.counts(channel);
             let mut attrs = Map::new();

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use herald_protocol::auth::{verify_channel_auth, verify_user_auth};
-use herald_protocol::channel::SERVER_TO_USER_PREFIX;
+use herald_protocol::channel::{is_cache_channel, SERVER_TO_USER_PREFIX};
 use herald_protocol::channel::{validate_channel_name, validate_event_name, ChannelKind};
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame::{self, ClientMessage, Signin, Subscribe};
@@ -240,8 +240,32 @@ impl Session {
         if kind.requires_auth() {
             self.authorized = true;
         }
+        if is_cache_channel(channel) {
+            match self.app.cache.frame(channel) {
+                Some(frame) => {
+                    self.outbox.push(frame);
+                }
+                None => self.send(&frame::cache_miss(channel)),
+            }
+        }
         if !joined.already {
             self.channels.push(channel.into());
+            self.announce_subscription_count(channel, kind);
+        }
+    }
+
+    /// Tells a channel's subscribers its new subscription count, if the app wants that.
+    /// Presence channels have member events instead.
+    fn announce_subscription_count(&self, channel: &str, kind: ChannelKind) {
+        if self.app.config.subscription_count
+            && !kind.is_presence()
+            && kind != ChannelKind::ServerToUser
+        {
+            let count = self.app.hub.counts(channel).subscription_count;
+            if count > 0 {
+                let frame = text_frame(&frame::subscription_count(channel, count));
+                self.app.hub.publish(channel, &frame, None);
+            }
         }
     }
 
@@ -310,6 +334,7 @@ impl Session {
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.channels.swap_remove(pos);
             self.app.hub.unsubscribe(channel, self.conn);
+            self.announce_subscription_count(channel, ChannelKind::of(channel));
         }
     }
 
@@ -375,6 +400,7 @@ impl Session {
     pub(super) fn close(&mut self, shared: &Shared) {
         for channel in std::mem::take(&mut self.channels) {
             self.app.hub.unsubscribe(&channel, self.conn);
+            self.announce_subscription_count(&channel, ChannelKind::of(&channel));
         }
         self.sign_out();
         shared.unregister_connection(self.conn);
