@@ -53,6 +53,11 @@ fn cache_and_subscription_counts() {
 }
 
 #[test]
+fn webhooks() {
+    run_js("webhooks.test.mjs");
+}
+
+#[test]
 fn users() {
     run_js("users.test.mjs");
 }

@@ -12,6 +12,7 @@ use crate::cache::EventCache;
 use crate::config::AppConfig;
 use crate::hub::Hub;
 use crate::users::UserRegistry;
+use crate::webhooks::Webhooks;
 
 /// An app: its configuration and its live channels.
 #[derive(Debug)]
@@ -24,13 +25,17 @@ pub struct App {
     pub users: UserRegistry,
     /// The last event of each cache channel.
     pub cache: EventCache,
+    /// The app's webhook queue, when it has endpoints.
+    pub webhooks: Option<Arc<Webhooks>>,
     connections: AtomicUsize,
 }
 
 impl App {
-    /// A new app with no connections.
-    pub fn new(config: AppConfig) -> Self {
+    /// A new app with no connections. Starts its webhook dispatcher, so it must be called
+    /// inside a tokio runtime when the app has webhook endpoints.
+    pub fn new(config: AppConfig, webhook_vacated_delay: std::time::Duration) -> Self {
         App {
+            webhooks: Webhooks::start(&config, webhook_vacated_delay),
             config,
             hub: Hub::new(),
             users: UserRegistry::default(),
@@ -93,10 +98,13 @@ pub struct StaticApps {
 
 impl StaticApps {
     /// Builds the store; ids and keys were checked unique by config validation.
-    pub fn new(apps: impl IntoIterator<Item = AppConfig>) -> Self {
+    pub fn new(
+        apps: impl IntoIterator<Item = AppConfig>,
+        webhook_vacated_delay: std::time::Duration,
+    ) -> Self {
         let mut store = StaticApps::default();
         for config in apps {
-            let app = Arc::new(App::new(config));
+            let app = Arc::new(App::new(config, webhook_vacated_delay));
             store.by_id.insert(app.config.id.clone(), app.clone());
             store.by_key.insert(app.config.key.clone(), app);
         }
@@ -111,5 +119,17 @@ impl AppStore for StaticApps {
 
     fn by_key(&self, key: &str) -> Option<Arc<App>> {
         self.by_key.get(key).cloned()
+    }
+}
+
+impl App {
+    /// Queues a webhook event if some endpoint wants events named `name`; `event` is only
+    /// built then, so apps without webhooks pay nothing.
+    pub fn webhook(&self, name: &str, event: impl FnOnce() -> crate::webhooks::WebhookEvent) {
+        if let Some(hooks) = &self.webhooks {
+            if hooks.wants(name) {
+                hooks.emit(event());
+            }
+        }
     }
 }

@@ -97,6 +97,17 @@ impl Default for AppLimits {
     }
 }
 
+/// One webhook endpoint of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Where events are POSTed (http or https).
+    pub url: String,
+    /// Event names this endpoint receives; empty means all.
+    pub event_types: Vec<String>,
+    /// Only events on channels starting with this prefix.
+    pub channel_prefix: Option<String>,
+}
+
 /// One application: credentials and limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppConfig {
@@ -121,6 +132,8 @@ pub struct AppConfig {
     /// Send `pusher_internal:subscription_count` to subscribers of non-presence channels
     /// when their count changes.
     pub subscription_count: bool,
+    /// Webhook endpoints.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl AppConfig {
@@ -135,6 +148,7 @@ impl AppConfig {
             user_authentication_timeout: 0,
             cache_ttl: DEFAULT_CACHE_TTL,
             subscription_count: false,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -166,6 +180,9 @@ pub struct Config {
     pub outbox_max_bytes: usize,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
+    /// How long a `channel_vacated` webhook is held back; a channel occupied again within it
+    /// reports neither event, so quick reconnects do not flap.
+    pub webhook_vacated_delay: Duration,
     /// The apps served.
     pub apps: Vec<AppConfig>,
 }
@@ -181,6 +198,7 @@ impl Default for Config {
             require_protocol: false,
             outbox_max_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            webhook_vacated_delay: Duration::from_secs(1),
             apps: vec![AppConfig::embedded_default()],
         }
     }
@@ -197,8 +215,18 @@ struct RawConfig {
     require_protocol: Option<bool>,
     outbox_max_bytes: Option<usize>,
     shutdown_grace: Option<u64>,
+    webhook_vacated_delay_ms: Option<u64>,
     #[serde(default)]
     apps: Vec<RawApp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Option<String>,
+    #[serde(default)]
+    event_types: Vec<String>,
+    channel_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +250,8 @@ struct RawApp {
     user_authentication_timeout: Option<u64>,
     cache_ttl: Option<u64>,
     subscription_count: Option<bool>,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
 }
 
 impl Config {
@@ -280,6 +310,9 @@ impl Config {
             shutdown_grace: raw
                 .shutdown_grace
                 .map_or(d.shutdown_grace, Duration::from_secs),
+            webhook_vacated_delay: raw
+                .webhook_vacated_delay_ms
+                .map_or(d.webhook_vacated_delay, Duration::from_millis),
             apps: Vec::new(),
         };
         for (i, app) in raw.apps.into_iter().enumerate() {
@@ -443,8 +476,42 @@ impl Config {
     }
 }
 
+fn webhook_from_raw(i: usize, j: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+    let field = |name: &str| format!("apps[{i}].webhooks[{j}].{name}");
+    let url = raw
+        .url
+        .ok_or_else(|| invalid(field("url"), "is required"))?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid(
+            field("url"),
+            format!("must be an http:// or https:// URL, not '{url}'"),
+        ));
+    }
+    if let Some(bad) = raw
+        .event_types
+        .iter()
+        .find(|t| !crate::webhooks::is_event_name(t))
+    {
+        return Err(invalid(
+            field("event_types"),
+            format!("has an unknown event '{bad}' (channel_occupied, channel_vacated, member_added, member_removed, client_event, cache_miss, subscription_count)"),
+        ));
+    }
+    Ok(WebhookConfig {
+        url,
+        event_types: raw.event_types,
+        channel_prefix: raw.channel_prefix,
+    })
+}
+
 fn app_from_raw(i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
     let d = AppLimits::default();
+    let webhooks = raw
+        .webhooks
+        .into_iter()
+        .enumerate()
+        .map(|(j, w)| webhook_from_raw(i, j, w))
+        .collect::<Result<Vec<_>, _>>()?;
     let required = |v: Option<String>, field: &str| {
         v.ok_or_else(|| invalid(format!("apps[{i}].{field}"), "is required"))
     };
@@ -459,6 +526,7 @@ fn app_from_raw(i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
         user_authentication_timeout: raw.user_authentication_timeout.unwrap_or(0),
         cache_ttl: raw.cache_ttl.map_or(DEFAULT_CACHE_TTL, Duration::from_secs),
         subscription_count: raw.subscription_count.unwrap_or(false),
+        webhooks,
         limits: AppLimits {
             max_connections: raw.max_connections.unwrap_or(d.max_connections),
             max_event_data_bytes: raw.max_event_data_bytes.unwrap_or(d.max_event_data_bytes),
@@ -529,6 +597,14 @@ mod tests {
                 "apps[1].id",
             ),
             ("activity_timeout = 0", "activity_timeout"),
+            (
+                "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"ftp://x\"",
+                "apps[0].webhooks[0].url",
+            ),
+            (
+                "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"http://x\"\nevent_types = [\"channel_occupid\"]",
+                "apps[0].webhooks[0].event_types",
+            ),
         ];
         for (text, field) in cases {
             let err = Config::from_toml(text, &no_env)

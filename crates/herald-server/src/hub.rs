@@ -65,6 +65,8 @@ pub struct Joined {
     pub occupied: bool,
     /// The connection was already subscribed (it got `subscription_succeeded` again).
     pub already: bool,
+    /// A presence user joined with its first connection.
+    pub member_added: bool,
 }
 
 /// Why a presence subscription was refused.
@@ -139,7 +141,11 @@ impl Hub {
             }
         };
         outbox.push(text_frame(&frame::subscription_succeeded(channel, "{}")));
-        Joined { occupied, already }
+        Joined {
+            occupied,
+            already,
+            member_added: false,
+        }
     }
 
     /// Subscribes a connection to a presence channel as `member`: queues its
@@ -162,6 +168,7 @@ impl Hub {
             return Ok(Joined {
                 occupied: false,
                 already: true,
+                member_added: false,
             });
         }
         let new_user = ch.member_mut(&member.user_id).is_none();
@@ -205,6 +212,7 @@ impl Hub {
         Ok(Joined {
             occupied,
             already: false,
+            member_added: new_user,
         })
     }
 

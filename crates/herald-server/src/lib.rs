@@ -14,6 +14,7 @@ pub mod http;
 pub mod hub;
 pub mod outbox;
 pub mod users;
+pub mod webhooks;
 mod ws;
 
 use std::collections::HashMap;
@@ -90,7 +91,10 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let apps = Arc::new(StaticApps::new(config.apps.clone()));
+    let apps = Arc::new(StaticApps::new(
+        config.apps.clone(),
+        config.webhook_vacated_delay,
+    ));
     serve_with_store(listener, config, apps, shutdown).await
 }
 

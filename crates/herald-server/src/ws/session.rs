@@ -23,8 +23,9 @@ use tokio::time::Instant;
 
 use super::text_frame;
 use crate::apps::App;
-use crate::hub::{ConnId, PresenceRefused};
+use crate::hub::{ConnId, Left, PresenceRefused};
 use crate::outbox::Outbox;
+use crate::webhooks::WebhookEvent;
 use crate::Shared;
 
 /// A fixed one-second window is enough to enforce "N per second" and costs two words.
@@ -189,6 +190,7 @@ impl Session {
             }),
             (true, None, None) => None,
         };
+        let member_id: Option<Box<str>> = member.as_ref().map(|m| m.user_id.as_str().into());
         let joined = match member {
             Some(member) => {
                 if member.user_id.chars().count() > limits.max_presence_user_id_length {
@@ -240,12 +242,30 @@ impl Session {
         if kind.requires_auth() {
             self.authorized = true;
         }
+        if joined.occupied && kind != ChannelKind::ServerToUser {
+            self.app
+                .webhook("channel_occupied", || WebhookEvent::ChannelOccupied {
+                    channel: channel.into(),
+                });
+        }
+        if let (true, Some(user_id)) = (joined.member_added, member_id) {
+            self.app
+                .webhook("member_added", || WebhookEvent::MemberAdded {
+                    channel: channel.into(),
+                    user_id,
+                });
+        }
         if is_cache_channel(channel) {
             match self.app.cache.frame(channel) {
                 Some(frame) => {
                     self.outbox.push(frame);
                 }
-                None => self.send(&frame::cache_miss(channel)),
+                None => {
+                    self.send(&frame::cache_miss(channel));
+                    self.app.webhook("cache_miss", || WebhookEvent::CacheMiss {
+                        channel: channel.into(),
+                    });
+                }
             }
         }
         if !joined.already {
@@ -254,19 +274,54 @@ impl Session {
         }
     }
 
-    /// Tells a channel's subscribers its new subscription count, if the app wants that.
-    /// Presence channels have member events instead.
+    /// Tells a channel's subscribers (and webhooks) its new subscription count, if the app
+    /// wants that. Presence channels have member events instead.
     fn announce_subscription_count(&self, channel: &str, kind: ChannelKind) {
-        if self.app.config.subscription_count
-            && !kind.is_presence()
-            && kind != ChannelKind::ServerToUser
-        {
-            let count = self.app.hub.counts(channel).subscription_count;
-            if count > 0 {
-                let frame = text_frame(&frame::subscription_count(channel, count));
-                self.app.hub.publish(channel, &frame, None);
-            }
+        if kind.is_presence() || kind == ChannelKind::ServerToUser {
+            return;
         }
+        let to_clients = self.app.config.subscription_count;
+        let to_webhooks = self
+            .app
+            .webhooks
+            .as_ref()
+            .is_some_and(|w| w.wants("subscription_count"));
+        if !to_clients && !to_webhooks {
+            return;
+        }
+        let count = self.app.hub.counts(channel).subscription_count;
+        if to_clients && count > 0 {
+            let frame = text_frame(&frame::subscription_count(channel, count));
+            self.app.hub.publish(channel, &frame, None);
+        }
+        self.app
+            .webhook("subscription_count", || WebhookEvent::SubscriptionCount {
+                channel: channel.into(),
+                count,
+            });
+    }
+
+    /// Reports what leaving `channel` changed: vacated and member-removed webhooks, and the
+    /// new subscription count.
+    fn left(&self, channel: &str, left: Option<Left>) {
+        let Some(left) = left else {
+            return;
+        };
+        let kind = ChannelKind::of(channel);
+        if let Some(user_id) = left.member_removed {
+            self.app
+                .webhook("member_removed", || WebhookEvent::MemberRemoved {
+                    channel: channel.into(),
+                    user_id: user_id.as_ref().into(),
+                });
+        }
+        if left.vacated && kind != ChannelKind::ServerToUser {
+            self.app
+                .webhook("channel_vacated", || WebhookEvent::ChannelVacated {
+                    channel: channel.into(),
+                });
+        }
+        self.announce_subscription_count(channel, kind);
     }
 
     fn signin(&mut self, signin: Signin) {
@@ -333,8 +388,8 @@ impl Session {
     fn unsubscribe(&mut self, channel: &str) {
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.channels.swap_remove(pos);
-            self.app.hub.unsubscribe(channel, self.conn);
-            self.announce_subscription_count(channel, ChannelKind::of(channel));
+            let left = self.app.hub.unsubscribe(channel, self.conn);
+            self.left(channel, left);
         }
     }
 
@@ -394,13 +449,21 @@ impl Session {
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
         self.app.hub.publish(channel, &frame, Some(self.conn));
+        self.app
+            .webhook("client_event", || WebhookEvent::ClientEvent {
+                channel: channel.into(),
+                event: event.into(),
+                data: data.into(),
+                socket_id: self.socket_id.clone(),
+                user_id: user_id.as_deref().map(Into::into),
+            });
     }
 
     /// Leaves every channel and the shutdown registry; called once when the connection ends.
     pub(super) fn close(&mut self, shared: &Shared) {
         for channel in std::mem::take(&mut self.channels) {
-            self.app.hub.unsubscribe(&channel, self.conn);
-            self.announce_subscription_count(&channel, ChannelKind::of(&channel));
+            let left = self.app.hub.unsubscribe(&channel, self.conn);
+            self.left(&channel, left);
         }
         self.sign_out();
         shared.unregister_connection(self.conn);
