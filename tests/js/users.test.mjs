@@ -137,3 +137,26 @@ user_authentication_timeout = 1
   await sleep(300);
   assert.equal(member.connection.state, 'connected', 'a signed-in socket is kept');
 });
+
+test('presence limits surface as pusher:subscription_error the app can catch', async () => {
+  const { port } = await server(`
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+max_presence_members = 1
+max_presence_user_info_bytes = 32
+`);
+  const first = client(port, { userId: 'one', userInfo: {} });
+  await subscribed(first, 'presence-small');
+  const second = client(port, { userId: 'two', userInfo: {} });
+  const full = once(second.subscribe('presence-small'), 'pusher:subscription_error');
+  const err = await full;
+  assert.equal(err.type, 'LimitReached');
+  assert.match(err.error, /maximum of 1 members/);
+  const big = client(port, { userId: 'one', userInfo: { bio: 'x'.repeat(100) } });
+  const tooBig = await once(big.subscribe('presence-small'), 'pusher:subscription_error');
+  assert.equal(tooBig.type, 'LimitReached');
+  assert.match(tooBig.error, /user_info/);
+  assert.equal(second.connection.state, 'connected');
+});
