@@ -58,6 +58,11 @@ fn webhooks() {
 }
 
 #[test]
+fn plan_limits() {
+    run_js("limits.test.mjs");
+}
+
+#[test]
 fn users() {
     run_js("users.test.mjs");
 }

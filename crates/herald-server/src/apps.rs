@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::cache::EventCache;
 use crate::config::AppConfig;
 use crate::hub::Hub;
+use crate::ratelimit::AppRates;
 use crate::users::UserRegistry;
 use crate::webhooks::Webhooks;
 
@@ -27,6 +28,8 @@ pub struct App {
     pub cache: EventCache,
     /// The app's webhook queue, when it has endpoints.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// Counters for the app's rate and quota limits.
+    pub rates: AppRates,
     connections: AtomicUsize,
 }
 
@@ -40,6 +43,7 @@ impl App {
             hub: Hub::new(),
             users: UserRegistry::default(),
             cache: EventCache::default(),
+            rates: AppRates::default(),
             connections: AtomicUsize::new(0),
         }
     }

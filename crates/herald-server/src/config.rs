@@ -4,6 +4,7 @@
 //! Every default lives in this file. A bad value stops start-up with a [`ConfigError`] that
 //! names the field, so a typo never silently falls back to a default.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -78,6 +79,13 @@ pub struct AppLimits {
     pub max_presence_user_id_length: usize,
     /// Largest presence `user_info`, in bytes of JSON.
     pub max_presence_user_info_bytes: usize,
+    /// HTTP API publishes (events, batches, terminations) per second; 0 is unlimited.
+    pub publishes_per_second: u64,
+    /// HTTP API reads (channel queries) per second; 0 is unlimited.
+    pub reads_per_second: u64,
+    /// Messages per UTC day (one per event per channel plus one per delivery); 0 is
+    /// unlimited. Over it, publishes answer 403.
+    pub messages_per_day: u64,
 }
 
 impl Default for AppLimits {
@@ -93,6 +101,9 @@ impl Default for AppLimits {
             max_presence_members: 100,
             max_presence_user_id_length: 128,
             max_presence_user_info_bytes: 1024,
+            publishes_per_second: 0,
+            reads_per_second: 0,
+            messages_per_day: 0,
         }
     }
 }
@@ -217,7 +228,20 @@ struct RawConfig {
     shutdown_grace: Option<u64>,
     webhook_vacated_delay_ms: Option<u64>,
     #[serde(default)]
+    plans: HashMap<String, RawPlan>,
+    #[serde(default)]
     apps: Vec<RawApp>,
+}
+
+/// A named set of limits apps can refer to (`plan = "pro"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    publishes_per_second: Option<u64>,
+    reads_per_second: Option<u64>,
+    messages_per_day: Option<u64>,
+    max_connections: Option<usize>,
+    client_events_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +260,10 @@ struct RawApp {
     key: Option<String>,
     secret: Option<String>,
     enabled: Option<bool>,
+    plan: Option<String>,
+    publishes_per_second: Option<u64>,
+    reads_per_second: Option<u64>,
+    messages_per_day: Option<u64>,
     max_connections: Option<usize>,
     max_event_data_bytes: Option<usize>,
     max_channels_per_trigger: Option<usize>,
@@ -316,7 +344,7 @@ impl Config {
             apps: Vec::new(),
         };
         for (i, app) in raw.apps.into_iter().enumerate() {
-            config.apps.push(app_from_raw(i, app)?);
+            config.apps.push(app_from_raw(i, app, &raw.plans)?);
         }
         let from_file = !config.apps.is_empty();
         if !from_file {
@@ -504,8 +532,40 @@ fn webhook_from_raw(i: usize, j: usize, raw: RawWebhook) -> Result<WebhookConfig
     })
 }
 
-fn app_from_raw(i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
-    let d = AppLimits::default();
+fn app_from_raw(
+    i: usize,
+    raw: RawApp,
+    plans: &HashMap<String, RawPlan>,
+) -> Result<AppConfig, ConfigError> {
+    // Limits resolve as: built-in defaults, then the app's plan, then the app's own keys.
+    let no_plan = RawPlan::default();
+    let plan = match raw.plan.as_deref() {
+        Some(name) => plans.get(name).ok_or_else(|| {
+            let mut known: Vec<&str> = plans.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            invalid(
+                format!("apps[{i}].plan"),
+                format!(
+                    "names an unknown plan '{name}' (defined: {})",
+                    known.join(", ")
+                ),
+            )
+        })?,
+        None => &no_plan,
+    };
+    let base = AppLimits::default();
+    let d = AppLimits {
+        publishes_per_second: plan
+            .publishes_per_second
+            .unwrap_or(base.publishes_per_second),
+        reads_per_second: plan.reads_per_second.unwrap_or(base.reads_per_second),
+        messages_per_day: plan.messages_per_day.unwrap_or(base.messages_per_day),
+        max_connections: plan.max_connections.unwrap_or(base.max_connections),
+        client_events_per_second: plan
+            .client_events_per_second
+            .unwrap_or(base.client_events_per_second),
+        ..base
+    };
     let webhooks = raw
         .webhooks
         .into_iter()
@@ -548,6 +608,9 @@ fn app_from_raw(i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
             max_presence_user_info_bytes: raw
                 .max_presence_user_info_bytes
                 .unwrap_or(d.max_presence_user_info_bytes),
+            publishes_per_second: raw.publishes_per_second.unwrap_or(d.publishes_per_second),
+            reads_per_second: raw.reads_per_second.unwrap_or(d.reads_per_second),
+            messages_per_day: raw.messages_per_day.unwrap_or(d.messages_per_day),
         },
     })
 }
@@ -612,6 +675,31 @@ mod tests {
                 .to_string();
             assert!(err.contains(field), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn apps_take_limits_from_their_plan_and_override_them() {
+        let c = Config::from_toml(
+            "[plans.free]\npublishes_per_second = 5\nmax_connections = 100\nmessages_per_day = 1000\n\
+             [[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nplan = \"free\"\nmax_connections = 7\n",
+            &no_env,
+        )
+        .expect("valid");
+        let l = &c.apps[0].limits;
+        assert_eq!(l.publishes_per_second, 5, "from the plan");
+        assert_eq!(l.messages_per_day, 1000, "from the plan");
+        assert_eq!(l.max_connections, 7, "the app's own value wins");
+        assert_eq!(l.reads_per_second, 0, "unset everywhere: unlimited");
+        let err = Config::from_toml(
+            "[plans.free]\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nplan = \"gold\"\n",
+            &no_env,
+        )
+        .expect_err("unknown plan")
+        .to_string();
+        assert!(
+            err.contains("apps[0].plan") && err.contains("free"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod outbox;
+pub mod ratelimit;
 pub mod users;
 pub mod webhooks;
 mod ws;

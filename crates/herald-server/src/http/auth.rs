@@ -42,7 +42,31 @@ impl FromRequest<Arc<Shared>> for Authenticated {
             .await
             .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
         let (app, query) = authenticate(shared, &app_id, &method, &uri, &body)?;
+        check_rate(&app, &method)?;
         Ok(Authenticated { app, query, body })
+    }
+}
+
+/// Counts the request against the app's per-second limits: POSTs are publishes, GETs reads.
+fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
+    let (second, _) = crate::ratelimit::now_windows();
+    let limits = &app.config.limits;
+    let (window, limit, what) = if method == Method::GET {
+        (&app.rates.reads, limits.reads_per_second, "read requests")
+    } else {
+        (
+            &app.rates.publishes,
+            limits.publishes_per_second,
+            "publishes",
+        )
+    };
+    if window.try_take(limit, second, 1) {
+        Ok(())
+    } else {
+        Err(ApiError::too_many(
+            format!("Rate limit exceeded: this app's plan allows {limit} {what} per second"),
+            1,
+        ))
     }
 }
 

@@ -173,11 +173,25 @@ fn local_conn(shared: &Shared, socket_id: &str) -> Option<ConnId> {
         .flatten()
 }
 
+/// Refuses a publish once the app has used its daily message quota.
+fn check_daily_quota(app: &App) -> Result<(), ApiError> {
+    let limit = app.config.limits.messages_per_day;
+    let (_, day) = crate::ratelimit::now_windows();
+    if app.rates.messages.exhausted(limit, day) {
+        return Err(ApiError::forbidden(format!(
+            "Over the daily message quota: this app's plan allows {limit} messages per day"
+        )));
+    }
+    Ok(())
+}
+
 fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
     let mut attributes = Map::new();
+    let mut messages = 0u64;
     for channel in &event.channels {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
-        app.hub.publish(channel, &frame, event.except);
+        let delivered = app.hub.publish(channel, &frame, event.except);
+        messages += 1 + delivered as u64;
         if is_cache_channel(channel) {
             app.cache
                 .store(channel, frame, &event.data_token, app.config.cache_ttl);
@@ -197,6 +211,11 @@ fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
             attributes.insert(channel.clone(), Value::Object(attrs));
         }
     }
+    if app.config.limits.messages_per_day > 0 {
+        app.rates
+            .messages
+            .add(messages, crate::ratelimit::now_windows().1);
+    }
     attributes
 }
 
@@ -214,6 +233,7 @@ pub(crate) async fn trigger(
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     let event = prepare(&shared, &auth.app, parse_body(&auth.body)?)?;
+    check_daily_quota(&auth.app)?;
     let attributes = publish(&auth.app, &event);
     if event.info.any() {
         Ok(Json(serde_json::json!({ "channels": attributes })))
@@ -246,11 +266,12 @@ pub(crate) async fn batch(
             )));
         }
         let event = prepare(&shared, &auth.app, item).map_err(|e| ApiError {
-            status: e.status,
             message: format!("batch[{i}]: {}", e.message),
+            ..e
         })?;
         prepared.push(event);
     }
+    check_daily_quota(&auth.app)?;
     let any_info = prepared.iter().any(|e| e.info.any());
     let mut results = Vec::with_capacity(prepared.len());
     for event in &prepared {
