@@ -1,0 +1,132 @@
+//! `herald-bench`: measures a Pusher-compatible server (Herald or any peer) through its
+//! public protocol only: fan-out latency and loss, HTTP trigger throughput, and the memory
+//! of held connections, with the server's CPU and memory read from /proc when given its pid.
+//!
+//! Each run prints one JSON line (for scripts) and a readable summary (on stderr).
+
+mod http;
+mod modes;
+mod proc_stats;
+mod wsclient;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "herald-bench", about = "Benchmark a Pusher-compatible server")]
+struct Cli {
+    /// Server address (HTTP API and WebSocket on the same port).
+    #[arg(long, default_value = "127.0.0.1:6001")]
+    addr: SocketAddr,
+    #[arg(long, default_value = "1")]
+    app_id: String,
+    #[arg(long, default_value = "app-key")]
+    key: String,
+    #[arg(long, default_value = "app-secret")]
+    secret: String,
+    /// The server's process id, to report its CPU time and memory.
+    #[arg(long)]
+    pid: Option<u32>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// N subscribers over K public channels; events published over HTTP at a fixed rate.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 10)]
+        channels: usize,
+        /// Events per second, all channels together.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// HTTP publish throughput with C concurrent keep-alive clients.
+    Trigger {
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Open and hold N connections; report connect rate and server memory per connection.
+    Connections {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Subscribe each connection to a channel.
+        #[arg(long)]
+        subscribe: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let app = http::App {
+        addr: cli.addr,
+        id: cli.app_id,
+        key: cli.key,
+        secret: cli.secret,
+    };
+    let result = match cli.mode {
+        Mode::Fanout {
+            subscribers,
+            channels,
+            rate,
+            seconds,
+            payload,
+        } => {
+            modes::fanout(
+                &app,
+                cli.pid,
+                modes::Fanout {
+                    subscribers,
+                    channels: channels.max(1),
+                    rate,
+                    duration: Duration::from_secs(seconds),
+                    payload,
+                },
+            )
+            .await
+        }
+        Mode::Trigger {
+            concurrency,
+            seconds,
+        } => {
+            modes::trigger(
+                &app,
+                cli.pid,
+                modes::Trigger {
+                    concurrency,
+                    duration: Duration::from_secs(seconds),
+                },
+            )
+            .await
+        }
+        Mode::Connections { count, subscribe } => {
+            modes::connections(&app, cli.pid, count, subscribe).await
+        }
+    };
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            if let Ok(pretty) = serde_json::to_string_pretty(&report) {
+                eprintln!("{pretty}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("herald-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

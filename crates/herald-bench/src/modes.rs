@@ -1,0 +1,293 @@
+//! The three measurements: fan-out latency, trigger throughput, held connections.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::http::{App, Conn};
+use crate::proc_stats;
+use crate::wsclient::{find, Client};
+
+/// Nanoseconds since `base`; publisher and subscribers share one process and one base, so
+/// latency needs no clock synchronisation.
+fn nanos_since(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    let us = |v: u64| (v as f64 / 1000.0 * 10.0).round() / 10.0;
+    json!({
+        "p50_us": us(h.value_at_quantile(0.50)),
+        "p90_us": us(h.value_at_quantile(0.90)),
+        "p99_us": us(h.value_at_quantile(0.99)),
+        "p999_us": us(h.value_at_quantile(0.999)),
+        "max_us": us(h.max()),
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits; creation cannot fail with these bounds, and
+    // if it did an empty default keeps the run going.
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
+}
+
+#[allow(clippy::panic)] // Histogram::new(3) only fails for sigfig > 5.
+fn unreachable_histogram() -> Histogram<u64> {
+    panic!("hdrhistogram refused 3 significant digits")
+}
+
+/// Parses the publisher's timestamp out of a delivered frame without parsing the JSON.
+fn sent_at(frame: &[u8]) -> Option<u64> {
+    let marker = br#"t\":"#;
+    let at = find(frame, marker)? + marker.len();
+    let digits = frame[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&frame[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Fan-out parameters.
+pub struct Fanout {
+    pub subscribers: usize,
+    pub channels: usize,
+    pub rate: u64,
+    pub duration: Duration,
+    pub payload: usize,
+}
+
+pub async fn fanout(app: &App, pid: Option<u32>, p: Fanout) -> std::io::Result<Value> {
+    let base = Instant::now();
+    let mut clients = Vec::with_capacity(p.subscribers);
+    for chunk_start in (0..p.subscribers).step_by(200) {
+        let mut pending = Vec::new();
+        for i in chunk_start..(chunk_start + 200).min(p.subscribers) {
+            let app = app.clone();
+            let channels = p.channels;
+            pending.push(tokio::spawn(async move {
+                let mut c = Client::connect(app.addr, &app.key, i).await?;
+                c.subscribe(&format!("bench-{}", i % channels)).await?;
+                Ok::<_, std::io::Error>(c)
+            }));
+        }
+        for task in pending {
+            clients.push(task.await.map_err(std::io::Error::other)??);
+        }
+    }
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop_at = Arc::new(AtomicU64::new(u64::MAX));
+    let mut readers = Vec::new();
+    for mut c in clients {
+        let delivered = delivered.clone();
+        let stop_at = stop_at.clone();
+        readers.push(tokio::spawn(async move {
+            let mut h = new_histogram();
+            loop {
+                let deadline = stop_at.load(Ordering::Relaxed);
+                let wait = Duration::from_nanos(deadline.saturating_sub(nanos_since(base)));
+                let frame =
+                    match tokio::time::timeout(wait.min(Duration::from_secs(5)), c.next_frame())
+                        .await
+                    {
+                        Ok(Ok(frame)) => frame,
+                        _ if nanos_since(base) >= stop_at.load(Ordering::Relaxed) => break,
+                        Ok(Err(_)) => break,
+                        Err(_) => continue,
+                    };
+                if let Some(t) = sent_at(&frame) {
+                    let _ = h.record(nanos_since(base).saturating_sub(t).max(1));
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            h
+        }));
+    }
+
+    let before = pid.and_then(proc_stats::sample);
+    let own_before = proc_stats::own_cpu_secs();
+    let events_total = p.rate * p.duration.as_secs();
+    let padding = "x".repeat(p.payload.saturating_sub(24));
+    let publishers = 4usize;
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut pubs = Vec::new();
+    for k in 0..publishers {
+        let app = app.clone();
+        let padding = padding.clone();
+        let sent = sent.clone();
+        let channels = p.channels;
+        let interval = Duration::from_nanos(1_000_000_000 * publishers as u64 / p.rate.max(1));
+        pubs.push(tokio::spawn(async move {
+            let mut conn = Conn::open(app.addr).await?;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut n = k as u64;
+            while n < events_total {
+                tick.tick().await;
+                let channel = format!("bench-{}", n as usize % channels);
+                let data = format!(r#"{{\"t\":{},\"p\":\"{padding}\"}}"#, nanos_since(base));
+                let body = format!(r#"{{"name":"bench","channel":"{channel}","data":"{data}"}}"#);
+                if conn.send(&app.signed_post(&body)).await? == 200 {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                n += publishers as u64;
+            }
+            Ok::<_, std::io::Error>(())
+        }));
+    }
+    for task in pubs {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    // Give in-flight deliveries a moment, then stop the readers.
+    stop_at.store(nanos_since(base) + 2_000_000_000, Ordering::Relaxed);
+    let mut all = new_histogram();
+    for r in readers {
+        let h = r.await.map_err(std::io::Error::other)?;
+        let _ = all.add(h);
+    }
+    let after = pid.and_then(proc_stats::sample);
+    let sent = sent.load(Ordering::Relaxed);
+    let expected = sent * (p.subscribers / p.channels.max(1)) as u64;
+    let delivered = delivered.load(Ordering::Relaxed);
+    let server_cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
+    Ok(json!({
+        "mode": "fanout",
+        "subscribers": p.subscribers,
+        "channels": p.channels,
+        "rate_events_per_s": p.rate,
+        "payload_bytes": p.payload,
+        "events_sent": sent,
+        "deliveries_expected": expected,
+        "deliveries": delivered,
+        "lost": expected.saturating_sub(delivered),
+        "deliveries_per_s": (delivered as f64 / publish_secs).round(),
+        "latency": percentiles(&all),
+        "server_cpu_s": server_cpu,
+        "server_cpu_us_per_delivery": server_cpu.map(|c| (c * 1e6 / delivered.max(1) as f64 * 100.0).round() / 100.0),
+        "harness_cpu_s": proc_stats::own_cpu_secs() - own_before,
+    }))
+}
+
+/// Trigger-throughput parameters.
+pub struct Trigger {
+    pub concurrency: usize,
+    pub duration: Duration,
+}
+
+pub async fn trigger(app: &App, pid: Option<u32>, p: Trigger) -> std::io::Result<Value> {
+    // Signing does not depend on anything but the body and the second, so one signed
+    // request is reused: the harness measures the server, not its own HMAC.
+    let request =
+        Arc::new(app.signed_post(r#"{"name":"bench","channel":"bench-trigger","data":"{}"}"#));
+    let before = pid.and_then(proc_stats::sample);
+    let own_before = proc_stats::own_cpu_secs();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..p.concurrency {
+        let request = request.clone();
+        let addr = app.addr;
+        let duration = p.duration;
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let mut h = new_histogram();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            while started.elapsed() < duration {
+                let t = Instant::now();
+                match conn.send(&request).await? {
+                    200 => ok += 1,
+                    _ => errors += 1,
+                }
+                let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
+            }
+            Ok::<_, std::io::Error>((h, ok, errors))
+        }));
+    }
+    let mut all = new_histogram();
+    let (mut ok, mut errors) = (0, 0);
+    for task in tasks {
+        let (h, o, e) = task.await.map_err(std::io::Error::other)??;
+        let _ = all.add(h);
+        ok += o;
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let after = pid.and_then(proc_stats::sample);
+    let server_cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
+    Ok(json!({
+        "mode": "trigger",
+        "concurrency": p.concurrency,
+        "requests": ok + errors,
+        "errors": errors,
+        "requests_per_s": ((ok + errors) as f64 / secs).round(),
+        "latency": percentiles(&all),
+        "server_cpu_s": server_cpu,
+        "server_cpu_us_per_request": server_cpu.map(|c| (c * 1e6 / (ok + errors).max(1) as f64 * 10.0).round() / 10.0),
+        "harness_cpu_s": proc_stats::own_cpu_secs() - own_before,
+    }))
+}
+
+/// Opens `count` connections (subscribed to one channel each when `subscribe`) and holds
+/// them while measuring the server's memory.
+pub async fn connections(
+    app: &App,
+    pid: Option<u32>,
+    count: usize,
+    subscribe: bool,
+) -> std::io::Result<Value> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = pid.and_then(proc_stats::sample);
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(count);
+    for chunk_start in (0..count).step_by(200) {
+        let mut pending = Vec::new();
+        for i in chunk_start..(chunk_start + 200).min(count) {
+            let app = app.clone();
+            pending.push(tokio::spawn(async move {
+                let mut c = Client::connect(app.addr, &app.key, i).await?;
+                if subscribe {
+                    c.subscribe(&format!("held-{}", i % 100)).await?;
+                }
+                c.buf = Vec::new();
+                Ok::<_, std::io::Error>(c)
+            }));
+        }
+        for task in pending {
+            held.push(task.await.map_err(std::io::Error::other)??);
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = pid.and_then(proc_stats::sample);
+    let per_connection = before
+        .zip(after)
+        .map(|(b, a)| (a.rss_bytes.saturating_sub(b.rss_bytes)) as f64 / count.max(1) as f64);
+    Ok(json!({
+        "mode": "connections",
+        "connections": count,
+        "subscribed": subscribe,
+        "connects_per_s": (count as f64 / connect_secs).round(),
+        "server_rss_before_bytes": before.map(|s| s.rss_bytes),
+        "server_rss_after_bytes": after.map(|s| s.rss_bytes),
+        "server_bytes_per_connection": per_connection.map(f64::round),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_timestamp_in_a_delivered_frame() {
+        let frame = br#"{"event":"bench","channel":"bench-0","data":"{\"t\":123456,\"p\":\"x\"}"}"#;
+        assert_eq!(sent_at(frame), Some(123456));
+        assert_eq!(sent_at(b"{}"), None);
+    }
+}
