@@ -1,0 +1,46 @@
+//! Fan-out of one encoded event to many subscribers' outboxes: the per-delivery cost the
+//! hub adds on top of the socket write.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use herald_server::hub::Hub;
+use herald_server::outbox::Outbox;
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub publish");
+    for subscribers in [1usize, 100, 1000] {
+        let hub = Hub::new();
+        let outboxes: Vec<Arc<Outbox>> = (0..subscribers)
+            .map(|i| {
+                let o = Arc::new(Outbox::new(usize::MAX));
+                hub.subscribe("bench", i as u64, &o);
+                o
+            })
+            .collect();
+        let frame = Bytes::from(vec![b'x'; 150]);
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(subscribers),
+            &subscribers,
+            |b, _| {
+                b.iter(|| {
+                    hub.publish("bench", &frame, None);
+                    // Drain as a connection task would, so queues do not grow across iterations.
+                    let mut sink = VecDeque::new();
+                    for o in &outboxes {
+                        o.take(&mut sink);
+                        o.written(sink.iter().map(Bytes::len).sum());
+                        sink.clear();
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);
