@@ -245,23 +245,27 @@ pub async fn connections(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = pid.and_then(proc_stats::sample);
     let started = Instant::now();
+    // A sliding window of connects in flight: one slow handshake must not hold up a batch.
     let mut held = Vec::with_capacity(count);
-    for chunk_start in (0..count).step_by(200) {
-        let mut pending = Vec::new();
-        for i in chunk_start..(chunk_start + 200).min(count) {
-            let app = app.clone();
-            pending.push(tokio::spawn(async move {
-                let mut c = Client::connect(app.addr, &app.key, i).await?;
-                if subscribe {
-                    c.subscribe(&format!("held-{}", i % 100)).await?;
-                }
-                c.buf = Vec::new();
-                Ok::<_, std::io::Error>(c)
-            }));
+    let mut in_flight = tokio::task::JoinSet::new();
+    for i in 0..count {
+        if in_flight.len() >= 200 {
+            if let Some(done) = in_flight.join_next().await {
+                held.push(done.map_err(std::io::Error::other)??);
+            }
         }
-        for task in pending {
-            held.push(task.await.map_err(std::io::Error::other)??);
-        }
+        let app = app.clone();
+        in_flight.spawn(async move {
+            let mut c = Client::connect(app.addr, &app.key, i).await?;
+            if subscribe {
+                c.subscribe(&format!("held-{}", i % 100)).await?;
+            }
+            c.buf = Vec::new();
+            Ok::<_, std::io::Error>(c)
+        });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        held.push(done.map_err(std::io::Error::other)??);
     }
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;

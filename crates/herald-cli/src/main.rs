@@ -85,9 +85,29 @@ fn serve(args: ServeArgs) -> ExitCode {
     runtime.block_on(run(config))
 }
 
+/// Connections that may wait to be accepted. tokio's default (128) overflows when every
+/// client reconnects at once, as they all do after a 4200 restart: each overflow costs the
+/// client a one-second SYN retransmit. The kernel caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+async fn bind(address: &str) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the host resolves to no address"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn run(config: Config) -> ExitCode {
     let address = format!("{}:{}", config.host, config.port);
-    let listener = match TcpListener::bind(&address).await {
+    let listener = match bind(&address).await {
         Ok(l) => l,
         Err(error) => {
             eprintln!("herald: cannot listen on {address}: {error}");
