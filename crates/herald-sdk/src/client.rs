@@ -1,0 +1,488 @@
+//! The client: where the app lives, its credentials, and signed requests to it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_protocol::encryption::{decode_master_key, MASTER_KEY_LEN};
+use herald_protocol::signing::signed_query_string;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The largest batch sent by default, the limit of Pusher's multi-tenant clusters.
+pub const DEFAULT_MAX_BATCH: usize = 10;
+
+/// A client for one app on a Pusher-compatible service (Herald, Pusher, soketi, sockudo).
+///
+/// Cheap to clone: clones share the connection pool.
+///
+/// ```
+/// # fn main() -> Result<(), herald_sdk::Error> {
+/// let client = herald_sdk::Client::from_url("http://app-key:app-secret@127.0.0.1:6001/apps/1")?;
+/// assert_eq!(client.app_id(), "1");
+/// assert_eq!(client.key(), "app-key");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) app_id: String,
+    pub(crate) key: String,
+    pub(crate) secret: String,
+    /// `scheme://host[:port]`, without a trailing slash.
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) master_key: Option<[u8; MASTER_KEY_LEN]>,
+    pub(crate) max_batch: usize,
+}
+
+/// Builds a [`Client`] from parts.
+///
+/// ```
+/// # fn main() -> Result<(), herald_sdk::Error> {
+/// use std::time::Duration;
+/// let client = herald_sdk::Client::builder("1", "app-key", "app-secret")
+///     .host("127.0.0.1")
+///     .port(6001)
+///     .tls(false)
+///     .timeout(Duration::from_secs(5))
+///     .build()?;
+/// assert_eq!(client.base_url(), "http://127.0.0.1:6001");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    app_id: String,
+    key: String,
+    secret: String,
+    host: Option<String>,
+    cluster: Option<String>,
+    port: Option<u16>,
+    tls: bool,
+    timeout: Option<Duration>,
+    proxy: Option<String>,
+    pool_idle_timeout: Option<Duration>,
+    master_key_base64: Option<String>,
+    http: Option<reqwest::Client>,
+    max_batch: usize,
+}
+
+impl ClientBuilder {
+    /// The API host, e.g. `127.0.0.1` or `api-eu.pusher.com`; overrides the cluster.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// A Pusher cluster name: the host becomes `api-{cluster}.pusher.com`.
+    pub fn cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = Some(cluster.into());
+        self
+    }
+
+    /// The port; by default the scheme's (443 or 80).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// HTTPS (the default) or plain HTTP.
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Timeout of each request, connection included.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Send requests through this HTTP proxy (`http://host:port`).
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
+
+    /// How long an idle keep-alive connection stays in the pool.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The encryption master key for `private-encrypted-` channels, base64 of 32 bytes.
+    pub fn encryption_master_key_base64(mut self, key: impl Into<String>) -> Self {
+        self.master_key_base64 = Some(key.into());
+        self
+    }
+
+    /// Use this `reqwest::Client` (timeouts, proxy and pool settings above are then its own).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The most events [`Client::trigger_batch`] accepts (default 10; dedicated clusters
+    /// allow more).
+    pub fn max_batch_size(mut self, max: usize) -> Self {
+        self.max_batch = max;
+        self
+    }
+
+    /// Validates the settings and builds the client.
+    pub fn build(self) -> Result<Client> {
+        if self.app_id.is_empty() || self.key.is_empty() || self.secret.is_empty() {
+            return Err(Error::Config(
+                "app id, key and secret must all be non-empty".into(),
+            ));
+        }
+        let host = match (self.host, self.cluster) {
+            (Some(host), _) => host,
+            (None, Some(cluster)) => format!("api-{cluster}.pusher.com"),
+            (None, None) => "api.pusherapp.com".to_owned(),
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        let base = match self.port {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        };
+        let master_key = self
+            .master_key_base64
+            .as_deref()
+            .map(decode_master_key)
+            .transpose()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let http = match self.http {
+            Some(client) => client,
+            None => {
+                let mut builder = reqwest::Client::builder();
+                if let Some(timeout) = self.timeout {
+                    builder = builder.timeout(timeout);
+                }
+                if let Some(idle) = self.pool_idle_timeout {
+                    builder = builder.pool_idle_timeout(idle);
+                }
+                if let Some(proxy) = self.proxy {
+                    let proxy = reqwest::Proxy::all(&proxy)
+                        .map_err(|e| Error::Config(format!("invalid proxy '{proxy}': {e}")))?;
+                    builder = builder.proxy(proxy);
+                }
+                builder
+                    .build()
+                    .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?
+            }
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                app_id: self.app_id,
+                key: self.key,
+                secret: self.secret,
+                base,
+                http,
+                master_key,
+                max_batch: self.max_batch,
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// Starts building a client for app `app_id` with its key and secret.
+    ///
+    /// ```
+    /// let builder = herald_sdk::Client::builder("1", "app-key", "app-secret").cluster("eu");
+    /// # let _ = builder;
+    /// ```
+    pub fn builder(
+        app_id: impl Into<String>,
+        key: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> ClientBuilder {
+        ClientBuilder {
+            app_id: app_id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            host: None,
+            cluster: None,
+            port: None,
+            tls: true,
+            timeout: None,
+            proxy: None,
+            pool_idle_timeout: None,
+            master_key_base64: None,
+            http: None,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+
+    /// A client for a Pusher cluster (`api-{cluster}.pusher.com`, HTTPS).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), herald_sdk::Error> {
+    /// let client = herald_sdk::Client::for_cluster("eu", "1", "key", "secret")?;
+    /// assert_eq!(client.base_url(), "https://api-eu.pusher.com");
+    /// # Ok(()) }
+    /// ```
+    pub fn for_cluster(
+        cluster: &str,
+        app_id: impl Into<String>,
+        key: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Result<Client> {
+        Self::builder(app_id, key, secret).cluster(cluster).build()
+    }
+
+    /// A client from a URL `http(s)://KEY:SECRET@HOST[:PORT]/apps/APP_ID`, the form of
+    /// `PUSHER_URL`. Unlike the Node library it keeps the port and accepts non-numeric ids.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), herald_sdk::Error> {
+    /// let client = herald_sdk::Client::from_url("https://k:s@api-eu.pusher.com/apps/my-app")?;
+    /// assert_eq!(client.app_id(), "my-app");
+    /// assert!(herald_sdk::Client::from_url("http://127.0.0.1/apps/1").is_err()); // no credentials
+    /// # Ok(()) }
+    /// ```
+    pub fn from_url(url: &str) -> Result<Client> {
+        Self::builder_from_url(url)?.build()
+    }
+
+    /// Like [`Client::from_url`], but returns the builder for further options.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), herald_sdk::Error> {
+    /// let client = herald_sdk::Client::builder_from_url("http://k:s@localhost:6001/apps/1")?
+    ///     .timeout(std::time::Duration::from_secs(2))
+    ///     .build()?;
+    /// assert_eq!(client.base_url(), "http://localhost:6001");
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_from_url(url: &str) -> Result<ClientBuilder> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::Config(format!("invalid URL '{}': {e}", redact(url))))?;
+        let tls = match parsed.scheme() {
+            "https" => true,
+            "http" => false,
+            other => {
+                return Err(Error::Config(format!(
+                    "URL scheme must be http or https, not '{other}'"
+                )))
+            }
+        };
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let key = decode(parsed.username());
+        let secret = parsed.password().map(decode).unwrap_or_default();
+        if key.is_empty() || secret.is_empty() {
+            return Err(Error::Config(
+                "URL must carry credentials: http(s)://KEY:SECRET@HOST/apps/APP_ID".into(),
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| Error::Config("URL has no host".into()))?
+            .to_owned();
+        let mut segments: Vec<&str> = parsed
+            .path_segments()
+            .map(|s| s.filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default();
+        let app_id = match (segments.pop(), segments.pop()) {
+            (Some(id), Some("apps")) => id.to_owned(),
+            _ => return Err(Error::Config("URL path must end with /apps/APP_ID".into())),
+        };
+        let mut builder = Self::builder(app_id, key, secret).host(host).tls(tls);
+        if let Some(port) = parsed.port() {
+            builder = builder.port(port);
+        }
+        Ok(builder)
+    }
+
+    /// A client from the `PUSHER_URL` environment variable.
+    ///
+    /// ```no_run
+    /// let client = herald_sdk::Client::from_env().expect("PUSHER_URL is set");
+    /// # let _ = client;
+    /// ```
+    pub fn from_env() -> Result<Client> {
+        let url = std::env::var("PUSHER_URL")
+            .map_err(|_| Error::Config("PUSHER_URL is not set".into()))?;
+        Self::from_url(&url)
+    }
+
+    /// The app id.
+    ///
+    /// ```
+    /// # let client = herald_sdk::Client::from_url("http://k:s@h/apps/7").unwrap();
+    /// assert_eq!(client.app_id(), "7");
+    /// ```
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// The app key.
+    ///
+    /// ```
+    /// # let client = herald_sdk::Client::from_url("http://k:s@h/apps/7").unwrap();
+    /// assert_eq!(client.key(), "k");
+    /// ```
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// `scheme://host[:port]` requests go to.
+    ///
+    /// ```
+    /// # let client = herald_sdk::Client::from_url("http://k:s@h:1/apps/7").unwrap();
+    /// assert_eq!(client.base_url(), "http://h:1");
+    /// ```
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// The signed query string for a request, as the Node library's
+    /// `createSignedQueryString`: `path` is the full path (`/apps/1/events`).
+    ///
+    /// ```
+    /// # let client = herald_sdk::Client::from_url("http://k:s@h/apps/1").unwrap();
+    /// let qs = client.create_signed_query_string("GET", "/apps/1/channels", &[("info", "user_count")], None);
+    /// assert!(qs.contains("auth_key=k") && qs.contains("auth_signature="));
+    /// ```
+    pub fn create_signed_query_string(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> String {
+        signed_query_string(
+            method,
+            path,
+            &self.inner.key,
+            &self.inner.secret,
+            unix_now(),
+            body,
+            params,
+        )
+    }
+
+    /// A signed GET of `path` under `/apps/{id}` (e.g. `/channels`), returning the JSON body.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
+    /// let channels = client.get("/channels", &[("filter_by_prefix", "presence-")]).await?;
+    /// # let _ = channels; Ok(()) }
+    /// ```
+    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<Value> {
+        self.send(reqwest::Method::GET, path, params, None).await
+    }
+
+    /// A signed POST of `body` (JSON-encoded) to `path` under `/apps/{id}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
+    /// let reply = client.post("/events", &serde_json::json!({"name":"e","channel":"c","data":"{}"})).await?;
+    /// # let _ = reply; Ok(()) }
+    /// ```
+    pub async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<Value> {
+        let body = serde_json::to_string(body)
+            .map_err(|e| crate::error::invalid("body", format!("cannot encode as JSON: {e}")))?;
+        self.send(reqwest::Method::POST, path, &[], Some(body))
+            .await
+    }
+
+    /// Sends a signed request with a body already encoded.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Result<Value> {
+        let full_path = format!("/apps/{}{}", self.inner.app_id, path);
+        let query = self.create_signed_query_string(
+            method.as_str(),
+            &full_path,
+            params,
+            body.as_deref().map(str::as_bytes),
+        );
+        let url = format!("{}{}", self.inner.base, full_path);
+        let mut request = self
+            .inner
+            .http
+            .request(method, format!("{url}?{query}"))
+            .header(
+                "x-pusher-library",
+                concat!("herald-sdk ", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request.send().await.map_err(|source| {
+            if source.is_timeout() {
+                Error::Timeout {
+                    url: url.clone(),
+                    source,
+                }
+            } else {
+                Error::Network {
+                    url: url.clone(),
+                    source,
+                }
+            }
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|source| Error::Network {
+            url: url.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(Error::Http {
+                status: status.as_u16(),
+                body: text,
+                url,
+            });
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Object(serde_json::Map::new()));
+        }
+        serde_json::from_str(&text).map_err(|e| Error::Decode {
+            url,
+            reason: format!("not JSON ({e}): {}", truncate(&text)),
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn truncate(text: &str) -> &str {
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The URL without its credentials, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
