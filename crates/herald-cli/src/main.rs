@@ -1,5 +1,8 @@
-//! The `herald` binary: `herald serve` runs the server. Only glue lives here; the server is
-//! the `herald-server` crate.
+//! The `herald` binary: `herald serve` runs the server; the other commands call the HTTP
+//! API through the SDK. Only glue lives here: the server is `herald-server`, the API
+//! client `herald-sdk`.
+
+mod commands;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,6 +19,8 @@ use tokio::net::TcpListener;
     about = "A Pusher Channels compatible realtime server"
 )]
 struct Cli {
+    #[command(flatten)]
+    credentials: commands::Credentials,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the server (HTTP API and WebSocket on one port).
     Serve(ServeArgs),
+    #[command(flatten)]
+    Api(commands::ApiCommand),
 }
 
 #[derive(clap::Args)]
@@ -43,6 +50,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Api(command) => commands::run(cli.credentials, command),
     }
 }
 

@@ -429,6 +429,8 @@ impl Client {
                 .body(body);
         }
         let response = request.send().await.map_err(|source| {
+            // The URL (with its signature) is already in `url`, without the query.
+            let source = source.without_url();
             if source.is_timeout() {
                 Error::Timeout {
                     url: url.clone(),
@@ -444,7 +446,7 @@ impl Client {
         let status = response.status();
         let text = response.text().await.map_err(|source| Error::Network {
             url: url.clone(),
-            source,
+            source: source.without_url(),
         })?;
         if !status.is_success() {
             return Err(Error::Http {

@@ -1,0 +1,347 @@
+//! The API commands (`herald trigger`, `herald channels`, ...): argument glue over the SDK.
+//!
+//! Failures print one line to stderr. Exit codes: 1 when the request failed (the server
+//! said no, or could not be reached), 2 when the input or configuration is wrong.
+
+use std::io::{BufRead, Read};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use herald_sdk::{BatchEvent, Client, Error, EventData, TriggerParams};
+use serde_json::{json, Value};
+
+/// Where the app is and how to sign for it.
+#[derive(Args, Debug)]
+pub struct Credentials {
+    /// `http(s)://KEY:SECRET@HOST[:PORT]/apps/APP_ID`, as `herald serve` prints it.
+    #[arg(long, env = "PUSHER_URL", hide_env_values = true, global = true)]
+    url: Option<String>,
+    /// Print JSON instead of a readable summary.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// The API commands.
+#[derive(Subcommand, Debug)]
+pub enum ApiCommand {
+    /// Trigger an event on one or more channels.
+    Trigger {
+        /// Channel names (up to 100).
+        #[arg(long = "channel", short = 'c', required = true)]
+        channels: Vec<String>,
+        /// Event name.
+        #[arg(long, short = 'e')]
+        event: String,
+        /// Event data, sent verbatim.
+        #[arg(long, short = 'd')]
+        data: String,
+        /// Exclude this socket id.
+        #[arg(long)]
+        socket_id: Option<String>,
+        /// Attributes to return: user_count, subscription_count.
+        #[arg(long, value_delimiter = ',')]
+        info: Vec<String>,
+    },
+    /// Trigger a batch read from stdin: one JSON object per line
+    /// (`{"channel":..,"name":..,"data":..}`).
+    Batch,
+    /// List occupied channels.
+    Channels {
+        /// Only channels starting with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Attributes: user_count (needs --prefix presence-), subscription_count.
+        #[arg(long, value_delimiter = ',')]
+        info: Vec<String>,
+    },
+    /// Show one channel.
+    Channel {
+        /// The channel.
+        name: String,
+        /// Attributes: user_count, subscription_count, cache.
+        #[arg(long, value_delimiter = ',')]
+        info: Vec<String>,
+    },
+    /// List the users of a presence channel.
+    Users {
+        /// The presence channel.
+        channel: String,
+    },
+    /// Send an event to every connection signed in as a user.
+    SendToUser {
+        /// The user id.
+        user: String,
+        /// Event name.
+        #[arg(long, short = 'e')]
+        event: String,
+        /// Event data, sent verbatim.
+        #[arg(long, short = 'd')]
+        data: String,
+    },
+    /// Close every connection signed in as a user.
+    Terminate {
+        /// The user id.
+        user: String,
+    },
+    /// Print the auth response for a channel subscription or a user sign-in.
+    Auth {
+        /// The connection's socket id.
+        #[arg(long)]
+        socket_id: String,
+        /// Channel to authorize.
+        #[arg(long, conflicts_with = "user")]
+        channel: Option<String>,
+        /// Presence member JSON (`{"user_id":..,"user_info":..}`).
+        #[arg(long, requires = "channel")]
+        channel_data: Option<String>,
+        /// User JSON to sign in (`{"id":..}`).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Webhook tools.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+/// Webhook tools.
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Verify a webhook: the body on stdin, its signature headers as flags.
+    Verify {
+        /// The X-Pusher-Key header.
+        #[arg(long)]
+        key: String,
+        /// The X-Pusher-Signature header.
+        #[arg(long)]
+        signature: String,
+        /// The Content-Type header.
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+    },
+}
+
+/// Runs an API command and turns the outcome into an exit code.
+pub fn run(credentials: Credentials, command: ApiCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => return fail(2, &format!("cannot start the async runtime: {error}")),
+    };
+    match runtime.block_on(execute(&credentials, command)) {
+        Ok(output) => {
+            print(&output, credentials.json);
+            ExitCode::SUCCESS
+        }
+        Err(Failure(code, message)) => fail(code, &message),
+    }
+}
+
+struct Failure(u8, String);
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        let code = match error {
+            Error::Http { .. }
+            | Error::Network { .. }
+            | Error::Timeout { .. }
+            | Error::Decode { .. } => 1,
+            _ => 2,
+        };
+        // One line: server bodies can span several.
+        Failure(code, error.to_string().replace('\n', " "))
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("herald: {message}");
+    ExitCode::from(code)
+}
+
+fn client(credentials: &Credentials) -> Result<Client, Failure> {
+    let url = credentials.url.as_deref().ok_or_else(|| {
+        Failure(
+            2,
+            "no credentials: set PUSHER_URL or pass --url http://KEY:SECRET@HOST:PORT/apps/ID"
+                .into(),
+        )
+    })?;
+    Ok(Client::from_url(url)?)
+}
+
+async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value, Failure> {
+    let client = client(credentials)?;
+    Ok(match command {
+        ApiCommand::Trigger {
+            channels,
+            event,
+            data,
+            socket_id,
+            info,
+        } => {
+            let mut params = TriggerParams::default().info(info);
+            params.socket_id = socket_id;
+            let reply = client
+                .trigger_with(&channels, &event, EventData::Text(data), params)
+                .await?;
+            let attrs: serde_json::Map<String, Value> = reply
+                .channels
+                .into_iter()
+                .map(|(name, a)| (name, json!({"user_count": a.user_count, "subscription_count": a.subscription_count})))
+                .collect();
+            json!({"ok": true, "channels": attrs})
+        }
+        ApiCommand::Batch => {
+            let mut events = Vec::new();
+            for (i, line) in std::io::stdin().lock().lines().enumerate() {
+                let line = line.map_err(|e| Failure(2, format!("cannot read stdin: {e}")))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&line)
+                    .map_err(|e| Failure(2, format!("line {}: not JSON: {e}", i + 1)))?;
+                let field = |name: &str| {
+                    v.get(name)
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            Failure(2, format!("line {}: '{name}' must be a string", i + 1))
+                        })
+                };
+                let data = match v.get("data") {
+                    Some(Value::String(s)) => EventData::Text(s.clone()),
+                    Some(other) => EventData::Json(other.clone()),
+                    None => return Err(Failure(2, format!("line {}: 'data' is required", i + 1))),
+                };
+                let mut event = BatchEvent::new(field("channel")?, field("name")?, data);
+                event.socket_id = v
+                    .get("socket_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                event.info = v.get("info").and_then(Value::as_str).map(str::to_owned);
+                events.push(event);
+            }
+            let reply = client.trigger_batch(&events).await?;
+            json!({"ok": true, "events": events.len(), "batch": reply.batch.len()})
+        }
+        ApiCommand::Channels { prefix, info } => {
+            let info: Vec<&str> = info.iter().map(String::as_str).collect();
+            let channels = client.channels(prefix.as_deref(), &info).await?;
+            let map: serde_json::Map<String, Value> = channels
+                .into_iter()
+                .map(|(name, a)| (name, json!({"user_count": a.user_count, "subscription_count": a.subscription_count})))
+                .collect();
+            json!({"channels": map})
+        }
+        ApiCommand::Channel { name, info } => {
+            let info: Vec<&str> = info.iter().map(String::as_str).collect();
+            let c = client.channel(&name, &info).await?;
+            json!({"channel": name, "occupied": c.occupied, "user_count": c.user_count, "subscription_count": c.subscription_count, "cache": c.cache})
+        }
+        ApiCommand::Users { channel } => json!({"users": client.users(&channel).await?}),
+        ApiCommand::SendToUser { user, event, data } => {
+            client
+                .send_to_user(&user, &event, EventData::Text(data))
+                .await?;
+            json!({"ok": true})
+        }
+        ApiCommand::Terminate { user } => {
+            client.terminate_user_connections(&user).await?;
+            json!({"ok": true})
+        }
+        ApiCommand::Auth {
+            socket_id,
+            channel,
+            channel_data,
+            user,
+        } => match (channel, user) {
+            (Some(channel), None) => {
+                let member = channel_data
+                    .map(|d| serde_json::from_str::<Value>(&d))
+                    .transpose()
+                    .map_err(|e| Failure(2, format!("--channel-data is not JSON: {e}")))?;
+                serde_json::to_value(client.authorize_channel(
+                    &socket_id,
+                    &channel,
+                    member.as_ref(),
+                )?)
+                .map_err(|e| Failure(2, e.to_string()))?
+            }
+            (None, Some(user)) => {
+                let user: Value = serde_json::from_str(&user)
+                    .map_err(|e| Failure(2, format!("--user is not JSON: {e}")))?;
+                serde_json::to_value(client.authenticate_user(&socket_id, &user)?)
+                    .map_err(|e| Failure(2, e.to_string()))?
+            }
+            _ => {
+                return Err(Failure(
+                    2,
+                    "give --channel (with optional --channel-data) or --user".into(),
+                ))
+            }
+        },
+        ApiCommand::Webhook(WebhookCommand::Verify {
+            key,
+            signature,
+            content_type,
+        }) => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .map_err(|e| Failure(2, format!("cannot read stdin: {e}")))?;
+            let headers = [
+                ("x-pusher-key", key.as_str()),
+                ("x-pusher-signature", signature.as_str()),
+                ("content-type", content_type.as_str()),
+            ];
+            let hook = client
+                .webhook(headers, &body)
+                .map_err(|e| Failure(1, e.to_string()))?;
+            let events: Vec<String> = hook.events.iter().map(|e| format!("{e:?}")).collect();
+            json!({"valid": true, "time_ms": hook.time_ms, "events": events})
+        }
+    })
+}
+
+fn print(output: &Value, as_json: bool) {
+    if as_json {
+        println!("{output}");
+        return;
+    }
+    match output {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match value {
+                    Value::Object(inner) if !inner.is_empty() => {
+                        println!("{key}:");
+                        for (k, v) in inner {
+                            println!("  {k}  {}", compact(v));
+                        }
+                    }
+                    Value::Array(items) if !items.is_empty() => {
+                        println!("{key}:");
+                        for item in items {
+                            println!("  {}", compact(item));
+                        }
+                    }
+                    _ => println!("{key}: {}", compact(value)),
+                }
+            }
+        }
+        other => println!("{other}"),
+    }
+}
+
+fn compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={}", compact(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
