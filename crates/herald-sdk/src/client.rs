@@ -11,6 +11,10 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 /// The largest batch sent by default, the limit of Pusher's multi-tenant clusters.
+///
+/// ```
+/// assert_eq!(herald_sdk::DEFAULT_MAX_BATCH, 10);
+/// ```
 pub const DEFAULT_MAX_BATCH: usize = 10;
 
 /// A client for one app on a Pusher-compatible service (Herald, Pusher, soketi, sockudo).
@@ -75,54 +79,103 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     /// The API host, e.g. `127.0.0.1` or `api-eu.pusher.com`; overrides the cluster.
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").host("127.0.0.1").tls(false).build().unwrap();
+    /// assert_eq!(c.base_url(), "http://127.0.0.1");
+    /// ```
     pub fn host(mut self, host: impl Into<String>) -> Self {
         self.host = Some(host.into());
         self
     }
 
     /// A Pusher cluster name: the host becomes `api-{cluster}.pusher.com`.
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").cluster("ap1").build().unwrap();
+    /// assert_eq!(c.base_url(), "https://api-ap1.pusher.com");
+    /// ```
     pub fn cluster(mut self, cluster: impl Into<String>) -> Self {
         self.cluster = Some(cluster.into());
         self
     }
 
     /// The port; by default the scheme's (443 or 80).
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").host("h").port(6001).build().unwrap();
+    /// assert_eq!(c.base_url(), "https://h:6001");
+    /// ```
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
         self
     }
 
     /// HTTPS (the default) or plain HTTP.
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").host("h").tls(false).build().unwrap();
+    /// assert!(c.base_url().starts_with("http://"));
+    /// ```
     pub fn tls(mut self, tls: bool) -> Self {
         self.tls = tls;
         self
     }
 
     /// Timeout of each request, connection included.
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").timeout(std::time::Duration::from_secs(3)).build();
+    /// assert!(c.is_ok());
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Send requests through this HTTP proxy (`http://host:port`).
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").proxy("http://127.0.0.1:8080").build();
+    /// assert!(c.is_ok());
+    /// ```
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = Some(url.into());
         self
     }
 
     /// How long an idle keep-alive connection stays in the pool.
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").pool_idle_timeout(std::time::Duration::from_secs(30)).build();
+    /// assert!(c.is_ok());
+    /// ```
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.pool_idle_timeout = Some(timeout);
         self
     }
 
     /// The encryption master key for `private-encrypted-` channels, base64 of 32 bytes.
+    ///
+    /// ```
+    /// let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    /// assert!(herald_sdk::Client::builder("1", "k", "s").encryption_master_key_base64(key).build().is_ok());
+    /// // A key of the wrong length is refused, and the error never shows the key.
+    /// let err = herald_sdk::Client::builder("1", "k", "s").encryption_master_key_base64("AAAA").build().unwrap_err();
+    /// assert!(!err.to_string().contains("AAAA"));
+    /// ```
     pub fn encryption_master_key_base64(mut self, key: impl Into<String>) -> Self {
         self.master_key_base64 = Some(key.into());
         self
     }
 
     /// Use this `reqwest::Client` (timeouts, proxy and pool settings above are then its own).
+    ///
+    /// ```
+    /// let http = reqwest::Client::new();
+    /// let c = herald_sdk::Client::builder("1", "k", "s").http_client(http).build();
+    /// assert!(c.is_ok());
+    /// ```
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -130,12 +183,21 @@ impl ClientBuilder {
 
     /// The most events [`Client::trigger_batch`] accepts (default 10; dedicated clusters
     /// allow more).
+    ///
+    /// ```
+    /// let c = herald_sdk::Client::builder("1", "k", "s").max_batch_size(50).build();
+    /// assert!(c.is_ok());
+    /// ```
     pub fn max_batch_size(mut self, max: usize) -> Self {
         self.max_batch = max;
         self
     }
 
     /// Validates the settings and builds the client.
+    ///
+    /// ```
+    /// assert!(herald_sdk::Client::builder("1", "", "s").build().is_err()); // empty key
+    /// ```
     pub fn build(self) -> Result<Client> {
         if self.app_id.is_empty() || self.key.is_empty() || self.secret.is_empty() {
             return Err(Error::Config(

@@ -69,6 +69,11 @@ pub enum Error {
 }
 
 /// The SDK's result type.
+///
+/// ```
+/// fn check() -> herald_sdk::Result<()> { Ok(()) }
+/// assert!(check().is_ok());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Error {

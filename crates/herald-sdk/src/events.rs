@@ -18,6 +18,10 @@ use crate::client::Client;
 use crate::error::{invalid, Error, Result};
 
 /// The most channels one trigger may name.
+///
+/// ```
+/// assert_eq!(herald_sdk::MAX_CHANNELS, 100);
+/// ```
 pub const MAX_CHANNELS: usize = 100;
 
 /// An event's payload.
@@ -109,12 +113,22 @@ pub struct TriggerParams {
 
 impl TriggerParams {
     /// Excludes `socket_id` from delivery.
+    ///
+    /// ```
+    /// let p = herald_sdk::TriggerParams::default().socket_id("1.2");
+    /// assert_eq!(p.socket_id.as_deref(), Some("1.2"));
+    /// ```
     pub fn socket_id(mut self, socket_id: impl Into<String>) -> Self {
         self.socket_id = Some(socket_id.into());
         self
     }
 
     /// Asks for channel attributes in the response.
+    ///
+    /// ```
+    /// let p = herald_sdk::TriggerParams::default().info(["user_count", "subscription_count"]);
+    /// assert_eq!(p.info.len(), 2);
+    /// ```
     pub fn info<I: IntoIterator<Item = S>, S: Into<String>>(mut self, attributes: I) -> Self {
         self.info = attributes.into_iter().map(Into::into).collect();
         self
@@ -173,6 +187,11 @@ pub struct BatchEvent {
 
 impl BatchEvent {
     /// An event for a batch.
+    ///
+    /// ```
+    /// let e = herald_sdk::BatchEvent::new("c", "e", herald_sdk::EventData::json(&[1, 2]).unwrap());
+    /// assert_eq!(e.channel, "c");
+    /// ```
     pub fn new(
         channel: impl Into<String>,
         name: impl Into<String>,

@@ -112,12 +112,22 @@ pub struct WebhookOptions {
 
 impl WebhookOptions {
     /// Also accept webhooks signed with this key and secret (key rotation).
+    ///
+    /// ```
+    /// let opts = herald_sdk::WebhookOptions::default().extra_credentials("old-key", "old-secret");
+    /// # let _ = opts;
+    /// ```
     pub fn extra_credentials(mut self, key: impl Into<String>, secret: impl Into<String>) -> Self {
         self.extra.push((key.into(), secret.into()));
         self
     }
 
     /// Reject webhooks whose `time_ms` is further than this from now.
+    ///
+    /// ```
+    /// let opts = herald_sdk::WebhookOptions::default().max_age(std::time::Duration::from_secs(300));
+    /// # let _ = opts;
+    /// ```
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
         self
