@@ -206,3 +206,79 @@ async fn webhooks_from_herald_validate_with_the_sdk() {
         .webhook(headers.iter().map(|(k, v)| (k, v)), &body)
         .is_err());
 }
+
+/// Serves one canned HTTP response to every connection (a malformed peer, not Herald).
+async fn canned(response: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    format!("http://k:s@{addr}/apps/1")
+}
+
+#[tokio::test]
+async fn malformed_responses_are_errors_not_panics() {
+    for response in [
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"channels\": 5}",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]",
+        "garbage that is not HTTP\r\n\r\n",
+    ] {
+        let client = Client::from_url(&canned(response).await).expect("url");
+        let trigger = client
+            .trigger_with(
+                &["c"],
+                "e",
+                "x",
+                TriggerParams::default().info(["subscription_count"]),
+            )
+            .await;
+        let channels = client.channels(None, &[]).await;
+        let users = client.users("presence-x").await;
+        for result in [trigger.map(drop), channels.map(drop), users.map(drop)] {
+            assert!(
+                matches!(result, Err(Error::Decode { .. } | Error::Network { .. })),
+                "{response:?}: {result:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn webhooks_decrypt_encrypted_client_events() {
+    let master = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let client = Client::builder("1", "app-key", "app-secret")
+        .encryption_master_key_base64(master)
+        .build()
+        .expect("client");
+    let key = herald_protocol::encryption::decode_master_key(master).expect("key");
+    let secret = herald_protocol::encryption::shared_secret("private-encrypted-x", &key);
+    let payload = herald_protocol::encryption::encrypt(&secret, &[7; 24], br#"{"hi":1}"#);
+    let body =
+        json!({"time_ms": 1, "events": [{"name": "client_event", "channel": "private-encrypted-x",
+        "event": "client-e", "data": payload.to_json(), "socket_id": "1.1"}]})
+        .to_string();
+    let signature = herald_protocol::webhook::webhook_signature("app-secret", body.as_bytes());
+    let headers = [
+        ("X-Pusher-Key", "app-key"),
+        ("X-Pusher-Signature", signature.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let hook = client.webhook(headers, body.as_bytes()).expect("valid");
+    match &hook.events[0] {
+        herald_sdk::WebhookEvent::ClientEvent { data, .. } => assert_eq!(data, r#"{"hi":1}"#),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Freshness: time_ms 1 is decades old.
+    let opts = herald_sdk::WebhookOptions::default().max_age(std::time::Duration::from_secs(300));
+    assert!(client
+        .webhook_with(headers, body.as_bytes(), &opts)
+        .is_err());
+}

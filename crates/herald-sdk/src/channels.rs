@@ -36,7 +36,6 @@ struct ChannelList {
 
 #[derive(Deserialize, Default)]
 struct UserList {
-    #[serde(default)]
     users: Vec<UserId>,
 }
 

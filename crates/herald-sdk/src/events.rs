@@ -496,8 +496,17 @@ pub(crate) fn encode_segment(segment: &str) -> String {
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned + Default>(value: Value) -> Result<T> {
-    if value.as_object().is_some_and(serde_json::Map::is_empty) {
-        return Ok(T::default());
+    // Every answer of the API is an object; serde would otherwise accept a sequence for a
+    // struct and hide a broken server behind defaults.
+    match value.as_object() {
+        Some(map) if map.is_empty() => return Ok(T::default()),
+        Some(_) => {}
+        None => {
+            return Err(Error::Decode {
+                url: String::new(),
+                reason: format!("expected a JSON object, got {value}"),
+            })
+        }
     }
     serde_json::from_value(value).map_err(|e| Error::Decode {
         url: String::new(),
