@@ -7,6 +7,7 @@ mod commands;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use herald_server::Config;
@@ -139,17 +140,30 @@ async fn run(config: Config) -> ExitCode {
             "LISTENING ON A NON-LOOPBACK ADDRESS WITH THE PUBLIC DEFAULT APP CREDENTIALS: anyone who can reach this port can publish and subscribe. Set apps in a config file."
         );
     }
-    println!("Herald {} listening on {local}", env!("CARGO_PKG_VERSION"));
+    let mut banner = format!(
+        "Herald {} listening on {local}\n",
+        env!("CARGO_PKG_VERSION")
+    );
     for app in &config.apps {
-        println!("app {}: key {}", app.id, app.key);
+        banner.push_str(&format!("app {}: key {}\n", app.id, app.key));
     }
     if let Some(app) = config.apps.first() {
-        println!(
-            "PUSHER_URL=http://{}:{}@{local}/apps/{}",
+        banner.push_str(&format!(
+            "PUSHER_URL=http://{}:{}@{local}/apps/{}\n",
             app.key, app.secret, app.id
-        );
+        ));
     }
-    match herald_server::serve(listener, config, shutdown_signal()).await {
+    let apps = Arc::new(herald_server::StaticApps::new(
+        config.apps.clone(),
+        config.webhook_vacated_delay,
+    ));
+    // Printed once the node is ready: in a cluster, after it joined (tests and scripts
+    // wait for this line).
+    let ready = move || {
+        print!("{banner}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    };
+    match herald_server::serve_with_store(listener, config, apps, shutdown_signal(), ready).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("herald: {error}");

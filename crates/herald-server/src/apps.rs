@@ -6,7 +6,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use herald_protocol::frame;
+
+use crate::adapter::Cluster;
+use crate::outbox::Outbox;
+use crate::webhooks::WebhookEvent;
+use crate::ws::text_frame;
 
 use crate::cache::EventCache;
 use crate::config::AppConfig;
@@ -30,6 +38,8 @@ pub struct App {
     pub webhooks: Option<Arc<Webhooks>>,
     /// Counters for the app's rate and quota limits.
     pub rates: AppRates,
+    /// The cluster this node shares the app with, when `adapter = "redis"`.
+    cluster: OnceLock<Arc<Cluster>>,
     connections: AtomicUsize,
 }
 
@@ -44,6 +54,7 @@ impl App {
             users: UserRegistry::default(),
             cache: EventCache::default(),
             rates: AppRates::default(),
+            cluster: OnceLock::new(),
             connections: AtomicUsize::new(0),
         }
     }
@@ -52,9 +63,14 @@ impl App {
     /// gives the slot back when dropped, so no exit path can leak it.
     pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let max = self.config.limits.max_connections;
+        // In a cluster the other nodes' counts are as of their last heartbeat (a second at
+        // most): a burst spread over nodes can overshoot by what they accepted meanwhile.
+        let elsewhere = self
+            .cluster()
+            .map_or(0, |c| c.other_connections(&self.config.id));
         let mut current = self.connections.load(Ordering::Relaxed);
         loop {
-            if max != 0 && current >= max {
+            if max != 0 && current + elsewhere >= max {
                 return None;
             }
             match self.connections.compare_exchange_weak(
@@ -67,6 +83,47 @@ impl App {
                 Err(now) => current = now,
             }
         }
+    }
+
+    /// The cluster the app is shared with, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    pub(crate) fn join_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Sends a new subscriber of a cache channel the cached event, or `cache_miss` (and its
+    /// webhook) when there is none.
+    pub(crate) fn replay_cache(&self, channel: &str, outbox: &Outbox) {
+        match self.cache.frame(channel) {
+            Some(frame) => {
+                outbox.push(frame);
+            }
+            None => {
+                outbox.push(text_frame(&frame::cache_miss(channel)));
+                self.webhook("cache_miss", || WebhookEvent::CacheMiss {
+                    channel: channel.into(),
+                });
+            }
+        }
+    }
+
+    /// Delivers an event frame to the subscribers of `channel` on this node and, in a
+    /// cluster, on every other node; returns how many local subscribers got it.
+    pub(crate) fn publish(
+        &self,
+        channel: &str,
+        frame: &Bytes,
+        except: Option<crate::hub::ConnId>,
+        except_socket: Option<&str>,
+    ) -> usize {
+        let delivered = self.hub.publish(channel, frame, except);
+        if let Some(cluster) = self.cluster() {
+            cluster.send_event(&self.config.id, channel, except_socket, frame, None);
+        }
+        delivered
     }
 
     /// Connections currently open to this app on this node.
@@ -91,6 +148,8 @@ pub trait AppStore: Send + Sync + 'static {
     fn by_id(&self, id: &str) -> Option<Arc<App>>;
     /// The app with this key (WebSocket paths, `auth_key`).
     fn by_key(&self, key: &str) -> Option<Arc<App>>;
+    /// Every app (for the cluster's heartbeats and resyncs).
+    fn all(&self) -> Vec<Arc<App>>;
 }
 
 /// Apps fixed at start-up, from the configuration.
@@ -123,6 +182,10 @@ impl AppStore for StaticApps {
 
     fn by_key(&self, key: &str) -> Option<Arc<App>> {
         self.by_key.get(key).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<App>> {
+        self.by_id.values().cloned().collect()
     }
 }
 

@@ -194,9 +194,26 @@ pub struct Config {
     /// How long a `channel_vacated` webhook is held back; a channel occupied again within it
     /// reports neither event, so quick reconnects do not flap.
     pub webhook_vacated_delay: Duration,
+    /// Shared state with other nodes through Redis; `None` runs a single in-memory node.
+    pub cluster: Option<ClusterConfig>,
     /// The apps served.
     pub apps: Vec<AppConfig>,
 }
+
+/// How a node joins a cluster (`adapter = "redis"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The Redis server every node of the cluster uses, e.g. `redis://127.0.0.1:6379/0`.
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    pub redis_prefix: String,
+    /// How long a node may go without a heartbeat before the others remove its
+    /// connections' channel and presence state.
+    pub node_timeout: Duration,
+}
+
+/// The default for [`ClusterConfig::node_timeout`].
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Config {
     fn default() -> Self {
@@ -210,6 +227,7 @@ impl Default for Config {
             outbox_max_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             webhook_vacated_delay: Duration::from_secs(1),
+            cluster: None,
             apps: vec![AppConfig::embedded_default()],
         }
     }
@@ -227,6 +245,10 @@ struct RawConfig {
     outbox_max_bytes: Option<usize>,
     shutdown_grace: Option<u64>,
     webhook_vacated_delay_ms: Option<u64>,
+    adapter: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    node_timeout: Option<u64>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
@@ -341,7 +363,26 @@ impl Config {
             webhook_vacated_delay: raw
                 .webhook_vacated_delay_ms
                 .map_or(d.webhook_vacated_delay, Duration::from_millis),
+            cluster: None,
             apps: Vec::new(),
+        };
+        let adapter = env("HERALD_ADAPTER").or(raw.adapter);
+        let redis_url = env("HERALD_REDIS_URL").or(raw.redis_url);
+        config.cluster = match adapter.as_deref().unwrap_or("local") {
+            "local" => None,
+            "redis" => Some(ClusterConfig {
+                redis_url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_owned()),
+                redis_prefix: raw.redis_prefix.unwrap_or_else(|| "herald".to_owned()),
+                node_timeout: raw
+                    .node_timeout
+                    .map_or(DEFAULT_NODE_TIMEOUT, Duration::from_secs),
+            }),
+            other => {
+                return Err(invalid(
+                    "adapter",
+                    format!("must be \"local\" or \"redis\", not '{other}'"),
+                ))
+            }
         };
         for (i, app) in raw.apps.into_iter().enumerate() {
             config.apps.push(app_from_raw(i, app, &raw.plans)?);
@@ -410,6 +451,19 @@ impl Config {
         }
         if self.pong_timeout.is_zero() {
             return Err(invalid("pong_timeout", "must be at least 1 second"));
+        }
+        if let Some(cluster) = &self.cluster {
+            if !cluster.redis_url.starts_with("redis://")
+                && !cluster.redis_url.starts_with("unix://")
+            {
+                return Err(invalid("redis_url", "must start with redis:// or unix://"));
+            }
+            if cluster.node_timeout < Duration::from_secs(1) {
+                return Err(invalid("node_timeout", "must be at least 1 second"));
+            }
+            if cluster.redis_prefix.is_empty() {
+                return Err(invalid("redis_prefix", "must not be empty"));
+            }
         }
         if self.max_message_bytes < 1024 {
             return Err(invalid("max_message_bytes", "must be at least 1024"));

@@ -86,6 +86,20 @@ pub struct Left {
     pub vacated: bool,
     /// The presence user whose last connection left.
     pub member_removed: Option<Arc<str>>,
+    /// The presence user the connection was subscribed as, and how many of its
+    /// connections remain on the channel.
+    pub member: Option<(Arc<str>, u32)>,
+}
+
+/// One presence member on this node, for re-announcing local state to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMember {
+    /// The user.
+    pub user_id: Arc<str>,
+    /// The user's `user_info` JSON text.
+    pub user_info: Option<Box<str>>,
+    /// This node's connections subscribed as the user.
+    pub connections: u32,
 }
 
 /// Counts for one channel.
@@ -219,19 +233,29 @@ impl Hub {
     /// Removes a connection from a channel. On a presence channel, the user's last
     /// connection leaving sends `member_removed` to the remaining subscribers.
     pub fn unsubscribe(&self, channel: &str, conn: ConnId) -> Option<Left> {
+        self.leave(channel, conn, true)
+    }
+
+    /// [`Hub::unsubscribe`], with `member_removed` sent only if `member_events` is set: in a
+    /// cluster the user may still be connected elsewhere, so the adapter decides.
+    pub fn leave(&self, channel: &str, conn: ConnId, member_events: bool) -> Option<Left> {
         let mut shard = self.shard(channel).write();
         let ch = shard.get_mut(channel)?;
         let sub = ch.subscribers.remove(&conn)?;
         let mut member_removed = None;
+        let mut member = None;
         if let Some(user_id) = sub.user_id {
             if let Some(pos) = ch.members.iter().position(|(id, _)| *id == user_id) {
                 let entry = &mut ch.members[pos].1;
                 entry.connections = entry.connections.saturating_sub(1);
+                member = Some((user_id.clone(), entry.connections));
                 if entry.connections == 0 {
                     ch.members.remove(pos);
-                    let removed = text_frame(&frame::member_removed(channel, &user_id));
-                    for other in ch.subscribers.values() {
-                        other.outbox.push(removed.clone());
+                    if member_events {
+                        let removed = text_frame(&frame::member_removed(channel, &user_id));
+                        for other in ch.subscribers.values() {
+                            other.outbox.push(removed.clone());
+                        }
                     }
                     member_removed = Some(user_id);
                 }
@@ -244,7 +268,113 @@ impl Hub {
         Some(Left {
             vacated,
             member_removed,
+            member,
         })
+    }
+
+    /// Cluster mode: subscribes a connection to a presence channel as `user_id` without
+    /// member events (the adapter sends them for the whole cluster), and queues its
+    /// `subscription_succeeded` carrying `presence_data`, the cluster's member list.
+    pub fn join_presence_listed(
+        &self,
+        channel: &str,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        member: &Member,
+        presence_data: &str,
+    ) -> Joined {
+        let mut shard = self.shard(channel).write();
+        let ch = shard.entry(channel.into()).or_default();
+        let occupied = ch.subscribers.is_empty();
+        let already = ch.subscribers.contains_key(&conn);
+        if !already {
+            let user_id = match ch
+                .members
+                .iter_mut()
+                .find(|(id, _)| **id == *member.user_id)
+            {
+                Some((id, entry)) => {
+                    entry.connections += 1;
+                    id.clone()
+                }
+                None => {
+                    let id: Arc<str> = Arc::from(member.user_id.as_str());
+                    ch.members.push((
+                        id.clone(),
+                        MemberEntry {
+                            user_info: member.user_info.as_deref().map(Box::from),
+                            connections: 1,
+                        },
+                    ));
+                    id
+                }
+            };
+            ch.subscribers.insert(
+                conn,
+                Subscriber {
+                    outbox: outbox.clone(),
+                    user_id: Some(user_id),
+                },
+            );
+        }
+        outbox.push(text_frame(&frame::subscription_succeeded(
+            channel,
+            presence_data,
+        )));
+        Joined {
+            occupied,
+            already,
+            member_added: false,
+        }
+    }
+
+    /// This node's connections subscribed to `channel` as `user_id`.
+    pub fn member_connections(&self, channel: &str, user_id: &str) -> u32 {
+        let shard = self.shard(channel).read();
+        shard
+            .get(channel)
+            .and_then(|ch| ch.members.iter().find(|(id, _)| id.as_ref() == user_id))
+            .map_or(0, |(_, m)| m.connections)
+    }
+
+    /// Whether `conn` is subscribed to `channel` on this node.
+    pub fn is_subscribed(&self, channel: &str, conn: ConnId) -> bool {
+        let shard = self.shard(channel).read();
+        shard
+            .get(channel)
+            .is_some_and(|ch| ch.subscribers.contains_key(&conn))
+    }
+
+    /// The presence members of `channel` on this node.
+    pub fn local_members(&self, channel: &str) -> Vec<LocalMember> {
+        let shard = self.shard(channel).read();
+        shard.get(channel).map_or_else(Vec::new, |ch| {
+            ch.members
+                .iter()
+                .map(|(id, m)| LocalMember {
+                    user_id: id.clone(),
+                    user_info: m.user_info.clone(),
+                    connections: m.connections,
+                })
+                .collect()
+        })
+    }
+
+    /// Every channel with a subscriber on this node, server-to-user channels included.
+    pub fn all_channels(&self) -> Vec<(String, ChannelCounts)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (name, ch) in shard.read().iter() {
+                out.push((
+                    name.to_string(),
+                    ChannelCounts {
+                        subscription_count: ch.subscribers.len(),
+                        user_count: ch.members.len(),
+                    },
+                ));
+            }
+        }
+        out
     }
 
     /// Queues `frame` for every subscriber of `channel` except `except`; returns how many

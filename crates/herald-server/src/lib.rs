@@ -7,6 +7,7 @@
 //! [`outbox::Outbox`]; each connection's task in `ws` is the only writer of its socket.
 //! See ARCHITECTURE.md.
 
+pub mod adapter;
 pub mod apps;
 pub mod cache;
 pub mod config;
@@ -96,27 +97,46 @@ pub async fn serve(
         config.apps.clone(),
         config.webhook_vacated_delay,
     ));
-    serve_with_store(listener, config, apps, shutdown).await
+    serve_with_store(listener, config, apps, shutdown, || {}).await
 }
 
-/// [`serve`] with a caller-provided app store.
+/// [`serve`] with a caller-provided app store; `ready` runs once the node has joined its
+/// cluster (if any) and is about to accept connections, so a caller announces the address
+/// only when an event published to any node will reach this one.
 pub async fn serve_with_store(
     listener: TcpListener,
     config: Config,
     apps: Arc<dyn AppStore>,
     shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
+    let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
+    let cluster = match &config.cluster {
+        Some(cluster_config) => {
+            let cluster = adapter::Cluster::connect(cluster_config, node_id)
+                .await
+                .map_err(io::Error::other)?;
+            for app in apps.all() {
+                app.join_cluster(cluster.clone());
+            }
+            cluster.start(apps.clone()).await;
+            tracing::info!(node_id, redis = %cluster_config.redis_url, "Joined the cluster");
+            Some(cluster)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         config,
         apps,
-        node_id: rand::random::<u32>() % 1_000_000_000 + 1,
+        node_id,
         next_conn: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
         connections: parking_lot::Mutex::new(HashMap::new()),
         tracker: TaskTracker::new(),
     });
     let router = http::router(shared.clone());
+    ready();
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -162,6 +182,9 @@ pub async fn serve_with_store(
         .is_err()
     {
         tracing::warn!("Shutdown grace period ended with connections still open");
+    }
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
     }
     Ok(())
 }

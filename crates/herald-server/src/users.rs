@@ -108,6 +108,11 @@ impl UserRegistry {
         }
     }
 
+    /// Every signed-in user on this node.
+    pub fn user_ids(&self) -> Vec<String> {
+        self.users.lock().keys().map(|u| u.to_string()).collect()
+    }
+
     /// The outboxes of every connection signed in as `user`.
     pub fn connections(&self, user: &str) -> Vec<Arc<Outbox>> {
         self.users

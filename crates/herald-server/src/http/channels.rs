@@ -9,6 +9,8 @@ use serde_json::{json, Map, Value};
 use super::auth::Authenticated;
 use super::error::ApiError;
 use super::events::parse_info;
+use crate::apps::App;
+use crate::hub::ChannelCounts;
 
 /// `GET /apps/{app_id}/channels`.
 pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
@@ -24,8 +26,15 @@ pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
             "user_count is only available for presence channels: add filter_by_prefix=presence-",
         ));
     }
+    let occupied = match auth.app.cluster() {
+        Some(cluster) => cluster
+            .channels(&auth.app.config.id, prefix)
+            .await
+            .map_err(|e| ApiError::cluster(&e))?,
+        None => auth.app.hub.channels(prefix),
+    };
     let mut channels = Map::new();
-    for (name, counts) in auth.app.hub.channels(prefix) {
+    for (name, counts) in occupied {
         let mut attrs = Map::new();
         if user_count {
             attrs.insert("user_count".into(), counts.user_count.into());
@@ -39,6 +48,17 @@ pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
         channels.insert(name, Value::Object(attrs));
     }
     Ok(Json(json!({ "channels": channels })))
+}
+
+/// A channel's counts: this node's, or the cluster's when there is one.
+pub(super) async fn counts(app: &App, channel: &str) -> Result<ChannelCounts, ApiError> {
+    match app.cluster() {
+        Some(cluster) => cluster
+            .counts(&app.config.id, channel)
+            .await
+            .map_err(|e| ApiError::cluster(&e)),
+        None => Ok(app.hub.counts(channel)),
+    }
 }
 
 fn checked_channel(name: &str, max_len: usize) -> Result<ChannelKind, ApiError> {
@@ -55,7 +75,7 @@ pub(crate) async fn show(
         auth.query.get("info"),
         &["user_count", "subscription_count", "cache"],
     )?;
-    let counts = auth.app.hub.counts(&channel);
+    let counts = counts(&auth.app, &channel).await?;
     let mut out = Map::new();
     out.insert("occupied".into(), (counts.subscription_count > 0).into());
     for attr in info {
@@ -72,9 +92,17 @@ pub(crate) async fn show(
                     "cache is only available for cache channels, not '{channel}'"
                 )));
             }
-            let cached = auth.app.cache.get(&channel).map(|c| {
-                let data: Value = serde_json::from_str(&c.data).unwrap_or(Value::Null);
-                json!({ "data": data, "ttl": c.ttl.as_secs() })
+            let mut cached = auth.app.cache.get(&channel).map(|c| (c.data, c.ttl));
+            if let (None, Some(cluster)) = (&cached, auth.app.cluster()) {
+                cached = cluster
+                    .cached(&auth.app.config.id, &channel)
+                    .await
+                    .map_err(|e| ApiError::cluster(&e))?
+                    .map(|(_, data, ttl)| (data.into_boxed_str(), ttl));
+            }
+            let cached = cached.map(|(data, ttl)| {
+                let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                json!({ "data": data, "ttl": ttl.as_secs() })
             });
             out.insert(attr, cached.unwrap_or(Value::Null));
         } else {
@@ -95,12 +123,13 @@ pub(crate) async fn users(
             "Users can only be listed for presence channels, not '{channel}'"
         )));
     }
-    let users: Vec<Value> = auth
-        .app
-        .hub
-        .users(&channel)
-        .into_iter()
-        .map(|id| json!({ "id": id }))
-        .collect();
+    let ids = match auth.app.cluster() {
+        Some(cluster) => cluster
+            .users(&auth.app.config.id, &channel)
+            .await
+            .map_err(|e| ApiError::cluster(&e))?,
+        None => auth.app.hub.users(&channel),
+    };
+    let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(Json(json!({ "users": users })))
 }

@@ -55,6 +55,19 @@ impl ApiError {
     }
 
     /// 413: event data over the app's limit.
+    /// 503: the cluster's shared state (Redis) did not answer.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// A cluster query failed.
+    pub fn cluster(error: &redis::RedisError) -> Self {
+        tracing::warn!(%error, "Cluster query failed");
+        Self::unavailable(format!(
+            "The cluster's shared state is unavailable: {error}"
+        ))
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
     }

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
+use crate::adapter::{local_conn, Op};
 use crate::apps::App;
 use crate::hub::ConnId;
 use crate::ws::text_frame;
@@ -84,6 +85,8 @@ struct Prepared {
     data_token: String,
     channels: Vec<String>,
     except: Option<ConnId>,
+    /// The excluded socket as given, for the other nodes of a cluster.
+    except_socket: Option<String>,
     info: InfoWanted,
 }
 
@@ -142,7 +145,7 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
     }
     let except = match body.socket_id.as_deref() {
         None => None,
-        Some(id) if is_valid_socket_id(id) => local_conn(shared, id),
+        Some(id) if is_valid_socket_id(id) => local_conn(shared.node_id, id),
         Some(id) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid socket_id: '{id}' (expected digits.digits)"
@@ -161,16 +164,9 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
         data_token,
         channels,
         except,
+        except_socket: body.socket_id,
         info,
     })
-}
-
-/// The connection a socket id names, if it lives on this node.
-fn local_conn(shared: &Shared, socket_id: &str) -> Option<ConnId> {
-    let (node, conn) = socket_id.split_once('.')?;
-    (node == shared.node_id.to_string())
-        .then(|| conn.parse().ok())
-        .flatten()
 }
 
 /// Refuses a publish once the app has used its daily message quota.
@@ -185,30 +181,39 @@ fn check_daily_quota(app: &App) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
-    let mut attributes = Map::new();
+fn publish(app: &Arc<App>, event: &Prepared) {
     let mut messages = 0u64;
+    let cluster = app.cluster();
     for channel in &event.channels {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
         let delivered = app.hub.publish(channel, &frame, event.except);
         messages += 1 + delivered as u64;
-        if is_cache_channel(channel) {
-            app.cache
-                .store(channel, frame, &event.data_token, app.config.cache_ttl);
+        let cache = is_cache_channel(channel);
+        if cache {
+            app.cache.store(
+                channel,
+                frame.clone(),
+                &event.data_token,
+                app.config.cache_ttl,
+            );
         }
-        if event.info.any() {
-            let counts = app.hub.counts(channel);
-            let mut attrs = Map::new();
-            if event.info.user_count && ChannelKind::of(channel).is_presence() {
-                attrs.insert("user_count".into(), counts.user_count.into());
+        if let Some(cluster) = cluster {
+            cluster.send_event(
+                &app.config.id,
+                channel,
+                event.except_socket.as_deref(),
+                &frame,
+                cache.then_some((event.data_token.as_str(), app.config.cache_ttl)),
+            );
+            if cache {
+                let _ = cluster.op(Op::Cache {
+                    app: app.clone(),
+                    channel: channel.as_str().into(),
+                    frame: frame.clone(),
+                    data: event.data_token.as_str().into(),
+                    ttl: app.config.cache_ttl,
+                });
             }
-            if event.info.subscription_count {
-                attrs.insert(
-                    "subscription_count".into(),
-                    counts.subscription_count.into(),
-                );
-            }
-            attributes.insert(channel.clone(), Value::Object(attrs));
         }
     }
     if app.config.limits.messages_per_day > 0 {
@@ -216,7 +221,26 @@ fn publish(app: &App, event: &Prepared) -> Map<String, Value> {
             .messages
             .add(messages, crate::ratelimit::now_windows().1);
     }
-    attributes
+}
+
+/// The counts the publisher asked for with `info`, per channel.
+async fn info_attributes(app: &App, event: &Prepared) -> Result<Map<String, Value>, ApiError> {
+    let mut attributes = Map::new();
+    for channel in &event.channels {
+        let counts = super::channels::counts(app, channel).await?;
+        let mut attrs = Map::new();
+        if event.info.user_count && ChannelKind::of(channel).is_presence() {
+            attrs.insert("user_count".into(), counts.user_count.into());
+        }
+        if event.info.subscription_count {
+            attrs.insert(
+                "subscription_count".into(),
+                counts.subscription_count.into(),
+            );
+        }
+        attributes.insert(channel.clone(), Value::Object(attrs));
+    }
+    Ok(attributes)
 }
 
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -234,8 +258,9 @@ pub(crate) async fn trigger(
 ) -> Result<Json<Value>, ApiError> {
     let event = prepare(&shared, &auth.app, parse_body(&auth.body)?)?;
     check_daily_quota(&auth.app)?;
-    let attributes = publish(&auth.app, &event);
+    publish(&auth.app, &event);
     if event.info.any() {
+        let attributes = info_attributes(&auth.app, &event).await?;
         Ok(Json(serde_json::json!({ "channels": attributes })))
     } else {
         Ok(Json(Value::Object(Map::new())))
@@ -275,15 +300,16 @@ pub(crate) async fn batch(
     let any_info = prepared.iter().any(|e| e.info.any());
     let mut results = Vec::with_capacity(prepared.len());
     for event in &prepared {
-        let attributes = publish(&auth.app, event);
-        if any_info {
-            // A batch item has one channel, so its attributes are that channel's.
-            let attrs = attributes
-                .into_iter()
-                .next()
-                .map_or(Value::Object(Map::new()), |(_, v)| v);
-            results.push(attrs);
-        }
+        publish(&auth.app, event);
+    }
+    for event in prepared.iter().filter(|_| any_info) {
+        let attributes = info_attributes(&auth.app, event).await?;
+        // A batch item has one channel, so its attributes are that channel's.
+        let attrs = attributes
+            .into_iter()
+            .next()
+            .map_or(Value::Object(Map::new()), |(_, v)| v);
+        results.push(attrs);
     }
     if any_info {
         Ok(Json(serde_json::json!({ "batch": results })))

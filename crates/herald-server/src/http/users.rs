@@ -9,7 +9,7 @@ use super::auth::Authenticated;
 use super::error::ApiError;
 
 /// The message sent with the close, so the user's client can tell why it was disconnected.
-const TERMINATED: &str = "You got disconnected by the app.";
+pub(crate) const TERMINATED: &str = "You got disconnected by the app.";
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
 pub(crate) async fn terminate_connections(
@@ -21,6 +21,13 @@ pub(crate) async fn terminate_connections(
     tracing::info!(app_id = %auth.app.config.id, user_id, connections = connections.len(), "Terminating user connections");
     for outbox in connections {
         outbox.close(code, TERMINATED);
+    }
+    if let Some(cluster) = auth.app.cluster() {
+        cluster.send(&crate::adapter::bus::BusMessage::Terminate {
+            app: auth.app.config.id.clone(),
+            user: user_id,
+            code,
+        });
     }
     Ok(Json(Value::Object(Map::new())))
 }

@@ -22,6 +22,7 @@ use herald_protocol::user::parse_user_data;
 use tokio::time::Instant;
 
 use super::text_frame;
+use crate::adapter::{Cluster, Join, Op};
 use crate::apps::App;
 use crate::hub::{ConnId, Left, PresenceRefused};
 use crate::outbox::Outbox;
@@ -191,52 +192,32 @@ impl Session {
             (true, None, None) => None,
         };
         let member_id: Option<Box<str>> = member.as_ref().map(|m| m.user_id.as_str().into());
-        let joined = match member {
-            Some(member) => {
-                if member.user_id.chars().count() > limits.max_presence_user_id_length {
-                    return self.subscription_error(
-                        channel,
-                        "LimitReached",
-                        &format!(
-                            "The user_id is longer than the allowed {} characters",
-                            limits.max_presence_user_id_length
-                        ),
-                        4301,
-                    );
-                }
-                if member.user_info.as_ref().map_or(0, String::len)
-                    > limits.max_presence_user_info_bytes
-                {
-                    return self.subscription_error(
-                        channel,
-                        "LimitReached",
-                        &format!(
-                            "The user_info is larger than the allowed {} bytes",
-                            limits.max_presence_user_info_bytes
-                        ),
-                        4301,
-                    );
-                }
-                match hub.subscribe_presence(
-                    channel,
-                    self.conn,
-                    &self.outbox,
-                    member,
-                    limits.max_presence_members,
-                ) {
-                    Ok(joined) => joined,
-                    Err(PresenceRefused::Full { max }) => {
-                        return self.subscription_error(
-                            channel,
-                            "LimitReached",
-                            &format!(
-                                "The presence channel already has the maximum of {max} members"
-                            ),
-                            4100,
-                        )
-                    }
-                }
+        if let Some(member) = &member {
+            if !self.member_fits(channel, member) {
+                return;
             }
+        }
+        if let Some(cluster) = self.app.cluster().cloned() {
+            return self.subscribe_in_cluster(&cluster, channel, kind, member);
+        }
+        let joined = match member {
+            Some(member) => match hub.subscribe_presence(
+                channel,
+                self.conn,
+                &self.outbox,
+                member,
+                limits.max_presence_members,
+            ) {
+                Ok(joined) => joined,
+                Err(PresenceRefused::Full { max }) => {
+                    return self.subscription_error(
+                        channel,
+                        "LimitReached",
+                        &format!("The presence channel already has the maximum of {max} members"),
+                        4100,
+                    )
+                }
+            },
             None => hub.subscribe(channel, self.conn, &self.outbox),
         };
         if kind.requires_auth() {
@@ -256,21 +237,114 @@ impl Session {
                 });
         }
         if is_cache_channel(channel) {
-            match self.app.cache.frame(channel) {
-                Some(frame) => {
-                    self.outbox.push(frame);
-                }
-                None => {
-                    self.send(&frame::cache_miss(channel));
-                    self.app.webhook("cache_miss", || WebhookEvent::CacheMiss {
-                        channel: channel.into(),
-                    });
-                }
-            }
+            self.app.replay_cache(channel, &self.outbox);
         }
         if !joined.already {
             self.channels.push(channel.into());
             self.announce_subscription_count(channel, kind);
+        }
+    }
+
+    /// A subscription in a cluster: the state task records it in Redis first, then
+    /// confirms it, so a client that got `subscription_succeeded` is in every node's counts
+    /// (and, on presence channels, gets the cluster's member list).
+    fn subscribe_in_cluster(
+        &mut self,
+        cluster: &Cluster,
+        channel: &str,
+        kind: ChannelKind,
+        member: Option<Member>,
+    ) {
+        if kind.requires_auth() {
+            self.authorized = true;
+        }
+        let cache = is_cache_channel(channel);
+        let op = match member {
+            Some(member) => Op::Join(Box::new(Join {
+                app: self.app.clone(),
+                channel: channel.into(),
+                conn: self.conn,
+                socket_id: self.socket_id.clone(),
+                outbox: self.outbox.clone(),
+                member,
+                cache,
+            })),
+            None => Op::Subscribe {
+                app: self.app.clone(),
+                channel: channel.into(),
+                conn: self.conn,
+                outbox: self.outbox.clone(),
+                cache,
+            },
+        };
+        if cluster.op(op).is_err() {
+            return self.subscription_error(
+                channel,
+                "ServerBusy",
+                "The server is too busy to take subscriptions; retry shortly",
+                503,
+            );
+        }
+        if !self.channels.iter().any(|c| c.as_ref() == channel) {
+            self.channels.push(channel.into());
+        }
+    }
+
+    /// Checks a presence member against the app's limits, answering the client if it fails.
+    fn member_fits(&self, channel: &str, member: &Member) -> bool {
+        let limits = &self.app.config.limits;
+        if member.user_id.chars().count() > limits.max_presence_user_id_length {
+            self.subscription_error(
+                channel,
+                "LimitReached",
+                &format!(
+                    "The user_id is longer than the allowed {} characters",
+                    limits.max_presence_user_id_length
+                ),
+                4301,
+            );
+            return false;
+        }
+        if member.user_info.as_ref().map_or(0, String::len) > limits.max_presence_user_info_bytes {
+            self.subscription_error(
+                channel,
+                "LimitReached",
+                &format!(
+                    "The user_info is larger than the allowed {} bytes",
+                    limits.max_presence_user_info_bytes
+                ),
+                4301,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Queues a cluster state change; a full queue is restated by the next resync.
+    fn cluster_op(&self, cluster: &Cluster, op: Op) {
+        if cluster.op(op).is_err() {
+            tracing::warn!("Cluster state queue full; the next heartbeat will restate this node");
+        }
+    }
+
+    /// Leaves one channel (unsubscribe or close) and reports what that changed.
+    fn leave_channel(&self, channel: &str) {
+        match self.app.cluster() {
+            Some(cluster) => {
+                let leave = Op::Leave {
+                    app: self.app.clone(),
+                    channel: channel.into(),
+                    conn: self.conn,
+                };
+                if cluster.op(leave).is_err() {
+                    // Never leave a closed connection in the hub; Redis is restated later.
+                    self.app.hub.leave(channel, self.conn, true);
+                }
+            }
+            None => {
+                let left = self.app.hub.unsubscribe(channel, self.conn);
+                self.left(channel, left);
+            }
         }
     }
 
@@ -352,16 +426,37 @@ impl Session {
             .iter()
             .map(|w| Arc::from(w.as_str()))
             .collect();
+        let cluster = self.app.cluster();
         if !watchlist.is_empty() {
             users.watch(self.conn, &self.outbox, &watchlist);
-            let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
-                .iter()
-                .map(AsRef::as_ref)
-                .partition(|w| users.is_online(w));
-            self.send(&frame::watchlist_events(online, offline));
+            match cluster {
+                Some(cluster) => self.cluster_op(
+                    cluster,
+                    Op::Watchlist {
+                        app: self.app.clone(),
+                        outbox: self.outbox.clone(),
+                        users: watchlist.clone(),
+                    },
+                ),
+                None => {
+                    let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
+                        .iter()
+                        .map(AsRef::as_ref)
+                        .partition(|w| users.is_online(w));
+                    self.send(&frame::watchlist_events(online, offline));
+                }
+            }
         }
-        if came_online {
-            users.notify_watchers(&id, true);
+        match cluster {
+            Some(cluster) => self.cluster_op(
+                cluster,
+                Op::User {
+                    app: self.app.clone(),
+                    user: id.clone(),
+                },
+            ),
+            None if came_online => users.notify_watchers(&id, true),
+            None => {}
         }
         self.user = Some(Box::new(SignedIn {
             id,
@@ -379,8 +474,17 @@ impl Session {
         if let Some(user) = self.user.take() {
             let users = &self.app.users;
             users.unwatch(self.conn, &user.watchlist);
-            if users.remove(&user.id, self.conn) {
-                users.notify_watchers(&user.id, false);
+            let went_offline = users.remove(&user.id, self.conn);
+            match self.app.cluster() {
+                Some(cluster) => self.cluster_op(
+                    cluster,
+                    Op::User {
+                        app: self.app.clone(),
+                        user: user.id.clone(),
+                    },
+                ),
+                None if went_offline => users.notify_watchers(&user.id, false),
+                None => {}
             }
         }
     }
@@ -388,8 +492,7 @@ impl Session {
     fn unsubscribe(&mut self, channel: &str) {
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.channels.swap_remove(pos);
-            let left = self.app.hub.unsubscribe(channel, self.conn);
-            self.left(channel, left);
+            self.leave_channel(channel);
         }
     }
 
@@ -448,7 +551,8 @@ impl Session {
         self.client_events.used += 1;
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
-        self.app.hub.publish(channel, &frame, Some(self.conn));
+        self.app
+            .publish(channel, &frame, Some(self.conn), Some(&self.socket_id));
         self.app
             .webhook("client_event", || WebhookEvent::ClientEvent {
                 channel: channel.into(),
@@ -462,8 +566,7 @@ impl Session {
     /// Leaves every channel and the shutdown registry; called once when the connection ends.
     pub(super) fn close(&mut self, shared: &Shared) {
         for channel in std::mem::take(&mut self.channels) {
-            let left = self.app.hub.unsubscribe(&channel, self.conn);
-            self.left(&channel, left);
+            self.leave_channel(&channel);
         }
         self.sign_out();
         shared.unregister_connection(self.conn);

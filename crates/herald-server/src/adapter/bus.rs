@@ -1,0 +1,222 @@
+//! The messages nodes send each other over Redis pub/sub, and their binary encoding.
+//!
+//! A message carries an already-encoded WebSocket frame, so a receiving node pushes the same
+//! bytes to each of its subscribers without parsing or re-serializing the event. Fields are
+//! length-prefixed; decoding checks every length, so a foreign or truncated message is
+//! dropped rather than trusted.
+
+use bytes::Bytes;
+
+/// What one node asks the others to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    /// Deliver `frame` to the local subscribers of `channel`, except the socket `except`.
+    Event {
+        /// The app.
+        app: String,
+        /// The channel.
+        channel: String,
+        /// A socket id the publisher excluded (it lives on whichever node its prefix names).
+        except: Option<String>,
+        /// The encoded WebSocket frame.
+        frame: Bytes,
+        /// For cache channels: the event's `data` token and its lifetime in milliseconds, so
+        /// every node can replay it to new subscribers.
+        cache: Option<(String, u64)>,
+    },
+    /// Close the local connections signed in as `user` with `code`.
+    Terminate {
+        /// The app.
+        app: String,
+        /// The user.
+        user: String,
+        /// The close code.
+        code: u16,
+    },
+    /// Tell local watchers of `user` that it came online or went offline.
+    Watch {
+        /// The app.
+        app: String,
+        /// The user.
+        user: String,
+        /// Online (true) or offline.
+        online: bool,
+    },
+}
+
+const EVENT: u8 = 1;
+const TERMINATE: u8 = 2;
+const WATCH: u8 = 3;
+
+/// Encodes `message` as sent by node `origin`.
+pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    match message {
+        BusMessage::Event {
+            app,
+            channel,
+            except,
+            frame,
+            cache,
+        } => {
+            header(&mut out, EVENT, origin, app, channel);
+            put(&mut out, except.as_deref().unwrap_or("").as_bytes());
+            put(&mut out, frame);
+            if let Some((data, ttl_ms)) = cache {
+                put(&mut out, data.as_bytes());
+                out.extend_from_slice(&ttl_ms.to_be_bytes());
+            }
+        }
+        BusMessage::Terminate { app, user, code } => {
+            header(&mut out, TERMINATE, origin, app, user);
+            out.extend_from_slice(&code.to_be_bytes());
+        }
+        BusMessage::Watch { app, user, online } => {
+            header(&mut out, WATCH, origin, app, user);
+            out.push(u8::from(*online));
+        }
+    }
+    out
+}
+
+/// Decodes a message into its origin node and content; `None` for anything malformed.
+pub fn decode(bytes: &[u8]) -> Option<(u32, BusMessage)> {
+    let mut r = Reader(bytes);
+    let kind = r.u8()?;
+    let origin = u32::from_be_bytes(r.array()?);
+    let message = match kind {
+        EVENT => {
+            let app = r.string()?;
+            let channel = r.string()?;
+            let except = Some(r.string()?).filter(|s| !s.is_empty());
+            let frame = Bytes::copy_from_slice(r.field()?);
+            let cache = if r.0.is_empty() {
+                None
+            } else {
+                let data = r.string()?;
+                Some((data, u64::from_be_bytes(r.array()?)))
+            };
+            BusMessage::Event {
+                app,
+                channel,
+                except,
+                frame,
+                cache,
+            }
+        }
+        TERMINATE => BusMessage::Terminate {
+            app: r.string()?,
+            user: r.string()?,
+            code: u16::from_be_bytes(r.array()?),
+        },
+        WATCH => BusMessage::Watch {
+            app: r.string()?,
+            user: r.string()?,
+            online: r.u8()? != 0,
+        },
+        _ => return None,
+    };
+    r.0.is_empty().then_some((origin, message))
+}
+
+/// Every message starts with its kind, its origin node, the app and one name.
+fn header(out: &mut Vec<u8>, kind: u8, origin: u32, app: &str, name: &str) {
+    out.push(kind);
+    out.extend_from_slice(&origin.to_be_bytes());
+    put(out, app.as_bytes());
+    put(out, name.as_bytes());
+}
+
+fn put(out: &mut Vec<u8>, field: &[u8]) {
+    // Fields are bounded far below 4 GiB by the server's own message and event limits.
+    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let len = u32::from_be_bytes(self.array()?) as usize;
+        self.take(len)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.field()?.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips() {
+        let messages = [
+            BusMessage::Event {
+                app: "app".into(),
+                channel: "presence-room".into(),
+                except: Some("12.34".into()),
+                frame: Bytes::from_static(b"\x81\x02hi"),
+                cache: None,
+            },
+            BusMessage::Event {
+                app: "app".into(),
+                channel: "cache-x".into(),
+                except: None,
+                frame: Bytes::from_static(b"frame"),
+                cache: Some(("\"d\"".into(), 60_000)),
+            },
+            BusMessage::Terminate {
+                app: "a".into(),
+                user: "u\n1".into(),
+                code: 4009,
+            },
+            BusMessage::Watch {
+                app: "a".into(),
+                user: "bob".into(),
+                online: true,
+            },
+        ];
+        for m in messages {
+            assert_eq!(decode(&encode(7, &m)), Some((7, m)));
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        let good = encode(
+            1,
+            &BusMessage::Watch {
+                app: "a".into(),
+                user: "b".into(),
+                online: false,
+            },
+        );
+        for cut in 0..good.len() {
+            assert_eq!(decode(&good[..cut]), None, "prefix of {cut} bytes");
+        }
+        let mut extra = good.clone();
+        extra.push(0);
+        assert_eq!(decode(&extra), None);
+        assert_eq!(decode(&[9, 0, 0, 0, 1]), None);
+        assert_eq!(decode(&[1, 0, 0, 0, 1, 255, 255, 255, 255]), None);
+    }
+}

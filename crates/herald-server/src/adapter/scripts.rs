@@ -1,0 +1,217 @@
+//! What the cluster keeps in Redis, and the Lua scripts that change it atomically.
+//!
+//! Every count is stored per node (`node → n`), so a node can restate its own share
+//! idempotently (after a Redis outage or restart) and the survivors can remove a dead
+//! node's share exactly. Each script reports the cluster-wide total before and after the
+//! change, so the node that ran it, and only that node, sees a transition (first
+//! subscriber, last connection of a member) and emits its event and webhook: once per
+//! cluster.
+//!
+//! Keys, with `P` the configured prefix:
+//! - `P:nodes` sorted set: node id → time of its last heartbeat (Redis clock, ms);
+//! - `P:epoch`: a random value set once; a changed epoch means Redis lost its data;
+//! - `P:conns:{app}` hash: node → open connections of the app;
+//! - `P:{app}:chans` set: the app's occupied channels;
+//! - `P:{app}:s:{channel}` hash: node → subscriptions to the channel;
+//! - `P:{app}:m:{channel}` hash: presence user → connections in the cluster;
+//! - `P:{app}:i:{channel}` hash: presence user → its `user_info` JSON ("" for none);
+//! - `P:{app}:c:{channel}` hash: a cache channel's last event (`frame`, `data`), expiring
+//!   with it, for nodes that were not listening when it was published;
+//! - `P:{app}:u` hash: signed-in user → connections in the cluster;
+//! - `P:n:{node}:s`, `:m`, `:u`: the node's own entries, so they can be found when it dies.
+
+use redis::Script;
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn bus(&self) -> String {
+        format!("{}:bus", self.prefix)
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    pub fn conns(&self, app: &str) -> String {
+        format!("{}:conns:{app}", self.prefix)
+    }
+
+    pub fn chans(&self, app: &str) -> String {
+        format!("{}:{app}:chans", self.prefix)
+    }
+
+    pub fn subs(&self, app: &str, channel: &str) -> String {
+        format!("{}:{app}:s:{channel}", self.prefix)
+    }
+
+    pub fn members(&self, app: &str, channel: &str) -> String {
+        format!("{}:{app}:m:{channel}", self.prefix)
+    }
+
+    pub fn infos(&self, app: &str, channel: &str) -> String {
+        format!("{}:{app}:i:{channel}", self.prefix)
+    }
+
+    pub fn cache(&self, app: &str, channel: &str) -> String {
+        format!("{}:{app}:c:{channel}", self.prefix)
+    }
+
+    pub fn users(&self, app: &str) -> String {
+        format!("{}:{app}:u", self.prefix)
+    }
+
+    pub fn node_subs(&self, node: u32) -> String {
+        format!("{}:n:{node}:s", self.prefix)
+    }
+
+    pub fn node_members(&self, node: u32) -> String {
+        format!("{}:n:{node}:m", self.prefix)
+    }
+
+    pub fn node_users(&self, node: u32) -> String {
+        format!("{}:n:{node}:u", self.prefix)
+    }
+}
+
+/// Index entries name what they count with newline-separated parts: app ids and channel
+/// names cannot contain a newline, and the user id, which can, comes last.
+pub fn index_field(parts: &[&str]) -> String {
+    parts.join("\n")
+}
+
+/// Splits an index field into its `N` parts.
+pub fn split_field<const N: usize>(field: &str) -> Option<[&str; N]> {
+    let parts: Vec<&str> = field.splitn(N, '\n').collect();
+    parts.try_into().ok()
+}
+
+/// Sets this node's subscription count of a channel.
+/// KEYS: subs hash, app's channel set, node's channel index.
+/// ARGV: node, channel, count, index field. Returns {total before, total after}.
+pub fn channel_set() -> Script {
+    Script::new(
+        r"
+local before = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do before = before + tonumber(v) end
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local n = tonumber(ARGV[3])
+if n > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], n)
+  redis.call('SADD', KEYS[3], ARGV[4])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[4])
+end
+local after = before - old + n
+if after > 0 then redis.call('SADD', KEYS[2], ARGV[2]) else redis.call('SREM', KEYS[2], ARGV[2]) end
+return {before, after}
+",
+    )
+}
+
+/// Sets this node's connection count for one presence member of a channel, refusing a new
+/// user when the channel is full.
+/// KEYS: members hash, infos hash, node's member index.
+/// ARGV: user, count, index field, user_info ("" for none), max members (0: no limit),
+/// "1" to return the member list.
+/// Returns {-1} when refused, else {total before, total after, user, info, user, info, ...}
+/// with the member list only if asked for, every item a string.
+pub fn member_set() -> Script {
+    Script::new(
+        r"
+local old = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+local n = tonumber(ARGV[2])
+local total = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local max = tonumber(ARGV[5])
+if total == 0 and n > old and max > 0 and redis.call('HLEN', KEYS[1]) >= max then
+  return {'-1'}
+end
+local after = total - old + n
+if after < 0 then after = 0 end
+if after > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], after)
+  if total == 0 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+if n > 0 then redis.call('HSET', KEYS[3], ARGV[3], n) else redis.call('HDEL', KEYS[3], ARGV[3]) end
+local r = {tostring(total), tostring(after)}
+if ARGV[6] == '1' then
+  for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do r[#r + 1] = v end
+end
+return r
+",
+    )
+}
+
+/// Sets this node's signed-in connection count of a user.
+/// KEYS: users hash, node's user index. ARGV: user, count, index field.
+/// Returns {total before, total after}.
+pub fn user_set() -> Script {
+    Script::new(
+        r"
+local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+local n = tonumber(ARGV[2])
+local total = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local after = total - old + n
+if after < 0 then after = 0 end
+if after > 0 then redis.call('HSET', KEYS[1], ARGV[1], after) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+if n > 0 then redis.call('HSET', KEYS[2], ARGV[3], n) else redis.call('HDEL', KEYS[2], ARGV[3]) end
+return {total, after}
+",
+    )
+}
+
+/// Records a heartbeat and finds nodes whose last one is older than the timeout.
+/// KEYS: nodes, epoch. ARGV: node, a fresh epoch to set if none exists, timeout (ms).
+/// Returns {epoch, 1 if the node was not listed (new, or removed as dead), dead nodes...}.
+pub fn heartbeat() -> Script {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', KEYS[2], epoch)
+end
+local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
+local r = {epoch, tostring(added)}
+for _, v in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))) do
+  r[#r + 1] = v
+end
+return r
+",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_fields_keep_newlines_in_the_last_part() {
+        let field = index_field(&["app", "presence-a", "user\nwith newline"]);
+        assert_eq!(
+            split_field::<3>(&field),
+            Some(["app", "presence-a", "user\nwith newline"])
+        );
+        assert_eq!(split_field::<2>("no-newline"), None);
+    }
+}

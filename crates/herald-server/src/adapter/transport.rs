@@ -1,0 +1,141 @@
+//! The bus over Redis pub/sub: one task publishes this node's messages, pipelined; one task
+//! listens and delivers the other nodes' messages to local sockets.
+//!
+//! Both outlive Redis outages. The publisher keeps what it could not send (bounded by the
+//! queue) and sends it, in order, once Redis answers; the listener reconnects and
+//! resubscribes. Messages other nodes published while this node was not listening are
+//! not replayed: Redis pub/sub keeps nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::bus::{self, BusMessage};
+use super::Cluster;
+
+/// Messages per pipelined round trip.
+const BATCH: usize = 256;
+const RETRY: Duration = Duration::from_millis(250);
+
+/// Publishes queued messages until the queue closes.
+pub(super) async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let channel = cluster.keys.bus();
+    let mut conn = cluster.redis();
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    let mut failing = false;
+    loop {
+        if batch.is_empty() && queue.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for message in &batch {
+            pipe.publish(&channel, message.as_slice()).ignore();
+        }
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("Cluster bus: publishing to Redis again");
+                    failing = false;
+                }
+                batch.clear();
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, pending = batch.len(), "Cluster bus: cannot publish to Redis; holding messages until it returns");
+                    failing = true;
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Listens to the bus, reconnecting as needed. The returned receiver fires once the first
+/// subscription is active.
+pub(super) fn spawn_subscriber(cluster: Arc<Cluster>) -> oneshot::Receiver<()> {
+    let (ready, subscribed) = oneshot::channel();
+    tokio::spawn(async move {
+        let channel = cluster.keys.bus();
+        let mut ready = Some(ready);
+        let mut lost = false;
+        loop {
+            match cluster.client.get_async_pubsub().await {
+                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                    Ok(()) => {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                        }
+                        if lost {
+                            tracing::info!("Cluster bus: listening to Redis again");
+                        }
+                        let mut messages = pubsub.on_message();
+                        while let Some(message) = messages.next().await {
+                            cluster.receive(message.get_payload_bytes());
+                        }
+                        tracing::warn!("Cluster bus: lost the Redis subscription; reconnecting");
+                        lost = true;
+                        cluster.healthy.store(false, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "Cluster bus: cannot subscribe");
+                        lost = true;
+                    }
+                },
+                Err(error) => {
+                    if !lost {
+                        tracing::warn!(%error, "Cluster bus: cannot connect to Redis");
+                        lost = true;
+                    }
+                }
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    });
+    subscribed
+}
+
+impl Cluster {
+    /// Delivers one message from another node to this node's sockets.
+    fn receive(&self, payload: &[u8]) {
+        let Some((origin, message)) = bus::decode(payload) else {
+            tracing::debug!(
+                bytes = payload.len(),
+                "Cluster bus: ignored a malformed message"
+            );
+            return;
+        };
+        if origin == self.node_id {
+            return;
+        }
+        match message {
+            BusMessage::Event {
+                app,
+                channel,
+                except,
+                frame,
+                cache,
+            } => {
+                let Some(app) = self.app(&app) else { return };
+                let except = except.and_then(|s| self.local_conn(&s));
+                app.hub.publish(&channel, &frame, except);
+                if let Some((data, ttl_ms)) = cache {
+                    app.cache
+                        .store(&channel, frame, &data, Duration::from_millis(ttl_ms));
+                }
+            }
+            BusMessage::Terminate { app, user, code } => {
+                let Some(app) = self.app(&app) else { return };
+                for outbox in app.users.connections(&user) {
+                    outbox.close(code, crate::http::users::TERMINATED);
+                }
+            }
+            BusMessage::Watch { app, user, online } => {
+                let Some(app) = self.app(&app) else { return };
+                app.users.notify_watchers(&user, online);
+            }
+        }
+    }
+}
