@@ -1,6 +1,7 @@
 // Starts a real `herald serve` (the binary named by HERALD_BIN) and builds official clients
 // pointed at it. Nothing here imitates the server: tests talk to the real process.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,8 +17,17 @@ export const KEY = 'app-key';
 export const SECRET = 'app-secret';
 export const MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
 
-/** Starts a server with the given TOML config; resolves once it prints its address. */
+/**
+ * Starts a server with the given TOML config; resolves once it prints its address. With
+ * HERALD_CLUSTER=N (N > 1) the "server" is N nodes sharing a fresh redis-server behind a
+ * round-robin TCP load balancer, so the same tests run against a cluster.
+ */
 export async function startServer(configToml = '') {
+  const nodes = Number(process.env.HERALD_CLUSTER ?? 1);
+  return nodes > 1 ? startCluster(configToml, nodes) : startNode(configToml);
+}
+
+async function startNode(configToml) {
   const bin = process.env.HERALD_BIN;
   if (!bin) throw new Error('HERALD_BIN must name the herald binary');
   const dir = mkdtempSync(join(tmpdir(), 'herald-js-'));
@@ -46,6 +56,87 @@ export async function startServer(configToml = '') {
     stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       return exited;
+    },
+  };
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (up) return { port, child };
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGKILL');
+  throw new Error('redis-server did not start');
+}
+
+/** A TCP load balancer: each new connection goes to the next node. */
+function balancer(ports) {
+  let next = 0;
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(ports[next++ % ports.length], '127.0.0.1');
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      sockets.add(a);
+      a.on('error', () => b.destroy());
+      a.on('close', () => { sockets.delete(a); b.destroy(); });
+      a.pipe(b);
+    }
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve({
+      port: server.address().port,
+      close() {
+        for (const s of sockets) s.destroy();
+        return new Promise((r) => server.close(() => r()));
+      },
+    }));
+  });
+}
+
+async function startCluster(configToml, n) {
+  const redis = await startRedis();
+  // Top-level keys go before any table of the test's own config.
+  const shared = `adapter = "redis"\nredis_url = "redis://127.0.0.1:${redis.port}/0"\n${configToml}`;
+  const nodes = [];
+  try {
+    for (let i = 0; i < n; i++) nodes.push(await startNode(shared));
+  } catch (e) {
+    for (const node of nodes) node.child.kill('SIGKILL');
+    redis.child.kill('SIGKILL');
+    throw e;
+  }
+  const lb = await balancer(nodes.map((node) => node.port));
+  let stopped;
+  return {
+    port: lb.port,
+    nodes,
+    stop() {
+      stopped ??= (async () => {
+        const exits = await Promise.all(nodes.map((node) => node.stop()));
+        await lb.close();
+        redis.child.kill('SIGKILL');
+        return exits.find((e) => e.code !== 0) ?? exits[0];
+      })();
+      return stopped;
     },
   };
 }

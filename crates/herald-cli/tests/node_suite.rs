@@ -1,5 +1,7 @@
 //! Runs the official-client suite in `tests/js` (pusher-js and the `pusher` Node library)
-//! against the `herald` binary built for this test run, one test per JS file.
+//! against the `herald` binary built for this test run, one test per JS file: once against
+//! a single node, and once against three nodes sharing a real `redis-server` behind a
+//! round-robin load balancer (`HERALD_CLUSTER=3`, see tests/js/harness.mjs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +11,11 @@ fn js_dir() -> PathBuf {
 }
 
 fn run_js(file: &str) {
+    run_js_on(file, 1);
+    run_js_on(file, 3);
+}
+
+fn run_js_on(file: &str, nodes: u32) {
     let dir = js_dir();
     assert!(
         dir.join("node_modules/pusher-js").is_dir() && dir.join("node_modules/pusher").is_dir(),
@@ -20,6 +27,7 @@ fn run_js(file: &str) {
         .args(["--test", "--test-force-exit", "--test-reporter=spec", file])
         .current_dir(&dir)
         .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
+        .env("HERALD_CLUSTER", nodes.to_string())
         .output()
         .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -28,7 +36,7 @@ fn run_js(file: &str) {
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "{file} failed:\n{stdout}\n{stderr}"
+        "{file} failed on {nodes} node(s):\n{stdout}\n{stderr}"
     );
 }
 

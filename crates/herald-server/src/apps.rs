@@ -139,6 +139,14 @@ pub struct ConnectionSlot(Arc<App>);
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        // A limited app's cluster count must free the slot now, not at the next heartbeat.
+        if let Some(cluster) = self.0.cluster() {
+            if self.0.config.limits.max_connections != 0 {
+                let _ = cluster.op(crate::adapter::Op::Connections {
+                    app: self.0.clone(),
+                });
+            }
+        }
     }
 }
 

@@ -88,6 +88,8 @@ pub(crate) enum Op {
         data: Box<str>,
         ttl: Duration,
     },
+    /// Restate this node's connection count of an app (a connection closed).
+    Connections { app: Arc<App> },
     /// Restate this node's signed-in connection count of a user.
     User { app: Arc<App>, user: Arc<str> },
     /// Tell a newly signed-in connection which of its watched users are online.
@@ -112,6 +114,13 @@ pub(crate) struct Join {
     pub cache: bool,
 }
 
+/// Scripts run from request handlers (the state task has its own).
+struct RequestScripts {
+    rate_take: redis::Script,
+    admit: redis::Script,
+    count_messages: redis::Script,
+}
+
 type Receivers = (mpsc::Receiver<Op>, mpsc::Receiver<Vec<u8>>);
 
 /// One node's membership of a cluster.
@@ -130,6 +139,7 @@ pub struct Cluster {
     /// Bus messages dropped because the queue was full.
     dropped: AtomicU64,
     apps: OnceLock<Arc<dyn AppStore>>,
+    scripts: RequestScripts,
     /// The queues' receiving ends, until [`Cluster::start`] hands them to the tasks.
     receivers: Mutex<Option<Receivers>>,
     client: redis::Client,
@@ -173,6 +183,11 @@ impl Cluster {
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             apps: OnceLock::new(),
+            scripts: RequestScripts {
+                rate_take: scripts::rate_take(),
+                admit: scripts::admit(),
+                count_messages: scripts::count_messages(),
+            },
             receivers: Mutex::new(Some((ops_rx, bus_rx))),
             client,
         }))
@@ -320,6 +335,76 @@ impl Cluster {
             .query_async(&mut conn)
             .await?;
         counts_from(&replies)
+    }
+
+    /// Takes `n` from the cluster's budget of `limit` (0: only count) for `kind` in the
+    /// window starting at `window` and lasting `secs`.
+    pub(crate) async fn take(
+        &self,
+        app: &str,
+        kind: &str,
+        (window, secs): (u64, u64),
+        limit: u64,
+        n: u64,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.redis();
+        self.scripts
+            .rate_take
+            .key(self.keys.rate(app, kind, window))
+            .arg(limit)
+            .arg(n)
+            .arg(secs + 1)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// Counts the messages of events published to `channels` against the daily quota: one
+    /// per channel plus one per subscriber in the cluster.
+    pub(crate) async fn count_messages(
+        &self,
+        app: &str,
+        channels: &[&str],
+        day: u64,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis();
+        let mut invocation = self
+            .scripts
+            .count_messages
+            .key(self.keys.rate(app, "messages", day));
+        for channel in channels {
+            invocation.key(self.keys.subs(app, channel));
+        }
+        invocation
+            .arg(86_401)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// How much of `kind` the cluster used in the window starting at `window`.
+    pub(crate) async fn used(&self, app: &str, kind: &str, window: u64) -> redis::RedisResult<u64> {
+        let mut conn = self.redis();
+        let used: Option<u64> = conn.get(self.keys.rate(app, kind, window)).await?;
+        Ok(used.unwrap_or(0))
+    }
+
+    /// Whether the app's connections across the cluster, with this node's `mine` (the new
+    /// one included), stay within `max`.
+    pub(crate) async fn admit(
+        &self,
+        app: &str,
+        mine: usize,
+        max: usize,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.redis();
+        self.scripts
+            .admit
+            .key(self.keys.conns(app))
+            .arg(self.node_id)
+            .arg(mine)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
     }
 
     /// A cache channel's last event as Redis holds it: frame, `data` token, time left.

@@ -17,6 +17,7 @@
 //! - `P:{app}:i:{channel}` hash: presence user → its `user_info` JSON ("" for none);
 //! - `P:{app}:c:{channel}` hash: a cache channel's last event (`frame`, `data`), expiring
 //!   with it, for nodes that were not listening when it was published;
+//! - `P:{app}:r:{kind}:{window}`: a rate or quota counter, expiring after its window;
 //! - `P:{app}:u` hash: signed-in user → connections in the cluster;
 //! - `P:n:{node}:s`, `:m`, `:u`: the node's own entries, so they can be found when it dies.
 
@@ -69,6 +70,10 @@ impl Keys {
 
     pub fn cache(&self, app: &str, channel: &str) -> String {
         format!("{}:{app}:c:{channel}", self.prefix)
+    }
+
+    pub fn rate(&self, app: &str, kind: &str, window: u64) -> String {
+        format!("{}:{app}:r:{kind}:{window}", self.prefix)
     }
 
     pub fn users(&self, app: &str) -> String {
@@ -174,6 +179,61 @@ if after < 0 then after = 0 end
 if after > 0 then redis.call('HSET', KEYS[1], ARGV[1], after) else redis.call('HDEL', KEYS[1], ARGV[1]) end
 if n > 0 then redis.call('HSET', KEYS[2], ARGV[3], n) else redis.call('HDEL', KEYS[2], ARGV[3]) end
 return {total, after}
+",
+    )
+}
+
+/// Takes `n` from a window's budget, or just counts when the limit is 0.
+/// KEYS: the counter. ARGV: limit, n, lifetime of the counter (s). Returns 1 if taken.
+pub fn rate_take() -> Script {
+    Script::new(
+        r"
+local n = tonumber(ARGV[2])
+local used = redis.call('INCRBY', KEYS[1], n)
+if used == n then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+local limit = tonumber(ARGV[1])
+if limit > 0 and used > limit then
+  redis.call('DECRBY', KEYS[1], n)
+  return 0
+end
+return 1
+",
+    )
+}
+
+/// Counts published messages the way Pusher does: one per event and channel, plus one per
+/// subscriber it reaches anywhere in the cluster.
+/// KEYS: the counter, then the subscription hash of each channel published to (repeated if
+/// published to twice). ARGV: lifetime of the counter (s).
+pub fn count_messages() -> Script {
+    Script::new(
+        r"
+local n = #KEYS - 1
+for i = 2, #KEYS do
+  for _, v in ipairs(redis.call('HVALS', KEYS[i])) do n = n + tonumber(v) end
+end
+local used = redis.call('INCRBY', KEYS[1], n)
+if used == n then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return used
+",
+    )
+}
+
+/// Admits a connection if the app's connections across the cluster stay within its limit.
+/// KEYS: the app's connection counts. ARGV: node, this node's count with the new
+/// connection, limit. Returns 1 if admitted.
+pub fn admit() -> Script {
+    Script::new(
+        r"
+local mine = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], mine)
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total > tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], mine - 1)
+  return 0
+end
+return 1
 ",
     )
 }

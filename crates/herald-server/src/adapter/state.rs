@@ -189,6 +189,17 @@ impl StateTask {
                     self.failed(&e);
                 }
             }
+            Op::Connections { app } => {
+                if !self.healthy() {
+                    return;
+                }
+                let key = self.cluster.keys.conns(&app.config.id);
+                let count = app.connection_count();
+                let set: RedisResult<()> = self.conn.hset(key, self.cluster.node_id, count).await;
+                if let Err(e) = set {
+                    self.failed(&e);
+                }
+            }
             Op::User { app, user } => {
                 if !self.healthy() {
                     self.needs_resync = true;

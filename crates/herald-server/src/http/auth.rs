@@ -42,25 +42,49 @@ impl FromRequest<Arc<Shared>> for Authenticated {
             .await
             .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
         let (app, query) = authenticate(shared, &app_id, &method, &uri, &body)?;
-        check_rate(&app, &method)?;
+        check_rate(&app, &method).await?;
         Ok(Authenticated { app, query, body })
     }
 }
 
 /// Counts the request against the app's per-second limits: POSTs are publishes, GETs reads.
-fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
+/// In a cluster the budget is the cluster's, counted in Redis (the node's own counter is
+/// the fallback while Redis is away).
+async fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
     let (second, _) = crate::ratelimit::now_windows();
     let limits = &app.config.limits;
-    let (window, limit, what) = if method == Method::GET {
-        (&app.rates.reads, limits.reads_per_second, "read requests")
+    let (window, limit, what, kind) = if method == Method::GET {
+        (
+            &app.rates.reads,
+            limits.reads_per_second,
+            "read requests",
+            "reads",
+        )
     } else {
         (
             &app.rates.publishes,
             limits.publishes_per_second,
             "publishes",
+            "publishes",
         )
     };
-    if window.try_take(limit, second, 1) {
+    if limit == 0 {
+        return Ok(());
+    }
+    let allowed = match app.cluster() {
+        Some(cluster) => match cluster
+            .take(&app.config.id, kind, (second, 1), limit, 1)
+            .await
+        {
+            Ok(allowed) => allowed,
+            Err(error) => {
+                tracing::warn!(%error, "Cluster rate counter unavailable; counting on this node");
+                window.try_take(limit, second, 1)
+            }
+        },
+        None => window.try_take(limit, second, 1),
+    };
+    if allowed {
         Ok(())
     } else {
         Err(ApiError::too_many(

@@ -169,11 +169,21 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
     })
 }
 
-/// Refuses a publish once the app has used its daily message quota.
-fn check_daily_quota(app: &App) -> Result<(), ApiError> {
+/// Refuses a publish once the app (the cluster, if any) has used its daily message quota.
+async fn check_daily_quota(app: &App) -> Result<(), ApiError> {
     let limit = app.config.limits.messages_per_day;
+    if limit == 0 {
+        return Ok(());
+    }
     let (_, day) = crate::ratelimit::now_windows();
-    if app.rates.messages.exhausted(limit, day) {
+    let exhausted = match app.cluster() {
+        Some(cluster) => match cluster.used(&app.config.id, "messages", day).await {
+            Ok(used) => used >= limit,
+            Err(_) => app.rates.messages.exhausted(limit, day),
+        },
+        None => app.rates.messages.exhausted(limit, day),
+    };
+    if exhausted {
         return Err(ApiError::forbidden(format!(
             "Over the daily message quota: this app's plan allows {limit} messages per day"
         )));
@@ -181,7 +191,8 @@ fn check_daily_quota(app: &App) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn publish(app: &Arc<App>, event: &Prepared) {
+/// Delivers an event; returns the messages it counts for the daily quota.
+fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
     let mut messages = 0u64;
     let cluster = app.cluster();
     for channel in &event.channels {
@@ -216,10 +227,25 @@ fn publish(app: &Arc<App>, event: &Prepared) {
             }
         }
     }
-    if app.config.limits.messages_per_day > 0 {
-        app.rates
-            .messages
-            .add(messages, crate::ratelimit::now_windows().1);
+    messages
+}
+
+/// Counts delivered messages against the daily quota: this node's deliveries, and in a
+/// cluster every node's subscribers of the channels published to.
+async fn count_messages(app: &App, messages: u64, events: &[Prepared]) {
+    if app.config.limits.messages_per_day == 0 {
+        return;
+    }
+    let (_, day) = crate::ratelimit::now_windows();
+    app.rates.messages.add(messages, day);
+    if let Some(cluster) = app.cluster() {
+        let channels: Vec<&str> = events
+            .iter()
+            .flat_map(|e| e.channels.iter().map(String::as_str))
+            .collect();
+        if let Err(error) = cluster.count_messages(&app.config.id, &channels, day).await {
+            tracing::warn!(%error, "Cluster message quota counter unavailable");
+        }
     }
 }
 
@@ -257,8 +283,9 @@ pub(crate) async fn trigger(
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     let event = prepare(&shared, &auth.app, parse_body(&auth.body)?)?;
-    check_daily_quota(&auth.app)?;
-    publish(&auth.app, &event);
+    check_daily_quota(&auth.app).await?;
+    let messages = publish(&auth.app, &event);
+    count_messages(&auth.app, messages, std::slice::from_ref(&event)).await;
     if event.info.any() {
         let attributes = info_attributes(&auth.app, &event).await?;
         Ok(Json(serde_json::json!({ "channels": attributes })))
@@ -296,12 +323,14 @@ pub(crate) async fn batch(
         })?;
         prepared.push(event);
     }
-    check_daily_quota(&auth.app)?;
+    check_daily_quota(&auth.app).await?;
     let any_info = prepared.iter().any(|e| e.info.any());
     let mut results = Vec::with_capacity(prepared.len());
+    let mut messages = 0;
     for event in &prepared {
-        publish(&auth.app, event);
+        messages += publish(&auth.app, event);
     }
+    count_messages(&auth.app, messages, &prepared).await;
     for event in prepared.iter().filter(|_| any_info) {
         let attributes = info_attributes(&auth.app, event).await?;
         // A batch item has one channel, so its attributes are that channel's.

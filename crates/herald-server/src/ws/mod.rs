@@ -41,7 +41,20 @@ pub(crate) async fn connect(
     Path(key): Path<String>,
     req: Request,
 ) -> Response {
-    let admission = admit(&shared, &key, req.uri().query().unwrap_or(""));
+    let mut admission = admit(&shared, &key, req.uri().query().unwrap_or(""));
+    if let Admission::Serve(app, _) = &admission {
+        if let (Some(cluster), max @ 1..) = (app.cluster(), app.config.limits.max_connections) {
+            match cluster
+                .admit(&app.config.id, app.connection_count(), max)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => admission = Admission::Refuse(CloseReason::OverConnectionQuota),
+                // Without Redis the node's own count (and the others' last known) decide.
+                Err(error) => tracing::warn!(%error, "Cluster connection count unavailable"),
+            }
+        }
+    }
     upgrade(shared, req, admission)
 }
 
