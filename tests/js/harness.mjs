@@ -71,21 +71,42 @@ function freePort() {
   });
 }
 
-async function startRedis() {
+/** A fresh redis-server on a free port, keeping nothing on disk. */
+export async function startRedis() {
   const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return { port, child };
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  child.kill('SIGKILL');
-  throw new Error('redis-server did not start');
+  const redis = {
+    port,
+    child: null,
+    async start() {
+      redis.child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+        stdio: 'ignore',
+      });
+      for (let i = 0; i < 200; i++) {
+        const up = await new Promise((resolve) => {
+          const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+          s.on('error', () => resolve(false));
+        });
+        if (up) return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      redis.kill();
+      throw new Error('redis-server did not start');
+    },
+    kill() {
+      const { child } = redis;
+      if (!child || child.exitCode !== null) return Promise.resolve();
+      const gone = new Promise((r) => child.on('exit', r));
+      child.kill('SIGKILL');
+      return gone;
+    },
+    /** Kills the server and starts an empty one on the same port. */
+    async restart() {
+      await redis.kill();
+      await redis.start();
+    },
+  };
+  await redis.start();
+  return redis;
 }
 
 /** A TCP load balancer: each new connection goes to the next node. */
@@ -112,16 +133,24 @@ function balancer(ports) {
   });
 }
 
+/** The configuration of a cluster node: the test's own, joined to `redis`. */
+export function clusterConfig(redis, configToml = '', extra = '') {
+  // Top-level keys go before any table of the test's own config.
+  return `adapter = "redis"\nredis_url = "redis://127.0.0.1:${redis.port}/0"\n${extra}\n${configToml}`;
+}
+
+/** Starts one node (exported for tests that address nodes one by one). */
+export { startNode };
+
 async function startCluster(configToml, n) {
   const redis = await startRedis();
-  // Top-level keys go before any table of the test's own config.
-  const shared = `adapter = "redis"\nredis_url = "redis://127.0.0.1:${redis.port}/0"\n${configToml}`;
+  const shared = clusterConfig(redis, configToml);
   const nodes = [];
   try {
     for (let i = 0; i < n; i++) nodes.push(await startNode(shared));
   } catch (e) {
     for (const node of nodes) node.child.kill('SIGKILL');
-    redis.child.kill('SIGKILL');
+    await redis.kill();
     throw e;
   }
   const lb = await balancer(nodes.map((node) => node.port));
@@ -133,7 +162,7 @@ async function startCluster(configToml, n) {
       stopped ??= (async () => {
         const exits = await Promise.all(nodes.map((node) => node.stop()));
         await lb.close();
-        redis.child.kill('SIGKILL');
+        await redis.kill();
         return exits.find((e) => e.code !== 0) ?? exits[0];
       })();
       return stopped;

@@ -74,3 +74,9 @@ fn plan_limits() {
 fn users() {
     run_js("users.test.mjs");
 }
+
+#[test]
+fn cluster_of_nodes_addressed_one_by_one() {
+    // Starts its own Redis and nodes: killing a node and restarting Redis need them by name.
+    run_js_on("cluster.test.mjs", 1);
+}
