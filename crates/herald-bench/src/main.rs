@@ -27,9 +27,10 @@ struct Cli {
     key: String,
     #[arg(long, default_value = "app-secret")]
     secret: String,
-    /// The server's process id, to report its CPU time and memory.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// The server's process id, to report its CPU time and memory; several (comma-separated)
+    /// for a cluster's nodes, whose CPU and memory are summed.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -49,6 +50,10 @@ enum Mode {
         seconds: u64,
         #[arg(long, default_value_t = 100)]
         payload: usize,
+        /// Spread the subscribers round-robin over these addresses (a cluster's nodes);
+        /// events are still published to `--addr`.
+        #[arg(long, value_delimiter = ',')]
+        subscribe_to: Vec<SocketAddr>,
     },
     /// HTTP publish throughput with C concurrent keep-alive clients.
     Trigger {
@@ -84,11 +89,13 @@ async fn main() -> ExitCode {
             rate,
             seconds,
             payload,
+            subscribe_to,
         } => {
             modes::fanout(
                 &app,
-                cli.pid,
+                &cli.pid,
                 modes::Fanout {
+                    subscribe_to,
                     subscribers,
                     channels: channels.max(1),
                     rate,
@@ -104,7 +111,7 @@ async fn main() -> ExitCode {
         } => {
             modes::trigger(
                 &app,
-                cli.pid,
+                &cli.pid,
                 modes::Trigger {
                     concurrency,
                     duration: Duration::from_secs(seconds),
@@ -113,7 +120,7 @@ async fn main() -> ExitCode {
             .await
         }
         Mode::Connections { count, subscribe } => {
-            modes::connections(&app, cli.pid, count, subscribe).await
+            modes::connections(&app, &cli.pid, count, subscribe).await
         }
     };
     match result {

@@ -56,6 +56,8 @@ fn sent_at(frame: &[u8]) -> Option<u64> {
 
 /// Fan-out parameters.
 pub struct Fanout {
+    /// Where subscribers connect (round-robin); empty: the publishing address.
+    pub subscribe_to: Vec<std::net::SocketAddr>,
     pub subscribers: usize,
     pub channels: usize,
     pub rate: u64,
@@ -63,7 +65,7 @@ pub struct Fanout {
     pub payload: usize,
 }
 
-pub async fn fanout(app: &App, pid: Option<u32>, p: Fanout) -> std::io::Result<Value> {
+pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value> {
     let base = Instant::now();
     let mut clients = Vec::with_capacity(p.subscribers);
     for chunk_start in (0..p.subscribers).step_by(200) {
@@ -71,8 +73,12 @@ pub async fn fanout(app: &App, pid: Option<u32>, p: Fanout) -> std::io::Result<V
         for i in chunk_start..(chunk_start + 200).min(p.subscribers) {
             let app = app.clone();
             let channels = p.channels;
+            let addr = match p.subscribe_to.len() {
+                0 => app.addr,
+                n => p.subscribe_to[i % n],
+            };
             pending.push(tokio::spawn(async move {
-                let mut c = Client::connect(app.addr, &app.key, i).await?;
+                let mut c = Client::connect(addr, &app.key, i).await?;
                 c.subscribe(&format!("bench-{}", i % channels)).await?;
                 Ok::<_, std::io::Error>(c)
             }));
@@ -110,7 +116,7 @@ pub async fn fanout(app: &App, pid: Option<u32>, p: Fanout) -> std::io::Result<V
         }));
     }
 
-    let before = pid.and_then(proc_stats::sample);
+    let before = proc_stats::sample_all(pids);
     let own_before = proc_stats::own_cpu_secs();
     let events_total = p.rate * p.duration.as_secs();
     let padding = "x".repeat(p.payload.saturating_sub(24));
@@ -153,13 +159,14 @@ pub async fn fanout(app: &App, pid: Option<u32>, p: Fanout) -> std::io::Result<V
         let h = r.await.map_err(std::io::Error::other)?;
         let _ = all.add(h);
     }
-    let after = pid.and_then(proc_stats::sample);
+    let after = proc_stats::sample_all(pids);
     let sent = sent.load(Ordering::Relaxed);
     let expected = sent * (p.subscribers / p.channels.max(1)) as u64;
     let delivered = delivered.load(Ordering::Relaxed);
     let server_cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
     Ok(json!({
         "mode": "fanout",
+        "nodes": p.subscribe_to.len().max(1),
         "subscribers": p.subscribers,
         "channels": p.channels,
         "rate_events_per_s": p.rate,
@@ -182,12 +189,12 @@ pub struct Trigger {
     pub duration: Duration,
 }
 
-pub async fn trigger(app: &App, pid: Option<u32>, p: Trigger) -> std::io::Result<Value> {
+pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Value> {
     // Signing does not depend on anything but the body and the second, so one signed
     // request is reused: the harness measures the server, not its own HMAC.
     let request =
         Arc::new(app.signed_post(r#"{"name":"bench","channel":"bench-trigger","data":"{}"}"#));
-    let before = pid.and_then(proc_stats::sample);
+    let before = proc_stats::sample_all(pids);
     let own_before = proc_stats::own_cpu_secs();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -219,7 +226,7 @@ pub async fn trigger(app: &App, pid: Option<u32>, p: Trigger) -> std::io::Result
         errors += e;
     }
     let secs = started.elapsed().as_secs_f64();
-    let after = pid.and_then(proc_stats::sample);
+    let after = proc_stats::sample_all(pids);
     let server_cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
     Ok(json!({
         "mode": "trigger",
@@ -238,12 +245,12 @@ pub async fn trigger(app: &App, pid: Option<u32>, p: Trigger) -> std::io::Result
 /// them while measuring the server's memory.
 pub async fn connections(
     app: &App,
-    pid: Option<u32>,
+    pids: &[u32],
     count: usize,
     subscribe: bool,
 ) -> std::io::Result<Value> {
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = pid.and_then(proc_stats::sample);
+    let before = proc_stats::sample_all(pids);
     let started = Instant::now();
     // A sliding window of connects in flight: one slow handshake must not hold up a batch.
     let mut held = Vec::with_capacity(count);
@@ -269,7 +276,7 @@ pub async fn connections(
     }
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = pid.and_then(proc_stats::sample);
+    let after = proc_stats::sample_all(pids);
     let per_connection = before
         .zip(after)
         .map(|(b, a)| (a.rss_bytes.saturating_sub(b.rss_bytes)) as f64 / count.max(1) as f64);

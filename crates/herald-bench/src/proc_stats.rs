@@ -31,6 +31,21 @@ pub fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
+/// The sum of the samples of every process in `pids` (the nodes of a cluster, say);
+/// `None` if any is unreadable or none is given.
+pub fn sample_all(pids: &[u32]) -> Option<Sample> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(Sample::default(), |sum, pid| {
+        let s = sample(*pid)?;
+        Some(Sample {
+            cpu_secs: sum.cpu_secs + s.cpu_secs,
+            rss_bytes: sum.rss_bytes + s.rss_bytes,
+        })
+    })
+}
+
 /// The harness's own CPU seconds, to show it is not the bottleneck.
 pub fn own_cpu_secs() -> f64 {
     sample(std::process::id()).map_or(0.0, |s| s.cpu_secs)
