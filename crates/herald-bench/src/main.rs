@@ -54,6 +54,9 @@ enum Mode {
         /// events are still published to `--addr`.
         #[arg(long, value_delimiter = ',')]
         subscribe_to: Vec<SocketAddr>,
+        /// Extra subscribers that never read (a stalled-client scenario).
+        #[arg(long, default_value_t = 0)]
+        stalled: usize,
     },
     /// HTTP publish throughput with C concurrent keep-alive clients.
     Trigger {
@@ -90,12 +93,14 @@ async fn main() -> ExitCode {
             seconds,
             payload,
             subscribe_to,
+            stalled,
         } => {
             modes::fanout(
                 &app,
                 &cli.pid,
                 modes::Fanout {
                     subscribe_to,
+                    stalled,
                     subscribers,
                     channels: channels.max(1),
                     rate,

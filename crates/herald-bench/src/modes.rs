@@ -63,6 +63,9 @@ pub struct Fanout {
     pub rate: u64,
     pub duration: Duration,
     pub payload: usize,
+    /// Extra subscribers that subscribe and then never read: the others' latency and the
+    /// server's memory show whether a stalled socket costs anyone else.
+    pub stalled: usize,
 }
 
 pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value> {
@@ -86,6 +89,16 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         for task in pending {
             clients.push(task.await.map_err(std::io::Error::other)??);
         }
+    }
+    let mut stalled = Vec::with_capacity(p.stalled);
+    for j in 0..p.stalled {
+        let addr = match p.subscribe_to.len() {
+            0 => app.addr,
+            n => p.subscribe_to[j % n],
+        };
+        let mut c = Client::connect(addr, &app.key, p.subscribers + j).await?;
+        c.subscribe(&format!("bench-{}", j % p.channels)).await?;
+        stalled.push(c);
     }
     let delivered = Arc::new(AtomicU64::new(0));
     let stop_at = Arc::new(AtomicU64::new(u64::MAX));
@@ -118,6 +131,20 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
 
     let before = proc_stats::sample_all(pids);
     let own_before = proc_stats::own_cpu_secs();
+    // The server's peak memory while publishing, sampled every 100 ms.
+    let peak_rss = Arc::new(AtomicU64::new(before.map_or(0, |s| s.rss_bytes)));
+    let sampler = {
+        let peak_rss = peak_rss.clone();
+        let pids = pids.to_vec();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(s) = proc_stats::sample_all(&pids) {
+                    peak_rss.fetch_max(s.rss_bytes, Ordering::Relaxed);
+                }
+            }
+        })
+    };
     let events_total = p.rate * p.duration.as_secs();
     let padding = "x".repeat(p.payload.saturating_sub(24));
     let publishers = 4usize;
@@ -152,6 +179,8 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         task.await.map_err(std::io::Error::other)??;
     }
     let publish_secs = started.elapsed().as_secs_f64();
+    sampler.abort();
+    drop(stalled);
     // Give in-flight deliveries a moment, then stop the readers.
     stop_at.store(nanos_since(base) + 2_000_000_000, Ordering::Relaxed);
     let mut all = new_histogram();
@@ -177,6 +206,9 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         "lost": expected.saturating_sub(delivered),
         "deliveries_per_s": (delivered as f64 / publish_secs).round(),
         "latency": percentiles(&all),
+        "stalled_subscribers": p.stalled,
+        "server_rss_before_bytes": before.map(|s| s.rss_bytes),
+        "server_rss_peak_bytes": before.map(|_| peak_rss.load(Ordering::Relaxed)),
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": server_cpu.map(|c| (c * 1e6 / delivered.max(1) as f64 * 100.0).round() / 100.0),
         "harness_cpu_s": proc_stats::own_cpu_secs() - own_before,

@@ -377,3 +377,47 @@ impl Io {
 fn is_valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::AppStore;
+
+    /// Prints what an idle connection's future and the pieces it holds cost, for the memory
+    /// work (run with `--nocapture`); asserts only that the future stays within its budget.
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let config = crate::Config::default();
+        let apps: Arc<dyn AppStore> = Arc::new(crate::StaticApps::new(
+            config.apps.clone(),
+            config.webhook_vacated_delay,
+        ));
+        let app = apps.by_key("app-key").expect("default app");
+        let slot = app.try_connect().expect("slot");
+        let shared = Arc::new(Shared {
+            config,
+            apps,
+            node_id: 1,
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            connections: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            tracker: tokio_util::task::TaskTracker::new(),
+        });
+        let future = run(shared, app, slot, stream, Bytes::new());
+        let size = std::mem::size_of_val(&future);
+        println!(
+            "connection future {size} B; Session {} B; Io {} B; Sleep {} B; Decoder {} B",
+            std::mem::size_of::<Session>(),
+            std::mem::size_of::<Io>(),
+            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<Decoder>(),
+        );
+        assert!(size <= 640, "the connection future grew to {size} B");
+    }
+}
