@@ -10,6 +10,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+
+/// jemalloc: every connection's task is a 128-byte-aligned allocation, which the system
+/// allocator pads and jemalloc's size classes hold without waste; and jemalloc gives freed
+/// pages back (its options are built in from `.cargo/config.toml`). Idle memory per
+/// connection is measured in BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use herald_server::Config;
 use tokio::net::TcpListener;
 

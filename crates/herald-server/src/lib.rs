@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod outbox;
 pub mod ratelimit;
+mod sweeper;
 pub mod users;
 pub mod webhooks;
 mod ws;
@@ -136,6 +137,7 @@ pub async fn serve_with_store(
         tracker: TaskTracker::new(),
     });
     let router = http::router(shared.clone());
+    tokio::spawn(sweeper::run(Arc::downgrade(&shared)));
     ready();
     tokio::pin!(shutdown);
     loop {

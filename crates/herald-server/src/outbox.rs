@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -30,9 +31,12 @@ struct State {
     frames: VecDeque<Bytes>,
     /// Bytes pushed and not yet written: queued here or taken by the connection task.
     bytes: usize,
-    close: Option<CloseRequest>,
+    /// Boxed: almost every connection lives and dies without one.
+    close: Option<Box<CloseRequest>>,
     /// Something was pushed (or a close requested) since the task last looked.
     signalled: bool,
+    /// The close linger ran out: the task must stop without waiting for its writes.
+    aborted: bool,
     /// The connection task, parked until `signalled`. A waker in the state the queue's
     /// mutex already guards costs less per connection than a separate notifier.
     waker: Option<Waker>,
@@ -52,6 +56,31 @@ impl State {
 pub struct Outbox {
     state: Mutex<State>,
     max_bytes: usize,
+    /// The connection's clock, in [`crate::sweeper`] ticks, so one sweeper task can run the
+    /// timeouts of every connection instead of a timer parked in each.
+    pub(crate) timers: Timers,
+}
+
+/// A connection's deadlines, read by the sweeper and written by the connection task.
+/// Each is a tick count; 0 means unset.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    /// When the client last sent anything.
+    pub(crate) last_read: AtomicU32,
+    /// When the server pinged and is waiting for any frame.
+    pub(crate) ping_sent: AtomicU32,
+    /// When an unauthorized connection must be closed (the app's authentication timeout).
+    pub(crate) auth_deadline: AtomicU32,
+    /// When a closing connection stops waiting for its last frames to drain.
+    pub(crate) linger_until: AtomicU32,
+}
+
+impl Timers {
+    /// Records activity from the client: it is alive, any ping is answered.
+    pub(crate) fn touch(&self, now: u32) {
+        self.last_read.store(now, Ordering::Relaxed);
+        self.ping_sent.store(0, Ordering::Relaxed);
+    }
 }
 
 impl Outbox {
@@ -60,6 +89,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             max_bytes,
+            timers: Timers::default(),
         }
     }
 
@@ -73,10 +103,10 @@ impl Outbox {
         if state.bytes + frame.len() > self.max_bytes {
             state.frames = VecDeque::new();
             state.bytes = 0;
-            state.close = Some(CloseRequest {
+            state.close = Some(Box::new(CloseRequest {
                 code: herald_protocol::close::CloseReason::OverCapacity.code(),
                 message: Cow::Borrowed(herald_protocol::close::CloseReason::OverCapacity.message()),
-            });
+            }));
             let waker = state.signal();
             drop(state);
             wake(waker);
@@ -95,10 +125,10 @@ impl Outbox {
     pub fn close(&self, code: u16, message: impl Into<Cow<'static, str>>) {
         let mut state = self.state.lock();
         if state.close.is_none() {
-            state.close = Some(CloseRequest {
+            state.close = Some(Box::new(CloseRequest {
                 code,
                 message: message.into(),
-            });
+            }));
         }
         let waker = state.signal();
         drop(state);
@@ -115,7 +145,21 @@ impl Outbox {
         } else {
             into.extend(state.frames.drain(..));
         }
-        state.close.clone()
+        state.close.as_deref().cloned()
+    }
+
+    /// Tells the task to stop now: its close linger ran out.
+    pub(crate) fn abort(&self) {
+        let mut state = self.state.lock();
+        state.aborted = true;
+        let waker = state.signal();
+        drop(state);
+        wake(waker);
+    }
+
+    /// Whether [`Outbox::abort`] was called.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.state.lock().aborted
     }
 
     /// Gives `n` written bytes back to the bound.

@@ -62,9 +62,11 @@ impl CodecError {
 /// Incremental decoder; one per connection.
 #[derive(Debug)]
 pub(crate) struct Decoder {
-    max_message: usize,
-    /// The opcode and payload of a fragmented message still being received.
-    fragments: Option<(u8, Vec<u8>)>,
+    /// Largest message, in bytes (u32: the configuration caps it far below 4 GiB).
+    max_message: u32,
+    /// The opcode and payload of a fragmented message still being received; boxed, as
+    /// almost no client fragments and every idle connection would pay for the space.
+    fragments: Option<Box<(u8, Vec<u8>)>>,
 }
 
 struct Header {
@@ -78,7 +80,7 @@ struct Header {
 impl Decoder {
     pub(crate) fn new(max_message: usize) -> Self {
         Decoder {
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
             fragments: None,
         }
     }
@@ -140,10 +142,10 @@ impl Decoder {
             }
             _ => return Err(CodecError::Protocol("unknown opcode")),
         }
-        let buffered = self.fragments.as_ref().map_or(0, |(_, data)| data.len()) as u64;
-        if opcode <= OP_BINARY && buffered + len > self.max_message as u64 {
+        let buffered = self.fragments.as_deref().map_or(0, |(_, data)| data.len()) as u64;
+        if opcode <= OP_BINARY && buffered + len > u64::from(self.max_message) {
             return Err(CodecError::TooBig {
-                limit: self.max_message,
+                limit: self.max_message as usize,
             });
         }
         if buf.len() < pos + 4 {
@@ -180,12 +182,12 @@ impl Decoder {
                 OP_PONG => return Ok(Some(Message::Pong(payload))),
                 OP_CLOSE => return close_message(payload).map(Some),
                 OP_CONTINUATION => {
-                    let Some((_, data)) = self.fragments.as_mut() else {
+                    let Some((_, data)) = self.fragments.as_deref_mut() else {
                         return Err(CodecError::Protocol("continuation without a message"));
                     };
                     data.extend_from_slice(&payload);
                     if h.fin {
-                        if let Some((opcode, data)) = self.fragments.take() {
+                        if let Some((opcode, data)) = self.fragments.take().map(|b| *b) {
                             return data_message(opcode, data).map(Some);
                         }
                     }
@@ -199,7 +201,7 @@ impl Decoder {
                     if h.fin {
                         return data_message(opcode, payload).map(Some);
                     }
-                    self.fragments = Some((opcode, payload));
+                    self.fragments = Some(Box::new((opcode, payload)));
                 }
             }
         }

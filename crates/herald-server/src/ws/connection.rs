@@ -16,16 +16,16 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
+use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
 
 use super::codec::{self, CodecError, Decoder, Message};
 use super::session::Session;
 use super::text_frame;
 use crate::apps::{App, ConnectionSlot};
 use crate::outbox::{CloseRequest, Outbox};
-use crate::Shared;
+use crate::{sweeper, Shared};
 
 /// Frames written with one system call at most.
 const MAX_IOVECS: usize = 64;
@@ -62,7 +62,8 @@ pub(super) fn run(
 
 /// The connection's life, as an `async move` block rather than an `async fn`: rustc stores
 /// an async fn's arguments twice (as arguments and as body locals, rust-lang/rust#62958),
-/// and this future is most of what an idle connection costs.
+/// and this future is most of what an idle connection costs. Its timeouts live in the
+/// outbox as tick counts, run by [`crate::sweeper`], so no timer is parked here.
 #[allow(clippy::manual_async_fn)] // Deliberate: see above; an async fn would be larger.
 fn serve(
     shared: Arc<Shared>,
@@ -72,41 +73,37 @@ fn serve(
 ) -> impl Future<Output = ()> + Send {
     async move {
         tracing::debug!(
-            socket_id = session.socket_id(),
+            socket_id = %session.socket_id(),
             app_id = session.app_id(),
             "Connection opened"
         );
         let outbox = session.outbox().clone();
         outbox.push(text_frame(&frame::connection_established(
-            session.socket_id(),
+            &session.socket_id(),
             shared.config.activity_timeout.as_secs(),
         )));
-
-        let activity_timeout = shared.config.activity_timeout;
-        let pong_timeout = shared.config.pong_timeout;
-        let mut last_read = Instant::now();
-        let mut ping_sent: Option<Instant> = None;
-        let timer = sleep_until(last_read + activity_timeout);
-        // The app may require a connection to sign in (or join a private channel) in time.
-        let mut auth_deadline = session.authentication_timeout().map(|t| last_read + t);
-        tokio::pin!(timer);
-        let mut closing: Option<Instant> = None;
+        outbox.timers.touch(sweeper::now());
+        let mut closing = false;
 
         // Bytes that arrived with the upgrade request are handled before waiting on the socket.
         if !io.read_buf.is_empty() && io.decode_all(&mut session).is_err() {
-            closing = Some(Instant::now() + CLOSE_LINGER);
+            closing = true;
         }
 
         loop {
+            if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
+                let until = sweeper::now() + sweeper::ticks(CLOSE_LINGER);
+                outbox.timers.linger_until.store(until, Ordering::Relaxed);
+            }
             let flushed = io.flush();
             if io.written > 0 {
                 outbox.written(std::mem::take(&mut io.written));
             }
             if let Err(error) = flushed {
-                tracing::debug!(socket_id = session.socket_id(), %error, "Write failed");
+                tracing::debug!(socket_id = %session.socket_id(), %error, "Write failed");
                 break;
             }
-            if closing.is_some() && io.pending.is_empty() {
+            if closing && io.pending.is_empty() {
                 break;
             }
             // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
@@ -118,7 +115,7 @@ fn serve(
                 if !io.pending.is_empty() && io.stream.poll_write_ready(cx).is_ready() {
                     return Poll::Ready(Wake::Writable);
                 }
-                if closing.is_none() {
+                if !closing {
                     if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
                         return Poll::Ready(if ready.is_ok() {
                             Wake::Readable
@@ -127,76 +124,38 @@ fn serve(
                         });
                     }
                 }
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
                 Poll::Pending
             })
             .await;
             match wake {
-                Wake::Outbox => io.take_outbox(&outbox, &mut closing),
+                Wake::Outbox => {
+                    if outbox.is_aborted() {
+                        break;
+                    }
+                    io.take_outbox(&outbox, &mut closing);
+                }
                 Wake::Writable => {}
                 Wake::Gone => break,
                 Wake::Readable => match io.read() {
                     Ok(0) => break,
                     Ok(_) => {
-                        last_read = Instant::now();
-                        ping_sent = None;
+                        outbox.timers.touch(sweeper::now());
                         if io.decode_all(&mut session).is_err() {
-                            closing = Some(Instant::now() + CLOSE_LINGER);
+                            closing = true;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(error) => {
-                        tracing::debug!(socket_id = session.socket_id(), %error, "Read failed");
+                        tracing::debug!(socket_id = %session.socket_id(), %error, "Read failed");
                         break;
                     }
                 },
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if let Some(deadline) = closing {
-                        if now >= deadline {
-                            break;
-                        }
-                        timer.as_mut().reset(deadline);
-                        continue;
-                    }
-                    if let Some(deadline) = auth_deadline {
-                        if session.authorized() {
-                            auth_deadline = None;
-                        } else if now >= deadline {
-                            let r = CloseReason::Unauthorized;
-                            outbox.close(r.code(), "Connection not authorized within timeout");
-                            timer.as_mut().reset(now + CLOSE_LINGER);
-                            continue;
-                        }
-                    }
-                    match ping_sent {
-                        Some(sent) if now >= sent + pong_timeout => {
-                            let r = CloseReason::PongNotReceived;
-                            outbox.close(r.code(), r.message());
-                            timer.as_mut().reset(now + CLOSE_LINGER);
-                        }
-                        Some(sent) => timer.as_mut().reset(sent + pong_timeout),
-                        None if now >= last_read + activity_timeout => {
-                            outbox.push(text_frame(frame::PING));
-                            ping_sent = Some(now);
-                            timer.as_mut().reset(now + pong_timeout);
-                        }
-                        None => timer.as_mut().reset(last_read + activity_timeout),
-                    }
-                }
-            }
-            if let Some(deadline) = closing.or(auth_deadline.filter(|_| !session.authorized())) {
-                if timer.deadline() > deadline {
-                    timer.as_mut().reset(deadline);
-                }
             }
         }
         session.close(&shared);
         let _ = io.stream.shutdown().await;
         drop(slot);
-        tracing::debug!(socket_id = session.socket_id(), "Connection closed");
+        tracing::debug!(socket_id = %session.socket_id(), "Connection closed");
     }
 }
 
@@ -220,7 +179,6 @@ enum Wake {
     Outbox,
     Writable,
     Readable,
-    Timer,
     /// The socket reported an error while waiting for readiness.
     Gone,
 }
@@ -291,7 +249,7 @@ impl Io {
                         self.pending
                             .push_back(text_frame(&frame::error(None, &message)));
                     }
-                    tracing::debug!(socket_id = session.socket_id(), %error, "Bad WebSocket frame");
+                    tracing::debug!(socket_id = %session.socket_id(), %error, "Bad WebSocket frame");
                     self.pending
                         .push_back(codec::encode_close(error.close_code(), ""));
                     break Err(());
@@ -307,15 +265,15 @@ impl Io {
 
     /// Moves the outbox's frames to `pending`; a close request queues the closing frames
     /// and starts the linger deadline.
-    fn take_outbox(&mut self, outbox: &Outbox, closing: &mut Option<Instant>) {
+    fn take_outbox(&mut self, outbox: &Outbox, closing: &mut bool) {
         if let Some(close) = outbox.take(&mut self.pending) {
-            if closing.is_none() {
+            if !*closing {
                 if close.code == CloseReason::OverCapacity.code() {
                     // The client is not reading: what it has not started to receive is dropped.
                     self.discard_unsent();
                 }
                 self.queue_close(close);
-                *closing = Some(Instant::now() + CLOSE_LINGER);
+                *closing = true;
             }
         }
     }
@@ -418,6 +376,6 @@ mod tests {
             std::mem::size_of::<tokio::time::Sleep>(),
             std::mem::size_of::<Decoder>(),
         );
-        assert!(size <= 640, "the connection future grew to {size} B");
+        assert!(size <= 300, "the connection future grew to {size} B");
     }
 }

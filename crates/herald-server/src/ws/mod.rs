@@ -162,8 +162,11 @@ fn upgrade(shared: Arc<Shared>, mut req: Request, admission: Admission) -> Respo
             }
         };
         match admission {
+            // A task of its own, so the parked connection holds only its own state, not
+            // this upgrade future's as well (tokio rounds each task up to 128 bytes).
             Admission::Serve(app, slot) => {
-                connection::run(shared, app, slot, stream, pre_read).await
+                let tracker = shared.tracker.clone();
+                tracker.spawn(connection::run(shared, app, slot, stream, pre_read));
             }
             Admission::Refuse(reason) => connection::refuse(stream, reason).await,
         }

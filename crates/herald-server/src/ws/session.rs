@@ -19,7 +19,6 @@ use herald_protocol::close::CloseReason;
 use herald_protocol::frame::{self, ClientMessage, Signin, Subscribe};
 use herald_protocol::presence::{parse_member, Member};
 use herald_protocol::user::parse_user_data;
-use tokio::time::Instant;
 
 use super::text_frame;
 use crate::adapter::{Cluster, Join, Op};
@@ -29,9 +28,10 @@ use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
 use crate::Shared;
 
-/// A fixed one-second window is enough to enforce "N per second" and costs two words.
+/// A fixed one-second window is enough to enforce "N per second"; in sweeper ticks it
+/// costs eight bytes.
 struct RateWindow {
-    started: Instant,
+    started: u32,
     used: u32,
 }
 
@@ -46,50 +46,53 @@ struct SignedIn {
 pub(super) struct Session {
     app: Arc<App>,
     conn: ConnId,
-    socket_id: Box<str>,
+    /// This node's id: the socket id is `node.conn`, formatted when needed rather than
+    /// kept in every connection.
+    node: u32,
     outbox: Arc<Outbox>,
     /// Channels this connection is subscribed to; few per connection, so a Vec beats a map.
     channels: Vec<Box<str>>,
     client_events: RateWindow,
     user: Option<Box<SignedIn>>,
-    /// Signed in, or subscribed to a private or presence channel (for the app's
-    /// `user_authentication_timeout`).
-    authorized: bool,
 }
 
 impl Session {
     pub(super) fn new(shared: &Shared, app: Arc<App>) -> Self {
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(shared.config.outbox_max_bytes));
+        // The app may require a connection to sign in (or join a private channel) in time.
+        let secs = app.config.user_authentication_timeout;
+        if secs > 0 {
+            let deadline =
+                crate::sweeper::now() + crate::sweeper::ticks(std::time::Duration::from_secs(secs));
+            outbox
+                .timers
+                .auth_deadline
+                .store(deadline, Ordering::Relaxed);
+        }
         shared.register_connection(conn, &outbox);
         Session {
             app,
             conn,
-            socket_id: format!("{}.{}", shared.node_id, conn).into(),
+            node: shared.node_id,
             outbox,
             channels: Vec::new(),
             client_events: RateWindow {
-                started: Instant::now(),
+                started: crate::sweeper::now(),
                 used: 0,
             },
             user: None,
-            authorized: false,
         }
     }
 
-    /// How long the app lets a connection stay unauthorized, if it limits that.
-    pub(super) fn authentication_timeout(&self) -> Option<std::time::Duration> {
-        let secs = self.app.config.user_authentication_timeout;
-        (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    /// Records that the connection proved it belongs to an authenticated user: signed in,
+    /// or subscribed to a private or presence channel.
+    fn authorized(&self) {
+        self.outbox.timers.auth_deadline.store(0, Ordering::Relaxed);
     }
 
-    /// Whether the connection has proven it belongs to an authenticated user.
-    pub(super) fn authorized(&self) -> bool {
-        self.authorized
-    }
-
-    pub(super) fn socket_id(&self) -> &str {
-        &self.socket_id
+    pub(super) fn socket_id(&self) -> String {
+        format!("{}.{}", self.node, self.conn)
     }
 
     pub(super) fn app_id(&self) -> &str {
@@ -168,7 +171,7 @@ impl Session {
                 &app.key,
                 &app.secret,
                 auth,
-                &self.socket_id,
+                &self.socket_id(),
                 channel,
                 channel_data,
             ) {
@@ -221,7 +224,7 @@ impl Session {
             None => hub.subscribe(channel, self.conn, &self.outbox),
         };
         if kind.requires_auth() {
-            self.authorized = true;
+            self.authorized();
         }
         if joined.occupied && kind != ChannelKind::ServerToUser {
             self.app
@@ -256,7 +259,7 @@ impl Session {
         member: Option<Member>,
     ) {
         if kind.requires_auth() {
-            self.authorized = true;
+            self.authorized();
         }
         let cache = is_cache_channel(channel);
         let op = match member {
@@ -264,7 +267,7 @@ impl Session {
                 app: self.app.clone(),
                 channel: channel.into(),
                 conn: self.conn,
-                socket_id: self.socket_id.clone(),
+                socket_id: self.socket_id().into(),
                 outbox: self.outbox.clone(),
                 member,
                 cache,
@@ -404,7 +407,7 @@ impl Session {
             &app.key,
             &app.secret,
             &signin.auth,
-            &self.socket_id,
+            &self.socket_id(),
             &signin.user_data,
         ) {
             tracing::debug!(%error, "Sign-in refused");
@@ -463,7 +466,7 @@ impl Session {
             user_info: user.user_info.map(String::into_boxed_str),
             watchlist,
         }));
-        self.authorized = true;
+        self.authorized();
     }
 
     fn refuse_signin(&self, message: String) {
@@ -537,8 +540,8 @@ impl Session {
                 ),
             );
         }
-        let now = Instant::now();
-        if now.duration_since(self.client_events.started).as_secs() >= 1 {
+        let now = crate::sweeper::now();
+        if now.wrapping_sub(self.client_events.started) >= 10 {
             self.client_events = RateWindow {
                 started: now,
                 used: 0,
@@ -552,13 +555,13 @@ impl Session {
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
         self.app
-            .publish(channel, &frame, Some(self.conn), Some(&self.socket_id));
+            .publish(channel, &frame, Some(self.conn), Some(&self.socket_id()));
         self.app
             .webhook("client_event", || WebhookEvent::ClientEvent {
                 channel: channel.into(),
                 event: event.into(),
                 data: data.into(),
-                socket_id: self.socket_id.clone(),
+                socket_id: self.socket_id().into(),
                 user_id: user_id.as_deref().map(Into::into),
             });
     }

@@ -1,0 +1,139 @@
+//! One task runs the timeouts of every connection: pings after `activity_timeout`, 4201
+//! after an unanswered ping, 4009 for a connection that did not authenticate in time, and
+//! the end of a closing connection's linger.
+//!
+//! A timer parked in each connection task would cost its size (over 100 bytes) in every
+//! idle connection; here a connection keeps four tick counts in its outbox, and one pass
+//! over the connection registry per period reads them. Timeouts are seconds long, so a
+//! period of a quarter of the shortest one (at most a second) is precise enough.
+
+use std::sync::atomic::Ordering;
+use std::sync::{OnceLock, Weak};
+use std::time::Duration;
+
+use herald_protocol::close::CloseReason;
+use herald_protocol::frame;
+use tokio::time::Instant;
+
+use crate::outbox::Outbox;
+use crate::ws::text_frame;
+use crate::Shared;
+
+/// The length of a tick, the unit of every connection deadline.
+const TICK_MS: u128 = 100;
+
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+/// Ticks since the first call in this process; never 0, which marks an unset deadline.
+pub(crate) fn now() -> u32 {
+    let base = *BASE.get_or_init(Instant::now);
+    (base.elapsed().as_millis() / TICK_MS) as u32 + 1
+}
+
+/// A duration in ticks (at least one).
+pub(crate) fn ticks(d: Duration) -> u32 {
+    (d.as_millis() / TICK_MS).clamp(1, u128::from(u32::MAX / 2)) as u32
+}
+
+/// Sweeps until the server state is gone.
+pub(crate) async fn run(shared: Weak<Shared>) {
+    let period = match shared.upgrade() {
+        Some(s) => (s.config.activity_timeout.min(s.config.pong_timeout) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        None => return,
+    };
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        sweep(&shared, now());
+    }
+}
+
+fn sweep(shared: &Shared, now: u32) {
+    let activity = ticks(shared.config.activity_timeout);
+    let pong = ticks(shared.config.pong_timeout);
+    let connections = shared.connections.lock();
+    for outbox in connections.values().filter_map(Weak::upgrade) {
+        check(&outbox, now, activity, pong);
+    }
+}
+
+/// Applies whichever of a connection's deadlines has passed.
+fn check(outbox: &Outbox, now: u32, activity: u32, pong: u32) {
+    let t = &outbox.timers;
+    let passed = |deadline: u32| deadline != 0 && now >= deadline;
+    let linger = t.linger_until.load(Ordering::Relaxed);
+    if linger != 0 {
+        if passed(linger) {
+            outbox.abort();
+        }
+        return;
+    }
+    if passed(t.auth_deadline.load(Ordering::Relaxed)) {
+        t.auth_deadline.store(0, Ordering::Relaxed);
+        outbox.close(
+            CloseReason::Unauthorized.code(),
+            "Connection not authorized within timeout",
+        );
+        return;
+    }
+    let ping_sent = t.ping_sent.load(Ordering::Relaxed);
+    if ping_sent != 0 {
+        if now.wrapping_sub(ping_sent) >= pong {
+            let r = CloseReason::PongNotReceived;
+            outbox.close(r.code(), r.message());
+        }
+    } else if now.wrapping_sub(t.last_read.load(Ordering::Relaxed)) >= activity {
+        t.ping_sent.store(now, Ordering::Relaxed);
+        outbox.push(text_frame(frame::PING));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    #[test]
+    fn pings_then_closes_an_unresponsive_connection() {
+        let outbox = Outbox::new(1 << 16);
+        outbox.timers.touch(10);
+        let mut frames = VecDeque::new();
+        check(&outbox, 15, 10, 5);
+        assert_eq!(outbox.take(&mut frames), None);
+        assert!(frames.is_empty(), "not idle long enough");
+        check(&outbox, 20, 10, 5);
+        assert_eq!(outbox.take(&mut frames), None);
+        assert_eq!(frames.len(), 1, "pinged");
+        outbox.timers.touch(22);
+        check(&outbox, 26, 10, 5);
+        assert_eq!(outbox.take(&mut frames), None, "answered: no close");
+        check(&outbox, 32, 10, 5);
+        check(&outbox, 37, 10, 5);
+        assert_eq!(outbox.take(&mut frames).map(|c| c.code), Some(4201));
+    }
+
+    #[test]
+    fn auth_deadline_and_linger() {
+        let outbox = Outbox::new(1 << 16);
+        outbox.timers.touch(1);
+        outbox.timers.auth_deadline.store(5, Ordering::Relaxed);
+        check(&outbox, 4, 100, 100);
+        assert_eq!(outbox.take(&mut VecDeque::new()), None);
+        check(&outbox, 5, 100, 100);
+        assert_eq!(
+            outbox.take(&mut VecDeque::new()).map(|c| c.code),
+            Some(4009)
+        );
+        outbox.timers.linger_until.store(8, Ordering::Relaxed);
+        check(&outbox, 7, 100, 100);
+        assert!(!outbox.is_aborted());
+        check(&outbox, 8, 100, 100);
+        assert!(outbox.is_aborted());
+    }
+}
