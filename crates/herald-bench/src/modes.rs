@@ -96,7 +96,9 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
             0 => app.addr,
             n => p.subscribe_to[j % n],
         };
-        let mut c = Client::connect(addr, &app.key, p.subscribers + j).await?;
+        // A small receive window, as a phone on a dead network would leave: the backlog
+        // then builds up in the server, against its per-connection bound.
+        let mut c = Client::connect_with(addr, &app.key, p.subscribers + j, Some(4096)).await?;
         c.subscribe(&format!("bench-{}", j % p.channels)).await?;
         stalled.push(c);
     }

@@ -8,9 +8,18 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Opens a TCP connection from the `i`-th loopback source address, so one machine can
 /// exceed the ~28,000 ephemeral ports of a single source address.
-pub async fn tcp(server: SocketAddr, i: usize) -> std::io::Result<TcpStream> {
+/// A `recv_buffer` (bytes) keeps the kernel from absorbing what a stalled reader does not
+/// read, so the backlog builds up in the server instead.
+pub async fn tcp(
+    server: SocketAddr,
+    i: usize,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
     let source = Ipv4Addr::new(127, 1 + (i % 200) as u8, ((i / 200) % 250) as u8 + 1, 1);
     let socket = TcpSocket::new_v4()?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     let stream = socket.connect(server).await?;
     stream.set_nodelay(true)?;
@@ -27,7 +36,17 @@ pub struct Client {
 impl Client {
     /// Connects to `/app/{key}` and waits for `pusher:connection_established`.
     pub async fn connect(server: SocketAddr, key: &str, i: usize) -> std::io::Result<Client> {
-        let mut stream = tcp(server, i).await?;
+        Self::connect_with(server, key, i, None).await
+    }
+
+    /// [`Client::connect`] with a fixed socket receive buffer.
+    pub async fn connect_with(
+        server: SocketAddr,
+        key: &str,
+        i: usize,
+        recv_buffer: Option<u32>,
+    ) -> std::io::Result<Client> {
+        let mut stream = tcp(server, i, recv_buffer).await?;
         let request = format!(
             "GET /app/{key}?protocol=7&client=herald-bench&version=0.1 HTTP/1.1\r\nHost: {server}\r\n\
              Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
