@@ -27,6 +27,11 @@ for _ in $(seq "$runs"); do
   start_server; bench fanout --subscribers 1000 --channels 10 --rate 500 --seconds 10 --payload 100; stop_server
   start_server; bench trigger --concurrency 32 --seconds 10; stop_server
   start_server; bench connections --count 10000; stop_server
+  # A third of the subscribers stop reading (4 KB receive windows): the others' latency and
+  # the server's memory, against the same run without them.
+  for stalled in 0 100; do
+    start_server; bench fanout --subscribers 200 --channels 10 --rate 500 --seconds 10 --payload 2000 --stalled "$stalled"; stop_server
+  done
 done
 # Latency against delivery rate (1,000 subscribers, 10 channels).
 for rate in 100 250 500 1000 2000; do

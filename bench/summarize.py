@@ -21,7 +21,14 @@ def med(rows, *keys):
     return statistics.median(values) if values else None
 
 
-fanout = [r for r in runs if r["mode"] == "fanout" and r["rate_events_per_s"] == 500 and r["subscribers"] == 1000]
+def plain(r):
+    return r.get("stalled_subscribers", 0) == 0 and r.get("nodes", 1) == 1
+
+
+fanout = [r for r in runs if r["mode"] == "fanout" and r["rate_events_per_s"] == 500 and r["subscribers"] == 1000 and plain(r)]
+# 200 readers over 10 channels, 500 events/s of 2 KB, without and with 100 stalled subscribers.
+calm = [r for r in runs if r["mode"] == "fanout" and r["subscribers"] == 200 and r.get("stalled_subscribers", 0) == 0]
+stalled = [r for r in runs if r["mode"] == "fanout" and r.get("stalled_subscribers", 0) > 0]
 fanout = fanout[: max(1, len(fanout))]
 trigger = [r for r in runs if r["mode"] == "trigger"]
 conns = [r for r in runs if r["mode"] == "connections"]
@@ -42,12 +49,17 @@ row("trigger: server CPU per request", med(trigger, "server_cpu_us_per_request")
 row("trigger: p99 latency", med(trigger, "latency", "p99_us"), "µs", len(trigger))
 row("10,000 idle connections: server memory per connection", med(conns, "server_bytes_per_connection"), "B", len(conns))
 row("connections: connects per second", med(conns, "connects_per_s"), "/s", len(conns))
+row("200 readers, 2 KB events: p99 latency", med(calm, "latency", "p99_us"), "µs", len(calm))
+row("the same with 100 stalled subscribers: p99 latency", med(stalled, "latency", "p99_us"), "µs", len(stalled))
+row("200 readers: server memory peak over its start", med([dict(r, g=r["server_rss_peak_bytes"] - r["server_rss_before_bytes"]) for r in calm], "g"), "B", len(calm))
+row("with 100 stalled: server memory peak over its start", med([dict(r, g=r["server_rss_peak_bytes"] - r["server_rss_before_bytes"]) for r in stalled], "g"), "B", len(stalled))
+row("with 100 stalled: lost deliveries to the readers", med(stalled, "lost"), "", len(stalled))
 (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 
 by_rate = {}
 for r in runs:
-    if r["mode"] == "fanout" and r.get("deliveries_per_s"):
+    if r["mode"] == "fanout" and r.get("deliveries_per_s") and r["subscribers"] == 1000 and plain(r):
         by_rate.setdefault(r["rate_events_per_s"], []).append(r)
 # One point per offered rate: the median of its runs.
 points = sorted(
