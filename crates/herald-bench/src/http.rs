@@ -44,6 +44,7 @@ impl App {
 
 /// One keep-alive connection.
 pub struct Conn {
+    addr: SocketAddr,
     stream: TcpStream,
     buf: Vec<u8>,
 }
@@ -53,6 +54,7 @@ impl Conn {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
+            addr,
             stream,
             buf: Vec::with_capacity(1024),
         })
@@ -70,11 +72,17 @@ impl Conn {
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0);
+                let close = head.lines().any(|l| l.trim() == "connection: close");
                 let total = head_end + 4 + length;
                 while self.buf.len() < total {
                     self.fill().await?;
                 }
                 self.buf.drain(..total);
+                if close {
+                    // Servers that do not keep API connections alive (sockudo, for one)
+                    // cost a new connection per request, as they would for any client.
+                    *self = Conn::open(self.addr).await?;
+                }
                 return Ok(status);
             }
             self.fill().await?;
