@@ -7,6 +7,7 @@
 mod http;
 mod modes;
 mod proc_stats;
+mod progress;
 mod wsclient;
 
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ struct Cli {
     /// for a cluster's nodes, whose CPU and memory are summed.
     #[arg(long, value_delimiter = ',')]
     pid: Vec<u32>,
+    /// Draw a progress bar on stderr while the run goes.
+    #[arg(long)]
+    progress: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -99,6 +103,7 @@ async fn main() -> ExitCode {
                 &app,
                 &cli.pid,
                 modes::Fanout {
+                    progress: cli.progress,
                     subscribe_to,
                     stalled,
                     subscribers,
@@ -118,6 +123,7 @@ async fn main() -> ExitCode {
                 &app,
                 &cli.pid,
                 modes::Trigger {
+                    progress: cli.progress,
                     concurrency,
                     duration: Duration::from_secs(seconds),
                 },
@@ -125,7 +131,7 @@ async fn main() -> ExitCode {
             .await
         }
         Mode::Connections { count, subscribe } => {
-            modes::connections(&app, &cli.pid, count, subscribe).await
+            modes::connections(&app, &cli.pid, count, subscribe, cli.progress).await
         }
     };
     match result {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::http::{App, Conn};
 use crate::proc_stats;
+use crate::progress::Progress;
 use crate::wsclient::{find, Client};
 
 /// Nanoseconds since `base`; publisher and subscribers share one process and one base, so
@@ -56,6 +57,8 @@ fn sent_at(frame: &[u8]) -> Option<u64> {
 
 /// Fan-out parameters.
 pub struct Fanout {
+    /// Draw a progress bar.
+    pub progress: bool,
     /// Where subscribers connect (round-robin); empty: the publishing address.
     pub subscribe_to: Vec<std::net::SocketAddr>,
     pub subscribers: usize,
@@ -147,6 +150,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
             }
         })
     };
+    let bar = Progress::time(p.progress, "fanout", p.duration);
     let events_total = p.rate * p.duration.as_secs();
     let padding = "x".repeat(p.payload.saturating_sub(24));
     let publishers = 4usize;
@@ -181,6 +185,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         task.await.map_err(std::io::Error::other)??;
     }
     let publish_secs = started.elapsed().as_secs_f64();
+    bar.finish();
     sampler.abort();
     drop(stalled);
     // Give in-flight deliveries a moment, then stop the readers.
@@ -219,6 +224,8 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
 
 /// Trigger-throughput parameters.
 pub struct Trigger {
+    /// Draw a progress bar.
+    pub progress: bool,
     pub concurrency: usize,
     pub duration: Duration,
 }
@@ -231,6 +238,7 @@ pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Val
     let before = proc_stats::sample_all(pids);
     let own_before = proc_stats::own_cpu_secs();
     let started = Instant::now();
+    let bar = Progress::time(p.progress, "trigger", p.duration);
     let mut tasks = Vec::new();
     for _ in 0..p.concurrency {
         let request = request.clone();
@@ -260,6 +268,7 @@ pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Val
         errors += e;
     }
     let secs = started.elapsed().as_secs_f64();
+    bar.finish();
     let after = proc_stats::sample_all(pids);
     let server_cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
     Ok(json!({
@@ -282,9 +291,12 @@ pub async fn connections(
     pids: &[u32],
     count: usize,
     subscribe: bool,
+    progress: bool,
 ) -> std::io::Result<Value> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = proc_stats::sample_all(pids);
+    let opened = Arc::new(AtomicU64::new(0));
+    let bar = Progress::count(progress, "connections", count as u64, opened.clone());
     let started = Instant::now();
     // A sliding window of connects in flight: one slow handshake must not hold up a batch.
     let mut held = Vec::with_capacity(count);
@@ -293,6 +305,7 @@ pub async fn connections(
         if in_flight.len() >= 200 {
             if let Some(done) = in_flight.join_next().await {
                 held.push(done.map_err(std::io::Error::other)??);
+                opened.fetch_add(1, Ordering::Relaxed);
             }
         }
         let app = app.clone();
@@ -307,7 +320,9 @@ pub async fn connections(
     }
     while let Some(done) = in_flight.join_next().await {
         held.push(done.map_err(std::io::Error::other)??);
+        opened.fetch_add(1, Ordering::Relaxed);
     }
+    bar.finish();
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = proc_stats::sample_all(pids);
