@@ -7,10 +7,10 @@
 //!   local hub at once and sent to the other nodes over one Redis pub/sub channel as
 //!   ready-made frames ([`bus`]);
 //! - channel, presence, signed-in-user and connection counts are kept in Redis per node,
-//!   changed by atomic scripts ([`scripts`]) that report cluster-wide transitions, so each
+//!   changed by atomic scripts (`scripts.rs`) that report cluster-wide transitions, so each
 //!   webhook and member event is emitted once for the cluster;
 //! - the HTTP API's queries read those counts from Redis;
-//! - nodes heartbeat; the survivors remove a dead node's share ([`state`]).
+//! - nodes heartbeat; the survivors remove a dead node's share (`state.rs`).
 //!
 //! State changes go through one queue per node, processed in order by one task, so a join
 //! is always recorded before the leave that follows it, and the WebSocket path never waits
