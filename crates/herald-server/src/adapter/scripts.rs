@@ -109,8 +109,11 @@ pub fn split_field<const N: usize>(field: &str) -> Option<[&str; N]> {
 /// KEYS: subs hash, app's channel set, node's channel index.
 /// ARGV: node, channel, count, index field. Returns {total before, total after}.
 pub fn channel_set() -> Script {
-    Script::new(
-        r"
+    Script::new(CHANNEL_SET)
+}
+
+/// The source of [`channel_set`], for pipelines (which send it with EVAL).
+pub const CHANNEL_SET: &str = r"
 local before = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do before = before + tonumber(v) end
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -125,9 +128,7 @@ end
 local after = before - old + n
 if after > 0 then redis.call('SADD', KEYS[2], ARGV[2]) else redis.call('SREM', KEYS[2], ARGV[2]) end
 return {before, after}
-",
-    )
-}
+";
 
 /// Sets this node's connection count for one presence member of a channel, refusing a new
 /// user when the channel is full.

@@ -7,7 +7,7 @@
 //! transitions as a clean join or leave would have. After Redis lost its data (a new epoch)
 //! every node restates its share quietly: the members did not really come and go.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +24,13 @@ use super::bus::BusMessage;
 use super::scripts::{self, index_field, split_field};
 use super::{Cluster, Join, Op};
 use crate::apps::App;
-use crate::hub::LocalMember;
+use crate::hub::{ConnId, LocalMember};
+use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
 use crate::ws::text_frame;
+
+/// Subscriptions counted in one pipelined round trip at most.
+const SUBSCRIBE_BATCH: usize = 256;
 
 /// What setting a member's count did.
 enum MemberSet {
@@ -80,15 +84,39 @@ impl StateTask {
                 // Heartbeats first: a flood of changes must not get this node declared dead.
                 biased;
                 _ = tick.tick() => self.heartbeat().await,
-                op = ops.recv() => match op {
-                    None => return,
-                    Some(Op::Stop(done)) => {
-                        self.leave().await;
-                        let _ = done.send(());
-                        return;
+                op = ops.recv() => {
+                    let mut next = op;
+                    // A reconnect storm queues many subscriptions: count a run of them in
+                    // one pipelined round trip instead of one each.
+                    while let Some(op @ Op::Subscribe { .. }) = next {
+                        let mut batch = vec![op];
+                        next = None;
+                        while batch.len() < SUBSCRIBE_BATCH {
+                            match ops.try_recv() {
+                                Ok(op @ Op::Subscribe { .. }) => batch.push(op),
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.subscribe_batch(batch).await;
                     }
-                    Some(op) => self.apply(op).await,
-                },
+                    match next {
+                        None => {
+                            if ops.is_closed() && ops.is_empty() {
+                                return;
+                            }
+                        }
+                        Some(Op::Stop(done)) => {
+                            self.leave().await;
+                            let _ = done.send(());
+                            return;
+                        }
+                        Some(op) => self.apply(op).await,
+                    }
+                }
             }
         }
     }
@@ -106,36 +134,7 @@ impl StateTask {
 
     async fn apply(&mut self, op: Op) {
         match op {
-            Op::Subscribe {
-                app,
-                channel,
-                conn,
-                outbox,
-                cache,
-            } => {
-                let already = app.hub.is_subscribed(&channel, conn);
-                let mut change = None;
-                if !already && self.healthy() {
-                    let node = self.cluster.node_id;
-                    let n = app.hub.counts(&channel).subscription_count + 1;
-                    match self.set_channel(node, &app, &channel, n).await {
-                        Ok(c) => change = Some(c),
-                        Err(e) => self.failed(&e),
-                    }
-                } else if !already {
-                    self.needs_resync = true;
-                }
-                if cache {
-                    self.fill_cache(&app, &channel).await;
-                }
-                app.hub.subscribe(&channel, conn, &outbox);
-                if cache {
-                    app.replay_cache(&channel, &outbox);
-                }
-                if let Some((before, after)) = change {
-                    self.channel_events(&app, &channel, before, after);
-                }
-            }
+            op @ Op::Subscribe { .. } => self.subscribe_batch(vec![op]).await,
             Op::Join(join) => self.join(*join).await,
             Op::Leave { app, channel, conn } => {
                 let Some(left) = app.hub.leave(&channel, conn, false) else {
@@ -355,6 +354,101 @@ impl StateTask {
         if self.healthy() {
             if let Err(e) = self.cluster.fill_cache(app, channel).await {
                 self.failed(&e);
+            }
+        }
+    }
+
+    /// Subscribes a run of connections to non-presence channels: counts them in Redis with
+    /// one pipeline (the scripts run one after another, so each sees the one before), then
+    /// confirms each in order with the events its count change calls for.
+    async fn subscribe_batch(&mut self, batch: Vec<Op>) {
+        struct Item {
+            app: Arc<App>,
+            channel: Box<str>,
+            conn: ConnId,
+            outbox: Arc<Outbox>,
+            cache: bool,
+            /// This node's count with the subscription, if it is a new one.
+            count: Option<usize>,
+            change: Option<(i64, i64)>,
+        }
+        let mut added: HashMap<(String, Box<str>), usize> = HashMap::new();
+        let mut seen: HashSet<(ConnId, String, Box<str>)> = HashSet::new();
+        let mut items = Vec::with_capacity(batch.len());
+        for op in batch {
+            let Op::Subscribe {
+                app,
+                channel,
+                conn,
+                outbox,
+                cache,
+            } = op
+            else {
+                continue;
+            };
+            let key = (app.config.id.clone(), channel.clone());
+            let repeated = !seen.insert((conn, key.0.clone(), key.1.clone()));
+            let count = if repeated || app.hub.is_subscribed(&channel, conn) {
+                None
+            } else {
+                let extra = added.entry(key).or_insert(0);
+                *extra += 1;
+                Some(app.hub.counts(&channel).subscription_count + *extra)
+            };
+            items.push(Item {
+                app,
+                channel,
+                conn,
+                outbox,
+                cache,
+                count,
+                change: None,
+            });
+        }
+        if items.iter().any(|i| i.count.is_some()) {
+            if self.healthy() {
+                let node = self.cluster.node_id;
+                let keys = &self.cluster.keys;
+                let mut pipe = redis::pipe();
+                for item in &items {
+                    let Some(n) = item.count else { continue };
+                    let id = &item.app.config.id;
+                    pipe.cmd("EVAL")
+                        .arg(scripts::CHANNEL_SET)
+                        .arg(3)
+                        .arg(keys.subs(id, &item.channel))
+                        .arg(keys.chans(id))
+                        .arg(keys.node_subs(node))
+                        .arg(node)
+                        .arg(item.channel.as_ref())
+                        .arg(n)
+                        .arg(index_field(&[id, &item.channel]));
+                }
+                match pipe.query_async::<Vec<(i64, i64)>>(&mut self.conn).await {
+                    Ok(changes) => {
+                        let mut changes = changes.into_iter();
+                        for item in items.iter_mut().filter(|i| i.count.is_some()) {
+                            item.change = changes.next();
+                        }
+                    }
+                    Err(e) => self.failed(&e),
+                }
+            } else {
+                self.needs_resync = true;
+            }
+        }
+        for item in items {
+            if item.cache {
+                self.fill_cache(&item.app, &item.channel).await;
+            }
+            item.app
+                .hub
+                .subscribe(&item.channel, item.conn, &item.outbox);
+            if item.cache {
+                item.app.replay_cache(&item.channel, &item.outbox);
+            }
+            if let Some((before, after)) = item.change {
+                self.channel_events(&item.app, &item.channel, before, after);
             }
         }
     }
