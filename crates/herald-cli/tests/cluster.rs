@@ -368,3 +368,34 @@ async fn nodes_keep_serving_without_redis_and_catch_up_when_it_returns() {
     trigger(&a, "room", "after", None).await;
     assert_eq!(on_b.expect("ev").await["data"], "after");
 }
+
+#[tokio::test]
+async fn a_burst_of_subscriptions_is_counted_exactly() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, ""), node(&redis, ""));
+    // Subscriptions queued together are counted in one pipelined batch.
+    let mut clients = Vec::new();
+    for _ in 0..60 {
+        clients.push(a.connect(KEY).await);
+    }
+    let frame =
+        json!({"event":"pusher:subscribe","data":{"channel":"burst","auth":""}}).to_string();
+    for ws in &mut clients {
+        ws.send_text(&frame).await;
+    }
+    for ws in &mut clients {
+        ws.expect("pusher_internal:subscription_succeeded").await;
+    }
+    let info = get(
+        &b,
+        "/apps/1/channels/burst",
+        &[("info", "subscription_count")],
+    )
+    .await;
+    assert_eq!(info, json!({"occupied": true, "subscription_count": 60}));
+    drop(clients);
+    eventually(&b, "/apps/1/channels", &[], |v| {
+        v["channels"].get("burst").is_none()
+    })
+    .await;
+}
