@@ -678,6 +678,38 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_adapter_is_chosen_in_the_file_or_the_environment() {
+        let c = Config::from_toml(
+            "adapter = \"redis\"\nredis_url = \"redis://10.0.0.5:6380/2\"\nnode_timeout = 5\n",
+            &no_env,
+        )
+        .expect("valid");
+        let cluster = c.cluster.expect("a cluster");
+        assert_eq!(cluster.redis_url, "redis://10.0.0.5:6380/2");
+        assert_eq!(cluster.redis_prefix, "herald");
+        assert_eq!(cluster.node_timeout, Duration::from_secs(5));
+
+        let env = |k: &str| (k == "HERALD_ADAPTER").then(|| "redis".to_owned());
+        let c = Config::from_toml("", &env).expect("valid");
+        assert_eq!(
+            c.cluster.map(|c| (c.redis_url, c.node_timeout)),
+            Some(("redis://127.0.0.1:6379/0".to_owned(), DEFAULT_NODE_TIMEOUT))
+        );
+
+        for (toml, field) in [
+            ("adapter = \"nats\"", "adapter"),
+            ("adapter = \"redis\"\nredis_url = \"http://x\"", "redis_url"),
+            ("adapter = \"redis\"\nnode_timeout = 0", "node_timeout"),
+        ] {
+            let error = Config::from_toml(toml, &no_env)
+                .expect_err(toml)
+                .to_string();
+            assert!(error.contains(field), "{toml}: {error}");
+        }
+        assert_eq!(Config::from_toml("", &no_env).expect("valid").cluster, None);
+    }
+
+    #[test]
     fn empty_config_is_the_embedded_default() {
         let c = Config::from_toml("", &no_env).expect("valid");
         assert_eq!(c, Config::default());
