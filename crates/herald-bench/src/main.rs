@@ -2,12 +2,13 @@
 //! public protocol only: fan-out latency and loss, HTTP trigger throughput, and the memory
 //! of held connections, with the server's CPU and memory read from /proc when given its pid.
 //!
-//! Each run prints one JSON line (for scripts) and a readable summary (on stderr).
+//! Each run prints one JSON line (for scripts) on stdout and a readable summary on stderr.
 
 mod http;
 mod modes;
 mod proc_stats;
 mod progress;
+mod summary;
 mod wsclient;
 
 use std::net::SocketAddr;
@@ -137,9 +138,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(report) => {
             println!("{report}");
-            if let Ok(pretty) = serde_json::to_string_pretty(&report) {
-                eprintln!("{pretty}");
-            }
+            eprintln!("{}", summary::summary(&report));
             ExitCode::SUCCESS
         }
         Err(error) => {

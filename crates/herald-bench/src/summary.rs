@@ -1,0 +1,80 @@
+//! The readable summary printed on stderr beside each run's JSON line.
+
+use serde_json::Value;
+
+/// A few lines a person reads at a glance; the JSON line stays the complete record.
+pub fn summary(r: &Value) -> String {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let ms = |v: &Value| num(v) / 1000.0;
+    let lat = &r["latency"];
+    let latency = format!(
+        "latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        ms(&lat["p50_us"]),
+        ms(&lat["p90_us"]),
+        ms(&lat["p99_us"]),
+        ms(&lat["p999_us"]),
+        ms(&lat["max_us"])
+    );
+    let server = |per: &str, key: &str| match r[key].as_f64() {
+        Some(us) => format!("server CPU {us:.2} µs per {per}"),
+        None => "server CPU not measured (no --pid)".to_owned(),
+    };
+    let harness = format!("harness CPU {:.2} s", num(&r["harness_cpu_s"]));
+    match r["mode"].as_str() {
+        Some("fanout") => format!(
+            "fanout: {} subscribers over {} channels ({} stalled), {} events/s of {} B\n  \
+             {} of {} deliveries ({} lost), {:.0} deliveries/s\n  {latency}\n  {}; {harness}",
+            r["subscribers"],
+            r["channels"],
+            r["stalled_subscribers"],
+            r["rate_events_per_s"],
+            r["payload_bytes"],
+            r["deliveries"],
+            r["deliveries_expected"],
+            r["lost"],
+            num(&r["deliveries_per_s"]),
+            server("delivery", "server_cpu_us_per_delivery"),
+        ),
+        Some("trigger") => format!(
+            "trigger: {} publishers\n  {} requests ({} errors), {:.0} requests/s\n  {latency}\n  {}; {harness}",
+            r["concurrency"],
+            r["requests"],
+            r["errors"],
+            num(&r["requests_per_s"]),
+            server("request", "server_cpu_us_per_request"),
+        ),
+        Some("connections") => format!(
+            "connections: {} held{}, {:.0} connects/s\n  server memory per connection: {}",
+            r["connections"],
+            if r["subscribed"].as_bool() == Some(true) {
+                " (subscribed)"
+            } else {
+                ""
+            },
+            num(&r["connects_per_s"]),
+            match r["server_bytes_per_connection"].as_f64() {
+                Some(b) => format!("{b:.0} B over the server's baseline"),
+                None => "not measured (no --pid)".to_owned(),
+            },
+        ),
+        _ => r.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarises_a_trigger_run() {
+        let r = serde_json::json!({
+            "mode": "trigger", "concurrency": 32, "requests": 100, "errors": 0,
+            "requests_per_s": 50.0, "server_cpu_us_per_request": 12.5, "harness_cpu_s": 1.0,
+            "latency": {"p50_us": 1000.0, "p90_us": 2000.0, "p99_us": 3000.0, "p999_us": 4000.0, "max_us": 5000.0}
+        });
+        let text = summary(&r);
+        assert!(text.contains("50 requests/s"), "{text}");
+        assert!(text.contains("p99 3.00 ms"), "{text}");
+        assert!(text.contains("12.50 µs per request"), "{text}");
+    }
+}
