@@ -62,6 +62,10 @@ enum Mode {
         /// Extra subscribers that never read (a stalled-client scenario).
         #[arg(long, default_value_t = 0)]
         stalled: usize,
+        /// The kind of channel: public, private (signed by the harness) or presence (each
+        /// subscriber a distinct user; mind the server's member limit per channel).
+        #[arg(long, value_enum, default_value = "public")]
+        kind: wsclient::Kind,
     },
     /// HTTP publish throughput with C concurrent keep-alive clients.
     Trigger {
@@ -99,12 +103,14 @@ async fn main() -> ExitCode {
             payload,
             subscribe_to,
             stalled,
+            kind,
         } => {
             modes::fanout(
                 &app,
                 &cli.pid,
                 modes::Fanout {
                     progress: cli.progress,
+                    kind,
                     subscribe_to,
                     stalled,
                     subscribers,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::http::{App, Conn};
 use crate::proc_stats;
 use crate::progress::Progress;
-use crate::wsclient::{find, Client};
+use crate::wsclient::{find, Client, Kind};
 
 /// Nanoseconds since `base`; publisher and subscribers share one process and one base, so
 /// latency needs no clock synchronisation.
@@ -59,6 +59,8 @@ fn sent_at(frame: &[u8]) -> Option<u64> {
 pub struct Fanout {
     /// Draw a progress bar.
     pub progress: bool,
+    /// The kind of channel subscribers join.
+    pub kind: Kind,
     /// Where subscribers connect (round-robin); empty: the publishing address.
     pub subscribe_to: Vec<std::net::SocketAddr>,
     pub subscribers: usize,
@@ -79,13 +81,20 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         for i in chunk_start..(chunk_start + 200).min(p.subscribers) {
             let app = app.clone();
             let channels = p.channels;
+            let kind = p.kind;
             let addr = match p.subscribe_to.len() {
                 0 => app.addr,
                 n => p.subscribe_to[i % n],
             };
             pending.push(tokio::spawn(async move {
                 let mut c = Client::connect(addr, &app.key, i).await?;
-                c.subscribe(&format!("bench-{}", i % channels)).await?;
+                let user = format!("u{i}");
+                c.subscribe_signed(
+                    &kind.channel(i % channels),
+                    (kind != Kind::Public).then_some((app.key.as_str(), app.secret.as_str())),
+                    (kind == Kind::Presence).then_some(user.as_str()),
+                )
+                .await?;
                 Ok::<_, std::io::Error>(c)
             }));
         }
@@ -102,7 +111,13 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         // A small receive window, as a phone on a dead network would leave: the backlog
         // then builds up in the server, against its per-connection bound.
         let mut c = Client::connect_with(addr, &app.key, p.subscribers + j, Some(4096)).await?;
-        c.subscribe(&format!("bench-{}", j % p.channels)).await?;
+        let user = format!("stalled{j}");
+        c.subscribe_signed(
+            &p.kind.channel(j % p.channels),
+            (p.kind != Kind::Public).then_some((app.key.as_str(), app.secret.as_str())),
+            (p.kind == Kind::Presence).then_some(user.as_str()),
+        )
+        .await?;
         stalled.push(c);
     }
     let delivered = Arc::new(AtomicU64::new(0));
@@ -162,6 +177,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         let padding = padding.clone();
         let sent = sent.clone();
         let channels = p.channels;
+        let kind = p.kind;
         let interval = Duration::from_nanos(1_000_000_000 * publishers as u64 / p.rate.max(1));
         pubs.push(tokio::spawn(async move {
             let mut conn = Conn::open(app.addr).await?;
@@ -170,7 +186,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
             let mut n = k as u64;
             while n < events_total {
                 tick.tick().await;
-                let channel = format!("bench-{}", n as usize % channels);
+                let channel = kind.channel(n as usize % channels);
                 let data = format!(r#"{{\"t\":{},\"p\":\"{padding}\"}}"#, nanos_since(base));
                 let body = format!(r#"{{"name":"bench","channel":"{channel}","data":"{data}"}}"#);
                 if conn.send(&app.signed_post(&body)).await? == 200 {
@@ -202,6 +218,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
     let server_cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
     Ok(json!({
         "mode": "fanout",
+        "channel_kind": format!("{:?}", p.kind).to_lowercase(),
         "nodes": p.subscribe_to.len().max(1),
         "subscribers": p.subscribers,
         "channels": p.channels,

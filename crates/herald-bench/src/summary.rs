@@ -22,10 +22,11 @@ pub fn summary(r: &Value) -> String {
     let harness = format!("harness CPU {:.2} s", num(&r["harness_cpu_s"]));
     match r["mode"].as_str() {
         Some("fanout") => format!(
-            "fanout: {} subscribers over {} channels ({} stalled), {} events/s of {} B\n  \
+            "fanout: {} subscribers over {} {} channels ({} stalled), {} events/s of {} B\n  \
              {} of {} deliveries ({} lost), {:.0} deliveries/s\n  {latency}\n  {}; {harness}",
             r["subscribers"],
             r["channels"],
+            r["channel_kind"].as_str().unwrap_or("public"),
             r["stalled_subscribers"],
             r["rate_events_per_s"],
             r["payload_bytes"],

@@ -31,6 +31,28 @@ pub struct Client {
     pub stream: TcpStream,
     /// Bytes read but not yet consumed as frames.
     pub buf: Vec<u8>,
+    /// The socket id the server assigned (for private and presence signatures).
+    pub socket_id: String,
+}
+
+/// Which kind of channel a subscriber joins; private and presence subscriptions are signed
+/// by the harness with the app secret, as an app's auth endpoint would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Public,
+    Private,
+    Presence,
+}
+
+impl Kind {
+    /// The name of the `n`-th benchmark channel of this kind.
+    pub fn channel(self, n: usize) -> String {
+        match self {
+            Kind::Public => format!("bench-{n}"),
+            Kind::Private => format!("private-bench-{n}"),
+            Kind::Presence => format!("presence-bench-{n}"),
+        }
+    }
 }
 
 impl Client {
@@ -56,6 +78,7 @@ impl Client {
         let mut client = Client {
             stream,
             buf: Vec::with_capacity(4096),
+            socket_id: String::new(),
         };
         // Skip the HTTP response head.
         loop {
@@ -73,6 +96,14 @@ impl Client {
             return Err(std::io::Error::other(
                 String::from_utf8_lossy(&first).into_owned(),
             ));
+        }
+        let marker = br#"socket_id\":\""#;
+        if let Some(at) = find(&first, marker).map(|at| at + marker.len()) {
+            let len = first[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit() || **b == b'.')
+                .count();
+            client.socket_id = String::from_utf8_lossy(&first[at..at + len]).into_owned();
         }
         Ok(client)
     }
@@ -117,8 +148,32 @@ impl Client {
 
     /// Subscribes to a public channel and waits for the confirmation.
     pub async fn subscribe(&mut self, channel: &str) -> std::io::Result<()> {
+        self.subscribe_signed(channel, None, None).await
+    }
+
+    /// Subscribes to `channel`; private and presence channels are signed with `secret`
+    /// (`(key, secret)`), presence ones as user `user`.
+    pub async fn subscribe_signed(
+        &mut self,
+        channel: &str,
+        credentials: Option<(&str, &str)>,
+        user: Option<&str>,
+    ) -> std::io::Result<()> {
+        let channel_data = user.map(|u| format!(r#"{{"user_id":"{u}"}}"#));
+        let auth = credentials.map_or_else(String::new, |(key, secret)| {
+            herald_protocol::auth::channel_auth(
+                key,
+                secret,
+                &self.socket_id,
+                channel,
+                channel_data.as_deref(),
+            )
+        });
+        let extra = channel_data.map_or_else(String::new, |d| {
+            format!(r#","channel_data":"{}""#, d.replace('"', "\\\""))
+        });
         self.send_text(&format!(
-            r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{channel}"}}}}"#
+            r#"{{"event":"pusher:subscribe","data":{{"auth":"{auth}","channel":"{channel}"{extra}}}}}"#
         ))
         .await?;
         loop {
