@@ -31,9 +31,14 @@ start_node() {
   done
   echo "node $name did not start" >&2; exit 1
 }
-# with_redis RUN.json BEFORE AFTER: labels a cluster run and adds Redis's CPU per unit.
-with_redis() {
-  python3 - "$@" <<'PY' | tee -a "$out"
+# cluster_bench ARGS...: one harness run against node a (CPU of both nodes summed),
+# labelled, with Redis's own CPU per delivery or request.
+cluster_bench() {
+  local before after
+  before=$(cpu_secs "$redis_pid")
+  target/release/herald-bench --addr "$a_addr" --pid "$a_pid,$b_pid" "$@" 2>/dev/null > "$tmp/run.json"
+  after=$(cpu_secs "$redis_pid")
+  python3 - "$tmp/run.json" "$before" "$after" <<'PY' | tee -a "$out"
 import json, sys
 r = json.load(open(sys.argv[1]))
 r["setup"] = "two nodes + redis"
@@ -63,15 +68,8 @@ for _ in $(seq "$runs"); do
   printf 'adapter = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$redis_port" > "$tmp/cluster.toml"
   start_node a "$tmp/cluster.toml"
   start_node b "$tmp/cluster.toml"
-  redis_before=$(cpu_secs "$redis_pid")
-  target/release/herald-bench --addr "$a_addr" --pid "$a_pid,$b_pid" "${fanout[@]}" \
-    --subscribe-to "$a_addr,$b_addr" 2>/dev/null > "$tmp/run.json"
-  redis_after=$(cpu_secs "$redis_pid")
-  with_redis "$tmp/run.json" "$redis_before" "$redis_after"
-  redis_before=$(cpu_secs "$redis_pid")
-  target/release/herald-bench --addr "$a_addr" --pid "$a_pid,$b_pid" "${trigger[@]}" 2>/dev/null > "$tmp/run.json"
-  redis_after=$(cpu_secs "$redis_pid")
-  with_redis "$tmp/run.json" "$redis_before" "$redis_after"
+  cluster_bench "${fanout[@]}" --subscribe-to "$a_addr,$b_addr"
+  cluster_bench "${trigger[@]}"
   stop "$a_pid" "$b_pid" "$redis_pid"
 done
 

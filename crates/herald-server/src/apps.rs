@@ -63,8 +63,9 @@ impl App {
     /// gives the slot back when dropped, so no exit path can leak it.
     pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let max = self.config.limits.max_connections;
-        // In a cluster the other nodes' counts are as of their last heartbeat (a second at
-        // most): a burst spread over nodes can overshoot by what they accepted meanwhile.
+        // In a cluster, the other nodes' counts as of their last heartbeat: a first check that
+        // needs no Redis. The exact one, over every node's count, is the admission script
+        // (ws::connect); this one decides alone while Redis is away.
         let elsewhere = self
             .cluster()
             .map_or(0, |c| c.other_connections(&self.config.id));

@@ -50,11 +50,30 @@ struct Channel {
 }
 
 impl Channel {
-    fn member_mut(&mut self, user_id: &str) -> Option<&mut MemberEntry> {
-        self.members
+    /// Counts one more connection of `member`, adding it if it is new; returns its shared
+    /// user id for the subscriber entry.
+    fn add_member(&mut self, member: &Member) -> Arc<str> {
+        match self
+            .members
             .iter_mut()
-            .find(|(id, _)| id.as_ref() == user_id)
-            .map(|(_, m)| m)
+            .find(|(id, _)| **id == *member.user_id)
+        {
+            Some((id, entry)) => {
+                entry.connections += 1;
+                id.clone()
+            }
+            None => {
+                let id: Arc<str> = Arc::from(member.user_id.as_str());
+                self.members.push((
+                    id.clone(),
+                    MemberEntry {
+                        user_info: member.user_info.as_deref().map(Box::from),
+                        connections: 1,
+                    },
+                ));
+                id
+            }
+        }
     }
 }
 
@@ -185,7 +204,7 @@ impl Hub {
                 member_added: false,
             });
         }
-        let new_user = ch.member_mut(&member.user_id).is_none();
+        let new_user = !ch.members.iter().any(|(id, _)| **id == *member.user_id);
         if new_user && ch.members.len() >= max_members {
             if ch.subscribers.is_empty() {
                 shard.remove(channel);
@@ -193,17 +212,7 @@ impl Hub {
             return Err(PresenceRefused::Full { max: max_members });
         }
         let occupied = ch.subscribers.is_empty();
-        let user_id: Arc<str> = Arc::from(member.user_id.as_str());
-        match ch.member_mut(&member.user_id) {
-            Some(entry) => entry.connections += 1,
-            None => ch.members.push((
-                user_id.clone(),
-                MemberEntry {
-                    user_info: member.user_info.as_deref().map(Box::from),
-                    connections: 1,
-                },
-            )),
-        }
+        let user_id = ch.add_member(&member);
         if new_user {
             let added = text_frame(&frame::member_added(
                 channel,
@@ -288,27 +297,7 @@ impl Hub {
         let occupied = ch.subscribers.is_empty();
         let already = ch.subscribers.contains_key(&conn);
         if !already {
-            let user_id = match ch
-                .members
-                .iter_mut()
-                .find(|(id, _)| **id == *member.user_id)
-            {
-                Some((id, entry)) => {
-                    entry.connections += 1;
-                    id.clone()
-                }
-                None => {
-                    let id: Arc<str> = Arc::from(member.user_id.as_str());
-                    ch.members.push((
-                        id.clone(),
-                        MemberEntry {
-                            user_info: member.user_info.as_deref().map(Box::from),
-                            connections: 1,
-                        },
-                    ));
-                    id
-                }
-            };
+            let user_id = ch.add_member(member);
             ch.subscribers.insert(
                 conn,
                 Subscriber {

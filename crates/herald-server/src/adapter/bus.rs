@@ -50,7 +50,6 @@ const WATCH: u8 = 3;
 
 /// Encodes `message` as sent by node `origin`.
 pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
     match message {
         BusMessage::Event {
             app,
@@ -58,23 +57,49 @@ pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
             except,
             frame,
             cache,
-        } => {
-            header(&mut out, EVENT, origin, app, channel);
-            put(&mut out, except.as_deref().unwrap_or("").as_bytes());
-            put(&mut out, frame);
-            if let Some((data, ttl_ms)) = cache {
-                put(&mut out, data.as_bytes());
-                out.extend_from_slice(&ttl_ms.to_be_bytes());
-            }
-        }
+        } => encode_event(
+            origin,
+            app,
+            channel,
+            except.as_deref(),
+            frame,
+            cache
+                .as_ref()
+                .map(|(data, ttl_ms)| (data.as_str(), *ttl_ms)),
+        ),
         BusMessage::Terminate { app, user, code } => {
+            let mut out = Vec::with_capacity(64);
             header(&mut out, TERMINATE, origin, app, user);
             out.extend_from_slice(&code.to_be_bytes());
+            out
         }
         BusMessage::Watch { app, user, online } => {
+            let mut out = Vec::with_capacity(64);
             header(&mut out, WATCH, origin, app, user);
             out.push(u8::from(*online));
+            out
         }
+    }
+}
+
+/// Encodes an [`BusMessage::Event`] straight from borrowed parts: publishing an event
+/// builds no owned message first.
+pub fn encode_event(
+    origin: u32,
+    app: &str,
+    channel: &str,
+    except: Option<&str>,
+    frame: &[u8],
+    cache: Option<(&str, u64)>,
+) -> Vec<u8> {
+    let cache_len = cache.map_or(0, |(data, _)| data.len() + 12);
+    let mut out = Vec::with_capacity(25 + app.len() + channel.len() + 16 + frame.len() + cache_len);
+    header(&mut out, EVENT, origin, app, channel);
+    put(&mut out, except.unwrap_or("").as_bytes());
+    put(&mut out, frame);
+    if let Some((data, ttl_ms)) = cache {
+        put(&mut out, data.as_bytes());
+        out.extend_from_slice(&ttl_ms.to_be_bytes());
     }
     out
 }

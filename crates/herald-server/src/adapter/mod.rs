@@ -233,19 +233,7 @@ impl Cluster {
 
     /// Sends a message to the other nodes.
     pub(crate) fn send(&self, message: &BusMessage) {
-        if self
-            .outgoing
-            .try_send(bus::encode(self.node_id, message))
-            .is_err()
-        {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    dropped = n,
-                    "Cluster bus queue full: messages to other nodes dropped"
-                );
-            }
-        }
+        self.enqueue(bus::encode(self.node_id, message));
     }
 
     /// Sends an event frame to the other nodes' subscribers of `channel`.
@@ -257,25 +245,27 @@ impl Cluster {
         frame: &Bytes,
         cache: Option<(&str, Duration)>,
     ) {
-        self.send(&BusMessage::Event {
-            app: app.to_owned(),
-            channel: channel.to_owned(),
-            except: except.map(str::to_owned),
-            frame: frame.clone(),
-            cache: cache.map(|(data, ttl)| (data.to_owned(), ttl.as_millis() as u64)),
-        });
+        self.enqueue(bus::encode_event(
+            self.node_id,
+            app,
+            channel,
+            except,
+            frame,
+            cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
+        ));
     }
 
-    /// Delivers `frame` to every subscriber of `channel` in the cluster except `except`.
-    pub(crate) fn deliver_everywhere(
-        &self,
-        app: &App,
-        channel: &str,
-        frame: &Bytes,
-        except: Option<(ConnId, &str)>,
-    ) {
-        app.hub.publish(channel, frame, except.map(|(c, _)| c));
-        self.send_event(&app.config.id, channel, except.map(|(_, s)| s), frame, None);
+    /// Queues an encoded message for the publisher; counts and logs what a full queue drops.
+    fn enqueue(&self, encoded: Vec<u8>) {
+        if self.outgoing.try_send(encoded).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "Cluster bus queue full: messages to other nodes dropped"
+                );
+            }
+        }
     }
 
     /// The connection a socket id names, if it lives on this node.

@@ -298,12 +298,7 @@ impl StateTask {
                     .join_presence_listed(&channel, conn, &outbox, &member, &data);
                 if before == 0 && after > 0 {
                     let added = member_added(&channel, &member);
-                    self.cluster.deliver_everywhere(
-                        &app,
-                        &channel,
-                        &added,
-                        Some((conn, &socket_id)),
-                    );
+                    app.publish(&channel, &added, Some(conn), Some(&socket_id));
                     app.webhook("member_added", || WebhookEvent::MemberAdded {
                         channel: channel.clone(),
                         user_id: member.user_id.as_str().into(),
@@ -512,7 +507,7 @@ impl StateTask {
             let count = after.max(0) as usize;
             if app.config.subscription_count && count > 0 {
                 let frame = text_frame(&frame::subscription_count(channel, count));
-                self.cluster.deliver_everywhere(app, channel, &frame, None);
+                app.publish(channel, &frame, None, None);
             }
             app.webhook("subscription_count", || WebhookEvent::SubscriptionCount {
                 channel: channel.into(),
@@ -587,15 +582,14 @@ impl StateTask {
         }
         if before == 0 && after > 0 {
             let added = text_frame(&frame::member_added(channel, user, info));
-            self.cluster.deliver_everywhere(app, channel, &added, None);
+            app.publish(channel, &added, None, None);
             app.webhook("member_added", || WebhookEvent::MemberAdded {
                 channel: channel.into(),
                 user_id: user.into(),
             });
         } else if before > 0 && after == 0 {
             let removed = text_frame(&frame::member_removed(channel, user));
-            self.cluster
-                .deliver_everywhere(app, channel, &removed, None);
+            app.publish(channel, &removed, None, None);
             app.webhook("member_removed", || WebhookEvent::MemberRemoved {
                 channel: channel.into(),
                 user_id: user.into(),

@@ -54,7 +54,6 @@ impl ApiError {
         e
     }
 
-    /// 413: event data over the app's limit.
     /// 503: the cluster's shared state (Redis) did not answer.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
@@ -68,6 +67,7 @@ impl ApiError {
         ))
     }
 
+    /// 413: event data over the app's limit.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
     }

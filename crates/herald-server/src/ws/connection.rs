@@ -129,7 +129,9 @@ fn serve(
             .await;
             match wake {
                 Wake::Outbox => {
-                    if outbox.is_aborted() {
+                    // Only a closing connection has a linger for the sweeper to end; asking
+                    // only then keeps a lock off every delivery's wake-up.
+                    if closing && outbox.is_aborted() {
                         break;
                     }
                     io.take_outbox(&outbox, &mut closing);

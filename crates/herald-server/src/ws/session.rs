@@ -541,7 +541,9 @@ impl Session {
             );
         }
         let now = crate::sweeper::now();
-        if now.wrapping_sub(self.client_events.started) >= 10 {
+        if now.wrapping_sub(self.client_events.started)
+            >= crate::sweeper::ticks(std::time::Duration::from_secs(1))
+        {
             self.client_events = RateWindow {
                 started: now,
                 used: 0,
@@ -554,14 +556,15 @@ impl Session {
         self.client_events.used += 1;
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
+        let socket_id = self.socket_id();
         self.app
-            .publish(channel, &frame, Some(self.conn), Some(&self.socket_id()));
+            .publish(channel, &frame, Some(self.conn), Some(&socket_id));
         self.app
             .webhook("client_event", || WebhookEvent::ClientEvent {
                 channel: channel.into(),
                 event: event.into(),
                 data: data.into(),
-                socket_id: self.socket_id().into(),
+                socket_id: socket_id.as_str().into(),
                 user_id: user_id.as_deref().map(Into::into),
             });
     }
