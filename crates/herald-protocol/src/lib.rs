@@ -4,7 +4,8 @@
 //! messages of WebSocket protocol 7 ([`frame`]), the channel and event name rules
 //! ([`channel`]), the HTTP API request signature ([`signing`]), channel and user auth
 //! signatures ([`auth`]), presence member data ([`presence`]), the webhook signature
-//! ([`webhook`]) and the end-to-end encrypted channel scheme ([`encryption`]).
+//! ([`webhook`]), the end-to-end encrypted channel scheme ([`encryption`]) and RFC 6455
+//! framing ([`websocket`]).
 //! The server verifies with the same functions the SDK signs with, so the two cannot drift.
 
 pub mod auth;
@@ -17,3 +18,4 @@ pub mod presence;
 pub mod signing;
 pub mod user;
 pub mod webhook;
+pub mod websocket;

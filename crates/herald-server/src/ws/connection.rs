@@ -20,12 +20,12 @@ use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::codec::{self, CodecError, Decoder, Message};
 use super::session::Session;
 use super::text_frame;
 use crate::apps::{App, ConnectionSlot};
 use crate::outbox::{CloseRequest, Outbox};
 use crate::{sweeper, Shared};
+use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 
 /// Frames written with one system call at most.
 const MAX_IOVECS: usize = 64;

@@ -6,7 +6,6 @@
 //! over quota, bad path or protocol) still get the upgrade, then a `pusher:error` and a close
 //! with the code that tells pusher-js whether to retry (spec §1.4).
 
-pub(crate) mod codec;
 mod connection;
 mod session;
 
@@ -18,6 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use herald_protocol::close::CloseReason;
+use herald_protocol::websocket as codec;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 

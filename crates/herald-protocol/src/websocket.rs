@@ -1,11 +1,13 @@
-//! RFC 6455 framing for the server side: decoding masked client frames and encoding
-//! unmasked server frames.
+//! RFC 6455 framing for the server side, as pure code: decoding masked client frames and
+//! encoding unmasked server frames.
 //!
 //! The server frames sockets itself rather than through a WebSocket crate's stream type
 //! because those keep a read buffer of 4–128 KB per connection for as long as it is open,
 //! which alone is many times the memory budget of an idle Herald connection. This decoder
 //! owns no I/O buffer: the connection passes in whatever bytes it has, and the decoder
 //! consumes complete frames from the front. Only an unfinished fragmented message is kept.
+//! It lives here, with no I/O, so the fuzz targets and the benchmark harness use the very
+//! code the server runs.
 
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
@@ -21,7 +23,7 @@ const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
-pub(crate) fn accept_key(sec_websocket_key: &[u8]) -> String {
+pub fn accept_key(sec_websocket_key: &[u8]) -> String {
     let mut sha = Sha1::new();
     sha.update(sec_websocket_key);
     sha.update(GUID);
@@ -30,7 +32,7 @@ pub(crate) fn accept_key(sec_websocket_key: &[u8]) -> String {
 
 /// One complete message from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Message {
+pub enum Message {
     Text(String),
     Binary(Vec<u8>),
     Ping(Vec<u8>),
@@ -40,7 +42,7 @@ pub(crate) enum Message {
 
 /// Why the byte stream is not acceptable; each maps to the close code RFC 6455 assigns.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum CodecError {
+pub enum CodecError {
     #[error("WebSocket protocol error: {0}")]
     Protocol(&'static str),
     #[error("message larger than {limit} bytes")]
@@ -50,7 +52,7 @@ pub(crate) enum CodecError {
 }
 
 impl CodecError {
-    pub(crate) fn close_code(&self) -> u16 {
+    pub fn close_code(&self) -> u16 {
         match self {
             CodecError::Protocol(_) => 1002,
             CodecError::TooBig { .. } => 1009,
@@ -61,7 +63,7 @@ impl CodecError {
 
 /// Incremental decoder; one per connection.
 #[derive(Debug)]
-pub(crate) struct Decoder {
+pub struct Decoder {
     /// Largest message, in bytes (u32: the configuration caps it far below 4 GiB).
     max_message: u32,
     /// The opcode and payload of a fragmented message still being received; boxed, as
@@ -78,15 +80,15 @@ struct Header {
 }
 
 impl Decoder {
-    pub(crate) fn new(max_message: usize) -> Self {
+    pub fn new(max_message: usize) -> Self {
         Decoder {
             max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
             fragments: None,
         }
     }
 
-    #[allow(dead_code)] // Part of the decoder's contract; the connection may use it to tune buffers.
-    pub(crate) fn fragments_in_progress(&self) -> bool {
+    /// Whether a fragmented message has started and not yet ended.
+    pub fn fragments_in_progress(&self) -> bool {
         self.fragments.is_some()
     }
 
@@ -166,7 +168,7 @@ impl Decoder {
 
     /// Takes the next complete message from the front of `buf`, or `Ok(None)` when `buf`
     /// holds only part of one (the partial bytes stay in `buf`).
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, CodecError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, CodecError> {
         loop {
             let Some(h) = self.header(buf)? else {
                 return Ok(None);
@@ -266,8 +268,7 @@ fn header_into(opcode: u8, len: usize, out: &mut [u8; 10]) -> usize {
 }
 
 /// The header of a text frame of `len` bytes, for callers that assemble frames themselves.
-#[allow(dead_code)] // Part of the codec's contract; the encoder below is the common path.
-pub(crate) fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
+pub fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
     header_into(OP_TEXT, len, out)
 }
 
@@ -281,12 +282,12 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 }
 
 /// A complete text frame, header and payload in one allocation.
-pub(crate) fn encode_text(payload: &[u8]) -> Bytes {
+pub fn encode_text(payload: &[u8]) -> Bytes {
     encode(OP_TEXT, payload)
 }
 
 /// A close frame; the reason is cut at a character boundary to fit the 125-byte limit.
-pub(crate) fn encode_close(code: u16, reason: &str) -> Bytes {
+pub fn encode_close(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -297,12 +298,14 @@ pub(crate) fn encode_close(code: u16, reason: &str) -> Bytes {
     encode(OP_CLOSE, &payload)
 }
 
-pub(crate) fn encode_pong(payload: &[u8]) -> Bytes {
+/// A pong frame answering a ping with `payload`.
+pub fn encode_pong(payload: &[u8]) -> Bytes {
     encode(OP_PONG, payload)
 }
 
-#[allow(dead_code)] // The server pings with the protocol's JSON `pusher:ping` (spec §1.5).
-pub(crate) fn encode_ping(payload: &[u8]) -> Bytes {
+/// A ping frame. The server pings with the protocol's JSON `pusher:ping` (spec §1.5);
+/// this is for clients such as the benchmark harness.
+pub fn encode_ping(payload: &[u8]) -> Bytes {
     encode(OP_PING, payload)
 }
 
