@@ -53,6 +53,10 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
+    /// Serve a non-loopback address with the public default credentials (app-key /
+    /// app-secret), which let anyone publish, read presence and forge channel auth.
+    #[arg(long)]
+    insecure_default_credentials: bool,
 }
 
 fn main() -> ExitCode {
@@ -99,7 +103,24 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    let loopback = config
+        .host
+        .parse::<IpAddr>()
+        .map_or(config.host == "localhost", |ip| ip.is_loopback());
+    if !loopback && config.uses_default_credentials() {
+        if !args.insecure_default_credentials {
+            eprintln!(
+                "herald: refusing to serve {} with the public default credentials (key app-key, secret app-secret), which let anyone publish and forge channel auth. Set your own app in a config file ([[apps]] with id, key and secret) or with HERALD_APP_ID, HERALD_APP_KEY and HERALD_APP_SECRET; --insecure-default-credentials serves them anyway.",
+                config.host
+            );
+            return ExitCode::from(2);
+        }
+        tracing::warn!(
+            host = %config.host,
+            "Serving a non-loopback address with the public default credentials (--insecure-default-credentials): anyone who can reach this port can publish, read presence and forge channel auth"
+        );
+    }
+    runtime.block_on(run(config, loopback))
 }
 
 /// Connections that may wait to be accepted. tokio's default (128) overflows when every
@@ -122,7 +143,7 @@ async fn bind(address: &str) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, loopback: bool) -> ExitCode {
     let address = format!("{}:{}", config.host, config.port);
     let listener = match bind(&address).await {
         Ok(l) => l,
@@ -138,16 +159,6 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let loopback = config
-        .host
-        .parse::<IpAddr>()
-        .map_or(config.host == "localhost", |ip| ip.is_loopback());
-    if !loopback && config.uses_default_credentials() {
-        tracing::warn!(
-            host = %config.host,
-            "LISTENING ON A NON-LOOPBACK ADDRESS WITH THE PUBLIC DEFAULT APP CREDENTIALS: anyone who can reach this port can publish and subscribe. Set apps in a config file."
-        );
-    }
     let mut banner = format!(
         "Herald {} listening on {local}\n",
         env!("CARGO_PKG_VERSION")
@@ -155,11 +166,15 @@ async fn run(config: Config) -> ExitCode {
     for app in &config.apps {
         banner.push_str(&format!("app {}: key {}\n", app.id, app.key));
     }
-    if let Some(app) = config.apps.first() {
-        banner.push_str(&format!(
-            "PUSHER_URL=http://{}:{}@{local}/apps/{}\n",
-            app.key, app.secret, app.id
-        ));
+    // A ready URL carries the secret, so it is printed only when the secret is the public
+    // embedded one and only this machine can connect: output often ends up in log stores.
+    if loopback && config.is_embedded_default() {
+        if let Some(app) = config.apps.first() {
+            banner.push_str(&format!(
+                "PUSHER_URL=http://{}:{}@{local}/apps/{}\n",
+                app.key, app.secret, app.id
+            ));
+        }
     }
     let apps = Arc::new(herald_server::StaticApps::new(
         config.apps.clone(),

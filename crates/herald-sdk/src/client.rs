@@ -33,7 +33,6 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) app_id: String,
     pub(crate) key: String,
@@ -43,6 +42,46 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) master_key: Option<[u8; MASTER_KEY_LEN]>,
     pub(crate) max_batch: usize,
+}
+
+/// Written by hand so the secret and the master key never reach a log: `{:?}` of a client
+/// shows what identifies it, not what authenticates it.
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("app_id", &self.app_id)
+            .field("key", &self.key)
+            .field("secret", &REDACTED)
+            .field("base", &self.base)
+            .field("master_key", &self.master_key.map(|_| REDACTED))
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `Debug` shows instead of a secret.
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("app_id", &self.app_id)
+            .field("key", &self.key)
+            .field("secret", &REDACTED)
+            .field("host", &self.host)
+            .field("cluster", &self.cluster)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            // A proxy URL may carry a password.
+            .field("proxy", &self.proxy.as_ref().map(|_| REDACTED))
+            .field(
+                "master_key",
+                &self.master_key_base64.as_ref().map(|_| REDACTED),
+            )
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds a [`Client`] from parts.
@@ -59,7 +98,7 @@ pub(crate) struct Inner {
 /// assert_eq!(client.base_url(), "http://127.0.0.1:6001");
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct ClientBuilder {
     app_id: String,
@@ -548,5 +587,29 @@ fn redact(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let builder = crate::Client::builder("1", "the-key", "s3cr3t-value")
+            .host("h")
+            .proxy("http://user:proxy-pass@proxy:3128")
+            .encryption_master_key_base64("c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE=");
+        let shown = format!("{builder:?}");
+        let client = builder.build().expect("valid");
+        let shown = format!("{shown} {client:?}");
+        assert!(shown.contains("the-key"), "{shown}");
+        for secret in ["s3cr3t-value", "proxy-pass", "c2VjcmV0"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        let hooks = crate::WebhookOptions::default().extra_credentials("old-key", "old-s3cr3t");
+        let shown = format!("{hooks:?}");
+        assert!(
+            shown.contains("old-key") && !shown.contains("old-s3cr3t"),
+            "{shown}"
+        );
     }
 }

@@ -103,11 +103,22 @@ pub struct Webhook {
 ///     .max_age(std::time::Duration::from_secs(300));
 /// # let _ = opts;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct WebhookOptions {
     extra: Vec<(String, String)>,
     max_age: Option<Duration>,
+}
+
+/// Shows the extra keys but never their secrets.
+impl std::fmt::Debug for WebhookOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.extra.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("WebhookOptions")
+            .field("extra_keys", &keys)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
 }
 
 impl WebhookOptions {

@@ -61,6 +61,8 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 pub struct AppLimits {
     /// Simultaneous connections; `0` means unlimited.
     pub max_connections: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_subscriptions_per_connection: usize,
     /// Largest `data` of an HTTP-triggered event, in bytes (413 above it).
     pub max_event_data_bytes: usize,
     /// Channels one trigger may name.
@@ -92,6 +94,7 @@ impl Default for AppLimits {
     fn default() -> Self {
         AppLimits {
             max_connections: 0,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             max_event_data_bytes: 100 * 1024,
             max_channels_per_trigger: 100,
             max_events_per_batch: 10,
@@ -108,6 +111,10 @@ impl Default for AppLimits {
     }
 }
 
+/// Pusher documents no per-connection channel limit; a thousand is far more than any
+/// real client holds, and bounds what one unauthenticated socket can make the server keep.
+const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
+
 /// One webhook endpoint of an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
@@ -119,8 +126,8 @@ pub struct WebhookConfig {
     pub channel_prefix: Option<String>,
 }
 
-/// One application: credentials and limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One application: credentials and limits. `Debug` shows everything but the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AppConfig {
     /// The id in HTTP API paths.
     pub id: String,
@@ -145,6 +152,51 @@ pub struct AppConfig {
     pub subscription_count: bool,
     /// Webhook endpoints.
     pub webhooks: Vec<WebhookConfig>,
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("secret", &REDACTED)
+            .field("enabled", &self.enabled)
+            .field("limits", &self.limits)
+            .field("terminate_close_code", &self.terminate_close_code)
+            .field(
+                "user_authentication_timeout",
+                &self.user_authentication_timeout,
+            )
+            .field("cache_ttl", &self.cache_ttl)
+            .field("subscription_count", &self.subscription_count)
+            .field("webhooks", &self.webhooks)
+            .finish()
+    }
+}
+
+/// What `Debug` output shows in place of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// `url` with any password replaced, for logs and error messages: Redis and webhook URLs
+/// may carry credentials (`redis://:password@host`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') || !user.is_empty() {
+                format!("{user}:{REDACTED}")
+            } else {
+                String::new()
+            };
+            format!("{scheme}://{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 impl AppConfig {
@@ -196,12 +248,57 @@ pub struct Config {
     pub webhook_vacated_delay: Duration,
     /// Shared state with other nodes through Redis; `None` runs a single in-memory node.
     pub cluster: Option<ClusterConfig>,
+    /// What clients may hold open: timeouts and connection caps.
+    pub net: NetLimits,
+    /// Webhook deliveries in flight for one app; batches beyond are dropped and counted.
+    pub webhook_max_in_flight: usize,
+    /// Bytes of webhook bodies one app may hold for delivery and retry.
+    pub webhook_max_queued_bytes: usize,
     /// The apps served.
     pub apps: Vec<AppConfig>,
 }
 
-/// How a node joins a cluster (`adapter = "redis"`).
+/// Bounds on the connections clients hold and how long a request may take. Every bound is
+/// listed, with its default and what a client gets, in the README's "Limits and
+/// protection".
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetLimits {
+    /// How long a client may take to send a request's headers: from the connection's
+    /// start for the first request, from the first byte for the next ones.
+    pub header_timeout: Duration,
+    /// How long reading a request's body may take.
+    pub body_timeout: Duration,
+    /// How long a kept-alive HTTP connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Largest HTTP request body (413 above it).
+    pub max_body_bytes: usize,
+    /// Open connections (HTTP and WebSocket together); `0` derives it from the open-file
+    /// limit at start-up, leaving headroom for Redis, webhooks and the logs.
+    pub max_open_connections: usize,
+    /// Open connections from one client address; `0` means no limit. Off by default:
+    /// behind a load balancer or a carrier NAT every client shares one address.
+    pub max_connections_per_ip: usize,
+    /// Peers whose `X-Forwarded-For` header names the client address (the address the
+    /// per-address cap counts); empty: the TCP peer is always the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_open_connections: 0,
+            max_connections_per_ip: 0,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// How a node joins a cluster (`adapter = "redis"`). `Debug` hides the URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// The Redis server every node of the cluster uses, e.g. `redis://127.0.0.1:6379/0`.
     pub redis_url: String,
@@ -210,6 +307,16 @@ pub struct ClusterConfig {
     /// How long a node may go without a heartbeat before the others remove its
     /// connections' channel and presence state.
     pub node_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("node_timeout", &self.node_timeout)
+            .finish()
+    }
 }
 
 /// The default for [`ClusterConfig::node_timeout`].
@@ -228,6 +335,9 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             webhook_vacated_delay: Duration::from_secs(1),
             cluster: None,
+            net: NetLimits::default(),
+            webhook_max_in_flight: 64,
+            webhook_max_queued_bytes: 8 * 1024 * 1024,
             apps: vec![AppConfig::embedded_default()],
         }
     }
@@ -249,6 +359,15 @@ struct RawConfig {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     node_timeout: Option<u64>,
+    http_header_timeout: Option<u64>,
+    http_body_timeout: Option<u64>,
+    http_idle_timeout: Option<u64>,
+    max_request_body_bytes: Option<usize>,
+    max_open_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+    webhook_max_in_flight: Option<usize>,
+    webhook_max_queued_bytes: Option<usize>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
@@ -287,6 +406,7 @@ struct RawApp {
     reads_per_second: Option<u64>,
     messages_per_day: Option<u64>,
     max_connections: Option<usize>,
+    max_subscriptions_per_connection: Option<usize>,
     max_event_data_bytes: Option<usize>,
     max_channels_per_trigger: Option<usize>,
     max_events_per_batch: Option<usize>,
@@ -364,6 +484,29 @@ impl Config {
                 .webhook_vacated_delay_ms
                 .map_or(d.webhook_vacated_delay, Duration::from_millis),
             cluster: None,
+            net: NetLimits {
+                header_timeout: raw
+                    .http_header_timeout
+                    .map_or(d.net.header_timeout, Duration::from_secs),
+                body_timeout: raw
+                    .http_body_timeout
+                    .map_or(d.net.body_timeout, Duration::from_secs),
+                idle_timeout: raw
+                    .http_idle_timeout
+                    .map_or(d.net.idle_timeout, Duration::from_secs),
+                max_body_bytes: raw.max_request_body_bytes.unwrap_or(d.net.max_body_bytes),
+                max_open_connections: raw
+                    .max_open_connections
+                    .unwrap_or(d.net.max_open_connections),
+                max_connections_per_ip: raw
+                    .max_connections_per_ip
+                    .unwrap_or(d.net.max_connections_per_ip),
+                trusted_proxies: parse_proxies(raw.trusted_proxies.unwrap_or_default())?,
+            },
+            webhook_max_in_flight: raw.webhook_max_in_flight.unwrap_or(d.webhook_max_in_flight),
+            webhook_max_queued_bytes: raw
+                .webhook_max_queued_bytes
+                .unwrap_or(d.webhook_max_queued_bytes),
             apps: Vec::new(),
         };
         let adapter = env("HERALD_ADAPTER").or(raw.adapter);
@@ -452,6 +595,41 @@ impl Config {
         if self.pong_timeout.is_zero() {
             return Err(invalid("pong_timeout", "must be at least 1 second"));
         }
+        // Upper bounds keep every deadline far from the overflow of tick counts and
+        // `Instant` arithmetic, and catch a value given in the wrong unit.
+        let hour = Duration::from_secs(3600);
+        for (field, value, max) in [
+            ("activity_timeout", self.activity_timeout, hour),
+            ("pong_timeout", self.pong_timeout, hour),
+            ("shutdown_grace", self.shutdown_grace, hour),
+            ("webhook_vacated_delay_ms", self.webhook_vacated_delay, hour),
+            ("http_header_timeout", self.net.header_timeout, hour),
+            ("http_body_timeout", self.net.body_timeout, hour),
+            ("http_idle_timeout", self.net.idle_timeout, hour),
+        ] {
+            check_max(field, value, max)?;
+        }
+        for (field, value) in [
+            ("http_header_timeout", self.net.header_timeout),
+            ("http_body_timeout", self.net.body_timeout),
+            ("http_idle_timeout", self.net.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be at least 1 second"));
+            }
+        }
+        if self.net.max_body_bytes < 1024 {
+            return Err(invalid("max_request_body_bytes", "must be at least 1024"));
+        }
+        if self.webhook_max_in_flight == 0 {
+            return Err(invalid("webhook_max_in_flight", "must be at least 1"));
+        }
+        if self.webhook_max_queued_bytes < 64 * 1024 {
+            return Err(invalid(
+                "webhook_max_queued_bytes",
+                "must be at least 65536 (one batch of events)",
+            ));
+        }
         if let Some(cluster) = &self.cluster {
             if !cluster.redis_url.starts_with("redis://")
                 && !cluster.redis_url.starts_with("unix://")
@@ -461,6 +639,11 @@ impl Config {
             if cluster.node_timeout < Duration::from_secs(1) {
                 return Err(invalid("node_timeout", "must be at least 1 second"));
             }
+            check_max(
+                "node_timeout",
+                cluster.node_timeout,
+                Duration::from_secs(3600),
+            )?;
             if cluster.redis_prefix.is_empty() {
                 return Err(invalid("redis_prefix", "must not be empty"));
             }
@@ -533,6 +716,22 @@ impl Config {
                     "must be at least 1 second",
                 ));
             }
+            check_max(
+                &format!("apps[{i}].cache_ttl"),
+                app.cache_ttl,
+                Duration::from_secs(7 * 86_400),
+            )?;
+            check_max(
+                &format!("apps[{i}].user_authentication_timeout"),
+                Duration::from_secs(app.user_authentication_timeout),
+                Duration::from_secs(86_400),
+            )?;
+            if l.max_subscriptions_per_connection == 0 {
+                return Err(invalid(
+                    format!("apps[{i}].max_subscriptions_per_connection"),
+                    "must be at least 1",
+                ));
+            }
             if !(4000..=4999).contains(&app.terminate_close_code) {
                 return Err(invalid(
                     format!("apps[{i}].terminate_close_code"),
@@ -549,6 +748,14 @@ impl Config {
         Ok(())
     }
 
+    /// Whether the only app is the embedded default one, credentials and all: the one case
+    /// where printing a ready `PUSHER_URL` with its secret gives nothing away.
+    pub fn is_embedded_default(&self) -> bool {
+        matches!(self.apps.as_slice(), [app] if app.id == DEFAULT_APP_ID
+            && app.key == DEFAULT_APP_KEY
+            && app.secret == DEFAULT_APP_SECRET)
+    }
+
     /// Whether an app still uses the embedded default credentials, which anyone can read in
     /// this repository.
     pub fn uses_default_credentials(&self) -> bool {
@@ -556,6 +763,35 @@ impl Config {
             .iter()
             .any(|a| a.key == DEFAULT_APP_KEY || a.secret == DEFAULT_APP_SECRET)
     }
+}
+
+/// Parses `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`).
+fn parse_proxies(raw: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        format!("trusted_proxies[{i}]"),
+                        format!("is not an IP address or network (like 10.0.0.0/8): '{text}'"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Refuses a duration over `max`, naming the field and the limit.
+fn check_max(field: &str, value: Duration, max: Duration) -> Result<(), ConfigError> {
+    if value > max {
+        return Err(invalid(
+            field,
+            format!("must be at most {} seconds", max.as_secs()),
+        ));
+    }
+    Ok(())
 }
 
 fn webhook_from_raw(i: usize, j: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
@@ -643,6 +879,9 @@ fn app_from_raw(
         webhooks,
         limits: AppLimits {
             max_connections: raw.max_connections.unwrap_or(d.max_connections),
+            max_subscriptions_per_connection: raw
+                .max_subscriptions_per_connection
+                .unwrap_or(d.max_subscriptions_per_connection),
             max_event_data_bytes: raw.max_event_data_bytes.unwrap_or(d.max_event_data_bytes),
             max_channels_per_trigger: raw
                 .max_channels_per_trigger
@@ -786,6 +1025,63 @@ mod tests {
             err.contains("apps[0].plan") && err.contains("free"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn debug_output_and_urls_hide_secrets() {
+        let c = Config::from_toml(
+            "adapter = \"redis\"\nredis_url = \"redis://user:pa55word@10.0.0.5:6379/0\"\n\
+             [[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n",
+            &no_env,
+        )
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("10.0.0.5") && shown.contains("\"k\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("pa55word"), "{shown}");
+        for (url, shown) in [
+            ("redis://:pw@h:1/0", "redis://:<redacted>@h:1/0"),
+            ("redis://u:pw@h", "redis://u:<redacted>@h"),
+            ("redis://u@h", "redis://u:<redacted>@h"),
+            ("redis://h:1/0?p=a@b", "redis://h:1/0?p=a@b"),
+            ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn durations_have_a_sane_maximum() {
+        for (toml, field) in [
+            ("activity_timeout = 100000", "activity_timeout"),
+            ("http_header_timeout = 0", "http_header_timeout"),
+            ("http_idle_timeout = 99999999", "http_idle_timeout"),
+            (
+                "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\ncache_ttl = 9223372036854775807",
+                "apps[0].cache_ttl",
+            ),
+            (
+                "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nuser_authentication_timeout = 9223372036854775807",
+                "apps[0].user_authentication_timeout",
+            ),
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies[0]"),
+        ] {
+            let error = Config::from_toml(toml, &no_env)
+                .expect_err(toml)
+                .to_string();
+            assert!(error.contains(field), "{toml}: {error}");
+        }
+        let c = Config::from_toml(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nmax_connections_per_ip = 50",
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!(c.net.trusted_proxies.len(), 2);
+        assert_eq!(c.net.max_connections_per_ip, 50);
     }
 
     #[test]

@@ -122,7 +122,11 @@ pub async fn serve_with_store(
                 app.join_cluster(cluster.clone());
             }
             cluster.start(apps.clone()).await;
-            tracing::info!(node_id, redis = %cluster_config.redis_url, "Joined the cluster");
+            tracing::info!(
+                node_id,
+                redis = %config::redact_url(&cluster_config.redis_url),
+                "Joined the cluster"
+            );
             Some(cluster)
         }
         None => None,

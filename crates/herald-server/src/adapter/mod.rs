@@ -53,7 +53,7 @@ pub enum ClusterError {
     /// Redis did not answer.
     #[error("cannot reach Redis at {url}: {source}")]
     Connect {
-        /// The configured URL.
+        /// The configured URL, its password hidden.
         url: String,
         /// The client's error.
         source: redis::RedisError,
@@ -158,7 +158,7 @@ impl Cluster {
     /// cluster would silently serve a split view.
     pub async fn connect(config: &ClusterConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
         let err = |source| ClusterError::Connect {
-            url: config.redis_url.clone(),
+            url: crate::config::redact_url(&config.redis_url),
             source,
         };
         let client = redis::Client::open(config.redis_url.as_str()).map_err(err)?;
