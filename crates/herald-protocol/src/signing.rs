@@ -203,6 +203,59 @@ impl SignedQuery {
         now_unix: i64,
         max_skew_secs: i64,
     ) -> Result<(), SignatureError> {
+        self.verify_version_and_time(now_unix, max_skew_secs)?;
+        self.verify_body(body)?;
+        self.verify_signature_only(method, path, secret)
+    }
+
+    /// Everything [`SignedQuery::verify`] checks that does not need the body: version,
+    /// timestamp and signature. The signature covers the `body_md5` *value*, so a server
+    /// can refuse a forged or stale request before reading a byte of its body, then check
+    /// the body with [`SignedQuery::verify_body`].
+    pub fn verify_without_body(
+        &self,
+        method: &str,
+        path: &str,
+        secret: &str,
+        now_unix: i64,
+        max_skew_secs: i64,
+    ) -> Result<(), SignatureError> {
+        self.verify_version_and_time(now_unix, max_skew_secs)?;
+        self.verify_signature_only(method, path, secret)
+    }
+
+    /// Whether a body of `len` bytes could verify: a non-empty body needs `body_md5`.
+    /// Lets a server refuse before reading the body.
+    pub fn accepts_body_len(&self, len: u64) -> Result<(), SignatureError> {
+        if len > 0 && self.body_md5.is_none() {
+            return Err(SignatureError::Missing("body_md5"));
+        }
+        Ok(())
+    }
+
+    /// `body_md5` is present when the body is not empty, and matches the body.
+    pub fn verify_body(&self, body: &[u8]) -> Result<(), SignatureError> {
+        match &self.body_md5 {
+            Some(given) => {
+                let expected = body_md5_hex(body);
+                // Hex case carries no meaning; the signature still covers the text as sent.
+                if !given.eq_ignore_ascii_case(&expected) {
+                    return Err(SignatureError::BodyMd5Mismatch {
+                        expected,
+                        given: given.clone(),
+                    });
+                }
+                Ok(())
+            }
+            None => self.accepts_body_len(body.len() as u64),
+        }
+    }
+
+    fn verify_version_and_time(
+        &self,
+        now_unix: i64,
+        max_skew_secs: i64,
+    ) -> Result<(), SignatureError> {
         if self.auth_version != AUTH_VERSION {
             return Err(SignatureError::UnsupportedVersion(
                 self.auth_version.clone(),
@@ -217,20 +270,15 @@ impl SignedQuery {
                 max_skew: max_skew_secs,
             });
         }
-        match &self.body_md5 {
-            Some(given) => {
-                let expected = body_md5_hex(body);
-                // Hex case carries no meaning; the signature still covers the text as sent.
-                if !given.eq_ignore_ascii_case(&expected) {
-                    return Err(SignatureError::BodyMd5Mismatch {
-                        expected,
-                        given: given.clone(),
-                    });
-                }
-            }
-            None if !body.is_empty() => return Err(SignatureError::Missing("body_md5")),
-            None => {}
-        }
+        Ok(())
+    }
+
+    fn verify_signature_only(
+        &self,
+        method: &str,
+        path: &str,
+        secret: &str,
+    ) -> Result<(), SignatureError> {
         let string = string_to_sign(method, path, &self.params);
         if verify_hmac_hex(secret.as_bytes(), string.as_bytes(), &self.auth_signature) {
             Ok(())

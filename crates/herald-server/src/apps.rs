@@ -137,6 +137,15 @@ impl App {
 #[derive(Debug)]
 pub struct ConnectionSlot(Arc<App>);
 
+/// The slot's app: a connection holds its app through its slot, one pointer for both.
+impl std::ops::Deref for ConnectionSlot {
+    type Target = Arc<App>;
+
+    fn deref(&self) -> &Arc<App> {
+        &self.0
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);

@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md.
 
 pub mod adapter;
+mod admission;
 pub mod apps;
 pub mod cache;
 pub mod config;
@@ -27,9 +28,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) connections: parking_lot::Mutex<HashMap<hub::ConnId, Weak<outbox::Outbox>>>,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
+    /// The caps on open connections, which every socket's permit counts against.
+    pub(crate) limiter: Arc<admission::ConnLimiter>,
 }
 
 impl Shared {
@@ -131,6 +131,16 @@ pub async fn serve_with_store(
         }
         None => None,
     };
+    let max_open = match config.net.max_open_connections {
+        0 => admission::default_max_open_connections(),
+        n => n,
+    };
+    let limiter = admission::ConnLimiter::new(&config.net, max_open);
+    tracing::info!(
+        max_open_connections = max_open,
+        max_connections_per_ip = config.net.max_connections_per_ip,
+        "Connection caps"
+    );
     let shared = Arc::new(Shared {
         config,
         apps,
@@ -139,13 +149,14 @@ pub async fn serve_with_store(
         shutdown: CancellationToken::new(),
         connections: parking_lot::Mutex::new(HashMap::new()),
         tracker: TaskTracker::new(),
+        limiter: limiter.clone(),
     });
     let router = http::router(shared.clone());
     tokio::spawn(sweeper::run(Arc::downgrade(&shared)));
     ready();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -157,26 +168,24 @@ pub async fn serve_with_store(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let token = shared.shutdown.clone();
-        shared.tracker.spawn(async move {
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "HTTP connection ended with an error");
-                    }
-                }
-                () = token.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+        let permit = match limiter.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                // One write into the empty socket buffer, then close: a flood of refused
+                // connections costs no task and no timer.
+                let _ = stream.try_write(refusal.response());
+                continue;
             }
-        });
+        };
+        let _ = stream.set_nodelay(true);
+        shared.tracker.spawn(http::conn::serve(
+            stream,
+            peer,
+            permit,
+            router.clone(),
+            shared.config.net.clone(),
+            shared.shutdown.clone(),
+        ));
     }
     drop(listener);
     tracing::info!("Shutting down: closing connections with 4200");

@@ -1,13 +1,18 @@
 //! Authenticating an HTTP API request: find the app, then check the signature over the
 //! method, path, decoded query and raw body with the protocol crate's verifier, the same
 //! code the SDK signs with.
+//!
+//! Everything that does not need the body is checked before a byte of it is read: the
+//! app, the key, the timestamp, the signature (which covers the `body_md5` value, not the
+//! body) and the app's rate. An unauthenticated client therefore cannot make the server
+//! hold a body; a signed one gets `max_request_body_bytes` and `http_body_timeout`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{Method, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use herald_protocol::signing::SignedQuery;
 
 use super::error::ApiError;
@@ -36,13 +41,44 @@ impl FromRequest<Arc<Shared>> for Authenticated {
             .path()
             .strip_prefix("/apps/")
             .and_then(|rest| rest.split('/').next())
-            .unwrap_or("")
-            .to_owned();
-        let body = Bytes::from_request(req, shared)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
-        let (app, query) = authenticate(shared, &app_id, &method, &uri, &body)?;
+            .unwrap_or("");
+        let (app, query) = authenticate(shared, app_id, &method, &uri)?;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let max = shared.config.net.max_body_bytes;
+        if let Some(len) = declared {
+            if len > max as u64 {
+                return Err(too_large(max));
+            }
+            query
+                .accepts_body_len(len)
+                .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        }
         check_rate(&app, &method).await?;
+        let timeout = shared.config.net.body_timeout;
+        let body = match tokio::time::timeout(timeout, Bytes::from_request(req, shared)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(too_large(max))
+            }
+            Ok(Err(rejection)) => {
+                return Err(ApiError::bad_request(format!(
+                    "Cannot read the request body: {rejection}"
+                )))
+            }
+            Err(_) => {
+                return Err(ApiError::timeout(format!(
+                    "The request body did not arrive within {} seconds",
+                    timeout.as_secs()
+                )))
+            }
+        };
+        query
+            .verify_body(&body)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         Ok(Authenticated { app, query, body })
     }
 }
@@ -94,14 +130,20 @@ async fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
     }
 }
 
-/// Verifies the request for app `app_id`. Unknown apps are 404 (before any signature
-/// check, as soketi and reverb do); disabled apps 403 once the caller has proven the secret.
+fn too_large(max: usize) -> ApiError {
+    ApiError::too_large(format!(
+        "The request body is larger than the allowed {max} bytes"
+    ))
+}
+
+/// Verifies the request for app `app_id`, all but its body. Unknown apps are 404 (before
+/// any signature check, as soketi and reverb do); disabled apps 403 once the caller has
+/// proven the secret.
 fn authenticate(
     shared: &Shared,
     app_id: &str,
     method: &Method,
     uri: &Uri,
-    body: &[u8],
 ) -> Result<(Arc<App>, SignedQuery), ApiError> {
     let app = shared
         .apps
@@ -119,10 +161,9 @@ fn authenticate(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     query
-        .verify(
+        .verify_without_body(
             method.as_str(),
             uri.path(),
-            body,
             &app.config.secret,
             now,
             MAX_SKEW_SECS,

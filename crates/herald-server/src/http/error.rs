@@ -67,7 +67,12 @@ impl ApiError {
         ))
     }
 
-    /// 413: event data over the app's limit.
+    /// 408: the request body did not arrive in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, message)
+    }
+
+    /// 413: event data or a request body over its limit.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod channels;
+pub(crate) mod conn;
 pub mod error;
 pub(crate) mod events;
 pub(crate) mod users;
@@ -15,11 +16,9 @@ use axum::Router;
 
 use crate::{ws, Shared};
 
-/// Bodies larger than this are refused before they are read: ten 100 KB events plus JSON.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
 /// The server's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let max_body = shared.config.net.max_body_bytes;
     Router::new()
         .route("/", get(|| async { "OK" }))
         .route("/up", get(|| async { "OK" }))
@@ -37,6 +36,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(users::terminate_connections),
         )
         .fallback(ws::wrong_path)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
 }

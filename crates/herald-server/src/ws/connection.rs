@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 
 use super::session::Session;
 use super::text_frame;
-use crate::apps::{App, ConnectionSlot};
+use crate::admission::{ConnPermit, DetachedPermit};
+use crate::apps::ConnectionSlot;
 use crate::outbox::{CloseRequest, Outbox};
 use crate::{sweeper, Shared};
 use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
@@ -39,8 +40,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// parked connection is mostly this future.
 pub(super) fn run(
     shared: Arc<Shared>,
-    app: Arc<App>,
     slot: ConnectionSlot,
+    permit: ConnPermit,
     stream: TcpStream,
     pre_read: Bytes,
 ) -> impl Future<Output = ()> + Send {
@@ -56,8 +57,26 @@ pub(super) fn run(
         front_partial: false,
         written: 0,
     };
-    let session = Session::new(&shared, app);
-    serve(shared, session, slot, io)
+    let session = Session::new(&shared, slot);
+    let held = Held {
+        shared,
+        permit: permit.detach(),
+    };
+    serve(held, session, io)
+}
+
+/// The server state and the connection's place under the connection caps, given back
+/// however the task ends.
+struct Held {
+    shared: Arc<Shared>,
+    permit: DetachedPermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Runs once: `Held` is made once per connection, in `run`.
+        self.shared.limiter.release(&mut self.permit);
+    }
 }
 
 /// The connection's life, as an `async move` block rather than an `async fn`: rustc stores
@@ -65,12 +84,7 @@ pub(super) fn run(
 /// and this future is most of what an idle connection costs. Its timeouts live in the
 /// outbox as tick counts, run by [`crate::sweeper`], so no timer is parked here.
 #[allow(clippy::manual_async_fn)] // Deliberate: see above; an async fn would be larger.
-fn serve(
-    shared: Arc<Shared>,
-    mut session: Session,
-    slot: ConnectionSlot,
-    mut io: Io,
-) -> impl Future<Output = ()> + Send {
+fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = ()> + Send {
     async move {
         tracing::debug!(
             socket_id = %session.socket_id(),
@@ -80,7 +94,7 @@ fn serve(
         let outbox = session.outbox().clone();
         outbox.push(text_frame(&frame::connection_established(
             &session.socket_id(),
-            shared.config.activity_timeout.as_secs(),
+            held.shared.config.activity_timeout.as_secs(),
         )));
         outbox.timers.touch(sweeper::now());
         let mut closing = false;
@@ -154,9 +168,8 @@ fn serve(
                 },
             }
         }
-        session.close(&shared);
+        session.close(&held.shared);
         let _ = io.stream.shutdown().await;
-        drop(slot);
         tracing::debug!(socket_id = %session.socket_id(), "Connection closed");
     }
 }
@@ -360,6 +373,10 @@ mod tests {
         ));
         let app = apps.by_key("app-key").expect("default app");
         let slot = app.try_connect().expect("slot");
+        let limiter = crate::admission::ConnLimiter::new(&config.net, 10);
+        let permit = limiter
+            .admit(std::net::Ipv4Addr::LOCALHOST.into())
+            .unwrap_or_else(|_| panic!("a permit"));
         let shared = Arc::new(Shared {
             config,
             apps,
@@ -368,8 +385,9 @@ mod tests {
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: parking_lot::Mutex::new(std::collections::HashMap::new()),
             tracker: tokio_util::task::TaskTracker::new(),
+            limiter,
         });
-        let future = run(shared, app, slot, stream, Bytes::new());
+        let future = run(shared, slot, permit, stream, Bytes::new());
         let size = std::mem::size_of_val(&future);
         println!(
             "connection future {size} B; Session {} B; Io {} B; Sleep {} B; Decoder {} B",
@@ -377,6 +395,12 @@ mod tests {
             std::mem::size_of::<Io>(),
             std::mem::size_of::<tokio::time::Sleep>(),
             std::mem::size_of::<Decoder>(),
+        );
+        println!(
+            "Outbox {} B; ConnPermit {} B; ConnectionSlot {} B",
+            std::mem::size_of::<Outbox>(),
+            std::mem::size_of::<ConnPermit>(),
+            std::mem::size_of::<ConnectionSlot>()
         );
         assert!(size <= 300, "the connection future grew to {size} B");
     }

@@ -21,6 +21,8 @@ use herald_protocol::websocket as codec;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::admission::{ConnPermit, ForwardedCount, Refusal};
+use crate::http::conn::{Peer, Watched};
 use crate::http::error::ApiError;
 use crate::Shared;
 
@@ -31,7 +33,7 @@ pub(crate) fn text_frame(json: &str) -> Bytes {
 
 /// What the connection task is told to do once the upgrade completes.
 enum Admission {
-    Serve(Arc<crate::apps::App>, crate::apps::ConnectionSlot),
+    Serve(crate::apps::ConnectionSlot),
     Refuse(CloseReason),
 }
 
@@ -41,8 +43,16 @@ pub(crate) async fn connect(
     Path(key): Path<String>,
     req: Request,
 ) -> Response {
+    // Behind a trusted proxy the client's address is known only now, from its headers.
+    let forwarded = match req.extensions().get::<Peer>() {
+        Some(Peer(peer)) => match shared.limiter.count_forwarded(peer.ip(), req.headers()) {
+            Ok(count) => Some(count),
+            Err(refusal) => return refused(refusal),
+        },
+        None => None,
+    };
     let mut admission = admit(&shared, &key, req.uri().query().unwrap_or(""));
-    if let Admission::Serve(app, _) = &admission {
+    if let Admission::Serve(app) = &admission {
         if let (Some(cluster), max @ 1..) = (app.cluster(), app.config.limits.max_connections) {
             match cluster
                 .admit(&app.config.id, app.connection_count(), max)
@@ -55,14 +65,29 @@ pub(crate) async fn connect(
             }
         }
     }
-    upgrade(shared, req, admission)
+    upgrade(shared, req, admission, forwarded)
+}
+
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::PerAddress => {
+            ApiError::too_many("Too many open connections from this address", 1).into_response()
+        }
+        Refusal::Total => ApiError::unavailable("The server holds its maximum of open connections")
+            .into_response(),
+    }
 }
 
 /// A WebSocket upgrade on any other path: accepted, then closed with 4005 so the client
 /// learns why instead of seeing a bare HTTP error.
 pub(crate) async fn wrong_path(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if is_upgrade(req.headers()) {
-        upgrade(shared, req, Admission::Refuse(CloseReason::PathNotFound))
+        upgrade(
+            shared,
+            req,
+            Admission::Refuse(CloseReason::PathNotFound),
+            None,
+        )
     } else {
         ApiError::not_found("Unknown path").into_response()
     }
@@ -105,7 +130,7 @@ fn admit(shared: &Shared, key: &str, query: &str) -> Admission {
         return Admission::Refuse(CloseReason::AppDisabled);
     }
     match app.try_connect() {
-        Some(slot) => Admission::Serve(app, slot),
+        Some(slot) => Admission::Serve(slot),
         None => Admission::Refuse(CloseReason::OverConnectionQuota),
     }
 }
@@ -122,7 +147,12 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
-fn upgrade(shared: Arc<Shared>, mut req: Request, admission: Admission) -> Response {
+fn upgrade(
+    shared: Arc<Shared>,
+    mut req: Request,
+    admission: Admission,
+    forwarded: Option<ForwardedCount>,
+) -> Response {
     let headers = req.headers();
     if !is_upgrade(headers) {
         return ApiError::bad_request("This endpoint expects a WebSocket upgrade").into_response();
@@ -153,22 +183,31 @@ fn upgrade(shared: Arc<Shared>, mut req: Request, admission: Admission) -> Respo
                 return;
             }
         };
-        let (stream, pre_read): (TcpStream, Bytes) = match upgraded.downcast::<TokioIo<TcpStream>>()
-        {
-            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
-            Err(_) => {
-                tracing::error!("Upgraded connection is not a TCP stream");
-                return;
-            }
-        };
+        let (stream, mut permit, pre_read): (TcpStream, ConnPermit, Bytes) =
+            match upgraded.downcast::<TokioIo<Watched>>() {
+                Ok(parts) => {
+                    let (stream, permit) = parts.io.into_inner().into_parts();
+                    (stream, permit, parts.read_buf)
+                }
+                Err(_) => {
+                    tracing::error!("Upgraded connection is not a watched TCP stream");
+                    return;
+                }
+            };
+        if let Some(count) = forwarded {
+            permit.adopt(count);
+        }
         match admission {
             // A task of its own, so the parked connection holds only its own state, not
             // this upgrade future's as well (tokio rounds each task up to 128 bytes).
-            Admission::Serve(app, slot) => {
+            Admission::Serve(slot) => {
                 let tracker = shared.tracker.clone();
-                tracker.spawn(connection::run(shared, app, slot, stream, pre_read));
+                tracker.spawn(connection::run(shared, slot, permit, stream, pre_read));
             }
-            Admission::Refuse(reason) => connection::refuse(stream, reason).await,
+            Admission::Refuse(reason) => {
+                connection::refuse(stream, reason).await;
+                drop(permit);
+            }
         }
     });
     let mut response = Response::new(Body::empty());

@@ -22,7 +22,7 @@ use herald_protocol::user::parse_user_data;
 
 use super::text_frame;
 use crate::adapter::{Cluster, Join, Op};
-use crate::apps::App;
+use crate::apps::ConnectionSlot;
 use crate::hub::{ConnId, Left, PresenceRefused};
 use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
@@ -44,7 +44,8 @@ struct SignedIn {
 }
 
 pub(super) struct Session {
-    app: Arc<App>,
+    /// The app, through the connection's counted slot in it.
+    app: ConnectionSlot,
     conn: ConnId,
     /// This node's id: the socket id is `node.conn`, formatted when needed rather than
     /// kept in every connection.
@@ -57,7 +58,7 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(shared: &Shared, app: Arc<App>) -> Self {
+    pub(super) fn new(shared: &Shared, app: ConnectionSlot) -> Self {
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(shared.config.outbox_max_bytes));
         // The app may require a connection to sign in (or join a private channel) in time.

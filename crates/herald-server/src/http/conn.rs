@@ -1,0 +1,273 @@
+//! One HTTP connection: hyper serves it, and this task enforces how long it may take.
+//!
+//! hyper's own header timeout runs from when it starts waiting for a request head, so on a
+//! kept-alive connection it would also be the idle timeout, and it has no body timeout at
+//! all. Instead the socket is wrapped in [`Watched`], which records when bytes move, and
+//! the service records when requests start and end; from those this task derives one
+//! deadline at a time:
+//! - the first request's headers must arrive within `http_header_timeout` of the
+//!   connection's start (a socket that sends nothing is closed then);
+//! - a later request's headers, within `http_header_timeout` of their first byte;
+//! - between requests, a connection may stay silent for `http_idle_timeout`.
+//!
+//! A request being handled has no deadline here: its body read is bounded by
+//! `http_body_timeout` in the [`super::auth::Authenticated`] extractor, and nothing else a
+//! handler awaits is unbounded. An upgraded WebSocket leaves this task with its socket,
+//! its permit and the deadlines of its own (`crate::sweeper`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::Response;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::ConnPermit;
+use crate::config::NetLimits;
+
+/// Largest request head (request line and headers) hyper buffers; its default is 400 KB,
+/// far above what any Pusher client sends, and a slow client could make it hold all of it.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The client's TCP address, for handlers that need it (as a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// When bytes last moved and where the connection is between requests. Times are
+/// milliseconds since the connection started, plus one so that 0 means "never".
+struct Activity {
+    start: Instant,
+    last_io: AtomicU64,
+    /// The first byte of a request head that has not completed yet.
+    head_started: AtomicU64,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+}
+
+impl Activity {
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    fn moved(&self, read: bool) {
+        let now = self.now();
+        self.last_io.store(now, Ordering::Relaxed);
+        if read
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// When the connection must be closed unless something happens first; `None` while a
+    /// request is being handled.
+    fn deadline(&self, limits: &NetLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, after: Duration| {
+            self.start + Duration::from_millis(ms.saturating_sub(1)) + after
+        };
+        if self.requests.load(Ordering::Acquire) == 0 {
+            return Some(self.start + limits.header_timeout);
+        }
+        let head = self.head_started.load(Ordering::Relaxed);
+        if head != 0 {
+            return Some(at(head, limits.header_timeout));
+        }
+        Some(at(
+            self.last_io.load(Ordering::Relaxed),
+            limits.idle_timeout,
+        ))
+    }
+}
+
+/// Marks a request in flight for as long as it lives, however its future ends.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.head_started.store(0, Ordering::Relaxed);
+        activity.requests.fetch_add(1, Ordering::AcqRel);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.moved(false);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The socket as hyper sees it: reads and writes pass through and are timed. After a
+/// WebSocket upgrade the connection task takes the stream and the permit back out.
+pub(crate) struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    permit: ConnPermit,
+}
+
+impl Watched {
+    /// The socket and its place under the connection caps.
+    pub(crate) fn into_parts(self) -> (TcpStream, ConnPermit) {
+        (self.stream, self.permit)
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.moved(true);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved(false);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved(false);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The router, with each request marked in flight and told its peer.
+#[derive(Clone)]
+struct Service {
+    router: Router,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Service {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let guard = InFlight::start(&self.activity);
+        let mut req: Request = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(Peer(self.peer));
+        let mut router = self.router.clone();
+        let response = tower_service::Service::call(&mut router, req);
+        Box::pin(async move {
+            let response = response.await;
+            drop(guard);
+            response
+        })
+    }
+}
+
+/// Serves one accepted connection until it closes, times out, or the server shuts down.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    router: Router,
+    limits: NetLimits,
+    shutdown: CancellationToken,
+) {
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last_io: AtomicU64::new(1),
+        head_started: AtomicU64::new(0),
+        in_flight: AtomicU32::new(0),
+        requests: AtomicU64::new(0),
+    });
+    let io = TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+        permit,
+    });
+    let service = Service {
+        router,
+        activity: activity.clone(),
+        peer,
+    };
+    let conn = http1::Builder::new()
+        // Deadlines are this task's (see the module doc); hyper's would also cut idle time.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    loop {
+        let deadline = activity
+            .deadline(&limits)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if activity.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(%peer, "HTTP connection timed out");
+                    return;
+                }
+            }
+            () = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
+        }
+    }
+}
