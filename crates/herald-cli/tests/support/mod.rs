@@ -20,26 +20,38 @@ pub const SECRET: &str = "app-secret";
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// Where its stderr goes, for tests that read its logs.
+    log: Option<std::path::PathBuf>,
 }
 
 impl Server {
     pub fn start(config: &str) -> Server {
-        let path = std::env::temp_dir().join(format!(
-            "herald-test-{}-{}.toml",
-            std::process::id(),
-            rand_suffix()
-        ));
+        Server::launch(config, &[], false)
+    }
+
+    /// Starts with extra environment variables, keeping the server's stderr (its logs)
+    /// for [`Server::log`].
+    pub fn start_logged(config: &str, env: &[(&str, &str)]) -> Server {
+        Server::launch(config, env, true)
+    }
+
+    fn launch(config: &str, env: &[(&str, &str)], keep_log: bool) -> Server {
+        let stem = format!("herald-test-{}-{}", std::process::id(), rand_suffix());
+        let path = std::env::temp_dir().join(format!("{stem}.toml"));
         std::fs::write(&path, config).expect("write config");
+        let log = keep_log.then(|| std::env::temp_dir().join(format!("{stem}.log")));
+        let stderr = match &log {
+            Some(log) => Stdio::from(std::fs::File::create(log).expect("create log")),
+            // HERALD_TEST_LOG=1 (with RUST_LOG) shows the server's logs when debugging a test.
+            None if std::env::var_os("HERALD_TEST_LOG").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["serve", "--port", "0", "--config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            // HERALD_TEST_LOG=1 (with RUST_LOG) shows the server's logs when debugging a test.
-            .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .expect("start herald");
         let stdout = child.stdout.take().expect("stdout");
@@ -55,7 +67,15 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        Server { child, addr, log }
+    }
+
+    /// What the server has logged so far (only for [`Server::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     pub fn http(&self, path_and_query: &str) -> String {
@@ -333,4 +353,32 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Asserts that a normal pusher-js client is served: it connects, subscribes and receives
+/// an event the official Node library triggers (tests/js/probe.mjs), with app 1's default
+/// credentials.
+pub fn assert_pusher_js_served(server: &Server) {
+    assert_pusher_js_served_as(server, "1", KEY, SECRET);
+}
+
+/// [`assert_pusher_js_served`] with another app's credentials.
+pub fn assert_pusher_js_served_as(server: &Server, app_id: &str, key: &str, secret: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+    assert!(
+        dir.join("node_modules/pusher-js").is_dir(),
+        "the official clients are not installed: run `npm ci --prefix tests/js` first"
+    );
+    let output = Command::new("node")
+        .arg("probe.mjs")
+        .args([server.addr.as_str(), app_id, key, secret])
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"));
+    assert!(
+        output.status.success(),
+        "pusher-js was not served after the test: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

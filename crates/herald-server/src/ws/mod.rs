@@ -68,14 +68,20 @@ pub(crate) async fn connect(
     upgrade(shared, req, admission, forwarded)
 }
 
+/// The answer to an upgrade over a cap; the connection is closed after it, as a refused
+/// accept's is.
 fn refused(refusal: Refusal) -> Response {
-    match refusal {
+    let mut response = match refusal {
         Refusal::PerAddress => {
             ApiError::too_many("Too many open connections from this address", 1).into_response()
         }
         Refusal::Total => ApiError::unavailable("The server holds its maximum of open connections")
             .into_response(),
-    }
+    };
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// A WebSocket upgrade on any other path: accepted, then closed with 4005 so the client
