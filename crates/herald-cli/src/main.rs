@@ -178,7 +178,7 @@ async fn run(config: Config, loopback: bool) -> ExitCode {
     }
     let apps = Arc::new(herald_server::StaticApps::new(
         config.apps.clone(),
-        config.webhook_vacated_delay,
+        &config.webhook_settings(),
     ));
     // Printed once the node is ready: in a cluster, after it joined (tests and scripts
     // wait for this line).

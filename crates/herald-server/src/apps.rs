@@ -17,7 +17,8 @@ use crate::webhooks::WebhookEvent;
 use crate::ws::text_frame;
 
 use crate::cache::EventCache;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, WebhookSettings};
+use crate::count_events::CountEvents;
 use crate::hub::Hub;
 use crate::ratelimit::AppRates;
 use crate::users::UserRegistry;
@@ -38,6 +39,8 @@ pub struct App {
     pub webhooks: Option<Arc<Webhooks>>,
     /// Counters for the app's rate and quota limits.
     pub rates: AppRates,
+    /// Channels whose subscription-count event is being coalesced.
+    count_events: CountEvents,
     /// The cluster this node shares the app with, when `adapter = "redis"`.
     cluster: OnceLock<Arc<Cluster>>,
     connections: AtomicUsize,
@@ -46,14 +49,15 @@ pub struct App {
 impl App {
     /// A new app with no connections. Starts its webhook dispatcher, so it must be called
     /// inside a tokio runtime when the app has webhook endpoints.
-    pub fn new(config: AppConfig, webhook_vacated_delay: std::time::Duration) -> Self {
+    pub fn new(config: AppConfig, webhooks: &WebhookSettings) -> Self {
         App {
-            webhooks: Webhooks::start(&config, webhook_vacated_delay),
+            webhooks: Webhooks::start(&config, webhooks),
             config,
             hub: Hub::new(),
             users: UserRegistry::default(),
             cache: EventCache::default(),
             rates: AppRates::default(),
+            count_events: CountEvents::default(),
             cluster: OnceLock::new(),
             connections: AtomicUsize::new(0),
         }
@@ -127,6 +131,44 @@ impl App {
         delivered
     }
 
+    /// A channel's subscription count changed to `count` (the cluster's, in a cluster):
+    /// tells its subscribers and the webhooks, if the app wants either, coalesced so that a
+    /// client toggling a subscription cannot make every subscriber get a frame per toggle.
+    pub(crate) fn subscription_count_changed(&self, channel: &str, count: usize) {
+        let to_webhooks = self
+            .webhooks
+            .as_ref()
+            .is_some_and(|w| w.wants("subscription_count"));
+        if !self.config.subscription_count && !to_webhooks {
+            return;
+        }
+        if let Some(count) = self
+            .count_events
+            .changed(channel, count, crate::sweeper::now())
+        {
+            self.send_subscription_count(channel, count);
+        }
+    }
+
+    /// Sends the subscription counts held back for longer than the interval (the sweeper
+    /// calls this).
+    pub(crate) fn flush_subscription_counts(&self, now: u32) {
+        for (channel, count) in self.count_events.due(now) {
+            self.send_subscription_count(&channel, count);
+        }
+    }
+
+    fn send_subscription_count(&self, channel: &str, count: usize) {
+        if self.config.subscription_count && count > 0 {
+            let frame = text_frame(&frame::subscription_count(channel, count));
+            self.publish(channel, &frame, None, None);
+        }
+        self.webhook("subscription_count", || WebhookEvent::SubscriptionCount {
+            channel: channel.into(),
+            count,
+        });
+    }
+
     /// Connections currently open to this app on this node.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
@@ -179,13 +221,10 @@ pub struct StaticApps {
 
 impl StaticApps {
     /// Builds the store; ids and keys were checked unique by config validation.
-    pub fn new(
-        apps: impl IntoIterator<Item = AppConfig>,
-        webhook_vacated_delay: std::time::Duration,
-    ) -> Self {
+    pub fn new(apps: impl IntoIterator<Item = AppConfig>, webhooks: &WebhookSettings) -> Self {
         let mut store = StaticApps::default();
         for config in apps {
-            let app = Arc::new(App::new(config, webhook_vacated_delay));
+            let app = Arc::new(App::new(config, webhooks));
             store.by_id.insert(app.config.id.clone(), app.clone());
             store.by_key.insert(app.config.key.clone(), app);
         }

@@ -258,6 +258,18 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
 }
 
+/// How webhooks are delivered: the `channel_vacated` hold-back, and the bounds on what
+/// one app's deliveries may hold while receivers are slow or failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// See [`Config::webhook_vacated_delay`].
+    pub vacated_delay: Duration,
+    /// See [`Config::webhook_max_in_flight`].
+    pub max_in_flight: usize,
+    /// See [`Config::webhook_max_queued_bytes`].
+    pub max_queued_bytes: usize,
+}
+
 /// Bounds on the connections clients hold and how long a request may take. Every bound is
 /// listed, with its default and what a client gets, in the README's "Limits and
 /// protection".
@@ -746,6 +758,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The webhook settings every app's dispatcher runs with.
+    pub fn webhook_settings(&self) -> WebhookSettings {
+        WebhookSettings {
+            vacated_delay: self.webhook_vacated_delay,
+            max_in_flight: self.webhook_max_in_flight,
+            max_queued_bytes: self.webhook_max_queued_bytes,
+        }
     }
 
     /// Whether the only app is the embedded default one, credentials and all: the one case

@@ -12,6 +12,7 @@ mod admission;
 pub mod apps;
 pub mod cache;
 pub mod config;
+mod count_events;
 pub mod http;
 pub mod hub;
 pub mod outbox;
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::apps::{App, AppStore, StaticApps};
-pub use crate::config::{AppConfig, AppLimits, Config, ConfigError};
+pub use crate::config::{AppConfig, AppLimits, Config, ConfigError, WebhookSettings};
 
 /// State every request and connection handler shares.
 pub(crate) struct Shared {
@@ -96,7 +97,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let apps = Arc::new(StaticApps::new(
         config.apps.clone(),
-        config.webhook_vacated_delay,
+        &config.webhook_settings(),
     ));
     serve_with_store(listener, config, apps, shutdown, || {}).await
 }

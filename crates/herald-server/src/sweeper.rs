@@ -1,6 +1,7 @@
 //! One task runs the timeouts of every connection: pings after `activity_timeout`, 4201
 //! after an unanswered ping, 4009 for a connection that did not authenticate in time, and
-//! the end of a closing connection's linger.
+//! the end of a closing connection's linger. It also sends the subscription counts held
+//! back by [`crate::count_events`].
 //!
 //! A timer parked in each connection task would cost its size (over 100 bytes) in every
 //! idle connection; here a connection keeps four tick counts in its outbox, and one pass
@@ -56,9 +57,14 @@ pub(crate) async fn run(shared: Weak<Shared>) {
 fn sweep(shared: &Shared, now: u32) {
     let activity = ticks(shared.config.activity_timeout);
     let pong = ticks(shared.config.pong_timeout);
-    let connections = shared.connections.lock();
-    for outbox in connections.values().filter_map(Weak::upgrade) {
-        check(&outbox, now, activity, pong);
+    {
+        let connections = shared.connections.lock();
+        for outbox in connections.values().filter_map(Weak::upgrade) {
+            check(&outbox, now, activity, pong);
+        }
+    }
+    for app in shared.apps.all() {
+        app.flush_subscription_counts(now);
     }
 }
 

@@ -8,9 +8,14 @@
 //! briefly so a quick reconnect does not flap occupied/vacated, and hands each batch to a
 //! delivery task that retries non-2xx answers and timeouts with exponential backoff for up
 //! to five minutes.
+//!
+//! A receiver that fails makes batches pile up in retry, so what one app may hold is
+//! bounded twice: deliveries in flight (`webhook_max_in_flight`) and the bytes of their
+//! bodies (`webhook_max_queued_bytes`). A batch over either bound is dropped and counted.
+//! Redirects are never followed: a 3xx would re-post the signed body to another host.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,10 +23,11 @@ use herald_protocol::webhook::{
     webhook_signature, HEADER_KEY, HEADER_SIGNATURE, WEBHOOK_CONTENT_TYPE,
 };
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::{AppConfig, WebhookConfig};
+use crate::admission::RateLog;
+use crate::config::{AppConfig, WebhookConfig, WebhookSettings};
 
 /// Events per batch (Pusher's limit).
 const BATCH_SIZE: usize = 20;
@@ -150,12 +156,14 @@ pub struct Webhooks {
     queue: mpsc::Sender<WebhookEvent>,
     wanted: Vec<&'static str>,
     dropped: AtomicU64,
+    /// Batches dropped for the bounds on deliveries in flight and bytes held.
+    batches_dropped: Arc<AtomicU64>,
 }
 
 impl Webhooks {
     /// Starts the dispatcher for `app`, or returns `None` when it has no endpoints.
     /// Must run inside a tokio runtime.
-    pub fn start(app: &AppConfig, vacated_delay: Duration) -> Option<Arc<Webhooks>> {
+    pub fn start(app: &AppConfig, settings: &WebhookSettings) -> Option<Arc<Webhooks>> {
         if app.webhooks.is_empty() {
             return None;
         }
@@ -168,26 +176,40 @@ impl Webhooks {
                 }
             }
         }
-        let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
+        let client = match reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(%error, app_id = %app.id, "Cannot build the webhook HTTP client; webhooks are off");
                 return None;
             }
         };
+        let batches_dropped = Arc::new(AtomicU64::new(0));
         let dispatcher = Dispatcher {
             app_id: app.id.clone(),
             key: app.key.clone(),
             secret: app.secret.clone(),
             endpoints: app.webhooks.clone(),
             client,
-            vacated_delay,
+            vacated_delay: settings.vacated_delay,
+            bounds: Arc::new(Bounds {
+                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+                max_in_flight: settings.max_in_flight,
+                bytes: AtomicUsize::new(0),
+                max_bytes: settings.max_queued_bytes,
+                dropped: batches_dropped.clone(),
+                log: RateLog::new(Duration::from_secs(10)),
+            }),
         };
         tokio::spawn(dispatcher.run(events));
         Some(Arc::new(Webhooks {
             queue,
             wanted,
             dropped: AtomicU64::new(0),
+            batches_dropped,
         }))
     }
 
@@ -214,6 +236,11 @@ impl Webhooks {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Batches dropped because the app held its maximum of deliveries or bytes.
+    pub fn batches_dropped(&self) -> u64 {
+        self.batches_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -253,17 +280,76 @@ struct Dispatcher {
     endpoints: Vec<WebhookConfig>,
     client: reqwest::Client,
     vacated_delay: Duration,
+    bounds: Arc<Bounds>,
+}
+
+/// What one app's deliveries may hold, in flight and in retry.
+struct Bounds {
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    /// Bytes of the bodies of deliveries not finished.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    dropped: Arc<AtomicU64>,
+    log: RateLog,
+}
+
+impl Bounds {
+    /// A place for a delivery of `len` bytes, or `None` (the batch is dropped, counted and
+    /// logged at a rate) when the app already holds its maximum.
+    fn reserve(self: &Arc<Self>, len: usize, app_id: &str) -> Option<Reserved> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok();
+        let fits = permit.is_some()
+            && self
+                .bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |held| {
+                    (held + len <= self.max_bytes).then_some(held + len)
+                })
+                .is_ok();
+        match permit {
+            Some(permit) if fits => Some(Reserved {
+                bounds: self.clone(),
+                len,
+                _permit: permit,
+            }),
+            _ => {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(suppressed) = self.log.should_log() {
+                    tracing::warn!(
+                        app_id,
+                        dropped,
+                        suppressed,
+                        max_in_flight = self.max_in_flight,
+                        max_queued_bytes = self.max_bytes,
+                        "Webhook batch dropped: the app holds its maximum of deliveries in retry"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A delivery's place under the bounds, given back when it ends.
+struct Reserved {
+    bounds: Arc<Bounds>,
+    len: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.bounds.bytes.fetch_sub(self.len, Ordering::AcqRel);
+    }
 }
 
 impl Dispatcher {
     async fn run(self, mut events: mpsc::Receiver<WebhookEvent>) {
         let mut batch: Vec<WebhookEvent> = Vec::new();
         let mut batch_deadline: Option<Instant> = None;
-        // Vacated channels waiting out the hold-back, by channel.
-        let mut held: HashMap<Box<str>, Instant> = HashMap::new();
+        let mut held = HeldBack::default();
         loop {
-            let next_held = held.values().min().copied();
-            let wake = match (batch_deadline, next_held) {
+            let wake = match (batch_deadline, held.next_due()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -279,17 +365,15 @@ impl Dispatcher {
                 Some(None) => {
                     batch.extend(
                         held.drain()
-                            .map(|(channel, _)| WebhookEvent::ChannelVacated { channel }),
+                            .map(|channel| WebhookEvent::ChannelVacated { channel }),
                     );
                     self.send(std::mem::take(&mut batch));
                     return;
                 }
                 Some(Some(WebhookEvent::ChannelVacated { channel })) => {
-                    held.insert(channel, Instant::now() + self.vacated_delay);
+                    held.hold(channel, Instant::now() + self.vacated_delay);
                 }
-                Some(Some(WebhookEvent::ChannelOccupied { channel }))
-                    if held.remove(&channel).is_some() =>
-                {
+                Some(Some(WebhookEvent::ChannelOccupied { channel })) if held.release(&channel) => {
                     // Vacated and occupied again within the hold-back: neither is reported.
                 }
                 Some(Some(event)) => {
@@ -299,13 +383,7 @@ impl Dispatcher {
                 None => {}
             }
             let now = Instant::now();
-            let due: Vec<Box<str>> = held
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(c, _)| c.clone())
-                .collect();
-            for channel in due {
-                held.remove(&channel);
+            for channel in held.take_due(now) {
                 batch.push(WebhookEvent::ChannelVacated { channel });
                 batch_deadline.get_or_insert(now);
             }
@@ -337,35 +415,110 @@ impl Dispatcher {
                 continue;
             }
             let body = json!({"time_ms": time_ms, "events": events}).to_string();
+            let Some(reserved) = self.bounds.reserve(body.len(), &self.app_id) else {
+                continue;
+            };
             let signature = webhook_signature(&self.secret, body.as_bytes());
             tokio::spawn(deliver(
-                self.client.clone(),
-                endpoint.url.clone(),
-                self.app_id.clone(),
-                self.key.clone(),
-                signature,
-                body,
+                Delivery {
+                    client: self.client.clone(),
+                    url: endpoint.url.clone(),
+                    app_id: self.app_id.clone(),
+                    key: self.key.clone(),
+                    signature,
+                    body,
+                },
+                reserved,
             ));
         }
     }
 }
 
-/// Posts one signed body, retrying with exponential backoff until a 2xx answer or until
-/// [`RETRY_FOR`] has passed.
-async fn deliver(
+/// One signed body and where it goes.
+struct Delivery {
     client: reqwest::Client,
     url: String,
     app_id: String,
     key: String,
     signature: String,
     body: String,
-) {
+}
+
+/// Vacated channels waiting out the hold-back. Every deadline is "now plus the same
+/// delay", so the queue is in deadline order and each event costs O(1), however many
+/// channels a client vacates: a scan per event would make a flood quadratic.
+#[derive(Default)]
+struct HeldBack {
+    /// Channel and deadline, oldest first; an entry whose channel no longer maps to the
+    /// same deadline in `by_channel` was released or held again, and is skipped.
+    queue: std::collections::VecDeque<(Box<str>, Instant)>,
+    by_channel: HashMap<Box<str>, Instant>,
+}
+
+impl HeldBack {
+    fn hold(&mut self, channel: Box<str>, until: Instant) {
+        self.by_channel.insert(channel.clone(), until);
+        self.queue.push_back((channel, until));
+    }
+
+    /// Whether `channel` was held back (it no longer is).
+    fn release(&mut self, channel: &str) -> bool {
+        self.by_channel.remove(channel).is_some()
+    }
+
+    fn is_live(&self, channel: &str, until: Instant) -> bool {
+        self.by_channel.get(channel) == Some(&until)
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        while let Some((channel, until)) = self.queue.front() {
+            if self.is_live(channel, *until) {
+                return Some(*until);
+            }
+            self.queue.pop_front();
+        }
+        None
+    }
+
+    fn take_due(&mut self, now: Instant) -> Vec<Box<str>> {
+        let mut due = Vec::new();
+        while let Some(until) = self.next_due() {
+            if until > now {
+                break;
+            }
+            if let Some((channel, _)) = self.queue.pop_front() {
+                self.by_channel.remove(&channel);
+                due.push(channel);
+            }
+        }
+        due
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Box<str>> + '_ {
+        self.queue.clear();
+        self.by_channel.drain().map(|(channel, _)| channel)
+    }
+}
+
+/// Posts one signed body, retrying with exponential backoff until a 2xx answer or until
+/// [`RETRY_FOR`] has passed; a redirect is not followed, and not retried either.
+async fn deliver(delivery: Delivery, _reserved: Reserved) {
+    let Delivery {
+        client,
+        url,
+        app_id,
+        key,
+        signature,
+        body,
+    } = delivery;
+    let shown_url = crate::config::redact_url(&url);
+    let url = url.as_str();
     let started = Instant::now();
     let mut backoff = Duration::from_secs(1);
     let mut attempt = 1u32;
     loop {
         let result = client
-            .post(&url)
+            .post(url)
             .header("Content-Type", WEBHOOK_CONTENT_TYPE)
             .header(HEADER_KEY, &key)
             .header(HEADER_SIGNATURE, &signature)
@@ -374,20 +527,30 @@ async fn deliver(
             .await;
         let problem = match result {
             Ok(response) if response.status().is_success() => return,
+            Ok(response) if response.status().is_redirection() => {
+                tracing::warn!(
+                    app_id,
+                    url = %shown_url,
+                    status = %response.status(),
+                    "Webhook endpoint answered a redirect; redirects are not followed, so this batch is dropped: configure the final URL"
+                );
+                return;
+            }
             Ok(response) => format!("status {}", response.status()),
-            Err(error) => error.to_string(),
+            // reqwest's error names the URL, which may carry a password.
+            Err(error) => error.without_url().to_string(),
         };
         if started.elapsed() + backoff > RETRY_FOR {
             tracing::warn!(
                 app_id,
-                url,
+                url = %shown_url,
                 attempt,
                 problem,
                 "Webhook dropped after retrying for 5 minutes"
             );
             return;
         }
-        tracing::debug!(app_id, url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
+        tracing::debug!(app_id, url = %shown_url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(60));
         attempt += 1;
@@ -427,6 +590,23 @@ mod tests {
             .to_json(),
             json!({"name":"subscription_count","channel":"c","subscription_count":2})
         );
+    }
+
+    #[test]
+    fn held_back_channels_come_due_in_order_and_release_once() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut held = HeldBack::default();
+        held.hold("a".into(), at(10));
+        held.hold("b".into(), at(20));
+        held.hold("a".into(), at(30)); // vacated again later: the later deadline counts
+        assert!(held.release("b"));
+        assert!(!held.release("b"));
+        assert_eq!(held.next_due(), Some(at(30)));
+        assert!(held.take_due(at(29)).is_empty());
+        assert_eq!(held.take_due(at(30)), vec![Box::<str>::from("a")]);
+        assert_eq!(held.next_due(), None);
+        assert!(held.queue.is_empty() && held.by_channel.is_empty());
     }
 
     #[test]

@@ -504,15 +504,7 @@ impl StateTask {
             });
         }
         if !kind.is_presence() {
-            let count = after.max(0) as usize;
-            if app.config.subscription_count && count > 0 {
-                let frame = text_frame(&frame::subscription_count(channel, count));
-                app.publish(channel, &frame, None, None);
-            }
-            app.webhook("subscription_count", || WebhookEvent::SubscriptionCount {
-                channel: channel.into(),
-                count,
-            });
+            app.subscription_count_changed(channel, after.max(0) as usize);
         }
     }
 

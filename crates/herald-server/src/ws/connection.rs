@@ -369,7 +369,7 @@ mod tests {
         let config = crate::Config::default();
         let apps: Arc<dyn AppStore> = Arc::new(crate::StaticApps::new(
             config.apps.clone(),
-            config.webhook_vacated_delay,
+            &config.webhook_settings(),
         ));
         let app = apps.by_key("app-key").expect("default app");
         let slot = app.try_connect().expect("slot");

@@ -142,6 +142,18 @@ impl Session {
                 return self.subscription_error(channel, "InvalidChannel", &error.to_string(), 400)
             }
         };
+        let already = self.channels.iter().any(|c| c.as_ref() == channel);
+        let max = limits.max_subscriptions_per_connection;
+        if !already && self.channels.len() >= max {
+            return self.subscription_error(
+                channel,
+                "LimitReached",
+                &format!(
+                    "This connection is subscribed to the maximum of {max} channels; unsubscribe from one first"
+                ),
+                4301,
+            );
+        }
         if kind == ChannelKind::ServerToUser {
             let own = self.user.as_ref().is_some_and(|u| {
                 channel.strip_prefix(SERVER_TO_USER_PREFIX) == Some(u.id.as_ref())
@@ -201,8 +213,11 @@ impl Session {
                 return;
             }
         }
+        // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
+        // repeated subscribe must not become a webhook per frame.
+        let cache = is_cache_channel(channel) && !already;
         if let Some(cluster) = self.app.cluster().cloned() {
-            return self.subscribe_in_cluster(&cluster, channel, kind, member);
+            return self.subscribe_in_cluster(&cluster, channel, kind, member, cache);
         }
         let joined = match member {
             Some(member) => match hub.subscribe_presence(
@@ -240,7 +255,7 @@ impl Session {
                     user_id,
                 });
         }
-        if is_cache_channel(channel) {
+        if cache {
             self.app.replay_cache(channel, &self.outbox);
         }
         if !joined.already {
@@ -258,11 +273,11 @@ impl Session {
         channel: &str,
         kind: ChannelKind,
         member: Option<Member>,
+        cache: bool,
     ) {
         if kind.requires_auth() {
             self.authorized();
         }
-        let cache = is_cache_channel(channel);
         let op = match member {
             Some(member) => Op::Join(Box::new(Join {
                 app: self.app.clone(),
@@ -358,25 +373,8 @@ impl Session {
         if kind.is_presence() || kind == ChannelKind::ServerToUser {
             return;
         }
-        let to_clients = self.app.config.subscription_count;
-        let to_webhooks = self
-            .app
-            .webhooks
-            .as_ref()
-            .is_some_and(|w| w.wants("subscription_count"));
-        if !to_clients && !to_webhooks {
-            return;
-        }
         let count = self.app.hub.counts(channel).subscription_count;
-        if to_clients && count > 0 {
-            let frame = text_frame(&frame::subscription_count(channel, count));
-            self.app.hub.publish(channel, &frame, None);
-        }
-        self.app
-            .webhook("subscription_count", || WebhookEvent::SubscriptionCount {
-                channel: channel.into(),
-                count,
-            });
+        self.app.subscription_count_changed(channel, count);
     }
 
     /// Reports what leaving `channel` changed: vacated and member-removed webhooks, and the
@@ -418,8 +416,17 @@ impl Session {
             Ok(user) => user,
             Err(error) => return self.refuse_signin(error.to_string()),
         };
-        // Signing in again (pusher-js does on reconnect, and apps may switch users) replaces
-        // the previous identity.
+        // One identity per connection: the old user's server-to-user channel and presence
+        // memberships must not follow the socket to someone else.
+        if let Some(current) = &self.user {
+            if *current.id != *user.id {
+                return self.refuse_signin(format!(
+                    "This connection is signed in as another user; connect again to sign in as '{}'",
+                    user.id
+                ));
+            }
+        }
+        // Signing in again as the same user refreshes its user_info and watchlist.
         self.sign_out();
         let id: Arc<str> = Arc::from(user.id.as_str());
         let users = &self.app.users;
