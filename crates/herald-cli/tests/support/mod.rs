@@ -299,21 +299,39 @@ pub async fn send_raw(
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    password: Option<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_inner(None)
+    }
+
+    /// A server that requires `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> Redis {
+        Redis::start_inner(Some(password.to_owned()))
+    }
+
+    fn start_inner(password: Option<String>) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut redis = Redis { child: None, port };
+        let mut redis = Redis {
+            child: None,
+            port,
+            password,
+        };
         redis.launch();
         redis
     }
 
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -331,7 +349,10 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// Kills the server (its data is gone: it keeps nothing on disk).
