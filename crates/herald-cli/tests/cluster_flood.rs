@@ -1,7 +1,8 @@
-//! A cluster under a flood of subscriptions from unauthenticated clients of one app: the
-//! flooded node keeps heartbeating (the other node never reaps it), another app on the same
-//! node is still served, the flood's excess is refused with `ServerBusy` and nothing else,
-//! and the node is healthy afterwards.
+//! A cluster under floods from clients of one app. Subscriptions: the flooded node keeps
+//! heartbeating (the other node never reaps it), another app on the same node is still
+//! served, the flood's excess is refused with `ServerBusy` and nothing else, and the node is
+//! healthy afterwards. Events while Redis is frozen: what a node holds for the others is
+//! bounded in bytes.
 
 mod support;
 
@@ -410,4 +411,81 @@ async fn a_subscription_flood_on_one_app_leaves_the_cluster_and_other_apps_intac
         events.lines()
     );
     bea.assert_alive().await;
+}
+
+/// Bytes of bus messages a node may hold in the test below.
+const BUS_MAX_BYTES: usize = 1024 * 1024;
+const HELD_EVENT_BYTES: usize = 20_000;
+
+#[tokio::test]
+async fn events_held_for_other_nodes_while_redis_is_frozen_are_bounded_in_bytes() {
+    let redis = Redis::start();
+    let config = format!(
+        r#"
+adapter = "redis"
+redis_url = "{url}"
+node_timeout = 30
+cluster_bus_max_bytes = {BUS_MAX_BYTES}
+[[apps]]
+id = "a"
+key = "{KEY_A}"
+secret = "{SECRET_A}"
+"#,
+        url = redis.url()
+    );
+    let (a, b) = (Server::start(&config), Server::start(&config));
+    let mut on_b = b.connect(KEY_A).await;
+    on_b.subscribe("held").await;
+    let trigger = |data: String| {
+        let a = &a;
+        async move {
+            let body = json!({"name": "ev", "channel": "held", "data": data}).to_string();
+            let (status, reply) = signed_as(
+                a,
+                "POST",
+                "/apps/a/events",
+                &[],
+                Some(&body),
+                KEY_A,
+                SECRET_A,
+                support::now(),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+        }
+    };
+    trigger("before".to_owned()).await;
+    assert_eq!(on_b.expect("ev").await["data"], "before");
+
+    // Node A publishes 2.4 MB for B while Redis answers nothing: it may hold 1 MiB of it.
+    redis.pause();
+    let events = 120;
+    for i in 0..events {
+        let mut data = format!("{i}:");
+        data.extend(std::iter::repeat_n('x', HELD_EVENT_BYTES - data.len()));
+        trigger(data).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.resume();
+    trigger("after".to_owned()).await;
+
+    let mut held = std::collections::BTreeSet::new();
+    loop {
+        let frame = on_b.expect("ev").await;
+        let data = frame["data"].as_str().unwrap_or_default();
+        if data == "after" {
+            break;
+        }
+        let index = data.split(':').next().unwrap_or_default();
+        held.insert(index.parse::<usize>().expect("a held event's index"));
+    }
+    eprintln!("{} of {events} held events reached B", held.len());
+    // Each held message costs more than its data, so fewer than this many fit.
+    let most = BUS_MAX_BYTES / HELD_EVENT_BYTES;
+    assert!(
+        !held.is_empty() && held.len() <= most,
+        "{} of {events} held events reached B (at most {most} fit in the budget)",
+        held.len()
+    );
+    assert!(held.iter().all(|i| *i < events));
 }

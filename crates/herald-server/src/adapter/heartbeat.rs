@@ -98,10 +98,9 @@ impl Heartbeat {
         let [epoch, added, dead @ ..] = reply.as_slice() else {
             return Ok(());
         };
-        let was_healthy = cluster.healthy.swap(true, Ordering::Relaxed);
-        if !was_healthy {
-            tracing::info!("Cluster: Redis answers again");
-        }
+        // The state task marks the node healthy again itself, as it starts the resync:
+        // until then its changes stay local, and the resync restates them.
+        let was_healthy = cluster.healthy.load(Ordering::Relaxed);
         let first = self.epoch.is_none();
         let epoch_changed = self.epoch.as_deref().is_some_and(|e| e != epoch);
         self.epoch = Some(epoch.clone());
@@ -119,6 +118,7 @@ impl Heartbeat {
             None
         };
         let mut signals = cluster.signals.lock();
+        signals.recovered |= !was_healthy;
         if let Some(loud) = resync {
             signals.resync = merge_resync(signals.resync, loud);
         }

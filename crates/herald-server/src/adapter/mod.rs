@@ -260,6 +260,8 @@ impl ByteBudget {
 /// Work the heartbeat task found for the state task.
 #[derive(Default)]
 struct Signals {
+    /// Redis answered a heartbeat while the node was marked unhealthy.
+    recovered: bool,
     /// Restate this node's share: `Some(loud)`, loud unless Redis lost its data.
     resync: Option<bool>,
     /// Nodes whose heartbeats stopped, to be claimed and removed.
@@ -322,7 +324,8 @@ pub struct Cluster {
     /// Other nodes' open connections per app, from their last heartbeats.
     others: Mutex<HashMap<String, usize>>,
     /// Whether Redis answered the last call; while not, state changes are applied locally
-    /// only and restated when Redis answers again. Only Redis errors clear it.
+    /// only and restated when Redis answers again. Only Redis errors clear it; only the
+    /// state task sets it again, as it restates.
     healthy: AtomicBool,
     /// Bus messages dropped because the queue was full.
     dropped: AtomicU64,

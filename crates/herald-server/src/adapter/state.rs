@@ -164,6 +164,10 @@ impl StateTask {
     /// nodes to remove, users to restate.
     async fn housekeeping(&mut self) {
         let signals = std::mem::take(&mut *self.cluster.signals.lock());
+        if signals.recovered && !self.cluster.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!("Cluster: Redis answers again");
+            self.needs_resync();
+        }
         if let Some(loud) = signals.resync {
             self.pending_resync = merge_resync(self.pending_resync, loud);
         }
