@@ -147,7 +147,7 @@ struct RequestScripts {
 }
 
 impl Op {
-    fn app(&self) -> Option<&Arc<App>> {
+    pub(super) fn app(&self) -> Option<&Arc<App>> {
         match self {
             Op::Subscribe { app, .. }
             | Op::Leave { app, .. }
@@ -163,13 +163,13 @@ impl Op {
 
 /// A queued op and the place it holds in the queue, given back when the state task takes it.
 pub(crate) struct Queued {
-    op: Op,
+    pub(super) op: Op,
     _held: Option<Held>,
 }
 
 impl Queued {
     /// The op, giving its place in the queue back.
-    fn into_op(self) -> Op {
+    pub(super) fn into_op(self) -> Op {
         self.op
     }
 }

@@ -12,11 +12,12 @@
 //! between batches, so a node with many channels restates in a few hundred round trips
 //! rather than one per channel; heartbeats go on meanwhile in their own task.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use herald_protocol::channel::ChannelKind;
 use herald_protocol::frame;
 use herald_protocol::presence::Member;
@@ -33,7 +34,7 @@ use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
 use crate::ws::text_frame;
 
-/// Subscriptions (or leaves) counted in one pipelined round trip at most.
+/// Subscriptions (or leaves) of one app counted in one pipelined round trip at most.
 const OP_BATCH: usize = 256;
 /// Counts restated (resync) or removed (dead node) in one pipelined round trip at most.
 const RESTATE_BATCH: usize = 256;
@@ -87,6 +88,59 @@ impl Batch {
     }
 }
 
+/// Queued ops by app, taken in turns: one app's flood delays another app's changes by one
+/// batch at most, not by the flood's share of the queue. Ops of one app keep their order;
+/// ops of different apps touch different keys and hub entries, so their order is free.
+#[derive(Default)]
+struct Lanes {
+    by_app: HashMap<String, VecDeque<Queued>>,
+    /// Apps with ops waiting, in turn order.
+    turns: VecDeque<String>,
+    /// The node is leaving, once every lane is empty.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Lanes {
+    fn push(&mut self, queued: Queued) {
+        let Some(app) = queued.op.app() else {
+            if let Op::Stop(done) = queued.into_op() {
+                self.stop = Some(done);
+            }
+            return;
+        };
+        match self.by_app.get_mut(app.config.id.as_str()) {
+            Some(lane) => lane.push_back(queued),
+            None => {
+                self.turns.push_back(app.config.id.clone());
+                self.by_app
+                    .insert(app.config.id.clone(), VecDeque::from([queued]));
+            }
+        }
+    }
+
+    /// The next app's next run: up to [`OP_BATCH`] subscriptions or leaves in a row (a
+    /// reconnect storm or a mass disconnect is counted in one pipelined round trip
+    /// instead of one each), or one other op.
+    fn next_batch(&mut self) -> Option<Vec<Queued>> {
+        let app = self.turns.pop_front()?;
+        let lane = self.by_app.get_mut(&app)?;
+        let first = lane.pop_front()?;
+        let kind = Batch::of(&first.op);
+        let mut batch = vec![first];
+        if kind.is_some() {
+            while batch.len() < OP_BATCH && lane.front().is_some_and(|q| Batch::of(&q.op) == kind) {
+                batch.extend(lane.pop_front());
+            }
+        }
+        if lane.is_empty() {
+            self.by_app.remove(&app);
+        } else {
+            self.turns.push_back(app);
+        }
+        Some(batch)
+    }
+}
+
 pub(super) struct StateTask {
     cluster: Arc<Cluster>,
     conn: ConnectionManager,
@@ -113,47 +167,42 @@ impl StateTask {
     }
 
     pub(super) async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Queued>) {
+        let mut lanes = Lanes::default();
         loop {
-            tokio::select! {
-                // The heartbeat task's findings first: under a flood of changes a dead node
-                // must still be removed and a resync still run.
-                biased;
-                () = self.cluster.wake.notified() => self.housekeeping().await,
-                queued = ops.recv() => {
-                    let Some(queued) = queued else { return };
-                    let first = queued.into_op();
-                    let mut other = None;
-                    if let Some(kind) = Batch::of(&first) {
-                        // A reconnect storm queues many subscriptions, a mass disconnect
-                        // many leaves: count a run of them in one pipelined round trip
-                        // instead of one each. One batch per turn, so the heartbeat's
-                        // findings are never held back for long.
-                        let mut batch = vec![first];
-                        while batch.len() < OP_BATCH {
-                            let Ok(queued) = ops.try_recv() else { break };
-                            let op = queued.into_op();
-                            if Batch::of(&op) == Some(kind) {
-                                batch.push(op);
-                            } else {
-                                other = Some(op);
-                                break;
-                            }
-                        }
-                        match kind {
-                            Batch::Subscribe => self.subscribe_batch(batch).await,
-                            Batch::Leave => self.leave_batch(batch).await,
-                        }
-                    } else {
-                        other = Some(first);
-                    }
-                    match other {
-                        None => {}
-                        Some(Op::Stop(done)) => {
-                            self.leave().await;
-                            let _ = done.send(());
-                            return;
-                        }
-                        Some(op) => self.apply(op).await,
+            // Everything already queued goes to its app's lane, so each app's changes wait
+            // only behind its own. What the lanes hold is bounded by the queue's places,
+            // which the ops keep until they are applied.
+            while let Ok(queued) = ops.try_recv() {
+                lanes.push(queued);
+            }
+            // The heartbeat task's findings first: under a flood of changes a dead node
+            // must still be removed and a resync still run.
+            if self.cluster.wake.notified().now_or_never().is_some() {
+                self.housekeeping().await;
+            }
+            let Some(batch) = lanes.next_batch() else {
+                if let Some(done) = lanes.stop.take() {
+                    self.leave().await;
+                    let _ = done.send(());
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    () = self.cluster.wake.notified() => self.housekeeping().await,
+                    queued = ops.recv() => match queued {
+                        Some(queued) => lanes.push(queued),
+                        None => return,
+                    },
+                }
+                continue;
+            };
+            let mut batch: Vec<Op> = batch.into_iter().map(Queued::into_op).collect();
+            match Batch::of(&batch[0]) {
+                Some(Batch::Subscribe) => self.subscribe_batch(batch).await,
+                Some(Batch::Leave) => self.leave_batch(batch).await,
+                None => {
+                    for op in batch.drain(..) {
+                        self.apply(op).await;
                     }
                 }
             }
@@ -1089,4 +1138,85 @@ fn member_added(channel: &str, member: &Member) -> Bytes {
         &member.user_id,
         member.user_info.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn app(id: &str) -> Arc<App> {
+        let mut config = Config::default().apps.remove(0);
+        config.id = id.to_owned();
+        Arc::new(App::new(config, std::time::Duration::from_secs(1)))
+    }
+
+    fn subscribe(app: &Arc<App>, conn: ConnId) -> Queued {
+        Queued {
+            op: Op::Subscribe {
+                app: app.clone(),
+                channel: format!("c{conn}").into(),
+                conn,
+                outbox: Arc::new(Outbox::new(1024)),
+                cache: false,
+            },
+            _held: None,
+        }
+    }
+
+    fn conns(batch: &[Queued]) -> Vec<ConnId> {
+        batch
+            .iter()
+            .map(|q| match &q.op {
+                Op::Subscribe { conn, .. } | Op::Leave { conn, .. } => *conn,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn apps_take_turns_and_keep_their_own_order() {
+        let (a, b) = (app("a"), app("b"));
+        let mut lanes = Lanes::default();
+        for conn in 0..600 {
+            lanes.push(subscribe(&a, conn));
+        }
+        lanes.push(subscribe(&b, 1000));
+        lanes.push(Queued {
+            op: Op::Leave {
+                app: b.clone(),
+                channel: "c1000".into(),
+                conn: 1000,
+            },
+            _held: None,
+        });
+        let first = lanes.next_batch().expect("a's first run");
+        assert_eq!(conns(&first), (0..256).collect::<Vec<_>>());
+        // b waits for one of a's runs, not for all of them; its leave is a run of its own.
+        assert_eq!(conns(&lanes.next_batch().expect("b")), [1000]);
+        assert_eq!(
+            conns(&lanes.next_batch().expect("a's second run")),
+            (256..512).collect::<Vec<_>>()
+        );
+        let leave = lanes.next_batch().expect("b's leave");
+        assert!(matches!(leave[0].op, Op::Leave { .. }));
+        assert_eq!(conns(&lanes.next_batch().expect("a's rest")).len(), 88);
+        assert!(lanes.next_batch().is_none());
+        assert!(lanes.by_app.is_empty());
+    }
+
+    #[test]
+    fn stop_waits_for_every_lane() {
+        let a = app("a");
+        let mut lanes = Lanes::default();
+        let (done, _) = tokio::sync::oneshot::channel();
+        lanes.push(Queued {
+            op: Op::Stop(done),
+            _held: None,
+        });
+        lanes.push(subscribe(&a, 1));
+        assert!(lanes.stop.is_some());
+        assert_eq!(conns(&lanes.next_batch().expect("a")), [1]);
+        assert!(lanes.next_batch().is_none());
+    }
 }
