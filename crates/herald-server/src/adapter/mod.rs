@@ -13,12 +13,12 @@
 //! - nodes heartbeat from a task of their own (`heartbeat.rs`), so no amount of queued work
 //!   delays a heartbeat; the survivors remove a dead node's share (`state.rs`).
 //!
-//! State changes go through one queue per node, processed in order by one task, so a join
-//! is always recorded before the leave that follows it, and the WebSocket path never waits
-//! for Redis except where the protocol needs the cluster's answer (a presence member list).
-//! Each app may have only its share of that queue waiting (`cluster_ops_per_app`): one
-//! app's flood of subscriptions gets `ServerBusy` answers while the others' go through,
-//! and a full share never changes the node's health.
+//! State changes go through one queue per node, processed by one task in order per app, so
+//! a join is always recorded before the leave that follows it, and the WebSocket path never
+//! waits for Redis except where the protocol needs the cluster's answer (a presence member
+//! list). Each app may have only its share of that queue waiting (`cluster_ops_per_app`),
+//! and the task takes the apps in turns: one app's flood of subscriptions gets `ServerBusy`
+//! answers while the others' go through, and a full share never changes the node's health.
 
 pub mod bus;
 mod heartbeat;
