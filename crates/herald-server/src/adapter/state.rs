@@ -197,7 +197,7 @@ impl StateTask {
                 continue;
             };
             let mut batch: Vec<Op> = batch.into_iter().map(Queued::into_op).collect();
-            match Batch::of(&batch[0]) {
+            match batch.first().and_then(Batch::of) {
                 Some(Batch::Subscribe) => self.subscribe_batch(batch).await,
                 Some(Batch::Leave) => self.leave_batch(batch).await,
                 None => {
