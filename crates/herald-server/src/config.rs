@@ -319,6 +319,13 @@ pub struct ClusterConfig {
     /// How long a node may go without a heartbeat before the others remove its
     /// connections' channel and presence state.
     pub node_timeout: Duration,
+    /// State changes (subscriptions, presence joins, sign-ins) one app may have waiting for
+    /// Redis on this node; more are refused (`ServerBusy`), so one app's flood cannot take
+    /// the whole queue from the others.
+    pub ops_per_app: usize,
+    /// Bytes of messages for the other nodes this node holds while Redis is slow or away;
+    /// more are dropped and counted.
+    pub bus_max_bytes: usize,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -327,12 +334,18 @@ impl std::fmt::Debug for ClusterConfig {
             .field("redis_url", &redact_url(&self.redis_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("node_timeout", &self.node_timeout)
+            .field("ops_per_app", &self.ops_per_app)
+            .field("bus_max_bytes", &self.bus_max_bytes)
             .finish()
     }
 }
 
 /// The default for [`ClusterConfig::node_timeout`].
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default for [`ClusterConfig::ops_per_app`]: a quarter of the node's state queue.
+pub const DEFAULT_OPS_PER_APP: usize = 25_000;
+/// The default for [`ClusterConfig::bus_max_bytes`]: 64 MiB.
+pub const DEFAULT_BUS_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -380,6 +393,8 @@ struct RawConfig {
     trusted_proxies: Option<Vec<String>>,
     webhook_max_in_flight: Option<usize>,
     webhook_max_queued_bytes: Option<usize>,
+    cluster_ops_per_app: Option<usize>,
+    cluster_bus_max_bytes: Option<usize>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
@@ -531,6 +546,8 @@ impl Config {
                 node_timeout: raw
                     .node_timeout
                     .map_or(DEFAULT_NODE_TIMEOUT, Duration::from_secs),
+                ops_per_app: raw.cluster_ops_per_app.unwrap_or(DEFAULT_OPS_PER_APP),
+                bus_max_bytes: raw.cluster_bus_max_bytes.unwrap_or(DEFAULT_BUS_MAX_BYTES),
             }),
             other => {
                 return Err(invalid(
@@ -658,6 +675,13 @@ impl Config {
             )?;
             if cluster.redis_prefix.is_empty() {
                 return Err(invalid("redis_prefix", "must not be empty"));
+            }
+            if cluster.ops_per_app == 0 {
+                return Err(invalid("cluster_ops_per_app", "must be at least 1"));
+            }
+            // Smaller, and one large event could never be sent.
+            if cluster.bus_max_bytes < 1024 * 1024 {
+                return Err(invalid("cluster_bus_max_bytes", "must be at least 1048576"));
             }
         }
         if self.max_message_bytes < 1024 {
@@ -948,6 +972,18 @@ mod tests {
         assert_eq!(cluster.redis_url, "redis://10.0.0.5:6380/2");
         assert_eq!(cluster.redis_prefix, "herald");
         assert_eq!(cluster.node_timeout, Duration::from_secs(5));
+        assert_eq!(cluster.ops_per_app, DEFAULT_OPS_PER_APP);
+        assert_eq!(cluster.bus_max_bytes, DEFAULT_BUS_MAX_BYTES);
+        let c = Config::from_toml(
+            "adapter = \"redis\"\ncluster_ops_per_app = 500\ncluster_bus_max_bytes = 2097152\n",
+            &no_env,
+        )
+        .expect("valid");
+        let cluster = c.cluster.expect("a cluster");
+        assert_eq!(
+            (cluster.ops_per_app, cluster.bus_max_bytes),
+            (500, 2 * 1024 * 1024)
+        );
 
         let env = |k: &str| (k == "HERALD_ADAPTER").then(|| "redis".to_owned());
         let c = Config::from_toml("", &env).expect("valid");
@@ -960,6 +996,14 @@ mod tests {
             ("adapter = \"nats\"", "adapter"),
             ("adapter = \"redis\"\nredis_url = \"http://x\"", "redis_url"),
             ("adapter = \"redis\"\nnode_timeout = 0", "node_timeout"),
+            (
+                "adapter = \"redis\"\ncluster_ops_per_app = 0",
+                "cluster_ops_per_app",
+            ),
+            (
+                "adapter = \"redis\"\ncluster_bus_max_bytes = 1000",
+                "cluster_bus_max_bytes",
+            ),
         ] {
             let error = Config::from_toml(toml, &no_env)
                 .expect_err(toml)

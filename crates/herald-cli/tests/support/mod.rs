@@ -363,6 +363,27 @@ impl Redis {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as
+    /// with a Redis that is overloaded or partitioned away.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT), its data intact.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} redis-server");
+        }
+    }
+
     /// Starts an empty server again on the same port.
     pub fn restart(&mut self) {
         self.kill();

@@ -138,8 +138,11 @@ return {before, after}
 /// Returns {-1} when refused, else {total before, total after, user, info, user, info, ...}
 /// with the member list only if asked for, every item a string.
 pub fn member_set() -> Script {
-    Script::new(
-        r"
+    Script::new(MEMBER_SET)
+}
+
+/// The source of [`member_set`], for pipelines.
+pub const MEMBER_SET: &str = r"
 local old = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
 local n = tonumber(ARGV[2])
 local total = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -162,16 +165,17 @@ if ARGV[6] == '1' then
   for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do r[#r + 1] = v end
 end
 return r
-",
-    )
-}
+";
 
 /// Sets this node's signed-in connection count of a user.
 /// KEYS: users hash, node's user index. ARGV: user, count, index field.
 /// Returns {total before, total after}.
 pub fn user_set() -> Script {
-    Script::new(
-        r"
+    Script::new(USER_SET)
+}
+
+/// The source of [`user_set`], for pipelines.
+pub const USER_SET: &str = r"
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
 local n = tonumber(ARGV[2])
 local total = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -180,9 +184,7 @@ if after < 0 then after = 0 end
 if after > 0 then redis.call('HSET', KEYS[1], ARGV[1], after) else redis.call('HDEL', KEYS[1], ARGV[1]) end
 if n > 0 then redis.call('HSET', KEYS[2], ARGV[3], n) else redis.call('HDEL', KEYS[2], ARGV[3]) end
 return {total, after}
-",
-    )
-}
+";
 
 /// Takes `n` from a window's budget, or just counts when the limit is 0.
 /// KEYS: the counter. ARGV: limit, n, lifetime of the counter (s). Returns 1 if taken.

@@ -1,18 +1,23 @@
-//! The node's state task: applies queued state changes to Redis in order, heartbeats,
-//! removes dead nodes' shares, and restates this node's share after Redis comes back.
+//! The node's state task: applies queued state changes to Redis in order and, when the
+//! heartbeat task finds the work, removes dead nodes' shares and restates this node's share
+//! after Redis comes back.
 //!
 //! While Redis does not answer, changes are applied to the local hub only (a presence join
 //! gets this node's member list) and the node is marked for a resync; the resync compares
 //! what Redis holds for this node with the hub and restates every difference, reporting the
 //! transitions as a clean join or leave would have. After Redis lost its data (a new epoch)
 //! every node restates its share quietly: the members did not really come and go.
+//!
+//! Restating and reaping go [`RESTATE_BATCH`] counts per pipelined round trip, yielding
+//! between batches, so a node with many channels restates in a few hundred round trips
+//! rather than one per channel; heartbeats go on meanwhile in their own task.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use herald_protocol::channel::ChannelKind;
 use herald_protocol::frame;
 use herald_protocol::presence::Member;
@@ -22,15 +27,17 @@ use tokio::sync::mpsc;
 
 use super::bus::BusMessage;
 use super::scripts::{self, index_field, split_field};
-use super::{Cluster, Join, Op};
+use super::{cache_entry, merge_resync, Cluster, Join, Op, Queued};
 use crate::apps::App;
 use crate::hub::{ConnId, LocalMember};
 use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
 use crate::ws::text_frame;
 
-/// Subscriptions counted in one pipelined round trip at most.
-const SUBSCRIBE_BATCH: usize = 256;
+/// Subscriptions (or leaves) of one app counted in one pipelined round trip at most.
+const OP_BATCH: usize = 256;
+/// Counts restated (resync) or removed (dead node) in one pipelined round trip at most.
+const RESTATE_BATCH: usize = 256;
 
 /// What setting a member's count did.
 enum MemberSet {
@@ -44,8 +51,95 @@ enum MemberSet {
     },
 }
 
-/// A presence member's connections on this node, and its `user_info`.
-type LocalShare = (u32, Option<Box<str>>);
+/// One count of one node to set in Redis as part of a batch: this node's own count, read
+/// from the hub or registry as the batch is sent, or zero for a dead node.
+enum Restate {
+    /// A presence member, with the `user_info` this node holds for it.
+    Member {
+        app: Arc<App>,
+        channel: String,
+        user: String,
+        info: Option<Box<str>>,
+    },
+    Channel {
+        app: Arc<App>,
+        channel: String,
+    },
+    User {
+        app: Arc<App>,
+        user: String,
+    },
+}
+
+/// The ops applied in runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    Subscribe,
+    Leave,
+}
+
+impl Batch {
+    fn of(op: &Op) -> Option<Batch> {
+        match op {
+            Op::Subscribe { .. } => Some(Batch::Subscribe),
+            Op::Leave { .. } => Some(Batch::Leave),
+            _ => None,
+        }
+    }
+}
+
+/// Queued ops by app, taken in turns: one app's flood delays another app's changes by one
+/// batch at most, not by the flood's share of the queue. Ops of one app keep their order;
+/// ops of different apps touch different keys and hub entries, so their order is free.
+#[derive(Default)]
+struct Lanes {
+    by_app: HashMap<String, VecDeque<Queued>>,
+    /// Apps with ops waiting, in turn order.
+    turns: VecDeque<String>,
+    /// The node is leaving, once every lane is empty.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Lanes {
+    fn push(&mut self, queued: Queued) {
+        let Some(app) = queued.op.app() else {
+            if let Op::Stop(done) = queued.into_op() {
+                self.stop = Some(done);
+            }
+            return;
+        };
+        match self.by_app.get_mut(app.config.id.as_str()) {
+            Some(lane) => lane.push_back(queued),
+            None => {
+                self.turns.push_back(app.config.id.clone());
+                self.by_app
+                    .insert(app.config.id.clone(), VecDeque::from([queued]));
+            }
+        }
+    }
+
+    /// The next app's next run: up to [`OP_BATCH`] subscriptions or leaves in a row (a
+    /// reconnect storm or a mass disconnect is counted in one pipelined round trip
+    /// instead of one each), or one other op.
+    fn next_batch(&mut self) -> Option<Vec<Queued>> {
+        let app = self.turns.pop_front()?;
+        let lane = self.by_app.get_mut(&app)?;
+        let first = lane.pop_front()?;
+        let kind = Batch::of(&first.op);
+        let mut batch = vec![first];
+        if kind.is_some() {
+            while batch.len() < OP_BATCH && lane.front().is_some_and(|q| Batch::of(&q.op) == kind) {
+                batch.extend(lane.pop_front());
+            }
+        }
+        if lane.is_empty() {
+            self.by_app.remove(&app);
+        } else {
+            self.turns.push_back(app);
+        }
+        Some(batch)
+    }
+}
 
 pub(super) struct StateTask {
     cluster: Arc<Cluster>,
@@ -53,70 +147,126 @@ pub(super) struct StateTask {
     channel_set: Script,
     member_set: Script,
     user_set: Script,
-    heartbeat: Script,
-    /// The Redis epoch seen last; `None` before the first heartbeat.
-    epoch: Option<String>,
-    needs_resync: bool,
+    /// A resync to run once Redis answers: `Some(loud)`.
+    pending_resync: Option<bool>,
+    /// Users whose refused changes are still to be restated, by app.
+    pending_users: HashMap<String, HashSet<Arc<str>>>,
 }
 
 impl StateTask {
-    pub(super) async fn new(cluster: Arc<Cluster>) -> Self {
-        let mut task = StateTask {
+    pub(super) fn new(cluster: Arc<Cluster>) -> Self {
+        StateTask {
             conn: cluster.redis(),
             cluster,
             channel_set: scripts::channel_set(),
             member_set: scripts::member_set(),
             user_set: scripts::user_set(),
-            heartbeat: scripts::heartbeat(),
-            epoch: None,
-            needs_resync: false,
-        };
-        task.heartbeat().await;
-        task
+            pending_resync: None,
+            pending_users: HashMap::new(),
+        }
     }
 
-    pub(super) async fn run(mut self, mut ops: mpsc::Receiver<Op>) {
-        let period = (self.cluster.node_timeout / 3).min(Duration::from_secs(1));
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pub(super) async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Queued>) {
+        let mut lanes = Lanes::default();
         loop {
-            tokio::select! {
-                // Heartbeats first: a flood of changes must not get this node declared dead.
-                biased;
-                _ = tick.tick() => self.heartbeat().await,
-                op = ops.recv() => {
-                    let mut next = op;
-                    // A reconnect storm queues many subscriptions: count a run of them in
-                    // one pipelined round trip instead of one each.
-                    while let Some(op @ Op::Subscribe { .. }) = next {
-                        let mut batch = vec![op];
-                        next = None;
-                        while batch.len() < SUBSCRIBE_BATCH {
-                            match ops.try_recv() {
-                                Ok(op @ Op::Subscribe { .. }) => batch.push(op),
-                                Ok(other) => {
-                                    next = Some(other);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        self.subscribe_batch(batch).await;
-                    }
-                    match next {
-                        None => {
-                            if ops.is_closed() && ops.is_empty() {
-                                return;
-                            }
-                        }
-                        Some(Op::Stop(done)) => {
-                            self.leave().await;
-                            let _ = done.send(());
-                            return;
-                        }
-                        Some(op) => self.apply(op).await,
+            // Everything already queued goes to its app's lane, so each app's changes wait
+            // only behind its own. What the lanes hold is bounded by the queue's places,
+            // which the ops keep until they are applied.
+            while let Ok(queued) = ops.try_recv() {
+                lanes.push(queued);
+            }
+            // The heartbeat task's findings first: under a flood of changes a dead node
+            // must still be removed and a resync still run.
+            if self.cluster.wake.notified().now_or_never().is_some() {
+                self.housekeeping().await;
+            }
+            let Some(batch) = lanes.next_batch() else {
+                if let Some(done) = lanes.stop.take() {
+                    self.leave().await;
+                    let _ = done.send(());
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    () = self.cluster.wake.notified() => self.housekeeping().await,
+                    queued = ops.recv() => match queued {
+                        Some(queued) => lanes.push(queued),
+                        None => return,
+                    },
+                }
+                continue;
+            };
+            let mut batch: Vec<Op> = batch.into_iter().map(Queued::into_op).collect();
+            match batch.first().and_then(Batch::of) {
+                Some(Batch::Subscribe) => self.subscribe_batch(batch).await,
+                Some(Batch::Leave) => self.leave_batch(batch).await,
+                None => {
+                    for op in batch.drain(..) {
+                        self.apply(op).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// What the heartbeat task found, and what this task left pending: a resync, dead
+    /// nodes to remove, users to restate.
+    async fn housekeeping(&mut self) {
+        let signals = std::mem::take(&mut *self.cluster.signals.lock());
+        if signals.recovered && !self.cluster.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!("Cluster: Redis answers again");
+            self.needs_resync();
+        }
+        if let Some(loud) = signals.resync {
+            self.pending_resync = merge_resync(self.pending_resync, loud);
+        }
+        for (app, users) in signals.users {
+            self.pending_users.entry(app).or_default().extend(users);
+        }
+        if !self.healthy() {
+            // The resync after Redis returns restates every user; dead nodes are reported
+            // again by the next heartbeat.
+            if !self.pending_users.is_empty() {
+                self.pending_users.clear();
+                self.needs_resync();
+            }
+            return;
+        }
+        if let Some(loud) = self.pending_resync {
+            if let Err(e) = self.resync(loud).await {
+                return self.failed(&e);
+            }
+            self.pending_resync = None;
+            self.pending_users.clear();
+        }
+        let node = self.cluster.node_id;
+        for dead in signals.dead {
+            let claimed: RedisResult<i64> = self.conn.zrem(self.cluster.keys.nodes(), dead).await;
+            match claimed {
+                // Another survivor claimed it first.
+                Ok(0) => {}
+                Ok(_) => {
+                    if let Err(e) = self.reap(dead).await {
+                        tracing::warn!(node = dead, error = %e, "Cluster: removing a dead node's state failed");
+                    }
+                }
+                Err(e) => return self.failed(&e),
+            }
+        }
+        if !self.pending_users.is_empty() {
+            let pending = std::mem::take(&mut self.pending_users);
+            let items: Vec<Restate> = pending
+                .into_iter()
+                .filter_map(|(app, users)| Some((self.cluster.app(&app)?, users)))
+                .flat_map(|(app, users)| {
+                    users.into_iter().map(move |user| Restate::User {
+                        app: app.clone(),
+                        user: user.to_string(),
+                    })
+                })
+                .collect();
+            if let Err(e) = self.restate(node, items, true).await {
+                self.failed(&e);
             }
         }
     }
@@ -126,42 +276,20 @@ impl StateTask {
     }
 
     fn failed(&mut self, error: &redis::RedisError) {
-        if self.cluster.healthy.swap(false, Ordering::Relaxed) {
-            tracing::warn!(%error, "Cluster: Redis is not answering; serving this node's sockets alone until it returns");
-        }
-        self.needs_resync = true;
+        self.cluster.redis_failed(error);
+        self.needs_resync();
+    }
+
+    /// Something was applied to this node alone: restate once Redis answers.
+    fn needs_resync(&mut self) {
+        self.pending_resync = merge_resync(self.pending_resync, true);
     }
 
     async fn apply(&mut self, op: Op) {
         match op {
             op @ Op::Subscribe { .. } => self.subscribe_batch(vec![op]).await,
             Op::Join(join) => self.join(*join).await,
-            Op::Leave { app, channel, conn } => {
-                let Some(left) = app.hub.leave(&channel, conn, false) else {
-                    return;
-                };
-                if !self.healthy() {
-                    if let Some(user) = &left.member_removed {
-                        let removed = text_frame(&frame::member_removed(&channel, user));
-                        app.hub.publish(&channel, &removed, None);
-                    }
-                    self.needs_resync = true;
-                    return;
-                }
-                let node = self.cluster.node_id;
-                let result = async {
-                    if let Some((user, n)) = &left.member {
-                        self.sync_member(node, &app, &channel, user, *n, None, true)
-                            .await?;
-                    }
-                    let n = app.hub.counts(&channel).subscription_count;
-                    self.sync_channel(node, &app, &channel, n, true).await
-                }
-                .await;
-                if let Err(e) = result {
-                    self.failed(&e);
-                }
-            }
+            op @ Op::Leave { .. } => self.leave_batch(vec![op]).await,
             Op::Cache {
                 app,
                 channel,
@@ -201,7 +329,7 @@ impl StateTask {
             }
             Op::User { app, user } => {
                 if !self.healthy() {
-                    self.needs_resync = true;
+                    self.needs_resync();
                     return;
                 }
                 let node = self.cluster.node_id;
@@ -237,6 +365,55 @@ impl StateTask {
             Op::Stop(done) => {
                 let _ = done.send(());
             }
+        }
+    }
+
+    /// Removes a run of connections from their channels: from the hub first, then this
+    /// node's counts of each channel and presence member they touched are restated in
+    /// Redis together, with `member_removed`, vacated and count events on transitions.
+    async fn leave_batch(&mut self, batch: Vec<Op>) {
+        let healthy = self.healthy();
+        let mut members = Vec::new();
+        let mut channels = Vec::new();
+        let mut seen: HashSet<(String, Box<str>, Option<Arc<str>>)> = HashSet::new();
+        for op in batch {
+            let Op::Leave { app, channel, conn } = op else {
+                continue;
+            };
+            let Some(left) = app.hub.leave(&channel, conn, false) else {
+                continue;
+            };
+            if !healthy {
+                if let Some(user) = &left.member_removed {
+                    let removed = text_frame(&frame::member_removed(&channel, user));
+                    app.hub.publish(&channel, &removed, None);
+                }
+                self.needs_resync();
+                continue;
+            }
+            // The counts are read from the hub as the batch is sent, after every leave of
+            // the run, so one restatement per channel and member is enough.
+            if let Some((user, _)) = left.member {
+                if seen.insert((app.config.id.clone(), channel.clone(), Some(user.clone()))) {
+                    members.push(Restate::Member {
+                        app: app.clone(),
+                        channel: channel.to_string(),
+                        user: user.to_string(),
+                        info: None,
+                    });
+                }
+            }
+            if seen.insert((app.config.id.clone(), channel.clone(), None)) {
+                channels.push(Restate::Channel {
+                    app,
+                    channel: channel.into(),
+                });
+            }
+        }
+        members.append(&mut channels);
+        let node = self.cluster.node_id;
+        if let Err(e) = self.restate(node, members, true).await {
+            self.failed(&e);
         }
     }
 
@@ -335,7 +512,7 @@ impl StateTask {
                     let added = member_added(&channel, &member);
                     app.hub.publish(&channel, &added, Some(conn));
                 }
-                self.needs_resync = true;
+                self.needs_resync();
             }
         }
         if cache {
@@ -400,42 +577,73 @@ impl StateTask {
                 change: None,
             });
         }
-        if items.iter().any(|i| i.count.is_some()) {
-            if self.healthy() {
-                let node = self.cluster.node_id;
-                let keys = &self.cluster.keys;
-                let mut pipe = redis::pipe();
-                for item in &items {
-                    let Some(n) = item.count else { continue };
-                    let id = &item.app.config.id;
-                    pipe.cmd("EVAL")
-                        .arg(scripts::CHANNEL_SET)
-                        .arg(3)
-                        .arg(keys.subs(id, &item.channel))
-                        .arg(keys.chans(id))
-                        .arg(keys.node_subs(node))
-                        .arg(node)
-                        .arg(item.channel.as_ref())
-                        .arg(n)
-                        .arg(index_field(&[id, &item.channel]));
+        let counted = items.iter().any(|i| i.count.is_some());
+        // Cache channels this node has no event for are asked for in the same round trip:
+        // a flood of `cache-` subscriptions must not cost one round trip each.
+        let mut fills: Vec<(Arc<App>, Box<str>)> = Vec::new();
+        if self.healthy() {
+            let mut wanted = HashSet::new();
+            for item in items.iter().filter(|i| i.cache) {
+                let key = (item.app.config.id.clone(), item.channel.clone());
+                if item.app.cache.frame(&item.channel).is_none() && wanted.insert(key) {
+                    fills.push((item.app.clone(), item.channel.clone()));
                 }
-                match pipe.query_async::<Vec<(i64, i64)>>(&mut self.conn).await {
-                    Ok(changes) => {
-                        let mut changes = changes.into_iter();
-                        for item in items.iter_mut().filter(|i| i.count.is_some()) {
-                            item.change = changes.next();
+            }
+        } else if counted {
+            self.needs_resync();
+        }
+        if self.healthy() && (counted || !fills.is_empty()) {
+            let node = self.cluster.node_id;
+            let keys = &self.cluster.keys;
+            let mut pipe = redis::pipe();
+            for item in &items {
+                let Some(n) = item.count else { continue };
+                let id = &item.app.config.id;
+                pipe.cmd("EVAL")
+                    .arg(scripts::CHANNEL_SET)
+                    .arg(3)
+                    .arg(keys.subs(id, &item.channel))
+                    .arg(keys.chans(id))
+                    .arg(keys.node_subs(node))
+                    .arg(node)
+                    .arg(item.channel.as_ref())
+                    .arg(n)
+                    .arg(index_field(&[id, &item.channel]));
+            }
+            for (app, channel) in &fills {
+                let key = keys.cache(&app.config.id, channel);
+                pipe.hget(&key, "frame").hget(&key, "data").pttl(&key);
+            }
+            match pipe.query_async::<Vec<redis::Value>>(&mut self.conn).await {
+                Ok(replies) => {
+                    let mut replies = replies.into_iter();
+                    for item in items.iter_mut().filter(|i| i.count.is_some()) {
+                        item.change = replies
+                            .next()
+                            .and_then(|v| redis::from_redis_value::<(i64, i64)>(&v).ok());
+                    }
+                    for (app, channel) in &fills {
+                        let (Some(frame), Some(data), Some(ttl)) =
+                            (replies.next(), replies.next(), replies.next())
+                        else {
+                            break;
+                        };
+                        let parsed = (
+                            redis::from_redis_value::<Option<Vec<u8>>>(&frame),
+                            redis::from_redis_value::<Option<String>>(&data),
+                            redis::from_redis_value::<i64>(&ttl),
+                        );
+                        if let (Ok(frame), Ok(data), Ok(ttl)) = parsed {
+                            if let Some((frame, data, ttl)) = cache_entry(frame, data, ttl) {
+                                app.cache.store(channel, frame, &data, ttl);
+                            }
                         }
                     }
-                    Err(e) => self.failed(&e),
                 }
-            } else {
-                self.needs_resync = true;
+                Err(e) => self.failed(&e),
             }
         }
         for item in items {
-            if item.cache {
-                self.fill_cache(&item.app, &item.channel).await;
-            }
             item.app
                 .hub
                 .subscribe(&item.channel, item.conn, &item.outbox);
@@ -535,59 +743,7 @@ impl StateTask {
             .arg(if list { "1" } else { "0" })
             .invoke_async(&mut self.conn)
             .await?;
-        let number = |i: usize| reply.get(i).and_then(|s| s.parse::<i64>().ok());
-        match (number(0), number(1)) {
-            (Some(-1), _) => Ok(MemberSet::Refused),
-            (Some(before), Some(after)) => Ok(MemberSet::Set {
-                before,
-                after,
-                list: reply.get(2..).map(<[String]>::to_vec).unwrap_or_default(),
-            }),
-            _ => Err(redis::RedisError::from((
-                redis::ErrorKind::TypeError,
-                "unexpected member_set reply",
-            ))),
-        }
-    }
-
-    /// Sets `node`'s connection count of a presence member, emitting `member_added` or
-    /// `member_removed` (frames to the whole cluster, and webhooks) on a transition.
-    #[allow(clippy::too_many_arguments)] // The script's arguments, named.
-    async fn sync_member(
-        &mut self,
-        node: u32,
-        app: &App,
-        channel: &str,
-        user: &str,
-        n: u32,
-        info: Option<&str>,
-        loud: bool,
-    ) -> RedisResult<()> {
-        let MemberSet::Set { before, after, .. } = self
-            .set_member(node, app, channel, user, n, info.unwrap_or(""), 0, false)
-            .await?
-        else {
-            return Ok(());
-        };
-        if !loud {
-            return Ok(());
-        }
-        if before == 0 && after > 0 {
-            let added = text_frame(&frame::member_added(channel, user, info));
-            app.publish(channel, &added, None, None);
-            app.webhook("member_added", || WebhookEvent::MemberAdded {
-                channel: channel.into(),
-                user_id: user.into(),
-            });
-        } else if before > 0 && after == 0 {
-            let removed = text_frame(&frame::member_removed(channel, user));
-            app.publish(channel, &removed, None, None);
-            app.webhook("member_removed", || WebhookEvent::MemberRemoved {
-                channel: channel.into(),
-                user_id: user.into(),
-            });
-        }
-        Ok(())
+        member_reply(reply)
     }
 
     /// Sets `node`'s signed-in connection count of a user, telling watchers everywhere when
@@ -611,134 +767,171 @@ impl StateTask {
             .arg(index_field(&[id, user]))
             .invoke_async(&mut self.conn)
             .await?;
-        if loud && (before == 0) != (after == 0) {
-            let online = after > 0;
-            app.users.notify_watchers(user, online);
-            self.cluster.send(&BusMessage::Watch {
-                app: id.clone(),
-                user: user.to_owned(),
-                online,
-            });
+        if loud {
+            self.user_events(app, user, before, after);
         }
         Ok(())
     }
 
-    async fn heartbeat(&mut self) {
-        let Some(store) = self.cluster.apps.get().cloned() else {
-            return;
-        };
-        let node = self.cluster.node_id;
-        let apps = store.all();
-        let mut pipe = redis::pipe();
-        for app in &apps {
-            let key = self.cluster.keys.conns(&app.config.id);
-            pipe.hset(&key, node, app.connection_count()).ignore();
-            pipe.hgetall(&key);
+    /// Tells watchers everywhere that a user came online or went offline, if it did.
+    fn user_events(&self, app: &App, user: &str, before: i64, after: i64) {
+        if (before == 0) != (after == 0) {
+            let online = after > 0;
+            app.users.notify_watchers(user, online);
+            self.cluster.send(&BusMessage::Watch {
+                app: app.config.id.clone(),
+                user: user.to_owned(),
+                online,
+            });
         }
-        let counts: RedisResult<Vec<HashMap<u32, usize>>> = if apps.is_empty() {
-            Ok(Vec::new())
-        } else {
-            pipe.query_async(&mut self.conn).await
-        };
-        let counts = match counts {
-            Ok(counts) => counts,
-            Err(e) => return self.failed(&e),
-        };
-        {
-            let mut others = self.cluster.others.lock();
-            for (app, per_node) in apps.iter().zip(counts) {
-                let sum = per_node
-                    .iter()
-                    .filter(|(n, _)| **n != node)
-                    .map(|(_, c)| c)
-                    .sum();
-                others.insert(app.config.id.clone(), sum);
-            }
-        }
-        let fresh_epoch = format!("{:016x}", rand::random::<u64>());
-        let reply: RedisResult<Vec<String>> = self
-            .heartbeat
-            .key(self.cluster.keys.nodes())
-            .key(self.cluster.keys.epoch())
-            .arg(node)
-            .arg(&fresh_epoch)
-            .arg(self.cluster.node_timeout.as_millis() as u64)
-            .invoke_async(&mut self.conn)
-            .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) => return self.failed(&e),
-        };
-        let [epoch, added, dead @ ..] = reply.as_slice() else {
-            return;
-        };
-        let was_healthy = self.cluster.healthy.swap(true, Ordering::Relaxed);
-        if !was_healthy {
-            tracing::info!("Cluster: Redis answers again");
-        }
-        let first = self.epoch.is_none();
-        let epoch_changed = self.epoch.as_deref().is_some_and(|e| e != epoch);
-        self.epoch = Some(epoch.clone());
-        let resync = if first {
-            None
-        } else if epoch_changed {
-            tracing::warn!("Cluster: Redis lost the cluster's state; restating this node's share");
-            Some(false)
-        } else if added == "1" {
-            tracing::warn!("Cluster: this node had been declared dead; restating its share");
-            Some(true)
-        } else if self.needs_resync || !was_healthy {
-            Some(true)
-        } else {
-            None
-        };
-        if let Some(loud) = resync {
-            if let Err(e) = self.resync(loud).await {
-                return self.failed(&e);
-            }
-            self.needs_resync = false;
-        }
-        for dead in dead {
-            let Ok(dead) = dead.parse::<u32>() else {
-                continue;
-            };
-            if dead == node {
-                continue;
-            }
-            let claimed: RedisResult<i64> = self.conn.zrem(self.cluster.keys.nodes(), dead).await;
-            match claimed {
-                // Another survivor claimed it first.
-                Ok(0) => {}
-                Ok(_) => {
-                    if let Err(e) = self.reap(dead).await {
-                        tracing::warn!(node = dead, error = %e, "Cluster: removing a dead node's state failed");
+    }
+
+    /// Sets `node`'s counts of `items`, [`RESTATE_BATCH`] per round trip, reporting the
+    /// transitions if `loud`. This node's counts are read from the hub and the registry as
+    /// each batch is built; a dead node's are zero.
+    async fn restate(&mut self, node: u32, items: Vec<Restate>, loud: bool) -> RedisResult<()> {
+        let local = node == self.cluster.node_id;
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let batch: Vec<Restate> = items.by_ref().take(RESTATE_BATCH).collect();
+            let keys = &self.cluster.keys;
+            let mut pipe = redis::pipe();
+            for item in &batch {
+                match item {
+                    Restate::Member {
+                        app,
+                        channel,
+                        user,
+                        info,
+                    } => {
+                        let id = &app.config.id;
+                        let n = if local {
+                            app.hub.member_connections(channel, user)
+                        } else {
+                            0
+                        };
+                        pipe.cmd("EVAL")
+                            .arg(scripts::MEMBER_SET)
+                            .arg(3)
+                            .arg(keys.members(id, channel))
+                            .arg(keys.infos(id, channel))
+                            .arg(keys.node_members(node))
+                            .arg(user.as_str())
+                            .arg(n)
+                            .arg(index_field(&[id, channel, user]))
+                            .arg(info.as_deref().unwrap_or(""))
+                            .arg(0)
+                            .arg("0");
+                    }
+                    Restate::Channel { app, channel } => {
+                        let id = &app.config.id;
+                        let n = if local {
+                            app.hub.counts(channel).subscription_count
+                        } else {
+                            0
+                        };
+                        pipe.cmd("EVAL")
+                            .arg(scripts::CHANNEL_SET)
+                            .arg(3)
+                            .arg(keys.subs(id, channel))
+                            .arg(keys.chans(id))
+                            .arg(keys.node_subs(node))
+                            .arg(node)
+                            .arg(channel.as_str())
+                            .arg(n)
+                            .arg(index_field(&[id, channel]));
+                    }
+                    Restate::User { app, user } => {
+                        let id = &app.config.id;
+                        let n = if local {
+                            app.users.connections(user).len()
+                        } else {
+                            0
+                        };
+                        pipe.cmd("EVAL")
+                            .arg(scripts::USER_SET)
+                            .arg(2)
+                            .arg(keys.users(id))
+                            .arg(keys.node_users(node))
+                            .arg(user.as_str())
+                            .arg(n)
+                            .arg(index_field(&[id, user]));
                     }
                 }
-                Err(e) => return self.failed(&e),
             }
+            let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+            if replies.len() != batch.len() {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "unexpected pipeline reply",
+                )));
+            }
+            for (item, reply) in batch.iter().zip(replies) {
+                match item {
+                    Restate::Member {
+                        app,
+                        channel,
+                        user,
+                        info,
+                    } => {
+                        let set = member_reply(redis::from_redis_value(&reply)?)?;
+                        if let (true, MemberSet::Set { before, after, .. }) = (loud, set) {
+                            member_events(app, channel, user, info.as_deref(), before, after);
+                        }
+                    }
+                    Restate::Channel { app, channel } => {
+                        let (before, after): (i64, i64) = redis::from_redis_value(&reply)?;
+                        if loud {
+                            self.channel_events(app, channel, before, after);
+                        }
+                    }
+                    Restate::User { app, user } => {
+                        let (before, after): (i64, i64) = redis::from_redis_value(&reply)?;
+                        if loud {
+                            self.user_events(app, user, before, after);
+                        }
+                    }
+                }
+            }
+            // Let the node's other tasks (its sockets among them) run between batches.
+            tokio::task::yield_now().await;
         }
+        Ok(())
+    }
+
+    /// What Redis lists for `node`: its presence members, channels and signed-in users.
+    async fn listed(&mut self, node: u32) -> RedisResult<(Vec<String>, Vec<String>, Vec<String>)> {
+        let keys = &self.cluster.keys;
+        redis::pipe()
+            .hkeys(keys.node_members(node))
+            .smembers(keys.node_subs(node))
+            .hkeys(keys.node_users(node))
+            .query_async(&mut self.conn)
+            .await
     }
 
     /// Removes a dead node's share with the events its connections' clean disconnects
     /// would have produced.
     async fn reap(&mut self, dead: u32) -> RedisResult<()> {
-        let keys = self.cluster.keys.clone();
-        let members: Vec<String> = self.conn.hkeys(keys.node_members(dead)).await?;
-        let channels: Vec<String> = self.conn.smembers(keys.node_subs(dead)).await?;
-        let users: Vec<String> = self.conn.hkeys(keys.node_users(dead)).await?;
+        let (members, channels, users) = self.listed(dead).await?;
         tracing::warn!(
             node = dead,
             channels = channels.len(),
             members = members.len(),
             "Cluster: a node stopped heartbeating; removing its connections"
         );
+        let mut items = Vec::with_capacity(members.len() + channels.len() + users.len());
         for field in &members {
             let Some([app, channel, user]) = split_field::<3>(field) else {
                 continue;
             };
             if let Some(app) = self.cluster.app(app) {
-                self.sync_member(dead, &app, channel, user, 0, None, true)
-                    .await?;
+                items.push(Restate::Member {
+                    app,
+                    channel: channel.to_owned(),
+                    user: user.to_owned(),
+                    info: None,
+                });
             }
         }
         for field in &channels {
@@ -746,7 +939,10 @@ impl StateTask {
                 continue;
             };
             if let Some(app) = self.cluster.app(app) {
-                self.sync_channel(dead, &app, channel, 0, true).await?;
+                items.push(Restate::Channel {
+                    app,
+                    channel: channel.to_owned(),
+                });
             }
         }
         for field in &users {
@@ -754,9 +950,13 @@ impl StateTask {
                 continue;
             };
             if let Some(app) = self.cluster.app(app) {
-                self.sync_user(dead, &app, user, 0, true).await?;
+                items.push(Restate::User {
+                    app,
+                    user: user.to_owned(),
+                });
             }
         }
+        self.restate(dead, items, true).await?;
         let mut pipe = redis::pipe();
         self.forget_node(&mut pipe, dead);
         pipe.query_async::<()>(&mut self.conn).await
@@ -786,10 +986,7 @@ impl StateTask {
             return Ok(());
         };
         let node = self.cluster.node_id;
-        let keys = self.cluster.keys.clone();
-        let listed_members: Vec<String> = self.conn.hkeys(keys.node_members(node)).await?;
-        let listed_channels: Vec<String> = self.conn.smembers(keys.node_subs(node)).await?;
-        let listed_users: Vec<String> = self.conn.hkeys(keys.node_users(node)).await?;
+        let (listed_members, listed_channels, listed_users) = self.listed(node).await?;
         for app in store.all() {
             let id = app.config.id.as_str();
             let mut channels: BTreeSet<String> = app
@@ -798,13 +995,13 @@ impl StateTask {
                 .into_iter()
                 .map(|(name, _)| name)
                 .collect();
-            // (channel, user) → (count here, info)
-            let mut members: BTreeMap<(String, String), LocalShare> = BTreeMap::new();
+            // (channel, user) → the info this node holds (none if only Redis lists it)
+            let mut members: BTreeMap<(String, String), Option<Box<str>>> = BTreeMap::new();
             for field in &listed_members {
                 if let Some([a, channel, user]) = split_field::<3>(field) {
                     if a == id {
                         channels.insert(channel.to_owned());
-                        members.insert((channel.to_owned(), user.to_owned()), (0, None));
+                        members.insert((channel.to_owned(), user.to_owned()), None);
                     }
                 }
             }
@@ -817,19 +1014,8 @@ impl StateTask {
             }
             for channel in &channels {
                 for m in app.hub.local_members(channel) {
-                    members.insert(
-                        (channel.clone(), m.user_id.to_string()),
-                        (m.connections, m.user_info),
-                    );
+                    members.insert((channel.clone(), m.user_id.to_string()), m.user_info);
                 }
-            }
-            for ((channel, user), (n, info)) in &members {
-                self.sync_member(node, &app, channel, user, *n, info.as_deref(), loud)
-                    .await?;
-            }
-            for channel in &channels {
-                let n = app.hub.counts(channel).subscription_count;
-                self.sync_channel(node, &app, channel, n, loud).await?;
             }
             let mut users: BTreeSet<String> = app.users.user_ids().into_iter().collect();
             for field in &listed_users {
@@ -839,16 +1025,36 @@ impl StateTask {
                     }
                 }
             }
-            for user in &users {
-                let n = app.users.connections(user).len();
-                self.sync_user(node, &app, user, n, loud).await?;
-            }
+            let mut items = Vec::with_capacity(members.len() + channels.len() + users.len());
+            items.extend(
+                members
+                    .into_iter()
+                    .map(|((channel, user), info)| Restate::Member {
+                        app: app.clone(),
+                        channel,
+                        user,
+                        info,
+                    }),
+            );
+            items.extend(channels.into_iter().map(|channel| Restate::Channel {
+                app: app.clone(),
+                channel,
+            }));
+            items.extend(users.into_iter().map(|user| Restate::User {
+                app: app.clone(),
+                user,
+            }));
+            self.restate(node, items, loud).await?;
         }
         Ok(())
     }
 
     /// Clean shutdown: every connection is closed by now; withdraw what is left.
     async fn leave(&mut self) {
+        self.cluster.stopping.store(true, Ordering::Relaxed);
+        // A heartbeat in flight would list this node again after it left.
+        let cluster = self.cluster.clone();
+        let _beating = cluster.beating.lock().await;
         if let Err(e) = self.resync(true).await {
             tracing::warn!(error = %e, "Cluster: could not withdraw this node's state; the others will after node_timeout");
             return;
@@ -862,6 +1068,50 @@ impl StateTask {
         } else {
             tracing::info!("Cluster: left");
         }
+    }
+}
+
+/// The member script's reply: refused, or the totals before and after and the list.
+fn member_reply(reply: Vec<String>) -> RedisResult<MemberSet> {
+    let number = |i: usize| reply.get(i).and_then(|s| s.parse::<i64>().ok());
+    match (number(0), number(1)) {
+        (Some(-1), _) => Ok(MemberSet::Refused),
+        (Some(before), Some(after)) => Ok(MemberSet::Set {
+            before,
+            after,
+            list: reply.get(2..).map(<[String]>::to_vec).unwrap_or_default(),
+        }),
+        _ => Err(redis::RedisError::from((
+            redis::ErrorKind::TypeError,
+            "unexpected member_set reply",
+        ))),
+    }
+}
+
+/// `member_added` or `member_removed` (frames to the whole cluster, and webhooks) for a
+/// change of a member's connections in the cluster.
+fn member_events(
+    app: &App,
+    channel: &str,
+    user: &str,
+    info: Option<&str>,
+    before: i64,
+    after: i64,
+) {
+    if before == 0 && after > 0 {
+        let added = text_frame(&frame::member_added(channel, user, info));
+        app.publish(channel, &added, None, None);
+        app.webhook("member_added", || WebhookEvent::MemberAdded {
+            channel: channel.into(),
+            user_id: user.into(),
+        });
+    } else if before > 0 && after == 0 {
+        let removed = text_frame(&frame::member_removed(channel, user));
+        app.publish(channel, &removed, None, None);
+        app.webhook("member_removed", || WebhookEvent::MemberRemoved {
+            channel: channel.into(),
+            user_id: user.into(),
+        });
     }
 }
 
@@ -880,4 +1130,88 @@ fn member_added(channel: &str, member: &Member) -> Bytes {
         &member.user_id,
         member.user_info.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn app(id: &str) -> Arc<App> {
+        let mut config = Config::default().apps.remove(0);
+        config.id = id.to_owned();
+        Arc::new(App::new(
+            config,
+            &crate::Config::default().webhook_settings(),
+        ))
+    }
+
+    fn subscribe(app: &Arc<App>, conn: ConnId) -> Queued {
+        Queued {
+            op: Op::Subscribe {
+                app: app.clone(),
+                channel: format!("c{conn}").into(),
+                conn,
+                outbox: Arc::new(Outbox::new(1024)),
+                cache: false,
+            },
+            _held: None,
+        }
+    }
+
+    fn conns(batch: &[Queued]) -> Vec<ConnId> {
+        batch
+            .iter()
+            .map(|q| match &q.op {
+                Op::Subscribe { conn, .. } | Op::Leave { conn, .. } => *conn,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn apps_take_turns_and_keep_their_own_order() {
+        let (a, b) = (app("a"), app("b"));
+        let mut lanes = Lanes::default();
+        for conn in 0..600 {
+            lanes.push(subscribe(&a, conn));
+        }
+        lanes.push(subscribe(&b, 1000));
+        lanes.push(Queued {
+            op: Op::Leave {
+                app: b.clone(),
+                channel: "c1000".into(),
+                conn: 1000,
+            },
+            _held: None,
+        });
+        let first = lanes.next_batch().expect("a's first run");
+        assert_eq!(conns(&first), (0..256).collect::<Vec<_>>());
+        // b waits for one of a's runs, not for all of them; its leave is a run of its own.
+        assert_eq!(conns(&lanes.next_batch().expect("b")), [1000]);
+        assert_eq!(
+            conns(&lanes.next_batch().expect("a's second run")),
+            (256..512).collect::<Vec<_>>()
+        );
+        let leave = lanes.next_batch().expect("b's leave");
+        assert!(matches!(leave[0].op, Op::Leave { .. }));
+        assert_eq!(conns(&lanes.next_batch().expect("a's rest")).len(), 88);
+        assert!(lanes.next_batch().is_none());
+        assert!(lanes.by_app.is_empty());
+    }
+
+    #[test]
+    fn stop_waits_for_every_lane() {
+        let a = app("a");
+        let mut lanes = Lanes::default();
+        let (done, _) = tokio::sync::oneshot::channel();
+        lanes.push(Queued {
+            op: Op::Stop(done),
+            _held: None,
+        });
+        lanes.push(subscribe(&a, 1));
+        assert!(lanes.stop.is_some());
+        assert_eq!(conns(&lanes.next_batch().expect("a")), [1]);
+        assert!(lanes.next_batch().is_none());
+    }
 }

@@ -1,9 +1,10 @@
 //! The bus over Redis pub/sub: one task publishes this node's messages, pipelined; one task
 //! listens and delivers the other nodes' messages to local sockets.
 //!
-//! Both outlive Redis outages. The publisher keeps what it could not send (bounded by the
-//! queue) and sends it, in order, once Redis answers; the listener reconnects and
-//! resubscribes. Messages other nodes published while this node was not listening are
+//! Both outlive Redis outages. The publisher keeps what it could not send and sends it, in
+//! order, once Redis answers; a message counts against `cluster_bus_max_bytes` from when it
+//! is queued until it is published, so what the publisher holds is bounded with the queue.
+//! The listener reconnects and resubscribes. Messages other nodes published while this node was not listening are
 //! not replayed: Redis pub/sub keeps nothing.
 
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bus::{self, BusMessage};
-use super::Cluster;
+use super::{bus_cost, Cluster};
 
 /// Messages per pipelined round trip.
 const BATCH: usize = 256;
@@ -40,6 +41,7 @@ pub(super) async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<V
                     tracing::info!("Cluster bus: publishing to Redis again");
                     failing = false;
                 }
+                cluster.published(batch.iter().map(|m| bus_cost(m)).sum());
                 batch.clear();
             }
             Err(error) => {

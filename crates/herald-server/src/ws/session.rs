@@ -339,11 +339,10 @@ impl Session {
         true
     }
 
-    /// Queues a cluster state change; a full queue is restated by the next resync.
+    /// Queues a cluster state change. A refused one needs nothing from the session: the
+    /// adapter answers or restates it, and logs refusals (rate-limited: a flood repeats them).
     fn cluster_op(&self, cluster: &Cluster, op: Op) {
-        if cluster.op(op).is_err() {
-            tracing::warn!("Cluster state queue full; the next heartbeat will restate this node");
-        }
+        let _ = cluster.op(op);
     }
 
     /// Leaves one channel (unsubscribe or close) and reports what that changed.
@@ -355,10 +354,9 @@ impl Session {
                     channel: channel.into(),
                     conn: self.conn,
                 };
-                if cluster.op(leave).is_err() {
-                    // Never leave a closed connection in the hub; Redis is restated later.
-                    self.app.hub.leave(channel, self.conn, true);
-                }
+                // Never refused for a full queue; on a node that is leaving, the adapter
+                // removes the connection from the hub itself.
+                let _ = cluster.op(leave);
             }
             None => {
                 let left = self.app.hub.unsubscribe(channel, self.conn);
