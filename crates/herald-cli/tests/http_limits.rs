@@ -116,6 +116,20 @@ async fn headers_that_never_end_are_cut_off() {
 }
 
 #[tokio::test]
+async fn an_oversized_request_head_gets_431() {
+    let server = Server::start("");
+    let mut conn = connect(&server).await;
+    let head = format!(
+        "GET /app/app-key HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let _ = conn.write_all(head.as_bytes()).await;
+    let (response, _) = until_closed(&mut conn, Duration::from_secs(3)).await;
+    assert_eq!(status_of(&response), 431);
+    assert_pusher_js_served(&server);
+}
+
+#[tokio::test]
 async fn a_kept_alive_connection_is_closed_when_idle_and_served_while_busy() {
     let server = Server::start(FAST);
     let mut conn = connect(&server).await;

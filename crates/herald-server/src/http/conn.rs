@@ -39,8 +39,8 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::ConnPermit;
 use crate::config::NetLimits;
 
-/// Largest request head (request line and headers) hyper buffers; its default is 400 KB,
-/// far above what any Pusher client sends, and a slow client could make it hold all of it.
+/// Largest request head (request line and headers): far above what any Pusher client
+/// sends, cookies included. Over it hyper answers 431 and closes.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The client's TCP address, for handlers that need it (as a request extension).
@@ -242,7 +242,10 @@ pub(crate) async fn serve(
     let conn = http1::Builder::new()
         // Deadlines are this task's (see the module doc); hyper's would also cut idle time.
         .header_read_timeout(None)
-        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        // The read buffer also carries body chunks and pipelined requests; twice the head
+        // bound keeps a slow client from making hyper hold its default 400 KB.
+        .max_buf_size(2 * MAX_HEAD_BYTES)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
