@@ -364,3 +364,42 @@ async fn behind_a_trusted_proxy_websockets_count_by_forwarded_address() {
     assert_eq!(status_of(&buf[..n]), 101);
     assert_pusher_js_served(&server);
 }
+
+#[tokio::test]
+async fn huge_arrays_in_a_signed_body_stop_being_parsed_at_a_cap() {
+    let server = Server::start("");
+    let items = vec!["{}"; 20_000].join(",");
+    let (status, body) = support::signed(
+        &server,
+        "POST",
+        "/apps/1/batch_events",
+        &[],
+        Some(&format!("{{\"batch\":[{items}]}}")),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more than 10000 items")),
+        "{body}"
+    );
+    // Within the cap, the app's own limit answers with the exact count.
+    let items = vec![r#"{"name":"e","channel":"c","data":"1"}"#; 11].join(",");
+    let (status, body) = support::signed(
+        &server,
+        "POST",
+        "/apps/1/batch_events",
+        &[],
+        Some(&format!("{{\"batch\":[{items}]}}")),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("11 events")),
+        "{body}"
+    );
+    assert_pusher_js_served(&server);
+}

@@ -35,7 +35,7 @@ struct EventBody<'a> {
     #[serde(default)]
     channel: Option<String>,
     #[serde(default)]
-    channels: Option<Vec<String>>,
+    channels: Option<Capped<String>>,
     #[serde(default)]
     socket_id: Option<String>,
     #[serde(default)]
@@ -45,7 +45,43 @@ struct EventBody<'a> {
 #[derive(Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
-    batch: Option<Vec<EventBody<'a>>>,
+    batch: Option<Capped<EventBody<'a>>>,
+}
+
+/// Arrays in a request body stop being read past this many items: the app's own limits
+/// (100 channels, 10 events by default) are checked afterwards with exact counts, and this
+/// keeps a 4 MB body of `{},{},…` from becoming a million parsed events first.
+const MAX_ITEMS: usize = 10_000;
+
+/// A `Vec` whose deserialisation fails past [`MAX_ITEMS`] items.
+struct Capped<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Capped<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = Capped<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of at most {MAX_ITEMS} items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    if items.len() == MAX_ITEMS {
+                        return Err(serde::de::Error::custom(format!(
+                            "an array of more than {MAX_ITEMS} items"
+                        )));
+                    }
+                    items.push(item);
+                }
+                Ok(Capped(items))
+            }
+        }
+        deserializer.deserialize_seq(Visitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,7 +151,7 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
             limits.max_event_data_bytes
         )));
     }
-    let channels = match (body.channels, body.channel) {
+    let channels = match (body.channels.map(|c| c.0), body.channel) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "Give either 'channel' or 'channels', not both",
@@ -302,7 +338,8 @@ pub(crate) async fn batch(
     let batch: BatchBody<'_> = parse_body(&auth.body)?;
     let items = batch
         .batch
-        .ok_or_else(|| ApiError::bad_request("Missing 'batch': an array of events is required"))?;
+        .ok_or_else(|| ApiError::bad_request("Missing 'batch': an array of events is required"))?
+        .0;
     let max = auth.app.config.limits.max_events_per_batch;
     if items.len() > max {
         return Err(ApiError::bad_request(format!(
