@@ -385,7 +385,7 @@ async fn huge_arrays_in_a_signed_body_stop_being_parsed_at_a_cap() {
         "{body}"
     );
     // Within the cap, the app's own limit answers with the exact count.
-    let items = vec![r#"{"name":"e","channel":"c","data":"1"}"#; 11].join(",");
+    let items = [r#"{"name":"e","channel":"c","data":"1"}"#; 11].join(",");
     let (status, body) = support::signed(
         &server,
         "POST",
