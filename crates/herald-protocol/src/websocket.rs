@@ -350,6 +350,11 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
     encode(OP_CLOSE, &payload)
 }
 
+/// A close frame with no status code: the answer to a client's Close that carried none.
+pub fn encode_empty_close() -> Bytes {
+    encode(OP_CLOSE, &[])
+}
+
 /// A pong frame answering a ping with `payload`.
 pub fn encode_pong(payload: &[u8]) -> Bytes {
     encode(OP_PONG, payload)
