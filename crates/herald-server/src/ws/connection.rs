@@ -111,6 +111,7 @@ fn serve(
             if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
                 let until = sweeper::now() + sweeper::ticks(CLOSE_LINGER);
                 outbox.timers.linger_until.store(until, Ordering::Relaxed);
+                session.leave_all();
             }
             let flushed = io.flush();
             if io.written > 0 {
