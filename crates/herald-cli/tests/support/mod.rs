@@ -673,12 +673,13 @@ pub async fn read_to_eof_while_sending(
     (frames, ended, sent)
 }
 
-/// The server process's resident memory in KiB (`VmRSS` in /proc/PID/status).
-pub fn rss_kib(pid: u32) -> u64 {
+/// A process's memory figure from /proc/PID/status in KiB: `VmRSS` (resident now) or
+/// `VmHWM` (the peak).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
