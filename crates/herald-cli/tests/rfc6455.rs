@@ -97,8 +97,10 @@ fn events_past_the_kernel(queued: usize) -> usize {
 #[tokio::test]
 async fn no_frame_follows_the_close_when_the_socket_is_backed_up() {
     // An outbox bound above the backlog: this is about ordering, not overflow.
-    let server = Server::start("outbox_max_bytes = 16777216
-");
+    let server = Server::start(
+        "outbox_max_bytes = 16777216
+",
+    );
     let mut ws = RawWs::open(
         &server,
         "/app/app-key?protocol=7",
@@ -244,9 +246,15 @@ async fn the_opening_handshake_is_checked() {
         assert_eq!(r.status, 405, "{method}: {}", r.head);
         assert_eq!(r.header("allow"), Some("GET"));
         assert_eq!(r.json()["code"], 405);
-        assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("GET")));
+        assert!(r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("GET")));
     }
-    let (r, _) = raw_request(addr, &upgrade_request(addr, "/nowhere").replacen("GET", "POST", 1)).await;
+    let (r, _) = raw_request(
+        addr,
+        &upgrade_request(addr, "/nowhere").replacen("GET", "POST", 1),
+    )
+    .await;
     assert_eq!(r.status, 405, "on any path");
 
     for key in [
@@ -261,13 +269,19 @@ async fn the_opening_handshake_is_checked() {
         assert_eq!(r.status, 400, "key {key}: {}", r.head);
         assert_eq!(r.json()["code"], 400);
     }
-    let (r, _) = raw_request(addr, &good.replace("dGhlIHNhbXBsZSBub25jZQ==", "MDEyMzQ1Njc4OWFiY2RlZg==")).await;
+    let (r, _) = raw_request(
+        addr,
+        &good.replace("dGhlIHNhbXBsZSBub25jZQ==", "MDEyMzQ1Njc4OWFiY2RlZg=="),
+    )
+    .await;
     assert_eq!(r.status, 101, "any 16 bytes will do");
 
     let no_host = good.replace(&format!("Host: {addr}\r\n"), "");
     let (r, _) = raw_request(addr, &no_host).await;
     assert_eq!(r.status, 400, "{}", r.head);
-    assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("Host")));
+    assert!(r.json()["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("Host")));
 
     let (r, _) = raw_request(addr, &good.replace("Version: 13", "Version: 8")).await;
     assert_eq!(r.status, 426);

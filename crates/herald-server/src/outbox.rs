@@ -283,7 +283,10 @@ mod tests {
             frames,
             [Bytes::from_static(b"earlier"), Bytes::from_static(b"pong")]
         );
-        assert!(!outbox.push(Bytes::from_static(b"event")), "nothing after the close");
+        assert!(
+            !outbox.push(Bytes::from_static(b"event")),
+            "nothing after the close"
+        );
         assert_eq!(outbox.take(&mut frames).map(|c| c.code), Some(1002));
         assert_eq!(frames.len(), 2);
         // A close requested earlier (an overflow, say) is the one that stands.

@@ -51,7 +51,7 @@ pub(crate) async fn run(shared: Weak<Shared>) {
             .min(s.config.pong_timeout)
             .min(s.config.partial_message_timeout)
             / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        .clamp(Duration::from_millis(100), Duration::from_secs(1)),
         None => return,
     };
     let mut interval = tokio::time::interval(period);

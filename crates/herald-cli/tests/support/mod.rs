@@ -375,7 +375,7 @@ pub fn pusher_ping() -> Vec<u8> {
 }
 
 /// A frame from the server, as it came off the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     /// The first header byte: FIN, RSV and opcode.
     pub b0: u8,
@@ -414,6 +414,25 @@ impl Frame {
         }
         out.extend_from_slice(&self.payload);
         out
+    }
+}
+
+/// Short, so that a failure shows a big event as its first bytes rather than all of them.
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.payload[..self.payload.len().min(48)];
+        write!(
+            f,
+            "Frame({:#04x}, {} bytes: {:?}{})",
+            self.b0,
+            self.payload.len(),
+            String::from_utf8_lossy(shown),
+            if shown.len() < self.payload.len() {
+                "…"
+            } else {
+                ""
+            }
+        )
     }
 }
 
@@ -461,8 +480,12 @@ impl RawResponse {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("body is not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "body is not JSON: {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
 
@@ -472,7 +495,10 @@ impl RawResponse {
 pub async fn raw_request(addr: &str, request: &str) -> (RawResponse, TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("send request");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -624,8 +650,8 @@ impl RawWs {
 
 /// Keeps sending `filler` every few milliseconds from another task, as a client does that has
 /// not seen the server's close yet; runs `before_reading` without reading, then reads every
-/// frame up to EOF. Returns the frames, how reading ended (`Ok` for EOF, the error for a
-/// reset) and how sending ended (the first send error, if any).
+/// frame up to EOF, and sends on for 100 ms more. Returns the frames, how reading ended
+/// (`Ok` for EOF, the error for a reset) and how sending ended (the first send error).
 pub async fn read_to_eof_while_sending(
     ws: RawWs,
     filler: Vec<u8>,
@@ -668,6 +694,9 @@ pub async fn read_to_eof_while_sending(
             Err(_) => panic!("no EOF within 5 s; frames so far: {}", frames.len()),
         }
     };
+    // Still sending a moment after the EOF: a server that dropped its socket instead of
+    // reading on has answered with a reset by now, and these sends fail.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = stop.send(());
     let sent = sending.await.expect("sender");
     (frames, ended, sent)

@@ -342,9 +342,7 @@ impl Io {
                     break Decoded::PeerClosed;
                 }
                 Err(error) => {
-                    session
-                        .outbox()
-                        .seal(error.close_code(), &mut self.pending);
+                    session.outbox().seal(error.close_code(), &mut self.pending);
                     if let CodecError::TooBig { limit } = error {
                         let message = format!("Message too large: the limit is {limit} bytes");
                         self.pending
@@ -501,7 +499,10 @@ mod tests {
         right_size(&mut buf, READ_BURST - 2);
         assert_eq!(&buf[..], [0, 0]);
         assert!(buf.capacity() < KEEP_READ_BUFFER);
-        assert!(!buf.try_reclaim(KEEP_READ_BUFFER), "the big allocation is gone");
+        assert!(
+            !buf.try_reclaim(KEEP_READ_BUFFER),
+            "the big allocation is gone"
+        );
 
         // A frame still growing keeps its buffer: copying it on every read would be quadratic.
         let mut growing = BytesMut::new();
