@@ -663,9 +663,7 @@ pub async fn read_to_eof_while_sending(
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let sending = tokio::spawn(async move {
         loop {
-            if let Err(e) = writer.write_all(&filler).await {
-                return Err(e);
-            }
+            writer.write_all(&filler).await?;
             tokio::select! {
                 _ = &mut stopped => break,
                 () = tokio::time::sleep(Duration::from_millis(5)) => {}
