@@ -545,11 +545,11 @@ mod tests {
                 [Err(CodecError::Protocol("invalid close code"))],
                 "{code}"
             );
-            assert_eq!(
-                CodecError::Protocol("invalid close code").close_code(),
-                1002
-            );
         }
+        assert_eq!(
+            CodecError::Protocol("invalid close code").close_code(),
+            1002
+        );
         for code in valid {
             assert_eq!(
                 decode_all(&close_with(code, b"why"), 1024),

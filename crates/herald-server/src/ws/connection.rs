@@ -93,7 +93,6 @@ fn serve(
             shared.config.activity_timeout.as_secs(),
         )));
         outbox.timers.touch(sweeper::now());
-        let partial_timeout = sweeper::ticks(shared.config.partial_message_timeout);
         // Our Close frame is queued; nothing may follow it.
         let mut closing = false;
         // The client sent its Close or ended its side: there is nothing more to read.
@@ -103,7 +102,7 @@ fn serve(
 
         // Bytes that arrived with the upgrade request are handled before waiting on the socket.
         if !io.read_buf.is_empty() {
-            io.decode_all(&mut session, partial_timeout)
+            io.decode_all(&shared, &mut session)
                 .apply(&mut closing, &mut peer_done);
         }
 
@@ -169,7 +168,7 @@ fn serve(
                     Ok(_) if closing => peer_done = io.discard_until_close(),
                     Ok(_) => {
                         outbox.timers.touch(sweeper::now());
-                        io.decode_all(&mut session, partial_timeout)
+                        io.decode_all(&shared, &mut session)
                             .apply(&mut closing, &mut peer_done);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -305,8 +304,8 @@ impl Io {
     }
 
     /// Decodes and handles every complete message in `read_buf`, and starts or clears the
-    /// deadline of an unfinished one (`partial_timeout` ticks).
-    fn decode_all(&mut self, session: &mut Session, partial_timeout: u32) -> Decoded {
+    /// deadline of an unfinished one.
+    fn decode_all(&mut self, shared: &Shared, session: &mut Session) -> Decoded {
         let before = self.read_buf.len();
         let was_fragmented = self.decoder.fragments_in_progress();
         let mut message_ended = false;
@@ -369,7 +368,8 @@ impl Io {
                 self.read_buf.len() < before
             };
             if new || deadline.load(Ordering::Relaxed) == 0 {
-                deadline.store(sweeper::now() + partial_timeout, Ordering::Relaxed);
+                let timeout = sweeper::ticks(shared.config.partial_message_timeout);
+                deadline.store(sweeper::now() + timeout, Ordering::Relaxed);
             }
         } else {
             deadline.store(0, Ordering::Relaxed);
