@@ -66,9 +66,35 @@ impl CodecError {
 pub struct Decoder {
     /// Largest message, in bytes (u32: the configuration caps it far below 4 GiB).
     max_message: u32,
-    /// The opcode and payload of a fragmented message still being received; boxed, as
-    /// almost no client fragments and every idle connection would pay for the space.
-    fragments: Option<Box<(u8, Vec<u8>)>>,
+    /// A fragmented message still being received; boxed, as almost no client fragments
+    /// and every idle connection would pay for the space.
+    fragments: Option<Box<Fragments>>,
+}
+
+#[derive(Debug)]
+struct Fragments {
+    opcode: u8,
+    data: Vec<u8>,
+    /// How much of a text message's `data` is known to be valid UTF-8: each fragment is
+    /// checked as it arrives (RFC 6455 §8.1 asks to fail as soon as the text is invalid),
+    /// resuming at a code point the previous fragment cut in two.
+    checked: usize,
+}
+
+impl Fragments {
+    fn extend(&mut self, payload: &[u8]) -> Result<(), CodecError> {
+        self.data.extend_from_slice(payload);
+        if self.opcode != OP_TEXT {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            // An incomplete code point at the end is fine until the message ends.
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => return Err(CodecError::InvalidUtf8),
+        }
+        Ok(())
+    }
 }
 
 struct Header {
@@ -144,7 +170,7 @@ impl Decoder {
             }
             _ => return Err(CodecError::Protocol("unknown opcode")),
         }
-        let buffered = self.fragments.as_deref().map_or(0, |(_, data)| data.len()) as u64;
+        let buffered = self.fragments.as_deref().map_or(0, |f| f.data.len()) as u64;
         if opcode <= OP_BINARY && buffered + len > u64::from(self.max_message) {
             return Err(CodecError::TooBig {
                 limit: self.max_message as usize,
@@ -184,14 +210,16 @@ impl Decoder {
                 OP_PONG => return Ok(Some(Message::Pong(payload))),
                 OP_CLOSE => return close_message(payload).map(Some),
                 OP_CONTINUATION => {
-                    let Some((_, data)) = self.fragments.as_deref_mut() else {
+                    let Some(fragments) = self.fragments.as_deref_mut() else {
                         return Err(CodecError::Protocol("continuation without a message"));
                     };
-                    data.extend_from_slice(&payload);
                     if h.fin {
-                        if let Some((opcode, data)) = self.fragments.take().map(|b| *b) {
-                            return data_message(opcode, data).map(Some);
+                        fragments.data.extend_from_slice(&payload);
+                        if let Some(f) = self.fragments.take() {
+                            return data_message(f.opcode, f.data).map(Some);
                         }
+                    } else {
+                        fragments.extend(&payload)?;
                     }
                 }
                 opcode => {
@@ -203,7 +231,13 @@ impl Decoder {
                     if h.fin {
                         return data_message(opcode, payload).map(Some);
                     }
-                    self.fragments = Some(Box::new((opcode, payload)));
+                    let mut fragments = Box::new(Fragments {
+                        opcode,
+                        data: Vec::new(),
+                        checked: 0,
+                    });
+                    fragments.extend(&payload)?;
+                    self.fragments = Some(fragments);
                 }
             }
         }
@@ -226,11 +260,29 @@ fn close_message(payload: Vec<u8>) -> Result<Message, CodecError> {
         1 => Err(CodecError::Protocol("close payload of one byte")),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !is_valid_close_code(code) {
+                return Err(CodecError::Protocol("invalid close code"));
+            }
             let reason =
                 String::from_utf8(payload[2..].to_vec()).map_err(|_| CodecError::InvalidUtf8)?;
             Ok(Message::Close(Some((code, reason))))
         }
     }
+}
+
+/// Whether an endpoint may send `code` in a close frame (RFC 6455 §7.4): the codes defined
+/// for the wire (1004–1006 and 1015 are reserved for reporting, never sent), the IANA
+/// registered 1012–1014, and the 3000–4999 ranges for libraries and applications.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Whether a `Sec-WebSocket-Key` is what §4.2.1 requires: base64 of exactly 16 bytes.
+pub fn is_valid_key(sec_websocket_key: &[u8]) -> bool {
+    let mut nonce = [0u8; 18];
+    base64::engine::general_purpose::STANDARD
+        .decode_slice(sec_websocket_key, &mut nonce)
+        .is_ok_and(|n| n == 16)
 }
 
 /// XORs the payload with the mask, eight bytes at a time.
@@ -296,6 +348,11 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(&reason.as_bytes()[..end]);
     encode(OP_CLOSE, &payload)
+}
+
+/// A close frame with no status code: the answer to a client's Close that carried none.
+pub fn encode_empty_close() -> Bytes {
+    encode(OP_CLOSE, &[])
 }
 
 /// A pong frame answering a ping with `payload`.
@@ -465,6 +522,181 @@ mod tests {
         let close = encode_close(4200, &"é".repeat(100));
         assert!(close.len() <= 127);
         assert_eq!(close[0], 0x88);
+    }
+
+    fn close_with(code: u16, reason: &[u8]) -> Vec<u8> {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason);
+        client_frame(true, OP_CLOSE, &payload, MASK)
+    }
+
+    #[test]
+    fn close_codes_outside_the_sendable_ranges_are_protocol_errors() {
+        let invalid = [
+            0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ];
+        let valid = [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ];
+        for code in invalid {
+            assert_eq!(
+                decode_all(&close_with(code, b""), 1024),
+                [Err(CodecError::Protocol("invalid close code"))],
+                "{code}"
+            );
+        }
+        assert_eq!(
+            CodecError::Protocol("invalid close code").close_code(),
+            1002
+        );
+        for code in valid {
+            assert_eq!(
+                decode_all(&close_with(code, b"why"), 1024),
+                [Ok(Message::Close(Some((code, "why".into()))))],
+                "{code}"
+            );
+        }
+        // Every code, not just the listed ones: the ranges are exact.
+        for code in 0..=u16::MAX {
+            let ok = decode_all(&close_with(code, b""), 1024)
+                .first()
+                .is_some_and(Result::is_ok);
+            let expected = (1000..=1003).contains(&code)
+                || (1007..=1014).contains(&code)
+                || (3000..=4999).contains(&code);
+            assert_eq!(ok, expected, "{code}");
+        }
+        // A valid code with a reason that is not UTF-8 is 1007.
+        assert_eq!(
+            decode_all(&close_with(1000, &[0xce, 0xba, 0xff]), 1024),
+            [Err(CodecError::InvalidUtf8)]
+        );
+    }
+
+    /// Decodes `frames` one at a time, as if each arrived in its own read, and returns what
+    /// the decoder said after each.
+    fn decode_each(frames: &[Vec<u8>]) -> Vec<Result<Option<Message>, CodecError>> {
+        let mut d = Decoder::new(1024);
+        let mut buf = BytesMut::new();
+        frames
+            .iter()
+            .map(|frame| {
+                buf.extend_from_slice(frame);
+                d.decode(&mut buf)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_carries_it() {
+        // "κόσμε" then an invalid byte, in a first fragment whose message never ends.
+        let text = "κόσμε".as_bytes();
+        let mut bad = text.to_vec();
+        bad.push(0xff);
+        assert_eq!(
+            decode_each(&[client_frame(false, OP_TEXT, &bad, MASK)]),
+            [Err(CodecError::InvalidUtf8)]
+        );
+        // Valid first fragment; the second one is bad; the third never comes.
+        assert_eq!(
+            decode_each(&[
+                client_frame(false, OP_TEXT, text, MASK),
+                client_frame(false, OP_CONTINUATION, &[0xed, 0xa0, 0x80], MASK),
+            ]),
+            [Ok(None), Err(CodecError::InvalidUtf8)]
+        );
+        // A code point cut across three fragments is valid.
+        let emoji = "😀".as_bytes();
+        assert_eq!(
+            decode_each(&[
+                client_frame(false, OP_TEXT, &emoji[..1], MASK),
+                client_frame(false, OP_CONTINUATION, &emoji[1..3], MASK),
+                client_frame(true, OP_CONTINUATION, &emoji[3..], MASK),
+            ]),
+            [Ok(None), Ok(None), Ok(Some(Message::Text("😀".into())))]
+        );
+        // A cut code point whose continuation turns out invalid fails when it arrives.
+        assert_eq!(
+            decode_each(&[
+                client_frame(false, OP_TEXT, &emoji[..2], MASK),
+                client_frame(false, OP_CONTINUATION, b"a", MASK),
+            ]),
+            [Ok(None), Err(CodecError::InvalidUtf8)]
+        );
+        // A message that ends inside a code point is invalid.
+        assert_eq!(
+            decode_each(&[
+                client_frame(false, OP_TEXT, b"ok", MASK),
+                client_frame(true, OP_CONTINUATION, &emoji[..3], MASK),
+            ]),
+            [Ok(None), Err(CodecError::InvalidUtf8)]
+        );
+        // Binary messages are not text: any bytes go.
+        assert_eq!(
+            decode_each(&[
+                client_frame(false, OP_BINARY, &[0xff], MASK),
+                client_frame(true, OP_CONTINUATION, &[0xfe], MASK),
+            ]),
+            [Ok(None), Ok(Some(Message::Binary(vec![0xff, 0xfe])))]
+        );
+    }
+
+    #[test]
+    fn fragmentation_rules() {
+        let cont = |fin, p: &[u8]| client_frame(fin, OP_CONTINUATION, p, MASK);
+        // Empty fragments are fine, and so are control frames between fragments.
+        assert_eq!(
+            decode_each(&[
+                client_frame(false, OP_TEXT, b"", MASK),
+                client_frame(true, OP_PONG, b"", MASK),
+                cont(false, b""),
+                cont(true, b"x"),
+            ]),
+            [
+                Ok(None),
+                Ok(Some(Message::Pong(vec![]))),
+                Ok(None),
+                Ok(Some(Message::Text("x".into())))
+            ]
+        );
+        let mut d = Decoder::new(1024);
+        let mut buf = BytesMut::from(&client_frame(false, OP_TEXT, b"a", MASK)[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(d.fragments_in_progress());
+        buf.extend_from_slice(&cont(true, b"b"));
+        assert_eq!(d.decode(&mut buf), Ok(Some(Message::Text("ab".into()))));
+        assert!(!d.fragments_in_progress());
+        // A new binary start inside a text message, and a continuation after the end.
+        for frames in [
+            vec![
+                client_frame(false, OP_TEXT, b"a", MASK),
+                client_frame(false, OP_BINARY, b"b", MASK),
+            ],
+            vec![client_frame(true, OP_TEXT, b"a", MASK), cont(true, b"b")],
+        ] {
+            let out = decode_each(&frames);
+            assert!(
+                matches!(out.last(), Some(Err(CodecError::Protocol(_)))),
+                "{out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn handshake_keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ==AAAA",
+            b"dGhlIHNhbXBsZSBub25j",
+            b"dGhlIHNhbXBsZSBub25jZSE=",
+            b"!!!!!!!!!!!!!!!!!!!!!!==",
+        ] {
+            assert!(!is_valid_key(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -234,6 +234,9 @@ pub struct Config {
     pub activity_timeout: Duration,
     /// How long the server waits for any frame after its ping before closing with 4201.
     pub pong_timeout: Duration,
+    /// How long a client may take to finish a frame or fragmented message once it has
+    /// started one, before the server closes with 1008.
+    pub partial_message_timeout: Duration,
     /// Largest inbound WebSocket message.
     pub max_message_bytes: usize,
     /// Refuse WebSocket connections without a `protocol` query parameter (4008). Off by
@@ -354,6 +357,7 @@ impl Default for Config {
             port: 6001,
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
+            partial_message_timeout: Duration::from_secs(30),
             max_message_bytes: 64 * 1024,
             require_protocol: false,
             outbox_max_bytes: 1024 * 1024,
@@ -375,6 +379,7 @@ struct RawConfig {
     port: Option<u16>,
     activity_timeout: Option<u64>,
     pong_timeout: Option<u64>,
+    partial_message_timeout: Option<u64>,
     max_message_bytes: Option<usize>,
     require_protocol: Option<bool>,
     outbox_max_bytes: Option<usize>,
@@ -501,6 +506,9 @@ impl Config {
                 .activity_timeout
                 .map_or(d.activity_timeout, Duration::from_secs),
             pong_timeout: raw.pong_timeout.map_or(d.pong_timeout, Duration::from_secs),
+            partial_message_timeout: raw
+                .partial_message_timeout
+                .map_or(d.partial_message_timeout, Duration::from_secs),
             max_message_bytes: raw.max_message_bytes.unwrap_or(d.max_message_bytes),
             require_protocol: raw.require_protocol.unwrap_or(d.require_protocol),
             outbox_max_bytes: raw.outbox_max_bytes.unwrap_or(d.outbox_max_bytes),
@@ -657,6 +665,12 @@ impl Config {
             return Err(invalid(
                 "webhook_max_queued_bytes",
                 "must be at least 65536 (one batch of events)",
+            ));
+        }
+        if !(1..=3600).contains(&self.partial_message_timeout.as_secs()) {
+            return Err(invalid(
+                "partial_message_timeout",
+                "must be from 1 to 3600 seconds",
             ));
         }
         if let Some(cluster) = &self.cluster {
@@ -1014,6 +1028,18 @@ mod tests {
     }
 
     #[test]
+    fn partial_message_timeout_is_read_in_seconds() {
+        assert_eq!(
+            Config::default().partial_message_timeout,
+            Duration::from_secs(30)
+        );
+        let c = Config::from_toml("partial_message_timeout = 1", &no_env).expect("valid");
+        assert_eq!(c.partial_message_timeout, Duration::from_secs(1));
+        let c = Config::from_toml("partial_message_timeout = 3600", &no_env).expect("valid");
+        assert_eq!(c.partial_message_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
     fn empty_config_is_the_embedded_default() {
         let c = Config::from_toml("", &no_env).expect("valid");
         assert_eq!(c, Config::default());
@@ -1050,6 +1076,8 @@ mod tests {
                 "apps[1].id",
             ),
             ("activity_timeout = 0", "activity_timeout"),
+            ("partial_message_timeout = 0", "partial_message_timeout"),
+            ("partial_message_timeout = 3601", "partial_message_timeout"),
             (
                 "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"ftp://x\"",
                 "apps[0].webhooks[0].url",

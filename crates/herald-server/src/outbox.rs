@@ -4,9 +4,9 @@
 //! shared [`Bytes`]: a fan-out clones a reference, never the payload. Only the connection's
 //! task drains the queue and writes to the socket. The bound counts every byte pushed and not
 //! yet accepted by the kernel (taken frames stay counted until the task reports them written),
-//! and when a push would exceed it the queue drops its frames and asks the task to close the
-//! socket with 4100. A subscriber that stops reading costs at most the bound, and nobody else
-//! waits for it.
+//! plus [`FRAME_OVERHEAD`] for each frame, and when a push would exceed it the queue drops its
+//! frames and asks the task to close the socket with 4100. A subscriber that stops reading
+//! costs about the bound, however small its frames, and nobody else waits for it.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -15,6 +15,15 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+
+/// What a queued frame costs beyond its bytes, charged against the bound so that it holds
+/// for memory and not only for payload: a client that never reads while it sends empty pings
+/// queues 2-byte pongs, and a bound on bytes alone would let it hold 20–36 times as much.
+/// Each frame takes a `Bytes` slot of 32 bytes in a `VecDeque` that grows by doubling, so up to
+/// 64 bytes just after a growth (about 48 on average). Its own allocation, if unshared, is
+/// charged as its length: jemalloc's small size classes round up by at most 25% with no
+/// header, and a fan-out frame is allocated once for all of its subscribers.
+pub(crate) const FRAME_OVERHEAD: usize = 64;
 
 /// A close the connection task must perform: `pusher:error` with this code and message,
 /// then a close frame with the same code.
@@ -71,8 +80,13 @@ pub(crate) struct Timers {
     pub(crate) ping_sent: AtomicU32,
     /// When an unauthorized connection must be closed (the app's authentication timeout).
     pub(crate) auth_deadline: AtomicU32,
-    /// When a closing connection stops waiting for its last frames to drain.
+    /// When a closing connection stops waiting for its last frames to drain and for the
+    /// client's close.
     pub(crate) linger_until: AtomicU32,
+    /// When the frame or fragmented message the client has started must have ended. Set when
+    /// it starts and not moved by further bytes, so a client trickling a byte at a time
+    /// cannot keep its read buffer (and the connection) forever.
+    pub(crate) partial_deadline: AtomicU32,
 }
 
 impl Timers {
@@ -100,7 +114,8 @@ impl Outbox {
         if state.close.is_some() {
             return false;
         }
-        if state.bytes + frame.len() > self.max_bytes {
+        let cost = frame.len() + FRAME_OVERHEAD;
+        if state.bytes + cost > self.max_bytes {
             state.frames = VecDeque::new();
             state.bytes = 0;
             state.close = Some(Box::new(CloseRequest {
@@ -112,7 +127,7 @@ impl Outbox {
             wake(waker);
             return false;
         }
-        state.bytes += frame.len();
+        state.bytes += cost;
         state.frames.push_back(frame);
         let waker = state.signal();
         drop(state);
@@ -148,6 +163,20 @@ impl Outbox {
         state.close.as_deref().cloned()
     }
 
+    /// Moves everything queued to the end of `into` and closes the queue to further frames,
+    /// for a close the task frames itself (its answer to the client's Close, or a protocol
+    /// error): what was queued before goes out before the close frame, nothing after it.
+    pub(crate) fn seal(&self, code: u16, into: &mut VecDeque<Bytes>) {
+        let mut state = self.state.lock();
+        into.extend(state.frames.drain(..));
+        if state.close.is_none() {
+            state.close = Some(Box::new(CloseRequest {
+                code,
+                message: Cow::Borrowed(""),
+            }));
+        }
+    }
+
     /// Tells the task to stop now: its close linger ran out.
     pub(crate) fn abort(&self) {
         let mut state = self.state.lock();
@@ -162,7 +191,8 @@ impl Outbox {
         self.state.lock().aborted
     }
 
-    /// Gives `n` written bytes back to the bound.
+    /// Gives back to the bound `n` written bytes, with [`FRAME_OVERHEAD`] for each frame
+    /// written in full.
     pub fn written(&self, n: usize) {
         let mut state = self.state.lock();
         state.bytes = state.bytes.saturating_sub(n);
@@ -194,40 +224,78 @@ fn wake(waker: Option<Waker>) {
 mod tests {
     use super::*;
 
+    /// A frame whose cost against the bound is `cost` bytes.
+    fn frame(cost: usize) -> Bytes {
+        Bytes::from(vec![b'x'; cost - FRAME_OVERHEAD])
+    }
+
     #[test]
     fn overflow_drops_frames_and_requests_4100() {
-        let outbox = Outbox::new(10);
-        assert!(outbox.push(Bytes::from_static(b"12345")));
-        assert!(outbox.push(Bytes::from_static(b"12345")));
-        assert!(!outbox.push(Bytes::from_static(b"1")));
+        let outbox = Outbox::new(200);
+        assert!(outbox.push(frame(100)));
+        assert!(outbox.push(frame(100)));
+        assert!(!outbox.push(Bytes::new()));
         let mut frames = VecDeque::new();
         let close = outbox.take(&mut frames);
         assert!(frames.is_empty());
         assert_eq!(close.map(|c| c.code), Some(4100));
-        assert!(
-            !outbox.push(Bytes::from_static(b"1")),
-            "closed outbox takes nothing"
-        );
+        assert!(!outbox.push(Bytes::new()), "closed outbox takes nothing");
     }
 
     #[test]
     fn taken_frames_count_until_written() {
-        let outbox = Outbox::new(10);
-        assert!(outbox.push(Bytes::from_static(b"a")));
-        assert!(outbox.push(Bytes::from_static(b"b")));
+        let outbox = Outbox::new(300);
+        assert!(outbox.push(frame(100)));
+        assert!(outbox.push(frame(100)));
         let mut frames = VecDeque::new();
         assert_eq!(outbox.take(&mut frames), None);
-        assert_eq!(frames, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(frames.len(), 2);
         // Taken but unwritten: a stalled socket must not get a fresh budget.
-        assert!(outbox.push(Bytes::from_static(b"12345678")));
-        outbox.written(2);
-        assert!(
-            outbox.push(Bytes::from_static(b"12")),
-            "written bytes are given back"
+        assert!(outbox.push(frame(100)));
+        assert!(!outbox.push(Bytes::new()), "the bound still holds");
+        let outbox = Outbox::new(300);
+        for _ in 0..3 {
+            assert!(outbox.push(frame(100)));
+        }
+        outbox.written(100);
+        assert!(outbox.push(frame(100)), "written bytes are given back");
+    }
+
+    #[test]
+    fn every_frame_is_charged_its_overhead() {
+        // The overhead covers a VecDeque slot, doubled for the queue's growth.
+        assert!(2 * std::mem::size_of::<Bytes>() <= FRAME_OVERHEAD);
+        let outbox = Outbox::new(1024 * 1024);
+        let mut pongs = 0;
+        while outbox.push(Bytes::from_static(&[0x8a, 0x00])) {
+            pongs += 1;
+        }
+        assert_eq!(pongs, 1024 * 1024 / (2 + FRAME_OVERHEAD));
+    }
+
+    #[test]
+    fn sealing_keeps_what_was_queued_and_refuses_the_rest() {
+        let outbox = Outbox::new(1 << 16);
+        assert!(outbox.push(Bytes::from_static(b"pong")));
+        let mut frames = VecDeque::from([Bytes::from_static(b"earlier")]);
+        outbox.seal(1002, &mut frames);
+        assert_eq!(
+            frames,
+            [Bytes::from_static(b"earlier"), Bytes::from_static(b"pong")]
         );
         assert!(
-            !outbox.push(Bytes::from_static(b"1")),
-            "and the bound still holds"
+            !outbox.push(Bytes::from_static(b"event")),
+            "nothing after the close"
+        );
+        assert_eq!(outbox.take(&mut frames).map(|c| c.code), Some(1002));
+        assert_eq!(frames.len(), 2);
+        // A close requested earlier (an overflow, say) is the one that stands.
+        let outbox = Outbox::new(1 << 16);
+        outbox.close(4100, "over");
+        outbox.seal(1000, &mut VecDeque::new());
+        assert_eq!(
+            outbox.take(&mut VecDeque::new()).map(|c| c.code),
+            Some(4100)
         );
     }
 }

@@ -1,10 +1,11 @@
 //! One task runs the timeouts of every connection: pings after `activity_timeout`, 4201
-//! after an unanswered ping, 4009 for a connection that did not authenticate in time, and
+//! after an unanswered ping, 4009 for a connection that did not authenticate in time, 1008
+//! for a frame or fragmented message not finished within `partial_message_timeout`, and
 //! the end of a closing connection's linger. It also sends the subscription counts held
 //! back by [`crate::count_events`].
 //!
 //! A timer parked in each connection task would cost its size (over 100 bytes) in every
-//! idle connection; here a connection keeps four tick counts in its outbox, and one pass
+//! idle connection; here a connection keeps five tick counts in its outbox, and one pass
 //! over the connection registry per period reads them. Timeouts are seconds long, so a
 //! period of a quarter of the shortest one (at most a second) is precise enough.
 
@@ -19,6 +20,12 @@ use tokio::time::Instant;
 use crate::outbox::Outbox;
 use crate::ws::text_frame;
 use crate::Shared;
+
+/// The close code for a frame or message left unfinished too long: 1008, policy violation.
+/// The client broke no rule of RFC 6455 (which sets no time limit), only the server's own,
+/// so 1002 would misreport it; and pusher-js answers 1008 with a plain reconnect, which suits
+/// a client that may just be on a bad network.
+const PARTIAL_MESSAGE_CLOSE: u16 = 1008;
 
 /// The length of a tick, the unit of every connection deadline.
 const TICK_MS: u128 = 100;
@@ -39,8 +46,13 @@ pub(crate) fn ticks(d: Duration) -> u32 {
 /// Sweeps until the server state is gone.
 pub(crate) async fn run(shared: Weak<Shared>) {
     let period = match shared.upgrade() {
-        Some(s) => (s.config.activity_timeout.min(s.config.pong_timeout) / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        Some(s) => (s
+            .config
+            .activity_timeout
+            .min(s.config.pong_timeout)
+            .min(s.config.partial_message_timeout)
+            / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1)),
         None => return,
     };
     let mut interval = tokio::time::interval(period);
@@ -87,6 +99,11 @@ fn check(outbox: &Outbox, now: u32, activity: u32, pong: u32) {
         );
         return;
     }
+    if passed(t.partial_deadline.load(Ordering::Relaxed)) {
+        t.partial_deadline.store(0, Ordering::Relaxed);
+        outbox.close(PARTIAL_MESSAGE_CLOSE, "Message not completed in time");
+        return;
+    }
     let ping_sent = t.ping_sent.load(Ordering::Relaxed);
     if ping_sent != 0 {
         if now.wrapping_sub(ping_sent) >= pong {
@@ -104,6 +121,21 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+
+    #[test]
+    fn an_unfinished_message_is_closed_with_1008_once_its_deadline_passes() {
+        let outbox = Outbox::new(1 << 16);
+        outbox.timers.touch(1);
+        outbox.timers.partial_deadline.store(5, Ordering::Relaxed);
+        check(&outbox, 4, 100, 100);
+        assert_eq!(outbox.take(&mut VecDeque::new()), None);
+        check(&outbox, 5, 100, 100);
+        assert_eq!(
+            outbox.take(&mut VecDeque::new()).map(|c| c.code),
+            Some(PARTIAL_MESSAGE_CLOSE)
+        );
+        assert_eq!(outbox.timers.partial_deadline.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn pings_then_closes_an_unresponsive_connection() {
@@ -135,6 +167,13 @@ mod tests {
         assert_eq!(
             outbox.take(&mut VecDeque::new()).map(|c| c.code),
             Some(4009)
+        );
+        outbox.timers.partial_deadline.store(6, Ordering::Relaxed);
+        check(&outbox, 6, 100, 100);
+        assert_eq!(
+            outbox.take(&mut VecDeque::new()).map(|c| c.code),
+            Some(4009),
+            "the first close stands"
         );
         outbox.timers.linger_until.store(8, Ordering::Relaxed);
         check(&outbox, 7, 100, 100);

@@ -424,3 +424,379 @@ pub fn assert_pusher_js_served_as(server: &Server, app_id: &str, key: &str, secr
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The mask every hand-built client frame uses; any mask will do, a fixed one keeps the
+/// bytes readable in a failure.
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A client frame, masked as RFC 6455 requires, with any opcode and FIN bit.
+pub fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![u8::from(fin) << 7 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 65535 {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    out
+}
+
+/// A masked text frame.
+pub fn text(payload: &str) -> Vec<u8> {
+    masked(true, 0x1, payload.as_bytes())
+}
+
+/// A masked close frame with `code` and `reason`.
+pub fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    masked(true, 0x8, &payload)
+}
+
+/// A masked `pusher:ping`: a data frame the server answers with a `pusher:pong`.
+pub fn pusher_ping() -> Vec<u8> {
+    text(r#"{"event":"pusher:ping","data":{}}"#)
+}
+
+/// A frame from the server, as it came off the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The first header byte: FIN, RSV and opcode.
+    pub b0: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn opcode(&self) -> u8 {
+        self.b0 & 0x0f
+    }
+
+    /// The close code, if this is a close frame that carries one.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode() == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+
+    /// The payload of a text frame as JSON.
+    pub fn json(&self) -> Value {
+        assert_eq!(self.opcode(), 0x1, "not a text frame: {self:?}");
+        serde_json::from_slice(&self.payload).expect("server text is JSON")
+    }
+
+    /// The frame's bytes as they were sent (server frames are never masked).
+    pub fn wire(&self) -> Vec<u8> {
+        let mut out = vec![self.b0];
+        let len = self.payload.len();
+        if len < 126 {
+            out.push(len as u8);
+        } else if len <= 65535 {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&self.payload);
+        out
+    }
+}
+
+/// Short, so that a failure shows a big event as its first bytes rather than all of them.
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.payload[..self.payload.len().min(48)];
+        write!(
+            f,
+            "Frame({:#04x}, {} bytes: {:?}{})",
+            self.b0,
+            self.payload.len(),
+            String::from_utf8_lossy(shown),
+            if shown.len() < self.payload.len() {
+                "…"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Takes one complete server frame off the front of `buf`, if it holds one.
+pub fn parse_frame(buf: &mut Vec<u8>) -> Option<Frame> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
+    let (len, start) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        126 | 127 => return None,
+        n => (usize::from(n), 2),
+    };
+    if buf.len() < start + len {
+        return None;
+    }
+    let frame = Frame {
+        b0: buf[0],
+        payload: buf[start..start + len].to_vec(),
+    };
+    buf.drain(..start + len);
+    Some(frame)
+}
+
+/// An HTTP response to a hand-written request: status, head, and whatever body came.
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// A header's value (the first one with that name, case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "body is not JSON: {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends `request` (a complete HTTP request head, CRLF line ends) on a new connection and
+/// reads the response head plus the body bytes that arrive within a moment; returns the
+/// socket too, positioned after them.
+pub async fn raw_request(addr: &str, request: &str) -> (RawResponse, TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .expect("read response");
+        assert!(n > 0, "connection closed before a response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut body = buf[head_end..].to_vec();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    if status != 101 {
+        while body.len() < length.unwrap_or(0) {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("the body within 5 s")
+                .expect("read body");
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    (RawResponse { status, head, body }, stream)
+}
+
+/// An opening handshake for `path` with a valid key, as a complete request head.
+pub fn upgrade_request(addr: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// A WebSocket client built from a raw TCP socket, sending hand-built frames and reading
+/// the server's frames byte for byte.
+pub struct RawWs {
+    pub stream: TcpStream,
+    /// Bytes read and not yet parsed into frames.
+    pub buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Upgrades `path` on a fresh socket; with `recv_buffer`, the socket's receive buffer is
+    /// made that small first, so a client that stops reading backs the server up quickly.
+    pub async fn open(server: &Server, path: &str, recv_buffer: Option<u32>) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr: std::net::SocketAddr = server.addr.parse().expect("server address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        let mut stream = socket.connect(addr).await.expect("connect");
+        // Frames go out as they are sent: Nagle would hold a small one back until the last is
+        // acknowledged, which a server with a backed-up socket may delay by 40 ms.
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream
+            .write_all(upgrade_request(&server.addr, path).as_bytes())
+            .await
+            .expect("send upgrade");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk).await.expect("read upgrade");
+            assert!(n > 0, "closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        buf.drain(..head_end);
+        RawWs { stream, buf }
+    }
+
+    /// Opens `/app/KEY` and reads `pusher:connection_established`.
+    pub async fn connect(server: &Server) -> RawWs {
+        let mut ws = RawWs::open(server, &format!("/app/{KEY}?protocol=7"), None).await;
+        let first = ws.frame().await;
+        assert_eq!(first.json()["event"], "pusher:connection_established");
+        ws
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// The next frame, `Ok(None)` at EOF; an error (a reset) is returned as is.
+    pub async fn next_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16384];
+        loop {
+            if let Some(frame) = parse_frame(&mut self.buf) {
+                return Ok(Some(frame));
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                assert!(self.buf.is_empty(), "EOF inside a frame: {:?}", self.buf);
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next frame; fails the test after 5 s, at EOF or on an error.
+    pub async fn frame(&mut self) -> Frame {
+        match tokio::time::timeout(Duration::from_secs(5), self.next_frame()).await {
+            Ok(Ok(Some(frame))) => frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Reads past other frames to the close frame and returns it.
+    pub async fn expect_close(&mut self) -> Frame {
+        loop {
+            let frame = self.frame().await;
+            if frame.opcode() == 0x8 {
+                return frame;
+            }
+        }
+    }
+
+    /// Asserts the server ends the connection cleanly now: EOF, not a reset, and no frame.
+    pub async fn expect_eof(&mut self) {
+        match tokio::time::timeout(Duration::from_secs(5), self.next_frame()).await {
+            Ok(Ok(None)) => {}
+            other => panic!("expected EOF, got {other:?}"),
+        }
+    }
+}
+
+/// Keeps sending `filler` every few milliseconds from another task, as a client does that has
+/// not seen the server's close yet; runs `before_reading` without reading, then reads every
+/// frame up to EOF, and sends on for 100 ms more. Returns the frames, how reading ended
+/// (`Ok` for EOF, the error for a reset) and how sending ended (the first send error).
+pub async fn read_to_eof_while_sending(
+    ws: RawWs,
+    filler: Vec<u8>,
+    before_reading: impl std::future::Future<Output = ()>,
+) -> (Vec<Frame>, std::io::Result<()>, std::io::Result<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let RawWs { stream, mut buf } = ws;
+    let (mut reader, mut writer) = stream.into_split();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let sending = tokio::spawn(async move {
+        loop {
+            writer.write_all(&filler).await?;
+            tokio::select! {
+                _ = &mut stopped => break,
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        // Our side ends only now, so the server saw data after its close until here.
+        writer.shutdown().await
+    });
+    before_reading.await;
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not close within 10 s; frames so far: {}",
+            frames.len()
+        );
+        while let Some(frame) = parse_frame(&mut buf) {
+            frames.push(frame);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), reader.read(&mut chunk)).await {
+            Ok(Ok(0)) => break Ok(()),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => break Err(e),
+            Err(_) => panic!("no EOF within 5 s; frames so far: {}", frames.len()),
+        }
+    };
+    // Still sending a moment after the EOF: a server that dropped its socket instead of
+    // reading on has answered with a reset by now, and these sends fail.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop.send(());
+    let sent = sending.await.expect("sender");
+    (frames, ended, sent)
+}
+
+/// A process's memory figure from /proc/PID/status in KiB: `VmRSS` (resident now) or
+/// `VmHWM` (the peak).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}

@@ -5,6 +5,11 @@
 //! read buffer in a pending read, so an idle connection holds no buffer at all: bytes are
 //! read into a stack chunk and kept only while a frame is incomplete. Queued frames are
 //! written together with one vectored write when several are pending.
+//!
+//! Closing follows RFC 6455 §7.1.1: once the server's Close frame is written the write half
+//! is shut down, and the task reads on, discarding, until the client's Close or EOF, or the
+//! linger ends. Dropping a socket with unread bytes makes the kernel send a reset, which can
+//! destroy the Close (and its code) before the client reads it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,21 +22,28 @@ use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
 use std::sync::atomic::Ordering;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::session::Session;
 use super::text_frame;
 use crate::admission::{ConnPermit, DetachedPermit};
 use crate::apps::ConnectionSlot;
-use crate::outbox::{CloseRequest, Outbox};
+use crate::outbox::{CloseRequest, Outbox, FRAME_OVERHEAD};
 use crate::{sweeper, Shared};
 use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 
 /// Frames written with one system call at most.
 const MAX_IOVECS: usize = 64;
-/// How long a closing connection waits for its last frames to drain.
+/// How long a closing connection waits for its last frames to drain and the client's Close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// A read at least this big ends the task's turn on its worker thread.
+const BURST_BYTES: usize = 16 * 1024;
+/// Bytes read per wake-up at most: enough for many frames per system call, small enough
+/// that a burst ending mid-frame does not leave a big buffer behind for long.
+const READ_BURST: usize = 64 * 1024;
+/// A read buffer's allocation is kept while it is at most this, or twice what it holds.
+const KEEP_READ_BUFFER: usize = 4096;
 
 /// Serves an admitted connection until it closes.
 ///
@@ -97,17 +109,24 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
             held.shared.config.activity_timeout.as_secs(),
         )));
         outbox.timers.touch(sweeper::now());
+        // Our Close frame is queued; nothing may follow it.
         let mut closing = false;
+        // The client sent its Close or ended its side: there is nothing more to read.
+        let mut peer_done = false;
+        // Our Close is written and the write half shut down.
+        let mut shut = false;
 
         // Bytes that arrived with the upgrade request are handled before waiting on the socket.
-        if !io.read_buf.is_empty() && io.decode_all(&mut session).is_err() {
-            closing = true;
+        if !io.read_buf.is_empty() {
+            io.decode_all(&held.shared, &mut session)
+                .apply(&mut closing, &mut peer_done);
         }
 
         loop {
             if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
                 let until = sweeper::now() + sweeper::ticks(CLOSE_LINGER);
                 outbox.timers.linger_until.store(until, Ordering::Relaxed);
+                session.leave_all();
             }
             let flushed = io.flush();
             if io.written > 0 {
@@ -117,7 +136,13 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                 tracing::debug!(socket_id = %session.socket_id(), %error, "Write failed");
                 break;
             }
-            if closing && io.pending.is_empty() {
+            if closing && !shut && io.pending.is_empty() {
+                if io.stream.shutdown().await.is_err() {
+                    break;
+                }
+                shut = true;
+            }
+            if shut && peer_done {
                 break;
             }
             // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
@@ -129,7 +154,7 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                 if !io.pending.is_empty() && io.stream.poll_write_ready(cx).is_ready() {
                     return Poll::Ready(Wake::Writable);
                 }
-                if !closing {
+                if !peer_done {
                     if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
                         return Poll::Ready(if ready.is_ok() {
                             Wake::Readable
@@ -141,6 +166,7 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                 Poll::Pending
             })
             .await;
+            let mut burst = false;
             match wake {
                 Wake::Outbox => {
                     // Only a closing connection has a linger for the sweeper to end; asking
@@ -153,12 +179,15 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                 Wake::Writable => {}
                 Wake::Gone => break,
                 Wake::Readable => match io.read() {
-                    Ok(0) => break,
-                    Ok(_) => {
+                    // Before our Close the client just left; after it, EOF is its answer.
+                    Ok(0) if !closing => break,
+                    Ok(0) => peer_done = true,
+                    Ok(_) if closing => peer_done = io.discard_until_close(),
+                    Ok(n) => {
                         outbox.timers.touch(sweeper::now());
-                        if io.decode_all(&mut session).is_err() {
-                            closing = true;
-                        }
+                        io.decode_all(&held.shared, &mut session)
+                            .apply(&mut closing, &mut peer_done);
+                        burst = n >= BURST_BYTES;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(error) => {
@@ -167,14 +196,21 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                     }
                 },
             }
+            // A client that keeps its socket full would otherwise keep this worker thread
+            // for a whole coop budget of reads (128 × 64 KiB of frames): give the other
+            // connections their turn after each big read.
+            if burst {
+                tokio::task::yield_now().await;
+            }
         }
         session.close(&held.shared);
-        let _ = io.stream.shutdown().await;
+        drop(io);
         tracing::debug!(socket_id = %session.socket_id(), "Connection closed");
     }
 }
 
-/// Refuses a connection: `pusher:error` with the reason's code, then a close frame with it.
+/// Refuses a connection: `pusher:error` with the reason's code, then a close frame with it,
+/// then the same lingering close as a served connection's.
 pub(super) async fn refuse(mut stream: TcpStream, reason: CloseReason) {
     let mut out = Vec::new();
     out.extend_from_slice(&text_frame(&frame::error(
@@ -183,19 +219,75 @@ pub(super) async fn refuse(mut stream: TcpStream, reason: CloseReason) {
     )));
     out.extend_from_slice(&codec::encode_close(reason.code(), reason.message()));
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        let _ = stream.write_all(&out).await;
-        let _ = stream.shutdown().await;
+        if stream.write_all(&out).await.is_err() || stream.shutdown().await.is_err() {
+            return;
+        }
+        // A refused client sends little: the decoder needs room for control frames only,
+        // and past a bigger frame the bytes are just dropped until EOF.
+        let mut decoder = Decoder::new(1024);
+        let mut buf = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if discard_until_close(&mut decoder, &mut buf) {
+                        return;
+                    }
+                }
+            }
+        }
     })
     .await;
 }
 
-/// What woke the connection task.
+/// Decodes the client's frames only to find its Close, dropping everything else; returns
+/// whether it came. Past a bad frame the boundaries are lost, so the bytes are dropped.
+fn discard_until_close(decoder: &mut Decoder, buf: &mut BytesMut) -> bool {
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(Message::Close(_))) => return true,
+            Ok(Some(_)) => {}
+            Ok(None) => return false,
+            Err(_) => {
+                buf.clear();
+                return false;
+            }
+        }
+    }
+}
+
+/// What the connection task was woken by.
 enum Wake {
     Outbox,
     Writable,
     Readable,
     /// The socket reported an error while waiting for readiness.
     Gone,
+}
+
+/// What decoding the client's bytes did to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoded {
+    Open,
+    /// A bad frame: the error's close frame is queued.
+    Closing,
+    /// The client's Close: our answer is queued, and the client sends nothing more.
+    PeerClosed,
+}
+
+impl Decoded {
+    fn apply(self, closing: &mut bool, peer_done: &mut bool) {
+        match self {
+            Decoded::Open => {}
+            Decoded::Closing => *closing = true,
+            Decoded::PeerClosed => {
+                *closing = true;
+                *peer_done = true;
+            }
+        }
+    }
 }
 
 struct Io {
@@ -206,7 +298,8 @@ struct Io {
     pending: VecDeque<Bytes>,
     /// The first pending frame is partly written, so it must be finished before any other.
     front_partial: bool,
-    /// Bytes written since the outbox was last told, so its bound covers unwritten frames.
+    /// What the bytes and frames written since the outbox was last told cost against its
+    /// bound, so the bound covers unwritten frames.
     written: usize,
 }
 
@@ -223,7 +316,7 @@ impl Io {
                 Ok(n) => {
                     self.read_buf.extend_from_slice(&chunk[..n]);
                     total += n;
-                    if n < chunk.len() || total >= 256 * 1024 {
+                    if n < chunk.len() || total >= READ_BURST {
                         return Ok(total);
                     }
                 }
@@ -233,32 +326,45 @@ impl Io {
         }
     }
 
-    /// Decodes and handles every complete message in `read_buf`. Returns `Err` when the
-    /// connection must close (a close frame has been queued).
-    fn decode_all(&mut self, session: &mut Session) -> Result<(), ()> {
-        let result = loop {
+    /// Decodes and handles every complete message in `read_buf`, and starts or clears the
+    /// deadline of an unfinished one.
+    fn decode_all(&mut self, shared: &Shared, session: &mut Session) -> Decoded {
+        let before = self.read_buf.len();
+        let was_fragmented = self.decoder.fragments_in_progress();
+        let mut message_ended = false;
+        let decoded = loop {
             match self.decoder.decode(&mut self.read_buf) {
-                Ok(None) => break Ok(()),
-                Ok(Some(Message::Text(text))) => session.handle_text(&text),
-                Ok(Some(Message::Binary(_))) => session.send_error(
-                    None,
-                    "Binary frames are not supported: send JSON text frames",
-                ),
+                Ok(None) => break Decoded::Open,
+                Ok(Some(Message::Text(text))) => {
+                    message_ended = true;
+                    session.handle_text(&text);
+                }
+                Ok(Some(Message::Binary(_))) => {
+                    message_ended = true;
+                    session.send_error(
+                        None,
+                        "Binary frames are not supported: send JSON text frames",
+                    );
+                }
                 Ok(Some(Message::Ping(payload))) => {
                     session.outbox().push(codec::encode_pong(&payload));
                 }
                 Ok(Some(Message::Pong(_))) => {}
                 Ok(Some(Message::Close(close))) => {
-                    let code = close.map_or(1000, |(code, _)| code);
-                    let code = if is_valid_close_code(code) {
-                        code
-                    } else {
-                        1000
-                    };
-                    self.pending.push_back(codec::encode_close(code, ""));
-                    break Err(());
+                    // Answers already queued (a pong, a reply) go first, nothing after.
+                    let code = close.map(|(code, _)| code);
+                    session
+                        .outbox()
+                        .seal(code.unwrap_or(1000), &mut self.pending);
+                    // The client's code is echoed (§5.5.1); a Close without one gets none.
+                    self.pending.push_back(match code {
+                        Some(code) => codec::encode_close(code, ""),
+                        None => codec::encode_empty_close(),
+                    });
+                    break Decoded::PeerClosed;
                 }
                 Err(error) => {
+                    session.outbox().seal(error.close_code(), &mut self.pending);
                     if let CodecError::TooBig { limit } = error {
                         let message = format!("Message too large: the limit is {limit} bytes");
                         self.pending
@@ -267,19 +373,47 @@ impl Io {
                     tracing::debug!(socket_id = %session.socket_id(), %error, "Bad WebSocket frame");
                     self.pending
                         .push_back(codec::encode_close(error.close_code(), ""));
-                    break Err(());
+                    break Decoded::Closing;
                 }
             }
         };
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
-            // Release the buffer so an idle connection holds none.
-            self.read_buf = BytesMut::new();
+        let deadline = &session.outbox().timers.partial_deadline;
+        if decoded != Decoded::Open {
+            // What follows a Close or a bad frame is not read as frames.
+            self.read_buf.clear();
+            deadline.store(0, Ordering::Relaxed);
+        } else if self.decoder.fragments_in_progress() || !self.read_buf.is_empty() {
+            // The unfinished part is new if a fragmented message began, or a frame was
+            // consumed before a partial one; otherwise its deadline stands.
+            let new = if self.decoder.fragments_in_progress() {
+                !was_fragmented || message_ended
+            } else {
+                self.read_buf.len() < before
+            };
+            if new || deadline.load(Ordering::Relaxed) == 0 {
+                let timeout = sweeper::ticks(shared.config.partial_message_timeout);
+                deadline.store(sweeper::now() + timeout, Ordering::Relaxed);
+            }
+        } else {
+            deadline.store(0, Ordering::Relaxed);
         }
-        result
+        let consumed = before - self.read_buf.len();
+        right_size(&mut self.read_buf, consumed);
+        decoded
+    }
+
+    /// While closing: drops what the client sends until its Close; returns whether it came.
+    fn discard_until_close(&mut self) -> bool {
+        let before = self.read_buf.len();
+        let closed = discard_until_close(&mut self.decoder, &mut self.read_buf);
+        let consumed = before - self.read_buf.len();
+        right_size(&mut self.read_buf, consumed);
+        closed
     }
 
     /// Moves the outbox's frames to `pending`; a close request queues the closing frames
-    /// and starts the linger deadline.
+    /// and starts the linger deadline. Once closing, the outbox refuses frames (it holds a
+    /// close request, or the task sealed it), so nothing taken here can follow the Close.
     fn take_outbox(&mut self, outbox: &Outbox, closing: &mut bool) {
         if let Some(close) = outbox.take(&mut self.pending) {
             if !*closing {
@@ -300,8 +434,12 @@ impl Io {
     }
 
     fn queue_close(&mut self, close: CloseRequest) {
-        self.pending
-            .push_back(text_frame(&frame::error(Some(close.code), &close.message)));
+        // `pusher:error` carries Pusher's 4000–4999 codes; a WebSocket-level close (1008 for
+        // an unfinished message) is the close frame alone, as for a bad frame.
+        if close.code >= 4000 {
+            self.pending
+                .push_back(text_frame(&frame::error(Some(close.code), &close.message)));
+        }
         self.pending
             .push_back(codec::encode_close(close.code, &close.message));
     }
@@ -331,6 +469,7 @@ impl Io {
                     left -= front.len();
                     self.pending.pop_front();
                     self.front_partial = false;
+                    self.written += FRAME_OVERHEAD;
                 } else {
                     front.advance(left);
                     self.front_partial = true;
@@ -347,14 +486,80 @@ impl Io {
     }
 }
 
-fn is_valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+/// Frees an emptied read buffer, and copies a partial frame out of an allocation much larger
+/// than it, so a burst that ends mid-frame does not keep the whole burst's memory for as
+/// long as the client takes to finish the frame. `capacity()` counts only what lies past
+/// the consumed front, so the allocation is at least that plus `consumed`.
+fn right_size(buf: &mut BytesMut, consumed: usize) {
+    if buf.is_empty() {
+        if buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
+        return;
+    }
+    let held = buf.capacity() + consumed;
+    if held > KEEP_READ_BUFFER && held > 2 * buf.len() {
+        *buf = BytesMut::from(&buf[..]);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::apps::AppStore;
+
+    #[test]
+    fn a_partial_frame_left_by_a_big_burst_gets_a_buffer_of_its_own() {
+        let burst = || {
+            let mut buf = BytesMut::with_capacity(READ_BURST);
+            buf.extend_from_slice(&vec![0u8; READ_BURST]);
+            buf.advance(READ_BURST - 2);
+            buf
+        };
+        // Left alone, the burst's allocation stays behind the two bytes left.
+        assert!(burst().try_reclaim(READ_BURST / 2));
+        let mut buf = burst();
+        right_size(&mut buf, READ_BURST - 2);
+        assert_eq!(&buf[..], [0, 0]);
+        assert!(buf.capacity() < KEEP_READ_BUFFER);
+        assert!(
+            !buf.try_reclaim(KEEP_READ_BUFFER),
+            "the big allocation is gone"
+        );
+
+        // A frame still growing keeps its buffer: copying it on every read would be quadratic.
+        let mut growing = BytesMut::new();
+        for _ in 0..64 {
+            growing.extend_from_slice(&[1u8; 1000]);
+            let at = growing.as_ptr();
+            right_size(&mut growing, 0);
+            assert_eq!(growing.as_ptr(), at);
+        }
+        let mut empty = BytesMut::with_capacity(100);
+        right_size(&mut empty, 0);
+        assert_eq!(empty.capacity(), 0, "an empty buffer is freed");
+    }
+
+    #[test]
+    fn closing_discards_until_the_clients_close() {
+        let masked = |b0: u8, payload: &[u8]| {
+            let mut f = vec![b0, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut decoder = Decoder::new(1024);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&masked(0x81, b"late data"));
+        buf.extend_from_slice(&masked(0x89, b""));
+        assert!(!discard_until_close(&mut decoder, &mut buf));
+        assert!(buf.is_empty());
+        buf.extend_from_slice(&masked(0x88, &[0x03, 0xe8]));
+        assert!(discard_until_close(&mut decoder, &mut buf));
+        // Garbage is dropped, not kept.
+        let mut buf = BytesMut::from(&[0xff_u8; 100][..]);
+        assert!(!discard_until_close(&mut decoder, &mut buf));
+        assert!(buf.is_empty());
+    }
 
     /// Prints what an idle connection's future and the pieces it holds cost, for the memory
     /// work (run with `--nocapture`); asserts only that the future stays within its budget.

@@ -4,7 +4,8 @@
 //! connection task can frame the socket itself ([`codec`]) and hold no read or write buffer
 //! while the socket is idle. Connections that cannot be served (unknown key, disabled app,
 //! over quota, bad path or protocol) still get the upgrade, then a `pusher:error` and a close
-//! with the code that tells pusher-js whether to retry (spec §1.4).
+//! with the code that tells pusher-js whether to retry (spec §1.4). A request that is not a
+//! valid opening handshake (not GET, no Host, a bad key or version) gets an HTTP error.
 
 mod connection;
 mod session;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use herald_protocol::close::CloseReason;
@@ -153,15 +154,36 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
+/// Answers the upgrade, or refuses a request that is not a valid opening handshake (RFC 6455
+/// §4.2.1) with an HTTP error: those come from broken clients or probes, not from a Pusher
+/// client that a close code could steer.
 fn upgrade(
     shared: Arc<Shared>,
     mut req: Request,
     admission: Admission,
     forwarded: Option<ForwardedCount>,
 ) -> Response {
+    if req.method() != Method::GET {
+        let error = ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: "A WebSocket upgrade must be a GET request".to_owned(),
+            retry_after: None,
+        };
+        let mut response = error.into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return response;
+    }
+    if req.version() < Version::HTTP_11 {
+        return ApiError::bad_request("A WebSocket upgrade needs HTTP/1.1").into_response();
+    }
     let headers = req.headers();
     if !is_upgrade(headers) {
         return ApiError::bad_request("This endpoint expects a WebSocket upgrade").into_response();
+    }
+    if !headers.contains_key(header::HOST) {
+        return ApiError::bad_request("Missing Host header").into_response();
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -176,6 +198,10 @@ fn upgrade(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return ApiError::bad_request("Missing Sec-WebSocket-Key").into_response();
     };
+    if !codec::is_valid_key(key.as_bytes()) {
+        return ApiError::bad_request("Sec-WebSocket-Key must be base64 of 16 bytes")
+            .into_response();
+    }
     let accept = codec::accept_key(key.as_bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::bad_request("Connection cannot be upgraded").into_response();

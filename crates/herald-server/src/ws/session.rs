@@ -575,12 +575,18 @@ impl Session {
             });
     }
 
-    /// Leaves every channel and the shutdown registry; called once when the connection ends.
-    pub(super) fn close(&mut self, shared: &Shared) {
+    /// Leaves every channel and signs out, as soon as the connection starts closing: it takes
+    /// no more frames, so it must not count as a subscriber or a member while it lingers.
+    pub(super) fn leave_all(&mut self) {
         for channel in std::mem::take(&mut self.channels) {
             self.leave_channel(&channel);
         }
         self.sign_out();
+    }
+
+    /// Leaves every channel and the shutdown registry; called once when the connection ends.
+    pub(super) fn close(&mut self, shared: &Shared) {
+        self.leave_all();
         shared.unregister_connection(self.conn);
     }
 }
