@@ -132,17 +132,12 @@ impl Client {
 
     /// Sends a text frame (masked, as clients must).
     pub async fn send_text(&mut self, text: &str) -> std::io::Result<()> {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81];
-        if payload.len() < 126 {
-            frame.push(0x80 | payload.len() as u8);
-        } else {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let frame = herald_protocol::websocket::encode_masked(
+            true,
+            0x1,
+            text.as_bytes(),
+            [0x12, 0x34, 0x56, 0x78],
+        );
         self.stream.write_all(&frame).await
     }
 

@@ -366,28 +366,28 @@ pub fn encode_ping(payload: &[u8]) -> Bytes {
     encode(OP_PING, payload)
 }
 
+/// A frame as a client sends it: masked with `mask`, any opcode, FIN or not. The server
+/// never sends these; tests, fuzz targets and the benchmark harness speak as clients.
+pub fn encode_masked(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut header = [0u8; 10];
+    let n = header_into(opcode, payload.len(), &mut header);
+    let mut out = Vec::with_capacity(n + 4 + payload.len());
+    out.extend_from_slice(&header[..n]);
+    if !fin {
+        out[0] &= 0x7F;
+    }
+    out[1] |= 0x80;
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A frame as a client sends it: masked.
-    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= 65535 {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
-    }
+    use super::encode_masked as client_frame;
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 

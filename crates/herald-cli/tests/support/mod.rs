@@ -431,20 +431,7 @@ pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// A client frame, masked as RFC 6455 requires, with any opcode and FIN bit.
 pub fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![u8::from(fin) << 7 | opcode];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 65535 {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    out
+    herald_protocol::websocket::encode_masked(fin, opcode, payload, MASK)
 }
 
 /// A masked text frame.
