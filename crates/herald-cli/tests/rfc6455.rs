@@ -306,11 +306,21 @@ async fn frame_soon(ws: &mut RawWs) -> Frame {
 }
 
 #[tokio::test]
-async fn invalid_utf8_fails_with_1007_as_soon_as_its_fragment_arrives() {
+async fn invalid_utf8_fails_with_1007_as_soon_as_its_bytes_arrive() {
     let server = Server::start("");
     // Invalid bytes in a first fragment; the message is never finished.
     let mut ws = RawWs::connect(&server).await;
     ws.send(&masked(false, 0x1, b"{\"event\":\"\xff")).await;
+    assert_eq!(frame_soon(&mut ws).await.wire(), close_bytes(1007));
+    ws.expect_eof().await;
+
+    // Invalid bytes at the start of one big frame whose rest never comes: no need to wait
+    // for the frame's end (§8.1).
+    let mut ws = RawWs::connect(&server).await;
+    let mut big = b"{\"event\":\"\xff".to_vec();
+    big.resize(30_000, b'a');
+    let frame = masked(true, 0x1, &big);
+    ws.send(&frame[..100]).await;
     assert_eq!(frame_soon(&mut ws).await.wire(), close_bytes(1007));
     ws.expect_eof().await;
 

@@ -66,6 +66,9 @@ impl CodecError {
 pub struct Decoder {
     /// Largest message, in bytes (u32: the configuration caps it far below 4 GiB).
     max_message: u32,
+    /// How much of the unfinished text frame at the front of the buffer is known to be
+    /// valid UTF-8 (it fits in the padding next to `max_message`).
+    partial_checked: u32,
     /// A fragmented message still being received; boxed, as almost no client fragments
     /// and every idle connection would pay for the space.
     fragments: Option<Box<Fragments>>,
@@ -109,6 +112,7 @@ impl Decoder {
     pub fn new(max_message: usize) -> Self {
         Decoder {
             max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            partial_checked: 0,
             fragments: None,
         }
     }
@@ -200,8 +204,10 @@ impl Decoder {
                 return Ok(None);
             };
             if buf.len() < h.header_len + h.payload_len {
+                self.check_partial_text(&h, &buf[h.header_len..])?;
                 return Ok(None);
             }
+            self.partial_checked = 0;
             buf.advance(h.header_len);
             let mut payload = buf.split_to(h.payload_len).to_vec();
             unmask(&mut payload, h.mask);
@@ -241,6 +247,47 @@ impl Decoder {
                 }
             }
         }
+    }
+}
+
+impl Decoder {
+    /// Fails as soon as the received part of an unfinished text frame is not UTF-8
+    /// (RFC 6455 §8.1), rather than when its last byte arrives. Only bytes not checked
+    /// before are looked at, so a frame trickled a byte at a time costs linear time.
+    fn check_partial_text(&mut self, h: &Header, received: &[u8]) -> Result<(), CodecError> {
+        let continued = self.fragments.as_deref().filter(|f| f.opcode == OP_TEXT);
+        let is_text = match h.opcode {
+            OP_TEXT => true,
+            OP_CONTINUATION => continued.is_some(),
+            _ => false,
+        };
+        let start = self.partial_checked as usize;
+        if !is_text || received.len() <= start {
+            return Ok(());
+        }
+        // A code point the previous fragment cut in two is completed by this frame's first
+        // bytes; once past them, only this frame's own bytes matter.
+        let carried: &[u8] = match continued {
+            Some(f) if start == 0 => &f.data[f.checked..],
+            _ => &[],
+        };
+        let mut text = Vec::with_capacity(carried.len() + received.len() - start);
+        text.extend_from_slice(carried);
+        text.extend(
+            received[start..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ h.mask[(start + i) & 3]),
+        );
+        let valid = match std::str::from_utf8(&text) {
+            Ok(_) => text.len(),
+            // An incomplete code point at the end may still be completed.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => return Err(CodecError::InvalidUtf8),
+        };
+        let own = valid.saturating_sub(carried.len());
+        self.partial_checked = u32::try_from(start + own).unwrap_or(u32::MAX);
+        Ok(())
     }
 }
 
@@ -388,6 +435,53 @@ mod tests {
     use proptest::prelude::*;
 
     use super::encode_masked as client_frame;
+
+    #[test]
+    fn invalid_utf8_fails_before_its_frame_is_complete() {
+        // 0xff can never appear in UTF-8: fail with the first bytes, not the last.
+        let mut payload = b"ok".to_vec();
+        payload.push(0xff);
+        payload.extend(vec![b'a'; 1000]);
+        let frame = client_frame(true, OP_TEXT, &payload, MASK);
+        let mut d = Decoder::new(4096);
+        let mut buf = BytesMut::from(&frame[..20]);
+        assert_eq!(d.decode(&mut buf), Err(CodecError::InvalidUtf8));
+
+        // A valid code point split across reads, and across fragments, is fine.
+        let text = "é€😀".repeat(50);
+        let frame = client_frame(true, OP_TEXT, text.as_bytes(), MASK);
+        let mut d = Decoder::new(4096);
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for byte in &frame {
+            buf.extend_from_slice(&[*byte]);
+            if let Some(m) = d.decode(&mut buf).expect("valid") {
+                got = Some(m);
+            }
+        }
+        assert_eq!(got, Some(Message::Text(text)));
+        let euro = "€".as_bytes();
+        let mut bytes = client_frame(false, OP_TEXT, &euro[..1], MASK);
+        let second = client_frame(true, OP_CONTINUATION, &euro[1..], MASK);
+        bytes.extend_from_slice(&second[..second.len() - 1]);
+        let mut d = Decoder::new(4096);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(None),
+            "a split code point is not an error"
+        );
+        buf.extend_from_slice(&second[second.len() - 1..]);
+        assert_eq!(d.decode(&mut buf), Ok(Some(Message::Text("€".into()))));
+
+        // The carried half of a code point followed by an invalid byte fails at once.
+        let mut bytes = client_frame(false, OP_TEXT, &euro[..1], MASK);
+        let bad = client_frame(true, OP_CONTINUATION, &[b'x'; 200], MASK);
+        bytes.extend_from_slice(&bad[..10]);
+        let mut d = Decoder::new(4096);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(d.decode(&mut buf), Err(CodecError::InvalidUtf8));
+    }
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
