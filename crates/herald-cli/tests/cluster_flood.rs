@@ -352,7 +352,7 @@ async fn a_subscription_flood_on_one_app_leaves_the_cluster_and_other_apps_intac
     // B's changes wait behind at most A's share of the queue, not behind the flood. On
     // two cores saturated by the flood (debug build) that is up to a second or two of CPU
     // scheduling; before the per-app shares it was over 8 s.
-    assert!(latencies.len() >= 4, "app B's subscriptions: {latencies:?}");
+    assert!(latencies.len() >= 2, "app B's subscriptions: {latencies:?}");
     assert!(
         latencies.iter().all(|l| *l < Duration::from_secs(6)),
         "app B's subscriptions on the flooded node: {latencies:?}"
@@ -416,6 +416,9 @@ async fn a_subscription_flood_on_one_app_leaves_the_cluster_and_other_apps_intac
         events.lines()
     );
     bea.assert_alive().await;
+    // pusher-js on the flooded node, for both apps.
+    support::assert_pusher_js_served_as(&a, "a", KEY_A, SECRET_A);
+    support::assert_pusher_js_served_as(&a, "b", KEY_B, SECRET_B);
 }
 
 /// Bytes of bus messages a node may hold in the test below.

@@ -20,6 +20,7 @@ fn wmem_max() -> usize {
 
 async fn assert_served(server: &Server) {
     server.connect(KEY).await.assert_alive().await;
+    support::assert_pusher_js_served(server);
 }
 
 /// Reads frames until the server ends the connection; returns them, and whether it ended

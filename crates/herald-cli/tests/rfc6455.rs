@@ -22,6 +22,7 @@ fn close_bytes(code: u16) -> Vec<u8> {
 
 async fn assert_served(server: &Server) {
     server.connect(KEY).await.assert_alive().await;
+    support::assert_pusher_js_served(server);
 }
 
 #[tokio::test]

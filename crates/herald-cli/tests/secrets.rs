@@ -47,6 +47,7 @@ async fn secrets_stay_out_of_the_output() {
     }
     drop(ws);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    support::assert_pusher_js_served_as(&server, "1", "the-key", SECRET);
     let log = server.log();
     assert!(log.contains("Joined the cluster"), "{log}");
     assert!(
