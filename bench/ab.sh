@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Compares two herald binaries under the same harness, alternating runs so that drift on the
+# shared machine hits both equally: fan-out (1,000 subscribers, 10 channels, 500 events/s)
+# and triggers (32 publishers). One JSON line per run goes to bench/results/ab.jsonl, tagged
+# with the binary; the medians are printed at the end.
+# Usage: bench/ab.sh OLD_HERALD NEW_HERALD [rounds]   (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+old=$1 new=$2 rounds=${3:-3}
+cargo build --release -q -p herald-bench
+out=bench/results/ab.jsonl
+mkdir -p bench/results
+: > "$out"
+
+run() { # binary tag args...
+  local bin=$1 tag=$2; shift 2
+  "$bin" serve --port 0 > /tmp/herald-ab.out 2>/dev/null &
+  local pid=$! addr=
+  for _ in $(seq 50); do
+    addr=$(grep -o 'listening on [^ ]*' /tmp/herald-ab.out 2>/dev/null | sed 's/listening on //') || true
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  target/release/herald-bench --addr "$addr" --pid "$pid" "$@" 2>/dev/null \
+    | sed "s/^{/{\"build\":\"$tag\",/" | tee -a "$out"
+  kill -TERM "$pid"; wait "$pid" || true
+}
+
+for _ in $(seq "$rounds"); do
+  for pair in "old:$old" "new:$new"; do
+    tag=${pair%%:*} bin=${pair#*:}
+    run "$bin" "$tag" fanout --subscribers 1000 --channels 10 --rate 500 --seconds 10 --payload 100
+    run "$bin" "$tag" trigger --concurrency 32 --seconds 10
+  done
+done
+python3 - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def get(r, key):
+    if key.startswith("latency."):
+        return r.get("latency", {}).get(key[8:])
+    return r.get(key)
+def med(build, mode, key):
+    vals = [get(r, key) for r in rows if r.get("build") == build and r.get("mode") == mode]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else float("nan")
+for mode, keys in [("fanout", ["server_cpu_us_per_delivery", "latency.p50_us", "latency.p99_us", "lost"]),
+                   ("trigger", ["requests_per_s", "server_cpu_us_per_request", "latency.p99_us"])]:
+    for key in keys:
+        print(f"{mode:8} {key:28} old {med('old', mode, key):>10.2f}   new {med('new', mode, key):>10.2f}")
+PY
