@@ -100,7 +100,7 @@ impl Activity {
 }
 
 /// Marks a request in flight for as long as it lives, however its future ends.
-struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> Self {
@@ -197,19 +197,38 @@ struct Service {
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Tracked<axum::routing::future::RouteFuture<Infallible>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let guard = InFlight::start(&self.activity);
         let mut req: Request = req.map(axum::body::Body::new);
-        req.extensions_mut().insert(Peer(self.peer));
+        // Only the WebSocket endpoint asks for the peer; the API's requests skip the insert.
+        if req.uri().path().starts_with("/app/") {
+            req.extensions_mut().insert(Peer(self.peer));
+        }
         let mut router = self.router.clone();
-        let response = tower_service::Service::call(&mut router, req);
-        Box::pin(async move {
-            let response = response.await;
-            drop(guard);
-            response
-        })
+        Tracked {
+            inner: tower_service::Service::call(&mut router, req),
+            _guard: guard,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future, holding its in-flight mark until it is dropped (a
+    /// named future rather than a boxed one: no allocation per request).
+    pub(crate) struct Tracked<F> {
+        #[pin]
+        inner: F,
+        _guard: InFlight,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
