@@ -17,7 +17,7 @@ run() { # binary tag args...
   "$bin" serve --port 0 > /tmp/herald-ab.out 2>/dev/null &
   local pid=$! addr=
   for _ in $(seq 50); do
-    addr=$(grep -o 'listening on [^ ]*' /tmp/herald-ab.out 2>/dev/null | sed 's/listening on //') || true
+    addr=$(grep -m1 -o 'listening on [^ ]*' /tmp/herald-ab.out 2>/dev/null | sed 's/listening on //') || true
     [ -n "$addr" ] && break
     sleep 0.1
   done

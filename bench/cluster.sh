@@ -25,7 +25,7 @@ start_node() {
   eval "${name}_pid=$!"
   for _ in $(seq 100); do
     local addr
-    addr=$(grep -o 'listening on [^ ]*' "$tmp/$name.out" 2>/dev/null | sed 's/listening on //') || true
+    addr=$(grep -m1 -o 'listening on [^ ]*' "$tmp/$name.out" 2>/dev/null | sed 's/listening on //') || true
     if [ -n "${addr:-}" ]; then eval "${name}_addr=$addr"; return; fi
     sleep 0.1
   done

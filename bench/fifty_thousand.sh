@@ -20,7 +20,7 @@ for n in 0 1 2; do
   target/release/herald serve --port 0 --config "$tmp/node.toml" > "$tmp/$n.out" 2>/dev/null &
   pids+=($!)
   for _ in $(seq 100); do
-    addr=$(grep -o 'listening on [^ ]*' "$tmp/$n.out" 2>/dev/null | sed 's/listening on //') || true
+    addr=$(grep -m1 -o 'listening on [^ ]*' "$tmp/$n.out" 2>/dev/null | sed 's/listening on //') || true
     [ -n "${addr:-}" ] && break
     sleep 0.1
   done

@@ -15,7 +15,7 @@ start_server() {
   target/release/herald serve --port 0 > /tmp/herald-bench-server.out 2>/dev/null &
   server_pid=$!
   for _ in $(seq 50); do
-    addr=$(grep -o 'listening on [^ ]*' /tmp/herald-bench-server.out 2>/dev/null | sed 's/listening on //') || true
+    addr=$(grep -m1 -o 'listening on [^ ]*' /tmp/herald-bench-server.out 2>/dev/null | sed 's/listening on //') || true
     [ -n "${addr:-}" ] && break
     sleep 0.1
   done

@@ -4,7 +4,6 @@
 
 mod commands;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use herald_server::config::LogFormat;
 use herald_server::Config;
 use tokio::net::TcpListener;
 
@@ -68,13 +68,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Loaded before logging starts: the config says how to log.
     let mut config = match Config::load(args.config.as_deref(), &|k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(error) => {
@@ -82,6 +76,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logs(config.log_format);
     if let Some(host) = args.host {
         config.host = host;
     }
@@ -103,10 +98,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let loopback = config
-        .host
-        .parse::<IpAddr>()
-        .map_or(config.host == "localhost", |ip| ip.is_loopback());
+    let loopback = herald_server::config::is_loopback_host(&config.host);
     if !loopback && config.uses_default_credentials() {
         if !args.insecure_default_credentials {
             eprintln!(
@@ -182,8 +174,8 @@ async fn run(config: Config, loopback: bool) -> ExitCode {
     ));
     // Printed once the node is ready: in a cluster, after it joined (tests and scripts
     // wait for this line).
-    let ready = move || {
-        print!("{banner}");
+    let ready = move |started: &herald_server::Started| {
+        print!("{banner}admin listening on {}\n", started.admin);
         let _ = std::io::Write::flush(&mut std::io::stdout());
     };
     match herald_server::serve_with_store(listener, config, apps, shutdown_signal(), ready).await {
@@ -192,6 +184,23 @@ async fn run(config: Config, loopback: bool) -> ExitCode {
             eprintln!("herald: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, as text or one JSON object per line; `RUST_LOG` filters (default `info`).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 

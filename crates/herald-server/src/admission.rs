@@ -35,6 +35,14 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The `reason` label of `herald_connections_refused_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::Total => "max_open_connections",
+            Refusal::PerAddress => "max_connections_per_ip",
+        }
+    }
+
     /// The complete HTTP response a refused connection gets: small enough for one
     /// non-blocking write into an empty socket buffer.
     pub(crate) fn response(self) -> &'static [u8] {

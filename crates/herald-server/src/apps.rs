@@ -20,6 +20,7 @@ use crate::cache::EventCache;
 use crate::config::{AppConfig, WebhookSettings};
 use crate::count_events::CountEvents;
 use crate::hub::Hub;
+use crate::metrics::AppMetrics;
 use crate::ratelimit::AppRates;
 use crate::users::UserRegistry;
 use crate::webhooks::Webhooks;
@@ -41,6 +42,8 @@ pub struct App {
     pub rates: AppRates,
     /// Channels whose subscription-count event is being coalesced.
     count_events: CountEvents,
+    /// What this node counts of the app, for the admin listener's `/metrics`.
+    pub(crate) metrics: Arc<AppMetrics>,
     /// The cluster this node shares the app with, when `adapter = "redis"`.
     cluster: OnceLock<Arc<Cluster>>,
     connections: AtomicUsize,
@@ -50,14 +53,16 @@ impl App {
     /// A new app with no connections. Starts its webhook dispatcher, so it must be called
     /// inside a tokio runtime when the app has webhook endpoints.
     pub fn new(config: AppConfig, webhooks: &WebhookSettings) -> Self {
+        let metrics = Arc::new(AppMetrics::default());
         App {
-            webhooks: Webhooks::start(&config, webhooks),
+            webhooks: Webhooks::start(&config, webhooks, metrics.clone()),
             config,
             hub: Hub::new(),
             users: UserRegistry::default(),
             cache: EventCache::default(),
             rates: AppRates::default(),
             count_events: CountEvents::default(),
+            metrics,
             cluster: OnceLock::new(),
             connections: AtomicUsize::new(0),
         }

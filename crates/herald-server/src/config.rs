@@ -253,6 +253,10 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// What clients may hold open: timeouts and connection caps.
     pub net: NetLimits,
+    /// The admin listener: metrics and health checks, away from the public port.
+    pub admin: AdminConfig,
+    /// How the `herald` binary writes its logs.
+    pub log_format: LogFormat,
     /// Webhook deliveries in flight for one app; batches beyond are dropped and counted.
     pub webhook_max_in_flight: usize,
     /// Bytes of webhook bodies one app may hold for delivery and retry.
@@ -312,6 +316,58 @@ impl Default for NetLimits {
     }
 }
 
+/// The admin listener (`/metrics`, `/live`, `/ready`), on its own address so the public
+/// port never serves them. `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to bind; loopback by default.
+    pub host: String,
+    /// Port to bind. `None`: [`DEFAULT_ADMIN_PORT`], or a free port (with a warning) when it
+    /// is taken, so two nodes started on one machine without a config both run. `Some(0)`
+    /// picks a free port; any other explicit port must be free or start-up stops.
+    pub port: Option<u16>,
+    /// Bearer token every admin request must carry; required off loopback.
+    pub token: Option<String>,
+}
+
+/// The admin port soketi and sockudo use for their metrics, so scrape configs carry over.
+pub const DEFAULT_ADMIN_PORT: u16 = 9601;
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            host: "127.0.0.1".to_owned(),
+            port: None,
+            token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Log output of the `herald` binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing's JSON formatter).
+    Json,
+}
+
+/// Whether `host` (an address or `localhost`) only accepts connections from this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>()
+        .map_or(host == "localhost", |ip| ip.is_loopback())
+}
+
 /// How a node joins a cluster (`adapter = "redis"`). `Debug` hides the URL's password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -365,6 +421,8 @@ impl Default for Config {
             webhook_vacated_delay: Duration::from_secs(1),
             cluster: None,
             net: NetLimits::default(),
+            admin: AdminConfig::default(),
+            log_format: LogFormat::Text,
             webhook_max_in_flight: 64,
             webhook_max_queued_bytes: 8 * 1024 * 1024,
             apps: vec![AppConfig::embedded_default()],
@@ -396,6 +454,10 @@ struct RawConfig {
     max_open_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
+    admin_host: Option<String>,
+    admin_port: Option<u16>,
+    admin_token: Option<String>,
+    log_format: Option<String>,
     webhook_max_in_flight: Option<usize>,
     webhook_max_queued_bytes: Option<usize>,
     cluster_ops_per_app: Option<usize>,
@@ -538,6 +600,32 @@ impl Config {
                     .unwrap_or(d.net.max_connections_per_ip),
                 trusted_proxies: parse_proxies(raw.trusted_proxies.unwrap_or_default())?,
             },
+            admin: AdminConfig {
+                host: env("HERALD_ADMIN_HOST")
+                    .or(raw.admin_host)
+                    .unwrap_or(d.admin.host),
+                port: match env("HERALD_ADMIN_PORT") {
+                    Some(v) => Some(v.parse().map_err(|_| {
+                        invalid("HERALD_ADMIN_PORT", format!("is not a port number: '{v}'"))
+                    })?),
+                    None => raw.admin_port,
+                },
+                token: env("HERALD_ADMIN_TOKEN").or(raw.admin_token),
+            },
+            log_format: match env("HERALD_LOG_FORMAT")
+                .or(raw.log_format)
+                .as_deref()
+                .unwrap_or("text")
+            {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        "log_format",
+                        format!("must be \"text\" or \"json\", not '{other}'"),
+                    ))
+                }
+            },
             webhook_max_in_flight: raw.webhook_max_in_flight.unwrap_or(d.webhook_max_in_flight),
             webhook_max_queued_bytes: raw
                 .webhook_max_queued_bytes
@@ -622,6 +710,24 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.host.is_empty() {
             return Err(invalid("host", "must not be empty"));
+        }
+        if self.admin.host.is_empty() {
+            return Err(invalid("admin_host", "must not be empty"));
+        }
+        match &self.admin.token {
+            Some(token) if token.len() < 16 => {
+                return Err(invalid("admin_token", "must be at least 16 characters"));
+            }
+            None if !is_loopback_host(&self.admin.host) => {
+                return Err(invalid(
+                    "admin_token",
+                    format!(
+                        "is required when admin_host is not a loopback address ('{}'): /metrics would be open to anyone who can reach it",
+                        self.admin.host
+                    ),
+                ));
+            }
+            _ => {}
         }
         if self.activity_timeout.is_zero() {
             return Err(invalid(

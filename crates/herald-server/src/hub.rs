@@ -18,6 +18,8 @@ use herald_protocol::frame;
 use herald_protocol::presence::Member;
 use parking_lot::RwLock;
 
+use crate::metrics::clock_us;
+use crate::metrics::sharded::ShardedCounter;
 use crate::outbox::Outbox;
 use crate::ws::text_frame;
 
@@ -135,6 +137,19 @@ pub struct ChannelCounts {
 pub struct Hub {
     shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
+    /// Frames publishes queued to subscribers, for the metrics.
+    deliveries: ShardedCounter,
+}
+
+/// What a node holds of an app, summed over its channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HubTotals {
+    /// Channels with at least one subscriber.
+    pub channels: usize,
+    /// Subscriptions over all channels.
+    pub subscriptions: usize,
+    /// Distinct presence users per channel, summed.
+    pub members: usize,
 }
 
 impl Default for Hub {
@@ -149,6 +164,7 @@ impl Hub {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
+            deliveries: ShardedCounter::default(),
         }
     }
 
@@ -373,13 +389,37 @@ impl Hub {
         let Some(ch) = shard.get(channel) else {
             return 0;
         };
+        // One clock read per publish, not per subscriber: each outbox keeps the stamp of
+        // its oldest unwritten event for the publish-to-write histogram.
+        let at = clock_us();
         let mut delivered = 0;
         for (conn, sub) in &ch.subscribers {
-            if Some(*conn) != except && sub.outbox.push(frame.clone()) {
+            if Some(*conn) != except && sub.outbox.push_event(frame.clone(), at) {
                 delivered += 1;
             }
         }
+        self.deliveries.add(delivered as u64);
         delivered
+    }
+
+    /// Frames publishes have queued to subscribers since the hub was made.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.get()
+    }
+
+    /// Channels, subscriptions and presence members on this node, read shard by shard
+    /// (a scrape's view: each shard is exact, the sum is not one instant).
+    pub fn totals(&self) -> HubTotals {
+        let mut totals = HubTotals::default();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            totals.channels += shard.len();
+            for ch in shard.values() {
+                totals.subscriptions += ch.subscribers.len();
+                totals.members += ch.members.len();
+            }
+        }
+        totals
     }
 
     /// Whether `conn` is subscribed to `channel`, and as which presence user.

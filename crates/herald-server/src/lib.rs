@@ -8,13 +8,16 @@
 //! See ARCHITECTURE.md.
 
 pub mod adapter;
+mod admin;
 mod admission;
 pub mod apps;
+mod backend;
 pub mod cache;
 pub mod config;
 mod count_events;
 pub mod http;
 pub mod hub;
+mod metrics;
 pub mod outbox;
 pub mod ratelimit;
 mod sweeper;
@@ -53,6 +56,10 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// The caps on open connections, which every socket's permit counts against.
     pub(crate) limiter: Arc<admission::ConnLimiter>,
+    /// The node's registry and the metrics that are not per app.
+    pub(crate) metrics: metrics::NodeMetrics,
+    /// What the node shares state through; asked by `/ready` and `/metrics`.
+    pub(crate) backend: Arc<dyn backend::Backend>,
 }
 
 impl Shared {
@@ -99,7 +106,14 @@ pub async fn serve(
         config.apps.clone(),
         &config.webhook_settings(),
     ));
-    serve_with_store(listener, config, apps, shutdown, || {}).await
+    serve_with_store(listener, config, apps, shutdown, |_| {}).await
+}
+
+/// What a started node tells its caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// Where the admin listener (`/metrics`, `/live`, `/ready`) serves.
+    pub admin: std::net::SocketAddr,
 }
 
 /// [`serve`] with a caller-provided app store; `ready` runs once the node has joined its
@@ -110,8 +124,13 @@ pub async fn serve_with_store(
     config: Config,
     apps: Arc<dyn AppStore>,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(&Started),
 ) -> io::Result<()> {
+    // Bound first: a taken admin port stops start-up before the node joins a cluster.
+    let admin_listener = admin::bind(&config.admin)?;
+    let started = Started {
+        admin: admin_listener.local_addr()?,
+    };
     let grace = config.shutdown_grace;
     let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
     let cluster = match &config.cluster {
@@ -132,6 +151,10 @@ pub async fn serve_with_store(
         }
         None => None,
     };
+    let backend: Arc<dyn backend::Backend> = match &cluster {
+        Some(cluster) => cluster.clone(),
+        None => Arc::new(backend::Standalone),
+    };
     let max_open = match config.net.max_open_connections {
         0 => admission::default_max_open_connections(),
         n => n,
@@ -151,10 +174,19 @@ pub async fn serve_with_store(
         connections: parking_lot::Mutex::new(HashMap::new()),
         tracker: TaskTracker::new(),
         limiter: limiter.clone(),
+        metrics: metrics::NodeMetrics::new(),
+        backend,
     });
     let router = http::router(shared.clone());
     tokio::spawn(sweeper::run(Arc::downgrade(&shared)));
-    ready();
+    let stop_admin = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        shared.clone(),
+        stop_admin.clone(),
+    ));
+    tracing::info!(admin = %started.admin, "Admin endpoints (/metrics, /live, /ready) listening");
+    ready(&started);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -172,6 +204,7 @@ pub async fn serve_with_store(
         let permit = match limiter.admit(peer.ip()) {
             Ok(permit) => permit,
             Err(refusal) => {
+                shared.metrics.connection_refused(refusal.label());
                 // One write into the empty socket buffer, then close: a flood of refused
                 // connections costs no task and no timer.
                 let _ = stream.try_write(refusal.response());
@@ -202,5 +235,7 @@ pub async fn serve_with_store(
     if let Some(cluster) = cluster {
         cluster.stop().await;
     }
+    stop_admin.cancel();
+    let _ = admin_task.await;
     Ok(())
 }

@@ -46,6 +46,9 @@ struct State {
     signalled: bool,
     /// The close linger ran out: the task must stop without waiting for its writes.
     aborted: bool,
+    /// When the oldest event frame still queued was published ([`crate::metrics::clock_us`]),
+    /// 0 if none is; four bytes that fit in the padding after the flags.
+    first_at: u32,
     /// The connection task, parked until `signalled`. A waker in the state the queue's
     /// mutex already guards costs less per connection than a separate notifier.
     waker: Option<Waker>,
@@ -110,6 +113,16 @@ impl Outbox {
     /// Queues a frame. Returns `false` when the connection is closing or has just overflowed
     /// (the frame is dropped).
     pub fn push(&self, frame: Bytes) -> bool {
+        self.push_stamped(frame, 0)
+    }
+
+    /// Queues an event frame published at `at` ([`crate::metrics::clock_us`]), so its
+    /// connection can measure the time to its write.
+    pub fn push_event(&self, frame: Bytes, at: u32) -> bool {
+        self.push_stamped(frame, at)
+    }
+
+    fn push_stamped(&self, frame: Bytes, at: u32) -> bool {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return false;
@@ -129,6 +142,9 @@ impl Outbox {
         }
         state.bytes += cost;
         state.frames.push_back(frame);
+        if state.first_at == 0 {
+            state.first_at = at;
+        }
         let waker = state.signal();
         drop(state);
         wake(waker);
@@ -154,7 +170,21 @@ impl Outbox {
     /// is empty (the usual case) the two queues are swapped instead of copied. The frames
     /// still count against the bound until [`Outbox::written`] reports them sent.
     pub fn take(&self, into: &mut VecDeque<Bytes>) -> Option<CloseRequest> {
+        self.take_stamped(into, &mut 0)
+    }
+
+    /// [`Outbox::take`], and `stamp` gets the publish time of the oldest event taken
+    /// unless it already holds an older one.
+    pub(crate) fn take_stamped(
+        &self,
+        into: &mut VecDeque<Bytes>,
+        stamp: &mut u32,
+    ) -> Option<CloseRequest> {
         let mut state = self.state.lock();
+        if *stamp == 0 {
+            *stamp = state.first_at;
+        }
+        state.first_at = 0;
         if into.is_empty() {
             std::mem::swap(&mut state.frames, into);
         } else {
@@ -184,6 +214,11 @@ impl Outbox {
         let waker = state.signal();
         drop(state);
         wake(waker);
+    }
+
+    /// The code of the close the connection performs or performed, if any.
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        self.state.lock().close.as_ref().map(|c| c.code)
     }
 
     /// Whether [`Outbox::abort`] was called.

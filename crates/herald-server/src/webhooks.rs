@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::admission::RateLog;
 use crate::config::{AppConfig, WebhookConfig, WebhookSettings};
+use crate::metrics::{AppMetrics, WebhookOutcome};
 
 /// Events per batch (Pusher's limit).
 const BATCH_SIZE: usize = 20;
@@ -158,12 +159,17 @@ pub struct Webhooks {
     dropped: AtomicU64,
     /// Batches dropped for the bounds on deliveries in flight and bytes held.
     batches_dropped: Arc<AtomicU64>,
+    metrics: Arc<AppMetrics>,
 }
 
 impl Webhooks {
     /// Starts the dispatcher for `app`, or returns `None` when it has no endpoints.
     /// Must run inside a tokio runtime.
-    pub fn start(app: &AppConfig, settings: &WebhookSettings) -> Option<Arc<Webhooks>> {
+    pub(crate) fn start(
+        app: &AppConfig,
+        settings: &WebhookSettings,
+        metrics: Arc<AppMetrics>,
+    ) -> Option<Arc<Webhooks>> {
         if app.webhooks.is_empty() {
             return None;
         }
@@ -202,6 +208,7 @@ impl Webhooks {
                 max_bytes: settings.max_queued_bytes,
                 dropped: batches_dropped.clone(),
                 log: RateLog::new(Duration::from_secs(10)),
+                metrics: metrics.clone(),
             }),
         };
         tokio::spawn(dispatcher.run(events));
@@ -210,6 +217,7 @@ impl Webhooks {
             wanted,
             dropped: AtomicU64::new(0),
             batches_dropped,
+            metrics,
         }))
     }
 
@@ -225,6 +233,7 @@ impl Webhooks {
             return;
         }
         if let Err(error) = self.queue.try_send(event) {
+            self.metrics.webhook(WebhookOutcome::Drop, 1);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Log the first drop and then every thousandth, not every event of a flood.
             if dropped == 1 || dropped % 1000 == 0 {
@@ -292,6 +301,7 @@ struct Bounds {
     max_bytes: usize,
     dropped: Arc<AtomicU64>,
     log: RateLog,
+    metrics: Arc<AppMetrics>,
 }
 
 impl Bounds {
@@ -313,6 +323,7 @@ impl Bounds {
                 _permit: permit,
             }),
             _ => {
+                self.metrics.webhook(WebhookOutcome::Drop, 1);
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = self.log.should_log() {
                     tracing::warn!(
@@ -502,7 +513,8 @@ impl HeldBack {
 
 /// Posts one signed body, retrying with exponential backoff until a 2xx answer or until
 /// [`RETRY_FOR`] has passed; a redirect is not followed, and not retried either.
-async fn deliver(delivery: Delivery, _reserved: Reserved) {
+async fn deliver(delivery: Delivery, reserved: Reserved) {
+    let metrics = &reserved.bounds.metrics;
     let Delivery {
         client,
         url,
@@ -525,9 +537,14 @@ async fn deliver(delivery: Delivery, _reserved: Reserved) {
             .body(body.clone())
             .send()
             .await;
+        metrics.webhook(WebhookOutcome::Attempt, 1);
         let problem = match result {
-            Ok(response) if response.status().is_success() => return,
+            Ok(response) if response.status().is_success() => {
+                metrics.webhook(WebhookOutcome::Success, 1);
+                return;
+            }
             Ok(response) if response.status().is_redirection() => {
+                metrics.webhook(WebhookOutcome::Failure, 1);
                 tracing::warn!(
                     app_id,
                     url = %shown_url,
@@ -541,6 +558,7 @@ async fn deliver(delivery: Delivery, _reserved: Reserved) {
             Err(error) => error.without_url().to_string(),
         };
         if started.elapsed() + backoff > RETRY_FOR {
+            metrics.webhook(WebhookOutcome::Failure, 1);
             tracing::warn!(
                 app_id,
                 url = %shown_url,
@@ -550,6 +568,7 @@ async fn deliver(delivery: Delivery, _reserved: Reserved) {
             );
             return;
         }
+        metrics.webhook(WebhookOutcome::Retry, 1);
         tracing::debug!(app_id, url = %shown_url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(60));

@@ -20,6 +20,8 @@ pub const SECRET: &str = "app-secret";
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// The admin listener's address (`/metrics`, `/live`, `/ready`).
+    pub admin: String,
     /// Where its stderr goes, for tests that read its logs.
     log: Option<std::path::PathBuf>,
 }
@@ -65,9 +67,24 @@ impl Server {
                 break rest.trim().to_owned();
             }
         };
+        // The admin line ends the banner, which is printed at once.
+        let admin = loop {
+            let line = lines
+                .next()
+                .expect("herald exited before its admin line")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix("admin listening on ") {
+                break rest.trim().to_owned();
+            }
+        };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     /// What the server has logged so far (only for [`Server::start_logged`]).

@@ -303,6 +303,37 @@ impl Throttle {
 
 type Receivers = (mpsc::UnboundedReceiver<Queued>, mpsc::Receiver<Vec<u8>>);
 
+/// A snapshot of the cluster membership's queues and health, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClusterStats {
+    /// Bytes of bus messages queued or held by the publisher.
+    pub(crate) bus_bytes: usize,
+    /// Bus messages waiting in the queue.
+    pub(crate) bus_queued: usize,
+    /// Bus messages the publisher holds while Redis does not answer.
+    pub(crate) bus_held: usize,
+    /// Bus messages dropped for a full queue.
+    pub(crate) bus_dropped: u64,
+    /// State changes waiting for Redis.
+    pub(crate) ops_queued: usize,
+    /// State changes refused for a full share.
+    pub(crate) ops_refused: u64,
+    /// Whether Redis answered the last call.
+    pub(crate) healthy: bool,
+}
+
+impl crate::backend::Backend for Cluster {
+    fn unavailable(&self) -> Option<&'static str> {
+        (!self.healthy.load(Ordering::Relaxed)).then_some(
+            "the cluster's Redis is not answering; this node serves only its own sockets",
+        )
+    }
+
+    fn metric_families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        crate::metrics::cluster_families(&self.stats())
+    }
+}
+
 /// One node's membership of a cluster.
 pub struct Cluster {
     node_id: u32,
@@ -330,6 +361,8 @@ pub struct Cluster {
     /// Bus messages dropped because the queue was full.
     dropped: AtomicU64,
     dropped_log: Throttle,
+    /// Messages the publisher holds, unsent, while Redis does not answer.
+    held: AtomicUsize,
     started: Instant,
     signals: Mutex<Signals>,
     /// Wakes the state task when the heartbeat task has left it work (or just beat).
@@ -394,6 +427,7 @@ impl Cluster {
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             dropped_log: Throttle::default(),
+            held: AtomicUsize::new(0),
             started: Instant::now(),
             signals: Mutex::new(Signals::default()),
             wake: Notify::new(),
@@ -580,6 +614,19 @@ impl Cluster {
                 max_bytes = self.bus_bytes.max,
                 "Cluster bus queue full: messages to other nodes dropped"
             );
+        }
+    }
+
+    /// What the node's metrics show of its membership.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        ClusterStats {
+            bus_bytes: self.bus_bytes.used(),
+            bus_queued: self.outgoing.max_capacity() - self.outgoing.capacity(),
+            bus_held: self.held.load(Ordering::Relaxed),
+            bus_dropped: self.dropped.load(Ordering::Relaxed),
+            ops_queued: self.places.waiting(),
+            ops_refused: self.refused.load(Ordering::Relaxed),
+            healthy: self.healthy.load(Ordering::Relaxed),
         }
     }
 

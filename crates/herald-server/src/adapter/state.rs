@@ -457,6 +457,7 @@ impl StateTask {
         };
         match answer {
             Some(MemberSet::Refused) => {
+                app.metrics.refused(crate::metrics::Limit::PresenceMembers);
                 outbox.push(presence_full(&channel, max));
                 return;
             }
@@ -491,6 +492,7 @@ impl StateTask {
                 let mut members = app.hub.local_members(&channel);
                 let new_here = !members.iter().any(|m| *m.user_id == *member.user_id);
                 if new_here && max > 0 && members.len() >= max {
+                    app.metrics.refused(crate::metrics::Limit::PresenceMembers);
                     outbox.push(presence_full(&channel, max));
                     return;
                 }

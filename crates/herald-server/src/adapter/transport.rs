@@ -43,8 +43,10 @@ pub(super) async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<V
                 }
                 cluster.published(batch.iter().map(|m| bus_cost(m)).sum());
                 batch.clear();
+                cluster.held.store(0, Ordering::Relaxed);
             }
             Err(error) => {
+                cluster.held.store(batch.len(), Ordering::Relaxed);
                 if !failing {
                     tracing::warn!(%error, pending = batch.len(), "Cluster bus: cannot publish to Redis; holding messages until it returns");
                     failing = true;

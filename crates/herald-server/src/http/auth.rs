@@ -123,6 +123,11 @@ async fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
     if allowed {
         Ok(())
     } else {
+        app.metrics.refused(if method == Method::GET {
+            crate::metrics::Limit::ReadRate
+        } else {
+            crate::metrics::Limit::PublishRate
+        });
         Err(ApiError::too_many(
             format!("Rate limit exceeded: this app's plan allows {limit} {what} per second"),
             1,

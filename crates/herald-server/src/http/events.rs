@@ -220,6 +220,7 @@ async fn check_daily_quota(app: &App) -> Result<(), ApiError> {
         None => app.rates.messages.exhausted(limit, day),
     };
     if exhausted {
+        app.metrics.refused(crate::metrics::Limit::DailyMessages);
         return Err(ApiError::forbidden(format!(
             "Over the daily message quota: this app's plan allows {limit} messages per day"
         )));
@@ -235,6 +236,9 @@ fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
         let delivered = app.hub.publish(channel, &frame, event.except);
         messages += 1 + delivered as u64;
+        app.metrics
+            .events_published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cache = is_cache_channel(channel);
         if cache {
             app.cache.store(

@@ -30,7 +30,7 @@ use super::text_frame;
 use crate::admission::{ConnPermit, DetachedPermit};
 use crate::apps::ConnectionSlot;
 use crate::outbox::{CloseRequest, Outbox, FRAME_OVERHEAD};
-use crate::{sweeper, Shared};
+use crate::{metrics, sweeper, Shared};
 use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 
 /// Frames written with one system call at most.
@@ -68,6 +68,8 @@ pub(super) fn run(
         pending: VecDeque::new(),
         front_partial: false,
         written: 0,
+        frames_written: 0,
+        stamp: 0,
     };
     let session = Session::new(&shared, slot);
     let held = Held {
@@ -118,6 +120,10 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
 
         // Bytes that arrived with the upgrade request are handled before waiting on the socket.
         if !io.read_buf.is_empty() {
+            session
+                .metrics()
+                .bytes_received
+                .add(io.read_buf.len() as u64);
             io.decode_all(&held.shared, &mut session)
                 .apply(&mut closing, &mut peer_done);
         }
@@ -130,7 +136,19 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
             }
             let flushed = io.flush();
             if io.written > 0 {
-                outbox.written(std::mem::take(&mut io.written));
+                let written = std::mem::take(&mut io.written);
+                outbox.written(written);
+                let frames = std::mem::take(&mut io.frames_written);
+                let metrics = session.metrics();
+                metrics.messages_sent.add(u64::from(frames));
+                metrics
+                    .bytes_sent
+                    .add((written - frames as usize * FRAME_OVERHEAD) as u64);
+            }
+            if io.stamp != 0 && io.pending.is_empty() {
+                let took = metrics::clock_us().wrapping_sub(io.stamp);
+                session.metrics().publish_to_write.observe_us(took);
+                io.stamp = 0;
             }
             if let Err(error) = flushed {
                 tracing::debug!(socket_id = %session.socket_id(), %error, "Write failed");
@@ -178,7 +196,9 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                 }
                 Wake::Writable => {}
                 Wake::Gone => break,
-                Wake::Readable => match io.read() {
+                Wake::Readable => match io.read().inspect(|&n| {
+                    session.metrics().bytes_received.add(n as u64);
+                }) {
                     // Before our Close the client just left; after it, EOF is its answer.
                     Ok(0) if !closing => break,
                     Ok(0) => peer_done = true,
@@ -205,7 +225,14 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
         }
         session.close(&held.shared);
         drop(io);
-        tracing::debug!(socket_id = %session.socket_id(), "Connection closed");
+        let code = outbox.close_code();
+        session.metrics().connection_closed(code);
+        tracing::debug!(
+            socket_id = %session.socket_id(),
+            app_id = session.app_id(),
+            code = code.unwrap_or(1006),
+            "Connection closed"
+        );
     }
 }
 
@@ -301,6 +328,11 @@ struct Io {
     /// What the bytes and frames written since the outbox was last told cost against its
     /// bound, so the bound covers unwritten frames.
     written: usize,
+    /// Frames written in full since the metrics were last told.
+    frames_written: u32,
+    /// When the oldest event not yet written was published (0: none pending), for the
+    /// publish-to-write histogram.
+    stamp: u32,
 }
 
 impl Io {
@@ -332,8 +364,13 @@ impl Io {
         let before = self.read_buf.len();
         let was_fragmented = self.decoder.fragments_in_progress();
         let mut message_ended = false;
+        let mut messages = 0u64;
         let decoded = loop {
-            match self.decoder.decode(&mut self.read_buf) {
+            let next = self.decoder.decode(&mut self.read_buf);
+            if let Ok(Some(_)) = next {
+                messages += 1;
+            }
+            match next {
                 Ok(None) => break Decoded::Open,
                 Ok(Some(Message::Text(text))) => {
                     message_ended = true;
@@ -377,6 +414,7 @@ impl Io {
                 }
             }
         };
+        session.metrics().messages_received.add(messages);
         let deadline = &session.outbox().timers.partial_deadline;
         if decoded != Decoded::Open {
             // What follows a Close or a bad frame is not read as frames.
@@ -415,7 +453,7 @@ impl Io {
     /// and starts the linger deadline. Once closing, the outbox refuses frames (it holds a
     /// close request, or the task sealed it), so nothing taken here can follow the Close.
     fn take_outbox(&mut self, outbox: &Outbox, closing: &mut bool) {
-        if let Some(close) = outbox.take(&mut self.pending) {
+        if let Some(close) = outbox.take_stamped(&mut self.pending, &mut self.stamp) {
             if !*closing {
                 if close.code == CloseReason::OverCapacity.code() {
                     // The client is not reading: what it has not started to receive is dropped.
@@ -470,6 +508,7 @@ impl Io {
                     self.pending.pop_front();
                     self.front_partial = false;
                     self.written += FRAME_OVERHEAD;
+                    self.frames_written += 1;
                 } else {
                     front.advance(left);
                     self.front_partial = true;

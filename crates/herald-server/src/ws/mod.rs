@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use crate::admission::{ConnPermit, ForwardedCount, Refusal};
 use crate::http::conn::{Peer, Watched};
 use crate::http::error::ApiError;
+use crate::metrics::Limit;
 use crate::Shared;
 
 /// A complete WebSocket text frame holding `json`, ready to share among subscribers.
@@ -48,7 +49,11 @@ pub(crate) async fn connect(
     let forwarded = match req.extensions().get::<Peer>() {
         Some(Peer(peer)) => match shared.limiter.count_forwarded(peer.ip(), req.headers()) {
             Ok(count) => Some(count),
-            Err(refusal) => return refused(refusal),
+            Err(refusal) => {
+                shared.metrics.connection_refused(refusal.label());
+                tracing::debug!(peer = %peer, reason = refusal.label(), "Connection refused");
+                return refused(refusal);
+            }
         },
         None => None,
     };
@@ -60,13 +65,37 @@ pub(crate) async fn connect(
                 .await
             {
                 Ok(true) => {}
-                Ok(false) => admission = Admission::Refuse(CloseReason::OverConnectionQuota),
+                Ok(false) => {
+                    app.metrics.refused(Limit::Connections);
+                    admission = Admission::Refuse(CloseReason::OverConnectionQuota);
+                }
                 // Without Redis the node's own count (and the others' last known) decide.
                 Err(error) => tracing::warn!(%error, "Cluster connection count unavailable"),
             }
         }
     }
+    if let Admission::Refuse(reason) = &admission {
+        count_refusal(&shared, *reason, &key);
+    }
     upgrade(shared, req, admission, forwarded)
+}
+
+/// Counts and logs a connection refused with a close code.
+fn count_refusal(shared: &Shared, reason: CloseReason, key: &str) {
+    let label = match reason {
+        CloseReason::UnknownApp => "unknown_app",
+        CloseReason::AppDisabled => "app_disabled",
+        CloseReason::OverConnectionQuota => "over_connection_quota",
+        CloseReason::PathNotFound => "path_not_found",
+        CloseReason::InvalidVersion => "invalid_version",
+        CloseReason::UnsupportedProtocol => "unsupported_protocol",
+        CloseReason::NoProtocol => "no_protocol",
+        _ => "other",
+    };
+    shared.metrics.connection_refused(label);
+    // The key is public (every client page carries it); a client-chosen one is cut short.
+    let key: String = key.chars().take(64).collect();
+    tracing::debug!(app_key = %key, code = reason.code(), reason = label, "Connection refused");
 }
 
 /// The answer to an upgrade over a cap; the connection is closed after it, as a refused
@@ -89,6 +118,7 @@ fn refused(refusal: Refusal) -> Response {
 /// learns why instead of seeing a bare HTTP error.
 pub(crate) async fn wrong_path(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if is_upgrade(req.headers()) {
+        count_refusal(&shared, CloseReason::PathNotFound, "");
         upgrade(
             shared,
             req,
@@ -138,7 +168,10 @@ fn admit(shared: &Shared, key: &str, query: &str) -> Admission {
     }
     match app.try_connect() {
         Some(slot) => Admission::Serve(slot),
-        None => Admission::Refuse(CloseReason::OverConnectionQuota),
+        None => {
+            app.metrics.refused(Limit::Connections);
+            Admission::Refuse(CloseReason::OverConnectionQuota)
+        }
     }
 }
 

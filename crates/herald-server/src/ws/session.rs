@@ -24,6 +24,7 @@ use super::text_frame;
 use crate::adapter::{Cluster, Join, Op};
 use crate::apps::ConnectionSlot;
 use crate::hub::{ConnId, Left, PresenceRefused};
+use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
 use crate::Shared;
@@ -72,6 +73,9 @@ impl Session {
                 .store(deadline, Ordering::Relaxed);
         }
         shared.register_connection(conn, &outbox);
+        app.metrics
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
         Session {
             app,
             conn,
@@ -98,6 +102,10 @@ impl Session {
 
     pub(super) fn app_id(&self) -> &str {
         &self.app.config.id
+    }
+
+    pub(super) fn metrics(&self) -> &crate::metrics::AppMetrics {
+        &self.app.metrics
     }
 
     pub(super) fn outbox(&self) -> &Arc<Outbox> {
@@ -145,6 +153,7 @@ impl Session {
         let already = self.channels.iter().any(|c| c.as_ref() == channel);
         let max = limits.max_subscriptions_per_connection;
         if !already && self.channels.len() >= max {
+            self.app.metrics.refused(Limit::Subscriptions);
             return self.subscription_error(
                 channel,
                 "LimitReached",
@@ -229,12 +238,13 @@ impl Session {
             ) {
                 Ok(joined) => joined,
                 Err(PresenceRefused::Full { max }) => {
+                    self.app.metrics.refused(Limit::PresenceMembers);
                     return self.subscription_error(
                         channel,
                         "LimitReached",
                         &format!("The presence channel already has the maximum of {max} members"),
                         4100,
-                    )
+                    );
                 }
             },
             None => hub.subscribe(channel, self.conn, &self.outbox),
@@ -297,6 +307,7 @@ impl Session {
             },
         };
         if cluster.op(op).is_err() {
+            self.app.metrics.refused(Limit::ClusterQueue);
             return self.subscription_error(
                 channel,
                 "ServerBusy",
@@ -556,10 +567,15 @@ impl Session {
             };
         }
         if self.client_events.used >= limits.client_events_per_second {
+            self.app.metrics.refused(Limit::ClientEvents);
             let r = CloseReason::ClientEventRejected;
             return self.send_error(Some(r.code()), r.message());
         }
         self.client_events.used += 1;
+        self.app
+            .metrics
+            .client_events
+            .fetch_add(1, Ordering::Relaxed);
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
         let socket_id = self.socket_id();

@@ -1,0 +1,139 @@
+//! The admin listener: `/metrics` (Prometheus text format), `/live` and `/ready`, on their
+//! own address (`admin_host`, `admin_port`) so the public port never exposes them.
+//!
+//! `/ready` answers 503 with a one-line reason while the node drains after a shutdown signal
+//! or while its backend cannot serve (a cluster node whose Redis does not answer), so a load
+//! balancer takes the node out of rotation; the public `/up` answers the same. `/metrics`
+//! needs the bearer token when one is configured (required off loopback); the probes do not,
+//! since they say no more than the public `/up`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AdminConfig, DEFAULT_ADMIN_PORT};
+use crate::Shared;
+
+/// Connections the admin listener holds at once: scrapers and probes, a handful.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Binds the admin address. The default port falls back to a free one (with a warning) so
+/// that several nodes on one machine start without a config; a configured port must be free.
+pub(crate) fn bind(config: &AdminConfig) -> io::Result<TcpListener> {
+    let port = config.port.unwrap_or(DEFAULT_ADMIN_PORT);
+    let listener = match std::net::TcpListener::bind((config.host.as_str(), port)) {
+        Ok(listener) => listener,
+        Err(error) if config.port.is_none() && error.kind() == io::ErrorKind::AddrInUse => {
+            let listener = std::net::TcpListener::bind((config.host.as_str(), 0))?;
+            tracing::warn!(
+                default_port = DEFAULT_ADMIN_PORT,
+                port = listener.local_addr()?.port(),
+                "The default admin port is taken (another node?): serving the admin endpoints on a free port instead; set admin_port to choose one"
+            );
+            listener
+        }
+        Err(error) => {
+            return Err(io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot listen on the admin address {}:{port}: {error}",
+                    config.host
+                ),
+            ))
+        }
+    };
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// Why the node should get no traffic now, if it should not.
+pub(crate) fn unready(shared: &Shared) -> Option<&'static str> {
+    if shared.shutdown.is_cancelled() {
+        return Some("draining: the node is shutting down");
+    }
+    shared.backend.unavailable()
+}
+
+/// Serves the admin endpoints until `stop` is cancelled (after the node has drained, so the
+/// probes answer 503 through the drain).
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let limiter = crate::admission::ConnLimiter::new(&shared.config.net, MAX_ADMIN_CONNECTIONS);
+    let net = shared.config.net.clone();
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/live", get(|| async { "OK" }))
+        .route("/ready", get(ready))
+        .with_state(shared);
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(%error, "Admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limiter.admit(peer.ip()) else {
+            continue;
+        };
+        tracker.spawn(crate::http::conn::serve(
+            stream,
+            peer,
+            permit,
+            router.clone(),
+            net.clone(),
+            stop.clone(),
+        ));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    match unready(&shared) {
+        None => "OK".into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &shared.config.admin.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "The admin endpoints need the admin token: Authorization: Bearer <admin_token>\n",
+            )
+                .into_response();
+        }
+    }
+    let body = shared
+        .metrics
+        .render(&shared.apps.all(), shared.backend.as_ref());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,169 @@
+//! What the node counts, and its Prometheus exposition on the admin listener.
+//!
+//! Each [`App`](crate::App) carries its [`AppMetrics`]; a scrape walks the app store, so a
+//! removed app's series go with it and no label lookup sits on a hot path. Gauges that the
+//! server's own state already holds (connections, channels, subscriptions, presence members)
+//! are read from that state at scrape time rather than kept beside it: they are exact by
+//! construction and return to zero when everything closes. Counters bumped once per delivery
+//! or per socket read are [`sharded`]; the rest are plain atomics.
+
+mod render;
+pub(crate) mod sharded;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sharded::{ShardedCounter, ShardedHistogram};
+
+pub(crate) use render::{cluster_families, NodeMetrics};
+pub(crate) use sharded::clock_us;
+
+/// Close codes counted under their own label; any other code a client chooses is counted
+/// as `other`, so a client cannot grow the number of series.
+const CLOSE_CODES: [u16; 22] = [
+    1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 1011, 4001, 4003, 4004, 4005, 4006, 4007, 4008,
+    4009, 4100, 4200, 4201, 4301, 0,
+];
+
+/// A limit that refused a request, a connection or a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// HTTP API publishes per second (429).
+    PublishRate,
+    /// HTTP API reads per second (429).
+    ReadRate,
+    /// Messages per day (429).
+    DailyMessages,
+    /// The app's open connections (4004).
+    Connections,
+    /// Channels per connection (`LimitReached`).
+    Subscriptions,
+    /// Presence members per channel (`LimitReached`).
+    PresenceMembers,
+    /// Client events per second (4301).
+    ClientEvents,
+    /// The app's share of the cluster's state queue (`ServerBusy`).
+    ClusterQueue,
+}
+
+impl Limit {
+    const ALL: [Limit; 8] = [
+        Limit::PublishRate,
+        Limit::ReadRate,
+        Limit::DailyMessages,
+        Limit::Connections,
+        Limit::Subscriptions,
+        Limit::PresenceMembers,
+        Limit::ClientEvents,
+        Limit::ClusterQueue,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Limit::PublishRate => "publish_rate",
+            Limit::ReadRate => "read_rate",
+            Limit::DailyMessages => "daily_messages",
+            Limit::Connections => "connections",
+            Limit::Subscriptions => "subscriptions_per_connection",
+            Limit::PresenceMembers => "presence_members",
+            Limit::ClientEvents => "client_event_rate",
+            Limit::ClusterQueue => "cluster_queue",
+        }
+    }
+}
+
+/// What happened to a webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WebhookOutcome {
+    /// A request was sent (first tries and retries).
+    Attempt,
+    /// The receiver answered 2xx.
+    Success,
+    /// A failed attempt that will be tried again.
+    Retry,
+    /// Given up: retries ran out, or the receiver redirected or refused for good.
+    Failure,
+    /// Never sent: a queue or a bound on the app's deliveries was full.
+    Drop,
+}
+
+/// One app's counters on this node.
+#[derive(Debug, Default)]
+pub struct AppMetrics {
+    pub(crate) connections_opened: AtomicU64,
+    closed: [AtomicU64; CLOSE_CODES.len()],
+    pub(crate) messages_received: ShardedCounter,
+    pub(crate) bytes_received: ShardedCounter,
+    pub(crate) messages_sent: ShardedCounter,
+    pub(crate) bytes_sent: ShardedCounter,
+    /// Events published through the HTTP API, one per event and channel.
+    pub(crate) events_published: AtomicU64,
+    pub(crate) client_events: AtomicU64,
+    webhooks: [AtomicU64; 5],
+    refusals: [AtomicU64; Limit::ALL.len()],
+    /// From an event's publish on this node (or its arrival from another) to the socket
+    /// write that sent its last byte.
+    pub(crate) publish_to_write: ShardedHistogram,
+}
+
+impl AppMetrics {
+    /// Counts a closed connection under the close code it ended with (`None`: the socket
+    /// ended without a close handshake, counted as 1006).
+    pub(crate) fn connection_closed(&self, code: Option<u16>) {
+        let code = code.unwrap_or(1006);
+        let i = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len() - 1);
+        self.closed[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self, limit: Limit) {
+        let i = Limit::ALL.iter().position(|&l| l == limit).unwrap_or(0);
+        self.refusals[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn webhook(&self, outcome: WebhookOutcome, n: u64) {
+        self.webhooks[outcome as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn webhook_count(&self, outcome: WebhookOutcome) -> u64 {
+        self.webhooks[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    fn closed_by_code(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        CLOSE_CODES.iter().zip(&self.closed).map(|(&code, n)| {
+            let label = if code == 0 {
+                "other".to_owned()
+            } else {
+                code.to_string()
+            };
+            (label, n.load(Ordering::Relaxed))
+        })
+    }
+
+    fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Limit::ALL
+            .iter()
+            .zip(&self.refusals)
+            .map(|(l, n)| (l.label(), n.load(Ordering::Relaxed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_close_codes_share_one_label() {
+        let m = AppMetrics::default();
+        m.connection_closed(Some(4100));
+        m.connection_closed(None);
+        m.connection_closed(Some(3999));
+        m.connection_closed(Some(4444));
+        let by: std::collections::HashMap<_, _> = m.closed_by_code().collect();
+        assert_eq!(by["4100"], 1);
+        assert_eq!(by["1006"], 1);
+        assert_eq!(by["other"], 2);
+        assert_eq!(by.len(), CLOSE_CODES.len());
+    }
+}

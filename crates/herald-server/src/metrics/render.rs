@@ -1,0 +1,345 @@
+//! The node's metrics in the Prometheus text format: the registry's own metrics (HTTP
+//! requests, refused connections, the process) and, built at each scrape, every app's
+//! series and the cluster's.
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::{IntCounterVec, Opts, Registry, TextEncoder};
+
+use super::sharded::LATENCY_BOUNDS_US;
+use super::{AppMetrics, WebhookOutcome};
+use crate::adapter::ClusterStats;
+use crate::backend::Backend;
+use crate::App;
+
+/// The node's registry and the metrics that are not per app.
+pub(crate) struct NodeMetrics {
+    registry: Registry,
+    /// HTTP API requests by app (empty for an unknown one), route and status.
+    pub(crate) http_requests: IntCounterVec,
+    /// Connections refused before they reached an app, by reason.
+    connections_refused: IntCounterVec,
+}
+
+impl std::fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeMetrics").finish_non_exhaustive()
+    }
+}
+
+impl NodeMetrics {
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "herald_http_requests_total",
+                "HTTP API requests by route and status",
+            ),
+            &["app", "route", "status"],
+        )
+        .expect("static metric options are valid");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "herald_connections_refused_total",
+                "Connections refused by the node's caps or for an unknown app",
+            ),
+            &["reason"],
+        )
+        .expect("static metric options are valid");
+        for collector in [http_requests.clone(), connections_refused.clone()] {
+            // Fails only for a duplicate name, and each is registered once.
+            let _ = registry.register(Box::new(collector));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "herald",
+            );
+            let _ = registry.register(Box::new(process));
+        }
+        NodeMetrics {
+            registry,
+            http_requests,
+            connections_refused,
+        }
+    }
+
+    /// Counts a connection refused for `reason`, one of a fixed set of labels.
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// The text exposition of everything the node counts.
+    pub(crate) fn render(&self, apps: &[std::sync::Arc<App>], backend: &dyn Backend) -> String {
+        let mut families = self.registry.gather();
+        families.extend(app_families(apps));
+        families.extend(backend.metric_families());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = String::new();
+        // Encoding fails only for families without metrics, which are skipped above.
+        let _ = TextEncoder::new().encode_utf8(&families, &mut out);
+        out
+    }
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
+}
+
+fn counter(labels: Vec<LabelPair>, value: u64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value as f64);
+    let mut m = Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(labels: Vec<LabelPair>, value: u64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value as f64);
+    let mut m = Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Option<MetricFamily> {
+    if metrics.is_empty() {
+        return None;
+    }
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    Some(f)
+}
+
+/// One family per metric, with a series per app (and per code, limit or outcome).
+fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
+    type Read = fn(&App, &AppMetrics) -> u64;
+    let counters: [(&str, &str, Read); 10] = [
+        (
+            "herald_connections_opened_total",
+            "WebSocket connections admitted to the app",
+            |_, m| {
+                m.connections_opened
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
+        ),
+        (
+            "herald_ws_messages_received_total",
+            "WebSocket messages (data and control) received",
+            |_, m| m.messages_received.get(),
+        ),
+        (
+            "herald_ws_bytes_received_total",
+            "WebSocket bytes received, framing included",
+            |_, m| m.bytes_received.get(),
+        ),
+        (
+            "herald_ws_messages_sent_total",
+            "WebSocket messages (data and control) written to sockets",
+            |_, m| m.messages_sent.get(),
+        ),
+        (
+            "herald_ws_bytes_sent_total",
+            "WebSocket bytes written to sockets, framing included",
+            |_, m| m.bytes_sent.get(),
+        ),
+        (
+            "herald_events_published_total",
+            "Events published through the HTTP API, one per event and channel",
+            |_, m| {
+                m.events_published
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
+        ),
+        (
+            "herald_deliveries_total",
+            "Event frames queued to subscribers on this node",
+            |app, _| app.hub.deliveries(),
+        ),
+        (
+            "herald_client_events_total",
+            "Client events accepted and relayed",
+            |_, m| m.client_events.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "herald_outbox_overflow_closes_total",
+            "Connections closed with 4100 because they did not read fast enough",
+            |_, m| {
+                m.closed_by_code()
+                    .find(|(c, _)| c == "4100")
+                    .map_or(0, |(_, n)| n)
+            },
+        ),
+        (
+            "herald_webhook_drops_total",
+            "Webhook events or batches never sent because a queue or bound was full",
+            |_, m| m.webhook_count(WebhookOutcome::Drop),
+        ),
+    ];
+    let gauges: [(&str, &str, Read); 4] = [
+        (
+            "herald_connections",
+            "WebSocket connections open",
+            |app, _| app.connection_count() as u64,
+        ),
+        (
+            "herald_channels",
+            "Channels with at least one subscriber on this node",
+            |app, _| app.hub.totals().channels as u64,
+        ),
+        (
+            "herald_subscriptions",
+            "Subscriptions held by this node's connections",
+            |app, _| app.hub.totals().subscriptions as u64,
+        ),
+        (
+            "herald_presence_members",
+            "Distinct users per presence channel, summed over channels",
+            |app, _| app.hub.totals().members as u64,
+        ),
+    ];
+    let mut out = Vec::new();
+    let app_label = |app: &App| vec![label("app", &app.config.id)];
+    for (name, help, read) in counters {
+        let metrics = apps
+            .iter()
+            .map(|a| counter(app_label(a), read(a, &a.metrics)))
+            .collect();
+        out.extend(family(name, help, MetricType::COUNTER, metrics));
+    }
+    for (name, help, read) in gauges {
+        let metrics = apps
+            .iter()
+            .map(|a| gauge(app_label(a), read(a, &a.metrics)))
+            .collect();
+        out.extend(family(name, help, MetricType::GAUGE, metrics));
+    }
+    let mut closed = Vec::new();
+    let mut refused = Vec::new();
+    let mut webhooks = Vec::new();
+    let mut latency = Vec::new();
+    for app in apps {
+        let id = app.config.id.as_str();
+        for (code, n) in app.metrics.closed_by_code() {
+            closed.push(counter(vec![label("app", id), label("code", &code)], n));
+        }
+        for (limit, n) in app.metrics.refusals() {
+            refused.push(counter(vec![label("app", id), label("limit", limit)], n));
+        }
+        for (outcome, name) in [
+            (WebhookOutcome::Attempt, "attempt"),
+            (WebhookOutcome::Success, "success"),
+            (WebhookOutcome::Retry, "retry"),
+            (WebhookOutcome::Failure, "failure"),
+        ] {
+            let n = app.metrics.webhook_count(outcome);
+            webhooks.push(counter(vec![label("app", id), label("outcome", name)], n));
+        }
+        latency.push(histogram(vec![label("app", id)], &app.metrics));
+    }
+    out.extend(family(
+        "herald_connections_closed_total",
+        "WebSocket connections closed, by the close code they ended with (1006: no close handshake)",
+        MetricType::COUNTER,
+        closed,
+    ));
+    out.extend(family(
+        "herald_limit_refusals_total",
+        "Requests, connections and messages refused by a rate limit or quota",
+        MetricType::COUNTER,
+        refused,
+    ));
+    out.extend(family(
+        "herald_webhook_requests_total",
+        "Webhook deliveries by outcome: attempts (first tries and retries), successes, retries scheduled, failures given up",
+        MetricType::COUNTER,
+        webhooks,
+    ));
+    out.extend(family(
+        "herald_publish_to_write_seconds",
+        "Time from an event's publish on this node to the socket write that sent it",
+        MetricType::HISTOGRAM,
+        latency,
+    ));
+    out
+}
+
+fn histogram(labels: Vec<LabelPair>, metrics: &AppMetrics) -> Metric {
+    let snapshot = metrics.publish_to_write.snapshot();
+    let mut h = Histogram::default();
+    h.set_sample_count(snapshot.count);
+    h.set_sample_sum(snapshot.sum_us as f64 / 1e6);
+    h.set_bucket(
+        LATENCY_BOUNDS_US
+            .iter()
+            .zip(snapshot.cumulative)
+            .map(|(&bound, n)| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(f64::from(bound) / 1e6);
+                b.set_cumulative_count(n);
+                b
+            })
+            .collect(),
+    );
+    let mut m = Metric::from_label(labels);
+    m.set_histogram(h);
+    m
+}
+
+/// The cluster membership's gauges and counters.
+pub(crate) fn cluster_families(stats: &ClusterStats) -> Vec<MetricFamily> {
+    let g = |name: &str, help: &str, v: u64| {
+        family(name, help, MetricType::GAUGE, vec![gauge(vec![], v)])
+    };
+    let c = |name: &str, help: &str, v: u64| {
+        family(name, help, MetricType::COUNTER, vec![counter(vec![], v)])
+    };
+    [
+        g(
+            "herald_cluster_bus_queue_bytes",
+            "Bytes of messages for other nodes queued or held by the publisher",
+            stats.bus_bytes as u64,
+        ),
+        g(
+            "herald_cluster_bus_queue_messages",
+            "Messages for other nodes waiting in the bus queue",
+            stats.bus_queued as u64,
+        ),
+        g(
+            "herald_cluster_bus_held_messages",
+            "Messages the publisher holds while Redis does not answer",
+            stats.bus_held as u64,
+        ),
+        c(
+            "herald_cluster_bus_dropped_total",
+            "Messages for other nodes dropped because the bus queue was full",
+            stats.bus_dropped,
+        ),
+        g(
+            "herald_cluster_ops_queued",
+            "State changes waiting for Redis",
+            stats.ops_queued as u64,
+        ),
+        c(
+            "herald_cluster_ops_refused_total",
+            "State changes refused because an app's share of the queue was full",
+            stats.ops_refused,
+        ),
+        g(
+            "herald_cluster_redis_up",
+            "1 while Redis answers this node, 0 while it does not",
+            u64::from(stats.healthy),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
