@@ -175,7 +175,7 @@ async fn run(config: Config, loopback: bool) -> ExitCode {
     // Printed once the node is ready: in a cluster, after it joined (tests and scripts
     // wait for this line).
     let ready = move |started: &herald_server::Started| {
-        print!("{banner}admin listening on {}\n", started.admin);
+        println!("{banner}admin listening on {}", started.admin);
         let _ = std::io::Write::flush(&mut std::io::stdout());
     };
     match herald_server::serve_with_store(listener, config, apps, shutdown_signal(), ready).await {

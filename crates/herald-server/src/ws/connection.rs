@@ -630,6 +630,8 @@ mod tests {
             connections: parking_lot::Mutex::new(std::collections::HashMap::new()),
             tracker: tokio_util::task::TaskTracker::new(),
             limiter,
+            metrics: crate::metrics::NodeMetrics::new(),
+            backend: Arc::new(crate::backend::Standalone),
         });
         let future = run(shared, slot, permit, stream, Bytes::new());
         let size = std::mem::size_of_val(&future);
