@@ -807,6 +807,13 @@ impl Config {
         if self.max_message_bytes < 1024 {
             return Err(invalid("max_message_bytes", "must be at least 1024"));
         }
+        // A connection's task counts what it writes between two reports in 32 bits.
+        if self.outbox_max_bytes > 1 << 30 {
+            return Err(invalid(
+                "outbox_max_bytes",
+                "must be at most 1073741824 (1 GiB)",
+            ));
+        }
         if self.outbox_max_bytes < self.max_message_bytes {
             return Err(invalid(
                 "outbox_max_bytes",

@@ -205,6 +205,7 @@ pub async fn serve_with_store(
             Ok(permit) => permit,
             Err(refusal) => {
                 shared.metrics.connection_refused(refusal.label());
+                tracing::debug!(%peer, reason = refusal.label(), "Connection refused");
                 // One write into the empty socket buffer, then close: a flood of refused
                 // connections costs no task and no timer.
                 let _ = stream.try_write(refusal.response());
