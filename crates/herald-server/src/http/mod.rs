@@ -61,7 +61,7 @@ async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or("", |p| route_label(p.as_str()));
+        .map_or(usize::MAX, |p| route_index(p.as_str()));
     let app = req
         .uri()
         .path()
@@ -69,24 +69,23 @@ async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
         .and_then(|rest| rest.split('/').next())
         .and_then(|id| shared.apps.by_id(id));
     let response = next.run(req).await;
-    let app_id = app.as_ref().map_or("", |a| a.config.id.as_str());
-    shared
-        .metrics
-        .http_requests
-        .with_label_values(&[app_id, route, response.status().as_str()])
-        .inc();
+    let status = response.status().as_u16();
+    match app {
+        Some(app) => app.metrics.http.count(route, status),
+        None => shared.metrics.http_unknown_app.count(route, status),
+    }
     response
 }
 
-/// The route's short name, as Pusher's API reference names the endpoints.
-fn route_label(path: &str) -> &'static str {
+/// The route's place in [`crate::metrics::ROUTES`].
+fn route_index(path: &str) -> usize {
     match path {
-        "/apps/{app_id}/events" => "events",
-        "/apps/{app_id}/batch_events" => "batch_events",
-        "/apps/{app_id}/channels" => "channels",
-        "/apps/{app_id}/channels/{channel}" => "channel",
-        "/apps/{app_id}/channels/{channel}/users" => "channel_users",
-        "/apps/{app_id}/users/{user_id}/terminate_connections" => "terminate_connections",
-        _ => "other",
+        "/apps/{app_id}/events" => 0,
+        "/apps/{app_id}/batch_events" => 1,
+        "/apps/{app_id}/channels" => 2,
+        "/apps/{app_id}/channels/{channel}" => 3,
+        "/apps/{app_id}/channels/{channel}/users" => 4,
+        "/apps/{app_id}/users/{user_id}/terminate_connections" => 5,
+        _ => usize::MAX,
     }
 }

@@ -24,6 +24,51 @@ const CLOSE_CODES: [u16; 22] = [
     4009, 4100, 4200, 4201, 4301, 0,
 ];
 
+/// The HTTP API's routes, as Pusher's API reference names the endpoints.
+pub(crate) const ROUTES: [&str; 7] = [
+    "events",
+    "batch_events",
+    "channels",
+    "channel",
+    "channel_users",
+    "terminate_connections",
+    "other",
+];
+
+/// Statuses counted under their own label; the rest are `other`.
+const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 500, 503, 0];
+
+/// HTTP API requests by route and status, on atomics indexed by both: counting one costs an
+/// index and an add, no label lookup.
+#[derive(Debug, Default)]
+pub(crate) struct HttpCounts([[AtomicU64; STATUSES.len()]; ROUTES.len()]);
+
+impl HttpCounts {
+    /// Counts a request to route `route` (an index into [`ROUTES`]) answered `status`.
+    pub(crate) fn count(&self, route: usize, status: u16) {
+        let s = STATUSES
+            .iter()
+            .position(|&c| c == status)
+            .unwrap_or(STATUSES.len() - 1);
+        let r = route.min(ROUTES.len() - 1);
+        self.0[r][s].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every (route, status, count) with a non-zero count.
+    pub(crate) fn nonzero(&self) -> impl Iterator<Item = (&'static str, String, u64)> + '_ {
+        self.0.iter().enumerate().flat_map(|(r, row)| {
+            row.iter().enumerate().filter_map(move |(s, n)| {
+                let n = n.load(Ordering::Relaxed);
+                let status = match STATUSES[s] {
+                    0 => "other".to_owned(),
+                    code => code.to_string(),
+                };
+                (n > 0).then(|| (ROUTES[r], status, n))
+            })
+        })
+    }
+}
+
 /// A limit that refused a request, a connection or a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Limit {
@@ -98,6 +143,7 @@ pub struct AppMetrics {
     /// Events published through the HTTP API, one per event and channel.
     pub(crate) events_published: AtomicU64,
     pub(crate) client_events: AtomicU64,
+    pub(crate) http: HttpCounts,
     webhooks: [AtomicU64; 5],
     refusals: [AtomicU64; Limit::ALL.len()],
     /// From an event's publish on this node (or its arrival from another) to the socket

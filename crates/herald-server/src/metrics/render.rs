@@ -16,8 +16,8 @@ use crate::App;
 /// The node's registry and the metrics that are not per app.
 pub(crate) struct NodeMetrics {
     registry: Registry,
-    /// HTTP API requests by app (empty for an unknown one), route and status.
-    pub(crate) http_requests: IntCounterVec,
+    /// HTTP API requests for app ids the node does not serve.
+    pub(crate) http_unknown_app: super::HttpCounts,
     /// Connections refused before they reached an app, by reason.
     connections_refused: IntCounterVec,
 }
@@ -31,14 +31,6 @@ impl std::fmt::Debug for NodeMetrics {
 impl NodeMetrics {
     pub(crate) fn new() -> Self {
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "herald_http_requests_total",
-                "HTTP API requests by route and status",
-            ),
-            &["app", "route", "status"],
-        )
-        .expect("static metric options are valid");
         let connections_refused = IntCounterVec::new(
             Opts::new(
                 "herald_connections_refused_total",
@@ -47,10 +39,8 @@ impl NodeMetrics {
             &["reason"],
         )
         .expect("static metric options are valid");
-        for collector in [http_requests.clone(), connections_refused.clone()] {
-            // Fails only for a duplicate name, and each is registered once.
-            let _ = registry.register(Box::new(collector));
-        }
+        // Fails only for a duplicate name, and it is registered once.
+        let _ = registry.register(Box::new(connections_refused.clone()));
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::new(
@@ -61,7 +51,7 @@ impl NodeMetrics {
         }
         NodeMetrics {
             registry,
-            http_requests,
+            http_unknown_app: super::HttpCounts::default(),
             connections_refused,
         }
     }
@@ -75,6 +65,7 @@ impl NodeMetrics {
     pub(crate) fn render(&self, apps: &[std::sync::Arc<App>], backend: &dyn Backend) -> String {
         let mut families = self.registry.gather();
         families.extend(app_families(apps));
+        families.extend(http_family(apps, &self.http_unknown_app));
         families.extend(backend.metric_families());
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = String::new();
@@ -270,6 +261,30 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
         latency,
     ));
     out
+}
+
+fn http_family(apps: &[std::sync::Arc<App>], unknown: &super::HttpCounts) -> Option<MetricFamily> {
+    let per_app = apps
+        .iter()
+        .map(|a| (a.config.id.as_str(), &a.metrics.http))
+        .chain(std::iter::once(("", unknown)));
+    let mut metrics = Vec::new();
+    for (app, counts) in per_app {
+        for (route, status, n) in counts.nonzero() {
+            let labels = vec![
+                label("app", app),
+                label("route", route),
+                label("status", &status),
+            ];
+            metrics.push(counter(labels, n));
+        }
+    }
+    family(
+        "herald_http_requests_total",
+        "HTTP API requests by app (empty: an id this node does not serve), route and status",
+        MetricType::COUNTER,
+        metrics,
+    )
 }
 
 fn histogram(labels: Vec<LabelPair>, metrics: &AppMetrics) -> Metric {
