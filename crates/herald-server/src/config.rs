@@ -5,7 +5,7 @@
 //! names the field, so a typo never silently falls back to a default.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -57,7 +57,7 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 
 /// Per-app limits. The defaults are Pusher's documented limits, except the data size, which
 /// follows the HTTP API reference Herald implements (100 KB).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppLimits {
     /// Simultaneous connections; `0` means unlimited.
     pub max_connections: usize,
@@ -257,6 +257,9 @@ pub struct Config {
     pub webhook_max_in_flight: usize,
     /// Bytes of webhook bodies one app may hold for delivery and retry.
     pub webhook_max_queued_bytes: usize,
+    /// Where `herald serve` writes its process id (for `herald reload`), removed at a
+    /// clean shutdown.
+    pub pid_file: Option<PathBuf>,
     /// The apps served.
     pub apps: Vec<AppConfig>,
 }
@@ -367,6 +370,7 @@ impl Default for Config {
             net: NetLimits::default(),
             webhook_max_in_flight: 64,
             webhook_max_queued_bytes: 8 * 1024 * 1024,
+            pid_file: None,
             apps: vec![AppConfig::embedded_default()],
         }
     }
@@ -400,6 +404,7 @@ struct RawConfig {
     webhook_max_queued_bytes: Option<usize>,
     cluster_ops_per_app: Option<usize>,
     cluster_bus_max_bytes: Option<usize>,
+    pid_file: Option<PathBuf>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
@@ -542,6 +547,7 @@ impl Config {
             webhook_max_queued_bytes: raw
                 .webhook_max_queued_bytes
                 .unwrap_or(d.webhook_max_queued_bytes),
+            pid_file: raw.pid_file,
             apps: Vec::new(),
         };
         let adapter = env("HERALD_ADAPTER").or(raw.adapter);
@@ -707,95 +713,95 @@ impl Config {
                 "must be at least max_message_bytes",
             ));
         }
-        for (i, app) in self.apps.iter().enumerate() {
-            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
-                if value.is_empty() {
-                    return Err(invalid(format!("apps[{i}].{field}"), "must not be empty"));
-                }
-            }
-            if !app
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    format!("apps[{i}].id"),
-                    "may only contain letters, digits, '-' and '_'",
-                ));
-            }
-            if app.key.contains(['/', '?', '#', ' ']) {
-                return Err(invalid(
-                    format!("apps[{i}].key"),
-                    "must not contain '/', '?', '#' or spaces",
-                ));
-            }
-            for (j, other) in self.apps.iter().enumerate().skip(i + 1) {
-                if other.id == app.id {
-                    return Err(invalid(
-                        format!("apps[{j}].id"),
-                        format!("duplicates apps[{i}].id '{}'", app.id),
-                    ));
-                }
-                if other.key == app.key {
-                    return Err(invalid(
-                        format!("apps[{j}].key"),
-                        format!("duplicates apps[{i}].key"),
-                    ));
-                }
-            }
-            let l = &app.limits;
-            for (field, value) in [
-                ("max_event_data_bytes", l.max_event_data_bytes),
-                ("max_channels_per_trigger", l.max_channels_per_trigger),
-                ("max_events_per_batch", l.max_events_per_batch),
-                ("max_channel_name_length", l.max_channel_name_length),
-                ("max_presence_members", l.max_presence_members),
-                ("max_presence_user_id_length", l.max_presence_user_id_length),
-                (
-                    "max_presence_user_info_bytes",
-                    l.max_presence_user_info_bytes,
-                ),
-            ] {
-                if value == 0 {
-                    return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
-                }
-            }
-            if app.cache_ttl.is_zero() {
-                return Err(invalid(
-                    format!("apps[{i}].cache_ttl"),
-                    "must be at least 1 second",
-                ));
-            }
-            check_max(
-                &format!("apps[{i}].cache_ttl"),
-                app.cache_ttl,
-                Duration::from_secs(7 * 86_400),
-            )?;
-            check_max(
-                &format!("apps[{i}].user_authentication_timeout"),
-                Duration::from_secs(app.user_authentication_timeout),
-                Duration::from_secs(86_400),
-            )?;
-            if l.max_subscriptions_per_connection == 0 {
-                return Err(invalid(
-                    format!("apps[{i}].max_subscriptions_per_connection"),
-                    "must be at least 1",
-                ));
-            }
-            if !(4000..=4999).contains(&app.terminate_close_code) {
-                return Err(invalid(
-                    format!("apps[{i}].terminate_close_code"),
-                    "must be a Pusher close code between 4000 and 4999",
-                ));
-            }
-            if l.client_events && l.client_events_per_second == 0 {
-                return Err(invalid(
-                    format!("apps[{i}].client_events_per_second"),
-                    "must be at least 1 when client_events is on",
-                ));
-            }
+        if self
+            .pid_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid("pid_file", "must not be empty"));
         }
-        Ok(())
+        validate_apps(&self.apps)
+    }
+
+    /// The server-wide settings that differ between `self` (running) and `new`, by their
+    /// TOML keys: none of them can change without a restart, so a reload keeps them and
+    /// names them. Apps (and the plans they resolve) are not among them.
+    pub fn restart_fields(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.net, &new.net);
+        let mut fields: Vec<&'static str> = [
+            ("host", self.host != new.host),
+            ("port", self.port != new.port),
+            (
+                "activity_timeout",
+                self.activity_timeout != new.activity_timeout,
+            ),
+            ("pong_timeout", self.pong_timeout != new.pong_timeout),
+            (
+                "partial_message_timeout",
+                self.partial_message_timeout != new.partial_message_timeout,
+            ),
+            (
+                "max_message_bytes",
+                self.max_message_bytes != new.max_message_bytes,
+            ),
+            (
+                "require_protocol",
+                self.require_protocol != new.require_protocol,
+            ),
+            (
+                "outbox_max_bytes",
+                self.outbox_max_bytes != new.outbox_max_bytes,
+            ),
+            ("shutdown_grace", self.shutdown_grace != new.shutdown_grace),
+            (
+                "webhook_vacated_delay_ms",
+                self.webhook_vacated_delay != new.webhook_vacated_delay,
+            ),
+            ("http_header_timeout", a.header_timeout != b.header_timeout),
+            ("http_body_timeout", a.body_timeout != b.body_timeout),
+            ("http_idle_timeout", a.idle_timeout != b.idle_timeout),
+            (
+                "max_request_body_bytes",
+                a.max_body_bytes != b.max_body_bytes,
+            ),
+            (
+                "max_open_connections",
+                a.max_open_connections != b.max_open_connections,
+            ),
+            (
+                "max_connections_per_ip",
+                a.max_connections_per_ip != b.max_connections_per_ip,
+            ),
+            ("trusted_proxies", a.trusted_proxies != b.trusted_proxies),
+            (
+                "webhook_max_in_flight",
+                self.webhook_max_in_flight != new.webhook_max_in_flight,
+            ),
+            (
+                "webhook_max_queued_bytes",
+                self.webhook_max_queued_bytes != new.webhook_max_queued_bytes,
+            ),
+            ("pid_file", self.pid_file != new.pid_file),
+        ]
+        .into_iter()
+        .filter_map(|(field, changed)| changed.then_some(field))
+        .collect();
+        match (&self.cluster, &new.cluster) {
+            (Some(a), Some(b)) => fields.extend(
+                [
+                    ("redis_url", a.redis_url != b.redis_url),
+                    ("redis_prefix", a.redis_prefix != b.redis_prefix),
+                    ("node_timeout", a.node_timeout != b.node_timeout),
+                    ("cluster_ops_per_app", a.ops_per_app != b.ops_per_app),
+                    ("cluster_bus_max_bytes", a.bus_max_bytes != b.bus_max_bytes),
+                ]
+                .into_iter()
+                .filter_map(|(field, changed)| changed.then_some(field)),
+            ),
+            (None, None) => {}
+            _ => fields.push("adapter"),
+        }
+        fields
     }
 
     /// The webhook settings every app's dispatcher runs with.
@@ -822,6 +828,100 @@ impl Config {
             .iter()
             .any(|a| a.key == DEFAULT_APP_KEY || a.secret == DEFAULT_APP_SECRET)
     }
+}
+
+/// Checks a set of apps as start-up does (each app's fields, ids and keys unique), naming
+/// the field at fault; a store that loads apps from elsewhere checks them with this too.
+pub fn validate_apps(apps: &[AppConfig]) -> Result<(), ConfigError> {
+    for (i, app) in apps.iter().enumerate() {
+        for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+            if value.is_empty() {
+                return Err(invalid(format!("apps[{i}].{field}"), "must not be empty"));
+            }
+        }
+        if !app
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                format!("apps[{i}].id"),
+                "may only contain letters, digits, '-' and '_'",
+            ));
+        }
+        if app.key.contains(['/', '?', '#', ' ']) {
+            return Err(invalid(
+                format!("apps[{i}].key"),
+                "must not contain '/', '?', '#' or spaces",
+            ));
+        }
+        for (j, other) in apps.iter().enumerate().skip(i + 1) {
+            if other.id == app.id {
+                return Err(invalid(
+                    format!("apps[{j}].id"),
+                    format!("duplicates apps[{i}].id '{}'", app.id),
+                ));
+            }
+            if other.key == app.key {
+                return Err(invalid(
+                    format!("apps[{j}].key"),
+                    format!("duplicates apps[{i}].key"),
+                ));
+            }
+        }
+        let l = &app.limits;
+        for (field, value) in [
+            ("max_event_data_bytes", l.max_event_data_bytes),
+            ("max_channels_per_trigger", l.max_channels_per_trigger),
+            ("max_events_per_batch", l.max_events_per_batch),
+            ("max_channel_name_length", l.max_channel_name_length),
+            ("max_presence_members", l.max_presence_members),
+            ("max_presence_user_id_length", l.max_presence_user_id_length),
+            (
+                "max_presence_user_info_bytes",
+                l.max_presence_user_info_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
+            }
+        }
+        if app.cache_ttl.is_zero() {
+            return Err(invalid(
+                format!("apps[{i}].cache_ttl"),
+                "must be at least 1 second",
+            ));
+        }
+        check_max(
+            &format!("apps[{i}].cache_ttl"),
+            app.cache_ttl,
+            Duration::from_secs(7 * 86_400),
+        )?;
+        check_max(
+            &format!("apps[{i}].user_authentication_timeout"),
+            Duration::from_secs(app.user_authentication_timeout),
+            Duration::from_secs(86_400),
+        )?;
+        if l.max_subscriptions_per_connection == 0 {
+            return Err(invalid(
+                format!("apps[{i}].max_subscriptions_per_connection"),
+                "must be at least 1",
+            ));
+        }
+        if !(4000..=4999).contains(&app.terminate_close_code) {
+            return Err(invalid(
+                format!("apps[{i}].terminate_close_code"),
+                "must be a Pusher close code between 4000 and 4999",
+            ));
+        }
+        if l.client_events && l.client_events_per_second == 0 {
+            return Err(invalid(
+                format!("apps[{i}].client_events_per_second"),
+                "must be at least 1 when client_events is on",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`).

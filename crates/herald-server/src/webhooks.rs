@@ -158,12 +158,29 @@ pub struct Webhooks {
     dropped: AtomicU64,
     /// Batches dropped for the bounds on deliveries in flight and bytes held.
     batches_dropped: Arc<AtomicU64>,
+    /// What the app's deliveries hold, shared with the dispatcher that replaces this one.
+    bounds: Arc<Bounds>,
+}
+
+impl std::fmt::Debug for Bounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bounds")
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Webhooks {
     /// Starts the dispatcher for `app`, or returns `None` when it has no endpoints.
-    /// Must run inside a tokio runtime.
-    pub fn start(app: &AppConfig, settings: &WebhookSettings) -> Option<Arc<Webhooks>> {
+    /// Must run inside a tokio runtime. A dispatcher that replaces `previous` (a reload
+    /// changed the endpoints or the credentials) shares its bounds, so the deliveries the
+    /// old one still retries count against the same maximum.
+    pub fn start(
+        app: &AppConfig,
+        settings: &WebhookSettings,
+        previous: Option<&Webhooks>,
+    ) -> Option<Arc<Webhooks>> {
         if app.webhooks.is_empty() {
             return None;
         }
@@ -187,7 +204,17 @@ impl Webhooks {
                 return None;
             }
         };
-        let batches_dropped = Arc::new(AtomicU64::new(0));
+        let bounds = match previous {
+            Some(previous) => previous.bounds.clone(),
+            None => Arc::new(Bounds {
+                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+                max_in_flight: settings.max_in_flight,
+                bytes: AtomicUsize::new(0),
+                max_bytes: settings.max_queued_bytes,
+                dropped: Arc::new(AtomicU64::new(0)),
+                log: RateLog::new(Duration::from_secs(10)),
+            }),
+        };
         let dispatcher = Dispatcher {
             app_id: app.id.clone(),
             key: app.key.clone(),
@@ -195,21 +222,15 @@ impl Webhooks {
             endpoints: app.webhooks.clone(),
             client,
             vacated_delay: settings.vacated_delay,
-            bounds: Arc::new(Bounds {
-                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
-                max_in_flight: settings.max_in_flight,
-                bytes: AtomicUsize::new(0),
-                max_bytes: settings.max_queued_bytes,
-                dropped: batches_dropped.clone(),
-                log: RateLog::new(Duration::from_secs(10)),
-            }),
+            bounds: bounds.clone(),
         };
         tokio::spawn(dispatcher.run(events));
         Some(Arc::new(Webhooks {
             queue,
             wanted,
-            dropped: AtomicU64::new(0),
-            batches_dropped,
+            dropped: AtomicU64::new(previous.map_or(0, Webhooks::dropped)),
+            batches_dropped: bounds.dropped.clone(),
+            bounds,
         }))
     }
 
