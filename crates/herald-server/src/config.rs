@@ -727,81 +727,38 @@ impl Config {
     /// TOML keys: none of them can change without a restart, so a reload keeps them and
     /// names them. Apps (and the plans they resolve) are not among them.
     pub fn restart_fields(&self, new: &Config) -> Vec<&'static str> {
-        let (a, b) = (&self.net, &new.net);
-        let mut fields: Vec<&'static str> = [
-            ("host", self.host != new.host),
-            ("port", self.port != new.port),
-            (
-                "activity_timeout",
-                self.activity_timeout != new.activity_timeout,
-            ),
-            ("pong_timeout", self.pong_timeout != new.pong_timeout),
-            (
-                "partial_message_timeout",
-                self.partial_message_timeout != new.partial_message_timeout,
-            ),
-            (
-                "max_message_bytes",
-                self.max_message_bytes != new.max_message_bytes,
-            ),
-            (
-                "require_protocol",
-                self.require_protocol != new.require_protocol,
-            ),
-            (
-                "outbox_max_bytes",
-                self.outbox_max_bytes != new.outbox_max_bytes,
-            ),
-            ("shutdown_grace", self.shutdown_grace != new.shutdown_grace),
-            (
-                "webhook_vacated_delay_ms",
-                self.webhook_vacated_delay != new.webhook_vacated_delay,
-            ),
-            ("http_header_timeout", a.header_timeout != b.header_timeout),
-            ("http_body_timeout", a.body_timeout != b.body_timeout),
-            ("http_idle_timeout", a.idle_timeout != b.idle_timeout),
-            (
-                "max_request_body_bytes",
-                a.max_body_bytes != b.max_body_bytes,
-            ),
-            (
-                "max_open_connections",
-                a.max_open_connections != b.max_open_connections,
-            ),
-            (
-                "max_connections_per_ip",
-                a.max_connections_per_ip != b.max_connections_per_ip,
-            ),
-            ("trusted_proxies", a.trusted_proxies != b.trusted_proxies),
-            (
-                "webhook_max_in_flight",
-                self.webhook_max_in_flight != new.webhook_max_in_flight,
-            ),
-            (
-                "webhook_max_queued_bytes",
-                self.webhook_max_queued_bytes != new.webhook_max_queued_bytes,
-            ),
-            ("pid_file", self.pid_file != new.pid_file),
-        ]
-        .into_iter()
-        .filter_map(|(field, changed)| changed.then_some(field))
-        .collect();
-        match (&self.cluster, &new.cluster) {
-            (Some(a), Some(b)) => fields.extend(
-                [
-                    ("redis_url", a.redis_url != b.redis_url),
-                    ("redis_prefix", a.redis_prefix != b.redis_prefix),
-                    ("node_timeout", a.node_timeout != b.node_timeout),
-                    ("cluster_ops_per_app", a.ops_per_app != b.ops_per_app),
-                    ("cluster_bus_max_bytes", a.bus_max_bytes != b.bus_max_bytes),
-                ]
-                .into_iter()
-                .filter_map(|(field, changed)| changed.then_some(field)),
-            ),
-            (None, None) => {}
-            _ => fields.push("adapter"),
+        // Each key and the path of its value in both configs.
+        macro_rules! differing {
+            ($old:expr, $new:expr; $($key:literal => $($path:ident).+),+ $(,)?) => {
+                [$(($key, $old.$($path).+ != $new.$($path).+)),+]
+            };
         }
-        fields
+        let mut changed = differing!(self, new;
+            "host" => host, "port" => port, "activity_timeout" => activity_timeout,
+            "pong_timeout" => pong_timeout, "partial_message_timeout" => partial_message_timeout,
+            "max_message_bytes" => max_message_bytes, "require_protocol" => require_protocol,
+            "outbox_max_bytes" => outbox_max_bytes, "shutdown_grace" => shutdown_grace,
+            "webhook_vacated_delay_ms" => webhook_vacated_delay,
+            "http_header_timeout" => net.header_timeout, "http_body_timeout" => net.body_timeout,
+            "http_idle_timeout" => net.idle_timeout,
+            "max_request_body_bytes" => net.max_body_bytes,
+            "max_open_connections" => net.max_open_connections,
+            "max_connections_per_ip" => net.max_connections_per_ip,
+            "trusted_proxies" => net.trusted_proxies,
+            "webhook_max_in_flight" => webhook_max_in_flight,
+            "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
+        )
+        .to_vec();
+        match (&self.cluster, &new.cluster) {
+            (Some(a), Some(b)) => changed.extend(differing!(a, b;
+                "redis_url" => redis_url, "redis_prefix" => redis_prefix,
+                "node_timeout" => node_timeout, "cluster_ops_per_app" => ops_per_app,
+                "cluster_bus_max_bytes" => bus_max_bytes,
+            )),
+            (None, None) => {}
+            _ => changed.push(("adapter", true)),
+        }
+        changed.into_iter().collect::<Changed>().0
     }
 
     /// The webhook settings every app's dispatcher runs with.
@@ -827,6 +784,20 @@ impl Config {
         self.apps
             .iter()
             .any(|a| a.key == DEFAULT_APP_KEY || a.secret == DEFAULT_APP_SECRET)
+    }
+}
+
+/// The names whose flag is set, in order: what a reload reports as changed.
+pub(crate) struct Changed(pub(crate) Vec<&'static str>);
+
+impl FromIterator<(&'static str, bool)> for Changed {
+    fn from_iter<I: IntoIterator<Item = (&'static str, bool)>>(pairs: I) -> Self {
+        Changed(
+            pairs
+                .into_iter()
+                .filter_map(|(name, set)| set.then_some(name))
+                .collect(),
+        )
     }
 }
 
@@ -1275,6 +1246,44 @@ mod tests {
         .expect("valid");
         assert_eq!(c.net.trusted_proxies.len(), 2);
         assert_eq!(c.net.max_connections_per_ip, 50);
+    }
+
+    #[test]
+    fn a_reload_names_each_server_setting_it_changes_and_never_the_apps() {
+        let app = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let running = Config::from_toml(&format!("port = 7000\n{app}"), &no_env).expect("valid");
+        let same = Config::from_toml(
+            &format!(
+                "port = 7000\n{}max_connections = 3\n",
+                app.replace("\"s\"", "\"s2\"")
+            ),
+            &no_env,
+        )
+        .expect("valid");
+        assert!(running.restart_fields(&same).is_empty(), "apps reload");
+        let new = Config::from_toml(
+            &format!(
+                "port = 7001\nhttp_idle_timeout = 5\npid_file = \"/run/herald.pid\"\n\
+                 adapter = \"redis\"\n{app}"
+            ),
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!(
+            running.restart_fields(&new),
+            ["port", "http_idle_timeout", "pid_file", "adapter"]
+        );
+        let moved = Config::from_toml(
+            "adapter = \"redis\"\nredis_prefix = \"other\"\npid_file = \"/run/herald.pid\"\n",
+            &no_env,
+        )
+        .expect("valid");
+        let new_default = Config { port: 6001, ..new };
+        assert!(moved.restart_fields(&new_default).contains(&"redis_prefix"));
+        let error = Config::from_toml("pid_file = \"\"", &no_env)
+            .expect_err("empty")
+            .to_string();
+        assert!(error.contains("pid_file"), "{error}");
     }
 
     #[test]

@@ -158,3 +158,63 @@ impl Reloader {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Config {
+        Config::from_toml(toml, &|_| None).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_running_server_takes_new_apps_and_reports_what_needs_a_restart() {
+        let start = config("[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let apps = Arc::new(MemoryApps::new(
+            start.apps.clone(),
+            &start.webhook_settings(),
+        ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, reloader) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(crate::serve_with_store(
+            listener,
+            start,
+            apps.clone(),
+            async {
+                let _ = stopped.await;
+            },
+            move |reloader| {
+                let _ = ready.send(reloader);
+            },
+        ));
+        let reloader: Reloader = reloader.await.expect("ready");
+        let reloaded = reloader
+            .apply(config(
+                "port = 7001\n[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n\
+                 [[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1b\"\n",
+            ))
+            .expect("applied");
+        assert_eq!(reloaded.added, ["2"]);
+        assert!(reloaded.removed.is_empty());
+        assert_eq!(reloaded.updated.len(), 1);
+        assert_eq!(reloaded.updated[0].0, "1");
+        assert_eq!(reloaded.restart_needed, ["port"]);
+        use crate::apps::AppStore;
+        assert!(apps.by_key("k2").is_some());
+
+        let mut bad = config("").apps;
+        bad[0].secret.clear();
+        let error = reloader.apply_apps(bad).expect_err("an empty secret");
+        assert!(error.to_string().contains("apps[0].secret"), "{error}");
+        assert!(apps.by_key("k2").is_some(), "nothing changed");
+        let _ = stop.send(());
+        server.await.expect("task").expect("served");
+        assert!(matches!(
+            reloader.apply(config("")),
+            Err(ReloadError::Stopped)
+        ));
+    }
+}

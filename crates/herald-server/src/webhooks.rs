@@ -263,6 +263,12 @@ impl Webhooks {
     pub fn batches_dropped(&self) -> u64 {
         self.batches_dropped.load(Ordering::Relaxed)
     }
+
+    /// Whether `other` counts its deliveries against the same bounds.
+    #[cfg(test)]
+    pub(crate) fn shares_bounds_with(&self, other: &Webhooks) -> bool {
+        Arc::ptr_eq(&self.bounds, &other.bounds)
+    }
 }
 
 const ALL_EVENTS: &[&str] = &[

@@ -598,7 +598,7 @@ impl StateTask {
             let mut pipe = redis::pipe();
             for item in &items {
                 let Some(n) = item.count else { continue };
-                let id = &item.app.id();
+                let id = item.app.id();
                 pipe.cmd("EVAL")
                     .arg(scripts::CHANNEL_SET)
                     .arg(3)

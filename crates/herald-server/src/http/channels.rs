@@ -28,7 +28,7 @@ pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
     }
     let occupied = match auth.app.cluster() {
         Some(cluster) => cluster
-            .channels(&auth.app.id(), prefix)
+            .channels(auth.app.id(), prefix)
             .await
             .map_err(|e| ApiError::cluster(&e))?,
         None => auth.app.hub.channels(prefix),
@@ -95,7 +95,7 @@ pub(crate) async fn show(
             let mut cached = auth.app.cache.get(&channel).map(|c| (c.data, c.ttl));
             if let (None, Some(cluster)) = (&cached, auth.app.cluster()) {
                 cached = cluster
-                    .cached(&auth.app.id(), &channel)
+                    .cached(auth.app.id(), &channel)
                     .await
                     .map_err(|e| ApiError::cluster(&e))?
                     .map(|(_, data, ttl)| (data.into_boxed_str(), ttl));
@@ -125,7 +125,7 @@ pub(crate) async fn users(
     }
     let ids = match auth.app.cluster() {
         Some(cluster) => cluster
-            .users(&auth.app.id(), &channel)
+            .users(auth.app.id(), &channel)
             .await
             .map_err(|e| ApiError::cluster(&e))?,
         None => auth.app.hub.users(&channel),

@@ -105,7 +105,7 @@ impl Session {
     }
 
     pub(super) fn app_id(&self) -> &str {
-        &self.app.id()
+        self.app.id()
     }
 
     pub(super) fn outbox(&self) -> &Arc<Outbox> {
