@@ -579,6 +579,34 @@ mod tests {
         assert!(two.closed().is_some());
     }
 
+    #[tokio::test]
+    async fn a_removed_app_goes_with_its_last_connection_and_takes_its_webhooks() {
+        let hooked = "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n\
+                      [[apps.webhooks]]\nurl = \"http://127.0.0.1:9/a\"\n";
+        let store = MemoryApps::new(apps(hooked), &settings());
+        let slot = store
+            .by_key("k1")
+            .expect("app 1")
+            .try_connect()
+            .expect("a slot");
+        let app = Arc::downgrade(&slot);
+        let hooks = Arc::downgrade(&slot.webhooks().expect("a queue"));
+        let changes = store
+            .apply(apps(
+                "[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n",
+            ))
+            .expect("valid");
+        assert_eq!(changes.removed.len(), 1);
+        drop(changes);
+        assert!(app.upgrade().is_some(), "its connection still holds it");
+        drop(slot);
+        assert!(app.upgrade().is_none(), "gone with its last connection");
+        assert!(
+            hooks.upgrade().is_none(),
+            "and its webhook queue, so the dispatcher ends"
+        );
+    }
+
     #[test]
     fn disabling_an_app_keeps_it_and_closes_its_connections() {
         let store = MemoryApps::new(apps(ONE_TWO), &settings());
