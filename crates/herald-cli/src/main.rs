@@ -1,8 +1,9 @@
-//! The `herald` binary: `herald serve` runs the server; the other commands call the HTTP
-//! API through the SDK. Only glue lives here: the server is `herald-server`, the API
-//! client `herald-sdk`.
+//! The `herald` binary: `herald serve` runs the server, `herald reload` makes it reread its
+//! configuration; the other commands call the HTTP API through the SDK. Only glue lives
+//! here: the server is `herald-server`, the API client `herald-sdk`.
 
 mod commands;
+mod reload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ struct Cli {
 enum Command {
     /// Run the server (HTTP API and WebSocket on one port).
     Serve(ServeArgs),
+    /// Make a running server reread its configuration file (sends it SIGHUP).
+    Reload(reload::ReloadArgs),
     #[command(flatten)]
     Api(commands::ApiCommand),
 }
@@ -53,6 +56,9 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
+    /// Write the process id here (for `herald reload --pid-file`); removed at shutdown.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
     /// Serve a non-loopback address with the public default credentials (app-key /
     /// app-secret), which let anyone publish, read presence and forge channel auth.
     #[arg(long)]
@@ -63,13 +69,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Reload(args) => reload::send(args),
         Command::Api(command) => commands::run(cli.credentials, command),
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
     // Loaded before logging starts: the config says how to log.
-    let mut config = match Config::load(args.config.as_deref(), &|k| std::env::var(k).ok()) {
+    let source = reload::ConfigSource {
+        path: args.config,
+        host: args.host,
+        port: args.port,
+        pid_file: args.pid_file,
+    };
+    let config = match source.load() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("herald: {error}");
@@ -77,12 +90,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logs(config.log_format);
-    if let Some(host) = args.host {
-        config.host = host;
-    }
-    if let Some(port) = args.port {
-        config.port = port;
-    }
     // Each connection is a file descriptor; the default soft limit (often 1024) would cap
     // the server far below what it can hold.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -112,7 +119,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             "Serving a non-loopback address with the public default credentials (--insecure-default-credentials): anyone who can reach this port can publish, read presence and forge channel auth"
         );
     }
-    runtime.block_on(run(config, loopback))
+    runtime.block_on(run(config, loopback, source))
 }
 
 /// Connections that may wait to be accepted. tokio's default (128) overflows when every
@@ -135,7 +142,15 @@ async fn bind(address: &str) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn run(config: Config, loopback: bool) -> ExitCode {
+async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> ExitCode {
+    // Before the pid file exists: SIGHUP's default action ends the process.
+    let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(error) => {
+            tracing::warn!(%error, "Cannot listen for SIGHUP; reloading is off");
+            None
+        }
+    };
     let address = format!("{}:{}", config.host, config.port);
     let listener = match bind(&address).await {
         Ok(l) => l,
@@ -168,15 +183,29 @@ async fn run(config: Config, loopback: bool) -> ExitCode {
             ));
         }
     }
-    let apps = Arc::new(herald_server::StaticApps::new(
+    let _pid_file = match &config.pid_file {
+        Some(path) => match reload::PidFile::write(path) {
+            Ok(written) => Some(written),
+            Err(error) => {
+                eprintln!("herald: cannot write pid file {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let apps = Arc::new(herald_server::MemoryApps::new(
         config.apps.clone(),
         &config.webhook_settings(),
     ));
+    let source = Arc::new(source);
     // Printed once the node is ready: in a cluster, after it joined (tests and scripts
-    // wait for this line).
-    let ready = move |started: &herald_server::Started| {
+    // wait for this line). Reloads start then too; a SIGHUP that came earlier waits.
+    let ready = move |started: herald_server::Started| {
         println!("{banner}admin listening on {}", started.admin);
         let _ = std::io::Write::flush(&mut std::io::stdout());
+        if let Some(hangups) = hangups {
+            tokio::spawn(reload::on_hangup(hangups, source, started.reloader));
+        }
     };
     match herald_server::serve_with_store(listener, config, apps, shutdown_signal(), ready).await {
         Ok(()) => ExitCode::SUCCESS,

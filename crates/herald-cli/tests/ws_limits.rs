@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{assert_pusher_js_served, signed, Server, Ws, KEY, SECRET};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use support::{assert_pusher_js_served, events_named, signed, sink, Server, Ws, KEY, SECRET};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -140,89 +137,6 @@ async fn a_connection_keeps_one_identity() {
     .await;
     assert_eq!(status, 200);
     assert_pusher_js_served(&server);
-}
-
-/// A webhook receiver on a free port: answers every POST with `status` after `delay`,
-/// counts requests and the most in flight at once, and keeps the bodies.
-struct Sink {
-    url: String,
-    requests: Arc<AtomicUsize>,
-    peak: Arc<AtomicUsize>,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn sink(status: &'static str, delay: Duration, extra_headers: String) -> Sink {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let (r, p, b) = (requests.clone(), peak.clone(), bodies.clone());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (r, p, b, f) = (r.clone(), p.clone(), b.clone(), in_flight.clone());
-            let extra = extra_headers.clone();
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 8192];
-                loop {
-                    let Ok(n) = stream.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&data).to_string();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                        continue;
-                    };
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().to_owned())
-                        })
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    if body.len() < len {
-                        continue;
-                    }
-                    r.fetch_add(1, Ordering::SeqCst);
-                    let now = f.fetch_add(1, Ordering::SeqCst) + 1;
-                    p.fetch_max(now, Ordering::SeqCst);
-                    if let Ok(v) = serde_json::from_str(&body[..len]) {
-                        b.lock().expect("lock").push(v);
-                    }
-                    tokio::time::sleep(delay).await;
-                    f.fetch_sub(1, Ordering::SeqCst);
-                    let answer = format!(
-                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n{extra}\r\n"
-                    );
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    return;
-                }
-            });
-        }
-    });
-    Sink {
-        url,
-        requests,
-        peak,
-        bodies,
-    }
-}
-
-fn events_named(bodies: &Mutex<Vec<Value>>, name: &str) -> usize {
-    bodies
-        .lock()
-        .expect("lock")
-        .iter()
-        .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
-        .filter(|e| e["name"] == name)
-        .count()
 }
 
 #[tokio::test]

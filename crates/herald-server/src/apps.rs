@@ -1,14 +1,20 @@
 //! The app store: the seam through which the server finds an app by id (HTTP API) or key
 //! (WebSocket), and each app's live state.
 //!
-//! Lookups are synchronous and answer from memory so the hot path never awaits; a future
-//! database-backed store would refresh into memory rather than query per request.
+//! Lookups are synchronous and answer from memory so the hot path never awaits. The
+//! in-memory store, [`MemoryApps`], is also what a reload changes: [`MemoryApps::apply`]
+//! takes a new set of app configs and swaps in new lookup maps at once, keeping each app
+//! whose id is still there (its hub, users, cache and connections untouched) and giving it
+//! the new config. A store that loads apps from elsewhere (a database) refreshes into a
+//! `MemoryApps` the same way.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use bytes::Bytes;
+use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
 
 use crate::adapter::Cluster;
@@ -17,7 +23,7 @@ use crate::webhooks::WebhookEvent;
 use crate::ws::text_frame;
 
 use crate::cache::EventCache;
-use crate::config::{AppConfig, WebhookSettings};
+use crate::config::{validate_apps, AppConfig, ConfigError, WebhookSettings};
 use crate::count_events::CountEvents;
 use crate::hub::Hub;
 use crate::metrics::AppMetrics;
@@ -26,18 +32,28 @@ use crate::users::UserRegistry;
 use crate::webhooks::Webhooks;
 
 /// An app: its configuration and its live channels.
+///
+/// The configuration is swapped whole by a reload ([`App::config`] reads the current one);
+/// everything else is live state that a reload leaves in place, so the app's connections
+/// never notice a reload that keeps the app.
 #[derive(Debug)]
 pub struct App {
-    /// Credentials and limits.
-    pub config: AppConfig,
+    /// Fixed for the app's life: a reload matches apps by id.
+    id: Box<str>,
+    /// Tells this app from an earlier one of the same id (removed, then added again), and
+    /// tags its connections' outboxes so a reload can close them.
+    serial: u32,
+    config: ArcSwap<AppConfig>,
+    /// The app's webhook queue, when it has endpoints; replaced when they change.
+    webhooks: ArcSwapOption<Webhooks>,
+    /// A reload removed the app: connections that reach it now are closed with 4003.
+    removed: AtomicBool,
     /// The app's channels and their subscribers on this node.
     pub hub: Hub,
     /// Connections signed in as a user, by user id.
     pub users: UserRegistry,
     /// The last event of each cache channel.
     pub cache: EventCache,
-    /// The app's webhook queue, when it has endpoints.
-    pub webhooks: Option<Arc<Webhooks>>,
     /// Counters for the app's rate and quota limits.
     pub rates: AppRates,
     /// Channels whose subscription-count event is being coalesced.
@@ -49,14 +65,20 @@ pub struct App {
     connections: AtomicUsize,
 }
 
+/// Serials start at 1: an outbox tagged 0 belongs to no app.
+static NEXT_SERIAL: AtomicU32 = AtomicU32::new(1);
+
 impl App {
     /// A new app with no connections. Starts its webhook dispatcher, so it must be called
     /// inside a tokio runtime when the app has webhook endpoints.
     pub fn new(config: AppConfig, webhooks: &WebhookSettings) -> Self {
         let metrics = Arc::new(AppMetrics::default());
         App {
-            webhooks: Webhooks::start(&config, webhooks, metrics.clone()),
-            config,
+            id: config.id.as_str().into(),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            webhooks: ArcSwapOption::new(Webhooks::start(&config, webhooks, None, &metrics)),
+            config: ArcSwap::from_pointee(config),
+            removed: AtomicBool::new(false),
             hub: Hub::new(),
             users: UserRegistry::default(),
             cache: EventCache::default(),
@@ -71,13 +93,11 @@ impl App {
     /// Counts a new connection unless the app is at `max_connections`; the returned guard
     /// gives the slot back when dropped, so no exit path can leak it.
     pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let max = self.config.limits.max_connections;
+        let max = self.config().limits.max_connections;
         // In a cluster, the other nodes' counts as of their last heartbeat: a first check that
         // needs no Redis. The exact one, over every node's count, is the admission script
         // (ws::connect); this one decides alone while Redis is away.
-        let elsewhere = self
-            .cluster()
-            .map_or(0, |c| c.other_connections(&self.config.id));
+        let elsewhere = self.cluster().map_or(0, |c| c.other_connections(&self.id));
         let mut current = self.connections.load(Ordering::Relaxed);
         loop {
             if max != 0 && current + elsewhere >= max {
@@ -93,6 +113,61 @@ impl App {
                 Err(now) => current = now,
             }
         }
+    }
+
+    /// The app's id, which a reload never changes.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The app's current configuration: credentials, limits, webhooks. A cheap load, meant
+    /// to be read and dropped; what must outlive an `await` is copied out first.
+    pub fn config(&self) -> Guard<Arc<AppConfig>> {
+        self.config.load()
+    }
+
+    /// The app's current webhook queue, if it has endpoints.
+    pub fn webhooks(&self) -> Option<Arc<Webhooks>> {
+        self.webhooks.load_full()
+    }
+
+    pub(crate) fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    /// Why a connection of this app must close now: the app was removed or disabled by a
+    /// reload. `None` while it is served.
+    pub(crate) fn closed(&self) -> Option<(u16, &'static str)> {
+        if self.removed.load(Ordering::SeqCst) {
+            Some((CloseReason::AppDisabled.code(), "Application removed"))
+        } else if !self.config().enabled {
+            let r = CloseReason::AppDisabled;
+            Some((r.code(), r.message()))
+        } else {
+            None
+        }
+    }
+
+    /// Takes a new configuration for the same id and reports what changed. The webhook
+    /// dispatcher is replaced when its endpoints or the credentials it signs with changed;
+    /// the old one delivers what it already holds, then stops.
+    fn update(&self, config: AppConfig, webhooks: &WebhookSettings) -> AppUpdate {
+        let old = self.config.load_full();
+        let change = AppUpdate::between(&old, &config);
+        if change.is_empty() {
+            return change;
+        }
+        if change.webhooks || change.key || change.secret {
+            let previous = self.webhooks.load_full();
+            self.webhooks.store(Webhooks::start(
+                &config,
+                webhooks,
+                previous.as_deref(),
+                &self.metrics,
+            ));
+        }
+        self.config.store(Arc::new(config));
+        change
     }
 
     /// The cluster the app is shared with, if any.
@@ -131,7 +206,7 @@ impl App {
     ) -> usize {
         let delivered = self.hub.publish(channel, frame, except);
         if let Some(cluster) = self.cluster() {
-            cluster.send_event(&self.config.id, channel, except_socket, frame, None);
+            cluster.send_event(&self.id, channel, except_socket, frame, None);
         }
         delivered
     }
@@ -142,9 +217,10 @@ impl App {
     pub(crate) fn subscription_count_changed(&self, channel: &str, count: usize) {
         let to_webhooks = self
             .webhooks
+            .load()
             .as_ref()
             .is_some_and(|w| w.wants("subscription_count"));
-        if !self.config.subscription_count && !to_webhooks {
+        if !self.config().subscription_count && !to_webhooks {
             return;
         }
         if let Some(count) = self
@@ -164,7 +240,7 @@ impl App {
     }
 
     fn send_subscription_count(&self, channel: &str, count: usize) {
-        if self.config.subscription_count && count > 0 {
+        if self.config().subscription_count && count > 0 {
             let frame = text_frame(&frame::subscription_count(channel, count));
             self.publish(channel, &frame, None, None);
         }
@@ -198,12 +274,97 @@ impl Drop for ConnectionSlot {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
         // A limited app's cluster count must free the slot now, not at the next heartbeat.
         if let Some(cluster) = self.0.cluster() {
-            if self.0.config.limits.max_connections != 0 {
+            if self.0.config().limits.max_connections != 0 {
                 let _ = cluster.op(crate::adapter::Op::Connections {
                     app: self.0.clone(),
                 });
             }
         }
+    }
+}
+
+/// An app is dropped once nothing refers to it: a removed app goes when its last connection
+/// has closed and its last cluster change was applied. In a cluster it then withdraws this
+/// node's connection count of it.
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.forget_app(&self.id);
+        }
+    }
+}
+
+/// What a reload changed in an app that it kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppUpdate {
+    /// The key: new connections and API calls use the new one; open sockets stay.
+    pub key: bool,
+    /// The secret: signatures made with the old one are refused from now on.
+    pub secret: bool,
+    /// Enabled or disabled (a disabled app's sockets are closed with 4003).
+    pub enabled: bool,
+    /// Any of the limits (`AppLimits`, the plan's included).
+    pub limits: bool,
+    /// The webhook endpoints or their filters.
+    pub webhooks: bool,
+    /// Anything else: `terminate_close_code`, `user_authentication_timeout`, `cache_ttl`,
+    /// `subscription_count`.
+    pub other: bool,
+}
+
+impl AppUpdate {
+    fn between(old: &AppConfig, new: &AppConfig) -> AppUpdate {
+        AppUpdate {
+            key: old.key != new.key,
+            secret: old.secret != new.secret,
+            enabled: old.enabled != new.enabled,
+            limits: old.limits != new.limits,
+            webhooks: old.webhooks != new.webhooks,
+            other: old.terminate_close_code != new.terminate_close_code
+                || old.user_authentication_timeout != new.user_authentication_timeout
+                || old.cache_ttl != new.cache_ttl
+                || old.subscription_count != new.subscription_count,
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.names().is_empty()
+    }
+
+    /// The names of what changed, for logs (never a value).
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            ("key", self.key),
+            ("secret", self.secret),
+            ("enabled", self.enabled),
+            ("limits", self.limits),
+            ("webhooks", self.webhooks),
+            ("other settings", self.other),
+        ]
+        .into_iter()
+        .collect::<crate::config::Changed>()
+        .0
+    }
+}
+
+/// What [`MemoryApps::apply`] changed.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct AppChanges {
+    /// Apps whose id is new.
+    pub added: Vec<Arc<App>>,
+    /// Apps whose id is gone; they are marked removed, their connections still open.
+    pub removed: Vec<Arc<App>>,
+    /// Apps kept whose config changed, and what changed.
+    pub updated: Vec<(Arc<App>, AppUpdate)>,
+}
+
+impl AppChanges {
+    /// Whether the new set of apps is the old one.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.updated.is_empty()
     }
 }
 
@@ -217,37 +378,115 @@ pub trait AppStore: Send + Sync + 'static {
     fn all(&self) -> Vec<Arc<App>>;
 }
 
-/// Apps fixed at start-up, from the configuration.
+/// The apps served, held in memory: lookups read one atomically swapped snapshot of the
+/// maps, so a reload never makes a lookup wait and a lookup never sees half a reload.
+#[derive(Debug)]
+pub struct MemoryApps {
+    maps: ArcSwap<AppMaps>,
+    /// What every app's webhook dispatcher runs with (server-wide, fixed until restart).
+    webhooks: WebhookSettings,
+    /// The cluster every app joins, once the node has joined it.
+    cluster: OnceLock<Arc<Cluster>>,
+    /// One apply at a time: each starts from the maps the previous one left.
+    writer: parking_lot::Mutex<()>,
+}
+
 #[derive(Debug, Default)]
-pub struct StaticApps {
+struct AppMaps {
     by_id: HashMap<String, Arc<App>>,
     by_key: HashMap<String, Arc<App>>,
 }
 
-impl StaticApps {
-    /// Builds the store; ids and keys were checked unique by config validation.
-    pub fn new(apps: impl IntoIterator<Item = AppConfig>, webhooks: &WebhookSettings) -> Self {
-        let mut store = StaticApps::default();
-        for config in apps {
-            let app = Arc::new(App::new(config, webhooks));
-            store.by_id.insert(app.config.id.clone(), app.clone());
-            store.by_key.insert(app.config.key.clone(), app);
-        }
-        store
+impl AppMaps {
+    fn insert(&mut self, app: Arc<App>) {
+        self.by_key.insert(app.config().key.clone(), app.clone());
+        self.by_id.insert(app.id().to_owned(), app);
     }
 }
 
-impl AppStore for StaticApps {
+impl MemoryApps {
+    /// Builds the store; ids and keys were checked unique by config validation. Starts the
+    /// apps' webhook dispatchers, so it must be called inside a tokio runtime when an app
+    /// has webhook endpoints.
+    pub fn new(apps: impl IntoIterator<Item = AppConfig>, webhooks: &WebhookSettings) -> Self {
+        let mut maps = AppMaps::default();
+        for config in apps {
+            maps.insert(Arc::new(App::new(config, webhooks)));
+        }
+        MemoryApps {
+            maps: ArcSwap::from_pointee(maps),
+            webhooks: *webhooks,
+            cluster: OnceLock::new(),
+            writer: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Serves exactly `apps` from now on, matching them to the current apps by id: a new id
+    /// is a new app (joined to the cluster, if any, before anyone can look it up), a kept
+    /// id keeps its `App` and takes the new config, and a missing id is removed from the
+    /// maps and marked removed. The apps are validated first; an invalid set changes
+    /// nothing. Closing a removed or disabled app's connections is the caller's part (the
+    /// server's [`crate::Reloader`] does it).
+    pub fn apply(&self, apps: Vec<AppConfig>) -> Result<AppChanges, ConfigError> {
+        validate_apps(&apps)?;
+        let _writer = self.writer.lock();
+        let old = self.maps.load_full();
+        let mut maps = AppMaps::default();
+        let mut changes = AppChanges::default();
+        for config in apps {
+            let app = match old.by_id.get(&config.id) {
+                Some(app) => {
+                    let change = app.update(config, &self.webhooks);
+                    if !change.is_empty() {
+                        changes.updated.push((app.clone(), change));
+                    }
+                    app.clone()
+                }
+                None => {
+                    let app = Arc::new(App::new(config, &self.webhooks));
+                    if let Some(cluster) = self.cluster.get() {
+                        app.join_cluster(cluster.clone());
+                    }
+                    changes.added.push(app.clone());
+                    app
+                }
+            };
+            maps.insert(app);
+        }
+        changes.removed = old
+            .by_id
+            .iter()
+            .filter(|(id, _)| !maps.by_id.contains_key(*id))
+            .map(|(_, app)| app.clone())
+            .collect();
+        self.maps.store(Arc::new(maps));
+        for app in &changes.removed {
+            app.removed.store(true, Ordering::SeqCst);
+        }
+        Ok(changes)
+    }
+
+    /// Joins every app, and every app added later, to the node's cluster.
+    pub(crate) fn join_cluster(&self, cluster: &Arc<Cluster>) {
+        let _writer = self.writer.lock();
+        let _ = self.cluster.set(cluster.clone());
+        for app in self.maps.load().by_id.values() {
+            app.join_cluster(cluster.clone());
+        }
+    }
+}
+
+impl AppStore for MemoryApps {
     fn by_id(&self, id: &str) -> Option<Arc<App>> {
-        self.by_id.get(id).cloned()
+        self.maps.load().by_id.get(id).cloned()
     }
 
     fn by_key(&self, key: &str) -> Option<Arc<App>> {
-        self.by_key.get(key).cloned()
+        self.maps.load().by_key.get(key).cloned()
     }
 
     fn all(&self) -> Vec<Arc<App>> {
-        self.by_id.values().cloned().collect()
+        self.maps.load().by_id.values().cloned().collect()
     }
 }
 
@@ -255,10 +494,182 @@ impl App {
     /// Queues a webhook event if some endpoint wants events named `name`; `event` is only
     /// built then, so apps without webhooks pay nothing.
     pub fn webhook(&self, name: &str, event: impl FnOnce() -> crate::webhooks::WebhookEvent) {
-        if let Some(hooks) = &self.webhooks {
+        if let Some(hooks) = self.webhooks.load().as_ref() {
             if hooks.wants(name) {
                 hooks.emit(event());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn apps(toml: &str) -> Vec<AppConfig> {
+        Config::from_toml(toml, &|_| None).expect("valid").apps
+    }
+
+    fn settings() -> WebhookSettings {
+        Config::default().webhook_settings()
+    }
+
+    const ONE_TWO: &str = "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n\
+                           [[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n";
+
+    #[test]
+    fn a_kept_app_keeps_its_state_and_takes_its_new_config() {
+        let store = MemoryApps::new(apps(ONE_TWO), &settings());
+        let one = store.by_id("1").expect("app 1");
+        let outbox = Arc::new(Outbox::new(1 << 16));
+        one.hub.subscribe("news", 7, &outbox);
+        let changes = store
+            .apply(apps(
+                "[[apps]]\nid = \"1\"\nkey = \"k1-new\"\nsecret = \"s1-new\"\nmax_connections = 3\n\
+                 [[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n",
+            ))
+            .expect("valid");
+        assert!(changes.added.is_empty() && changes.removed.is_empty());
+        let [(updated, change)] = changes.updated.as_slice() else {
+            panic!("one app updated: {changes:?}");
+        };
+        assert!(Arc::ptr_eq(updated, &one));
+        assert_eq!(change.names(), ["key", "secret", "limits"]);
+        let now = store.by_key("k1-new").expect("found by its new key");
+        assert!(Arc::ptr_eq(&now, &one), "the same App, not a copy");
+        assert!(store.by_key("k1").is_none(), "the old key is gone");
+        assert_eq!(one.config().secret, "s1-new");
+        assert_eq!(one.config().limits.max_connections, 3);
+        assert_eq!(one.hub.counts("news").subscription_count, 1, "state kept");
+        assert_eq!(one.closed(), None);
+        assert!(Arc::ptr_eq(
+            &store.by_id("2").expect("app 2"),
+            &changes_free_app(&store, "2")
+        ));
+    }
+
+    fn changes_free_app(store: &MemoryApps, id: &str) -> Arc<App> {
+        store
+            .all()
+            .into_iter()
+            .find(|a| a.id() == id)
+            .expect("listed")
+    }
+
+    #[test]
+    fn apps_are_added_and_removed_and_a_removed_app_says_why_it_closes() {
+        let store = MemoryApps::new(apps(ONE_TWO), &settings());
+        let two = store.by_id("2").expect("app 2");
+        let changes = store
+            .apply(apps(
+                "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n\
+                 [[apps]]\nid = \"3\"\nkey = \"k3\"\nsecret = \"s3\"\n",
+            ))
+            .expect("valid");
+        let ids = |list: &[Arc<App>]| list.iter().map(|a| a.id().to_owned()).collect::<Vec<_>>();
+        assert_eq!(ids(&changes.added), ["3"]);
+        assert_eq!(ids(&changes.removed), ["2"]);
+        assert!(changes.updated.is_empty(), "app 1 is unchanged");
+        assert!(store.by_id("2").is_none() && store.by_key("k2").is_none());
+        assert_eq!(
+            two.closed(),
+            Some((CloseReason::AppDisabled.code(), "Application removed"))
+        );
+        let three = store.by_key("k3").expect("app 3 by key");
+        assert_ne!(three.serial(), two.serial());
+        assert_eq!(store.all().len(), 2);
+
+        // The same id added back is a new app: the removed one's connections stay closed.
+        store.apply(apps(ONE_TWO)).expect("valid");
+        let two_again = store.by_id("2").expect("app 2 again");
+        assert!(!Arc::ptr_eq(&two_again, &two));
+        assert_eq!(two_again.closed(), None);
+        assert!(two.closed().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_removed_app_goes_with_its_last_connection_and_takes_its_webhooks() {
+        let hooked = "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n\
+                      [[apps.webhooks]]\nurl = \"http://127.0.0.1:9/a\"\n";
+        let store = MemoryApps::new(apps(hooked), &settings());
+        let slot = store
+            .by_key("k1")
+            .expect("app 1")
+            .try_connect()
+            .expect("a slot");
+        let app = Arc::downgrade(&slot);
+        let hooks = Arc::downgrade(&slot.webhooks().expect("a queue"));
+        let changes = store
+            .apply(apps(
+                "[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n",
+            ))
+            .expect("valid");
+        assert_eq!(changes.removed.len(), 1);
+        drop(changes);
+        assert!(app.upgrade().is_some(), "its connection still holds it");
+        drop(slot);
+        assert!(app.upgrade().is_none(), "gone with its last connection");
+        assert!(
+            hooks.upgrade().is_none(),
+            "and its webhook queue, so the dispatcher ends"
+        );
+    }
+
+    #[test]
+    fn disabling_an_app_keeps_it_and_closes_its_connections() {
+        let store = MemoryApps::new(apps(ONE_TWO), &settings());
+        let changes = store
+            .apply(apps(
+                "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\nenabled = false\n\
+                 [[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n",
+            ))
+            .expect("valid");
+        assert_eq!(changes.updated.len(), 1);
+        assert!(changes.updated[0].1.enabled);
+        let one = store.by_id("1").expect("still served (HTTP answers 403)");
+        assert_eq!(one.closed(), Some((4003, "Application disabled")));
+    }
+
+    #[test]
+    fn an_invalid_set_changes_nothing_and_names_the_field() {
+        let store = MemoryApps::new(apps(ONE_TWO), &settings());
+        let mut bad = apps(ONE_TWO);
+        bad[1].key = "k1".to_owned();
+        bad[0].secret = "changed".to_owned();
+        let error = store.apply(bad).expect_err("duplicate key").to_string();
+        assert!(error.contains("apps[1].key"), "{error}");
+        let one = store.by_id("1").expect("app 1");
+        assert_eq!(one.config().secret, "s1", "nothing applied");
+        assert!(store.by_key("k2").is_some());
+    }
+
+    #[tokio::test]
+    async fn changed_endpoints_or_credentials_replace_the_webhook_queue_and_nothing_else_does() {
+        let hooked = "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n\
+                      [[apps.webhooks]]\nurl = \"http://127.0.0.1:9/a\"\n";
+        let store = MemoryApps::new(apps(hooked), &settings());
+        let one = store.by_id("1").expect("app 1");
+        let first = one.webhooks().expect("a queue");
+        store
+            .apply(apps(&hooked.replace("s1\"", "s1\"\nmax_connections = 5")))
+            .expect("valid");
+        assert!(Arc::ptr_eq(&one.webhooks().expect("queue"), &first));
+        store
+            .apply(apps(&hooked.replace("/a", "/b")))
+            .expect("valid");
+        let second = one.webhooks().expect("a new queue");
+        assert!(!Arc::ptr_eq(&second, &first));
+        assert!(second.shares_bounds_with(&first), "one bound per app");
+        store
+            .apply(apps(&hooked.replace("/a", "/b").replace("s1", "s2")))
+            .expect("valid");
+        assert!(!Arc::ptr_eq(&one.webhooks().expect("queue"), &second));
+        store
+            .apply(apps(
+                "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s2\"\n",
+            ))
+            .expect("valid");
+        assert!(one.webhooks().is_none(), "no endpoints, no queue");
     }
 }

@@ -5,7 +5,7 @@
 //! names the field, so a typo never silently falls back to a default.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -57,7 +57,7 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 
 /// Per-app limits. The defaults are Pusher's documented limits, except the data size, which
 /// follows the HTTP API reference Herald implements (100 KB).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppLimits {
     /// Simultaneous connections; `0` means unlimited.
     pub max_connections: usize,
@@ -261,6 +261,9 @@ pub struct Config {
     pub webhook_max_in_flight: usize,
     /// Bytes of webhook bodies one app may hold for delivery and retry.
     pub webhook_max_queued_bytes: usize,
+    /// Where `herald serve` writes its process id (for `herald reload`), removed at a
+    /// clean shutdown.
+    pub pid_file: Option<PathBuf>,
     /// The apps served.
     pub apps: Vec<AppConfig>,
 }
@@ -425,6 +428,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             webhook_max_in_flight: 64,
             webhook_max_queued_bytes: 8 * 1024 * 1024,
+            pid_file: None,
             apps: vec![AppConfig::embedded_default()],
         }
     }
@@ -462,6 +466,7 @@ struct RawConfig {
     webhook_max_queued_bytes: Option<usize>,
     cluster_ops_per_app: Option<usize>,
     cluster_bus_max_bytes: Option<usize>,
+    pid_file: Option<PathBuf>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
@@ -630,6 +635,7 @@ impl Config {
             webhook_max_queued_bytes: raw
                 .webhook_max_queued_bytes
                 .unwrap_or(d.webhook_max_queued_bytes),
+            pid_file: raw.pid_file,
             apps: Vec::new(),
         };
         let adapter = env("HERALD_ADAPTER").or(raw.adapter);
@@ -820,95 +826,52 @@ impl Config {
                 "must be at least max_message_bytes",
             ));
         }
-        for (i, app) in self.apps.iter().enumerate() {
-            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
-                if value.is_empty() {
-                    return Err(invalid(format!("apps[{i}].{field}"), "must not be empty"));
-                }
-            }
-            if !app
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    format!("apps[{i}].id"),
-                    "may only contain letters, digits, '-' and '_'",
-                ));
-            }
-            if app.key.contains(['/', '?', '#', ' ']) {
-                return Err(invalid(
-                    format!("apps[{i}].key"),
-                    "must not contain '/', '?', '#' or spaces",
-                ));
-            }
-            for (j, other) in self.apps.iter().enumerate().skip(i + 1) {
-                if other.id == app.id {
-                    return Err(invalid(
-                        format!("apps[{j}].id"),
-                        format!("duplicates apps[{i}].id '{}'", app.id),
-                    ));
-                }
-                if other.key == app.key {
-                    return Err(invalid(
-                        format!("apps[{j}].key"),
-                        format!("duplicates apps[{i}].key"),
-                    ));
-                }
-            }
-            let l = &app.limits;
-            for (field, value) in [
-                ("max_event_data_bytes", l.max_event_data_bytes),
-                ("max_channels_per_trigger", l.max_channels_per_trigger),
-                ("max_events_per_batch", l.max_events_per_batch),
-                ("max_channel_name_length", l.max_channel_name_length),
-                ("max_presence_members", l.max_presence_members),
-                ("max_presence_user_id_length", l.max_presence_user_id_length),
-                (
-                    "max_presence_user_info_bytes",
-                    l.max_presence_user_info_bytes,
-                ),
-            ] {
-                if value == 0 {
-                    return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
-                }
-            }
-            if app.cache_ttl.is_zero() {
-                return Err(invalid(
-                    format!("apps[{i}].cache_ttl"),
-                    "must be at least 1 second",
-                ));
-            }
-            check_max(
-                &format!("apps[{i}].cache_ttl"),
-                app.cache_ttl,
-                Duration::from_secs(7 * 86_400),
-            )?;
-            check_max(
-                &format!("apps[{i}].user_authentication_timeout"),
-                Duration::from_secs(app.user_authentication_timeout),
-                Duration::from_secs(86_400),
-            )?;
-            if l.max_subscriptions_per_connection == 0 {
-                return Err(invalid(
-                    format!("apps[{i}].max_subscriptions_per_connection"),
-                    "must be at least 1",
-                ));
-            }
-            if !(4000..=4999).contains(&app.terminate_close_code) {
-                return Err(invalid(
-                    format!("apps[{i}].terminate_close_code"),
-                    "must be a Pusher close code between 4000 and 4999",
-                ));
-            }
-            if l.client_events && l.client_events_per_second == 0 {
-                return Err(invalid(
-                    format!("apps[{i}].client_events_per_second"),
-                    "must be at least 1 when client_events is on",
-                ));
-            }
+        if self
+            .pid_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid("pid_file", "must not be empty"));
         }
-        Ok(())
+        validate_apps(&self.apps)
+    }
+
+    /// The server-wide settings that differ between `self` (running) and `new`, by their
+    /// TOML keys: none of them can change without a restart, so a reload keeps them and
+    /// names them. Apps (and the plans they resolve) are not among them.
+    pub fn restart_fields(&self, new: &Config) -> Vec<&'static str> {
+        // Each key and the path of its value in both configs.
+        macro_rules! differing {
+            ($old:expr, $new:expr; $($key:literal => $($path:ident).+),+ $(,)?) => {
+                [$(($key, $old.$($path).+ != $new.$($path).+)),+]
+            };
+        }
+        let mut changed = differing!(self, new;
+            "host" => host, "port" => port, "activity_timeout" => activity_timeout,
+            "pong_timeout" => pong_timeout, "partial_message_timeout" => partial_message_timeout,
+            "max_message_bytes" => max_message_bytes, "require_protocol" => require_protocol,
+            "outbox_max_bytes" => outbox_max_bytes, "shutdown_grace" => shutdown_grace,
+            "webhook_vacated_delay_ms" => webhook_vacated_delay,
+            "http_header_timeout" => net.header_timeout, "http_body_timeout" => net.body_timeout,
+            "http_idle_timeout" => net.idle_timeout,
+            "max_request_body_bytes" => net.max_body_bytes,
+            "max_open_connections" => net.max_open_connections,
+            "max_connections_per_ip" => net.max_connections_per_ip,
+            "trusted_proxies" => net.trusted_proxies,
+            "webhook_max_in_flight" => webhook_max_in_flight,
+            "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
+        )
+        .to_vec();
+        match (&self.cluster, &new.cluster) {
+            (Some(a), Some(b)) => changed.extend(differing!(a, b;
+                "redis_url" => redis_url, "redis_prefix" => redis_prefix,
+                "node_timeout" => node_timeout, "cluster_ops_per_app" => ops_per_app,
+                "cluster_bus_max_bytes" => bus_max_bytes,
+            )),
+            (None, None) => {}
+            _ => changed.push(("adapter", true)),
+        }
+        changed.into_iter().collect::<Changed>().0
     }
 
     /// The webhook settings every app's dispatcher runs with.
@@ -935,6 +898,114 @@ impl Config {
             .iter()
             .any(|a| a.key == DEFAULT_APP_KEY || a.secret == DEFAULT_APP_SECRET)
     }
+}
+
+/// The names whose flag is set, in order: what a reload reports as changed.
+pub(crate) struct Changed(pub(crate) Vec<&'static str>);
+
+impl FromIterator<(&'static str, bool)> for Changed {
+    fn from_iter<I: IntoIterator<Item = (&'static str, bool)>>(pairs: I) -> Self {
+        Changed(
+            pairs
+                .into_iter()
+                .filter_map(|(name, set)| set.then_some(name))
+                .collect(),
+        )
+    }
+}
+
+/// Checks a set of apps as start-up does (each app's fields, ids and keys unique), naming
+/// the field at fault; a store that loads apps from elsewhere checks them with this too.
+pub fn validate_apps(apps: &[AppConfig]) -> Result<(), ConfigError> {
+    for (i, app) in apps.iter().enumerate() {
+        for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+            if value.is_empty() {
+                return Err(invalid(format!("apps[{i}].{field}"), "must not be empty"));
+            }
+        }
+        if !app
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                format!("apps[{i}].id"),
+                "may only contain letters, digits, '-' and '_'",
+            ));
+        }
+        if app.key.contains(['/', '?', '#', ' ']) {
+            return Err(invalid(
+                format!("apps[{i}].key"),
+                "must not contain '/', '?', '#' or spaces",
+            ));
+        }
+        for (j, other) in apps.iter().enumerate().skip(i + 1) {
+            if other.id == app.id {
+                return Err(invalid(
+                    format!("apps[{j}].id"),
+                    format!("duplicates apps[{i}].id '{}'", app.id),
+                ));
+            }
+            if other.key == app.key {
+                return Err(invalid(
+                    format!("apps[{j}].key"),
+                    format!("duplicates apps[{i}].key"),
+                ));
+            }
+        }
+        let l = &app.limits;
+        for (field, value) in [
+            ("max_event_data_bytes", l.max_event_data_bytes),
+            ("max_channels_per_trigger", l.max_channels_per_trigger),
+            ("max_events_per_batch", l.max_events_per_batch),
+            ("max_channel_name_length", l.max_channel_name_length),
+            ("max_presence_members", l.max_presence_members),
+            ("max_presence_user_id_length", l.max_presence_user_id_length),
+            (
+                "max_presence_user_info_bytes",
+                l.max_presence_user_info_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
+            }
+        }
+        if app.cache_ttl.is_zero() {
+            return Err(invalid(
+                format!("apps[{i}].cache_ttl"),
+                "must be at least 1 second",
+            ));
+        }
+        check_max(
+            &format!("apps[{i}].cache_ttl"),
+            app.cache_ttl,
+            Duration::from_secs(7 * 86_400),
+        )?;
+        check_max(
+            &format!("apps[{i}].user_authentication_timeout"),
+            Duration::from_secs(app.user_authentication_timeout),
+            Duration::from_secs(86_400),
+        )?;
+        if l.max_subscriptions_per_connection == 0 {
+            return Err(invalid(
+                format!("apps[{i}].max_subscriptions_per_connection"),
+                "must be at least 1",
+            ));
+        }
+        if !(4000..=4999).contains(&app.terminate_close_code) {
+            return Err(invalid(
+                format!("apps[{i}].terminate_close_code"),
+                "must be a Pusher close code between 4000 and 4999",
+            ));
+        }
+        if l.client_events && l.client_events_per_second == 0 {
+            return Err(invalid(
+                format!("apps[{i}].client_events_per_second"),
+                "must be at least 1 when client_events is on",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`).
@@ -1288,6 +1359,44 @@ mod tests {
         .expect("valid");
         assert_eq!(c.net.trusted_proxies.len(), 2);
         assert_eq!(c.net.max_connections_per_ip, 50);
+    }
+
+    #[test]
+    fn a_reload_names_each_server_setting_it_changes_and_never_the_apps() {
+        let app = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let running = Config::from_toml(&format!("port = 7000\n{app}"), &no_env).expect("valid");
+        let same = Config::from_toml(
+            &format!(
+                "port = 7000\n{}max_connections = 3\n",
+                app.replace("\"s\"", "\"s2\"")
+            ),
+            &no_env,
+        )
+        .expect("valid");
+        assert!(running.restart_fields(&same).is_empty(), "apps reload");
+        let new = Config::from_toml(
+            &format!(
+                "port = 7001\nhttp_idle_timeout = 5\npid_file = \"/run/herald.pid\"\n\
+                 adapter = \"redis\"\n{app}"
+            ),
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!(
+            running.restart_fields(&new),
+            ["port", "http_idle_timeout", "pid_file", "adapter"]
+        );
+        let moved = Config::from_toml(
+            "adapter = \"redis\"\nredis_prefix = \"other\"\npid_file = \"/run/herald.pid\"\n",
+            &no_env,
+        )
+        .expect("valid");
+        let new_default = Config { port: 6001, ..new };
+        assert!(moved.restart_fields(&new_default).contains(&"redis_prefix"));
+        let error = Config::from_toml("pid_file = \"\"", &no_env)
+            .expect_err("empty")
+            .to_string();
+        assert!(error.contains("pid_file"), "{error}");
     }
 
     #[test]

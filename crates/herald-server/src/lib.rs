@@ -1,7 +1,8 @@
 //! The Herald server: the Pusher Channels HTTP API and WebSocket protocol 7 on one port.
 //!
 //! [`serve`] takes a bound listener, a validated [`Config`] and a shutdown future, so
-//! `herald serve`, the tests and the benchmark all run the same function. The path of an
+//! `herald serve`, the tests and the benchmark all run the same function; a [`Reloader`]
+//! applies a new configuration to the running server. The path of an
 //! event is: [`http`] authenticates and validates a trigger, encodes one frame per channel,
 //! and the app's [`hub::Hub`] pushes that shared frame into each subscriber's
 //! [`outbox::Outbox`]; each connection's task in `ws` is the only writer of its socket.
@@ -20,6 +21,7 @@ pub mod hub;
 mod metrics;
 pub mod outbox;
 pub mod ratelimit;
+pub mod reload;
 mod sweeper;
 pub mod users;
 pub mod webhooks;
@@ -36,8 +38,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::apps::{App, AppStore, StaticApps};
+pub use crate::apps::{App, AppChanges, AppStore, AppUpdate, MemoryApps};
 pub use crate::config::{AppConfig, AppLimits, Config, ConfigError, WebhookSettings};
+pub use crate::reload::{ReloadError, Reloaded, Reloader};
 
 /// State every request and connection handler shares.
 pub(crate) struct Shared {
@@ -76,16 +79,36 @@ impl Shared {
         self.connections.lock().remove(&conn);
     }
 
-    fn close_all_connections(&self) {
-        let outboxes: Vec<_> = self
-            .connections
+    /// The open connections' outboxes that `keep` selects, collected so that nothing is
+    /// done to them while the registry is locked.
+    fn outboxes(&self, keep: impl Fn(&outbox::Outbox) -> bool) -> Vec<Arc<outbox::Outbox>> {
+        self.connections
             .lock()
             .values()
             .filter_map(Weak::upgrade)
-            .collect();
-        for outbox in outboxes {
+            .filter(|outbox| keep(outbox))
+            .collect()
+    }
+
+    fn close_all_connections(&self) {
+        for outbox in self.outboxes(|_| true) {
             close_for_shutdown(&outbox);
         }
+    }
+
+    /// Closes every connection of `app` with the code [`App::closed`] gives (4003: a reload
+    /// removed or disabled it); returns how many. A connection that registers after this
+    /// scan closes itself (`Session::new`).
+    pub(crate) fn close_app_connections(&self, app: &App) -> usize {
+        let Some((code, message)) = app.closed() else {
+            return 0;
+        };
+        let serial = app.serial();
+        let outboxes = self.outboxes(|outbox| outbox.app == serial);
+        for outbox in &outboxes {
+            outbox.close(code, message);
+        }
+        outboxes.len()
     }
 }
 
@@ -102,35 +125,38 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let apps = Arc::new(StaticApps::new(
+    let apps = Arc::new(MemoryApps::new(
         config.apps.clone(),
         &config.webhook_settings(),
     ));
     serve_with_store(listener, config, apps, shutdown, |_| {}).await
 }
 
-/// What a started node tells its caller.
-#[derive(Debug, Clone, Copy)]
+/// What a started node gives its caller.
+#[derive(Debug, Clone)]
 pub struct Started {
     /// Where the admin listener (`/metrics`, `/live`, `/ready`) serves.
     pub admin: std::net::SocketAddr,
+    /// Applies a new configuration to the running node.
+    pub reloader: Reloader,
 }
 
 /// [`serve`] with a caller-provided app store; `ready` runs once the node has joined its
 /// cluster (if any) and is about to accept connections, so a caller announces the address
-/// only when an event published to any node will reach this one.
+/// only when an event published to any node will reach this one. It gets the server's
+/// [`Reloader`], which applies a new configuration (SIGHUP, in `herald serve`) until the
+/// server stops.
 pub async fn serve_with_store(
     listener: TcpListener,
     config: Config,
-    apps: Arc<dyn AppStore>,
+    apps: Arc<MemoryApps>,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(&Started),
+    ready: impl FnOnce(Started),
 ) -> io::Result<()> {
     // Bound first: a taken admin port stops start-up before the node joins a cluster.
     let admin_listener = admin::bind(&config.admin)?;
-    let started = Started {
-        admin: admin_listener.local_addr()?,
-    };
+    let admin_addr = admin_listener.local_addr()?;
+    let store: Arc<dyn AppStore> = apps.clone();
     let grace = config.shutdown_grace;
     let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
     let cluster = match &config.cluster {
@@ -138,10 +164,8 @@ pub async fn serve_with_store(
             let cluster = adapter::Cluster::connect(cluster_config, node_id)
                 .await
                 .map_err(io::Error::other)?;
-            for app in apps.all() {
-                app.join_cluster(cluster.clone());
-            }
-            cluster.start(apps.clone()).await;
+            apps.join_cluster(&cluster);
+            cluster.start(store.clone()).await;
             tracing::info!(
                 node_id,
                 redis = %config::redact_url(&cluster_config.redis_url),
@@ -167,7 +191,7 @@ pub async fn serve_with_store(
     );
     let shared = Arc::new(Shared {
         config,
-        apps,
+        apps: store,
         node_id,
         next_conn: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
@@ -185,8 +209,11 @@ pub async fn serve_with_store(
         shared.clone(),
         stop_admin.clone(),
     ));
-    tracing::info!(admin = %started.admin, "Admin endpoints (/metrics, /live, /ready) listening");
-    ready(&started);
+    tracing::info!(admin = %admin_addr, "Admin endpoints (/metrics, /live, /ready) listening");
+    ready(Started {
+        admin: admin_addr,
+        reloader: Reloader::new(&shared, apps),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

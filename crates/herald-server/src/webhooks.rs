@@ -159,16 +159,29 @@ pub struct Webhooks {
     dropped: AtomicU64,
     /// Batches dropped for the bounds on deliveries in flight and bytes held.
     batches_dropped: Arc<AtomicU64>,
-    metrics: Arc<AppMetrics>,
+    /// What the app's deliveries hold, shared with the dispatcher that replaces this one.
+    bounds: Arc<Bounds>,
+}
+
+impl std::fmt::Debug for Bounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bounds")
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Webhooks {
     /// Starts the dispatcher for `app`, or returns `None` when it has no endpoints.
-    /// Must run inside a tokio runtime.
-    pub(crate) fn start(
+    /// Must run inside a tokio runtime. A dispatcher that replaces `previous` (a reload
+    /// changed the endpoints or the credentials) shares its bounds, so the deliveries the
+    /// old one still retries count against the same maximum.
+    pub fn start(
         app: &AppConfig,
         settings: &WebhookSettings,
-        metrics: Arc<AppMetrics>,
+        previous: Option<&Webhooks>,
+        metrics: &Arc<AppMetrics>,
     ) -> Option<Arc<Webhooks>> {
         if app.webhooks.is_empty() {
             return None;
@@ -193,7 +206,18 @@ impl Webhooks {
                 return None;
             }
         };
-        let batches_dropped = Arc::new(AtomicU64::new(0));
+        let bounds = match previous {
+            Some(previous) => previous.bounds.clone(),
+            None => Arc::new(Bounds {
+                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+                max_in_flight: settings.max_in_flight,
+                bytes: AtomicUsize::new(0),
+                max_bytes: settings.max_queued_bytes,
+                dropped: Arc::new(AtomicU64::new(0)),
+                log: RateLog::new(Duration::from_secs(10)),
+                metrics: metrics.clone(),
+            }),
+        };
         let dispatcher = Dispatcher {
             app_id: app.id.clone(),
             key: app.key.clone(),
@@ -201,23 +225,15 @@ impl Webhooks {
             endpoints: app.webhooks.clone(),
             client,
             vacated_delay: settings.vacated_delay,
-            bounds: Arc::new(Bounds {
-                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
-                max_in_flight: settings.max_in_flight,
-                bytes: AtomicUsize::new(0),
-                max_bytes: settings.max_queued_bytes,
-                dropped: batches_dropped.clone(),
-                log: RateLog::new(Duration::from_secs(10)),
-                metrics: metrics.clone(),
-            }),
+            bounds: bounds.clone(),
         };
         tokio::spawn(dispatcher.run(events));
         Some(Arc::new(Webhooks {
             queue,
             wanted,
-            dropped: AtomicU64::new(0),
-            batches_dropped,
-            metrics,
+            dropped: AtomicU64::new(previous.map_or(0, Webhooks::dropped)),
+            batches_dropped: bounds.dropped.clone(),
+            bounds,
         }))
     }
 
@@ -233,7 +249,7 @@ impl Webhooks {
             return;
         }
         if let Err(error) = self.queue.try_send(event) {
-            self.metrics.webhook(WebhookOutcome::Drop, 1);
+            self.bounds.metrics.webhook(WebhookOutcome::Drop, 1);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Log the first drop and then every thousandth, not every event of a flood.
             if dropped == 1 || dropped % 1000 == 0 {
@@ -250,6 +266,12 @@ impl Webhooks {
     /// Batches dropped because the app held its maximum of deliveries or bytes.
     pub fn batches_dropped(&self) -> u64 {
         self.batches_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether `other` counts its deliveries against the same bounds.
+    #[cfg(test)]
+    pub(crate) fn shares_bounds_with(&self, other: &Webhooks) -> bool {
+        Arc::ptr_eq(&self.bounds, &other.bounds)
     }
 }
 

@@ -4,10 +4,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -22,22 +25,35 @@ pub struct Server {
     pub addr: String,
     /// The admin listener's address (`/metrics`, `/live`, `/ready`).
     pub admin: String,
+    /// The config file it was started with (rewrite it and reload to change it).
+    pub config: std::path::PathBuf,
     /// Where its stderr goes, for tests that read its logs.
     log: Option<std::path::PathBuf>,
 }
 
 impl Server {
     pub fn start(config: &str) -> Server {
-        Server::launch(config, &[], false)
+        Server::launch(config, &[], &["--port", "0"], false)
     }
 
     /// Starts with extra environment variables, keeping the server's stderr (its logs)
     /// for [`Server::log`].
     pub fn start_logged(config: &str, env: &[(&str, &str)]) -> Server {
-        Server::launch(config, env, true)
+        Server::launch(config, env, &["--port", "0"], true)
     }
 
-    fn launch(config: &str, env: &[(&str, &str)], keep_log: bool) -> Server {
+    /// [`Server::start_logged`] with extra `herald serve` arguments.
+    pub fn start_logged_with_args(config: &str, args: &[&str]) -> Server {
+        let args: Vec<&str> = ["--port", "0"].iter().chain(args).copied().collect();
+        Server::launch(config, &[], &args, true)
+    }
+
+    /// [`Server::start_logged`] on the port the config file names (no `--port`).
+    pub fn start_logged_on_its_port(config: &str) -> Server {
+        Server::launch(config, &[], &[], true)
+    }
+
+    fn launch(config: &str, env: &[(&str, &str)], args: &[&str], keep_log: bool) -> Server {
         let stem = format!("herald-test-{}-{}", std::process::id(), rand_suffix());
         let path = std::env::temp_dir().join(format!("{stem}.toml"));
         std::fs::write(&path, config).expect("write config");
@@ -49,8 +65,9 @@ impl Server {
             None => Stdio::null(),
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--port", "0", "--config"])
+            .args(["serve", "--config"])
             .arg(&path)
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -83,6 +100,7 @@ impl Server {
             child,
             addr,
             admin,
+            config: path,
             log,
         }
     }
@@ -803,4 +821,89 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A webhook receiver on a free port: answers every POST with `status` after `delay`,
+/// counts requests and the most in flight at once, and keeps the bodies.
+pub struct Sink {
+    pub url: String,
+    pub requests: Arc<AtomicUsize>,
+    pub peak: Arc<AtomicUsize>,
+    pub bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+pub async fn sink(status: &'static str, delay: Duration, extra_headers: String) -> Sink {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (r, p, b) = (requests.clone(), peak.clone(), bodies.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (r, p, b, f) = (r.clone(), p.clone(), b.clone(), in_flight.clone());
+            let extra = extra_headers.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() < len {
+                        continue;
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    if let Ok(v) = serde_json::from_str(&body[..len]) {
+                        b.lock().expect("lock").push(v);
+                    }
+                    tokio::time::sleep(delay).await;
+                    f.fetch_sub(1, Ordering::SeqCst);
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n{extra}\r\n"
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    return;
+                }
+            });
+        }
+    });
+    Sink {
+        url,
+        requests,
+        peak,
+        bodies,
+    }
+}
+
+pub fn events_named(bodies: &Mutex<Vec<Value>>, name: &str) -> usize {
+    bodies
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["name"] == name)
+        .count()
 }

@@ -67,22 +67,40 @@ impl Heartbeat {
         let cluster = &self.cluster;
         let node = cluster.node_id;
         let apps = cluster.apps.get().map(|s| s.all()).unwrap_or_default();
-        if !apps.is_empty() {
+        // An id served again (a reload added it back) keeps the count the new app writes.
+        let forgotten: Vec<String> = std::mem::take(&mut *cluster.forgotten.lock())
+            .into_iter()
+            .filter(|id| cluster.app(id).is_none())
+            .collect();
+        if !apps.is_empty() || !forgotten.is_empty() {
             let mut pipe = redis::pipe();
             for app in &apps {
-                let key = cluster.keys.conns(&app.config.id);
+                let key = cluster.keys.conns(app.id());
                 pipe.hset(&key, node, app.connection_count()).ignore();
                 pipe.hgetall(&key);
             }
-            let counts: Vec<HashMap<u32, usize>> = pipe.query_async(&mut self.conn).await?;
+            for id in &forgotten {
+                pipe.hdel(cluster.keys.conns(id), node).ignore();
+            }
+            let counts: Vec<HashMap<u32, usize>> = match pipe.query_async(&mut self.conn).await {
+                Ok(counts) => counts,
+                Err(error) => {
+                    cluster.forgotten.lock().extend(forgotten);
+                    return Err(error);
+                }
+            };
             let mut others = cluster.others.lock();
+            for id in &forgotten {
+                others.remove(id);
+                cluster.places.forget(id);
+            }
             for (app, per_node) in apps.iter().zip(counts) {
                 let sum = per_node
                     .iter()
                     .filter(|(n, _)| **n != node)
                     .map(|(_, c)| c)
                     .sum();
-                others.insert(app.config.id.clone(), sum);
+                others.insert(app.id().to_owned(), sum);
             }
         }
         let fresh_epoch = format!("{:016x}", rand::random::<u64>());

@@ -212,6 +212,11 @@ impl Places {
         self.apps.write().entry(app.to_owned()).or_default().clone()
     }
 
+    /// Drops an app's share once no op of it can be waiting (the app is gone).
+    fn forget(&self, app: &str) {
+        self.apps.write().remove(app);
+    }
+
     fn waiting(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
@@ -354,6 +359,9 @@ pub struct Cluster {
     bus_bytes: ByteBudget,
     /// Other nodes' open connections per app, from their last heartbeats.
     others: Mutex<HashMap<String, usize>>,
+    /// Apps a reload removed from this node whose last connection has closed: the next
+    /// heartbeat withdraws this node's connection count of each.
+    forgotten: Mutex<Vec<String>>,
     /// Whether Redis answered the last call; while not, state changes are applied locally
     /// only and restated when Redis answers again. Only Redis errors clear it; only the
     /// state task sets it again, as it restates.
@@ -424,6 +432,7 @@ impl Cluster {
                 max: config.bus_max_bytes,
             },
             others: Mutex::new(HashMap::new()),
+            forgotten: Mutex::new(Vec::new()),
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             dropped_log: Throttle::default(),
@@ -477,6 +486,12 @@ impl Cluster {
         self.apps.get()?.by_id(id)
     }
 
+    /// An app this node no longer serves is gone: every change of its connections was
+    /// applied (each held the app), so only its connection count is left to withdraw.
+    pub(crate) fn forget_app(&self, id: &str) {
+        self.forgotten.lock().push(id.to_owned());
+    }
+
     /// Queues a state change, unless its app's share of the queue (or the queue) is full.
     ///
     /// What a refusal means, by kind:
@@ -497,7 +512,7 @@ impl Cluster {
             return self.push(op, None);
         };
         let always = matches!(op, Op::Leave { .. });
-        match self.places.take(&app.config.id, always) {
+        match self.places.take(app.id(), always) {
             Some(held) => self.push(op, Some(held)),
             None => {
                 self.refuse(op, Refused::Busy);
@@ -515,12 +530,12 @@ impl Cluster {
 
     /// Does what stands in for a refused op (see [`Cluster::op`]).
     fn refuse(&self, op: Op, why: Refused) {
-        let app_id = op.app().map(|a| a.config.id.clone());
+        let app_id = op.app().map(|a| a.id().to_owned());
         match op {
             Op::Leave { app, channel, conn } => {
                 app.hub.leave(&channel, conn, true);
             }
-            Op::User { app, user } => self.restate_user_later(&app.config.id, user),
+            Op::User { app, user } => self.restate_user_later(app.id(), user),
             Op::Watchlist { app, outbox, users } => {
                 let (on, off): (Vec<&Arc<str>>, Vec<&Arc<str>>) =
                     users.iter().partition(|u| app.users.is_online(u));
@@ -787,7 +802,7 @@ impl Cluster {
         if app.cache.frame(channel).is_some() {
             return Ok(true);
         }
-        Ok(match self.cached(&app.config.id, channel).await? {
+        Ok(match self.cached(app.id(), channel).await? {
             Some((frame, data, ttl)) => {
                 app.cache.store(channel, frame, &data, ttl);
                 true

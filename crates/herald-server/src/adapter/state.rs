@@ -108,12 +108,12 @@ impl Lanes {
             }
             return;
         };
-        match self.by_app.get_mut(app.config.id.as_str()) {
+        match self.by_app.get_mut(app.id()) {
             Some(lane) => lane.push_back(queued),
             None => {
-                self.turns.push_back(app.config.id.clone());
+                self.turns.push_back(app.id().to_owned());
                 self.by_app
-                    .insert(app.config.id.clone(), VecDeque::from([queued]));
+                    .insert(app.id().to_owned(), VecDeque::from([queued]));
             }
         }
     }
@@ -300,7 +300,7 @@ impl StateTask {
                 if !self.healthy() {
                     return;
                 }
-                let key = self.cluster.keys.cache(&app.config.id, &channel);
+                let key = self.cluster.keys.cache(app.id(), &channel);
                 let stored = redis::pipe()
                     .del(&key)
                     .ignore()
@@ -320,7 +320,7 @@ impl StateTask {
                 if !self.healthy() {
                     return;
                 }
-                let key = self.cluster.keys.conns(&app.config.id);
+                let key = self.cluster.keys.conns(app.id());
                 let count = app.connection_count();
                 let set: RedisResult<()> = self.conn.hset(key, self.cluster.node_id, count).await;
                 if let Err(e) = set {
@@ -341,7 +341,7 @@ impl StateTask {
             Op::Watchlist { app, outbox, users } => {
                 let online = if self.healthy() {
                     let mut pipe = redis::pipe();
-                    let key = self.cluster.keys.users(&app.config.id);
+                    let key = self.cluster.keys.users(app.id());
                     for user in &users {
                         pipe.hexists(&key, user.as_ref());
                     }
@@ -394,7 +394,7 @@ impl StateTask {
             // The counts are read from the hub as the batch is sent, after every leave of
             // the run, so one restatement per channel and member is enough.
             if let Some((user, _)) = left.member {
-                if seen.insert((app.config.id.clone(), channel.clone(), Some(user.clone()))) {
+                if seen.insert((app.id().to_owned(), channel.clone(), Some(user.clone()))) {
                     members.push(Restate::Member {
                         app: app.clone(),
                         channel: channel.to_string(),
@@ -403,7 +403,7 @@ impl StateTask {
                     });
                 }
             }
-            if seen.insert((app.config.id.clone(), channel.clone(), None)) {
+            if seen.insert((app.id().to_owned(), channel.clone(), None)) {
                 channels.push(Restate::Channel {
                     app,
                     channel: channel.into(),
@@ -429,7 +429,7 @@ impl StateTask {
         } = join;
         let already = app.hub.is_subscribed(&channel, conn);
         let local = app.hub.member_connections(&channel, &member.user_id) + u32::from(!already);
-        let max = app.config.limits.max_presence_members;
+        let max = app.config().limits.max_presence_members;
         let info = member.user_info.as_deref().unwrap_or("");
         let node = self.cluster.node_id;
         let answer = if self.healthy() {
@@ -560,7 +560,7 @@ impl StateTask {
             else {
                 continue;
             };
-            let key = (app.config.id.clone(), channel.clone());
+            let key = (app.id().to_owned(), channel.clone());
             let repeated = !seen.insert((conn, key.0.clone(), key.1.clone()));
             let count = if repeated || app.hub.is_subscribed(&channel, conn) {
                 None
@@ -586,7 +586,7 @@ impl StateTask {
         if self.healthy() {
             let mut wanted = HashSet::new();
             for item in items.iter().filter(|i| i.cache) {
-                let key = (item.app.config.id.clone(), item.channel.clone());
+                let key = (item.app.id().to_owned(), item.channel.clone());
                 if item.app.cache.frame(&item.channel).is_none() && wanted.insert(key) {
                     fills.push((item.app.clone(), item.channel.clone()));
                 }
@@ -600,7 +600,7 @@ impl StateTask {
             let mut pipe = redis::pipe();
             for item in &items {
                 let Some(n) = item.count else { continue };
-                let id = &item.app.config.id;
+                let id = item.app.id();
                 pipe.cmd("EVAL")
                     .arg(scripts::CHANNEL_SET)
                     .arg(3)
@@ -613,7 +613,7 @@ impl StateTask {
                     .arg(index_field(&[id, &item.channel]));
             }
             for (app, channel) in &fills {
-                let key = keys.cache(&app.config.id, channel);
+                let key = keys.cache(app.id(), channel);
                 pipe.hget(&key, "frame").hget(&key, "data").pttl(&key);
             }
             match pipe.query_async::<Vec<redis::Value>>(&mut self.conn).await {
@@ -684,7 +684,7 @@ impl StateTask {
         n: usize,
     ) -> RedisResult<(i64, i64)> {
         let keys = &self.cluster.keys;
-        let id = &app.config.id;
+        let id = app.id();
         self.channel_set
             .key(keys.subs(id, channel))
             .key(keys.chans(id))
@@ -731,7 +731,7 @@ impl StateTask {
         list: bool,
     ) -> RedisResult<MemberSet> {
         let keys = &self.cluster.keys;
-        let id = &app.config.id;
+        let id = app.id();
         let reply: Vec<String> = self
             .member_set
             .key(keys.members(id, channel))
@@ -759,7 +759,7 @@ impl StateTask {
         loud: bool,
     ) -> RedisResult<()> {
         let keys = &self.cluster.keys;
-        let id = &app.config.id;
+        let id = app.id();
         let (before, after): (i64, i64) = self
             .user_set
             .key(keys.users(id))
@@ -781,7 +781,7 @@ impl StateTask {
             let online = after > 0;
             app.users.notify_watchers(user, online);
             self.cluster.send(&BusMessage::Watch {
-                app: app.config.id.clone(),
+                app: app.id().to_owned(),
                 user: user.to_owned(),
                 online,
             });
@@ -806,7 +806,7 @@ impl StateTask {
                         user,
                         info,
                     } => {
-                        let id = &app.config.id;
+                        let id = app.id();
                         let n = if local {
                             app.hub.member_connections(channel, user)
                         } else {
@@ -826,7 +826,7 @@ impl StateTask {
                             .arg("0");
                     }
                     Restate::Channel { app, channel } => {
-                        let id = &app.config.id;
+                        let id = app.id();
                         let n = if local {
                             app.hub.counts(channel).subscription_count
                         } else {
@@ -844,7 +844,7 @@ impl StateTask {
                             .arg(index_field(&[id, channel]));
                     }
                     Restate::User { app, user } => {
-                        let id = &app.config.id;
+                        let id = app.id();
                         let n = if local {
                             app.users.connections(user).len()
                         } else {
@@ -975,7 +975,7 @@ impl StateTask {
         .ignore();
         if let Some(store) = self.cluster.apps.get() {
             for app in store.all() {
-                pipe.hdel(keys.conns(&app.config.id), node).ignore();
+                pipe.hdel(keys.conns(app.id()), node).ignore();
             }
         }
     }
@@ -990,7 +990,7 @@ impl StateTask {
         let node = self.cluster.node_id;
         let (listed_members, listed_channels, listed_users) = self.listed(node).await?;
         for app in store.all() {
-            let id = app.config.id.as_str();
+            let id = app.id();
             let mut channels: BTreeSet<String> = app
                 .hub
                 .all_channels()

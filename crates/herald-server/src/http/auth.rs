@@ -88,7 +88,7 @@ impl FromRequest<Arc<Shared>> for Authenticated {
 /// the fallback while Redis is away).
 async fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
     let (second, _) = crate::ratelimit::now_windows();
-    let limits = &app.config.limits;
+    let limits = app.config().limits;
     let (window, limit, what, kind) = if method == Method::GET {
         (
             &app.rates.reads,
@@ -108,10 +108,7 @@ async fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
         return Ok(());
     }
     let allowed = match app.cluster() {
-        Some(cluster) => match cluster
-            .take(&app.config.id, kind, (second, 1), limit, 1)
-            .await
-        {
+        Some(cluster) => match cluster.take(app.id(), kind, (second, 1), limit, 1).await {
             Ok(allowed) => allowed,
             Err(error) => {
                 tracing::warn!(%error, "Cluster rate counter unavailable; counting on this node");
@@ -156,7 +153,7 @@ fn authenticate(
         .ok_or_else(|| ApiError::not_found(format!("Unknown app id '{app_id}'")))?;
     let query = SignedQuery::parse(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    if query.auth_key != app.config.key {
+    if query.auth_key != app.config().key {
         return Err(ApiError::unauthorized(format!(
             "Unknown auth_key '{}' for app {app_id}",
             query.auth_key
@@ -169,12 +166,12 @@ fn authenticate(
         .verify_without_body(
             method.as_str(),
             uri.path(),
-            &app.config.secret,
+            &app.config().secret,
             now,
             MAX_SKEW_SECS,
         )
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    if !app.config.enabled {
+    if !app.config().enabled {
         return Err(ApiError::forbidden(format!("App {app_id} is disabled")));
     }
     Ok((app, query))

@@ -28,7 +28,7 @@ pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
     }
     let occupied = match auth.app.cluster() {
         Some(cluster) => cluster
-            .channels(&auth.app.config.id, prefix)
+            .channels(auth.app.id(), prefix)
             .await
             .map_err(|e| ApiError::cluster(&e))?,
         None => auth.app.hub.channels(prefix),
@@ -54,7 +54,7 @@ pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
 pub(super) async fn counts(app: &App, channel: &str) -> Result<ChannelCounts, ApiError> {
     match app.cluster() {
         Some(cluster) => cluster
-            .counts(&app.config.id, channel)
+            .counts(app.id(), channel)
             .await
             .map_err(|e| ApiError::cluster(&e)),
         None => Ok(app.hub.counts(channel)),
@@ -70,7 +70,7 @@ pub(crate) async fn show(
     Path((_app_id, channel)): Path<(String, String)>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
+    let kind = checked_channel(&channel, auth.app.config().limits.max_channel_name_length)?;
     let info = parse_info(
         auth.query.get("info"),
         &["user_count", "subscription_count", "cache"],
@@ -95,7 +95,7 @@ pub(crate) async fn show(
             let mut cached = auth.app.cache.get(&channel).map(|c| (c.data, c.ttl));
             if let (None, Some(cluster)) = (&cached, auth.app.cluster()) {
                 cached = cluster
-                    .cached(&auth.app.config.id, &channel)
+                    .cached(auth.app.id(), &channel)
                     .await
                     .map_err(|e| ApiError::cluster(&e))?
                     .map(|(_, data, ttl)| (data.into_boxed_str(), ttl));
@@ -117,7 +117,7 @@ pub(crate) async fn users(
     Path((_app_id, channel)): Path<(String, String)>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let kind = checked_channel(&channel, auth.app.config.limits.max_channel_name_length)?;
+    let kind = checked_channel(&channel, auth.app.config().limits.max_channel_name_length)?;
     if !kind.is_presence() {
         return Err(ApiError::bad_request(format!(
             "Users can only be listed for presence channels, not '{channel}'"
@@ -125,7 +125,7 @@ pub(crate) async fn users(
     }
     let ids = match auth.app.cluster() {
         Some(cluster) => cluster
-            .users(&auth.app.config.id, &channel)
+            .users(auth.app.id(), &channel)
             .await
             .map_err(|e| ApiError::cluster(&e))?,
         None => auth.app.hub.users(&channel),

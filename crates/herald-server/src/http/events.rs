@@ -127,7 +127,7 @@ struct Prepared {
 }
 
 fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
-    let limits = &app.config.limits;
+    let limits = app.config().limits;
     let name = body
         .name
         .ok_or_else(|| ApiError::bad_request("Missing 'name': the event name is required"))?;
@@ -207,13 +207,13 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
 
 /// Refuses a publish once the app (the cluster, if any) has used its daily message quota.
 async fn check_daily_quota(app: &App) -> Result<(), ApiError> {
-    let limit = app.config.limits.messages_per_day;
+    let limit = app.config().limits.messages_per_day;
     if limit == 0 {
         return Ok(());
     }
     let (_, day) = crate::ratelimit::now_windows();
     let exhausted = match app.cluster() {
-        Some(cluster) => match cluster.used(&app.config.id, "messages", day).await {
+        Some(cluster) => match cluster.used(app.id(), "messages", day).await {
             Ok(used) => used >= limit,
             Err(_) => app.rates.messages.exhausted(limit, day),
         },
@@ -232,6 +232,7 @@ async fn check_daily_quota(app: &App) -> Result<(), ApiError> {
 fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
     let mut messages = 0u64;
     let cluster = app.cluster();
+    let ttl = app.config().cache_ttl;
     for channel in &event.channels {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
         let delivered = app.hub.publish(channel, &frame, event.except);
@@ -241,20 +242,16 @@ fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cache = is_cache_channel(channel);
         if cache {
-            app.cache.store(
-                channel,
-                frame.clone(),
-                &event.data_token,
-                app.config.cache_ttl,
-            );
+            app.cache
+                .store(channel, frame.clone(), &event.data_token, ttl);
         }
         if let Some(cluster) = cluster {
             cluster.send_event(
-                &app.config.id,
+                app.id(),
                 channel,
                 event.except_socket.as_deref(),
                 &frame,
-                cache.then_some((event.data_token.as_str(), app.config.cache_ttl)),
+                cache.then_some((event.data_token.as_str(), ttl)),
             );
             if cache {
                 let _ = cluster.op(Op::Cache {
@@ -262,7 +259,7 @@ fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
                     channel: channel.as_str().into(),
                     frame: frame.clone(),
                     data: event.data_token.as_str().into(),
-                    ttl: app.config.cache_ttl,
+                    ttl,
                 });
             }
         }
@@ -273,7 +270,7 @@ fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
 /// Counts delivered messages against the daily quota: this node's deliveries, and in a
 /// cluster every node's subscribers of the channels published to.
 async fn count_messages(app: &App, messages: u64, events: &[Prepared]) {
-    if app.config.limits.messages_per_day == 0 {
+    if app.config().limits.messages_per_day == 0 {
         return;
     }
     let (_, day) = crate::ratelimit::now_windows();
@@ -283,7 +280,7 @@ async fn count_messages(app: &App, messages: u64, events: &[Prepared]) {
             .iter()
             .flat_map(|e| e.channels.iter().map(String::as_str))
             .collect();
-        if let Err(error) = cluster.count_messages(&app.config.id, &channels, day).await {
+        if let Err(error) = cluster.count_messages(app.id(), &channels, day).await {
             tracing::warn!(%error, "Cluster message quota counter unavailable");
         }
     }
@@ -344,7 +341,7 @@ pub(crate) async fn batch(
         .batch
         .ok_or_else(|| ApiError::bad_request("Missing 'batch': an array of events is required"))?
         .0;
-    let max = auth.app.config.limits.max_events_per_batch;
+    let max = auth.app.config().limits.max_events_per_batch;
     if items.len() > max {
         return Err(ApiError::bad_request(format!(
             "Batch too large: {} events given, at most {max} allowed",

@@ -16,15 +16,15 @@ pub(crate) async fn terminate_connections(
     Path((_app_id, user_id)): Path<(String, String)>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let code = auth.app.config.terminate_close_code;
+    let code = auth.app.config().terminate_close_code;
     let connections = auth.app.users.connections(&user_id);
-    tracing::info!(app_id = %auth.app.config.id, user_id, connections = connections.len(), "Terminating user connections");
+    tracing::info!(app_id = %auth.app.id(), user_id, connections = connections.len(), "Terminating user connections");
     for outbox in connections {
         outbox.close(code, TERMINATED);
     }
     if let Some(cluster) = auth.app.cluster() {
         cluster.send(&crate::adapter::bus::BusMessage::Terminate {
-            app: auth.app.config.id.clone(),
+            app: auth.app.id().to_owned(),
             user: user_id,
             code,
         });

@@ -198,7 +198,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
         ),
     ];
     let mut out = Vec::new();
-    let app_label = |app: &App| vec![label("app", &app.config.id)];
+    let app_label = |app: &App| vec![label("app", app.id())];
     for (name, help, read) in counters {
         let metrics = apps
             .iter()
@@ -218,7 +218,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
     let mut webhooks = Vec::new();
     let mut latency = Vec::new();
     for app in apps {
-        let id = app.config.id.as_str();
+        let id = app.id();
         for (code, n) in app.metrics.closed_by_code() {
             closed.push(counter(vec![label("app", id), label("code", &code)], n));
         }
@@ -266,7 +266,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
 fn http_family(apps: &[std::sync::Arc<App>], unknown: &super::HttpCounts) -> Option<MetricFamily> {
     let per_app = apps
         .iter()
-        .map(|a| (a.config.id.as_str(), &a.metrics.http))
+        .map(|a| (a.id(), &a.metrics.http))
         .chain(std::iter::once(("", unknown)));
     let mut metrics = Vec::new();
     for (app, counts) in per_app {

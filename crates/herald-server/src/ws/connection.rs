@@ -613,7 +613,7 @@ mod tests {
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
         let config = crate::Config::default();
-        let apps: Arc<dyn AppStore> = Arc::new(crate::StaticApps::new(
+        let apps: Arc<dyn AppStore> = Arc::new(crate::MemoryApps::new(
             config.apps.clone(),
             &config.webhook_settings(),
         ));

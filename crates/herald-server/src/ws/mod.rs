@@ -59,11 +59,9 @@ pub(crate) async fn connect(
     };
     let mut admission = admit(&shared, &key, req.uri().query().unwrap_or(""));
     if let Admission::Serve(app) = &admission {
-        if let (Some(cluster), max @ 1..) = (app.cluster(), app.config.limits.max_connections) {
-            match cluster
-                .admit(&app.config.id, app.connection_count(), max)
-                .await
-            {
+        let max = app.config().limits.max_connections;
+        if let (Some(cluster), max @ 1..) = (app.cluster(), max) {
+            match cluster.admit(app.id(), app.connection_count(), max).await {
                 Ok(true) => {}
                 Ok(false) => {
                     app.metrics.refused(Limit::Connections);
@@ -163,7 +161,7 @@ fn admit(shared: &Shared, key: &str, query: &str) -> Admission {
     let Some(app) = shared.apps.by_key(key) else {
         return Admission::Refuse(CloseReason::UnknownApp);
     };
-    if !app.config.enabled {
+    if !app.config().enabled {
         return Admission::Refuse(CloseReason::AppDisabled);
     }
     match app.try_connect() {

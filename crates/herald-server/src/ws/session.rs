@@ -61,9 +61,12 @@ pub(super) struct Session {
 impl Session {
     pub(super) fn new(shared: &Shared, app: ConnectionSlot) -> Self {
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(shared.config.outbox_max_bytes));
+        let outbox = Arc::new(Outbox::for_app(
+            shared.config.outbox_max_bytes,
+            app.serial(),
+        ));
         // The app may require a connection to sign in (or join a private channel) in time.
-        let secs = app.config.user_authentication_timeout;
+        let secs = app.config().user_authentication_timeout;
         if secs > 0 {
             let deadline =
                 crate::sweeper::now() + crate::sweeper::ticks(std::time::Duration::from_secs(secs));
@@ -76,6 +79,11 @@ impl Session {
         app.metrics
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
+        // A reload that removed or disabled the app after this connection was admitted, and
+        // scanned the registry before it was in it, left the close to the connection.
+        if let Some((code, message)) = app.closed() {
+            outbox.close(code, message);
+        }
         Session {
             app,
             conn,
@@ -101,7 +109,7 @@ impl Session {
     }
 
     pub(super) fn app_id(&self) -> &str {
-        &self.app.config.id
+        self.app.id()
     }
 
     pub(super) fn metrics(&self) -> &crate::metrics::AppMetrics {
@@ -142,7 +150,7 @@ impl Session {
     }
 
     fn subscribe(&mut self, sub: Subscribe) {
-        let limits = &self.app.config.limits;
+        let limits = self.app.config().limits;
         let channel = sub.channel.as_str();
         let kind = match validate_channel_name(channel, limits.max_channel_name_length) {
             Ok(kind) => kind,
@@ -188,7 +196,7 @@ impl Session {
             );
         }
         if kind.requires_auth() {
-            let app = &self.app.config;
+            let app = self.app.config();
             if let Err(error) = verify_channel_auth(
                 &app.key,
                 &app.secret,
@@ -322,7 +330,7 @@ impl Session {
 
     /// Checks a presence member against the app's limits, answering the client if it fails.
     fn member_fits(&self, channel: &str, member: &Member) -> bool {
-        let limits = &self.app.config.limits;
+        let limits = self.app.config().limits;
         if member.user_id.chars().count() > limits.max_presence_user_id_length {
             self.subscription_error(
                 channel,
@@ -410,7 +418,7 @@ impl Session {
     }
 
     fn signin(&mut self, signin: Signin) {
-        let app = &self.app.config;
+        let app = self.app.config();
         if let Err(error) = verify_user_auth(
             &app.key,
             &app.secret,
@@ -517,7 +525,7 @@ impl Session {
     }
 
     fn client_event(&mut self, event: &str, channel: &str, data: &str) {
-        let limits = &self.app.config.limits;
+        let limits = self.app.config().limits;
         if !limits.client_events {
             return self.send_error(
                 Some(CloseReason::ClientEventRejected.code()),
