@@ -860,6 +860,8 @@ impl Config {
             "trusted_proxies" => net.trusted_proxies,
             "webhook_max_in_flight" => webhook_max_in_flight,
             "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
+            "admin_host" => admin.host, "admin_port" => admin.port,
+            "admin_token" => admin.token, "log_format" => log_format,
         )
         .to_vec();
         match (&self.cluster, &new.cluster) {
