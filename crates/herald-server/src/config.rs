@@ -5,7 +5,7 @@
 //! names the field, so a typo never silently falls back to a default.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -43,6 +43,16 @@ pub enum ConfigError {
     Invalid {
         /// The offending field, e.g. `apps[0].key` or `HERALD_PORT`.
         field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A TLS certificate or key file cannot be served.
+    #[error("invalid config: `{field}` file {path}: {problem}")]
+    Tls {
+        /// `tls_cert` or `tls_key`.
+        field: &'static str,
+        /// The file at fault.
+        path: String,
         /// What is wrong with it.
         problem: String,
     },
@@ -259,6 +269,20 @@ pub struct Config {
     pub webhook_max_queued_bytes: usize,
     /// The apps served.
     pub apps: Vec<AppConfig>,
+    /// Serve `https://` and `wss://` only, with this certificate; `None` serves plain
+    /// HTTP and WebSocket.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The files the public port serves TLS with (`tls_cert`, `tls_key`). Only the paths are
+/// kept here: the key itself is loaded by the server, so no `Debug` of the configuration can
+/// show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file of the certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// How webhooks are delivered: the `channel_vacated` hold-back, and the bounds on what
@@ -368,6 +392,7 @@ impl Default for Config {
             webhook_max_in_flight: 64,
             webhook_max_queued_bytes: 8 * 1024 * 1024,
             apps: vec![AppConfig::embedded_default()],
+            tls: None,
         }
     }
 }
@@ -400,6 +425,8 @@ struct RawConfig {
     webhook_max_queued_bytes: Option<usize>,
     cluster_ops_per_app: Option<usize>,
     cluster_bus_max_bytes: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
@@ -459,8 +486,8 @@ struct RawApp {
 impl Config {
     /// Builds the configuration: defaults, then the TOML file if given, then environment
     /// variables (`HERALD_HOST`, `HERALD_PORT`, `HERALD_ACTIVITY_TIMEOUT`,
-    /// `HERALD_PONG_TIMEOUT`, and `HERALD_APP_ID`/`_KEY`/`_SECRET` for the single app when the
-    /// file defines none). `env` is injected so tests need not touch the process environment.
+    /// `HERALD_PONG_TIMEOUT`, `HERALD_TLS_CERT`/`_KEY`, and `HERALD_APP_ID`/`_KEY`/`_SECRET`
+    /// for the single app when the file defines none). TLS files are read and checked here. `env` is injected so tests need not touch the process environment.
     pub fn load(
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -543,6 +570,7 @@ impl Config {
                 .webhook_max_queued_bytes
                 .unwrap_or(d.webhook_max_queued_bytes),
             apps: Vec::new(),
+            tls: None,
         };
         let adapter = env("HERALD_ADAPTER").or(raw.adapter);
         let redis_url = env("HERALD_REDIS_URL").or(raw.redis_url);
@@ -591,6 +619,14 @@ impl Config {
                 *slot = Duration::from_secs(secs);
             }
         }
+        let tls_cert = env("HERALD_TLS_CERT").map(PathBuf::from).or(raw.tls_cert);
+        let tls_key = env("HERALD_TLS_KEY").map(PathBuf::from).or(raw.tls_key);
+        config.tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls_key", "is required with tls_cert")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "is required with tls_key")),
+        };
         let app_env = [
             env("HERALD_APP_ID"),
             env("HERALD_APP_KEY"),
@@ -622,6 +658,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.host.is_empty() {
             return Err(invalid("host", "must not be empty"));
+        }
+        if let Some(tls) = &self.tls {
+            // Loaded once here so that `herald serve` stops before binding, naming the file.
+            crate::tls::load(tls)?;
         }
         if self.activity_timeout.is_zero() {
             return Err(invalid(

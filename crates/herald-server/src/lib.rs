@@ -18,6 +18,7 @@ pub mod hub;
 pub mod outbox;
 pub mod ratelimit;
 mod sweeper;
+mod tls;
 pub mod users;
 pub mod webhooks;
 mod ws;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::apps::{App, AppStore, StaticApps};
-pub use crate::config::{AppConfig, AppLimits, Config, ConfigError, WebhookSettings};
+pub use crate::config::{AppConfig, AppLimits, Config, ConfigError, TlsConfig, WebhookSettings};
 
 /// State every request and connection handler shares.
 pub(crate) struct Shared {
@@ -53,6 +54,9 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// The caps on open connections, which every socket's permit counts against.
     pub(crate) limiter: Arc<admission::ConnLimiter>,
+    /// The public port's TLS (`tls_cert`, `tls_key`); `None` serves plain HTTP. Only the
+    /// accept loop and reloads look at it.
+    pub(crate) tls: Option<Arc<tls::Tls>>,
 }
 
 impl Shared {
@@ -113,6 +117,10 @@ pub async fn serve_with_store(
     ready: impl FnOnce(),
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::new(files).map_err(io::Error::other)?)),
+        None => None,
+    };
     let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
     let cluster = match &config.cluster {
         Some(cluster_config) => {
@@ -151,9 +159,14 @@ pub async fn serve_with_store(
         connections: parking_lot::Mutex::new(HashMap::new()),
         tracker: TaskTracker::new(),
         limiter: limiter.clone(),
+        tls,
     });
     let router = http::router(shared.clone());
     tokio::spawn(sweeper::run(Arc::downgrade(&shared)));
+    #[cfg(unix)]
+    if let (Some(tls), Some(files)) = (&shared.tls, &shared.config.tls) {
+        reload_certificate_on_sighup(tls.clone(), files.clone(), shared.shutdown.clone());
+    }
     ready();
     tokio::pin!(shutdown);
     loop {
@@ -173,20 +186,33 @@ pub async fn serve_with_store(
             Ok(permit) => permit,
             Err(refusal) => {
                 // One write into the empty socket buffer, then close: a flood of refused
-                // connections costs no task and no timer.
-                let _ = stream.try_write(refusal.response());
+                // connections costs no task and no timer. A TLS client could not read the
+                // canned answer, and a handshake is what a flood must not cost: it is
+                // just closed.
+                if shared.tls.is_none() {
+                    let _ = stream.try_write(refusal.response());
+                }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        shared.tracker.spawn(http::conn::serve(
-            stream,
-            peer,
-            permit,
-            router.clone(),
-            shared.config.net.clone(),
-            shared.shutdown.clone(),
-        ));
+        let setup = http::conn::Setup {
+            router: router.clone(),
+            limits: shared.config.net.clone(),
+            shutdown: shared.shutdown.clone(),
+        };
+        match &shared.tls {
+            None => shared
+                .tracker
+                .spawn(http::conn::serve(stream, peer, permit, setup)),
+            Some(tls) => shared.tracker.spawn(http::conn::serve_tls(
+                stream,
+                peer,
+                permit,
+                setup,
+                tls.acceptor().clone(),
+            )),
+        };
     }
     drop(listener);
     tracing::info!("Shutting down: closing connections with 4200");
@@ -203,4 +229,35 @@ pub async fn serve_with_store(
         cluster.stop().await;
     }
     Ok(())
+}
+
+/// The certificate part of reloading the configuration: on SIGHUP, the next TLS handshakes
+/// get the certificate and key now in the configured files, and open connections keep
+/// theirs. A general reload calls [`tls::Tls::reload`] the same way; this handler is kept
+/// to the certificate alone.
+#[cfg(unix)]
+fn reload_certificate_on_sighup(
+    tls: Arc<tls::Tls>,
+    files: config::TlsConfig,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot listen for SIGHUP: the TLS certificate cannot be reloaded");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = hangup.recv() => if got.is_none() { return },
+                () = shutdown.cancelled() => return,
+            }
+            let (tls, files) = (tls.clone(), files.clone());
+            // It reads files: not on the runtime's worker threads. A failure is logged there.
+            let _ = tokio::task::spawn_blocking(move || tls.reload(&files)).await;
+        }
+    });
 }
