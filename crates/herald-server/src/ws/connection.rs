@@ -621,6 +621,11 @@ mod tests {
             std::mem::size_of::<Decoder>(),
         );
         println!(
+            "over TLS: Io {} B, and rustls's session (boxed) {} B",
+            std::mem::size_of::<Io<super::super::socket::TlsSocket>>(),
+            std::mem::size_of::<rustls::ServerConnection>(),
+        );
+        println!(
             "Outbox {} B; ConnPermit {} B; ConnectionSlot {} B",
             std::mem::size_of::<Outbox>(),
             std::mem::size_of::<ConnPermit>(),
