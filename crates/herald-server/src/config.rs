@@ -1218,6 +1218,53 @@ mod tests {
     }
 
     #[test]
+    fn tls_takes_both_files_from_the_file_or_the_environment() {
+        use crate::tls::tests::{issue, temp_dir, write};
+        let dir = temp_dir("config");
+        let (_, cert, key) = issue("config");
+        let cert = write(&dir, "cert.pem", &cert);
+        let key = write(&dir, "key.pem", &key);
+        let lines = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        let c = Config::from_toml(&lines, &no_env).expect("valid");
+        assert_eq!(
+            c.tls,
+            Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone()
+            })
+        );
+        assert_eq!(Config::from_toml("", &no_env).expect("valid").tls, None);
+        let env = |k: &str| match k {
+            "HERALD_TLS_CERT" => Some(cert.display().to_string()),
+            "HERALD_TLS_KEY" => Some(key.display().to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml("", &env).expect("valid");
+        assert_eq!(c.tls.map(|t| t.key), Some(key.clone()));
+        // The environment wins, and its file is checked too.
+        let missing = dir.join("missing.pem");
+        let env = |k: &str| (k == "HERALD_TLS_KEY").then(|| missing.display().to_string());
+        let error = Config::from_toml(&lines, &env).expect_err("missing key");
+        assert!(
+            error.to_string().contains(&missing.display().to_string()),
+            "{error}"
+        );
+        for (text, field) in [
+            (format!("tls_cert = \"{}\"", cert.display()), "tls_key"),
+            (format!("tls_key = \"{}\"", key.display()), "tls_cert"),
+        ] {
+            let error = Config::from_toml(&text, &no_env)
+                .expect_err(field)
+                .to_string();
+            assert!(error.contains(field), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let env = |k: &str| match k {
             "HERALD_PORT" => Some("7001".to_owned()),

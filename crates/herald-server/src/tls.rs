@@ -25,6 +25,23 @@ use crate::config::{ConfigError, TlsConfig};
 /// more over TLS, not an unbounded buffer.
 pub(crate) const BUFFER_LIMIT: usize = 16 * 1024;
 
+/// Larger files are refused: a certificate chain is a few kilobytes, and a path mistyped
+/// as `/dev/zero` must not be read forever.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a PEM file of at most [`MAX_FILE_BYTES`].
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("is larger than {MAX_FILE_BYTES} bytes"));
+    }
+    Ok(bytes)
+}
+
 /// ring: already built for the webhook client's HTTPS, and it builds with no C toolchain
 /// steps of its own beyond cc (aws-lc-rs needs cmake).
 fn provider() -> Arc<CryptoProvider> {
@@ -46,8 +63,7 @@ pub(crate) fn load(files: &TlsConfig) -> Result<Arc<CertifiedKey>, ConfigError> 
         path: key_path.clone(),
         problem,
     };
-    let cert_pem =
-        std::fs::read(&files.cert).map_err(|e| cert_error(format!("cannot be read: {e}")))?;
+    let cert_pem = read_pem(&files.cert).map_err(cert_error)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cert_error(format!("is not valid PEM: {e}")))?;
@@ -56,8 +72,7 @@ pub(crate) fn load(files: &TlsConfig) -> Result<Arc<CertifiedKey>, ConfigError> 
             "holds no certificate (a PEM `BEGIN CERTIFICATE` block)".to_owned(),
         ));
     }
-    let key_pem =
-        std::fs::read(&files.key).map_err(|e| key_error(format!("cannot be read: {e}")))?;
+    let key_pem = read_pem(&files.key).map_err(key_error)?;
     // The parser's messages quote marker lines only, never the key's bytes.
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
         pem::Error::NoItemsFound => {
@@ -201,6 +216,7 @@ pub(crate) mod tests {
         let other_key = write(&dir, "other.pem", &other_key);
         let garbage = write(&dir, "garbage.pem", "not a certificate\n");
         let missing = dir.join("missing.pem");
+        let zero = PathBuf::from("/dev/zero");
         let files = |cert: &Path, key: &Path| TlsConfig {
             cert: cert.to_owned(),
             key: key.to_owned(),
@@ -214,6 +230,7 @@ pub(crate) mod tests {
             (&cert, &garbage, "tls_key", "no private key"),
             (&cert, &cert, "tls_key", "no private key"),
             (&cert, &other_key, "tls_key", "does not match"),
+            (&zero, &key, "tls_cert", "larger than"),
         ] {
             let path = if field == "tls_cert" { cert } else { key };
             let error = load(&files(cert, key)).expect_err(problem).to_string();
