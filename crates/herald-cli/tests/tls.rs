@@ -118,6 +118,12 @@ fn start(pki: &Pki, config: &str, name: &str) -> Server {
     Server::start(&format!("{config}\n{}", pki.serve(&pki.leaf(name))))
 }
 
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn tls_lines(cert: &Path, key: &Path) -> String {
     format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"\n",

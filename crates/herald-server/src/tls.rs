@@ -196,10 +196,27 @@ pub(crate) mod tests {
         path
     }
 
-    pub(crate) fn temp_dir(name: &str) -> PathBuf {
+    /// A directory for a test's files, removed with them when dropped.
+    pub(crate) struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn temp_dir(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("herald-tls-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
+        TempDir(dir)
     }
 
     fn served(tls: &Tls) -> Arc<CertifiedKey> {
