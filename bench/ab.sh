@@ -33,19 +33,4 @@ for _ in $(seq "$rounds"); do
     run "$bin" "$tag" trigger --concurrency 32 --seconds 10
   done
 done
-python3 - "$out" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def get(r, key):
-    if key.startswith("latency."):
-        return r.get("latency", {}).get(key[8:])
-    return r.get(key)
-def med(build, mode, key):
-    vals = [get(r, key) for r in rows if r.get("build") == build and r.get("mode") == mode]
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else float("nan")
-for mode, keys in [("fanout", ["server_cpu_us_per_delivery", "latency.p50_us", "latency.p99_us", "lost"]),
-                   ("trigger", ["requests_per_s", "server_cpu_us_per_request", "latency.p99_us"])]:
-    for key in keys:
-        print(f"{mode:8} {key:28} old {med('old', mode, key):>10.2f}   new {med('new', mode, key):>10.2f}")
-PY
+python3 bench/medians.py "$out" build old new

@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::stream::{Dialer, Stream};
 use crate::wsclient::find;
 
-/// The credentials and address of the app under test.
-#[derive(Clone, Debug)]
+/// The credentials and address of the app under test, and how to connect to it.
+#[derive(Clone)]
 pub struct App {
     pub addr: SocketAddr,
     pub id: String,
     pub key: String,
     pub secret: String,
+    pub dialer: Dialer,
 }
 
 impl App {
@@ -45,17 +47,19 @@ impl App {
 /// One keep-alive connection.
 pub struct Conn {
     addr: SocketAddr,
-    stream: TcpStream,
+    dialer: Dialer,
+    stream: Stream,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    pub async fn open(addr: SocketAddr, dialer: &Dialer) -> std::io::Result<Conn> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
         Ok(Conn {
             addr,
-            stream,
+            dialer: dialer.clone(),
+            stream: dialer.wrap(tcp).await?,
             buf: Vec::with_capacity(1024),
         })
     }
@@ -63,6 +67,8 @@ impl Conn {
     /// Sends a prepared request and returns the response status.
     pub async fn send(&mut self, request: &[u8]) -> std::io::Result<u16> {
         self.stream.write_all(request).await?;
+        // TLS: the last records may still be in the session, not the socket.
+        self.stream.flush().await?;
         loop {
             if let Some(head_end) = find(&self.buf, b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
@@ -81,7 +87,7 @@ impl Conn {
                 if close {
                     // Servers that do not keep API connections alive (sockudo, for one)
                     // cost a new connection per request, as they would for any client.
-                    *self = Conn::open(self.addr).await?;
+                    *self = Conn::open(self.addr, &self.dialer).await?;
                 }
                 return Ok(status);
             }

@@ -8,6 +8,7 @@ mod http;
 mod modes;
 mod proc_stats;
 mod progress;
+mod stream;
 mod summary;
 mod wsclient;
 
@@ -36,6 +37,13 @@ struct Cli {
     /// Draw a progress bar on stderr while the run goes.
     #[arg(long)]
     progress: bool,
+    /// Connect with TLS (wss:// and https://); the server's certificate must be signed by
+    /// the `--ca` certificate and name the address's IP.
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// PEM file of the CA that signed the server's certificate (with `--tls`).
+    #[arg(long, value_name = "PEM")]
+    ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -88,11 +96,22 @@ enum Mode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let dialer = match (&cli.ca, cli.tls) {
+        (Some(ca), true) => match stream::Dialer::tls(ca, cli.addr.ip()) {
+            Ok(dialer) => dialer,
+            Err(error) => {
+                eprintln!("herald-bench: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => stream::Dialer::Plain,
+    };
     let app = http::App {
         addr: cli.addr,
         id: cli.app_id,
         key: cli.key,
         secret: cli.secret,
+        dialer,
     };
     let result = match cli.mode {
         Mode::Fanout {
@@ -142,9 +161,11 @@ async fn main() -> ExitCode {
         }
     };
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
+            report["tls"] = cli.tls.into();
             println!("{report}");
-            eprintln!("{}", summary::summary(&report));
+            let over = if cli.tls { "over TLS: " } else { "" };
+            eprintln!("{over}{}", summary::summary(&report));
             ExitCode::SUCCESS
         }
         Err(error) => {

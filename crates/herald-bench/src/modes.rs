@@ -87,7 +87,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
                 n => p.subscribe_to[i % n],
             };
             pending.push(tokio::spawn(async move {
-                let mut c = Client::connect(addr, &app.key, i).await?;
+                let mut c = Client::connect(&app, addr, i).await?;
                 let user = format!("u{i}");
                 c.subscribe_signed(
                     &kind.channel(i % channels),
@@ -110,7 +110,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         };
         // A small receive window, as a phone on a dead network would leave: the backlog
         // then builds up in the server, against its per-connection bound.
-        let mut c = Client::connect_with(addr, &app.key, p.subscribers + j, Some(4096)).await?;
+        let mut c = Client::connect_with(app, addr, p.subscribers + j, Some(4096)).await?;
         let user = format!("stalled{j}");
         c.subscribe_signed(
             &p.kind.channel(j % p.channels),
@@ -180,7 +180,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         let kind = p.kind;
         let interval = Duration::from_nanos(1_000_000_000 * publishers as u64 / p.rate.max(1));
         pubs.push(tokio::spawn(async move {
-            let mut conn = Conn::open(app.addr).await?;
+            let mut conn = Conn::open(app.addr, &app.dialer).await?;
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = k as u64;
@@ -260,9 +260,10 @@ pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Val
     for _ in 0..p.concurrency {
         let request = request.clone();
         let addr = app.addr;
+        let dialer = app.dialer.clone();
         let duration = p.duration;
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await?;
+            let mut conn = Conn::open(addr, &dialer).await?;
             let mut h = new_histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
             while started.elapsed() < duration {
@@ -327,7 +328,7 @@ pub async fn connections(
         }
         let app = app.clone();
         in_flight.spawn(async move {
-            let mut c = Client::connect(app.addr, &app.key, i).await?;
+            let mut c = Client::connect(&app, app.addr, i).await?;
             if subscribe {
                 c.subscribe(&format!("held-{}", i % 100)).await?;
             }

@@ -6,6 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::http::App;
+use crate::stream::Stream;
+
 /// Opens a TCP connection from the `i`-th loopback source address, so one machine can
 /// exceed the ~28,000 ephemeral ports of a single source address.
 /// A `recv_buffer` (bytes) keeps the kernel from absorbing what a stalled reader does not
@@ -28,7 +31,7 @@ pub async fn tcp(
 
 /// A connected, established Pusher WebSocket.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read but not yet consumed as frames.
     pub buf: Vec<u8>,
     /// The socket id the server assigned (for private and presence signatures).
@@ -56,25 +59,27 @@ impl Kind {
 }
 
 impl Client {
-    /// Connects to `/app/{key}` and waits for `pusher:connection_established`.
-    pub async fn connect(server: SocketAddr, key: &str, i: usize) -> std::io::Result<Client> {
-        Self::connect_with(server, key, i, None).await
+    /// Connects to `/app/{key}` at `server` and waits for `pusher:connection_established`.
+    pub async fn connect(app: &App, server: SocketAddr, i: usize) -> std::io::Result<Client> {
+        Self::connect_with(app, server, i, None).await
     }
 
     /// [`Client::connect`] with a fixed socket receive buffer.
     pub async fn connect_with(
+        app: &App,
         server: SocketAddr,
-        key: &str,
         i: usize,
         recv_buffer: Option<u32>,
     ) -> std::io::Result<Client> {
-        let mut stream = tcp(server, i, recv_buffer).await?;
+        let key = &app.key;
+        let mut stream = app.dialer.wrap(tcp(server, i, recv_buffer).await?).await?;
         let request = format!(
             "GET /app/{key}?protocol=7&client=herald-bench&version=0.1 HTTP/1.1\r\nHost: {server}\r\n\
              Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let mut client = Client {
             stream,
             buf: Vec::with_capacity(4096),
@@ -138,7 +143,8 @@ impl Client {
             text.as_bytes(),
             [0x12, 0x34, 0x56, 0x78],
         );
-        self.stream.write_all(&frame).await
+        self.stream.write_all(&frame).await?;
+        self.stream.flush().await
     }
 
     /// Subscribes to a public channel and waits for the confirmation.

@@ -16,6 +16,10 @@ pub struct Credentials {
     /// `http(s)://KEY:SECRET@HOST[:PORT]/apps/APP_ID`, as `herald serve` prints it.
     #[arg(long, env = "PUSHER_URL", hide_env_values = true, global = true)]
     url: Option<String>,
+    /// PEM file of a CA certificate to trust for https:// besides the system's roots (for a
+    /// server whose certificate a private CA signed).
+    #[arg(long, env = "HERALD_CA_CERT", global = true, value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of a readable summary.
     #[arg(long, global = true)]
     json: bool,
@@ -149,8 +153,18 @@ impl From<Error> for Failure {
             | Error::Decode { .. } => 1,
             _ => 2,
         };
-        // One line: server bodies can span several.
-        Failure(code, error.to_string().replace('\n', " "))
+        // The causes too: "error sending request" alone does not say that a certificate
+        // was refused. One line: server bodies can span several.
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            let text = inner.to_string();
+            if !message.contains(&text) {
+                message.push_str(&format!(": {text}"));
+            }
+            cause = inner.source();
+        }
+        Failure(code, message.replace('\n', " "))
     }
 }
 
@@ -167,7 +181,24 @@ fn client(credentials: &Credentials) -> Result<Client, Failure> {
                 .into(),
         )
     })?;
-    Ok(Client::from_url(url)?)
+    let builder = Client::builder_from_url(url)?;
+    if let Some(path) = &credentials.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            Failure(
+                2,
+                format!("cannot read the CA certificate {}: {e}", path.display()),
+            )
+        })?;
+        // The URL is already checked: what the build refuses now is the certificate.
+        return builder
+            .root_certificate_pem(pem)
+            .build()
+            .map_err(|error| match error {
+                Error::Config(problem) => Failure(2, format!("{}: {problem}", path.display())),
+                other => other.into(),
+            });
+    }
+    Ok(builder.build()?)
 }
 
 async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value, Failure> {

@@ -175,10 +175,21 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
     }
     // A ready URL carries the secret, so it is printed only when the secret is the public
     // embedded one and only this machine can connect: output often ends up in log stores.
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(tls) = &config.tls {
+        banner.push_str(&format!(
+            "TLS: https:// and wss:// only, certificate {}\n",
+            tls.cert.display()
+        ));
+    }
     if loopback && config.is_embedded_default() {
         if let Some(app) = config.apps.first() {
             banner.push_str(&format!(
-                "PUSHER_URL=http://{}:{}@{local}/apps/{}\n",
+                "PUSHER_URL={scheme}://{}:{}@{local}/apps/{}\n",
                 app.key, app.secret, app.id
             ));
         }

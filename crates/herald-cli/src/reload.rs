@@ -133,17 +133,23 @@ pub async fn on_hangup(
 ) {
     while hangups.recv().await.is_some() {
         let source = source.clone();
-        // Reading a file blocks; the runtime's workers must not.
-        let loaded = match tokio::task::spawn_blocking(move || source.load()).await {
-            Ok(loaded) => loaded,
+        let reloader = reloader.clone();
+        // Reading the files (the config, the certificate) blocks; the runtime's workers
+        // must not.
+        let result = match tokio::task::spawn_blocking(move || {
+            source
+                .load()
+                .map_err(herald_server::ReloadError::from)
+                .and_then(|config| reloader.apply(config))
+        })
+        .await
+        {
+            Ok(result) => result,
             Err(error) => {
                 tracing::error!(%error, "Reload failed; the running configuration is unchanged");
                 continue;
             }
         };
-        let result = loaded
-            .map_err(herald_server::ReloadError::from)
-            .and_then(|config| reloader.apply(config));
         if let Err(error) = result {
             tracing::error!(%error, "Reload failed; the running configuration is unchanged");
         }

@@ -87,6 +87,8 @@ fn the_embedded_default_on_loopback_prints_a_ready_pusher_url() {
         .args(["serve", "--port", "0"])
         .env_remove("HERALD_CONFIG")
         .env("RUST_LOG", "warn")
+        // A free admin port: the default one may be another test's, which is warned about.
+        .env("HERALD_ADMIN_PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

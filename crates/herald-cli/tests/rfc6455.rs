@@ -121,6 +121,9 @@ async fn no_frame_follows_the_close_when_the_socket_is_backed_up() {
     // more events, which may not be written after the server's Close.
     ws.send(&pusher_ping()).await;
     ws.send(&close_frame(1000, b"")).await;
+    // The server must have read the Close before these are published, or they are rightly
+    // queued ahead of it; on a loaded machine that read can take a while.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&server, "backed-up", &data, 5).await;
     let mut frames = Vec::new();
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(5), ws.next_frame())

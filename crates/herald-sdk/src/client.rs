@@ -80,6 +80,7 @@ impl std::fmt::Debug for ClientBuilder {
                 &self.master_key_base64.as_ref().map(|_| REDACTED),
             )
             .field("max_batch", &self.max_batch)
+            .field("root_certificates", &self.root_certificates.len())
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +115,8 @@ pub struct ClientBuilder {
     master_key_base64: Option<String>,
     http: Option<reqwest::Client>,
     max_batch: usize,
+    /// PEM texts of CA certificates trusted besides the built-in roots.
+    root_certificates: Vec<Vec<u8>>,
 }
 
 impl ClientBuilder {
@@ -208,7 +211,35 @@ impl ClientBuilder {
         self
     }
 
-    /// Use this `reqwest::Client` (timeouts, proxy and pool settings above are then its own).
+    /// Trust the CA certificates in `pem` (one or more PEM `CERTIFICATE` blocks) for HTTPS,
+    /// besides the built-in roots: for a server whose certificate a private CA signed.
+    /// Needs the `rustls` feature (the default); may be called more than once.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("ca.pem")?;
+    /// let client = herald_sdk::Client::builder_from_url("https://app-key:app-secret@127.0.0.1:6001/apps/1")?
+    ///     .root_certificate_pem(ca)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    ///
+    /// A text without a certificate is refused when the client is built:
+    ///
+    /// ```
+    /// let err = herald_sdk::Client::builder("1", "k", "s")
+    ///     .root_certificate_pem("not a certificate")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("no certificate"), "{err}");
+    /// ```
+    pub fn root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.root_certificates.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// Use this `reqwest::Client` (timeouts, proxy, pool settings and root certificates
+    /// above are then its own).
     ///
     /// ```
     /// let http = reqwest::Client::new();
@@ -274,6 +305,9 @@ impl ClientBuilder {
                         .map_err(|e| Error::Config(format!("invalid proxy '{proxy}': {e}")))?;
                     builder = builder.proxy(proxy);
                 }
+                for pem in &self.root_certificates {
+                    builder = add_roots(builder, pem)?;
+                }
                 builder
                     .build()
                     .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?
@@ -291,6 +325,30 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// Adds the certificates of one PEM text as trusted roots.
+#[cfg(feature = "rustls")]
+fn add_roots(mut builder: reqwest::ClientBuilder, pem: &[u8]) -> Result<reqwest::ClientBuilder> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| Error::Config(format!("invalid root certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Config(
+            "root certificate PEM holds no certificate (a `BEGIN CERTIFICATE` block)".into(),
+        ));
+    }
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
+/// Without TLS support there is nothing to trust a certificate for.
+#[cfg(not(feature = "rustls"))]
+fn add_roots(_: reqwest::ClientBuilder, _: &[u8]) -> Result<reqwest::ClientBuilder> {
+    Err(Error::Config(
+        "root certificates need the SDK's `rustls` feature (HTTPS)".into(),
+    ))
 }
 
 impl Client {
@@ -319,6 +377,7 @@ impl Client {
             master_key_base64: None,
             http: None,
             max_batch: DEFAULT_MAX_BATCH,
+            root_certificates: Vec::new(),
         }
     }
 

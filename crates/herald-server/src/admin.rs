@@ -88,14 +88,12 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
         let Ok(permit) = limiter.admit(peer.ip()) else {
             continue;
         };
-        tracker.spawn(crate::http::conn::serve(
-            stream,
-            peer,
-            permit,
-            router.clone(),
-            net.clone(),
-            stop.clone(),
-        ));
+        let setup = crate::http::conn::Setup {
+            router: router.clone(),
+            limits: net.clone(),
+            shutdown: stop.clone(),
+        };
+        tracker.spawn(crate::http::conn::serve(stream, peer, permit, setup));
     }
     tracker.close();
     tracker.wait().await;

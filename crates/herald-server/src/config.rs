@@ -46,6 +46,16 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A TLS certificate or key file cannot be served.
+    #[error("invalid config: `{field}` file {path}: {problem}")]
+    Tls {
+        /// `tls_cert` or `tls_key`.
+        field: &'static str,
+        /// The file at fault.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -266,6 +276,20 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// The apps served.
     pub apps: Vec<AppConfig>,
+    /// Serve `https://` and `wss://` only, with this certificate; `None` serves plain
+    /// HTTP and WebSocket.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The files the public port serves TLS with (`tls_cert`, `tls_key`). Only the paths are
+/// kept here: the key itself is loaded by the server, so no `Debug` of the configuration can
+/// show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file of the certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// How webhooks are delivered: the `channel_vacated` hold-back, and the bounds on what
@@ -430,6 +454,7 @@ impl Default for Config {
             webhook_max_queued_bytes: 8 * 1024 * 1024,
             pid_file: None,
             apps: vec![AppConfig::embedded_default()],
+            tls: None,
         }
     }
 }
@@ -467,6 +492,8 @@ struct RawConfig {
     cluster_ops_per_app: Option<usize>,
     cluster_bus_max_bytes: Option<usize>,
     pid_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
@@ -526,8 +553,8 @@ struct RawApp {
 impl Config {
     /// Builds the configuration: defaults, then the TOML file if given, then environment
     /// variables (`HERALD_HOST`, `HERALD_PORT`, `HERALD_ACTIVITY_TIMEOUT`,
-    /// `HERALD_PONG_TIMEOUT`, and `HERALD_APP_ID`/`_KEY`/`_SECRET` for the single app when the
-    /// file defines none). `env` is injected so tests need not touch the process environment.
+    /// `HERALD_PONG_TIMEOUT`, `HERALD_TLS_CERT`/`_KEY`, and `HERALD_APP_ID`/`_KEY`/`_SECRET`
+    /// for the single app when the file defines none). TLS files are read and checked here. `env` is injected so tests need not touch the process environment.
     pub fn load(
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -637,6 +664,7 @@ impl Config {
                 .unwrap_or(d.webhook_max_queued_bytes),
             pid_file: raw.pid_file,
             apps: Vec::new(),
+            tls: None,
         };
         let adapter = env("HERALD_ADAPTER").or(raw.adapter);
         let redis_url = env("HERALD_REDIS_URL").or(raw.redis_url);
@@ -685,6 +713,14 @@ impl Config {
                 *slot = Duration::from_secs(secs);
             }
         }
+        let tls_cert = env("HERALD_TLS_CERT").map(PathBuf::from).or(raw.tls_cert);
+        let tls_key = env("HERALD_TLS_KEY").map(PathBuf::from).or(raw.tls_key);
+        config.tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls_key", "is required with tls_cert")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "is required with tls_key")),
+        };
         let app_env = [
             env("HERALD_APP_ID"),
             env("HERALD_APP_KEY"),
@@ -734,6 +770,10 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        if let Some(tls) = &self.tls {
+            // Loaded once here so that `herald serve` stops before binding, naming the file.
+            crate::tls::load(tls)?;
         }
         if self.activity_timeout.is_zero() {
             return Err(invalid(
@@ -864,6 +904,9 @@ impl Config {
             "admin_token" => admin.token, "log_format" => log_format,
         )
         .to_vec();
+        if self.tls.is_some() != new.tls.is_some() {
+            changed.push(("tls_cert", true));
+        }
         match (&self.cluster, &new.cluster) {
             (Some(a), Some(b)) => changed.extend(differing!(a, b;
                 "redis_url" => redis_url, "redis_prefix" => redis_prefix,
@@ -1399,6 +1442,53 @@ mod tests {
             .expect_err("empty")
             .to_string();
         assert!(error.contains("pid_file"), "{error}");
+    }
+
+    #[test]
+    fn tls_takes_both_files_from_the_file_or_the_environment() {
+        use crate::tls::tests::{issue, temp_dir, write};
+        let dir = temp_dir("config");
+        let (_, cert, key) = issue("config");
+        let cert = write(&dir, "cert.pem", &cert);
+        let key = write(&dir, "key.pem", &key);
+        let lines = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        let c = Config::from_toml(&lines, &no_env).expect("valid");
+        assert_eq!(
+            c.tls,
+            Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone()
+            })
+        );
+        assert_eq!(Config::from_toml("", &no_env).expect("valid").tls, None);
+        let env = |k: &str| match k {
+            "HERALD_TLS_CERT" => Some(cert.display().to_string()),
+            "HERALD_TLS_KEY" => Some(key.display().to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml("", &env).expect("valid");
+        assert_eq!(c.tls.map(|t| t.key), Some(key.clone()));
+        // The environment wins, and its file is checked too.
+        let missing = dir.join("missing.pem");
+        let env = |k: &str| (k == "HERALD_TLS_KEY").then(|| missing.display().to_string());
+        let error = Config::from_toml(&lines, &env).expect_err("missing key");
+        assert!(
+            error.to_string().contains(&missing.display().to_string()),
+            "{error}"
+        );
+        for (text, field) in [
+            (format!("tls_cert = \"{}\"", cert.display()), "tls_key"),
+            (format!("tls_key = \"{}\"", key.display()), "tls_cert"),
+        ] {
+            let error = Config::from_toml(&text, &no_env)
+                .expect_err(field)
+                .to_string();
+            assert!(error.contains(field), "{text}: {error}");
+        }
     }
 
     #[test]

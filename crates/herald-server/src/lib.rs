@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod ratelimit;
 pub mod reload;
 mod sweeper;
+mod tls;
 pub mod users;
 pub mod webhooks;
 mod ws;
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::apps::{App, AppChanges, AppStore, AppUpdate, MemoryApps};
-pub use crate::config::{AppConfig, AppLimits, Config, ConfigError, WebhookSettings};
+pub use crate::config::{AppConfig, AppLimits, Config, ConfigError, TlsConfig, WebhookSettings};
 pub use crate::reload::{ReloadError, Reloaded, Reloader};
 
 /// State every request and connection handler shares.
@@ -63,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: metrics::NodeMetrics,
     /// What the node shares state through; asked by `/ready` and `/metrics`.
     pub(crate) backend: Arc<dyn backend::Backend>,
+    /// The public port's TLS (`tls_cert`, `tls_key`); `None` serves plain HTTP. Only the
+    /// accept loop and reloads look at it.
+    pub(crate) tls: Option<Arc<tls::Tls>>,
 }
 
 impl Shared {
@@ -158,6 +162,10 @@ pub async fn serve_with_store(
     let admin_addr = admin_listener.local_addr()?;
     let store: Arc<dyn AppStore> = apps.clone();
     let grace = config.shutdown_grace;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::new(files).map_err(io::Error::other)?)),
+        None => None,
+    };
     let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
     let cluster = match &config.cluster {
         Some(cluster_config) => {
@@ -200,6 +208,7 @@ pub async fn serve_with_store(
         limiter: limiter.clone(),
         metrics: metrics::NodeMetrics::new(),
         backend,
+        tls,
     });
     let router = http::router(shared.clone());
     tokio::spawn(sweeper::run(Arc::downgrade(&shared)));
@@ -234,20 +243,33 @@ pub async fn serve_with_store(
                 shared.metrics.connection_refused(refusal.label());
                 tracing::debug!(%peer, reason = refusal.label(), "Connection refused");
                 // One write into the empty socket buffer, then close: a flood of refused
-                // connections costs no task and no timer.
-                let _ = stream.try_write(refusal.response());
+                // connections costs no task and no timer. A TLS client could not read the
+                // canned answer, and a handshake is what a flood must not cost: it is
+                // just closed.
+                if shared.tls.is_none() {
+                    let _ = stream.try_write(refusal.response());
+                }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        shared.tracker.spawn(http::conn::serve(
-            stream,
-            peer,
-            permit,
-            router.clone(),
-            shared.config.net.clone(),
-            shared.shutdown.clone(),
-        ));
+        let setup = http::conn::Setup {
+            router: router.clone(),
+            limits: shared.config.net.clone(),
+            shutdown: shared.shutdown.clone(),
+        };
+        match &shared.tls {
+            None => shared
+                .tracker
+                .spawn(http::conn::serve(stream, peer, permit, setup)),
+            Some(tls) => shared.tracker.spawn(http::conn::serve_tls(
+                stream,
+                peer,
+                permit,
+                setup,
+                tls.acceptor().clone(),
+            )),
+        };
     }
     drop(listener);
     tracing::info!("Shutting down: closing connections with 4200");

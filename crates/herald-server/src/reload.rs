@@ -106,8 +106,12 @@ impl Reloader {
                 "Reload: `{field}` changes only on restart; it keeps its running value"
             );
         }
-        // TLS: the certificate reload (tls.rs) goes here, so one SIGHUP rereads both; a
-        // certificate that fails to load must leave the running one serving.
+        // One SIGHUP rereads the certificate too. The files were loaded and checked with the
+        // rest of the configuration; one that changed since and fails now leaves the
+        // running certificate serving (logged by `Tls::reload`).
+        if let (Some(tls), Some(files)) = (&shared.tls, &config.tls) {
+            let _ = tls.reload(files);
+        }
         reloaded.restart_needed = restart_needed;
         tracing::info!(
             added = %Reloaded::ids(&reloaded.added),

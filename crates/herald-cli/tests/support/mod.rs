@@ -121,18 +121,7 @@ impl Server {
         let (ws, established) = self
             .connect_raw(&format!("/app/{key}?protocol=7&client=js&version=8.6.0"))
             .await;
-        let established = established.expect("a first frame");
-        assert_eq!(
-            established["event"], "pusher:connection_established",
-            "{established}"
-        );
-        let data: Value = serde_json::from_str(established["data"].as_str().expect("string data"))
-            .expect("data is JSON text");
-        Ws {
-            socket_id: data["socket_id"].as_str().expect("socket_id").to_owned(),
-            activity_timeout: data["activity_timeout"].as_u64().expect("activity_timeout"),
-            ws,
-        }
+        Ws::established(ws, established)
     }
 
     /// Connects to any path; returns the stream and its first text frame, if any.
@@ -165,7 +154,8 @@ fn rand_suffix() -> u128 {
 
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn next_json(ws: &mut WsStream) -> Option<Value> {
+/// The next text frame as JSON, skipping pings and pongs; `None` after 5 s or at the end.
+pub async fn next_json(ws: &mut WsStream) -> Option<Value> {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => {
@@ -185,6 +175,23 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// The client of a socket whose first frame was `established`, which must be
+    /// `pusher:connection_established`.
+    pub fn established(ws: WsStream, established: Option<Value>) -> Ws {
+        let established = established.expect("a first frame");
+        assert_eq!(
+            established["event"], "pusher:connection_established",
+            "{established}"
+        );
+        let data: Value = serde_json::from_str(established["data"].as_str().expect("string data"))
+            .expect("data is JSON text");
+        Ws {
+            socket_id: data["socket_id"].as_str().expect("socket_id").to_owned(),
+            activity_timeout: data["activity_timeout"].as_u64().expect("activity_timeout"),
+            ws,
+        }
+    }
+
     pub async fn send(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }
@@ -441,6 +448,12 @@ pub fn assert_pusher_js_served(server: &Server) {
 
 /// [`assert_pusher_js_served`] with another app's credentials.
 pub fn assert_pusher_js_served_as(server: &Server, app_id: &str, key: &str, secret: &str) {
+    assert_pusher_js_served_with(server, &[app_id, key, secret], &[]);
+}
+
+/// [`assert_pusher_js_served`] with the probe's arguments after the address (app id, key,
+/// secret) and environment (`PROBE_TLS=1` with `NODE_EXTRA_CA_CERTS`: over TLS).
+pub fn assert_pusher_js_served_with(server: &Server, args: &[&str], env: &[(&str, &str)]) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
     assert!(
         dir.join("node_modules/pusher-js").is_dir(),
@@ -448,7 +461,9 @@ pub fn assert_pusher_js_served_as(server: &Server, app_id: &str, key: &str, secr
     );
     let output = Command::new("node")
         .arg("probe.mjs")
-        .args([server.addr.as_str(), app_id, key, secret])
+        .arg(&server.addr)
+        .args(args)
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .output()
         .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"));

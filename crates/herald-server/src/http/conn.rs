@@ -14,6 +14,9 @@
 //! `http_body_timeout` in the [`super::auth::Authenticated`] extractor, and nothing else a
 //! handler awaits is unbounded. An upgraded WebSocket leaves this task with its socket,
 //! its permit and the deadlines of its own (`crate::sweeper`).
+//!
+//! Over TLS ([`serve_tls`]) the handshake runs here first, within the first request's
+//! header deadline, and hyper is then served the same way over the TLS stream.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +37,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::ConnPermit;
@@ -118,22 +122,23 @@ impl Drop for InFlight {
     }
 }
 
-/// The socket as hyper sees it: reads and writes pass through and are timed. After a
-/// WebSocket upgrade the connection task takes the stream and the permit back out.
-pub(crate) struct Watched {
-    stream: TcpStream,
+/// The socket as hyper sees it (TCP, or TLS over TCP): reads and writes pass through and
+/// are timed. After a WebSocket upgrade the connection task takes the stream and the
+/// permit back out.
+pub(crate) struct Watched<S> {
+    stream: S,
     activity: Arc<Activity>,
     permit: ConnPermit,
 }
 
-impl Watched {
+impl<S> Watched<S> {
     /// The socket and its place under the connection caps.
-    pub(crate) fn into_parts(self) -> (TcpStream, ConnPermit) {
+    pub(crate) fn into_parts(self) -> (S, ConnPermit) {
         (self.stream, self.permit)
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -148,7 +153,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -232,17 +237,74 @@ impl<F: Future> Future for Tracked<F> {
     }
 }
 
+/// What every connection is served with, cloned for each one.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    pub(crate) router: Router,
+    pub(crate) limits: NetLimits,
+    pub(crate) shutdown: CancellationToken,
+}
+
 /// Serves one accepted connection until it closes, times out, or the server shuts down.
-pub(crate) async fn serve(
+/// (A plain function: an async one would hold a second copy of its arguments.)
+pub(crate) fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     permit: ConnPermit,
-    router: Router,
-    limits: NetLimits,
-    shutdown: CancellationToken,
+    setup: Setup,
+) -> impl Future<Output = ()> + Send {
+    serve_stream(stream, peer, permit, setup, Instant::now())
+}
+
+/// [`serve`] over TLS. The handshake counts against the first request's header deadline,
+/// so a client that connects and never finishes it is closed like a silent one.
+pub(crate) async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    setup: Setup,
+    acceptor: TlsAcceptor,
 ) {
+    let start = Instant::now();
+    let deadline = start + setup.limits.header_timeout;
+    let handshake = tokio::select! {
+        done = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => done,
+        () = setup.shutdown.cancelled() => return,
+    };
+    let mut stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    stream
+        .get_mut()
+        .1
+        .set_buffer_limit(Some(crate::tls::BUFFER_LIMIT));
+    serve_stream(stream, peer, permit, setup, start).await;
+}
+
+async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    setup: Setup,
+    start: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Setup {
+        router,
+        limits,
+        shutdown,
+    } = setup;
     let activity = Arc::new(Activity {
-        start: Instant::now(),
+        start,
         last_io: AtomicU64::new(1),
         head_started: AtomicU64::new(0),
         in_flight: AtomicU32::new(0),

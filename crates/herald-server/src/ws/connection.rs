@@ -22,10 +22,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::session::Session;
+use super::socket::Socket;
 use super::text_frame;
 use crate::admission::{ConnPermit, DetachedPermit};
 use crate::apps::ConnectionSlot;
@@ -50,11 +50,11 @@ const KEEP_READ_BUFFER: usize = 4096;
 /// Everything the connection keeps is built here, synchronously, and moved into one
 /// future: nested futures or a span wrapper would each hold their own copy of it, and a
 /// parked connection is mostly this future.
-pub(super) fn run(
+pub(super) fn run<S: Socket>(
     shared: Arc<Shared>,
     slot: ConnectionSlot,
     permit: ConnPermit,
-    stream: TcpStream,
+    stream: S,
     pre_read: Bytes,
 ) -> impl Future<Output = ()> + Send {
     // `pre_read` is a slice of hyper's 8 KB read buffer and keeps all of it alive: copy the
@@ -98,7 +98,11 @@ impl Drop for Held {
 /// and this future is most of what an idle connection costs. Its timeouts live in the
 /// outbox as tick counts, run by [`crate::sweeper`], so no timer is parked here.
 #[allow(clippy::manual_async_fn)] // Deliberate: see above; an async fn would be larger.
-fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = ()> + Send {
+fn serve<S: Socket>(
+    held: Held,
+    mut session: Session,
+    mut io: Io<S>,
+) -> impl Future<Output = ()> + Send {
     async move {
         tracing::debug!(
             socket_id = %session.socket_id(),
@@ -155,10 +159,12 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                 break;
             }
             if closing && !shut && io.pending.is_empty() {
-                if io.stream.shutdown().await.is_err() {
-                    break;
+                match io.stream.try_shutdown() {
+                    Ok(()) => shut = true,
+                    // TLS records still to send: retried once the socket is writable.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
                 }
-                shut = true;
             }
             if shut && peer_done {
                 break;
@@ -169,7 +175,9 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
                 if outbox.poll_ready(cx).is_ready() {
                     return Poll::Ready(Wake::Outbox);
                 }
-                if !io.pending.is_empty() && io.stream.poll_write_ready(cx).is_ready() {
+                if (!io.pending.is_empty() || io.stream.has_unsent())
+                    && io.stream.poll_write_ready(cx).is_ready()
+                {
                     return Poll::Ready(Wake::Writable);
                 }
                 if !peer_done {
@@ -237,8 +245,12 @@ fn serve(held: Held, mut session: Session, mut io: Io) -> impl Future<Output = (
 }
 
 /// Refuses a connection: `pusher:error` with the reason's code, then a close frame with it,
-/// then the same lingering close as a served connection's.
-pub(super) async fn refuse(mut stream: TcpStream, reason: CloseReason) {
+/// then the same lingering close as a served connection's. Refusals are rare, so this takes
+/// the stream as hyper left it (TCP, or tokio-rustls's stream over TLS) and simply awaits.
+pub(super) async fn refuse<S>(mut stream: S, reason: CloseReason)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut out = Vec::new();
     out.extend_from_slice(&text_frame(&frame::error(
         Some(reason.code()),
@@ -317,8 +329,8 @@ impl Decoded {
     }
 }
 
-struct Io {
-    stream: TcpStream,
+struct Io<S> {
+    stream: S,
     read_buf: BytesMut,
     decoder: Decoder,
     /// Frames taken from the outbox and not yet fully written.
@@ -337,7 +349,7 @@ struct Io {
     stamp: u32,
 }
 
-impl Io {
+impl<S: Socket> Io<S> {
     /// Reads what the socket has without blocking. The stack chunk keeps an idle
     /// connection free of heap buffers; only unconsumed bytes are copied to `read_buf`.
     fn read(&mut self) -> io::Result<usize> {
@@ -486,6 +498,12 @@ impl Io {
 
     /// Writes as much of `pending` as the socket takes without blocking.
     fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() && self.stream.has_unsent() {
+            match self.stream.try_flush() {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {}
+            }
+        }
         while !self.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
@@ -610,7 +628,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let _client = TcpStream::connect(addr).await.expect("connect");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
         let config = crate::Config::default();
         let apps: Arc<dyn AppStore> = Arc::new(crate::MemoryApps::new(
@@ -634,15 +652,21 @@ mod tests {
             limiter,
             metrics: crate::metrics::NodeMetrics::new(),
             backend: Arc::new(crate::backend::Standalone),
+            tls: None,
         });
         let future = run(shared, slot, permit, stream, Bytes::new());
         let size = std::mem::size_of_val(&future);
         println!(
             "connection future {size} B; Session {} B; Io {} B; Sleep {} B; Decoder {} B",
             std::mem::size_of::<Session>(),
-            std::mem::size_of::<Io>(),
+            std::mem::size_of::<Io<tokio::net::TcpStream>>(),
             std::mem::size_of::<tokio::time::Sleep>(),
             std::mem::size_of::<Decoder>(),
+        );
+        println!(
+            "over TLS: Io {} B, and rustls's session (boxed) {} B",
+            std::mem::size_of::<Io<super::super::socket::TlsSocket>>(),
+            std::mem::size_of::<rustls::ServerConnection>(),
         );
         println!(
             "Outbox {} B; ConnPermit {} B; ConnectionSlot {} B",

@@ -1,7 +1,8 @@
 //! The WebSocket endpoint `/app/{key}`: the HTTP upgrade, then one task per connection.
 //!
-//! The handshake is answered here and the raw `TcpStream` is taken back from hyper, so the
-//! connection task can frame the socket itself ([`codec`]) and hold no read or write buffer
+//! The handshake is answered here and the raw `TcpStream` (over TLS: the TCP socket and the
+//! rustls session, as a [`socket::TlsSocket`]) is taken back from hyper, so the connection
+//! task can frame the socket itself ([`codec`]) and hold no read or write buffer of its own
 //! while the socket is idle. Connections that cannot be served (unknown key, disabled app,
 //! over quota, bad path or protocol) still get the upgrade, then a `pusher:error` and a close
 //! with the code that tells pusher-js whether to retry (spec §1.4). A request that is not a
@@ -9,6 +10,7 @@
 
 mod connection;
 mod session;
+mod socket;
 
 use std::sync::Arc;
 
@@ -21,8 +23,9 @@ use herald_protocol::close::CloseReason;
 use herald_protocol::websocket as codec;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
-use crate::admission::{ConnPermit, ForwardedCount, Refusal};
+use crate::admission::{ForwardedCount, Refusal};
 use crate::http::conn::{Peer, Watched};
 use crate::http::error::ApiError;
 use crate::metrics::Limit;
@@ -246,31 +249,13 @@ fn upgrade(
                 return;
             }
         };
-        let (stream, mut permit, pre_read): (TcpStream, ConnPermit, Bytes) =
-            match upgraded.downcast::<TokioIo<Watched>>() {
-                Ok(parts) => {
-                    let (stream, permit) = parts.io.into_inner().into_parts();
-                    (stream, permit, parts.read_buf)
-                }
-                Err(_) => {
-                    tracing::error!("Upgraded connection is not a watched TCP stream");
-                    return;
-                }
-            };
-        if let Some(count) = forwarded {
-            permit.adopt(count);
-        }
-        match admission {
-            // A task of its own, so the parked connection holds only its own state, not
-            // this upgrade future's as well (tokio rounds each task up to 128 bytes).
-            Admission::Serve(slot) => {
-                let tracker = shared.tracker.clone();
-                tracker.spawn(connection::run(shared, slot, permit, stream, pre_read));
-            }
-            Admission::Refuse(reason) => {
-                connection::refuse(stream, reason).await;
-                drop(permit);
-            }
+        let upgraded = match upgraded.downcast::<TokioIo<Watched<TcpStream>>>() {
+            Ok(parts) => return take_over(shared, admission, forwarded, parts).await,
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<Watched<TlsStream<TcpStream>>>>() {
+            Ok(parts) => take_over(shared, admission, forwarded, parts).await,
+            Err(_) => tracing::error!("Upgraded connection is not a watched TCP or TLS stream"),
         }
     });
     let mut response = Response::new(Body::empty());
@@ -282,4 +267,33 @@ fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     response
+}
+
+/// Starts the connection task on the socket hyper gave back, or refuses the connection.
+async fn take_over<U: socket::Upgraded>(
+    shared: Arc<Shared>,
+    admission: Admission,
+    forwarded: Option<ForwardedCount>,
+    parts: hyper::upgrade::Parts<TokioIo<Watched<U>>>,
+) {
+    let (stream, mut permit) = parts.io.into_inner().into_parts();
+    let pre_read: Bytes = parts.read_buf;
+    if let Some(count) = forwarded {
+        permit.adopt(count);
+    }
+    match admission {
+        // A task of its own, so the parked connection holds only its own state, not
+        // this upgrade future's as well (tokio rounds each task up to 128 bytes).
+        Admission::Serve(slot) => match stream.into_socket() {
+            Ok(socket) => {
+                let tracker = shared.tracker.clone();
+                tracker.spawn(connection::run(shared, slot, permit, socket, pre_read));
+            }
+            Err(error) => tracing::debug!(%error, "Upgraded connection unusable"),
+        },
+        Admission::Refuse(reason) => {
+            connection::refuse(stream, reason).await;
+            drop(permit);
+        }
+    }
 }
