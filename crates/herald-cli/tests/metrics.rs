@@ -186,6 +186,8 @@ async fn counters_are_exact_and_gauges_return_to_zero() {
     )
     .await;
     assert_eq!(status, 401);
+    let (status, _) = support::signed(&server, "GET", "/apps/999/channels", &[], None).await;
+    assert_eq!(status, 404);
 
     let s = scrape(&server).await;
     let sent: usize = clients.iter().map(|c| c.sent).sum();
@@ -208,6 +210,10 @@ async fn counters_are_exact_and_gauges_return_to_zero() {
         ),
         (
             r#"herald_http_requests_total{app="1",route="events",status="401"}"#,
+            1.0,
+        ),
+        (
+            r#"herald_http_requests_total{app="",route="channels",status="404"}"#,
             1.0,
         ),
     ] {

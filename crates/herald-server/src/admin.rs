@@ -67,6 +67,14 @@ pub(crate) fn unready(shared: &Shared) -> Option<&'static str> {
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let limiter = crate::admission::ConnLimiter::new(&shared.config.net, MAX_ADMIN_CONNECTIONS);
     let net = shared.config.net.clone();
+    // The admin routes are not the API's: its requests are counted nowhere it shows.
+    let counts = crate::http::conn::ApiCounts {
+        apps: Arc::new(crate::apps::MemoryApps::new(
+            Vec::new(),
+            &shared.config.webhook_settings(),
+        )),
+        unknown_app: Default::default(),
+    };
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/live", get(|| async { "OK" }))
@@ -90,6 +98,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
         };
         let setup = crate::http::conn::Setup {
             router: router.clone(),
+            counts: counts.clone(),
             limits: net.clone(),
             shutdown: stop.clone(),
         };

@@ -223,6 +223,10 @@ pub async fn serve_with_store(
         admin: admin_addr,
         reloader: Reloader::new(&shared, apps),
     });
+    let counts = http::conn::ApiCounts {
+        apps: shared.apps.clone(),
+        unknown_app: shared.metrics.http_unknown_app.clone(),
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -255,6 +259,7 @@ pub async fn serve_with_store(
         let _ = stream.set_nodelay(true);
         let setup = http::conn::Setup {
             router: router.clone(),
+            counts: counts.clone(),
             limits: shared.config.net.clone(),
             shutdown: shared.shutdown.clone(),
         };

@@ -42,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::ConnPermit;
 use crate::config::NetLimits;
+use crate::metrics::HttpCounts;
+use crate::{App, AppStore};
 
 /// Largest request head (request line and headers): far above what any Pusher client
 /// sends, cookies included. Over it hyper answers 431 and closes.
@@ -197,6 +199,48 @@ struct Service {
     router: Router,
     activity: Arc<Activity>,
     peer: SocketAddr,
+    counts: ApiCounts,
+}
+
+/// Where a connection's HTTP API requests are counted: under the app they name, or the
+/// node's count for ids it does not serve.
+#[derive(Clone)]
+pub(crate) struct ApiCounts {
+    pub(crate) apps: Arc<dyn AppStore>,
+    pub(crate) unknown_app: Arc<HttpCounts>,
+}
+
+/// The counter a request goes to, and its route.
+enum CountIn {
+    App(Arc<App>, usize),
+    Unknown(Arc<HttpCounts>, usize),
+}
+
+impl ApiCounts {
+    /// Where a request for `path` is counted; `None` for paths outside the API.
+    fn target(&self, path: &str) -> Option<CountIn> {
+        let rest = path.strip_prefix("/apps/")?;
+        let (id, rest) = rest.split_once('/')?;
+        let route = route_index(rest);
+        Some(match self.apps.by_id(id) {
+            Some(app) => CountIn::App(app, route),
+            None => CountIn::Unknown(self.unknown_app.clone(), route),
+        })
+    }
+}
+
+/// The place in [`crate::metrics::ROUTES`] of an API path's part after `/apps/{id}/`.
+fn route_index(rest: &str) -> usize {
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("events"), None, ..) => 0,
+        (Some("batch_events"), None, ..) => 1,
+        (Some("channels"), None, ..) => 2,
+        (Some("channels"), Some(_), None, _) => 3,
+        (Some("channels"), Some(_), Some("users"), None) => 4,
+        (Some("users"), Some(_), Some("terminate_connections"), None) => 5,
+        _ => usize::MAX,
+    }
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
@@ -211,10 +255,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         if req.uri().path().starts_with("/app/") {
             req.extensions_mut().insert(Peer(self.peer));
         }
+        let count = self.counts.target(req.uri().path());
         let mut router = self.router.clone();
         Tracked {
             inner: tower_service::Service::call(&mut router, req),
             _guard: guard,
+            count,
         }
     }
 }
@@ -226,14 +272,25 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         _guard: InFlight,
+        count: Option<CountIn>,
     }
 }
 
-impl<F: Future> Future for Tracked<F> {
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Tracked<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let polled = this.inner.poll(cx);
+        if let Poll::Ready(Ok(response)) = &polled {
+            let status = response.status().as_u16();
+            match this.count.take() {
+                Some(CountIn::App(app, route)) => app.metrics.http.count(route, status),
+                Some(CountIn::Unknown(counts, route)) => counts.count(route, status),
+                None => {}
+            }
+        }
+        polled
     }
 }
 
@@ -241,6 +298,7 @@ impl<F: Future> Future for Tracked<F> {
 #[derive(Clone)]
 pub(crate) struct Setup {
     pub(crate) router: Router,
+    pub(crate) counts: ApiCounts,
     pub(crate) limits: NetLimits,
     pub(crate) shutdown: CancellationToken,
 }
@@ -300,6 +358,7 @@ async fn serve_stream<S>(
 {
     let Setup {
         router,
+        counts,
         limits,
         shutdown,
     } = setup;
@@ -319,6 +378,7 @@ async fn serve_stream<S>(
         router,
         activity: activity.clone(),
         peer,
+        counts,
     };
     let conn = http1::Builder::new()
         // Deadlines are this task's (see the module doc); hyper's would also cut idle time.

@@ -10,9 +10,8 @@ pub(crate) mod users;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -34,8 +33,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(users::terminate_connections),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), count));
+        );
     Router::new()
         .route("/", get(up))
         .route("/up", get(up))
@@ -52,40 +50,5 @@ async fn up(State(shared): State<Arc<Shared>>) -> Response {
     match crate::admin::unready(&shared) {
         None => "OK".into_response(),
         Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
-    }
-}
-
-/// Counts an HTTP API request by app, route and status once it is answered. The app label
-/// is set only for an app the node serves, so made-up ids cannot add series.
-async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(usize::MAX, |p| route_index(p.as_str()));
-    let app = req
-        .uri()
-        .path()
-        .strip_prefix("/apps/")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|id| shared.apps.by_id(id));
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
-    match app {
-        Some(app) => app.metrics.http.count(route, status),
-        None => shared.metrics.http_unknown_app.count(route, status),
-    }
-    response
-}
-
-/// The route's place in [`crate::metrics::ROUTES`].
-fn route_index(path: &str) -> usize {
-    match path {
-        "/apps/{app_id}/events" => 0,
-        "/apps/{app_id}/batch_events" => 1,
-        "/apps/{app_id}/channels" => 2,
-        "/apps/{app_id}/channels/{channel}" => 3,
-        "/apps/{app_id}/channels/{channel}/users" => 4,
-        "/apps/{app_id}/users/{user_id}/terminate_connections" => 5,
-        _ => usize::MAX,
     }
 }

@@ -17,7 +17,7 @@ use crate::App;
 pub(crate) struct NodeMetrics {
     registry: Registry,
     /// HTTP API requests for app ids the node does not serve.
-    pub(crate) http_unknown_app: super::HttpCounts,
+    pub(crate) http_unknown_app: std::sync::Arc<super::HttpCounts>,
     /// Connections refused before they reached an app, by reason.
     connections_refused: IntCounterVec,
 }
@@ -51,7 +51,7 @@ impl NodeMetrics {
         }
         NodeMetrics {
             registry,
-            http_unknown_app: super::HttpCounts::default(),
+            http_unknown_app: Default::default(),
             connections_refused,
         }
     }
