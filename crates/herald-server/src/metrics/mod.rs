@@ -163,6 +163,14 @@ impl AppMetrics {
         self.closed[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connections closed with `code`, one of [`CLOSE_CODES`].
+    fn closed_with(&self, code: u16) -> u64 {
+        CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .map_or(0, |i| self.closed[i].load(Ordering::Relaxed))
+    }
+
     pub(crate) fn refused(&self, limit: Limit) {
         let i = Limit::ALL.iter().position(|&l| l == limit).unwrap_or(0);
         self.refusals[i].fetch_add(1, Ordering::Relaxed);

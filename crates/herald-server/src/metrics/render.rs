@@ -11,6 +11,7 @@ use super::sharded::LATENCY_BOUNDS_US;
 use super::{AppMetrics, WebhookOutcome};
 use crate::adapter::ClusterStats;
 use crate::backend::Backend;
+use crate::hub::HubTotals;
 use crate::App;
 
 /// The node's registry and the metrics that are not per app.
@@ -112,106 +113,119 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Opt
 
 /// One family per metric, with a series per app (and per code, limit or outcome).
 fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
-    type Read = fn(&App, &AppMetrics) -> u64;
+    /// What a scrape reads of one app; its hub is walked once for all three hub gauges.
+    struct Reading<'a> {
+        app: &'a App,
+        m: &'a AppMetrics,
+        hub: HubTotals,
+    }
+    type Read = fn(&Reading) -> u64;
+    let readings: Vec<Reading> = apps
+        .iter()
+        .map(|app| Reading {
+            app,
+            m: &app.metrics,
+            hub: app.hub.totals(),
+        })
+        .collect();
     let counters: [(&str, &str, Read); 10] = [
         (
             "herald_connections_opened_total",
             "WebSocket connections admitted to the app",
-            |_, m| {
-                m.connections_opened
+            |r| {
+                r.m.connections_opened
                     .load(std::sync::atomic::Ordering::Relaxed)
             },
         ),
         (
             "herald_ws_messages_received_total",
             "WebSocket messages (data and control) received",
-            |_, m| m.messages_received.get(),
+            |r| r.m.messages_received.get(),
         ),
         (
             "herald_ws_bytes_received_total",
             "WebSocket bytes received, framing included",
-            |_, m| m.bytes_received.get(),
+            |r| r.m.bytes_received.get(),
         ),
         (
             "herald_ws_messages_sent_total",
             "WebSocket messages (data and control) written to sockets",
-            |_, m| m.messages_sent.get(),
+            |r| r.m.messages_sent.get(),
         ),
         (
             "herald_ws_bytes_sent_total",
             "WebSocket bytes written to sockets, framing included",
-            |_, m| m.bytes_sent.get(),
+            |r| r.m.bytes_sent.get(),
         ),
         (
             "herald_events_published_total",
             "Events published through the HTTP API, one per event and channel",
-            |_, m| {
-                m.events_published
+            |r| {
+                r.m.events_published
                     .load(std::sync::atomic::Ordering::Relaxed)
             },
         ),
         (
             "herald_deliveries_total",
             "Event frames queued to subscribers on this node",
-            |app, _| app.hub.deliveries(),
+            |r| r.app.hub.deliveries(),
         ),
         (
             "herald_client_events_total",
             "Client events accepted and relayed",
-            |_, m| m.client_events.load(std::sync::atomic::Ordering::Relaxed),
+            |r| r.m.client_events.load(std::sync::atomic::Ordering::Relaxed),
         ),
         (
             "herald_outbox_overflow_closes_total",
             "Connections closed with 4100 because they did not read fast enough",
-            |_, m| {
-                m.closed_by_code()
-                    .find(|(c, _)| c == "4100")
-                    .map_or(0, |(_, n)| n)
-            },
+            |r| r.m.closed_with(4100),
         ),
         (
             "herald_webhook_drops_total",
             "Webhook events or batches never sent because a queue or bound was full",
-            |_, m| m.webhook_count(WebhookOutcome::Drop),
+            |r| r.m.webhook_count(WebhookOutcome::Drop),
         ),
     ];
     let gauges: [(&str, &str, Read); 4] = [
-        (
-            "herald_connections",
-            "WebSocket connections open",
-            |app, _| app.connection_count() as u64,
-        ),
+        ("herald_connections", "WebSocket connections open", |r| {
+            r.app.connection_count() as u64
+        }),
         (
             "herald_channels",
             "Channels with at least one subscriber on this node",
-            |app, _| app.hub.totals().channels as u64,
+            |r| r.hub.channels as u64,
         ),
         (
             "herald_subscriptions",
             "Subscriptions held by this node's connections",
-            |app, _| app.hub.totals().subscriptions as u64,
+            |r| r.hub.subscriptions as u64,
         ),
         (
             "herald_presence_members",
             "Distinct users per presence channel, summed over channels",
-            |app, _| app.hub.totals().members as u64,
+            |r| r.hub.members as u64,
         ),
     ];
     let mut out = Vec::new();
-    let app_label = |app: &App| vec![label("app", app.id())];
-    for (name, help, read) in counters {
-        let metrics = apps
-            .iter()
-            .map(|a| counter(app_label(a), read(a, &a.metrics)))
-            .collect();
-        out.extend(family(name, help, MetricType::COUNTER, metrics));
-    }
-    for (name, help, read) in gauges {
-        let metrics = apps
-            .iter()
-            .map(|a| gauge(app_label(a), read(a, &a.metrics)))
-            .collect();
-        out.extend(family(name, help, MetricType::GAUGE, metrics));
+    let app_label = |r: &Reading| vec![label("app", r.app.id())];
+    let kinds = [
+        (MetricType::COUNTER, &counters[..]),
+        (MetricType::GAUGE, &gauges[..]),
+    ];
+    for (kind, table) in kinds {
+        for &(name, help, read) in table {
+            let metrics = readings
+                .iter()
+                .map(|r| {
+                    let (labels, value) = (app_label(r), read(r));
+                    match kind {
+                        MetricType::GAUGE => gauge(labels, value),
+                        _ => counter(labels, value),
+                    }
+                })
+                .collect();
+            out.extend(family(name, help, kind, metrics));
+        }
     }
     let mut closed = Vec::new();
     let mut refused = Vec::new();
