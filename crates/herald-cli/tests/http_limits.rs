@@ -368,38 +368,23 @@ async fn behind_a_trusted_proxy_websockets_count_by_forwarded_address() {
 #[tokio::test]
 async fn huge_arrays_in_a_signed_body_stop_being_parsed_at_a_cap() {
     let server = Server::start("");
-    let items = vec!["{}"; 20_000].join(",");
-    let (status, body) = support::signed(
-        &server,
-        "POST",
-        "/apps/1/batch_events",
-        &[],
-        Some(&format!("{{\"batch\":[{items}]}}")),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("more than 10000 items")),
-        "{body}"
-    );
+    // A batch of `n` copies of `item` must be refused with 400 and an error saying `what`.
+    let refused = |n: usize, item: &'static str, what: &'static str| {
+        let server = &server;
+        async move {
+            let items = vec![item; n].join(",");
+            let body = format!("{{\"batch\":[{items}]}}");
+            let (status, body) =
+                support::signed(server, "POST", "/apps/1/batch_events", &[], Some(&body)).await;
+            assert_eq!(status, 400);
+            assert!(
+                body["error"].as_str().is_some_and(|e| e.contains(what)),
+                "{body}"
+            );
+        }
+    };
+    refused(20_000, "{}", "more than 10000 items").await;
     // Within the cap, the app's own limit answers with the exact count.
-    let items = [r#"{"name":"e","channel":"c","data":"1"}"#; 11].join(",");
-    let (status, body) = support::signed(
-        &server,
-        "POST",
-        "/apps/1/batch_events",
-        &[],
-        Some(&format!("{{\"batch\":[{items}]}}")),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("11 events")),
-        "{body}"
-    );
+    refused(11, r#"{"name":"e","channel":"c","data":"1"}"#, "11 events").await;
     assert_pusher_js_served(&server);
 }

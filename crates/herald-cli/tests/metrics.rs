@@ -329,49 +329,14 @@ client_events_per_second = 1
 
 #[tokio::test]
 async fn webhook_outcomes_are_counted() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A receiver that answers 500 to the first request and 200 after.
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", receiver.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut first = true;
-        loop {
-            let Ok((mut s, _)) = receiver.accept().await else {
-                return;
-            };
-            let status = if std::mem::take(&mut first) {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                // Read the head and the body its content-length announces.
-                loop {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length: "))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                let reply =
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
+    let hook = support::sink_answering(
+        vec!["500 Internal Server Error", "200 OK"],
+        Duration::ZERO,
+        String::new(),
+    )
+    .await;
+    let url = hook.url.clone();
     let server = Server::start(&format!(
         r#"
 webhook_vacated_delay_ms = 0
@@ -410,6 +375,7 @@ event_types = ["channel_occupied"]
     ] {
         assert_eq!(value(&s, key), want, "{key}");
     }
+    assert_eq!(hook.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

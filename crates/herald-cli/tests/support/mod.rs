@@ -848,6 +848,16 @@ pub struct Sink {
 }
 
 pub async fn sink(status: &'static str, delay: Duration, extra_headers: String) -> Sink {
+    sink_answering(vec![status], delay, extra_headers).await
+}
+
+/// [`sink`] answering its n-th request with `statuses[n]`, and the last status after them.
+pub async fn sink_answering(
+    statuses: Vec<&'static str>,
+    delay: Duration,
+    extra_headers: String,
+) -> Sink {
+    let statuses = Arc::new(statuses);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -860,6 +870,7 @@ pub async fn sink(status: &'static str, delay: Duration, extra_headers: String) 
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let (r, p, b, f) = (r.clone(), p.clone(), b.clone(), in_flight.clone());
+            let statuses = statuses.clone();
             let extra = extra_headers.clone();
             tokio::spawn(async move {
                 let mut data = Vec::new();
@@ -888,7 +899,8 @@ pub async fn sink(status: &'static str, delay: Duration, extra_headers: String) 
                     if body.len() < len {
                         continue;
                     }
-                    r.fetch_add(1, Ordering::SeqCst);
+                    let nth = r.fetch_add(1, Ordering::SeqCst);
+                    let status = statuses[nth.min(statuses.len() - 1)];
                     let now = f.fetch_add(1, Ordering::SeqCst) + 1;
                     p.fetch_max(now, Ordering::SeqCst);
                     if let Ok(v) = serde_json::from_str(&body[..len]) {
