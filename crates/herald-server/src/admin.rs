@@ -59,7 +59,10 @@ pub(crate) fn unready(shared: &Shared) -> Option<&'static str> {
     if shared.shutdown.is_cancelled() {
         return Some("draining: the node is shutting down");
     }
-    shared.backend.unavailable()
+    shared
+        .apps
+        .unavailable()
+        .or_else(|| shared.backend.unavailable())
 }
 
 /// Serves the admin endpoints until `stop` is cancelled (after the node has drained, so the

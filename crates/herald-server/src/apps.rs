@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
 
@@ -23,7 +24,7 @@ use crate::webhooks::WebhookEvent;
 use crate::ws::text_frame;
 
 use crate::cache::EventCache;
-use crate::config::{validate_apps, AppConfig, ConfigError, WebhookSettings};
+use crate::config::{validate_apps, AppConfig, ConfigError, Plans, WebhookSettings};
 use crate::count_events::CountEvents;
 use crate::hub::Hub;
 use crate::metrics::AppMetrics;
@@ -368,7 +369,17 @@ impl AppChanges {
     }
 }
 
-/// Where the server finds apps.
+/// Which app a lookup asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppRef<'a> {
+    /// By id (HTTP API paths).
+    Id(&'a str),
+    /// By key (WebSocket paths).
+    Key(&'a str),
+}
+
+/// Where the server finds apps. The lookups answer from memory; [`AppStore::find`] is
+/// the one way to the store behind it, for an app the memory does not hold.
 pub trait AppStore: Send + Sync + 'static {
     /// The app with this id (HTTP API paths).
     fn by_id(&self, id: &str) -> Option<Arc<App>>;
@@ -376,6 +387,34 @@ pub trait AppStore: Send + Sync + 'static {
     fn by_key(&self, key: &str) -> Option<Arc<App>>;
     /// Every app (for the cluster's heartbeats and resyncs).
     fn all(&self) -> Vec<Arc<App>>;
+    /// Looks up an app the memory does not hold in the store behind it (a database), and
+    /// serves it if it is there. The file's apps have nothing behind them.
+    fn find<'a>(&'a self, by: AppRef<'a>) -> BoxFuture<'a, Option<Arc<App>>> {
+        let _ = by;
+        Box::pin(std::future::ready(None))
+    }
+    /// Why the store cannot serve yet (a database never loaded), in one line.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
+    /// Takes a reloaded config file's plans. Returns whether the store keeps the apps
+    /// itself (a database), so that the file's `[[apps]]` are not applied.
+    fn reconfigure(&self, plans: &Plans) -> bool {
+        let _ = plans;
+        false
+    }
+}
+
+/// The app `by` names: from memory, else from the store behind it.
+pub async fn lookup(store: &dyn AppStore, by: AppRef<'_>) -> Option<Arc<App>> {
+    let known = match by {
+        AppRef::Id(id) => store.by_id(id),
+        AppRef::Key(key) => store.by_key(key),
+    };
+    match known {
+        Some(app) => Some(app),
+        None => store.find(by).await,
+    }
 }
 
 /// The apps served, held in memory: lookups read one atomically swapped snapshot of the

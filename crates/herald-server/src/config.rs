@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
+use crate::app_fields::{app_from_raw, raw_to_fields, RawApp, RawPlan};
+
 /// The embedded default app's id (numeric: the official Node and Python libraries put the id
 /// in URLs and the Python one insists on digits).
 pub const DEFAULT_APP_ID: &str = "1";
@@ -58,7 +61,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         problem: problem.into(),
@@ -227,10 +230,10 @@ impl AppConfig {
 }
 
 /// `terminate_connections` closes with "connection is unauthorized" by default (spec §8).
-const DEFAULT_TERMINATE_CLOSE_CODE: u16 = 4009;
+pub(crate) const DEFAULT_TERMINATE_CLOSE_CODE: u16 = 4009;
 
 /// Pusher documents a 30-minute lifetime for cached events.
-const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,8 +277,13 @@ pub struct Config {
     /// Where `herald serve` writes its process id (for `herald reload`), removed at a
     /// clean shutdown.
     pub pid_file: Option<PathBuf>,
-    /// The apps served.
+    /// The apps served; empty when they live in a database (`apps_url`).
     pub apps: Vec<AppConfig>,
+    /// The database the apps live in (`postgres://…`, `mysql://…`); `None` serves the
+    /// file's `[[apps]]`.
+    pub apps_url: Option<AppsUrl>,
+    /// The file's named plans, which a database's apps refer to by name too.
+    pub plans: Plans,
     /// Serve `https://` and `wss://` only, with this certificate; `None` serves plain
     /// HTTP and WebSocket.
     pub tls: Option<TlsConfig>,
@@ -290,6 +298,91 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// Where the apps live when not in the file: a PostgreSQL or MySQL/MariaDB URL. `Debug`
+/// hides its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppsUrl(String);
+
+/// The kind of database an [`AppsUrl`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppsDb {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `mysql://` or `mariadb://`.
+    MySql,
+}
+
+impl AppsUrl {
+    /// Checks the scheme: `postgres://`, `postgresql://`, `mysql://` or `mariadb://`.
+    pub fn parse(url: &str) -> Result<AppsUrl, ConfigError> {
+        let url = url.trim();
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some("postgres" | "postgresql" | "mysql" | "mariadb") => Ok(AppsUrl(url.to_owned())),
+            _ => Err(invalid(
+                "apps_url",
+                format!(
+                    "must be a postgres:// or mysql:// URL, not '{}'",
+                    redact_url(url)
+                ),
+            )),
+        }
+    }
+
+    /// Which database it names.
+    pub fn db(&self) -> AppsDb {
+        if self.0.starts_with("postgres") {
+            AppsDb::Postgres
+        } else {
+            AppsDb::MySql
+        }
+    }
+
+    /// The URL itself, password and all: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password hidden, for logs and messages.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for AppsUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// The `[[apps]]` of a config file as each app's fields (see [`app_from_fields`]), each
+/// checked first: what `herald apps import` copies into a database.
+pub fn apps_in_file(
+    path: &Path,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let raw = toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
+        path: shown,
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    let plans = Plans(raw.plans);
+    let fields: Vec<_> = raw.apps.iter().map(raw_to_fields).collect();
+    for (i, app) in fields.iter().enumerate() {
+        app_from_fields(&format!("apps[{i}]"), app.clone(), &plans)?;
+    }
+    validate_apps(
+        &fields
+            .iter()
+            .map(|f| app_from_fields("", f.clone(), &plans))
+            .collect::<Result<Vec<_>, _>>()?,
+    )?;
+    Ok(fields)
 }
 
 /// How webhooks are delivered: the `channel_vacated` hold-back, and the bounds on what
@@ -454,6 +547,8 @@ impl Default for Config {
             webhook_max_queued_bytes: 8 * 1024 * 1024,
             pid_file: None,
             apps: vec![AppConfig::embedded_default()],
+            apps_url: None,
+            plans: Plans::default(),
             tls: None,
         }
     }
@@ -494,60 +589,11 @@ struct RawConfig {
     pid_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    apps_url: Option<String>,
     #[serde(default)]
     plans: HashMap<String, RawPlan>,
     #[serde(default)]
     apps: Vec<RawApp>,
-}
-
-/// A named set of limits apps can refer to (`plan = "pro"`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlan {
-    publishes_per_second: Option<u64>,
-    reads_per_second: Option<u64>,
-    messages_per_day: Option<u64>,
-    max_connections: Option<usize>,
-    client_events_per_second: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebhook {
-    url: Option<String>,
-    #[serde(default)]
-    event_types: Vec<String>,
-    channel_prefix: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApp {
-    id: Option<String>,
-    key: Option<String>,
-    secret: Option<String>,
-    enabled: Option<bool>,
-    plan: Option<String>,
-    publishes_per_second: Option<u64>,
-    reads_per_second: Option<u64>,
-    messages_per_day: Option<u64>,
-    max_connections: Option<usize>,
-    max_subscriptions_per_connection: Option<usize>,
-    max_event_data_bytes: Option<usize>,
-    max_channels_per_trigger: Option<usize>,
-    max_events_per_batch: Option<usize>,
-    max_channel_name_length: Option<usize>,
-    client_events: Option<bool>,
-    client_events_per_second: Option<u32>,
-    max_presence_members: Option<usize>,
-    max_presence_user_id_length: Option<usize>,
-    max_presence_user_info_bytes: Option<usize>,
-    terminate_close_code: Option<u16>,
-    user_authentication_timeout: Option<u64>,
-    cache_ttl: Option<u64>,
-    subscription_count: Option<bool>,
-    #[serde(default)]
-    webhooks: Vec<RawWebhook>,
 }
 
 impl Config {
@@ -664,6 +710,8 @@ impl Config {
                 .unwrap_or(d.webhook_max_queued_bytes),
             pid_file: raw.pid_file,
             apps: Vec::new(),
+            apps_url: None,
+            plans: Plans(raw.plans),
             tls: None,
         };
         let adapter = env("HERALD_ADAPTER").or(raw.adapter);
@@ -687,10 +735,23 @@ impl Config {
             }
         };
         for (i, app) in raw.apps.into_iter().enumerate() {
-            config.apps.push(app_from_raw(i, app, &raw.plans)?);
+            config
+                .apps
+                .push(app_from_raw(&format!("apps[{i}]"), app, &config.plans)?);
         }
         let from_file = !config.apps.is_empty();
-        if !from_file {
+        config.apps_url = env("HERALD_APPS_URL")
+            .or(raw.apps_url)
+            .map(|url| AppsUrl::parse(&url))
+            .transpose()?;
+        if config.apps_url.is_some() {
+            if from_file {
+                return Err(invalid(
+                    "apps_url",
+                    "cannot be combined with [[apps]] in the config file: the apps live in the database (copy them there with `herald apps import FILE`)",
+                ));
+            }
+        } else if !from_file {
             config.apps.push(AppConfig::embedded_default());
         }
 
@@ -727,6 +788,12 @@ impl Config {
             env("HERALD_APP_SECRET"),
         ];
         if app_env.iter().any(Option::is_some) {
+            if config.apps_url.is_some() {
+                return Err(invalid(
+                    "HERALD_APP_ID",
+                    "cannot be combined with apps_url: the apps live in the database",
+                ));
+            }
             if from_file {
                 return Err(invalid(
                     "HERALD_APP_ID",
@@ -907,6 +974,9 @@ impl Config {
         if self.tls.is_some() != new.tls.is_some() {
             changed.push(("tls_cert", true));
         }
+        if self.apps_url != new.apps_url {
+            changed.push(("apps_url", true));
+        }
         match (&self.cluster, &new.cluster) {
             (Some(a), Some(b)) => changed.extend(differing!(a, b;
                 "redis_url" => redis_url, "redis_prefix" => redis_prefix,
@@ -959,100 +1029,6 @@ impl FromIterator<(&'static str, bool)> for Changed {
     }
 }
 
-/// Checks a set of apps as start-up does (each app's fields, ids and keys unique), naming
-/// the field at fault; a store that loads apps from elsewhere checks them with this too.
-pub fn validate_apps(apps: &[AppConfig]) -> Result<(), ConfigError> {
-    for (i, app) in apps.iter().enumerate() {
-        for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
-            if value.is_empty() {
-                return Err(invalid(format!("apps[{i}].{field}"), "must not be empty"));
-            }
-        }
-        if !app
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                format!("apps[{i}].id"),
-                "may only contain letters, digits, '-' and '_'",
-            ));
-        }
-        if app.key.contains(['/', '?', '#', ' ']) {
-            return Err(invalid(
-                format!("apps[{i}].key"),
-                "must not contain '/', '?', '#' or spaces",
-            ));
-        }
-        for (j, other) in apps.iter().enumerate().skip(i + 1) {
-            if other.id == app.id {
-                return Err(invalid(
-                    format!("apps[{j}].id"),
-                    format!("duplicates apps[{i}].id '{}'", app.id),
-                ));
-            }
-            if other.key == app.key {
-                return Err(invalid(
-                    format!("apps[{j}].key"),
-                    format!("duplicates apps[{i}].key"),
-                ));
-            }
-        }
-        let l = &app.limits;
-        for (field, value) in [
-            ("max_event_data_bytes", l.max_event_data_bytes),
-            ("max_channels_per_trigger", l.max_channels_per_trigger),
-            ("max_events_per_batch", l.max_events_per_batch),
-            ("max_channel_name_length", l.max_channel_name_length),
-            ("max_presence_members", l.max_presence_members),
-            ("max_presence_user_id_length", l.max_presence_user_id_length),
-            (
-                "max_presence_user_info_bytes",
-                l.max_presence_user_info_bytes,
-            ),
-        ] {
-            if value == 0 {
-                return Err(invalid(format!("apps[{i}].{field}"), "must be at least 1"));
-            }
-        }
-        if app.cache_ttl.is_zero() {
-            return Err(invalid(
-                format!("apps[{i}].cache_ttl"),
-                "must be at least 1 second",
-            ));
-        }
-        check_max(
-            &format!("apps[{i}].cache_ttl"),
-            app.cache_ttl,
-            Duration::from_secs(7 * 86_400),
-        )?;
-        check_max(
-            &format!("apps[{i}].user_authentication_timeout"),
-            Duration::from_secs(app.user_authentication_timeout),
-            Duration::from_secs(86_400),
-        )?;
-        if l.max_subscriptions_per_connection == 0 {
-            return Err(invalid(
-                format!("apps[{i}].max_subscriptions_per_connection"),
-                "must be at least 1",
-            ));
-        }
-        if !(4000..=4999).contains(&app.terminate_close_code) {
-            return Err(invalid(
-                format!("apps[{i}].terminate_close_code"),
-                "must be a Pusher close code between 4000 and 4999",
-            ));
-        }
-        if l.client_events && l.client_events_per_second == 0 {
-            return Err(invalid(
-                format!("apps[{i}].client_events_per_second"),
-                "must be at least 1 when client_events is on",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Parses `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`).
 fn parse_proxies(raw: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     raw.iter()
@@ -1072,7 +1048,7 @@ fn parse_proxies(raw: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
 }
 
 /// Refuses a duration over `max`, naming the field and the limit.
-fn check_max(field: &str, value: Duration, max: Duration) -> Result<(), ConfigError> {
+pub(crate) fn check_max(field: &str, value: Duration, max: Duration) -> Result<(), ConfigError> {
     if value > max {
         return Err(invalid(
             field,
@@ -1080,120 +1056,6 @@ fn check_max(field: &str, value: Duration, max: Duration) -> Result<(), ConfigEr
         ));
     }
     Ok(())
-}
-
-fn webhook_from_raw(i: usize, j: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
-    let field = |name: &str| format!("apps[{i}].webhooks[{j}].{name}");
-    let url = raw
-        .url
-        .ok_or_else(|| invalid(field("url"), "is required"))?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(invalid(
-            field("url"),
-            format!("must be an http:// or https:// URL, not '{url}'"),
-        ));
-    }
-    if let Some(bad) = raw
-        .event_types
-        .iter()
-        .find(|t| !crate::webhooks::is_event_name(t))
-    {
-        return Err(invalid(
-            field("event_types"),
-            format!("has an unknown event '{bad}' (channel_occupied, channel_vacated, member_added, member_removed, client_event, cache_miss, subscription_count)"),
-        ));
-    }
-    Ok(WebhookConfig {
-        url,
-        event_types: raw.event_types,
-        channel_prefix: raw.channel_prefix,
-    })
-}
-
-fn app_from_raw(
-    i: usize,
-    raw: RawApp,
-    plans: &HashMap<String, RawPlan>,
-) -> Result<AppConfig, ConfigError> {
-    // Limits resolve as: built-in defaults, then the app's plan, then the app's own keys.
-    let no_plan = RawPlan::default();
-    let plan = match raw.plan.as_deref() {
-        Some(name) => plans.get(name).ok_or_else(|| {
-            let mut known: Vec<&str> = plans.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            invalid(
-                format!("apps[{i}].plan"),
-                format!(
-                    "names an unknown plan '{name}' (defined: {})",
-                    known.join(", ")
-                ),
-            )
-        })?,
-        None => &no_plan,
-    };
-    let base = AppLimits::default();
-    let d = AppLimits {
-        publishes_per_second: plan
-            .publishes_per_second
-            .unwrap_or(base.publishes_per_second),
-        reads_per_second: plan.reads_per_second.unwrap_or(base.reads_per_second),
-        messages_per_day: plan.messages_per_day.unwrap_or(base.messages_per_day),
-        max_connections: plan.max_connections.unwrap_or(base.max_connections),
-        client_events_per_second: plan
-            .client_events_per_second
-            .unwrap_or(base.client_events_per_second),
-        ..base
-    };
-    let webhooks = raw
-        .webhooks
-        .into_iter()
-        .enumerate()
-        .map(|(j, w)| webhook_from_raw(i, j, w))
-        .collect::<Result<Vec<_>, _>>()?;
-    let required = |v: Option<String>, field: &str| {
-        v.ok_or_else(|| invalid(format!("apps[{i}].{field}"), "is required"))
-    };
-    Ok(AppConfig {
-        id: required(raw.id, "id")?,
-        key: required(raw.key, "key")?,
-        secret: required(raw.secret, "secret")?,
-        enabled: raw.enabled.unwrap_or(true),
-        terminate_close_code: raw
-            .terminate_close_code
-            .unwrap_or(DEFAULT_TERMINATE_CLOSE_CODE),
-        user_authentication_timeout: raw.user_authentication_timeout.unwrap_or(0),
-        cache_ttl: raw.cache_ttl.map_or(DEFAULT_CACHE_TTL, Duration::from_secs),
-        subscription_count: raw.subscription_count.unwrap_or(false),
-        webhooks,
-        limits: AppLimits {
-            max_connections: raw.max_connections.unwrap_or(d.max_connections),
-            max_subscriptions_per_connection: raw
-                .max_subscriptions_per_connection
-                .unwrap_or(d.max_subscriptions_per_connection),
-            max_event_data_bytes: raw.max_event_data_bytes.unwrap_or(d.max_event_data_bytes),
-            max_channels_per_trigger: raw
-                .max_channels_per_trigger
-                .unwrap_or(d.max_channels_per_trigger),
-            max_events_per_batch: raw.max_events_per_batch.unwrap_or(d.max_events_per_batch),
-            max_channel_name_length: raw
-                .max_channel_name_length
-                .unwrap_or(d.max_channel_name_length),
-            client_events: raw.client_events.unwrap_or(d.client_events),
-            client_events_per_second: raw
-                .client_events_per_second
-                .unwrap_or(d.client_events_per_second),
-            max_presence_members: raw.max_presence_members.unwrap_or(d.max_presence_members),
-            max_presence_user_id_length: raw
-                .max_presence_user_id_length
-                .unwrap_or(d.max_presence_user_id_length),
-            max_presence_user_info_bytes: raw
-                .max_presence_user_info_bytes
-                .unwrap_or(d.max_presence_user_info_bytes),
-            publishes_per_second: raw.publishes_per_second.unwrap_or(d.publishes_per_second),
-            reads_per_second: raw.reads_per_second.unwrap_or(d.reads_per_second),
-            messages_per_day: raw.messages_per_day.unwrap_or(d.messages_per_day),
-        },
-    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 pub mod adapter;
 mod admin;
 mod admission;
+mod app_fields;
 pub mod apps;
 mod backend;
 pub mod cache;
@@ -22,6 +23,7 @@ mod metrics;
 pub mod outbox;
 pub mod ratelimit;
 pub mod reload;
+pub mod store;
 mod sweeper;
 mod tls;
 pub mod users;
@@ -40,7 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::apps::{App, AppChanges, AppStore, AppUpdate, MemoryApps};
-pub use crate::config::{AppConfig, AppLimits, Config, ConfigError, TlsConfig, WebhookSettings};
+pub use crate::config::{
+    AppConfig, AppLimits, AppsUrl, Config, ConfigError, Plans, TlsConfig, WebhookSettings,
+};
 pub use crate::reload::{ReloadError, Reloaded, Reloader};
 
 /// State every request and connection handler shares.
@@ -136,6 +140,10 @@ pub async fn serve(
     serve_with_store(listener, config, apps, shutdown, |_| {}).await
 }
 
+/// How long start-up waits for the app database before serving without it (not ready,
+/// retrying).
+const FIRST_LOAD_WAIT: Duration = Duration::from_secs(5);
+
 /// What a started node gives its caller.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -157,10 +165,53 @@ pub async fn serve_with_store(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(Started),
 ) -> io::Result<()> {
+    let rows = match &config.apps_url {
+        Some(url) => Some(store::open(url).map_err(io::Error::other)?),
+        None => None,
+    };
+    serve_apps(listener, config, apps, rows, shutdown, ready).await
+}
+
+/// [`serve`] with the apps kept in `rows` (any [`store::AppRows`], such as
+/// [`store::MemoryRows`]) instead of the config's `apps_url` or `[[apps]]`.
+pub async fn serve_with_rows(
+    listener: TcpListener,
+    config: Config,
+    rows: Arc<dyn store::AppRows>,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Started),
+) -> io::Result<()> {
+    let apps = Arc::new(MemoryApps::new(Vec::new(), &config.webhook_settings()));
+    serve_apps(listener, config, apps, Some(rows), shutdown, ready).await
+}
+
+async fn serve_apps(
+    listener: TcpListener,
+    config: Config,
+    apps: Arc<MemoryApps>,
+    rows: Option<Arc<dyn store::AppRows>>,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Started),
+) -> io::Result<()> {
     // Bound first: a taken admin port stops start-up before the node joins a cluster.
     let admin_listener = admin::bind(&config.admin)?;
     let admin_addr = admin_listener.local_addr()?;
-    let store: Arc<dyn AppStore> = apps.clone();
+    // Apps kept in a database: `apps` starts empty and the rows fill it.
+    let stored = match rows {
+        Some(rows) => {
+            let stored = store::StoredApps::new(rows, apps.clone(), config.plans.clone());
+            if let Some(url) = &config.apps_url {
+                tracing::info!(apps_url = %url.redacted(), "Loading apps from the database");
+            }
+            stored.load_first(FIRST_LOAD_WAIT).await;
+            Some(stored)
+        }
+        None => None,
+    };
+    let store: Arc<dyn AppStore> = match &stored {
+        Some(stored) => stored.clone(),
+        None => apps.clone(),
+    };
     let grace = config.shutdown_grace;
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(tls::Tls::new(files).map_err(io::Error::other)?)),
@@ -219,9 +270,15 @@ pub async fn serve_with_store(
         stop_admin.clone(),
     ));
     tracing::info!(admin = %admin_addr, "Admin endpoints (/metrics, /live, /ready) listening");
+    let reloader = Reloader::new(&shared, apps);
+    if let Some(stored) = stored {
+        let applier = reloader.clone();
+        let apply: store::Apply = Box::new(move |apps| applier.apply_apps(apps));
+        tokio::spawn(stored.run(apply, shared.shutdown.clone()));
+    }
     ready(Started {
         admin: admin_addr,
-        reloader: Reloader::new(&shared, apps),
+        reloader,
     });
     let counts = http::conn::ApiCounts {
         apps: shared.apps.clone(),

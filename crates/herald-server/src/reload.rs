@@ -63,7 +63,7 @@ pub struct Reloaded {
 }
 
 impl Reloaded {
-    fn ids(ids: &[String]) -> String {
+    pub(crate) fn ids(ids: &[String]) -> String {
         if ids.is_empty() {
             "none".to_owned()
         } else {
@@ -72,7 +72,7 @@ impl Reloaded {
     }
 
     /// `1 (secret, limits); 7 (webhooks)`.
-    fn updates(&self) -> String {
+    pub(crate) fn updates(&self) -> String {
         if self.updated.is_empty() {
             return "none".to_owned();
         }
@@ -99,7 +99,12 @@ impl Reloader {
     pub fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let shared = self.shared.upgrade().ok_or(ReloadError::Stopped)?;
         let restart_needed = shared.config.restart_fields(&config);
-        let mut reloaded = self.apply_apps_to(&shared, config.apps)?;
+        // Apps kept in a database change there; the file gives them its plans only.
+        let mut reloaded = if shared.apps.reconfigure(&config.plans) {
+            Reloaded::default()
+        } else {
+            self.apply_apps_to(&shared, config.apps)?
+        };
         for field in &restart_needed {
             tracing::warn!(
                 field,

@@ -42,7 +42,8 @@ impl FromRequest<Arc<Shared>> for Authenticated {
             .strip_prefix("/apps/")
             .and_then(|rest| rest.split('/').next())
             .unwrap_or("");
-        let (app, query) = authenticate(shared, app_id, &method, &uri)?;
+        let app = crate::apps::lookup(&*shared.apps, crate::apps::AppRef::Id(app_id)).await;
+        let (app, query) = authenticate(app, app_id, &method, &uri)?;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -142,15 +143,12 @@ fn too_large(max: usize) -> ApiError {
 /// any signature check, as soketi and reverb do); disabled apps 403 once the caller has
 /// proven the secret.
 fn authenticate(
-    shared: &Shared,
+    app: Option<Arc<App>>,
     app_id: &str,
     method: &Method,
     uri: &Uri,
 ) -> Result<(Arc<App>, SignedQuery), ApiError> {
-    let app = shared
-        .apps
-        .by_id(app_id)
-        .ok_or_else(|| ApiError::not_found(format!("Unknown app id '{app_id}'")))?;
+    let app = app.ok_or_else(|| ApiError::not_found(format!("Unknown app id '{app_id}'")))?;
     let query = SignedQuery::parse(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     if query.auth_key != app.config().key {

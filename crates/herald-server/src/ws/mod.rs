@@ -60,7 +60,8 @@ pub(crate) async fn connect(
         },
         None => None,
     };
-    let mut admission = admit(&shared, &key, req.uri().query().unwrap_or(""));
+    let app = crate::apps::lookup(&*shared.apps, crate::apps::AppRef::Key(&key)).await;
+    let mut admission = admit(&shared, app, req.uri().query().unwrap_or(""));
     if let Admission::Serve(app) = &admission {
         let max = app.config().limits.max_connections;
         if let (Some(cluster), max @ 1..) = (app.cluster(), max) {
@@ -131,7 +132,7 @@ pub(crate) async fn wrong_path(State(shared): State<Arc<Shared>>, req: Request) 
     }
 }
 
-fn admit(shared: &Shared, key: &str, query: &str) -> Admission {
+fn admit(shared: &Shared, app: Option<Arc<crate::apps::App>>, query: &str) -> Admission {
     let mut protocol = None;
     let mut version = None;
     for pair in query.split('&') {
@@ -161,7 +162,7 @@ fn admit(shared: &Shared, key: &str, query: &str) -> Admission {
             return Admission::Refuse(CloseReason::InvalidVersion);
         }
     }
-    let Some(app) = shared.apps.by_key(key) else {
+    let Some(app) = app else {
         return Admission::Refuse(CloseReason::UnknownApp);
     };
     if !app.config().enabled {

@@ -1,0 +1,371 @@
+//! An app's fields as the config file's `[[apps]]` tables and the app stores hold them:
+//! parsed, resolved against the plans and checked, in one place, so a file and a database
+//! accept exactly the same apps and name a bad field the same way.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    check_max, invalid, AppConfig, AppLimits, ConfigError, WebhookConfig, DEFAULT_CACHE_TTL,
+    DEFAULT_TERMINATE_CLOSE_CODE,
+};
+
+/// Longest id, key or secret: what the app stores' columns hold.
+pub const MAX_CREDENTIAL_BYTES: usize = 255;
+
+/// The config file's named plans (`[plans.pro]`), which apps refer to by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plans(pub(crate) HashMap<String, RawPlan>);
+
+impl Plans {
+    /// The plans' names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// `{at}.{name}`, or `name` alone when `at` is empty.
+fn at_field(at: &str, name: &str) -> String {
+    if at.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{at}.{name}")
+    }
+}
+
+/// A named set of limits apps can refer to (`plan = "pro"`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlan {
+    publishes_per_second: Option<u64>,
+    reads_per_second: Option<u64>,
+    messages_per_day: Option<u64>,
+    max_connections: Option<usize>,
+    client_events_per_second: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    event_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel_prefix: Option<String>,
+}
+
+/// An app's keys as the file's `[[apps]]` table (or a store's row) gives them; `None` is
+/// "not given", which resolves to the plan's value, then the default.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) publishes_per_second: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reads_per_second: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) messages_per_day: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_subscriptions_per_connection: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_event_data_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_channels_per_trigger: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_events_per_batch: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_channel_name_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_events: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_events_per_second: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_presence_members: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_presence_user_id_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_presence_user_info_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) terminate_close_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user_authentication_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cache_ttl: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subscription_count: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) webhooks: Vec<RawWebhook>,
+}
+
+/// Checks a set of apps as start-up does (each app's fields, ids and keys unique), naming
+/// the field at fault (`apps[2].key`).
+pub fn validate_apps(apps: &[AppConfig]) -> Result<(), ConfigError> {
+    for (i, app) in apps.iter().enumerate() {
+        validate_app(&format!("apps[{i}]"), app)?;
+        for (j, other) in apps.iter().enumerate().skip(i + 1) {
+            if other.id == app.id {
+                return Err(invalid(
+                    format!("apps[{j}].id"),
+                    format!("duplicates apps[{i}].id '{}'", app.id),
+                ));
+            }
+            if other.key == app.key {
+                return Err(invalid(
+                    format!("apps[{j}].key"),
+                    format!("duplicates apps[{i}].key"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks one app's fields, naming a field as `{at}.{name}` (just `name` when `at` is
+/// empty): what a store checks each of its rows with, since its own unique indexes keep
+/// ids and keys apart.
+pub fn validate_app(at: &str, app: &AppConfig) -> Result<(), ConfigError> {
+    for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+        if value.is_empty() {
+            return Err(invalid(at_field(at, field), "must not be empty"));
+        }
+        // What the app stores' columns hold (VARCHAR(255) in MySQL).
+        if value.len() > MAX_CREDENTIAL_BYTES {
+            return Err(invalid(
+                at_field(at, field),
+                format!("must be at most {MAX_CREDENTIAL_BYTES} bytes"),
+            ));
+        }
+    }
+    if !app
+        .id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            at_field(at, "id"),
+            "may only contain letters, digits, '-' and '_'",
+        ));
+    }
+    if app.key.contains(['/', '?', '#', ' ']) {
+        return Err(invalid(
+            at_field(at, "key"),
+            "must not contain '/', '?', '#' or spaces",
+        ));
+    }
+    let l = &app.limits;
+    for (field, value) in [
+        ("max_event_data_bytes", l.max_event_data_bytes),
+        ("max_channels_per_trigger", l.max_channels_per_trigger),
+        ("max_events_per_batch", l.max_events_per_batch),
+        ("max_channel_name_length", l.max_channel_name_length),
+        ("max_presence_members", l.max_presence_members),
+        ("max_presence_user_id_length", l.max_presence_user_id_length),
+        (
+            "max_presence_user_info_bytes",
+            l.max_presence_user_info_bytes,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(at_field(at, field), "must be at least 1"));
+        }
+    }
+    if app.cache_ttl.is_zero() {
+        return Err(invalid(
+            at_field(at, "cache_ttl"),
+            "must be at least 1 second",
+        ));
+    }
+    check_max(
+        &at_field(at, "cache_ttl"),
+        app.cache_ttl,
+        Duration::from_secs(7 * 86_400),
+    )?;
+    check_max(
+        &at_field(at, "user_authentication_timeout"),
+        Duration::from_secs(app.user_authentication_timeout),
+        Duration::from_secs(86_400),
+    )?;
+    if l.max_subscriptions_per_connection == 0 {
+        return Err(invalid(
+            at_field(at, "max_subscriptions_per_connection"),
+            "must be at least 1",
+        ));
+    }
+    if !(4000..=4999).contains(&app.terminate_close_code) {
+        return Err(invalid(
+            at_field(at, "terminate_close_code"),
+            "must be a Pusher close code between 4000 and 4999",
+        ));
+    }
+    if l.client_events && l.client_events_per_second == 0 {
+        return Err(invalid(
+            at_field(at, "client_events_per_second"),
+            "must be at least 1 when client_events is on",
+        ));
+    }
+    Ok(())
+}
+
+fn webhook_from_raw(at: &str, j: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+    let field = |name: &str| at_field(at, &format!("webhooks[{j}].{name}"));
+    let url = raw
+        .url
+        .ok_or_else(|| invalid(field("url"), "is required"))?;
+    let parsed = reqwest::Url::parse(&url);
+    let is_http = parsed.as_ref().is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if !is_http {
+        return Err(invalid(
+            field("url"),
+            format!("must be an http:// or https:// URL with a host, not '{url}'"),
+        ));
+    }
+    if let Some(bad) = raw
+        .event_types
+        .iter()
+        .find(|t| !crate::webhooks::is_event_name(t))
+    {
+        return Err(invalid(
+            field("event_types"),
+            format!("has an unknown event '{bad}' (channel_occupied, channel_vacated, member_added, member_removed, client_event, cache_miss, subscription_count)"),
+        ));
+    }
+    Ok(WebhookConfig {
+        url,
+        event_types: raw.event_types,
+        channel_prefix: raw.channel_prefix,
+    })
+}
+
+pub(crate) fn app_from_raw(at: &str, raw: RawApp, plans: &Plans) -> Result<AppConfig, ConfigError> {
+    // Limits resolve as: built-in defaults, then the app's plan, then the app's own keys.
+    let no_plan = RawPlan::default();
+    let plan = match raw.plan.as_deref() {
+        Some(name) => plans.0.get(name).ok_or_else(|| {
+            let mut known: Vec<&str> = plans.0.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            invalid(
+                at_field(at, "plan"),
+                format!(
+                    "names an unknown plan '{name}' (defined: {})",
+                    known.join(", ")
+                ),
+            )
+        })?,
+        None => &no_plan,
+    };
+    let base = AppLimits::default();
+    let d = AppLimits {
+        publishes_per_second: plan
+            .publishes_per_second
+            .unwrap_or(base.publishes_per_second),
+        reads_per_second: plan.reads_per_second.unwrap_or(base.reads_per_second),
+        messages_per_day: plan.messages_per_day.unwrap_or(base.messages_per_day),
+        max_connections: plan.max_connections.unwrap_or(base.max_connections),
+        client_events_per_second: plan
+            .client_events_per_second
+            .unwrap_or(base.client_events_per_second),
+        ..base
+    };
+    let webhooks = raw
+        .webhooks
+        .into_iter()
+        .enumerate()
+        .map(|(j, w)| webhook_from_raw(at, j, w))
+        .collect::<Result<Vec<_>, _>>()?;
+    let required = |v: Option<String>, field: &str| {
+        v.ok_or_else(|| invalid(at_field(at, field), "is required"))
+    };
+    Ok(AppConfig {
+        id: required(raw.id, "id")?,
+        key: required(raw.key, "key")?,
+        secret: required(raw.secret, "secret")?,
+        enabled: raw.enabled.unwrap_or(true),
+        terminate_close_code: raw
+            .terminate_close_code
+            .unwrap_or(DEFAULT_TERMINATE_CLOSE_CODE),
+        user_authentication_timeout: raw.user_authentication_timeout.unwrap_or(0),
+        cache_ttl: raw.cache_ttl.map_or(DEFAULT_CACHE_TTL, Duration::from_secs),
+        subscription_count: raw.subscription_count.unwrap_or(false),
+        webhooks,
+        limits: AppLimits {
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
+            max_subscriptions_per_connection: raw
+                .max_subscriptions_per_connection
+                .unwrap_or(d.max_subscriptions_per_connection),
+            max_event_data_bytes: raw.max_event_data_bytes.unwrap_or(d.max_event_data_bytes),
+            max_channels_per_trigger: raw
+                .max_channels_per_trigger
+                .unwrap_or(d.max_channels_per_trigger),
+            max_events_per_batch: raw.max_events_per_batch.unwrap_or(d.max_events_per_batch),
+            max_channel_name_length: raw
+                .max_channel_name_length
+                .unwrap_or(d.max_channel_name_length),
+            client_events: raw.client_events.unwrap_or(d.client_events),
+            client_events_per_second: raw
+                .client_events_per_second
+                .unwrap_or(d.client_events_per_second),
+            max_presence_members: raw.max_presence_members.unwrap_or(d.max_presence_members),
+            max_presence_user_id_length: raw
+                .max_presence_user_id_length
+                .unwrap_or(d.max_presence_user_id_length),
+            max_presence_user_info_bytes: raw
+                .max_presence_user_info_bytes
+                .unwrap_or(d.max_presence_user_info_bytes),
+            publishes_per_second: raw.publishes_per_second.unwrap_or(d.publishes_per_second),
+            reads_per_second: raw.reads_per_second.unwrap_or(d.reads_per_second),
+            messages_per_day: raw.messages_per_day.unwrap_or(d.messages_per_day),
+        },
+    })
+}
+
+/// Builds an app from its fields as a JSON object in the file's key names (`id`, `key`,
+/// `secret`, `enabled`, `plan`, limits, flags, `webhooks`) and checks it, naming a bad
+/// field `{at}.{name}`.
+pub fn app_from_fields(
+    at: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+    plans: &Plans,
+) -> Result<AppConfig, ConfigError> {
+    let raw: RawApp = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+        let problem = e.to_string();
+        let name = problem
+            .split('`')
+            .nth(1)
+            .filter(|_| problem.starts_with("unknown field"))
+            .map(str::to_owned);
+        match name {
+            Some(name) => invalid(at_field(at, &name), "is not an app setting"),
+            None => invalid(if at.is_empty() { "app" } else { at }, problem),
+        }
+    })?;
+    let app = app_from_raw(at, raw, plans)?;
+    validate_app(at, &app)?;
+    Ok(app)
+}
+
+/// An app's fields as a JSON object, as [`app_from_fields`] takes them.
+pub(crate) fn raw_to_fields(raw: &RawApp) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(raw) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
