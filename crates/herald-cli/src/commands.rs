@@ -22,7 +22,7 @@ pub struct Credentials {
     ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of a readable summary.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 }
 
 /// The API commands.

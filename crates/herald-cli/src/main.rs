@@ -2,6 +2,7 @@
 //! configuration; the other commands call the HTTP API through the SDK. Only glue lives
 //! here: the server is `herald-server`, the API client `herald-sdk`.
 
+mod apps;
 mod commands;
 mod reload;
 
@@ -41,6 +42,9 @@ enum Command {
     Serve(ServeArgs),
     /// Make a running server reread its configuration file (sends it SIGHUP).
     Reload(reload::ReloadArgs),
+    /// Manage the apps of a database store (`apps_url`): migrate, add, list, show, update,
+    /// remove, enable, disable, rotate-secret, import.
+    Apps(apps::AppsArgs),
     #[command(flatten)]
     Api(commands::ApiCommand),
 }
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Reload(args) => reload::send(args),
+        Command::Apps(args) => apps::run(args, cli.credentials.json),
         Command::Api(command) => commands::run(cli.credentials, command),
     }
 }
@@ -172,6 +177,12 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
     );
     for app in &config.apps {
         banner.push_str(&format!("app {}: key {}\n", app.id, app.key));
+    }
+    if let Some(url) = &config.apps_url {
+        banner.push_str(&format!(
+            "apps: from the database {} (`herald apps list`)\n",
+            url.redacted()
+        ));
     }
     // A ready URL carries the secret, so it is printed only when the secret is the public
     // embedded one and only this machine can connect: output often ends up in log stores.

@@ -260,14 +260,17 @@ pub(crate) fn app_from_raw(at: &str, raw: RawApp, plans: &Plans) -> Result<AppCo
     let no_plan = RawPlan::default();
     let plan = match raw.plan.as_deref() {
         Some(name) => plans.0.get(name).ok_or_else(|| {
-            let mut known: Vec<&str> = plans.0.keys().map(String::as_str).collect();
-            known.sort_unstable();
+            let known = plans.names();
             invalid(
                 at_field(at, "plan"),
-                format!(
-                    "names an unknown plan '{name}' (defined: {})",
-                    known.join(", ")
-                ),
+                if known.is_empty() {
+                    format!("names an unknown plan '{name}' (the config file defines no [plans])")
+                } else {
+                    format!(
+                        "names an unknown plan '{name}' (defined: {})",
+                        known.join(", ")
+                    )
+                },
             )
         })?,
         None => &no_plan,

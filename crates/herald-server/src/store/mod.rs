@@ -208,8 +208,8 @@ pub trait AppRows: Send + Sync + 'static {
     fn watch(&self) -> BoxFuture<'_, Result<Box<dyn Changes>, StoreError>>;
 }
 
-/// Opens the database `url` names. Connecting is lazy: this fails only on a malformed URL,
-/// and the first query reports a database that is away.
+/// Opens the database `url` names, inside a tokio runtime. Connecting is lazy: this fails
+/// only on a malformed URL, and the first query reports a database that is away.
 pub fn open(url: &AppsUrl) -> Result<Arc<dyn AppRows>, StoreError> {
     Ok(match url.db() {
         AppsDb::Postgres => Arc::new(postgres::PostgresRows::open(url)?),
