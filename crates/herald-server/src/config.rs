@@ -1369,4 +1369,48 @@ mod tests {
             .to_string();
         assert!(err.contains("HERALD_PORT"), "{err}");
     }
+
+    #[test]
+    fn apps_url_takes_the_apps_out_of_the_file() {
+        let c = Config::from_toml(
+            "apps_url = \"postgres://herald:pw@db:5432/herald\"\n[plans.pro]\nmax_connections = 9\n",
+            &no_env,
+        )
+        .expect("valid");
+        let url = c.apps_url.as_ref().expect("an apps_url");
+        assert_eq!(url.db(), AppsDb::Postgres);
+        assert!(c.apps.is_empty(), "no embedded default app");
+        assert!(!c.uses_default_credentials());
+        assert_eq!(c.plans.names(), ["pro"]);
+        assert!(
+            !format!("{c:?}").contains("pw"),
+            "the password stays out of Debug"
+        );
+
+        let env =
+            |k: &str| (k == "HERALD_APPS_URL").then(|| "mariadb://root@127.0.0.1/h".to_owned());
+        let c = Config::from_toml("", &env).expect("valid");
+        assert_eq!(
+            c.apps_url.expect("from the environment").db(),
+            AppsDb::MySql
+        );
+
+        let err = Config::from_toml(
+            "apps_url = \"mysql://root@127.0.0.1/h\"\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n",
+            &no_env,
+        )
+        .expect_err("both")
+        .to_string();
+        assert!(
+            err.contains("apps_url") && err.contains("herald apps import"),
+            "{err}"
+        );
+        let err = Config::from_toml("apps_url = \"sqlite://x\"\n", &no_env)
+            .expect_err("no such store")
+            .to_string();
+        assert!(err.contains("`apps_url`"), "{err}");
+        let running = Config::from_toml("apps_url = \"mysql://a@h/x\"\n", &no_env).expect("valid");
+        let moved = Config::from_toml("apps_url = \"mysql://a@h/y\"\n", &no_env).expect("valid");
+        assert_eq!(running.restart_fields(&moved), ["apps_url"]);
+    }
 }

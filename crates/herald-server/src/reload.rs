@@ -226,4 +226,49 @@ mod tests {
             Err(ReloadError::Stopped)
         ));
     }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_apps_of_a_database_and_takes_the_files_plans() {
+        use crate::apps::AppStore;
+        use crate::store::{AppRows, MemoryRows, StoredApp};
+        let rows = Arc::new(MemoryRows::default());
+        let mut app = StoredApp::from_row("1".into(), "k1".into(), "s1".into(), true, None, "{}");
+        app.plan = Some("pro".into());
+        rows.insert(&app).await.expect("insert");
+        let start = config("[plans.pro]\nmax_connections = 5\n");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(crate::serve_with_rows(
+            listener,
+            start,
+            Arc::new(rows.clone()),
+            async {
+                let _ = stopped.await;
+            },
+            move |started| {
+                let _ = ready.send(started);
+            },
+        ));
+        let reloader: Reloader = started.await.expect("ready").reloader;
+        let memory = reloader.apps.clone();
+        let limit = || memory.by_id("1").map(|a| a.config().limits.max_connections);
+        assert_eq!(limit(), Some(5), "the plan of the file");
+        // The reloaded file has no [[apps]]: the database's app stays, with the new plan.
+        let reloaded = reloader
+            .apply(config("[plans.pro]\nmax_connections = 7\n"))
+            .expect("applied");
+        assert!(reloaded.removed.is_empty());
+        for _ in 0..100 {
+            if limit() == Some(7) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(limit(), Some(7), "the reloaded plan");
+        let _ = stop.send(());
+        server.await.expect("task").expect("served");
+    }
 }
