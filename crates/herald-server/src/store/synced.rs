@@ -97,7 +97,7 @@ impl StoredApps {
             }
             Err(_) => {
                 self.went_down(&StoreError::Unreachable {
-                    url: String::new(),
+                    url: "apps_url".to_owned(),
                     reason: format!("no answer within {} s", within.as_secs()),
                 });
                 return false;
@@ -121,22 +121,25 @@ impl StoredApps {
     /// Keeps the served apps in step with the database until `stop` is cancelled; `apply`
     /// serves a new set of apps (the server's [`crate::Reloader::apply_apps`]).
     pub async fn run(self: Arc<Self>, apply: Apply, stop: CancellationToken) {
-        let mut retry = Duration::from_millis(250);
+        const FIRST_RETRY: Duration = Duration::from_millis(250);
+        let mut retry = FIRST_RETRY;
         loop {
+            let began = tokio::time::Instant::now();
             let outcome = tokio::select! {
                 () = stop.cancelled() => return,
                 outcome = self.follow(&apply) => outcome,
             };
             let Err(error) = outcome;
             self.went_down(&error);
+            // A watch that held for a while was a new outage, not the same one again.
+            if began.elapsed() > 2 * MAX_RETRY {
+                retry = FIRST_RETRY;
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(retry) => {}
             }
             retry = (retry * 2).min(MAX_RETRY);
-            if !self.down.load(Ordering::SeqCst) {
-                retry = Duration::from_millis(250);
-            }
         }
     }
 
