@@ -10,7 +10,9 @@
 
 mod memory;
 mod misses;
+#[cfg(feature = "databases")]
 mod mysql;
+#[cfg(feature = "databases")]
 mod postgres;
 mod synced;
 
@@ -21,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::app_fields::Plans;
 pub use crate::apps::AppRef;
-use crate::config::{app_from_fields, AppConfig, AppsDb, AppsUrl, ConfigError};
+use crate::config::{app_from_fields, AppConfig, AppsUrl, ConfigError};
 
 pub use memory::MemoryRows;
 pub use synced::{Apply, StoredApps};
@@ -108,11 +110,13 @@ impl StoredApp {
     }
 
     /// `settings` as JSON text, the way the stores keep it.
+    #[cfg_attr(not(feature = "databases"), allow(dead_code))]
     pub(crate) fn settings_json(&self) -> String {
         Value::Object(self.settings.clone()).to_string()
     }
 
     /// A row as a store read it: `settings` is JSON text.
+    #[cfg_attr(not(feature = "databases"), allow(dead_code))]
     pub(crate) fn from_row(
         id: String,
         key: String,
@@ -210,19 +214,33 @@ pub trait AppRows: Send + Sync + 'static {
 
 /// Opens the database `url` names, inside a tokio runtime. Connecting is lazy: this fails
 /// only on a malformed URL, and the first query reports a database that is away.
+#[cfg(feature = "databases")]
 pub fn open(url: &AppsUrl) -> Result<Arc<dyn AppRows>, StoreError> {
+    use crate::config::AppsDb;
     Ok(match url.db() {
         AppsDb::Postgres => Arc::new(postgres::PostgresRows::open(url)?),
         AppsDb::MySql => Arc::new(mysql::MySqlRows::open(url)?),
     })
 }
 
+/// Without the `databases` feature there is no database to open.
+#[cfg(not(feature = "databases"))]
+pub fn open(url: &AppsUrl) -> Result<Arc<dyn AppRows>, StoreError> {
+    let _ = url.db();
+    Err(StoreError::Query(
+        "this build of Herald has no database support (feature `databases`)".to_owned(),
+    ))
+}
+
 /// The connection settings both databases share: few connections (lookups are rare, the
 /// watch has its own) and short waits, so an outage is reported instead of queued.
+#[cfg(feature = "databases")]
 pub(crate) const POOL_CONNECTIONS: u32 = 4;
+#[cfg(feature = "databases")]
 pub(crate) const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Maps a driver error, telling a database that is away from one that said no.
+#[cfg(feature = "databases")]
 pub(crate) fn store_error(url: &AppsUrl, error: sqlx::Error) -> StoreError {
     match error {
         sqlx::Error::Io(_)
