@@ -14,6 +14,8 @@ mod misses;
 mod mysql;
 #[cfg(feature = "databases")]
 mod postgres;
+#[cfg(feature = "databases")]
+mod sql;
 mod synced;
 
 use std::sync::Arc;

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::Row;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
 use super::{store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
 use crate::config::AppsUrl;
@@ -142,17 +141,6 @@ impl MySqlRows {
     }
 }
 
-fn stored(row: &MySqlRow) -> Result<StoredApp, sqlx::Error> {
-    Ok(StoredApp::from_row(
-        row.try_get("id")?,
-        row.try_get("key")?,
-        row.try_get("secret")?,
-        row.try_get("enabled")?,
-        row.try_get("plan")?,
-        row.try_get::<&str, _>("settings")?,
-    ))
-}
-
 impl AppRows for MySqlRows {
     fn migrate(&self) -> BoxFuture<'_, Result<u32, StoreError>> {
         self.migrate_now().boxed()
@@ -160,13 +148,8 @@ impl AppRows for MySqlRows {
 
     fn load(&self) -> BoxFuture<'_, Result<Vec<StoredApp>, StoreError>> {
         async move {
-            let rows = sqlx::query(&format!("{SELECT} ORDER BY id"))
-                .fetch_all(&self.pool)
+            super::sql::fetch(&self.pool, &format!("{SELECT} ORDER BY id"), None)
                 .await
-                .map_err(|e| self.error(e))?;
-            rows.iter()
-                .map(stored)
-                .collect::<Result<_, _>>()
                 .map_err(|e| self.error(e))
         }
         .boxed()
@@ -178,15 +161,10 @@ impl AppRows for MySqlRows {
                 AppRef::Id(id) => (format!("{SELECT} WHERE id = ?"), id),
                 AppRef::Key(key) => (format!("{SELECT} WHERE `key` = ?"), key),
             };
-            let row = sqlx::query(&sql)
-                .bind(value)
-                .fetch_optional(&self.pool)
+            let found = super::sql::fetch(&self.pool, &sql, Some(value))
                 .await
                 .map_err(|e| self.error(e))?;
-            row.as_ref()
-                .map(stored)
-                .transpose()
-                .map_err(|e| self.error(e))
+            Ok(found.into_iter().next())
         }
         .boxed()
     }

@@ -3,8 +3,7 @@
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
 use super::{store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
 use crate::config::AppsUrl;
@@ -96,17 +95,6 @@ impl PostgresRows {
     }
 }
 
-fn stored(row: &PgRow) -> Result<StoredApp, sqlx::Error> {
-    Ok(StoredApp::from_row(
-        row.try_get("id")?,
-        row.try_get("key")?,
-        row.try_get("secret")?,
-        row.try_get("enabled")?,
-        row.try_get("plan")?,
-        row.try_get::<&str, _>("settings")?,
-    ))
-}
-
 impl AppRows for PostgresRows {
     fn migrate(&self) -> BoxFuture<'_, Result<u32, StoreError>> {
         self.migrate_now().boxed()
@@ -114,13 +102,8 @@ impl AppRows for PostgresRows {
 
     fn load(&self) -> BoxFuture<'_, Result<Vec<StoredApp>, StoreError>> {
         async move {
-            let rows = sqlx::query(&format!("{SELECT} ORDER BY id"))
-                .fetch_all(&self.pool)
+            super::sql::fetch(&self.pool, &format!("{SELECT} ORDER BY id"), None)
                 .await
-                .map_err(|e| self.error(e))?;
-            rows.iter()
-                .map(stored)
-                .collect::<Result<_, _>>()
                 .map_err(|e| self.error(e))
         }
         .boxed()
@@ -132,15 +115,10 @@ impl AppRows for PostgresRows {
                 AppRef::Id(id) => (format!("{SELECT} WHERE id = $1"), id),
                 AppRef::Key(key) => (format!("{SELECT} WHERE key = $1"), key),
             };
-            let row = sqlx::query(&sql)
-                .bind(value)
-                .fetch_optional(&self.pool)
+            let found = super::sql::fetch(&self.pool, &sql, Some(value))
                 .await
                 .map_err(|e| self.error(e))?;
-            row.as_ref()
-                .map(stored)
-                .transpose()
-                .map_err(|e| self.error(e))
+            Ok(found.into_iter().next())
         }
         .boxed()
     }
