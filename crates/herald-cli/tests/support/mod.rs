@@ -1,6 +1,7 @@
 //! Shared test support: start the real `herald` binary on a free port, talk WebSocket at
 //! the frame level, and send signed HTTP API requests.
 #![allow(dead_code)] // Each test file uses a different part of this module.
+pub mod db;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
