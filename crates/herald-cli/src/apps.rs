@@ -137,7 +137,13 @@ impl From<StoreError> for Failure {
 
 impl From<ConfigError> for Failure {
     fn from(error: ConfigError) -> Self {
-        Failure(2, error.to_string())
+        match error {
+            // The value came from a flag or a row, not from the config file.
+            ConfigError::Invalid { field, problem } => {
+                Failure(2, format!("invalid app: `{field}` {problem}"))
+            }
+            other => Failure(2, other.to_string()),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ const STEPS: [&[&str]; 1] = [&[
         secret     VARCHAR(255) NOT NULL,
         enabled    BOOLEAN NOT NULL DEFAULT TRUE,
         plan       VARCHAR(255) NULL,
-        settings   LONGTEXT NOT NULL CHECK (JSON_VALID(settings)),
+        settings   LONGTEXT NOT NULL DEFAULT ('{}') CHECK (JSON_VALID(settings)),
         created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
         updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
         PRIMARY KEY (id),

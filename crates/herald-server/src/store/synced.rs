@@ -37,7 +37,7 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// serves it.
 const FOUND_WAIT: Duration = Duration::from_secs(2);
 /// The pause before trying an unreachable database again grows to this.
-const MAX_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// Apps kept in a database and served from memory (see the module docs).
 pub struct StoredApps {
