@@ -446,9 +446,15 @@ async fn a_node_started_while_its_database_is_down_becomes_ready_when_it_is_back
 
     let server = Server::start_logged(&node_config(&url), &[]);
     assert_eq!(ready(&server).await, 503, "not ready before it loaded");
-    assert!(
-        refusal(&server, "k1").await.is_some(),
-        "nothing to serve yet"
+    assert_eq!(
+        refusal(&server, "k1").await,
+        Some(4100),
+        "not loaded yet: come back later (4001 would stop pusher-js for good)"
+    );
+    assert_eq!(
+        trigger(&server, "1", "s1", "news", "early").await,
+        503,
+        "the API answers not ready"
     );
     assert!(logged(&server, DOWN) > 0, "the outage is logged");
 

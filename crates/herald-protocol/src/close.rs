@@ -27,6 +27,9 @@ pub enum CloseReason {
     Unauthorized,
     /// 4100: the client cannot keep up (its outbound queue overflowed) or the server is full.
     OverCapacity,
+    /// 4100: the server has not loaded its apps yet (its app database has not answered
+    /// since it started); reconnect after a back-off.
+    NotReady,
     /// 4200: the server is going away; reconnect elsewhere at once.
     Reconnect,
     /// 4201: the client did not answer the server's ping.
@@ -47,7 +50,7 @@ impl CloseReason {
             CloseReason::UnsupportedProtocol => 4007,
             CloseReason::NoProtocol => 4008,
             CloseReason::Unauthorized => 4009,
-            CloseReason::OverCapacity => 4100,
+            CloseReason::OverCapacity | CloseReason::NotReady => 4100,
             CloseReason::Reconnect => 4200,
             CloseReason::PongNotReceived => 4201,
             CloseReason::ClientEventRejected => 4301,
@@ -66,6 +69,9 @@ impl CloseReason {
             CloseReason::NoProtocol => "No protocol version supplied",
             CloseReason::Unauthorized => "Connection is unauthorized",
             CloseReason::OverCapacity => "Over capacity: the client is not reading fast enough",
+            CloseReason::NotReady => {
+                "Server not ready: its apps are not loaded yet, reconnect later"
+            }
             CloseReason::Reconnect => "Server is shutting down, reconnect",
             CloseReason::PongNotReceived => "Pong reply not received in time",
             CloseReason::ClientEventRejected => "Client event rejected due to rate limit",
@@ -91,7 +97,12 @@ mod tests {
                 "{r:?} must stop reconnects"
             );
         }
-        assert!((4100..4200).contains(&OverCapacity.code()));
+        for r in [OverCapacity, NotReady] {
+            assert!(
+                (4100..4200).contains(&r.code()),
+                "{r:?} must reconnect after a back-off"
+            );
+        }
         for r in [Reconnect, PongNotReceived] {
             assert!(
                 (4200..4300).contains(&r.code()),

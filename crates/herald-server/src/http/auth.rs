@@ -43,6 +43,11 @@ impl FromRequest<Arc<Shared>> for Authenticated {
             .and_then(|rest| rest.split('/').next())
             .unwrap_or("");
         let app = crate::apps::lookup(&*shared.apps, crate::apps::AppRef::Id(app_id)).await;
+        if app.is_none() {
+            if let Some(reason) = shared.apps.unavailable() {
+                return Err(ApiError::unavailable(format!("Not ready: {reason}")));
+            }
+        }
         let (app, query) = authenticate(app, app_id, &method, &uri)?;
         let declared = req
             .headers()

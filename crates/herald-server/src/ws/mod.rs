@@ -92,6 +92,7 @@ fn count_refusal(shared: &Shared, reason: CloseReason, key: &str) {
         CloseReason::InvalidVersion => "invalid_version",
         CloseReason::UnsupportedProtocol => "unsupported_protocol",
         CloseReason::NoProtocol => "no_protocol",
+        CloseReason::NotReady => "not_ready",
         _ => "other",
     };
     shared.metrics.connection_refused(label);
@@ -163,6 +164,11 @@ fn admit(shared: &Shared, app: Option<Arc<crate::apps::App>>, query: &str) -> Ad
         }
     }
     let Some(app) = app else {
+        // A node that has not loaded its apps yet cannot tell an unknown key from a known
+        // one: 4001 would stop the client for good, 4100 has it come back.
+        if shared.apps.unavailable().is_some() {
+            return Admission::Refuse(CloseReason::NotReady);
+        }
         return Admission::Refuse(CloseReason::UnknownApp);
     };
     if !app.config().enabled {
