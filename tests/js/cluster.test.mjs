@@ -6,7 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import {
-  startRedis, startNode, clusterConfig, restClient, wsClient, once, connected, subscribed,
+  startRedis, startNodes, clusterConfig, restClient, wsClient, once, connected, subscribed,
   sleep, collect,
 } from './harness.mjs';
 
@@ -64,10 +64,9 @@ client_events = true
 ${webhookUrl ? `[[apps.webhooks]]\nurl = "${webhookUrl}"` : ''}
 `;
   const config = clusterConfig(redis, apps, 'node_timeout = 2');
-  const nodes = [];
-  for (let i = 0; i < n; i++) {
-    const node = await startNode(config);
-    nodes.push(node);
+  // One after the other; with HERALD_APPS_DB they share one database of apps.
+  const nodes = await startNodes(config, n);
+  for (const node of nodes) {
     stoppers.push(() => (node.child.exitCode === null && node.child.signalCode === null ? node.stop() : null));
   }
   return { redis, nodes };

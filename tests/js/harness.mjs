@@ -1,6 +1,6 @@
 // Starts a real `herald serve` (the binary named by HERALD_BIN) and builds official clients
 // pointed at it. Nothing here imitates the server: tests talk to the real process.
-import { spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,18 +20,55 @@ export const MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
 /**
  * Starts a server with the given TOML config; resolves once it prints its address. With
  * HERALD_CLUSTER=N (N > 1) the "server" is N nodes sharing a fresh redis-server behind a
- * round-robin TCP load balancer, so the same tests run against a cluster.
+ * round-robin TCP load balancer, so the same tests run against a cluster. With
+ * HERALD_APPS_DB=postgres|mysql the config's apps live in a fresh database instead (see
+ * startNodes).
  */
 export async function startServer(configToml = '') {
   const nodes = Number(process.env.HERALD_CLUSTER ?? 1);
   return nodes > 1 ? startCluster(configToml, nodes) : startNode(configToml);
 }
 
-async function startNode(configToml) {
+/** Starts one node (exported for tests that address nodes one by one). */
+export async function startNode(configToml = '') {
+  return (await startNodes(configToml, 1))[0];
+}
+
+/**
+ * Starts `n` nodes with one config, one after the other. With HERALD_APPS_DB set they share
+ * one fresh database holding the config's apps (or the default app), and the file they
+ * serve keeps everything but the apps; the database is dropped once every node has exited
+ * (a node's stop() waits for that when it is the last).
+ */
+export async function startNodes(configToml, n) {
+  const db = APPS_DB ? await appsDatabase(configToml) : null;
+  const config = db ? db.serveToml : configToml;
+  const nodes = [];
+  try {
+    for (let i = 0; i < n; i++) nodes.push(await launch(config));
+  } catch (e) {
+    for (const node of nodes) node.child.kill('SIGKILL');
+    await Promise.all(nodes.map((node) => node.exited));
+    await db?.drop();
+    throw e;
+  }
+  if (!db) return nodes;
+  const dropped = Promise.all(nodes.map((node) => node.exited)).then(() => db.drop());
+  const allExited = () => nodes.every((node) => node.child.exitCode !== null || node.child.signalCode !== null);
+  return nodes.map((node) => ({
+    ...node,
+    async stop() {
+      const exit = await node.stop();
+      if (allExited()) await dropped;
+      return exit;
+    },
+  }));
+}
+
+async function launch(configToml) {
   const bin = process.env.HERALD_BIN;
   if (!bin) throw new Error('HERALD_BIN must name the herald binary');
-  const dir = mkdtempSync(join(tmpdir(), 'herald-js-'));
-  const configPath = join(dir, 'herald.toml');
+  const configPath = join(scratchDir(), 'herald.toml');
   writeFileSync(configPath, configToml);
   const child = spawn(bin, ['serve', '--port', '0', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -58,6 +95,112 @@ async function startNode(configToml) {
       return exited;
     },
   };
+}
+
+const scratchDir = () => mkdtempSync(join(tmpdir(), 'herald-js-'));
+
+// ---- Apps in a database (HERALD_APPS_DB) ----
+
+const APPS_DB = process.env.HERALD_APPS_DB || '';
+if (APPS_DB && APPS_DB !== 'postgres' && APPS_DB !== 'mysql') {
+  throw new Error(`HERALD_APPS_DB must be "postgres" or "mysql", not '${APPS_DB}'`);
+}
+/** Which database holds the apps in this run ('' when they are in the config file). */
+export const appsDb = APPS_DB;
+
+/** The app the tests expect when their config names none: the server's embedded default. */
+const DEFAULT_APP = '[[apps]]\nid = "1"\nkey = "app-key"\nsecret = "app-secret"\n';
+
+/**
+ * Splits a TOML config at its table headers: `apps` holds the `[[apps]]` and
+ * `[[apps.webhooks]]` tables (what `herald apps import` copies into the database), `rest`
+ * everything else (top-level keys and tables such as `[plans.*]`), in their order. Line
+ * based, which is enough for the configs in these tests: a header is a line that is only
+ * `[name]` or `[[name]]` (and perhaps a comment).
+ */
+export function splitApps(toml) {
+  const rest = [];
+  const apps = [];
+  let into = rest;
+  for (const line of toml.split('\n')) {
+    const header = line.match(/^\s*\[\[?\s*([A-Za-z_"'][^\]]*?)\s*\]\]?\s*(#.*)?$/);
+    if (header) {
+      const name = header[1].replace(/\s*\.\s*/g, '.');
+      into = name === 'apps' || name.startsWith('apps.') ? apps : rest;
+    }
+    into.push(line);
+  }
+  return { apps: apps.join('\n'), rest: rest.join('\n') };
+}
+
+const dbNames = new Set();
+let dbCounter = 0;
+
+function run(cmd, args, env = {}) {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${cmd} ${args.join(' ')} failed (${error.code}): ${stderr}${stdout}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** The client command line that runs `sql` as the database's superuser. */
+function adminSql(sql) {
+  return APPS_DB === 'postgres'
+    ? ['psql', ['-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql]]
+    : ['mariadb', ['-h', '127.0.0.1', '-uroot', '-e', sql]];
+}
+
+const dropSql = (name) => (APPS_DB === 'postgres'
+  ? `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`
+  : `DROP DATABASE IF EXISTS ${name}`);
+
+// A file that ends without stopping its servers (a failed before(), --test-force-exit)
+// still drops its databases.
+process.on('exit', () => {
+  for (const name of dbNames) {
+    const [cmd, args] = adminSql(dropSql(name));
+    spawnSync(cmd, args, { stdio: 'ignore' });
+  }
+});
+
+/**
+ * A fresh database with `configToml`'s apps (or the default app) in it, put there by the
+ * real CLI: `herald apps migrate`, then `herald apps import FILE`. `serveToml` is the
+ * config to serve it with: `apps_url` first, then the config without its apps.
+ */
+async function appsDatabase(configToml) {
+  const bin = process.env.HERALD_BIN;
+  if (!bin) throw new Error('HERALD_BIN must name the herald binary');
+  const name = `herald_js_${process.pid}_${++dbCounter}_${Math.random().toString(36).slice(2, 8)}`;
+  const url = APPS_DB === 'postgres'
+    ? `postgres://postgres@127.0.0.1:5432/${name}`
+    : `mysql://root@127.0.0.1:3306/${name}`;
+  const [cmd, args] = adminSql(`CREATE DATABASE ${name}`);
+  await run(cmd, args);
+  dbNames.add(name);
+  let dropping;
+  const drop = () => {
+    dropping ??= (async () => {
+      const [c, a] = adminSql(dropSql(name));
+      await run(c, a);
+      dbNames.delete(name);
+    })();
+    return dropping;
+  };
+  try {
+    const { apps, rest } = splitApps(configToml);
+    const importPath = join(scratchDir(), 'apps.toml');
+    writeFileSync(importPath, apps ? configToml : `${configToml}\n${DEFAULT_APP}`);
+    const env = { HERALD_APPS_URL: url };
+    await run(bin, ['apps', 'migrate'], env);
+    await run(bin, ['apps', 'import', importPath], env);
+    return { url, serveToml: `apps_url = "${url}"\n${rest}\n`, drop };
+  } catch (e) {
+    await drop();
+    throw e;
+  }
 }
 
 function freePort() {
@@ -139,17 +282,12 @@ export function clusterConfig(redis, configToml = '', extra = '') {
   return `adapter = "redis"\nredis_url = "redis://127.0.0.1:${redis.port}/0"\n${extra}\n${configToml}`;
 }
 
-/** Starts one node (exported for tests that address nodes one by one). */
-export { startNode };
-
 async function startCluster(configToml, n) {
   const redis = await startRedis();
-  const shared = clusterConfig(redis, configToml);
-  const nodes = [];
+  let nodes;
   try {
-    for (let i = 0; i < n; i++) nodes.push(await startNode(shared));
+    nodes = await startNodes(clusterConfig(redis, configToml), n);
   } catch (e) {
-    for (const node of nodes) node.child.kill('SIGKILL');
     await redis.kill();
     throw e;
   }

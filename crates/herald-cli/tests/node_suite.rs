@@ -1,33 +1,60 @@
 //! Runs the official-client suite in `tests/js` (pusher-js and the `pusher` Node library)
 //! against the `herald` binary built for this test run, one test per JS file: once against
-//! a single node, and once against three nodes sharing a real `redis-server` behind a
-//! round-robin load balancer (`HERALD_CLUSTER=3`, see tests/js/harness.mjs).
+//! a single node, once against three nodes sharing a real `redis-server` behind a
+//! round-robin load balancer (`HERALD_CLUSTER=3`), and once each with the apps kept in
+//! PostgreSQL and in MySQL/MariaDB (`HERALD_APPS_DB`, one node: a fresh database per server,
+//! filled by `herald apps migrate` and `herald apps import`; see tests/js/harness.mjs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Where a run's apps live, and on how many nodes it runs.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// `[[apps]]` in the config file, on this many nodes.
+    File(u32),
+    /// One node with its apps in a fresh database of this kind (`HERALD_APPS_DB`).
+    Db(&'static str),
+}
 
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js")
 }
 
 fn run_js(file: &str) {
-    run_js_on(file, 1);
-    run_js_on(file, 3);
+    run_js_with(file, &[1, 3]);
 }
 
-fn run_js_on(file: &str, nodes: u32) {
+/// Runs `file` with its apps in the config on each of `nodes`, then with them in each
+/// database on one node.
+fn run_js_with(file: &str, nodes: &[u32]) {
+    for &n in nodes {
+        run_js_on(file, Mode::File(n));
+    }
+    run_js_on(file, Mode::Db("postgres"));
+    run_js_on(file, Mode::Db("mysql"));
+}
+
+fn run_js_on(file: &str, mode: Mode) {
     let dir = js_dir();
     assert!(
         dir.join("node_modules/pusher-js").is_dir() && dir.join("node_modules/pusher").is_dir(),
         "the official clients are not installed: run `npm ci --prefix tests/js` first"
     );
-    let output = Command::new("node")
-        // pusher-js keeps a 30 s timer alive after the server refuses a connection (4009);
-        // without --test-force-exit a finished file would wait for it.
-        .args(["--test", "--test-force-exit", "--test-reporter=spec", file])
+    let mut node = Command::new("node");
+    // pusher-js keeps a 30 s timer alive after the server refuses a connection (4009);
+    // without --test-force-exit a finished file would wait for it.
+    node.args(["--test", "--test-force-exit", "--test-reporter=spec", file])
         .current_dir(&dir)
         .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
-        .env("HERALD_CLUSTER", nodes.to_string())
+        .env_remove("HERALD_APPS_URL");
+    match mode {
+        Mode::File(nodes) => node
+            .env("HERALD_CLUSTER", nodes.to_string())
+            .env_remove("HERALD_APPS_DB"),
+        Mode::Db(db) => node.env("HERALD_CLUSTER", "1").env("HERALD_APPS_DB", db),
+    };
+    let output = node
         .output()
         .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -36,7 +63,7 @@ fn run_js_on(file: &str, nodes: u32) {
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "{file} failed on {nodes} node(s):\n{stdout}\n{stderr}"
+        "{file} failed ({mode:?}):\n{stdout}\n{stderr}"
     );
 }
 
@@ -78,5 +105,5 @@ fn users() {
 #[test]
 fn cluster_of_nodes_addressed_one_by_one() {
     // Starts its own Redis and nodes: killing a node and restarting Redis need them by name.
-    run_js_on("cluster.test.mjs", 1);
+    run_js_with("cluster.test.mjs", &[1]);
 }
