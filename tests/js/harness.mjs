@@ -167,8 +167,8 @@ process.on('exit', () => {
 
 /**
  * A fresh database with `configToml`'s apps (or the default app) in it, put there by the
- * real CLI: `herald apps migrate`, then `herald apps import FILE`. `serveToml` is the
- * config to serve it with: `apps_url` first, then the config without its apps.
+ * real CLI: `herald apps migrate`, then `herald apps import FILE`, both given the config
+ * the nodes serve (`serveToml`): `apps_url` first, then `configToml` without its apps.
  */
 async function appsDatabase(configToml) {
   const bin = process.env.HERALD_BIN;
@@ -191,12 +191,16 @@ async function appsDatabase(configToml) {
   };
   try {
     const { apps, rest } = splitApps(configToml);
-    const importPath = join(scratchDir(), 'apps.toml');
-    writeFileSync(importPath, apps ? configToml : `${configToml}\n${DEFAULT_APP}`);
-    const env = { HERALD_APPS_URL: url };
-    await run(bin, ['apps', 'migrate'], env);
-    await run(bin, ['apps', 'import', importPath], env);
-    return { url, serveToml: `apps_url = "${url}"\n${rest}\n`, drop };
+    const serveToml = `apps_url = "${url}"\n${rest}\n`;
+    const dir = scratchDir();
+    const servePath = join(dir, 'herald.toml');
+    const importPath = join(dir, 'apps.toml');
+    writeFileSync(servePath, serveToml);
+    writeFileSync(importPath, apps ? configToml : DEFAULT_APP);
+    // With the served config: import checks plan names against its [plans.*].
+    await run(bin, ['apps', '--config', servePath, 'migrate']);
+    await run(bin, ['apps', '--config', servePath, 'import', importPath]);
+    return { url, serveToml, drop };
   } catch (e) {
     await drop();
     throw e;
