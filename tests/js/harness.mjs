@@ -1,5 +1,11 @@
 // Starts a real `herald serve` (the binary named by HERALD_BIN) and builds official clients
 // pointed at it. Nothing here imitates the server: tests talk to the real process.
+//
+// HERALD_CLUSTER=N: each server is N nodes sharing a fresh redis-server.
+// HERALD_APPS_DB=postgres|mysql: each server's apps live in a fresh database on the local
+// PostgreSQL (127.0.0.1:5432, user postgres) or MariaDB (127.0.0.1:3306, root), created with
+// psql or mariadb, filled by the real `herald apps migrate` and `herald apps import`, and
+// dropped when the server stops.
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -105,8 +111,6 @@ const APPS_DB = process.env.HERALD_APPS_DB || '';
 if (APPS_DB && APPS_DB !== 'postgres' && APPS_DB !== 'mysql') {
   throw new Error(`HERALD_APPS_DB must be "postgres" or "mysql", not '${APPS_DB}'`);
 }
-/** Which database holds the apps in this run ('' when they are in the config file). */
-export const appsDb = APPS_DB;
 
 /** The app the tests expect when their config names none: the server's embedded default. */
 const DEFAULT_APP = '[[apps]]\nid = "1"\nkey = "app-key"\nsecret = "app-secret"\n';
@@ -136,9 +140,9 @@ export function splitApps(toml) {
 const dbNames = new Set();
 let dbCounter = 0;
 
-function run(cmd, args, env = {}) {
+function run(cmd, args) {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+    execFile(cmd, args, (error, stdout, stderr) => {
       if (error) reject(new Error(`${cmd} ${args.join(' ')} failed (${error.code}): ${stderr}${stdout}`));
       else resolve(stdout);
     });
@@ -177,9 +181,10 @@ async function appsDatabase(configToml) {
   const url = APPS_DB === 'postgres'
     ? `postgres://postgres@127.0.0.1:5432/${name}`
     : `mysql://root@127.0.0.1:3306/${name}`;
+  // Named before it exists, so that the exit hook drops it however far this got.
+  dbNames.add(name);
   const [cmd, args] = adminSql(`CREATE DATABASE ${name}`);
   await run(cmd, args);
-  dbNames.add(name);
   let dropping;
   const drop = () => {
     dropping ??= (async () => {
@@ -200,7 +205,7 @@ async function appsDatabase(configToml) {
     // With the served config: import checks plan names against its [plans.*].
     await run(bin, ['apps', '--config', servePath, 'migrate']);
     await run(bin, ['apps', '--config', servePath, 'import', importPath]);
-    return { url, serveToml, drop };
+    return { serveToml, drop };
   } catch (e) {
     await drop();
     throw e;
