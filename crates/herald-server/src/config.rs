@@ -345,9 +345,16 @@ impl AppsUrl {
         &self.0
     }
 
-    /// The URL with its password hidden, for logs and messages.
+    /// The URL with its password hidden, for logs and messages. Unlike a Redis URL's, a
+    /// database URL's `user@` is only a user name, shown as it is.
     pub fn redacted(&self) -> String {
-        redact_url(&self.0)
+        let authority = self.0.split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', '?', '#']).next().unwrap_or("")
+        });
+        match authority.rsplit_once('@') {
+            Some((userinfo, _)) if !userinfo.contains(':') => self.0.clone(),
+            _ => redact_url(&self.0),
+        }
     }
 }
 
@@ -1386,6 +1393,12 @@ mod tests {
             !format!("{c:?}").contains("pw"),
             "the password stays out of Debug"
         );
+        assert_eq!(
+            url.redacted(),
+            "postgres://herald:<redacted>@db:5432/herald"
+        );
+        let no_password = AppsUrl::parse("mysql://root@127.0.0.1/h").expect("valid");
+        assert_eq!(no_password.redacted(), "mysql://root@127.0.0.1/h");
 
         let env =
             |k: &str| (k == "HERALD_APPS_URL").then(|| "mariadb://root@127.0.0.1/h".to_owned());
