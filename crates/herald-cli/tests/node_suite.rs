@@ -1,7 +1,7 @@
-//! Runs the official-client suite in `tests/js` (pusher-js and the `pusher` Node library)
-//! against the `herald` binary built for this test run, one test per JS file: once against
-//! a single node, once against three nodes sharing a real `redis-server` behind a
-//! round-robin load balancer (`HERALD_CLUSTER=3`), and once each with the apps kept in
+//! Runs the official-client suite in `tests/js` (pusher-js, the `pusher` Node library and
+//! Laravel Echo) against the `herald` binary built for this test run, one test per JS file:
+//! once against a single node, once against three nodes sharing a real `redis-server` behind
+//! a round-robin load balancer (`HERALD_CLUSTER=3`), and once each with the apps kept in
 //! PostgreSQL and in MySQL/MariaDB (`HERALD_APPS_DB`, one node: a fresh database per server,
 //! filled by `herald apps migrate` and `herald apps import`; see tests/js/harness.mjs).
 
@@ -46,7 +46,9 @@ fn run_js_with(file: &str, nodes: &[u32]) {
 fn run_js_on(file: &str, mode: Mode) -> Output {
     let dir = js_dir();
     assert!(
-        dir.join("node_modules/pusher-js").is_dir() && dir.join("node_modules/pusher").is_dir(),
+        ["pusher-js", "pusher", "laravel-echo"]
+            .iter()
+            .all(|package| dir.join("node_modules").join(package).is_dir()),
         "the official clients are not installed: run `npm ci --prefix tests/js` first"
     );
     let mut node = Command::new("node");
@@ -111,6 +113,12 @@ fn plan_limits() {
 #[test]
 fn users() {
     run_js("users.test.mjs");
+}
+
+#[test]
+fn laravel_echo() {
+    // Both broadcasters ('pusher' and 'reverb'); about 3 s a mode.
+    run_js("echo.test.mjs");
 }
 
 #[test]
