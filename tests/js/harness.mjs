@@ -35,23 +35,27 @@ export async function startServer(configToml = '') {
   return nodes > 1 ? startCluster(configToml, nodes) : startNode(configToml);
 }
 
-/** Starts one node (exported for tests that address nodes one by one). */
-export async function startNode(configToml = '') {
-  return (await startNodes(configToml, 1))[0];
+/**
+ * Starts one node (exported for tests that address nodes one by one). `port` 0 takes a
+ * free one; a node started on the port of one that has exited stands in for a restart.
+ */
+export async function startNode(configToml = '', { port = 0 } = {}) {
+  return (await startNodes(configToml, 1, { port }))[0];
 }
 
 /**
  * Starts `n` nodes with one config, one after the other. With HERALD_APPS_DB set they share
  * one fresh database holding the config's apps (or the default app), and the file they
  * serve keeps everything but the apps; the database is dropped once every node has exited
- * (a node's stop() waits for that when it is the last).
+ * (a node's stop() waits for that when it is the last). `port` (0: a free one each) is for
+ * one node.
  */
-export async function startNodes(configToml, n) {
+export async function startNodes(configToml, n, { port = 0 } = {}) {
   const db = APPS_DB ? await appsDatabase(configToml) : null;
   const config = db ? db.serveToml : configToml;
   const nodes = [];
   try {
-    for (let i = 0; i < n; i++) nodes.push(await launch(config));
+    for (let i = 0; i < n; i++) nodes.push(await launch(config, port));
   } catch (e) {
     for (const node of nodes) node.child.kill('SIGKILL');
     await Promise.all(nodes.map((node) => node.exited));
@@ -71,12 +75,12 @@ export async function startNodes(configToml, n) {
   }));
 }
 
-async function launch(configToml) {
+async function launch(configToml, listenPort = 0) {
   const bin = process.env.HERALD_BIN;
   if (!bin) throw new Error('HERALD_BIN must name the herald binary');
   const configPath = join(scratchDir(), 'herald.toml');
   writeFileSync(configPath, configToml);
-  const child = spawn(bin, ['serve', '--port', '0', '--config', configPath], {
+  const child = spawn(bin, ['serve', '--port', String(listenPort), '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

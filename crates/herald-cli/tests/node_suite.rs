@@ -4,6 +4,8 @@
 //! a round-robin load balancer (`HERALD_CLUSTER=3`), and once each with the apps kept in
 //! PostgreSQL and in MySQL/MariaDB (`HERALD_APPS_DB`, one node: a fresh database per server,
 //! filled by `herald apps migrate` and `herald apps import`; see tests/js/harness.mjs).
+//! The browser file (pusher-js's browser build in Debian's headless Chromium) runs once, on
+//! one node with its apps in the config.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -41,6 +43,11 @@ fn run_js_with(file: &str, nodes: &[u32]) {
     for (mode, output) in modes.into_iter().zip(outputs) {
         check(file, mode, output);
     }
+}
+
+/// Runs `file` once: one node, its apps in the config file.
+fn run_js_once(file: &str) {
+    check(file, Mode::File(1), run_js_on(file, Mode::File(1)));
 }
 
 fn run_js_on(file: &str, mode: Mode) -> Output {
@@ -125,4 +132,16 @@ fn laravel_echo() {
 fn cluster_of_nodes_addressed_one_by_one() {
     // Starts its own Redis and nodes: killing a node and restarting Redis need them by name.
     run_js_with("cluster.test.mjs", &[1]);
+}
+
+#[test]
+fn pusher_js_in_a_browser() {
+    // What it checks is the browser's side of the wire, which neither the number of nodes
+    // nor where the apps live changes: one run (about 22 s, 15 of them pusher-js's own wait
+    // after a graceful restart; see the file).
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need Chromium at /usr/bin/chromium (Debian: apt-get install chromium)"
+    );
+    run_js_once("browser.test.mjs");
 }
