@@ -126,16 +126,16 @@ impl Drop for ProcessLock {
     }
 }
 
-/// Starts a server with app 1 (the defaults) and the hook app, whose webhooks go to a
-/// port picked here; returns it with that port.
-fn server() -> (Server, u16) {
+/// Starts a server with `settings` (top-level config lines), app 1 (the defaults) and the
+/// hook app, whose webhooks go to a port picked here; returns it with that port.
+fn server(settings: &str) -> (Server, u16) {
     let webhook_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let [id, key, secret] = HOOK_APP;
     let server = Server::start(&format!(
-        "webhook_vacated_delay_ms = 100\n\
+        "{settings}\nwebhook_vacated_delay_ms = 100\n\
          [[apps]]\nid = \"1\"\nkey = \"{}\"\nsecret = \"{}\"\n\
          [[apps]]\nid = \"{id}\"\nkey = \"{key}\"\nsecret = \"{secret}\"\n\
          [[apps.webhooks]]\nurl = \"http://127.0.0.1:{webhook_port}/hook\"\n",
@@ -145,11 +145,11 @@ fn server() -> (Server, u16) {
     (server, webhook_port)
 }
 
-/// Runs one test module of tests/python against a fresh server; prints its output and
-/// fails if any of its tests failed.
-fn run_python(module: &str) {
+/// Runs one test module of tests/python against a fresh server with `settings`; prints its
+/// output and fails if any of its tests failed.
+fn run_python(module: &str, settings: &str) {
     let python = venv_python();
-    let (server, webhook_port) = server();
+    let (server, webhook_port) = server(settings);
     let (host, port) = server.addr.rsplit_once(':').expect("host:port");
     let [hook_id, hook_key, hook_secret] = HOOK_APP;
     let output = Command::new(python)
@@ -181,15 +181,21 @@ fn run_python(module: &str) {
 
 #[test]
 fn server_library() {
-    run_python("test_server_library");
+    run_python("test_server_library", "");
 }
 
 #[test]
 fn pysher() {
-    run_python("test_pysher");
+    run_python("test_pysher", "");
 }
 
 #[test]
 fn webhooks() {
-    run_python("test_webhooks");
+    run_python("test_webhooks", "");
+}
+
+#[test]
+fn pysher_keepalive() {
+    // Server pings after a second of silence; an unanswered one closes a second later.
+    run_python("test_keepalive", "activity_timeout = 1\npong_timeout = 1");
 }
