@@ -297,11 +297,8 @@ class Authentication(Clients):
         client.send("pusher:signin", signin)
         self.assertEqual(client.next()["event"], "pusher:error")
 
-    @unittest.skip(
-        "pusher 3.3.4 posts to /users/<id>/terminate_connections, without the documented "
-        "/apps/<app_id> prefix, and Herald answers 404 Unknown path (tests/python/README.md)"
-    )
     def test_terminate_user_connections(self):
+        # pusher 3.x posts to /users/<id>/terminate_connections, without /apps/<app_id>.
         client = self.client()
         user = {"id": unique("py-terminated")}
         client.send("pusher:signin", self.lib.authenticate_user(client.socket_id, user))

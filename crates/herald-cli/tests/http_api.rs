@@ -336,3 +336,42 @@ curl -X POST 'https://ws-sa.mawjly.com/apps/'$APP_ID'/events?'$QS'&auth_signatur
         json!({"event":"message","channel":"chat","data":"{\"text\":\"hello\"}"})
     );
 }
+
+/// The official Python library (3.x) posts `terminate_user_connections` to
+/// `/users/{id}/terminate_connections`, without `/apps/{id}`, signed over that path: the
+/// signing key names the app.
+#[tokio::test]
+async fn terminate_connections_without_the_apps_prefix_finds_the_app_by_its_key() {
+    let server = Server::start(
+        "[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n\
+         [[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n",
+    );
+    let mut ann = server.connect("k2").await;
+    let data = json!({"id": "ann"}).to_string();
+    let auth = herald_protocol::auth::user_auth("k2", "s2", &ann.socket_id, &data);
+    ann.send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": data}}))
+        .await;
+    ann.expect("pusher:signin_success").await;
+    let path = "/users/ann/terminate_connections";
+    let now = support::now();
+    // Another app's key and secret reach only that app's users.
+    assert_eq!(
+        signed_as(&server, "POST", path, &[], Some("{}"), "k1", "s1", now).await,
+        (200, json!({}))
+    );
+    ann.assert_alive().await;
+    let (status, body) = signed_as(&server, "POST", path, &[], Some("{}"), "k2", "s1", now).await;
+    assert_eq!(status, 401, "signed with the wrong app's secret: {body}");
+    let (status, body) =
+        signed_as(&server, "POST", path, &[], Some("{}"), "nobody", "s2", now).await;
+    assert_eq!(status, 401, "an unknown key: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("nobody")),
+        "{body}"
+    );
+    assert_eq!(
+        signed_as(&server, "POST", path, &[], Some("{}"), "k2", "s2", now).await,
+        (200, json!({}))
+    );
+    assert_eq!(ann.expect_close().await, 4009, "terminated");
+}

@@ -16,7 +16,7 @@ use axum::http::{header, Method, StatusCode, Uri};
 use herald_protocol::signing::SignedQuery;
 
 use super::error::ApiError;
-use crate::apps::App;
+use crate::apps::{App, AppRef};
 use crate::Shared;
 
 /// The window Pusher allows between the client's timestamp and the server's clock.
@@ -36,19 +36,32 @@ impl FromRequest<Arc<Shared>> for Authenticated {
     async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, ApiError> {
         let method = req.method().clone();
         let uri = req.uri().clone();
-        // Every API path is /apps/{app_id}/...; the router only sends those here.
-        let app_id = uri
-            .path()
-            .strip_prefix("/apps/")
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or("");
-        let app = crate::apps::lookup(&*shared.apps, crate::apps::AppRef::Id(app_id)).await;
+        // Every API path is /apps/{app_id}/..., but one: the Python library's
+        // terminate_connections, /users/{user_id}/..., where the signing key names the app.
+        let key;
+        let by = match uri.path().strip_prefix("/apps/") {
+            Some(rest) => AppRef::Id(rest.split('/').next().unwrap_or("")),
+            None => {
+                key = SignedQuery::parse(uri.query().unwrap_or(""))
+                    .map_err(|e| ApiError::unauthorized(e.to_string()))?
+                    .auth_key;
+                AppRef::Key(&key)
+            }
+        };
+        let app = crate::apps::lookup(&*shared.apps, by).await;
         if app.is_none() {
             if let Some(reason) = shared.apps.unavailable() {
                 return Err(ApiError::unavailable(format!("Not ready: {reason}")));
             }
         }
-        let (app, query) = authenticate(app, app_id, &method, &uri)?;
+        let app_id = match (by, &app) {
+            (AppRef::Id(id), _) => id.to_owned(),
+            (AppRef::Key(_), Some(app)) => app.id().to_owned(),
+            (AppRef::Key(key), None) => {
+                return Err(ApiError::unauthorized(format!("Unknown auth_key '{key}'")))
+            }
+        };
+        let (app, query) = authenticate(app, &app_id, &method, &uri)?;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -33,6 +33,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(users::terminate_connections),
+        )
+        .route(
+            "/users/{user_id}/terminate_connections",
+            post(users::terminate_connections_by_key),
         );
     Router::new()
         .route("/", get(up))

@@ -16,6 +16,19 @@ pub(crate) async fn terminate_connections(
     Path((_app_id, user_id)): Path<(String, String)>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
+    terminate(user_id, auth)
+}
+
+/// `POST /users/{user_id}/terminate_connections`: the path the official Python library
+/// (3.x) posts to, without `/apps/{app_id}`; the signing key names the app.
+pub(crate) async fn terminate_connections_by_key(
+    Path(user_id): Path<String>,
+    auth: Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    terminate(user_id, auth)
+}
+
+fn terminate(user_id: String, auth: Authenticated) -> Result<Json<Value>, ApiError> {
     let code = auth.app.config().terminate_close_code;
     let connections = auth.app.users.connections(&user_id);
     tracing::info!(app_id = %auth.app.id(), user_id, connections = connections.len(), "Terminating user connections");
