@@ -1,0 +1,1 @@
+// The console page (placeholder until the front end lands).
