@@ -82,6 +82,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
         .route("/metrics", get(metrics))
         .route("/live", get(|| async { "OK" }))
         .route("/ready", get(ready))
+        .merge(crate::console::router())
         .with_state(shared);
     let tracker = tokio_util::task::TaskTracker::new();
     loop {

@@ -25,6 +25,7 @@ use crate::ws::text_frame;
 
 use crate::cache::EventCache;
 use crate::config::{validate_apps, AppConfig, ConfigError, Plans, WebhookSettings};
+use crate::console::{AppConsole, Console};
 use crate::count_events::CountEvents;
 use crate::hub::Hub;
 use crate::metrics::AppMetrics;
@@ -73,7 +74,18 @@ impl App {
     /// A new app with no connections. Starts its webhook dispatcher, so it must be called
     /// inside a tokio runtime when the app has webhook endpoints.
     pub fn new(config: AppConfig, webhooks: &WebhookSettings) -> Self {
-        let metrics = Arc::new(AppMetrics::default());
+        Self::with_console(config, webhooks, &Arc::default())
+    }
+
+    /// [`App::new`], showing what happens to it on the node's live console.
+    pub(crate) fn with_console(
+        config: AppConfig,
+        webhooks: &WebhookSettings,
+        console: &Arc<Console>,
+    ) -> Self {
+        let metrics = Arc::new(AppMetrics::with_console(AppConsole::new(
+            console, &config.id,
+        )));
         App {
             id: config.id.as_str().into(),
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
@@ -428,6 +440,8 @@ pub struct MemoryApps {
     cluster: OnceLock<Arc<Cluster>>,
     /// One apply at a time: each starts from the maps the previous one left.
     writer: parking_lot::Mutex<()>,
+    /// The node's live console, which every app shows its events on.
+    console: Arc<Console>,
 }
 
 #[derive(Debug, Default)]
@@ -448,15 +462,17 @@ impl MemoryApps {
     /// apps' webhook dispatchers, so it must be called inside a tokio runtime when an app
     /// has webhook endpoints.
     pub fn new(apps: impl IntoIterator<Item = AppConfig>, webhooks: &WebhookSettings) -> Self {
+        let console = Arc::new(Console::default());
         let mut maps = AppMaps::default();
         for config in apps {
-            maps.insert(Arc::new(App::new(config, webhooks)));
+            maps.insert(Arc::new(App::with_console(config, webhooks, &console)));
         }
         MemoryApps {
             maps: ArcSwap::from_pointee(maps),
             webhooks: *webhooks,
             cluster: OnceLock::new(),
             writer: parking_lot::Mutex::new(()),
+            console,
         }
     }
 
@@ -482,7 +498,7 @@ impl MemoryApps {
                     app.clone()
                 }
                 None => {
-                    let app = Arc::new(App::new(config, &self.webhooks));
+                    let app = Arc::new(App::with_console(config, &self.webhooks, &self.console));
                     if let Some(cluster) = self.cluster.get() {
                         app.join_cluster(cluster.clone());
                     }
@@ -503,6 +519,11 @@ impl MemoryApps {
             app.removed.store(true, Ordering::SeqCst);
         }
         Ok(changes)
+    }
+
+    /// The node's live console.
+    pub(crate) fn console(&self) -> &Arc<Console> {
+        &self.console
     }
 
     /// Joins every app, and every app added later, to the node's cluster.

@@ -16,6 +16,7 @@ pub mod apps;
 mod backend;
 pub mod cache;
 pub mod config;
+mod console;
 mod count_events;
 pub mod http;
 pub mod hub;
@@ -71,6 +72,8 @@ pub(crate) struct Shared {
     /// The public port's TLS (`tls_cert`, `tls_key`); `None` serves plain HTTP. Only the
     /// accept loop and reloads look at it.
     pub(crate) tls: Option<Arc<tls::Tls>>,
+    /// The live console's feed (`/console` on the admin listener).
+    pub(crate) console: Arc<console::Console>,
 }
 
 impl Shared {
@@ -260,7 +263,9 @@ async fn serve_apps(
         metrics: metrics::NodeMetrics::new(),
         backend,
         tls,
+        console: apps.console().clone(),
     });
+    shared.console.set_node_id(node_id);
     let router = http::router(shared.clone());
     tokio::spawn(sweeper::run(Arc::downgrade(&shared)));
     let stop_admin = CancellationToken::new();

@@ -533,6 +533,20 @@ impl HeldBack {
     }
 }
 
+/// The event names of a webhook body, for the console.
+fn event_names(body: &[u8]) -> Vec<String> {
+    let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    parsed["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Posts one signed body, retrying with exponential backoff until a 2xx answer or until
 /// [`RETRY_FOR`] has passed; a redirect is not followed, and not retried either.
 async fn deliver(delivery: Delivery, reserved: Reserved) {
@@ -560,13 +574,25 @@ async fn deliver(delivery: Delivery, reserved: Reserved) {
             .send()
             .await;
         metrics.webhook(WebhookOutcome::Attempt, 1);
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        let shown = |outcome: &'static str| {
+            metrics.console.emit("webhook", |row| {
+                row.insert("url".into(), shown_url.as_str().into());
+                row.insert("status".into(), status.into());
+                row.insert("attempt".into(), attempt.into());
+                row.insert("events".into(), event_names(body.as_bytes()).into());
+                row.insert("outcome".into(), outcome.into());
+            });
+        };
         let problem = match result {
             Ok(response) if response.status().is_success() => {
                 metrics.webhook(WebhookOutcome::Success, 1);
+                shown("delivered");
                 return;
             }
             Ok(response) if response.status().is_redirection() => {
                 metrics.webhook(WebhookOutcome::Failure, 1);
+                shown("failed");
                 tracing::warn!(
                     app_id,
                     url = %shown_url,
@@ -581,6 +607,7 @@ async fn deliver(delivery: Delivery, reserved: Reserved) {
         };
         if started.elapsed() + backoff > RETRY_FOR {
             metrics.webhook(WebhookOutcome::Failure, 1);
+            shown("failed");
             tracing::warn!(
                 app_id,
                 url = %shown_url,
@@ -591,6 +618,7 @@ async fn deliver(delivery: Delivery, reserved: Reserved) {
             return;
         }
         metrics.webhook(WebhookOutcome::Retry, 1);
+        shown("retry");
         tracing::debug!(app_id, url = %shown_url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(60));

@@ -230,6 +230,14 @@ async fn check_daily_quota(app: &App) -> Result<(), ApiError> {
 
 /// Delivers an event; returns the messages it counts for the daily quota.
 fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
+    app.metrics.console.emit("api_publish", |row| {
+        row.insert("channels".into(), event.channels.clone().into());
+        row.insert("event".into(), event.name.clone().into());
+        row.insert("socket_id".into(), event.except_socket.clone().into());
+        // String data is shown as the text the clients get, not as its JSON token.
+        let text = serde_json::from_str::<String>(&event.data_token);
+        crate::console::preview(row, text.as_deref().unwrap_or(&event.data_token));
+    });
     let mut messages = 0u64;
     let cluster = app.cluster();
     let ttl = app.config().cache_ttl;
@@ -319,15 +327,25 @@ pub(crate) async fn trigger(
     State(shared): State<Arc<Shared>>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let event = prepare(&shared, &auth.app, parse_body(&auth.body)?)?;
-    check_daily_quota(&auth.app).await?;
-    let messages = publish(&auth.app, &event);
-    count_messages(&auth.app, messages, std::slice::from_ref(&event)).await;
+    trigger_body(&shared, &auth.app, &auth.body).await.map(Json)
+}
+
+/// A trigger's body published for `app`, signature already checked: the HTTP API's path,
+/// which the console's event creator takes too.
+pub(crate) async fn trigger_body(
+    shared: &Shared,
+    app: &Arc<App>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let event = prepare(shared, app, parse_body(body)?)?;
+    check_daily_quota(app).await?;
+    let messages = publish(app, &event);
+    count_messages(app, messages, std::slice::from_ref(&event)).await;
     if event.info.any() {
-        let attributes = info_attributes(&auth.app, &event).await?;
-        Ok(Json(serde_json::json!({ "channels": attributes })))
+        let attributes = info_attributes(app, &event).await?;
+        Ok(serde_json::json!({ "channels": attributes }))
     } else {
-        Ok(Json(Value::Object(Map::new())))
+        Ok(Value::Object(Map::new()))
     }
 }
 

@@ -149,9 +149,19 @@ pub struct AppMetrics {
     /// From an event's publish on this node (or its arrival from another) to the socket
     /// write that sent its last byte.
     pub(crate) publish_to_write: ShardedHistogram,
+    /// The node's live console, which the counted events are also shown on.
+    pub(crate) console: crate::console::AppConsole,
 }
 
 impl AppMetrics {
+    /// Counters that also show their events on `console`.
+    pub(crate) fn with_console(console: crate::console::AppConsole) -> Self {
+        AppMetrics {
+            console,
+            ..AppMetrics::default()
+        }
+    }
+
     /// Counts a closed connection under the close code it ended with (`None`: the socket
     /// ended without a close handshake, counted as 1006).
     pub(crate) fn connection_closed(&self, code: Option<u16>) {
@@ -174,6 +184,9 @@ impl AppMetrics {
     pub(crate) fn refused(&self, limit: Limit) {
         let i = Limit::ALL.iter().position(|&l| l == limit).unwrap_or(0);
         self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        self.console.emit("refused", |row| {
+            row.insert("limit".into(), limit.label().into());
+        });
     }
 
     pub(crate) fn webhook(&self, outcome: WebhookOutcome, n: u64) {

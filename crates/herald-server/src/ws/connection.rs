@@ -235,6 +235,10 @@ fn serve<S: Socket>(
         drop(io);
         let code = outbox.close_code();
         session.metrics().connection_closed(code);
+        session.metrics().console.emit("connection_closed", |row| {
+            row.insert("socket_id".into(), session.socket_id().into());
+            row.insert("code".into(), code.unwrap_or(1006).into());
+        });
         tracing::debug!(
             socket_id = %session.socket_id(),
             app_id = session.app_id(),
@@ -653,6 +657,7 @@ mod tests {
             metrics: crate::metrics::NodeMetrics::new(),
             backend: Arc::new(crate::backend::Standalone),
             tls: None,
+            console: Arc::default(),
         });
         let future = run(shared, slot, permit, stream, Bytes::new());
         let size = std::mem::size_of_val(&future);

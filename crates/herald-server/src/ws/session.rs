@@ -79,6 +79,12 @@ impl Session {
         app.metrics
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
+        app.metrics.console.emit("connection_opened", |row| {
+            row.insert(
+                "socket_id".into(),
+                format!("{}.{conn}", shared.node_id).into(),
+            );
+        });
         // A reload that removed or disabled the app after this connection was admitted, and
         // scanned the registry before it was in it, left the close to the connection.
         if let Some((code, message)) = app.closed() {
@@ -277,6 +283,7 @@ impl Session {
             self.app.replay_cache(channel, &self.outbox);
         }
         if !joined.already {
+            self.subscribed(channel);
             self.channels.push(channel.into());
             self.announce_subscription_count(channel, kind);
         }
@@ -324,6 +331,7 @@ impl Session {
             );
         }
         if !self.channels.iter().any(|c| c.as_ref() == channel) {
+            self.subscribed(channel);
             self.channels.push(channel.into());
         }
     }
@@ -517,8 +525,20 @@ impl Session {
         }
     }
 
+    /// Shows a new subscription on the console.
+    fn subscribed(&self, channel: &str) {
+        self.app.metrics.console.emit("subscribed", |row| {
+            row.insert("socket_id".into(), self.socket_id().into());
+            row.insert("channel".into(), channel.into());
+        });
+    }
+
     fn unsubscribe(&mut self, channel: &str) {
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
+            self.app.metrics.console.emit("unsubscribed", |row| {
+                row.insert("socket_id".into(), self.socket_id().into());
+                row.insert("channel".into(), channel.into());
+            });
             self.channels.swap_remove(pos);
             self.leave_channel(channel);
         }
@@ -587,6 +607,12 @@ impl Session {
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
         let socket_id = self.socket_id();
+        self.app.metrics.console.emit("client_event", |row| {
+            row.insert("socket_id".into(), socket_id.as_str().into());
+            row.insert("channel".into(), channel.into());
+            row.insert("event".into(), event.into());
+            crate::console::preview(row, data);
+        });
         self.app
             .publish(channel, &frame, Some(self.conn), Some(&socket_id));
         self.app
