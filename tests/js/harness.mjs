@@ -85,19 +85,23 @@ async function launch(configToml, listenPort = 0) {
   });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
-  const port = await new Promise((resolve, reject) => {
+  // The banner's first line names the public address and its last the admin listener's
+  // (`admin listening on ADDR`, where the console is); both come once the node is ready.
+  const { port, admin } = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 10000);
     child.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/listening on \S+:(\d+)/);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      const a = out.match(/admin listening on (\S+)/);
+      if (m && a) { clearTimeout(timer); resolve({ port: Number(m[1]), admin: a[1] }); }
     });
     child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)));
   });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   return {
     port,
+    admin,
     child,
     exited,
     stop() {

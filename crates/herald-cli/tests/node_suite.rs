@@ -4,8 +4,8 @@
 //! a round-robin load balancer (`HERALD_CLUSTER=3`), and once each with the apps kept in
 //! PostgreSQL and in MySQL/MariaDB (`HERALD_APPS_DB`, one node: a fresh database per server,
 //! filled by `herald apps migrate` and `herald apps import`; see tests/js/harness.mjs).
-//! The browser file (pusher-js's browser build in Debian's headless Chromium) runs once, on
-//! one node with its apps in the config.
+//! The browser files (pusher-js's browser build, and the admin listener's live console, in
+//! Debian's headless Chromium) run once each, on one node with its apps in the config.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -139,9 +139,23 @@ fn pusher_js_in_a_browser() {
     // What it checks is the browser's side of the wire, which neither the number of nodes
     // nor where the apps live changes: one run (about 22 s, 15 of them pusher-js's own wait
     // after a graceful restart; see the file).
+    run_in_chromium("browser.test.mjs");
+}
+
+#[test]
+fn live_console_in_a_browser() {
+    // The admin listener's /console page in headless Chromium: what it shows of a pusher-js
+    // client, its publish form, its log controls and the admin token. Neither the number of
+    // nodes nor where the apps live changes the page: one run (about 8 s). It rewrites
+    // docs/console.png, the screenshot the docs show.
+    run_in_chromium("console.test.mjs");
+}
+
+/// Runs a browser file once (one node, file apps), in Debian's Chromium.
+fn run_in_chromium(file: &str) {
     assert!(
         Path::new("/usr/bin/chromium").exists(),
         "the browser tests need Chromium at /usr/bin/chromium (Debian: apt-get install chromium)"
     );
-    run_js_once("browser.test.mjs");
+    run_js_once(file);
 }

@@ -43,13 +43,25 @@
     return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
   }
 
-  /** JSON text pretty-printed when it parses; the text itself otherwise. */
+  /**
+   * JSON text pretty-printed when it parses; the text itself otherwise. A JSON string that
+   * holds JSON (event data as the HTTP API's libraries send it) is shown as what it holds.
+   */
   function pretty(text) {
+    let value;
     try {
-      return JSON.stringify(JSON.parse(text), null, 2);
+      value = JSON.parse(text);
     } catch {
       return String(text);
     }
+    if (typeof value === 'string') {
+      try {
+        value = JSON.parse(value);
+      } catch {
+        return value;
+      }
+    }
+    return JSON.stringify(value, null, 2);
   }
 
   function setPill(node, text, tone) {
@@ -155,7 +167,7 @@
         : null,
       typeof ch.cache === 'string'
         ? el('details', { class: 'cache', dataset: { key }, open: open.has(key) },
-          el('summary', null, 'Cached event'),
+          el('summary', null, 'Cached event data'),
           el('pre', null, pretty(ch.cache)))
         : null);
   }
@@ -250,7 +262,7 @@
 
   function rowElement(row) {
     const kind = String(row.kind ?? 'unknown');
-    const time = Number(row.time_ms);
+    const time = Number(row.time_ms ?? row.arrived_ms);
     const when = Number.isFinite(time) ? new Date(time) : null;
     const bad = kind === 'webhook' && row.outcome && row.outcome !== 'delivered' && row.outcome !== 'retry';
     const classes = ['row', `kind-${kind.replace(/[^a-z_]/g, '')}`];
@@ -292,6 +304,9 @@
   }, true);
 
   function receive(row) {
+    // When it came, for a row without time_ms of its own (the server's `dropped` rows);
+    // not enumerable, so the row's JSON stays what the server sent.
+    Object.defineProperty(row, 'arrived_ms', { value: Date.now(), enumerable: false });
     if (row.kind === 'dropped') {
       droppedTotal += Number(row.count) || 0;
       showNotice();

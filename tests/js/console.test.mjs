@@ -1,0 +1,357 @@
+// The live console (/console on the admin listener) in a real headless Chromium (Debian's
+// /usr/bin/chromium, driven by playwright-core) against a real `herald serve`: the page
+// shows a pusher-js client's connection, subscription and presence membership, publishes
+// from its own form to that client, and works behind the admin token. One node, apps in the
+// config file (node_suite.rs runs this file in no other mode). Takes docs/console.png.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import {
+  startNode, wsClient, restClient, connected, subscribed, once,
+} from './harness.mjs';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require('playwright-core');
+
+const CHROMIUM = '/usr/bin/chromium';
+// The flags of this machine's notes (see browser.test.mjs).
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-quic',
+];
+const TOKEN = 'console-test-admin-token';
+// A zone 5 h 45 min off UTC: a time shown in it is plainly not UTC, nor the machine's own.
+const ZONE = 'Asia/Kathmandu';
+const SCREENSHOT = fileURLToPath(new URL('../../docs/console.png', import.meta.url));
+
+let browser;
+let open;
+let locked;
+const clients = [];
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing (Debian: apt-get install chromium)`);
+  // admin_port = 0: a free admin port each, whatever else runs on this machine.
+  [browser, open, locked] = await Promise.all([
+    chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS }),
+    startNode('admin_port = 0\n'),
+    startNode(`admin_port = 0\nadmin_token = "${TOKEN}"\n`),
+  ]);
+});
+
+after(async () => {
+  for (const c of clients) c.disconnect();
+  await browser?.close();
+  for (const node of [open, locked]) {
+    if (node) assert.equal((await node.stop()).code, 0, 'server exits 0 on SIGTERM');
+  }
+});
+
+function client(port, opts) {
+  const c = wsClient(port, opts);
+  clients.push(c);
+  return c;
+}
+
+/**
+ * A page of a fresh browser context (closed after test `t`) at 1280×800 in ZONE. It keeps
+ * its uncaught errors (`page.errors`) and every URL it asked for that is not `origin`'s
+ * (`page.elsewhere`): the console must fetch nothing from anywhere else.
+ */
+async function newPage(t, origin) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, timezoneId: ZONE, colorScheme: 'light' });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  page.errors = [];
+  page.elsewhere = [];
+  page.on('pageerror', (e) => page.errors.push(e.message));
+  page.on('request', (r) => {
+    const url = r.url();
+    if (!url.startsWith(`${origin}/`) && !url.startsWith('data:')) page.elsewhere.push(url);
+  });
+  return page;
+}
+
+/** Opens the console at `url` and waits until its stream is open and its state shown. */
+async function openConsole(page, url) {
+  await page.goto(url);
+  await page.waitForFunction(
+    () => document.body.dataset.stream === 'open' && document.body.dataset.state === 'ok',
+    null,
+    { timeout: 5000 },
+  );
+}
+
+/** The log's rows as the page shows them: kind, app and summary text, newest first. */
+const logRows = (page) => page.$$eval('#log .row', (rows) => rows.map((r) => ({
+  kind: r.dataset.kind, app: r.dataset.app, hidden: r.hidden, text: r.querySelector('summary').textContent,
+})));
+
+/**
+ * Waits for a log row of `kind` whose summary contains every one of `texts`; returns its
+ * summary text. On a timeout the error lists the whole log.
+ */
+async function logRow(page, kind, ...texts) {
+  try {
+    const handle = await page.waitForFunction(
+      ({ kind, texts }) => [...document.querySelectorAll('#log .row')]
+        .map((r) => r.dataset.kind === kind && r.querySelector('summary').textContent)
+        .find((text) => text && texts.every((t) => text.includes(t))),
+      { kind, texts },
+      { timeout: 5000 },
+    );
+    return await handle.jsonValue();
+  } catch (e) {
+    const rows = await logRows(page).catch(() => []);
+    throw new Error(`${e.message}\nwaiting for a ${kind} row with ${JSON.stringify(texts)}; the log:\n`
+      + `${rows.map((r) => JSON.stringify(r)).join('\n')}\nerrors: ${page.errors.join('; ')}`);
+  }
+}
+
+/** Clicks the publish button and waits for the form's result; returns [tone, text]. */
+async function publish(page) {
+  const before = await page.$eval('#pub-result', (o) => o.textContent);
+  await page.click('#pub-send');
+  await page.waitForFunction(
+    (before) => {
+      const out = document.querySelector('#pub-result');
+      return out.className && out.className !== '' && out.textContent !== before && out.textContent !== 'Publishing…';
+    },
+    before,
+    { timeout: 5000 },
+  );
+  return page.$eval('#pub-result', (o) => [o.className, o.textContent]);
+}
+
+/** HH:MM:SS.mmm of `ms` in ZONE, worked out here rather than by the page. */
+function inZone(ms) {
+  const hms = new Intl.DateTimeFormat('en-GB', {
+    timeZone: ZONE, hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
+  }).format(ms);
+  return `${hms}.${String(ms % 1000).padStart(3, '0')}`;
+}
+
+test('the console shows a client\'s connection, subscription and presence, and publishes to it from its form', async (t) => {
+  const origin = `http://${open.admin}`;
+  const page = await newPage(t, origin);
+  await openConsole(page, `${origin}/console`);
+
+  // A pusher-js client (Node), signed in and a member of a presence channel.
+  const alice = client(open.port, {
+    userId: 'alice', userInfo: { name: 'Alice' }, user: { id: 'alice', user_info: { name: 'Alice' } },
+  });
+  await connected(alice);
+  const socketId = alice.connection.socket_id;
+  alice.signin();
+  const room = await subscribed(alice, 'presence-room');
+  await subscribed(alice, 'news');
+  // A cache channel holding an event, for the state view's cache contents (the state
+  // lists occupied channels only).
+  await restClient(open.port).trigger('cache-prices', 'price', { eur: 1.08 });
+  await subscribed(alice, 'cache-prices');
+
+  // (2) the log shows the connection and the subscriptions as they happened.
+  await logRow(page, 'connection_opened', socketId);
+  await logRow(page, 'subscribed', 'presence-room', socketId);
+  await logRow(page, 'subscribed', 'news', socketId);
+
+  // (3) the state view: the member with its info, the connection, the channel's
+  // subscriber, the signed-in user and the cached event.
+  const app = '#apps [data-app="1"]';
+  const member = await page.waitForSelector(`${app} [data-channel="presence-room"] .member[data-user="alice"]`, { timeout: 5000 });
+  assert.equal(await member.textContent(), 'alice{"name":"Alice"}');
+  await page.waitForSelector(`${app} .users [data-user="alice"]`, { timeout: 5000 });
+  await page.waitForSelector(`${app} [data-channel="cache-prices"] details.cache`, { timeout: 5000 });
+  assert.equal(await page.textContent(`${app} [data-stat="connections"] dd`), '1');
+  assert.match(await page.textContent(`${app} [data-channel="presence-room"] .count`), /^1 subscriber · 1 member$/);
+  const cached = JSON.parse(await page.$eval(`${app} [data-channel="cache-prices"] pre`, (p) => p.textContent));
+  assert.deepEqual(cached, { eur: 1.08 });
+
+  // (1) an event published from the console's form reaches the client.
+  const data = { message: 'hello from the console', n: 1 };
+  const got = once(room, 'greeting', 5000);
+  await page.selectOption('#pub-app', '1');
+  await page.fill('#pub-channels', 'presence-room, news');
+  await page.fill('#pub-name', 'greeting');
+  await page.fill('#pub-data', JSON.stringify(data));
+  assert.deepEqual(await publish(page), ['ok', 'Published greeting to presence-room, news (app 1).']);
+  assert.deepEqual(await got, data);
+  const summary = await logRow(page, 'api_publish', 'greeting', 'presence-room, news');
+  assert.ok(summary.includes(JSON.stringify(data)), summary);
+
+  // A row opens to the full JSON the server sent, and shows its time in the local zone.
+  const publishRow = page.locator('#log .row[data-kind="api_publish"]').first();
+  await publishRow.locator('summary').click();
+  const row = JSON.parse(await publishRow.locator('pre.json').textContent());
+  assert.equal(row.kind, 'api_publish');
+  assert.equal(row.app, '1');
+  assert.equal(row.event, 'greeting');
+  assert.deepEqual(row.channels, ['presence-room', 'news']);
+  assert.equal(row.data, JSON.stringify(data));
+  assert.deepEqual(JSON.parse(await publishRow.locator('pre.data').textContent()), data);
+  assert.equal(await publishRow.locator('time').textContent(), inZone(row.time_ms));
+
+  // Nothing came from elsewhere.
+  assert.deepEqual(page.elsewhere, []);
+  assert.deepEqual(page.errors, []);
+
+  // At phone width the layout is one column with no sideways scroll.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForFunction(() => innerWidth === 390);
+  const phone = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth,
+    columns: getComputedStyle(document.querySelector('.layout')).gridTemplateColumns.split(' ').length,
+  }));
+  assert.ok(phone.scrollWidth <= phone.innerWidth, `no horizontal scroll at 390 px: ${JSON.stringify(phone)}`);
+  assert.equal(phone.columns, 1);
+
+  // The screenshot for the docs, back at laptop width, from the top.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.waitForFunction(() => innerWidth === 1280);
+  const laptop = await page.evaluate(() => {
+    window.scrollTo(0, 0);
+    return {
+      scrollWidth: document.documentElement.scrollWidth,
+      innerWidth,
+      columns: getComputedStyle(document.querySelector('.layout')).gridTemplateColumns.split(' ').length,
+    };
+  });
+  assert.ok(laptop.scrollWidth <= laptop.innerWidth, JSON.stringify(laptop));
+  assert.equal(laptop.columns, 2);
+  mkdirSync(fileURLToPath(new URL('../../docs/', import.meta.url)), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT });
+});
+
+test('the log filters by app, channel and kind; pauses, resumes and clears; the form checks its JSON and shows the server\'s errors', async (t) => {
+  const origin = `http://${open.admin}`;
+  const page = await newPage(t, origin);
+  await openConsole(page, `${origin}/console`);
+  const rest = restClient(open.port);
+  await rest.trigger('alpha', 'first', { n: 1 });
+  await rest.trigger('beta', 'second', { n: 2 });
+  await logRow(page, 'api_publish', 'second', 'beta');
+
+  const visible = async () => (await logRows(page)).filter((r) => !r.hidden).map((r) => r.text);
+  await page.fill('#filter-channel', 'ALP');
+  assert.deepEqual((await visible()).map((text) => text.includes('first → alpha')), [true]);
+  await page.fill('#filter-channel', '');
+  await page.selectOption('#filter-kind', 'subscribed');
+  assert.deepEqual(await visible(), []);
+  await page.selectOption('#filter-kind', 'api_publish');
+  assert.equal((await visible()).length, 2);
+  await page.selectOption('#filter-app', '1');
+  assert.equal((await visible()).length, 2);
+  await page.selectOption('#filter-kind', '');
+  await page.selectOption('#filter-app', '');
+
+  // Paused, rows wait (and are counted); resumed, they come in.
+  await page.click('#log-pause');
+  await rest.trigger('alpha', 'while-paused', {});
+  await page.waitForFunction(() => document.querySelector('#log-count').textContent.includes('1 waiting'), null, { timeout: 5000 });
+  assert.ok(!(await logRows(page)).some((r) => r.text.includes('while-paused')));
+  await page.click('#log-pause');
+  await logRow(page, 'api_publish', 'while-paused');
+  await page.click('#log-clear');
+  assert.deepEqual(await logRows(page), []);
+
+  // Markup in what clients control (member info, event data) is shown as text: nothing
+  // of it becomes an element, nothing of it runs.
+  const markup = '<b>Mallory</b> & <img src=x onerror="window.pwned=1">';
+  const mallory = client(open.port, { userId: 'mallory', userInfo: { name: markup } });
+  await subscribed(mallory, 'presence-markup');
+  await page.fill('#pub-channels', 'presence-markup');
+  await page.fill('#pub-name', 'markup');
+  await page.fill('#pub-data', JSON.stringify({ html: markup }));
+  assert.equal((await publish(page))[0], 'ok');
+  const shownData = await logRow(page, 'api_publish', 'markup');
+  assert.ok(shownData.includes(JSON.stringify({ html: markup })), shownData);
+  const member = await page.waitForSelector('#apps [data-channel="presence-markup"] .member[data-user="mallory"]', { timeout: 5000 });
+  assert.equal(await member.textContent(), `mallory${JSON.stringify({ name: markup })}`);
+  await page.locator('#log .row[data-kind="api_publish"]').first().locator('summary').click();
+  await page.waitForSelector('#log .row pre.data');
+  assert.deepEqual(await page.evaluate(() => [
+    document.querySelectorAll('#log b, #log img, #apps b, #apps img').length, window.pwned,
+  ]), [0, undefined]);
+
+  // Data that is not JSON is refused by the page, without a request.
+  let posts = 0;
+  page.on('request', (r) => { if (r.url().endsWith('/console/api/publish')) posts++; });
+  await page.fill('#pub-channels', 'alpha');
+  await page.fill('#pub-name', 'bad');
+  await page.fill('#pub-data', '{not json');
+  const [tone, text] = await publish(page);
+  assert.equal(tone, 'error');
+  assert.match(text, /^Data is not valid JSON/);
+  assert.equal(posts, 0);
+  // The server's own refusal shows in the form.
+  await page.fill('#pub-data', '{}');
+  await page.fill('#pub-channels', 'not a channel name');
+  const [badTone, badText] = await publish(page);
+  assert.equal(badTone, 'error');
+  assert.match(badText, /^Not published \(HTTP 4\d\d\): \S/);
+  assert.equal(posts, 1);
+  assert.deepEqual(page.errors, []);
+});
+
+test('dropped rows are announced, and the log keeps the newest 2,000 rows', async (t) => {
+  const origin = `http://${open.admin}`;
+  const page = await newPage(t, origin);
+  // The stream is replaced by one of 2,100 rows whose newest end carries a `dropped` row
+  // (a real one needs a tab that falls 1,024 rows behind) and a channel name with markup.
+  const rows = [];
+  for (let i = 0; i < 2100; i++) {
+    rows.push({ time_ms: 1733070000000 + i, node_id: 1, app: '1', kind: 'subscribed', socket_id: `1.${i}`, channel: `room-${i}` });
+  }
+  rows.push({ kind: 'dropped', count: 5, node_id: 1 });
+  rows.push({ time_ms: 1733070009999, node_id: 1, app: '1', kind: 'client_event', socket_id: '1.1', channel: '<b>x</b>', event: 'client-x', data: '<i>y</i>' });
+  const body = `retry: 3600000\n\n${rows.map((r) => `data: ${JSON.stringify(r)}\n\n`).join('')}`;
+  await page.route('**/console/api/events', (route) => route.fulfill({
+    status: 200, headers: { 'content-type': 'text/event-stream' }, body,
+  }));
+  await page.goto(`${origin}/console`);
+  await logRow(page, 'client_event', '<b>x</b>', '<i>y</i>');
+  const shown = await logRows(page);
+  assert.equal(shown.length, 2000);
+  assert.match(shown[0].text, /client-x/);
+  assert.equal(shown[1].kind, 'dropped');
+  assert.match(shown[1].text, /5 rows dropped/);
+  assert.match(shown.at(-1).text, /room-102 · /, 'the oldest 102 went');
+  assert.match(await page.textContent('#log-notice'), /^5 rows dropped/);
+  assert.ok(await page.isVisible('#log-notice'));
+  assert.equal(await page.evaluate(() => document.querySelectorAll('#log b, #log i').length), 0);
+  assert.deepEqual(page.errors, []);
+});
+
+test('with admin_token the console needs the token: /console?token= sets a cookie the page then uses', async (t) => {
+  const origin = `http://${locked.admin}`;
+  for (const path of ['/console/api/state', '/console/api/events', '/console']) {
+    const res = await fetch(`${origin}${path}`);
+    assert.equal(res.status, 401, path);
+    await res.body?.cancel();
+  }
+  const wrong = await fetch(`${origin}/console?token=not-the-token-at-all`, { redirect: 'manual' });
+  assert.equal(wrong.status, 401);
+
+  const page = await newPage(t, origin);
+  await openConsole(page, `${origin}/console?token=${TOKEN}`);
+  // The token left the address bar; the cookie that carries it is out of the page's reach.
+  assert.equal(page.url(), `${origin}/console`);
+  const [cookie] = await page.context().cookies();
+  assert.equal(cookie.name, 'herald_console');
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(await page.evaluate(() => document.cookie), '');
+
+  await page.waitForSelector('#apps [data-app="1"]', { timeout: 5000 });
+  const c = client(locked.port);
+  await connected(c);
+  await logRow(page, 'connection_opened', c.connection.socket_id);
+  await page.fill('#pub-channels', 'locked-room');
+  await page.fill('#pub-name', 'behind-the-token');
+  assert.equal((await publish(page))[0], 'ok');
+  await logRow(page, 'api_publish', 'behind-the-token');
+  assert.deepEqual(page.errors, []);
+  assert.deepEqual(page.elsewhere, []);
+});
