@@ -228,7 +228,10 @@ test('the console shows a client\'s connection, subscription and presence, and p
 test('the log filters by app, channel and kind; pauses, resumes and clears; the form checks its JSON and shows the server\'s errors', async (t) => {
   const origin = `http://${open.admin}`;
   const page = await newPage(t, origin);
-  await openConsole(page, `${origin}/console`);
+  // Opened at /console/, it moves to /console, where its relative links resolve.
+  await openConsole(page, `${origin}/console/`);
+  assert.equal(page.url(), `${origin}/console`);
+  assert.equal(await page.$eval('.layout', (l) => getComputedStyle(l).display), 'grid');
   const rest = restClient(open.port);
   await rest.trigger('alpha', 'first', { n: 1 });
   await rest.trigger('beta', 'second', { n: 2 });
