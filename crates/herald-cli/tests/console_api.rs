@@ -1,0 +1,224 @@
+//! The console's endpoints on the admin listener, against the real binary: the live log
+//! shows what clients and the API do, the event creator publishes through the API's path,
+//! the admin token guards it, and a console that never reads cannot slow delivery.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{signed, Server, KEY};
+
+/// Reads SSE rows from a streaming response until `until` holds for one, or fails.
+async fn row_where(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    until: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            for line in message.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    let row: Value = serde_json::from_str(data).expect("a JSON row");
+                    if until(&row) {
+                        return row;
+                    }
+                }
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("the row within 5 s")
+            .expect("the stream")
+            .expect("more of the stream");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+fn kind(row: &Value, kind: &str) -> bool {
+    row["kind"] == kind
+}
+
+#[tokio::test]
+async fn the_log_shows_connections_subscriptions_publishes_and_client_events() {
+    let server = Server::start("");
+    let mut log = reqwest::get(format!("http://{}/console/api/events", server.admin))
+        .await
+        .expect("the event stream");
+    assert_eq!(log.status(), 200);
+    assert!(log.headers()["content-type"]
+        .to_str()
+        .expect("text")
+        .starts_with("text/event-stream"));
+    let mut buffer = String::new();
+    let mut ws = server.connect(KEY).await;
+    let opened = row_where(&mut log, &mut buffer, |r| kind(r, "connection_opened")).await;
+    assert_eq!(opened["socket_id"], ws.socket_id.as_str());
+    assert_eq!(opened["app"], "1");
+    ws.subscribe_private("private-room", None).await;
+    let sub = row_where(&mut log, &mut buffer, |r| kind(r, "subscribed")).await;
+    assert_eq!(sub["channel"], "private-room");
+
+    let big = "x".repeat(5000);
+    let body = json!({"name": "ev", "channel": "private-room", "data": big}).to_string();
+    assert_eq!(
+        signed(&server, "POST", "/apps/1/events", &[], Some(&body))
+            .await
+            .0,
+        200
+    );
+    let published = row_where(&mut log, &mut buffer, |r| kind(r, "api_publish")).await;
+    assert_eq!(published["channels"], json!(["private-room"]));
+    assert_eq!(published["event"], "ev");
+    assert_eq!(published["truncated"], true, "the preview is capped");
+    assert!(published["data"].as_str().expect("text").len() <= 1024);
+    ws.expect("ev").await;
+
+    ws.send(json!({"event": "client-typing", "channel": "private-room", "data": {"on": true}}))
+        .await;
+    let client = row_where(&mut log, &mut buffer, |r| kind(r, "client_event")).await;
+    assert_eq!(client["event"], "client-typing");
+
+    // The event creator goes through the API's path: a bad channel is the API's 400.
+    let http = reqwest::Client::new();
+    let publish = |body: Value| {
+        http.post(format!("http://{}/console/api/publish", server.admin))
+            .json(&body)
+            .send()
+    };
+    let ok = publish(
+        json!({"app": "1", "channels": ["private-room"], "name": "made", "data": "{\"n\":1}"}),
+    )
+    .await
+    .expect("publish");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ws.expect("made").await["data"], "{\"n\":1}");
+    let bad =
+        publish(json!({"app": "1", "channels": ["bad channel"], "name": "made", "data": "1"}))
+            .await
+            .expect("publish");
+    assert_eq!(bad.status(), 400);
+    let error: Value = bad.json().await.expect("json");
+    assert!(
+        error["error"]
+            .as_str()
+            .expect("text")
+            .contains("bad channel"),
+        "{error}"
+    );
+
+    let state: Value = reqwest::get(format!("http://{}/console/api/state", server.admin))
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    let app = &state["apps"][0];
+    assert_eq!(app["connections"], 1);
+    assert_eq!(app["channels"][0]["name"], "private-room");
+    assert_eq!(app["channels"][0]["subscribers"], 1);
+
+    drop(ws);
+    let closed = row_where(&mut log, &mut buffer, |r| kind(r, "connection_closed")).await;
+    assert!(closed["code"].is_u64(), "{closed}");
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_the_console() {
+    let token = "console-token-0123456789";
+    let server = Server::start(&format!("admin_token = \"{token}\"\n"));
+    let base = format!("http://{}", server.admin);
+    for path in ["/console", "/console/api/state", "/console/api/events"] {
+        let status = reqwest::get(format!("{base}{path}"))
+            .await
+            .expect("GET")
+            .status();
+        assert_eq!(status, 401, "{path} without the token");
+    }
+    let wrong = reqwest::get(format!("{base}/console?token=nope"))
+        .await
+        .expect("GET");
+    assert_eq!(wrong.status(), 401);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let visit = no_redirects
+        .get(format!("{base}/console?token={token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(visit.status(), 303, "the token leaves the address bar");
+    let cookie = visit.headers()["set-cookie"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("name=value");
+    let state = no_redirects
+        .get(format!("{base}/console/api/state"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(state.status(), 200, "the cookie opens the API");
+    let bearer = no_redirects
+        .get(format!("{base}/console/api/state"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(bearer.status(), 200, "and so does the bearer header");
+}
+
+#[tokio::test]
+async fn a_console_that_never_reads_does_not_slow_delivery() {
+    let server = Server::start("");
+    // Opened and never read: its rows pile up in the server's bounded backlog and the
+    // socket's buffers, and then are dropped.
+    let _stalled = reqwest::get(format!("http://{}/console/api/events", server.admin))
+        .await
+        .expect("the event stream");
+    let mut ws = server.connect(KEY).await;
+    ws.subscribe("news").await;
+    let data = "y".repeat(900);
+    let started = std::time::Instant::now();
+    for i in 0..3000 {
+        let body =
+            json!({"name": "ev", "channel": "news", "data": format!("{i}{data}")}).to_string();
+        assert_eq!(
+            signed(&server, "POST", "/apps/1/events", &[], Some(&body))
+                .await
+                .0,
+            200
+        );
+        let got = ws.expect("ev").await;
+        assert!(got["data"]
+            .as_str()
+            .expect("text")
+            .starts_with(&i.to_string()));
+    }
+    println!(
+        "3000 publishes with a stalled console: {:?}",
+        started.elapsed()
+    );
+    // A fresh tab still gets rows: the stalled one took nothing from it.
+    let mut log = reqwest::get(format!("http://{}/console/api/events", server.admin))
+        .await
+        .expect("the event stream");
+    let mut buffer = String::new();
+    let body = json!({"name": "last", "channel": "news", "data": "z"}).to_string();
+    assert_eq!(
+        signed(&server, "POST", "/apps/1/events", &[], Some(&body))
+            .await
+            .0,
+        200
+    );
+    let row = row_where(&mut log, &mut buffer, |r| r["event"] == "last").await;
+    assert_eq!(row["kind"], "api_publish");
+}
