@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -31,7 +31,11 @@ const COOKIE: &str = "herald_console";
 pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/console", get(page))
-        .route("/console/", get(page))
+        // The page's links are relative to /console.
+        .route(
+            "/console/",
+            get(|| async { Redirect::permanent("/console") }),
+        )
         .route(
             "/console/console.js",
             get(|| asset(SCRIPT, "text/javascript")),
@@ -196,9 +200,16 @@ fn rows(
     futures_util::stream::unfold(watch, move |mut watch| async move {
         let data = match watch.rows.recv().await {
             Ok(row) => row.to_string(),
-            Err(RecvError::Lagged(count)) => {
-                json!({ "kind": "dropped", "count": count, "node_id": node_id }).to_string()
-            }
+            Err(RecvError::Lagged(count)) => json!({
+                "kind": "dropped",
+                "count": count,
+                "node_id": node_id,
+                "app": "",
+                "time_ms": SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            })
+            .to_string(),
             Err(RecvError::Closed) => return None,
         };
         Some((Ok(Event::default().data(data)), watch))
