@@ -222,3 +222,47 @@ async fn a_console_that_never_reads_does_not_slow_delivery() {
     let row = row_where(&mut log, &mut buffer, |r| r["event"] == "last").await;
     assert_eq!(row["kind"], "api_publish");
 }
+
+#[tokio::test]
+async fn in_a_cluster_the_views_are_the_clusters_and_the_log_is_the_nodes() {
+    let redis = support::Redis::start();
+    let config = format!(
+        "adapter = \"redis\"\nredis_url = \"{}\"\nnode_timeout = 2\n",
+        redis.url()
+    );
+    let (a, b) = (Server::start(&config), Server::start(&config));
+    let mut log_b = reqwest::get(format!("http://{}/console/api/events", b.admin))
+        .await
+        .expect("the event stream");
+    let member = json!({"user_id": "alice", "user_info": {"name": "Alice"}}).to_string();
+    let mut alice = a.connect(KEY).await;
+    alice
+        .subscribe_private("presence-room", Some(&member))
+        .await;
+
+    let state: Value = reqwest::get(format!("http://{}/console/api/state", b.admin))
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    let app = &state["apps"][0];
+    assert_eq!(app["connections"], 0, "connections are this node's");
+    let room = &app["channels"][0];
+    assert_eq!(
+        room["name"], "presence-room",
+        "channels are the cluster's: {state}"
+    );
+    assert_eq!(room["subscribers"], 1);
+    assert_eq!(
+        room["members"][0]["user_id"], "alice",
+        "members too: {state}"
+    );
+
+    // B's log shows B's own connection, not A's.
+    let mut buffer = String::new();
+    let on_b = b.connect(KEY).await;
+    let opened = row_where(&mut log_b, &mut buffer, |r| kind(r, "connection_opened")).await;
+    assert_eq!(opened["socket_id"], on_b.socket_id.as_str());
+    assert_eq!(opened["node_id"], state["node_id"]);
+}

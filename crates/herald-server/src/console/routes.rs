@@ -142,18 +142,8 @@ async fn state(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         };
         let mut rows = Vec::with_capacity(channels.len());
         for (name, counts) in channels {
-            let members: Vec<Value> = if ChannelKind::of(&name).is_presence() {
-                app.hub
-                    .local_members(&name)
-                    .into_iter()
-                    .map(|m| {
-                        let info = m
-                            .user_info
-                            .as_deref()
-                            .and_then(|i| serde_json::from_str::<Value>(i).ok());
-                        json!({ "user_id": &*m.user_id, "user_info": info })
-                    })
-                    .collect()
+            let members = if ChannelKind::of(&name).is_presence() {
+                members(&app, &name).await
             } else {
                 Vec::new()
             };
@@ -179,6 +169,26 @@ async fn state(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         }));
     }
     Json(json!({ "node_id": shared.node_id, "apps": shown })).into_response()
+}
+
+/// A presence channel's members: the cluster's ids in a cluster (as the HTTP API's users
+/// query), with the user info this node knows of them.
+async fn members(app: &crate::App, channel: &str) -> Vec<Value> {
+    let local = app.hub.local_members(channel);
+    let info = |id: &str| {
+        local
+            .iter()
+            .find(|m| &*m.user_id == id)
+            .and_then(|m| m.user_info.as_deref())
+            .and_then(|i| serde_json::from_str::<Value>(i).ok())
+    };
+    let ids: Vec<String> = match app.cluster() {
+        Some(cluster) => cluster.users(app.id(), channel).await.unwrap_or_default(),
+        None => local.iter().map(|m| m.user_id.to_string()).collect(),
+    };
+    ids.iter()
+        .map(|id| json!({ "user_id": id, "user_info": info(id) }))
+        .collect()
 }
 
 /// The live log: one SSE message per row; a tab that fell behind gets a `dropped` row.
