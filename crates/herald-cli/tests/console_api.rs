@@ -37,6 +37,16 @@ async fn row_where(
     }
 }
 
+/// What `/console/api/state` says now.
+async fn state(server: &Server) -> Value {
+    reqwest::get(format!("http://{}/console/api/state", server.admin))
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json")
+}
+
 fn kind(row: &Value, kind: &str) -> bool {
     row["kind"] == kind
 }
@@ -109,12 +119,7 @@ async fn the_log_shows_connections_subscriptions_publishes_and_client_events() {
         "{error}"
     );
 
-    let state: Value = reqwest::get(format!("http://{}/console/api/state", server.admin))
-        .await
-        .expect("state")
-        .json()
-        .await
-        .expect("json");
+    let state = state(&server).await;
     let app = &state["apps"][0];
     assert_eq!(app["connections"], 1);
     assert_eq!(app["channels"][0]["name"], "private-room");
@@ -240,12 +245,7 @@ async fn in_a_cluster_the_views_are_the_clusters_and_the_log_is_the_nodes() {
         .subscribe_private("presence-room", Some(&member))
         .await;
 
-    let state: Value = reqwest::get(format!("http://{}/console/api/state", b.admin))
-        .await
-        .expect("state")
-        .json()
-        .await
-        .expect("json");
+    let state = state(&b).await;
     let app = &state["apps"][0];
     assert_eq!(app["connections"], 0, "connections are this node's");
     let room = &app["channels"][0];
