@@ -245,7 +245,15 @@ async fn in_a_cluster_the_views_are_the_clusters_and_the_log_is_the_nodes() {
         .subscribe_private("presence-room", Some(&member))
         .await;
 
-    let state = state(&b).await;
+    // Another node's subscription reaches the cluster's channel index a moment later.
+    let mut state = state(&b).await;
+    for _ in 0..100 {
+        if state["apps"][0]["channels"][0]["members"][0]["user_id"] == "alice" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = self::state(&b).await;
+    }
     let app = &state["apps"][0];
     assert_eq!(app["connections"], 0, "connections are this node's");
     let room = &app["channels"][0];
