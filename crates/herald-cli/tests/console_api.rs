@@ -125,6 +125,29 @@ async fn the_log_shows_connections_subscriptions_publishes_and_client_events() {
     assert_eq!(app["channels"][0]["name"], "private-room");
     assert_eq!(app["channels"][0]["subscribers"], 1);
 
+    // A cache channel holds its event with nobody subscribed, and the view shows it.
+    let body =
+        json!({"name": "price", "channel": "cache-prices", "data": "{\"eur\":1.08}"}).to_string();
+    assert_eq!(
+        signed(&server, "POST", "/apps/1/events", &[], Some(&body))
+            .await
+            .0,
+        200
+    );
+    let state = self::state(&server).await;
+    let cached = state["apps"][0]["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["name"] == "cache-prices")
+        .cloned()
+        .unwrap_or_else(|| panic!("the cache channel is listed: {state}"));
+    assert_eq!(cached["subscribers"], 0);
+    assert_eq!(
+        cached["cache"], "\"{\\\"eur\\\":1.08}\"",
+        "its data token: {cached}"
+    );
+
     drop(ws);
     let closed = row_where(&mut log, &mut buffer, |r| kind(r, "connection_closed")).await;
     assert!(closed["code"].is_u64(), "{closed}");

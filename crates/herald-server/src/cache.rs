@@ -64,6 +64,17 @@ impl EventCache {
             .map(|e| e.frame.clone())
     }
 
+    /// The channels holding an unexpired event (for the console).
+    pub fn channels(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.entries
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.expires > now)
+            .map(|(channel, _)| channel.to_string())
+            .collect()
+    }
+
     /// The cached event of `channel` for the channel query.
     pub fn get(&self, channel: &str) -> Option<Cached> {
         let now = Instant::now();

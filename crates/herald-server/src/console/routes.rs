@@ -136,10 +136,17 @@ async fn state(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
     let mut shown = Vec::with_capacity(apps.len());
     for app in apps {
         // In a cluster, the channels and members are the cluster's, as the HTTP API's.
-        let channels = match app.cluster() {
+        let mut channels = match app.cluster() {
             Some(cluster) => cluster.channels(app.id(), "").await.unwrap_or_default(),
             None => app.hub.channels(""),
         };
+        // A cache channel nobody is subscribed to still holds its event.
+        for cached in app.cache.channels() {
+            if !channels.iter().any(|(name, _)| *name == cached) {
+                channels.push((cached, Default::default()));
+            }
+        }
+        channels.sort_by(|a, b| a.0.cmp(&b.0));
         let mut rows = Vec::with_capacity(channels.len());
         for (name, counts) in channels {
             let members = if ChannelKind::of(&name).is_presence() {
