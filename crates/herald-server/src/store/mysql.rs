@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
+use super::sql::IdAt;
 use super::{store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
 use crate::config::AppsUrl;
 
@@ -171,19 +172,11 @@ impl AppRows for MySqlRows {
 
     fn insert<'a>(&'a self, app: &'a StoredApp) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            sqlx::query(
-                "INSERT INTO herald_apps (id, `key`, secret, enabled, plan, settings)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&app.id)
-            .bind(&app.key)
-            .bind(&app.secret)
-            .bind(app.enabled)
-            .bind(&app.plan)
-            .bind(app.settings_json())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+            let sql = "INSERT INTO herald_apps (id, `key`, secret, enabled, plan, settings)
+                       VALUES (?, ?, ?, ?, ?, ?)";
+            super::sql::write(&self.pool, sql, app, IdAt::First)
+                .await
+                .map_err(|e| self.error(e))?;
             Ok(())
         }
         .boxed()
@@ -200,19 +193,12 @@ impl AppRows for MySqlRows {
             if exists.is_none() {
                 return Err(StoreError::NotFound(app.id.clone()));
             }
-            sqlx::query(
+            let sql =
                 "UPDATE herald_apps SET `key` = ?, secret = ?, enabled = ?, plan = ?, settings = ?
-                 WHERE id = ?",
-            )
-            .bind(&app.key)
-            .bind(&app.secret)
-            .bind(app.enabled)
-            .bind(&app.plan)
-            .bind(app.settings_json())
-            .bind(&app.id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+                       WHERE id = ?";
+            super::sql::write(&self.pool, sql, app, IdAt::Last)
+                .await
+                .map_err(|e| self.error(e))?;
             Ok(())
         }
         .boxed()

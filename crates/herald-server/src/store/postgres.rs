@@ -5,6 +5,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
+use super::sql::IdAt;
 use super::{store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
 use crate::config::AppsUrl;
 
@@ -125,19 +126,11 @@ impl AppRows for PostgresRows {
 
     fn insert<'a>(&'a self, app: &'a StoredApp) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            sqlx::query(
-                "INSERT INTO herald_apps (id, key, secret, enabled, plan, settings)
-                 VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-            )
-            .bind(&app.id)
-            .bind(&app.key)
-            .bind(&app.secret)
-            .bind(app.enabled)
-            .bind(&app.plan)
-            .bind(app.settings_json())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+            let sql = "INSERT INTO herald_apps (id, key, secret, enabled, plan, settings)
+                       VALUES ($1, $2, $3, $4, $5, $6::jsonb)";
+            super::sql::write(&self.pool, sql, app, IdAt::First)
+                .await
+                .map_err(|e| self.error(e))?;
             Ok(())
         }
         .boxed()
@@ -145,20 +138,12 @@ impl AppRows for PostgresRows {
 
     fn update<'a>(&'a self, app: &'a StoredApp) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            let done = sqlx::query(
-                "UPDATE herald_apps SET key = $2, secret = $3, enabled = $4, plan = $5,
-                        settings = $6::jsonb, updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(&app.id)
-            .bind(&app.key)
-            .bind(&app.secret)
-            .bind(app.enabled)
-            .bind(&app.plan)
-            .bind(app.settings_json())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+            let sql = "UPDATE herald_apps SET key = $1, secret = $2, enabled = $3, plan = $4,
+                              settings = $5::jsonb, updated_at = now()
+                       WHERE id = $6";
+            let done = super::sql::write(&self.pool, sql, app, IdAt::Last)
+                .await
+                .map_err(|e| self.error(e))?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::NotFound(app.id.clone()));
             }

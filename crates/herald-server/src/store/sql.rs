@@ -49,3 +49,44 @@ where
     let rows = query.fetch_all(pool).await?;
     rows.iter().map(stored).collect()
 }
+
+/// Where `write` binds the app's id: first (`INSERT … VALUES (id, …)`) or last
+/// (`UPDATE … WHERE id = …`).
+#[derive(Clone, Copy)]
+pub(super) enum IdAt {
+    First,
+    Last,
+}
+
+/// Runs `sql` with the app's fields bound in the order both stores write them: the id (at
+/// `id`), then key, secret, enabled, plan and settings.
+pub(super) async fn write<DB>(
+    pool: &Pool<DB>,
+    sql: &str,
+    app: &StoredApp,
+    id: IdAt,
+) -> Result<DB::QueryResult, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> bool: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + Type<DB>,
+{
+    let mut query = sqlx::query::<DB>(sql);
+    if let IdAt::First = id {
+        query = query.bind(app.id.as_str());
+    }
+    query = query
+        .bind(app.key.as_str())
+        .bind(app.secret.as_str())
+        .bind(app.enabled)
+        .bind(app.plan.as_deref())
+        .bind(app.settings_json());
+    if let IdAt::Last = id {
+        query = query.bind(app.id.as_str());
+    }
+    query.execute(pool).await
+}
