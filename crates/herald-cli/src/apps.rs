@@ -15,6 +15,15 @@ use herald_server::{AppsUrl, Config, ConfigError};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
+/// `println!` that ignores a closed stdout (`herald apps list | head`), which would
+/// otherwise panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// `herald apps`: where the apps are, and what to do with them.
 #[derive(Args, Debug)]
 pub struct AppsArgs {
@@ -239,12 +248,12 @@ async fn execute(
                     .iter()
                     .map(|a| json!({ "id": a.id, "key": a.key, "enabled": a.enabled, "plan": a.plan }))
                     .collect();
-                println!("{}", Value::Array(list));
+                out!("{}", Value::Array(list));
             } else if apps.is_empty() {
-                println!("No apps.");
+                out!("No apps.");
             } else {
                 for app in &apps {
-                    println!(
+                    out!(
                         "{}\tkey {}\t{}{}",
                         app.id,
                         app.key,
@@ -417,7 +426,7 @@ impl Edits {
 fn show(config: &Config, app: &StoredApp, json: bool, title: &str) {
     let url = pusher_url(config, app);
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "id": app.id, "key": app.key, "secret": app.secret, "enabled": app.enabled,
@@ -426,17 +435,17 @@ fn show(config: &Config, app: &StoredApp, json: bool, title: &str) {
         );
         return;
     }
-    println!("{title} {}", app.id);
-    println!("key: {}", app.key);
-    println!("secret: {}", app.secret);
-    println!("enabled: {}", app.enabled);
+    out!("{title} {}", app.id);
+    out!("key: {}", app.key);
+    out!("secret: {}", app.secret);
+    out!("enabled: {}", app.enabled);
     if let Some(plan) = &app.plan {
-        println!("plan: {plan}");
+        out!("plan: {plan}");
     }
     for (name, value) in &app.settings {
-        println!("{name}: {value}");
+        out!("{name}: {value}");
     }
-    println!("PUSHER_URL={url}");
+    out!("PUSHER_URL={url}");
 }
 
 /// The URL the official libraries and `herald trigger` take, for the address the config
@@ -459,9 +468,9 @@ fn pusher_url(config: &Config, app: &StoredApp) -> String {
 
 fn print(json: bool, value: Value, text: impl FnOnce() -> String) {
     if json {
-        println!("{value}");
+        out!("{value}");
     } else {
-        println!("{}", text());
+        out!("{}", text());
     }
 }
 
