@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::http::App;
-use crate::modes::{nanos_since, new_histogram, peak_rss_sampler, percentiles};
+use crate::modes::{leading_number, nanos_since, new_histogram, peak_rss_sampler, percentiles};
 use crate::proc_stats;
 use crate::progress::Progress;
 use crate::wsclient::{find, unsubscribe_message, Client, Kind};
@@ -67,14 +67,7 @@ fn user_index(frame: &[u8]) -> Option<usize> {
     let at = find(frame, b"user_id")?;
     let rest = &frame[at..];
     let start = rest.iter().position(u8::is_ascii_digit)?;
-    let digits = rest[start..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&rest[start..start + digits])
-        .ok()?
-        .parse()
-        .ok()
+    usize::try_from(leading_number(&rest[start..])?).ok()
 }
 
 /// Records, at the observer, the time since the pending send of `index` in `sent`.

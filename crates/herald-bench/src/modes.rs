@@ -69,15 +69,13 @@ pub(crate) fn peak_rss_sampler(
 /// Parses the publisher's timestamp out of a delivered frame without parsing the JSON.
 fn sent_at(frame: &[u8]) -> Option<u64> {
     let marker = br#"t\":"#;
-    let at = find(frame, marker)? + marker.len();
-    let digits = frame[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&frame[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+    leading_number(&frame[find(frame, marker)? + marker.len()..])
+}
+
+/// The decimal number at the start of `bytes`.
+pub(crate) fn leading_number(bytes: &[u8]) -> Option<u64> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()
 }
 
 /// Fan-out parameters.
