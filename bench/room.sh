@@ -8,6 +8,7 @@
 # Usage: bench/room.sh [runs] [herald binary]   (default 3, target/release/herald)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=${1:-3} bin=${2:-target/release/herald}
 cargo build --release -q -p herald-cli -p herald-bench
 out=bench/results/room.jsonl
@@ -15,13 +16,8 @@ mkdir -p bench/results
 : > "$out"
 
 run() { # args...
-  "$bin" serve --port 0 > /tmp/herald-room.out 2>/dev/null &
-  local pid=$! addr=
-  for _ in $(seq 50); do
-    addr=$(grep -m1 -o 'listening on [^ ]*' /tmp/herald-room.out 2>/dev/null | sed 's/listening on //') || true
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  start_herald "$bin"
+  local pid=$HERALD_PID addr=$HERALD_ADDR
   target/release/herald-bench --addr "$addr" --pid "$pid" "$@" 2>/dev/null | tee -a "$out"
   kill -TERM "$pid"; wait "$pid" || true
 }
