@@ -1,6 +1,7 @@
 //! `herald-bench`: measures a Pusher-compatible server (Herald or any peer) through its
-//! public protocol only: fan-out latency and loss, HTTP trigger throughput, and the memory
-//! of held connections, with the server's CPU and memory read from /proc when given its pid.
+//! public protocol only: fan-out latency and loss (many channels or one big room), presence
+//! churn, HTTP trigger throughput, and the memory of held connections, with the server's
+//! CPU and memory read from /proc when given its pid.
 //!
 //! Each run prints one JSON line (for scripts) on stdout and a readable summary on stderr.
 
