@@ -6,6 +6,7 @@
 # Usage: bench/ab.sh OLD_HERALD NEW_HERALD [rounds]   (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 old=$1 new=$2 rounds=${3:-3}
 cargo build --release -q -p herald-bench
 out=bench/results/ab.jsonl
@@ -14,13 +15,8 @@ mkdir -p bench/results
 
 run() { # binary tag args...
   local bin=$1 tag=$2; shift 2
-  "$bin" serve --port 0 > /tmp/herald-ab.out 2>/dev/null &
-  local pid=$! addr=
-  for _ in $(seq 50); do
-    addr=$(grep -m1 -o 'listening on [^ ]*' /tmp/herald-ab.out 2>/dev/null | sed 's/listening on //') || true
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  start_herald "$bin"
+  local pid=$HERALD_PID addr=$HERALD_ADDR
   target/release/herald-bench --addr "$addr" --pid "$pid" "$@" 2>/dev/null \
     | sed "s/^{/{\"build\":\"$tag\",/" | tee -a "$out"
   kill -TERM "$pid"; wait "$pid" || true

@@ -1,9 +1,11 @@
 //! `herald-bench`: measures a Pusher-compatible server (Herald or any peer) through its
-//! public protocol only: fan-out latency and loss, HTTP trigger throughput, and the memory
-//! of held connections, with the server's CPU and memory read from /proc when given its pid.
+//! public protocol only: fan-out latency and loss (many channels or one big room), presence
+//! churn, HTTP trigger throughput, and the memory of held connections, with the server's
+//! CPU and memory read from /proc when given its pid.
 //!
 //! Each run prints one JSON line (for scripts) on stdout and a readable summary on stderr.
 
+mod churn;
 mod http;
 mod modes;
 mod proc_stats;
@@ -75,6 +77,37 @@ enum Mode {
         #[arg(long, value_enum, default_value = "public")]
         kind: wsclient::Kind,
     },
+    /// A big room: `fanout` with one public channel (every subscriber on it), so each
+    /// event published over HTTP is a burst of N deliveries. Latency is per delivery from
+    /// the publish time; loss is counted as in `fanout`.
+    Room {
+        #[arg(long, default_value_t = 5000)]
+        subscribers: usize,
+        /// Events per second on the one channel.
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// C presence channels of M members (distinct users); members leave (unsubscribe) and
+    /// join again (subscribe) on their open connections, J joins+leaves per second in all.
+    /// Latency: a join's `pusher:subscribe` sent to `pusher_internal:member_added` at one
+    /// other member (the channel's observer, which never churns).
+    PresenceChurn {
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        /// Members per channel, observer included (the server's member limit applies: a
+        /// channel never holds more than this many at once).
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        /// Joins plus leaves per second, all channels together.
+        #[arg(long, default_value_t = 1000)]
+        churn: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// HTTP publish throughput with C concurrent keep-alive clients.
     Trigger {
         #[arg(long, default_value_t = 32)]
@@ -137,6 +170,50 @@ async fn main() -> ExitCode {
                     rate,
                     duration: Duration::from_secs(seconds),
                     payload,
+                },
+            )
+            .await
+        }
+        Mode::Room {
+            subscribers,
+            rate,
+            seconds,
+            payload,
+        } => modes::fanout(
+            &app,
+            &cli.pid,
+            modes::Fanout {
+                progress: cli.progress,
+                kind: wsclient::Kind::Public,
+                subscribe_to: Vec::new(),
+                stalled: 0,
+                subscribers,
+                channels: 1,
+                rate,
+                duration: Duration::from_secs(seconds),
+                payload,
+            },
+        )
+        .await
+        .map(|mut report| {
+            report["mode"] = "room".into();
+            report
+        }),
+        Mode::PresenceChurn {
+            channels,
+            members,
+            churn,
+            seconds,
+        } => {
+            modes::presence_churn(
+                &app,
+                &cli.pid,
+                modes::Churn {
+                    progress: cli.progress,
+                    channels: channels.max(1),
+                    members: members.max(2),
+                    churn,
+                    duration: Duration::from_secs(seconds),
                 },
             )
             .await

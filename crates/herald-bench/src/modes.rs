@@ -1,4 +1,5 @@
-//! The three measurements: fan-out latency, trigger throughput, held connections.
+//! The measurements: fan-out latency (and the big room, one channel), trigger throughput,
+//! held connections; presence churn is in `churn.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,13 +13,15 @@ use crate::proc_stats;
 use crate::progress::Progress;
 use crate::wsclient::{find, Client, Kind};
 
+pub use crate::churn::{presence_churn, Churn};
+
 /// Nanoseconds since `base`; publisher and subscribers share one process and one base, so
 /// latency needs no clock synchronisation.
-fn nanos_since(base: Instant) -> u64 {
+pub(crate) fn nanos_since(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
-fn percentiles(h: &Histogram<u64>) -> Value {
+pub(crate) fn percentiles(h: &Histogram<u64>) -> Value {
     let us = |v: u64| (v as f64 / 1000.0 * 10.0).round() / 10.0;
     json!({
         "p50_us": us(h.value_at_quantile(0.50)),
@@ -29,7 +32,7 @@ fn percentiles(h: &Histogram<u64>) -> Value {
     })
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant digits; creation cannot fail with these bounds, and
     // if it did an empty default keeps the run going.
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
@@ -41,18 +44,38 @@ fn unreachable_histogram() -> Histogram<u64> {
     panic!("hdrhistogram refused 3 significant digits")
 }
 
+/// Samples the server's memory every 100 ms, keeping the peak (starting from `before`),
+/// until the returned task is aborted.
+pub(crate) fn peak_rss_sampler(
+    pids: &[u32],
+    before: Option<proc_stats::Sample>,
+) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let peak_rss = Arc::new(AtomicU64::new(before.map_or(0, |s| s.rss_bytes)));
+    let sampler = {
+        let peak_rss = peak_rss.clone();
+        let pids = pids.to_vec();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(s) = proc_stats::sample_all(&pids) {
+                    peak_rss.fetch_max(s.rss_bytes, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    (peak_rss, sampler)
+}
+
 /// Parses the publisher's timestamp out of a delivered frame without parsing the JSON.
 fn sent_at(frame: &[u8]) -> Option<u64> {
     let marker = br#"t\":"#;
-    let at = find(frame, marker)? + marker.len();
-    let digits = frame[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&frame[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+    leading_number(&frame[find(frame, marker)? + marker.len()..])
+}
+
+/// The decimal number at the start of `bytes`.
+pub(crate) fn leading_number(bytes: &[u8]) -> Option<u64> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()
 }
 
 /// Fan-out parameters.
@@ -151,20 +174,8 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
 
     let before = proc_stats::sample_all(pids);
     let own_before = proc_stats::own_cpu_secs();
-    // The server's peak memory while publishing, sampled every 100 ms.
-    let peak_rss = Arc::new(AtomicU64::new(before.map_or(0, |s| s.rss_bytes)));
-    let sampler = {
-        let peak_rss = peak_rss.clone();
-        let pids = pids.to_vec();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Some(s) = proc_stats::sample_all(&pids) {
-                    peak_rss.fetch_max(s.rss_bytes, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    // The server's peak memory while publishing.
+    let (peak_rss, sampler) = peak_rss_sampler(pids, before);
     let bar = Progress::time(p.progress, "fanout", p.duration);
     let events_total = p.rate * p.duration.as_secs();
     let padding = "x".repeat(p.payload.saturating_sub(24));

@@ -21,8 +21,8 @@ pub fn summary(r: &Value) -> String {
     };
     let harness = format!("harness CPU {:.2} s", num(&r["harness_cpu_s"]));
     match r["mode"].as_str() {
-        Some("fanout") => format!(
-            "fanout: {} subscribers over {} {} channels ({} stalled), {} events/s of {} B\n  \
+        Some(mode @ ("fanout" | "room")) => format!(
+            "{mode}: {} subscribers over {} {} channels ({} stalled), {} events/s of {} B\n  \
              {} of {} deliveries ({} lost), {:.0} deliveries/s\n  {latency}\n  {}; {harness}",
             r["subscribers"],
             r["channels"],
@@ -34,6 +34,23 @@ pub fn summary(r: &Value) -> String {
             r["deliveries_expected"],
             r["lost"],
             num(&r["deliveries_per_s"]),
+            server("delivery", "server_cpu_us_per_delivery"),
+        ),
+        Some("presence-churn") => format!(
+            "presence-churn: {} channels of {} members, {} joins+leaves/s\n  \
+             {} joins, {} leaves ({} joins lost, {} leaves lost, {} errors); \
+             {} member_added and {} member_removed deliveries\n  join to member_added: {latency}\n  {}, {}; {harness}",
+            r["channels"],
+            r["members"],
+            r["churn_per_s"],
+            r["joins"],
+            r["leaves"],
+            r["lost"],
+            r["lost_removed"],
+            r["errors"],
+            r["member_added_deliveries"],
+            r["member_removed_deliveries"],
+            server("join or leave", "server_cpu_us_per_join_or_leave"),
             server("delivery", "server_cpu_us_per_delivery"),
         ),
         Some("trigger") => format!(

@@ -160,6 +160,24 @@ impl Client {
         credentials: Option<(&str, &str)>,
         user: Option<&str>,
     ) -> std::io::Result<()> {
+        let message = self.subscribe_message(channel, credentials, user);
+        self.send_text(&message).await?;
+        loop {
+            let frame = self.next_frame().await?;
+            if find(&frame, b"subscription_succeeded").is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The `pusher:subscribe` message for `channel`, signed for this connection's socket id
+    /// as [`Client::subscribe_signed`] describes; sending it does not wait for an answer.
+    pub fn subscribe_message(
+        &self,
+        channel: &str,
+        credentials: Option<(&str, &str)>,
+        user: Option<&str>,
+    ) -> String {
         let channel_data = user.map(|u| format!(r#"{{"user_id":"{u}"}}"#));
         let auth = credentials.map_or_else(String::new, |(key, secret)| {
             herald_protocol::auth::channel_auth(
@@ -173,17 +191,15 @@ impl Client {
         let extra = channel_data.map_or_else(String::new, |d| {
             format!(r#","channel_data":"{}""#, d.replace('"', "\\\""))
         });
-        self.send_text(&format!(
+        format!(
             r#"{{"event":"pusher:subscribe","data":{{"auth":"{auth}","channel":"{channel}"{extra}}}}}"#
-        ))
-        .await?;
-        loop {
-            let frame = self.next_frame().await?;
-            if find(&frame, b"subscription_succeeded").is_some() {
-                return Ok(());
-            }
-        }
+        )
     }
+}
+
+/// The `pusher:unsubscribe` message for `channel`.
+pub fn unsubscribe_message(channel: &str) -> String {
+    format!(r#"{{"event":"pusher:unsubscribe","data":{{"channel":"{channel}"}}}}"#)
 }
 
 /// Where a complete server frame's payload starts and how long it is, if `buf` holds one.
