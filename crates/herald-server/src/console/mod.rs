@@ -10,7 +10,7 @@
 mod routes;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
@@ -24,21 +24,13 @@ const BACKLOG: usize = 1024;
 pub(crate) const PREVIEW_BYTES: usize = 1024;
 
 /// One node's console feed.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Console {
     watchers: AtomicUsize,
     node_id: AtomicU32,
-    rows: broadcast::Sender<Arc<str>>,
-}
-
-impl Default for Console {
-    fn default() -> Self {
-        Console {
-            watchers: AtomicUsize::new(0),
-            node_id: AtomicU32::new(0),
-            rows: broadcast::Sender::new(BACKLOG),
-        }
-    }
+    /// Made by the first tab: its backlog is allocated up front, and most nodes (and every
+    /// `AppMetrics::default()`) never have a tab.
+    rows: OnceLock<broadcast::Sender<Arc<str>>>,
 }
 
 impl Console {
@@ -58,9 +50,13 @@ impl Console {
 
     /// A console tab's feed; the tap stays on while it lives.
     pub(crate) fn watch(self: &Arc<Self>) -> Watch {
+        let rows = self
+            .rows
+            .get_or_init(|| broadcast::Sender::new(BACKLOG))
+            .subscribe();
         self.watchers.fetch_add(1, Ordering::Relaxed);
         Watch {
-            rows: self.rows.subscribe(),
+            rows,
             console: self.clone(),
         }
     }
@@ -69,6 +65,9 @@ impl Console {
         if !self.watched() {
             return;
         }
+        let Some(rows) = self.rows.get() else {
+            return;
+        };
         let mut row = Map::new();
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -79,7 +78,7 @@ impl Console {
         row.insert("kind".into(), kind.into());
         fields(&mut row);
         // No receiver left (the last tab just closed) is not an error.
-        let _ = self.rows.send(Value::Object(row).to_string().into());
+        let _ = rows.send(Value::Object(row).to_string().into());
     }
 }
 
