@@ -290,9 +290,14 @@ async fn execute(
                 fields.remove("plan");
             }
             for name in &unset {
-                if is_column(name) || fields.remove(name).is_none() {
-                    return Err(Failure(2, format!("`{name}`: not a setting this app has")));
-                }
+                let problem = match name.as_str() {
+                    "webhooks" => "remove the endpoints with --no-webhooks",
+                    "plan" => "take the app off its plan with --no-plan",
+                    _ if is_column(name) => "an app always has it",
+                    _ if fields.remove(name).is_none() => "not a setting this app has",
+                    _ => continue,
+                };
+                return Err(Failure(2, format!("`{name}`: {problem}")));
             }
             if no_webhooks {
                 fields.remove("webhooks");

@@ -118,6 +118,13 @@ async fn the_log_shows_connections_subscriptions_publishes_and_client_events() {
             .contains("bad channel"),
         "{error}"
     );
+    let incomplete = publish(json!({"app": "1"})).await.expect("publish");
+    assert_eq!(incomplete.status(), 400);
+    let error: Value = incomplete.json().await.expect("a JSON error");
+    assert!(
+        error["error"].as_str().expect("text").contains("channels"),
+        "{error}"
+    );
 
     let state = state(&server).await;
     let app = &state["apps"][0];

@@ -246,11 +246,22 @@ struct Publish {
 async fn publish(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Json(event): Json<Publish>,
+    body: axum::body::Bytes,
 ) -> Response {
     if !allowed(&shared, &headers) {
         return unauthorized();
     }
+    // Parsed here, not by the Json extractor, so a bad body gets a JSON error the page shows.
+    let event: Publish = match serde_json::from_slice(&body) {
+        Ok(event) => event,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": format!("Not a publish request: {error}") })),
+            )
+                .into_response()
+        }
+    };
     let Some(app) = shared.apps.by_id(&event.app) else {
         return (
             StatusCode::NOT_FOUND,
