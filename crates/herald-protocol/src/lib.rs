@@ -5,12 +5,13 @@
 //! ([`channel`]), the HTTP API request signature ([`signing`]), channel and user auth
 //! signatures ([`auth`]), presence member data ([`presence`]), the webhook signature
 //! ([`webhook`]), the end-to-end encrypted channel scheme ([`encryption`]) and RFC 6455
-//! framing ([`websocket`]).
+//! framing ([`websocket`]) with permessage-deflate ([`deflate`]).
 //! The server verifies with the same functions the SDK signs with, so the two cannot drift.
 
 pub mod auth;
 pub mod channel;
 pub mod close;
+pub mod deflate;
 pub mod encryption;
 pub mod frame;
 pub mod hmac_hex;

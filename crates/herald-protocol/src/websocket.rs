@@ -21,6 +21,8 @@ const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
+/// The first reserved bit: a compressed message's first frame (RFC 7692 §6).
+const RSV1: u8 = 0x40;
 
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
 pub fn accept_key(sec_websocket_key: &[u8]) -> String {
@@ -49,6 +51,18 @@ pub enum CodecError {
     TooBig { limit: usize },
     #[error("text is not valid UTF-8")]
     InvalidUtf8,
+    /// A compressed message (permessage-deflate) that does not inflate.
+    #[error("compressed message is corrupt")]
+    BadCompression,
+}
+
+impl From<crate::deflate::InflateError> for CodecError {
+    fn from(error: crate::deflate::InflateError) -> Self {
+        match error {
+            crate::deflate::InflateError::TooBig { limit } => CodecError::TooBig { limit },
+            crate::deflate::InflateError::Corrupt => CodecError::BadCompression,
+        }
+    }
 }
 
 impl CodecError {
@@ -56,7 +70,7 @@ impl CodecError {
         match self {
             CodecError::Protocol(_) => 1002,
             CodecError::TooBig { .. } => 1009,
-            CodecError::InvalidUtf8 => 1007,
+            CodecError::InvalidUtf8 | CodecError::BadCompression => 1007,
         }
     }
 }
@@ -77,6 +91,9 @@ pub struct Decoder {
 #[derive(Debug)]
 struct Fragments {
     opcode: u8,
+    /// The message is compressed (RSV1 on its first frame): `data` is DEFLATE, not text,
+    /// until the last fragment inflates it.
+    compressed: bool,
     data: Vec<u8>,
     /// How much of a text message's `data` is known to be valid UTF-8: each fragment is
     /// checked as it arrives (RFC 6455 §8.1 asks to fail as soon as the text is invalid),
@@ -87,7 +104,7 @@ struct Fragments {
 impl Fragments {
     fn extend(&mut self, payload: &[u8]) -> Result<(), CodecError> {
         self.data.extend_from_slice(payload);
-        if self.opcode != OP_TEXT {
+        if self.opcode != OP_TEXT || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.data[self.checked..]) {
@@ -103,6 +120,8 @@ impl Fragments {
 struct Header {
     fin: bool,
     opcode: u8,
+    /// RSV1 on a negotiated permessage-deflate connection.
+    compressed: bool,
     mask: [u8; 4],
     header_len: usize,
     payload_len: usize,
@@ -124,18 +143,25 @@ impl Decoder {
 
     /// Parses a frame header from the front of `buf`, or `None` if more bytes are needed.
     /// The declared length is checked against the limit before anything is allocated.
-    fn header(&self, buf: &[u8]) -> Result<Option<Header>, CodecError> {
+    fn header(&self, buf: &[u8], deflate: bool) -> Result<Option<Header>, CodecError> {
         if buf.len() < 2 {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
+        let fin = b0 & 0x80 != 0;
+        let opcode = b0 & 0x0F;
+        // RSV1 is permessage-deflate's, and only on a message's first frame (RFC 7692 §6).
+        let compressed = b0 & 0x70 == RSV1 && deflate;
+        if b0 & 0x70 != 0 && !compressed {
             return Err(CodecError::Protocol(
                 "reserved bits set without an extension",
             ));
         }
-        let fin = b0 & 0x80 != 0;
-        let opcode = b0 & 0x0F;
+        if compressed && !matches!(opcode, OP_TEXT | OP_BINARY) {
+            return Err(CodecError::Protocol(
+                "RSV1 is allowed only on the first frame of a data message",
+            ));
+        }
         if b1 & 0x80 == 0 {
             return Err(CodecError::Protocol("client frames must be masked"));
         }
@@ -189,6 +215,7 @@ impl Decoder {
         Ok(Some(Header {
             fin,
             opcode,
+            compressed,
             mask,
             header_len: pos,
             // Fits: it is at most max_message, or 125 for control frames.
@@ -199,8 +226,19 @@ impl Decoder {
     /// Takes the next complete message from the front of `buf`, or `Ok(None)` when `buf`
     /// holds only part of one (the partial bytes stay in `buf`).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, CodecError> {
+        self.decode_with(buf, false)
+    }
+
+    /// [`Decoder::decode`] on a connection that negotiated permessage-deflate (`deflate`):
+    /// messages with RSV1 are inflated ([`crate::deflate::inflate`]) to at most the message
+    /// limit. The flag is the caller's, not the decoder's, so the decoder stays 16 bytes.
+    pub fn decode_with(
+        &mut self,
+        buf: &mut BytesMut,
+        deflate: bool,
+    ) -> Result<Option<Message>, CodecError> {
         loop {
-            let Some(h) = self.header(buf)? else {
+            let Some(h) = self.header(buf, deflate)? else {
                 return Ok(None);
             };
             if buf.len() < h.header_len + h.payload_len {
@@ -222,7 +260,8 @@ impl Decoder {
                     if h.fin {
                         fragments.data.extend_from_slice(&payload);
                         if let Some(f) = self.fragments.take() {
-                            return data_message(f.opcode, f.data).map(Some);
+                            let data = self.inflated(f.data, f.compressed)?;
+                            return data_message(f.opcode, data).map(Some);
                         }
                     } else {
                         fragments.extend(&payload)?;
@@ -235,10 +274,12 @@ impl Decoder {
                         ));
                     }
                     if h.fin {
-                        return data_message(opcode, payload).map(Some);
+                        let data = self.inflated(payload, h.compressed)?;
+                        return data_message(opcode, data).map(Some);
                     }
                     let mut fragments = Box::new(Fragments {
                         opcode,
+                        compressed: h.compressed,
                         data: Vec::new(),
                         checked: 0,
                     });
@@ -251,13 +292,25 @@ impl Decoder {
 }
 
 impl Decoder {
+    /// A whole message's payload, inflated if it came compressed.
+    fn inflated(&self, data: Vec<u8>, compressed: bool) -> Result<Vec<u8>, CodecError> {
+        if !compressed {
+            return Ok(data);
+        }
+        Ok(crate::deflate::inflate(&data, self.max_message as usize)?)
+    }
+
     /// Fails as soon as the received part of an unfinished text frame is not UTF-8
     /// (RFC 6455 §8.1), rather than when its last byte arrives. Only bytes not checked
     /// before are looked at, so a frame trickled a byte at a time costs linear time.
     fn check_partial_text(&mut self, h: &Header, received: &[u8]) -> Result<(), CodecError> {
-        let continued = self.fragments.as_deref().filter(|f| f.opcode == OP_TEXT);
+        // Compressed bytes are not text: they are checked once inflated.
+        let continued = self
+            .fragments
+            .as_deref()
+            .filter(|f| f.opcode == OP_TEXT && !f.compressed);
         let is_text = match h.opcode {
-            OP_TEXT => true,
+            OP_TEXT => !h.compressed,
             OP_CONTINUATION => continued.is_some(),
             _ => false,
         };
@@ -385,6 +438,51 @@ pub fn encode_text(payload: &[u8]) -> Bytes {
     encode(OP_TEXT, payload)
 }
 
+/// The payload of a frame made by [`encode_text`]; `None` for any other frame.
+pub fn text_payload(frame: &[u8]) -> Option<&[u8]> {
+    let (&b0, &b1) = (frame.first()?, frame.get(1)?);
+    if b0 != 0x80 | OP_TEXT || b1 & 0x80 != 0 {
+        return None;
+    }
+    let header = match b1 {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    frame.get(header..)
+}
+
+/// `frame` (one made by [`encode_text`]) compressed as a permessage-deflate message on its
+/// own: RSV1 set, the payload DEFLATE with no context ([`crate::deflate::compress_into`]).
+/// `None` when `frame` is not a text frame or compressing would not make it smaller.
+pub fn compress_text_frame(frame: &[u8]) -> Option<Bytes> {
+    thread_local! {
+        // Compressed bytes are copied out into a frame of their exact size, so what the
+        // subscribers' queues hold is not the worst-case reservation.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let payload = text_payload(frame)?;
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        scratch.clear();
+        crate::deflate::compress_into(payload, &mut scratch);
+        let mut header = [0u8; 10];
+        let n = header_into(OP_TEXT, scratch.len(), &mut header);
+        if n + scratch.len() >= frame.len() {
+            return None;
+        }
+        header[0] |= RSV1;
+        let mut out = Vec::with_capacity(n + scratch.len());
+        out.extend_from_slice(&header[..n]);
+        out.extend_from_slice(&scratch);
+        // Big inputs leave a big scratch behind; the usual event is a few KiB at most.
+        if scratch.capacity() > 256 * 1024 {
+            *scratch = Vec::new();
+        }
+        Some(Bytes::from(out))
+    })
+}
+
 /// A close frame; the reason is cut at a character boundary to fit the 125-byte limit.
 pub fn encode_close(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
@@ -411,6 +509,16 @@ pub fn encode_pong(payload: &[u8]) -> Bytes {
 /// this is for clients such as the benchmark harness.
 pub fn encode_ping(payload: &[u8]) -> Bytes {
     encode(OP_PING, payload)
+}
+
+/// A text message as a permessage-deflate client sends it: compressed with no context,
+/// RSV1 set, masked with `mask`. For tests, fuzz targets and the benchmark harness.
+pub fn encode_masked_compressed(text: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut compressed = Vec::new();
+    crate::deflate::compress_into(text, &mut compressed);
+    let mut frame = encode_masked(true, OP_TEXT, &compressed, mask);
+    frame[0] |= RSV1;
+    frame
 }
 
 /// A frame as a client sends it: masked with `mask`, any opcode, FIN or not. The server
@@ -486,11 +594,19 @@ mod tests {
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
     fn decode_all(bytes: &[u8], max: usize) -> Vec<Result<Message, CodecError>> {
+        decode_all_with(bytes, max, false)
+    }
+
+    fn decode_all_with(
+        bytes: &[u8],
+        max: usize,
+        deflate: bool,
+    ) -> Vec<Result<Message, CodecError>> {
         let mut d = Decoder::new(max);
         let mut buf = BytesMut::from(bytes);
         let mut out = Vec::new();
         loop {
-            match d.decode(&mut buf) {
+            match d.decode_with(&mut buf, deflate) {
                 Ok(Some(m)) => out.push(Ok(m)),
                 Ok(None) => return out,
                 Err(e) => {
@@ -774,6 +890,128 @@ mod tests {
                 matches!(out.last(), Some(Err(CodecError::Protocol(_)))),
                 "{out:?}"
             );
+        }
+    }
+
+    fn decode_deflate(bytes: &[u8], max: usize) -> Vec<Result<Message, CodecError>> {
+        decode_all_with(bytes, max, true)
+    }
+
+    #[test]
+    fn compressed_messages_inflate_on_a_deflate_connection_only() {
+        let text = r#"{"event":"pusher:subscribe","data":{"channel":"prices"}}"#.repeat(4);
+        let frame = encode_masked_compressed(text.as_bytes(), MASK);
+        assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
+        assert!(frame.len() < text.len());
+        assert_eq!(
+            decode_deflate(&frame, 4096),
+            [Ok(Message::Text(text.clone()))]
+        );
+        // Without the extension, RSV1 is a protocol error (1002).
+        assert_eq!(
+            decode_all(&frame, 4096),
+            [Err(CodecError::Protocol(
+                "reserved bits set without an extension"
+            ))]
+        );
+        // Plain frames still work on a deflate connection, and RSV2/RSV3 never do.
+        let plain = client_frame(true, OP_TEXT, b"plain", MASK);
+        assert_eq!(
+            decode_deflate(&plain, 4096),
+            [Ok(Message::Text("plain".into()))]
+        );
+        let mut rsv2 = plain.clone();
+        rsv2[0] |= 0x20;
+        assert_eq!(
+            decode_deflate(&rsv2, 4096)[0]
+                .as_ref()
+                .map_err(CodecError::close_code),
+            Err(1002)
+        );
+    }
+
+    #[test]
+    fn rsv1_only_on_the_first_frame_of_a_data_message() {
+        let mut ping = client_frame(true, OP_PING, b"p", MASK);
+        ping[0] |= RSV1;
+        let mut bytes = client_frame(false, OP_TEXT, b"a", MASK);
+        let mut cont = client_frame(true, OP_CONTINUATION, b"b", MASK);
+        cont[0] |= RSV1;
+        bytes.extend(cont);
+        for bad in [ping, bytes] {
+            let out = decode_deflate(&bad, 1024);
+            assert!(
+                matches!(out.last(), Some(Err(CodecError::Protocol(_)))),
+                "{out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fragmented_compressed_message_inflates_at_its_end() {
+        let text = "κόσμε, ".repeat(100);
+        let mut compressed = Vec::new();
+        crate::deflate::compress_into(text.as_bytes(), &mut compressed);
+        let (a, b) = compressed.split_at(compressed.len() / 2);
+        let mut bytes = client_frame(false, OP_TEXT, a, MASK);
+        bytes[0] |= RSV1;
+        bytes.extend(client_frame(true, OP_PING, b"", MASK));
+        bytes.extend(client_frame(true, OP_CONTINUATION, b, MASK));
+        assert_eq!(
+            decode_deflate(&bytes, 4096),
+            [Ok(Message::Ping(vec![])), Ok(Message::Text(text))]
+        );
+    }
+
+    #[test]
+    fn bombs_are_too_big_corrupt_data_is_1007() {
+        // 1 MiB of spaces compresses to about a kilobyte: under the wire limit, far over
+        // the message limit once inflated.
+        let bomb = encode_masked_compressed(&vec![b' '; 1 << 20], MASK);
+        assert!(bomb.len() < 4096, "{}", bomb.len());
+        let out = decode_deflate(&bomb, 65536);
+        assert_eq!(out, [Err(CodecError::TooBig { limit: 65536 })]);
+        assert_eq!(CodecError::TooBig { limit: 1 }.close_code(), 1009);
+
+        let mut corrupt = client_frame(true, OP_TEXT, &[0xff; 16], MASK);
+        corrupt[0] |= RSV1;
+        let out = decode_deflate(&corrupt, 4096);
+        assert_eq!(out, [Err(CodecError::BadCompression)]);
+        assert_eq!(CodecError::BadCompression.close_code(), 1007);
+
+        // Text that inflates to bytes that are not UTF-8 is 1007 as well.
+        let not_text = encode_masked_compressed(&[0xff, 0xfe, 0xfd], MASK);
+        assert_eq!(
+            decode_deflate(&not_text, 4096),
+            [Err(CodecError::InvalidUtf8)]
+        );
+    }
+
+    #[test]
+    fn server_frames_compress_to_rsv1_frames_that_inflate_back() {
+        let json =
+            r#"{"event":"tick","channel":"prices","data":"{\"bid\":1.25,\"ask\":1.5}"}"#.repeat(10);
+        let plain = encode_text(json.as_bytes());
+        assert_eq!(text_payload(&plain), Some(json.as_bytes()));
+        let packed = compress_text_frame(&plain).expect("smaller");
+        assert_eq!(packed[0], 0xC1);
+        assert!(packed.len() < plain.len() / 2);
+        let body = text_payload(&{
+            let mut unset = packed.to_vec();
+            unset[0] &= !RSV1;
+            unset
+        })
+        .map(<[u8]>::to_vec)
+        .expect("a text frame once RSV1 is cleared");
+        let inflated = crate::deflate::inflate(&body, json.len()).expect("inflates");
+        assert_eq!(inflated, json.as_bytes());
+        // Too small to gain anything, and frames that are not text, stay as they are.
+        assert_eq!(compress_text_frame(&encode_text(b"{}")), None);
+        assert_eq!(compress_text_frame(&encode_pong(b"p")), None);
+        assert_eq!(compress_text_frame(&packed), None);
+        for len in [125, 126, 70_000] {
+            let big = encode_text(&vec![b'a'; len]);
+            assert_eq!(text_payload(&big).map(<[u8]>::len), Some(len));
         }
     }
 
