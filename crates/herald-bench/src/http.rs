@@ -2,12 +2,13 @@
 //! high rates without the harness becoming the bottleneck.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::stream::{Dialer, Stream};
-use crate::wsclient::find;
+use crate::wsclient::{find, Deflate, Tally};
 
 /// The credentials and address of the app under test, and how to connect to it.
 #[derive(Clone)]
@@ -17,6 +18,10 @@ pub struct App {
     pub key: String,
     pub secret: String,
     pub dialer: Dialer,
+    /// Whether WebSocket clients offer permessage-deflate.
+    pub deflate: Deflate,
+    /// What the clients' handshakes negotiated, over the whole run.
+    pub tally: Arc<Tally>,
 }
 
 impl App {

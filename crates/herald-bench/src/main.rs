@@ -8,6 +8,7 @@
 mod churn;
 mod http;
 mod modes;
+mod payload;
 mod proc_stats;
 mod progress;
 mod stream;
@@ -16,6 +17,7 @@ mod wsclient;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +48,15 @@ struct Cli {
     /// PEM file of the CA that signed the server's certificate (with `--tls`).
     #[arg(long, value_name = "PEM")]
     ca: Option<std::path::PathBuf>,
+    /// Offer permessage-deflate (`permessage-deflate; client_max_window_bits`, as browsers
+    /// do) on every WebSocket and inflate the compressed frames; the run fails if the server
+    /// does not accept it.
+    #[arg(long)]
+    deflate: bool,
+    /// Offer permessage-deflate as `--deflate` does, but take a server that declines it:
+    /// the report's `deflate` says whether it was negotiated.
+    #[arg(long)]
+    deflate_optional: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -65,6 +76,10 @@ enum Mode {
         seconds: u64,
         #[arg(long, default_value_t = 100)]
         payload: usize,
+        /// What fills the payload: one letter repeated (compresses to nothing), or varied
+        /// JSON that compresses like real events (2.6x at 1 KB, 4x at 4 KB).
+        #[arg(long, value_enum, default_value = "padding")]
+        payload_kind: payload::PayloadKind,
         /// Spread the subscribers round-robin over these addresses (a cluster's nodes);
         /// events are still published to `--addr`.
         #[arg(long, value_delimiter = ',')]
@@ -90,6 +105,9 @@ enum Mode {
         seconds: u64,
         #[arg(long, default_value_t = 100)]
         payload: usize,
+        /// As in `fanout`.
+        #[arg(long, value_enum, default_value = "padding")]
+        payload_kind: payload::PayloadKind,
     },
     /// C presence channels of M members (distinct users); members leave (unsubscribe) and
     /// join again (subscribe) on their open connections, J joins+leaves per second in all.
@@ -145,6 +163,12 @@ async fn main() -> ExitCode {
         key: cli.key,
         secret: cli.secret,
         dialer,
+        deflate: match (cli.deflate, cli.deflate_optional) {
+            (_, true) => wsclient::Deflate::Optional,
+            (true, false) => wsclient::Deflate::Required,
+            (false, false) => wsclient::Deflate::Off,
+        },
+        tally: Default::default(),
     };
     let result = match cli.mode {
         Mode::Fanout {
@@ -153,6 +177,7 @@ async fn main() -> ExitCode {
             rate,
             seconds,
             payload,
+            payload_kind,
             subscribe_to,
             stalled,
             kind,
@@ -170,6 +195,7 @@ async fn main() -> ExitCode {
                     rate,
                     duration: Duration::from_secs(seconds),
                     payload,
+                    payload_kind,
                 },
             )
             .await
@@ -179,6 +205,7 @@ async fn main() -> ExitCode {
             rate,
             seconds,
             payload,
+            payload_kind,
         } => modes::fanout(
             &app,
             &cli.pid,
@@ -192,6 +219,7 @@ async fn main() -> ExitCode {
                 rate,
                 duration: Duration::from_secs(seconds),
                 payload,
+                payload_kind,
             },
         )
         .await
@@ -240,8 +268,20 @@ async fn main() -> ExitCode {
     match result {
         Ok(mut report) => {
             report["tls"] = cli.tls.into();
+            let handshakes = app.tally.handshakes.load(Ordering::Relaxed);
+            let deflated = app.tally.deflated.load(Ordering::Relaxed);
+            report["deflate"] = (deflated > 0 && deflated == handshakes).into();
+            if deflated > 0 && deflated < handshakes {
+                // Only with --deflate-optional: some connections negotiated, some did not.
+                report["deflate_connections"] = deflated.into();
+            }
             println!("{report}");
-            let over = if cli.tls { "over TLS: " } else { "" };
+            let over = match (cli.tls, report["deflate"] == true) {
+                (true, true) => "over TLS, deflate: ",
+                (true, false) => "over TLS: ",
+                (false, true) => "deflate: ",
+                (false, false) => "",
+            };
             eprintln!("{over}{}", summary::summary(&report));
             ExitCode::SUCCESS
         }

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::http::{App, Conn};
+use crate::payload::{self, PayloadKind};
 use crate::proc_stats;
 use crate::progress::Progress;
 use crate::wsclient::{find, Client, Kind};
@@ -91,6 +92,8 @@ pub struct Fanout {
     pub rate: u64,
     pub duration: Duration,
     pub payload: usize,
+    /// What fills the payload.
+    pub payload_kind: PayloadKind,
     /// Extra subscribers that subscribe and then never read: the others' latency and the
     /// server's memory show whether a stalled socket costs anyone else.
     pub stalled: usize,
@@ -151,6 +154,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         let stop_at = stop_at.clone();
         readers.push(tokio::spawn(async move {
             let mut h = new_histogram();
+            let wire_before = c.wire_bytes;
             loop {
                 let deadline = stop_at.load(Ordering::Relaxed);
                 let wait = Duration::from_nanos(deadline.saturating_sub(nanos_since(base)));
@@ -168,7 +172,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            h
+            (h, c.wire_bytes - wire_before)
         }));
     }
 
@@ -178,14 +182,13 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
     let (peak_rss, sampler) = peak_rss_sampler(pids, before);
     let bar = Progress::time(p.progress, "fanout", p.duration);
     let events_total = p.rate * p.duration.as_secs();
-    let padding = "x".repeat(p.payload.saturating_sub(24));
     let publishers = 4usize;
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut pubs = Vec::new();
     for k in 0..publishers {
         let app = app.clone();
-        let padding = padding.clone();
+        let (size, payload_kind) = (p.payload, p.payload_kind);
         let sent = sent.clone();
         let channels = p.channels;
         let kind = p.kind;
@@ -198,7 +201,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
             while n < events_total {
                 tick.tick().await;
                 let channel = kind.channel(n as usize % channels);
-                let data = format!(r#"{{\"t\":{},\"p\":\"{padding}\"}}"#, nanos_since(base));
+                let data = payload::data(payload_kind, size, nanos_since(base), n);
                 let body = format!(r#"{{"name":"bench","channel":"{channel}","data":"{data}"}}"#);
                 if conn.send(&app.signed_post(&body)).await? == 200 {
                     sent.fetch_add(1, Ordering::Relaxed);
@@ -218,9 +221,11 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
     // Give in-flight deliveries a moment, then stop the readers.
     stop_at.store(nanos_since(base) + 2_000_000_000, Ordering::Relaxed);
     let mut all = new_histogram();
+    let mut wire_bytes = 0;
     for r in readers {
-        let h = r.await.map_err(std::io::Error::other)?;
+        let (h, bytes) = r.await.map_err(std::io::Error::other)?;
         let _ = all.add(h);
+        wire_bytes += bytes;
     }
     let after = proc_stats::sample_all(pids);
     let sent = sent.load(Ordering::Relaxed);
@@ -235,10 +240,13 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         "channels": p.channels,
         "rate_events_per_s": p.rate,
         "payload_bytes": p.payload,
+        "payload_kind": p.payload_kind.name(),
         "events_sent": sent,
         "deliveries_expected": expected,
         "deliveries": delivered,
         "lost": expected.saturating_sub(delivered),
+        "wire_bytes_received": wire_bytes,
+        "wire_bytes_per_delivery": (delivered > 0).then(|| (wire_bytes as f64 / delivered as f64 * 10.0).round() / 10.0),
         "deliveries_per_s": (delivered as f64 / publish_secs).round(),
         "latency": percentiles(&all),
         "stalled_subscribers": p.stalled,

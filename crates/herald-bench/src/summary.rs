@@ -22,18 +22,24 @@ pub fn summary(r: &Value) -> String {
     let harness = format!("harness CPU {:.2} s", num(&r["harness_cpu_s"]));
     match r["mode"].as_str() {
         Some(mode @ ("fanout" | "room")) => format!(
-            "{mode}: {} subscribers over {} {} channels ({} stalled), {} events/s of {} B\n  \
-             {} of {} deliveries ({} lost), {:.0} deliveries/s\n  {latency}\n  {}; {harness}",
+            "{mode}: {} subscribers over {} {} channels ({} stalled), {} events/s of {}\n  \
+             {} of {} deliveries ({} lost), {:.0} deliveries/s\n  \
+             {} wire bytes received, {:.1} per delivery\n  {latency}\n  {}; {harness}",
             r["subscribers"],
             r["channels"],
             r["channel_kind"].as_str().unwrap_or("public"),
             r["stalled_subscribers"],
             r["rate_events_per_s"],
-            r["payload_bytes"],
+            match r["payload_kind"].as_str() {
+                Some("json") => format!("{} B of JSON", r["payload_bytes"]),
+                _ => format!("{} B", r["payload_bytes"]),
+            },
             r["deliveries"],
             r["deliveries_expected"],
             r["lost"],
             num(&r["deliveries_per_s"]),
+            r["wire_bytes_received"],
+            num(&r["wire_bytes_per_delivery"]),
             server("delivery", "server_cpu_us_per_delivery"),
         ),
         Some("presence-churn") => format!(
@@ -82,6 +88,23 @@ pub fn summary(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summarises_the_wire_bytes_of_a_fanout_run() {
+        let r = serde_json::json!({
+            "mode": "fanout", "subscribers": 10, "channels": 1, "stalled_subscribers": 0,
+            "rate_events_per_s": 500, "payload_bytes": 1000, "payload_kind": "json",
+            "deliveries": 100, "deliveries_expected": 100, "lost": 0, "deliveries_per_s": 10.0,
+            "wire_bytes_received": 41000, "wire_bytes_per_delivery": 410.0, "harness_cpu_s": 0.1,
+            "latency": {"p50_us": 1000.0, "p90_us": 2000.0, "p99_us": 3000.0, "p999_us": 4000.0, "max_us": 5000.0}
+        });
+        let text = summary(&r);
+        assert!(
+            text.contains("41000 wire bytes received, 410.0 per delivery"),
+            "{text}"
+        );
+        assert!(text.contains("500 events/s of 1000 B of JSON"), "{text}");
+    }
 
     #[test]
     fn summarises_a_trigger_run() {
