@@ -117,6 +117,12 @@ impl Outbox {
         Outbox::for_app(max_bytes, 0, None)
     }
 
+    /// An empty queue of a connection that negotiated permessage-deflate: text frames of
+    /// `compress_from` bytes or more are queued compressed.
+    pub fn new_compressed(max_bytes: usize, compress_from: usize) -> Self {
+        Outbox::for_app(max_bytes, 0, Some(compress_from))
+    }
+
     /// An empty queue of a connection of the app with serial `app`; `compress_from` is the
     /// size from which text frames are compressed, for a connection that negotiated
     /// permessage-deflate.
