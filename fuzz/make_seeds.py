@@ -11,6 +11,7 @@ import json
 import os
 import struct
 import urllib.parse
+import zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -25,7 +26,8 @@ def write(target, name, data):
         f.write(data)
 
 
-# --- websocket_frames: max_message (u16 LE), 4 chunk-size bytes, then client frames ---
+# --- websocket_frames: max_message (u16 LE; top bit: permessage-deflate), 4 chunk-size
+# bytes, then client frames ---
 
 def frame(opcode, payload=b"", fin=True, mask=MASK, masked=True):
     if isinstance(payload, str):
@@ -73,6 +75,31 @@ ws("continuation-alone", frame(0x0, "x"))
 ws("two-starts", frame(0x1, "a", fin=False) + frame(0x1, "b"))
 ws("pusher-session", frame(0x1, SUB) + frame(0x1, '{"event":"pusher:ping","data":{}}') + frame(0x8, struct.pack(">H", 1000)), chunks=(17, 5, 200, 1))
 ws("truncated", frame(0x1, "Hello world")[:-3])
+
+
+def deflated(data):
+    """A message compressed as RFC 7692 says: raw DEFLATE, sync flush, tail removed."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    out = c.compress(data.encode() if isinstance(data, str) else data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def rsv1(frame_bytes):
+    return bytes([frame_bytes[0] | 0x40]) + frame_bytes[1:]
+
+
+DEFLATE = 0x8000
+ws("deflate-text", rsv1(frame(0x1, deflated(SUB))), max_message=DEFLATE | 4096)
+ws("deflate-fragmented", rsv1(frame(0x1, deflated(SUB * 3)[:20], fin=False)) + frame(0x9, "p")
+   + frame(0x0, deflated(SUB * 3)[20:]), max_message=DEFLATE | 4096, chunks=(5, 1, 30, 2))
+ws("deflate-bomb", rsv1(frame(0x1, deflated(" " * 200000))), max_message=DEFLATE | 4096)
+ws("deflate-corrupt", rsv1(frame(0x1, b"\xff" * 20)), max_message=DEFLATE | 4096)
+ws("deflate-not-utf8", rsv1(frame(0x1, deflated(b"\xff\xfe"))), max_message=DEFLATE | 4096)
+ws("deflate-rsv1-continuation", frame(0x1, "a", fin=False) + rsv1(frame(0x0, deflated("b"))),
+   max_message=DEFLATE | 4096)
+ws("deflate-rsv1-ping", rsv1(frame(0x9, "p")), max_message=DEFLATE | 4096)
+ws("deflate-off", rsv1(frame(0x1, deflated(SUB))), max_message=4096)
 
 # --- client_message: the text of one frame ---
 

@@ -1,12 +1,14 @@
 //! RFC 6455 client frames through the server's decoder, fed in arbitrary pieces.
 //!
-//! Input layout: bytes 0-1 = `max_message` (little endian), bytes 2-5 = chunk sizes (each
-//! `byte + 1`, used in turn), the rest = the byte stream a client sends.
+//! Input layout: bytes 0-1 = `max_message` (little endian, low 15 bits; the top bit set means
+//! the connection negotiated permessage-deflate, so RSV1 messages are inflated), bytes 2-5 =
+//! chunk sizes (each `byte + 1`, used in turn), the rest = the byte stream a client sends.
 //!
 //! Besides "never panics" it checks what the connection loop relies on: the decoder only
 //! ever consumes whole frames (a partial frame stays in the buffer for the next read),
-//! `Ok(None)` means no complete frame is left, messages respect the size limits, and the
-//! result does not depend on how TCP happened to split the stream.
+//! `Ok(None)` means no complete frame is left, messages respect the size limits (inflated
+//! ones too: a bomb must stop at the limit), and the result does not depend on how TCP
+//! happened to split the stream.
 #![no_main]
 
 use bytes::BytesMut;
@@ -75,7 +77,7 @@ fn check_message(m: &Message, max_message: usize) {
 
 /// Feeds `stream` in pieces of the given sizes (cycled), decoding after each piece until
 /// `Ok(None)` or the first error, which ends the connection.
-fn run(stream: &[u8], chunks: &[usize], max_message: usize, bounds: &[usize]) -> Run {
+fn run(stream: &[u8], chunks: &[usize], max_message: usize, deflate: bool, bounds: &[usize]) -> Run {
     let mut decoder = Decoder::new(max_message);
     let mut buf = BytesMut::new();
     let mut fed = 0usize;
@@ -85,7 +87,7 @@ fn run(stream: &[u8], chunks: &[usize], max_message: usize, bounds: &[usize]) ->
         buf.extend_from_slice(&stream[fed..end]);
         fed = end;
         loop {
-            match decoder.decode(&mut buf) {
+            match decoder.decode_with(&mut buf, deflate) {
                 Ok(Some(m)) => {
                     check_message(&m, max_message);
                     messages.push(m);
@@ -130,13 +132,15 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 6 {
         return;
     }
-    let max_message = usize::from(u16::from_le_bytes([data[0], data[1]]));
+    let raw = u16::from_le_bytes([data[0], data[1]]);
+    let deflate = raw & 0x8000 != 0;
+    let max_message = usize::from(raw & 0x7fff);
     let chunks: Vec<usize> = data[2..6].iter().map(|&b| usize::from(b) + 1).collect();
     let stream = &data[6..];
     let bounds = boundaries(stream);
 
-    let whole = run(stream, &[stream.len().max(1)], max_message, &bounds);
-    let pieces = run(stream, &chunks, max_message, &bounds);
+    let whole = run(stream, &[stream.len().max(1)], max_message, deflate, &bounds);
+    let pieces = run(stream, &chunks, max_message, deflate, &bounds);
 
     // The same bytes must mean the same messages however they were split. When the stream
     // is bad, a decoder may notice sooner in one feeding than the other (e.g. incremental

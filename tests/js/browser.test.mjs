@@ -258,6 +258,50 @@ test('encrypted channel: ciphertext on the wire, decrypted by the browser build'
   assert.ok(!frame.data.includes('gold'));
 });
 
+/** The node's herald_ws_bytes_sent_total for app 1: what went on the wire. */
+async function bytesSent() {
+  const text = await (await fetch(`http://${herald.admin}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('herald_ws_bytes_sent_total{app="1"}'));
+  assert.ok(line, 'the metric is served');
+  return Number(line.split(' ').pop());
+}
+
+test('permessage-deflate: Chromium negotiates it, and large events arrive intact and compressed', async (t) => {
+  const [page] = await pages(t, 1);
+  // The handshake as the browser saw it, from the DevTools protocol: page scripts cannot
+  // read WebSocket headers.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  const handshakes = [];
+  cdp.on('Network.webSocketWillSendHandshakeRequest', ({ request }) => handshakes.push({ request }));
+  cdp.on('Network.webSocketHandshakeResponseReceived', ({ response }) => handshakes.push({ response }));
+  const header = (headers, name) => Object.entries(headers)
+    .find(([k]) => k.toLowerCase() === name)?.[1];
+  await connect(page, 'a');
+  const offer = handshakes.find((h) => h.request);
+  const answer = handshakes.find((h) => h.response);
+  assert.match(header(offer.request.headers, 'sec-websocket-extensions'), /^permessage-deflate/);
+  assert.equal(answer.response.status, 101);
+  const agreed = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover';
+  assert.equal(header(answer.response.headers, 'sec-websocket-extensions'), agreed);
+  // The page's WebSocket took it (a response it refused would have failed the connection).
+  assert.equal(await page.evaluate(() => window.extensions('a')), agreed);
+
+  await subscribe(page, 'a', 'orders');
+  const items = [];
+  for (let i = 0; JSON.stringify(items).length < 20000; i++) {
+    items.push({ id: i, sku: `SKU-${(i * 7919) % 10007}`, qty: (i % 5) + 1, status: i % 3 ? 'shipped' : 'packed' });
+  }
+  const before = await bytesSent();
+  assert.equal((await rest.trigger('orders', 'placed', { items })).status, 200);
+  const got = await logged(page, { client: 'a', channel: 'orders', event: 'placed' });
+  assert.deepEqual(got.data, { items });
+  const wire = (await bytesSent()) - before;
+  const plain = JSON.stringify(JSON.stringify({ items })).length;
+  assert.ok(wire < plain / 3, `${wire} bytes on the wire for ${plain} bytes of data`);
+  assert.deepEqual(page.errors, []);
+});
+
 test('client events between two browser tabs on a private channel', async (t) => {
   const [a, b] = await pages(t, 2);
   await Promise.all([connect(a, 'a'), connect(b, 'b')]);

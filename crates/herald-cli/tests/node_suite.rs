@@ -123,6 +123,13 @@ fn users() {
 }
 
 #[test]
+fn permessage_deflate_with_ws_and_pusher_js() {
+    // Node's ws offering deflate, alone and under pusher-js; on one node and three (each
+    // node compresses for its own subscribers).
+    run_js("deflate.test.mjs");
+}
+
+#[test]
 fn laravel_echo() {
     // Both broadcasters ('pusher' and 'reverb'); about 3 s a mode.
     run_js("echo.test.mjs");

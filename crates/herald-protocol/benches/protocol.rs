@@ -1,9 +1,11 @@
 //! Hot paths of the protocol crate: verifying an HTTP API signature, decoding a client
-//! frame, and encoding an event frame.
+//! frame, encoding an event frame, and compressing one (permessage-deflate) by size.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use herald_protocol::deflate::{compress_into, inflate};
 use herald_protocol::frame::{decode_client_message, event};
 use herald_protocol::signing::{signed_query_string, SignedQuery};
+use herald_protocol::websocket::{compress_text_frame, encode_text};
 use std::hint::black_box;
 
 fn signature(c: &mut Criterion) {
@@ -52,5 +54,45 @@ fn frames(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, signature, frames);
+/// An event frame whose JSON payload is about `size` bytes, varied as real events are
+/// (ids, numbers, repeated keys), escaped inside `data` as the HTTP API sends it.
+fn event_frame(size: usize) -> Vec<u8> {
+    let mut data = String::new();
+    let mut i = 0;
+    while data.len() + 40 < size {
+        data.push_str(&format!(
+            r#"{{\"id\":{i},\"sku\":\"SKU-{}\",\"qty\":{}}},"#,
+            i * 7919 % 10007,
+            i % 5 + 1
+        ));
+        i += 1;
+    }
+    let json = format!(r#"{{"event":"update","channel":"orders","data":"[{data}]"}}"#);
+    encode_text(json.as_bytes()).to_vec()
+}
+
+fn compression(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compress event frame");
+    for size in [64usize, 128, 256, 512, 1024, 4096] {
+        let frame = event_frame(size);
+        // The sizes go to stderr beside the times: the threshold is a trade of both.
+        let packed = compress_text_frame(&frame).map_or(frame.len(), |f| f.len());
+        eprintln!(
+            "{size:>5}-byte payload: frame {} -> {packed} bytes",
+            frame.len()
+        );
+        group.bench_function(size.to_string(), |b| {
+            b.iter(|| compress_text_frame(black_box(&frame)))
+        });
+    }
+    group.finish();
+    let frame = event_frame(1024);
+    let mut packed = Vec::new();
+    compress_into(&frame[4..], &mut packed);
+    c.bench_function("inflate a 1 KB client message", |b| {
+        b.iter(|| inflate(black_box(&packed), 65536).is_ok())
+    });
+}
+
+criterion_group!(benches, signature, frames, compression);
 criterion_main!(benches);

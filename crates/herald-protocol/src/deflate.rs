@@ -10,8 +10,8 @@
 //!   compressor and one inflater are per thread, reset for each message.
 //!
 //! RFC 7692 §7.1.1.1 lets a server add `server_no_context_takeover` to any offer it accepts.
-//! §7.1.1.2 lets it add `client_no_context_takeover` as well: Chromium, Firefox, Safari and
-//! Node's `ws` all accept it. A client that compresses with context anyway sends data that
+//! §7.1.1.2 lets it add `client_no_context_takeover` as well, which Chromium and Node's `ws`
+//! accept (both are in the tests). A client that compresses with context anyway sends data that
 //! a fresh inflater cannot read, and gets 1007.
 
 use std::cell::RefCell;

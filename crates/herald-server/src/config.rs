@@ -257,6 +257,11 @@ pub struct Config {
     pub require_protocol: bool,
     /// Bytes a connection may have queued for sending before it is closed with 4100.
     pub outbox_max_bytes: usize,
+    /// Accept permessage-deflate offers (RFC 7692), each message compressed on its own.
+    pub compression: bool,
+    /// Frames smaller than this go out uncompressed even on a compressed connection: below
+    /// it, DEFLATE saves a few bytes for the cost of a compression run.
+    pub compression_min_bytes: usize,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
     /// How long a `channel_vacated` webhook is held back; a channel occupied again within it
@@ -544,6 +549,8 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             require_protocol: false,
             outbox_max_bytes: 1024 * 1024,
+            compression: true,
+            compression_min_bytes: 256,
             shutdown_grace: Duration::from_secs(10),
             webhook_vacated_delay: Duration::from_secs(1),
             cluster: None,
@@ -572,6 +579,8 @@ struct RawConfig {
     max_message_bytes: Option<usize>,
     require_protocol: Option<bool>,
     outbox_max_bytes: Option<usize>,
+    compression: Option<bool>,
+    compression_min_bytes: Option<usize>,
     shutdown_grace: Option<u64>,
     webhook_vacated_delay_ms: Option<u64>,
     adapter: Option<String>,
@@ -659,6 +668,11 @@ impl Config {
             max_message_bytes: raw.max_message_bytes.unwrap_or(d.max_message_bytes),
             require_protocol: raw.require_protocol.unwrap_or(d.require_protocol),
             outbox_max_bytes: raw.outbox_max_bytes.unwrap_or(d.outbox_max_bytes),
+            compression: match env("HERALD_COMPRESSION") {
+                Some(v) => parse_bool("HERALD_COMPRESSION", &v)?,
+                None => raw.compression.unwrap_or(d.compression),
+            },
+            compression_min_bytes: raw.compression_min_bytes.unwrap_or(d.compression_min_bytes),
             shutdown_grace: raw
                 .shutdown_grace
                 .map_or(d.shutdown_grace, Duration::from_secs),
@@ -965,6 +979,7 @@ impl Config {
             "pong_timeout" => pong_timeout, "partial_message_timeout" => partial_message_timeout,
             "max_message_bytes" => max_message_bytes, "require_protocol" => require_protocol,
             "outbox_max_bytes" => outbox_max_bytes, "shutdown_grace" => shutdown_grace,
+            "compression" => compression, "compression_min_bytes" => compression_min_bytes,
             "webhook_vacated_delay_ms" => webhook_vacated_delay,
             "http_header_timeout" => net.header_timeout, "http_body_timeout" => net.body_timeout,
             "http_idle_timeout" => net.idle_timeout,
@@ -1033,6 +1048,18 @@ impl FromIterator<(&'static str, bool)> for Changed {
                 .filter_map(|(name, set)| set.then_some(name))
                 .collect(),
         )
+    }
+}
+
+/// A boolean from the environment: `true`/`false`, or `1`/`0`.
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(invalid(
+            name,
+            format!("must be true or false, not '{value}'"),
+        )),
     }
 }
 
@@ -1123,6 +1150,29 @@ mod tests {
             assert!(error.contains(field), "{toml}: {error}");
         }
         assert_eq!(Config::from_toml("", &no_env).expect("valid").cluster, None);
+    }
+
+    #[test]
+    fn compression_is_on_by_default_and_can_be_turned_off() {
+        let d = Config::default();
+        assert!(d.compression);
+        assert_eq!(d.compression_min_bytes, 256);
+        let c = Config::from_toml("compression = false\ncompression_min_bytes = 1024", &no_env)
+            .expect("valid");
+        assert!(!c.compression);
+        assert_eq!(c.compression_min_bytes, 1024);
+        assert_eq!(
+            d.restart_fields(&c),
+            ["compression", "compression_min_bytes"]
+        );
+        for (value, on) in [("false", false), ("0", false), ("TRUE", true), ("1", true)] {
+            let env = |k: &str| (k == "HERALD_COMPRESSION").then(|| value.to_owned());
+            let c = Config::from_toml("compression = true", &env).expect(value);
+            assert_eq!(c.compression, on, "{value}");
+        }
+        let env = |k: &str| (k == "HERALD_COMPRESSION").then(|| "maybe".to_owned());
+        let error = Config::from_toml("", &env).expect_err("not a boolean");
+        assert!(error.to_string().contains("HERALD_COMPRESSION"), "{error}");
     }
 
     #[test]

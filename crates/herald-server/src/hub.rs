@@ -20,7 +20,7 @@ use parking_lot::RwLock;
 
 use crate::metrics::clock_us;
 use crate::metrics::sharded::ShardedCounter;
-use crate::outbox::Outbox;
+use crate::outbox::{Fanout, Outbox};
 use crate::ws::text_frame;
 
 /// A connection's id on this node (the second half of its socket id).
@@ -230,13 +230,13 @@ impl Hub {
         let occupied = ch.subscribers.is_empty();
         let user_id = ch.add_member(&member);
         if new_user {
-            let added = text_frame(&frame::member_added(
+            let added = Fanout::new(text_frame(&frame::member_added(
                 channel,
                 &member.user_id,
                 member.user_info.as_deref(),
-            ));
+            )));
             for sub in ch.subscribers.values() {
-                sub.outbox.push(added.clone());
+                sub.outbox.push_shared(&added);
             }
         }
         ch.subscribers.insert(
@@ -277,9 +277,10 @@ impl Hub {
                 if entry.connections == 0 {
                     ch.members.remove(pos);
                     if member_events {
-                        let removed = text_frame(&frame::member_removed(channel, &user_id));
+                        let removed =
+                            Fanout::new(text_frame(&frame::member_removed(channel, &user_id)));
                         for other in ch.subscribers.values() {
-                            other.outbox.push(removed.clone());
+                            other.outbox.push_shared(&removed);
                         }
                     }
                     member_removed = Some(user_id);
@@ -383,18 +384,21 @@ impl Hub {
     }
 
     /// Queues `frame` for every subscriber of `channel` except `except`; returns how many
-    /// got it.
+    /// got it. Subscribers that negotiated compression share one compressed copy, made here
+    /// (under the shard's read lock, which only subscribes and unsubscribes wait for) when
+    /// the first of them comes up: this node's copy, whatever other nodes do.
     pub fn publish(&self, channel: &str, frame: &Bytes, except: Option<ConnId>) -> usize {
         let shard = self.shard(channel).read();
         let Some(ch) = shard.get(channel) else {
             return 0;
         };
+        let frame = Fanout::new(frame.clone());
         // One clock read per publish, not per subscriber: each outbox keeps the stamp of
         // its oldest unwritten event for the publish-to-write histogram.
         let at = clock_us();
         let mut delivered = 0;
         for (conn, sub) in &ch.subscribers {
-            if Some(*conn) != except && sub.outbox.push_event(frame.clone(), at) {
+            if Some(*conn) != except && sub.outbox.push_event(&frame, at) {
                 delivered += 1;
             }
         }
@@ -528,6 +532,48 @@ mod tests {
         assert_eq!(hub.unsubscribe("c", 1).map(|l| l.vacated), Some(false));
         assert_eq!(hub.unsubscribe("c", 2).map(|l| l.vacated), Some(true));
         assert!(hub.channels("").is_empty());
+    }
+
+    #[test]
+    fn one_compressed_frame_is_shared_by_every_compressed_subscriber() {
+        let hub = Hub::new();
+        let deflate = || Arc::new(Outbox::for_app(1 << 20, 0, Some(256)));
+        let (a, b, plain) = (deflate(), deflate(), outbox());
+        for (conn, o) in [(1, &a), (2, &b), (3, &plain)] {
+            hub.subscribe("c", conn, o);
+            drain(o);
+        }
+        let event = format!(
+            r#"{{"event":"e","channel":"c","data":"{}"}}"#,
+            "tick ".repeat(100)
+        );
+        let frame = text_frame(&event);
+        assert_eq!(hub.publish("c", &frame, None), 3);
+        let take = |o: &Outbox| {
+            let mut frames = VecDeque::new();
+            o.take(&mut frames);
+            assert_eq!(frames.len(), 1);
+            frames.pop_front().expect("one frame")
+        };
+        let (fa, fb, fp) = (take(&a), take(&b), take(&plain));
+        assert_eq!(fa[0], 0xC1, "compressed: RSV1 set");
+        assert!(fa.len() < frame.len() / 4);
+        // The same allocation, not an equal copy: compressed once for both.
+        assert_eq!(fa.as_ptr(), fb.as_ptr());
+        assert_eq!(
+            fp.as_ptr(),
+            frame.as_ptr(),
+            "the plain subscriber shares the plain frame"
+        );
+        // Frames under the threshold, and frames for one socket, follow the same rule.
+        assert_eq!(hub.publish("c", &text_frame("{}"), None), 3);
+        assert_eq!(take(&a)[0], 0x81);
+        drain(&plain);
+        assert!(a.push(frame.clone()));
+        assert_eq!(take(&a)[0], 0xC1);
+        assert!(plain.push(frame.clone()));
+        assert_eq!(take(&plain).as_ptr(), frame.as_ptr());
+        drain(&b);
     }
 
     #[test]

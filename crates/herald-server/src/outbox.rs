@@ -9,11 +9,13 @@
 //! costs about the bound, however small its frames, and nobody else waits for it.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use herald_protocol::websocket::compress_text_frame;
 use parking_lot::Mutex;
 
 /// What a queued frame costs beyond its bytes, charged against the bound so that it holds
@@ -67,7 +69,12 @@ impl State {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    max_bytes: usize,
+    /// At most 1 GiB (the configuration's bound), so 32 bits: with `compress_from` beside
+    /// it, the outbox stays 112 bytes.
+    max_bytes: u32,
+    /// Text frames of at least this many bytes are queued compressed (permessage-deflate);
+    /// `u32::MAX` when the connection did not negotiate it.
+    compress_from: u32,
     /// The serial of the app the connection belongs to (0: none), so a reload that removes
     /// or disables the app can find its connections in the server's registry. It fits in
     /// the padding after `timers`: the outbox stays 112 bytes.
@@ -105,31 +112,63 @@ impl Timers {
 }
 
 impl Outbox {
-    /// An empty queue that holds at most `max_bytes`.
+    /// An empty queue that holds at most `max_bytes` (capped at 4 GiB).
     pub fn new(max_bytes: usize) -> Self {
-        Outbox::for_app(max_bytes, 0)
+        Outbox::for_app(max_bytes, 0, None)
     }
 
-    /// An empty queue of a connection of the app with serial `app`.
-    pub(crate) fn for_app(max_bytes: usize, app: u32) -> Self {
+    /// An empty queue of a connection that negotiated permessage-deflate: text frames of
+    /// `compress_from` bytes or more are queued compressed.
+    pub fn new_compressed(max_bytes: usize, compress_from: usize) -> Self {
+        Outbox::for_app(max_bytes, 0, Some(compress_from))
+    }
+
+    /// An empty queue of a connection of the app with serial `app`; `compress_from` is the
+    /// size from which text frames are compressed, for a connection that negotiated
+    /// permessage-deflate.
+    pub(crate) fn for_app(max_bytes: usize, app: u32, compress_from: Option<usize>) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
-            max_bytes,
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+            compress_from: compress_from
+                .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX - 1)),
             app,
             timers: Timers::default(),
         }
     }
 
-    /// Queues a frame. Returns `false` when the connection is closing or has just overflowed
+    /// Whether the connection negotiated permessage-deflate: its client may send
+    /// compressed messages, and its text frames from the threshold on go out compressed.
+    pub(crate) fn deflate(&self) -> bool {
+        self.compress_from != u32::MAX
+    }
+
+    fn compresses(&self, frame: &[u8]) -> bool {
+        frame.len() >= self.compress_from as usize
+    }
+
+    /// Queues a frame, compressed first if it is a text frame the connection takes
+    /// compressed. Returns `false` when the connection is closing or has just overflowed
     /// (the frame is dropped).
     pub fn push(&self, frame: Bytes) -> bool {
+        let frame = match self.compresses(&frame) {
+            true => compress_text_frame(&frame).unwrap_or(frame),
+            false => frame,
+        };
         self.push_stamped(frame, 0)
+    }
+
+    /// Queues a frame meant for many connections ([`Fanout`]): the plain one, or the one
+    /// compressed form all compressed connections share. Not stamped, unlike
+    /// [`Outbox::push_event`].
+    pub fn push_shared(&self, frame: &Fanout) -> bool {
+        self.push_stamped(frame.for_outbox(self), 0)
     }
 
     /// Queues an event frame published at `at` ([`crate::metrics::clock_us`]), so its
     /// connection can measure the time to its write.
-    pub fn push_event(&self, frame: Bytes, at: u32) -> bool {
-        self.push_stamped(frame, at)
+    pub fn push_event(&self, frame: &Fanout, at: u32) -> bool {
+        self.push_stamped(frame.for_outbox(self), at)
     }
 
     fn push_stamped(&self, frame: Bytes, at: u32) -> bool {
@@ -138,7 +177,7 @@ impl Outbox {
             return false;
         }
         let cost = frame.len() + FRAME_OVERHEAD;
-        if state.bytes + cost > self.max_bytes {
+        if state.bytes + cost > self.max_bytes as usize {
             state.frames = VecDeque::new();
             state.bytes = 0;
             state.close = Some(Box::new(CloseRequest {
@@ -256,6 +295,49 @@ impl Outbox {
             _ => state.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+/// A frame pushed to many outboxes (an event to a channel's subscribers, a member joining):
+/// the plain frame, and its compressed form, made at most once, when the first outbox of a
+/// connection that takes it compressed asks, then shared by `Bytes` reference like the
+/// plain one. Lives for one fan-out, on the publisher's stack (not `Sync`).
+pub struct Fanout {
+    plain: Bytes,
+    compressed: OnceCell<Option<Bytes>>,
+}
+
+impl Fanout {
+    /// A fan-out of `plain`, a frame made by [`crate::ws::text_frame`] or any other.
+    pub fn new(plain: Bytes) -> Self {
+        Fanout {
+            plain,
+            compressed: OnceCell::new(),
+        }
+    }
+
+    /// The uncompressed frame.
+    pub fn plain(&self) -> &Bytes {
+        &self.plain
+    }
+
+    fn for_outbox(&self, outbox: &Outbox) -> Bytes {
+        if !outbox.compresses(&self.plain) {
+            return self.plain.clone();
+        }
+        match self
+            .compressed
+            .get_or_init(|| compress_text_frame(&self.plain))
+        {
+            Some(compressed) => compressed.clone(),
+            None => self.plain.clone(),
+        }
+    }
+}
+
+impl From<Bytes> for Fanout {
+    fn from(plain: Bytes) -> Self {
+        Fanout::new(plain)
     }
 }
 

@@ -99,12 +99,12 @@ impl UserRegistry {
         } else {
             (&[], &[user])
         };
-        let frame = text_frame(&frame::watchlist_events(
+        let frame = crate::outbox::Fanout::new(text_frame(&frame::watchlist_events(
             on.iter().copied(),
             off.iter().copied(),
-        ));
+        )));
         for outbox in watchers {
-            outbox.push(frame.clone());
+            outbox.push_shared(&frame);
         }
     }
 

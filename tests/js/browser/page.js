@@ -43,6 +43,12 @@ window.connect = (name, auth = {}) => {
   });
 };
 
+/**
+ * The extensions client `name`'s WebSocket negotiated (`WebSocket.extensions`), read from
+ * pusher-js's connection internals: there is no public accessor.
+ */
+window.extensions = (name) => clients[name].connection.connection?.transport?.socket?.extensions ?? null;
+
 /** Subscribes client `name` to `channel`; every event on it (pusher: ones too) is logged. */
 window.subscribe = (name, channel) => {
   clients[name].subscribe(channel).bind_global((event, data) => {

@@ -45,7 +45,8 @@ const READ_BURST: usize = 64 * 1024;
 /// A read buffer's allocation is kept while it is at most this, or twice what it holds.
 const KEEP_READ_BUFFER: usize = 4096;
 
-/// Serves an admitted connection until it closes.
+/// Serves an admitted connection until it closes; `deflate`: it negotiated
+/// permessage-deflate.
 ///
 /// Everything the connection keeps is built here, synchronously, and moved into one
 /// future: nested futures or a span wrapper would each hold their own copy of it, and a
@@ -56,6 +57,7 @@ pub(super) fn run<S: Socket>(
     permit: ConnPermit,
     stream: S,
     pre_read: Bytes,
+    deflate: bool,
 ) -> impl Future<Output = ()> + Send {
     // `pre_read` is a slice of hyper's 8 KB read buffer and keeps all of it alive: copy the
     // few bytes (usually none) and let the buffer go before the connection settles in.
@@ -71,7 +73,7 @@ pub(super) fn run<S: Socket>(
         frames_written: 0,
         stamp: 0,
     };
-    let session = Session::new(&shared, slot);
+    let session = Session::new(&shared, slot, deflate);
     let held = Held {
         shared,
         permit: permit.detach(),
@@ -383,8 +385,9 @@ impl<S: Socket> Io<S> {
         let was_fragmented = self.decoder.fragments_in_progress();
         let mut message_ended = false;
         let mut messages = 0u64;
+        let deflate = session.outbox().deflate();
         let decoded = loop {
-            let next = self.decoder.decode(&mut self.read_buf);
+            let next = self.decoder.decode_with(&mut self.read_buf, deflate);
             if let Ok(Some(_)) = next {
                 messages += 1;
             }
@@ -659,7 +662,7 @@ mod tests {
             tls: None,
             console: Arc::default(),
         });
-        let future = run(shared, slot, permit, stream, Bytes::new());
+        let future = run(shared, slot, permit, stream, Bytes::new(), true);
         let size = std::mem::size_of_val(&future);
         println!(
             "connection future {size} B; Session {} B; Io {} B; Sleep {} B; Decoder {} B",

@@ -244,6 +244,16 @@ fn upgrade(
             .into_response();
     }
     let accept = codec::accept_key(key.as_bytes());
+    // Only a served connection negotiates: a refused one gets its two frames and goes.
+    let deflate = match &admission {
+        Admission::Serve(_) if shared.config.compression => herald_protocol::deflate::negotiate(
+            headers
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        ),
+        _ => None,
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::bad_request("Connection cannot be upgraded").into_response();
     };
@@ -256,12 +266,13 @@ fn upgrade(
                 return;
             }
         };
+        let on = deflate.is_some();
         let upgraded = match upgraded.downcast::<TokioIo<Watched<TcpStream>>>() {
-            Ok(parts) => return take_over(shared, admission, forwarded, parts).await,
+            Ok(parts) => return take_over(shared, admission, forwarded, parts, on).await,
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<Watched<TlsStream<TcpStream>>>>() {
-            Ok(parts) => take_over(shared, admission, forwarded, parts).await,
+            Ok(parts) => take_over(shared, admission, forwarded, parts, on).await,
             Err(_) => tracing::error!("Upgraded connection is not a watched TCP or TLS stream"),
         }
     });
@@ -273,6 +284,12 @@ fn upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    if let Some(agreed) = deflate {
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(agreed),
+        );
+    }
     response
 }
 
@@ -282,6 +299,7 @@ async fn take_over<U: socket::Upgraded>(
     admission: Admission,
     forwarded: Option<ForwardedCount>,
     parts: hyper::upgrade::Parts<TokioIo<Watched<U>>>,
+    deflate: bool,
 ) {
     let (stream, mut permit) = parts.io.into_inner().into_parts();
     let pre_read: Bytes = parts.read_buf;
@@ -294,7 +312,9 @@ async fn take_over<U: socket::Upgraded>(
         Admission::Serve(slot) => match stream.into_socket() {
             Ok(socket) => {
                 let tracker = shared.tracker.clone();
-                tracker.spawn(connection::run(shared, slot, permit, socket, pre_read));
+                tracker.spawn(connection::run(
+                    shared, slot, permit, socket, pre_read, deflate,
+                ));
             }
             Err(error) => tracing::debug!(%error, "Upgraded connection unusable"),
         },

@@ -59,11 +59,13 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(shared: &Shared, app: ConnectionSlot) -> Self {
+    /// `deflate`: the connection negotiated permessage-deflate.
+    pub(super) fn new(shared: &Shared, app: ConnectionSlot, deflate: bool) -> Self {
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::for_app(
             shared.config.outbox_max_bytes,
             app.serial(),
+            deflate.then_some(shared.config.compression_min_bytes),
         ));
         // The app may require a connection to sign in (or join a private channel) in time.
         let secs = app.config().user_authentication_timeout;
