@@ -9,13 +9,16 @@
 # Herald compresses by default, so the same default `herald serve` serves both clients: a
 # plain client gets plain frames, a deflate client (--deflate, which fails the run if the
 # server does not negotiate) gets frames of 256 B and more compressed. With SOCKUDO_BIN set,
-# sockudo runs too, with WEBSOCKET_COMPRESSION=shared (override: SOCKUDO_COMPRESSION), its
-# mode with no context takeover, the one whose frames each inflate on their own as the
-# harness reads them; its deflate client takes --deflate-optional, so the report's
+# sockudo runs too, with WEBSOCKET_COMPRESSION=shared (override: SOCKUDO_COMPRESSION; its
+# default is disabled). sockudo 5.2.0's modes: shared, window1kb and window2kb answer with
+# no context takeover both ways, as Herald does; dedicated and window4kb to window32kb keep
+# the server's context between messages, which the harness (a fresh inflater per message)
+# refuses with a clear error. Its deflate client takes --deflate-optional, so the report's
 # "deflate" says whether sockudo negotiated.
 #
 # Each measurement starts a fresh server, and runs alternate plain and deflate (and the
-# servers) so that drift on the shared machine hits all. One JSON line per run goes to
+# servers) so that drift on the shared machine hits all. A run that fails (--deflate against
+# a server that declines) prints why and is left out. One JSON line per run goes to
 # bench/results/deflate.jsonl, tagged "server" and "client"; the medians are printed at
 # the end.
 # Usage: [SOCKUDO_BIN=/path/to/sockudo] bench/deflate.sh [runs]   (default 3)
@@ -66,12 +69,8 @@ for _ in $(seq "$runs"); do
   for server in $servers; do
     for client in plain deflate; do
       start "$server"; bench "$server" "$client" "${fanout[@]}"; stop
+      start "$server"; bench "$server" "$client" "${idle[@]}"; stop
     done
-  done
-done
-for server in $servers; do
-  for client in plain deflate; do
-    start "$server"; bench "$server" "$client" "${idle[@]}"; stop
   done
 done
 
