@@ -36,3 +36,26 @@ start_sockudo() {
   done
   sleep 0.5
 }
+
+# start_soketi BIN DIR PORT [VAR=VALUE...]: starts soketi (BIN: node_modules/.bin/soketi of an
+# install made with `npm install --ignore-scripts @soketi/soketi@1.6.1` and the override
+# `"uWebSockets.js": "npm:@trufflesuite/uws-js-unofficial@20.30.0-unofficial.0"`) in DIR
+# (log: DIR/soketi.log) on PORT, metrics on PORT+1, with its default app set to Herald's
+# credentials, client events and user authentication on (its limits are off by default),
+# plus the VAR=VALUE settings; waits (up to 10 s) until it listens. Sets SOKETI_PID to the
+# node process that serves (soketi runs in one process by default).
+start_soketi() {
+  local bin=$1 dir=$2 port=$3
+  shift 3
+  (cd "$dir" && exec env SOKETI_DEFAULT_APP_ID=1 SOKETI_DEFAULT_APP_KEY=app-key \
+    SOKETI_DEFAULT_APP_SECRET=app-secret SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES=true \
+    SOKETI_DEFAULT_APP_USER_AUTHENTICATION=true SOKETI_PORT="$port" \
+    SOKETI_METRICS_SERVER_PORT=$((port + 1)) "$@" \
+    node "$(readlink -f "$bin")" start > "$dir/soketi.log" 2>&1) &
+  SOKETI_PID=$!
+  for _ in $(seq 100); do
+    (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  sleep 0.5
+}

@@ -10,7 +10,8 @@ import json
 import statistics
 import sys
 
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ALL = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+SERVERS = list(dict.fromkeys(r.get("server", "herald") for r in ALL))
 
 
 def get(r, key):
@@ -20,7 +21,7 @@ def get(r, key):
 
 
 def stat(mode, key):
-    vals = [v for v in (get(r, key) for r in rows if r.get("mode") == mode) if v is not None]
+    vals = [v for v in (get(r, key) for r in ROWS if r.get("mode") == mode) if v is not None]
     if not vals:
         return float("nan"), "no runs"
     return statistics.median(vals), f"{min(vals):.2f}..{max(vals):.2f} over {len(vals)}"
@@ -41,18 +42,25 @@ KEYS = [
                         "leave_latency.p99_us", "server_cpu_us_per_join_or_leave", "server_cpu_us_per_delivery",
                         "lost", "lost_removed", "errors", "server_rss_peak_bytes", "harness_cpu_s"]),
 ]
-for mode, keys in KEYS:
-    for key in keys:
-        m, spread = stat(mode, key)
-        target = TARGETS.get((mode, key), "")
-        print(f"{mode:15} {key:33} {m:>12.2f}   ({spread})  {target}")
+def report():
+    for mode, keys in KEYS:
+        for key in keys:
+            m, spread = stat(mode, key)
+            target = TARGETS.get((mode, key), "")
+            print(f"{mode:15} {key:33} {m:>12.2f}   ({spread})  {target}")
 
-room_cpu, _ = stat("room", "server_cpu_us_per_delivery")
-over = []
-for r in rows:
-    if r.get("mode") == "presence-churn" and r.get("server_cpu_s") is not None:
-        changes = max(1, r["joins"] + r["leaves"])
-        over.append(r["server_cpu_us_per_join_or_leave"] - r["deliveries"] / changes * room_cpu)
-if over:
-    print(f"{'presence-churn':15} {'cpu_us_per_change_over_fanout':33} {statistics.median(over):>12.2f}"
-          f"   ({min(over):.2f}..{max(over):.2f} over {len(over)})  <= 40")
+    room_cpu, _ = stat("room", "server_cpu_us_per_delivery")
+    over = []
+    for r in ROWS:
+        if r.get("mode") == "presence-churn" and r.get("server_cpu_s") is not None:
+            changes = max(1, r["joins"] + r["leaves"])
+            over.append(r["server_cpu_us_per_join_or_leave"] - r["deliveries"] / changes * room_cpu)
+    if over:
+        print(f"{'presence-churn':15} {'cpu_us_per_change_over_fanout':33} {statistics.median(over):>12.2f}"
+              f"   ({min(over):.2f}..{max(over):.2f} over {len(over)})  <= 40")
+
+
+for server in SERVERS:
+    ROWS = [r for r in ALL if r.get("server", "herald") == server]
+    print(f"== {server}")
+    report()

@@ -223,13 +223,14 @@ impl Client {
     }
 
     async fn fill(&mut self) -> std::io::Result<()> {
-        let mut chunk = [0u8; 16384];
-        let n = self.stream.read(&mut chunk).await?;
+        // Straight into the buffer's spare room: a zeroed stack chunk per read was 12 % of
+        // the harness's CPU in a room run (memset), and its copy another 4 %.
+        self.buf.reserve(16384);
+        let n = self.stream.read_buf(&mut self.buf).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         self.wire_bytes += n as u64;
-        self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
 
@@ -237,6 +238,10 @@ impl Client {
     pub async fn next_frame(&mut self) -> std::io::Result<Vec<u8>> {
         loop {
             if let Some(payload) = take_frame(&mut self.buf, self.deflate)? {
+                // Thousands of idle clients must not each keep a read's worth of room.
+                if self.buf.is_empty() && self.buf.capacity() > 16384 {
+                    self.buf = Vec::new();
+                }
                 return Ok(payload);
             }
             self.fill().await?;
