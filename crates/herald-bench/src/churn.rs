@@ -191,8 +191,17 @@ pub async fn presence_churn(app: &App, pids: &[u32], p: Churn) -> std::io::Resul
             rx,
         )));
     }
-    // Let the members read the member_added frames of the setup before counting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the members read the member_added frames of the setup before counting: one per
+    // pair of members of a channel, C·M(M−1)/2 in all. A fixed second was not enough on a
+    // loaded machine or a slower server, and the setup's backlog then counted as churn
+    // deliveries and delayed the first joins' events.
+    let setup = (p.channels * p.members * (p.members - 1) / 2) as u64;
+    let waited = Instant::now();
+    while shared.added.load(Ordering::Relaxed) < setup && waited.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (added_before, removed_before) = (
         shared.added.load(Ordering::Relaxed),
         shared.removed.load(Ordering::Relaxed),
