@@ -736,7 +736,9 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
         .lock()
         .map_err(|_| std::io::Error::other("poisoned"))?;
     let ms = |ns: u64| (ns as f64 / 1e5).round() / 10.0;
-    let server_cpu = before.zip(during).map(|(b, d)| d.cpu_secs - b.cpu_secs);
+    let server_cpu = before
+        .zip(during)
+        .map(|(b, d)| ((d.cpu_secs - b.cpu_secs) * 100.0).round() / 100.0);
     let report = json!({
         "mode": "storm",
         "via": a.via.name(),
