@@ -24,13 +24,18 @@
 # With SOCKUDO_BIN set, sockudo runs the same storms, with user authentication on
 # (SOCKUDO_DEFAULT_APP_ENABLE_USER_AUTHENTICATION; off by default, which refuses every
 # pusher:signin) and the limits bench/lib.sh raises. Its terminate_connections closes with
-# 4009 (not configurable), and answers once the user's sockets are closed.
+# 4009 (not configurable), and answers once the user's sockets are closed. With SOKETI_BIN
+# set (node_modules/.bin/soketi of @soketi/soketi), soketi runs them too, with Herald's
+# credentials and user authentication on (SOKETI_DEFAULT_APP_USER_AUTHENTICATION); its
+# terminate_connections sends pusher:error 4009 and closes with 4009. The peers listen on
+# free ports picked for each run, and a run stops if the port answers for another process
+# (a soak of another checkout, say), so the storm never lands on someone else's server.
 #
 # Each run starts a fresh server; sizes and servers alternate so drift on the shared machine
 # hits all. One JSON line per run goes to bench/results/storm.jsonl, tagged "server"; the
 # medians are printed at the end, with the load average before and after.
-# Usage: [SOCKUDO_BIN=/path/to/sockudo] [STORM_CLIENTS="18500 19000"] bench/storm.sh [runs]
-#        (default 3 runs)
+# Usage: [SOCKUDO_BIN=/path/to/sockudo] [SOKETI_BIN=/path/to/soketi]
+#        [STORM_CLIENTS="18500 19000"] bench/storm.sh [runs]   (default 3 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -44,6 +49,7 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 cat > "$tmp/herald.toml" <<'EOF'
 max_open_connections = 19950
+admin_port = 0
 [[apps]]
 id = "1"
 key = "app-key"
@@ -51,15 +57,36 @@ secret = "app-secret"
 terminate_close_code = 4200
 EOF
 
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# listens PID PORT: whether PID itself is the process listening on PORT.
+listens() { ss -ltnpH "sport = :$2" 2>/dev/null | grep "pid=$1," > /dev/null; }
 start() { # server; sets pid and addr
+  local port
   case $1 in
     herald)
       start_herald target/release/herald --config "$tmp/herald.toml"
       pid=$HERALD_PID addr=$HERALD_ADDR ;;
     sockudo)
-      start_sockudo "$SOCKUDO_BIN" "$tmp" 16001 SOCKUDO_DEFAULT_APP_ENABLE_USER_AUTHENTICATION=true
-      pid=$SOCKUDO_PID addr=127.0.0.1:16001 ;;
+      # sockudo also serves metrics on port + 1.
+      port=$(free_port)
+      start_sockudo "$SOCKUDO_BIN" "$tmp" "$port" SOCKUDO_DEFAULT_APP_ENABLE_USER_AUTHENTICATION=true
+      pid=$SOCKUDO_PID addr=127.0.0.1:$port ;;
+    soketi)
+      port=$(free_port)
+      (cd "$tmp" && exec env SOKETI_DEFAULT_APP_ID=1 SOKETI_DEFAULT_APP_KEY=app-key \
+        SOKETI_DEFAULT_APP_SECRET=app-secret SOKETI_DEFAULT_APP_USER_AUTHENTICATION=true \
+        SOKETI_PORT="$port" SOKETI_METRICS_SERVER_PORT=$((port + 1)) \
+        "$SOKETI_BIN" start > "$tmp/soketi.log" 2>&1) &
+      pid=$! addr=127.0.0.1:$port
+      for _ in $(seq 100); do listens "$pid" "$port" && break; sleep 0.1; done
+      sleep 0.5 ;;
   esac
+  if [ "$1" != herald ] && ! listens "$pid" "$port"; then
+    echo "$1 (pid $pid) is not the process listening on $port; stopping" >&2
+    exit 1
+  fi
 }
 stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; }
 bench() { # server clients
@@ -73,7 +100,8 @@ bench() { # server clients
 }
 
 servers=herald
-[ -n "${SOCKUDO_BIN:-}" ] && servers="herald sockudo"
+[ -n "${SOCKUDO_BIN:-}" ] && servers="$servers sockudo"
+[ -n "${SOKETI_BIN:-}" ] && servers="$servers soketi"
 echo "load before: $(uptime)" >&2
 for _ in $(seq "$runs"); do
   for clients in $sizes; do
