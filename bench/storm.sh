@@ -28,8 +28,9 @@
 # set (node_modules/.bin/soketi of @soketi/soketi), soketi runs them too, with Herald's
 # credentials and user authentication on (SOKETI_DEFAULT_APP_USER_AUTHENTICATION); its
 # terminate_connections sends pusher:error 4009 and closes with 4009. The peers listen on
-# free ports picked for each run, and a run stops if the port answers for another process
-# (a soak of another checkout, say), so the storm never lands on someone else's server.
+# free ports below the ephemeral range picked for each run; a server that is not itself
+# the process listening there (a soak of another checkout held one) is restarted on another
+# port, three times at most, so the storm never lands on someone else's server.
 #
 # Each run starts a fresh server; sizes and servers alternate so drift on the shared machine
 # hits all. One JSON line per run goes to bench/results/storm.jsonl, tagged "server"; the
@@ -57,13 +58,33 @@ secret = "app-secret"
 terminate_close_code = 4200
 EOF
 
+# free_port: a port below the ephemeral range (where the clients' own ports are) that is
+# free with the next one too (the peers' metrics).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 -c '
+import random, socket
+while True:
+    port = random.randrange(20000, 32000, 2)
+    try:
+        for p in (port, port + 1):
+            socket.socket().bind(("0.0.0.0", p))
+    except OSError:
+        continue
+    print(port)
+    break'
 }
 # listens PID PORT: whether PID itself is the process listening on PORT.
 listens() { ss -ltnpH "sport = :$2" 2>/dev/null | grep "pid=$1," > /dev/null; }
-start() { # server; sets pid and addr
-  local port
+port=
+start() { # server; sets pid and addr; tries three ports before giving up
+  for _ in 1 2 3; do
+    start_once "$1" && return
+    echo "$1 (pid $pid) is not the process listening on $port: $(tail -3 "$tmp/$1.log" 2>/dev/null)" >&2
+    stop
+  done
+  exit 1
+}
+start_once() {
   case $1 in
     herald)
       start_herald target/release/herald --config "$tmp/herald.toml"
@@ -83,10 +104,7 @@ start() { # server; sets pid and addr
       for _ in $(seq 100); do listens "$pid" "$port" && break; sleep 0.1; done
       sleep 0.5 ;;
   esac
-  if [ "$1" != herald ] && ! listens "$pid" "$port"; then
-    echo "$1 (pid $pid) is not the process listening on $port; stopping" >&2
-    exit 1
-  fi
+  [ "$1" = herald ] || listens "$pid" "$port"
 }
 stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; }
 bench() { # server clients

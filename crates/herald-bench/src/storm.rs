@@ -651,6 +651,7 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
     let own_before = proc_stats::own_cpu_secs();
     let (peak_rss, sampler) = peak_rss_sampler(pids, before);
     let storm_at = nanos_since(base);
+    let storm_unix_ms = unix_ms();
     shared.storm_at.store(storm_at, Ordering::Relaxed);
     let trigger = {
         let (app, names, via, pid) = (app.clone(), names.clone(), a.via, a.drain_pid);
@@ -739,7 +740,7 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
     let server_cpu = before
         .zip(during)
         .map(|(b, d)| ((d.cpu_secs - b.cpu_secs) * 100.0).round() / 100.0);
-    let report = json!({
+    let mut report = json!({
         "mode": "storm",
         "via": a.via.name(),
         "storm_clients": a.clients,
@@ -747,6 +748,7 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
         "users": names.users,
         "rate_events_per_s": a.rate,
         "setup_connects_per_s": (n as f64 / setup_secs).round(),
+        "storm_started_unix_ms": storm_unix_ms,
         "setup_refused": shared.setup_refused.load(Ordering::Relaxed),
         "trigger_errors": trigger_errors,
         "trigger_error": trigger_error,
@@ -763,6 +765,9 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
         "refused": shared.refused.load(Ordering::Relaxed),
         "refused_by": tally.refused_by,
         "first_refusal": tally.first_refusal,
+    });
+    // Two halves: one json! of every field passes serde_json's macro recursion limit.
+    let more = json!({
         "events_sent": events.iter().filter(|e| e.ok).count(),
         "publish_errors": events.iter().filter(|e| !e.ok).count(),
         "deliveries": deliveries,
@@ -782,6 +787,9 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
         "server_fds_before": fds_before,
         "server_fds_after": fds_after,
     });
+    if let (Some(report), Value::Object(more)) = (report.as_object_mut(), more) {
+        report.extend(more);
+    }
     eprintln!("{}", summary(&report));
     Ok(report)
 }
