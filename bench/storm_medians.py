@@ -25,9 +25,11 @@ def cell(column, key, scale):
     vals = [v * scale for v in vals if v is not None]
     if not vals:
         return "—"
-    text = f"{statistics.median(vals):,.1f}".removesuffix(".0")
+    digits = 1 if max(abs(v) for v in vals) < 100 and any(v != int(v) for v in vals) else 0
+    show = lambda v: f"{v:,.{digits}f}"
+    text = show(statistics.median(vals))
     if len(vals) > 1 and min(vals) != max(vals):
-        text += f" ({min(vals):,.0f}–{max(vals):,.0f})"
+        text += f" ({show(min(vals))}–{show(max(vals))})"
     if missing:
         text += f", {missing} not all back"
     return text
