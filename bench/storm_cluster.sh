@@ -18,10 +18,12 @@
 # changes waiting for Redis per app and node: a drain brings 2 per client, a sign-in and a
 # subscription, to node B at once). One JSON line per run goes to
 # bench/results/storm_cluster.jsonl; the medians are printed at the end.
-# Usage: bench/storm_cluster.sh [runs]   (default 3)
+# Usage: [CLUSTER_CLIENTS=20000] [DRAIN_CLIENTS=18500] bench/storm_cluster.sh [runs]
+#        (default 3 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
+half=$(( ${CLUSTER_CLIENTS:-20000} / 2 )) drain_clients=${DRAIN_CLIENTS:-18500}
 cargo build --release -q -p herald-cli -p herald-bench
 out=bench/results/storm_cluster.jsonl
 mkdir -p bench/results
@@ -62,10 +64,10 @@ cluster_run() {
   node b; local pb=$node_pid ab=$node_addr
   # Far enough ahead for both setups (10,000 connections each, ~1 s apiece here).
   local at=$(( $(date +%s%3N) + 8000 ))
-  target/release/herald-bench --addr "$aa" --pid "$pa" storm --clients 10000 --prefix a- \
+  target/release/herald-bench --addr "$aa" --pid "$pa" storm --clients "$half" --prefix a- \
     --storm-at-unix-ms "$at" "${storm[@]}" > "$tmp/a.json" 2> "$tmp/a.log" &
   local ja=$!
-  target/release/herald-bench --addr "$ab" --pid "$pb" storm --clients 10000 --prefix b- \
+  target/release/herald-bench --addr "$ab" --pid "$pb" storm --clients "$half" --prefix b- \
     --storm-at-unix-ms "$at" "${storm[@]}" > "$tmp/b.json" 2> "$tmp/b.log" &
   local jb=$!
   local ok=1
@@ -114,7 +116,7 @@ drain_run() {
   flush
   node a; local pa=$node_pid aa=$node_addr
   node b; local pb=$node_pid ab=$node_addr
-  if target/release/herald-bench --addr "$ab" --pid "$pb" storm --clients 18500 --via drain \
+  if target/release/herald-bench --addr "$ab" --pid "$pb" storm --clients "$drain_clients" --via drain \
     --connect-to "$aa" --reconnect-to "$ab" --drain-pid "$pa" --hold 3 "${storm[@]}" \
     > "$tmp/d.json" 2> "$tmp/d.log"; then
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server"]="herald-drain"; r["nodes"]=2; print(json.dumps(r))' \
