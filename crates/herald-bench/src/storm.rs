@@ -150,6 +150,23 @@ impl Shared {
         }
     }
 
+    /// Counts a failed attempt: at the setup, or to come back.
+    fn refuse(&self, setup: bool, reason: &'static str, detail: String) {
+        if setup {
+            self.setup_refused.fetch_add(1, Ordering::Relaxed);
+            self.tally(|t| {
+                t.first_setup_refusal.get_or_insert(detail);
+            });
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            self.tally(|t| {
+                *t.refused_by.entry(reason).or_default() += 1;
+                t.first_refusal
+                    .get_or_insert_with(|| format!("{reason}: {detail}"));
+            });
+        }
+    }
+
     fn storm_started(&self) -> bool {
         self.storm_at.load(Ordering::Relaxed) != u64::MAX
     }
@@ -186,6 +203,9 @@ struct Outcome {
     closed_before_storm: u64,
     /// The start of the connection the client ended the run on (when it was confirmed).
     session_at: u64,
+    /// Whether the client ended the run connected; one still coming back is left out of
+    /// the losses (it is counted in `not_resubscribed`).
+    live: bool,
     /// Sequence numbers received on that connection.
     session: Vec<u64>,
     /// Publish and receipt time of that connection's first event.
@@ -271,13 +291,17 @@ fn connect_refusal(error: &std::io::Error) -> &'static str {
 
 /// Connects, signs in as `user_data`'s user and subscribes to `channel`, as pusher-js does
 /// on every (re)connection: the sign-in and the subscription go out together, and the client
-/// is back once both are confirmed.
+/// is back once both are confirmed. A `subscription_error` (Herald's ServerBusy, say) leaves
+/// the socket open, so only the subscription is retried, as an app told to "retry shortly"
+/// would; each one counts as a refusal.
 async fn establish(
     app: &App,
     addr: SocketAddr,
     i: usize,
     channel: &str,
     user_data: &str,
+    shared: &Shared,
+    setup: bool,
 ) -> Result<Client, Refusal> {
     let attempt = async {
         let mut c = Client::connect(app, addr, i)
@@ -290,17 +314,23 @@ async fn establish(
             .map_err(io)?;
         let subscribe = c.subscribe_message(channel, None, None);
         c.send_text(&subscribe).await.map_err(io)?;
-        let (mut signed_in, mut subscribed) = (false, false);
+        let (mut signed_in, mut subscribed, mut retries) = (false, false, 0);
         while !(signed_in && subscribed) {
             let (opcode, frame) = next(&mut c).await.map_err(io)?;
+            let text = || String::from_utf8_lossy(&frame).into_owned();
             if opcode == 0x8 {
                 return Err(("closed", format!("close {}", close_code(&frame))));
             } else if find(&frame, b"signin_success").is_some() {
                 signed_in = true;
             } else if find(&frame, b"subscription_succeeded").is_some() {
                 subscribed = true;
+            } else if find(&frame, b"subscription_error").is_some() {
+                shared.refuse(setup, "subscription_error", text());
+                retries += 1;
+                tokio::time::sleep(backoff(retries, i)).await;
+                c.send_text(&subscribe).await.map_err(io)?;
             } else if find(&frame, b"pusher:error").is_some() || find(&frame, b"_error").is_some() {
-                return Err(("pusher_error", String::from_utf8_lossy(&frame).into_owned()));
+                return Err(("pusher_error", text()));
             }
         }
         Ok(c)
@@ -308,6 +338,37 @@ async fn establish(
     tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
         .await
         .unwrap_or_else(|_| Err(("timeout", format!("not back within {ATTEMPT_TIMEOUT:?}"))))
+}
+
+/// Tries until the client is back, after a short backoff each time; `None` if the run
+/// stopped first.
+async fn come_back(
+    app: &App,
+    addr: SocketAddr,
+    i: usize,
+    (channel, user_data): (&str, &str),
+    shared: &Shared,
+    setup: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Client> {
+    let mut attempt = 0;
+    loop {
+        // Boxed: the handshake's state is large, and most clients are not in one.
+        let result = tokio::select! {
+            r = Box::pin(establish(app, addr, i, channel, user_data, shared, setup)) => r,
+            _ = stop.wait_for(|s| *s) => return None,
+        };
+        match result {
+            Ok(c) => return Some(c),
+            Err((reason, detail)) => {
+                shared.refuse(setup, reason, detail);
+                attempt += 1;
+                if sleep_or_stop(backoff(attempt, i), stop).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Sleeps `duration`; true if the run was stopped meanwhile.
@@ -342,26 +403,23 @@ async fn client(
     };
     let channel = names.channel(out.channel);
     let user_data = format!(r#"{{"id":"{}"}}"#, names.user(i % names.users));
+    let identity = (channel.as_str(), user_data.as_str());
     let permit = gate.acquire().await;
-    let mut attempt = 0;
-    // Boxed: the handshake's state is large, and only a few hundred are in flight at once.
-    let mut c = loop {
-        match Box::pin(establish(&app, names.connect_to, i, &channel, &user_data)).await {
-            Ok(c) => break c,
-            Err((_, detail)) => {
-                shared.setup_refused.fetch_add(1, Ordering::Relaxed);
-                shared.tally(|t| {
-                    t.first_setup_refusal.get_or_insert(detail);
-                });
-                attempt += 1;
-                if sleep_or_stop(backoff(attempt, i), &mut stop).await {
-                    return out;
-                }
-            }
-        }
+    let first = come_back(
+        &app,
+        names.connect_to,
+        i,
+        identity,
+        &shared,
+        true,
+        &mut stop,
+    );
+    let Some(mut c) = first.await else {
+        return out;
     };
     drop(permit);
     out.session_at = nanos_since(base);
+    out.live = true;
     shared.ready.fetch_add(1, Ordering::Relaxed);
     loop {
         let frame = tokio::select! {
@@ -384,6 +442,7 @@ async fn client(
         // Dropped without a Close of its own: the server takes the end of the stream for
         // one, and the client is on its way back sooner.
         drop(c);
+        out.live = false;
         let closed_at = nanos_since(base);
         shared.tally(|t| *t.close_codes.entry(code).or_default() += 1);
         if !shared.storm_started() {
@@ -392,30 +451,26 @@ async fn client(
             out.closed_at = Some(closed_at);
         }
         // At once, as pusher-js does on 4200, whatever the code.
-        let mut attempt = 0;
-        c = loop {
-            match Box::pin(establish(&app, names.reconnect_to, i, &channel, &user_data)).await {
-                Ok(c) => break c,
-                Err((reason, detail)) => {
-                    shared.refused.fetch_add(1, Ordering::Relaxed);
-                    shared.tally(|t| {
-                        *t.refused_by.entry(reason).or_default() += 1;
-                        t.first_refusal
-                            .get_or_insert_with(|| format!("{reason}: {detail}"));
-                    });
-                    attempt += 1;
-                    if sleep_or_stop(backoff(attempt, i), &mut stop).await {
-                        return out;
-                    }
-                }
-            }
+        let again = come_back(
+            &app,
+            names.reconnect_to,
+            i,
+            identity,
+            &shared,
+            false,
+            &mut stop,
+        );
+        let Some(fresh) = again.await else {
+            return out;
         };
+        c = fresh;
         let now = nanos_since(base);
         if out.closed_at.is_some() && out.back_at.is_none() {
             out.back_at = Some(now);
             shared.back.fetch_add(1, Ordering::Relaxed);
         }
         out.session_at = now;
+        out.live = true;
         out.session.clear();
         out.first = None;
     }
@@ -551,7 +606,7 @@ fn losses(outcomes: &[Outcome], events: &[Published], channels: usize) -> (u64, 
         list.sort_unstable();
     }
     let (mut expected, mut lost, mut duplicates) = (0, 0, 0);
-    for o in outcomes {
+    for o in outcomes.iter().filter(|o| o.live) {
         let mut got = o.session.clone();
         got.sort_unstable();
         let before = got.len();
@@ -873,6 +928,7 @@ mod tests {
         let client = |channel, session_at, session: &[u64]| Outcome {
             channel,
             session_at,
+            live: true,
             session: session.to_vec(),
             ..Outcome::default()
         };
@@ -883,6 +939,11 @@ mod tests {
             client(0, 5, &[0, 2, 2, 4]),
             // Channel 1 after 20: only 3, which the server refused.
             client(1, 20, &[]),
+            // Still coming back at the end: nothing is due.
+            Outcome {
+                live: false,
+                ..client(0, 0, &[])
+            },
         ];
         assert_eq!(losses(&outcomes, &events, 2), (5, 1, 1));
     }
