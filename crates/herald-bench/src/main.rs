@@ -11,6 +11,7 @@ mod modes;
 mod payload;
 mod proc_stats;
 mod progress;
+mod storm;
 mod stream;
 mod summary;
 mod wsclient;
@@ -141,6 +142,10 @@ enum Mode {
         #[arg(long)]
         subscribe: bool,
     },
+    /// Reconnect storm: N clients signed in and subscribed, closed by the server at once
+    /// (terminate_connections for every user, or a node's drain), timed until every one is
+    /// back, with events published throughout (see storm.rs).
+    Storm(storm::Args),
 }
 
 #[tokio::main]
@@ -264,6 +269,7 @@ async fn main() -> ExitCode {
         Mode::Connections { count, subscribe } => {
             modes::connections(&app, &cli.pid, count, subscribe, cli.progress).await
         }
+        Mode::Storm(args) => storm::storm(&app, &cli.pid, cli.progress, args).await,
     };
     match result {
         Ok(mut report) => {
