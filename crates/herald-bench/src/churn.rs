@@ -40,26 +40,26 @@ pub struct Churn {
 }
 
 /// What a member's connection is told to do.
-enum Command {
+pub(crate) enum Command {
     Leave,
     Join,
 }
 
 /// What the members' tasks share.
-struct Shared {
-    base: Instant,
+pub(crate) struct Shared {
+    pub(crate) base: Instant,
     /// Per member (by global index): when its pending join / leave was sent, in nanoseconds
     /// since `base`; 0 when none is pending.
-    join_sent: Vec<AtomicU64>,
-    leave_sent: Vec<AtomicU64>,
+    pub(crate) join_sent: Vec<AtomicU64>,
+    pub(crate) leave_sent: Vec<AtomicU64>,
     /// member_added / member_removed frames received by all members.
-    added: AtomicU64,
-    removed: AtomicU64,
+    pub(crate) added: AtomicU64,
+    pub(crate) removed: AtomicU64,
     /// Joins / leaves whose event reached the channel's observer.
-    added_seen: AtomicU64,
-    removed_seen: AtomicU64,
+    pub(crate) added_seen: AtomicU64,
+    pub(crate) removed_seen: AtomicU64,
     /// Error frames (a refused subscription, say).
-    errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// The member index in a member event's `user_id` (`u{index}`), without parsing the JSON.
@@ -84,7 +84,7 @@ fn observe(sent: &[AtomicU64], index: usize, base: Instant, h: &mut Histogram<u6
 /// One member's connection: counts member events, times them at the observer, and leaves
 /// or joins on command until its command channel closes. Returns the observer's join and
 /// leave latencies (empty for the others).
-async fn member(
+pub(crate) async fn member(
     mut c: Client,
     app: App,
     index: usize,
@@ -115,6 +115,13 @@ async fn member(
                             .is_some_and(|i| observe(&shared.leave_sent, i, base, &mut leaves))
                     {
                         shared.removed_seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else if find(&frame, b"pusher:ping").is_some() {
+                    // Members that never churn (the observer) would otherwise be closed
+                    // by the server's activity timeout in runs longer than two minutes.
+                    let pong = r#"{"event":"pusher:pong","data":{}}"#;
+                    if c.send_text(pong).await.is_err() {
+                        break;
                     }
                 } else if find(&frame, b"error").is_some() {
                     shared.errors.fetch_add(1, Ordering::Relaxed);

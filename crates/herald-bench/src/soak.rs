@@ -1,0 +1,975 @@
+//! Soak: a mixed workload held for a long time, sampled every few seconds, to show what a
+//! short benchmark cannot: memory or descriptors that creep up, latency that drifts, events
+//! lost after an hour. All of it runs at once against one server:
+//!
+//! - fan-out: subscribers over public channels, fed by HTTP triggers (single events from
+//!   half of the publishers, batches from the other half); every event carries its
+//!   channel's sequence number and its publish time;
+//! - client events: pairs of connections on a private channel, each relaying to its peer;
+//! - presence churn: members leaving and joining presence channels (`churn.rs`'s members);
+//! - connection churn: connections opened, subscribed to a channel of their own and closed
+//!   continuously, so the server creates and frees sockets and channels all the time;
+//! - webhooks: a minimal HTTP sink on 127.0.0.1 counts what the server posts, if it was
+//!   configured to post there (a server that sends none is not an error).
+//!
+//! Loss is measured only on the fan-out subscribers, which never churn: a subscriber
+//! connected for the whole run must get every event the server accepted. Events are counted
+//! by the second they were published in, so an event in flight at a sample is not counted
+//! lost; a sample judges the seconds that ended `LAG` before it, the summary all of them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::churn::{member, Command, Shared};
+use crate::http::{App, Conn};
+use crate::modes::{leading_number, nanos_since, new_histogram, percentiles};
+use crate::proc_stats;
+use crate::progress::Progress;
+use crate::wsclient::{find, Client, Kind};
+
+/// How long after a second ends its events must have arrived before a sample judges them.
+const LAG: u64 = 5;
+
+/// How often every long-lived connection shows the server it is alive: servers close a
+/// connection that stays silent past their activity timeout (Herald's 120 s) plus a ping.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Soak parameters.
+pub struct Soak {
+    pub progress: bool,
+    pub duration: Duration,
+    pub sample: Duration,
+    /// Where the samples go (one JSON line each); none: stdout, before the summary.
+    pub samples: Option<PathBuf>,
+    pub subscribers: usize,
+    pub channels: usize,
+    /// Fan-out events per second, all channels together.
+    pub rate: u64,
+    pub payload: usize,
+    /// Events per batch request from the batch publishers; 1: single triggers only.
+    pub batch: usize,
+    pub pairs: usize,
+    /// Client events per second sent by each connection of a pair.
+    pub client_event_rate: u64,
+    pub presence_channels: usize,
+    pub presence_members: usize,
+    /// Presence joins plus leaves per second, all channels together.
+    pub presence_churn: u64,
+    /// Connections opened (and as many closed) per second.
+    pub connection_churn: u64,
+    /// Churned connections open at once: each lives about hold / churn seconds.
+    pub connection_hold: usize,
+    /// Port of the webhook sink on 127.0.0.1 (0: any free port, printed on stderr).
+    pub webhook_port: u16,
+}
+
+/// Counters shared by every task; each sample takes the difference since the last.
+struct Ctx {
+    base: Instant,
+    /// Fan-out deliveries the server owes, and those received, by the second (since `base`)
+    /// the event was published in.
+    expected: Vec<AtomicU64>,
+    received: Vec<AtomicU64>,
+    deliveries: AtomicU64,
+    /// A subscriber got an event whose sequence number was not above the last one it got
+    /// on its channel: a duplicate or a reordering.
+    out_of_order: AtomicU64,
+    events_published: AtomicU64,
+    requests: AtomicU64,
+    client_sent: AtomicU64,
+    client_received: AtomicU64,
+    client_latency: Mutex<Histogram<u64>>,
+    churn_opened: AtomicU64,
+    churn_closed: AtomicU64,
+    connect_latency: Mutex<Histogram<u64>>,
+    webhook_posts: AtomicU64,
+    webhook_events: Mutex<BTreeMap<String, u64>>,
+    /// Refused triggers, dropped long-lived connections, failed connects, error frames,
+    /// malformed webhook requests.
+    errors: AtomicU64,
+    error_kinds: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Ctx {
+    fn error(&self, kind: &'static str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut kinds) = self.error_kinds.lock() {
+            *kinds.entry(kind).or_default() += 1;
+        }
+    }
+
+    fn second(&self, t: u64) -> usize {
+        ((t / 1_000_000_000) as usize).min(self.expected.len() - 1)
+    }
+}
+
+/// The number after `marker` in `frame`, without parsing the JSON.
+fn number_after(frame: &[u8], marker: &[u8]) -> Option<u64> {
+    leading_number(&frame[find(frame, marker)? + marker.len()..])
+}
+
+/// The publish time and sequence number of a fan-out event or a client event, whether the
+/// server relays `data` as a JSON string (quotes escaped) or as an object.
+fn stamp(frame: &[u8]) -> Option<(u64, u64)> {
+    let escaped = (
+        number_after(frame, br#"t\":"#),
+        number_after(frame, br#"s\":"#),
+    );
+    match escaped {
+        (Some(t), Some(s)) => Some((t, s)),
+        _ => Some((
+            number_after(frame, br#""t":"#)?,
+            number_after(frame, br#""s":"#)?,
+        )),
+    }
+}
+
+const PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
+const PING: &str = r#"{"event":"pusher:ping","data":{}}"#;
+
+/// A fan-out subscriber: times and counts every event until `stop` turns true.
+async fn subscriber(
+    mut c: Client,
+    ctx: Arc<Ctx>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_seq: Option<u64> = None;
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            frame = c.next_frame() => {
+                let Ok(frame) = frame else {
+                    if !*stop.borrow() {
+                        ctx.error("subscriber_dropped");
+                    }
+                    return;
+                };
+                if let Some((t, seq)) = stamp(&frame) {
+                    let now = nanos_since(ctx.base);
+                    if let Ok(mut h) = hist.lock() {
+                        let _ = h.record(now.saturating_sub(t).max(1));
+                    }
+                    ctx.deliveries.fetch_add(1, Ordering::Relaxed);
+                    ctx.received[ctx.second(t)].fetch_add(1, Ordering::Relaxed);
+                    if last_seq.is_some_and(|last| seq <= last) {
+                        ctx.out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last_seq = Some(last_seq.map_or(seq, |last| last.max(seq)));
+                } else if find(&frame, b"pusher:ping").is_some() {
+                    let _ = c.send_text(PONG).await;
+                } else if find(&frame, b"pusher:error").is_some() {
+                    ctx.error("error_frame");
+                }
+            }
+            _ = keepalive.tick() => {
+                let _ = c.send_text(PING).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A fan-out publisher: owns `channels` (so each channel's events leave in order) and
+/// publishes `rate` events per second over them, `batch` to a request.
+#[allow(clippy::too_many_arguments)]
+async fn publisher(
+    app: App,
+    ctx: Arc<Ctx>,
+    channels: Vec<usize>,
+    subscribers_of: Arc<Vec<u64>>,
+    rate: f64,
+    batch: usize,
+    payload: usize,
+    until: Instant,
+) {
+    if channels.is_empty() || rate <= 0.0 {
+        return;
+    }
+    let path = match batch {
+        1 => format!("/apps/{}/events", app.id),
+        _ => format!("/apps/{}/batch_events", app.id),
+    };
+    let mut conn = None;
+    let mut seqs = vec![0u64; channels.len()];
+    let mut next = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let padding = "x".repeat(payload.saturating_sub(32));
+    while Instant::now() < until {
+        tick.tick().await;
+        let t = nanos_since(ctx.base);
+        let mut events = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let at = next % channels.len();
+            next += 1;
+            let channel = Kind::Public.channel(channels[at]);
+            let data = format!(r#"{{\"t\":{t},\"s\":{},\"p\":\"{padding}\"}}"#, seqs[at]);
+            seqs[at] += 1;
+            events.push((
+                channels[at],
+                format!(r#"{{"name":"soak","channel":"{channel}","data":"{data}"}}"#),
+            ));
+        }
+        let body = match batch {
+            1 => events[0].1.clone(),
+            _ => {
+                let list: Vec<&str> = events.iter().map(|(_, e)| e.as_str()).collect();
+                format!(r#"{{"batch":[{}]}}"#, list.join(","))
+            }
+        };
+        if conn.is_none() {
+            match Conn::open(app.addr, &app.dialer).await {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    ctx.error("publisher_connect");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        ctx.requests.fetch_add(1, Ordering::Relaxed);
+        match c.send(&signed_post(&app, &path, &body)).await {
+            Ok(200) => {
+                ctx.events_published
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                // Only accepted events are owed: a refused trigger is an error, not a loss.
+                for (channel, _) in &events {
+                    ctx.expected[ctx.second(t)]
+                        .fetch_add(subscribers_of[*channel], Ordering::Relaxed);
+                }
+            }
+            Ok(_) => ctx.error("trigger_refused"),
+            Err(_) => {
+                ctx.error("trigger_failed");
+                conn = None;
+            }
+        }
+    }
+}
+
+/// A signed POST of `body` to `path` (`App::signed_post` knows only `/events`).
+fn signed_post(app: &App, path: &str, body: &str) -> Vec<u8> {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let query = herald_protocol::signing::signed_query_string(
+        "POST",
+        path,
+        &app.key,
+        &app.secret,
+        ts,
+        Some(body.as_bytes()),
+        &[],
+    );
+    format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        app.addr,
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One side of a client-event pair: sends `rate` client events per second on `channel`
+/// and times those its peer sends.
+async fn pair_side(
+    mut c: Client,
+    channel: String,
+    rate: u64,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut send = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    send.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            frame = c.next_frame() => {
+                let Ok(frame) = frame else {
+                    if !*stop.borrow() {
+                        ctx.error("pair_dropped");
+                    }
+                    return;
+                };
+                if find(&frame, b"client-soak").is_some() {
+                    if let Some((t, _)) = stamp(&frame) {
+                        ctx.client_received.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut h) = ctx.client_latency.lock() {
+                            let _ = h.record(nanos_since(ctx.base).saturating_sub(t).max(1));
+                        }
+                    }
+                } else if find(&frame, b"pusher:ping").is_some() {
+                    let _ = c.send_text(PONG).await;
+                } else if find(&frame, b"pusher:error").is_some() {
+                    ctx.error("error_frame");
+                }
+            }
+            _ = send.tick(), if rate > 0 => {
+                let t = nanos_since(ctx.base);
+                let event = format!(
+                    r#"{{"event":"client-soak","channel":"{channel}","data":{{"t":{t},"s":{seq}}}}}"#
+                );
+                seq += 1;
+                if c.send_text(&event).await.is_ok() {
+                    ctx.client_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Opens `rate` connections per second, each subscribed to a channel of its own, and closes
+/// the oldest so that `hold` stay open.
+async fn connection_churn(
+    app: App,
+    ctx: Arc<Ctx>,
+    rate: u64,
+    hold: usize,
+    first_index: usize,
+    until: Instant,
+) {
+    if rate == 0 {
+        return;
+    }
+    let mut open: VecDeque<Client> = VecDeque::with_capacity(hold + 1);
+    let mut connecting = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0usize;
+    while Instant::now() < until {
+        tokio::select! {
+            _ = tick.tick() => {
+                // A server that stops answering connects must not pile up tasks.
+                if connecting.len() >= 200 {
+                    ctx.error("connect_backlog");
+                    continue;
+                }
+                let app = app.clone();
+                let channel = format!("soak-churn-{n}");
+                // Spread over the loopback source addresses, away from the long-lived ones.
+                let index = first_index + n % 10_000;
+                n += 1;
+                connecting.spawn(async move {
+                    let started = Instant::now();
+                    let mut c = Client::connect(&app, app.addr, index).await?;
+                    c.subscribe(&channel).await?;
+                    Ok::<_, std::io::Error>((c, started.elapsed()))
+                });
+            }
+            Some(done) = connecting.join_next() => match done {
+                Ok(Ok((c, took))) => {
+                    ctx.churn_opened.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut h) = ctx.connect_latency.lock() {
+                        let _ = h.record((took.as_nanos() as u64).max(1));
+                    }
+                    open.push_back(c);
+                    while open.len() > hold {
+                        if let Some(old) = open.pop_front() {
+                            close(old).await;
+                            ctx.churn_closed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ => ctx.error("churn_connect"),
+            },
+        }
+    }
+    connecting.abort_all();
+    for c in open {
+        close(c).await;
+        ctx.churn_closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Closes as a browser leaving the page does: a close frame, then the socket.
+async fn close(mut c: Client) {
+    let frame = herald_protocol::websocket::encode_masked(
+        true,
+        0x8,
+        &1000u16.to_be_bytes(),
+        [0x12, 0x34, 0x56, 0x78],
+    );
+    let _ = c.stream.write_all(&frame).await;
+    let _ = c.stream.flush().await;
+}
+
+/// The webhook sink: answers 200 to every request and counts the events of each POST.
+async fn webhook_sink(listener: TcpListener, ctx: Arc<Ctx>) {
+    while let Ok((socket, _)) = listener.accept().await {
+        tokio::spawn(webhook_connection(socket, ctx.clone()));
+    }
+}
+
+async fn webhook_connection(mut socket: TcpStream, ctx: Arc<Ctx>) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let head_end = loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                break end;
+            }
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let total = head_end + 4 + length;
+        while buf.len() < total {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if head.starts_with("post ") {
+            ctx.webhook_posts.fetch_add(1, Ordering::Relaxed);
+            count_webhook_events(&buf[head_end + 4..total], &ctx);
+        }
+        buf.drain(..total);
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        if socket.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts a Pusher webhook body's events (`{"time_ms":…,"events":[{"name":…},…]}`) by name.
+fn count_webhook_events(body: &[u8], ctx: &Ctx) {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        ctx.error("webhook_body");
+        return;
+    };
+    let Some(events) = value["events"].as_array() else {
+        ctx.error("webhook_body");
+        return;
+    };
+    if let Ok(mut names) = ctx.webhook_events.lock() {
+        for event in events {
+            let name = event["name"].as_str().unwrap_or("?").to_owned();
+            *names.entry(name).or_default() += 1;
+        }
+    }
+}
+
+/// Open file descriptors of the server's processes (entries of /proc/PID/fd).
+fn fd_count(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(0, |sum, pid| {
+        let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        Some(sum + dir.count() as u64)
+    })
+}
+
+/// Connects `count` clients (200 at a time), each set up by `setup`.
+async fn connect_all<F, Fut>(
+    app: &App,
+    count: usize,
+    first_index: usize,
+    setup: F,
+) -> std::io::Result<Vec<Client>>
+where
+    F: Fn(Client, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<Client>> + Send,
+{
+    let mut clients = Vec::with_capacity(count);
+    for chunk_start in (0..count).step_by(200) {
+        let mut pending = Vec::new();
+        for i in chunk_start..(chunk_start + 200).min(count) {
+            let app = app.clone();
+            let setup = setup.clone();
+            pending.push(tokio::spawn(async move {
+                let c = Client::connect(&app, app.addr, first_index + i).await?;
+                setup(c, i).await
+            }));
+        }
+        for task in pending {
+            clients.push(task.await.map_err(std::io::Error::other)??);
+        }
+    }
+    Ok(clients)
+}
+
+/// What the previous sample saw, to report each interval on its own.
+#[derive(Default)]
+struct Last {
+    at: f64,
+    cpu: Option<f64>,
+    own_cpu: f64,
+    deliveries: u64,
+    judged_until: usize,
+    client_sent: u64,
+    client_received: u64,
+    joins: u64,
+    joins_seen: u64,
+    opened: u64,
+    webhook_posts: u64,
+    webhook_events: u64,
+    errors: u64,
+}
+
+pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
+    let base = Instant::now();
+    let channels = p.channels.max(1);
+    let members = p.presence_members.max(2);
+    let batch = p.batch.clamp(1, 10);
+
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], p.webhook_port))).await?;
+    let sink_addr = listener.local_addr()?;
+    eprintln!("soak: webhook sink on http://{sink_addr}/ (point the server's webhooks here)");
+
+    // Long-lived connections take loopback source indices 0.., the churned ones the block
+    // after them.
+    let fanout = connect_all(app, p.subscribers, 0, move |mut c, i| async move {
+        c.subscribe(&Kind::Public.channel(i % channels)).await?;
+        Ok(c)
+    })
+    .await?;
+    let credentials = (app.key.clone(), app.secret.clone());
+    let pair_clients = connect_all(app, p.pairs * 2, p.subscribers, move |mut c, i| {
+        let (key, secret) = credentials.clone();
+        async move {
+            c.subscribe_signed(
+                &format!("private-soak-pair-{}", i / 2),
+                Some((&key, &secret)),
+                None,
+            )
+            .await?;
+            Ok(c)
+        }
+    })
+    .await?;
+    let presence_total = p.presence_channels * members;
+    let credentials = (app.key.clone(), app.secret.clone());
+    let presence_clients = connect_all(
+        app,
+        presence_total,
+        p.subscribers + p.pairs * 2,
+        move |mut c, i| {
+            let (key, secret) = credentials.clone();
+            async move {
+                let channel = format!("presence-soak-{}", i / members);
+                c.subscribe_signed(&channel, Some((&key, &secret)), Some(&format!("u{i}")))
+                    .await?;
+                Ok(c)
+            }
+        },
+    )
+    .await?;
+    let churn_index = p.subscribers + p.pairs * 2 + presence_total;
+
+    // Seconds (since `base`) the buckets must cover: set-up so far, the run, the drain.
+    let seconds = base.elapsed().as_secs() as usize + p.duration.as_secs() as usize + 120;
+    let ctx = Arc::new(Ctx {
+        base,
+        expected: (0..seconds).map(|_| AtomicU64::new(0)).collect(),
+        received: (0..seconds).map(|_| AtomicU64::new(0)).collect(),
+        deliveries: AtomicU64::new(0),
+        out_of_order: AtomicU64::new(0),
+        events_published: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        client_sent: AtomicU64::new(0),
+        client_received: AtomicU64::new(0),
+        client_latency: Mutex::new(new_histogram()),
+        churn_opened: AtomicU64::new(0),
+        churn_closed: AtomicU64::new(0),
+        connect_latency: Mutex::new(new_histogram()),
+        webhook_posts: AtomicU64::new(0),
+        webhook_events: Mutex::new(BTreeMap::new()),
+        errors: AtomicU64::new(0),
+        error_kinds: Mutex::new(BTreeMap::new()),
+    });
+    let sink = tokio::spawn(webhook_sink(listener, ctx.clone()));
+    let (stop_tx, stop) = watch::channel(false);
+
+    let mut subscribers_of = vec![0u64; channels];
+    for i in 0..p.subscribers {
+        subscribers_of[i % channels] += 1;
+    }
+    let subscribers_of = Arc::new(subscribers_of);
+    let mut histograms = Vec::with_capacity(fanout.len());
+    let mut tasks = Vec::new();
+    for c in fanout {
+        let h = Arc::new(Mutex::new(new_histogram()));
+        histograms.push(h.clone());
+        tasks.push(tokio::spawn(subscriber(c, ctx.clone(), h, stop.clone())));
+    }
+    for (i, c) in pair_clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(pair_side(
+            c,
+            format!("private-soak-pair-{}", i / 2),
+            p.client_event_rate,
+            ctx.clone(),
+            stop.clone(),
+        )));
+    }
+    let shared = Arc::new(Shared {
+        base,
+        join_sent: (0..presence_total).map(|_| AtomicU64::new(0)).collect(),
+        leave_sent: (0..presence_total).map(|_| AtomicU64::new(0)).collect(),
+        added: AtomicU64::new(0),
+        removed: AtomicU64::new(0),
+        added_seen: AtomicU64::new(0),
+        removed_seen: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let mut senders = Vec::with_capacity(presence_total);
+    let mut presence_tasks = Vec::with_capacity(presence_total);
+    for (i, c) in presence_clients.into_iter().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
+        presence_tasks.push(tokio::spawn(member(
+            c,
+            app.clone(),
+            i,
+            format!("presence-soak-{}", i / members),
+            i % members == 0,
+            shared.clone(),
+            rx,
+        )));
+    }
+    // Let the set-up's member_added frames arrive before anything is counted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let presence_errors_before = shared.errors.load(Ordering::Relaxed);
+
+    let started = Instant::now();
+    let until = started + p.duration;
+    let publishers = 4.min(channels);
+    let mut work = Vec::new();
+    for k in 0..publishers {
+        let owned: Vec<usize> = (k..channels).step_by(publishers).collect();
+        let rate = p.rate as f64 * owned.len() as f64 / channels as f64;
+        // Odd publishers batch, so both endpoints run all the time.
+        let batch = if k % 2 == 1 { batch } else { 1 };
+        work.push(tokio::spawn(publisher(
+            app.clone(),
+            ctx.clone(),
+            owned,
+            subscribers_of.clone(),
+            rate,
+            batch,
+            p.payload,
+            until,
+        )));
+    }
+    work.push(tokio::spawn(connection_churn(
+        app.clone(),
+        ctx.clone(),
+        p.connection_churn,
+        p.connection_hold,
+        churn_index,
+        until,
+    )));
+    let joins = Arc::new(AtomicU64::new(0));
+    let driver = {
+        let joins = joins.clone();
+        let (churn, presence_channels) = (p.presence_churn, p.presence_channels);
+        tokio::spawn(async move {
+            if churn == 0 || presence_channels == 0 {
+                return senders;
+            }
+            // As in `presence-churn`: tick n goes to channel n % C, whose ticks alternate a
+            // member's leave and its join back, cycling over members 1..M.
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / churn as f64));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0usize;
+            // End on a join, so every member is back when the run stops.
+            while Instant::now() < until || n / presence_channels % 2 == 1 {
+                tick.tick().await;
+                let channel = n % presence_channels;
+                let round = n / presence_channels;
+                let index = channel * members + 1 + (round / 2) % (members - 1);
+                let command = if round % 2 == 0 {
+                    Command::Leave
+                } else {
+                    joins.fetch_add(1, Ordering::Relaxed);
+                    Command::Join
+                };
+                let _ = senders[index].send(command);
+                n += 1;
+            }
+            senders
+        })
+    };
+
+    let out: Option<std::fs::File> = match &p.samples {
+        Some(path) => Some(std::fs::File::create(path)?),
+        None => None,
+    };
+    let mut out = out;
+    let bar = Progress::time(p.progress, "soak", p.duration);
+    let first = proc_stats::sample_all(pids);
+    let mut last = Last {
+        cpu: first.map(|s| s.cpu_secs),
+        own_cpu: proc_stats::own_cpu_secs(),
+        judged_until: ctx.second(nanos_since(base)),
+        ..Last::default()
+    };
+    let mut interval = new_histogram();
+    let mut whole = new_histogram();
+    let mut samples: Vec<Value> = Vec::new();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + p.sample, p.sample);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost_total_in_samples = 0u64;
+    while Instant::now() + Duration::from_millis(100) < until {
+        tick.tick().await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let stats = proc_stats::sample_all(pids);
+        let fds = fd_count(pids);
+        let own_cpu = proc_stats::own_cpu_secs();
+        for h in &histograms {
+            if let Ok(mut h) = h.lock() {
+                let _ = interval.add(&*h);
+                h.reset();
+            }
+        }
+        let _ = whole.add(&interval);
+        let judge_to = ctx.second(nanos_since(base)).saturating_sub(LAG as usize);
+        let (mut expected, mut received) = (0u64, 0u64);
+        for s in last.judged_until..judge_to.max(last.judged_until) {
+            expected += ctx.expected[s].load(Ordering::Relaxed);
+            received += ctx.received[s].load(Ordering::Relaxed);
+        }
+        last.judged_until = judge_to.max(last.judged_until);
+        let lost = expected.saturating_sub(received);
+        lost_total_in_samples += lost;
+        let deliveries = ctx.deliveries.load(Ordering::Relaxed);
+        let client_sent = ctx.client_sent.load(Ordering::Relaxed);
+        let client_received = ctx.client_received.load(Ordering::Relaxed);
+        let joins_now = joins.load(Ordering::Relaxed);
+        let joins_seen = shared.added_seen.load(Ordering::Relaxed);
+        let opened = ctx.churn_opened.load(Ordering::Relaxed);
+        let posts = ctx.webhook_posts.load(Ordering::Relaxed);
+        let hook_events: u64 = ctx
+            .webhook_events
+            .lock()
+            .map(|m| m.values().sum())
+            .unwrap_or(0);
+        let errors = ctx.errors.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed)
+            - presence_errors_before;
+        let span = (elapsed - last.at).max(0.001);
+        let cpu = stats.map(|s| s.cpu_secs).zip(last.cpu).map(|(a, b)| a - b);
+        let ms = |v: u64| (v as f64 / 1e6 * 100.0).round() / 100.0;
+        let sample = json!({
+            "elapsed_s": (elapsed * 10.0).round() / 10.0,
+            "rss_bytes": stats.map(|s| s.rss_bytes),
+            "fds": fds,
+            "server_cpu_s": cpu.map(|c| (c * 100.0).round() / 100.0),
+            "server_cpu_pct": cpu.map(|c| (c / span * 1000.0).round() / 10.0),
+            "harness_cpu_pct": ((own_cpu - last.own_cpu) / span * 1000.0).round() / 10.0,
+            "deliveries": deliveries - last.deliveries,
+            "deliveries_per_s": ((deliveries - last.deliveries) as f64 / span).round(),
+            "expected": expected,
+            "lost": lost,
+            "p50_ms": ms(interval.value_at_quantile(0.5)),
+            "p99_ms": ms(interval.value_at_quantile(0.99)),
+            "max_ms": ms(interval.max()),
+            "client_events_sent": client_sent - last.client_sent,
+            "client_events_received": client_received - last.client_received,
+            "presence_joins": joins_now - last.joins,
+            "presence_joins_seen": joins_seen - last.joins_seen,
+            "connections_churned": opened - last.opened,
+            "webhook_posts": posts - last.webhook_posts,
+            "webhook_events": hook_events - last.webhook_events,
+            "errors": errors - last.errors,
+        });
+        interval.reset();
+        last = Last {
+            at: elapsed,
+            cpu: stats.map(|s| s.cpu_secs),
+            own_cpu,
+            deliveries,
+            judged_until: last.judged_until,
+            client_sent,
+            client_received,
+            joins: joins_now,
+            joins_seen,
+            opened,
+            webhook_posts: posts,
+            webhook_events: hook_events,
+            errors,
+        };
+        let line = sample.to_string();
+        match out.as_mut() {
+            Some(file) => {
+                writeln!(file, "{line}")?;
+                file.flush()?;
+            }
+            None => println!("{line}"),
+        }
+        samples.push(sample);
+    }
+    bar.finish();
+    for task in work {
+        let _ = task.await;
+    }
+    let senders = driver.await.map_err(std::io::Error::other)?;
+    // In-flight deliveries and member events, then stop everything.
+    tokio::time::sleep(Duration::from_secs(LAG)).await;
+    let after = proc_stats::sample_all(pids);
+    let fds_after = fd_count(pids);
+    let _ = stop_tx.send(true);
+    drop(senders);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let mut join_latency = new_histogram();
+    for task in presence_tasks {
+        if let Ok((j, _)) = task.await {
+            let _ = join_latency.add(j);
+        }
+    }
+    sink.abort();
+    for h in &histograms {
+        if let Ok(h) = h.lock() {
+            let _ = whole.add(&*h);
+        }
+    }
+
+    let expected: u64 = ctx.expected.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+    let received: u64 = ctx.received.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+    let deliveries = ctx.deliveries.load(Ordering::Relaxed);
+    let at = |key: &str, i: usize| samples.get(i).map(|s| s[key].clone());
+    let rss_at = |secs: f64| {
+        samples
+            .iter()
+            .find(|s| s["elapsed_s"].as_f64().is_some_and(|e| e >= secs - 1.0))
+            .map(|s| s["rss_bytes"].clone())
+    };
+    let n = samples.len();
+    let rss_5min = (p.duration.as_secs() >= 300)
+        .then(|| rss_at(300.0))
+        .flatten()
+        .and_then(|v| v.as_u64());
+    let rss_end = n
+        .checked_sub(1)
+        .and_then(|i| at("rss_bytes", i))
+        .and_then(|v| v.as_u64());
+    let growth = rss_5min
+        .zip(rss_end)
+        .map(|(a, b)| ((b as f64 - a as f64) / a.max(1) as f64 * 1000.0).round() / 10.0);
+    let p99s: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s["p99_ms"].as_f64())
+        .collect();
+    let server_cpu = first.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
+    let client_sent = ctx.client_sent.load(Ordering::Relaxed);
+    let client_received = ctx.client_received.load(Ordering::Relaxed);
+    let joins = joins.load(Ordering::Relaxed);
+    let joins_seen = shared.added_seen.load(Ordering::Relaxed);
+    let errors = ctx.errors.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed)
+        - presence_errors_before;
+    let mut error_kinds = ctx
+        .error_kinds
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let presence_errors = shared.errors.load(Ordering::Relaxed) - presence_errors_before;
+    if presence_errors > 0 {
+        error_kinds.insert("presence_error_frame", presence_errors);
+    }
+    let webhook_events = ctx
+        .webhook_events
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let secs = p.duration.as_secs_f64().max(0.001);
+    let mut report = json!({
+        "mode": "soak",
+        "seconds": p.duration.as_secs(),
+        "sample_s": p.sample.as_secs_f64(),
+        "samples": n,
+        "subscribers": p.subscribers,
+        "channels": channels,
+        "rate_events_per_s": p.rate,
+        "payload_bytes": p.payload,
+        "batch": batch,
+        "pairs": p.pairs,
+        "client_event_rate": p.client_event_rate,
+        "presence_channels": p.presence_channels,
+        "presence_members": members,
+        "presence_churn_per_s": p.presence_churn,
+        "connection_churn_per_s": p.connection_churn,
+        "connection_hold": p.connection_hold,
+        "webhook_sink": format!("http://{sink_addr}/"),
+    });
+    let results = json!({
+        "trigger_requests": ctx.requests.load(Ordering::Relaxed),
+        "events_sent": ctx.events_published.load(Ordering::Relaxed),
+        "deliveries_expected": expected,
+        "deliveries": deliveries,
+        "deliveries_per_s": (deliveries as f64 / secs).round(),
+        "lost": expected.saturating_sub(received),
+        "lost_in_samples": lost_total_in_samples,
+        "out_of_order": ctx.out_of_order.load(Ordering::Relaxed),
+        "latency": percentiles(&whole),
+        "p99_ms_min": p99s.iter().copied().reduce(f64::min),
+        "p99_ms_max": p99s.iter().copied().reduce(f64::max),
+        "client_events_sent": client_sent,
+        "client_events_received": client_received,
+        "client_events_lost": client_sent.saturating_sub(client_received),
+        "client_event_latency": ctx.client_latency.lock().map(|h| percentiles(&h)).ok(),
+        "presence_joins": joins,
+        "presence_joins_lost": joins.saturating_sub(joins_seen),
+        "presence_join_latency": percentiles(&join_latency),
+        "connections_churned": ctx.churn_opened.load(Ordering::Relaxed),
+        "connections_closed": ctx.churn_closed.load(Ordering::Relaxed),
+        "connect_latency": ctx.connect_latency.lock().map(|h| percentiles(&h)).ok(),
+        "webhook_posts": ctx.webhook_posts.load(Ordering::Relaxed),
+        "webhook_events": webhook_events,
+        "errors": errors,
+        "error_kinds": error_kinds,
+        "server_rss_first_bytes": at("rss_bytes", 0),
+        "server_rss_5min_bytes": rss_5min,
+        "server_rss_end_bytes": rss_end,
+        "server_rss_growth_since_5min_pct": growth,
+        "server_rss_after_bytes": after.map(|s| s.rss_bytes),
+        "server_fds_first": at("fds", 0),
+        "server_fds_last": n.checked_sub(1).and_then(|i| at("fds", i)),
+        "server_fds_max": samples.iter().filter_map(|s| s["fds"].as_u64()).max(),
+        "server_fds_after": fds_after,
+        "server_cpu_s": server_cpu,
+        "server_cpu_us_per_delivery": server_cpu.map(|c| (c * 1e6 / deliveries.max(1) as f64 * 100.0).round() / 100.0),
+        "harness_cpu_s": proc_stats::own_cpu_secs(),
+    });
+    if let (Some(report), Value::Object(results)) = (report.as_object_mut(), results) {
+        report.extend(results);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_time_and_sequence_from_string_or_object_data() {
+        let event =
+            br#"{"event":"soak","channel":"bench-1","data":"{\"t\":42,\"s\":7,\"p\":\"xx\"}"}"#;
+        assert_eq!(stamp(event), Some((42, 7)));
+        let client =
+            br#"{"event":"client-soak","channel":"private-soak-pair-0","data":{"t":9,"s":3}}"#;
+        assert_eq!(stamp(client), Some((9, 3)));
+        assert_eq!(stamp(br#"{"event":"pusher:ping","data":{}}"#), None);
+    }
+}
