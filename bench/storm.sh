@@ -19,7 +19,8 @@
 # excess with 503 (max_open_connections); 18,500 left enough in every run. Herald runs with
 # terminate_close_code = 4200 (pusher-js reconnects at once; the default 4009 would keep it
 # away) and max_open_connections = 19950 (the default keeps 10% of the open-file limit
-# back, 18,000 here).
+# back, 18,000 here). bench/storm_cluster.sh runs 20,000 clients over two cluster nodes and
+# two harness processes, and a node's drain.
 #
 # With SOCKUDO_BIN set, sockudo runs the same storms, with user authentication on
 # (SOCKUDO_DEFAULT_APP_ENABLE_USER_AUTHENTICATION; off by default, which refuses every

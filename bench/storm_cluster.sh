@@ -16,16 +16,18 @@
 # Nodes run with terminate_close_code = 4200 and max_open_connections = 19950, as in
 # bench/storm.sh, and the cluster defaults otherwise (cluster_ops_per_app = 25000 state
 # changes waiting for Redis per app and node: a drain brings 2 per client, a sign-in and a
-# subscription, to node B at once). One JSON line per run goes to
-# bench/results/storm_cluster.jsonl; the medians are printed at the end.
-# Usage: [CLUSTER_CLIENTS=20000] [DRAIN_CLIENTS=18500] bench/storm_cluster.sh [runs]
-#        (default 3 runs)
+# subscription, to node B at once; CLUSTER_OPS sets it instead, and tags the servers
+# "herald-cluster ops=N"). One JSON line per run goes to bench/results/storm_cluster.jsonl
+# (storm_cluster-opsN.jsonl with CLUSTER_OPS); the medians are printed at the end.
+# Usage: [CLUSTER_CLIENTS=20000] [DRAIN_CLIENTS=18500] [CLUSTER_OPS=N]
+#        bench/storm_cluster.sh [runs]   (default 3 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 half=$(( ${CLUSTER_CLIENTS:-20000} / 2 )) drain_clients=${DRAIN_CLIENTS:-18500}
 cargo build --release -q -p herald-cli -p herald-bench
-out=bench/results/storm_cluster.jsonl
+ops=${CLUSTER_OPS:-}
+out=bench/results/storm_cluster${ops:+-ops$ops}.jsonl
 mkdir -p bench/results
 : > "$out"
 tmp=$(mktemp -d)
@@ -38,6 +40,7 @@ adapter = "redis"
 redis_url = "redis://127.0.0.1:$redis_port/0"
 max_open_connections = 19950
 admin_port = 0
+${ops:+cluster_ops_per_app = $ops}
 [[apps]]
 id = "1"
 key = "app-key"
@@ -78,9 +81,9 @@ cluster_run() {
     echo "cluster storm failed: $(tail -1 "$tmp/a.log") / $(tail -1 "$tmp/b.log")" >&2
     return
   fi
-  python3 - "$tmp/a.json" "$tmp/b.json" <<'PY' | tee -a "$out"
+  python3 - "$tmp/a.json" "$tmp/b.json" "${ops:+ ops=$ops}" <<'PY' | tee -a "$out"
 import json, sys
-parts = [json.load(open(p)) for p in sys.argv[1:]]
+parts = [json.load(open(p)) for p in sys.argv[1:3]]
 start = min(p["storm_started_unix_ms"] for p in parts)
 merged = dict(parts[0])
 def total(key):
@@ -107,7 +110,7 @@ merged["server_cpu_us_per_reconnection"] = round(
     merged["server_cpu_s"] * 1e6 / max(1, merged["resubscribed"]), 1)
 merged["storm_skew_ms"] = max(p["storm_started_unix_ms"] for p in parts) - start
 merged["nodes"] = 2
-merged["server"] = "herald-cluster"
+merged["server"] = "herald-cluster" + sys.argv[3]
 print(json.dumps(merged))
 PY
 }
@@ -119,8 +122,8 @@ drain_run() {
   if target/release/herald-bench --addr "$ab" --pid "$pb" storm --clients "$drain_clients" --via drain \
     --connect-to "$aa" --reconnect-to "$ab" --drain-pid "$pa" --hold 3 "${storm[@]}" \
     > "$tmp/d.json" 2> "$tmp/d.log"; then
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server"]="herald-drain"; r["nodes"]=2; print(json.dumps(r))' \
-      "$tmp/d.json" | tee -a "$out"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server"]="herald-drain"+sys.argv[2]; r["nodes"]=2; print(json.dumps(r))' \
+      "$tmp/d.json" "${ops:+ ops=$ops}" | tee -a "$out"
   else
     echo "drain storm failed: $(tail -1 "$tmp/d.log")" >&2
   fi

@@ -63,9 +63,10 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     pub users: usize,
     /// Events per second, all channels together, from the end of the setup to the end of
-    /// the settle. A client's first event after it is back waits for its channel's next
-    /// one, C / rate seconds apart: `first_event_delay` cannot be smaller than that spacing
-    /// allows, which `first_event_latency` (publish to receipt) is not bound by.
+    /// the settle. A client back waits for its channel's next event, and a channel's events
+    /// are C / rate seconds apart, so `first_event_delay` is mostly that wait (half the
+    /// spacing on average); `first_event_latency`, that event's publish to receipt, is the
+    /// server's part.
     #[arg(long, default_value_t = 50)]
     pub rate: u64,
     /// Seconds the clients are held, events flowing, before the storm.
