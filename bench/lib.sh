@@ -59,3 +59,23 @@ start_soketi() {
   done
   sleep 0.5
 }
+
+# free_port: a port below the ephemeral range (where the harness's client sockets take
+# theirs) that is free with the next one too (the peers' metrics listeners).
+free_port() {
+  python3 -c '
+import random, socket
+while True:
+    port = random.randrange(20000, 32000, 2)
+    try:
+        for p in (port, port + 1):
+            socket.socket().bind(("0.0.0.0", p))
+    except OSError:
+        continue
+    print(port)
+    break'
+}
+
+# listens PID PORT: whether PID itself is the process listening on PORT (a port that only
+# answers may belong to another run's server).
+listens() { ss -ltnpH "sport = :$2" 2>/dev/null | grep "pid=$1," > /dev/null; }

@@ -32,14 +32,23 @@ servers=herald
 [ -n "${SOKETI_BIN:-}" ] && servers="$servers soketi"
 modes=${MODES:-fanout trigger connections room churn}
 
-# Fixed ports below the ephemeral range for the peers: the harness's 10,000 client sockets
-# leave ephemeral ports in TIME_WAIT, which a server without SO_REUSEADDR could not bind.
-start() { # server; sets pid and addr
-  case $1 in
-    herald) start_herald target/release/herald; pid=$HERALD_PID addr=$HERALD_ADDR ;;
-    sockudo) start_sockudo "$SOCKUDO_BIN" "$tmp" 16001; pid=$SOCKUDO_PID addr=127.0.0.1:16001 ;;
-    soketi) start_soketi "$SOKETI_BIN" "$tmp" 16101; pid=$SOKETI_PID addr=127.0.0.1:16101 ;;
-  esac
+# The peers get ports below the ephemeral range: the harness's 10,000 client sockets leave
+# ephemeral ports in TIME_WAIT, which a server without SO_REUSEADDR could not bind.
+start() { # server; sets pid and addr. A peer gets a free port and must be the process
+  # listening there (three tries): a fixed port may be held by another run's server.
+  local port
+  for _ in 1 2 3; do
+    case $1 in
+      herald) start_herald target/release/herald; pid=$HERALD_PID addr=$HERALD_ADDR; return ;;
+      sockudo) port=$(free_port); start_sockudo "$SOCKUDO_BIN" "$tmp" "$port"; pid=$SOCKUDO_PID ;;
+      soketi) port=$(free_port); start_soketi "$SOKETI_BIN" "$tmp" "$port"; pid=$SOKETI_PID ;;
+    esac
+    addr=127.0.0.1:$port
+    listens "$pid" "$port" && return
+    echo "$1 (pid $pid) is not the process listening on $port" >&2
+    kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  done
+  exit 1
 }
 stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; }
 bench() { # server args...

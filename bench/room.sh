@@ -30,11 +30,16 @@ servers=herald
 run() { # server args...
   local server=$1 pid addr
   shift
+  local port
   case $server in
     herald) start_herald "$bin"; pid=$HERALD_PID addr=$HERALD_ADDR ;;
-    sockudo) start_sockudo "$SOCKUDO_BIN" "$tmp" 16001; pid=$SOCKUDO_PID addr=127.0.0.1:16001 ;;
-    soketi) start_soketi "$SOKETI_BIN" "$tmp" 16101; pid=$SOKETI_PID addr=127.0.0.1:16101 ;;
+    sockudo) port=$(free_port); start_sockudo "$SOCKUDO_BIN" "$tmp" "$port"; pid=$SOCKUDO_PID addr=127.0.0.1:$port ;;
+    soketi) port=$(free_port); start_soketi "$SOKETI_BIN" "$tmp" "$port"; pid=$SOKETI_PID addr=127.0.0.1:$port ;;
   esac
+  if [ "$server" != herald ] && ! listens "$pid" "$port"; then
+    echo "$server (pid $pid) is not the process listening on $port" >&2
+    return 0
+  fi
   if target/release/herald-bench --addr "$addr" --pid "$pid" "$@" 2>"$tmp/err" > "$tmp/run.json"; then
     python3 -c 'import json,sys; r=json.load(open(sys.argv[2])); r["server"]=sys.argv[1]; print(json.dumps(r))' \
       "$server" "$tmp/run.json" | tee -a "$out"

@@ -59,23 +59,7 @@ secret = "app-secret"
 terminate_close_code = 4200
 EOF
 
-# free_port: a port below the ephemeral range (where the clients' own ports are) that is
-# free with the next one too (the peers' metrics).
-free_port() {
-  python3 -c '
-import random, socket
-while True:
-    port = random.randrange(20000, 32000, 2)
-    try:
-        for p in (port, port + 1):
-            socket.socket().bind(("0.0.0.0", p))
-    except OSError:
-        continue
-    print(port)
-    break'
-}
-# listens PID PORT: whether PID itself is the process listening on PORT.
-listens() { ss -ltnpH "sport = :$2" 2>/dev/null | grep "pid=$1," > /dev/null; }
+# free_port and listens come from bench/lib.sh.
 port=
 start() { # server; sets pid and addr; tries three ports before giving up
   for _ in 1 2 3; do
