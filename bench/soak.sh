@@ -46,7 +46,8 @@ EOF
     ;;
   sockudo)
     : "${SOCKUDO_BIN:?set SOCKUDO_BIN to a sockudo binary}"
-    start_sockudo "$SOCKUDO_BIN" "$tmp" "$port"
+    # Its default app refuses client events unless told otherwise.
+    start_sockudo "$SOCKUDO_BIN" "$tmp" "$port" SOCKUDO_ENABLE_CLIENT_MESSAGES=true
     pid=$SOCKUDO_PID
     ;;
   *) echo "SERVER must be herald or sockudo" >&2; exit 2 ;;
@@ -54,10 +55,11 @@ esac
 
 echo "soak: $server (pid $pid) on 127.0.0.1:$port for $seconds s, started $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 target/release/herald-bench --addr "127.0.0.1:$port" --pid "$pid" soak --seconds "$seconds" \
-  --webhook-port "$hook_port" --samples "$tmp/samples.jsonl" "$@" > "$tmp/summary.json"
+  --webhook-port "$hook_port" --samples "$out" "$@" > "$tmp/summary.json"
+# The samples go straight to $out, so a run stopped early still leaves its curve.
 python3 -c 'import json,sys; r=json.load(open(sys.argv[2])); r["server"]=sys.argv[1]; print(json.dumps(r))' \
   "$server" "$tmp/summary.json" > "$tmp/summary.line"
-cat "$tmp/samples.jsonl" "$tmp/summary.line" > "$out"
+cat "$tmp/summary.line" >> "$out"
 echo "soak: finished $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-python3 bench/soak_chart.py "$out" "bench/results/$name.svg"
+python3 bench/soak_chart.py "$out" "bench/results/$name.svg" > "bench/results/$name.md"
 cat "$tmp/summary.line"

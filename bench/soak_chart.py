@@ -4,6 +4,7 @@ minutes, one panel each on a shared time axis. Standard library only.
 
 Usage: python3 bench/soak_chart.py samples.jsonl out.svg"""
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -62,3 +63,31 @@ while t <= max_x + 1e-9:
 svg.append(f'<text x="{w/2}" y="{axis_y+32}" text-anchor="middle">minutes</text>')
 svg.append("</svg>")
 dst.write_text("\n".join(svg) + "\n")
+
+# A Markdown table for BENCHMARKS.md: one row per stretch of the run (every 5 minutes for
+# an hour, every minute for a short run), its last sample's RSS and fds, and the worst
+# p99 and the summed loss of the samples in it.
+stretch = 300 if samples[-1]["elapsed_s"] >= 1800 else 60
+table = [
+    "| minute | RSS (MB) | fds | p50, worst sample (ms) | p99, median sample (ms) | p99, worst sample (ms) | deliveries/s | lost | server CPU |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+import math
+
+# Sample times drift a little past the tick (300.1 s), so a stretch is 295-300+ s, not exact.
+stretch_of = lambda s: math.ceil(s["elapsed_s"] / stretch - 0.02)
+group = []
+for i, s in enumerate(samples):
+    group.append(s)
+    if i + 1 == len(samples) or stretch_of(samples[i + 1]) != stretch_of(s):
+        last = group[-1]
+        table.append(
+            f"| {round(last['elapsed_s'] / 60, 1):g} | {(last.get('rss_bytes') or 0) / 1e6:.1f} | {last.get('fds')} "
+            f"| {max(g['p50_ms'] for g in group):.2f} | {statistics.median(g['p99_ms'] for g in group):.2f} "
+            f"| {max(g['p99_ms'] for g in group):.2f} "
+            f"| {sum(g['deliveries_per_s'] for g in group) / len(group):,.0f} "
+            f"| {sum(g['lost'] for g in group)} "
+            f"| {sum(g.get('server_cpu_pct') or 0 for g in group) / len(group):.0f}% |"
+        )
+        group = []
+print("\n".join(table))

@@ -693,8 +693,9 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / churn as f64));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = 0usize;
-            // End on a join, so every member is back when the run stops.
-            while Instant::now() < until || n / presence_channels % 2 == 1 {
+            // End after a whole round of leaves and joins back, so every member is in its
+            // channel when the run stops.
+            while Instant::now() < until || n % (2 * presence_channels) != 0 {
                 tick.tick().await;
                 let channel = n % presence_channels;
                 let round = n / presence_channels;
@@ -712,11 +713,10 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
         })
     };
 
-    let out: Option<std::fs::File> = match &p.samples {
+    let mut out = match &p.samples {
         Some(path) => Some(std::fs::File::create(path)?),
         None => None,
     };
-    let mut out = out;
     let bar = Progress::time(p.progress, "soak", p.duration);
     let first = proc_stats::sample_all(pids);
     let mut last = Last {

@@ -81,8 +81,32 @@ pub fn summary(r: &Value) -> String {
                 None => "not measured (no --pid)".to_owned(),
             },
         ),
+        Some("soak") => format!(
+            "soak: {} s, {} samples; {:.0} deliveries/s ({} lost, {} out of order), {} errors\n  \
+             server RSS {} MB first, {} MB at minute 5, {} MB at the end; fds {} first, {} last\n  \
+             {latency}; p99 per sample {}–{} ms\n  {}; {harness}",
+            r["seconds"],
+            r["samples"],
+            num(&r["deliveries_per_s"]),
+            r["lost"],
+            r["out_of_order"],
+            r["errors"],
+            mb(&r["server_rss_first_bytes"]),
+            mb(&r["server_rss_5min_bytes"]),
+            mb(&r["server_rss_end_bytes"]),
+            r["server_fds_first"],
+            r["server_fds_last"],
+            r["p99_ms_min"],
+            r["p99_ms_max"],
+            server("delivery", "server_cpu_us_per_delivery"),
+        ),
         _ => r.to_string(),
     }
+}
+
+fn mb(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_owned(), |b| format!("{:.1}", b / 1e6))
 }
 
 #[cfg(test)]
