@@ -79,3 +79,33 @@ while True:
 # listens PID PORT: whether PID itself is the process listening on PORT (a port that only
 # answers may belong to another run's server).
 listens() { ss -ltnpH "sport = :$2" 2>/dev/null | grep "pid=$1," > /dev/null; }
+
+# servers_to_run: herald, then sockudo and soketi when SOCKUDO_BIN and SOKETI_BIN name them.
+servers_to_run() {
+  local servers=herald
+  [ -n "${SOCKUDO_BIN:-}" ] && servers="$servers sockudo"
+  [ -n "${SOKETI_BIN:-}" ] && servers="$servers soketi"
+  echo "$servers"
+}
+
+# start_server SERVER HERALD_BIN DIR: starts herald (HERALD_BIN serve --port 0), sockudo or
+# soketi (SOCKUDO_BIN, SOKETI_BIN; their logs in DIR) and sets SERVER_PID and SERVER_ADDR.
+# A peer gets a free port below the ephemeral range (the harness's client sockets leave
+# ephemeral ports in TIME_WAIT, which a server without SO_REUSEADDR could not bind) and must
+# be the process listening there, three tries: a port may be held by another run's server.
+# Returns 1 if no try took.
+start_server() {
+  local server=$1 herald_bin=$2 dir=$3 port
+  for _ in 1 2 3; do
+    case $server in
+      herald) start_herald "$herald_bin"; SERVER_PID=$HERALD_PID SERVER_ADDR=$HERALD_ADDR; return 0 ;;
+      sockudo) port=$(free_port); start_sockudo "$SOCKUDO_BIN" "$dir" "$port"; SERVER_PID=$SOCKUDO_PID ;;
+      soketi) port=$(free_port); start_soketi "$SOKETI_BIN" "$dir" "$port"; SERVER_PID=$SOKETI_PID ;;
+    esac
+    SERVER_ADDR=127.0.0.1:$port
+    listens "$SERVER_PID" "$port" && return 0
+    echo "$server (pid $SERVER_PID) is not the process listening on $port" >&2
+    kill -TERM "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true
+  done
+  return 1
+}

@@ -27,28 +27,12 @@ mkdir -p bench/results
 : > "$out"
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-servers=herald
-[ -n "${SOCKUDO_BIN:-}" ] && servers="$servers sockudo"
-[ -n "${SOKETI_BIN:-}" ] && servers="$servers soketi"
+servers=$(servers_to_run)
 modes=${MODES:-fanout trigger connections room churn}
 
-# The peers get ports below the ephemeral range: the harness's 10,000 client sockets leave
-# ephemeral ports in TIME_WAIT, which a server without SO_REUSEADDR could not bind.
-start() { # server; sets pid and addr. A peer gets a free port and must be the process
-  # listening there (three tries): a fixed port may be held by another run's server.
-  local port
-  for _ in 1 2 3; do
-    case $1 in
-      herald) start_herald target/release/herald; pid=$HERALD_PID addr=$HERALD_ADDR; return ;;
-      sockudo) port=$(free_port); start_sockudo "$SOCKUDO_BIN" "$tmp" "$port"; pid=$SOCKUDO_PID ;;
-      soketi) port=$(free_port); start_soketi "$SOKETI_BIN" "$tmp" "$port"; pid=$SOKETI_PID ;;
-    esac
-    addr=127.0.0.1:$port
-    listens "$pid" "$port" && return
-    echo "$1 (pid $pid) is not the process listening on $port" >&2
-    kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-  done
-  exit 1
+start() { # server; sets pid and addr
+  start_server "$1" target/release/herald "$tmp" || exit 1
+  pid=$SERVER_PID addr=$SERVER_ADDR
 }
 stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; }
 bench() { # server args...

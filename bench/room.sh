@@ -23,23 +23,13 @@ mkdir -p bench/results
 
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-servers=herald
-[ -n "${SOCKUDO_BIN:-}" ] && servers="$servers sockudo"
-[ -n "${SOKETI_BIN:-}" ] && servers="$servers soketi"
+servers=$(servers_to_run)
 
 run() { # server args...
   local server=$1 pid addr
   shift
-  local port
-  case $server in
-    herald) start_herald "$bin"; pid=$HERALD_PID addr=$HERALD_ADDR ;;
-    sockudo) port=$(free_port); start_sockudo "$SOCKUDO_BIN" "$tmp" "$port"; pid=$SOCKUDO_PID addr=127.0.0.1:$port ;;
-    soketi) port=$(free_port); start_soketi "$SOKETI_BIN" "$tmp" "$port"; pid=$SOKETI_PID addr=127.0.0.1:$port ;;
-  esac
-  if [ "$server" != herald ] && ! listens "$pid" "$port"; then
-    echo "$server (pid $pid) is not the process listening on $port" >&2
-    return 0
-  fi
+  start_server "$server" "$bin" "$tmp" || return 0
+  pid=$SERVER_PID addr=$SERVER_ADDR
   if target/release/herald-bench --addr "$addr" --pid "$pid" "$@" 2>"$tmp/err" > "$tmp/run.json"; then
     python3 -c 'import json,sys; r=json.load(open(sys.argv[2])); r["server"]=sys.argv[1]; print(json.dumps(r))' \
       "$server" "$tmp/run.json" | tee -a "$out"

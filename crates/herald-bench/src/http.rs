@@ -27,13 +27,17 @@ pub struct App {
 impl App {
     /// A complete signed `POST /apps/{id}/events` request for `body`.
     pub fn signed_post(&self, body: &str) -> Vec<u8> {
-        let path = format!("/apps/{}/events", self.id);
+        self.signed_post_to(&format!("/apps/{}/events", self.id), body)
+    }
+
+    /// A complete signed `POST` of `body` to `path`, as a Pusher server library sends it.
+    pub fn signed_post_to(&self, path: &str, body: &str) -> Vec<u8> {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let query = herald_protocol::signing::signed_query_string(
             "POST",
-            &path,
+            path,
             &self.key,
             &self.secret,
             ts,

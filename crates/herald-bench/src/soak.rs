@@ -242,7 +242,7 @@ async fn publisher(
         }
         let Some(c) = conn.as_mut() else { continue };
         ctx.requests.fetch_add(1, Ordering::Relaxed);
-        match c.send(&signed_post(&app, &path, &body)).await {
+        match c.send(&app.signed_post_to(&path, &body)).await {
             Ok(200) => {
                 ctx.events_published
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -259,28 +259,6 @@ async fn publisher(
             }
         }
     }
-}
-
-/// A signed POST of `body` to `path` (`App::signed_post` knows only `/events`).
-fn signed_post(app: &App, path: &str, body: &str) -> Vec<u8> {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let query = herald_protocol::signing::signed_query_string(
-        "POST",
-        path,
-        &app.key,
-        &app.secret,
-        ts,
-        Some(body.as_bytes()),
-        &[],
-    );
-    format!(
-        "POST {path}?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        app.addr,
-        body.len()
-    )
-    .into_bytes()
 }
 
 /// One side of a client-event pair: sends `rate` client events per second on `channel`

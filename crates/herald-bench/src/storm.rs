@@ -477,28 +477,6 @@ async fn client(
     }
 }
 
-/// A complete signed POST of `body` to `path`, as a Pusher server library sends it.
-fn signed_post(app: &App, path: &str, body: &str) -> Vec<u8> {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let query = herald_protocol::signing::signed_query_string(
-        "POST",
-        path,
-        &app.key,
-        &app.secret,
-        ts,
-        Some(body.as_bytes()),
-        &[],
-    );
-    format!(
-        "POST {path}?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        app.addr,
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// Publisher `k` of [`PUBLISHERS`]: events k, k + P, ... on channel n % C, until `stop`.
 async fn publisher(
     k: u64,
@@ -527,7 +505,7 @@ async fn publisher(
             r#"{{"name":"storm","channel":"{}","data":"{{\"t\":{at},\"n\":{n}}}"}}"#,
             names.channel(channel)
         );
-        let ok = match conn.send(&signed_post(&app, &path, &body)).await {
+        let ok = match conn.send(&app.signed_post_to(&path, &body)).await {
             Ok(status) => status == 200,
             Err(_) => {
                 // A server busy with the storm may drop an API connection; the event
@@ -558,7 +536,7 @@ async fn terminate_all(app: &App, names: &Names) -> (u64, Option<String>) {
         );
         requests.spawn(async move {
             let mut conn = Conn::open(app.addr, &app.dialer).await?;
-            conn.send(&signed_post(&app, &path, "{}")).await
+            conn.send(&app.signed_post_to(&path, "{}")).await
         });
     }
     let (mut errors, mut first) = (0, None);

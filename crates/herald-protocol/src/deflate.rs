@@ -151,8 +151,9 @@ thread_local! {
 
 /// Compresses `payload` as one message with no context (RFC 7692 §7.2.1), appending the
 /// result to `out`: DEFLATE blocks ending in a sync flush, with the flush's 4-byte tail
-/// removed.
-pub fn compress_into(payload: &[u8], out: &mut Vec<u8>) {
+/// removed. `false` if the compressor failed: `out` is left as it was, and the message must
+/// go out uncompressed rather than as a stream no client could inflate.
+pub fn compress_into(payload: &[u8], out: &mut Vec<u8>) -> bool {
     COMPRESSOR.with(|cell| {
         let mut compressor = cell.borrow_mut();
         compressor.reset();
@@ -162,11 +163,15 @@ pub fn compress_into(payload: &[u8], out: &mut Vec<u8>) {
         let mut taken = 0;
         loop {
             let before = compressor.total_in();
-            // Only Ok: with a sync flush and room left, the compressor cannot fail.
-            let status = compressor.compress_vec(&payload[taken..], out, FlushCompress::Sync);
+            if compressor
+                .compress_vec(&payload[taken..], out, FlushCompress::Sync)
+                .is_err()
+            {
+                out.truncate(start);
+                return false;
+            }
             taken += (compressor.total_in() - before) as usize;
-            let done = taken == payload.len() && out.len() < out.capacity();
-            if done || status.is_err() {
+            if taken == payload.len() && out.len() < out.capacity() {
                 break;
             }
             out.reserve(out.capacity().max(64));
@@ -174,7 +179,8 @@ pub fn compress_into(payload: &[u8], out: &mut Vec<u8>) {
         if out.len() >= start + 4 && out[out.len() - 4..] == TAIL {
             out.truncate(out.len() - 4);
         }
-    });
+        true
+    })
 }
 
 /// Why a client's compressed message could not be read.
@@ -301,7 +307,7 @@ mod tests {
 
     fn compress(payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        compress_into(payload, &mut out);
+        assert!(compress_into(payload, &mut out));
         out
     }
 

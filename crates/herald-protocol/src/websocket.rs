@@ -465,7 +465,9 @@ pub fn compress_text_frame(frame: &[u8]) -> Option<Bytes> {
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
         scratch.clear();
-        crate::deflate::compress_into(payload, &mut scratch);
+        if !crate::deflate::compress_into(payload, &mut scratch) {
+            return None;
+        }
         let mut header = [0u8; 10];
         let n = header_into(OP_TEXT, scratch.len(), &mut header);
         if n + scratch.len() >= frame.len() {
