@@ -5,8 +5,9 @@
 # 10 s, then the summary line) and bench/results/soak.svg.
 #
 # Usage: bench/soak.sh [seconds] [extra herald-bench soak flags...]   (default 3600)
-# SERVER=sockudo SOCKUDO_BIN=/path/to/sockudo bench/soak.sh 600 runs it against sockudo
-# instead (results in soak-sockudo.*; its webhooks are not configured, the sink stays idle).
+# SERVER=sockudo SOCKUDO_BIN=/path/to/sockudo bench/soak.sh 600, or SERVER=soketi
+# SOKETI_BIN=.../node_modules/.bin/soketi, runs it against that peer instead (results in
+# soak-sockudo.* / soak-soketi.*; their webhooks are not configured, the sink stays idle).
 # NO_BUILD=1 skips the cargo build (binaries already in target/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 # A fixed sink port, so the server's config can name it before the harness starts.
 hook_port=${WEBHOOK_PORT:-17999}
-port=16101
+port=${PORT:-16101}
 case $server in
   herald)
     cat > "$tmp/herald.toml" <<EOF
@@ -50,7 +51,12 @@ EOF
     start_sockudo "$SOCKUDO_BIN" "$tmp" "$port" SOCKUDO_ENABLE_CLIENT_MESSAGES=true
     pid=$SOCKUDO_PID
     ;;
-  *) echo "SERVER must be herald or sockudo" >&2; exit 2 ;;
+  soketi)
+    : "${SOKETI_BIN:?set SOKETI_BIN to node_modules/.bin/soketi of an install}"
+    start_soketi "$SOKETI_BIN" "$tmp" "$port"
+    pid=$SOKETI_PID
+    ;;
+  *) echo "SERVER must be herald, sockudo or soketi" >&2; exit 2 ;;
 esac
 
 echo "soak: $server (pid $pid) on 127.0.0.1:$port for $seconds s, started $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
