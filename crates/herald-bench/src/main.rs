@@ -151,52 +151,7 @@ enum Mode {
     /// events, presence churn, connection churn, webhooks to a local sink), with the
     /// server's memory, descriptors, CPU, loss and latency sampled every `--sample` seconds
     /// as one JSON line each.
-    Soak {
-        #[arg(long, default_value_t = 600)]
-        seconds: u64,
-        /// Seconds between samples.
-        #[arg(long, default_value_t = 10)]
-        sample: u64,
-        /// Write the samples to this file instead of stdout.
-        #[arg(long, value_name = "FILE")]
-        samples: Option<std::path::PathBuf>,
-        /// Fan-out subscribers (never churned: loss is counted on them).
-        #[arg(long, default_value_t = 1000)]
-        subscribers: usize,
-        #[arg(long, default_value_t = 10)]
-        channels: usize,
-        /// Fan-out events per second, all channels together.
-        #[arg(long, default_value_t = 500)]
-        rate: u64,
-        #[arg(long, default_value_t = 100)]
-        payload: usize,
-        /// Events per request from the publishers that batch (half of them); 1: none do.
-        #[arg(long, default_value_t = 10)]
-        batch: usize,
-        /// Pairs of connections exchanging client events on a private channel.
-        #[arg(long, default_value_t = 10)]
-        pairs: usize,
-        /// Client events per second from each connection of a pair (servers limit it:
-        /// Herald's default is 10).
-        #[arg(long, default_value_t = 2)]
-        client_event_rate: u64,
-        #[arg(long, default_value_t = 4)]
-        presence_channels: usize,
-        #[arg(long, default_value_t = 25)]
-        presence_members: usize,
-        /// Presence joins plus leaves per second, all channels together.
-        #[arg(long, default_value_t = 20)]
-        presence_churn: u64,
-        /// Connections opened and closed per second.
-        #[arg(long, default_value_t = 20)]
-        connection_churn: u64,
-        /// Churned connections open at once.
-        #[arg(long, default_value_t = 100)]
-        connection_hold: usize,
-        /// Port of the webhook sink on 127.0.0.1 (0: any; printed on stderr and reported).
-        #[arg(long, default_value_t = 0)]
-        webhook_port: u16,
-    },
+    Soak(soak::Args),
 }
 
 #[tokio::main]
@@ -321,49 +276,7 @@ async fn main() -> ExitCode {
             modes::connections(&app, &cli.pid, count, subscribe, cli.progress).await
         }
         Mode::Storm(args) => storm::storm(&app, &cli.pid, cli.progress, args).await,
-        Mode::Soak {
-            seconds,
-            sample,
-            samples,
-            subscribers,
-            channels,
-            rate,
-            payload,
-            batch,
-            pairs,
-            client_event_rate,
-            presence_channels,
-            presence_members,
-            presence_churn,
-            connection_churn,
-            connection_hold,
-            webhook_port,
-        } => {
-            soak::soak(
-                &app,
-                &cli.pid,
-                soak::Soak {
-                    progress: cli.progress,
-                    duration: Duration::from_secs(seconds),
-                    sample: Duration::from_secs(sample.max(1)),
-                    samples,
-                    subscribers,
-                    channels,
-                    rate,
-                    payload,
-                    batch,
-                    pairs,
-                    client_event_rate,
-                    presence_channels,
-                    presence_members,
-                    presence_churn,
-                    connection_churn,
-                    connection_hold,
-                    webhook_port,
-                },
-            )
-            .await
-        }
+        Mode::Soak(args) => soak::soak(&app, &cli.pid, cli.progress, args).await,
     };
     match result {
         Ok(mut report) => {

@@ -45,32 +45,53 @@ const LAG: u64 = 5;
 /// connection that stays silent past their activity timeout (Herald's 120 s) plus a ping.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Soak parameters.
-pub struct Soak {
-    pub progress: bool,
-    pub duration: Duration,
-    pub sample: Duration,
-    /// Where the samples go (one JSON line each); none: stdout, before the summary.
+/// The `soak` mode's flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds the workload runs.
+    #[arg(long, default_value_t = 600)]
+    pub seconds: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 10)]
+    pub sample: u64,
+    /// Write the samples to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
     pub samples: Option<PathBuf>,
+    /// Fan-out subscribers (never churned: loss is counted on them).
+    #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
+    #[arg(long, default_value_t = 10)]
     pub channels: usize,
     /// Fan-out events per second, all channels together.
+    #[arg(long, default_value_t = 500)]
     pub rate: u64,
+    #[arg(long, default_value_t = 100)]
     pub payload: usize,
-    /// Events per batch request from the batch publishers; 1: single triggers only.
+    /// Events per request from the publishers that batch (half of them); 1: none do.
+    #[arg(long, default_value_t = 10)]
     pub batch: usize,
+    /// Pairs of connections exchanging client events on a private channel.
+    #[arg(long, default_value_t = 10)]
     pub pairs: usize,
-    /// Client events per second sent by each connection of a pair.
+    /// Client events per second from each connection of a pair (servers limit it:
+    /// Herald's default is 10).
+    #[arg(long, default_value_t = 2)]
     pub client_event_rate: u64,
+    #[arg(long, default_value_t = 4)]
     pub presence_channels: usize,
+    #[arg(long, default_value_t = 25)]
     pub presence_members: usize,
     /// Presence joins plus leaves per second, all channels together.
+    #[arg(long, default_value_t = 20)]
     pub presence_churn: u64,
-    /// Connections opened (and as many closed) per second.
+    /// Connections opened and closed per second.
+    #[arg(long, default_value_t = 20)]
     pub connection_churn: u64,
-    /// Churned connections open at once: each lives about hold / churn seconds.
+    /// Churned connections open at once.
+    #[arg(long, default_value_t = 100)]
     pub connection_hold: usize,
-    /// Port of the webhook sink on 127.0.0.1 (0: any free port, printed on stderr).
+    /// Port of the webhook sink on 127.0.0.1 (0: any; printed on stderr and reported).
+    #[arg(long, default_value_t = 0)]
     pub webhook_port: u16,
 }
 
@@ -506,7 +527,9 @@ struct Last {
     errors: u64,
 }
 
-pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
+pub async fn soak(app: &App, pids: &[u32], progress: bool, p: Args) -> std::io::Result<Value> {
+    let duration = Duration::from_secs(p.seconds);
+    let sample_every = Duration::from_secs(p.sample.max(1));
     let base = Instant::now();
     let channels = p.channels.max(1);
     let members = p.presence_members.max(2);
@@ -557,7 +580,7 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
     let churn_index = p.subscribers + p.pairs * 2 + presence_total;
 
     // Seconds (since `base`) the buckets must cover: set-up so far, the run, the drain.
-    let seconds = base.elapsed().as_secs() as usize + p.duration.as_secs() as usize + 120;
+    let seconds = base.elapsed().as_secs() as usize + duration.as_secs() as usize + 120;
     let ctx = Arc::new(Ctx {
         base,
         expected: (0..seconds).map(|_| AtomicU64::new(0)).collect(),
@@ -631,7 +654,7 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
     let presence_errors_before = shared.errors.load(Ordering::Relaxed);
 
     let started = Instant::now();
-    let until = started + p.duration;
+    let until = started + duration;
     let publishers = 4.min(channels);
     let mut work = Vec::new();
     for k in 0..publishers {
@@ -695,7 +718,7 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
         Some(path) => Some(std::fs::File::create(path)?),
         None => None,
     };
-    let bar = Progress::time(p.progress, "soak", p.duration);
+    let bar = Progress::time(progress, "soak", duration);
     let first = proc_stats::sample_all(pids);
     let mut last = Last {
         cpu: first.map(|s| s.cpu_secs),
@@ -706,7 +729,8 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
     let mut interval = new_histogram();
     let mut whole = new_histogram();
     let mut samples: Vec<Value> = Vec::new();
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + p.sample, p.sample);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + sample_every, sample_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost_total_in_samples = 0u64;
     while Instant::now() + Duration::from_millis(100) < until {
@@ -835,7 +859,7 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
             .map(|s| s["rss_bytes"].clone())
     };
     let n = samples.len();
-    let rss_5min = (p.duration.as_secs() >= 300)
+    let rss_5min = (duration.as_secs() >= 300)
         .then(|| rss_at(300.0))
         .flatten()
         .and_then(|v| v.as_u64());
@@ -871,11 +895,11 @@ pub async fn soak(app: &App, pids: &[u32], p: Soak) -> std::io::Result<Value> {
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
-    let secs = p.duration.as_secs_f64().max(0.001);
+    let secs = duration.as_secs_f64().max(0.001);
     let mut report = json!({
         "mode": "soak",
-        "seconds": p.duration.as_secs(),
-        "sample_s": p.sample.as_secs_f64(),
+        "seconds": duration.as_secs(),
+        "sample_s": sample_every.as_secs_f64(),
         "samples": n,
         "subscribers": p.subscribers,
         "channels": channels,

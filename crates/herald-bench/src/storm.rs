@@ -824,47 +824,7 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
     if let (Some(report), Value::Object(more)) = (report.as_object_mut(), more) {
         report.extend(more);
     }
-    eprintln!("{}", summary(&report));
     Ok(report)
-}
-
-/// The readable lines for a storm run.
-fn summary(r: &Value) -> String {
-    let ms = |v: &Value| v.as_f64().map_or(f64::NAN, |us| us / 1000.0);
-    let p = |v: &Value| {
-        format!(
-            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            ms(&v["p50_us"]),
-            ms(&v["p99_us"]),
-            ms(&v["max_us"])
-        )
-    };
-    format!(
-        "storm ({}): {} clients over {} channels as {} users; close codes {}\n  \
-         all closed in {} ms, all resubscribed in {} ms ({} not back), {} refused {}\n  \
-         close to resubscribed: {}\n  first event after: {} (its latency {})\n  \
-         {} lost of {} events due after resubscribing, {} duplicates; latency {}\n  \
-         server CPU {:.2} s over the storm; harness CPU {:.2} s",
-        r["via"].as_str().unwrap_or(""),
-        r["storm_clients"],
-        r["channels"],
-        r["users"],
-        r["close_codes"],
-        r["all_closed_ms"],
-        r["all_resubscribed_ms"],
-        r["not_resubscribed"],
-        r["refused"],
-        r["refused_by"],
-        p(&r["reconnect"]),
-        p(&r["first_event_delay"]),
-        p(&r["first_event_latency"]),
-        r["lost_after_resubscribe"],
-        r["expected_after_resubscribe"],
-        r["duplicates"],
-        p(&r["latency"]),
-        r["server_cpu_s"].as_f64().unwrap_or(f64::NAN),
-        r["harness_cpu_s"].as_f64().unwrap_or(f64::NAN),
-    )
 }
 
 #[cfg(test)]

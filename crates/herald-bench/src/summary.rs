@@ -100,8 +100,48 @@ pub fn summary(r: &Value) -> String {
             r["p99_ms_max"],
             server("delivery", "server_cpu_us_per_delivery"),
         ),
+        Some("storm") => storm(r),
         _ => r.to_string(),
     }
+}
+
+/// The readable lines for a storm run.
+fn storm(r: &Value) -> String {
+    let ms = |v: &Value| v.as_f64().map_or(f64::NAN, |us| us / 1000.0);
+    let p = |v: &Value| {
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(&v["p50_us"]),
+            ms(&v["p99_us"]),
+            ms(&v["max_us"])
+        )
+    };
+    format!(
+        "storm ({}): {} clients over {} channels as {} users; close codes {}\n  \
+         all closed in {} ms, all resubscribed in {} ms ({} not back), {} refused {}\n  \
+         close to resubscribed: {}\n  first event after: {} (its latency {})\n  \
+         {} lost of {} events due after resubscribing, {} duplicates; latency {}\n  \
+         server CPU {:.2} s over the storm; harness CPU {:.2} s",
+        r["via"].as_str().unwrap_or(""),
+        r["storm_clients"],
+        r["channels"],
+        r["users"],
+        r["close_codes"],
+        r["all_closed_ms"],
+        r["all_resubscribed_ms"],
+        r["not_resubscribed"],
+        r["refused"],
+        r["refused_by"],
+        p(&r["reconnect"]),
+        p(&r["first_event_delay"]),
+        p(&r["first_event_latency"]),
+        r["lost_after_resubscribe"],
+        r["expected_after_resubscribe"],
+        r["duplicates"],
+        p(&r["latency"]),
+        r["server_cpu_s"].as_f64().unwrap_or(f64::NAN),
+        r["harness_cpu_s"].as_f64().unwrap_or(f64::NAN),
+    )
 }
 
 fn mb(v: &Value) -> String {
@@ -141,5 +181,21 @@ mod tests {
         assert!(text.contains("50 requests/s"), "{text}");
         assert!(text.contains("p99 3.00 ms"), "{text}");
         assert!(text.contains("12.50 µs per request"), "{text}");
+    }
+    #[test]
+    fn summarises_a_storm_run() {
+        let r = serde_json::json!({
+            "mode": "storm", "via": "drain", "storm_clients": 1000, "channels": 50,
+            "resubscribed": 999, "all_resubscribed_ms": 1890, "refused": 1,
+            "lost_after_resubscribe": 0, "server_cpu_us_per_reconnection": 80.5,
+            "harness_cpu_s": 1.0,
+            "reconnect": {"p50_us": 900000.0, "p99_us": 1800000.0},
+            "first_event_latency": {"p99_us": 2500.0}
+        });
+        let text = summary(&r);
+        assert!(text.starts_with("storm (drain): 1000 clients"), "{text}");
+        assert!(text.contains("all resubscribed in 1890 ms"), "{text}");
+        assert!(text.contains("p50 900.0 ms, p99 1800.0 ms"), "{text}");
+        assert!(text.contains("0 lost of"), "{text}");
     }
 }
