@@ -1,0 +1,1 @@
+//! The link against real servers.
