@@ -35,6 +35,9 @@ use super::Options;
 
 /// Pause between rounds over the sentinels when none gives a `+switch-master` feed.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// After a failed discovery, requests fail at once for this long instead of each asking
+/// the sentinels again, so a failover's burst of requests does not queue up discoveries.
+const DISCOVERY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A sentinel-monitored master. Clones share the connection.
 #[derive(Clone)]
@@ -48,11 +51,12 @@ struct Shared {
     /// `None` after a discovery timed out: rebuilt on the next one.
     sentinel: tokio::sync::Mutex<Option<Sentinel>>,
     current: parking_lot::Mutex<Option<Current>>,
-    /// Held while connecting, so concurrent requests wait for one discovery.
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting, so concurrent requests wait for one discovery; holds when
+    /// the last one failed.
+    connecting: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     next_id: AtomicU64,
-    /// Counts the master changes seen (a `+switch-master`, or a discovery that found
-    /// another address), for subscribers that must move with it.
+    /// Counts the `+switch-master` announcements seen, for subscribers that must move
+    /// with the master.
     switches: watch::Sender<u64>,
     _watcher: DropGuard,
 }
@@ -73,7 +77,7 @@ impl SentinelMaster {
             options: options.clone(),
             sentinel: tokio::sync::Mutex::new(Some(sentinel)),
             current: parking_lot::Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(0),
             switches: watch::Sender::new(0),
             _watcher: token.clone().drop_guard(),
@@ -122,23 +126,41 @@ impl SentinelMaster {
         if let Some(current) = shared.current.lock().clone() {
             return Ok(current);
         }
-        let _connecting = shared.connecting.lock().await;
+        let mut failed = shared.connecting.lock().await;
         if let Some(current) = shared.current.lock().clone() {
             return Ok(current);
         }
-        let info = self.discover(ProtocolVersion::RESP2).await?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(shared.options.connect_timeout)
-            .set_response_timeout(shared.options.response_timeout);
-        let conn = redis::Client::open(info)?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        if failed.is_some_and(|at| at.elapsed() < DISCOVERY_BACKOFF) {
+            return Err(RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "no master reachable (just asked the sentinels)",
+            )));
+        }
+        let conn = match self.connect_master().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                *failed = Some(tokio::time::Instant::now());
+                return Err(error);
+            }
+        };
+        *failed = None;
         let current = Current {
             id: shared.next_id.fetch_add(1, Ordering::Relaxed),
             conn,
         };
         *shared.current.lock() = Some(current.clone());
         Ok(current)
+    }
+
+    async fn connect_master(&self) -> RedisResult<MultiplexedConnection> {
+        let options = &self.shared.options;
+        let info = self.discover(ProtocolVersion::RESP2).await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(options.connect_timeout)
+            .set_response_timeout(options.response_timeout);
+        redis::Client::open(info)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     /// Master changes seen so far; the receiver wakes on each.

@@ -454,9 +454,12 @@ impl Task {
         }
     }
 
-    /// One pass over every channel, after a loss or when a retry is due.
+    /// One pass over every channel, after a loss or when a retry is due. It starts from a
+    /// fresh slot map (a node it cannot reach may have failed over) and tries each
+    /// unreachable node once, however many channels live there.
     async fn converge_all(&mut self) {
         self.unreachable.clear();
+        self.forget_slots();
         let names: Vec<String> = self.channels.keys().cloned().collect();
         for name in names {
             self.converge(&name).await;
@@ -483,7 +486,9 @@ impl Task {
                     }
                 };
                 let Some(master) = master else {
-                    self.forget_slots();
+                    // A slot without a master: the map is mid-failover; the next pass
+                    // fetches it again.
+                    self.unreachable.insert(SLOT_MAP.to_owned());
                     return None;
                 };
                 let Source::Cluster { seeds, .. } = &self.source else {
@@ -505,9 +510,6 @@ impl Task {
             Err(error) => {
                 tracing::debug!(%error, "Redis subscriber: cannot connect");
                 self.unreachable.insert(node);
-                if self.sharded {
-                    self.forget_slots();
-                }
                 None
             }
         }
