@@ -15,6 +15,6 @@ mod sentinel;
 mod server;
 
 pub use cluster::{ClusterNode, RedisCluster};
-pub use process::free_port;
+pub use process::{cli, free_port};
 pub use sentinel::Sentinel;
 pub use server::RedisServer;

@@ -125,9 +125,9 @@ pub(crate) fn base_args(port: u16, dir: &Path) -> Vec<String> {
     args
 }
 
-/// Runs `redis-cli -p port args...` and returns its output, or `None` if it failed (the
-/// server is down, or answered an error).
-pub(crate) fn cli(port: u16, args: &[&str]) -> Option<String> {
+/// Runs `redis-cli -h 127.0.0.1 -p port args...` and returns its output, or `None` if it
+/// failed (the server is down, or answered an error).
+pub fn cli(port: u16, args: &[&str]) -> Option<String> {
     let output = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)

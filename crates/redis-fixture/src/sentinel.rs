@@ -114,21 +114,45 @@ impl Sentinel {
         port
     }
 
-    /// Waits until every sentinel names a master other than `dead_port` and that server
-    /// says it is a master.
-    pub fn wait_for_failover(&self, dead_port: u16) {
+    /// Asks a sentinel for a failover with the master still up (SENTINEL FAILOVER): the
+    /// replica is promoted and the old master becomes its replica. Returns the old master's
+    /// port; see [`Sentinel::wait_for_failover`].
+    pub fn failover(&self) -> u16 {
+        let port = self.master_port();
+        let answer = cli(
+            self.sentinel_ports()[0],
+            &["sentinel", "failover", MASTER_NAME],
+        );
+        assert!(
+            answer.is_some_and(|a| a.trim() == "OK"),
+            "SENTINEL FAILOVER refused"
+        );
+        port
+    }
+
+    /// Waits until every sentinel names a master other than `old_port` and that server
+    /// says it is a master; if the old master still runs, also until it is the new
+    /// master's replica in sync, so another failover can promote it.
+    pub fn wait_for_failover(&self, old_port: u16) {
+        let old_alive = self
+            .servers
+            .iter()
+            .any(|s| s.port == old_port && s.is_running());
         wait_until(
             FAILOVER_LIMIT,
             "the sentinels to promote the replica",
             || {
-                self.sentinel_ports().into_iter().all(|port| {
+                let promoted = self.sentinel_ports().into_iter().all(|port| {
                     master_of(port).is_some_and(|master| {
-                        master != dead_port
-                            && cli(master, &["info", "replication"]).is_some_and(|i| {
-                                info_field(&i, "role").as_deref() == Some("master")
-                            })
+                        master != old_port && role(master).as_deref() == Some("master")
                     })
-                })
+                });
+                promoted
+                    && (!old_alive
+                        || (role(old_port).as_deref() == Some("slave")
+                            && cli(old_port, &["info", "replication"]).is_some_and(|i| {
+                                info_field(&i, "master_link_status").as_deref() == Some("up")
+                            })))
             },
         );
     }
@@ -138,6 +162,11 @@ impl Sentinel {
 fn master_of(port: u16) -> Option<u16> {
     let text = cli(port, &["sentinel", "get-master-addr-by-name", MASTER_NAME])?;
     text.lines().nth(1)?.trim().parse().ok()
+}
+
+/// The replication role of the server on `port` (`master`, `slave`).
+fn role(port: u16) -> Option<String> {
+    cli(port, &["info", "replication"]).and_then(|i| info_field(&i, "role"))
 }
 
 /// The value after `key` in redis-cli's one-item-per-line rendering of a flat map.

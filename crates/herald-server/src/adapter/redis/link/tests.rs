@@ -256,10 +256,31 @@ async fn one_server_runs_commands_scripts_and_pubsub_and_recovers_from_a_restart
     inbox.expect_silence(Duration::from_millis(300)).await;
     assert!(inbox.gaps.is_empty(), "no gap yet: {:?}", inbox.gaps);
 
-    // The server restarts (empty): both sides reconnect without the caller's help.
+    // The server dies: the subscriber notices; a subscribe made meanwhile waits for it.
+    blocking(|| server.kill());
+    let down = Instant::now();
+    while !subscriber.is_degraded() {
+        assert!(down.elapsed() < MESSAGE_WAIT, "the loss went unnoticed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = tokio::spawn({
+        let subscriber = subscriber.clone();
+        async move { subscriber.subscribe("c").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "no confirmation without Redis");
+
+    // It comes back (empty): both sides reconnect without the caller's help.
     let restarted = Instant::now();
     blocking(|| server.restart());
     let took = until_answered(&mut commands, "anything").await;
+    tokio::time::timeout(RECOVERY, waiting)
+        .await
+        .expect("the waiting subscribe completes")
+        .expect("its task")
+        .expect("subscribed to c");
+    assert_eq!(commands.publish("c", b"late").await.expect("publish"), 1);
+    inbox.expect("c", b"late").await;
     let delivered = publish_until_received(&mut commands, &mut inbox, "b").await;
     assert!(
         inbox.saw_gap_for("b"),
@@ -398,9 +419,21 @@ async fn a_cluster_spreads_sharded_pubsub_and_survives_a_master_failover() {
     assert_ne!(new_master, doomed_port, "a replica took over");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sentinel_master_is_found_and_followed_across_a_failover() {
-    let mut sentinel = blocking(Sentinel::start);
+/// A sentinel set-up with the link on it (database 3), checked as on one server, with
+/// presence-like state written and replicated, and "events" subscribed.
+struct SentinelLink {
+    sentinel: Sentinel,
+    commands: Commands,
+    subscriber: Subscriber,
+    inbox: Inbox,
+    tag: HashTag,
+    users: [(&'static str, i64); 2],
+}
+
+async fn sentinel_link() -> SentinelLink {
+    let started = Instant::now();
+    let sentinel = blocking(Sentinel::start);
+    eprintln!("sentinel set-up started in {:?}", started.elapsed());
     let target = Target::parse(&format!("{}/3", sentinel.url())).expect("the fixture's URL");
     assert_eq!(target.db(), 3);
     let (mut commands, subscriber, mut inbox) = connect(&target, false).await;
@@ -421,7 +454,26 @@ async fn a_sentinel_master_is_found_and_followed_across_a_failover() {
 
     let users = [("alice", 1), ("bob", 3)];
     write_members(&mut commands, &tag, &users).await;
+    SentinelLink {
+        sentinel,
+        commands,
+        subscriber,
+        inbox,
+        tag,
+        users,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_master_is_found_and_followed_when_it_dies() {
+    let SentinelLink {
+        mut sentinel,
+        mut commands,
+        subscriber,
+        mut inbox,
+        tag,
+        users,
+    } = sentinel_link().await;
     let old_master = sentinel.master_port();
     let killed = Instant::now();
     let dead = blocking(|| sentinel.kill_master());
@@ -429,6 +481,7 @@ async fn a_sentinel_master_is_found_and_followed_across_a_failover() {
     let (took, delivered) =
         check_recovered(&mut commands, &mut inbox, &tag, &users, "events").await;
     assert_eq!(commands.publish("quiet", b"x").await.expect("publish"), 0);
+    assert!(!subscriber.is_degraded());
     eprintln!(
         "sentinel failover: commands after {took:?}, messages after {delivered:?} (total {:?})",
         killed.elapsed()
@@ -438,6 +491,63 @@ async fn a_sentinel_master_is_found_and_followed_across_a_failover() {
         sentinel.master_port()
     });
     assert_ne!(new_master, dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_sentinel_master_is_left_for_the_promoted_one() {
+    let SentinelLink {
+        sentinel,
+        mut commands,
+        subscriber: _subscriber,
+        mut inbox,
+        tag,
+        users,
+    } = sentinel_link().await;
+    // A failover with the old master alive: it becomes a replica and still answers reads
+    // and keeps its connections, so only READONLY and the sentinels' +switch-master tell.
+    let switched = Instant::now();
+    let demoted = blocking(|| sentinel.failover());
+    let promoted = blocking(|| {
+        while sentinel.master_port() == demoted {
+            assert!(switched.elapsed() < RECOVERY, "no promotion");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sentinel.master_port()
+    });
+    // Writes land on the new master: what the link writes is read back there.
+    let probe = tag.key(&["probe"]);
+    for n in 0u32.. {
+        assert!(
+            switched.elapsed() < RECOVERY,
+            "writes never reached the new master"
+        );
+        let _ = commands.set::<_, _, ()>(&probe, n).await;
+        let there = blocking(|| redis_fixture::cli(promoted, &["-n", "3", "get", &probe]));
+        if there.is_some_and(|v| v.trim() == n.to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wrote = switched.elapsed();
+    // The subscriber moves by itself, reporting the gap.
+    while !inbox.saw_gap_for("events") {
+        assert!(
+            switched.elapsed() < RECOVERY,
+            "the subscriber stayed on the old master"
+        );
+        inbox.received("", b"", Duration::from_millis(100)).await;
+    }
+    publish_until_received(&mut commands, &mut inbox, "events").await;
+    let state: HashMap<String, i64> = commands
+        .hgetall(tag.key(&["m", "presence-room"]))
+        .await
+        .expect("HGETALL");
+    let written: HashMap<String, i64> = users.iter().map(|(u, n)| (u.to_string(), *n)).collect();
+    assert_eq!(state, written, "no member lost, none added");
+    eprintln!(
+        "sentinel switch: writes on the new master after {wrote:?}, subscriber moved after {:?}",
+        switched.elapsed()
+    );
 }
 
 fn master_for(masters: &[redis_fixture::ClusterNode], slot: u16) -> u16 {
