@@ -554,6 +554,21 @@ mod tests {
     }
 
     #[test]
+    fn tls_schemes_follow_what_the_client_was_built_with() {
+        let client_has_tls = Target::parse("rediss://h:6380/0").is_ok();
+        for url in ["rediss+cluster://h1:7000", "rediss+sentinel://s1/m"] {
+            match Target::parse(url) {
+                Ok(Target::Cluster(Seeds { tls, .. }))
+                | Ok(Target::Sentinel(SentinelSeeds { tls, .. })) => {
+                    assert!(client_has_tls && tls, "{url}");
+                }
+                Err(TargetError::NoTls) => assert!(!client_has_tls, "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn passwords_never_show() {
         for url in [
             "redis://user:hunter2@h:6379/1",
