@@ -21,7 +21,7 @@
 //! the channels and keys are.
 
 // Nothing calls the link until the Redis adapter switches to it.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 #[path = "link/commands.rs"]
 mod commands;
@@ -43,10 +43,16 @@ mod topology;
 
 use std::time::Duration;
 
+// Unused until the adapter switches (the tests use them).
+#[allow(unused_imports)]
 pub(crate) use self::commands::Commands;
+#[allow(unused_imports)]
 pub(crate) use self::deliveries::{Deliveries, Delivery, Gap, Message};
+#[allow(unused_imports)]
 pub(crate) use self::slots::{slot, HashTag};
+#[allow(unused_imports)]
 pub(crate) use self::subscriber::{SubscribeError, Subscriber};
+#[allow(unused_imports)]
 pub(crate) use self::target::{Target, TargetError};
 
 /// Timeouts and bounds of a link's connections.
