@@ -300,6 +300,28 @@ async fn one_server_runs_commands_scripts_and_pubsub_and_recovers_from_a_restart
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_server_is_reached_by_both_sides() {
+    let server = blocking(|| RedisServer::start_with_password("s3cret pw"));
+    let url = server.url().replace("s3cret pw", "s3cret%20pw");
+    let target = Target::parse(&url).expect("the fixture's URL");
+    assert!(!format!("{target} {target:?}").contains("s3cret"));
+    // The subscriber speaks RESP3, whose handshake (HELLO 3 AUTH) carries the password.
+    let (mut commands, subscriber, mut inbox) = connect(&target, false).await;
+    subscriber.subscribe("a").await.expect("subscribe");
+    assert_eq!(commands.publish("a", b"hi").await.expect("publish"), 1);
+    inbox.expect("a", b"hi").await;
+    let wrong = Target::parse(&url.replace("s3cret%20pw", "n0t-th1s")).expect("a URL");
+    let error = Subscriber::connect(&wrong, &options())
+        .await
+        .err()
+        .expect("a wrong password is refused");
+    assert!(
+        !format!("{error} {error:?}").contains("n0t-th1s"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_spreads_sharded_pubsub_and_survives_a_master_failover() {
     let mut cluster = blocking(|| RedisCluster::start_with_replicas(3, 1));
     let target = Target::parse(&cluster.url()).expect("the fixture's URL");
