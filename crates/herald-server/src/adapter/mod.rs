@@ -22,6 +22,8 @@
 
 pub mod bus;
 mod heartbeat;
+#[path = "redis/link.rs"]
+pub(crate) mod link;
 mod scripts;
 mod state;
 mod transport;

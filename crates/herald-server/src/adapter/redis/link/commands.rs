@@ -1,0 +1,181 @@
+//! The command connection: one cloneable handle over a single server, a cluster or a
+//! sentinel-monitored master.
+//!
+//! Each kind keeps the client's own recovery: the single server's `ConnectionManager`
+//! reconnects in the background; the cluster connection follows MOVED and ASK redirections
+//! and refreshes its slot map after a failover; the sentinel master is rediscovered when its
+//! connection fails or it answers READONLY (see `sentinel.rs`). None of them replays a
+//! command that may have run: a command that failed on a lost connection returns its error,
+//! and the caller decides (Herald's state task restates its share after an outage).
+
+use std::collections::HashMap;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value};
+
+use super::sentinel::SentinelMaster;
+use super::slots::slot;
+use super::target::{Seeds, Target};
+use super::{LinkError, Options};
+
+/// Redirections and retries a cluster request may take, within the response timeout; the
+/// client's default (16, from 1.28 s apart) would outlast any caller's patience.
+const CLUSTER_RETRIES: u32 = 8;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
+
+/// A command connection. Clones share the underlying connections; requests from clones are
+/// pipelined on them.
+#[derive(Clone)]
+pub(crate) struct Commands {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(SentinelMaster),
+}
+
+impl Commands {
+    /// Connects; fails if Redis (every seed node, every sentinel) does not answer, since a
+    /// node that starts without its cluster would serve a split view.
+    pub(crate) async fn connect(target: &Target, options: &Options) -> Result<Commands, LinkError> {
+        let err = LinkError::connect(target);
+        let inner = match target {
+            Target::Single(info) => {
+                let client = redis::Client::open((**info).clone()).map_err(&err)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(options.connect_timeout)
+                    .set_response_timeout(options.response_timeout)
+                    .set_number_of_retries(1)
+                    .set_max_delay(1000);
+                Inner::Single(
+                    ConnectionManager::new_with_config(client, config)
+                        .await
+                        .map_err(&err)?,
+                )
+            }
+            Target::Cluster(seeds) => Inner::Cluster(
+                cluster_connection(seeds, options, ProtocolVersion::RESP2)
+                    .await
+                    .map_err(&err)?,
+            ),
+            Target::Sentinel(seeds) => {
+                let master = SentinelMaster::new(seeds, options).map_err(&err)?;
+                master.connection().await.map_err(&err)?;
+                Inner::Sentinel(master)
+            }
+        };
+        Ok(Commands { inner })
+    }
+
+    /// Whether this is a Redis Cluster, where pub/sub is sharded and a script's or
+    /// pipeline's keys must share a slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.inner, Inner::Cluster(_))
+    }
+
+    /// Publishes `payload` on `channel` (SPUBLISH on a cluster, where it goes to the
+    /// channel's shard only; PUBLISH elsewhere) and returns how many subscribers Redis
+    /// handed it to (on a cluster, those of the shard). At most once: nobody listening, or
+    /// a subscriber reconnecting, and the message is gone.
+    pub(crate) async fn publish(&mut self, channel: &str, payload: &[u8]) -> RedisResult<usize> {
+        self.publish_cmd(channel, payload).query_async(self).await
+    }
+
+    /// Publishes every message, in order per channel, in as few round trips as the target
+    /// allows: one pipeline on a single server, one per slot on a cluster (a cluster
+    /// pipeline must stay in one slot). On an error some messages may have gone out.
+    pub(crate) async fn publish_all(&mut self, messages: &[(&str, &[u8])]) -> RedisResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if !self.is_cluster() {
+            let mut pipe = redis::pipe();
+            for (channel, payload) in messages {
+                pipe.add_command(self.publish_cmd(channel, payload))
+                    .ignore();
+            }
+            return pipe.query_async(self).await;
+        }
+        let mut by_slot: HashMap<u16, Pipeline> = HashMap::new();
+        for (channel, payload) in messages {
+            let cmd = self.publish_cmd(channel, payload);
+            by_slot
+                .entry(slot(channel.as_bytes()))
+                .or_default()
+                .add_command(cmd)
+                .ignore();
+        }
+        for pipe in by_slot.values() {
+            pipe.query_async::<()>(self).await?;
+        }
+        Ok(())
+    }
+
+    fn publish_cmd(&self, channel: &str, payload: &[u8]) -> Cmd {
+        let mut cmd = redis::cmd(if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
+        cmd.arg(channel).arg(payload);
+        cmd
+    }
+}
+
+/// A cluster connection over `seeds` speaking `protocol`, with bounded retries.
+pub(super) async fn cluster_connection(
+    seeds: &Seeds,
+    options: &Options,
+    protocol: ProtocolVersion,
+) -> RedisResult<ClusterConnection> {
+    let nodes = seeds
+        .nodes
+        .iter()
+        .map(|n| n.info(seeds.tls, &seeds.auth, 0, protocol));
+    ClusterClientBuilder::new(nodes)
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(options.response_timeout)
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+        .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+        .build()?
+        .get_async_connection()
+        .await
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.inner {
+            Inner::Single(conn) => conn.req_packed_command(cmd),
+            Inner::Cluster(conn) => conn.req_packed_command(cmd),
+            Inner::Sentinel(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.inner {
+            Inner::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Inner::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+            Inner::Sentinel(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(conn) => conn.get_db(),
+            Inner::Cluster(conn) => conn.get_db(),
+            Inner::Sentinel(conn) => conn.get_db(),
+        }
+    }
+}

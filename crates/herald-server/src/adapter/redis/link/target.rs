@@ -1,0 +1,600 @@
+//! `redis_url`, parsed: one server, a Redis Cluster's seed nodes, or the sentinels of a
+//! monitored master.
+//!
+//! Syntax (the `s` of `rediss` is TLS, wherever it appears):
+//! - `redis://[user:pass@]host[:port][/db]`, `rediss://…`, `unix:///path[?db=n]`: one
+//!   server, read by the `redis` crate exactly as before;
+//! - `redis+cluster://[user:pass@]host1:port1,host2:port2,…`: seed nodes of a Redis Cluster
+//!   (any reachable one is enough; the others are found through it). No database: a
+//!   cluster has only database 0. The credentials are every node's;
+//! - `redis+sentinel://[user:pass@]host1:port1,host2:port2/<master name>[/db]
+//!   [?sentinel_username=u&sentinel_password=p]`: the sentinels, then the name they monitor
+//!   the master under. The credentials in front are the master's (and its replicas', which
+//!   take over its role). Sentinels usually have no password of their own; when they do, it
+//!   goes in `sentinel_password` (and `sentinel_username` with ACLs), because it is
+//!   configured on them separately and is often not the master's.
+//!
+//! Ports default to 6379 (servers) and 26379 (sentinels). User names and passwords may be
+//! percent-encoded. Neither [`Target`]'s `Display` nor its `Debug` shows a password.
+
+use std::fmt;
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+
+/// Shown instead of a password.
+const HIDDEN: &str = "<redacted>";
+
+/// Where the cluster's Redis is.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// One server, as before clusters and sentinels.
+    Single(Box<ConnectionInfo>),
+    /// A Redis Cluster, reached through any of its seed nodes.
+    Cluster(Seeds),
+    /// A master found, and followed across failovers, through its sentinels.
+    Sentinel(SentinelSeeds),
+}
+
+/// A host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Credentials for `AUTH`. `Debug` hides the password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Auth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// A Redis Cluster's seed nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seeds {
+    pub nodes: Vec<Node>,
+    pub tls: bool,
+    pub auth: Auth,
+}
+
+/// The sentinels of one master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SentinelSeeds {
+    pub sentinels: Vec<Node>,
+    /// The name the sentinels monitor the master under.
+    pub master: String,
+    pub db: i64,
+    pub tls: bool,
+    /// The master's (and its replicas') credentials.
+    pub auth: Auth,
+    /// The sentinels' own credentials, if they have any.
+    pub sentinel_auth: Auth,
+}
+
+/// Why a `redis_url` was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TargetError {
+    #[error("expected a URL such as redis://host:6379/0, redis+cluster://host1:6379,host2:6379 or redis+sentinel://host1:26379,host2:26379/<master name>")]
+    NoScheme,
+    #[error("unknown scheme '{0}': use redis, rediss, unix, redis+cluster, rediss+cluster, redis+sentinel or rediss+sentinel")]
+    UnknownScheme(String),
+    #[error("{0}")]
+    Single(String),
+    #[error("no host given")]
+    NoHosts,
+    #[error("'{node}' is not host:port: {reason}")]
+    BadNode { node: String, reason: &'static str },
+    #[error("name the master after the sentinels: redis+sentinel://host:26379/<master name>")]
+    NoMasterName,
+    #[error("'{0}' is not a database number")]
+    BadDb(String),
+    #[error("a Redis Cluster has only database 0; remove '/{0}'")]
+    ClusterDb(String),
+    #[error("unexpected '/{0}' after the database number")]
+    ExtraPath(String),
+    #[error("unknown parameter '{0}' (known: sentinel_username, sentinel_password)")]
+    UnknownParameter(String),
+    #[error("the {0} is not valid percent-encoded UTF-8")]
+    BadEncoding(&'static str),
+    #[error("this build of the redis client has no TLS support")]
+    NoTls,
+}
+
+impl Target {
+    /// Parses `redis_url`.
+    pub(crate) fn parse(url: &str) -> Result<Target, TargetError> {
+        let (scheme, rest) = url.split_once("://").ok_or(TargetError::NoScheme)?;
+        match scheme {
+            "redis" | "rediss" | "unix" | "redis+unix" => url
+                .into_connection_info()
+                .map(|info| Target::Single(Box::new(info)))
+                .map_err(|e| TargetError::Single(e.to_string())),
+            "redis+cluster" | "rediss+cluster" => {
+                let tls = tls(scheme)?;
+                let parts = Parts::split(rest, 6379)?;
+                if let Some((key, _)) = parts.query.first() {
+                    return Err(TargetError::UnknownParameter(key.clone()));
+                }
+                match parts.path.as_slice() {
+                    [] => {}
+                    [db] if db == "0" => {}
+                    [db, ..] => return Err(TargetError::ClusterDb(db.clone())),
+                }
+                Ok(Target::Cluster(Seeds {
+                    nodes: parts.nodes,
+                    tls,
+                    auth: parts.auth,
+                }))
+            }
+            "redis+sentinel" | "rediss+sentinel" => {
+                let tls = tls(scheme)?;
+                let parts = Parts::split(rest, 26379)?;
+                let mut sentinel_auth = Auth::default();
+                for (key, value) in parts.query {
+                    match key.as_str() {
+                        "sentinel_username" => sentinel_auth.username = Some(value),
+                        "sentinel_password" => sentinel_auth.password = Some(value),
+                        _ => return Err(TargetError::UnknownParameter(key)),
+                    }
+                }
+                let (master, db) = match parts.path.as_slice() {
+                    [] => return Err(TargetError::NoMasterName),
+                    [master] => (master.clone(), 0),
+                    [master, db] => (master.clone(), parse_db(db)?),
+                    [_, _, extra, ..] => return Err(TargetError::ExtraPath(extra.clone())),
+                };
+                if master.is_empty() {
+                    return Err(TargetError::NoMasterName);
+                }
+                Ok(Target::Sentinel(SentinelSeeds {
+                    sentinels: parts.nodes,
+                    master,
+                    db,
+                    tls,
+                    auth: parts.auth,
+                    sentinel_auth,
+                }))
+            }
+            other => Err(TargetError::UnknownScheme(other.to_owned())),
+        }
+    }
+
+    /// The database commands run against (always 0 on a cluster).
+    pub(crate) fn db(&self) -> i64 {
+        match self {
+            Target::Single(info) => info.redis.db,
+            Target::Cluster(_) => 0,
+            Target::Sentinel(s) => s.db,
+        }
+    }
+}
+
+impl Node {
+    /// Connection details for this node with `auth`, speaking `protocol`.
+    pub(crate) fn info(
+        &self,
+        tls: bool,
+        auth: &Auth,
+        db: i64,
+        protocol: ProtocolVersion,
+    ) -> ConnectionInfo {
+        let addr = if tls {
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        ConnectionInfo {
+            addr,
+            redis: redis::RedisConnectionInfo {
+                db,
+                username: auth.username.clone(),
+                password: auth.password.clone(),
+                protocol,
+            },
+        }
+    }
+}
+
+fn tls(scheme: &str) -> Result<bool, TargetError> {
+    let tls = scheme.starts_with("rediss");
+    // The client refuses rediss:// at parse time when it was built without TLS; ask it
+    // rather than assume which features it has.
+    if tls && "rediss://localhost".into_connection_info().is_err() {
+        return Err(TargetError::NoTls);
+    }
+    Ok(tls)
+}
+
+fn parse_db(db: &str) -> Result<i64, TargetError> {
+    db.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| TargetError::BadDb(db.to_owned()))
+}
+
+/// The parts of a multi-host URL after its scheme.
+struct Parts {
+    auth: Auth,
+    nodes: Vec<Node>,
+    /// Non-empty path segments.
+    path: Vec<String>,
+    query: Vec<(String, String)>,
+}
+
+impl Parts {
+    fn split(rest: &str, default_port: u16) -> Result<Parts, TargetError> {
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, authority),
+        };
+        let auth = match userinfo {
+            None => Auth::default(),
+            Some(userinfo) => {
+                let (user, password) = match userinfo.split_once(':') {
+                    Some((user, password)) => (user, Some(password)),
+                    None => (userinfo, None),
+                };
+                Auth {
+                    username: Some(decode(user, "user name")?).filter(|u| !u.is_empty()),
+                    password: password.map(|p| decode(p, "password")).transpose()?,
+                }
+            }
+        };
+        let nodes = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| parse_node(h, default_port))
+            .collect::<Result<Vec<_>, _>>()?;
+        if nodes.is_empty() {
+            return Err(TargetError::NoHosts);
+        }
+        let path = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| decode(s, "path"))
+            .collect::<Result<_, _>>()?;
+        let query = query
+            .split('&')
+            .filter(|s| !s.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                Ok((decode(key, "parameter")?, decode(value, "parameter")?))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Parts {
+            auth,
+            nodes,
+            path,
+            query,
+        })
+    }
+}
+
+fn parse_node(text: &str, default_port: u16) -> Result<Node, TargetError> {
+    let bad = |reason| TargetError::BadNode {
+        node: text.to_owned(),
+        reason,
+    };
+    let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| bad("an IPv6 address needs its closing ']'"))?;
+        match after {
+            "" => (host, None),
+            _ => (
+                host,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("expected ':' after ']'"))?,
+                ),
+            ),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("the host is empty"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
+    };
+    Ok(Node {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Percent-decodes `text`.
+fn decode(text: &str, what: &'static str) -> Result<String, TargetError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(TargetError::BadEncoding(what))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| TargetError::BadEncoding(what))
+}
+
+/// Writes `user:<redacted>@` (or nothing) for `auth`.
+fn write_auth(f: &mut fmt::Formatter<'_>, auth: &Auth) -> fmt::Result {
+    match (&auth.username, &auth.password) {
+        (None, None) => Ok(()),
+        (user, Some(_)) => write!(f, "{}:{HIDDEN}@", user.as_deref().unwrap_or("")),
+        (Some(user), None) => write!(f, "{user}@"),
+    }
+}
+
+fn write_nodes(f: &mut fmt::Formatter<'_>, nodes: &[Node]) -> fmt::Result {
+    for (i, node) in nodes.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        if node.host.contains(':') {
+            write!(f, "{sep}[{}]:{}", node.host, node.port)?;
+        } else {
+            write!(f, "{sep}{}:{}", node.host, node.port)?;
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Target {
+    /// The URL, its passwords replaced.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Single(info) => {
+                let auth = Auth {
+                    username: info.redis.username.clone(),
+                    password: info.redis.password.clone(),
+                };
+                match &info.addr {
+                    ConnectionAddr::Unix(path) => {
+                        write!(f, "unix://")?;
+                        write_auth(f, &auth)?;
+                        write!(f, "{}?db={}", path.display(), info.redis.db)
+                    }
+                    ConnectionAddr::Tcp(host, port) => {
+                        write!(f, "redis://")?;
+                        write_auth(f, &auth)?;
+                        write_nodes(f, &[node(host, *port)])?;
+                        write!(f, "/{}", info.redis.db)
+                    }
+                    ConnectionAddr::TcpTls { host, port, .. } => {
+                        write!(f, "rediss://")?;
+                        write_auth(f, &auth)?;
+                        write_nodes(f, &[node(host, *port)])?;
+                        write!(f, "/{}", info.redis.db)
+                    }
+                }
+            }
+            Target::Cluster(seeds) => {
+                let s = if seeds.tls { "s" } else { "" };
+                write!(f, "redis{s}+cluster://")?;
+                write_auth(f, &seeds.auth)?;
+                write_nodes(f, &seeds.nodes)
+            }
+            Target::Sentinel(seeds) => {
+                let s = if seeds.tls { "s" } else { "" };
+                write!(f, "redis{s}+sentinel://")?;
+                write_auth(f, &seeds.auth)?;
+                write_nodes(f, &seeds.sentinels)?;
+                write!(f, "/{}/{}", seeds.master, seeds.db)?;
+                let auth = &seeds.sentinel_auth;
+                let mut sep = '?';
+                if let Some(user) = &auth.username {
+                    write!(f, "{sep}sentinel_username={user}")?;
+                    sep = '&';
+                }
+                if auth.password.is_some() {
+                    write!(f, "{sep}sentinel_password={HIDDEN}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn node(host: &str, port: u16) -> Node {
+    Node {
+        host: host.to_owned(),
+        port,
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Target").field(&self.to_string()).finish()
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(list: &[(&str, u16)]) -> Vec<Node> {
+        list.iter().map(|&(h, p)| node(h, p)).collect()
+    }
+
+    #[test]
+    fn single_servers_are_read_by_the_client_as_before() {
+        let Ok(Target::Single(info)) = Target::parse("redis://:s3cret@10.0.0.5:6380/2") else {
+            panic!("a single server");
+        };
+        assert_eq!(info.addr, ConnectionAddr::Tcp("10.0.0.5".into(), 6380));
+        assert_eq!(
+            (info.redis.db, info.redis.password.as_deref()),
+            (2, Some("s3cret"))
+        );
+        let target = Target::parse("unix:///run/redis.sock?db=3").expect("a socket");
+        assert_eq!(target.db(), 3);
+        assert!(matches!(
+            Target::parse("redis://"),
+            Err(TargetError::Single(_))
+        ));
+    }
+
+    #[test]
+    fn cluster_seeds_take_credentials_and_default_ports() {
+        let target =
+            Target::parse("redis+cluster://app:p%40ss@h1:7000,h2,[::1]:7002/").expect("a cluster");
+        let Target::Cluster(seeds) = &target else {
+            panic!("a cluster");
+        };
+        assert_eq!(
+            seeds.nodes,
+            nodes(&[("h1", 7000), ("h2", 6379), ("::1", 7002)])
+        );
+        assert_eq!(seeds.auth.username.as_deref(), Some("app"));
+        assert_eq!(seeds.auth.password.as_deref(), Some("p@ss"));
+        assert!(!seeds.tls);
+        assert_eq!(target.db(), 0);
+        assert!(Target::parse("redis+cluster://h1/0").is_ok());
+    }
+
+    #[test]
+    fn sentinel_urls_name_the_master_and_may_carry_the_sentinels_password() {
+        let target = Target::parse(
+            "redis+sentinel://:master-pw@s1,s2:26380/mymaster/4?sentinel_password=s%20pw",
+        )
+        .expect("a sentinel set-up");
+        let Target::Sentinel(seeds) = &target else {
+            panic!("sentinels");
+        };
+        assert_eq!(seeds.sentinels, nodes(&[("s1", 26379), ("s2", 26380)]));
+        assert_eq!(seeds.master, "mymaster");
+        assert_eq!(seeds.db, 4);
+        assert_eq!(seeds.auth.password.as_deref(), Some("master-pw"));
+        assert_eq!(seeds.auth.username, None);
+        assert_eq!(seeds.sentinel_auth.password.as_deref(), Some("s pw"));
+        let Ok(Target::Sentinel(plain)) = Target::parse("redis+sentinel://s1/m") else {
+            panic!("sentinels");
+        };
+        assert_eq!((plain.db, plain.sentinel_auth), (0, Auth::default()));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases: &[(&str, TargetError)] = &[
+            ("localhost:6379", TargetError::NoScheme),
+            ("http://h", TargetError::UnknownScheme("http".into())),
+            ("redis+cluster://", TargetError::NoHosts),
+            ("redis+cluster://:pw@", TargetError::NoHosts),
+            (
+                "redis+cluster://h1:70000",
+                TargetError::BadNode {
+                    node: "h1:70000".into(),
+                    reason: "the port is not a number from 1 to 65535",
+                },
+            ),
+            (
+                "redis+cluster://[::1:7000",
+                TargetError::BadNode {
+                    node: "[::1:7000".into(),
+                    reason: "an IPv6 address needs its closing ']'",
+                },
+            ),
+            ("redis+cluster://h1/3", TargetError::ClusterDb("3".into())),
+            (
+                "redis+cluster://h1?x=1",
+                TargetError::UnknownParameter("x".into()),
+            ),
+            ("redis+sentinel://s1", TargetError::NoMasterName),
+            ("redis+sentinel://s1/", TargetError::NoMasterName),
+            ("redis+sentinel://s1/m/x", TargetError::BadDb("x".into())),
+            ("redis+sentinel://s1/m/-1", TargetError::BadDb("-1".into())),
+            (
+                "redis+sentinel://s1/m/0/extra",
+                TargetError::ExtraPath("extra".into()),
+            ),
+            (
+                "redis+sentinel://s1/m?sentinel_pass=x",
+                TargetError::UnknownParameter("sentinel_pass".into()),
+            ),
+            (
+                "redis+sentinel://:%zz@s1/m",
+                TargetError::BadEncoding("password"),
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(Target::parse(url).err().as_ref(), Some(expected), "{url}");
+        }
+    }
+
+    #[test]
+    fn tls_schemes_follow_what_the_client_was_built_with() {
+        let client_has_tls = Target::parse("rediss://h:6380/0").is_ok();
+        for url in ["rediss+cluster://h1:7000", "rediss+sentinel://s1/m"] {
+            match Target::parse(url) {
+                Ok(Target::Cluster(Seeds { tls, .. }))
+                | Ok(Target::Sentinel(SentinelSeeds { tls, .. })) => {
+                    assert!(client_has_tls && tls, "{url}");
+                }
+                Err(TargetError::NoTls) => assert!(!client_has_tls, "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        for url in [
+            "redis://user:hunter2@h:6379/1",
+            "redis+cluster://user:hunter2@h1:7000,h2:7001",
+            "redis+sentinel://:hunter2@s1/m/2?sentinel_username=sen&sentinel_password=hunter2",
+        ] {
+            let target = Target::parse(url).expect(url);
+            let shown = format!("{target} {target:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains(HIDDEN), "{shown}");
+        }
+        for bad in [
+            "redis://user:hunter2@h:99999/1",
+            "redis+cluster://user:hunter2@h1:0",
+            "redis+sentinel://:hunter2@s1:x/m",
+        ] {
+            let error = Target::parse(bad).expect_err(bad);
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        let shown = Target::parse("redis+sentinel://:pw@s1:1,[::1]:2/m/2?sentinel_username=sen")
+            .expect("sentinels")
+            .to_string();
+        assert_eq!(
+            shown,
+            format!("redis+sentinel://:{HIDDEN}@s1:1,[::1]:2/m/2?sentinel_username=sen")
+        );
+    }
+}

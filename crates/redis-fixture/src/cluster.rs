@@ -1,0 +1,265 @@
+//! A Redis Cluster: `redis-server --cluster-enabled yes` nodes joined by
+//! `redis-cli --cluster create`.
+
+use std::time::Duration;
+
+use crate::process::{base_args, cli, free_port, info_field, wait_until, Process, ScratchDir};
+
+/// How long a node may be unreachable before the cluster fails it over; small so a failover
+/// test takes a few seconds (Redis's default is 15 s).
+const NODE_TIMEOUT_MS: u64 = 1000;
+/// Bounds on the waits: forming the cluster, and a failover.
+const FORM_LIMIT: Duration = Duration::from_secs(30);
+const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster on loopback, every node killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<Process>,
+    _dir: ScratchDir,
+}
+
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub master: bool,
+    /// Flagged `fail` (or `fail?`) by the node that was asked.
+    pub failing: bool,
+    /// Slot ranges it serves, inclusive.
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl RedisCluster {
+    /// A cluster of `masters` masters without replicas (no failover possible).
+    pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with_replicas(masters, 0)
+    }
+
+    /// A cluster of `masters` masters with `replicas_per_master` replicas each, returned once
+    /// every node says `cluster_state:ok` and every replica is in sync with its master.
+    pub fn start_with_replicas(masters: usize, replicas_per_master: usize) -> RedisCluster {
+        assert!(masters >= 3, "Redis Cluster needs at least three masters");
+        let dir = ScratchDir::new("cluster");
+        let count = masters * (1 + replicas_per_master);
+        let nodes: Vec<Process> = (0..count)
+            .map(|_| {
+                let port = free_port();
+                let mut args = base_args(port, dir.path());
+                // The bus port is set, not left at port + 10000, which may be past 65535.
+                args.extend(
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{port}.conf"),
+                        "--cluster-node-timeout",
+                        &NODE_TIMEOUT_MS.to_string(),
+                        "--cluster-port",
+                        &free_port().to_string(),
+                    ]
+                    .map(str::to_owned),
+                );
+                Process::start(port, args)
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = std::process::Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas_per_master.to_string()])
+            .arg("--cluster-yes")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = RedisCluster { nodes, _dir: dir };
+        wait_until(FORM_LIMIT, "the cluster to form", || {
+            cluster.every_node_agrees(count) && cluster.replicas_in_sync()
+        });
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`: every node started, as seeds.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The ports of the nodes still running.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The cluster as a live node sees it.
+    pub fn nodes(&self) -> Vec<ClusterNode> {
+        for port in self.live_ports() {
+            if let Some(text) = cli(port, &["cluster", "nodes"]) {
+                return parse_nodes(&text);
+            }
+        }
+        panic!("redis-fixture: no cluster node answers CLUSTER NODES");
+    }
+
+    /// The masters serving slots and not failing, ordered by their first slot.
+    pub fn masters(&self) -> Vec<ClusterNode> {
+        let mut masters: Vec<ClusterNode> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.master && !n.failing && !n.slots.is_empty())
+            .collect();
+        masters.sort_by_key(|n| n.slots[0].0);
+        masters
+    }
+
+    /// The port of the master serving `slot`.
+    pub fn master_for_slot(&self, slot: u16) -> u16 {
+        self.masters()
+            .into_iter()
+            .find(|n| n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            .map(|n| n.port)
+            .unwrap_or_else(|| panic!("redis-fixture: no master serves slot {slot}"))
+    }
+
+    /// The slot Redis computes for `key` (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let port = self.live_ports()[0];
+        cli(port, &["cluster", "keyslot", key])
+            .and_then(|s| s.trim().parse().ok())
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
+    /// Kills (SIGKILL) the node on `port`. A master's replica takes over its slots after the
+    /// node timeout; see [`RedisCluster::wait_for_failover`].
+    pub fn kill_node(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("redis-fixture: no node on port {port}"));
+        node.kill();
+    }
+
+    /// Kills the `i`-th master of [`RedisCluster::masters`] and returns its port.
+    pub fn kill_master(&mut self, i: usize) -> u16 {
+        let port = self.masters()[i].port;
+        self.kill_node(port);
+        port
+    }
+
+    /// Waits until every slot the killed node on `dead_port` served is served by a live
+    /// master, in the view of every live node, and every live node says `cluster_state:ok`.
+    pub fn wait_for_failover(&self, dead_port: u16) {
+        wait_until(
+            FAILOVER_LIMIT,
+            "a replica to take the dead master's slots",
+            || {
+                self.live_ports().into_iter().all(|port| {
+                    let Some(text) = cli(port, &["cluster", "nodes"]) else {
+                        return false;
+                    };
+                    let nodes = parse_nodes(&text);
+                    let covered = nodes
+                        .iter()
+                        .filter(|n| n.master && !n.failing && n.port != dead_port)
+                        .map(|n| {
+                            n.slots
+                                .iter()
+                                .map(|(a, b)| usize::from(b - a) + 1)
+                                .sum::<usize>()
+                        })
+                        .sum::<usize>();
+                    covered == 16384 && cluster_ok(port)
+                })
+            },
+        );
+    }
+
+    fn every_node_agrees(&self, count: usize) -> bool {
+        self.live_ports().into_iter().all(|port| {
+            cli(port, &["cluster", "info"]).is_some_and(|info| {
+                info_field(&info, "cluster_state").as_deref() == Some("ok")
+                    && info_field(&info, "cluster_known_nodes") == Some(count.to_string())
+                    && info_field(&info, "cluster_slots_ok").as_deref() == Some("16384")
+            })
+        })
+    }
+
+    fn replicas_in_sync(&self) -> bool {
+        self.nodes().iter().filter(|n| !n.master).all(|n| {
+            cli(n.port, &["info", "replication"])
+                .is_some_and(|i| info_field(&i, "master_link_status").as_deref() == Some("up"))
+        })
+    }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    cli(port, &["cluster", "info"])
+        .is_some_and(|i| info_field(&i, "cluster_state").as_deref() == Some("ok"))
+}
+
+/// Parses `CLUSTER NODES`: `id ip:port@cport[,host] flags master ping pong epoch link slots...`.
+fn parse_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 {
+                return None;
+            }
+            let address = fields[1].split(['@', ',']).next()?;
+            let port = address.rsplit_once(':')?.1.parse().ok()?;
+            let flags: Vec<&str> = fields[2].split(',').collect();
+            let slots = fields[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|n| (n, n)),
+                })
+                .collect();
+            Some(ClusterNode {
+                id: fields[0].to_owned(),
+                port,
+                master: flags.contains(&"master"),
+                failing: flags.iter().any(|f| f.starts_with("fail")),
+                slots,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_nodes;
+
+    #[test]
+    fn cluster_nodes_lines_are_parsed() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+b2 127.0.0.1:7001@17001,host master,fail - 0 0 2 connected 5461-10922 [5461->-c3]\n\
+c3 127.0.0.1:7002@17002 slave a1 0 0 1 connected\n";
+        let nodes = parse_nodes(text);
+        assert_eq!(nodes.len(), 3);
+        assert_eq!((nodes[0].port, nodes[0].master), (7000, true));
+        assert_eq!(nodes[0].slots, vec![(0, 5460)]);
+        assert!(nodes[1].failing);
+        assert_eq!(nodes[1].slots, vec![(5461, 10922)]);
+        assert!(!nodes[2].master && nodes[2].slots.is_empty());
+    }
+}

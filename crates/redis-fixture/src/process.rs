@@ -1,0 +1,161 @@
+//! One `redis-server` process, the scratch directory the fixtures keep their files in, and
+//! `redis-cli` calls.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (the kernel's choice, released again for the server to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+pub(crate) struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub(crate) fn new(kind: &str) -> ScratchDir {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "redis-fixture-{kind}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).expect("create the fixture's scratch directory");
+        ScratchDir(path)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `redis-server` (or sentinel) process listening on `port`, killed when dropped.
+pub(crate) struct Process {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    args: Vec<String>,
+}
+
+impl Process {
+    /// Starts `redis-server` with `args` (which must make it listen on `port`) and waits
+    /// until it accepts connections.
+    pub(crate) fn start(port: u16, args: Vec<String>) -> Process {
+        let mut process = Process {
+            child: None,
+            port,
+            args,
+        };
+        process.launch();
+        process
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (is it installed? see the README)");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(5), "redis-server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the process (SIGKILL: no shutdown, as a crash).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same arguments.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The common arguments of every server: loopback only, nothing kept on disk but what the
+/// mode needs, files in `dir`.
+pub(crate) fn base_args(port: u16, dir: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(dir.display().to_string());
+    args.push("--logfile".to_owned());
+    args.push(dir.join(format!("{port}.log")).display().to_string());
+    args
+}
+
+/// Runs `redis-cli -h 127.0.0.1 -p port args...` and returns its output, or `None` if it
+/// failed (the server is down, or answered an error).
+pub fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli (is it installed?)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() || text.starts_with("ERR") || text.starts_with("Could not") {
+        return None;
+    }
+    Some(text)
+}
+
+/// The value of `field` in an INFO-style answer (`field:value` lines).
+pub(crate) fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after `limit`.
+pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "redis-fixture: gave up after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

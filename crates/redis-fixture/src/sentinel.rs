@@ -1,0 +1,181 @@
+//! A Sentinel set-up: one master, one replica, three sentinels watching them.
+
+use std::time::Duration;
+
+use crate::process::{base_args, cli, free_port, info_field, wait_until, Process, ScratchDir};
+
+/// The name the sentinels monitor the master under.
+const MASTER_NAME: &str = "herald-master";
+/// Small enough that a failover takes a few seconds (Redis's defaults: 30 s and 3 min).
+const DOWN_AFTER_MS: u64 = 1000;
+const FAILOVER_TIMEOUT_MS: u64 = 3000;
+const FORM_LIMIT: Duration = Duration::from_secs(30);
+const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
+
+/// One master, one replica and three sentinels (quorum two) on loopback, every process
+/// killed when dropped.
+pub struct Sentinel {
+    servers: Vec<Process>,
+    sentinels: Vec<Process>,
+    dir: ScratchDir,
+}
+
+impl Sentinel {
+    /// Starts the set-up and returns once the replica is in sync and every sentinel knows
+    /// the replica and the two other sentinels (a failover needs their votes).
+    pub fn start() -> Sentinel {
+        let dir = ScratchDir::new("sentinel");
+        let master_port = free_port();
+        let master = Process::start(master_port, base_args(master_port, dir.path()));
+        let replica_port = free_port();
+        let mut replica_args = base_args(replica_port, dir.path());
+        replica_args
+            .extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(str::to_owned));
+        let replica = Process::start(replica_port, replica_args);
+        let mut setup = Sentinel {
+            servers: vec![master, replica],
+            sentinels: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            let port = free_port();
+            let sentinel = setup.start_sentinel(port, master_port);
+            setup.sentinels.push(sentinel);
+        }
+        wait_until(FORM_LIMIT, "the sentinels to see each other", || {
+            setup.sentinel_ports().into_iter().all(|port| {
+                cli(port, &["sentinel", "master", MASTER_NAME]).is_some_and(|text| {
+                    pair(&text, "num-other-sentinels").as_deref() == Some("2")
+                        && pair(&text, "num-slaves").as_deref() == Some("1")
+                })
+            }) && cli(replica_port, &["info", "replication"])
+                .is_some_and(|i| info_field(&i, "master_link_status").as_deref() == Some("up"))
+        });
+        setup
+    }
+
+    fn start_sentinel(&self, port: u16, master_port: u16) -> Process {
+        // A sentinel rewrites its configuration file, so each has its own.
+        let config = self.dir.path().join(format!("sentinel-{port}.conf"));
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
+             sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n",
+            dir = self.dir.path().display()
+        );
+        std::fs::write(&config, text).expect("write a sentinel's configuration");
+        Process::start(
+            port,
+            vec![config.display().to_string(), "--sentinel".to_owned()],
+        )
+    }
+
+    /// The name the sentinels know the master by.
+    pub fn master_name(&self) -> &str {
+        MASTER_NAME
+    }
+
+    /// `redis+sentinel://127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3/<master name>`.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .sentinel_ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER_NAME}", seeds.join(","))
+    }
+
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(|s| s.port).collect()
+    }
+
+    /// The master's port as the first answering sentinel reports it.
+    pub fn master_port(&self) -> u16 {
+        for port in self.sentinel_ports() {
+            if let Some(port) = master_of(port) {
+                return port;
+            }
+        }
+        panic!("redis-fixture: no sentinel names the master");
+    }
+
+    /// Kills (SIGKILL) the current master and returns its port; the sentinels promote the
+    /// replica after `down-after-milliseconds`; see [`Sentinel::wait_for_failover`].
+    pub fn kill_master(&mut self) -> u16 {
+        let port = self.master_port();
+        let server = self
+            .servers
+            .iter_mut()
+            .find(|s| s.port == port)
+            .expect("the master is one of the fixture's servers");
+        server.kill();
+        port
+    }
+
+    /// Asks a sentinel for a failover with the master still up (SENTINEL FAILOVER): the
+    /// replica is promoted and the old master becomes its replica. Returns the old master's
+    /// port; see [`Sentinel::wait_for_failover`].
+    pub fn failover(&self) -> u16 {
+        let port = self.master_port();
+        let answer = cli(
+            self.sentinel_ports()[0],
+            &["sentinel", "failover", MASTER_NAME],
+        );
+        assert!(
+            answer.is_some_and(|a| a.trim() == "OK"),
+            "SENTINEL FAILOVER refused"
+        );
+        port
+    }
+
+    /// Waits until every sentinel names a master other than `old_port` and that server
+    /// says it is a master; if the old master still runs, also until it is the new
+    /// master's replica in sync, so another failover can promote it.
+    pub fn wait_for_failover(&self, old_port: u16) {
+        let old_alive = self
+            .servers
+            .iter()
+            .any(|s| s.port == old_port && s.is_running());
+        wait_until(
+            FAILOVER_LIMIT,
+            "the sentinels to promote the replica",
+            || {
+                let promoted = self.sentinel_ports().into_iter().all(|port| {
+                    master_of(port).is_some_and(|master| {
+                        master != old_port && role(master).as_deref() == Some("master")
+                    })
+                });
+                promoted
+                    && (!old_alive
+                        || (role(old_port).as_deref() == Some("slave")
+                            && cli(old_port, &["info", "replication"]).is_some_and(|i| {
+                                info_field(&i, "master_link_status").as_deref() == Some("up")
+                            })))
+            },
+        );
+    }
+}
+
+/// The master's port from `SENTINEL GET-MASTER-ADDR-BY-NAME` on the sentinel at `port`.
+fn master_of(port: u16) -> Option<u16> {
+    let text = cli(port, &["sentinel", "get-master-addr-by-name", MASTER_NAME])?;
+    text.lines().nth(1)?.trim().parse().ok()
+}
+
+/// The replication role of the server on `port` (`master`, `slave`).
+fn role(port: u16) -> Option<String> {
+    cli(port, &["info", "replication"]).and_then(|i| info_field(&i, "role"))
+}
+
+/// The value after `key` in redis-cli's one-item-per-line rendering of a flat map.
+fn pair(text: &str, key: &str) -> Option<String> {
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line == key {
+            return lines.next().map(str::to_owned);
+        }
+    }
+    None
+}
