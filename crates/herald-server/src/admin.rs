@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminConfig, DEFAULT_ADMIN_PORT};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Connections the admin listener holds at once: scrapers and probes, a handful.
 const MAX_ADMIN_CONNECTIONS: usize = 64;

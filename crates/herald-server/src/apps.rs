@@ -21,7 +21,7 @@ use herald_protocol::frame;
 use crate::adapter::Cluster;
 use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
-use crate::ws::text_frame;
+use crate::wire::text_frame;
 
 use crate::cache::EventCache;
 use crate::config::{validate_apps, AppConfig, ConfigError, Plans, WebhookSettings};
@@ -214,7 +214,7 @@ impl App {
         &self,
         channel: &str,
         frame: &Bytes,
-        except: Option<crate::hub::ConnId>,
+        except: Option<crate::ids::ConnId>,
         except_socket: Option<&str>,
     ) -> usize {
         let delivered = self.hub.publish(channel, frame, except);
@@ -238,7 +238,7 @@ impl App {
         }
         if let Some(count) = self
             .count_events
-            .changed(channel, count, crate::sweeper::now())
+            .changed(channel, count, crate::clock::now())
         {
             self.send_subscription_count(channel, count);
         }

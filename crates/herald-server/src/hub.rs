@@ -21,10 +21,9 @@ use parking_lot::RwLock;
 use crate::metrics::clock_us;
 use crate::metrics::sharded::ShardedCounter;
 use crate::outbox::{Fanout, Outbox};
-use crate::ws::text_frame;
+use crate::wire::text_frame;
 
-/// A connection's id on this node (the second half of its socket id).
-pub type ConnId = u64;
+pub use crate::ids::ConnId;
 
 const SHARDS: usize = 16;
 

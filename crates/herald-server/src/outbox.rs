@@ -79,7 +79,7 @@ pub struct Outbox {
     /// or disables the app can find its connections in the server's registry. It fits in
     /// the padding after `timers`: the outbox stays 112 bytes.
     pub(crate) app: u32,
-    /// The connection's clock, in [`crate::sweeper`] ticks, so one sweeper task can run the
+    /// The connection's clock, in [`crate::clock`] ticks, so one sweeper task can run the
     /// timeouts of every connection instead of a timer parked in each.
     pub(crate) timers: Timers,
 }
@@ -308,7 +308,7 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// A fan-out of `plain`, a frame made by [`crate::ws::text_frame`] or any other.
+    /// A fan-out of `plain`, a frame made by [`crate::wire::text_frame`] or any other.
     pub fn new(plain: Bytes) -> Self {
         Fanout {
             plain,

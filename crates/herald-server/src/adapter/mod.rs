@@ -43,9 +43,10 @@ use self::bus::BusMessage;
 use self::scripts::Keys;
 use crate::apps::{App, AppStore};
 use crate::config::ClusterConfig;
-use crate::hub::{ChannelCounts, ConnId};
+use crate::hub::ChannelCounts;
+use crate::ids::ConnId;
 use crate::outbox::Outbox;
-use crate::ws::text_frame;
+use crate::wire::text_frame;
 
 /// State changes queued on a node, all apps together, before new ones are refused (see
 /// [`Cluster::op`] for what a refusal means for each kind).
@@ -650,11 +651,6 @@ impl Cluster {
         self.bus_bytes.give(bytes);
     }
 
-    /// The connection a socket id names, if it lives on this node.
-    pub(crate) fn local_conn(&self, socket_id: &str) -> Option<ConnId> {
-        local_conn(self.node_id, socket_id)
-    }
-
     /// Open connections of `app` on the other nodes, as of their last heartbeats.
     pub(crate) fn other_connections(&self, app: &str) -> usize {
         self.others.lock().get(app).copied().unwrap_or(0)
@@ -854,14 +850,6 @@ fn counts_from(pair: &[redis::Value]) -> redis::RedisResult<ChannelCounts> {
         subscription_count: subs.iter().sum::<i64>().max(0) as usize,
         user_count: members.max(0) as usize,
     })
-}
-
-/// The connection a socket id names, if it lives on node `node_id`.
-pub(crate) fn local_conn(node_id: u32, socket_id: &str) -> Option<ConnId> {
-    let (node, conn) = socket_id.split_once('.')?;
-    (node.parse::<u32>().ok()? == node_id)
-        .then(|| conn.parse().ok())
-        .flatten()
 }
 
 #[cfg(test)]

@@ -29,10 +29,11 @@ use super::bus::BusMessage;
 use super::scripts::{self, index_field, split_field};
 use super::{cache_entry, merge_resync, Cluster, Join, Op, Queued};
 use crate::apps::App;
-use crate::hub::{ConnId, LocalMember};
+use crate::hub::LocalMember;
+use crate::ids::ConnId;
 use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
-use crate::ws::text_frame;
+use crate::wire::text_frame;
 
 /// Subscriptions (or leaves) of one app counted in one pipelined round trip at most.
 const OP_BATCH: usize = 256;

@@ -17,7 +17,7 @@ use herald_protocol::signing::SignedQuery;
 
 use super::error::ApiError;
 use crate::apps::{App, AppRef};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// The window Pusher allows between the client's timestamp and the server's clock.
 const MAX_SKEW_SECS: i64 = 600;

@@ -20,11 +20,11 @@ use serde_json::{Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
-use crate::adapter::{local_conn, Op};
+use crate::adapter::Op;
 use crate::apps::App;
-use crate::hub::ConnId;
-use crate::ws::text_frame;
-use crate::Shared;
+use crate::ids::{ConnId, SocketId};
+use crate::shared::Shared;
+use crate::wire::text_frame;
 
 #[derive(Deserialize)]
 struct EventBody<'a> {
@@ -181,7 +181,9 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
     }
     let except = match body.socket_id.as_deref() {
         None => None,
-        Some(id) if is_valid_socket_id(id) => local_conn(shared.node_id, id),
+        Some(id) if is_valid_socket_id(id) => {
+            SocketId::parse(id).and_then(|s| s.on_node(shared.node_id))
+        }
         Some(id) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid socket_id: '{id}' (expected digits.digits)"

@@ -8,9 +8,6 @@ use serde_json::{Map, Value};
 use super::auth::Authenticated;
 use super::error::ApiError;
 
-/// The message sent with the close, so the user's client can tell why it was disconnected.
-pub(crate) const TERMINATED: &str = "You got disconnected by the app.";
-
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
 pub(crate) async fn terminate_connections(
     Path((_app_id, user_id)): Path<(String, String)>,
@@ -30,11 +27,8 @@ pub(crate) async fn terminate_connections_by_key(
 
 fn terminate(user_id: String, auth: Authenticated) -> Result<Json<Value>, ApiError> {
     let code = auth.app.config().terminate_close_code;
-    let connections = auth.app.users.connections(&user_id);
-    tracing::info!(app_id = %auth.app.id(), user_id, connections = connections.len(), "Terminating user connections");
-    for outbox in connections {
-        outbox.close(code, TERMINATED);
-    }
+    let connections = auth.app.users.terminate(&user_id, code);
+    tracing::info!(app_id = %auth.app.id(), user_id, connections, "Terminating user connections");
     if let Some(cluster) = auth.app.cluster() {
         cluster.send(&crate::adapter::bus::BusMessage::Terminate {
             app: auth.app.id().to_owned(),

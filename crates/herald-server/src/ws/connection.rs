@@ -26,11 +26,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::session::Session;
 use super::socket::Socket;
-use super::text_frame;
 use crate::admission::{ConnPermit, DetachedPermit};
 use crate::apps::ConnectionSlot;
 use crate::outbox::{CloseRequest, Outbox, FRAME_OVERHEAD};
-use crate::{metrics, sweeper, Shared};
+use crate::shared::Shared;
+use crate::wire::text_frame;
+use crate::{clock, metrics};
 use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 
 /// Frames written with one system call at most.
@@ -113,10 +114,10 @@ fn serve<S: Socket>(
         );
         let outbox = session.outbox().clone();
         outbox.push(text_frame(&frame::connection_established(
-            &session.socket_id(),
+            &session.socket_id().to_string(),
             held.shared.config.activity_timeout.as_secs(),
         )));
-        outbox.timers.touch(sweeper::now());
+        outbox.timers.touch(clock::now());
         // Our Close frame is queued; nothing may follow it.
         let mut closing = false;
         // The client sent its Close or ended its side: there is nothing more to read.
@@ -136,7 +137,7 @@ fn serve<S: Socket>(
 
         loop {
             if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
-                let until = sweeper::now() + sweeper::ticks(CLOSE_LINGER);
+                let until = clock::now() + clock::ticks(CLOSE_LINGER);
                 outbox.timers.linger_until.store(until, Ordering::Relaxed);
                 session.leave_all();
             }
@@ -214,7 +215,7 @@ fn serve<S: Socket>(
                     Ok(0) => peer_done = true,
                     Ok(_) if closing => peer_done = io.discard_until_close(),
                     Ok(n) => {
-                        outbox.timers.touch(sweeper::now());
+                        outbox.timers.touch(clock::now());
                         io.decode_all(&held.shared, &mut session)
                             .apply(&mut closing, &mut peer_done);
                         burst = n >= BURST_BYTES;
@@ -238,7 +239,7 @@ fn serve<S: Socket>(
         let code = outbox.close_code();
         session.metrics().connection_closed(code);
         session.metrics().console.emit("connection_closed", |row| {
-            row.insert("socket_id".into(), session.socket_id().into());
+            row.insert("socket_id".into(), session.socket_id().to_string().into());
             row.insert("code".into(), code.unwrap_or(1006).into());
         });
         tracing::debug!(
@@ -450,8 +451,8 @@ impl<S: Socket> Io<S> {
                 self.read_buf.len() < before
             };
             if new || deadline.load(Ordering::Relaxed) == 0 {
-                let timeout = sweeper::ticks(shared.config.partial_message_timeout);
-                deadline.store(sweeper::now() + timeout, Ordering::Relaxed);
+                let timeout = clock::ticks(shared.config.partial_message_timeout);
+                deadline.store(clock::now() + timeout, Ordering::Relaxed);
             }
         } else {
             deadline.store(0, Ordering::Relaxed);

@@ -29,12 +29,7 @@ use crate::admission::{ForwardedCount, Refusal};
 use crate::http::conn::{Peer, Watched};
 use crate::http::error::ApiError;
 use crate::metrics::Limit;
-use crate::Shared;
-
-/// A complete WebSocket text frame holding `json`, ready to share among subscribers.
-pub(crate) fn text_frame(json: &str) -> Bytes {
-    codec::encode_text(json.as_bytes())
-}
+use crate::shared::Shared;
 
 /// What the connection task is told to do once the upgrade completes.
 enum Admission {

@@ -20,16 +20,17 @@ use herald_protocol::frame::{self, ClientMessage, Signin, Subscribe};
 use herald_protocol::presence::{parse_member, Member};
 use herald_protocol::user::parse_user_data;
 
-use super::text_frame;
 use crate::adapter::{Cluster, Join, Op};
 use crate::apps::ConnectionSlot;
-use crate::hub::{ConnId, Left, PresenceRefused};
+use crate::hub::{Left, PresenceRefused};
+use crate::ids::SocketId;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
+use crate::shared::Shared;
 use crate::webhooks::WebhookEvent;
-use crate::Shared;
+use crate::wire::text_frame;
 
-/// A fixed one-second window is enough to enforce "N per second"; in sweeper ticks it
+/// A fixed one-second window is enough to enforce "N per second"; in clock ticks it
 /// costs eight bytes.
 struct RateWindow {
     started: u32,
@@ -47,10 +48,8 @@ struct SignedIn {
 pub(super) struct Session {
     /// The app, through the connection's counted slot in it.
     app: ConnectionSlot,
-    conn: ConnId,
-    /// This node's id: the socket id is `node.conn`, formatted when needed rather than
-    /// kept in every connection.
-    node: u32,
+    /// Formatted when needed rather than kept as text in every connection.
+    id: SocketId,
     outbox: Arc<Outbox>,
     /// Channels this connection is subscribed to; few per connection, so a Vec beats a map.
     channels: Vec<Box<str>>,
@@ -71,7 +70,7 @@ impl Session {
         let secs = app.config().user_authentication_timeout;
         if secs > 0 {
             let deadline =
-                crate::sweeper::now() + crate::sweeper::ticks(std::time::Duration::from_secs(secs));
+                crate::clock::now() + crate::clock::ticks(std::time::Duration::from_secs(secs));
             outbox
                 .timers
                 .auth_deadline
@@ -81,11 +80,12 @@ impl Session {
         app.metrics
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
+        let id = SocketId {
+            node: shared.node_id,
+            conn,
+        };
         app.metrics.console.emit("connection_opened", |row| {
-            row.insert(
-                "socket_id".into(),
-                format!("{}.{conn}", shared.node_id).into(),
-            );
+            row.insert("socket_id".into(), id.to_string().into());
         });
         // A reload that removed or disabled the app after this connection was admitted, and
         // scanned the registry before it was in it, left the close to the connection.
@@ -94,12 +94,11 @@ impl Session {
         }
         Session {
             app,
-            conn,
-            node: shared.node_id,
+            id,
             outbox,
             channels: Vec::new(),
             client_events: RateWindow {
-                started: crate::sweeper::now(),
+                started: crate::clock::now(),
                 used: 0,
             },
             user: None,
@@ -112,8 +111,8 @@ impl Session {
         self.outbox.timers.auth_deadline.store(0, Ordering::Relaxed);
     }
 
-    pub(super) fn socket_id(&self) -> String {
-        format!("{}.{}", self.node, self.conn)
+    pub(super) fn socket_id(&self) -> SocketId {
+        self.id
     }
 
     pub(super) fn app_id(&self) -> &str {
@@ -209,7 +208,7 @@ impl Session {
                 &app.key,
                 &app.secret,
                 auth,
-                &self.socket_id(),
+                &self.socket_id().to_string(),
                 channel,
                 channel_data,
             ) {
@@ -247,7 +246,7 @@ impl Session {
         let joined = match member {
             Some(member) => match hub.subscribe_presence(
                 channel,
-                self.conn,
+                self.id.conn,
                 &self.outbox,
                 member,
                 limits.max_presence_members,
@@ -263,7 +262,7 @@ impl Session {
                     );
                 }
             },
-            None => hub.subscribe(channel, self.conn, &self.outbox),
+            None => hub.subscribe(channel, self.id.conn, &self.outbox),
         };
         if kind.requires_auth() {
             self.authorized();
@@ -309,8 +308,8 @@ impl Session {
             Some(member) => Op::Join(Box::new(Join {
                 app: self.app.clone(),
                 channel: channel.into(),
-                conn: self.conn,
-                socket_id: self.socket_id().into(),
+                conn: self.id.conn,
+                socket_id: self.socket_id().to_string().into(),
                 outbox: self.outbox.clone(),
                 member,
                 cache,
@@ -318,7 +317,7 @@ impl Session {
             None => Op::Subscribe {
                 app: self.app.clone(),
                 channel: channel.into(),
-                conn: self.conn,
+                conn: self.id.conn,
                 outbox: self.outbox.clone(),
                 cache,
             },
@@ -381,14 +380,14 @@ impl Session {
                 let leave = Op::Leave {
                     app: self.app.clone(),
                     channel: channel.into(),
-                    conn: self.conn,
+                    conn: self.id.conn,
                 };
                 // Never refused for a full queue; on a node that is leaving, the adapter
                 // removes the connection from the hub itself.
                 let _ = cluster.op(leave);
             }
             None => {
-                let left = self.app.hub.unsubscribe(channel, self.conn);
+                let left = self.app.hub.unsubscribe(channel, self.id.conn);
                 self.left(channel, left);
             }
         }
@@ -433,7 +432,7 @@ impl Session {
             &app.key,
             &app.secret,
             &signin.auth,
-            &self.socket_id(),
+            &self.socket_id().to_string(),
             &signin.user_data,
         ) {
             tracing::debug!(%error, "Sign-in refused");
@@ -457,7 +456,7 @@ impl Session {
         self.sign_out();
         let id: Arc<str> = Arc::from(user.id.as_str());
         let users = &self.app.users;
-        let came_online = users.add(&id, self.conn, &self.outbox);
+        let came_online = users.add(&id, self.id.conn, &self.outbox);
         self.send(&frame::signin_success(&signin.user_data));
         let watchlist: Vec<Arc<str>> = user
             .watchlist
@@ -466,7 +465,7 @@ impl Session {
             .collect();
         let cluster = self.app.cluster();
         if !watchlist.is_empty() {
-            users.watch(self.conn, &self.outbox, &watchlist);
+            users.watch(self.id.conn, &self.outbox, &watchlist);
             match cluster {
                 Some(cluster) => self.cluster_op(
                     cluster,
@@ -511,8 +510,8 @@ impl Session {
     fn sign_out(&mut self) {
         if let Some(user) = self.user.take() {
             let users = &self.app.users;
-            users.unwatch(self.conn, &user.watchlist);
-            let went_offline = users.remove(&user.id, self.conn);
+            users.unwatch(self.id.conn, &user.watchlist);
+            let went_offline = users.remove(&user.id, self.id.conn);
             match self.app.cluster() {
                 Some(cluster) => self.cluster_op(
                     cluster,
@@ -530,7 +529,7 @@ impl Session {
     /// Shows a new subscription on the console.
     fn subscribed(&self, channel: &str) {
         self.app.metrics.console.emit("subscribed", |row| {
-            row.insert("socket_id".into(), self.socket_id().into());
+            row.insert("socket_id".into(), self.socket_id().to_string().into());
             row.insert("channel".into(), channel.into());
         });
     }
@@ -538,7 +537,7 @@ impl Session {
     fn unsubscribe(&mut self, channel: &str) {
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.app.metrics.console.emit("unsubscribed", |row| {
-                row.insert("socket_id".into(), self.socket_id().into());
+                row.insert("socket_id".into(), self.socket_id().to_string().into());
                 row.insert("channel".into(), channel.into());
             });
             self.channels.swap_remove(pos);
@@ -572,7 +571,7 @@ impl Session {
             }
             _ => {}
         }
-        let Some(user_id) = self.app.hub.subscription(channel, self.conn) else {
+        let Some(user_id) = self.app.hub.subscription(channel, self.id.conn) else {
             return self.send_error(
                 None,
                 &format!("You must be subscribed to {channel} to send client events on it"),
@@ -587,9 +586,9 @@ impl Session {
                 ),
             );
         }
-        let now = crate::sweeper::now();
+        let now = crate::clock::now();
         if now.wrapping_sub(self.client_events.started)
-            >= crate::sweeper::ticks(std::time::Duration::from_secs(1))
+            >= crate::clock::ticks(std::time::Duration::from_secs(1))
         {
             self.client_events = RateWindow {
                 started: now,
@@ -608,7 +607,7 @@ impl Session {
             .fetch_add(1, Ordering::Relaxed);
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
-        let socket_id = self.socket_id();
+        let socket_id = self.socket_id().to_string();
         self.app.metrics.console.emit("client_event", |row| {
             row.insert("socket_id".into(), socket_id.as_str().into());
             row.insert("channel".into(), channel.into());
@@ -616,7 +615,7 @@ impl Session {
             crate::console::preview(row, data);
         });
         self.app
-            .publish(channel, &frame, Some(self.conn), Some(&socket_id));
+            .publish(channel, &frame, Some(self.id.conn), Some(&socket_id));
         self.app
             .webhook("client_event", || WebhookEvent::ClientEvent {
                 channel: channel.into(),
@@ -639,6 +638,6 @@ impl Session {
     /// Leaves every channel and the shutdown registry; called once when the connection ends.
     pub(super) fn close(&mut self, shared: &Shared) {
         self.leave_all();
-        shared.unregister_connection(self.conn);
+        shared.unregister_connection(self.id.conn);
     }
 }
