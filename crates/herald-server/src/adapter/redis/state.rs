@@ -25,9 +25,9 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult, Script};
 use tokio::sync::mpsc;
 
-use super::bus::BusMessage;
 use super::scripts::{self, index_field, split_field};
 use super::{cache_entry, merge_resync, Cluster, Join, Op, Queued};
+use crate::adapter::bus::BusMessage;
 use crate::apps::App;
 use crate::hub::LocalMember;
 use crate::ids::ConnId;

@@ -20,7 +20,6 @@
 //! and the task takes the apps in turns: one app's flood of subscriptions gets `ServerBusy`
 //! answers while the others' go through, and a full share never changes the node's health.
 
-pub mod bus;
 mod heartbeat;
 mod scripts;
 mod state;
@@ -39,8 +38,8 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, Notify};
 
-use self::bus::BusMessage;
 use self::scripts::Keys;
+use super::bus::{self, BusMessage};
 use crate::apps::{App, AppStore};
 use crate::config::ClusterConfig;
 use crate::hub::ChannelCounts;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::bus::{self, BusMessage};
 use super::{bus_cost, Cluster};
+use crate::adapter::bus::{self, BusMessage};
 use crate::ids::SocketId;
 
 /// Messages per pipelined round trip.
