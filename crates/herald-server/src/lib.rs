@@ -146,26 +146,7 @@ async fn serve_apps(
         None => None,
     };
     let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
-    let cluster = match &config.cluster {
-        Some(cluster_config) => {
-            let cluster = adapter::Cluster::connect(cluster_config, node_id)
-                .await
-                .map_err(io::Error::other)?;
-            apps.join_cluster(&cluster);
-            cluster.start(store.clone()).await;
-            tracing::info!(
-                node_id,
-                redis = %config::redact_url(&cluster_config.redis_url),
-                "Joined the cluster"
-            );
-            Some(cluster)
-        }
-        None => None,
-    };
-    let backend: Arc<dyn backend::Backend> = match &cluster {
-        Some(cluster) => cluster.clone(),
-        None => Arc::new(backend::Standalone),
-    };
+    let adapter = adapter::start(&config.adapter, node_id, store.clone()).await?;
     let max_open = match config.net.max_open_connections {
         0 => admission::default_max_open_connections(),
         n => n,
@@ -186,7 +167,7 @@ async fn serve_apps(
         tracker: TaskTracker::new(),
         limiter: limiter.clone(),
         metrics: metrics::NodeMetrics::new(),
-        backend,
+        adapter,
         tls,
         console: apps.console().clone(),
     });
@@ -274,9 +255,7 @@ async fn serve_apps(
     {
         tracing::warn!("Shutdown grace period ended with connections still open");
     }
-    if let Some(cluster) = cluster {
-        cluster.stop().await;
-    }
+    shared.adapter.backend.leave().await;
     stop_admin.cancel();
     let _ = admin_task.await;
     Ok(())

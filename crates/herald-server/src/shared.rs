@@ -11,11 +11,12 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::adapter::Adapter;
 use crate::apps::{App, AppStore};
 use crate::config::Config;
 use crate::ids::ConnId;
 use crate::outbox::Outbox;
-use crate::{admission, backend, console, metrics, tls};
+use crate::{admission, console, metrics, tls};
 
 /// State every request and connection handler shares.
 pub(crate) struct Shared {
@@ -36,8 +37,9 @@ pub(crate) struct Shared {
     pub(crate) limiter: Arc<admission::ConnLimiter>,
     /// The node's registry and the metrics that are not per app.
     pub(crate) metrics: metrics::NodeMetrics,
-    /// What the node shares state through; asked by `/ready` and `/metrics`.
-    pub(crate) backend: Arc<dyn backend::Backend>,
+    /// What the node shares events and state through, with the other nodes of its cluster
+    /// or with nobody: every handler's way to publish, to subscribe and to count limits.
+    pub(crate) adapter: Adapter,
     /// The public port's TLS (`tls_cert`, `tls_key`); `None` serves plain HTTP. Only the
     /// accept loop and reloads look at it.
     pub(crate) tls: Option<Arc<tls::Tls>>,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
 
+use crate::adapter::transitions;
 use crate::clock::{now, ticks};
 use crate::outbox::Outbox;
 use crate::shared::Shared;
@@ -59,8 +60,11 @@ fn sweep(shared: &Shared, now: u32) {
             check(&outbox, now, activity, pong);
         }
     }
+    let broker = shared.adapter.broker.as_ref();
     for app in shared.apps.all() {
-        app.flush_subscription_counts(now);
+        for (channel, count) in app.due_subscription_counts(now) {
+            transitions::subscription_count(broker, &app, &channel, count);
+        }
     }
 }
 

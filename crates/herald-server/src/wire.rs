@@ -12,3 +12,15 @@ use herald_protocol::websocket;
 pub(crate) fn text_frame(json: &str) -> Bytes {
     websocket::encode_text(json.as_bytes())
 }
+
+/// `pusher_internal:member_added` for a presence channel's new user.
+pub(crate) fn member_added(channel: &str, user_id: &str, user_info: Option<&str>) -> Bytes {
+    text_frame(&herald_protocol::frame::member_added(
+        channel, user_id, user_info,
+    ))
+}
+
+/// `pusher_internal:member_removed` for a presence channel's user whose last connection left.
+pub(crate) fn member_removed(channel: &str, user_id: &str) -> Bytes {
+    text_frame(&herald_protocol::frame::member_removed(channel, user_id))
+}

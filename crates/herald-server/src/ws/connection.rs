@@ -139,7 +139,7 @@ fn serve<S: Socket>(
             if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
                 let until = clock::now() + clock::ticks(CLOSE_LINGER);
                 outbox.timers.linger_until.store(until, Ordering::Relaxed);
-                session.leave_all();
+                session.leave_all(&held.shared);
             }
             let flushed = io.flush();
             if io.written > 0 {
@@ -248,6 +248,7 @@ fn serve<S: Socket>(
             code = code.unwrap_or(1006),
             "Connection closed"
         );
+        session.release(&held.shared);
     }
 }
 
@@ -396,7 +397,7 @@ impl<S: Socket> Io<S> {
                 Ok(None) => break Decoded::Open,
                 Ok(Some(Message::Text(text))) => {
                     message_ended = true;
-                    session.handle_text(&text);
+                    session.handle_text(shared, &text);
                 }
                 Ok(Some(Message::Binary(_))) => {
                     message_ended = true;
@@ -644,7 +645,7 @@ mod tests {
             &config.webhook_settings(),
         ));
         let app = apps.by_key("app-key").expect("default app");
-        let slot = app.try_connect().expect("slot");
+        let slot = app.try_connect(0).expect("slot");
         let limiter = crate::admission::ConnLimiter::new(&config.net, 10);
         let permit = limiter
             .admit(std::net::Ipv4Addr::LOCALHOST.into())
@@ -659,7 +660,7 @@ mod tests {
             tracker: tokio_util::task::TaskTracker::new(),
             limiter,
             metrics: crate::metrics::NodeMetrics::new(),
-            backend: Arc::new(crate::backend::Standalone),
+            adapter: crate::adapter::Adapter::local(1),
             tls: None,
             console: Arc::default(),
         });

@@ -3,7 +3,9 @@
 //! events).
 //!
 //! The session never touches the socket. It answers by pushing frames to its own outbox and
-//! reaches other connections only through the hub, so the same logic serves any transport.
+//! reaches other connections only through the adapter's traits (`Presence` for
+//! subscriptions and sign-ins, `Broker` for client events), so the same rules serve any
+//! transport and any backend, and never know which backend it is.
 //! Nothing here closes the connection for a client mistake: bad messages, failed
 //! subscriptions and rejected client events get an error frame and the socket stays open.
 //! The one exception is a refused sign-in, which closes with 4009 ("connection is
@@ -20,9 +22,8 @@ use herald_protocol::frame::{self, ClientMessage, Signin, Subscribe};
 use herald_protocol::presence::{parse_member, Member};
 use herald_protocol::user::parse_user_data;
 
-use crate::adapter::{Cluster, Join, Op};
+use crate::adapter::Subscription;
 use crate::apps::ConnectionSlot;
-use crate::hub::{Left, PresenceRefused};
 use crate::ids::SocketId;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
@@ -135,18 +136,18 @@ impl Session {
         self.send(&frame::error(code, message));
     }
 
-    pub(super) fn handle_text(&mut self, text: &str) {
+    pub(super) fn handle_text(&mut self, shared: &Shared, text: &str) {
         match frame::decode_client_message(text) {
             Ok(ClientMessage::Ping) => self.send(frame::PONG),
             Ok(ClientMessage::Pong) => {}
-            Ok(ClientMessage::Subscribe(sub)) => self.subscribe(sub),
-            Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(&channel),
-            Ok(ClientMessage::Signin(signin)) => self.signin(signin),
+            Ok(ClientMessage::Subscribe(sub)) => self.subscribe(shared, sub),
+            Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(shared, &channel),
+            Ok(ClientMessage::Signin(signin)) => self.signin(shared, signin),
             Ok(ClientMessage::ClientEvent {
                 event,
                 channel,
                 data,
-            }) => self.client_event(&event, &channel, data),
+            }) => self.client_event(shared, &event, &channel, data),
             Ok(_) => self.send_error(None, "Unsupported message"),
             Err(error) => self.send_error(None, &error.to_string()),
         }
@@ -156,7 +157,7 @@ impl Session {
         self.send(&frame::subscription_error(channel, kind, error, status));
     }
 
-    fn subscribe(&mut self, sub: Subscribe) {
+    fn subscribe(&mut self, shared: &Shared, sub: Subscribe) {
         let limits = self.app.config().limits;
         let channel = sub.channel.as_str();
         let kind = match validate_channel_name(channel, limits.max_channel_name_length) {
@@ -216,7 +217,6 @@ impl Session {
                 return self.subscription_error(channel, "AuthError", &error.to_string(), 401);
             }
         }
-        let hub = &self.app.hub;
         let member = match (kind.is_presence(), channel_data, &self.user) {
             (false, _, _) => None,
             (true, Some(data), _) => match parse_member(data) {
@@ -231,7 +231,6 @@ impl Session {
             }),
             (true, None, None) => None,
         };
-        let member_id: Option<Box<str>> = member.as_ref().map(|m| m.user_id.as_str().into());
         if let Some(member) = &member {
             if !self.member_fits(channel, member) {
                 return;
@@ -240,98 +239,23 @@ impl Session {
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
-        if let Some(cluster) = self.app.cluster().cloned() {
-            return self.subscribe_in_cluster(&cluster, channel, kind, member, cache);
-        }
-        let joined = match member {
-            Some(member) => match hub.subscribe_presence(
-                channel,
-                self.id.conn,
-                &self.outbox,
-                member,
-                limits.max_presence_members,
-            ) {
-                Ok(joined) => joined,
-                Err(PresenceRefused::Full { max }) => {
-                    self.app.metrics.refused(Limit::PresenceMembers);
-                    return self.subscription_error(
-                        channel,
-                        "LimitReached",
-                        &format!("The presence channel already has the maximum of {max} members"),
-                        4100,
-                    );
-                }
-            },
-            None => hub.subscribe(channel, self.id.conn, &self.outbox),
+        let subscription = Subscription {
+            channel,
+            socket: self.id,
+            outbox: &self.outbox,
+            member,
+            cache,
         };
+        // The backend answers the client: now, or (in a cluster) once the change is counted,
+        // so a client that got `subscription_succeeded` is in every node's counts and a
+        // presence member gets the cluster's member list.
+        if !shared.adapter.presence.subscribe(&self.app, subscription) {
+            return;
+        }
         if kind.requires_auth() {
             self.authorized();
         }
-        if joined.occupied && kind != ChannelKind::ServerToUser {
-            self.app
-                .webhook("channel_occupied", || WebhookEvent::ChannelOccupied {
-                    channel: channel.into(),
-                });
-        }
-        if let (true, Some(user_id)) = (joined.member_added, member_id) {
-            self.app
-                .webhook("member_added", || WebhookEvent::MemberAdded {
-                    channel: channel.into(),
-                    user_id,
-                });
-        }
-        if cache {
-            self.app.replay_cache(channel, &self.outbox);
-        }
-        if !joined.already {
-            self.subscribed(channel);
-            self.channels.push(channel.into());
-            self.announce_subscription_count(channel, kind);
-        }
-    }
-
-    /// A subscription in a cluster: the state task records it in Redis first, then
-    /// confirms it, so a client that got `subscription_succeeded` is in every node's counts
-    /// (and, on presence channels, gets the cluster's member list).
-    fn subscribe_in_cluster(
-        &mut self,
-        cluster: &Cluster,
-        channel: &str,
-        kind: ChannelKind,
-        member: Option<Member>,
-        cache: bool,
-    ) {
-        if kind.requires_auth() {
-            self.authorized();
-        }
-        let op = match member {
-            Some(member) => Op::Join(Box::new(Join {
-                app: self.app.clone(),
-                channel: channel.into(),
-                conn: self.id.conn,
-                socket_id: self.socket_id().to_string().into(),
-                outbox: self.outbox.clone(),
-                member,
-                cache,
-            })),
-            None => Op::Subscribe {
-                app: self.app.clone(),
-                channel: channel.into(),
-                conn: self.id.conn,
-                outbox: self.outbox.clone(),
-                cache,
-            },
-        };
-        if cluster.op(op).is_err() {
-            self.app.metrics.refused(Limit::ClusterQueue);
-            return self.subscription_error(
-                channel,
-                "ServerBusy",
-                "The server is too busy to take subscriptions; retry shortly",
-                503,
-            );
-        }
-        if !self.channels.iter().any(|c| c.as_ref() == channel) {
+        if !already {
             self.subscribed(channel);
             self.channels.push(channel.into());
         }
@@ -367,66 +291,15 @@ impl Session {
         true
     }
 
-    /// Queues a cluster state change. A refused one needs nothing from the session: the
-    /// adapter answers or restates it, and logs refusals (rate-limited: a flood repeats them).
-    fn cluster_op(&self, cluster: &Cluster, op: Op) {
-        let _ = cluster.op(op);
+    /// Leaves one channel (unsubscribe or close); the backend reports what that changed.
+    fn leave_channel(&self, shared: &Shared, channel: &str) {
+        shared
+            .adapter
+            .presence
+            .unsubscribe(&self.app, channel, self.id.conn);
     }
 
-    /// Leaves one channel (unsubscribe or close) and reports what that changed.
-    fn leave_channel(&self, channel: &str) {
-        match self.app.cluster() {
-            Some(cluster) => {
-                let leave = Op::Leave {
-                    app: self.app.clone(),
-                    channel: channel.into(),
-                    conn: self.id.conn,
-                };
-                // Never refused for a full queue; on a node that is leaving, the adapter
-                // removes the connection from the hub itself.
-                let _ = cluster.op(leave);
-            }
-            None => {
-                let left = self.app.hub.unsubscribe(channel, self.id.conn);
-                self.left(channel, left);
-            }
-        }
-    }
-
-    /// Tells a channel's subscribers (and webhooks) its new subscription count, if the app
-    /// wants that. Presence channels have member events instead.
-    fn announce_subscription_count(&self, channel: &str, kind: ChannelKind) {
-        if kind.is_presence() || kind == ChannelKind::ServerToUser {
-            return;
-        }
-        let count = self.app.hub.counts(channel).subscription_count;
-        self.app.subscription_count_changed(channel, count);
-    }
-
-    /// Reports what leaving `channel` changed: vacated and member-removed webhooks, and the
-    /// new subscription count.
-    fn left(&self, channel: &str, left: Option<Left>) {
-        let Some(left) = left else {
-            return;
-        };
-        let kind = ChannelKind::of(channel);
-        if let Some(user_id) = left.member_removed {
-            self.app
-                .webhook("member_removed", || WebhookEvent::MemberRemoved {
-                    channel: channel.into(),
-                    user_id: user_id.as_ref().into(),
-                });
-        }
-        if left.vacated && kind != ChannelKind::ServerToUser {
-            self.app
-                .webhook("channel_vacated", || WebhookEvent::ChannelVacated {
-                    channel: channel.into(),
-                });
-        }
-        self.announce_subscription_count(channel, kind);
-    }
-
-    fn signin(&mut self, signin: Signin) {
+    fn signin(&mut self, shared: &Shared, signin: Signin) {
         let app = self.app.config();
         if let Err(error) = verify_user_auth(
             &app.key,
@@ -453,48 +326,23 @@ impl Session {
             }
         }
         // Signing in again as the same user refreshes its user_info and watchlist.
-        self.sign_out();
+        self.sign_out(shared);
         let id: Arc<str> = Arc::from(user.id.as_str());
         let users = &self.app.users;
-        let came_online = users.add(&id, self.id.conn, &self.outbox);
+        let first_here = users.add(&id, self.id.conn, &self.outbox);
         self.send(&frame::signin_success(&signin.user_data));
         let watchlist: Vec<Arc<str>> = user
             .watchlist
             .iter()
             .map(|w| Arc::from(w.as_str()))
             .collect();
-        let cluster = self.app.cluster();
         if !watchlist.is_empty() {
             users.watch(self.id.conn, &self.outbox, &watchlist);
-            match cluster {
-                Some(cluster) => self.cluster_op(
-                    cluster,
-                    Op::Watchlist {
-                        app: self.app.clone(),
-                        outbox: self.outbox.clone(),
-                        users: watchlist.clone(),
-                    },
-                ),
-                None => {
-                    let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
-                        .iter()
-                        .map(AsRef::as_ref)
-                        .partition(|w| users.is_online(w));
-                    self.send(&frame::watchlist_events(online, offline));
-                }
-            }
         }
-        match cluster {
-            Some(cluster) => self.cluster_op(
-                cluster,
-                Op::User {
-                    app: self.app.clone(),
-                    user: id.clone(),
-                },
-            ),
-            None if came_online => users.notify_watchers(&id, true),
-            None => {}
-        }
+        shared
+            .adapter
+            .presence
+            .signed_in(&self.app, &id, first_here, &self.outbox, &watchlist);
         self.user = Some(Box::new(SignedIn {
             id,
             user_info: user.user_info.map(String::into_boxed_str),
@@ -507,22 +355,15 @@ impl Session {
         self.outbox.close(CloseReason::Unauthorized.code(), message);
     }
 
-    fn sign_out(&mut self) {
+    fn sign_out(&mut self, shared: &Shared) {
         if let Some(user) = self.user.take() {
             let users = &self.app.users;
             users.unwatch(self.id.conn, &user.watchlist);
-            let went_offline = users.remove(&user.id, self.id.conn);
-            match self.app.cluster() {
-                Some(cluster) => self.cluster_op(
-                    cluster,
-                    Op::User {
-                        app: self.app.clone(),
-                        user: user.id.clone(),
-                    },
-                ),
-                None if went_offline => users.notify_watchers(&user.id, false),
-                None => {}
-            }
+            let last_here = users.remove(&user.id, self.id.conn);
+            shared
+                .adapter
+                .presence
+                .signed_out(&self.app, &user.id, last_here);
         }
     }
 
@@ -534,18 +375,18 @@ impl Session {
         });
     }
 
-    fn unsubscribe(&mut self, channel: &str) {
+    fn unsubscribe(&mut self, shared: &Shared, channel: &str) {
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.app.metrics.console.emit("unsubscribed", |row| {
                 row.insert("socket_id".into(), self.socket_id().to_string().into());
                 row.insert("channel".into(), channel.into());
             });
             self.channels.swap_remove(pos);
-            self.leave_channel(channel);
+            self.leave_channel(shared, channel);
         }
     }
 
-    fn client_event(&mut self, event: &str, channel: &str, data: &str) {
+    fn client_event(&mut self, shared: &Shared, event: &str, channel: &str, data: &str) {
         let limits = self.app.config().limits;
         if !limits.client_events {
             return self.send_error(
@@ -614,8 +455,10 @@ impl Session {
             row.insert("event".into(), event.into());
             crate::console::preview(row, data);
         });
-        self.app
-            .publish(channel, &frame, Some(self.id.conn), Some(&socket_id));
+        shared
+            .adapter
+            .broker
+            .publish(&self.app, channel, &frame, Some(self.id));
         self.app
             .webhook("client_event", || WebhookEvent::ClientEvent {
                 channel: channel.into(),
@@ -628,16 +471,21 @@ impl Session {
 
     /// Leaves every channel and signs out, as soon as the connection starts closing: it takes
     /// no more frames, so it must not count as a subscriber or a member while it lingers.
-    pub(super) fn leave_all(&mut self) {
+    pub(super) fn leave_all(&mut self, shared: &Shared) {
         for channel in std::mem::take(&mut self.channels) {
-            self.leave_channel(&channel);
+            self.leave_channel(shared, &channel);
         }
-        self.sign_out();
+        self.sign_out(shared);
     }
 
     /// Leaves every channel and the shutdown registry; called once when the connection ends.
     pub(super) fn close(&mut self, shared: &Shared) {
-        self.leave_all();
+        self.leave_all(shared);
         shared.unregister_connection(self.id.conn);
+    }
+
+    /// Gives the connection's slot back to the app's limits, last of all.
+    pub(super) fn release(self, shared: &Shared) {
+        shared.adapter.limits.release(self.app);
     }
 }

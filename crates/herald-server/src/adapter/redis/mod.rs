@@ -1,51 +1,51 @@
-//! The adapter seam: how a node shares events and state with the other nodes of a cluster.
+//! The Redis implementation of the adapter's traits (`adapter = "redis"`): how a node shares
+//! events and state with the other nodes of a cluster through one Redis.
 //!
-//! A single node (the default) has no adapter: every [`crate::apps::App`] answers from its
-//! own hub and the code paths stay as they are, one `Option` check away. With
-//! `adapter = "redis"`, each app holds a [`Cluster`] handle and:
-//! - events (HTTP triggers, client events, member and count events) are delivered to the
+//! - Events (HTTP triggers, client events, member and count events) are delivered to the
 //!   local hub at once and sent to the other nodes over one Redis pub/sub channel as
-//!   ready-made frames ([`bus`]);
-//! - channel, presence, signed-in-user and connection counts are kept in Redis per node,
+//!   ready-made frames ([`crate::adapter::bus`], `transport.rs`).
+//! - Channel, presence, signed-in-user and connection counts are kept in Redis per node,
 //!   changed by atomic scripts (`scripts.rs`) that report cluster-wide transitions, so each
-//!   webhook and member event is emitted once for the cluster;
-//! - the HTTP API's queries read those counts from Redis;
-//! - nodes heartbeat from a task of their own (`heartbeat.rs`), so no amount of queued work
+//!   webhook and member event is emitted once for the cluster (`state.rs`, by the rules of
+//!   [`crate::adapter::transitions`]).
+//! - The HTTP API's queries and the cluster-wide limits read those counts (`queries.rs`).
+//! - Nodes heartbeat from a task of their own (`heartbeat.rs`), so no amount of queued work
 //!   delays a heartbeat; the survivors remove a dead node's share (`state.rs`).
 //!
-//! State changes go through one queue per node, processed by one task in order per app, so
-//! a join is always recorded before the leave that follows it, and the WebSocket path never
-//! waits for Redis except where the protocol needs the cluster's answer (a presence member
-//! list). Each app may have only its share of that queue waiting (`cluster_ops_per_app`),
-//! and the task takes the apps in turns: one app's flood of subscriptions gets `ServerBusy`
-//! answers while the others' go through, and a full share never changes the node's health.
+//! State changes go through one queue per node (`ops.rs`), processed by one task in order
+//! per app, so a join is always recorded before the leave that follows it, and the WebSocket
+//! path never waits for Redis: a subscription is answered by the state task once Redis has
+//! counted it. Each app may have only its share of that queue waiting
+//! (`cluster_ops_per_app`), and the task takes the apps in turns: one app's flood of
+//! subscriptions gets `ServerBusy` answers while the others' go through, and a full share
+//! never changes the node's health. `seam.rs` maps the traits onto all of this.
 
+mod config;
 mod heartbeat;
+mod ops;
+mod queries;
 mod scripts;
+mod seam;
 mod state;
 mod transport;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_protocol::frame;
-use herald_protocol::presence::Member;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 use tokio::sync::{mpsc, Notify};
 
+pub use self::config::RedisConfig;
+use self::ops::{Held, Op, Places, Queued, Refused};
 use self::scripts::Keys;
 use super::bus::{self, BusMessage};
+use super::transitions;
 use crate::apps::{App, AppStore};
-use crate::config::ClusterConfig;
-use crate::hub::ChannelCounts;
-use crate::ids::ConnId;
-use crate::outbox::Outbox;
-use crate::wire::text_frame;
+use crate::ids::SocketId;
 
 /// State changes queued on a node, all apps together, before new ones are refused (see
 /// [`Cluster::op`] for what a refusal means for each kind).
@@ -74,165 +74,11 @@ pub enum ClusterError {
     },
 }
 
-/// Why a state change was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Refused {
-    /// The app's share of the queue, or the whole queue, is full.
-    #[error("the cluster state queue is full")]
-    Busy,
-    /// The node is leaving the cluster.
-    #[error("the node is leaving the cluster")]
-    Stopping,
-}
-
-/// A state change, applied in order by the node's state task.
-pub(crate) enum Op {
-    /// Subscribe to a non-presence channel: counted in Redis, then confirmed.
-    Subscribe {
-        app: Arc<App>,
-        channel: Box<str>,
-        conn: ConnId,
-        outbox: Arc<Outbox>,
-        /// Replay the cached event (or report a miss) after `subscription_succeeded`.
-        cache: bool,
-    },
-    /// Join a presence channel: the cluster's member list, its limit and `member_added`.
-    Join(Box<Join>),
-    /// Leave a channel: remove from the hub, then `member_removed` if it was a presence
-    /// member's last connection in the cluster, and the new counts.
-    Leave {
-        app: Arc<App>,
-        channel: Box<str>,
-        conn: ConnId,
-    },
-    /// Keep a cache channel's last event in Redis for nodes that did not see it.
-    Cache {
-        app: Arc<App>,
-        channel: Box<str>,
-        frame: Bytes,
-        data: Box<str>,
-        ttl: Duration,
-    },
-    /// Restate this node's connection count of an app (a connection closed).
-    Connections { app: Arc<App> },
-    /// Restate this node's signed-in connection count of a user.
-    User { app: Arc<App>, user: Arc<str> },
-    /// Tell a newly signed-in connection which of its watched users are online.
-    Watchlist {
-        app: Arc<App>,
-        outbox: Arc<Outbox>,
-        users: Vec<Arc<str>>,
-    },
-    /// Drain and leave the cluster (clean shutdown).
-    Stop(tokio::sync::oneshot::Sender<()>),
-}
-
-/// A presence join waiting for the cluster's answer.
-pub(crate) struct Join {
-    pub app: Arc<App>,
-    pub channel: Box<str>,
-    pub conn: ConnId,
-    pub socket_id: Box<str>,
-    pub outbox: Arc<Outbox>,
-    pub member: Member,
-    /// Replay the cached event (or report a miss) after `subscription_succeeded`.
-    pub cache: bool,
-}
-
 /// Scripts run from request handlers (the state task has its own).
 struct RequestScripts {
     rate_take: redis::Script,
     admit: redis::Script,
     count_messages: redis::Script,
-}
-
-impl Op {
-    pub(super) fn app(&self) -> Option<&Arc<App>> {
-        match self {
-            Op::Subscribe { app, .. }
-            | Op::Leave { app, .. }
-            | Op::Cache { app, .. }
-            | Op::Connections { app }
-            | Op::User { app, .. }
-            | Op::Watchlist { app, .. } => Some(app),
-            Op::Join(join) => Some(&join.app),
-            Op::Stop(_) => None,
-        }
-    }
-}
-
-/// A queued op and the place it holds in the queue, given back when the state task takes it.
-pub(crate) struct Queued {
-    pub(super) op: Op,
-    _held: Option<Held>,
-}
-
-impl Queued {
-    /// The op, giving its place in the queue back.
-    pub(super) fn into_op(self) -> Op {
-        self.op
-    }
-}
-
-/// The node's op queue as places: at most `max_total` ops waiting, and at most `max_app`
-/// of one app.
-struct Places {
-    total: Arc<AtomicUsize>,
-    apps: RwLock<HashMap<String, Arc<AtomicUsize>>>,
-    max_total: usize,
-    max_app: usize,
-}
-
-impl Places {
-    fn new(max_total: usize, max_app: usize) -> Self {
-        Places {
-            total: Arc::new(AtomicUsize::new(0)),
-            apps: RwLock::new(HashMap::new()),
-            max_total,
-            max_app: max_app.min(max_total),
-        }
-    }
-
-    /// A place for an op of `app`, if its share and the queue have one; `always` takes one
-    /// regardless, still counted so the app's other ops wait for it.
-    fn take(&self, app: &str, always: bool) -> Option<Held> {
-        let held = Held {
-            app: self.app(app),
-            total: self.total.clone(),
-        };
-        let in_app = held.app.fetch_add(1, Ordering::Relaxed);
-        let in_queue = held.total.fetch_add(1, Ordering::Relaxed);
-        (always || (in_app < self.max_app && in_queue < self.max_total)).then_some(held)
-    }
-
-    fn app(&self, app: &str) -> Arc<AtomicUsize> {
-        if let Some(share) = self.apps.read().get(app) {
-            return share.clone();
-        }
-        self.apps.write().entry(app.to_owned()).or_default().clone()
-    }
-
-    /// Drops an app's share once no op of it can be waiting (the app is gone).
-    fn forget(&self, app: &str) {
-        self.apps.write().remove(app);
-    }
-
-    fn waiting(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-/// One place in the node's queue and in one app's share of it, given back when dropped.
-struct Held {
-    app: Arc<AtomicUsize>,
-    total: Arc<AtomicUsize>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.app.fetch_sub(1, Ordering::Relaxed);
-        self.total.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Bytes taken by queued messages, given back once they are sent.
@@ -327,6 +173,55 @@ pub(crate) struct ClusterStats {
     pub(crate) healthy: bool,
 }
 
+impl ClusterStats {
+    /// The membership's gauges and counters, as `/metrics` shows them.
+    fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use crate::metrics::{single, MetricType};
+        let g = |name, help, v: usize| single(name, help, MetricType::GAUGE, v as u64);
+        let c = |name, help, v: u64| single(name, help, MetricType::COUNTER, v);
+        [
+            g(
+                "herald_cluster_bus_queue_bytes",
+                "Bytes of messages for other nodes queued or held by the publisher",
+                self.bus_bytes,
+            ),
+            g(
+                "herald_cluster_bus_queue_messages",
+                "Messages for other nodes waiting in the bus queue",
+                self.bus_queued,
+            ),
+            g(
+                "herald_cluster_bus_held_messages",
+                "Messages the publisher holds while Redis does not answer",
+                self.bus_held,
+            ),
+            c(
+                "herald_cluster_bus_dropped_total",
+                "Messages for other nodes dropped because the bus queue was full",
+                self.bus_dropped,
+            ),
+            g(
+                "herald_cluster_ops_queued",
+                "State changes waiting for Redis",
+                self.ops_queued,
+            ),
+            c(
+                "herald_cluster_ops_refused_total",
+                "State changes refused because an app's share of the queue was full",
+                self.ops_refused,
+            ),
+            g(
+                "herald_cluster_redis_up",
+                "1 while Redis answers this node, 0 while it does not",
+                usize::from(self.healthy),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 impl crate::backend::Backend for Cluster {
     fn unavailable(&self) -> Option<&'static str> {
         (!self.healthy.load(Ordering::Relaxed)).then_some(
@@ -335,8 +230,31 @@ impl crate::backend::Backend for Cluster {
     }
 
     fn metric_families(&self) -> Vec<prometheus::proto::MetricFamily> {
-        crate::metrics::cluster_families(&self.stats())
+        self.stats().families()
     }
+
+    fn leave(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(self.stop())
+    }
+}
+
+/// Connects to the cluster's Redis and joins: the node's tasks run and its first heartbeat
+/// is recorded when this returns.
+pub(super) async fn join(
+    config: &RedisConfig,
+    node_id: u32,
+    apps: Arc<dyn AppStore>,
+) -> std::io::Result<Arc<Cluster>> {
+    let cluster = Cluster::connect(config, node_id)
+        .await
+        .map_err(std::io::Error::other)?;
+    cluster.start(apps).await;
+    tracing::info!(
+        node_id,
+        redis = %crate::config::redact_url(&config.url),
+        "Joined the cluster"
+    );
+    Ok(cluster)
 }
 
 /// One node's membership of a cluster.
@@ -359,9 +277,10 @@ pub struct Cluster {
     bus_bytes: ByteBudget,
     /// Other nodes' open connections per app, from their last heartbeats.
     others: Mutex<HashMap<String, usize>>,
-    /// Apps a reload removed from this node whose last connection has closed: the next
-    /// heartbeat withdraws this node's connection count of each.
-    forgotten: Mutex<Vec<String>>,
+    /// Every app this node has written a connection count of. Once one is gone (a reload
+    /// removed it and its last connection closed: every change of its connections held it)
+    /// the next heartbeat withdraws the count.
+    counted: Mutex<HashMap<String, Weak<App>>>,
     /// Whether Redis answered the last call; while not, state changes are applied locally
     /// only and restated when Redis answers again. Only Redis errors clear it; only the
     /// state task sets it again, as it restates.
@@ -397,12 +316,12 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Connects to Redis. Fails if Redis does not answer: a node that starts without its
     /// cluster would silently serve a split view.
-    pub async fn connect(config: &ClusterConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
+    pub async fn connect(config: &RedisConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
         let err = |source| ClusterError::Connect {
-            url: crate::config::redact_url(&config.redis_url),
+            url: crate::config::redact_url(&config.url),
             source,
         };
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(err)?;
+        let client = redis::Client::open(config.url.as_str()).map_err(err)?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(1))
             .set_response_timeout(Duration::from_secs(2))
@@ -418,7 +337,7 @@ impl Cluster {
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
         Ok(Arc::new(Cluster {
             node_id,
-            keys: Keys::new(&config.redis_prefix),
+            keys: Keys::new(&config.prefix),
             node_timeout: config.node_timeout,
             conn,
             beat_conn,
@@ -432,7 +351,7 @@ impl Cluster {
                 max: config.bus_max_bytes,
             },
             others: Mutex::new(HashMap::new()),
-            forgotten: Mutex::new(Vec::new()),
+            counted: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             dropped_log: Throttle::default(),
@@ -486,10 +405,39 @@ impl Cluster {
         self.apps.get()?.by_id(id)
     }
 
-    /// An app this node no longer serves is gone: every change of its connections was
-    /// applied (each held the app), so only its connection count is left to withdraw.
-    pub(crate) fn forget_app(&self, id: &str) {
-        self.forgotten.lock().push(id.to_owned());
+    /// Records that this node writes `app`'s connection count, so it is withdrawn once the
+    /// app is gone.
+    fn counts_connections_of(&self, app: &Arc<App>) {
+        let mut counted = self.counted.lock();
+        match counted.get(app.id()) {
+            Some(known) if known.as_ptr() == Arc::as_ptr(app) => {}
+            _ => {
+                counted.insert(app.id().to_owned(), Arc::downgrade(app));
+            }
+        }
+    }
+
+    /// The apps whose connection counts this node wrote and which are gone now (and not
+    /// served again under the same id), taken out of the record.
+    fn take_forgotten(&self) -> Vec<String> {
+        let mut counted = self.counted.lock();
+        let gone: Vec<String> = counted
+            .iter()
+            .filter(|(id, app)| app.strong_count() == 0 && self.app(id).is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            counted.remove(id);
+        }
+        gone
+    }
+
+    /// Puts back apps whose withdrawal failed, for the next heartbeat.
+    fn forget_later(&self, ids: Vec<String>) {
+        let mut counted = self.counted.lock();
+        for id in ids {
+            counted.entry(id).or_default();
+        }
     }
 
     /// Queues a state change, unless its app's share of the queue (or the queue) is full.
@@ -533,16 +481,11 @@ impl Cluster {
         let app_id = op.app().map(|a| a.id().to_owned());
         match op {
             Op::Leave { app, channel, conn } => {
-                app.hub.leave(&channel, conn, true);
+                app.hub.unsubscribe(&channel, conn);
             }
             Op::User { app, user } => self.restate_user_later(app.id(), user),
             Op::Watchlist { app, outbox, users } => {
-                let (on, off): (Vec<&Arc<str>>, Vec<&Arc<str>>) =
-                    users.iter().partition(|u| app.users.is_online(u));
-                outbox.push(text_frame(&frame::watchlist_events(
-                    on.iter().map(|u| u.as_ref()),
-                    off.iter().map(|u| u.as_ref()),
-                )));
+                transitions::answer_watchlist(&outbox, &users, |u| app.users.is_online(u));
             }
             Op::Subscribe { .. }
             | Op::Join(_)
@@ -588,16 +531,16 @@ impl Cluster {
     }
 
     /// Sends a message to the other nodes.
-    pub(crate) fn send(&self, message: &BusMessage) {
+    fn send(&self, message: &BusMessage) {
         self.enqueue(bus::encode(self.node_id, message));
     }
 
     /// Sends an event frame to the other nodes' subscribers of `channel`.
-    pub(crate) fn send_event(
+    fn send_event(
         &self,
         app: &str,
         channel: &str,
-        except: Option<&str>,
+        except: Option<SocketId>,
         frame: &Bytes,
         cache: Option<(&str, Duration)>,
     ) {
@@ -605,7 +548,7 @@ impl Cluster {
             self.node_id,
             app,
             channel,
-            except,
+            except.map(|s| s.to_string()).as_deref(),
             frame,
             cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
         ));
@@ -658,177 +601,6 @@ impl Cluster {
     fn redis(&self) -> ConnectionManager {
         self.conn.clone()
     }
-
-    /// Every occupied channel of `app` whose name starts with `prefix`, with cluster counts.
-    pub(crate) async fn channels(
-        &self,
-        app: &str,
-        prefix: &str,
-    ) -> redis::RedisResult<Vec<(String, ChannelCounts)>> {
-        let mut conn = self.redis();
-        let mut names: Vec<String> = conn.smembers(self.keys.chans(app)).await?;
-        names.retain(|n| n.starts_with(prefix) && !n.starts_with('#'));
-        names.sort();
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.hvals(self.keys.subs(app, name));
-            pipe.hlen(self.keys.members(app, name));
-        }
-        let replies: Vec<redis::Value> = if names.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut conn).await?
-        };
-        let mut out = Vec::with_capacity(names.len());
-        for (name, pair) in names.into_iter().zip(replies.chunks(2)) {
-            let counts = counts_from(pair)?;
-            if counts.subscription_count > 0 {
-                out.push((name, counts));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Cluster counts of one channel.
-    pub(crate) async fn counts(
-        &self,
-        app: &str,
-        channel: &str,
-    ) -> redis::RedisResult<ChannelCounts> {
-        let mut conn = self.redis();
-        let replies: Vec<redis::Value> = redis::pipe()
-            .hvals(self.keys.subs(app, channel))
-            .hlen(self.keys.members(app, channel))
-            .query_async(&mut conn)
-            .await?;
-        counts_from(&replies)
-    }
-
-    /// Takes `n` from the cluster's budget of `limit` (0: only count) for `kind` in the
-    /// window starting at `window` and lasting `secs`.
-    pub(crate) async fn take(
-        &self,
-        app: &str,
-        kind: &str,
-        (window, secs): (u64, u64),
-        limit: u64,
-        n: u64,
-    ) -> redis::RedisResult<bool> {
-        let mut conn = self.redis();
-        self.scripts
-            .rate_take
-            .key(self.keys.rate(app, kind, window))
-            .arg(limit)
-            .arg(n)
-            .arg(secs + 1)
-            .invoke_async(&mut conn)
-            .await
-    }
-
-    /// Counts the messages of events published to `channels` against the daily quota: one
-    /// per channel plus one per subscriber in the cluster.
-    pub(crate) async fn count_messages(
-        &self,
-        app: &str,
-        channels: &[&str],
-        day: u64,
-    ) -> redis::RedisResult<()> {
-        let mut conn = self.redis();
-        let mut invocation = self
-            .scripts
-            .count_messages
-            .key(self.keys.rate(app, "messages", day));
-        for channel in channels {
-            invocation.key(self.keys.subs(app, channel));
-        }
-        invocation
-            .arg(86_401)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-    }
-
-    /// How much of `kind` the cluster used in the window starting at `window`.
-    pub(crate) async fn used(&self, app: &str, kind: &str, window: u64) -> redis::RedisResult<u64> {
-        let mut conn = self.redis();
-        let used: Option<u64> = conn.get(self.keys.rate(app, kind, window)).await?;
-        Ok(used.unwrap_or(0))
-    }
-
-    /// Whether the app's connections across the cluster, with this node's `mine` (the new
-    /// one included), stay within `max`.
-    pub(crate) async fn admit(
-        &self,
-        app: &str,
-        mine: usize,
-        max: usize,
-    ) -> redis::RedisResult<bool> {
-        let mut conn = self.redis();
-        self.scripts
-            .admit
-            .key(self.keys.conns(app))
-            .arg(self.node_id)
-            .arg(mine)
-            .arg(max)
-            .invoke_async(&mut conn)
-            .await
-    }
-
-    /// A cache channel's last event as Redis holds it: frame, `data` token, time left.
-    pub(crate) async fn cached(
-        &self,
-        app: &str,
-        channel: &str,
-    ) -> redis::RedisResult<Option<(Bytes, String, Duration)>> {
-        let mut conn = self.redis();
-        let key = self.keys.cache(app, channel);
-        let (frame, data, ttl): (Option<Vec<u8>>, Option<String>, i64) = redis::pipe()
-            .hget(&key, "frame")
-            .hget(&key, "data")
-            .pttl(&key)
-            .query_async(&mut conn)
-            .await?;
-        Ok(cache_entry(frame, data, ttl))
-    }
-
-    /// Fills this node's cache of `channel` from Redis if it has nothing; `true` if it
-    /// now has an event.
-    pub(crate) async fn fill_cache(&self, app: &App, channel: &str) -> redis::RedisResult<bool> {
-        if app.cache.frame(channel).is_some() {
-            return Ok(true);
-        }
-        Ok(match self.cached(app.id(), channel).await? {
-            Some((frame, data, ttl)) => {
-                app.cache.store(channel, frame, &data, ttl);
-                true
-            }
-            None => false,
-        })
-    }
-
-    /// Presence users of a channel across the cluster, sorted.
-    pub(crate) async fn users(&self, app: &str, channel: &str) -> redis::RedisResult<Vec<String>> {
-        let mut conn = self.redis();
-        let mut users: Vec<String> = conn.hkeys(self.keys.members(app, channel)).await?;
-        users.sort();
-        Ok(users)
-    }
-}
-
-/// A cache channel's event from the fields Redis returned for it, if it is still alive.
-fn cache_entry(
-    frame: Option<Vec<u8>>,
-    data: Option<String>,
-    ttl_ms: i64,
-) -> Option<(Bytes, String, Duration)> {
-    match (frame, data) {
-        (Some(frame), Some(data)) if ttl_ms > 0 => Some((
-            Bytes::from(frame),
-            data,
-            Duration::from_millis(ttl_ms.unsigned_abs()),
-        )),
-        _ => None,
-    }
 }
 
 /// What a bus message counts against `cluster_bus_max_bytes`.
@@ -836,54 +608,9 @@ fn bus_cost(message: &[u8]) -> usize {
     message.len() + BUS_MESSAGE_OVERHEAD
 }
 
-fn counts_from(pair: &[redis::Value]) -> redis::RedisResult<ChannelCounts> {
-    let [subs, members] = pair else {
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::TypeError,
-            "unexpected pipeline reply",
-        )));
-    };
-    let subs: Vec<i64> = redis::from_redis_value(subs)?;
-    let members: i64 = redis::from_redis_value(members)?;
-    Ok(ChannelCounts {
-        subscription_count: subs.iter().sum::<i64>().max(0) as usize,
-        user_count: members.max(0) as usize,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_apps_share_is_bounded_and_given_back_when_taken() {
-        let places = Places::new(10, 3);
-        let a: Vec<Held> = (0..3).filter_map(|_| places.take("a", false)).collect();
-        assert_eq!(a.len(), 3);
-        assert!(places.take("a", false).is_none(), "a's share is full");
-        // Another app still has its share; a refusal gave its place back.
-        let b = places.take("b", false).expect("b's share");
-        assert_eq!(places.waiting(), 4);
-        // A leave always has a place, and counts against the app's share.
-        let leave = places.take("a", true).expect("a leave");
-        drop(a);
-        let again: Vec<Held> = (0..3).filter_map(|_| places.take("a", false)).collect();
-        assert_eq!(again.len(), 2, "the leave still holds one of a's places");
-        drop((b, leave, again));
-        assert_eq!(places.waiting(), 0);
-    }
-
-    #[test]
-    fn the_whole_queue_is_bounded_across_apps() {
-        let places = Places::new(4, 3);
-        let held: Vec<Held> = ["a", "a", "b", "c"]
-            .iter()
-            .filter_map(|app| places.take(app, false))
-            .collect();
-        assert_eq!(held.len(), 4);
-        assert!(places.take("d", false).is_none());
-        assert_eq!(places.waiting(), 4);
-    }
 
     #[test]
     fn the_bus_budget_counts_bytes_until_they_are_sent() {
