@@ -98,3 +98,30 @@ fn close_for_shutdown(outbox: &Outbox) {
     let r = herald_protocol::close::CloseReason::Reconnect;
     outbox.close(r.code(), r.message());
 }
+
+#[cfg(test)]
+impl Shared {
+    /// A single node's state over `config`'s apps, as `serve` builds it, for unit tests of
+    /// what runs on it (sessions, connection tasks).
+    pub(crate) fn for_tests(config: Config) -> Arc<Shared> {
+        let apps: Arc<dyn AppStore> = Arc::new(crate::MemoryApps::new(
+            config.apps.clone(),
+            &config.webhook_settings(),
+        ));
+        let limiter = admission::ConnLimiter::new(&config.net, 10);
+        Arc::new(Shared {
+            config,
+            apps,
+            node_id: 1,
+            next_conn: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            connections: parking_lot::Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            limiter,
+            metrics: metrics::NodeMetrics::new(),
+            adapter: Adapter::local(1),
+            tls: None,
+            console: Arc::default(),
+        })
+    }
+}

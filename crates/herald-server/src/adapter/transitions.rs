@@ -215,3 +215,200 @@ pub(crate) fn answer_watchlist(
         users.iter().map(AsRef::as_ref).partition(|u| online(u));
     outbox.push(text_frame(&frame::watchlist_events(on, off)));
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rules as tables, and what applying them sends, over the single-node broker
+    //! (a cluster node applies the same functions to the cluster's counts).
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::adapter::local::Local;
+    use crate::config::Config;
+    use crate::ids::ConnId;
+
+    fn app(extra: &str) -> Arc<App> {
+        let toml = format!("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n{extra}");
+        let config = Config::from_toml(&toml, &|_| None).expect("valid");
+        Arc::new(App::new(config.apps[0].clone(), &config.webhook_settings()))
+    }
+
+    fn subscriber(app: &App, channel: &str, conn: ConnId) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        app.hub.subscribe(channel, conn, &outbox);
+        frames(&outbox);
+        outbox
+    }
+
+    fn frames(outbox: &Outbox) -> Vec<Value> {
+        wire::sent(outbox)
+    }
+
+    #[test]
+    fn an_edge_is_crossing_zero_and_nothing_else() {
+        for (before, after, want) in [
+            (0, 1, Edge::First),
+            (0, 5, Edge::First),
+            (1, 0, Edge::Last),
+            (7, 0, Edge::Last),
+            (0, 0, Edge::Neither),
+            (1, 2, Edge::Neither),
+            (2, 1, Edge::Neither),
+            (3, 3, Edge::Neither),
+        ] {
+            assert_eq!(edge(before, after), want, "{before} -> {after}");
+        }
+    }
+
+    #[test]
+    fn channel_rules_by_kind_and_change() {
+        let events = |occupied, vacated, count| ChannelEvents {
+            occupied,
+            vacated,
+            count,
+        };
+        for (channel, before, after, want) in [
+            ("news", 0, 1, events(true, false, Some(1))),
+            ("news", 1, 2, events(false, false, Some(2))),
+            ("news", 2, 1, events(false, false, Some(1))),
+            ("news", 1, 0, events(false, true, Some(0))),
+            ("news", 4, 4, ChannelEvents::default()),
+            ("private-x", 0, 1, events(true, false, Some(1))),
+            // Presence channels announce members, not counts.
+            ("presence-x", 0, 1, events(true, false, None)),
+            ("presence-x", 1, 2, ChannelEvents::default()),
+            ("presence-x", 1, 0, events(false, true, None)),
+            // A user's own channel is nobody else's business.
+            ("#server-to-user-ann", 0, 1, ChannelEvents::default()),
+            ("#server-to-user-ann", 1, 0, ChannelEvents::default()),
+        ] {
+            assert_eq!(
+                channel_events(channel, before, after),
+                want,
+                "{channel}: {before} -> {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_are_announced_to_subscribers_when_the_app_wants_them_and_coalesced() {
+        let local = Local::new(1);
+        let quiet = app("");
+        let a = subscriber(&quiet, "news", 1);
+        channel_changed(&local, &quiet, "news", channel_events("news", 0, 1));
+        assert!(frames(&a).is_empty(), "the app does not send counts");
+
+        let counted = app("subscription_count = true");
+        let a = subscriber(&counted, "news", 1);
+        channel_changed(&local, &counted, "news", channel_events("news", 0, 1));
+        let got = frames(&a);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["event"], "pusher_internal:subscription_count");
+        assert_eq!(got[0]["data"], r#"{"subscription_count":1}"#);
+        // A second change within the interval waits for the sweeper.
+        channel_changed(&local, &counted, "news", channel_events("news", 1, 2));
+        assert!(frames(&a).is_empty());
+        // Nobody is told of an empty channel.
+        subscription_count(&local, &counted, "empty", 0);
+    }
+
+    #[test]
+    fn a_cluster_member_change_is_sent_to_everyone_but_the_joining_connection() {
+        let local = Local::new(7);
+        let app = app("");
+        let (a, b) = (
+            subscriber(&app, "presence-r", 1),
+            subscriber(&app, "presence-r", 2),
+        );
+        let joiner = Some(SocketId { node: 7, conn: 2 });
+        member_changed(
+            &local,
+            &app,
+            "presence-r",
+            ("ann", Some(r#"{"n":1}"#)),
+            Edge::First,
+            joiner,
+        );
+        let got = frames(&a);
+        assert_eq!(got[0]["event"], "pusher_internal:member_added");
+        assert_eq!(got[0]["data"], r#"{"user_id":"ann","user_info":{"n":1}}"#);
+        assert!(frames(&b).is_empty(), "the joiner has its member list");
+        member_changed(
+            &local,
+            &app,
+            "presence-r",
+            ("ann", None),
+            Edge::Neither,
+            None,
+        );
+        assert!(frames(&a).is_empty() && frames(&b).is_empty());
+        member_changed(&local, &app, "presence-r", ("ann", None), Edge::Last, None);
+        for outbox in [&a, &b] {
+            assert_eq!(frames(outbox)[0]["event"], "pusher_internal:member_removed");
+        }
+    }
+
+    #[test]
+    fn watchers_hear_of_a_user_on_its_edges_only() {
+        let local = Local::new(1);
+        let app = app("");
+        let watcher = Arc::new(Outbox::new(1 << 20));
+        app.users.watch(9, &watcher, &[Arc::from("bob")]);
+        user_changed(&local, &app, "bob", Edge::Neither);
+        assert!(frames(&watcher).is_empty());
+        user_changed(&local, &app, "bob", Edge::First);
+        user_changed(&local, &app, "bob", Edge::Last);
+        let got: Vec<String> = frames(&watcher)
+            .iter()
+            .map(|f| f["data"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert!(
+            got[0].contains("online") && got[1].contains("offline"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn refusals_are_answered_once_each_and_counted() {
+        let app = app("");
+        let outbox = Outbox::new(1 << 20);
+        refuse(
+            &app,
+            &outbox,
+            "presence-r",
+            Refusal::PresenceFull { max: 3 },
+        );
+        refuse(&app, &outbox, "news", Refusal::Busy);
+        let got = frames(&outbox);
+        assert_eq!(got[0]["event"], "pusher:subscription_error");
+        assert_eq!(got[0]["channel"], "presence-r");
+        assert_eq!(got[0]["data"]["type"], "LimitReached");
+        assert_eq!(got[0]["data"]["status"], 4100);
+        assert!(got[0]["data"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("maximum of 3 members"));
+        assert_eq!(got[1]["data"]["type"], "ServerBusy");
+        assert_eq!(got[1]["data"]["status"], 503);
+        let refused: Vec<(&str, u64)> = app.metrics.refusals().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(refused, [("presence_members", 1), ("cluster_queue", 1)]);
+    }
+
+    #[test]
+    fn a_watchlist_is_answered_with_who_is_online() {
+        let outbox = Outbox::new(1 << 20);
+        let users: Vec<Arc<str>> = ["ann", "bob", "cid"].into_iter().map(Arc::from).collect();
+        answer_watchlist(&outbox, &users, |u| u == "bob");
+        let got = frames(&outbox);
+        let events: Value =
+            serde_json::from_str(got[0]["data"].as_str().expect("data")).expect("JSON");
+        assert_eq!(
+            events["events"],
+            serde_json::json!([
+                {"name": "online", "user_ids": ["bob"]},
+                {"name": "offline", "user_ids": ["ann", "cid"]}
+            ])
+        );
+    }
+}

@@ -209,7 +209,7 @@ impl AppMetrics {
         })
     }
 
-    fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    pub(crate) fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         Limit::ALL
             .iter()
             .zip(&self.refusals)

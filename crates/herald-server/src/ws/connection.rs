@@ -574,7 +574,6 @@ fn right_size(buf: &mut BytesMut, consumed: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::AppStore;
 
     #[test]
     fn a_partial_frame_left_by_a_big_burst_gets_a_buffer_of_its_own() {
@@ -639,31 +638,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
-        let config = crate::Config::default();
-        let apps: Arc<dyn AppStore> = Arc::new(crate::MemoryApps::new(
-            config.apps.clone(),
-            &config.webhook_settings(),
-        ));
-        let app = apps.by_key("app-key").expect("default app");
+        let shared = Shared::for_tests(crate::Config::default());
+        let app = shared.apps.by_key("app-key").expect("default app");
         let slot = app.try_connect(0).expect("slot");
-        let limiter = crate::admission::ConnLimiter::new(&config.net, 10);
-        let permit = limiter
+        let permit = shared
+            .limiter
             .admit(std::net::Ipv4Addr::LOCALHOST.into())
             .unwrap_or_else(|_| panic!("a permit"));
-        let shared = Arc::new(Shared {
-            config,
-            apps,
-            node_id: 1,
-            next_conn: std::sync::atomic::AtomicU64::new(1),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            connections: parking_lot::Mutex::new(std::collections::HashMap::new()),
-            tracker: tokio_util::task::TaskTracker::new(),
-            limiter,
-            metrics: crate::metrics::NodeMetrics::new(),
-            adapter: crate::adapter::Adapter::local(1),
-            tls: None,
-            console: Arc::default(),
-        });
         let future = run(shared, slot, permit, stream, Bytes::new(), true);
         let size = std::mem::size_of_val(&future);
         println!(

@@ -1145,6 +1145,88 @@ mod tests {
         assert!(lanes.by_app.is_empty());
     }
 
+    fn leave(app: &Arc<App>, conn: ConnId) -> Queued {
+        Queued {
+            op: Op::Leave {
+                app: app.clone(),
+                channel: format!("c{conn}").into(),
+                conn,
+            },
+            _held: None,
+        }
+    }
+
+    fn kinds(batch: &[Queued]) -> Vec<&'static str> {
+        batch
+            .iter()
+            .map(|q| match q.op {
+                Op::Subscribe { .. } => "subscribe",
+                Op::Leave { .. } => "leave",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_is_one_kind_of_op_in_order() {
+        let a = app("a");
+        let mut lanes = Lanes::default();
+        for queued in [
+            subscribe(&a, 1),
+            subscribe(&a, 2),
+            leave(&a, 1),
+            leave(&a, 2),
+        ] {
+            lanes.push(queued);
+        }
+        lanes.push(Queued {
+            op: Op::Connections { app: a.clone() },
+            _held: None,
+        });
+        lanes.push(Queued {
+            op: Op::Connections { app: a.clone() },
+            _held: None,
+        });
+        lanes.push(subscribe(&a, 3));
+        let mut runs = Vec::new();
+        while let Some(batch) = lanes.next_batch() {
+            runs.push((kinds(&batch), conns(&batch)));
+        }
+        assert_eq!(
+            runs,
+            [
+                (vec!["subscribe", "subscribe"], vec![1, 2]),
+                (vec!["leave", "leave"], vec![1, 2]),
+                // Other ops are applied one at a time.
+                (vec!["other"], vec![0]),
+                (vec!["other"], vec![0]),
+                (vec!["subscribe"], vec![3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_member_scripts_reply_is_a_refusal_or_the_counts_and_list() {
+        let reply = |parts: &[&str]| member_reply(parts.iter().map(|p| p.to_string()).collect());
+        assert!(matches!(reply(&["-1"]), Ok(MemberSet::Refused)));
+        match reply(&["0", "1", "ann", "{}"]) {
+            Ok(MemberSet::Set {
+                before: 0,
+                after: 1,
+                list,
+            }) => assert_eq!(list, ["ann", "{}"]),
+            _ => panic!("a set member"),
+        }
+        assert!(matches!(
+            reply(&["2", "1"]),
+            Ok(MemberSet::Set { before: 2, after: 1, ref list }) if list.is_empty()
+        ));
+        for bad in [&[][..], &["x"], &["1"], &["1", "y"]] {
+            assert!(reply(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!((count(-1), count(0), count(7)), (0, 0, 7));
+    }
+
     #[test]
     fn stop_waits_for_every_lane() {
         let a = app("a");
