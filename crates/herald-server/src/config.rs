@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::adapter::AdapterConfig;
-use crate::adapter::AdapterKeys;
+pub use crate::adapter::config::AdapterConfig;
+use crate::adapter::config::AdapterKeys;
 pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
 use crate::app_fields::{app_from_raw, raw_to_fields, RawApp, RawPlan};
 

@@ -347,6 +347,23 @@ fn wake(waker: Option<Waker>) {
     }
 }
 
+/// What a test's connection was sent: the frames queued since it was last read, as JSON
+/// (server frames are unmasked text frames, with a 2-byte header, or 4 past 125 bytes).
+#[cfg(test)]
+impl Outbox {
+    pub(crate) fn sent(&self) -> Vec<serde_json::Value> {
+        let mut frames = VecDeque::new();
+        self.take(&mut frames);
+        frames
+            .iter()
+            .map(|f| {
+                let skip = if f[1] & 0x7f == 126 { 4 } else { 2 };
+                serde_json::from_slice(&f[skip..]).expect("a JSON text frame")
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

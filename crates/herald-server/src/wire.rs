@@ -24,19 +24,3 @@ pub(crate) fn member_added(channel: &str, user_id: &str, user_info: Option<&str>
 pub(crate) fn member_removed(channel: &str, user_id: &str) -> Bytes {
     text_frame(&herald_protocol::frame::member_removed(channel, user_id))
 }
-
-/// What a test's connection was sent: the frames queued in `outbox` since it was last read,
-/// as JSON (server frames are unmasked text frames, with a 2-byte header, or 4 past 125
-/// bytes).
-#[cfg(test)]
-pub(crate) fn sent(outbox: &crate::outbox::Outbox) -> Vec<serde_json::Value> {
-    let mut frames = std::collections::VecDeque::new();
-    outbox.take(&mut frames);
-    frames
-        .iter()
-        .map(|f| {
-            let skip = if f[1] & 0x7f == 126 { 4 } else { 2 };
-            serde_json::from_slice(&f[skip..]).expect("a JSON text frame")
-        })
-        .collect()
-}

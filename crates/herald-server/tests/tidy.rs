@@ -98,7 +98,7 @@ fn sources() -> Vec<(String, String)> {
 
 /// Where a line outside `src/adapter/redis/` may name Redis, and what it may say there.
 enum MayName {
-    /// The whole file: the one place that chooses the node's backend.
+    /// The whole file: where the node's backend is chosen.
     File(&'static str),
     /// Exactly this line of this file.
     Line(&'static str, &'static str),
@@ -107,7 +107,9 @@ enum MayName {
 }
 
 const MAY_NAME_REDIS: &[MayName] = &[
+    // The backend's settings and its start: the two places that choose it.
     MayName::File("src/adapter/config.rs"),
+    MayName::File("src/adapter/start.rs"),
     // Declaring the module is naming it.
     MayName::Line("src/adapter/mod.rs", "mod redis;"),
     // The configuration's keys keep their names (README, existing files and deployments).

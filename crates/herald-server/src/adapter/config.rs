@@ -1,13 +1,8 @@
-//! Which backend a node shares state through, as the configuration chose it, and where each
-//! one starts: the only place that names every backend, so the rest of the server names
-//! none.
+//! Which backend a node shares state through, as the configuration chose it: with
+//! `start.rs`, the only place that names every backend, so the rest of the server names
+//! none. It sits with the configuration, below the apps and the adapter's traits.
 
-use std::io;
-use std::sync::Arc;
-
-pub use super::redis::RedisConfig;
-use super::{redis, Adapter};
-use crate::apps::AppStore;
+pub use super::redis::config::RedisConfig;
 use crate::config::{invalid, ConfigError};
 
 /// The adapter's keys as the file and the environment gave them (`adapter`, `redis_url` or
@@ -69,20 +64,5 @@ impl AdapterConfig {
             (AdapterConfig::Redis(old), AdapterConfig::Redis(new)) => old.restart_fields(new),
             _ => vec!["adapter"],
         }
-    }
-}
-
-/// Starts the node's backend for the apps of `apps`: at once for a single node; a cluster
-/// node returns once it has joined (its first heartbeat is recorded and it hears the other
-/// nodes), and fails if its cluster does not answer: a node that started without it would
-/// silently serve a split view.
-pub(crate) async fn start(
-    config: &AdapterConfig,
-    node_id: u32,
-    apps: Arc<dyn AppStore>,
-) -> io::Result<Adapter> {
-    match config {
-        AdapterConfig::Local => Ok(Adapter::local(node_id)),
-        AdapterConfig::Redis(config) => Ok(Adapter::of(redis::join(config, node_id, apps).await?)),
     }
 }

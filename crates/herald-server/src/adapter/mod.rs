@@ -10,7 +10,7 @@
 //!
 //! A single node runs [`local::Local`], which calls the hub directly, in the caller's task.
 //! A cluster node runs its backend's implementation, in a directory of its own; [`start`]
-//! (`config.rs`) is the one place that chooses, and the only one that names the backends.
+//! is the one place that chooses, and with [`config`] the only one that names the backends.
 //! What any of them does when a count crosses zero is written once, in [`transitions`]. The seam lives in [`crate::shared::Shared`], not in each app, so an
 //! app knows nothing of the backend and a connection holds no pointer to it.
 
@@ -18,6 +18,7 @@ pub mod bus;
 pub mod config;
 mod local;
 mod redis;
+mod start;
 pub(crate) mod transitions;
 
 use std::sync::Arc;
@@ -28,8 +29,8 @@ use futures_util::future::BoxFuture;
 use herald_protocol::presence::Member;
 
 pub use self::config::AdapterConfig;
-pub(crate) use self::config::{start, AdapterKeys};
 use self::local::Local;
+pub(crate) use self::start::start;
 use crate::apps::{App, ConnectionSlot};
 use crate::backend::Backend;
 use crate::config::AppLimits;

@@ -242,7 +242,7 @@ mod tests {
     }
 
     fn frames(outbox: &Outbox) -> Vec<Value> {
-        wire::sent(outbox)
+        outbox.sent()
     }
 
     #[test]

@@ -542,7 +542,7 @@ mod tests {
 
         /// The frames queued since the last call, as JSON.
         fn frames(&self) -> Vec<Value> {
-            crate::wire::sent(self.session.outbox())
+            self.session.outbox().sent()
         }
 
         fn events(&self) -> Vec<String> {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::adapter::AdapterKeys;
+use crate::adapter::config::AdapterKeys;
 use crate::config::{check_max, invalid, redact_url, ConfigError};
 
 /// Where every node of a cluster meets when the file names no Redis.

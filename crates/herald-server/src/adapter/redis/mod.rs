@@ -20,7 +20,7 @@
 //! subscriptions gets `ServerBusy` answers while the others' go through, and a full share
 //! never changes the node's health. `seam.rs` maps the traits onto all of this.
 
-mod config;
+pub(super) mod config;
 mod heartbeat;
 mod ops;
 mod queries;
