@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use herald_server::adapter::AdapterConfig;
 use herald_server::Config;
 use libfuzzer_sys::fuzz_target;
 
@@ -56,8 +57,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(!app.cache_ttl.is_zero());
         assert!(app.limits.max_channel_name_length >= 1);
     }
-    if let Some(cluster) = &config.cluster {
-        assert!(!cluster.redis_prefix.is_empty());
+    if let AdapterConfig::Redis(cluster) = &config.adapter {
+        assert!(!cluster.prefix.is_empty());
         assert!(cluster.node_timeout.as_secs() >= 1);
     }
     // The environment overrides the file.
@@ -68,8 +69,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Ok(config.port), port.parse::<u16>());
     }
     if let Some(url) = var("HERALD_REDIS_URL") {
-        if let Some(cluster) = &config.cluster {
-            assert_eq!(cluster.redis_url, url);
+        if let AdapterConfig::Redis(cluster) = &config.adapter {
+            assert_eq!(cluster.url, url);
         }
     }
     for (name, value) in [

@@ -238,6 +238,63 @@ async fn limits_hold_for_the_whole_cluster() {
     support::expect_close(&mut ws).await;
 }
 
+/// The cluster's exact count decides after the upgrade: a connection that the node's own
+/// (heartbeat-old) view lets through gets 4004 once the cluster has counted it, and the
+/// refusal frees its place.
+#[tokio::test]
+async fn the_clusters_connection_limit_is_enforced_after_the_upgrade() {
+    let redis = Redis::start();
+    let extra = "max_connections = 2";
+    let (a, b) = (node(&redis, extra), node(&redis, extra));
+    let _one = a.connect(KEY).await;
+    let _two = a.connect(KEY).await;
+    // At once, before B's next heartbeat can have told it about A's two.
+    let (mut ws, first) = b.connect_raw("/app/app-key?protocol=7").await;
+    let first = first.expect("a frame");
+    assert_eq!(first["event"], "pusher:error", "{first}");
+    assert_eq!(first["data"]["code"], 4004);
+    assert_eq!(support::expect_close(&mut ws).await, 4004);
+    // The refused connection gave its place back: one closed on A makes room on B.
+    drop(_two);
+    let mut admitted = None;
+    for _ in 0..50 {
+        let (ws, first) = b.connect_raw("/app/app-key?protocol=7").await;
+        let first = first.expect("a frame");
+        if first["event"] == "pusher:connection_established" {
+            admitted = Some(ws);
+            break;
+        }
+        assert_eq!(first["data"]["code"], 4004, "{first}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted.is_some(), "a place freed on A is B's");
+}
+
+/// A node whose Redis does not answer still answers the WebSocket upgrade at once; the
+/// connection is served once the cluster's count has failed to come (the node's own count
+/// decides then), so the upgrade never waits on Redis.
+#[tokio::test]
+async fn the_upgrade_never_waits_for_redis() {
+    let redis = Redis::start();
+    let a = node(&redis, "max_connections = 10");
+    redis.pause();
+    let url = format!("ws://{}/app/app-key?protocol=7", a.addr);
+    let started = std::time::Instant::now();
+    let upgraded = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await;
+    let upgrade_took = started.elapsed();
+    redis.resume();
+    let (mut ws, _) = upgraded
+        .expect("the upgrade answered within a second with Redis frozen")
+        .expect("upgrade");
+    assert!(upgrade_took < Duration::from_secs(1), "{upgrade_took:?}");
+    let first = support::next_json(&mut ws).await.expect("a frame");
+    assert_eq!(first["event"], "pusher:connection_established", "{first}");
+}
+
 #[tokio::test]
 async fn users_are_reached_and_terminated_on_every_node() {
     let redis = Redis::start();

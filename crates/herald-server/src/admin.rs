@@ -2,8 +2,8 @@
 //! own address (`admin_host`, `admin_port`) so the public port never exposes them.
 //!
 //! `/ready` answers 503 with a one-line reason while the node drains after a shutdown signal
-//! or while its backend cannot serve (a cluster node whose Redis does not answer), so a load
-//! balancer takes the node out of rotation; the public `/up` answers the same. `/metrics`
+//! or while its backend cannot serve (a cluster node whose shared state does not answer), so
+//! a load balancer takes the node out of rotation; the public `/up` answers the same. `/metrics`
 //! needs the bearer token when one is configured (required off loopback); the probes do not,
 //! since they say no more than the public `/up`.
 
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminConfig, DEFAULT_ADMIN_PORT};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Connections the admin listener holds at once: scrapers and probes, a handful.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -62,7 +62,7 @@ pub(crate) fn unready(shared: &Shared) -> Option<&'static str> {
     shared
         .apps
         .unavailable()
-        .or_else(|| shared.backend.unavailable())
+        .or_else(|| shared.adapter.backend.unavailable())
 }
 
 /// Serves the admin endpoints until `stop` is cancelled (after the node has drained, so the
@@ -138,7 +138,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     }
     let body = shared
         .metrics
-        .render(&shared.apps.all(), shared.backend.as_ref());
+        .render(&shared.apps.all(), shared.adapter.backend.as_ref());
     (
         [(
             header::CONTENT_TYPE,

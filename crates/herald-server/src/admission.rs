@@ -289,8 +289,8 @@ impl ConnLimiter {
 }
 
 /// The cap on open connections when the configuration leaves it to the server: what the
-/// open-file limit allows, less headroom for the listeners, Redis, webhook deliveries and
-/// logs, so those never starve when clients take every connection.
+/// open-file limit allows, less headroom for the listeners, the cluster's backend, webhook
+/// deliveries and logs, so those never starve when clients take every connection.
 pub(crate) fn default_max_open_connections() -> usize {
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
     let soft = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);

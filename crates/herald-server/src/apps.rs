@@ -10,18 +10,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
 
-use crate::adapter::Cluster;
 use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
-use crate::ws::text_frame;
+use crate::wire::text_frame;
 
 use crate::cache::EventCache;
 use crate::config::{validate_apps, AppConfig, ConfigError, Plans, WebhookSettings};
@@ -62,8 +60,6 @@ pub struct App {
     count_events: CountEvents,
     /// What this node counts of the app, for the admin listener's `/metrics`.
     pub(crate) metrics: Arc<AppMetrics>,
-    /// The cluster this node shares the app with, when `adapter = "redis"`.
-    cluster: OnceLock<Arc<Cluster>>,
     connections: AtomicUsize,
 }
 
@@ -98,19 +94,15 @@ impl App {
             rates: AppRates::default(),
             count_events: CountEvents::default(),
             metrics,
-            cluster: OnceLock::new(),
             connections: AtomicUsize::new(0),
         }
     }
 
-    /// Counts a new connection unless the app is at `max_connections`; the returned guard
-    /// gives the slot back when dropped, so no exit path can leak it.
-    pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    /// Counts a new connection unless the app is at `max_connections` with the
+    /// `elsewhere` connections other nodes have (as far as this node knows); the returned
+    /// guard gives the slot back when dropped, so no exit path can leak it.
+    pub fn try_connect(self: &Arc<Self>, elsewhere: usize) -> Option<ConnectionSlot> {
         let max = self.config().limits.max_connections;
-        // In a cluster, the other nodes' counts as of their last heartbeat: a first check that
-        // needs no Redis. The exact one, over every node's count, is the admission script
-        // (ws::connect); this one decides alone while Redis is away.
-        let elsewhere = self.cluster().map_or(0, |c| c.other_connections(&self.id));
         let mut current = self.connections.load(Ordering::Relaxed);
         loop {
             if max != 0 && current + elsewhere >= max {
@@ -183,15 +175,6 @@ impl App {
         change
     }
 
-    /// The cluster the app is shared with, if any.
-    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.get()
-    }
-
-    pub(crate) fn join_cluster(&self, cluster: Arc<Cluster>) {
-        let _ = self.cluster.set(cluster);
-    }
-
     /// Sends a new subscriber of a cache channel the cached event, or `cache_miss` (and its
     /// webhook) when there is none.
     pub(crate) fn replay_cache(&self, channel: &str, outbox: &Outbox) {
@@ -208,59 +191,28 @@ impl App {
         }
     }
 
-    /// Delivers an event frame to the subscribers of `channel` on this node and, in a
-    /// cluster, on every other node; returns how many local subscribers got it.
-    pub(crate) fn publish(
-        &self,
-        channel: &str,
-        frame: &Bytes,
-        except: Option<crate::hub::ConnId>,
-        except_socket: Option<&str>,
-    ) -> usize {
-        let delivered = self.hub.publish(channel, frame, except);
-        if let Some(cluster) = self.cluster() {
-            cluster.send_event(&self.id, channel, except_socket, frame, None);
-        }
-        delivered
-    }
-
-    /// A channel's subscription count changed to `count` (the cluster's, in a cluster):
-    /// tells its subscribers and the webhooks, if the app wants either, coalesced so that a
-    /// client toggling a subscription cannot make every subscriber get a frame per toggle.
-    pub(crate) fn subscription_count_changed(&self, channel: &str, count: usize) {
+    /// Records a change of a channel's subscription count to `count` (the cluster's, in a
+    /// cluster); returns the count to announce now, if the app wants it told to the
+    /// subscribers or the webhooks. Coalesced, so that a client toggling a subscription
+    /// cannot make every subscriber get a frame per toggle: what is held back comes out of
+    /// [`App::due_subscription_counts`].
+    pub(crate) fn subscription_count_changed(&self, channel: &str, count: usize) -> Option<usize> {
         let to_webhooks = self
             .webhooks
             .load()
             .as_ref()
             .is_some_and(|w| w.wants("subscription_count"));
         if !self.config().subscription_count && !to_webhooks {
-            return;
+            return None;
         }
-        if let Some(count) = self
-            .count_events
-            .changed(channel, count, crate::sweeper::now())
-        {
-            self.send_subscription_count(channel, count);
-        }
+        self.count_events
+            .changed(channel, count, crate::clock::now())
     }
 
-    /// Sends the subscription counts held back for longer than the interval (the sweeper
-    /// calls this).
-    pub(crate) fn flush_subscription_counts(&self, now: u32) {
-        for (channel, count) in self.count_events.due(now) {
-            self.send_subscription_count(&channel, count);
-        }
-    }
-
-    fn send_subscription_count(&self, channel: &str, count: usize) {
-        if self.config().subscription_count && count > 0 {
-            let frame = text_frame(&frame::subscription_count(channel, count));
-            self.publish(channel, &frame, None, None);
-        }
-        self.webhook("subscription_count", || WebhookEvent::SubscriptionCount {
-            channel: channel.into(),
-            count,
-        });
+    /// The subscription counts held back for longer than the interval, to announce now
+    /// (the sweeper asks at tick `now`).
+    pub(crate) fn due_subscription_counts(&self, now: u32) -> Vec<(Box<str>, usize)> {
+        self.count_events.due(now)
     }
 
     /// Connections currently open to this app on this node.
@@ -285,25 +237,6 @@ impl std::ops::Deref for ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
-        // A limited app's cluster count must free the slot now, not at the next heartbeat.
-        if let Some(cluster) = self.0.cluster() {
-            if self.0.config().limits.max_connections != 0 {
-                let _ = cluster.op(crate::adapter::Op::Connections {
-                    app: self.0.clone(),
-                });
-            }
-        }
-    }
-}
-
-/// An app is dropped once nothing refers to it: a removed app goes when its last connection
-/// has closed and its last cluster change was applied. In a cluster it then withdraws this
-/// node's connection count of it.
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Some(cluster) = self.cluster.get() {
-            cluster.forget_app(&self.id);
-        }
     }
 }
 
@@ -436,8 +369,6 @@ pub struct MemoryApps {
     maps: ArcSwap<AppMaps>,
     /// What every app's webhook dispatcher runs with (server-wide, fixed until restart).
     webhooks: WebhookSettings,
-    /// The cluster every app joins, once the node has joined it.
-    cluster: OnceLock<Arc<Cluster>>,
     /// One apply at a time: each starts from the maps the previous one left.
     writer: parking_lot::Mutex<()>,
     /// The node's live console, which every app shows its events on.
@@ -470,14 +401,13 @@ impl MemoryApps {
         MemoryApps {
             maps: ArcSwap::from_pointee(maps),
             webhooks: *webhooks,
-            cluster: OnceLock::new(),
             writer: parking_lot::Mutex::new(()),
             console,
         }
     }
 
     /// Serves exactly `apps` from now on, matching them to the current apps by id: a new id
-    /// is a new app (joined to the cluster, if any, before anyone can look it up), a kept
+    /// is a new app, a kept
     /// id keeps its `App` and takes the new config, and a missing id is removed from the
     /// maps and marked removed. The apps are validated first; an invalid set changes
     /// nothing. Closing a removed or disabled app's connections is the caller's part (the
@@ -499,9 +429,6 @@ impl MemoryApps {
                 }
                 None => {
                     let app = Arc::new(App::with_console(config, &self.webhooks, &self.console));
-                    if let Some(cluster) = self.cluster.get() {
-                        app.join_cluster(cluster.clone());
-                    }
                     changes.added.push(app.clone());
                     app
                 }
@@ -524,15 +451,6 @@ impl MemoryApps {
     /// The node's live console.
     pub(crate) fn console(&self) -> &Arc<Console> {
         &self.console
-    }
-
-    /// Joins every app, and every app added later, to the node's cluster.
-    pub(crate) fn join_cluster(&self, cluster: &Arc<Cluster>) {
-        let _writer = self.writer.lock();
-        let _ = self.cluster.set(cluster.clone());
-        for app in self.maps.load().by_id.values() {
-            app.join_cluster(cluster.clone());
-        }
     }
 }
 
@@ -656,7 +574,7 @@ mod tests {
         let slot = store
             .by_key("k1")
             .expect("app 1")
-            .try_connect()
+            .try_connect(0)
             .expect("a slot");
         let app = Arc::downgrade(&slot);
         let hooks = Arc::downgrade(&slot.webhooks().expect("a queue"));

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::adapter::config::AdapterConfig;
+use crate::adapter::config::AdapterKeys;
 pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
 use crate::app_fields::{app_from_raw, raw_to_fields, RawApp, RawPlan};
 
@@ -190,8 +192,8 @@ impl std::fmt::Debug for AppConfig {
 /// What `Debug` output shows in place of a secret.
 const REDACTED: &str = "<redacted>";
 
-/// `url` with any password replaced, for logs and error messages: Redis and webhook URLs
-/// may carry credentials (`redis://:password@host`).
+/// `url` with any password replaced, for logs and error messages: the cluster's, the
+/// database's and webhook URLs may carry credentials (`scheme://user:password@host`).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -267,8 +269,9 @@ pub struct Config {
     /// How long a `channel_vacated` webhook is held back; a channel occupied again within it
     /// reports neither event, so quick reconnects do not flap.
     pub webhook_vacated_delay: Duration,
-    /// Shared state with other nodes through Redis; `None` runs a single in-memory node.
-    pub cluster: Option<ClusterConfig>,
+    /// What the node shares events and state through (`adapter`): nothing (a single
+    /// in-memory node), or a cluster's backend.
+    pub adapter: AdapterConfig,
     /// What clients may hold open: timeouts and connection caps.
     pub net: NetLimits,
     /// The admin listener: metrics and health checks, away from the public port.
@@ -350,8 +353,8 @@ impl AppsUrl {
         &self.0
     }
 
-    /// The URL with its password hidden, for logs and messages. Unlike a Redis URL's, a
-    /// database URL's `user@` is only a user name, shown as it is.
+    /// The URL with its password hidden, for logs and messages. Unlike the cluster's URL
+    /// ([`redact_url`]), a database URL's `user@` is only a user name, shown as it is.
     pub fn redacted(&self) -> String {
         let authority = self.0.split_once("://").map_or("", |(_, rest)| {
             rest.split(['/', '?', '#']).next().unwrap_or("")
@@ -424,7 +427,7 @@ pub struct NetLimits {
     /// Largest HTTP request body (413 above it).
     pub max_body_bytes: usize,
     /// Open connections (HTTP and WebSocket together); `0` derives it from the open-file
-    /// limit at start-up, leaving headroom for Redis, webhooks and the logs.
+    /// limit at start-up, leaving headroom for the cluster's backend, webhooks and the logs.
     pub max_open_connections: usize,
     /// Open connections from one client address; `0` means no limit. Off by default:
     /// behind a load balancer or a carrier NAT every client shares one address.
@@ -500,44 +503,6 @@ pub fn is_loopback_host(host: &str) -> bool {
         .map_or(host == "localhost", |ip| ip.is_loopback())
 }
 
-/// How a node joins a cluster (`adapter = "redis"`). `Debug` hides the URL's password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// The Redis server every node of the cluster uses, e.g. `redis://127.0.0.1:6379/0`.
-    pub redis_url: String,
-    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
-    pub redis_prefix: String,
-    /// How long a node may go without a heartbeat before the others remove its
-    /// connections' channel and presence state.
-    pub node_timeout: Duration,
-    /// State changes (subscriptions, presence joins, sign-ins) one app may have waiting for
-    /// Redis on this node; more are refused (`ServerBusy`), so one app's flood cannot take
-    /// the whole queue from the others.
-    pub ops_per_app: usize,
-    /// Bytes of messages for the other nodes this node holds while Redis is slow or away;
-    /// more are dropped and counted.
-    pub bus_max_bytes: usize,
-}
-
-impl std::fmt::Debug for ClusterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterConfig")
-            .field("redis_url", &redact_url(&self.redis_url))
-            .field("redis_prefix", &self.redis_prefix)
-            .field("node_timeout", &self.node_timeout)
-            .field("ops_per_app", &self.ops_per_app)
-            .field("bus_max_bytes", &self.bus_max_bytes)
-            .finish()
-    }
-}
-
-/// The default for [`ClusterConfig::node_timeout`].
-pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The default for [`ClusterConfig::ops_per_app`]: a quarter of the node's state queue.
-pub const DEFAULT_OPS_PER_APP: usize = 25_000;
-/// The default for [`ClusterConfig::bus_max_bytes`]: 64 MiB.
-pub const DEFAULT_BUS_MAX_BYTES: usize = 64 * 1024 * 1024;
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -553,7 +518,7 @@ impl Default for Config {
             compression_min_bytes: 256,
             shutdown_grace: Duration::from_secs(10),
             webhook_vacated_delay: Duration::from_secs(1),
-            cluster: None,
+            adapter: AdapterConfig::Local,
             net: NetLimits::default(),
             admin: AdminConfig::default(),
             log_format: LogFormat::Text,
@@ -679,7 +644,7 @@ impl Config {
             webhook_vacated_delay: raw
                 .webhook_vacated_delay_ms
                 .map_or(d.webhook_vacated_delay, Duration::from_millis),
-            cluster: None,
+            adapter: AdapterConfig::Local,
             net: NetLimits {
                 header_timeout: raw
                     .http_header_timeout
@@ -735,26 +700,14 @@ impl Config {
             plans: Plans(raw.plans),
             tls: None,
         };
-        let adapter = env("HERALD_ADAPTER").or(raw.adapter);
-        let redis_url = env("HERALD_REDIS_URL").or(raw.redis_url);
-        config.cluster = match adapter.as_deref().unwrap_or("local") {
-            "local" => None,
-            "redis" => Some(ClusterConfig {
-                redis_url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_owned()),
-                redis_prefix: raw.redis_prefix.unwrap_or_else(|| "herald".to_owned()),
-                node_timeout: raw
-                    .node_timeout
-                    .map_or(DEFAULT_NODE_TIMEOUT, Duration::from_secs),
-                ops_per_app: raw.cluster_ops_per_app.unwrap_or(DEFAULT_OPS_PER_APP),
-                bus_max_bytes: raw.cluster_bus_max_bytes.unwrap_or(DEFAULT_BUS_MAX_BYTES),
-            }),
-            other => {
-                return Err(invalid(
-                    "adapter",
-                    format!("must be \"local\" or \"redis\", not '{other}'"),
-                ))
-            }
-        };
+        config.adapter = AdapterConfig::from_keys(AdapterKeys {
+            adapter: env("HERALD_ADAPTER").or(raw.adapter),
+            url: env("HERALD_REDIS_URL").or(raw.redis_url),
+            prefix: raw.redis_prefix,
+            node_timeout: raw.node_timeout,
+            ops_per_app: raw.cluster_ops_per_app,
+            bus_max_bytes: raw.cluster_bus_max_bytes,
+        })?;
         for (i, app) in raw.apps.into_iter().enumerate() {
             config
                 .apps
@@ -913,31 +866,7 @@ impl Config {
                 "must be from 1 to 3600 seconds",
             ));
         }
-        if let Some(cluster) = &self.cluster {
-            if !cluster.redis_url.starts_with("redis://")
-                && !cluster.redis_url.starts_with("unix://")
-            {
-                return Err(invalid("redis_url", "must start with redis:// or unix://"));
-            }
-            if cluster.node_timeout < Duration::from_secs(1) {
-                return Err(invalid("node_timeout", "must be at least 1 second"));
-            }
-            check_max(
-                "node_timeout",
-                cluster.node_timeout,
-                Duration::from_secs(3600),
-            )?;
-            if cluster.redis_prefix.is_empty() {
-                return Err(invalid("redis_prefix", "must not be empty"));
-            }
-            if cluster.ops_per_app == 0 {
-                return Err(invalid("cluster_ops_per_app", "must be at least 1"));
-            }
-            // Smaller, and one large event could never be sent.
-            if cluster.bus_max_bytes < 1024 * 1024 {
-                return Err(invalid("cluster_bus_max_bytes", "must be at least 1048576"));
-            }
-        }
+        self.adapter.validate()?;
         if self.max_message_bytes < 1024 {
             return Err(invalid("max_message_bytes", "must be at least 1024"));
         }
@@ -999,15 +928,12 @@ impl Config {
         if self.apps_url != new.apps_url {
             changed.push(("apps_url", true));
         }
-        match (&self.cluster, &new.cluster) {
-            (Some(a), Some(b)) => changed.extend(differing!(a, b;
-                "redis_url" => redis_url, "redis_prefix" => redis_prefix,
-                "node_timeout" => node_timeout, "cluster_ops_per_app" => ops_per_app,
-                "cluster_bus_max_bytes" => bus_max_bytes,
-            )),
-            (None, None) => {}
-            _ => changed.push(("adapter", true)),
-        }
+        changed.extend(
+            self.adapter
+                .restart_fields(&new.adapter)
+                .into_iter()
+                .map(|key| (key, true)),
+        );
         changed.into_iter().collect::<Changed>().0
     }
 
@@ -1098,58 +1024,6 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
-    }
-
-    #[test]
-    fn the_redis_adapter_is_chosen_in_the_file_or_the_environment() {
-        let c = Config::from_toml(
-            "adapter = \"redis\"\nredis_url = \"redis://10.0.0.5:6380/2\"\nnode_timeout = 5\n",
-            &no_env,
-        )
-        .expect("valid");
-        let cluster = c.cluster.expect("a cluster");
-        assert_eq!(cluster.redis_url, "redis://10.0.0.5:6380/2");
-        assert_eq!(cluster.redis_prefix, "herald");
-        assert_eq!(cluster.node_timeout, Duration::from_secs(5));
-        assert_eq!(cluster.ops_per_app, DEFAULT_OPS_PER_APP);
-        assert_eq!(cluster.bus_max_bytes, DEFAULT_BUS_MAX_BYTES);
-        let c = Config::from_toml(
-            "adapter = \"redis\"\ncluster_ops_per_app = 500\ncluster_bus_max_bytes = 2097152\n",
-            &no_env,
-        )
-        .expect("valid");
-        let cluster = c.cluster.expect("a cluster");
-        assert_eq!(
-            (cluster.ops_per_app, cluster.bus_max_bytes),
-            (500, 2 * 1024 * 1024)
-        );
-
-        let env = |k: &str| (k == "HERALD_ADAPTER").then(|| "redis".to_owned());
-        let c = Config::from_toml("", &env).expect("valid");
-        assert_eq!(
-            c.cluster.map(|c| (c.redis_url, c.node_timeout)),
-            Some(("redis://127.0.0.1:6379/0".to_owned(), DEFAULT_NODE_TIMEOUT))
-        );
-
-        for (toml, field) in [
-            ("adapter = \"nats\"", "adapter"),
-            ("adapter = \"redis\"\nredis_url = \"http://x\"", "redis_url"),
-            ("adapter = \"redis\"\nnode_timeout = 0", "node_timeout"),
-            (
-                "adapter = \"redis\"\ncluster_ops_per_app = 0",
-                "cluster_ops_per_app",
-            ),
-            (
-                "adapter = \"redis\"\ncluster_bus_max_bytes = 1000",
-                "cluster_bus_max_bytes",
-            ),
-        ] {
-            let error = Config::from_toml(toml, &no_env)
-                .expect_err(toml)
-                .to_string();
-            assert!(error.contains(field), "{toml}: {error}");
-        }
-        assert_eq!(Config::from_toml("", &no_env).expect("valid").cluster, None);
     }
 
     #[test]
@@ -1271,23 +1145,18 @@ mod tests {
     #[test]
     fn debug_output_and_urls_hide_secrets() {
         let c = Config::from_toml(
-            "adapter = \"redis\"\nredis_url = \"redis://user:pa55word@10.0.0.5:6379/0\"\n\
-             [[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n",
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n",
             &no_env,
         )
         .expect("valid");
         let shown = format!("{c:?}");
-        assert!(
-            shown.contains("10.0.0.5") && shown.contains("\"k\""),
-            "{shown}"
-        );
+        assert!(shown.contains("\"k\""), "{shown}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
-        assert!(!shown.contains("pa55word"), "{shown}");
         for (url, shown) in [
-            ("redis://:pw@h:1/0", "redis://:<redacted>@h:1/0"),
-            ("redis://u:pw@h", "redis://u:<redacted>@h"),
-            ("redis://u@h", "redis://u:<redacted>@h"),
-            ("redis://h:1/0?p=a@b", "redis://h:1/0?p=a@b"),
+            ("postgres://:pw@h:1/0", "postgres://:<redacted>@h:1/0"),
+            ("mysql://u:pw@h", "mysql://u:<redacted>@h"),
+            ("https://u@h", "https://u:<redacted>@h"),
+            ("https://h:1/0?p=a@b", "https://h:1/0?p=a@b"),
             ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
             ("not a url", "not a url"),
         ] {
@@ -1339,24 +1208,14 @@ mod tests {
         .expect("valid");
         assert!(running.restart_fields(&same).is_empty(), "apps reload");
         let new = Config::from_toml(
-            &format!(
-                "port = 7001\nhttp_idle_timeout = 5\npid_file = \"/run/herald.pid\"\n\
-                 adapter = \"redis\"\n{app}"
-            ),
+            &format!("port = 7001\nhttp_idle_timeout = 5\npid_file = \"/run/herald.pid\"\n{app}"),
             &no_env,
         )
         .expect("valid");
         assert_eq!(
             running.restart_fields(&new),
-            ["port", "http_idle_timeout", "pid_file", "adapter"]
+            ["port", "http_idle_timeout", "pid_file"]
         );
-        let moved = Config::from_toml(
-            "adapter = \"redis\"\nredis_prefix = \"other\"\npid_file = \"/run/herald.pid\"\n",
-            &no_env,
-        )
-        .expect("valid");
-        let new_default = Config { port: 6001, ..new };
-        assert!(moved.restart_fields(&new_default).contains(&"redis_prefix"));
         let error = Config::from_toml("pid_file = \"\"", &no_env)
             .expect_err("empty")
             .to_string();

@@ -21,10 +21,9 @@ use parking_lot::RwLock;
 use crate::metrics::clock_us;
 use crate::metrics::sharded::ShardedCounter;
 use crate::outbox::{Fanout, Outbox};
-use crate::ws::text_frame;
+use crate::wire::{self, text_frame};
 
-/// A connection's id on this node (the second half of its socket id).
-pub type ConnId = u64;
+pub use crate::ids::ConnId;
 
 const SHARDS: usize = 16;
 
@@ -82,12 +81,24 @@ impl Channel {
 /// What a subscription did to the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
-    /// The channel went from no subscribers to one.
-    pub occupied: bool,
-    /// The connection was already subscribed (it got `subscription_succeeded` again).
-    pub already: bool,
+    /// The channel's subscribers on this node before and after, counted under its lock;
+    /// the same when the connection was already subscribed (it got
+    /// `subscription_succeeded` again).
+    pub subscribers: (usize, usize),
     /// A presence user joined with its first connection.
     pub member_added: bool,
+}
+
+impl Joined {
+    /// The channel went from no subscribers to one.
+    pub fn occupied(&self) -> bool {
+        self.subscribers.0 == 0 && self.subscribers.1 > 0
+    }
+
+    /// The connection was already subscribed.
+    pub fn already(&self) -> bool {
+        self.subscribers.0 == self.subscribers.1
+    }
 }
 
 /// Why a presence subscription was refused.
@@ -103,8 +114,8 @@ pub enum PresenceRefused {
 /// What an unsubscription did to the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Left {
-    /// The channel has no subscribers left.
-    pub vacated: bool,
+    /// The channel's subscribers on this node after it (one fewer than before).
+    pub remaining: usize,
     /// The presence user whose last connection left.
     pub member_removed: Option<Arc<str>>,
     /// The presence user the connection was subscribed as, and how many of its
@@ -178,21 +189,17 @@ impl Hub {
     pub fn subscribe(&self, channel: &str, conn: ConnId, outbox: &Arc<Outbox>) -> Joined {
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(channel.into()).or_default();
-        let occupied = ch.subscribers.is_empty();
-        let already = match ch.subscribers.entry(conn) {
-            Entry::Occupied(_) => true,
-            Entry::Vacant(v) => {
-                v.insert(Subscriber {
-                    outbox: outbox.clone(),
-                    user_id: None,
-                });
-                false
-            }
-        };
+        let before = ch.subscribers.len();
+        if let Entry::Vacant(v) = ch.subscribers.entry(conn) {
+            v.insert(Subscriber {
+                outbox: outbox.clone(),
+                user_id: None,
+            });
+        }
+        let after = ch.subscribers.len();
         outbox.push(text_frame(&frame::subscription_succeeded(channel, "{}")));
         Joined {
-            occupied,
-            already,
+            subscribers: (before, after),
             member_added: false,
         }
     }
@@ -210,13 +217,13 @@ impl Hub {
     ) -> Result<Joined, PresenceRefused> {
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(channel.into()).or_default();
+        let before = ch.subscribers.len();
         if ch.subscribers.contains_key(&conn) {
             // A repeated subscribe only re-confirms; switching identity needs an unsubscribe.
             let data = presence_json(ch);
             outbox.push(text_frame(&frame::subscription_succeeded(channel, &data)));
             return Ok(Joined {
-                occupied: false,
-                already: true,
+                subscribers: (before, before),
                 member_added: false,
             });
         }
@@ -227,14 +234,13 @@ impl Hub {
             }
             return Err(PresenceRefused::Full { max: max_members });
         }
-        let occupied = ch.subscribers.is_empty();
         let user_id = ch.add_member(&member);
         if new_user {
-            let added = Fanout::new(text_frame(&frame::member_added(
+            let added = Fanout::new(wire::member_added(
                 channel,
                 &member.user_id,
                 member.user_info.as_deref(),
-            )));
+            ));
             for sub in ch.subscribers.values() {
                 sub.outbox.push_shared(&added);
             }
@@ -249,8 +255,7 @@ impl Hub {
         let data = presence_json(ch);
         outbox.push(text_frame(&frame::subscription_succeeded(channel, &data)));
         Ok(Joined {
-            occupied,
-            already: false,
+            subscribers: (before, before + 1),
             member_added: new_user,
         })
     }
@@ -258,12 +263,16 @@ impl Hub {
     /// Removes a connection from a channel. On a presence channel, the user's last
     /// connection leaving sends `member_removed` to the remaining subscribers.
     pub fn unsubscribe(&self, channel: &str, conn: ConnId) -> Option<Left> {
-        self.leave(channel, conn, true)
+        self.remove(channel, conn, true)
     }
 
-    /// [`Hub::unsubscribe`], with `member_removed` sent only if `member_events` is set: in a
-    /// cluster the user may still be connected elsewhere, so the adapter decides.
-    pub fn leave(&self, channel: &str, conn: ConnId, member_events: bool) -> Option<Left> {
+    /// [`Hub::unsubscribe`] without `member_removed`: in a cluster the user may still be
+    /// connected elsewhere, so the adapter decides and sends it.
+    pub fn leave(&self, channel: &str, conn: ConnId) -> Option<Left> {
+        self.remove(channel, conn, false)
+    }
+
+    fn remove(&self, channel: &str, conn: ConnId, member_events: bool) -> Option<Left> {
         let mut shard = self.shard(channel).write();
         let ch = shard.get_mut(channel)?;
         let sub = ch.subscribers.remove(&conn)?;
@@ -277,8 +286,7 @@ impl Hub {
                 if entry.connections == 0 {
                     ch.members.remove(pos);
                     if member_events {
-                        let removed =
-                            Fanout::new(text_frame(&frame::member_removed(channel, &user_id)));
+                        let removed = Fanout::new(wire::member_removed(channel, &user_id));
                         for other in ch.subscribers.values() {
                             other.outbox.push_shared(&removed);
                         }
@@ -287,12 +295,12 @@ impl Hub {
                 }
             }
         }
-        let vacated = ch.subscribers.is_empty();
-        if vacated {
+        let remaining = ch.subscribers.len();
+        if remaining == 0 {
             shard.remove(channel);
         }
         Some(Left {
-            vacated,
+            remaining,
             member_removed,
             member,
         })
@@ -311,9 +319,8 @@ impl Hub {
     ) -> Joined {
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(channel.into()).or_default();
-        let occupied = ch.subscribers.is_empty();
-        let already = ch.subscribers.contains_key(&conn);
-        if !already {
+        let before = ch.subscribers.len();
+        if !ch.subscribers.contains_key(&conn) {
             let user_id = ch.add_member(member);
             ch.subscribers.insert(
                 conn,
@@ -328,8 +335,7 @@ impl Hub {
             presence_data,
         )));
         Joined {
-            occupied,
-            already,
+            subscribers: (before, ch.subscribers.len()),
             member_added: false,
         }
     }
@@ -522,15 +528,16 @@ mod tests {
     fn publish_skips_the_excluded_connection() {
         let hub = Hub::new();
         let (a, b) = (outbox(), outbox());
-        assert!(hub.subscribe("c", 1, &a).occupied);
-        assert!(!hub.subscribe("c", 2, &b).occupied);
+        assert!(hub.subscribe("c", 1, &a).occupied());
+        assert!(!hub.subscribe("c", 2, &b).occupied());
+        assert!(hub.subscribe("c", 2, &b).already());
         drain(&a);
         drain(&b);
         assert_eq!(hub.publish("c", &Bytes::from_static(b"x"), Some(1)), 1);
         assert!(drain(&a).is_empty());
         assert_eq!(drain(&b).len(), 1);
-        assert_eq!(hub.unsubscribe("c", 1).map(|l| l.vacated), Some(false));
-        assert_eq!(hub.unsubscribe("c", 2).map(|l| l.vacated), Some(true));
+        assert_eq!(hub.unsubscribe("c", 1).map(|l| l.remaining), Some(1));
+        assert_eq!(hub.unsubscribe("c", 2).map(|l| l.remaining), Some(0));
         assert!(hub.channels("").is_empty());
     }
 

@@ -15,27 +15,31 @@ mod app_fields;
 pub mod apps;
 mod backend;
 pub mod cache;
+mod clock;
 pub mod config;
 mod console;
 mod count_events;
 pub mod http;
 pub mod hub;
+pub mod ids;
 mod metrics;
 pub mod outbox;
 pub mod ratelimit;
 pub mod reload;
+mod shared;
 pub mod store;
 mod sweeper;
 mod tls;
 pub mod users;
 pub mod webhooks;
+mod wire;
 mod ws;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -47,86 +51,7 @@ pub use crate::config::{
     AppConfig, AppLimits, AppsUrl, Config, ConfigError, Plans, TlsConfig, WebhookSettings,
 };
 pub use crate::reload::{ReloadError, Reloaded, Reloader};
-
-/// State every request and connection handler shares.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) apps: Arc<dyn AppStore>,
-    /// The first half of this node's socket ids, so a socket id names its node.
-    pub(crate) node_id: u32,
-    pub(crate) next_conn: AtomicU64,
-    /// Cancelled when the server starts shutting down.
-    pub(crate) shutdown: CancellationToken,
-    /// Every open WebSocket's outbox, so shutdown can close them all. A registry costs an
-    /// entry per connection; a cancellation future parked in every connection task would
-    /// cost several times more.
-    pub(crate) connections: parking_lot::Mutex<HashMap<hub::ConnId, Weak<outbox::Outbox>>>,
-    /// Every connection task, so shutdown can wait for them.
-    pub(crate) tracker: TaskTracker,
-    /// The caps on open connections, which every socket's permit counts against.
-    pub(crate) limiter: Arc<admission::ConnLimiter>,
-    /// The node's registry and the metrics that are not per app.
-    pub(crate) metrics: metrics::NodeMetrics,
-    /// What the node shares state through; asked by `/ready` and `/metrics`.
-    pub(crate) backend: Arc<dyn backend::Backend>,
-    /// The public port's TLS (`tls_cert`, `tls_key`); `None` serves plain HTTP. Only the
-    /// accept loop and reloads look at it.
-    pub(crate) tls: Option<Arc<tls::Tls>>,
-    /// The live console's feed (`/console` on the admin listener).
-    pub(crate) console: Arc<console::Console>,
-}
-
-impl Shared {
-    /// Registers a connection's outbox for shutdown; a connection that registers after
-    /// shutdown began is told to close at once.
-    pub(crate) fn register_connection(&self, conn: hub::ConnId, outbox: &Arc<outbox::Outbox>) {
-        self.connections.lock().insert(conn, Arc::downgrade(outbox));
-        if self.shutdown.is_cancelled() {
-            close_for_shutdown(outbox);
-        }
-    }
-
-    pub(crate) fn unregister_connection(&self, conn: hub::ConnId) {
-        self.connections.lock().remove(&conn);
-    }
-
-    /// The open connections' outboxes that `keep` selects, collected so that nothing is
-    /// done to them while the registry is locked.
-    fn outboxes(&self, keep: impl Fn(&outbox::Outbox) -> bool) -> Vec<Arc<outbox::Outbox>> {
-        self.connections
-            .lock()
-            .values()
-            .filter_map(Weak::upgrade)
-            .filter(|outbox| keep(outbox))
-            .collect()
-    }
-
-    fn close_all_connections(&self) {
-        for outbox in self.outboxes(|_| true) {
-            close_for_shutdown(&outbox);
-        }
-    }
-
-    /// Closes every connection of `app` with the code [`App::closed`] gives (4003: a reload
-    /// removed or disabled it); returns how many. A connection that registers after this
-    /// scan closes itself (`Session::new`).
-    pub(crate) fn close_app_connections(&self, app: &App) -> usize {
-        let Some((code, message)) = app.closed() else {
-            return 0;
-        };
-        let serial = app.serial();
-        let outboxes = self.outboxes(|outbox| outbox.app == serial);
-        for outbox in &outboxes {
-            outbox.close(code, message);
-        }
-        outboxes.len()
-    }
-}
-
-fn close_for_shutdown(outbox: &outbox::Outbox) {
-    let r = herald_protocol::close::CloseReason::Reconnect;
-    outbox.close(r.code(), r.message());
-}
+use crate::shared::Shared;
 
 /// Serves the apps of `config` on `listener` until `shutdown` completes, then closes every
 /// WebSocket with 4200 (clients reconnect elsewhere at once), lets HTTP requests in flight
@@ -221,26 +146,7 @@ async fn serve_apps(
         None => None,
     };
     let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
-    let cluster = match &config.cluster {
-        Some(cluster_config) => {
-            let cluster = adapter::Cluster::connect(cluster_config, node_id)
-                .await
-                .map_err(io::Error::other)?;
-            apps.join_cluster(&cluster);
-            cluster.start(store.clone()).await;
-            tracing::info!(
-                node_id,
-                redis = %config::redact_url(&cluster_config.redis_url),
-                "Joined the cluster"
-            );
-            Some(cluster)
-        }
-        None => None,
-    };
-    let backend: Arc<dyn backend::Backend> = match &cluster {
-        Some(cluster) => cluster.clone(),
-        None => Arc::new(backend::Standalone),
-    };
+    let adapter = adapter::start(&config.adapter, node_id, store.clone()).await?;
     let max_open = match config.net.max_open_connections {
         0 => admission::default_max_open_connections(),
         n => n,
@@ -261,7 +167,7 @@ async fn serve_apps(
         tracker: TaskTracker::new(),
         limiter: limiter.clone(),
         metrics: metrics::NodeMetrics::new(),
-        backend,
+        adapter,
         tls,
         console: apps.console().clone(),
     });
@@ -349,9 +255,7 @@ async fn serve_apps(
     {
         tracing::warn!("Shutdown grace period ended with connections still open");
     }
-    if let Some(cluster) = cluster {
-        cluster.stop().await;
-    }
+    shared.adapter.backend.leave().await;
     stop_admin.cancel();
     let _ = admin_task.await;
     Ok(())

@@ -79,7 +79,7 @@ pub struct Outbox {
     /// or disables the app can find its connections in the server's registry. It fits in
     /// the padding after `timers`: the outbox stays 112 bytes.
     pub(crate) app: u32,
-    /// The connection's clock, in [`crate::sweeper`] ticks, so one sweeper task can run the
+    /// The connection's clock, in [`crate::clock`] ticks, so one sweeper task can run the
     /// timeouts of every connection instead of a timer parked in each.
     pub(crate) timers: Timers,
 }
@@ -308,7 +308,7 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// A fan-out of `plain`, a frame made by [`crate::ws::text_frame`] or any other.
+    /// A fan-out of `plain`, a frame made by [`crate::wire::text_frame`] or any other.
     pub fn new(plain: Bytes) -> Self {
         Fanout {
             plain,
@@ -344,6 +344,23 @@ impl From<Bytes> for Fanout {
 fn wake(waker: Option<Waker>) {
     if let Some(waker) = waker {
         waker.wake();
+    }
+}
+
+/// What a test's connection was sent: the frames queued since it was last read, as JSON
+/// (server frames are unmasked text frames, with a 2-byte header, or 4 past 125 bytes).
+#[cfg(test)]
+impl Outbox {
+    pub(crate) fn sent(&self) -> Vec<serde_json::Value> {
+        let mut frames = VecDeque::new();
+        self.take(&mut frames);
+        frames
+            .iter()
+            .map(|f| {
+                let skip = if f[1] & 0x7f == 126 { 4 } else { 2 };
+                serde_json::from_slice(&f[skip..]).expect("a JSON text frame")
+            })
+            .collect()
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 
 use crate::apps::{AppChanges, AppUpdate, MemoryApps};
 use crate::config::{AppConfig, Config, ConfigError};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// A running server's handle for applying a new configuration; cheap to clone. Every
 /// method is synchronous and never waits for a connection.

@@ -10,38 +10,23 @@
 //! period of a quarter of the shortest one (at most a second) is precise enough.
 
 use std::sync::atomic::Ordering;
-use std::sync::{OnceLock, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
-use tokio::time::Instant;
 
+use crate::adapter::transitions;
+use crate::clock::{now, ticks};
 use crate::outbox::Outbox;
-use crate::ws::text_frame;
-use crate::Shared;
+use crate::shared::Shared;
+use crate::wire::text_frame;
 
 /// The close code for a frame or message left unfinished too long: 1008, policy violation.
 /// The client broke no rule of RFC 6455 (which sets no time limit), only the server's own,
 /// so 1002 would misreport it; and pusher-js answers 1008 with a plain reconnect, which suits
 /// a client that may just be on a bad network.
 const PARTIAL_MESSAGE_CLOSE: u16 = 1008;
-
-/// The length of a tick, the unit of every connection deadline.
-const TICK_MS: u128 = 100;
-
-static BASE: OnceLock<Instant> = OnceLock::new();
-
-/// Ticks since the first call in this process; never 0, which marks an unset deadline.
-pub(crate) fn now() -> u32 {
-    let base = *BASE.get_or_init(Instant::now);
-    (base.elapsed().as_millis() / TICK_MS) as u32 + 1
-}
-
-/// A duration in ticks (at least one).
-pub(crate) fn ticks(d: Duration) -> u32 {
-    (d.as_millis() / TICK_MS).clamp(1, u128::from(u32::MAX / 2)) as u32
-}
 
 /// Sweeps until the server state is gone.
 pub(crate) async fn run(shared: Weak<Shared>) {
@@ -75,8 +60,11 @@ fn sweep(shared: &Shared, now: u32) {
             check(&outbox, now, activity, pong);
         }
     }
+    let broker = shared.adapter.broker.as_ref();
     for app in shared.apps.all() {
-        app.flush_subscription_counts(now);
+        for (channel, count) in app.due_subscription_counts(now) {
+            transitions::subscription_count(broker, &app, &channel, count);
+        }
     }
 }
 

@@ -12,9 +12,13 @@ use std::sync::Arc;
 use herald_protocol::frame;
 use parking_lot::Mutex;
 
-use crate::hub::ConnId;
+use crate::ids::ConnId;
 use crate::outbox::Outbox;
-use crate::ws::text_frame;
+use crate::wire::text_frame;
+
+/// The message sent with the close of a terminated connection, so the user's client can
+/// tell why it was disconnected.
+pub(crate) const TERMINATED: &str = "You got disconnected by the app.";
 
 type Connections = HashMap<Arc<str>, Vec<(ConnId, Arc<Outbox>)>>;
 
@@ -108,6 +112,16 @@ impl UserRegistry {
         }
     }
 
+    /// Closes every connection signed in as `user` with `code` (the HTTP API's
+    /// terminate_connections); returns how many there were.
+    pub fn terminate(&self, user: &str, code: u16) -> usize {
+        let connections = self.connections(user);
+        for outbox in &connections {
+            outbox.close(code, TERMINATED);
+        }
+        connections.len()
+    }
+
     /// Every signed-in user on this node.
     pub fn user_ids(&self) -> Vec<String> {
         self.users.lock().keys().map(|u| u.to_string()).collect()
@@ -140,5 +154,26 @@ mod tests {
         assert!(users.remove("alice", 2));
         assert!(!users.is_online("alice"));
         assert!(!users.remove("bob", 3));
+    }
+
+    #[test]
+    fn terminate_closes_only_the_users_connections() {
+        let users = UserRegistry::default();
+        let (a1, a2, b) = (
+            Arc::new(Outbox::new(1024)),
+            Arc::new(Outbox::new(1024)),
+            Arc::new(Outbox::new(1024)),
+        );
+        users.add(&Arc::from("alice"), 1, &a1);
+        users.add(&Arc::from("alice"), 2, &a2);
+        users.add(&Arc::from("bob"), 3, &b);
+        assert_eq!(users.terminate("alice", 4009), 2);
+        let mut frames = std::collections::VecDeque::new();
+        for outbox in [&a1, &a2] {
+            let close = outbox.take(&mut frames).expect("closed");
+            assert_eq!((close.code, close.message.as_ref()), (4009, TERMINATED));
+        }
+        assert_eq!(b.take(&mut frames), None, "bob stays");
+        assert_eq!(users.terminate("nobody", 4009), 0);
     }
 }

@@ -1,4 +1,5 @@
-//! The messages nodes send each other over Redis pub/sub, and their binary encoding.
+//! The messages nodes send each other over the cluster's bus (one pub/sub channel), and
+//! their binary encoding.
 //!
 //! A message carries an already-encoded WebSocket frame, so a receiving node pushes the same
 //! bytes to each of its subscribers without parsing or re-serializing the event. Fields are

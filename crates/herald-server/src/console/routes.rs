@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::Shared;
+use crate::shared::Shared;
 
 const PAGE: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/console.js");
@@ -136,10 +136,8 @@ async fn state(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
     let mut shown = Vec::with_capacity(apps.len());
     for app in apps {
         // In a cluster, the channels and members are the cluster's, as the HTTP API's.
-        let mut channels = match app.cluster() {
-            Some(cluster) => cluster.channels(app.id(), "").await.unwrap_or_default(),
-            None => app.hub.channels(""),
-        };
+        let presence = &shared.adapter.presence;
+        let mut channels = presence.channels(&app, "").await.unwrap_or_default();
         // A cache channel nobody is subscribed to still holds its event.
         for cached in app.cache.channels() {
             if !channels.iter().any(|(name, _)| *name == cached) {
@@ -150,7 +148,7 @@ async fn state(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         let mut rows = Vec::with_capacity(channels.len());
         for (name, counts) in channels {
             let members = if ChannelKind::of(&name).is_presence() {
-                members(&app, &name).await
+                members(&shared, &app, &name).await
             } else {
                 Vec::new()
             };
@@ -180,7 +178,7 @@ async fn state(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
 
 /// A presence channel's members: the cluster's ids in a cluster (as the HTTP API's users
 /// query), with the user info this node knows of them.
-async fn members(app: &crate::App, channel: &str) -> Vec<Value> {
+async fn members(shared: &Shared, app: &crate::App, channel: &str) -> Vec<Value> {
     let local = app.hub.local_members(channel);
     let info = |id: &str| {
         local
@@ -189,10 +187,12 @@ async fn members(app: &crate::App, channel: &str) -> Vec<Value> {
             .and_then(|m| m.user_info.as_deref())
             .and_then(|i| serde_json::from_str::<Value>(i).ok())
     };
-    let ids: Vec<String> = match app.cluster() {
-        Some(cluster) => cluster.users(app.id(), channel).await.unwrap_or_default(),
-        None => local.iter().map(|m| m.user_id.to_string()).collect(),
-    };
+    let ids = shared
+        .adapter
+        .presence
+        .users(app, channel)
+        .await
+        .unwrap_or_default();
     ids.iter()
         .map(|id| json!({ "user_id": id, "user_info": info(id) }))
         .collect()

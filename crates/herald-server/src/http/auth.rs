@@ -16,8 +16,10 @@ use axum::http::{header, Method, StatusCode, Uri};
 use herald_protocol::signing::SignedQuery;
 
 use super::error::ApiError;
+use crate::adapter::Rate;
 use crate::apps::{App, AppRef};
-use crate::Shared;
+use crate::metrics::Limit;
+use crate::shared::Shared;
 
 /// The window Pusher allows between the client's timestamp and the server's clock.
 const MAX_SKEW_SECS: i64 = 600;
@@ -76,7 +78,7 @@ impl FromRequest<Arc<Shared>> for Authenticated {
                 .accepts_body_len(len)
                 .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         }
-        check_rate(&app, &method).await?;
+        check_rate(shared, &app, &method).await?;
         let timeout = shared.config.net.body_timeout;
         let body = match tokio::time::timeout(timeout, Bytes::from_request(req, shared)).await {
             Ok(Ok(body)) => body,
@@ -103,52 +105,23 @@ impl FromRequest<Arc<Shared>> for Authenticated {
 }
 
 /// Counts the request against the app's per-second limits: POSTs are publishes, GETs reads.
-/// In a cluster the budget is the cluster's, counted in Redis (the node's own counter is
-/// the fallback while Redis is away).
-async fn check_rate(app: &App, method: &Method) -> Result<(), ApiError> {
-    let (second, _) = crate::ratelimit::now_windows();
-    let limits = app.config().limits;
-    let (window, limit, what, kind) = if method == Method::GET {
-        (
-            &app.rates.reads,
-            limits.reads_per_second,
-            "read requests",
-            "reads",
-        )
+/// In a cluster the budget is the cluster's (the node's own counter is the fallback while
+/// the cluster's shared state is away).
+async fn check_rate(shared: &Shared, app: &App, method: &Method) -> Result<(), ApiError> {
+    let (rate, what, refused) = if method == Method::GET {
+        (Rate::Reads, "read requests", Limit::ReadRate)
     } else {
-        (
-            &app.rates.publishes,
-            limits.publishes_per_second,
-            "publishes",
-            "publishes",
-        )
+        (Rate::Publishes, "publishes", Limit::PublishRate)
     };
-    if limit == 0 {
+    let limit = rate.limit(&app.config().limits);
+    if limit == 0 || shared.adapter.limits.take(app, rate).await {
         return Ok(());
     }
-    let allowed = match app.cluster() {
-        Some(cluster) => match cluster.take(app.id(), kind, (second, 1), limit, 1).await {
-            Ok(allowed) => allowed,
-            Err(error) => {
-                tracing::warn!(%error, "Cluster rate counter unavailable; counting on this node");
-                window.try_take(limit, second, 1)
-            }
-        },
-        None => window.try_take(limit, second, 1),
-    };
-    if allowed {
-        Ok(())
-    } else {
-        app.metrics.refused(if method == Method::GET {
-            crate::metrics::Limit::ReadRate
-        } else {
-            crate::metrics::Limit::PublishRate
-        });
-        Err(ApiError::too_many(
-            format!("Rate limit exceeded: this app's plan allows {limit} {what} per second"),
-            1,
-        ))
-    }
+    app.metrics.refused(refused);
+    Err(ApiError::too_many(
+        format!("Rate limit exceeded: this app's plan allows {limit} {what} per second"),
+        1,
+    ))
 }
 
 fn too_large(max: usize) -> ApiError {

@@ -1,7 +1,10 @@
 //! `GET /apps/{id}/channels`, `/channels/{name}` and `/channels/{name}/users`: what is
-//! occupied, with subscription and user counts, answered from the hub.
+//! occupied, with subscription and user counts, answered by the adapter (the hub's, or the
+//! cluster's).
 
-use axum::extract::Path;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
 use axum::Json;
 use herald_protocol::channel::{is_cache_channel, validate_channel_name, ChannelKind};
 use serde_json::{json, Map, Value};
@@ -9,11 +12,13 @@ use serde_json::{json, Map, Value};
 use super::auth::Authenticated;
 use super::error::ApiError;
 use super::events::parse_info;
-use crate::apps::App;
-use crate::hub::ChannelCounts;
+use crate::shared::Shared;
 
 /// `GET /apps/{app_id}/channels`.
-pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    auth: Authenticated,
+) -> Result<Json<Value>, ApiError> {
     let prefix = auth.query.get("filter_by_prefix").unwrap_or("");
     let info = parse_info(
         auth.query.get("info"),
@@ -26,13 +31,7 @@ pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
             "user_count is only available for presence channels: add filter_by_prefix=presence-",
         ));
     }
-    let occupied = match auth.app.cluster() {
-        Some(cluster) => cluster
-            .channels(auth.app.id(), prefix)
-            .await
-            .map_err(|e| ApiError::cluster(&e))?,
-        None => auth.app.hub.channels(prefix),
-    };
+    let occupied = shared.adapter.presence.channels(&auth.app, prefix).await?;
     let mut channels = Map::new();
     for (name, counts) in occupied {
         let mut attrs = Map::new();
@@ -50,23 +49,13 @@ pub(crate) async fn list(auth: Authenticated) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "channels": channels })))
 }
 
-/// A channel's counts: this node's, or the cluster's when there is one.
-pub(super) async fn counts(app: &App, channel: &str) -> Result<ChannelCounts, ApiError> {
-    match app.cluster() {
-        Some(cluster) => cluster
-            .counts(app.id(), channel)
-            .await
-            .map_err(|e| ApiError::cluster(&e)),
-        None => Ok(app.hub.counts(channel)),
-    }
-}
-
 fn checked_channel(name: &str, max_len: usize) -> Result<ChannelKind, ApiError> {
     validate_channel_name(name, max_len).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// `GET /apps/{app_id}/channels/{channel_name}`.
 pub(crate) async fn show(
+    State(shared): State<Arc<Shared>>,
     Path((_app_id, channel)): Path<(String, String)>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
@@ -75,7 +64,8 @@ pub(crate) async fn show(
         auth.query.get("info"),
         &["user_count", "subscription_count", "cache"],
     )?;
-    let counts = counts(&auth.app, &channel).await?;
+    let presence = &shared.adapter.presence;
+    let counts = presence.counts(&auth.app, &channel).await?;
     let mut out = Map::new();
     out.insert("occupied".into(), (counts.subscription_count > 0).into());
     for attr in info {
@@ -92,17 +82,9 @@ pub(crate) async fn show(
                     "cache is only available for cache channels, not '{channel}'"
                 )));
             }
-            let mut cached = auth.app.cache.get(&channel).map(|c| (c.data, c.ttl));
-            if let (None, Some(cluster)) = (&cached, auth.app.cluster()) {
-                cached = cluster
-                    .cached(auth.app.id(), &channel)
-                    .await
-                    .map_err(|e| ApiError::cluster(&e))?
-                    .map(|(_, data, ttl)| (data.into_boxed_str(), ttl));
-            }
-            let cached = cached.map(|(data, ttl)| {
-                let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                json!({ "data": data, "ttl": ttl.as_secs() })
+            let cached = presence.cached(&auth.app, &channel).await?.map(|c| {
+                let data: Value = serde_json::from_str(&c.data).unwrap_or(Value::Null);
+                json!({ "data": data, "ttl": c.ttl.as_secs() })
             });
             out.insert(attr, cached.unwrap_or(Value::Null));
         } else {
@@ -114,6 +96,7 @@ pub(crate) async fn show(
 
 /// `GET /apps/{app_id}/channels/{channel_name}/users`.
 pub(crate) async fn users(
+    State(shared): State<Arc<Shared>>,
     Path((_app_id, channel)): Path<(String, String)>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
@@ -123,13 +106,7 @@ pub(crate) async fn users(
             "Users can only be listed for presence channels, not '{channel}'"
         )));
     }
-    let ids = match auth.app.cluster() {
-        Some(cluster) => cluster
-            .users(auth.app.id(), &channel)
-            .await
-            .map_err(|e| ApiError::cluster(&e))?,
-        None => auth.app.hub.users(&channel),
-    };
+    let ids = shared.adapter.presence.users(&auth.app, &channel).await?;
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(Json(json!({ "users": users })))
 }

@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::adapter::AdapterError;
+
 /// An HTTP API failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -54,17 +56,9 @@ impl ApiError {
         e
     }
 
-    /// 503: the cluster's shared state (Redis) did not answer.
+    /// 503: the server cannot answer yet, or the cluster's shared state did not answer.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
-    }
-
-    /// A cluster query failed.
-    pub fn cluster(error: &redis::RedisError) -> Self {
-        tracing::warn!(%error, "Cluster query failed");
-        Self::unavailable(format!(
-            "The cluster's shared state is unavailable: {error}"
-        ))
     }
 
     /// 408: the request body did not arrive in time.
@@ -75,6 +69,15 @@ impl ApiError {
     /// 413: event data or a request body over its limit.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+}
+
+/// A query the backend could not answer: 503.
+impl From<AdapterError> for ApiError {
+    fn from(error: AdapterError) -> Self {
+        tracing::warn!(%error, "Cluster query failed");
+        let AdapterError::Unavailable(why) = error;
+        Self::unavailable(format!("The cluster's shared state is unavailable: {why}"))
     }
 }
 

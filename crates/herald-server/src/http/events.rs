@@ -20,11 +20,10 @@ use serde_json::{Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
-use crate::adapter::{local_conn, Op};
 use crate::apps::App;
-use crate::hub::ConnId;
-use crate::ws::text_frame;
-use crate::Shared;
+use crate::ids::SocketId;
+use crate::shared::Shared;
+use crate::wire::text_frame;
 
 #[derive(Deserialize)]
 struct EventBody<'a> {
@@ -120,13 +119,14 @@ struct Prepared {
     /// The `data` JSON token to insert verbatim in each frame.
     data_token: String,
     channels: Vec<String>,
-    except: Option<ConnId>,
-    /// The excluded socket as given, for the other nodes of a cluster.
+    /// The socket the publisher excluded, if it names one this server could have made.
+    except: Option<SocketId>,
+    /// The excluded socket as given, for the console.
     except_socket: Option<String>,
     info: InfoWanted,
 }
 
-fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
+fn prepare(app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
     let limits = app.config().limits;
     let name = body
         .name
@@ -181,7 +181,7 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
     }
     let except = match body.socket_id.as_deref() {
         None => None,
-        Some(id) if is_valid_socket_id(id) => local_conn(shared.node_id, id),
+        Some(id) if is_valid_socket_id(id) => SocketId::parse(id),
         Some(id) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid socket_id: '{id}' (expected digits.digits)"
@@ -206,30 +206,19 @@ fn prepare(shared: &Shared, app: &App, body: EventBody<'_>) -> Result<Prepared, 
 }
 
 /// Refuses a publish once the app (the cluster, if any) has used its daily message quota.
-async fn check_daily_quota(app: &App) -> Result<(), ApiError> {
+async fn check_daily_quota(shared: &Shared, app: &App) -> Result<(), ApiError> {
     let limit = app.config().limits.messages_per_day;
-    if limit == 0 {
+    if limit == 0 || !shared.adapter.limits.quota_exhausted(app).await {
         return Ok(());
     }
-    let (_, day) = crate::ratelimit::now_windows();
-    let exhausted = match app.cluster() {
-        Some(cluster) => match cluster.used(app.id(), "messages", day).await {
-            Ok(used) => used >= limit,
-            Err(_) => app.rates.messages.exhausted(limit, day),
-        },
-        None => app.rates.messages.exhausted(limit, day),
-    };
-    if exhausted {
-        app.metrics.refused(crate::metrics::Limit::DailyMessages);
-        return Err(ApiError::forbidden(format!(
-            "Over the daily message quota: this app's plan allows {limit} messages per day"
-        )));
-    }
-    Ok(())
+    app.metrics.refused(crate::metrics::Limit::DailyMessages);
+    Err(ApiError::forbidden(format!(
+        "Over the daily message quota: this app's plan allows {limit} messages per day"
+    )))
 }
 
 /// Delivers an event; returns the messages it counts for the daily quota.
-fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
+fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
     app.metrics.console.emit("api_publish", |row| {
         row.insert("channels".into(), event.channels.clone().into());
         row.insert("event".into(), event.name.clone().into());
@@ -238,67 +227,49 @@ fn publish(app: &Arc<App>, event: &Prepared) -> u64 {
         let text = serde_json::from_str::<String>(&event.data_token);
         crate::console::preview(row, text.as_deref().unwrap_or(&event.data_token));
     });
+    let broker = &shared.adapter.broker;
     let mut messages = 0u64;
-    let cluster = app.cluster();
-    let ttl = app.config().cache_ttl;
     for channel in &event.channels {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
-        let delivered = app.hub.publish(channel, &frame, event.except);
+        let delivered = if is_cache_channel(channel) {
+            broker.publish_cached(app, channel, &frame, &event.data_token, event.except)
+        } else {
+            broker.publish(app, channel, &frame, event.except)
+        };
         messages += 1 + delivered as u64;
         app.metrics
             .events_published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cache = is_cache_channel(channel);
-        if cache {
-            app.cache
-                .store(channel, frame.clone(), &event.data_token, ttl);
-        }
-        if let Some(cluster) = cluster {
-            cluster.send_event(
-                app.id(),
-                channel,
-                event.except_socket.as_deref(),
-                &frame,
-                cache.then_some((event.data_token.as_str(), ttl)),
-            );
-            if cache {
-                let _ = cluster.op(Op::Cache {
-                    app: app.clone(),
-                    channel: channel.as_str().into(),
-                    frame: frame.clone(),
-                    data: event.data_token.as_str().into(),
-                    ttl,
-                });
-            }
-        }
     }
     messages
 }
 
 /// Counts delivered messages against the daily quota: this node's deliveries, and in a
 /// cluster every node's subscribers of the channels published to.
-async fn count_messages(app: &App, messages: u64, events: &[Prepared]) {
+async fn count_messages(shared: &Shared, app: &App, messages: u64, events: &[Prepared]) {
     if app.config().limits.messages_per_day == 0 {
         return;
     }
-    let (_, day) = crate::ratelimit::now_windows();
-    app.rates.messages.add(messages, day);
-    if let Some(cluster) = app.cluster() {
-        let channels: Vec<&str> = events
-            .iter()
-            .flat_map(|e| e.channels.iter().map(String::as_str))
-            .collect();
-        if let Err(error) = cluster.count_messages(app.id(), &channels, day).await {
-            tracing::warn!(%error, "Cluster message quota counter unavailable");
-        }
-    }
+    let channels: Vec<&str> = events
+        .iter()
+        .flat_map(|e| e.channels.iter().map(String::as_str))
+        .collect();
+    shared
+        .adapter
+        .limits
+        .count_messages(app, messages, &channels)
+        .await;
 }
 
 /// The counts the publisher asked for with `info`, per channel.
-async fn info_attributes(app: &App, event: &Prepared) -> Result<Map<String, Value>, ApiError> {
+async fn info_attributes(
+    shared: &Shared,
+    app: &App,
+    event: &Prepared,
+) -> Result<Map<String, Value>, ApiError> {
     let mut attributes = Map::new();
     for channel in &event.channels {
-        let counts = super::channels::counts(app, channel).await?;
+        let counts = shared.adapter.presence.counts(app, channel).await?;
         let mut attrs = Map::new();
         if event.info.user_count && ChannelKind::of(channel).is_presence() {
             attrs.insert("user_count".into(), counts.user_count.into());
@@ -337,12 +308,12 @@ pub(crate) async fn trigger_body(
     app: &Arc<App>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let event = prepare(shared, app, parse_body(body)?)?;
-    check_daily_quota(app).await?;
-    let messages = publish(app, &event);
-    count_messages(app, messages, std::slice::from_ref(&event)).await;
+    let event = prepare(app, parse_body(body)?)?;
+    check_daily_quota(shared, app).await?;
+    let messages = publish(shared, app, &event);
+    count_messages(shared, app, messages, std::slice::from_ref(&event)).await;
     if event.info.any() {
-        let attributes = info_attributes(app, &event).await?;
+        let attributes = info_attributes(shared, app, &event).await?;
         Ok(serde_json::json!({ "channels": attributes }))
     } else {
         Ok(Value::Object(Map::new()))
@@ -373,22 +344,22 @@ pub(crate) async fn batch(
                 "batch[{i}]: each batch event takes a single 'channel'"
             )));
         }
-        let event = prepare(&shared, &auth.app, item).map_err(|e| ApiError {
+        let event = prepare(&auth.app, item).map_err(|e| ApiError {
             message: format!("batch[{i}]: {}", e.message),
             ..e
         })?;
         prepared.push(event);
     }
-    check_daily_quota(&auth.app).await?;
+    check_daily_quota(&shared, &auth.app).await?;
     let any_info = prepared.iter().any(|e| e.info.any());
     let mut results = Vec::with_capacity(prepared.len());
     let mut messages = 0;
     for event in &prepared {
-        messages += publish(&auth.app, event);
+        messages += publish(&shared, &auth.app, event);
     }
-    count_messages(&auth.app, messages, &prepared).await;
+    count_messages(&shared, &auth.app, messages, &prepared).await;
     for event in prepared.iter().filter(|_| any_info) {
-        let attributes = info_attributes(&auth.app, event).await?;
+        let attributes = info_attributes(&shared, &auth.app, event).await?;
         // A batch item has one channel, so its attributes are that channel's.
         let attrs = attributes
             .into_iter()

@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 
-use crate::{ws, Shared};
+use crate::shared::Shared;
+use crate::ws;
 
 /// The server's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {

@@ -1,46 +1,45 @@
 //! `POST /apps/{id}/users/{user_id}/terminate_connections`: close every connection signed
 //! in as a user, with the app's configured close code.
 
-use axum::extract::Path;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
-
-/// The message sent with the close, so the user's client can tell why it was disconnected.
-pub(crate) const TERMINATED: &str = "You got disconnected by the app.";
+use crate::shared::Shared;
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
 pub(crate) async fn terminate_connections(
+    State(shared): State<Arc<Shared>>,
     Path((_app_id, user_id)): Path<(String, String)>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    terminate(user_id, auth)
+    terminate(&shared, &user_id, &auth)
 }
 
 /// `POST /users/{user_id}/terminate_connections`: the path the official Python library
 /// (3.x) posts to, without `/apps/{app_id}`; the signing key names the app.
 pub(crate) async fn terminate_connections_by_key(
+    State(shared): State<Arc<Shared>>,
     Path(user_id): Path<String>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    terminate(user_id, auth)
+    terminate(&shared, &user_id, &auth)
 }
 
-fn terminate(user_id: String, auth: Authenticated) -> Result<Json<Value>, ApiError> {
+fn terminate(
+    shared: &Shared,
+    user_id: &str,
+    auth: &Authenticated,
+) -> Result<Json<Value>, ApiError> {
     let code = auth.app.config().terminate_close_code;
-    let connections = auth.app.users.connections(&user_id);
-    tracing::info!(app_id = %auth.app.id(), user_id, connections = connections.len(), "Terminating user connections");
-    for outbox in connections {
-        outbox.close(code, TERMINATED);
-    }
-    if let Some(cluster) = auth.app.cluster() {
-        cluster.send(&crate::adapter::bus::BusMessage::Terminate {
-            app: auth.app.id().to_owned(),
-            user: user_id,
-            code,
-        });
-    }
+    let connections = shared
+        .adapter
+        .broker
+        .terminate_user(&auth.app, user_id, code);
+    tracing::info!(app_id = %auth.app.id(), user_id, connections, "Terminating user connections");
     Ok(Json(Value::Object(Map::new())))
 }

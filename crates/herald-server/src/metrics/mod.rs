@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sharded::{ShardedCounter, ShardedHistogram};
 
-pub(crate) use render::{cluster_families, NodeMetrics};
+pub(crate) use prometheus::proto::MetricType;
+pub(crate) use render::{single, NodeMetrics};
 pub(crate) use sharded::clock_us;
 
 /// Close codes counted under their own label; any other code a client chooses is counted
@@ -208,7 +209,7 @@ impl AppMetrics {
         })
     }
 
-    fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    pub(crate) fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         Limit::ALL
             .iter()
             .zip(&self.refusals)

@@ -9,7 +9,6 @@ use prometheus::{IntCounterVec, Opts, Registry, TextEncoder};
 
 use super::sharded::LATENCY_BOUNDS_US;
 use super::{AppMetrics, WebhookOutcome};
-use crate::adapter::ClusterStats;
 use crate::backend::Backend;
 use crate::hub::HubTotals;
 use crate::App;
@@ -323,52 +322,12 @@ fn histogram(labels: Vec<LabelPair>, metrics: &AppMetrics) -> Metric {
     m
 }
 
-/// The cluster membership's gauges and counters.
-pub(crate) fn cluster_families(stats: &ClusterStats) -> Vec<MetricFamily> {
-    let g = |name: &str, help: &str, v: u64| {
-        family(name, help, MetricType::GAUGE, vec![gauge(vec![], v)])
+/// A family of one series without labels: a backend's gauge or counter.
+pub(crate) fn single(name: &str, help: &str, kind: MetricType, value: u64) -> Option<MetricFamily> {
+    let metric = if kind == MetricType::COUNTER {
+        counter(vec![], value)
+    } else {
+        gauge(vec![], value)
     };
-    let c = |name: &str, help: &str, v: u64| {
-        family(name, help, MetricType::COUNTER, vec![counter(vec![], v)])
-    };
-    [
-        g(
-            "herald_cluster_bus_queue_bytes",
-            "Bytes of messages for other nodes queued or held by the publisher",
-            stats.bus_bytes as u64,
-        ),
-        g(
-            "herald_cluster_bus_queue_messages",
-            "Messages for other nodes waiting in the bus queue",
-            stats.bus_queued as u64,
-        ),
-        g(
-            "herald_cluster_bus_held_messages",
-            "Messages the publisher holds while Redis does not answer",
-            stats.bus_held as u64,
-        ),
-        c(
-            "herald_cluster_bus_dropped_total",
-            "Messages for other nodes dropped because the bus queue was full",
-            stats.bus_dropped,
-        ),
-        g(
-            "herald_cluster_ops_queued",
-            "State changes waiting for Redis",
-            stats.ops_queued as u64,
-        ),
-        c(
-            "herald_cluster_ops_refused_total",
-            "State changes refused because an app's share of the queue was full",
-            stats.ops_refused,
-        ),
-        g(
-            "herald_cluster_redis_up",
-            "1 while Redis answers this node, 0 while it does not",
-            u64::from(stats.healthy),
-        ),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    family(name, help, kind, vec![metric])
 }

@@ -26,11 +26,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::session::Session;
 use super::socket::Socket;
-use super::text_frame;
 use crate::admission::{ConnPermit, DetachedPermit};
 use crate::apps::ConnectionSlot;
 use crate::outbox::{CloseRequest, Outbox, FRAME_OVERHEAD};
-use crate::{metrics, sweeper, Shared};
+use crate::shared::Shared;
+use crate::wire::text_frame;
+use crate::{clock, metrics};
 use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 
 /// Frames written with one system call at most.
@@ -113,10 +114,10 @@ fn serve<S: Socket>(
         );
         let outbox = session.outbox().clone();
         outbox.push(text_frame(&frame::connection_established(
-            &session.socket_id(),
+            &session.socket_id().to_string(),
             held.shared.config.activity_timeout.as_secs(),
         )));
-        outbox.timers.touch(sweeper::now());
+        outbox.timers.touch(clock::now());
         // Our Close frame is queued; nothing may follow it.
         let mut closing = false;
         // The client sent its Close or ended its side: there is nothing more to read.
@@ -136,9 +137,9 @@ fn serve<S: Socket>(
 
         loop {
             if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
-                let until = sweeper::now() + sweeper::ticks(CLOSE_LINGER);
+                let until = clock::now() + clock::ticks(CLOSE_LINGER);
                 outbox.timers.linger_until.store(until, Ordering::Relaxed);
-                session.leave_all();
+                session.leave_all(&held.shared);
             }
             let flushed = io.flush();
             if io.written > 0 {
@@ -214,7 +215,7 @@ fn serve<S: Socket>(
                     Ok(0) => peer_done = true,
                     Ok(_) if closing => peer_done = io.discard_until_close(),
                     Ok(n) => {
-                        outbox.timers.touch(sweeper::now());
+                        outbox.timers.touch(clock::now());
                         io.decode_all(&held.shared, &mut session)
                             .apply(&mut closing, &mut peer_done);
                         burst = n >= BURST_BYTES;
@@ -238,7 +239,7 @@ fn serve<S: Socket>(
         let code = outbox.close_code();
         session.metrics().connection_closed(code);
         session.metrics().console.emit("connection_closed", |row| {
-            row.insert("socket_id".into(), session.socket_id().into());
+            row.insert("socket_id".into(), session.socket_id().to_string().into());
             row.insert("code".into(), code.unwrap_or(1006).into());
         });
         tracing::debug!(
@@ -247,6 +248,7 @@ fn serve<S: Socket>(
             code = code.unwrap_or(1006),
             "Connection closed"
         );
+        session.release(&held.shared);
     }
 }
 
@@ -395,7 +397,7 @@ impl<S: Socket> Io<S> {
                 Ok(None) => break Decoded::Open,
                 Ok(Some(Message::Text(text))) => {
                     message_ended = true;
-                    session.handle_text(&text);
+                    session.handle_text(shared, &text);
                 }
                 Ok(Some(Message::Binary(_))) => {
                     message_ended = true;
@@ -450,8 +452,8 @@ impl<S: Socket> Io<S> {
                 self.read_buf.len() < before
             };
             if new || deadline.load(Ordering::Relaxed) == 0 {
-                let timeout = sweeper::ticks(shared.config.partial_message_timeout);
-                deadline.store(sweeper::now() + timeout, Ordering::Relaxed);
+                let timeout = clock::ticks(shared.config.partial_message_timeout);
+                deadline.store(clock::now() + timeout, Ordering::Relaxed);
             }
         } else {
             deadline.store(0, Ordering::Relaxed);
@@ -572,7 +574,6 @@ fn right_size(buf: &mut BytesMut, consumed: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::AppStore;
 
     #[test]
     fn a_partial_frame_left_by_a_big_burst_gets_a_buffer_of_its_own() {
@@ -637,31 +638,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
-        let config = crate::Config::default();
-        let apps: Arc<dyn AppStore> = Arc::new(crate::MemoryApps::new(
-            config.apps.clone(),
-            &config.webhook_settings(),
-        ));
-        let app = apps.by_key("app-key").expect("default app");
-        let slot = app.try_connect().expect("slot");
-        let limiter = crate::admission::ConnLimiter::new(&config.net, 10);
-        let permit = limiter
+        let shared = Shared::for_tests(crate::Config::default());
+        let app = shared.apps.by_key("app-key").expect("default app");
+        let slot = app.try_connect(0).expect("slot");
+        let permit = shared
+            .limiter
             .admit(std::net::Ipv4Addr::LOCALHOST.into())
             .unwrap_or_else(|_| panic!("a permit"));
-        let shared = Arc::new(Shared {
-            config,
-            apps,
-            node_id: 1,
-            next_conn: std::sync::atomic::AtomicU64::new(1),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            connections: parking_lot::Mutex::new(std::collections::HashMap::new()),
-            tracker: tokio_util::task::TaskTracker::new(),
-            limiter,
-            metrics: crate::metrics::NodeMetrics::new(),
-            backend: Arc::new(crate::backend::Standalone),
-            tls: None,
-            console: Arc::default(),
-        });
         let future = run(shared, slot, permit, stream, Bytes::new(), true);
         let size = std::mem::size_of_val(&future);
         println!(

@@ -7,6 +7,11 @@
 //! over quota, bad path or protocol) still get the upgrade, then a `pusher:error` and a close
 //! with the code that tells pusher-js whether to retry (spec §1.4). A request that is not a
 //! valid opening handshake (not GET, no Host, a bad key or version) gets an HTTP error.
+//!
+//! The upgrade is answered without waiting on the backend: the app's connection limit is
+//! checked against what the node knows, and the backend's exact count (a cluster's) is asked
+//! once the socket is taken over, before the connection is served; a connection over the
+//! limit then gets 4004 like any other refusal.
 
 mod connection;
 mod session;
@@ -26,19 +31,15 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::admission::{ForwardedCount, Refusal};
+use crate::apps::ConnectionSlot;
 use crate::http::conn::{Peer, Watched};
 use crate::http::error::ApiError;
 use crate::metrics::Limit;
-use crate::Shared;
-
-/// A complete WebSocket text frame holding `json`, ready to share among subscribers.
-pub(crate) fn text_frame(json: &str) -> Bytes {
-    codec::encode_text(json.as_bytes())
-}
+use crate::shared::Shared;
 
 /// What the connection task is told to do once the upgrade completes.
 enum Admission {
-    Serve(crate::apps::ConnectionSlot),
+    Serve(ConnectionSlot),
     Refuse(CloseReason),
 }
 
@@ -61,21 +62,7 @@ pub(crate) async fn connect(
         None => None,
     };
     let app = crate::apps::lookup(&*shared.apps, crate::apps::AppRef::Key(&key)).await;
-    let mut admission = admit(&shared, app, req.uri().query().unwrap_or(""));
-    if let Admission::Serve(app) = &admission {
-        let max = app.config().limits.max_connections;
-        if let (Some(cluster), max @ 1..) = (app.cluster(), max) {
-            match cluster.admit(app.id(), app.connection_count(), max).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    app.metrics.refused(Limit::Connections);
-                    admission = Admission::Refuse(CloseReason::OverConnectionQuota);
-                }
-                // Without Redis the node's own count (and the others' last known) decide.
-                Err(error) => tracing::warn!(%error, "Cluster connection count unavailable"),
-            }
-        }
-    }
+    let admission = admit(&shared, app, req.uri().query().unwrap_or(""));
     if let Admission::Refuse(reason) = &admission {
         count_refusal(&shared, *reason, &key);
     }
@@ -174,7 +161,7 @@ fn admit(shared: &Shared, app: Option<Arc<crate::apps::App>>, query: &str) -> Ad
     if !app.config().enabled {
         return Admission::Refuse(CloseReason::AppDisabled);
     }
-    match app.try_connect() {
+    match shared.adapter.limits.admit(&app) {
         Some(slot) => Admission::Serve(slot),
         None => {
             app.metrics.refused(Limit::Connections);
@@ -293,6 +280,22 @@ fn upgrade(
     response
 }
 
+/// The backend's last word on an admitted connection (a cluster's exact count of the app's
+/// connections on every node), asked after the upgrade so that answering it never waits.
+async fn confirm(shared: &Shared, slot: ConnectionSlot) -> Admission {
+    let Some(check) = shared.adapter.limits.confirm(&slot) else {
+        return Admission::Serve(slot);
+    };
+    if check.await {
+        return Admission::Serve(slot);
+    }
+    let reason = CloseReason::OverConnectionQuota;
+    slot.metrics.refused(Limit::Connections);
+    count_refusal(shared, reason, &slot.config().key);
+    shared.adapter.limits.release(slot);
+    Admission::Refuse(reason)
+}
+
 /// Starts the connection task on the socket hyper gave back, or refuses the connection.
 async fn take_over<U: socket::Upgraded>(
     shared: Arc<Shared>,
@@ -306,6 +309,10 @@ async fn take_over<U: socket::Upgraded>(
     if let Some(count) = forwarded {
         permit.adopt(count);
     }
+    let admission = match admission {
+        Admission::Serve(slot) => confirm(&shared, slot).await,
+        refused => refused,
+    };
     match admission {
         // A task of its own, so the parked connection holds only its own state, not
         // this upgrade future's as well (tokio rounds each task up to 128 bytes).
@@ -316,7 +323,10 @@ async fn take_over<U: socket::Upgraded>(
                     shared, slot, permit, socket, pre_read, deflate,
                 ));
             }
-            Err(error) => tracing::debug!(%error, "Upgraded connection unusable"),
+            Err(error) => {
+                tracing::debug!(%error, "Upgraded connection unusable");
+                shared.adapter.limits.release(slot);
+            }
         },
         Admission::Refuse(reason) => {
             connection::refuse(stream, reason).await;

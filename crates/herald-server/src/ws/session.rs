@@ -3,7 +3,9 @@
 //! events).
 //!
 //! The session never touches the socket. It answers by pushing frames to its own outbox and
-//! reaches other connections only through the hub, so the same logic serves any transport.
+//! reaches other connections only through the adapter's traits (`Presence` for
+//! subscriptions and sign-ins, `Broker` for client events), so the same rules serve any
+//! transport and any backend, and never know which backend it is.
 //! Nothing here closes the connection for a client mistake: bad messages, failed
 //! subscriptions and rejected client events get an error frame and the socket stays open.
 //! The one exception is a refused sign-in, which closes with 4009 ("connection is
@@ -20,16 +22,16 @@ use herald_protocol::frame::{self, ClientMessage, Signin, Subscribe};
 use herald_protocol::presence::{parse_member, Member};
 use herald_protocol::user::parse_user_data;
 
-use super::text_frame;
-use crate::adapter::{Cluster, Join, Op};
+use crate::adapter::Subscription;
 use crate::apps::ConnectionSlot;
-use crate::hub::{ConnId, Left, PresenceRefused};
+use crate::ids::SocketId;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
+use crate::shared::Shared;
 use crate::webhooks::WebhookEvent;
-use crate::Shared;
+use crate::wire::text_frame;
 
-/// A fixed one-second window is enough to enforce "N per second"; in sweeper ticks it
+/// A fixed one-second window is enough to enforce "N per second"; in clock ticks it
 /// costs eight bytes.
 struct RateWindow {
     started: u32,
@@ -47,10 +49,8 @@ struct SignedIn {
 pub(super) struct Session {
     /// The app, through the connection's counted slot in it.
     app: ConnectionSlot,
-    conn: ConnId,
-    /// This node's id: the socket id is `node.conn`, formatted when needed rather than
-    /// kept in every connection.
-    node: u32,
+    /// Formatted when needed rather than kept as text in every connection.
+    id: SocketId,
     outbox: Arc<Outbox>,
     /// Channels this connection is subscribed to; few per connection, so a Vec beats a map.
     channels: Vec<Box<str>>,
@@ -71,7 +71,7 @@ impl Session {
         let secs = app.config().user_authentication_timeout;
         if secs > 0 {
             let deadline =
-                crate::sweeper::now() + crate::sweeper::ticks(std::time::Duration::from_secs(secs));
+                crate::clock::now() + crate::clock::ticks(std::time::Duration::from_secs(secs));
             outbox
                 .timers
                 .auth_deadline
@@ -81,11 +81,12 @@ impl Session {
         app.metrics
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
+        let id = SocketId {
+            node: shared.node_id,
+            conn,
+        };
         app.metrics.console.emit("connection_opened", |row| {
-            row.insert(
-                "socket_id".into(),
-                format!("{}.{conn}", shared.node_id).into(),
-            );
+            row.insert("socket_id".into(), id.to_string().into());
         });
         // A reload that removed or disabled the app after this connection was admitted, and
         // scanned the registry before it was in it, left the close to the connection.
@@ -94,12 +95,11 @@ impl Session {
         }
         Session {
             app,
-            conn,
-            node: shared.node_id,
+            id,
             outbox,
             channels: Vec::new(),
             client_events: RateWindow {
-                started: crate::sweeper::now(),
+                started: crate::clock::now(),
                 used: 0,
             },
             user: None,
@@ -112,8 +112,8 @@ impl Session {
         self.outbox.timers.auth_deadline.store(0, Ordering::Relaxed);
     }
 
-    pub(super) fn socket_id(&self) -> String {
-        format!("{}.{}", self.node, self.conn)
+    pub(super) fn socket_id(&self) -> SocketId {
+        self.id
     }
 
     pub(super) fn app_id(&self) -> &str {
@@ -136,18 +136,18 @@ impl Session {
         self.send(&frame::error(code, message));
     }
 
-    pub(super) fn handle_text(&mut self, text: &str) {
+    pub(super) fn handle_text(&mut self, shared: &Shared, text: &str) {
         match frame::decode_client_message(text) {
             Ok(ClientMessage::Ping) => self.send(frame::PONG),
             Ok(ClientMessage::Pong) => {}
-            Ok(ClientMessage::Subscribe(sub)) => self.subscribe(sub),
-            Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(&channel),
-            Ok(ClientMessage::Signin(signin)) => self.signin(signin),
+            Ok(ClientMessage::Subscribe(sub)) => self.subscribe(shared, sub),
+            Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(shared, &channel),
+            Ok(ClientMessage::Signin(signin)) => self.signin(shared, signin),
             Ok(ClientMessage::ClientEvent {
                 event,
                 channel,
                 data,
-            }) => self.client_event(&event, &channel, data),
+            }) => self.client_event(shared, &event, &channel, data),
             Ok(_) => self.send_error(None, "Unsupported message"),
             Err(error) => self.send_error(None, &error.to_string()),
         }
@@ -157,7 +157,7 @@ impl Session {
         self.send(&frame::subscription_error(channel, kind, error, status));
     }
 
-    fn subscribe(&mut self, sub: Subscribe) {
+    fn subscribe(&mut self, shared: &Shared, sub: Subscribe) {
         let limits = self.app.config().limits;
         let channel = sub.channel.as_str();
         let kind = match validate_channel_name(channel, limits.max_channel_name_length) {
@@ -209,7 +209,7 @@ impl Session {
                 &app.key,
                 &app.secret,
                 auth,
-                &self.socket_id(),
+                &self.socket_id().to_string(),
                 channel,
                 channel_data,
             ) {
@@ -217,7 +217,6 @@ impl Session {
                 return self.subscription_error(channel, "AuthError", &error.to_string(), 401);
             }
         }
-        let hub = &self.app.hub;
         let member = match (kind.is_presence(), channel_data, &self.user) {
             (false, _, _) => None,
             (true, Some(data), _) => match parse_member(data) {
@@ -232,7 +231,6 @@ impl Session {
             }),
             (true, None, None) => None,
         };
-        let member_id: Option<Box<str>> = member.as_ref().map(|m| m.user_id.as_str().into());
         if let Some(member) = &member {
             if !self.member_fits(channel, member) {
                 return;
@@ -241,98 +239,23 @@ impl Session {
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
-        if let Some(cluster) = self.app.cluster().cloned() {
-            return self.subscribe_in_cluster(&cluster, channel, kind, member, cache);
-        }
-        let joined = match member {
-            Some(member) => match hub.subscribe_presence(
-                channel,
-                self.conn,
-                &self.outbox,
-                member,
-                limits.max_presence_members,
-            ) {
-                Ok(joined) => joined,
-                Err(PresenceRefused::Full { max }) => {
-                    self.app.metrics.refused(Limit::PresenceMembers);
-                    return self.subscription_error(
-                        channel,
-                        "LimitReached",
-                        &format!("The presence channel already has the maximum of {max} members"),
-                        4100,
-                    );
-                }
-            },
-            None => hub.subscribe(channel, self.conn, &self.outbox),
+        let subscription = Subscription {
+            channel,
+            socket: self.id,
+            outbox: &self.outbox,
+            member,
+            cache,
         };
+        // The backend answers the client: now, or (in a cluster) once the change is counted,
+        // so a client that got `subscription_succeeded` is in every node's counts and a
+        // presence member gets the cluster's member list.
+        if !shared.adapter.presence.subscribe(&self.app, subscription) {
+            return;
+        }
         if kind.requires_auth() {
             self.authorized();
         }
-        if joined.occupied && kind != ChannelKind::ServerToUser {
-            self.app
-                .webhook("channel_occupied", || WebhookEvent::ChannelOccupied {
-                    channel: channel.into(),
-                });
-        }
-        if let (true, Some(user_id)) = (joined.member_added, member_id) {
-            self.app
-                .webhook("member_added", || WebhookEvent::MemberAdded {
-                    channel: channel.into(),
-                    user_id,
-                });
-        }
-        if cache {
-            self.app.replay_cache(channel, &self.outbox);
-        }
-        if !joined.already {
-            self.subscribed(channel);
-            self.channels.push(channel.into());
-            self.announce_subscription_count(channel, kind);
-        }
-    }
-
-    /// A subscription in a cluster: the state task records it in Redis first, then
-    /// confirms it, so a client that got `subscription_succeeded` is in every node's counts
-    /// (and, on presence channels, gets the cluster's member list).
-    fn subscribe_in_cluster(
-        &mut self,
-        cluster: &Cluster,
-        channel: &str,
-        kind: ChannelKind,
-        member: Option<Member>,
-        cache: bool,
-    ) {
-        if kind.requires_auth() {
-            self.authorized();
-        }
-        let op = match member {
-            Some(member) => Op::Join(Box::new(Join {
-                app: self.app.clone(),
-                channel: channel.into(),
-                conn: self.conn,
-                socket_id: self.socket_id().into(),
-                outbox: self.outbox.clone(),
-                member,
-                cache,
-            })),
-            None => Op::Subscribe {
-                app: self.app.clone(),
-                channel: channel.into(),
-                conn: self.conn,
-                outbox: self.outbox.clone(),
-                cache,
-            },
-        };
-        if cluster.op(op).is_err() {
-            self.app.metrics.refused(Limit::ClusterQueue);
-            return self.subscription_error(
-                channel,
-                "ServerBusy",
-                "The server is too busy to take subscriptions; retry shortly",
-                503,
-            );
-        }
-        if !self.channels.iter().any(|c| c.as_ref() == channel) {
+        if !already {
             self.subscribed(channel);
             self.channels.push(channel.into());
         }
@@ -368,72 +291,21 @@ impl Session {
         true
     }
 
-    /// Queues a cluster state change. A refused one needs nothing from the session: the
-    /// adapter answers or restates it, and logs refusals (rate-limited: a flood repeats them).
-    fn cluster_op(&self, cluster: &Cluster, op: Op) {
-        let _ = cluster.op(op);
+    /// Leaves one channel (unsubscribe or close); the backend reports what that changed.
+    fn leave_channel(&self, shared: &Shared, channel: &str) {
+        shared
+            .adapter
+            .presence
+            .unsubscribe(&self.app, channel, self.id.conn);
     }
 
-    /// Leaves one channel (unsubscribe or close) and reports what that changed.
-    fn leave_channel(&self, channel: &str) {
-        match self.app.cluster() {
-            Some(cluster) => {
-                let leave = Op::Leave {
-                    app: self.app.clone(),
-                    channel: channel.into(),
-                    conn: self.conn,
-                };
-                // Never refused for a full queue; on a node that is leaving, the adapter
-                // removes the connection from the hub itself.
-                let _ = cluster.op(leave);
-            }
-            None => {
-                let left = self.app.hub.unsubscribe(channel, self.conn);
-                self.left(channel, left);
-            }
-        }
-    }
-
-    /// Tells a channel's subscribers (and webhooks) its new subscription count, if the app
-    /// wants that. Presence channels have member events instead.
-    fn announce_subscription_count(&self, channel: &str, kind: ChannelKind) {
-        if kind.is_presence() || kind == ChannelKind::ServerToUser {
-            return;
-        }
-        let count = self.app.hub.counts(channel).subscription_count;
-        self.app.subscription_count_changed(channel, count);
-    }
-
-    /// Reports what leaving `channel` changed: vacated and member-removed webhooks, and the
-    /// new subscription count.
-    fn left(&self, channel: &str, left: Option<Left>) {
-        let Some(left) = left else {
-            return;
-        };
-        let kind = ChannelKind::of(channel);
-        if let Some(user_id) = left.member_removed {
-            self.app
-                .webhook("member_removed", || WebhookEvent::MemberRemoved {
-                    channel: channel.into(),
-                    user_id: user_id.as_ref().into(),
-                });
-        }
-        if left.vacated && kind != ChannelKind::ServerToUser {
-            self.app
-                .webhook("channel_vacated", || WebhookEvent::ChannelVacated {
-                    channel: channel.into(),
-                });
-        }
-        self.announce_subscription_count(channel, kind);
-    }
-
-    fn signin(&mut self, signin: Signin) {
+    fn signin(&mut self, shared: &Shared, signin: Signin) {
         let app = self.app.config();
         if let Err(error) = verify_user_auth(
             &app.key,
             &app.secret,
             &signin.auth,
-            &self.socket_id(),
+            &self.socket_id().to_string(),
             &signin.user_data,
         ) {
             tracing::debug!(%error, "Sign-in refused");
@@ -454,48 +326,23 @@ impl Session {
             }
         }
         // Signing in again as the same user refreshes its user_info and watchlist.
-        self.sign_out();
+        self.sign_out(shared);
         let id: Arc<str> = Arc::from(user.id.as_str());
         let users = &self.app.users;
-        let came_online = users.add(&id, self.conn, &self.outbox);
+        let first_here = users.add(&id, self.id.conn, &self.outbox);
         self.send(&frame::signin_success(&signin.user_data));
         let watchlist: Vec<Arc<str>> = user
             .watchlist
             .iter()
             .map(|w| Arc::from(w.as_str()))
             .collect();
-        let cluster = self.app.cluster();
         if !watchlist.is_empty() {
-            users.watch(self.conn, &self.outbox, &watchlist);
-            match cluster {
-                Some(cluster) => self.cluster_op(
-                    cluster,
-                    Op::Watchlist {
-                        app: self.app.clone(),
-                        outbox: self.outbox.clone(),
-                        users: watchlist.clone(),
-                    },
-                ),
-                None => {
-                    let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
-                        .iter()
-                        .map(AsRef::as_ref)
-                        .partition(|w| users.is_online(w));
-                    self.send(&frame::watchlist_events(online, offline));
-                }
-            }
+            users.watch(self.id.conn, &self.outbox, &watchlist);
         }
-        match cluster {
-            Some(cluster) => self.cluster_op(
-                cluster,
-                Op::User {
-                    app: self.app.clone(),
-                    user: id.clone(),
-                },
-            ),
-            None if came_online => users.notify_watchers(&id, true),
-            None => {}
-        }
+        shared
+            .adapter
+            .presence
+            .signed_in(&self.app, &id, first_here, &self.outbox, &watchlist);
         self.user = Some(Box::new(SignedIn {
             id,
             user_info: user.user_info.map(String::into_boxed_str),
@@ -508,45 +355,38 @@ impl Session {
         self.outbox.close(CloseReason::Unauthorized.code(), message);
     }
 
-    fn sign_out(&mut self) {
+    fn sign_out(&mut self, shared: &Shared) {
         if let Some(user) = self.user.take() {
             let users = &self.app.users;
-            users.unwatch(self.conn, &user.watchlist);
-            let went_offline = users.remove(&user.id, self.conn);
-            match self.app.cluster() {
-                Some(cluster) => self.cluster_op(
-                    cluster,
-                    Op::User {
-                        app: self.app.clone(),
-                        user: user.id.clone(),
-                    },
-                ),
-                None if went_offline => users.notify_watchers(&user.id, false),
-                None => {}
-            }
+            users.unwatch(self.id.conn, &user.watchlist);
+            let last_here = users.remove(&user.id, self.id.conn);
+            shared
+                .adapter
+                .presence
+                .signed_out(&self.app, &user.id, last_here);
         }
     }
 
     /// Shows a new subscription on the console.
     fn subscribed(&self, channel: &str) {
         self.app.metrics.console.emit("subscribed", |row| {
-            row.insert("socket_id".into(), self.socket_id().into());
+            row.insert("socket_id".into(), self.socket_id().to_string().into());
             row.insert("channel".into(), channel.into());
         });
     }
 
-    fn unsubscribe(&mut self, channel: &str) {
+    fn unsubscribe(&mut self, shared: &Shared, channel: &str) {
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.app.metrics.console.emit("unsubscribed", |row| {
-                row.insert("socket_id".into(), self.socket_id().into());
+                row.insert("socket_id".into(), self.socket_id().to_string().into());
                 row.insert("channel".into(), channel.into());
             });
             self.channels.swap_remove(pos);
-            self.leave_channel(channel);
+            self.leave_channel(shared, channel);
         }
     }
 
-    fn client_event(&mut self, event: &str, channel: &str, data: &str) {
+    fn client_event(&mut self, shared: &Shared, event: &str, channel: &str, data: &str) {
         let limits = self.app.config().limits;
         if !limits.client_events {
             return self.send_error(
@@ -572,7 +412,7 @@ impl Session {
             }
             _ => {}
         }
-        let Some(user_id) = self.app.hub.subscription(channel, self.conn) else {
+        let Some(user_id) = self.app.hub.subscription(channel, self.id.conn) else {
             return self.send_error(
                 None,
                 &format!("You must be subscribed to {channel} to send client events on it"),
@@ -587,9 +427,9 @@ impl Session {
                 ),
             );
         }
-        let now = crate::sweeper::now();
+        let now = crate::clock::now();
         if now.wrapping_sub(self.client_events.started)
-            >= crate::sweeper::ticks(std::time::Duration::from_secs(1))
+            >= crate::clock::ticks(std::time::Duration::from_secs(1))
         {
             self.client_events = RateWindow {
                 started: now,
@@ -608,15 +448,17 @@ impl Session {
             .fetch_add(1, Ordering::Relaxed);
         // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
         let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
-        let socket_id = self.socket_id();
+        let socket_id = self.socket_id().to_string();
         self.app.metrics.console.emit("client_event", |row| {
             row.insert("socket_id".into(), socket_id.as_str().into());
             row.insert("channel".into(), channel.into());
             row.insert("event".into(), event.into());
             crate::console::preview(row, data);
         });
-        self.app
-            .publish(channel, &frame, Some(self.conn), Some(&socket_id));
+        shared
+            .adapter
+            .broker
+            .publish(&self.app, channel, &frame, Some(self.id));
         self.app
             .webhook("client_event", || WebhookEvent::ClientEvent {
                 channel: channel.into(),
@@ -629,16 +471,428 @@ impl Session {
 
     /// Leaves every channel and signs out, as soon as the connection starts closing: it takes
     /// no more frames, so it must not count as a subscriber or a member while it lingers.
-    pub(super) fn leave_all(&mut self) {
+    pub(super) fn leave_all(&mut self, shared: &Shared) {
         for channel in std::mem::take(&mut self.channels) {
-            self.leave_channel(&channel);
+            self.leave_channel(shared, &channel);
         }
-        self.sign_out();
+        self.sign_out(shared);
     }
 
     /// Leaves every channel and the shutdown registry; called once when the connection ends.
     pub(super) fn close(&mut self, shared: &Shared) {
-        self.leave_all();
-        shared.unregister_connection(self.conn);
+        self.leave_all(shared);
+        shared.unregister_connection(self.id.conn);
+    }
+
+    /// Gives the connection's slot back to the app's limits, last of all.
+    pub(super) fn release(self, shared: &Shared) {
+        shared.adapter.limits.release(self.app);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The protocol rules over the single-node backend: each test drives sessions with the
+    //! client's JSON and reads what their outboxes got, as the connection task would.
+
+    use std::collections::VecDeque;
+
+    use herald_protocol::auth::{channel_auth, user_auth};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::config::Config;
+
+    const KEY: &str = "k";
+    const SECRET: &str = "s";
+
+    fn node(limits: &str) -> Arc<Shared> {
+        let toml =
+            format!("[[apps]]\nid = \"1\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{limits}");
+        Shared::for_tests(Config::from_toml(&toml, &|_| None).expect("valid config"))
+    }
+
+    /// A connection's session and what it has been sent.
+    struct Client {
+        session: Session,
+        shared: Arc<Shared>,
+    }
+
+    impl Client {
+        fn connect(shared: &Arc<Shared>) -> Client {
+            let slot = shared
+                .apps
+                .by_key(KEY)
+                .expect("the app")
+                .try_connect(0)
+                .expect("a slot");
+            Client {
+                session: Session::new(shared, slot, false),
+                shared: shared.clone(),
+            }
+        }
+
+        fn id(&self) -> String {
+            self.session.socket_id().to_string()
+        }
+
+        fn send(&mut self, message: Value) {
+            self.session.handle_text(&self.shared, &message.to_string());
+        }
+
+        /// The frames queued since the last call, as JSON.
+        fn frames(&self) -> Vec<Value> {
+            self.session.outbox().sent()
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.frames()
+                .iter()
+                .map(|f| f["event"].as_str().unwrap_or("").to_owned())
+                .collect()
+        }
+
+        /// The one frame queued since the last call.
+        fn one(&self) -> Value {
+            let mut frames = self.frames();
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            frames.remove(0)
+        }
+
+        fn closed(&self) -> Option<u16> {
+            let mut frames = VecDeque::new();
+            self.session.outbox().take(&mut frames).map(|c| c.code)
+        }
+
+        fn subscribe(&mut self, channel: &str) -> Value {
+            self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}}));
+            self.one()
+        }
+
+        fn subscribe_signed(&mut self, channel: &str, channel_data: Option<&str>) -> Value {
+            let auth = channel_auth(KEY, SECRET, &self.id(), channel, channel_data);
+            let mut data = json!({"channel": channel, "auth": auth});
+            if let Some(channel_data) = channel_data {
+                data["channel_data"] = channel_data.into();
+            }
+            self.send(json!({"event": "pusher:subscribe", "data": data}));
+            self.frames().pop().expect("an answer")
+        }
+
+        fn join(&mut self, channel: &str, user: &str) -> Value {
+            let member = json!({"user_id": user, "user_info": {"name": user}}).to_string();
+            self.subscribe_signed(channel, Some(&member))
+        }
+
+        fn signin(&mut self, user_data: &Value) {
+            let user_data = user_data.to_string();
+            let auth = user_auth(KEY, SECRET, &self.id(), &user_data);
+            self.send(
+                json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}),
+            );
+        }
+
+        fn app(&self) -> &crate::App {
+            &self.session.app
+        }
+
+        fn auth_deadline(&self) -> u32 {
+            self.session
+                .outbox
+                .timers
+                .auth_deadline
+                .load(Ordering::Relaxed)
+        }
+    }
+
+    fn error_of(frame: &Value) -> (&str, u64) {
+        assert_eq!(frame["event"], "pusher:subscription_error", "{frame}");
+        (
+            frame["data"]["type"].as_str().unwrap_or(""),
+            frame["data"]["status"].as_u64().unwrap_or(0),
+        )
+    }
+
+    #[test]
+    fn a_public_subscription_is_confirmed_once_counted_and_left() {
+        let shared = node("");
+        let mut a = Client::connect(&shared);
+        a.frames();
+        let ok = a.subscribe("news");
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        assert_eq!(ok["channel"], "news");
+        // A repeated subscribe is confirmed again and still counts once.
+        a.subscribe("news");
+        assert_eq!(a.app().hub.counts("news").subscription_count, 1);
+        assert_eq!(a.session.channels.len(), 1);
+        a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}}));
+        assert_eq!(a.app().hub.counts("news").subscription_count, 0);
+        assert!(a.frames().is_empty(), "an unsubscribe has no answer");
+        // Unsubscribing again, or from a channel never joined, changes nothing.
+        a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}}));
+        a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "other"}}));
+        assert!(a.frames().is_empty());
+    }
+
+    #[test]
+    fn a_private_subscription_needs_the_channels_signature_and_authorizes_the_connection() {
+        let shared = node("user_authentication_timeout = 30");
+        let mut a = Client::connect(&shared);
+        a.frames();
+        assert_ne!(a.auth_deadline(), 0, "the app wants a sign-in in time");
+        a.send(
+            json!({"event": "pusher:subscribe", "data": {"channel": "private-x", "auth": "k:bad"}}),
+        );
+        assert_eq!(error_of(&a.one()), ("AuthError", 401));
+        assert_ne!(
+            a.auth_deadline(),
+            0,
+            "a refused subscription proves nothing"
+        );
+        // Signed for another socket: refused too.
+        let stolen = channel_auth(KEY, SECRET, "1.999", "private-x", None);
+        a.send(
+            json!({"event": "pusher:subscribe", "data": {"channel": "private-x", "auth": stolen}}),
+        );
+        assert_eq!(error_of(&a.one()), ("AuthError", 401));
+        let ok = a.subscribe_signed("private-x", None);
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        assert_eq!(
+            a.auth_deadline(),
+            0,
+            "a signed subscription authorizes the connection"
+        );
+        assert_eq!(a.closed(), None);
+    }
+
+    #[test]
+    fn presence_members_are_listed_announced_limited_and_removed() {
+        let shared = node("max_presence_members = 2");
+        let (mut a, mut b, mut c) = (
+            Client::connect(&shared),
+            Client::connect(&shared),
+            Client::connect(&shared),
+        );
+        for client in [&a, &b, &c] {
+            client.frames();
+        }
+        let ok = a.join("presence-room", "alice");
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        let data: Value = serde_json::from_str(ok["data"].as_str().expect("data")).expect("JSON");
+        assert_eq!(data["presence"]["count"], 1);
+        assert_eq!(data["presence"]["hash"]["alice"], json!({"name": "alice"}));
+
+        let ok = b.join("presence-room", "bob");
+        let data: Value = serde_json::from_str(ok["data"].as_str().expect("data")).expect("JSON");
+        assert_eq!(data["presence"]["ids"], json!(["alice", "bob"]));
+        let added = a.one();
+        assert_eq!(added["event"], "pusher_internal:member_added");
+        assert_eq!(
+            added["data"],
+            r#"{"user_id":"bob","user_info":{"name":"bob"}}"#
+        );
+
+        // A third user is over the limit: refused, not recorded, nobody told.
+        let refused = c.join("presence-room", "carol");
+        assert_eq!(error_of(&refused), ("LimitReached", 4100));
+        assert_eq!(
+            refused["data"]["error"],
+            "The presence channel already has the maximum of 2 members"
+        );
+        assert!(c.session.channels.is_empty());
+        assert!(a.frames().is_empty() && b.frames().is_empty());
+        // The same user on another connection is no new member: admitted, nobody told.
+        assert_eq!(
+            c.join("presence-room", "bob")["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+        assert!(a.frames().is_empty());
+        assert_eq!(a.app().hub.counts("presence-room").user_count, 2);
+
+        // Bob leaves with his last connection only.
+        b.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-room"}}));
+        assert!(a.frames().is_empty(), "bob is still there on c");
+        c.session.close(&shared);
+        let removed = a.one();
+        assert_eq!(removed["event"], "pusher_internal:member_removed");
+        assert_eq!(removed["data"], r#"{"user_id":"bob"}"#);
+    }
+
+    #[test]
+    fn a_presence_member_can_be_the_signed_in_user() {
+        let shared = node("");
+        let mut a = Client::connect(&shared);
+        a.send(
+            json!({"event": "pusher:subscribe", "data": {"channel": "presence-x", "auth": "k:x"}}),
+        );
+        a.frames();
+        a.send(json!({"event": "pusher:subscribe", "data": {"channel": "presence-y"}}));
+        assert_eq!(
+            error_of(&a.one()),
+            ("AuthError", 401),
+            "no channel_data, no user"
+        );
+        a.signin(&json!({"id": "ann", "user_info": {"team": 1}}));
+        assert_eq!(a.one()["event"], "pusher:signin_success");
+        let ok = a.subscribe_signed("presence-y", None);
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        let data: Value = serde_json::from_str(ok["data"].as_str().expect("data")).expect("JSON");
+        assert_eq!(data["presence"]["hash"]["ann"], json!({"team": 1}));
+    }
+
+    #[test]
+    fn bad_subscriptions_get_errors_and_the_connection_stays() {
+        let shared = node("max_subscriptions_per_connection = 1");
+        let mut a = Client::connect(&shared);
+        a.frames();
+        let bad = a.subscribe("bad name!");
+        assert_eq!(error_of(&bad), ("InvalidChannel", 400));
+        let mine = a.subscribe("#server-to-user-ann");
+        assert_eq!(error_of(&mine), ("AuthError", 403));
+        a.subscribe("one");
+        let over = a.subscribe("two");
+        assert_eq!(error_of(&over), ("LimitReached", 4301));
+        assert_eq!(a.app().hub.counts("two").subscription_count, 0);
+        assert_eq!(
+            a.subscribe("one")["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+        a.send(json!({"event": "pusher:ping", "data": {}}));
+        assert_eq!(a.one()["event"], "pusher:pong");
+        a.send(json!({"event": "no-such-thing"}));
+        assert_eq!(a.one()["event"], "pusher:error");
+        assert_eq!(a.closed(), None, "no mistake closes the socket");
+    }
+
+    #[test]
+    fn client_events_reach_the_other_members_with_their_user_id() {
+        let shared = node("client_events_per_second = 2");
+        let (mut a, mut b) = (Client::connect(&shared), Client::connect(&shared));
+        a.frames();
+        b.frames();
+        let event =
+            |channel: &str| json!({"event": "client-typing", "channel": channel, "data": "{}"});
+        a.send(event("presence-room"));
+        assert!(a.one()["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("subscribed"));
+        a.send(event("public"));
+        assert_eq!(a.one()["event"], "pusher:error");
+        a.join("presence-room", "alice");
+        b.join("presence-room", "bob");
+        a.frames();
+        a.send(event("presence-room"));
+        let got = b.one();
+        assert_eq!(got["event"], "client-typing");
+        assert_eq!(got["user_id"], "alice", "rebuilt with the sender's user id");
+        assert!(
+            a.frames().is_empty(),
+            "the sender does not get its own event"
+        );
+        a.send(event("presence-room"));
+        a.send(event("presence-room"));
+        let rejected = a.one();
+        assert_eq!(rejected["event"], "pusher:error", "over 2 per second");
+        assert_eq!(
+            rejected["data"]["code"],
+            CloseReason::ClientEventRejected.code()
+        );
+        assert_eq!(b.events(), ["client-typing"]);
+    }
+
+    #[test]
+    fn client_events_need_the_app_to_allow_them() {
+        let toml = format!(
+            "[[apps]]\nid = \"1\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events = false\n"
+        );
+        let shared = Shared::for_tests(Config::from_toml(&toml, &|_| None).expect("valid"));
+        let mut a = Client::connect(&shared);
+        a.frames();
+        let ok = a.subscribe_signed("private-x", None);
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "{ok}"
+        );
+        a.send(json!({"event": "client-x", "channel": "private-x", "data": "{}"}));
+        let error = a.one();
+        assert_eq!(error["event"], "pusher:error");
+        assert_eq!(
+            error["data"]["code"],
+            CloseReason::ClientEventRejected.code()
+        );
+    }
+
+    #[test]
+    fn signin_answers_the_watchlist_and_tells_watchers() {
+        let shared = node("user_authentication_timeout = 30");
+        let (mut watcher, mut bob) = (Client::connect(&shared), Client::connect(&shared));
+        watcher.frames();
+        bob.frames();
+        watcher.signin(&json!({"id": "wanda", "watchlist": ["bob", "carl"]}));
+        let frames = watcher.frames();
+        assert_eq!(frames[0]["event"], "pusher:signin_success");
+        assert_eq!(frames[1]["event"], "pusher_internal:watchlist_events");
+        let events: Value =
+            serde_json::from_str(frames[1]["data"].as_str().expect("data")).expect("JSON");
+        assert_eq!(
+            events["events"],
+            json!([{"name": "offline", "user_ids": ["bob", "carl"]}])
+        );
+        assert_eq!(watcher.auth_deadline(), 0, "signed in: authorized");
+
+        bob.signin(&json!({"id": "bob"}));
+        bob.frames();
+        let online = watcher.one();
+        let events: Value =
+            serde_json::from_str(online["data"].as_str().expect("data")).expect("JSON");
+        assert_eq!(
+            events["events"],
+            json!([{"name": "online", "user_ids": ["bob"]}])
+        );
+        assert!(bob.app().users.is_online("bob"));
+        // Bob's own server-to-user channel is his now.
+        assert_eq!(
+            bob.subscribe("#server-to-user-bob")["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+        bob.session.close(&shared);
+        assert!(!watcher.app().users.is_online("bob"));
+        let offline = watcher.one();
+        assert!(
+            offline["data"].as_str().unwrap_or("").contains("offline"),
+            "{offline}"
+        );
+    }
+
+    #[test]
+    fn a_refused_signin_closes_with_4009() {
+        let shared = node("");
+        let mut a = Client::connect(&shared);
+        a.frames();
+        a.send(json!({"event": "pusher:signin", "data": {"auth": "k:bad", "user_data": "{\"id\":\"x\"}"}}));
+        assert_eq!(a.closed(), Some(CloseReason::Unauthorized.code()));
+
+        let mut b = Client::connect(&shared);
+        b.signin(&json!({"id": "bea"}));
+        b.frames();
+        b.signin(&json!({"id": "someone-else"}));
+        assert_eq!(b.closed(), Some(4009), "one identity per connection");
+        assert!(b.app().users.is_online("bea"));
+    }
+
+    #[test]
+    fn closing_leaves_every_channel_and_gives_the_slot_back() {
+        let shared = node("");
+        let mut a = Client::connect(&shared);
+        a.subscribe("one");
+        a.join("presence-two", "ann");
+        let app = shared.apps.by_key(KEY).expect("app");
+        assert_eq!(app.connection_count(), 1);
+        a.session.close(&shared);
+        assert_eq!(app.hub.totals(), Default::default());
+        assert!(shared.connections.lock().is_empty());
+        a.session.release(&shared);
+        assert_eq!(app.connection_count(), 0);
     }
 }

@@ -14,8 +14,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::bus::{self, BusMessage};
 use super::{bus_cost, Cluster};
+use crate::adapter::bus::{self, BusMessage};
+use crate::ids::SocketId;
 
 /// Messages per pipelined round trip.
 const BATCH: usize = 256;
@@ -123,7 +124,9 @@ impl Cluster {
                 cache,
             } => {
                 let Some(app) = self.app(&app) else { return };
-                let except = except.and_then(|s| self.local_conn(&s));
+                let except = except
+                    .and_then(|s| SocketId::parse(&s))
+                    .and_then(|s| s.on_node(self.node_id));
                 app.hub.publish(&channel, &frame, except);
                 if let Some((data, ttl_ms)) = cache {
                     app.cache
@@ -132,9 +135,7 @@ impl Cluster {
             }
             BusMessage::Terminate { app, user, code } => {
                 let Some(app) = self.app(&app) else { return };
-                for outbox in app.users.connections(&user) {
-                    outbox.close(code, crate::http::users::TERMINATED);
-                }
+                app.users.terminate(&user, code);
             }
             BusMessage::Watch { app, user, online } => {
                 let Some(app) = self.app(&app) else { return };

@@ -67,11 +67,11 @@ impl Heartbeat {
         let cluster = &self.cluster;
         let node = cluster.node_id;
         let apps = cluster.apps.get().map(|s| s.all()).unwrap_or_default();
+        for app in &apps {
+            cluster.counts_connections_of(app);
+        }
         // An id served again (a reload added it back) keeps the count the new app writes.
-        let forgotten: Vec<String> = std::mem::take(&mut *cluster.forgotten.lock())
-            .into_iter()
-            .filter(|id| cluster.app(id).is_none())
-            .collect();
+        let forgotten = cluster.take_forgotten();
         if !apps.is_empty() || !forgotten.is_empty() {
             let mut pipe = redis::pipe();
             for app in &apps {
@@ -85,7 +85,7 @@ impl Heartbeat {
             let counts: Vec<HashMap<u32, usize>> = match pipe.query_async(&mut self.conn).await {
                 Ok(counts) => counts,
                 Err(error) => {
-                    cluster.forgotten.lock().extend(forgotten);
+                    cluster.forget_later(forgotten);
                     return Err(error);
                 }
             };

@@ -16,23 +16,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
-use herald_protocol::channel::ChannelKind;
 use herald_protocol::frame;
-use herald_protocol::presence::Member;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult, Script};
 use tokio::sync::mpsc;
 
-use super::bus::BusMessage;
+use super::ops::{Join, Op, Queued};
+use super::queries::cache_entry;
 use super::scripts::{self, index_field, split_field};
-use super::{cache_entry, merge_resync, Cluster, Join, Op, Queued};
+use super::{merge_resync, Cluster};
+use crate::adapter::transitions::{self, edge, Refusal};
 use crate::apps::App;
-use crate::hub::{ConnId, LocalMember};
+use crate::hub::LocalMember;
+use crate::ids::ConnId;
 use crate::outbox::Outbox;
-use crate::webhooks::WebhookEvent;
-use crate::ws::text_frame;
+use crate::wire;
 
 /// Subscriptions (or leaves) of one app counted in one pipelined round trip at most.
 const OP_BATCH: usize = 256;
@@ -320,6 +319,7 @@ impl StateTask {
                 if !self.healthy() {
                     return;
                 }
+                self.cluster.counts_connections_of(&app);
                 let key = self.cluster.keys.conns(app.id());
                 let count = app.connection_count();
                 let set: RedisResult<()> = self.conn.hset(key, self.cluster.node_id, count).await;
@@ -355,12 +355,8 @@ impl StateTask {
                 } else {
                     users.iter().map(|u| app.users.is_online(u)).collect()
                 };
-                let (on, off): (Vec<_>, Vec<_>) =
-                    users.iter().zip(online).partition(|(_, online)| *online);
-                outbox.push(text_frame(&frame::watchlist_events(
-                    on.iter().map(|(u, _)| u.as_ref()),
-                    off.iter().map(|(u, _)| u.as_ref()),
-                )));
+                let mut online = online.into_iter();
+                transitions::answer_watchlist(&outbox, &users, |_| online.next().unwrap_or(false));
             }
             Op::Stop(done) => {
                 let _ = done.send(());
@@ -380,13 +376,14 @@ impl StateTask {
             let Op::Leave { app, channel, conn } = op else {
                 continue;
             };
-            let Some(left) = app.hub.leave(&channel, conn, false) else {
+            let Some(left) = app.hub.leave(&channel, conn) else {
                 continue;
             };
             if !healthy {
+                // Redis is away: this node's view is the best there is, for its own sockets.
                 if let Some(user) = &left.member_removed {
-                    let removed = text_frame(&frame::member_removed(&channel, user));
-                    app.hub.publish(&channel, &removed, None);
+                    app.hub
+                        .publish(&channel, &wire::member_removed(&channel, user), None);
                 }
                 self.needs_resync();
                 continue;
@@ -422,7 +419,7 @@ impl StateTask {
             app,
             channel,
             conn,
-            socket_id,
+            socket,
             outbox,
             member,
             cache,
@@ -457,8 +454,7 @@ impl StateTask {
         };
         match answer {
             Some(MemberSet::Refused) => {
-                app.metrics.refused(crate::metrics::Limit::PresenceMembers);
-                outbox.push(presence_full(&channel, max));
+                transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
                 return;
             }
             Some(MemberSet::Set {
@@ -474,14 +470,14 @@ impl StateTask {
                 }));
                 app.hub
                     .join_presence_listed(&channel, conn, &outbox, &member, &data);
-                if before == 0 && after > 0 {
-                    let added = member_added(&channel, &member);
-                    app.publish(&channel, &added, Some(conn), Some(&socket_id));
-                    app.webhook("member_added", || WebhookEvent::MemberAdded {
-                        channel: channel.clone(),
-                        user_id: member.user_id.as_str().into(),
-                    });
-                }
+                transitions::member_changed(
+                    &*self.cluster,
+                    &app,
+                    &channel,
+                    (&member.user_id, member.user_info.as_deref()),
+                    edge(count(before), count(after)),
+                    Some(socket),
+                );
                 let n = app.hub.counts(&channel).subscription_count;
                 if let Err(e) = self.sync_channel(node, &app, &channel, n, true).await {
                     self.failed(&e);
@@ -492,8 +488,7 @@ impl StateTask {
                 let mut members = app.hub.local_members(&channel);
                 let new_here = !members.iter().any(|m| *m.user_id == *member.user_id);
                 if new_here && max > 0 && members.len() >= max {
-                    app.metrics.refused(crate::metrics::Limit::PresenceMembers);
-                    outbox.push(presence_full(&channel, max));
+                    transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
                     return;
                 }
                 if new_here {
@@ -511,7 +506,8 @@ impl StateTask {
                 app.hub
                     .join_presence_listed(&channel, conn, &outbox, &member, &data);
                 if new_here {
-                    let added = member_added(&channel, &member);
+                    let added =
+                        wire::member_added(&channel, &member.user_id, member.user_info.as_deref());
                     app.hub.publish(&channel, &added, Some(conn));
                 }
                 self.needs_resync();
@@ -700,22 +696,8 @@ impl StateTask {
     /// Occupied and vacated webhooks, and the subscription count event, for a change of a
     /// channel's cluster-wide subscription count.
     fn channel_events(&self, app: &App, channel: &str, before: i64, after: i64) {
-        let kind = ChannelKind::of(channel);
-        if before == after || kind == ChannelKind::ServerToUser {
-            return;
-        }
-        if before == 0 {
-            app.webhook("channel_occupied", || WebhookEvent::ChannelOccupied {
-                channel: channel.into(),
-            });
-        } else if after == 0 {
-            app.webhook("channel_vacated", || WebhookEvent::ChannelVacated {
-                channel: channel.into(),
-            });
-        }
-        if !kind.is_presence() {
-            app.subscription_count_changed(channel, after.max(0) as usize);
-        }
+        let events = transitions::channel_events(channel, count(before), count(after));
+        transitions::channel_changed(&*self.cluster, app, channel, events);
     }
 
     #[allow(clippy::too_many_arguments)] // The script's arguments, named.
@@ -777,15 +759,8 @@ impl StateTask {
 
     /// Tells watchers everywhere that a user came online or went offline, if it did.
     fn user_events(&self, app: &App, user: &str, before: i64, after: i64) {
-        if (before == 0) != (after == 0) {
-            let online = after > 0;
-            app.users.notify_watchers(user, online);
-            self.cluster.send(&BusMessage::Watch {
-                app: app.id().to_owned(),
-                user: user.to_owned(),
-                online,
-            });
-        }
+        let edge = edge(count(before), count(after));
+        transitions::user_changed(&*self.cluster, app, user, edge);
     }
 
     /// Sets `node`'s counts of `items`, [`RESTATE_BATCH`] per round trip, reporting the
@@ -878,7 +853,14 @@ impl StateTask {
                     } => {
                         let set = member_reply(redis::from_redis_value(&reply)?)?;
                         if let (true, MemberSet::Set { before, after, .. }) = (loud, set) {
-                            member_events(app, channel, user, info.as_deref(), before, after);
+                            transitions::member_changed(
+                                &*self.cluster,
+                                app,
+                                channel,
+                                (user, info.as_deref()),
+                                edge(count(before), count(after)),
+                                None,
+                            );
                         }
                     }
                     Restate::Channel { app, channel } => {
@@ -1090,48 +1072,9 @@ fn member_reply(reply: Vec<String>) -> RedisResult<MemberSet> {
     }
 }
 
-/// `member_added` or `member_removed` (frames to the whole cluster, and webhooks) for a
-/// change of a member's connections in the cluster.
-fn member_events(
-    app: &App,
-    channel: &str,
-    user: &str,
-    info: Option<&str>,
-    before: i64,
-    after: i64,
-) {
-    if before == 0 && after > 0 {
-        let added = text_frame(&frame::member_added(channel, user, info));
-        app.publish(channel, &added, None, None);
-        app.webhook("member_added", || WebhookEvent::MemberAdded {
-            channel: channel.into(),
-            user_id: user.into(),
-        });
-    } else if before > 0 && after == 0 {
-        let removed = text_frame(&frame::member_removed(channel, user));
-        app.publish(channel, &removed, None, None);
-        app.webhook("member_removed", || WebhookEvent::MemberRemoved {
-            channel: channel.into(),
-            user_id: user.into(),
-        });
-    }
-}
-
-fn presence_full(channel: &str, max: usize) -> Bytes {
-    text_frame(&frame::subscription_error(
-        channel,
-        "LimitReached",
-        &format!("The presence channel already has the maximum of {max} members"),
-        4100,
-    ))
-}
-
-fn member_added(channel: &str, member: &Member) -> Bytes {
-    text_frame(&frame::member_added(
-        channel,
-        &member.user_id,
-        member.user_info.as_deref(),
-    ))
+/// A count as Redis returned it: the scripts sum absolute counts, so it is never below zero.
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -1200,6 +1143,88 @@ mod tests {
         assert_eq!(conns(&lanes.next_batch().expect("a's rest")).len(), 88);
         assert!(lanes.next_batch().is_none());
         assert!(lanes.by_app.is_empty());
+    }
+
+    fn leave(app: &Arc<App>, conn: ConnId) -> Queued {
+        Queued {
+            op: Op::Leave {
+                app: app.clone(),
+                channel: format!("c{conn}").into(),
+                conn,
+            },
+            _held: None,
+        }
+    }
+
+    fn kinds(batch: &[Queued]) -> Vec<&'static str> {
+        batch
+            .iter()
+            .map(|q| match q.op {
+                Op::Subscribe { .. } => "subscribe",
+                Op::Leave { .. } => "leave",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_is_one_kind_of_op_in_order() {
+        let a = app("a");
+        let mut lanes = Lanes::default();
+        for queued in [
+            subscribe(&a, 1),
+            subscribe(&a, 2),
+            leave(&a, 1),
+            leave(&a, 2),
+        ] {
+            lanes.push(queued);
+        }
+        lanes.push(Queued {
+            op: Op::Connections { app: a.clone() },
+            _held: None,
+        });
+        lanes.push(Queued {
+            op: Op::Connections { app: a.clone() },
+            _held: None,
+        });
+        lanes.push(subscribe(&a, 3));
+        let mut runs = Vec::new();
+        while let Some(batch) = lanes.next_batch() {
+            runs.push((kinds(&batch), conns(&batch)));
+        }
+        assert_eq!(
+            runs,
+            [
+                (vec!["subscribe", "subscribe"], vec![1, 2]),
+                (vec!["leave", "leave"], vec![1, 2]),
+                // Other ops are applied one at a time.
+                (vec!["other"], vec![0]),
+                (vec!["other"], vec![0]),
+                (vec!["subscribe"], vec![3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_member_scripts_reply_is_a_refusal_or_the_counts_and_list() {
+        let reply = |parts: &[&str]| member_reply(parts.iter().map(|p| p.to_string()).collect());
+        assert!(matches!(reply(&["-1"]), Ok(MemberSet::Refused)));
+        match reply(&["0", "1", "ann", "{}"]) {
+            Ok(MemberSet::Set {
+                before: 0,
+                after: 1,
+                list,
+            }) => assert_eq!(list, ["ann", "{}"]),
+            _ => panic!("a set member"),
+        }
+        assert!(matches!(
+            reply(&["2", "1"]),
+            Ok(MemberSet::Set { before: 2, after: 1, ref list }) if list.is_empty()
+        ));
+        for bad in [&[][..], &["x"], &["1"], &["1", "y"]] {
+            assert!(reply(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!((count(-1), count(0), count(7)), (0, 0, 7));
     }
 
     #[test]

@@ -1,0 +1,647 @@
+//! The Redis implementation of the adapter's traits (`adapter = "redis"`): how a node shares
+//! events and state with the other nodes of a cluster through one Redis.
+//!
+//! - Events (HTTP triggers, client events, member and count events) are delivered to the
+//!   local hub at once and sent to the other nodes over one Redis pub/sub channel as
+//!   ready-made frames ([`crate::adapter::bus`], `transport.rs`).
+//! - Channel, presence, signed-in-user and connection counts are kept in Redis per node,
+//!   changed by atomic scripts (`scripts.rs`) that report cluster-wide transitions, so each
+//!   webhook and member event is emitted once for the cluster (`state.rs`, by the rules of
+//!   [`crate::adapter::transitions`]).
+//! - The HTTP API's queries and the cluster-wide limits read those counts (`queries.rs`).
+//! - Nodes heartbeat from a task of their own (`heartbeat.rs`), so no amount of queued work
+//!   delays a heartbeat; the survivors remove a dead node's share (`state.rs`).
+//!
+//! State changes go through one queue per node (`ops.rs`), processed by one task in order
+//! per app, so a join is always recorded before the leave that follows it, and the WebSocket
+//! path never waits for Redis: a subscription is answered by the state task once Redis has
+//! counted it. Each app may have only its share of that queue waiting
+//! (`cluster_ops_per_app`), and the task takes the apps in turns: one app's flood of
+//! subscriptions gets `ServerBusy` answers while the others' go through, and a full share
+//! never changes the node's health. `seam.rs` maps the traits onto all of this.
+
+pub(super) mod config;
+mod heartbeat;
+pub(crate) mod link;
+mod ops;
+mod queries;
+mod scripts;
+mod seam;
+mod state;
+mod transport;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, Notify};
+
+pub use self::config::RedisConfig;
+use self::ops::{Held, Op, Places, Queued, Refused};
+use self::scripts::Keys;
+use super::bus::{self, BusMessage};
+use super::transitions;
+use crate::apps::{App, AppStore};
+use crate::ids::SocketId;
+
+/// State changes queued on a node, all apps together, before new ones are refused (see
+/// [`Cluster::op`] for what a refusal means for each kind).
+const OPS_QUEUE: usize = 100_000;
+/// Bus messages waiting to be published; while Redis is away they are kept, up to this
+/// many and up to `cluster_bus_max_bytes`, and published when it returns.
+const BUS_QUEUE: usize = 100_000;
+/// What a queued bus message costs beyond its bytes (its `Vec` and its queue slot), so many
+/// tiny messages are bounded too.
+const BUS_MESSAGE_OVERHEAD: usize = 64;
+/// Users whose refused sign-in changes wait to be restated; beyond it the whole node is.
+const PENDING_USERS: usize = 100_000;
+/// At most one warning per this interval for a condition a flood repeats.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a cluster node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Redis did not answer.
+    #[error("cannot reach Redis at {url}: {source}")]
+    Connect {
+        /// The configured URL, its password hidden.
+        url: String,
+        /// The client's error.
+        source: redis::RedisError,
+    },
+}
+
+/// Scripts run from request handlers (the state task has its own).
+struct RequestScripts {
+    rate_take: redis::Script,
+    admit: redis::Script,
+    count_messages: redis::Script,
+}
+
+/// Bytes taken by queued messages, given back once they are sent.
+struct ByteBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// Takes `n` bytes if they fit. Concurrent takers may be refused while another's
+    /// bytes are briefly counted, but what is taken never exceeds `max`.
+    fn take(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) <= self.max {
+            return true;
+        }
+        self.used.fetch_sub(n, Ordering::Relaxed);
+        false
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Work the heartbeat task found for the state task.
+#[derive(Default)]
+struct Signals {
+    /// Redis answered a heartbeat while the node was marked unhealthy.
+    recovered: bool,
+    /// Restate this node's share: `Some(loud)`, loud unless Redis lost its data.
+    resync: Option<bool>,
+    /// Nodes whose heartbeats stopped, to be claimed and removed.
+    dead: BTreeSet<u32>,
+    /// Users whose count change was refused, by app, to be restated.
+    users: HashMap<String, HashSet<Arc<str>>>,
+    pending_users: usize,
+}
+
+/// Merges a resync request into a pending one: quiet wins, since after Redis lost its data
+/// nobody really came or went.
+fn merge_resync(pending: Option<bool>, loud: bool) -> Option<bool> {
+    Some(pending.map_or(loud, |was| was && loud))
+}
+
+/// Lets a repeated warning through at most once per [`LOG_INTERVAL`].
+#[derive(Default)]
+struct Throttle {
+    /// Milliseconds since the cluster started at which the next warning may go out.
+    next: AtomicU64,
+}
+
+impl Throttle {
+    fn ready(&self, started: Instant) -> bool {
+        let now = started.elapsed().as_millis() as u64;
+        let next = self.next.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now + LOG_INTERVAL.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+type Receivers = (mpsc::UnboundedReceiver<Queued>, mpsc::Receiver<Vec<u8>>);
+
+/// A snapshot of the cluster membership's queues and health, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClusterStats {
+    /// Bytes of bus messages queued or held by the publisher.
+    pub(crate) bus_bytes: usize,
+    /// Bus messages waiting in the queue.
+    pub(crate) bus_queued: usize,
+    /// Bus messages the publisher holds while Redis does not answer.
+    pub(crate) bus_held: usize,
+    /// Bus messages dropped for a full queue.
+    pub(crate) bus_dropped: u64,
+    /// State changes waiting for Redis.
+    pub(crate) ops_queued: usize,
+    /// State changes refused for a full share.
+    pub(crate) ops_refused: u64,
+    /// Whether Redis answered the last call.
+    pub(crate) healthy: bool,
+}
+
+impl ClusterStats {
+    /// The membership's gauges and counters, as `/metrics` shows them.
+    fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use crate::metrics::{single, MetricType};
+        let g = |name, help, v: usize| single(name, help, MetricType::GAUGE, v as u64);
+        let c = |name, help, v: u64| single(name, help, MetricType::COUNTER, v);
+        [
+            g(
+                "herald_cluster_bus_queue_bytes",
+                "Bytes of messages for other nodes queued or held by the publisher",
+                self.bus_bytes,
+            ),
+            g(
+                "herald_cluster_bus_queue_messages",
+                "Messages for other nodes waiting in the bus queue",
+                self.bus_queued,
+            ),
+            g(
+                "herald_cluster_bus_held_messages",
+                "Messages the publisher holds while Redis does not answer",
+                self.bus_held,
+            ),
+            c(
+                "herald_cluster_bus_dropped_total",
+                "Messages for other nodes dropped because the bus queue was full",
+                self.bus_dropped,
+            ),
+            g(
+                "herald_cluster_ops_queued",
+                "State changes waiting for Redis",
+                self.ops_queued,
+            ),
+            c(
+                "herald_cluster_ops_refused_total",
+                "State changes refused because an app's share of the queue was full",
+                self.ops_refused,
+            ),
+            g(
+                "herald_cluster_redis_up",
+                "1 while Redis answers this node, 0 while it does not",
+                usize::from(self.healthy),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+impl crate::backend::Backend for Cluster {
+    fn unavailable(&self) -> Option<&'static str> {
+        (!self.healthy.load(Ordering::Relaxed)).then_some(
+            "the cluster's Redis is not answering; this node serves only its own sockets",
+        )
+    }
+
+    fn metric_families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.stats().families()
+    }
+
+    fn leave(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(self.stop())
+    }
+}
+
+/// Connects to the cluster's Redis and joins: the node's tasks run and its first heartbeat
+/// is recorded when this returns.
+pub(super) async fn join(
+    config: &RedisConfig,
+    node_id: u32,
+    apps: Arc<dyn AppStore>,
+) -> std::io::Result<Arc<Cluster>> {
+    let cluster = Cluster::connect(config, node_id)
+        .await
+        .map_err(std::io::Error::other)?;
+    cluster.start(apps).await;
+    tracing::info!(
+        node_id,
+        redis = %crate::config::redact_url(&config.url),
+        "Joined the cluster"
+    );
+    Ok(cluster)
+}
+
+/// One node's membership of a cluster.
+pub struct Cluster {
+    node_id: u32,
+    keys: Keys,
+    node_timeout: Duration,
+    conn: ConnectionManager,
+    /// The heartbeat task's own connection, so a long pipeline of the state task never
+    /// holds a heartbeat back.
+    beat_conn: ConnectionManager,
+    /// Unbounded as a channel: [`Cluster::op`] bounds it with `places`.
+    ops: mpsc::UnboundedSender<Queued>,
+    places: Places,
+    /// Ops refused because a share or the queue was full.
+    refused: AtomicU64,
+    refused_log: Throttle,
+    outgoing: mpsc::Sender<Vec<u8>>,
+    /// Bytes of bus messages queued or held by the publisher, with their overhead.
+    bus_bytes: ByteBudget,
+    /// Other nodes' open connections per app, from their last heartbeats.
+    others: Mutex<HashMap<String, usize>>,
+    /// Every app this node has written a connection count of. Once one is gone (a reload
+    /// removed it and its last connection closed: every change of its connections held it)
+    /// the next heartbeat withdraws the count.
+    counted: Mutex<HashMap<String, Weak<App>>>,
+    /// Whether Redis answered the last call; while not, state changes are applied locally
+    /// only and restated when Redis answers again. Only Redis errors clear it; only the
+    /// state task sets it again, as it restates.
+    healthy: AtomicBool,
+    /// Bus messages dropped because the queue was full.
+    dropped: AtomicU64,
+    dropped_log: Throttle,
+    /// Messages the publisher holds, unsent, while Redis does not answer.
+    held: AtomicUsize,
+    started: Instant,
+    signals: Mutex<Signals>,
+    /// Wakes the state task when the heartbeat task has left it work (or just beat).
+    wake: Notify,
+    /// Set when the node leaves; the heartbeat task stops.
+    stopping: AtomicBool,
+    /// Held through each heartbeat, so leaving waits for one in flight.
+    beating: tokio::sync::Mutex<()>,
+    apps: OnceLock<Arc<dyn AppStore>>,
+    scripts: RequestScripts,
+    /// The queues' receiving ends, until [`Cluster::start`] hands them to the tasks.
+    receivers: Mutex<Option<Receivers>>,
+    client: redis::Client,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to Redis. Fails if Redis does not answer: a node that starts without its
+    /// cluster would silently serve a split view.
+    pub async fn connect(config: &RedisConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
+        let err = |source| ClusterError::Connect {
+            url: crate::config::redact_url(&config.url),
+            source,
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(err)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1)
+            .set_max_delay(1000);
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+            .await
+            .map_err(err)?;
+        let beat_conn = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(err)?;
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
+        Ok(Arc::new(Cluster {
+            node_id,
+            keys: Keys::new(&config.prefix),
+            node_timeout: config.node_timeout,
+            conn,
+            beat_conn,
+            ops: ops_tx,
+            places: Places::new(OPS_QUEUE, config.ops_per_app),
+            refused: AtomicU64::new(0),
+            refused_log: Throttle::default(),
+            outgoing: bus_tx,
+            bus_bytes: ByteBudget {
+                used: AtomicUsize::new(0),
+                max: config.bus_max_bytes,
+            },
+            others: Mutex::new(HashMap::new()),
+            counted: Mutex::new(HashMap::new()),
+            healthy: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+            dropped_log: Throttle::default(),
+            held: AtomicUsize::new(0),
+            started: Instant::now(),
+            signals: Mutex::new(Signals::default()),
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            beating: tokio::sync::Mutex::new(()),
+            apps: OnceLock::new(),
+            scripts: RequestScripts {
+                rate_take: scripts::rate_take(),
+                admit: scripts::admit(),
+                count_messages: scripts::count_messages(),
+            },
+            receivers: Mutex::new(Some((ops_rx, bus_rx))),
+            client,
+        }))
+    }
+
+    /// Starts the node's tasks (state, heartbeat, bus publisher and subscriber) for the
+    /// apps of `store`; returns once the node's first heartbeat is recorded.
+    pub(crate) async fn start(self: &Arc<Self>, store: Arc<dyn AppStore>) {
+        let _ = self.apps.set(store);
+        let Some((ops, outgoing)) = self.receivers.lock().take() else {
+            return;
+        };
+        let subscribed = transport::spawn_subscriber(self.clone());
+        tokio::spawn(transport::publisher(self.clone(), outgoing));
+        let mut beat = heartbeat::Heartbeat::new(self.clone());
+        beat.beat().await;
+        tokio::spawn(beat.run());
+        tokio::spawn(state::StateTask::new(self.clone()).run(ops));
+        // Events published before this node listens would be lost to it.
+        let _ = tokio::time::timeout(Duration::from_secs(5), subscribed).await;
+    }
+
+    /// Drains the state queue, withdraws this node's share of the cluster state and leaves.
+    pub(crate) async fn stop(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stop = Queued {
+            op: Op::Stop(tx),
+            _held: None,
+        };
+        if self.ops.send(stop).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        }
+    }
+
+    fn app(&self, id: &str) -> Option<Arc<App>> {
+        self.apps.get()?.by_id(id)
+    }
+
+    /// Records that this node writes `app`'s connection count, so it is withdrawn once the
+    /// app is gone.
+    fn counts_connections_of(&self, app: &Arc<App>) {
+        let mut counted = self.counted.lock();
+        match counted.get(app.id()) {
+            Some(known) if known.as_ptr() == Arc::as_ptr(app) => {}
+            _ => {
+                counted.insert(app.id().to_owned(), Arc::downgrade(app));
+            }
+        }
+    }
+
+    /// The apps whose connection counts this node wrote and which are gone now (and not
+    /// served again under the same id), taken out of the record.
+    fn take_forgotten(&self) -> Vec<String> {
+        let mut counted = self.counted.lock();
+        let gone: Vec<String> = counted
+            .iter()
+            .filter(|(id, app)| app.strong_count() == 0 && self.app(id).is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            counted.remove(id);
+        }
+        gone
+    }
+
+    /// Puts back apps whose withdrawal failed, for the next heartbeat.
+    fn forget_later(&self, ids: Vec<String>) {
+        let mut counted = self.counted.lock();
+        for id in ids {
+            counted.entry(id).or_default();
+        }
+    }
+
+    /// Queues a state change, unless its app's share of the queue (or the queue) is full.
+    ///
+    /// What a refusal means, by kind:
+    /// - `Subscribe`, `Join`: nothing was recorded; the caller answers `ServerBusy`.
+    /// - `Leave`: never refused for a full queue. It only releases what an admitted op
+    ///   added, so leaves are bounded by the subscriptions that exist, and refusing one
+    ///   could let a still-queued subscribe of the same connection land after it. If the
+    ///   node is leaving, the connection is removed from the hub here.
+    /// - `Connections`: dropped; the next heartbeat (at most a second away) restates the
+    ///   app's connection count.
+    /// - `User`: the user is restated by the state task at the next heartbeat.
+    /// - `Watchlist`: answered from this node's registry, as while Redis is away.
+    /// - `Cache`: dropped; the nodes that heard the event on the bus still have it.
+    ///
+    /// A refusal never changes the node's health: Redis is fine, the node is just busy.
+    pub(crate) fn op(&self, op: Op) -> Result<(), Refused> {
+        let Some(app) = op.app() else {
+            return self.push(op, None);
+        };
+        let always = matches!(op, Op::Leave { .. });
+        match self.places.take(app.id(), always) {
+            Some(held) => self.push(op, Some(held)),
+            None => {
+                self.refuse(op, Refused::Busy);
+                Err(Refused::Busy)
+            }
+        }
+    }
+
+    fn push(&self, op: Op, held: Option<Held>) -> Result<(), Refused> {
+        self.ops.send(Queued { op, _held: held }).map_err(|e| {
+            self.refuse(e.0.op, Refused::Stopping);
+            Refused::Stopping
+        })
+    }
+
+    /// Does what stands in for a refused op (see [`Cluster::op`]).
+    fn refuse(&self, op: Op, why: Refused) {
+        let app_id = op.app().map(|a| a.id().to_owned());
+        match op {
+            Op::Leave { app, channel, conn } => {
+                app.hub.unsubscribe(&channel, conn);
+            }
+            Op::User { app, user } => self.restate_user_later(app.id(), user),
+            Op::Watchlist { app, outbox, users } => {
+                transitions::answer_watchlist(&outbox, &users, |u| app.users.is_online(u));
+            }
+            Op::Subscribe { .. }
+            | Op::Join(_)
+            | Op::Cache { .. }
+            | Op::Connections { .. }
+            | Op::Stop(_) => {}
+        }
+        if why == Refused::Busy {
+            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.refused_log.ready(self.started) {
+                tracing::warn!(
+                    app = app_id.as_deref().unwrap_or(""),
+                    refused = n,
+                    queued = self.places.waiting(),
+                    "Cluster state queue: an app's share is full; refusing its changes (ServerBusy)"
+                );
+            }
+        }
+    }
+
+    /// Records a user whose count change was refused, for the state task to restate.
+    fn restate_user_later(&self, app: &str, user: Arc<str>) {
+        let mut signals = self.signals.lock();
+        if signals.pending_users >= PENDING_USERS {
+            signals.resync = merge_resync(signals.resync, true);
+            return;
+        }
+        if signals
+            .users
+            .entry(app.to_owned())
+            .or_default()
+            .insert(user)
+        {
+            signals.pending_users += 1;
+        }
+    }
+
+    /// Marks Redis as not answering; the next heartbeat that gets an answer restates.
+    fn redis_failed(&self, error: &redis::RedisError) {
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(%error, "Cluster: Redis is not answering; serving this node's sockets alone until it returns");
+        }
+    }
+
+    /// Sends a message to the other nodes.
+    fn send(&self, message: &BusMessage) {
+        self.enqueue(bus::encode(self.node_id, message));
+    }
+
+    /// Sends an event frame to the other nodes' subscribers of `channel`.
+    fn send_event(
+        &self,
+        app: &str,
+        channel: &str,
+        except: Option<SocketId>,
+        frame: &Bytes,
+        cache: Option<(&str, Duration)>,
+    ) {
+        self.enqueue(bus::encode_event(
+            self.node_id,
+            app,
+            channel,
+            except.map(|s| s.to_string()).as_deref(),
+            frame,
+            cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
+        ));
+    }
+
+    /// Queues an encoded message for the publisher, within the byte budget; counts and logs
+    /// what a full queue drops.
+    fn enqueue(&self, encoded: Vec<u8>) {
+        let cost = bus_cost(&encoded);
+        if self.bus_bytes.take(cost) {
+            if self.outgoing.try_send(encoded).is_ok() {
+                return;
+            }
+            self.bus_bytes.give(cost);
+        }
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.dropped_log.ready(self.started) {
+            tracing::warn!(
+                dropped = n,
+                queued_bytes = self.bus_bytes.used(),
+                max_bytes = self.bus_bytes.max,
+                "Cluster bus queue full: messages to other nodes dropped"
+            );
+        }
+    }
+
+    /// What the node's metrics show of its membership.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        ClusterStats {
+            bus_bytes: self.bus_bytes.used(),
+            bus_queued: self.outgoing.max_capacity() - self.outgoing.capacity(),
+            bus_held: self.held.load(Ordering::Relaxed),
+            bus_dropped: self.dropped.load(Ordering::Relaxed),
+            ops_queued: self.places.waiting(),
+            ops_refused: self.refused.load(Ordering::Relaxed),
+            healthy: self.healthy.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Gives back the budget of messages the publisher has sent.
+    fn published(&self, bytes: usize) {
+        self.bus_bytes.give(bytes);
+    }
+
+    /// Open connections of `app` on the other nodes, as of their last heartbeats.
+    pub(crate) fn other_connections(&self, app: &str) -> usize {
+        self.others.lock().get(app).copied().unwrap_or(0)
+    }
+
+    fn redis(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// What a bus message counts against `cluster_bus_max_bytes`.
+fn bus_cost(message: &[u8]) -> usize {
+    message.len() + BUS_MESSAGE_OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bus_budget_counts_bytes_until_they_are_sent() {
+        let budget = ByteBudget {
+            used: AtomicUsize::new(0),
+            max: 1000,
+        };
+        assert!(budget.take(600));
+        assert!(!budget.take(600), "over the budget");
+        assert!(budget.take(400));
+        assert!(!budget.take(1));
+        budget.give(600);
+        assert!(budget.take(500));
+        assert_eq!(budget.used(), 900);
+        assert!(!budget.take(usize::MAX), "no overflow");
+        assert_eq!(budget.used(), 900);
+    }
+
+    #[test]
+    fn a_quiet_resync_request_wins() {
+        assert_eq!(merge_resync(None, true), Some(true));
+        assert_eq!(merge_resync(Some(true), false), Some(false));
+        assert_eq!(merge_resync(Some(false), true), Some(false));
+    }
+
+    #[test]
+    fn a_throttled_warning_goes_out_once_per_interval() {
+        let throttle = Throttle::default();
+        let started = Instant::now();
+        assert!(throttle.ready(started));
+        assert!(!throttle.ready(started));
+    }
+}

@@ -1,0 +1,204 @@
+//! The node's queue of state changes for Redis: what an op is, and the places that bound
+//! the queue, in total and per app, so one app's flood cannot take the others' share.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_protocol::presence::Member;
+use parking_lot::RwLock;
+
+use crate::apps::App;
+use crate::ids::{ConnId, SocketId};
+use crate::outbox::Outbox;
+
+/// Why a state change was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The app's share of the queue, or the whole queue, is full.
+    #[error("the cluster state queue is full")]
+    Busy,
+    /// The node is leaving the cluster.
+    #[error("the node is leaving the cluster")]
+    Stopping,
+}
+
+/// A state change, applied in order by the node's state task.
+pub(crate) enum Op {
+    /// Subscribe to a non-presence channel: counted in Redis, then confirmed.
+    Subscribe {
+        app: Arc<App>,
+        channel: Box<str>,
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+        /// Replay the cached event (or report a miss) after `subscription_succeeded`.
+        cache: bool,
+    },
+    /// Join a presence channel: the cluster's member list, its limit and `member_added`.
+    Join(Box<Join>),
+    /// Leave a channel: remove from the hub, then `member_removed` if it was a presence
+    /// member's last connection in the cluster, and the new counts.
+    Leave {
+        app: Arc<App>,
+        channel: Box<str>,
+        conn: ConnId,
+    },
+    /// Keep a cache channel's last event in Redis for nodes that did not see it.
+    Cache {
+        app: Arc<App>,
+        channel: Box<str>,
+        frame: Bytes,
+        data: Box<str>,
+        ttl: Duration,
+    },
+    /// Restate this node's connection count of an app (a connection closed).
+    Connections { app: Arc<App> },
+    /// Restate this node's signed-in connection count of a user.
+    User { app: Arc<App>, user: Arc<str> },
+    /// Tell a newly signed-in connection which of its watched users are online.
+    Watchlist {
+        app: Arc<App>,
+        outbox: Arc<Outbox>,
+        users: Vec<Arc<str>>,
+    },
+    /// Drain and leave the cluster (clean shutdown).
+    Stop(tokio::sync::oneshot::Sender<()>),
+}
+
+/// A presence join waiting for the cluster's answer.
+pub(crate) struct Join {
+    pub app: Arc<App>,
+    pub channel: Box<str>,
+    pub conn: ConnId,
+    pub socket: SocketId,
+    pub outbox: Arc<Outbox>,
+    pub member: Member,
+    /// Replay the cached event (or report a miss) after `subscription_succeeded`.
+    pub cache: bool,
+}
+
+impl Op {
+    pub(super) fn app(&self) -> Option<&Arc<App>> {
+        match self {
+            Op::Subscribe { app, .. }
+            | Op::Leave { app, .. }
+            | Op::Cache { app, .. }
+            | Op::Connections { app }
+            | Op::User { app, .. }
+            | Op::Watchlist { app, .. } => Some(app),
+            Op::Join(join) => Some(&join.app),
+            Op::Stop(_) => None,
+        }
+    }
+}
+
+/// A queued op and the place it holds in the queue, given back when the state task takes it.
+pub(crate) struct Queued {
+    pub(super) op: Op,
+    pub(super) _held: Option<Held>,
+}
+
+impl Queued {
+    /// The op, giving its place in the queue back.
+    pub(super) fn into_op(self) -> Op {
+        self.op
+    }
+}
+
+/// The node's op queue as places: at most `max_total` ops waiting, and at most `max_app`
+/// of one app.
+pub(super) struct Places {
+    total: Arc<AtomicUsize>,
+    apps: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    max_total: usize,
+    max_app: usize,
+}
+
+impl Places {
+    pub(super) fn new(max_total: usize, max_app: usize) -> Self {
+        Places {
+            total: Arc::new(AtomicUsize::new(0)),
+            apps: RwLock::new(HashMap::new()),
+            max_total,
+            max_app: max_app.min(max_total),
+        }
+    }
+
+    /// A place for an op of `app`, if its share and the queue have one; `always` takes one
+    /// regardless, still counted so the app's other ops wait for it.
+    pub(super) fn take(&self, app: &str, always: bool) -> Option<Held> {
+        let held = Held {
+            app: self.app(app),
+            total: self.total.clone(),
+        };
+        let in_app = held.app.fetch_add(1, Ordering::Relaxed);
+        let in_queue = held.total.fetch_add(1, Ordering::Relaxed);
+        (always || (in_app < self.max_app && in_queue < self.max_total)).then_some(held)
+    }
+
+    fn app(&self, app: &str) -> Arc<AtomicUsize> {
+        if let Some(share) = self.apps.read().get(app) {
+            return share.clone();
+        }
+        self.apps.write().entry(app.to_owned()).or_default().clone()
+    }
+
+    /// Drops an app's share once no op of it can be waiting (the app is gone).
+    pub(super) fn forget(&self, app: &str) {
+        self.apps.write().remove(app);
+    }
+
+    pub(super) fn waiting(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// One place in the node's queue and in one app's share of it, given back when dropped.
+pub(super) struct Held {
+    app: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.app.fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_apps_share_is_bounded_and_given_back_when_taken() {
+        let places = Places::new(10, 3);
+        let a: Vec<Held> = (0..3).filter_map(|_| places.take("a", false)).collect();
+        assert_eq!(a.len(), 3);
+        assert!(places.take("a", false).is_none(), "a's share is full");
+        // Another app still has its share; a refusal gave its place back.
+        let b = places.take("b", false).expect("b's share");
+        assert_eq!(places.waiting(), 4);
+        // A leave always has a place, and counts against the app's share.
+        let leave = places.take("a", true).expect("a leave");
+        drop(a);
+        let again: Vec<Held> = (0..3).filter_map(|_| places.take("a", false)).collect();
+        assert_eq!(again.len(), 2, "the leave still holds one of a's places");
+        drop((b, leave, again));
+        assert_eq!(places.waiting(), 0);
+    }
+
+    #[test]
+    fn the_whole_queue_is_bounded_across_apps() {
+        let places = Places::new(4, 3);
+        let held: Vec<Held> = ["a", "a", "b", "c"]
+            .iter()
+            .filter_map(|app| places.take(app, false))
+            .collect();
+        assert_eq!(held.len(), 4);
+        assert!(places.take("d", false).is_none());
+        assert_eq!(places.waiting(), 4);
+    }
+}

@@ -1,0 +1,204 @@
+//! The request side's questions to Redis: the HTTP API's channel, member and cache queries,
+//! and the limits counted for the whole cluster (rates, the daily quota, connections).
+//! Each is one round trip; none touches the state task's queue.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::AsyncCommands;
+
+use super::Cluster;
+use crate::apps::App;
+use crate::hub::ChannelCounts;
+
+impl Cluster {
+    /// Every occupied channel of `app` whose name starts with `prefix`, with cluster counts.
+    pub(super) async fn list_channels(
+        &self,
+        app: &str,
+        prefix: &str,
+    ) -> redis::RedisResult<Vec<(String, ChannelCounts)>> {
+        let mut conn = self.redis();
+        let mut names: Vec<String> = conn.smembers(self.keys.chans(app)).await?;
+        names.retain(|n| n.starts_with(prefix) && !n.starts_with('#'));
+        names.sort();
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.hvals(self.keys.subs(app, name));
+            pipe.hlen(self.keys.members(app, name));
+        }
+        let replies: Vec<redis::Value> = if names.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for (name, pair) in names.into_iter().zip(replies.chunks(2)) {
+            let counts = counts_from(pair)?;
+            if counts.subscription_count > 0 {
+                out.push((name, counts));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cluster counts of one channel.
+    pub(super) async fn channel_counts(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> redis::RedisResult<ChannelCounts> {
+        let mut conn = self.redis();
+        let replies: Vec<redis::Value> = redis::pipe()
+            .hvals(self.keys.subs(app, channel))
+            .hlen(self.keys.members(app, channel))
+            .query_async(&mut conn)
+            .await?;
+        counts_from(&replies)
+    }
+
+    /// Takes `n` from the cluster's budget of `limit` (0: only count) for `kind` in the
+    /// window starting at `window` and lasting `secs`.
+    pub(super) async fn take_rate(
+        &self,
+        app: &str,
+        kind: &str,
+        (window, secs): (u64, u64),
+        limit: u64,
+        n: u64,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.redis();
+        self.scripts
+            .rate_take
+            .key(self.keys.rate(app, kind, window))
+            .arg(limit)
+            .arg(n)
+            .arg(secs + 1)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// Counts the messages of events published to `channels` against the daily quota: one
+    /// per channel plus one per subscriber in the cluster.
+    pub(super) async fn count_published(
+        &self,
+        app: &str,
+        channels: &[&str],
+        day: u64,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis();
+        let mut invocation = self
+            .scripts
+            .count_messages
+            .key(self.keys.rate(app, "messages", day));
+        for channel in channels {
+            invocation.key(self.keys.subs(app, channel));
+        }
+        invocation
+            .arg(86_401)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// How much of `kind` the cluster used in the window starting at `window`.
+    pub(super) async fn used(&self, app: &str, kind: &str, window: u64) -> redis::RedisResult<u64> {
+        let mut conn = self.redis();
+        let used: Option<u64> = conn.get(self.keys.rate(app, kind, window)).await?;
+        Ok(used.unwrap_or(0))
+    }
+
+    /// Whether the app's connections across the cluster, with this node's `mine` (the new
+    /// one included), stay within `max`.
+    pub(super) async fn admit_connection(
+        &self,
+        app: &str,
+        mine: usize,
+        max: usize,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.redis();
+        self.scripts
+            .admit
+            .key(self.keys.conns(app))
+            .arg(self.node_id)
+            .arg(mine)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// A cache channel's last event as Redis holds it: frame, `data` token, time left.
+    pub(super) async fn cached_event(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> redis::RedisResult<Option<(Bytes, String, Duration)>> {
+        let mut conn = self.redis();
+        let key = self.keys.cache(app, channel);
+        let (frame, data, ttl): (Option<Vec<u8>>, Option<String>, i64) = redis::pipe()
+            .hget(&key, "frame")
+            .hget(&key, "data")
+            .pttl(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(cache_entry(frame, data, ttl))
+    }
+
+    /// Fills this node's cache of `channel` from Redis if it has nothing; `true` if it
+    /// now has an event.
+    pub(super) async fn fill_cache(&self, app: &App, channel: &str) -> redis::RedisResult<bool> {
+        if app.cache.frame(channel).is_some() {
+            return Ok(true);
+        }
+        Ok(match self.cached_event(app.id(), channel).await? {
+            Some((frame, data, ttl)) => {
+                app.cache.store(channel, frame, &data, ttl);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Presence users of a channel across the cluster, sorted.
+    pub(super) async fn channel_users(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.redis();
+        let mut users: Vec<String> = conn.hkeys(self.keys.members(app, channel)).await?;
+        users.sort();
+        Ok(users)
+    }
+}
+
+/// A cache channel's event from the fields Redis returned for it, if it is still alive.
+pub(super) fn cache_entry(
+    frame: Option<Vec<u8>>,
+    data: Option<String>,
+    ttl_ms: i64,
+) -> Option<(Bytes, String, Duration)> {
+    match (frame, data) {
+        (Some(frame), Some(data)) if ttl_ms > 0 => Some((
+            Bytes::from(frame),
+            data,
+            Duration::from_millis(ttl_ms.unsigned_abs()),
+        )),
+        _ => None,
+    }
+}
+
+fn counts_from(pair: &[redis::Value]) -> redis::RedisResult<ChannelCounts> {
+    let [subs, members] = pair else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::TypeError,
+            "unexpected pipeline reply",
+        )));
+    };
+    let subs: Vec<i64> = redis::from_redis_value(subs)?;
+    let members: i64 = redis::from_redis_value(members)?;
+    Ok(ChannelCounts {
+        subscription_count: subs.iter().sum::<i64>().max(0) as usize,
+        user_count: members.max(0) as usize,
+    })
+}

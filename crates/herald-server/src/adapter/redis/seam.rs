@@ -1,0 +1,285 @@
+//! The adapter's traits over the cluster: what each call of a handler becomes on a Redis
+//! node. Frames go to the local hub at once and on the bus to the other nodes; state
+//! changes become ops for the state task, which answers the connection once Redis has
+//! counted them; the HTTP API's queries and the cluster-wide limits ask Redis, and fall back
+//! to this node's own counts while it does not answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use super::ops::{Join, Op};
+use super::{bus::BusMessage, Cluster};
+use crate::adapter::transitions::{self, Refusal};
+use crate::adapter::{AdapterError, Answer, Broker, Cached, Limits, Presence, Rate, Subscription};
+use crate::apps::{App, ConnectionSlot};
+use crate::hub::ChannelCounts;
+use crate::ids::{ConnId, SocketId};
+use crate::outbox::Outbox;
+use crate::ratelimit::now_windows;
+
+fn unavailable(error: redis::RedisError) -> AdapterError {
+    AdapterError::Unavailable(error.to_string())
+}
+
+impl Cluster {
+    fn local_except(&self, except: Option<SocketId>) -> Option<ConnId> {
+        except.and_then(|s| s.on_node(self.node_id))
+    }
+}
+
+impl Broker for Cluster {
+    fn publish(&self, app: &App, channel: &str, frame: &Bytes, except: Option<SocketId>) -> usize {
+        let delivered = app.hub.publish(channel, frame, self.local_except(except));
+        self.send_event(app.id(), channel, except, frame, None);
+        delivered
+    }
+
+    fn publish_cached(
+        &self,
+        app: &Arc<App>,
+        channel: &str,
+        frame: &Bytes,
+        data: &str,
+        except: Option<SocketId>,
+    ) -> usize {
+        let delivered = app.hub.publish(channel, frame, self.local_except(except));
+        let ttl = app.config().cache_ttl;
+        app.cache.store(channel, frame.clone(), data, ttl);
+        self.send_event(app.id(), channel, except, frame, Some((data, ttl)));
+        // For the nodes that join later, or were not listening: refused when the queue is
+        // full, and the nodes that heard the event on the bus still have it.
+        let _ = self.op(Op::Cache {
+            app: app.clone(),
+            channel: channel.into(),
+            frame: frame.clone(),
+            data: data.into(),
+            ttl,
+        });
+        delivered
+    }
+
+    fn terminate_user(&self, app: &App, user: &str, code: u16) -> usize {
+        let here = app.users.terminate(user, code);
+        self.send(&BusMessage::Terminate {
+            app: app.id().to_owned(),
+            user: user.to_owned(),
+            code,
+        });
+        here
+    }
+
+    fn watchers(&self, app: &App, user: &str, online: bool) {
+        app.users.notify_watchers(user, online);
+        self.send(&BusMessage::Watch {
+            app: app.id().to_owned(),
+            user: user.to_owned(),
+            online,
+        });
+    }
+}
+
+impl Presence for Cluster {
+    fn subscribe(&self, app: &Arc<App>, sub: Subscription<'_>) -> bool {
+        let Subscription {
+            channel,
+            socket,
+            outbox,
+            member,
+            cache,
+        } = sub;
+        let op = match member {
+            Some(member) => Op::Join(Box::new(Join {
+                app: app.clone(),
+                channel: channel.into(),
+                conn: socket.conn,
+                socket,
+                outbox: outbox.clone(),
+                member,
+                cache,
+            })),
+            None => Op::Subscribe {
+                app: app.clone(),
+                channel: channel.into(),
+                conn: socket.conn,
+                outbox: outbox.clone(),
+                cache,
+            },
+        };
+        if self.op(op).is_err() {
+            transitions::refuse(app, outbox, channel, Refusal::Busy);
+            return false;
+        }
+        true
+    }
+
+    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId) {
+        // Never refused for a full queue; on a node that is leaving, `op` removes the
+        // connection from the hub itself.
+        let _ = self.op(Op::Leave {
+            app: app.clone(),
+            channel: channel.into(),
+            conn,
+        });
+    }
+
+    fn signed_in(
+        &self,
+        app: &Arc<App>,
+        user: &Arc<str>,
+        _first_here: bool,
+        outbox: &Arc<Outbox>,
+        watchlist: &[Arc<str>],
+    ) {
+        // A refused op needs nothing from the caller: `op` answers or restates it, and logs
+        // refusals (rate-limited: a flood repeats them).
+        if !watchlist.is_empty() {
+            let _ = self.op(Op::Watchlist {
+                app: app.clone(),
+                outbox: outbox.clone(),
+                users: watchlist.to_vec(),
+            });
+        }
+        let _ = self.op(Op::User {
+            app: app.clone(),
+            user: user.clone(),
+        });
+    }
+
+    fn signed_out(&self, app: &Arc<App>, user: &Arc<str>, _last_here: bool) {
+        let _ = self.op(Op::User {
+            app: app.clone(),
+            user: user.clone(),
+        });
+    }
+
+    fn channels<'a>(
+        &'a self,
+        app: &'a App,
+        prefix: &'a str,
+    ) -> Answer<'a, Vec<(String, ChannelCounts)>> {
+        Box::pin(async move {
+            self.list_channels(app.id(), prefix)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn counts<'a>(&'a self, app: &'a App, channel: &'a str) -> Answer<'a, ChannelCounts> {
+        Box::pin(async move {
+            self.channel_counts(app.id(), channel)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn users<'a>(&'a self, app: &'a App, channel: &'a str) -> Answer<'a, Vec<String>> {
+        Box::pin(async move {
+            self.channel_users(app.id(), channel)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn cached<'a>(&'a self, app: &'a App, channel: &'a str) -> Answer<'a, Option<Cached>> {
+        Box::pin(async move {
+            // This node's copy first; Redis has it for a node that joined after the event.
+            if let Some(c) = app.cache.get(channel) {
+                return Ok(Some(Cached {
+                    data: c.data,
+                    ttl: c.ttl,
+                }));
+            }
+            let kept = self
+                .cached_event(app.id(), channel)
+                .await
+                .map_err(unavailable)?;
+            Ok(kept.map(|(_, data, ttl)| Cached {
+                data: data.into_boxed_str(),
+                ttl,
+            }))
+        })
+    }
+}
+
+impl Limits for Cluster {
+    fn admit(&self, app: &Arc<App>) -> Option<ConnectionSlot> {
+        // The other nodes' counts as of their last heartbeats: a first check that needs no
+        // Redis. The exact one is `confirm`'s; this one decides alone while Redis is away.
+        app.try_connect(self.other_connections(app.id()))
+    }
+
+    fn confirm<'a>(&'a self, slot: &'a ConnectionSlot) -> Option<BoxFuture<'a, bool>> {
+        let max = slot.config().limits.max_connections;
+        if max == 0 {
+            return None;
+        }
+        Some(Box::pin(async move {
+            self.counts_connections_of(slot);
+            match self
+                .admit_connection(slot.id(), slot.connection_count(), max)
+                .await
+            {
+                Ok(admitted) => admitted,
+                // Without Redis the node's own count (and the others' last known) decide.
+                Err(error) => {
+                    tracing::warn!(%error, "Cluster connection count unavailable");
+                    true
+                }
+            }
+        }))
+    }
+
+    fn release(&self, slot: ConnectionSlot) {
+        let app = Arc::clone(&slot);
+        drop(slot);
+        // A limited app's cluster count must free the slot now, not at the next heartbeat.
+        if app.config().limits.max_connections != 0 {
+            let _ = self.op(Op::Connections { app });
+        }
+    }
+
+    fn take<'a>(&'a self, app: &'a App, rate: Rate) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let (second, _) = now_windows();
+            let limit = rate.limit(&app.config().limits);
+            match self
+                .take_rate(app.id(), rate.name(), (second, 1), limit, 1)
+                .await
+            {
+                Ok(allowed) => allowed,
+                Err(error) => {
+                    tracing::warn!(%error, "Cluster rate counter unavailable; counting on this node");
+                    rate.window(&app.rates).try_take(limit, second, 1)
+                }
+            }
+        })
+    }
+
+    fn quota_exhausted<'a>(&'a self, app: &'a App) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let limit = app.config().limits.messages_per_day;
+            let (_, day) = now_windows();
+            match self.used(app.id(), "messages", day).await {
+                Ok(used) => used >= limit,
+                Err(_) => app.rates.messages.exhausted(limit, day),
+            }
+        })
+    }
+
+    fn count_messages<'a>(
+        &'a self,
+        app: &'a App,
+        delivered_here: u64,
+        channels: &'a [&'a str],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let (_, day) = now_windows();
+            app.rates.messages.add(delivered_here, day);
+            if let Err(error) = self.count_published(app.id(), channels, day).await {
+                tracing::warn!(%error, "Cluster message quota counter unavailable");
+            }
+        })
+    }
+}
