@@ -41,8 +41,9 @@ use crate::wsclient::{find, Client, Kind};
 /// How long after a second ends its events must have arrived before a sample judges them.
 const LAG: u64 = 5;
 
-/// How often every long-lived connection shows the server it is alive: servers close a
-/// connection that stays silent past their activity timeout (Herald's 120 s) plus a ping.
+/// How often a long-lived connection shows the server it is alive when the server did not
+/// announce an activity timeout: servers close a connection that stays silent past it
+/// (Herald's 120 s, soketi's 30 s) plus a ping, so a subscriber pings at half of it.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The `soak` mode's flags.
@@ -167,7 +168,10 @@ async fn subscriber(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_seq: Option<u64> = None;
-    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    let every = c.activity_timeout.map_or(KEEPALIVE, |secs| {
+        Duration::from_secs((secs / 2).clamp(1, 60))
+    });
+    let mut keepalive = tokio::time::interval(every);
     keepalive.tick().await;
     loop {
         tokio::select! {

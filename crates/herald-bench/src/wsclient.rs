@@ -129,6 +129,9 @@ pub struct Client {
     pub socket_id: String,
     /// permessage-deflate was negotiated: frames with RSV1 are inflated.
     pub deflate: bool,
+    /// The `activity_timeout` the server announced (seconds), if it did: a client that
+    /// sends nothing for longer may be closed (soketi announces 30, Herald 120).
+    pub activity_timeout: Option<u64>,
     /// Bytes read from the socket so far (compressed frames as they came, before inflating;
     /// with `--tls`, the plaintext, without the TLS records' own overhead).
     pub wire_bytes: u64,
@@ -186,6 +189,7 @@ impl Client {
             stream,
             buf: Vec::with_capacity(4096),
             socket_id: String::new(),
+            activity_timeout: None,
             deflate: false,
             wire_bytes: 0,
         };
@@ -219,6 +223,9 @@ impl Client {
                 .count();
             client.socket_id = String::from_utf8_lossy(&first[at..at + len]).into_owned();
         }
+        let marker = br#"activity_timeout\":"#;
+        client.activity_timeout = find(&first, marker)
+            .and_then(|at| crate::modes::leading_number(&first[at + marker.len()..]));
         Ok(client)
     }
 
