@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, Notify};
 
 pub use self::config::RedisConfig;
@@ -252,7 +251,7 @@ pub(super) async fn join(
     cluster.start(apps).await;
     tracing::info!(
         node_id,
-        redis = %crate::config::redact_url(&config.url),
+        redis = %config::shown_url(&config.url),
         "Joined the cluster"
     );
     Ok(cluster)
@@ -263,10 +262,11 @@ pub struct Cluster {
     node_id: u32,
     keys: Keys,
     node_timeout: Duration,
-    conn: ConnectionManager,
+    /// Commands to one server, a cluster or the sentinels' master (`link`).
+    conn: link::Commands,
     /// The heartbeat task's own connection, so a long pipeline of the state task never
     /// holds a heartbeat back.
-    beat_conn: ConnectionManager,
+    beat_conn: link::Commands,
     /// Unbounded as a channel: [`Cluster::op`] bounds it with `places`.
     ops: mpsc::UnboundedSender<Queued>,
     places: Places,
@@ -318,22 +318,29 @@ impl Cluster {
     /// Connects to Redis. Fails if Redis does not answer: a node that starts without its
     /// cluster would silently serve a split view.
     pub async fn connect(config: &RedisConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
+        let shown = config::shown_url(&config.url);
         let err = |source| ClusterError::Connect {
-            url: crate::config::redact_url(&config.url),
+            url: shown.clone(),
             source,
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(err)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let conn = ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+        let target = link::Target::parse(&config.url).map_err(|e| {
+            err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "invalid redis_url",
+                e.to_string(),
+            )))
+        })?;
+        let options = link::Options::default();
+        let linked = |e: link::LinkError| match e {
+            link::LinkError::Connect { source, .. } => err(source),
+        };
+        let conn = link::Commands::connect(&target, &options)
             .await
-            .map_err(err)?;
-        let beat_conn = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .map_err(linked)?;
+        let beat_conn = link::Commands::connect(&target, &options)
             .await
-            .map_err(err)?;
+            .map_err(linked)?;
+        let client = bus_client(&target).await.map_err(err)?;
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
         Ok(Arc::new(Cluster {
@@ -599,8 +606,30 @@ impl Cluster {
         self.others.lock().get(app).copied().unwrap_or(0)
     }
 
-    fn redis(&self) -> ConnectionManager {
+    fn redis(&self) -> link::Commands {
         self.conn.clone()
+    }
+}
+
+/// The bus listener's client: the server, a cluster's first seed node (plain pub/sub
+/// reaches every node of a cluster), the sentinels' master as found now.
+async fn bus_client(target: &link::Target) -> redis::RedisResult<redis::Client> {
+    use redis::ProtocolVersion::RESP2;
+    match target {
+        link::Target::Single(info) => redis::Client::open((**info).clone()),
+        link::Target::Cluster(seeds) => {
+            let Some(first) = seeds.nodes.first() else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "no seed node",
+                )));
+            };
+            redis::Client::open(first.info(seeds.tls, &seeds.auth, 0, RESP2))
+        }
+        link::Target::Sentinel(seeds) => {
+            let master = link::SentinelMaster::new(seeds, &link::Options::default())?;
+            redis::Client::open(master.discover(RESP2).await?)
+        }
     }
 }
 

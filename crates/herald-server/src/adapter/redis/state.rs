@@ -18,14 +18,13 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use herald_protocol::frame;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, RedisResult, Script};
+use redis::{AsyncCommands, Cmd, RedisResult, Script};
 use tokio::sync::mpsc;
 
 use super::ops::{Join, Op, Queued};
 use super::queries::cache_entry;
 use super::scripts::{self, index_field, split_field};
-use super::{merge_resync, Cluster};
+use super::{link, merge_resync, Cluster};
 use crate::adapter::transitions::{self, edge, Refusal};
 use crate::apps::App;
 use crate::hub::LocalMember;
@@ -68,6 +67,14 @@ enum Restate {
         app: Arc<App>,
         user: String,
     },
+}
+
+/// What Redis lists for one node in one app: the index fields of its presence members,
+/// channels and signed-in users.
+struct Listed {
+    members: Vec<String>,
+    channels: Vec<String>,
+    users: Vec<String>,
 }
 
 /// The ops applied in runs.
@@ -142,7 +149,7 @@ impl Lanes {
 
 pub(super) struct StateTask {
     cluster: Arc<Cluster>,
-    conn: ConnectionManager,
+    conn: link::Commands,
     channel_set: Script,
     member_set: Script,
     user_set: Script,
@@ -602,7 +609,7 @@ impl StateTask {
                     .arg(3)
                     .arg(keys.subs(id, &item.channel))
                     .arg(keys.chans(id))
-                    .arg(keys.node_subs(node))
+                    .arg(keys.node_subs(id, node))
                     .arg(node)
                     .arg(item.channel.as_ref())
                     .arg(n)
@@ -684,7 +691,7 @@ impl StateTask {
         self.channel_set
             .key(keys.subs(id, channel))
             .key(keys.chans(id))
-            .key(keys.node_subs(node))
+            .key(keys.node_subs(id, node))
             .arg(node)
             .arg(channel)
             .arg(n)
@@ -718,7 +725,7 @@ impl StateTask {
             .member_set
             .key(keys.members(id, channel))
             .key(keys.infos(id, channel))
-            .key(keys.node_members(node))
+            .key(keys.node_members(id, node))
             .arg(user)
             .arg(n)
             .arg(index_field(&[id, channel, user]))
@@ -745,7 +752,7 @@ impl StateTask {
         let (before, after): (i64, i64) = self
             .user_set
             .key(keys.users(id))
-            .key(keys.node_users(node))
+            .key(keys.node_users(id, node))
             .arg(user)
             .arg(n)
             .arg(index_field(&[id, user]))
@@ -772,9 +779,12 @@ impl StateTask {
         while items.peek().is_some() {
             let batch: Vec<Restate> = items.by_ref().take(RESTATE_BATCH).collect();
             let keys = &self.cluster.keys;
-            let mut pipe = redis::pipe();
+            // Items of several apps (a dead node's, pending users) go one pipeline per
+            // app's slot on a cluster: each script's keys are its app's.
+            let mut cmds: Vec<(String, Cmd)> = Vec::with_capacity(batch.len());
             for item in &batch {
-                match item {
+                let mut eval = redis::cmd("EVAL");
+                let id = match item {
                     Restate::Member {
                         app,
                         channel,
@@ -787,18 +797,18 @@ impl StateTask {
                         } else {
                             0
                         };
-                        pipe.cmd("EVAL")
-                            .arg(scripts::MEMBER_SET)
+                        eval.arg(scripts::MEMBER_SET)
                             .arg(3)
                             .arg(keys.members(id, channel))
                             .arg(keys.infos(id, channel))
-                            .arg(keys.node_members(node))
+                            .arg(keys.node_members(id, node))
                             .arg(user.as_str())
                             .arg(n)
                             .arg(index_field(&[id, channel, user]))
                             .arg(info.as_deref().unwrap_or(""))
                             .arg(0)
                             .arg("0");
+                        id
                     }
                     Restate::Channel { app, channel } => {
                         let id = app.id();
@@ -807,16 +817,16 @@ impl StateTask {
                         } else {
                             0
                         };
-                        pipe.cmd("EVAL")
-                            .arg(scripts::CHANNEL_SET)
+                        eval.arg(scripts::CHANNEL_SET)
                             .arg(3)
                             .arg(keys.subs(id, channel))
                             .arg(keys.chans(id))
-                            .arg(keys.node_subs(node))
+                            .arg(keys.node_subs(id, node))
                             .arg(node)
                             .arg(channel.as_str())
                             .arg(n)
                             .arg(index_field(&[id, channel]));
+                        id
                     }
                     Restate::User { app, user } => {
                         let id = app.id();
@@ -825,18 +835,19 @@ impl StateTask {
                         } else {
                             0
                         };
-                        pipe.cmd("EVAL")
-                            .arg(scripts::USER_SET)
+                        eval.arg(scripts::USER_SET)
                             .arg(2)
                             .arg(keys.users(id))
-                            .arg(keys.node_users(node))
+                            .arg(keys.node_users(id, node))
                             .arg(user.as_str())
                             .arg(n)
                             .arg(index_field(&[id, user]));
+                        id
                     }
-                }
+                };
+                cmds.push((keys.users(id), eval));
             }
-            let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+            let replies: Vec<redis::Value> = self.conn.query_each(cmds).await?;
             if replies.len() != batch.len() {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::TypeError,
@@ -883,83 +894,108 @@ impl StateTask {
         Ok(())
     }
 
-    /// What Redis lists for `node`: its presence members, channels and signed-in users.
-    async fn listed(&mut self, node: u32) -> RedisResult<(Vec<String>, Vec<String>, Vec<String>)> {
+    /// What Redis lists for `node` in each of `apps`: its presence members, channels and
+    /// signed-in users there (one round trip; one per app's slot on a cluster).
+    async fn listed(&mut self, node: u32, apps: &[Arc<App>]) -> RedisResult<Vec<Listed>> {
         let keys = &self.cluster.keys;
-        redis::pipe()
-            .hkeys(keys.node_members(node))
-            .smembers(keys.node_subs(node))
-            .hkeys(keys.node_users(node))
-            .query_async(&mut self.conn)
-            .await
+        let mut cmds = Vec::with_capacity(apps.len() * 3);
+        for app in apps {
+            let id = app.id();
+            let members = keys.node_members(id, node);
+            cmds.push((members.clone(), Cmd::hkeys(&members)));
+            cmds.push((members, Cmd::smembers(keys.node_subs(id, node))));
+            cmds.push((keys.users(id), Cmd::hkeys(keys.node_users(id, node))));
+        }
+        let replies = self.conn.query_each(cmds).await?;
+        replies
+            .chunks(3)
+            .map(|three| match three {
+                [m, c, u] => Ok(Listed {
+                    members: redis::from_redis_value(m)?,
+                    channels: redis::from_redis_value(c)?,
+                    users: redis::from_redis_value(u)?,
+                }),
+                _ => Err(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "unexpected pipeline reply",
+                ))),
+            })
+            .collect()
+    }
+
+    /// Every app this node serves. A dead node's entries of an app it does not serve are
+    /// left: they have no sockets here to tell, and a node that serves the app reaps them.
+    fn all_apps(&self) -> Vec<Arc<App>> {
+        self.cluster.apps.get().map(|s| s.all()).unwrap_or_default()
     }
 
     /// Removes a dead node's share with the events its connections' clean disconnects
     /// would have produced.
     async fn reap(&mut self, dead: u32) -> RedisResult<()> {
-        let (members, channels, users) = self.listed(dead).await?;
-        tracing::warn!(
-            node = dead,
-            channels = channels.len(),
-            members = members.len(),
-            "Cluster: a node stopped heartbeating; removing its connections"
-        );
-        let mut items = Vec::with_capacity(members.len() + channels.len() + users.len());
-        for field in &members {
-            let Some([app, channel, user]) = split_field::<3>(field) else {
-                continue;
-            };
-            if let Some(app) = self.cluster.app(app) {
+        let apps = self.all_apps();
+        let listed = self.listed(dead, &apps).await?;
+        let mut items = Vec::new();
+        let (mut n_channels, mut n_members) = (0, 0);
+        for (app, listed) in apps.iter().zip(&listed) {
+            n_channels += listed.channels.len();
+            n_members += listed.members.len();
+            for field in &listed.members {
+                let Some([_, channel, user]) = split_field::<3>(field) else {
+                    continue;
+                };
                 items.push(Restate::Member {
-                    app,
+                    app: app.clone(),
                     channel: channel.to_owned(),
                     user: user.to_owned(),
                     info: None,
                 });
             }
-        }
-        for field in &channels {
-            let Some([app, channel]) = split_field::<2>(field) else {
-                continue;
-            };
-            if let Some(app) = self.cluster.app(app) {
+            for field in &listed.channels {
+                let Some([_, channel]) = split_field::<2>(field) else {
+                    continue;
+                };
                 items.push(Restate::Channel {
-                    app,
+                    app: app.clone(),
                     channel: channel.to_owned(),
                 });
             }
-        }
-        for field in &users {
-            let Some([app, user]) = split_field::<2>(field) else {
-                continue;
-            };
-            if let Some(app) = self.cluster.app(app) {
+            for field in &listed.users {
+                let Some([_, user]) = split_field::<2>(field) else {
+                    continue;
+                };
                 items.push(Restate::User {
-                    app,
+                    app: app.clone(),
                     user: user.to_owned(),
                 });
             }
         }
+        tracing::warn!(
+            node = dead,
+            channels = n_channels,
+            members = n_members,
+            "Cluster: a node stopped heartbeating; removing its connections"
+        );
         self.restate(dead, items, true).await?;
-        let mut pipe = redis::pipe();
-        self.forget_node(&mut pipe, dead);
-        pipe.query_async::<()>(&mut self.conn).await
+        let cmds = self.forget_node(dead, &apps);
+        self.conn.query_each(cmds).await.map(|_| ())
     }
 
-    /// Adds to `pipe` the removal of `node`'s indexes and connection counts.
-    fn forget_node(&self, pipe: &mut redis::Pipeline, node: u32) {
+    /// The removal of `node`'s indexes and connection counts in `apps`.
+    fn forget_node(&self, node: u32, apps: &[Arc<App>]) -> Vec<(String, Cmd)> {
         let keys = &self.cluster.keys;
-        pipe.del(&[
-            keys.node_members(node),
-            keys.node_subs(node),
-            keys.node_users(node),
-        ])
-        .ignore();
-        if let Some(store) = self.cluster.apps.get() {
-            for app in store.all() {
-                pipe.hdel(keys.conns(app.id()), node).ignore();
-            }
+        let mut cmds = Vec::with_capacity(apps.len() * 2);
+        for app in apps {
+            let id = app.id();
+            let conns = keys.conns(id);
+            let indexes = [
+                keys.node_members(id, node),
+                keys.node_subs(id, node),
+                keys.node_users(id, node),
+            ];
+            cmds.push((conns.clone(), Cmd::del(&indexes)));
+            cmds.push((conns.clone(), Cmd::hdel(&conns, node)));
         }
+        cmds
     }
 
     /// Makes Redis hold exactly this node's local state: every channel, presence member
@@ -970,8 +1006,14 @@ impl StateTask {
             return Ok(());
         };
         let node = self.cluster.node_id;
-        let (listed_members, listed_channels, listed_users) = self.listed(node).await?;
-        for app in store.all() {
+        let apps = store.all();
+        let listed = self.listed(node, &apps).await?;
+        for (app, listed) in apps.into_iter().zip(listed) {
+            let Listed {
+                members: listed_members,
+                channels: listed_channels,
+                users: listed_users,
+            } = listed;
             let id = app.id();
             let mut channels: BTreeSet<String> = app
                 .hub
@@ -1044,10 +1086,10 @@ impl StateTask {
             return;
         }
         let node = self.cluster.node_id;
-        let mut pipe = redis::pipe();
-        pipe.zrem(self.cluster.keys.nodes(), node).ignore();
-        self.forget_node(&mut pipe, node);
-        if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+        let nodes = self.cluster.keys.nodes();
+        let mut cmds = vec![(nodes.clone(), Cmd::zrem(&nodes, node))];
+        cmds.extend(self.forget_node(node, &self.all_apps()));
+        if let Err(e) = self.conn.query_each(cmds).await {
             tracing::warn!(error = %e, "Cluster: could not leave cleanly");
         } else {
             tracing::info!("Cluster: left");
