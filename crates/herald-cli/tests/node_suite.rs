@@ -15,9 +15,11 @@ use std::process::{Command, Output};
 enum Mode {
     /// `[[apps]]` in the config file, on this many nodes.
     File(u32),
-    /// Three nodes sharing a Redis topology the test started (`HERALD_TEST_REDIS_URL`),
+    /// Three nodes sharing a Redis Cluster the test started (`HERALD_TEST_REDIS_URL`),
     /// every cluster the files start under a prefix of its own.
-    Shared(&'static str),
+    RedisCluster,
+    /// The same on a Sentinel set-up.
+    Sentinel,
     /// One node with its apps in a fresh database of this kind (`HERALD_APPS_DB`).
     Db(&'static str),
 }
@@ -85,7 +87,7 @@ fn run_files(files: &[&str], mode: Mode, redis_url: Option<&str>) -> Output {
             .env("HERALD_CLUSTER", nodes.to_string())
             .env_remove("HERALD_APPS_DB"),
         Mode::Db(db) => node.env("HERALD_CLUSTER", "1").env("HERALD_APPS_DB", db),
-        Mode::Shared(_) => node
+        Mode::RedisCluster | Mode::Sentinel => node
             .env("HERALD_CLUSTER", "3")
             .env("HERALD_TEST_REDIS_URL", redis_url.unwrap_or_default())
             .env_remove("HERALD_APPS_DB"),
@@ -189,8 +191,8 @@ fn three_nodes_on_a_redis_cluster_and_on_sentinels() {
         )
     });
     let runs = [
-        (Mode::Shared("Redis Cluster"), cluster.url()),
-        (Mode::Shared("Sentinel"), sentinel.url()),
+        (Mode::RedisCluster, cluster.url()),
+        (Mode::Sentinel, sentinel.url()),
     ];
     let outputs = std::thread::scope(|scope| {
         let handles = runs
