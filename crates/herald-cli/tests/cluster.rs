@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::nodes::{eventually, get, member, next_event, presence_ids, trigger};
-use support::{signed, Redis, Server, Ws, KEY};
+use support::{signed, Redis, Server, KEY};
 
 const NODE_TIMEOUT: u64 = 2;
 

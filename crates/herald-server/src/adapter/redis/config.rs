@@ -77,7 +77,7 @@ impl RedisConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         // The parser's errors name the part that is wrong, never a password.
         if let Err(e) = super::link::Target::parse(&self.url) {
-            return Err(invalid("redis_url", &e.to_string()));
+            return Err(invalid("redis_url", e.to_string()));
         }
         if self.node_timeout < Duration::from_secs(1) {
             return Err(invalid("node_timeout", "must be at least 1 second"));
