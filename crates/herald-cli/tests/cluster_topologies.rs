@@ -17,8 +17,9 @@ const PREFIX: &str = "topo";
 const APP_TAG: &str = "{topo:1}";
 
 fn node(url: &str) -> Server {
-    Server::start(&format!(
-        r#"
+    Server::start_logged(
+        &format!(
+            r#"
 adapter = "redis"
 redis_url = "{url}"
 redis_prefix = "{PREFIX}"
@@ -29,7 +30,9 @@ key = "app-key"
 secret = "app-secret"
 client_events = true
 "#
-    ))
+        ),
+        &[],
+    )
 }
 
 fn users(list: &[&str]) -> Value {
@@ -92,6 +95,22 @@ async fn survives_a_failover(url: &str, fail_over: impl FnOnce()) {
 
     fail_over();
 
+    // Each node saw the masters change and restated its share on the new one.
+    for server in [&a, &b] {
+        let mut restated = false;
+        for _ in 0..100 {
+            restated = server.log().contains("took over from its master");
+            if restated {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            restated,
+            "no restatement after the failover:\n{}",
+            server.log()
+        );
+    }
     for server in [&a, &b] {
         eventually(server, "/apps/1/channels/presence-room/users", &[], |v| {
             *v == users(&["alice", "bob"])

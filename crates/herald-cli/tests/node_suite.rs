@@ -59,8 +59,8 @@ fn run_js_on(file: &str, mode: Mode) -> Output {
     run_files(&[file], mode, None)
 }
 
-/// Runs `files` in one `node --test` (each file in a process of its own, one at a time),
-/// with the Redis at `redis_url` under a shared-Redis mode.
+/// Runs `files` in one `node --test` (each file in a process of its own, two at a time:
+/// they mostly wait on timers), with the Redis at `redis_url` under a shared-Redis mode.
 fn run_files(files: &[&str], mode: Mode, redis_url: Option<&str>) -> Output {
     let dir = js_dir();
     assert!(
@@ -73,6 +73,11 @@ fn run_files(files: &[&str], mode: Mode, redis_url: Option<&str>) -> Output {
     // pusher-js keeps a 30 s timer alive after the server refuses a connection (4009);
     // without --test-force-exit a finished file would wait for it.
     node.args(["--test", "--test-force-exit", "--test-reporter=spec"])
+        .args(if files.len() > 1 {
+            &["--test-concurrency=2"][..]
+        } else {
+            &[]
+        })
         .args(files)
         .current_dir(&dir)
         .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))

@@ -251,3 +251,31 @@ impl ConnectionLike for Commands {
         }
     }
 }
+
+#[cfg(test)]
+mod unit {
+    use super::slot_masters;
+
+    #[test]
+    fn the_masters_are_those_serving_slots_and_not_failed() {
+        let nodes = "\
+b2 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+c3 127.0.0.1:7002@17002 master,fail - 0 1 3 connected
+d4 127.0.0.1:7003@17003 slave a1 0 1 1 connected
+e5 127.0.0.1:7004@17004 master - 0 1 5 connected 10923-16383
+";
+        assert_eq!(slot_masters(nodes), "a1,b2,e5");
+        let promoted = nodes.replace("slave a1", "master -").replace(
+            "d4 127.0.0.1:7003@17003 master - 0 1 1 connected",
+            "d4 127.0.0.1:7003@17003 master - 0 1 1 connected 0-5460",
+        );
+        assert_eq!(
+            slot_masters(&promoted.replace(
+                "myself,master - 0 0 1 connected 0-5460",
+                "myself,master,fail - 0 0 1 connected"
+            )),
+            "b2,d4,e5"
+        );
+    }
+}
