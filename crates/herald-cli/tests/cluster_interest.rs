@@ -155,7 +155,7 @@ async fn first_subscriber_round(a: &Arc<Server>, b: &Server, channel: &str) {
         let channel = channel.to_owned();
         tokio::spawn(async move {
             let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) && seq < 5_000 {
+            while !stop.load(Ordering::Relaxed) {
                 seq += 1;
                 started.store(seq, Ordering::SeqCst);
                 trigger(&a, &channel, &seq.to_string()).await;
@@ -181,7 +181,10 @@ async fn first_subscriber_round(a: &Arc<Server>, b: &Server, channel: &str) {
             _ => {}
         }
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Twenty more events after the answer, however slow the machine.
+    while started.load(Ordering::SeqCst) < in_flight + 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let last = publisher.await.expect("publisher");
     while received.last().is_none_or(|&n| n < last) {
@@ -212,10 +215,6 @@ async fn first_subscriber_round(a: &Arc<Server>, b: &Server, channel: &str) {
     assert!(
         received.windows(2).all(|w| w[1] == w[0] + 1),
         "{channel}: no gap, no reordering: {received:?}"
-    );
-    assert!(
-        last > in_flight + 5,
-        "the publisher kept publishing after the answer"
     );
 }
 
