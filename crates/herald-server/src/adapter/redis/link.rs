@@ -48,7 +48,6 @@ use std::time::Duration;
 pub(crate) use self::commands::Commands;
 #[allow(unused_imports)]
 pub(crate) use self::deliveries::{Deliveries, Delivery, Gap, Message};
-pub(crate) use self::sentinel::SentinelMaster;
 #[allow(unused_imports)]
 pub(crate) use self::slots::{slot, HashTag};
 #[allow(unused_imports)]

@@ -2,8 +2,9 @@
 //! events and state with the other nodes of a cluster through one Redis.
 //!
 //! - Events (HTTP triggers, client events, member and count events) are delivered to the
-//!   local hub at once and sent to the other nodes over one Redis pub/sub channel as
-//!   ready-made frames ([`crate::adapter::bus`], `transport.rs`).
+//!   local hub at once and sent to the other nodes as ready-made frames
+//!   ([`crate::adapter::bus`], `transport.rs`) on a pub/sub channel of their app and
+//!   channel, which only the nodes with a subscriber of it listen to (`interest.rs`).
 //! - Channel, presence, signed-in-user and connection counts are kept in Redis per node,
 //!   changed by atomic scripts (`scripts.rs`) that report cluster-wide transitions, so each
 //!   webhook and member event is emitted once for the cluster (`state.rs`, by the rules of
@@ -22,6 +23,7 @@
 
 pub(super) mod config;
 mod heartbeat;
+mod interest;
 pub(crate) mod link;
 mod ops;
 mod queries;
@@ -53,9 +55,6 @@ const OPS_QUEUE: usize = 100_000;
 /// Bus messages waiting to be published; while Redis is away they are kept, up to this
 /// many and up to `cluster_bus_max_bytes`, and published when it returns.
 const BUS_QUEUE: usize = 100_000;
-/// What a queued bus message costs beyond its bytes (its `Vec` and its queue slot), so many
-/// tiny messages are bounded too.
-const BUS_MESSAGE_OVERHEAD: usize = 64;
 /// Users whose refused sign-in changes wait to be restated; beyond it the whole node is.
 const PENDING_USERS: usize = 100_000;
 /// At most one warning per this interval for a condition a flood repeats.
@@ -64,14 +63,13 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Why a cluster node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// Redis did not answer.
-    #[error("cannot reach Redis at {url}: {source}")]
-    Connect {
-        /// The configured URL, its password hidden.
-        url: String,
-        /// The client's error.
-        source: redis::RedisError,
-    },
+    /// `redis_url` was not understood.
+    #[error("invalid redis_url: {0}")]
+    Url(link::TargetError),
+    /// Redis (every seed node, every sentinel) did not answer; the link's error names the
+    /// target without its passwords.
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
 }
 
 /// Scripts run from request handlers (the state task has its own).
@@ -152,7 +150,10 @@ impl Throttle {
     }
 }
 
-type Receivers = (mpsc::UnboundedReceiver<Queued>, mpsc::Receiver<Vec<u8>>);
+type Receivers = (
+    mpsc::UnboundedReceiver<Queued>,
+    mpsc::Receiver<transport::Outgoing>,
+);
 
 /// A snapshot of the cluster membership's queues and health, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +166,13 @@ pub(crate) struct ClusterStats {
     pub(crate) bus_held: usize,
     /// Bus messages dropped for a full queue.
     pub(crate) bus_dropped: u64,
+    /// Bus messages received (those of channels this node has subscribers of, and the
+    /// control channel's).
+    pub(crate) bus_received: u64,
+    /// Gaps in what the bus delivered (lost subscriptions, a listener that fell behind).
+    pub(crate) bus_gaps: u64,
+    /// Bus channels this node listens to, besides the control channel.
+    pub(crate) bus_channels: usize,
     /// State changes waiting for Redis.
     pub(crate) ops_queued: usize,
     /// State changes refused for a full share.
@@ -199,6 +207,21 @@ impl ClusterStats {
                 "herald_cluster_bus_dropped_total",
                 "Messages for other nodes dropped because the bus queue was full",
                 self.bus_dropped,
+            ),
+            c(
+                "herald_cluster_bus_received_total",
+                "Messages this node received from the bus",
+                self.bus_received,
+            ),
+            c(
+                "herald_cluster_bus_gaps_total",
+                "Times the bus lost messages for this node (a lost subscription, a listener behind)",
+                self.bus_gaps,
+            ),
+            g(
+                "herald_cluster_bus_channels",
+                "Bus channels this node listens to: those of the channels it has subscribers of",
+                self.bus_channels,
             ),
             g(
                 "herald_cluster_ops_queued",
@@ -273,7 +296,9 @@ pub struct Cluster {
     /// Ops refused because a share or the queue was full.
     refused: AtomicU64,
     refused_log: Throttle,
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outgoing: mpsc::Sender<transport::Outgoing>,
+    /// The bus's publishing and listening connections.
+    bus: transport::Bus,
     /// Bytes of bus messages queued or held by the publisher, with their overhead.
     bus_bytes: ByteBudget,
     /// Other nodes' open connections per app, from their last heartbeats.
@@ -303,7 +328,6 @@ pub struct Cluster {
     scripts: RequestScripts,
     /// The queues' receiving ends, until [`Cluster::start`] hands them to the tasks.
     receivers: Mutex<Option<Receivers>>,
-    client: redis::Client,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -318,34 +342,17 @@ impl Cluster {
     /// Connects to Redis. Fails if Redis does not answer: a node that starts without its
     /// cluster would silently serve a split view.
     pub async fn connect(config: &RedisConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
-        let shown = config::shown_url(&config.url);
-        let err = |source| ClusterError::Connect {
-            url: shown.clone(),
-            source,
-        };
-        let target = link::Target::parse(&config.url).map_err(|e| {
-            err(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "invalid redis_url",
-                e.to_string(),
-            )))
-        })?;
+        let target = link::Target::parse(&config.url).map_err(ClusterError::Url)?;
         let options = link::Options::default();
-        let linked = |e: link::LinkError| match e {
-            link::LinkError::Connect { source, .. } => err(source),
-        };
-        let conn = link::Commands::connect(&target, &options)
-            .await
-            .map_err(linked)?;
-        let beat_conn = link::Commands::connect(&target, &options)
-            .await
-            .map_err(linked)?;
-        let client = bus_client(&target).await.map_err(err)?;
+        let conn = link::Commands::connect(&target, &options).await?;
+        let beat_conn = link::Commands::connect(&target, &options).await?;
+        let keys = Keys::new(&config.prefix);
+        let bus = transport::Bus::connect(config, &keys).await?;
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
         Ok(Arc::new(Cluster {
             node_id,
-            keys: Keys::new(&config.prefix),
+            keys,
             node_timeout: config.node_timeout,
             conn,
             beat_conn,
@@ -354,6 +361,7 @@ impl Cluster {
             refused: AtomicU64::new(0),
             refused_log: Throttle::default(),
             outgoing: bus_tx,
+            bus,
             bus_bytes: ByteBudget {
                 used: AtomicUsize::new(0),
                 max: config.bus_max_bytes,
@@ -376,7 +384,6 @@ impl Cluster {
                 count_messages: scripts::count_messages(),
             },
             receivers: Mutex::new(Some((ops_rx, bus_rx))),
-            client,
         }))
     }
 
@@ -387,14 +394,13 @@ impl Cluster {
         let Some((ops, outgoing)) = self.receivers.lock().take() else {
             return;
         };
-        let subscribed = transport::spawn_subscriber(self.clone());
+        // Messages to this node before it listens would be lost to it.
+        transport::listen(self.clone(), Duration::from_secs(5)).await;
         tokio::spawn(transport::publisher(self.clone(), outgoing));
         let mut beat = heartbeat::Heartbeat::new(self.clone());
         beat.beat().await;
         tokio::spawn(beat.run());
         tokio::spawn(state::StateTask::new(self.clone()).run(ops));
-        // Events published before this node listens would be lost to it.
-        let _ = tokio::time::timeout(Duration::from_secs(5), subscribed).await;
     }
 
     /// Drains the state queue, withdraws this node's share of the cluster state and leaves.
@@ -538,9 +544,12 @@ impl Cluster {
         }
     }
 
-    /// Sends a message to the other nodes.
+    /// Sends a control message (one that names no channel) to every other node.
     fn send(&self, message: &BusMessage) {
-        self.enqueue(bus::encode(self.node_id, message));
+        self.enqueue(transport::Outgoing {
+            channel: self.bus.control().to_owned(),
+            payload: bus::encode(self.node_id, message),
+        });
     }
 
     /// Sends an event frame to the other nodes' subscribers of `channel`.
@@ -552,22 +561,25 @@ impl Cluster {
         frame: &Bytes,
         cache: Option<(&str, Duration)>,
     ) {
-        self.enqueue(bus::encode_event(
-            self.node_id,
-            app,
-            channel,
-            except.map(|s| s.to_string()).as_deref(),
-            frame,
-            cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
-        ));
+        self.enqueue(transport::Outgoing {
+            channel: self.bus.channel_of(app, channel),
+            payload: bus::encode_event(
+                self.node_id,
+                app,
+                channel,
+                except.map(|s| s.to_string()).as_deref(),
+                frame,
+                cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
+            ),
+        });
     }
 
     /// Queues an encoded message for the publisher, within the byte budget; counts and logs
     /// what a full queue drops.
-    fn enqueue(&self, encoded: Vec<u8>) {
-        let cost = bus_cost(&encoded);
+    fn enqueue(&self, message: transport::Outgoing) {
+        let cost = message.cost();
         if self.bus_bytes.take(cost) {
-            if self.outgoing.try_send(encoded).is_ok() {
+            if self.outgoing.try_send(message).is_ok() {
                 return;
             }
             self.bus_bytes.give(cost);
@@ -585,11 +597,15 @@ impl Cluster {
 
     /// What the node's metrics show of its membership.
     pub(crate) fn stats(&self) -> ClusterStats {
+        let (bus_received, bus_gaps) = self.bus.counts();
         ClusterStats {
             bus_bytes: self.bus_bytes.used(),
             bus_queued: self.outgoing.max_capacity() - self.outgoing.capacity(),
             bus_held: self.held.load(Ordering::Relaxed),
             bus_dropped: self.dropped.load(Ordering::Relaxed),
+            bus_received,
+            bus_gaps,
+            bus_channels: self.bus.channels.load(Ordering::Relaxed),
             ops_queued: self.places.waiting(),
             ops_refused: self.refused.load(Ordering::Relaxed),
             healthy: self.healthy.load(Ordering::Relaxed),
@@ -609,33 +625,6 @@ impl Cluster {
     fn redis(&self) -> link::Commands {
         self.conn.clone()
     }
-}
-
-/// The bus listener's client: the server, a cluster's first seed node (plain pub/sub
-/// reaches every node of a cluster), the sentinels' master as found now.
-async fn bus_client(target: &link::Target) -> redis::RedisResult<redis::Client> {
-    use redis::ProtocolVersion::RESP2;
-    match target {
-        link::Target::Single(info) => redis::Client::open((**info).clone()),
-        link::Target::Cluster(seeds) => {
-            let Some(first) = seeds.nodes.first() else {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "no seed node",
-                )));
-            };
-            redis::Client::open(first.info(seeds.tls, &seeds.auth, 0, RESP2))
-        }
-        link::Target::Sentinel(seeds) => {
-            let master = link::SentinelMaster::new(seeds, &link::Options::default())?;
-            redis::Client::open(master.discover(RESP2).await?)
-        }
-    }
-}
-
-/// What a bus message counts against `cluster_bus_max_bytes`.
-fn bus_cost(message: &[u8]) -> usize {
-    message.len() + BUS_MESSAGE_OVERHEAD
 }
 
 #[cfg(test)]

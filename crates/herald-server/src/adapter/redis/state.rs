@@ -16,11 +16,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use futures_util::FutureExt;
 use herald_protocol::frame;
 use redis::{AsyncCommands, Cmd, RedisResult, Script};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::interest::{self, Interest, Key};
+use super::link::Subscriber;
 use super::ops::{Join, Op, Queued};
 use super::queries::cache_entry;
 use super::scripts::{self, index_field, split_field};
@@ -157,18 +162,27 @@ pub(super) struct StateTask {
     pending_resync: Option<bool>,
     /// Users whose refused changes are still to be restated, by app.
     pending_users: HashMap<String, HashSet<Arc<str>>>,
+    /// The bus channels this node listens to (interest routing), and the handle that
+    /// subscribes them: only this task does, so requests reach the link in order.
+    interest: Interest,
+    subscriber: Subscriber,
+    /// Bus channels to release at once (too many lingered).
+    releasing: Vec<Key>,
 }
 
 impl StateTask {
     pub(super) fn new(cluster: Arc<Cluster>) -> Self {
         StateTask {
             conn: cluster.redis(),
+            subscriber: cluster.bus.subscriber(),
             cluster,
             channel_set: scripts::channel_set(),
             member_set: scripts::member_set(),
             user_set: scripts::user_set(),
             pending_resync: None,
             pending_users: HashMap::new(),
+            interest: Interest::default(),
+            releasing: Vec::new(),
         }
     }
 
@@ -186,6 +200,14 @@ impl StateTask {
             if self.cluster.wake.notified().now_or_never().is_some() {
                 self.housekeeping().await;
             }
+            if !self.releasing.is_empty()
+                || self
+                    .interest
+                    .next_deadline()
+                    .is_some_and(|at| at <= Instant::now())
+            {
+                self.release_bus().await;
+            }
             let Some(batch) = lanes.next_batch() else {
                 if let Some(done) = lanes.stop.take() {
                     self.leave().await;
@@ -195,6 +217,7 @@ impl StateTask {
                 tokio::select! {
                     biased;
                     () = self.cluster.wake.notified() => self.housekeeping().await,
+                    () = sleep_until(self.interest.next_deadline()) => self.release_bus().await,
                     queued = ops.recv() => match queued {
                         Some(queued) => lanes.push(queued),
                         None => return,
@@ -386,6 +409,9 @@ impl StateTask {
             let Some(left) = app.hub.leave(&channel, conn) else {
                 continue;
             };
+            if left.remaining == 0 {
+                self.lose_interest(app.id(), &channel);
+            }
             if !healthy {
                 // Redis is away: this node's view is the best there is, for its own sockets.
                 if let Some(user) = &left.member_removed {
@@ -436,9 +462,16 @@ impl StateTask {
         let max = app.config().limits.max_presence_members;
         let info = member.user_info.as_deref().unwrap_or("");
         let node = self.cluster.node_id;
+        let fresh = self.want_bus([(app.id().into(), channel.clone())]);
+        let bus = subscribe_bus(
+            self.subscriber.clone(),
+            self.bus_names(&fresh),
+            self.bus_wait(),
+        );
         let answer = if self.healthy() {
-            match self
-                .set_member(
+            // The member count and the bus subscription in one round trip's time.
+            let (set, ()) = tokio::join!(
+                self.set_member(
                     node,
                     &app,
                     &channel,
@@ -447,9 +480,10 @@ impl StateTask {
                     info,
                     max,
                     true,
-                )
-                .await
-            {
+                ),
+                bus
+            );
+            match set {
                 Ok(answer) => Some(answer),
                 Err(e) => {
                     self.failed(&e);
@@ -457,11 +491,15 @@ impl StateTask {
                 }
             }
         } else {
+            bus.await;
             None
         };
         match answer {
             Some(MemberSet::Refused) => {
                 transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
+                if app.hub.counts(&channel).subscription_count == 0 {
+                    self.lose_interest(app.id(), &channel);
+                }
                 return;
             }
             Some(MemberSet::Set {
@@ -496,6 +534,9 @@ impl StateTask {
                 let new_here = !members.iter().any(|m| *m.user_id == *member.user_id);
                 if new_here && max > 0 && members.len() >= max {
                     transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
+                    if app.hub.counts(&channel).subscription_count == 0 {
+                        self.lose_interest(app.id(), &channel);
+                    }
                     return;
                 }
                 if new_here {
@@ -521,6 +562,10 @@ impl StateTask {
             }
         }
         if cache {
+            if !fresh.is_empty() {
+                // Not heard since its last subscriber here left: take Redis's.
+                app.cache.forget(&channel);
+            }
             self.fill_cache(&app, &channel).await;
             app.replay_cache(&channel, &outbox);
         }
@@ -583,21 +628,26 @@ impl StateTask {
             });
         }
         let counted = items.iter().any(|i| i.count.is_some());
-        // Cache channels this node has no event for are asked for in the same round trip:
-        // a flood of `cache-` subscriptions must not cost one round trip each.
-        let mut fills: Vec<(Arc<App>, Box<str>)> = Vec::new();
-        if self.healthy() {
-            let mut wanted = HashSet::new();
-            for item in items.iter().filter(|i| i.cache) {
-                let key = (item.app.id().to_owned(), item.channel.clone());
-                if item.app.cache.frame(&item.channel).is_none() && wanted.insert(key) {
-                    fills.push((item.app.clone(), item.channel.clone()));
-                }
+        // Channels new to this node need their bus subscription confirmed before their
+        // first subscriber is: asked for together, during the counts' round trip.
+        let fresh = self.want_bus(
+            items
+                .iter()
+                .filter(|i| i.count.is_some())
+                .map(|i| (i.app.id().into(), i.channel.clone())),
+        );
+        let bus = subscribe_bus(
+            self.subscriber.clone(),
+            self.bus_names(&fresh),
+            self.bus_wait(),
+        );
+        let fresh: HashSet<Key> = fresh.into_iter().collect();
+        if !self.healthy() {
+            if counted {
+                self.needs_resync();
             }
-        } else if counted {
-            self.needs_resync();
-        }
-        if self.healthy() && (counted || !fills.is_empty()) {
+            bus.await;
+        } else {
             let node = self.cluster.node_id;
             let keys = &self.cluster.keys;
             let mut pipe = redis::pipe();
@@ -615,6 +665,48 @@ impl StateTask {
                     .arg(n)
                     .arg(index_field(&[id, &item.channel]));
             }
+            let conn = &mut self.conn;
+            let counts = async {
+                if counted {
+                    Some(pipe.query_async::<Vec<redis::Value>>(conn).await)
+                } else {
+                    None
+                }
+            };
+            let (counts, ()) = tokio::join!(counts, bus);
+            match counts {
+                Some(Ok(replies)) => {
+                    let mut replies = replies.into_iter();
+                    for item in items.iter_mut().filter(|i| i.count.is_some()) {
+                        item.change = replies
+                            .next()
+                            .and_then(|v| redis::from_redis_value::<(i64, i64)>(&v).ok());
+                    }
+                }
+                Some(Err(e)) => self.failed(&e),
+                None => {}
+            }
+        }
+        // Cache channels this node has no current event for are asked for in one round
+        // trip (a flood of `cache-` subscriptions must not cost one each), after the bus
+        // subscriptions are confirmed: a later event reaches this node on the bus. A
+        // channel new to this node did not hear the events since its last subscriber
+        // left, so its own copy is not current.
+        let mut fills: Vec<(Arc<App>, Box<str>)> = Vec::new();
+        if self.healthy() {
+            let mut wanted = HashSet::new();
+            for item in items.iter().filter(|i| i.cache) {
+                let key: Key = (item.app.id().into(), item.channel.clone());
+                let current =
+                    !fresh.contains(&key) && item.app.cache.frame(&item.channel).is_some();
+                if !current && wanted.insert(key) {
+                    fills.push((item.app.clone(), item.channel.clone()));
+                }
+            }
+        }
+        if !fills.is_empty() {
+            let keys = &self.cluster.keys;
+            let mut pipe = redis::pipe();
             for (app, channel) in &fills {
                 let key = keys.cache(app.id(), channel);
                 pipe.hget(&key, "frame").hget(&key, "data").pttl(&key);
@@ -622,11 +714,6 @@ impl StateTask {
             match pipe.query_async::<Vec<redis::Value>>(&mut self.conn).await {
                 Ok(replies) => {
                     let mut replies = replies.into_iter();
-                    for item in items.iter_mut().filter(|i| i.count.is_some()) {
-                        item.change = replies
-                            .next()
-                            .and_then(|v| redis::from_redis_value::<(i64, i64)>(&v).ok());
-                    }
                     for (app, channel) in &fills {
                         let (Some(frame), Some(data), Some(ttl)) =
                             (replies.next(), replies.next(), replies.next())
@@ -639,8 +726,11 @@ impl StateTask {
                             redis::from_redis_value::<i64>(&ttl),
                         );
                         if let (Ok(frame), Ok(data), Ok(ttl)) = parsed {
-                            if let Some((frame, data, ttl)) = cache_entry(frame, data, ttl) {
-                                app.cache.store(channel, frame, &data, ttl);
+                            match cache_entry(frame, data, ttl) {
+                                Some((frame, data, ttl)) => {
+                                    app.cache.store(channel, frame, &data, ttl)
+                                }
+                                None => app.cache.forget(channel),
                             }
                         }
                     }
@@ -657,6 +747,74 @@ impl StateTask {
             }
             if let Some((before, after)) = item.change {
                 self.channel_events(&item.app, &item.channel, before, after);
+            }
+        }
+    }
+
+    /// Marks the channels of `keys` wanted; returns those new to this node (it held no
+    /// bus subscription of them).
+    fn want_bus(&mut self, keys: impl IntoIterator<Item = Key>) -> Vec<Key> {
+        let fresh: Vec<Key> = keys.into_iter().filter(|k| self.interest.want(k)).collect();
+        self.cluster
+            .bus
+            .channels
+            .store(self.interest.len(), Ordering::Relaxed);
+        fresh
+    }
+
+    fn bus_names(&self, keys: &[Key]) -> Vec<String> {
+        keys.iter()
+            .map(|(app, channel)| self.cluster.bus.channel_of(app, channel))
+            .collect()
+    }
+
+    /// How long to wait for Redis to confirm bus subscriptions: not at all while it is
+    /// known not to answer (the link subscribes once it does).
+    fn bus_wait(&self) -> Duration {
+        if self.healthy() {
+            interest::SUBSCRIBE_WAIT
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// A channel's last local subscriber left: its bus subscription lingers.
+    fn lose_interest(&mut self, app: &str, channel: &str) {
+        let over = self
+            .interest
+            .release(&(app.into(), channel.into()), Instant::now());
+        self.releasing.extend(over);
+    }
+
+    /// Unsubscribes the bus channels whose linger ended, and those over the bound, at once
+    /// (one round trip's wait for all), and forgets the cached events of those channels:
+    /// this node hears their next events no more, so its copy would go stale.
+    async fn release_bus(&mut self) {
+        let mut keys = std::mem::take(&mut self.releasing);
+        keys.extend(self.interest.expired(Instant::now()));
+        self.cluster
+            .bus
+            .channels
+            .store(self.interest.len(), Ordering::Relaxed);
+        if keys.is_empty() {
+            return;
+        }
+        let names = self.bus_names(&keys);
+        let subscriber = self.subscriber.clone();
+        let all = futures_util::future::join_all(names.iter().map(|n| subscriber.unsubscribe(n)));
+        let mut all = std::pin::pin!(all);
+        if tokio::time::timeout(self.bus_wait(), all.as_mut())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                channels = names.len(),
+                "Cluster bus: unsubscribes not confirmed yet"
+            );
+        }
+        for (app, channel) in keys {
+            if let Some(app) = self.cluster.app(&app) {
+                app.cache.forget(&channel);
             }
         }
     }
@@ -1111,6 +1269,42 @@ fn member_reply(reply: Vec<String>) -> RedisResult<MemberSet> {
             redis::ErrorKind::TypeError,
             "unexpected member_set reply",
         ))),
+    }
+}
+
+/// Subscribes the bus channels `names` and waits up to `wait` for Redis to confirm them
+/// all. Every request is sent before this first yields, so requests reach the link in the
+/// state task's order even when it does not wait (`wait` zero: Redis is away) or times out;
+/// the link keeps them wanted and subscribes once Redis answers.
+async fn subscribe_bus(subscriber: Subscriber, names: Vec<String>, wait: Duration) {
+    if names.is_empty() {
+        return;
+    }
+    let all = futures_util::future::join_all(names.iter().map(|n| subscriber.subscribe(n)));
+    let mut all = std::pin::pin!(all);
+    let results = if wait.is_zero() {
+        all.as_mut().now_or_never()
+    } else {
+        tokio::time::timeout(wait, all.as_mut()).await.ok()
+    };
+    match results {
+        Some(results) => {
+            if let Some(error) = results.into_iter().find_map(Result::err) {
+                tracing::warn!(%error, "Cluster bus: a channel's subscription failed; its events from other nodes are lost");
+            }
+        }
+        None if wait.is_zero() => {}
+        None => tracing::warn!(
+            channels = names.len(),
+            "Cluster bus: Redis did not confirm new subscriptions in time; answering the subscribers anyway"
+        ),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
