@@ -1,11 +1,12 @@
 # Sourced by the bench scripts.
 # start_herald BIN [ARGS...]: starts `BIN serve --port 0 ARGS...` in the background and
-# waits (up to 5 s) until it listens; sets HERALD_PID and HERALD_ADDR.
+# waits (up to 5 s) until it listens; sets HERALD_PID and HERALD_ADDR (empty if it did not
+# get there). Its stderr goes to HERALD_STDERR (a file) when set, else nowhere.
 start_herald() {
   local bin=$1 log
   shift
   log=$(mktemp)
-  "$bin" serve --port 0 "$@" > "$log" 2>/dev/null &
+  "$bin" serve --port 0 "$@" > "$log" 2>"${HERALD_STDERR:-/dev/null}" &
   HERALD_PID=$! HERALD_ADDR=
   for _ in $(seq 50); do
     HERALD_ADDR=$(grep -m1 -o 'listening on [^ ]*' "$log" 2>/dev/null | sed 's/listening on //') || true
@@ -60,20 +61,22 @@ start_soketi() {
   sleep 0.5
 }
 
-# free_port: a port below the ephemeral range (where the harness's client sockets take
-# theirs) that is free with the next one too (the peers' metrics listeners).
+# free_port [OFFSET]: a port below the ephemeral range (where the harness's client sockets
+# take theirs) that is free with port + OFFSET too (default 1: the peers' metrics listeners;
+# 10000 for a Redis Cluster node's bus).
 free_port() {
   python3 -c '
-import random, socket
+import random, socket, sys
+offset = int(sys.argv[1])
 while True:
     port = random.randrange(20000, 32000, 2)
     try:
-        for p in (port, port + 1):
+        for p in (port, port + offset):
             socket.socket().bind(("0.0.0.0", p))
     except OSError:
         continue
     print(port)
-    break'
+    break' "${1:-1}"
 }
 
 # listens PID PORT: whether PID itself is the process listening on PORT (a port that only

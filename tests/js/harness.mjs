@@ -1,7 +1,8 @@
 // Starts a real `herald serve` (the binary named by HERALD_BIN) and builds official clients
 // pointed at it. Nothing here imitates the server: tests talk to the real process.
 //
-// HERALD_CLUSTER=N: each server is N nodes sharing a fresh redis-server.
+// HERALD_CLUSTER=N: each server is N nodes sharing a fresh redis-server (or the Redis
+// HERALD_TEST_REDIS_URL names, under a prefix of their own).
 // HERALD_APPS_DB=postgres|mysql: each server's apps live in a fresh database on the local
 // PostgreSQL (127.0.0.1:5432, user postgres) or MariaDB (127.0.0.1:3306, root), created with
 // psql or mariadb, filled by the real `herald apps migrate` and `herald apps import`, and
@@ -299,11 +300,30 @@ export function clusterConfig(redis, configToml = '', extra = '') {
   return `adapter = "redis"\nredis_url = "redis://127.0.0.1:${redis.port}/0"\n${extra}\n${configToml}`;
 }
 
+/**
+ * HERALD_TEST_REDIS_URL: the Redis a cluster's nodes share instead of a fresh redis-server (one
+ * server, a Redis Cluster or sentinels, in the syntax of `redis_url`). Each cluster started
+ * on it gets a prefix of its own, so the tests see none of each other's state.
+ */
+const SHARED_REDIS = process.env.HERALD_TEST_REDIS_URL;
+let sharedStarts = 0;
+
+function sharedRedis() {
+  const prefix = `t${process.pid}x${sharedStarts++}`;
+  return {
+    toml: (configToml) =>
+      `adapter = "redis"\nredis_url = "${SHARED_REDIS}"\nredis_prefix = "${prefix}"\n\n${configToml}`,
+    kill: () => Promise.resolve(),
+  };
+}
+
 async function startCluster(configToml, n) {
-  const redis = await startRedis();
+  const redis = SHARED_REDIS
+    ? sharedRedis()
+    : Object.assign(await startRedis(), { toml(c) { return clusterConfig(this, c); } });
   let nodes;
   try {
-    nodes = await startNodes(clusterConfig(redis, configToml), n);
+    nodes = await startNodes(redis.toml(configToml), n);
   } catch (e) {
     await redis.kill();
     throw e;

@@ -15,6 +15,7 @@ mod soak;
 mod storm;
 mod stream;
 mod summary;
+mod window;
 mod wsclient;
 
 use std::net::SocketAddr;
@@ -83,9 +84,25 @@ enum Mode {
         #[arg(long, value_enum, default_value = "padding")]
         payload_kind: payload::PayloadKind,
         /// Spread the subscribers round-robin over these addresses (a cluster's nodes);
-        /// events are still published to `--addr`.
+        /// events are still published to `--addr` (or `--publish-to`).
         #[arg(long, value_delimiter = ',')]
         subscribe_to: Vec<SocketAddr>,
+        /// Publish each channel's events to one of these addresses: channel c's to the
+        /// (c mod count)-th. With the same list as `--subscribe-to` and `--channels` a
+        /// multiple of its length, each node is published to for its own subscribers only.
+        #[arg(long, value_delimiter = ',')]
+        publish_to: Vec<SocketAddr>,
+        /// Seconds of publishing before the measured window opens; the report's `window`
+        /// then covers the `--seconds` after it, per node (`--pid` order).
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
+        /// Process ids of the Redis servers behind a cluster (several for Redis Cluster),
+        /// whose CPU over the window is reported summed, and per event published.
+        #[arg(long, value_delimiter = ',')]
+        redis_pid: Vec<u32>,
+        /// Publishing tasks (each one keep-alive connection per publishing address).
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
         /// Extra subscribers that never read (a stalled-client scenario).
         #[arg(long, default_value_t = 0)]
         stalled: usize,
@@ -190,6 +207,10 @@ async fn main() -> ExitCode {
             payload,
             payload_kind,
             subscribe_to,
+            publish_to,
+            warmup,
+            redis_pid,
+            publishers,
             stalled,
             kind,
         } => {
@@ -200,6 +221,10 @@ async fn main() -> ExitCode {
                     progress: cli.progress,
                     kind,
                     subscribe_to,
+                    publish_to,
+                    warmup: Duration::from_secs(warmup),
+                    redis_pids: redis_pid,
+                    publishers,
                     stalled,
                     subscribers,
                     channels: channels.max(1),
@@ -224,6 +249,10 @@ async fn main() -> ExitCode {
                 progress: cli.progress,
                 kind: wsclient::Kind::Public,
                 subscribe_to: Vec::new(),
+                publish_to: Vec::new(),
+                warmup: Duration::ZERO,
+                redis_pids: Vec::new(),
+                publishers: 4,
                 stalled: 0,
                 subscribers,
                 channels: 1,

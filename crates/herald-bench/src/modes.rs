@@ -12,6 +12,7 @@ use crate::http::{App, Conn};
 use crate::payload::{self, PayloadKind};
 use crate::proc_stats;
 use crate::progress::Progress;
+use crate::window::{self, Counters};
 use crate::wsclient::{find, Client, Kind};
 
 pub use crate::churn::{presence_churn, Churn};
@@ -87,6 +88,15 @@ pub struct Fanout {
     pub kind: Kind,
     /// Where subscribers connect (round-robin); empty: the publishing address.
     pub subscribe_to: Vec<std::net::SocketAddr>,
+    /// Where each event is published: channel `c`'s to the `c mod len`-th address; empty:
+    /// the app's address.
+    pub publish_to: Vec<std::net::SocketAddr>,
+    /// Publishing before the measured window opens.
+    pub warmup: Duration,
+    /// Redis servers whose CPU the window reports.
+    pub redis_pids: Vec<u32>,
+    /// Publishing tasks, each with one keep-alive connection per publishing address.
+    pub publishers: usize,
     pub subscribers: usize,
     pub channels: usize,
     pub rate: u64,
@@ -108,9 +118,9 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
             let app = app.clone();
             let channels = p.channels;
             let kind = p.kind;
-            let addr = match p.subscribe_to.len() {
-                0 => app.addr,
-                n => p.subscribe_to[i % n],
+            let (node, addr) = match p.subscribe_to.len() {
+                0 => (0, app.addr),
+                n => (i % n, p.subscribe_to[i % n]),
             };
             pending.push(tokio::spawn(async move {
                 let mut c = Client::connect(&app, addr, i).await?;
@@ -121,7 +131,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
                     (kind == Kind::Presence).then_some(user.as_str()),
                 )
                 .await?;
-                Ok::<_, std::io::Error>(c)
+                Ok::<_, std::io::Error>((node, c))
             }));
         }
         for task in pending {
@@ -147,6 +157,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         stalled.push(c);
     }
     let delivered = Arc::new(AtomicU64::new(0));
+    let counters = Counters::new(p.subscribe_to.len());
     // Each reader keeps its latencies in a plain list behind an (uncontended) lock, merged
     // into one histogram at the end, and is aborted then rather than polling a deadline.
     // The harness shares the cores with the server, so what it spends per frame shows in
@@ -154,8 +165,9 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
     // was 10 % of its CPU in cache misses, and a timeout per read a timer in tokio's
     // wheel per frame.
     let mut readers = Vec::new();
-    for mut c in clients {
+    for (node, mut c) in clients {
         let delivered = delivered.clone();
+        let by_node = counters.delivered_by_node.clone();
         let tally = Arc::new(Mutex::new((Vec::<u64>::new(), 0u64)));
         let mine = tally.clone();
         let task = tokio::spawn(async move {
@@ -166,6 +178,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
                     tally.0.push(nanos_since(base).saturating_sub(t).max(1));
                     tally.1 = c.wire_bytes - wire_before;
                     delivered.fetch_add(1, Ordering::Relaxed);
+                    by_node[node].fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
@@ -176,10 +189,15 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
     let own_before = proc_stats::own_cpu_secs();
     // The server's peak memory while publishing.
     let (peak_rss, sampler) = peak_rss_sampler(pids, before);
-    let bar = Progress::time(p.progress, "fanout", p.duration);
-    let events_total = p.rate * p.duration.as_secs();
-    let publishers = 4usize;
-    let sent = Arc::new(AtomicU64::new(0));
+    let bar = Progress::time(p.progress, "fanout", p.warmup + p.duration);
+    let events_total = p.rate * (p.warmup + p.duration).as_secs();
+    let publishers = p.publishers.max(1);
+    let publish_to = if p.publish_to.is_empty() {
+        vec![app.addr]
+    } else {
+        p.publish_to.clone()
+    };
+    let sent = counters.sent.clone();
     let started = Instant::now();
     let mut pubs = Vec::new();
     for k in 0..publishers {
@@ -188,17 +206,23 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         let sent = sent.clone();
         let channels = p.channels;
         let kind = p.kind;
+        let publish_to = publish_to.clone();
         let interval = Duration::from_nanos(1_000_000_000 * publishers as u64 / p.rate.max(1));
         pubs.push(tokio::spawn(async move {
-            let mut conn = Conn::open(app.addr, &app.dialer).await?;
+            let mut conns = Vec::with_capacity(publish_to.len());
+            for addr in &publish_to {
+                conns.push(Conn::open(*addr, &app.dialer).await?);
+            }
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = k as u64;
             while n < events_total {
                 tick.tick().await;
-                let channel = kind.channel(n as usize % channels);
+                let index = n as usize % channels;
+                let channel = kind.channel(index);
                 let data = payload::data(payload_kind, size, nanos_since(base), n);
                 let body = format!(r#"{{"name":"bench","channel":"{channel}","data":"{data}"}}"#);
+                let conn = &mut conns[index % publish_to.len()];
                 if conn.send(&app.signed_post(&body)).await? == 200 {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -207,9 +231,12 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
             Ok::<_, std::io::Error>(())
         }));
     }
+    tokio::time::sleep_until((started + p.warmup).into()).await;
+    let window_start = window::snapshot(pids, &p.redis_pids, &counters);
     for task in pubs {
         task.await.map_err(std::io::Error::other)??;
     }
+    let window_end = window::snapshot(pids, &p.redis_pids, &counters);
     let publish_secs = started.elapsed().as_secs_f64();
     bar.finish();
     sampler.abort();
@@ -236,6 +263,10 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         "mode": "fanout",
         "channel_kind": format!("{:?}", p.kind).to_lowercase(),
         "nodes": p.subscribe_to.len().max(1),
+        "subscribe_to": p.subscribe_to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "publish_to": publish_to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "publishers": publishers,
+        "warmup_s": p.warmup.as_secs(),
         "subscribers": p.subscribers,
         "channels": p.channels,
         "rate_events_per_s": p.rate,
@@ -255,6 +286,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": server_cpu.map(|c| (c * 1e6 / delivered.max(1) as f64 * 100.0).round() / 100.0),
         "harness_cpu_s": proc_stats::own_cpu_secs() - own_before,
+        "window": window::report(&window_start, &window_end),
     }))
 }
 

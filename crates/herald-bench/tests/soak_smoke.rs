@@ -4,49 +4,14 @@
 //! harness would get wrong (loss, errors, descriptors that are not given back, samples that
 //! stop, webhooks that never come).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
 
 use serde_json::Value;
 
+use support::{free_port, start_herald};
+
 const SECONDS: u64 = 120;
 const SAMPLE: u64 = 10;
-
-/// The `herald` binary beside the harness's: `cargo test --workspace` builds both into one
-/// target directory. Alone (`cargo test -p herald-bench`), cargo does not build it, so it is
-/// built here.
-fn herald_binary() -> PathBuf {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_herald-bench"));
-    let herald = bench.with_file_name(format!("herald{}", std::env::consts::EXE_SUFFIX));
-    if !herald.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "herald-cli", "--bin", "herald"]);
-        if bench.parent().and_then(|d| d.file_name()) == Some("release".as_ref()) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p herald-cli failed");
-    }
-    herald
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 #[test]
 fn two_minute_soak_against_herald() {
@@ -65,32 +30,19 @@ fn two_minute_soak_against_herald() {
         ),
     )
     .expect("write config");
-    let mut child = Command::new(herald_binary())
-        .args(["serve", "--port", "0", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start herald");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("herald exited before listening")
-            .expect("read stdout");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let herald = start_herald(&config);
 
     let samples = dir.join("samples.jsonl");
     // 500 subscribers over 10 channels at 100 events/s: 5,000 deliveries/s, with the other
     // workloads at their defaults but for fewer connections churned.
-    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
-        .args(["--addr", &addr, "--pid", &server.0.id().to_string(), "soak"])
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args([
+            "--addr",
+            &herald.addr,
+            "--pid",
+            &herald.server.pid(),
+            "soak",
+        ])
         .args([
             "--seconds",
             &SECONDS.to_string(),

@@ -15,6 +15,11 @@ use std::process::{Command, Output};
 enum Mode {
     /// `[[apps]]` in the config file, on this many nodes.
     File(u32),
+    /// Three nodes sharing a Redis Cluster the test started (`HERALD_TEST_REDIS_URL`),
+    /// every cluster the files start under a prefix of its own.
+    RedisCluster,
+    /// The same on a Sentinel set-up.
+    Sentinel,
     /// One node with its apps in a fresh database of this kind (`HERALD_APPS_DB`).
     Db(&'static str),
 }
@@ -51,6 +56,12 @@ fn run_js_once(file: &str) {
 }
 
 fn run_js_on(file: &str, mode: Mode) -> Output {
+    run_files(&[file], mode, None)
+}
+
+/// Runs `files` in one `node --test` (each file in a process of its own, two at a time:
+/// they mostly wait on timers), with the Redis at `redis_url` under a shared-Redis mode.
+fn run_files(files: &[&str], mode: Mode, redis_url: Option<&str>) -> Output {
     let dir = js_dir();
     assert!(
         ["pusher-js", "pusher", "laravel-echo"]
@@ -61,15 +72,30 @@ fn run_js_on(file: &str, mode: Mode) -> Output {
     let mut node = Command::new("node");
     // pusher-js keeps a 30 s timer alive after the server refuses a connection (4009);
     // without --test-force-exit a finished file would wait for it.
-    node.args(["--test", "--test-force-exit", "--test-reporter=spec", file])
+    node.args(["--test", "--test-force-exit", "--test-reporter=spec"])
+        .args(if files.len() > 1 {
+            &["--test-concurrency=2"][..]
+        } else {
+            &[]
+        })
+        .args(files)
         .current_dir(&dir)
         .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
-        .env_remove("HERALD_APPS_URL");
+        .env_remove("HERALD_APPS_URL")
+        // The nodes take their Redis from their config, never from this process's own.
+        .env_remove("HERALD_TEST_REDIS_URL")
+        .env_remove("HERALD_REDIS_URL")
+        .env_remove("HERALD_REDIS_PREFIX")
+        .env_remove("HERALD_ADAPTER");
     match mode {
         Mode::File(nodes) => node
             .env("HERALD_CLUSTER", nodes.to_string())
             .env_remove("HERALD_APPS_DB"),
         Mode::Db(db) => node.env("HERALD_CLUSTER", "1").env("HERALD_APPS_DB", db),
+        Mode::RedisCluster | Mode::Sentinel => node
+            .env("HERALD_CLUSTER", "3")
+            .env("HERALD_TEST_REDIS_URL", redis_url.unwrap_or_default())
+            .env_remove("HERALD_APPS_DB"),
     };
     node.output()
         .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"))
@@ -139,6 +165,49 @@ fn laravel_echo() {
 fn cluster_of_nodes_addressed_one_by_one() {
     // Starts its own Redis and nodes: killing a node and restarting Redis need them by name.
     run_js_with("cluster.test.mjs", &[1]);
+}
+
+/// The files whose behaviour depends on the cluster's Redis: channels and their queries,
+/// client events across nodes, presence and users, webhooks fired once per cluster, cache
+/// channels and subscription counts, errors (refusals counted in Redis). Left out: plan
+/// limits (the same scripts on the same app tag as the channel counts), deflate (each node
+/// compresses for itself), Laravel Echo (pusher-js underneath, already covered),
+/// cluster.test.mjs (it kills its own redis-server by name).
+const TOPOLOGY_FILES: &[&str] = &[
+    "channels.test.mjs",
+    "client_events.test.mjs",
+    "users.test.mjs",
+    "webhooks.test.mjs",
+    "cache.test.mjs",
+    "errors.test.mjs",
+];
+
+/// Three nodes on a Redis Cluster (three masters, a replica each) and on a Sentinel set-up
+/// (a master, a replica, three sentinels), each started once for the whole list: the two
+/// topologies run side by side, as they share nothing.
+#[test]
+fn three_nodes_on_a_redis_cluster_and_on_sentinels() {
+    let (cluster, sentinel) = std::thread::scope(|scope| {
+        let cluster = scope.spawn(|| redis_fixture::RedisCluster::start_with_replicas(3, 1));
+        let sentinel = scope.spawn(redis_fixture::Sentinel::start);
+        (
+            cluster.join().expect("the cluster started"),
+            sentinel.join().expect("the sentinels started"),
+        )
+    });
+    let runs = [
+        (Mode::RedisCluster, cluster.url()),
+        (Mode::Sentinel, sentinel.url()),
+    ];
+    let outputs = std::thread::scope(|scope| {
+        let handles = runs
+            .each_ref()
+            .map(|(mode, url)| scope.spawn(move || run_files(TOPOLOGY_FILES, *mode, Some(url))));
+        handles.map(|h| h.join().expect("a topology run panicked"))
+    });
+    for ((mode, _), output) in runs.into_iter().zip(outputs) {
+        check(&TOPOLOGY_FILES.join(" "), mode, output);
+    }
 }
 
 #[test]

@@ -450,7 +450,7 @@ async fn in_a_cluster_an_added_app_joins_on_every_node_and_a_removed_one_leaves_
         let redis = &redis;
         async move {
             for _ in 0..100 {
-                if redis_cli(redis, &["HKEYS", "herald:conns:2"])
+                if redis_cli(redis, &["HKEYS", "{herald:2}:conns"])
                     .lines()
                     .count()
                     == n

@@ -64,6 +64,12 @@ impl EventCache {
             .map(|e| e.frame.clone())
     }
 
+    /// Drops `channel`'s event: a cluster node that stops hearing the channel's events
+    /// would otherwise replay a stale one.
+    pub fn forget(&self, channel: &str) {
+        self.entries.lock().remove(channel);
+    }
+
     /// The channels holding an unexpired event (for the console).
     pub fn channels(&self) -> Vec<String> {
         let now = Instant::now();

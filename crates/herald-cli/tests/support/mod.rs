@@ -2,6 +2,7 @@
 //! the frame level, and send signed HTTP API requests.
 #![allow(dead_code)] // Each test file uses a different part of this module.
 pub mod db;
+pub mod nodes;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -41,12 +41,20 @@ pub struct RedisConfig {
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &shown_url(&self.url))
             .field("prefix", &self.prefix)
             .field("node_timeout", &self.node_timeout)
             .field("ops_per_app", &self.ops_per_app)
             .field("bus_max_bytes", &self.bus_max_bytes)
             .finish()
+    }
+}
+
+/// `redis_url` as logs and `Debug` show it: without its passwords.
+pub(crate) fn shown_url(url: &str) -> String {
+    match super::link::Target::parse(url) {
+        Ok(target) => target.to_string(),
+        Err(_) => redact_url(url),
     }
 }
 
@@ -67,8 +75,9 @@ impl RedisConfig {
 
     /// Checks the settings, naming the offending key.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if !self.url.starts_with("redis://") && !self.url.starts_with("unix://") {
-            return Err(invalid("redis_url", "must start with redis:// or unix://"));
+        // The parser's errors name the part that is wrong, never a password.
+        if let Err(e) = super::link::Target::parse(&self.url) {
+            return Err(invalid("redis_url", e.to_string()));
         }
         if self.node_timeout < Duration::from_secs(1) {
             return Err(invalid("node_timeout", "must be at least 1 second"));
@@ -189,6 +198,38 @@ mod tests {
         // The cluster's keys mean nothing to a single node, and are not checked for it.
         let c = Config::from_toml("redis_url = \"http://x\"", &no_env).expect("valid");
         assert_eq!(c.adapter, AdapterConfig::Local);
+    }
+
+    #[test]
+    fn a_cluster_or_sentinel_url_is_accepted_and_a_bad_one_named_without_its_password() {
+        for url in [
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+            "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2/mymaster/2",
+            "unix:///run/redis.sock",
+        ] {
+            let toml = format!("adapter = \"redis\"\nredis_url = \"{url}\"\n");
+            let c = Config::from_toml(&toml, &no_env).expect(url);
+            assert_eq!(redis(c).url, url);
+        }
+        for (url, problem) in [
+            ("redis+cluster://:s3cret@10.0.0.1:7000/3", "database 0"),
+            ("redis+sentinel://:s3cret@10.0.0.1:26379", "master"),
+            ("redis+cluster://:s3cret@10.0.0.1:x", "host:port"),
+            ("redis+mesh://:s3cret@10.0.0.1", "unknown scheme"),
+        ] {
+            let toml = format!("adapter = \"redis\"\nredis_url = \"{url}\"\n");
+            let error = Config::from_toml(&toml, &no_env)
+                .expect_err(url)
+                .to_string();
+            assert!(error.contains("redis_url"), "{url}: {error}");
+            assert!(error.contains(problem), "{url}: {error}");
+            assert!(!error.contains("s3cret"), "{url}: {error}");
+        }
+        let shown = shown_url("redis+sentinel://:s3cret@10.0.0.1:26379/mymaster");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("mymaster"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -13,17 +13,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{RedisResult, Script};
+use redis::{Cmd, RedisResult, Script};
 
-use super::{merge_resync, scripts, Cluster};
+use super::{link, merge_resync, scripts, Cluster};
 
 pub(super) struct Heartbeat {
     cluster: Arc<Cluster>,
-    conn: ConnectionManager,
+    conn: link::Commands,
     script: Script,
     /// The Redis epoch seen last; `None` before the first heartbeat.
     epoch: Option<String>,
+    /// Who served the data at the last heartbeat (`link::Commands::masters`).
+    masters: Option<String>,
 }
 
 impl Heartbeat {
@@ -33,6 +34,7 @@ impl Heartbeat {
             cluster,
             script: scripts::heartbeat(),
             epoch: None,
+            masters: None,
         }
     }
 
@@ -73,22 +75,32 @@ impl Heartbeat {
         // An id served again (a reload added it back) keeps the count the new app writes.
         let forgotten = cluster.take_forgotten();
         if !apps.is_empty() || !forgotten.is_empty() {
-            let mut pipe = redis::pipe();
+            // Each app's keys share its slot; the link sends them as one pipeline on one
+            // server and one per app's slot on a cluster.
+            let mut cmds = Vec::with_capacity(apps.len() * 2 + forgotten.len());
             for app in &apps {
                 let key = cluster.keys.conns(app.id());
-                pipe.hset(&key, node, app.connection_count()).ignore();
-                pipe.hgetall(&key);
+                cmds.push((key.clone(), Cmd::hset(&key, node, app.connection_count())));
+                cmds.push((key.clone(), Cmd::hgetall(&key)));
             }
             for id in &forgotten {
-                pipe.hdel(cluster.keys.conns(id), node).ignore();
+                let key = cluster.keys.conns(id);
+                cmds.push((key.clone(), Cmd::hdel(&key, node)));
             }
-            let counts: Vec<HashMap<u32, usize>> = match pipe.query_async(&mut self.conn).await {
-                Ok(counts) => counts,
+            let replies = match self.conn.query_each(cmds).await {
+                Ok(replies) => replies,
                 Err(error) => {
                     cluster.forget_later(forgotten);
                     return Err(error);
                 }
             };
+            let counts: Vec<HashMap<u32, usize>> = replies
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .take(apps.len())
+                .map(redis::from_redis_value)
+                .collect::<RedisResult<_>>()?;
             let mut others = cluster.others.lock();
             for id in &forgotten {
                 others.remove(id);
@@ -116,6 +128,13 @@ impl Heartbeat {
         let [epoch, added, dead @ ..] = reply.as_slice() else {
             return Ok(());
         };
+        // A promoted replica may lack writes its master acknowledged just before it died
+        // (replication is asynchronous): restate this node's share on the new master. One
+        // cheap command a beat; a command error during the failover restates too, but a
+        // client that retried through it would hide the error.
+        let masters = self.conn.masters().await?;
+        let failed_over = self.masters.as_ref().is_some_and(|m| *m != masters);
+        self.masters = Some(masters);
         // The state task marks the node healthy again itself, as it starts the resync:
         // until then its changes stay local, and the resync restates them.
         let was_healthy = cluster.healthy.load(Ordering::Relaxed);
@@ -127,6 +146,11 @@ impl Heartbeat {
         } else if epoch_changed {
             tracing::warn!("Cluster: Redis lost the cluster's state; restating this node's share");
             Some(false)
+        } else if failed_over {
+            tracing::warn!(
+                "Cluster: a Redis replica took over from its master; restating this node's share"
+            );
+            Some(true)
         } else if added == "1" {
             tracing::warn!("Cluster: this node had been declared dead; restating its share");
             Some(true)

@@ -2,8 +2,9 @@
 //! events and state with the other nodes of a cluster through one Redis.
 //!
 //! - Events (HTTP triggers, client events, member and count events) are delivered to the
-//!   local hub at once and sent to the other nodes over one Redis pub/sub channel as
-//!   ready-made frames ([`crate::adapter::bus`], `transport.rs`).
+//!   local hub at once and sent to the other nodes as ready-made frames
+//!   ([`crate::adapter::bus`], `transport.rs`) on a pub/sub channel of their app and
+//!   channel, which only the nodes with a subscriber of it listen to (`interest.rs`).
 //! - Channel, presence, signed-in-user and connection counts are kept in Redis per node,
 //!   changed by atomic scripts (`scripts.rs`) that report cluster-wide transitions, so each
 //!   webhook and member event is emitted once for the cluster (`state.rs`, by the rules of
@@ -22,6 +23,7 @@
 
 pub(super) mod config;
 mod heartbeat;
+mod interest;
 pub(crate) mod link;
 mod ops;
 mod queries;
@@ -37,7 +39,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, Notify};
 
 pub use self::config::RedisConfig;
@@ -54,9 +55,6 @@ const OPS_QUEUE: usize = 100_000;
 /// Bus messages waiting to be published; while Redis is away they are kept, up to this
 /// many and up to `cluster_bus_max_bytes`, and published when it returns.
 const BUS_QUEUE: usize = 100_000;
-/// What a queued bus message costs beyond its bytes (its `Vec` and its queue slot), so many
-/// tiny messages are bounded too.
-const BUS_MESSAGE_OVERHEAD: usize = 64;
 /// Users whose refused sign-in changes wait to be restated; beyond it the whole node is.
 const PENDING_USERS: usize = 100_000;
 /// At most one warning per this interval for a condition a flood repeats.
@@ -65,14 +63,13 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Why a cluster node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// Redis did not answer.
-    #[error("cannot reach Redis at {url}: {source}")]
-    Connect {
-        /// The configured URL, its password hidden.
-        url: String,
-        /// The client's error.
-        source: redis::RedisError,
-    },
+    /// `redis_url` was not understood.
+    #[error("invalid redis_url: {0}")]
+    Url(link::TargetError),
+    /// Redis (every seed node, every sentinel) did not answer; the link's error names the
+    /// target without its passwords.
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
 }
 
 /// Scripts run from request handlers (the state task has its own).
@@ -153,7 +150,10 @@ impl Throttle {
     }
 }
 
-type Receivers = (mpsc::UnboundedReceiver<Queued>, mpsc::Receiver<Vec<u8>>);
+type Receivers = (
+    mpsc::UnboundedReceiver<Queued>,
+    mpsc::Receiver<transport::Outgoing>,
+);
 
 /// A snapshot of the cluster membership's queues and health, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +166,13 @@ pub(crate) struct ClusterStats {
     pub(crate) bus_held: usize,
     /// Bus messages dropped for a full queue.
     pub(crate) bus_dropped: u64,
+    /// Bus messages received (those of channels this node has subscribers of, and the
+    /// control channel's).
+    pub(crate) bus_received: u64,
+    /// Gaps in what the bus delivered (lost subscriptions, a listener that fell behind).
+    pub(crate) bus_gaps: u64,
+    /// Bus channels this node listens to, besides the control channel.
+    pub(crate) bus_channels: usize,
     /// State changes waiting for Redis.
     pub(crate) ops_queued: usize,
     /// State changes refused for a full share.
@@ -200,6 +207,21 @@ impl ClusterStats {
                 "herald_cluster_bus_dropped_total",
                 "Messages for other nodes dropped because the bus queue was full",
                 self.bus_dropped,
+            ),
+            c(
+                "herald_cluster_bus_received_total",
+                "Messages this node received from the bus",
+                self.bus_received,
+            ),
+            c(
+                "herald_cluster_bus_gaps_total",
+                "Times the bus lost messages for this node (a lost subscription, a listener behind)",
+                self.bus_gaps,
+            ),
+            g(
+                "herald_cluster_bus_channels",
+                "Bus channels this node listens to: those of the channels it has subscribers of",
+                self.bus_channels,
             ),
             g(
                 "herald_cluster_ops_queued",
@@ -252,7 +274,7 @@ pub(super) async fn join(
     cluster.start(apps).await;
     tracing::info!(
         node_id,
-        redis = %crate::config::redact_url(&config.url),
+        redis = %config::shown_url(&config.url),
         "Joined the cluster"
     );
     Ok(cluster)
@@ -263,17 +285,20 @@ pub struct Cluster {
     node_id: u32,
     keys: Keys,
     node_timeout: Duration,
-    conn: ConnectionManager,
+    /// Commands to one server, a cluster or the sentinels' master (`link`).
+    conn: link::Commands,
     /// The heartbeat task's own connection, so a long pipeline of the state task never
     /// holds a heartbeat back.
-    beat_conn: ConnectionManager,
+    beat_conn: link::Commands,
     /// Unbounded as a channel: [`Cluster::op`] bounds it with `places`.
     ops: mpsc::UnboundedSender<Queued>,
     places: Places,
     /// Ops refused because a share or the queue was full.
     refused: AtomicU64,
     refused_log: Throttle,
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outgoing: mpsc::Sender<transport::Outgoing>,
+    /// The bus's publishing and listening connections.
+    bus: transport::Bus,
     /// Bytes of bus messages queued or held by the publisher, with their overhead.
     bus_bytes: ByteBudget,
     /// Other nodes' open connections per app, from their last heartbeats.
@@ -303,7 +328,6 @@ pub struct Cluster {
     scripts: RequestScripts,
     /// The queues' receiving ends, until [`Cluster::start`] hands them to the tasks.
     receivers: Mutex<Option<Receivers>>,
-    client: redis::Client,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -318,27 +342,17 @@ impl Cluster {
     /// Connects to Redis. Fails if Redis does not answer: a node that starts without its
     /// cluster would silently serve a split view.
     pub async fn connect(config: &RedisConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
-        let err = |source| ClusterError::Connect {
-            url: crate::config::redact_url(&config.url),
-            source,
-        };
-        let client = redis::Client::open(config.url.as_str()).map_err(err)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let conn = ConnectionManager::new_with_config(client.clone(), manager_config.clone())
-            .await
-            .map_err(err)?;
-        let beat_conn = ConnectionManager::new_with_config(client.clone(), manager_config)
-            .await
-            .map_err(err)?;
+        let target = link::Target::parse(&config.url).map_err(ClusterError::Url)?;
+        let options = link::Options::default();
+        let conn = link::Commands::connect(&target, &options).await?;
+        let beat_conn = link::Commands::connect(&target, &options).await?;
+        let keys = Keys::new(&config.prefix);
+        let bus = transport::Bus::connect(config, &keys).await?;
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
         Ok(Arc::new(Cluster {
             node_id,
-            keys: Keys::new(&config.prefix),
+            keys,
             node_timeout: config.node_timeout,
             conn,
             beat_conn,
@@ -347,6 +361,7 @@ impl Cluster {
             refused: AtomicU64::new(0),
             refused_log: Throttle::default(),
             outgoing: bus_tx,
+            bus,
             bus_bytes: ByteBudget {
                 used: AtomicUsize::new(0),
                 max: config.bus_max_bytes,
@@ -369,7 +384,6 @@ impl Cluster {
                 count_messages: scripts::count_messages(),
             },
             receivers: Mutex::new(Some((ops_rx, bus_rx))),
-            client,
         }))
     }
 
@@ -380,14 +394,13 @@ impl Cluster {
         let Some((ops, outgoing)) = self.receivers.lock().take() else {
             return;
         };
-        let subscribed = transport::spawn_subscriber(self.clone());
+        // Messages to this node before it listens would be lost to it.
+        transport::listen(self.clone(), Duration::from_secs(5)).await;
         tokio::spawn(transport::publisher(self.clone(), outgoing));
         let mut beat = heartbeat::Heartbeat::new(self.clone());
         beat.beat().await;
         tokio::spawn(beat.run());
         tokio::spawn(state::StateTask::new(self.clone()).run(ops));
-        // Events published before this node listens would be lost to it.
-        let _ = tokio::time::timeout(Duration::from_secs(5), subscribed).await;
     }
 
     /// Drains the state queue, withdraws this node's share of the cluster state and leaves.
@@ -531,9 +544,12 @@ impl Cluster {
         }
     }
 
-    /// Sends a message to the other nodes.
+    /// Sends a control message (one that names no channel) to every other node.
     fn send(&self, message: &BusMessage) {
-        self.enqueue(bus::encode(self.node_id, message));
+        self.enqueue(transport::Outgoing {
+            channel: self.bus.control().to_owned(),
+            payload: bus::encode(self.node_id, message),
+        });
     }
 
     /// Sends an event frame to the other nodes' subscribers of `channel`.
@@ -545,22 +561,25 @@ impl Cluster {
         frame: &Bytes,
         cache: Option<(&str, Duration)>,
     ) {
-        self.enqueue(bus::encode_event(
-            self.node_id,
-            app,
-            channel,
-            except.map(|s| s.to_string()).as_deref(),
-            frame,
-            cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
-        ));
+        self.enqueue(transport::Outgoing {
+            channel: self.bus.channel_of(app, channel),
+            payload: bus::encode_event(
+                self.node_id,
+                app,
+                channel,
+                except.map(|s| s.to_string()).as_deref(),
+                frame,
+                cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
+            ),
+        });
     }
 
     /// Queues an encoded message for the publisher, within the byte budget; counts and logs
     /// what a full queue drops.
-    fn enqueue(&self, encoded: Vec<u8>) {
-        let cost = bus_cost(&encoded);
+    fn enqueue(&self, message: transport::Outgoing) {
+        let cost = message.cost();
         if self.bus_bytes.take(cost) {
-            if self.outgoing.try_send(encoded).is_ok() {
+            if self.outgoing.try_send(message).is_ok() {
                 return;
             }
             self.bus_bytes.give(cost);
@@ -578,11 +597,15 @@ impl Cluster {
 
     /// What the node's metrics show of its membership.
     pub(crate) fn stats(&self) -> ClusterStats {
+        let (bus_received, bus_gaps) = self.bus.counts();
         ClusterStats {
             bus_bytes: self.bus_bytes.used(),
             bus_queued: self.outgoing.max_capacity() - self.outgoing.capacity(),
             bus_held: self.held.load(Ordering::Relaxed),
             bus_dropped: self.dropped.load(Ordering::Relaxed),
+            bus_received,
+            bus_gaps,
+            bus_channels: self.bus.channels.load(Ordering::Relaxed),
             ops_queued: self.places.waiting(),
             ops_refused: self.refused.load(Ordering::Relaxed),
             healthy: self.healthy.load(Ordering::Relaxed),
@@ -599,14 +622,9 @@ impl Cluster {
         self.others.lock().get(app).copied().unwrap_or(0)
     }
 
-    fn redis(&self) -> ConnectionManager {
+    fn redis(&self) -> link::Commands {
         self.conn.clone()
     }
-}
-
-/// What a bus message counts against `cluster_bus_max_bytes`.
-fn bus_cost(message: &[u8]) -> usize {
-    message.len() + BUS_MESSAGE_OVERHEAD
 }
 
 #[cfg(test)]

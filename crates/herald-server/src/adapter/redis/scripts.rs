@@ -7,33 +7,51 @@
 //! subscriber, last connection of a member) and emits its event and webhook: once per
 //! cluster.
 //!
-//! Keys, with `P` the configured prefix:
-//! - `P:nodes` sorted set: node id → time of its last heartbeat (Redis clock, ms);
-//! - `P:epoch`: a random value set once; a changed epoch means Redis lost its data;
-//! - `P:conns:{app}` hash: node → open connections of the app;
-//! - `P:{app}:chans` set: the app's occupied channels;
-//! - `P:{app}:s:{channel}` hash: node → subscriptions to the channel;
-//! - `P:{app}:m:{channel}` hash: presence user → connections in the cluster;
-//! - `P:{app}:i:{channel}` hash: presence user → its `user_info` JSON ("" for none);
-//! - `P:{app}:c:{channel}` hash: a cache channel's last event (`frame`, `data`), expiring
+//! Keys, with `P` the configured prefix. Every key one script or pipeline touches carries
+//! the same hash tag, so on a Redis Cluster they share one slot (see `link/slots.rs`): an
+//! app's keys are tagged `{P:app}`, so apps spread over the shards; the keys every app
+//! shares, `{P}`. One server and a sentinel-watched master use the same layout.
+//! - `{P}:nodes` sorted set: node id → time of its last heartbeat (Redis clock, ms);
+//! - `{P}:epoch`: a random value set once; a changed epoch means Redis lost its data;
+//! - `{P:app}:conns` hash: node → open connections of the app;
+//! - `{P:app}:chans` set: the app's occupied channels;
+//! - `{P:app}:s:{channel}` hash: node → subscriptions to the channel;
+//! - `{P:app}:m:{channel}` hash: presence user → connections in the cluster;
+//! - `{P:app}:i:{channel}` hash: presence user → its `user_info` JSON ("" for none);
+//! - `{P:app}:c:{channel}` hash: a cache channel's last event (`frame`, `data`), expiring
 //!   with it, for nodes that were not listening when it was published;
-//! - `P:{app}:r:{kind}:{window}`: a rate or quota counter, expiring after its window;
-//! - `P:{app}:u` hash: signed-in user → connections in the cluster;
-//! - `P:n:{node}:s`, `:m`, `:u`: the node's own entries, so they can be found when it dies.
+//! - `{P:app}:r:{kind}:{window}`: a rate or quota counter, expiring after its window;
+//! - `{P:app}:u` hash: signed-in user → connections in the cluster;
+//! - `{P:app}:n:{node}:s`, `:m`, `:u`: the node's own entries of the app, so they can be
+//!   found when it dies (the survivors walk the apps they serve: an app they do not serve
+//!   has no sockets of theirs to tell, and a per-node set of apps would be a write to
+//!   another slot on every first change of an app).
+//!
+//! Earlier versions used untagged keys (`P:app:…`, `P:n:node:…`): nodes of both layouts
+//! under one prefix would not see each other's state, so they must not share a prefix.
 
 use redis::Script;
+
+use super::link::HashTag;
 
 /// Builds key names under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    shared: HashTag,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Keys {
             prefix: prefix.to_owned(),
+            shared: HashTag::shared(prefix),
         }
+    }
+
+    /// The tag of every key of `app`.
+    pub fn app(&self, app: &str) -> HashTag {
+        HashTag::app(&self.prefix, app)
     }
 
     pub fn bus(&self) -> String {
@@ -41,55 +59,55 @@ impl Keys {
     }
 
     pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
+        self.shared.key(&["nodes"])
     }
 
     pub fn epoch(&self) -> String {
-        format!("{}:epoch", self.prefix)
+        self.shared.key(&["epoch"])
     }
 
     pub fn conns(&self, app: &str) -> String {
-        format!("{}:conns:{app}", self.prefix)
+        self.app(app).key(&["conns"])
     }
 
     pub fn chans(&self, app: &str) -> String {
-        format!("{}:{app}:chans", self.prefix)
+        self.app(app).key(&["chans"])
     }
 
     pub fn subs(&self, app: &str, channel: &str) -> String {
-        format!("{}:{app}:s:{channel}", self.prefix)
+        self.app(app).key(&["s", channel])
     }
 
     pub fn members(&self, app: &str, channel: &str) -> String {
-        format!("{}:{app}:m:{channel}", self.prefix)
+        self.app(app).key(&["m", channel])
     }
 
     pub fn infos(&self, app: &str, channel: &str) -> String {
-        format!("{}:{app}:i:{channel}", self.prefix)
+        self.app(app).key(&["i", channel])
     }
 
     pub fn cache(&self, app: &str, channel: &str) -> String {
-        format!("{}:{app}:c:{channel}", self.prefix)
+        self.app(app).key(&["c", channel])
     }
 
     pub fn rate(&self, app: &str, kind: &str, window: u64) -> String {
-        format!("{}:{app}:r:{kind}:{window}", self.prefix)
+        self.app(app).key(&["r", kind, &window.to_string()])
     }
 
     pub fn users(&self, app: &str) -> String {
-        format!("{}:{app}:u", self.prefix)
+        self.app(app).key(&["u"])
     }
 
-    pub fn node_subs(&self, node: u32) -> String {
-        format!("{}:n:{node}:s", self.prefix)
+    pub fn node_subs(&self, app: &str, node: u32) -> String {
+        self.app(app).key(&["n", &node.to_string(), "s"])
     }
 
-    pub fn node_members(&self, node: u32) -> String {
-        format!("{}:n:{node}:m", self.prefix)
+    pub fn node_members(&self, app: &str, node: u32) -> String {
+        self.app(app).key(&["n", &node.to_string(), "m"])
     }
 
-    pub fn node_users(&self, node: u32) -> String {
-        format!("{}:n:{node}:u", self.prefix)
+    pub fn node_users(&self, app: &str, node: u32) -> String {
+        self.app(app).key(&["n", &node.to_string(), "u"])
     }
 }
 

@@ -184,21 +184,30 @@ impl Presence for Cluster {
 
     fn cached<'a>(&'a self, app: &'a App, channel: &'a str) -> Answer<'a, Option<Cached>> {
         Box::pin(async move {
-            // This node's copy first; Redis has it for a node that joined after the event.
-            if let Some(c) = app.cache.get(channel) {
-                return Ok(Some(Cached {
+            // This node's copy is current while it hears the channel's events, which it
+            // does while it has subscribers of it; otherwise Redis's, or this node's own
+            // last publish while Redis has not stored it yet.
+            let local = || {
+                app.cache.get(channel).map(|c| Cached {
                     data: c.data,
                     ttl: c.ttl,
-                }));
+                })
+            };
+            if app.hub.counts(channel).subscription_count > 0 {
+                if let Some(c) = local() {
+                    return Ok(Some(c));
+                }
             }
             let kept = self
                 .cached_event(app.id(), channel)
                 .await
                 .map_err(unavailable)?;
-            Ok(kept.map(|(_, data, ttl)| Cached {
-                data: data.into_boxed_str(),
-                ttl,
-            }))
+            Ok(kept
+                .map(|(_, data, ttl)| Cached {
+                    data: data.into_boxed_str(),
+                    ttl,
+                })
+                .or_else(local))
         })
     }
 }

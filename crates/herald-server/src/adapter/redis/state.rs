@@ -16,16 +16,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use futures_util::FutureExt;
 use herald_protocol::frame;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, RedisResult, Script};
+use redis::{AsyncCommands, Cmd, RedisResult, Script};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::interest::{self, Interest, Key};
+use super::link::Subscriber;
 use super::ops::{Join, Op, Queued};
 use super::queries::cache_entry;
 use super::scripts::{self, index_field, split_field};
-use super::{merge_resync, Cluster};
+use super::{link, merge_resync, Cluster};
 use crate::adapter::transitions::{self, edge, Refusal};
 use crate::apps::App;
 use crate::hub::LocalMember;
@@ -68,6 +72,14 @@ enum Restate {
         app: Arc<App>,
         user: String,
     },
+}
+
+/// What Redis lists for one node in one app: the index fields of its presence members,
+/// channels and signed-in users.
+struct Listed {
+    members: Vec<String>,
+    channels: Vec<String>,
+    users: Vec<String>,
 }
 
 /// The ops applied in runs.
@@ -142,7 +154,7 @@ impl Lanes {
 
 pub(super) struct StateTask {
     cluster: Arc<Cluster>,
-    conn: ConnectionManager,
+    conn: link::Commands,
     channel_set: Script,
     member_set: Script,
     user_set: Script,
@@ -150,18 +162,27 @@ pub(super) struct StateTask {
     pending_resync: Option<bool>,
     /// Users whose refused changes are still to be restated, by app.
     pending_users: HashMap<String, HashSet<Arc<str>>>,
+    /// The bus channels this node listens to (interest routing), and the handle that
+    /// subscribes them: only this task does, so requests reach the link in order.
+    interest: Interest,
+    subscriber: Subscriber,
+    /// Bus channels to release at once (too many lingered).
+    releasing: Vec<Key>,
 }
 
 impl StateTask {
     pub(super) fn new(cluster: Arc<Cluster>) -> Self {
         StateTask {
             conn: cluster.redis(),
+            subscriber: cluster.bus.subscriber(),
             cluster,
             channel_set: scripts::channel_set(),
             member_set: scripts::member_set(),
             user_set: scripts::user_set(),
             pending_resync: None,
             pending_users: HashMap::new(),
+            interest: Interest::default(),
+            releasing: Vec::new(),
         }
     }
 
@@ -179,6 +200,14 @@ impl StateTask {
             if self.cluster.wake.notified().now_or_never().is_some() {
                 self.housekeeping().await;
             }
+            if !self.releasing.is_empty()
+                || self
+                    .interest
+                    .next_deadline()
+                    .is_some_and(|at| at <= Instant::now())
+            {
+                self.release_bus().await;
+            }
             let Some(batch) = lanes.next_batch() else {
                 if let Some(done) = lanes.stop.take() {
                     self.leave().await;
@@ -188,6 +217,7 @@ impl StateTask {
                 tokio::select! {
                     biased;
                     () = self.cluster.wake.notified() => self.housekeeping().await,
+                    () = sleep_until(self.interest.next_deadline()) => self.release_bus().await,
                     queued = ops.recv() => match queued {
                         Some(queued) => lanes.push(queued),
                         None => return,
@@ -379,6 +409,9 @@ impl StateTask {
             let Some(left) = app.hub.leave(&channel, conn) else {
                 continue;
             };
+            if left.remaining == 0 {
+                self.lose_interest(app.id(), &channel);
+            }
             if !healthy {
                 // Redis is away: this node's view is the best there is, for its own sockets.
                 if let Some(user) = &left.member_removed {
@@ -429,9 +462,16 @@ impl StateTask {
         let max = app.config().limits.max_presence_members;
         let info = member.user_info.as_deref().unwrap_or("");
         let node = self.cluster.node_id;
+        let fresh = self.want_bus([(app.id().into(), channel.clone())]);
+        let bus = subscribe_bus(
+            self.subscriber.clone(),
+            self.bus_names(&fresh),
+            self.bus_wait(),
+        );
         let answer = if self.healthy() {
-            match self
-                .set_member(
+            // The member count and the bus subscription in one round trip's time.
+            let (set, ()) = tokio::join!(
+                self.set_member(
                     node,
                     &app,
                     &channel,
@@ -440,9 +480,10 @@ impl StateTask {
                     info,
                     max,
                     true,
-                )
-                .await
-            {
+                ),
+                bus
+            );
+            match set {
                 Ok(answer) => Some(answer),
                 Err(e) => {
                     self.failed(&e);
@@ -450,11 +491,15 @@ impl StateTask {
                 }
             }
         } else {
+            bus.await;
             None
         };
         match answer {
             Some(MemberSet::Refused) => {
                 transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
+                if app.hub.counts(&channel).subscription_count == 0 {
+                    self.lose_interest(app.id(), &channel);
+                }
                 return;
             }
             Some(MemberSet::Set {
@@ -489,6 +534,9 @@ impl StateTask {
                 let new_here = !members.iter().any(|m| *m.user_id == *member.user_id);
                 if new_here && max > 0 && members.len() >= max {
                     transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
+                    if app.hub.counts(&channel).subscription_count == 0 {
+                        self.lose_interest(app.id(), &channel);
+                    }
                     return;
                 }
                 if new_here {
@@ -514,6 +562,10 @@ impl StateTask {
             }
         }
         if cache {
+            if !fresh.is_empty() {
+                // Not heard since its last subscriber here left: take Redis's.
+                app.cache.forget(&channel);
+            }
             self.fill_cache(&app, &channel).await;
             app.replay_cache(&channel, &outbox);
         }
@@ -576,21 +628,26 @@ impl StateTask {
             });
         }
         let counted = items.iter().any(|i| i.count.is_some());
-        // Cache channels this node has no event for are asked for in the same round trip:
-        // a flood of `cache-` subscriptions must not cost one round trip each.
-        let mut fills: Vec<(Arc<App>, Box<str>)> = Vec::new();
-        if self.healthy() {
-            let mut wanted = HashSet::new();
-            for item in items.iter().filter(|i| i.cache) {
-                let key = (item.app.id().to_owned(), item.channel.clone());
-                if item.app.cache.frame(&item.channel).is_none() && wanted.insert(key) {
-                    fills.push((item.app.clone(), item.channel.clone()));
-                }
+        // Channels new to this node need their bus subscription confirmed before their
+        // first subscriber is: asked for together, during the counts' round trip.
+        let fresh = self.want_bus(
+            items
+                .iter()
+                .filter(|i| i.count.is_some())
+                .map(|i| (i.app.id().into(), i.channel.clone())),
+        );
+        let bus = subscribe_bus(
+            self.subscriber.clone(),
+            self.bus_names(&fresh),
+            self.bus_wait(),
+        );
+        let fresh: HashSet<Key> = fresh.into_iter().collect();
+        if !self.healthy() {
+            if counted {
+                self.needs_resync();
             }
-        } else if counted {
-            self.needs_resync();
-        }
-        if self.healthy() && (counted || !fills.is_empty()) {
+            bus.await;
+        } else {
             let node = self.cluster.node_id;
             let keys = &self.cluster.keys;
             let mut pipe = redis::pipe();
@@ -602,12 +659,54 @@ impl StateTask {
                     .arg(3)
                     .arg(keys.subs(id, &item.channel))
                     .arg(keys.chans(id))
-                    .arg(keys.node_subs(node))
+                    .arg(keys.node_subs(id, node))
                     .arg(node)
                     .arg(item.channel.as_ref())
                     .arg(n)
                     .arg(index_field(&[id, &item.channel]));
             }
+            let conn = &mut self.conn;
+            let counts = async {
+                if counted {
+                    Some(pipe.query_async::<Vec<redis::Value>>(conn).await)
+                } else {
+                    None
+                }
+            };
+            let (counts, ()) = tokio::join!(counts, bus);
+            match counts {
+                Some(Ok(replies)) => {
+                    let mut replies = replies.into_iter();
+                    for item in items.iter_mut().filter(|i| i.count.is_some()) {
+                        item.change = replies
+                            .next()
+                            .and_then(|v| redis::from_redis_value::<(i64, i64)>(&v).ok());
+                    }
+                }
+                Some(Err(e)) => self.failed(&e),
+                None => {}
+            }
+        }
+        // Cache channels this node has no current event for are asked for in one round
+        // trip (a flood of `cache-` subscriptions must not cost one each), after the bus
+        // subscriptions are confirmed: a later event reaches this node on the bus. A
+        // channel new to this node did not hear the events since its last subscriber
+        // left, so its own copy is not current.
+        let mut fills: Vec<(Arc<App>, Box<str>)> = Vec::new();
+        if self.healthy() {
+            let mut wanted = HashSet::new();
+            for item in items.iter().filter(|i| i.cache) {
+                let key: Key = (item.app.id().into(), item.channel.clone());
+                let current =
+                    !fresh.contains(&key) && item.app.cache.frame(&item.channel).is_some();
+                if !current && wanted.insert(key) {
+                    fills.push((item.app.clone(), item.channel.clone()));
+                }
+            }
+        }
+        if !fills.is_empty() {
+            let keys = &self.cluster.keys;
+            let mut pipe = redis::pipe();
             for (app, channel) in &fills {
                 let key = keys.cache(app.id(), channel);
                 pipe.hget(&key, "frame").hget(&key, "data").pttl(&key);
@@ -615,11 +714,6 @@ impl StateTask {
             match pipe.query_async::<Vec<redis::Value>>(&mut self.conn).await {
                 Ok(replies) => {
                     let mut replies = replies.into_iter();
-                    for item in items.iter_mut().filter(|i| i.count.is_some()) {
-                        item.change = replies
-                            .next()
-                            .and_then(|v| redis::from_redis_value::<(i64, i64)>(&v).ok());
-                    }
                     for (app, channel) in &fills {
                         let (Some(frame), Some(data), Some(ttl)) =
                             (replies.next(), replies.next(), replies.next())
@@ -632,8 +726,11 @@ impl StateTask {
                             redis::from_redis_value::<i64>(&ttl),
                         );
                         if let (Ok(frame), Ok(data), Ok(ttl)) = parsed {
-                            if let Some((frame, data, ttl)) = cache_entry(frame, data, ttl) {
-                                app.cache.store(channel, frame, &data, ttl);
+                            match cache_entry(frame, data, ttl) {
+                                Some((frame, data, ttl)) => {
+                                    app.cache.store(channel, frame, &data, ttl)
+                                }
+                                None => app.cache.forget(channel),
                             }
                         }
                     }
@@ -650,6 +747,74 @@ impl StateTask {
             }
             if let Some((before, after)) = item.change {
                 self.channel_events(&item.app, &item.channel, before, after);
+            }
+        }
+    }
+
+    /// Marks the channels of `keys` wanted; returns those new to this node (it held no
+    /// bus subscription of them).
+    fn want_bus(&mut self, keys: impl IntoIterator<Item = Key>) -> Vec<Key> {
+        let fresh: Vec<Key> = keys.into_iter().filter(|k| self.interest.want(k)).collect();
+        self.cluster
+            .bus
+            .channels
+            .store(self.interest.len(), Ordering::Relaxed);
+        fresh
+    }
+
+    fn bus_names(&self, keys: &[Key]) -> Vec<String> {
+        keys.iter()
+            .map(|(app, channel)| self.cluster.bus.channel_of(app, channel))
+            .collect()
+    }
+
+    /// How long to wait for Redis to confirm bus subscriptions: not at all while it is
+    /// known not to answer (the link subscribes once it does).
+    fn bus_wait(&self) -> Duration {
+        if self.healthy() {
+            interest::SUBSCRIBE_WAIT
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// A channel's last local subscriber left: its bus subscription lingers.
+    fn lose_interest(&mut self, app: &str, channel: &str) {
+        let over = self
+            .interest
+            .release(&(app.into(), channel.into()), Instant::now());
+        self.releasing.extend(over);
+    }
+
+    /// Unsubscribes the bus channels whose linger ended, and those over the bound, at once
+    /// (one round trip's wait for all), and forgets the cached events of those channels:
+    /// this node hears their next events no more, so its copy would go stale.
+    async fn release_bus(&mut self) {
+        let mut keys = std::mem::take(&mut self.releasing);
+        keys.extend(self.interest.expired(Instant::now()));
+        self.cluster
+            .bus
+            .channels
+            .store(self.interest.len(), Ordering::Relaxed);
+        if keys.is_empty() {
+            return;
+        }
+        let names = self.bus_names(&keys);
+        let subscriber = self.subscriber.clone();
+        let all = futures_util::future::join_all(names.iter().map(|n| subscriber.unsubscribe(n)));
+        let mut all = std::pin::pin!(all);
+        if tokio::time::timeout(self.bus_wait(), all.as_mut())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                channels = names.len(),
+                "Cluster bus: unsubscribes not confirmed yet"
+            );
+        }
+        for (app, channel) in keys {
+            if let Some(app) = self.cluster.app(&app) {
+                app.cache.forget(&channel);
             }
         }
     }
@@ -684,7 +849,7 @@ impl StateTask {
         self.channel_set
             .key(keys.subs(id, channel))
             .key(keys.chans(id))
-            .key(keys.node_subs(node))
+            .key(keys.node_subs(id, node))
             .arg(node)
             .arg(channel)
             .arg(n)
@@ -718,7 +883,7 @@ impl StateTask {
             .member_set
             .key(keys.members(id, channel))
             .key(keys.infos(id, channel))
-            .key(keys.node_members(node))
+            .key(keys.node_members(id, node))
             .arg(user)
             .arg(n)
             .arg(index_field(&[id, channel, user]))
@@ -745,7 +910,7 @@ impl StateTask {
         let (before, after): (i64, i64) = self
             .user_set
             .key(keys.users(id))
-            .key(keys.node_users(node))
+            .key(keys.node_users(id, node))
             .arg(user)
             .arg(n)
             .arg(index_field(&[id, user]))
@@ -772,9 +937,12 @@ impl StateTask {
         while items.peek().is_some() {
             let batch: Vec<Restate> = items.by_ref().take(RESTATE_BATCH).collect();
             let keys = &self.cluster.keys;
-            let mut pipe = redis::pipe();
+            // Items of several apps (a dead node's, pending users) go one pipeline per
+            // app's slot on a cluster: each script's keys are its app's.
+            let mut cmds: Vec<(String, Cmd)> = Vec::with_capacity(batch.len());
             for item in &batch {
-                match item {
+                let mut eval = redis::cmd("EVAL");
+                let id = match item {
                     Restate::Member {
                         app,
                         channel,
@@ -787,18 +955,18 @@ impl StateTask {
                         } else {
                             0
                         };
-                        pipe.cmd("EVAL")
-                            .arg(scripts::MEMBER_SET)
+                        eval.arg(scripts::MEMBER_SET)
                             .arg(3)
                             .arg(keys.members(id, channel))
                             .arg(keys.infos(id, channel))
-                            .arg(keys.node_members(node))
+                            .arg(keys.node_members(id, node))
                             .arg(user.as_str())
                             .arg(n)
                             .arg(index_field(&[id, channel, user]))
                             .arg(info.as_deref().unwrap_or(""))
                             .arg(0)
                             .arg("0");
+                        id
                     }
                     Restate::Channel { app, channel } => {
                         let id = app.id();
@@ -807,16 +975,16 @@ impl StateTask {
                         } else {
                             0
                         };
-                        pipe.cmd("EVAL")
-                            .arg(scripts::CHANNEL_SET)
+                        eval.arg(scripts::CHANNEL_SET)
                             .arg(3)
                             .arg(keys.subs(id, channel))
                             .arg(keys.chans(id))
-                            .arg(keys.node_subs(node))
+                            .arg(keys.node_subs(id, node))
                             .arg(node)
                             .arg(channel.as_str())
                             .arg(n)
                             .arg(index_field(&[id, channel]));
+                        id
                     }
                     Restate::User { app, user } => {
                         let id = app.id();
@@ -825,18 +993,19 @@ impl StateTask {
                         } else {
                             0
                         };
-                        pipe.cmd("EVAL")
-                            .arg(scripts::USER_SET)
+                        eval.arg(scripts::USER_SET)
                             .arg(2)
                             .arg(keys.users(id))
-                            .arg(keys.node_users(node))
+                            .arg(keys.node_users(id, node))
                             .arg(user.as_str())
                             .arg(n)
                             .arg(index_field(&[id, user]));
+                        id
                     }
-                }
+                };
+                cmds.push((keys.users(id), eval));
             }
-            let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+            let replies: Vec<redis::Value> = self.conn.query_each(cmds).await?;
             if replies.len() != batch.len() {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::TypeError,
@@ -883,83 +1052,108 @@ impl StateTask {
         Ok(())
     }
 
-    /// What Redis lists for `node`: its presence members, channels and signed-in users.
-    async fn listed(&mut self, node: u32) -> RedisResult<(Vec<String>, Vec<String>, Vec<String>)> {
+    /// What Redis lists for `node` in each of `apps`: its presence members, channels and
+    /// signed-in users there (one round trip; one per app's slot on a cluster).
+    async fn listed(&mut self, node: u32, apps: &[Arc<App>]) -> RedisResult<Vec<Listed>> {
         let keys = &self.cluster.keys;
-        redis::pipe()
-            .hkeys(keys.node_members(node))
-            .smembers(keys.node_subs(node))
-            .hkeys(keys.node_users(node))
-            .query_async(&mut self.conn)
-            .await
+        let mut cmds = Vec::with_capacity(apps.len() * 3);
+        for app in apps {
+            let id = app.id();
+            let members = keys.node_members(id, node);
+            cmds.push((members.clone(), Cmd::hkeys(&members)));
+            cmds.push((members, Cmd::smembers(keys.node_subs(id, node))));
+            cmds.push((keys.users(id), Cmd::hkeys(keys.node_users(id, node))));
+        }
+        let replies = self.conn.query_each(cmds).await?;
+        replies
+            .chunks(3)
+            .map(|three| match three {
+                [m, c, u] => Ok(Listed {
+                    members: redis::from_redis_value(m)?,
+                    channels: redis::from_redis_value(c)?,
+                    users: redis::from_redis_value(u)?,
+                }),
+                _ => Err(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "unexpected pipeline reply",
+                ))),
+            })
+            .collect()
+    }
+
+    /// Every app this node serves. A dead node's entries of an app it does not serve are
+    /// left: they have no sockets here to tell, and a node that serves the app reaps them.
+    fn all_apps(&self) -> Vec<Arc<App>> {
+        self.cluster.apps.get().map(|s| s.all()).unwrap_or_default()
     }
 
     /// Removes a dead node's share with the events its connections' clean disconnects
     /// would have produced.
     async fn reap(&mut self, dead: u32) -> RedisResult<()> {
-        let (members, channels, users) = self.listed(dead).await?;
-        tracing::warn!(
-            node = dead,
-            channels = channels.len(),
-            members = members.len(),
-            "Cluster: a node stopped heartbeating; removing its connections"
-        );
-        let mut items = Vec::with_capacity(members.len() + channels.len() + users.len());
-        for field in &members {
-            let Some([app, channel, user]) = split_field::<3>(field) else {
-                continue;
-            };
-            if let Some(app) = self.cluster.app(app) {
+        let apps = self.all_apps();
+        let listed = self.listed(dead, &apps).await?;
+        let mut items = Vec::new();
+        let (mut n_channels, mut n_members) = (0, 0);
+        for (app, listed) in apps.iter().zip(&listed) {
+            n_channels += listed.channels.len();
+            n_members += listed.members.len();
+            for field in &listed.members {
+                let Some([_, channel, user]) = split_field::<3>(field) else {
+                    continue;
+                };
                 items.push(Restate::Member {
-                    app,
+                    app: app.clone(),
                     channel: channel.to_owned(),
                     user: user.to_owned(),
                     info: None,
                 });
             }
-        }
-        for field in &channels {
-            let Some([app, channel]) = split_field::<2>(field) else {
-                continue;
-            };
-            if let Some(app) = self.cluster.app(app) {
+            for field in &listed.channels {
+                let Some([_, channel]) = split_field::<2>(field) else {
+                    continue;
+                };
                 items.push(Restate::Channel {
-                    app,
+                    app: app.clone(),
                     channel: channel.to_owned(),
                 });
             }
-        }
-        for field in &users {
-            let Some([app, user]) = split_field::<2>(field) else {
-                continue;
-            };
-            if let Some(app) = self.cluster.app(app) {
+            for field in &listed.users {
+                let Some([_, user]) = split_field::<2>(field) else {
+                    continue;
+                };
                 items.push(Restate::User {
-                    app,
+                    app: app.clone(),
                     user: user.to_owned(),
                 });
             }
         }
+        tracing::warn!(
+            node = dead,
+            channels = n_channels,
+            members = n_members,
+            "Cluster: a node stopped heartbeating; removing its connections"
+        );
         self.restate(dead, items, true).await?;
-        let mut pipe = redis::pipe();
-        self.forget_node(&mut pipe, dead);
-        pipe.query_async::<()>(&mut self.conn).await
+        let cmds = self.forget_node(dead, &apps);
+        self.conn.query_each(cmds).await.map(|_| ())
     }
 
-    /// Adds to `pipe` the removal of `node`'s indexes and connection counts.
-    fn forget_node(&self, pipe: &mut redis::Pipeline, node: u32) {
+    /// The removal of `node`'s indexes and connection counts in `apps`.
+    fn forget_node(&self, node: u32, apps: &[Arc<App>]) -> Vec<(String, Cmd)> {
         let keys = &self.cluster.keys;
-        pipe.del(&[
-            keys.node_members(node),
-            keys.node_subs(node),
-            keys.node_users(node),
-        ])
-        .ignore();
-        if let Some(store) = self.cluster.apps.get() {
-            for app in store.all() {
-                pipe.hdel(keys.conns(app.id()), node).ignore();
-            }
+        let mut cmds = Vec::with_capacity(apps.len() * 2);
+        for app in apps {
+            let id = app.id();
+            let conns = keys.conns(id);
+            let indexes = [
+                keys.node_members(id, node),
+                keys.node_subs(id, node),
+                keys.node_users(id, node),
+            ];
+            cmds.push((conns.clone(), Cmd::del(&indexes)));
+            cmds.push((conns.clone(), Cmd::hdel(&conns, node)));
         }
+        cmds
     }
 
     /// Makes Redis hold exactly this node's local state: every channel, presence member
@@ -970,8 +1164,14 @@ impl StateTask {
             return Ok(());
         };
         let node = self.cluster.node_id;
-        let (listed_members, listed_channels, listed_users) = self.listed(node).await?;
-        for app in store.all() {
+        let apps = store.all();
+        let listed = self.listed(node, &apps).await?;
+        for (app, listed) in apps.into_iter().zip(listed) {
+            let Listed {
+                members: listed_members,
+                channels: listed_channels,
+                users: listed_users,
+            } = listed;
             let id = app.id();
             let mut channels: BTreeSet<String> = app
                 .hub
@@ -1044,10 +1244,10 @@ impl StateTask {
             return;
         }
         let node = self.cluster.node_id;
-        let mut pipe = redis::pipe();
-        pipe.zrem(self.cluster.keys.nodes(), node).ignore();
-        self.forget_node(&mut pipe, node);
-        if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+        let nodes = self.cluster.keys.nodes();
+        let mut cmds = vec![(nodes.clone(), Cmd::zrem(&nodes, node))];
+        cmds.extend(self.forget_node(node, &self.all_apps()));
+        if let Err(e) = self.conn.query_each(cmds).await {
             tracing::warn!(error = %e, "Cluster: could not leave cleanly");
         } else {
             tracing::info!("Cluster: left");
@@ -1069,6 +1269,42 @@ fn member_reply(reply: Vec<String>) -> RedisResult<MemberSet> {
             redis::ErrorKind::TypeError,
             "unexpected member_set reply",
         ))),
+    }
+}
+
+/// Subscribes the bus channels `names` and waits up to `wait` for Redis to confirm them
+/// all. Every request is sent before this first yields, so requests reach the link in the
+/// state task's order even when it does not wait (`wait` zero: Redis is away) or times out;
+/// the link keeps them wanted and subscribes once Redis answers.
+async fn subscribe_bus(subscriber: Subscriber, names: Vec<String>, wait: Duration) {
+    if names.is_empty() {
+        return;
+    }
+    let all = futures_util::future::join_all(names.iter().map(|n| subscriber.subscribe(n)));
+    let mut all = std::pin::pin!(all);
+    let results = if wait.is_zero() {
+        all.as_mut().now_or_never()
+    } else {
+        tokio::time::timeout(wait, all.as_mut()).await.ok()
+    };
+    match results {
+        Some(results) => {
+            if let Some(error) = results.into_iter().find_map(Result::err) {
+                tracing::warn!(%error, "Cluster bus: a channel's subscription failed; its events from other nodes are lost");
+            }
+        }
+        None if wait.is_zero() => {}
+        None => tracing::warn!(
+            channels = names.len(),
+            "Cluster bus: Redis did not confirm new subscriptions in time; answering the subscribers anyway"
+        ),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,48 +1,134 @@
-//! The bus over Redis pub/sub: one task publishes this node's messages, pipelined; one task
-//! listens and delivers the other nodes' messages to local sockets.
+//! The bus over the Redis link: one task publishes this node's messages, pipelined (one
+//! pipeline per slot on a Redis Cluster, where publishing is SPUBLISH); one task takes what
+//! the link's [`Subscriber`] delivers and hands it to local sockets. Which bus channels the
+//! node listens to is the state task's choice (`interest.rs`); this module only carries.
 //!
 //! Both outlive Redis outages. The publisher keeps what it could not send and sends it, in
 //! order, once Redis answers; a message counts against `cluster_bus_max_bytes` from when it
 //! is queued until it is published, so what the publisher holds is bounded with the queue.
-//! The listener reconnects and resubscribes. Messages other nodes published while this node was not listening are
-//! not replayed: Redis pub/sub keeps nothing.
+//! The link resubscribes by itself after a reconnect or a failover and reports a [`Gap`]:
+//! messages other nodes published meanwhile are not replayed (Redis pub/sub keeps
+//! nothing); the gap is logged, counted, and makes the node restate its share, since a
+//! failover may have lost its last writes too.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
 
-use super::{bus_cost, Cluster};
+use super::config::RedisConfig;
+use super::interest;
+use super::link::{self, Commands, Deliveries, Delivery, Gap, Subscriber, Target};
+use super::scripts::Keys;
+use super::{merge_resync, Cluster, ClusterError, Throttle};
 use crate::adapter::bus::{self, BusMessage};
 use crate::ids::SocketId;
 
 /// Messages per pipelined round trip.
 const BATCH: usize = 256;
 const RETRY: Duration = Duration::from_millis(250);
+/// What a queued bus message costs beyond its bytes (its buffers and its queue slot), so
+/// many tiny messages are bounded too.
+const MESSAGE_OVERHEAD: usize = 64;
+
+/// A message for the other nodes and the bus channel it goes to.
+pub(super) struct Outgoing {
+    pub(super) channel: String,
+    pub(super) payload: Vec<u8>,
+}
+
+impl Outgoing {
+    /// What it counts against `cluster_bus_max_bytes`.
+    pub(super) fn cost(&self) -> usize {
+        self.channel.len() + self.payload.len() + MESSAGE_OVERHEAD
+    }
+}
+
+/// The node's two ends of the bus, and what they count.
+pub(super) struct Bus {
+    prefix: String,
+    /// The channel every node listens to: messages that name no channel.
+    control: String,
+    commands: Commands,
+    subscriber: Subscriber,
+    /// Until the listener task takes them.
+    deliveries: Mutex<Option<Deliveries>>,
+    /// Messages received from the bus (this node's own included), malformed ones too.
+    received: AtomicU64,
+    /// Gaps the link reported.
+    gaps: AtomicU64,
+    gap_log: Throttle,
+    /// Bus channels the state task holds (see `interest.rs`).
+    pub(super) channels: AtomicUsize,
+}
+
+impl Bus {
+    /// Connects both ends to the configured Redis (one server, a cluster or a sentinel
+    /// master).
+    pub(super) async fn connect(config: &RedisConfig, keys: &Keys) -> Result<Bus, ClusterError> {
+        let target = Target::parse(&config.url).map_err(ClusterError::Url)?;
+        let options = link::Options::default();
+        let commands = Commands::connect(&target, &options).await?;
+        let (subscriber, deliveries) = Subscriber::connect(&target, &options).await?;
+        Ok(Bus {
+            prefix: config.prefix.clone(),
+            control: keys.bus(),
+            commands,
+            subscriber,
+            deliveries: Mutex::new(Some(deliveries)),
+            received: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            gap_log: Throttle::default(),
+            channels: AtomicUsize::new(0),
+        })
+    }
+
+    /// The control channel, for messages that name no channel.
+    pub(super) fn control(&self) -> &str {
+        &self.control
+    }
+
+    /// The bus channel of an app's channel.
+    pub(super) fn channel_of(&self, app: &str, channel: &str) -> String {
+        interest::event_channel(&self.prefix, app, channel)
+    }
+
+    /// A handle for subscribing and unsubscribing (the state task's).
+    pub(super) fn subscriber(&self) -> Subscriber {
+        self.subscriber.clone()
+    }
+
+    /// Messages received and gaps reported, for the metrics.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.received.load(Ordering::Relaxed),
+            self.gaps.load(Ordering::Relaxed),
+        )
+    }
+}
 
 /// Publishes queued messages until the queue closes.
-pub(super) async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Vec<u8>>) {
-    let channel = cluster.keys.bus();
-    let mut conn = cluster.redis();
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+pub(super) async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut commands = cluster.bus.commands.clone();
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(BATCH);
     let mut failing = false;
     loop {
         if batch.is_empty() && queue.recv_many(&mut batch, BATCH).await == 0 {
             return;
         }
-        let mut pipe = redis::pipe();
-        for message in &batch {
-            pipe.publish(&channel, message.as_slice()).ignore();
-        }
-        match pipe.query_async::<()>(&mut conn).await {
+        let messages: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|m| (m.channel.as_str(), m.payload.as_slice()))
+            .collect();
+        match commands.publish_all(&messages).await {
             Ok(()) => {
                 if failing {
                     tracing::info!("Cluster bus: publishing to Redis again");
                     failing = false;
                 }
-                cluster.published(batch.iter().map(|m| bus_cost(m)).sum());
+                cluster.published(batch.iter().map(Outgoing::cost).sum());
                 batch.clear();
                 cluster.held.store(0, Ordering::Relaxed);
             }
@@ -58,51 +144,57 @@ pub(super) async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<V
     }
 }
 
-/// Listens to the bus, reconnecting as needed. The returned receiver fires once the first
-/// subscription is active.
-pub(super) fn spawn_subscriber(cluster: Arc<Cluster>) -> oneshot::Receiver<()> {
-    let (ready, subscribed) = oneshot::channel();
+/// Starts the listener and subscribes to the control channel; returns once Redis has
+/// confirmed it (or `wait` passed: the link keeps trying).
+pub(super) async fn listen(cluster: Arc<Cluster>, wait: Duration) {
+    let Some(mut deliveries) = cluster.bus.deliveries.lock().take() else {
+        return;
+    };
+    let subscriber = cluster.bus.subscriber();
+    let listener = cluster.clone();
     tokio::spawn(async move {
-        let channel = cluster.keys.bus();
-        let mut ready = Some(ready);
-        let mut lost = false;
-        loop {
-            match cluster.client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                    Ok(()) => {
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
-                        }
-                        if lost {
-                            tracing::info!("Cluster bus: listening to Redis again");
-                        }
-                        let mut messages = pubsub.on_message();
-                        while let Some(message) = messages.next().await {
-                            cluster.receive(message.get_payload_bytes());
-                        }
-                        tracing::warn!("Cluster bus: lost the Redis subscription; reconnecting");
-                        lost = true;
-                        cluster.healthy.store(false, Ordering::Relaxed);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "Cluster bus: cannot subscribe");
-                        lost = true;
-                    }
-                },
-                Err(error) => {
-                    if !lost {
-                        tracing::warn!(%error, "Cluster bus: cannot connect to Redis");
-                        lost = true;
-                    }
+        while let Some(delivery) = deliveries.recv().await {
+            match delivery {
+                Delivery::Message(message) => {
+                    listener.bus.received.fetch_add(1, Ordering::Relaxed);
+                    listener.receive(&message.payload);
                 }
+                Delivery::Gap(gap) => listener.bus_gap(gap),
             }
-            tokio::time::sleep(RETRY).await;
         }
     });
-    subscribed
+    match tokio::time::timeout(wait, subscriber.subscribe(cluster.bus.control())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "Cluster bus: cannot listen to the control channel")
+        }
+        Err(_) => tracing::warn!(
+            "Cluster bus: Redis has not confirmed the control channel yet; still trying"
+        ),
+    }
 }
 
 impl Cluster {
+    /// Messages in a gap are lost: logged (at most once per interval), counted, and the
+    /// node's share restated, since what lost the subscription (a failover) may have lost
+    /// the node's last writes too.
+    fn bus_gap(&self, gap: Gap) {
+        let n = self.bus.gaps.fetch_add(1, Ordering::Relaxed) + 1;
+        let overflow = matches!(gap, Gap::All);
+        if self.bus.gap_log.ready(self.started) {
+            match &gap {
+                Gap::All => tracing::warn!(gaps = n, "Cluster bus: the listener fell behind and dropped messages from other nodes"),
+                Gap::Channels(channels) => tracing::warn!(gaps = n, channels = channels.len(), "Cluster bus: subscriptions were lost and restored; messages published meanwhile are lost"),
+            }
+        }
+        if !overflow {
+            let mut signals = self.signals.lock();
+            signals.resync = merge_resync(signals.resync, true);
+            drop(signals);
+            self.wake.notify_one();
+        }
+    }
+
     /// Delivers one message from another node to this node's sockets.
     fn receive(&self, payload: &[u8]) {
         let Some((origin, message)) = bus::decode(payload) else {

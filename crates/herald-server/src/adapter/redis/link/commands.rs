@@ -117,6 +117,62 @@ impl Commands {
         Ok(())
     }
 
+    /// Runs commands, each given with a key that names its slot, and returns their replies
+    /// in order: one pipeline on one server; on a cluster one pipeline per slot (a cluster
+    /// pipeline must stay in one slot), the slots' pipelines sent side by side. Commands of
+    /// one slot keep their order; on an error some commands may have run.
+    pub(crate) async fn query_each(&mut self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.is_cluster() {
+            let mut pipe = redis::pipe();
+            for (_, cmd) in cmds {
+                pipe.add_command(cmd);
+            }
+            return pipe.query_async(self).await;
+        }
+        let total = cmds.len();
+        let mut by_slot: HashMap<u16, (Pipeline, Vec<usize>)> = HashMap::new();
+        for (i, (key, cmd)) in cmds.into_iter().enumerate() {
+            let (pipe, places) = by_slot.entry(slot(key.as_bytes())).or_default();
+            pipe.add_command(cmd);
+            places.push(i);
+        }
+        let sent = by_slot.into_values().map(|(pipe, places)| {
+            let mut conn = self.clone();
+            async move {
+                let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+                RedisResult::Ok((places, replies))
+            }
+        });
+        let mut out = vec![Value::Nil; total];
+        for (places, replies) in futures_util::future::try_join_all(sent).await? {
+            for (i, reply) in places.into_iter().zip(replies) {
+                out[i] = reply;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Who serves the data now: the run id of the server (one server, the sentinels'
+    /// master), or the ids of the masters that hold slots (a cluster), sorted. It changes
+    /// when a replica is promoted (or a server restarts), which is when writes
+    /// acknowledged just before may have been lost (replication is asynchronous).
+    pub(crate) async fn masters(&mut self) -> RedisResult<String> {
+        if self.is_cluster() {
+            let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(self).await?;
+            return Ok(slot_masters(&nodes));
+        }
+        let info: String = redis::cmd("INFO").arg("server").query_async(self).await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned())
+    }
+
     fn publish_cmd(&self, channel: &str, payload: &[u8]) -> Cmd {
         let mut cmd = redis::cmd(if self.is_cluster() {
             "SPUBLISH"
@@ -126,6 +182,22 @@ impl Commands {
         cmd.arg(channel).arg(payload);
         cmd
     }
+}
+
+/// The ids of the masters in a `CLUSTER NODES` reply that serve slots, sorted and joined.
+fn slot_masters(nodes: &str) -> String {
+    let mut ids: Vec<&str> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let serving = fields.len() > 8
+                && fields[2].split(',').any(|f| f == "master")
+                && !fields[2].split(',').any(|f| f == "fail");
+            serving.then_some(fields[0])
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.join(",")
 }
 
 /// A cluster connection over `seeds` speaking `protocol`, with bounded retries.
@@ -177,5 +249,33 @@ impl ConnectionLike for Commands {
             Inner::Cluster(conn) => conn.get_db(),
             Inner::Sentinel(conn) => conn.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::slot_masters;
+
+    #[test]
+    fn the_masters_are_those_serving_slots_and_not_failed() {
+        let nodes = "\
+b2 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+c3 127.0.0.1:7002@17002 master,fail - 0 1 3 connected
+d4 127.0.0.1:7003@17003 slave a1 0 1 1 connected
+e5 127.0.0.1:7004@17004 master - 0 1 5 connected 10923-16383
+";
+        assert_eq!(slot_masters(nodes), "a1,b2,e5");
+        let promoted = nodes.replace("slave a1", "master -").replace(
+            "d4 127.0.0.1:7003@17003 master - 0 1 1 connected",
+            "d4 127.0.0.1:7003@17003 master - 0 1 1 connected 0-5460",
+        );
+        assert_eq!(
+            slot_masters(&promoted.replace(
+                "myself,master - 0 0 1 connected 0-5460",
+                "myself,master,fail - 0 0 1 connected"
+            )),
+            "b2,d4,e5"
+        );
     }
 }
