@@ -1,5 +1,5 @@
-//! The messages nodes send each other over the cluster's bus (one pub/sub channel), and
-//! their binary encoding.
+//! The messages nodes send each other over the cluster's bus (pub/sub channels: one per
+//! app channel for its events, one for the rest), and their binary encoding.
 //!
 //! A message carries an already-encoded WebSocket frame, so a receiving node pushes the same
 //! bytes to each of its subscribers without parsing or re-serializing the event. Fields are
@@ -103,6 +103,12 @@ pub fn encode_event(
         out.extend_from_slice(&ttl_ms.to_be_bytes());
     }
     out
+}
+
+/// The node a message comes from, read without decoding the rest: a node skips its own
+/// messages, which come back to it on every channel it listens to.
+pub fn origin(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?))
 }
 
 /// Decodes a message into its origin node and content; `None` for anything malformed.
@@ -222,8 +228,10 @@ mod tests {
             },
         ];
         for m in messages {
+            assert_eq!(origin(&encode(7, &m)), Some(7));
             assert_eq!(decode(&encode(7, &m)), Some((7, m)));
         }
+        assert_eq!(origin(&[1, 0, 0]), None);
     }
 
     #[test]

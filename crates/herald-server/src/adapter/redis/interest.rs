@@ -31,6 +31,12 @@
 //! owns all of this and sends every subscribe and unsubscribe in order, so an unsubscribe
 //! cannot overtake a later subscribe of the same channel.
 //!
+//! Bounds: the channels held are those with local subscribers (bounded by the connection
+//! and per-connection channel limits) and at most [`MAX_LINGERING`] more; the requests in
+//! flight are one state-task batch's (256 subscriptions at most); and the subscriptions
+//! waiting for the state task are ops in its bounded queue, where an app over its share is
+//! answered `ServerBusy`.
+//!
 //! This module is plain data: the state task asks it what to subscribe and release.
 
 use std::collections::{HashMap, VecDeque};

@@ -197,6 +197,9 @@ impl Cluster {
 
     /// Delivers one message from another node to this node's sockets.
     fn receive(&self, payload: &[u8]) {
+        if bus::origin(payload) == Some(self.node_id) {
+            return;
+        }
         let Some((origin, message)) = bus::decode(payload) else {
             tracing::debug!(
                 bytes = payload.len(),
