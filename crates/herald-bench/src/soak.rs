@@ -111,6 +111,12 @@ struct Ctx {
     requests: AtomicU64,
     client_sent: AtomicU64,
     client_received: AtomicU64,
+    /// The client-event sequence numbers a side never got, as `channel:from-to` (the first
+    /// 20): whether a loss is at the start, in the middle or at the end of a run says what
+    /// lost it.
+    client_gaps: Mutex<Vec<String>>,
+    /// Client events each pair side has sent, by side: side `k`'s peer is `k ^ 1`.
+    pair_sent: Vec<AtomicU64>,
     client_latency: Mutex<Histogram<u64>>,
     churn_opened: AtomicU64,
     churn_closed: AtomicU64,
@@ -124,6 +130,14 @@ struct Ctx {
 }
 
 impl Ctx {
+    fn client_gap(&self, channel: &str, from: u64, to: u64) {
+        if let Ok(mut gaps) = self.client_gaps.lock() {
+            if gaps.len() < 20 {
+                gaps.push(format!("{channel}:{from}-{to}"));
+            }
+        }
+    }
+
     fn error(&self, kind: &'static str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut kinds) = self.error_kinds.lock() {
@@ -287,17 +301,21 @@ async fn publisher(
 }
 
 /// One side of a client-event pair: sends `rate` client events per second on `channel`
-/// and times those its peer sends.
+/// until `until`, and times those its peer sends until `stop`.
 async fn pair_side(
     mut c: Client,
+    side: usize,
     channel: String,
     rate: u64,
+    until: Instant,
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut send = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
     send.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
+    // The peer's next sequence number.
+    let mut expected = 0u64;
     loop {
         tokio::select! {
             frame = c.next_frame() => {
@@ -308,7 +326,11 @@ async fn pair_side(
                     return;
                 };
                 if find(&frame, b"client-soak").is_some() {
-                    if let Some((t, _)) = stamp(&frame) {
+                    if let Some((t, s)) = stamp(&frame) {
+                        if s != expected {
+                            ctx.client_gap(&channel, expected, s);
+                        }
+                        expected = s + 1;
                         ctx.client_received.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut h) = ctx.client_latency.lock() {
                             let _ = h.record(nanos_since(ctx.base).saturating_sub(t).max(1));
@@ -320,7 +342,9 @@ async fn pair_side(
                     ctx.error("error_frame");
                 }
             }
-            _ = send.tick(), if rate > 0 => {
+            // Sending ends with the run, so that the lag before `stop` lets the last events
+            // arrive: one sent just before `stop` would count as lost.
+            _ = send.tick(), if rate > 0 && Instant::now() < until => {
                 let t = nanos_since(ctx.base);
                 let event = format!(
                     r#"{{"event":"client-soak","channel":"{channel}","data":{{"t":{t},"s":{seq}}}}}"#
@@ -328,9 +352,16 @@ async fn pair_side(
                 seq += 1;
                 if c.send_text(&event).await.is_ok() {
                     ctx.client_sent.fetch_add(1, Ordering::Relaxed);
+                    ctx.pair_sent[side].store(seq, Ordering::Relaxed);
                 }
             }
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                let sent = ctx.pair_sent[side ^ 1].load(Ordering::Relaxed);
+                if sent > expected {
+                    ctx.client_gap(&channel, expected, sent);
+                }
+                return;
+            }
         }
     }
 }
@@ -595,6 +626,8 @@ pub async fn soak(app: &App, pids: &[u32], progress: bool, p: Args) -> std::io::
         requests: AtomicU64::new(0),
         client_sent: AtomicU64::new(0),
         client_received: AtomicU64::new(0),
+        client_gaps: Mutex::new(Vec::new()),
+        pair_sent: (0..p.pairs * 2).map(|_| AtomicU64::new(0)).collect(),
         client_latency: Mutex::new(new_histogram()),
         churn_opened: AtomicU64::new(0),
         churn_closed: AtomicU64::new(0),
@@ -618,15 +651,6 @@ pub async fn soak(app: &App, pids: &[u32], progress: bool, p: Args) -> std::io::
         let h = Arc::new(Mutex::new(new_histogram()));
         histograms.push(h.clone());
         tasks.push(tokio::spawn(subscriber(c, ctx.clone(), h, stop.clone())));
-    }
-    for (i, c) in pair_clients.into_iter().enumerate() {
-        tasks.push(tokio::spawn(pair_side(
-            c,
-            format!("private-soak-pair-{}", i / 2),
-            p.client_event_rate,
-            ctx.clone(),
-            stop.clone(),
-        )));
     }
     let shared = Arc::new(Shared {
         base,
@@ -659,6 +683,17 @@ pub async fn soak(app: &App, pids: &[u32], progress: bool, p: Args) -> std::io::
 
     let started = Instant::now();
     let until = started + duration;
+    for (i, c) in pair_clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(pair_side(
+            c,
+            i,
+            format!("private-soak-pair-{}", i / 2),
+            p.client_event_rate,
+            until,
+            ctx.clone(),
+            stop.clone(),
+        )));
+    }
     let publishers = 4.min(channels);
     let mut work = Vec::new();
     for k in 0..publishers {
@@ -934,6 +969,7 @@ pub async fn soak(app: &App, pids: &[u32], progress: bool, p: Args) -> std::io::
         "client_events_sent": client_sent,
         "client_events_received": client_received,
         "client_events_lost": client_sent.saturating_sub(client_received),
+        "client_event_gaps": ctx.client_gaps.lock().map(|g| g.clone()).unwrap_or_default(),
         "client_event_latency": ctx.client_latency.lock().map(|h| percentiles(&h)).ok(),
         "presence_joins": joins,
         "presence_joins_lost": joins.saturating_sub(joins_seen),
