@@ -1,8 +1,9 @@
 //! Interest routing, against real `herald serve` processes and a real `redis-server`: a node
 //! listens on the bus only to the channels it has subscribers of (seen in Redis's
 //! `PUBSUB NUMSUB` and in the node's `herald_cluster_bus_received_total`), its first
-//! subscriber of a channel misses no event published after its `subscription_succeeded`,
-//! and its last subscriber leaving releases the bus channel.
+//! subscriber of a channel misses no event published after its `subscription_succeeded`
+//! (even when its subscriptions reach Redis late), and its last subscriber leaving releases
+//! the bus channel.
 
 mod support;
 
@@ -14,6 +15,10 @@ use serde_json::{json, Value};
 use support::{signed, Redis, Server, KEY};
 
 fn node(redis: &Redis) -> Server {
+    node_on(&redis.url())
+}
+
+fn node_on(url: &str) -> Server {
     Server::start(&format!(
         r#"
 adapter = "redis"
@@ -24,8 +29,72 @@ id = "1"
 key = "app-key"
 secret = "app-secret"
 "#,
-        url = redis.url()
     ))
+}
+
+/// A TCP relay to Redis that holds back, by `delay`, everything a connection sends from
+/// the moment it sends a `SUBSCRIBE`: a node's bus subscriptions then reach Redis late
+/// while its commands (counts, publishes) do not. Real Redis behind a slow link, on
+/// threads of its own, since a node starts (and talks to Redis) while the test blocks.
+struct SlowSubscribes {
+    port: u16,
+}
+
+impl SlowSubscribes {
+    fn start(redis_port: u16, delay: Duration) -> SlowSubscribes {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::time::Instant;
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut redis) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    return;
+                };
+                let (Ok(mut client_out), Ok(mut redis_in)) =
+                    (client.try_clone(), redis.try_clone())
+                else {
+                    return;
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut redis_in, &mut client_out);
+                });
+                let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+                std::thread::spawn(move || {
+                    for (at, bytes) in rx {
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        if redis.write_all(&bytes).is_err() {
+                            return;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut slow = false;
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = buf[..n].to_vec();
+                        slow = slow || chunk.windows(11).any(|w| w == b"\r\nSUBSCRIBE");
+                        let at = Instant::now() + if slow { delay } else { Duration::ZERO };
+                        if tx.send((at, chunk)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowSubscribes { port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
 }
 
 /// `redis-cli` against the test's Redis; its output, trimmed.
@@ -188,11 +257,9 @@ async fn first_subscriber_round(a: &Arc<Server>, b: &Server, channel: &str) {
     stop.store(true, Ordering::Relaxed);
     let last = publisher.await.expect("publisher");
     while received.last().is_none_or(|&n| n < last) {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("{channel}: got {received:?} after {in_flight}, published up to {last}")
-            });
+        let frame = support::next_json(&mut ws.ws).await.unwrap_or_else(|| {
+            panic!("{channel}: got {received:?} after {in_flight}, published up to {last}")
+        });
         if frame["event"] == "ev" {
             received.push(
                 frame["data"]
@@ -224,5 +291,18 @@ async fn the_first_subscriber_on_a_node_gets_every_event_after_its_answer() {
     let (a, b, _c) = (Arc::new(node(&redis)), node(&redis), node(&redis));
     for round in 0..8 {
         first_subscriber_round(&a, &b, &format!("seq-{round}")).await;
+    }
+}
+
+/// The same with B's bus subscriptions reaching Redis 300 ms late: an answer sent before
+/// Redis confirmed the subscription would miss the events of those 300 ms.
+#[tokio::test]
+async fn the_first_subscriber_gets_every_event_when_its_subscription_reaches_redis_late() {
+    let redis = Redis::start();
+    let relay = SlowSubscribes::start(redis.port, Duration::from_millis(300));
+    let a = Arc::new(node(&redis));
+    let b = node_on(&relay.url());
+    for round in 0..3 {
+        first_subscriber_round(&a, &b, &format!("late-{round}")).await;
     }
 }

@@ -81,6 +81,33 @@ struct Listed {
     users: Vec<String>,
 }
 
+impl Listed {
+    /// `(channel, user)` of every presence member listed for `app`; malformed fields are
+    /// skipped.
+    fn members<'a>(&'a self, app: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.members.iter().filter_map(move |field| {
+            let [a, channel, user] = split_field::<3>(field)?;
+            (a == app).then_some((channel, user))
+        })
+    }
+
+    fn channels<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        names_of(&self.channels, app)
+    }
+
+    fn users<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        names_of(&self.users, app)
+    }
+}
+
+/// The name in every `app\nname` field that belongs to `app`.
+fn names_of<'a>(fields: &'a [String], app: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    fields.iter().filter_map(move |field| {
+        let [a, name] = split_field::<2>(field)?;
+        (a == app).then_some(name)
+    })
+}
+
 /// The ops applied in runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Batch {
@@ -1096,35 +1123,21 @@ impl StateTask {
         for (app, listed) in apps.iter().zip(&listed) {
             n_channels += listed.channels.len();
             n_members += listed.members.len();
-            for field in &listed.members {
-                let Some([_, channel, user]) = split_field::<3>(field) else {
-                    continue;
-                };
-                items.push(Restate::Member {
-                    app: app.clone(),
-                    channel: channel.to_owned(),
-                    user: user.to_owned(),
-                    info: None,
-                });
-            }
-            for field in &listed.channels {
-                let Some([_, channel]) = split_field::<2>(field) else {
-                    continue;
-                };
-                items.push(Restate::Channel {
-                    app: app.clone(),
-                    channel: channel.to_owned(),
-                });
-            }
-            for field in &listed.users {
-                let Some([_, user]) = split_field::<2>(field) else {
-                    continue;
-                };
-                items.push(Restate::User {
-                    app: app.clone(),
-                    user: user.to_owned(),
-                });
-            }
+            let id = app.id();
+            items.extend(listed.members(id).map(|(channel, user)| Restate::Member {
+                app: app.clone(),
+                channel: channel.to_owned(),
+                user: user.to_owned(),
+                info: None,
+            }));
+            items.extend(listed.channels(id).map(|channel| Restate::Channel {
+                app: app.clone(),
+                channel: channel.to_owned(),
+            }));
+            items.extend(listed.users(id).map(|user| Restate::User {
+                app: app.clone(),
+                user: user.to_owned(),
+            }));
         }
         tracing::warn!(
             node = dead,
@@ -1166,11 +1179,6 @@ impl StateTask {
         let apps = store.all();
         let listed = self.listed(node, &apps).await?;
         for (app, listed) in apps.into_iter().zip(listed) {
-            let Listed {
-                members: listed_members,
-                channels: listed_channels,
-                users: listed_users,
-            } = listed;
             let id = app.id();
             let mut channels: BTreeSet<String> = app
                 .hub
@@ -1180,34 +1188,18 @@ impl StateTask {
                 .collect();
             // (channel, user) → the info this node holds (none if only Redis lists it)
             let mut members: BTreeMap<(String, String), Option<Box<str>>> = BTreeMap::new();
-            for field in &listed_members {
-                if let Some([a, channel, user]) = split_field::<3>(field) {
-                    if a == id {
-                        channels.insert(channel.to_owned());
-                        members.insert((channel.to_owned(), user.to_owned()), None);
-                    }
-                }
+            for (channel, user) in listed.members(id) {
+                channels.insert(channel.to_owned());
+                members.insert((channel.to_owned(), user.to_owned()), None);
             }
-            for field in &listed_channels {
-                if let Some([a, channel]) = split_field::<2>(field) {
-                    if a == id {
-                        channels.insert(channel.to_owned());
-                    }
-                }
-            }
+            channels.extend(listed.channels(id).map(str::to_owned));
             for channel in &channels {
                 for m in app.hub.local_members(channel) {
                     members.insert((channel.clone(), m.user_id.to_string()), m.user_info);
                 }
             }
             let mut users: BTreeSet<String> = app.users.user_ids().into_iter().collect();
-            for field in &listed_users {
-                if let Some([a, user]) = split_field::<2>(field) {
-                    if a == id {
-                        users.insert(user.to_owned());
-                    }
-                }
-            }
+            users.extend(listed.users(id).map(str::to_owned));
             let mut items = Vec::with_capacity(members.len() + channels.len() + users.len());
             items.extend(
                 members
