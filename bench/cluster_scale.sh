@@ -18,9 +18,13 @@
 # - single: one redis-server.
 # - cluster: a Redis Cluster of three masters (redis-server --cluster-enabled yes, joined by
 #   redis-cli --cluster create --cluster-yes), given to Herald as
-#   redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3. Herald on main does not take that
-#   URL yet (the support is on branch redis-link): the run then stops with the node's own
-#   error instead of waiting. Redis CPU is the sum over the three servers.
+#   redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3; events go out with SPUBLISH on
+#   the shard of their channel's slot. Redis CPU is the sum over the three servers.
+#
+# NODE_WORKERS sets each node's runtime threads (TOKIO_WORKER_THREADS; default: one per
+# core). Six nodes of two threads each share these two cores, so a run with more nodes
+# also measures more threads contending for the same cores; one thread per node is the
+# closer model of nodes that each have their own.
 #
 # Each run prints one JSON line and appends it to OUT (default
 # bench/results/cluster_scale.jsonl, or cluster_scale-redis-cluster.jsonl with REDIS=cluster,
@@ -29,6 +33,7 @@
 # Usage: [REDIS=single|cluster] [SCENARIOS="concentrated spread"] [CONCENTRATED_NODES="1 3 5"]
 #        [SPREAD_NODES="1 2 4 6"] [DURATION=20] [WARMUP=5] [RATE=5000] [SUBSCRIBERS=1000]
 #        [SPREAD_RATE=1000] [SPREAD_SUBSCRIBERS=1000] [PAYLOAD=100] [OUT=FILE] [NO_BUILD=1]
+#        [NODE_WORKERS=n]
 #        bench/cluster_scale.sh [rounds]   (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,15 +115,17 @@ start_node() {
   local name=$1
   printf 'adapter = "redis"\nredis_url = "%s"\nredis_prefix = "scale"\nadmin_port = 0\n' \
     "$redis_url" > "$tmp/node.toml"
-  HERALD_STDERR=$tmp/$name.err start_herald target/release/herald --config "$tmp/node.toml"
+  if [ -n "${NODE_WORKERS:-}" ]; then
+    TOKIO_WORKER_THREADS=$NODE_WORKERS HERALD_STDERR=$tmp/$name.err \
+      start_herald target/release/herald --config "$tmp/node.toml"
+  else
+    HERALD_STDERR=$tmp/$name.err start_herald target/release/herald --config "$tmp/node.toml"
+  fi
   node_pids+=("$HERALD_PID")
   node_addr=$HERALD_ADDR
   [ -n "$node_addr" ] && return 0
   echo "node $name did not start with redis_url $redis_url:" >&2
   tail -3 "$tmp/$name.err" >&2
-  if [ "$redis_kind" = cluster ]; then
-    echo "REDIS=cluster needs a Herald that takes redis+cluster:// URLs (branch redis-link; not on main yet)" >&2
-  fi
   return 1
 }
 
@@ -154,7 +161,7 @@ one_run() {
   stop_all
   python3 - "$tmp/run.json" "$scenario" "$nodes" "$round" "$redis_kind" "$load_before" "$load_after" \
     "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo -dirty)" <<'PY' | tee -a "$out"
-import json, sys
+import json, os, sys
 r = json.load(open(sys.argv[1]))
 scenario, nodes, rnd, redis, load_before, load_after, commit = sys.argv[2:]
 nodes = int(nodes)
@@ -166,6 +173,7 @@ per_delivery = [round(c * 1e6 / d, 2) if d else None for c, d in zip(cpu, delive
 secs = w["seconds"]
 line = {
     "scenario": scenario, "nodes": nodes, "redis": redis, "round": int(rnd), "commit": commit,
+    "node_workers": int(os.environ["NODE_WORKERS"]) if os.environ.get("NODE_WORKERS") else None,
     "subscribers": r["subscribers"], "channels": r["channels"],
     "rate_events_per_s": r["rate_events_per_s"], "payload_bytes": r["payload_bytes"],
     "window_s": secs, "events_sent": w["events_sent"], "events_per_s": w["events_per_s"],

@@ -100,7 +100,7 @@ impl SlowSubscribes {
 /// `redis-cli` against the test's Redis; its output, trimmed.
 fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string()])
+        .args(["-p", &redis.port().to_string()])
         .args(args)
         .output()
         .expect("run redis-cli");
@@ -299,7 +299,7 @@ async fn the_first_subscriber_on_a_node_gets_every_event_after_its_answer() {
 #[tokio::test]
 async fn the_first_subscriber_gets_every_event_when_its_subscription_reaches_redis_late() {
     let redis = Redis::start();
-    let relay = SlowSubscribes::start(redis.port, Duration::from_millis(300));
+    let relay = SlowSubscribes::start(redis.port(), Duration::from_millis(300));
     let a = Arc::new(node(&redis));
     let b = node_on(&relay.url());
     for round in 0..3 {

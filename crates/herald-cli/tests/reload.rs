@@ -411,7 +411,7 @@ fn herald_reload_without_a_server_says_why_in_one_line() {
 
 fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string()])
+        .args(["-p", &redis.port().to_string()])
         .args(args)
         .output()
         .expect("run redis-cli");

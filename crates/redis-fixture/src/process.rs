@@ -89,6 +89,17 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`, ...) to the process, if it runs.
+    pub(crate) fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} redis-server");
+        }
+    }
+
     /// Starts the process again with the same arguments.
     pub(crate) fn restart(&mut self) {
         self.kill();

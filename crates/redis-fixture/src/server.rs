@@ -52,6 +52,17 @@ impl RedisServer {
         self.process.kill();
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as
+    /// with a Redis that is overloaded or partitioned away.
+    pub fn pause(&self) {
+        self.process.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT), its data intact.
+    pub fn resume(&self) {
+        self.process.signal("-CONT");
+    }
+
     /// Starts an empty server again on the same port.
     pub fn restart(&mut self) {
         self.process.restart();
