@@ -38,7 +38,8 @@ use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 const MAX_IOVECS: usize = 64;
 /// How long a closing connection waits for its last frames to drain and the client's Close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// A read at least this big ends the task's turn on its worker thread.
+/// Bytes read in one turn on its worker thread after which the task gives the others
+/// theirs.
 const BURST_BYTES: usize = 16 * 1024;
 /// Bytes read per wake-up at most: enough for many frames per system call, small enough
 /// that a burst ending mid-frame does not leave a big buffer behind for long.
@@ -135,6 +136,8 @@ fn serve<S: Socket>(
                 .apply(&mut closing, &mut peer_done);
         }
 
+        // Bytes read since this task last parked or yielded.
+        let mut turn_bytes = 0u32;
         loop {
             if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
                 let until = clock::now() + clock::ticks(CLOSE_LINGER);
@@ -192,10 +195,11 @@ fn serve<S: Socket>(
                         });
                     }
                 }
+                // The task parks: its turn ends here.
+                turn_bytes = 0;
                 Poll::Pending
             })
             .await;
-            let mut burst = false;
             match wake {
                 Wake::Outbox => {
                     // Only a closing connection has a linger for the sweeper to end; asking
@@ -218,7 +222,7 @@ fn serve<S: Socket>(
                         outbox.timers.touch(clock::now());
                         io.decode_all(&held.shared, &mut session)
                             .apply(&mut closing, &mut peer_done);
-                        burst = n >= BURST_BYTES;
+                        turn_bytes = turn_bytes.saturating_add(n as u32);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(error) => {
@@ -228,9 +232,13 @@ fn serve<S: Socket>(
                 },
             }
             // A client that keeps its socket full would otherwise keep this worker thread
-            // for a whole coop budget of reads (128 × 64 KiB of frames): give the other
-            // connections their turn after each big read.
-            if burst {
+            // for a whole coop budget of reads (up to 128 × 64 KiB of frames): give the other
+            // tasks their turn once a turn has read that much, in one read or in many small
+            // ones. A flood of small subscribe frames read a few KiB at a time held each
+            // worker for over a second at a time, and a cluster node's state and Redis
+            // subscriber tasks waited behind it.
+            if turn_bytes as usize >= BURST_BYTES {
+                turn_bytes = 0;
                 tokio::task::yield_now().await;
             }
         }

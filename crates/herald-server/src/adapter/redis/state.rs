@@ -133,6 +133,9 @@ struct Lanes {
     by_app: HashMap<String, VecDeque<Queued>>,
     /// Apps with ops waiting, in turn order.
     turns: VecDeque<String>,
+    /// The app whose run was taken last, if it has more: it goes back in line only at the
+    /// next turn, behind the apps whose first ops arrived while its run was applied.
+    last: Option<String>,
     /// The node is leaving, once every lane is empty.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -159,6 +162,9 @@ impl Lanes {
     /// reconnect storm or a mass disconnect is counted in one pipelined round trip
     /// instead of one each), or one other op.
     fn next_batch(&mut self) -> Option<Vec<Queued>> {
+        if let Some(last) = self.last.take() {
+            self.turns.push_back(last);
+        }
         let app = self.turns.pop_front()?;
         let lane = self.by_app.get_mut(&app)?;
         let first = lane.pop_front()?;
@@ -172,7 +178,7 @@ impl Lanes {
         if lane.is_empty() {
             self.by_app.remove(&app);
         } else {
-            self.turns.push_back(app);
+            self.last = Some(app);
         }
         Some(batch)
     }
@@ -1370,6 +1376,26 @@ mod tests {
         assert_eq!(conns(&lanes.next_batch().expect("a's rest")).len(), 88);
         assert!(lanes.next_batch().is_none());
         assert!(lanes.by_app.is_empty());
+    }
+
+    #[test]
+    fn an_app_that_arrives_during_a_run_goes_before_that_apps_next_run() {
+        let (a, b) = (app("a"), app("b"));
+        let mut lanes = Lanes::default();
+        for conn in 0..600 {
+            lanes.push(subscribe(&a, conn));
+        }
+        let first = lanes.next_batch().expect("a's first run");
+        assert_eq!(conns(&first), (0..256).collect::<Vec<_>>());
+        // b's first op arrives while a's run is applied, with a's next run still queued.
+        lanes.push(subscribe(&b, 1000));
+        assert_eq!(conns(&lanes.next_batch().expect("b")), [1000]);
+        assert_eq!(
+            conns(&lanes.next_batch().expect("a's second run")).len(),
+            256
+        );
+        assert_eq!(conns(&lanes.next_batch().expect("a's rest")).len(), 88);
+        assert!(lanes.next_batch().is_none());
     }
 
     fn leave(app: &Arc<App>, conn: ConnId) -> Queued {
