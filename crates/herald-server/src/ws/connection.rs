@@ -234,9 +234,8 @@ fn serve<S: Socket>(
             // A client that keeps its socket full would otherwise keep this worker thread
             // for a whole coop budget of reads (up to 128 × 64 KiB of frames): give the other
             // tasks their turn once a turn has read that much, in one read or in many small
-            // ones. A flood of small subscribe frames read a few KiB at a time held each
-            // worker for over a second at a time, and a cluster node's state and Redis
-            // subscriber tasks waited behind it.
+            // ones: a flood of small subscribe frames, read a few KiB at a time, would
+            // otherwise hold a worker for a whole budget each turn.
             if turn_bytes as usize >= BURST_BYTES {
                 turn_bytes = 0;
                 tokio::task::yield_now().await;

@@ -263,21 +263,58 @@ impl crate::backend::Backend for Cluster {
 
 /// Connects to the cluster's Redis and joins: the node's tasks run and its first heartbeat
 /// is recorded when this returns.
+///
+/// The node's cluster tasks (state, heartbeat, bus publisher and listener, and the Redis
+/// connections' own) run on a thread of their own ([`cluster_runtime`]), not among the
+/// connection tasks, so the operating system shares the cores between them: under a
+/// subscription flood that kept both workers busy, the heartbeat fell more than a node
+/// timeout behind (the other nodes declared the node dead and removed its members), and
+/// the state task's turns came seconds apart.
 pub(super) async fn join(
     config: &RedisConfig,
     node_id: u32,
     apps: Arc<dyn AppStore>,
 ) -> std::io::Result<Arc<Cluster>> {
-    let cluster = Cluster::connect(config, node_id)
+    let runtime = cluster_runtime().await?;
+    let joining = config.clone();
+    let cluster = runtime
+        .spawn(async move {
+            let cluster = Cluster::connect(&joining, node_id)
+                .await
+                .map_err(std::io::Error::other)?;
+            cluster.start(apps).await;
+            Ok::<_, std::io::Error>(cluster)
+        })
         .await
-        .map_err(std::io::Error::other)?;
-    cluster.start(apps).await;
+        .map_err(std::io::Error::other)??;
     tracing::info!(
         node_id,
         redis = %config::shown_url(&config.url),
         "Joined the cluster"
     );
     Ok(cluster)
+}
+
+/// A single-threaded runtime on a thread of its own, for the rest of the process's life.
+async fn cluster_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("herald-cluster".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(runtime.handle().clone()));
+            runtime.block_on(std::future::pending::<()>());
+        })?;
+    rx.await.map_err(std::io::Error::other)?
 }
 
 /// One node's membership of a cluster.
