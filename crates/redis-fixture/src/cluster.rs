@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::process::{base_args, cli, free_port, info_field, wait_until, Process, ScratchDir};
+use crate::process::{
+    base_args, cli_at, free_port, info_field, wait_until, Host, Process, ScratchDir,
+};
 
 /// How long a node may be unreachable before the cluster fails it over; small so a failover
 /// test takes a few seconds (Redis's default is 15 s).
@@ -12,7 +14,8 @@ const NODE_TIMEOUT_MS: u64 = 1000;
 const FORM_LIMIT: Duration = Duration::from_secs(30);
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
 
-/// A Redis Cluster on loopback, every node killed when dropped.
+/// A Redis Cluster (on loopback unless started on other [`Host`]s), every node killed when
+/// dropped. Its nodes are told apart by port, which is unique across the cluster.
 pub struct RedisCluster {
     nodes: Vec<Process>,
     _dir: ScratchDir,
@@ -39,13 +42,22 @@ impl RedisCluster {
     /// A cluster of `masters` masters with `replicas_per_master` replicas each, returned once
     /// every node says `cluster_state:ok` and every replica is in sync with its master.
     pub fn start_with_replicas(masters: usize, replicas_per_master: usize) -> RedisCluster {
+        let count = masters * (1 + replicas_per_master);
+        RedisCluster::start_on(&vec![Host::loopback(); count], masters, replicas_per_master)
+    }
+
+    /// [`RedisCluster::start_with_replicas`] with node `i` on `hosts[i]` (one host per
+    /// node: `masters * (1 + replicas_per_master)` of them).
+    pub fn start_on(hosts: &[Host], masters: usize, replicas_per_master: usize) -> RedisCluster {
         assert!(masters >= 3, "Redis Cluster needs at least three masters");
         let dir = ScratchDir::new("cluster");
         let count = masters * (1 + replicas_per_master);
-        let nodes: Vec<Process> = (0..count)
-            .map(|_| {
+        assert_eq!(hosts.len(), count, "one host per cluster node");
+        let nodes: Vec<Process> = hosts
+            .iter()
+            .map(|host| {
                 let port = free_port();
-                let mut args = base_args(port, dir.path());
+                let mut args = base_args(host, port, dir.path());
                 // The bus port is set, not left at port + 10000, which may be past 65535.
                 args.extend(
                     [
@@ -60,12 +72,12 @@ impl RedisCluster {
                     ]
                     .map(str::to_owned),
                 );
-                Process::start(port, args)
+                Process::start(host, port, args)
             })
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
+            .map(|n| format!("{}:{}", n.host.ip(), n.port))
             .collect();
         let output = std::process::Command::new("redis-cli")
             .arg("--cluster")
@@ -88,12 +100,12 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`: every node started, as seeds.
+    /// `redis+cluster://host1:p1,host2:p2,...`: every node started, as seeds.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
+            .map(|n| format!("{}:{}", n.host.ip(), n.port))
             .collect();
         format!("redis+cluster://{}", seeds.join(","))
     }
@@ -107,10 +119,32 @@ impl RedisCluster {
             .collect()
     }
 
+    /// `redis-cli` against the node on `port`.
+    pub fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
+        cli_at(self.ip_of(port), port, args)
+    }
+
+    /// The address of the node on `port`.
+    pub fn ip_of(&self, port: u16) -> std::net::IpAddr {
+        self.node(port).host.ip()
+    }
+
+    /// The process id of the node on `port`, while it runs.
+    pub fn pid_of(&self, port: u16) -> Option<u32> {
+        self.node(port).pid()
+    }
+
+    fn node(&self, port: u16) -> &Process {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("redis-fixture: no node on port {port}"))
+    }
+
     /// The cluster as a live node sees it.
     pub fn nodes(&self) -> Vec<ClusterNode> {
         for port in self.live_ports() {
-            if let Some(text) = cli(port, &["cluster", "nodes"]) {
+            if let Some(text) = self.cli(port, &["cluster", "nodes"]) {
                 return parse_nodes(&text);
             }
         }
@@ -140,7 +174,7 @@ impl RedisCluster {
     /// The slot Redis computes for `key` (`CLUSTER KEYSLOT`).
     pub fn keyslot(&self, key: &str) -> u16 {
         let port = self.live_ports()[0];
-        cli(port, &["cluster", "keyslot", key])
+        self.cli(port, &["cluster", "keyslot", key])
             .and_then(|s| s.trim().parse().ok())
             .expect("CLUSTER KEYSLOT answers a number")
     }
@@ -154,6 +188,17 @@ impl RedisCluster {
             .find(|n| n.port == port)
             .unwrap_or_else(|| panic!("redis-fixture: no node on port {port}"));
         node.kill();
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the node on `port`: its connections stay
+    /// open and nothing is answered, as with a node overloaded or cut off.
+    pub fn pause_node(&self, port: u16) {
+        self.node(port).signal("-STOP");
+    }
+
+    /// Lets a node [`RedisCluster::pause_node`] froze run again.
+    pub fn resume_node(&self, port: u16) {
+        self.node(port).signal("-CONT");
     }
 
     /// Kills the `i`-th master of [`RedisCluster::masters`] and returns its port.
@@ -171,7 +216,7 @@ impl RedisCluster {
             "a replica to take the dead master's slots",
             || {
                 self.live_ports().into_iter().all(|port| {
-                    let Some(text) = cli(port, &["cluster", "nodes"]) else {
+                    let Some(text) = self.cli(port, &["cluster", "nodes"]) else {
                         return false;
                     };
                     let nodes = parse_nodes(&text);
@@ -185,7 +230,7 @@ impl RedisCluster {
                                 .sum::<usize>()
                         })
                         .sum::<usize>();
-                    covered == 16384 && cluster_ok(port)
+                    covered == 16384 && self.cluster_ok(port)
                 })
             },
         );
@@ -193,7 +238,7 @@ impl RedisCluster {
 
     fn every_node_agrees(&self, count: usize) -> bool {
         self.live_ports().into_iter().all(|port| {
-            cli(port, &["cluster", "info"]).is_some_and(|info| {
+            self.cli(port, &["cluster", "info"]).is_some_and(|info| {
                 info_field(&info, "cluster_state").as_deref() == Some("ok")
                     && info_field(&info, "cluster_known_nodes") == Some(count.to_string())
                     && info_field(&info, "cluster_slots_ok").as_deref() == Some("16384")
@@ -201,17 +246,17 @@ impl RedisCluster {
         })
     }
 
+    fn cluster_ok(&self, port: u16) -> bool {
+        self.cli(port, &["cluster", "info"])
+            .is_some_and(|i| info_field(&i, "cluster_state").as_deref() == Some("ok"))
+    }
+
     fn replicas_in_sync(&self) -> bool {
         self.nodes().iter().filter(|n| !n.master).all(|n| {
-            cli(n.port, &["info", "replication"])
+            self.cli(n.port, &["info", "replication"])
                 .is_some_and(|i| info_field(&i, "master_link_status").as_deref() == Some("up"))
         })
     }
-}
-
-fn cluster_ok(port: u16) -> bool {
-    cli(port, &["cluster", "info"])
-        .is_some_and(|i| info_field(&i, "cluster_state").as_deref() == Some("ok"))
 }
 
 /// Parses `CLUSTER NODES`: `id ip:port@cport[,host] flags master ping pong epoch link slots...`.

@@ -15,6 +15,6 @@ mod sentinel;
 mod server;
 
 pub use cluster::{ClusterNode, RedisCluster};
-pub use process::{cli, free_port};
+pub use process::{cli, cli_at, free_port, Host};
 pub use sentinel::Sentinel;
 pub use server::RedisServer;

@@ -1,6 +1,7 @@
 //! One `redis-server` process, the scratch directory the fixtures keep their files in, and
 //! `redis-cli` calls.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,19 +45,66 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Where a process runs: the address it binds and is reached at, and the network namespace
+/// it runs in (none: the caller's own). A fault-injection test puts each server in a
+/// namespace of its own, joined to the others by veth pairs, so a partition can cut one
+/// server off; the fixture's own checks reach it from the caller's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    ip: IpAddr,
+    netns: Option<String>,
+}
+
+impl Host {
+    /// 127.0.0.1 in the caller's namespace: what every fixture uses unless told otherwise.
+    pub fn loopback() -> Host {
+        Host {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            netns: None,
+        }
+    }
+
+    /// `ip` in the network namespace `netns` (`ip netns exec`, which needs root), which the
+    /// caller must be able to reach.
+    pub fn in_netns(netns: &str, ip: IpAddr) -> Host {
+        Host {
+            ip,
+            netns: Some(netns.to_owned()),
+        }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// `program` to run on this host.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, program]);
+                command
+            }
+        }
+    }
+}
+
 /// A `redis-server` (or sentinel) process listening on `port`, killed when dropped.
 pub(crate) struct Process {
     child: Option<Child>,
+    pub(crate) host: Host,
     pub(crate) port: u16,
     args: Vec<String>,
 }
 
 impl Process {
-    /// Starts `redis-server` with `args` (which must make it listen on `port`) and waits
-    /// until it accepts connections.
-    pub(crate) fn start(port: u16, args: Vec<String>) -> Process {
+    /// Starts `redis-server` on `host` with `args` (which must make it listen on `port`)
+    /// and waits until it accepts connections.
+    pub(crate) fn start(host: &Host, port: u16, args: Vec<String>) -> Process {
         let mut process = Process {
             child: None,
+            host: host.clone(),
             port,
             args,
         };
@@ -64,8 +112,22 @@ impl Process {
         process
     }
 
+    /// `redis-cli` against this process (see [`cli_at`]).
+    pub(crate) fn cli(&self, args: &[&str]) -> Option<String> {
+        cli_at(self.host.ip, self.port, args)
+    }
+
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
+        // `ip netns exec` execs the program, so the child is redis-server itself and
+        // signals reach it.
+        let child = self
+            .host
+            .command("redis-server")
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -73,7 +135,7 @@ impl Process {
             .expect("start redis-server (is it installed? see the README)");
         self.child = Some(child);
         wait_until(Duration::from_secs(5), "redis-server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            std::net::TcpStream::connect((self.host.ip, self.port)).is_ok()
         });
     }
 
@@ -113,14 +175,14 @@ impl Drop for Process {
     }
 }
 
-/// The common arguments of every server: loopback only, nothing kept on disk but what the
-/// mode needs, files in `dir`.
-pub(crate) fn base_args(port: u16, dir: &Path) -> Vec<String> {
+/// The common arguments of every server: its host's address only, nothing kept on disk but
+/// what the mode needs, files in `dir`.
+pub(crate) fn base_args(host: &Host, port: u16, dir: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "--port",
         &port.to_string(),
         "--bind",
-        "127.0.0.1",
+        &host.ip.to_string(),
         "--save",
         "",
         "--appendonly",
@@ -133,14 +195,23 @@ pub(crate) fn base_args(port: u16, dir: &Path) -> Vec<String> {
     args.push(dir.display().to_string());
     args.push("--logfile".to_owned());
     args.push(dir.join(format!("{port}.log")).display().to_string());
+    if !host.ip.is_loopback() {
+        // A test network's address: protected mode would refuse every client but loopback.
+        args.extend(["--protected-mode".to_owned(), "no".to_owned()]);
+    }
     args
 }
 
 /// Runs `redis-cli -h 127.0.0.1 -p port args...` and returns its output, or `None` if it
 /// failed (the server is down, or answered an error).
 pub fn cli(port: u16, args: &[&str]) -> Option<String> {
+    cli_at(IpAddr::V4(Ipv4Addr::LOCALHOST), port, args)
+}
+
+/// [`cli`] against the server at `ip:port`.
+pub fn cli_at(ip: IpAddr, port: u16, args: &[&str]) -> Option<String> {
     let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-h", &ip.to_string(), "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
         .output()

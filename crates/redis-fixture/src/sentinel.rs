@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::process::{base_args, cli, free_port, info_field, wait_until, Process, ScratchDir};
+use crate::process::{
+    base_args, cli_at, free_port, info_field, wait_until, Host, Process, ScratchDir,
+};
 
 /// The name the sentinels monitor the master under.
 const MASTER_NAME: &str = "herald-master";
@@ -12,8 +14,9 @@ const FAILOVER_TIMEOUT_MS: u64 = 3000;
 const FORM_LIMIT: Duration = Duration::from_secs(30);
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
 
-/// One master, one replica and three sentinels (quorum two) on loopback, every process
-/// killed when dropped.
+/// One master, one replica and three sentinels (quorum two), on loopback unless started on
+/// other [`Host`]s, every process killed when dropped. Processes are told apart by port,
+/// which is unique across the set-up.
 pub struct Sentinel {
     servers: Vec<Process>,
     sentinels: Vec<Process>,
@@ -24,49 +27,77 @@ impl Sentinel {
     /// Starts the set-up and returns once the replica is in sync and every sentinel knows
     /// the replica and the two other sentinels (a failover needs their votes).
     pub fn start() -> Sentinel {
+        Sentinel::start_on(&vec![Host::loopback(); 5])
+    }
+
+    /// [`Sentinel::start`] with the master on `hosts[0]`, the replica on `hosts[1]` and the
+    /// sentinels on `hosts[2..5]`.
+    pub fn start_on(hosts: &[Host]) -> Sentinel {
+        assert_eq!(hosts.len(), 5, "a master, a replica and three sentinels");
         let dir = ScratchDir::new("sentinel");
         let master_port = free_port();
-        let master = Process::start(master_port, base_args(master_port, dir.path()));
+        let master = Process::start(
+            &hosts[0],
+            master_port,
+            base_args(&hosts[0], master_port, dir.path()),
+        );
         let replica_port = free_port();
-        let mut replica_args = base_args(replica_port, dir.path());
-        replica_args
-            .extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(str::to_owned));
-        let replica = Process::start(replica_port, replica_args);
+        let mut replica_args = base_args(&hosts[1], replica_port, dir.path());
+        replica_args.extend(
+            [
+                "--replicaof",
+                &hosts[0].ip().to_string(),
+                &master_port.to_string(),
+            ]
+            .map(str::to_owned),
+        );
+        let replica = Process::start(&hosts[1], replica_port, replica_args);
         let mut setup = Sentinel {
             servers: vec![master, replica],
             sentinels: Vec::new(),
             dir,
         };
-        for _ in 0..3 {
+        for host in &hosts[2..] {
             let port = free_port();
-            let sentinel = setup.start_sentinel(port, master_port);
+            let sentinel = setup.start_sentinel(host, port, &hosts[0], master_port);
             setup.sentinels.push(sentinel);
         }
         wait_until(FORM_LIMIT, "the sentinels to see each other", || {
             setup.sentinel_ports().into_iter().all(|port| {
-                cli(port, &["sentinel", "master", MASTER_NAME]).is_some_and(|text| {
-                    pair(&text, "num-other-sentinels").as_deref() == Some("2")
-                        && pair(&text, "num-slaves").as_deref() == Some("1")
-                })
-            }) && cli(replica_port, &["info", "replication"])
+                setup
+                    .cli(port, &["sentinel", "master", MASTER_NAME])
+                    .is_some_and(|text| {
+                        pair(&text, "num-other-sentinels").as_deref() == Some("2")
+                            && pair(&text, "num-slaves").as_deref() == Some("1")
+                    })
+            }) && setup
+                .cli(replica_port, &["info", "replication"])
                 .is_some_and(|i| info_field(&i, "master_link_status").as_deref() == Some("up"))
         });
         setup
     }
 
-    fn start_sentinel(&self, port: u16, master_port: u16) -> Process {
+    fn start_sentinel(&self, host: &Host, port: u16, master: &Host, master_port: u16) -> Process {
         // A sentinel rewrites its configuration file, so each has its own.
         let config = self.dir.path().join(format!("sentinel-{port}.conf"));
+        let protected = if host.ip().is_loopback() {
+            ""
+        } else {
+            "protected-mode no\n"
+        };
         let text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
-             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+            "port {port}\nbind {ip}\n{protected}dir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
+             sentinel monitor {MASTER_NAME} {master_ip} {master_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
              sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
-            dir = self.dir.path().display()
+            dir = self.dir.path().display(),
+            ip = host.ip(),
+            master_ip = master.ip(),
         );
         std::fs::write(&config, text).expect("write a sentinel's configuration");
         Process::start(
+            host,
             port,
             vec![config.display().to_string(), "--sentinel".to_owned()],
         )
@@ -77,14 +108,39 @@ impl Sentinel {
         MASTER_NAME
     }
 
-    /// `redis+sentinel://127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3/<master name>`.
+    /// `redis+sentinel://host1:s1,host2:s2,host3:s3/<master name>`.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
-            .sentinel_ports()
+            .sentinels
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .map(|s| format!("{}:{}", s.host.ip(), s.port))
             .collect();
         format!("redis+sentinel://{}/{MASTER_NAME}", seeds.join(","))
+    }
+
+    /// `redis-cli` against the server or sentinel on `port`.
+    pub fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
+        let process = self
+            .servers
+            .iter()
+            .chain(&self.sentinels)
+            .find(|p| p.port == port)
+            .unwrap_or_else(|| panic!("redis-fixture: no process on port {port}"));
+        cli_at(process.host.ip(), port, args)
+    }
+
+    /// The ports of the two Redis servers (the master and the replica, in either role).
+    pub fn server_ports(&self) -> Vec<u16> {
+        self.servers.iter().map(|s| s.port).collect()
+    }
+
+    /// The process id of the server or sentinel on `port`, while it runs.
+    pub fn pid_of(&self, port: u16) -> Option<u32> {
+        self.servers
+            .iter()
+            .chain(&self.sentinels)
+            .find(|p| p.port == port)
+            .and_then(Process::pid)
     }
 
     pub fn sentinel_ports(&self) -> Vec<u16> {
@@ -94,7 +150,7 @@ impl Sentinel {
     /// The master's port as the first answering sentinel reports it.
     pub fn master_port(&self) -> u16 {
         for port in self.sentinel_ports() {
-            if let Some(port) = master_of(port) {
+            if let Some(port) = self.master_of(port) {
                 return port;
             }
         }
@@ -119,7 +175,7 @@ impl Sentinel {
     /// port; see [`Sentinel::wait_for_failover`].
     pub fn failover(&self) -> u16 {
         let port = self.master_port();
-        let answer = cli(
+        let answer = self.cli(
             self.sentinel_ports()[0],
             &["sentinel", "failover", MASTER_NAME],
         );
@@ -143,30 +199,35 @@ impl Sentinel {
             "the sentinels to promote the replica",
             || {
                 let promoted = self.sentinel_ports().into_iter().all(|port| {
-                    master_of(port).is_some_and(|master| {
-                        master != old_port && role(master).as_deref() == Some("master")
+                    self.master_of(port).is_some_and(|master| {
+                        master != old_port && self.role(master).as_deref() == Some("master")
                     })
                 });
                 promoted
                     && (!old_alive
-                        || (role(old_port).as_deref() == Some("slave")
-                            && cli(old_port, &["info", "replication"]).is_some_and(|i| {
-                                info_field(&i, "master_link_status").as_deref() == Some("up")
-                            })))
+                        || (self.role(old_port).as_deref() == Some("slave")
+                            && self
+                                .cli(old_port, &["info", "replication"])
+                                .is_some_and(|i| {
+                                    info_field(&i, "master_link_status").as_deref() == Some("up")
+                                })))
             },
         );
     }
 }
 
-/// The master's port from `SENTINEL GET-MASTER-ADDR-BY-NAME` on the sentinel at `port`.
-fn master_of(port: u16) -> Option<u16> {
-    let text = cli(port, &["sentinel", "get-master-addr-by-name", MASTER_NAME])?;
-    text.lines().nth(1)?.trim().parse().ok()
-}
+impl Sentinel {
+    /// The master's port from `SENTINEL GET-MASTER-ADDR-BY-NAME` on the sentinel at `port`.
+    fn master_of(&self, port: u16) -> Option<u16> {
+        let text = self.cli(port, &["sentinel", "get-master-addr-by-name", MASTER_NAME])?;
+        text.lines().nth(1)?.trim().parse().ok()
+    }
 
-/// The replication role of the server on `port` (`master`, `slave`).
-fn role(port: u16) -> Option<String> {
-    cli(port, &["info", "replication"]).and_then(|i| info_field(&i, "role"))
+    /// The replication role of the server on `port` (`master`, `slave`).
+    fn role(&self, port: u16) -> Option<String> {
+        self.cli(port, &["info", "replication"])
+            .and_then(|i| info_field(&i, "role"))
+    }
 }
 
 /// The value after `key` in redis-cli's one-item-per-line rendering of a flat map.

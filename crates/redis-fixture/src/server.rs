@@ -1,9 +1,9 @@
 //! One plain `redis-server`.
 
-use crate::process::{base_args, free_port, Process, ScratchDir};
+use crate::process::{base_args, free_port, Host, Process, ScratchDir};
 
-/// A throwaway `redis-server` on a free loopback port, keeping nothing on disk; killed when
-/// dropped.
+/// A throwaway `redis-server` on a free port (loopback unless started on another
+/// [`Host`]), keeping nothing on disk; killed when dropped.
 pub struct RedisServer {
     process: Process,
     password: Option<String>,
@@ -13,23 +13,28 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server without a password.
     pub fn start() -> RedisServer {
-        RedisServer::start_inner(None)
+        RedisServer::start_inner(&Host::loopback(), None)
+    }
+
+    /// Starts a server without a password on `host`.
+    pub fn start_on(host: &Host) -> RedisServer {
+        RedisServer::start_inner(host, None)
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> RedisServer {
-        RedisServer::start_inner(Some(password.to_owned()))
+        RedisServer::start_inner(&Host::loopback(), Some(password.to_owned()))
     }
 
-    fn start_inner(password: Option<String>) -> RedisServer {
+    fn start_inner(host: &Host, password: Option<String>) -> RedisServer {
         let dir = ScratchDir::new("server");
         let port = free_port();
-        let mut args = base_args(port, dir.path());
+        let mut args = base_args(host, port, dir.path());
         if let Some(password) = &password {
             args.extend(["--requirepass".to_owned(), password.clone()]);
         }
         RedisServer {
-            process: Process::start(port, args),
+            process: Process::start(host, port, args),
             password,
             _dir: dir,
         }
@@ -39,12 +44,27 @@ impl RedisServer {
         self.process.port
     }
 
-    /// `redis://[:password@]127.0.0.1:port/0`.
+    /// The address clients reach it at.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.process.host.ip()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// `redis://[:password@]host:port/0`.
     pub fn url(&self) -> String {
         match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port()),
-            None => format!("redis://127.0.0.1:{}/0", self.port()),
+            Some(password) => format!("redis://:{password}@{}:{}/0", self.ip(), self.port()),
+            None => format!("redis://{}:{}/0", self.ip(), self.port()),
         }
+    }
+
+    /// `redis-cli` against this server (without its password).
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        self.process.cli(args)
     }
 
     /// Kills the server (its data is gone: it keeps nothing on disk).
