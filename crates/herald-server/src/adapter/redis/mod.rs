@@ -27,6 +27,9 @@ mod interest;
 pub(crate) mod link;
 mod ops;
 mod queries;
+// Not yet wired into the state task and the bus listener (the next commits do).
+#[allow(dead_code)]
+mod roster;
 mod scripts;
 mod seam;
 mod state;
