@@ -4,9 +4,10 @@
 //! and `check.rs` for the rules.
 //!
 //! It needs root (namespaces, veth pairs, nftables): without it every scenario fails with a
-//! message saying so. The scenarios here take CI's share (a few seconds of fault each, a
-//! `node_timeout` of 4 s); `HERALD_LONG_FAULTS=1` runs the long variants (the defaults'
-//! `node_timeout` of 30 s, faults of 40 s), whose figures are in BENCHMARKS.md.
+//! message saying so. By default the scenarios take CI's share (faults of 2 and 7 s either
+//! side of a `node_timeout` of 4 s); `HERALD_LONG_FAULTS=1` runs the long variants (the
+//! default `node_timeout` of 30 s, faults of 5 and 40 s, a minute of latency and loss),
+//! whose figures are in BENCHMARKS.md.
 
 mod check;
 mod net;
@@ -20,10 +21,6 @@ use std::time::Duration;
 use net::Way;
 use run::{hold, Run, Spec, Topology};
 
-/// CI's `node_timeout`, and the fault lengths either side of it.
-const NODE_TIMEOUT: u64 = 4;
-const SHORT: Duration = Duration::from_secs(2);
-const PAST_TIMEOUT: Duration = Duration::from_secs(7);
 /// Traffic before a fault.
 const STEADY: Duration = Duration::from_secs(2);
 
@@ -31,10 +28,29 @@ fn long() -> bool {
     std::env::var_os("HERALD_LONG_FAULTS").is_some()
 }
 
+/// The nodes' `node_timeout`: the default (30 s) in the long run, 4 s in CI's.
+fn node_timeout() -> u64 {
+    if long() {
+        30
+    } else {
+        4
+    }
+}
+
+/// A fault shorter than `node_timeout`: 5 s in the long run, 2 s in CI's.
+fn short() -> Duration {
+    Duration::from_secs(if long() { 5 } else { 2 })
+}
+
+/// A fault past `node_timeout`: 40 s in the long run, 7 s in CI's.
+fn past_timeout() -> Duration {
+    Duration::from_secs(if long() { 40 } else { 7 })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails until issue 24's fixes land: presence snapshots race the bus, held bus messages are resent"]
 async fn nothing_breaks() {
-    let mut run = Run::start(Spec::new("baseline", Topology::Single, NODE_TIMEOUT)).await;
+    let mut run = Run::start(Spec::new("baseline", Topology::Single, node_timeout())).await;
     hold(STEADY * 2).await;
     run.mark_healed();
     run.finish().await;
@@ -43,10 +59,10 @@ async fn nothing_breaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails until issue 24's fixes land: presence snapshots race the bus, held bus messages are resent"]
 async fn a_node_cut_off_from_redis_both_ways() {
-    let mut run = Run::start(Spec::new("cut both ways", Topology::Single, NODE_TIMEOUT)).await;
+    let mut run = Run::start(Spec::new("cut both ways", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
     run.cut_from_redis(1, Way::Both);
-    hold(SHORT).await;
+    hold(short()).await;
     run.heal_network();
     run.finish().await;
 }
@@ -57,17 +73,12 @@ async fn a_node_cut_off_from_redis_past_the_node_timeout() {
     let mut run = Run::start(Spec::new(
         "cut past timeout",
         Topology::Single,
-        NODE_TIMEOUT,
+        node_timeout(),
     ))
     .await;
     hold(STEADY).await;
     run.cut_from_redis(1, Way::Both);
-    hold(if long() {
-        Duration::from_secs(40)
-    } else {
-        PAST_TIMEOUT
-    })
-    .await;
+    hold(past_timeout()).await;
     run.heal_network();
     run.finish().await;
 }
@@ -75,16 +86,16 @@ async fn a_node_cut_off_from_redis_past_the_node_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails until issue 24's fixes land: presence snapshots race the bus, held bus messages are resent"]
 async fn a_node_cut_off_from_redis_one_way() {
-    let mut run = Run::start(Spec::new("cut one way", Topology::Single, NODE_TIMEOUT)).await;
+    let mut run = Run::start(Spec::new("cut one way", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
     // What the node sends is lost; what Redis sends still arrives.
     run.cut_from_redis(1, Way::Out);
-    hold(SHORT).await;
+    hold(short()).await;
     run.heal_network();
     hold(STEADY).await;
     // And the other way: the node's writes arrive, Redis's answers do not.
     run.cut_from_redis(2, Way::In);
-    hold(SHORT).await;
+    hold(short()).await;
     run.heal_network();
     run.finish().await;
 }
@@ -92,15 +103,10 @@ async fn a_node_cut_off_from_redis_one_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails until issue 24's fixes land: presence snapshots race the bus, held bus messages are resent"]
 async fn redis_paused() {
-    let mut run = Run::start(Spec::new("redis paused", Topology::Single, NODE_TIMEOUT)).await;
+    let mut run = Run::start(Spec::new("redis paused", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
     run.pause_redis();
-    hold(if long() {
-        Duration::from_secs(5)
-    } else {
-        SHORT
-    })
-    .await;
+    hold(short()).await;
     run.resume_redis();
     run.finish().await;
 }
@@ -111,17 +117,12 @@ async fn redis_paused_past_the_node_timeout() {
     let mut run = Run::start(Spec::new(
         "redis paused long",
         Topology::Single,
-        NODE_TIMEOUT,
+        node_timeout(),
     ))
     .await;
     hold(STEADY).await;
     run.pause_redis();
-    hold(if long() {
-        Duration::from_secs(40)
-    } else {
-        PAST_TIMEOUT
-    })
-    .await;
+    hold(past_timeout()).await;
     run.resume_redis();
     run.finish().await;
 }
@@ -129,7 +130,12 @@ async fn redis_paused_past_the_node_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails until issue 24's fixes land: presence snapshots race the bus, held bus messages are resent"]
 async fn redis_restarted() {
-    let mut run = Run::start(Spec::new("redis restarted", Topology::Single, NODE_TIMEOUT)).await;
+    let mut run = Run::start(Spec::new(
+        "redis restarted",
+        Topology::Single,
+        node_timeout(),
+    ))
+    .await;
     hold(STEADY).await;
     run.restart_redis();
     run.finish().await;
@@ -138,10 +144,10 @@ async fn redis_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails until issue 24's fixes land: presence snapshots race the bus, held bus messages are resent"]
 async fn one_node_of_three_killed() {
-    let mut run = Run::start(Spec::new("node killed", Topology::Single, NODE_TIMEOUT)).await;
+    let mut run = Run::start(Spec::new("node killed", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
     run.kill_node(2);
-    hold(Duration::from_secs(NODE_TIMEOUT) + SHORT).await;
+    hold(Duration::from_secs(node_timeout()) + short()).await;
     run.restart_node(2);
     run.finish().await;
 }
@@ -149,7 +155,7 @@ async fn one_node_of_three_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails until issue 24's fixes land: presence snapshots race the bus, held bus messages are resent"]
 async fn latency_and_loss_between_a_node_and_redis() {
-    let mut spec = Spec::new("latency and loss", Topology::Single, NODE_TIMEOUT);
+    let mut spec = Spec::new("latency and loss", Topology::Single, node_timeout());
     spec.relay = true;
     let mut run = Run::start(spec).await;
     hold(STEADY).await;
@@ -170,7 +176,7 @@ async fn a_redis_cluster_shard_fails_over() {
     let mut run = Run::start(Spec::new(
         "cluster failover",
         Topology::Cluster,
-        NODE_TIMEOUT,
+        node_timeout(),
     ))
     .await;
     hold(STEADY).await;
@@ -184,7 +190,7 @@ async fn a_sentinel_failover() {
     let mut run = Run::start(Spec::new(
         "sentinel failover",
         Topology::Sentinel,
-        NODE_TIMEOUT,
+        node_timeout(),
     ))
     .await;
     hold(STEADY).await;
@@ -201,7 +207,7 @@ async fn sigterm_under_load() {
     let mut run = Run::start(Spec::new(
         "sigterm under load",
         Topology::Single,
-        NODE_TIMEOUT,
+        node_timeout(),
     ))
     .await;
     hold(STEADY).await;
