@@ -92,10 +92,7 @@ async fn sigterm_with_a_console_stream_open_exits_within_the_bounds() {
     let console = console_stream(&server);
     // Kept-alive connections on both listeners, idle between requests.
     let client = reqwest::Client::new();
-    for url in [
-        format!("http://{}/ready", server.admin),
-        server.http("/up"),
-    ] {
+    for url in [format!("http://{}/ready", server.admin), server.http("/up")] {
         let answer = client.get(url).send().await.expect("request");
         assert_eq!(answer.status(), 200);
     }
@@ -104,7 +101,10 @@ async fn sigterm_with_a_console_stream_open_exits_within_the_bounds() {
         console.await.expect("console reader"),
         "the console stream is ended by the server, not cut"
     );
-    assert!(!pid_file.exists(), "the pid file is removed on a clean exit");
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed on a clean exit"
+    );
     eprintln!("exited {took:?} after SIGTERM");
 }
 
@@ -173,7 +173,7 @@ async fn sigterm_sends_the_drains_member_removed() {
 async fn sigterm_under_load_with_a_console_tab_a_stalled_receiver_and_presence_members() {
     // Accepts every delivery and never answers.
     let stalled = sink("200 OK", Duration::from_secs(3600), String::new()).await;
-    let mut server = Server::start_logged(&config("", &stalled.url, &[]), &[]);
+    let mut server = Server::start_logged(&config("log_format = \"json\"", &stalled.url, &[]), &[]);
     let console = console_stream(&server);
     // Members read all along (their Close is answered).
     let mut members = Vec::new();
@@ -237,9 +237,10 @@ async fn sigterm_under_load_with_a_console_tab_a_stalled_receiver_and_presence_m
             }
         })
     };
-    until("the stalled receiver holds a delivery, the stuck client its share", || {
-        stalled.requests.load(Ordering::SeqCst) > 0 && published.load(Ordering::Relaxed) > 40
-    })
+    until(
+        "the stalled receiver holds a delivery, the stuck client its share",
+        || stalled.requests.load(Ordering::SeqCst) > 0 && published.load(Ordering::Relaxed) > 40,
+    )
     .await;
     let took = terminate(&mut server).await;
     publishing.store(false, Ordering::Relaxed);
@@ -249,19 +250,15 @@ async fn sigterm_under_load_with_a_console_tab_a_stalled_receiver_and_presence_m
     }
     assert!(console.await.expect("console"), "console stream ended");
     let log = server.log();
-    let dropped = log
+    let counts: Vec<u64> = log
         .lines()
-        .find(|l| l.contains("Webhook flush"))
-        .and_then(|l| l.split("batches_dropped=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no count of dropped batches in the log:\n{log}"));
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|line| line["batches_dropped"].as_u64())
+        .collect();
+    let [dropped] = counts[..] else {
+        panic!("one line with the count of dropped batches, not {counts:?}:\n{log}");
+    };
     assert!(dropped >= 1, "the stalled batches are counted: {dropped}");
-    assert_eq!(
-        log.matches("batches_dropped=").count(),
-        1,
-        "logged once:\n{log}"
-    );
     drop(stuck);
     eprintln!("exited {took:?} after SIGTERM, {dropped} batches dropped");
 }
@@ -280,8 +277,9 @@ async fn sigterm_gives_a_batch_in_retry_its_attempt_within_the_flush_bound() {
     );
     let mut ws = server.connect(KEY).await;
     ws.subscribe("retried").await;
+    // SIGTERM right after the first attempt failed: its retry would come 1 s later.
     until("the first attempt fails", || {
-        hook.requests.load(Ordering::SeqCst) == 1
+        hook.requests.load(Ordering::SeqCst) >= 1
     })
     .await;
     let closed = tokio::spawn(async move { ws.expect_close().await });
