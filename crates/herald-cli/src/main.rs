@@ -124,8 +124,19 @@ fn serve(args: ServeArgs) -> ExitCode {
             "Serving a non-loopback address with the public default credentials (--insecure-default-credentials): anyone who can reach this port can publish, read presence and forge channel auth"
         );
     }
-    runtime.block_on(run(config, loopback, source))
+    let code = runtime.block_on(run(config, loopback, source));
+    // Tasks still running (a webhook delivery the flush gave up on) are dropped; a blocking
+    // one (a DNS lookup) is not waited for past this.
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    code
 }
+
+/// How long the runtime's blocking threads are waited for at exit.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What the server's own bounded shutdown may overrun by before the process gives up on
+/// it: a backstop, never reached unless a bound in the server is broken.
+const SHUTDOWN_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Connections that may wait to be accepted. tokio's default (128) overflows when every
 /// client reconnects at once, as they all do after a 4200 restart: each overflow costs the
@@ -229,10 +240,33 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
             tokio::spawn(reload::on_hangup(hangups, source, started.reloader));
         }
     };
-    match herald_server::serve_with_store(listener, config, apps, shutdown_signal(), ready).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("herald: {error}");
+    // The server's shutdown ends within shutdown_grace + webhook_flush_timeout and a second;
+    // past that plus SHUTDOWN_SLACK the process exits anyway (its pid file removed).
+    let limit = config.shutdown_grace + config.webhook_flush_timeout + SHUTDOWN_SLACK;
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = signalled.send(());
+    };
+    let overdue = async move {
+        if on_signal.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        served = herald_server::serve_with_store(listener, config, apps, shutdown, ready) => match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("herald: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        () = overdue => {
+            tracing::error!(
+                limit_s = limit.as_secs(),
+                "Shutdown overran shutdown_grace + webhook_flush_timeout: exiting now"
+            );
             ExitCode::FAILURE
         }
     }

@@ -10,6 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -24,6 +25,10 @@ use crate::shared::Shared;
 
 /// Connections the admin listener holds at once: scrapers and probes, a handful.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// How long the admin connections may take to finish once the listener stops: a probe or
+/// a scrape in flight. The console's streams end when the node closes its console.
+pub(crate) const STOP_WITHIN: Duration = Duration::from_secs(1);
 
 /// Binds the admin address. The default port falls back to a free one (with a warning) so
 /// that several nodes on one machine start without a config; a configured port must be free.
@@ -66,7 +71,8 @@ pub(crate) fn unready(shared: &Shared) -> Option<&'static str> {
 }
 
 /// Serves the admin endpoints until `stop` is cancelled (after the node has drained, so the
-/// probes answer 503 through the drain).
+/// probes answer 503 through the drain), then gives its connections [`STOP_WITHIN`] to
+/// finish.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let limiter = crate::admission::ConnLimiter::new(&shared.config.net, MAX_ADMIN_CONNECTIONS);
     let net = shared.config.net.clone();
@@ -92,7 +98,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
                 Ok(conn) => conn,
                 Err(error) => {
                     tracing::warn!(%error, "Admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
@@ -105,11 +111,13 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
             counts: counts.clone(),
             limits: net.clone(),
             shutdown: stop.clone(),
+            drain: STOP_WITHIN,
         };
         tracker.spawn(crate::http::conn::serve(stream, peer, permit, setup));
     }
     tracker.close();
-    tracker.wait().await;
+    // Each connection cuts itself at STOP_WITHIN; this bound only backs that up.
+    let _ = tokio::time::timeout(STOP_WITHIN, tracker.wait()).await;
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {

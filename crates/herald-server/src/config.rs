@@ -266,6 +266,9 @@ pub struct Config {
     pub compression_min_bytes: usize,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
+    /// How long shutdown waits, once the connections are drained, for leaving the cluster
+    /// and for the webhooks still to be delivered; what is left then is dropped and counted.
+    pub webhook_flush_timeout: Duration,
     /// How long a `channel_vacated` webhook is held back; a channel occupied again within it
     /// reports neither event, so quick reconnects do not flap.
     pub webhook_vacated_delay: Duration,
@@ -517,6 +520,7 @@ impl Default for Config {
             compression: true,
             compression_min_bytes: 256,
             shutdown_grace: Duration::from_secs(10),
+            webhook_flush_timeout: Duration::from_secs(5),
             webhook_vacated_delay: Duration::from_secs(1),
             adapter: AdapterConfig::Local,
             net: NetLimits::default(),
@@ -547,6 +551,7 @@ struct RawConfig {
     compression: Option<bool>,
     compression_min_bytes: Option<usize>,
     shutdown_grace: Option<u64>,
+    webhook_flush_timeout: Option<u64>,
     webhook_vacated_delay_ms: Option<u64>,
     adapter: Option<String>,
     redis_url: Option<String>,
@@ -641,6 +646,9 @@ impl Config {
             shutdown_grace: raw
                 .shutdown_grace
                 .map_or(d.shutdown_grace, Duration::from_secs),
+            webhook_flush_timeout: raw
+                .webhook_flush_timeout
+                .map_or(d.webhook_flush_timeout, Duration::from_secs),
             webhook_vacated_delay: raw
                 .webhook_vacated_delay_ms
                 .map_or(d.webhook_vacated_delay, Duration::from_millis),
@@ -832,6 +840,7 @@ impl Config {
             ("activity_timeout", self.activity_timeout, hour),
             ("pong_timeout", self.pong_timeout, hour),
             ("shutdown_grace", self.shutdown_grace, hour),
+            ("webhook_flush_timeout", self.webhook_flush_timeout, hour),
             ("webhook_vacated_delay_ms", self.webhook_vacated_delay, hour),
             ("http_header_timeout", self.net.header_timeout, hour),
             ("http_body_timeout", self.net.body_timeout, hour),
@@ -840,6 +849,8 @@ impl Config {
             check_max(field, value, max)?;
         }
         for (field, value) in [
+            // Leaving the cluster shares this bound: zero would skip it.
+            ("webhook_flush_timeout", self.webhook_flush_timeout),
             ("http_header_timeout", self.net.header_timeout),
             ("http_body_timeout", self.net.body_timeout),
             ("http_idle_timeout", self.net.idle_timeout),
@@ -908,6 +919,7 @@ impl Config {
             "pong_timeout" => pong_timeout, "partial_message_timeout" => partial_message_timeout,
             "max_message_bytes" => max_message_bytes, "require_protocol" => require_protocol,
             "outbox_max_bytes" => outbox_max_bytes, "shutdown_grace" => shutdown_grace,
+            "webhook_flush_timeout" => webhook_flush_timeout,
             "compression" => compression, "compression_min_bytes" => compression_min_bytes,
             "webhook_vacated_delay_ms" => webhook_vacated_delay,
             "http_header_timeout" => net.header_timeout, "http_body_timeout" => net.body_timeout,
@@ -1059,6 +1071,19 @@ mod tests {
         assert_eq!(c.partial_message_timeout, Duration::from_secs(1));
         let c = Config::from_toml("partial_message_timeout = 3600", &no_env).expect("valid");
         assert_eq!(c.partial_message_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn webhook_flush_timeout_is_read_in_seconds_and_needs_a_restart() {
+        let d = Config::default();
+        assert_eq!(d.webhook_flush_timeout, Duration::from_secs(5));
+        let c = Config::from_toml("webhook_flush_timeout = 1", &no_env).expect("valid");
+        assert_eq!(c.webhook_flush_timeout, Duration::from_secs(1));
+        assert_eq!(d.restart_fields(&c), ["webhook_flush_timeout"]);
+        for bad in ["webhook_flush_timeout = 0", "webhook_flush_timeout = 3601"] {
+            let error = Config::from_toml(bad, &no_env).expect_err(bad).to_string();
+            assert!(error.contains("webhook_flush_timeout"), "{error}");
+        }
     }
 
     #[test]

@@ -55,7 +55,9 @@ use crate::shared::Shared;
 
 /// Serves the apps of `config` on `listener` until `shutdown` completes, then closes every
 /// WebSocket with 4200 (clients reconnect elsewhere at once), lets HTTP requests in flight
-/// finish, and returns once all connections are done or `config.shutdown_grace` has passed.
+/// finish within `config.shutdown_grace`, leaves the cluster and delivers the webhooks
+/// still due within `config.webhook_flush_timeout`, and returns (ARCHITECTURE.md,
+/// "Shutdown").
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -230,6 +232,7 @@ async fn serve_apps(
             counts: counts.clone(),
             limits: shared.config.net.clone(),
             shutdown: shared.shutdown.clone(),
+            drain: grace,
         };
         match &shared.tls {
             None => shared
@@ -245,18 +248,48 @@ async fn serve_apps(
         };
     }
     drop(listener);
+    shut_down(&shared, stop_admin, admin_task).await;
+    Ok(())
+}
+
+/// The shutdown sequence; every step is bounded, so the whole ends within
+/// `shutdown_grace` + `webhook_flush_timeout` + [`admin::STOP_WITHIN`].
+async fn shut_down(
+    shared: &Arc<Shared>,
+    stop_admin: CancellationToken,
+    admin_task: tokio::task::JoinHandle<()>,
+) {
     tracing::info!("Shutting down: closing connections with 4200");
     shared.shutdown.cancel();
+    // Before the sockets close: the `channel_vacated` their closing produces is not held.
+    let webhooks = webhooks::ShutdownFlush::begin(&shared.apps.all());
     shared.close_all_connections();
     shared.tracker.close();
+    let grace = shared.config.shutdown_grace;
     if tokio::time::timeout(grace, shared.tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("Shutdown grace period ended with connections still open");
     }
-    shared.adapter.backend.leave().await;
+    // Leaving may produce webhooks (the cluster's last member of a channel), so it comes
+    // before the flush; both share its deadline.
+    let flush_by = tokio::time::Instant::now() + shared.config.webhook_flush_timeout;
+    if tokio::time::timeout_at(flush_by, shared.adapter.backend.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Leaving the cluster did not finish within webhook_flush_timeout");
+    }
+    webhooks.finish(flush_by).await;
+    // The console showed the drain and the flush; its streams end now, or the admin
+    // connections serving them would not.
+    shared.console.close();
     stop_admin.cancel();
-    let _ = admin_task.await;
-    Ok(())
+    if tokio::time::timeout(admin::STOP_WITHIN, admin_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("The admin listener did not stop in time");
+    }
 }

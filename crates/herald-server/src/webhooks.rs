@@ -13,6 +13,13 @@
 //! bounded twice: deliveries in flight (`webhook_max_in_flight`) and the bytes of their
 //! bodies (`webhook_max_queued_bytes`). A batch over either bound is dropped and counted.
 //! Redirects are never followed: a 3xx would re-post the signed body to another host.
+//! Batches to one endpoint keep their order per channel ([`order`]), and a clean shutdown
+//! delivers what the drain produces within a bound ([`flush`]).
+
+mod flush;
+mod order;
+
+pub(crate) use flush::ShutdownFlush;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +30,7 @@ use herald_protocol::webhook::{
     webhook_signature, HEADER_KEY, HEADER_SIGNATURE, WEBHOOK_CONTENT_TYPE,
 };
 use serde_json::{json, Value};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -216,6 +224,7 @@ impl Webhooks {
                 dropped: Arc::new(AtomicU64::new(0)),
                 log: RateLog::new(Duration::from_secs(10)),
                 metrics: metrics.clone(),
+                flush: flush::Flush::default(),
             }),
         };
         let dispatcher = Dispatcher {
@@ -226,8 +235,9 @@ impl Webhooks {
             client,
             vacated_delay: settings.vacated_delay,
             bounds: bounds.clone(),
+            order: order::Order::default(),
         };
-        tokio::spawn(dispatcher.run(events));
+        bounds.flush.tasks.spawn(dispatcher.run(events));
         Some(Arc::new(Webhooks {
             queue,
             wanted,
@@ -253,7 +263,14 @@ impl Webhooks {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Log the first drop and then every thousandth, not every event of a flood.
             if dropped == 1 || dropped % 1000 == 0 {
-                tracing::warn!(dropped, %error, "Webhook queue full: events dropped");
+                match error {
+                    TrySendError::Full(_) => {
+                        tracing::warn!(dropped, "Webhook queue full: events dropped");
+                    }
+                    TrySendError::Closed(_) => {
+                        tracing::warn!(dropped, "Webhook event after the shutdown's flush: dropped")
+                    }
+                }
             }
         }
     }
@@ -312,6 +329,7 @@ struct Dispatcher {
     client: reqwest::Client,
     vacated_delay: Duration,
     bounds: Arc<Bounds>,
+    order: order::Order,
 }
 
 /// What one app's deliveries may hold, in flight and in retry.
@@ -324,6 +342,8 @@ struct Bounds {
     dropped: Arc<AtomicU64>,
     log: RateLog,
     metrics: Arc<AppMetrics>,
+    /// The app's part of a clean shutdown.
+    flush: flush::Flush,
 }
 
 impl Bounds {
@@ -377,82 +397,125 @@ impl Drop for Reserved {
 }
 
 impl Dispatcher {
-    async fn run(self, mut events: mpsc::Receiver<WebhookEvent>) {
+    async fn run(mut self, mut events: mpsc::Receiver<WebhookEvent>) {
         let mut batch: Vec<WebhookEvent> = Vec::new();
         let mut batch_deadline: Option<Instant> = None;
         let mut held = HeldBack::default();
+        let now_token = self.bounds.flush.now.clone();
+        let last_token = self.bounds.flush.last.clone();
         loop {
+            let flushing = now_token.is_cancelled();
             let wake = match (batch_deadline, held.next_due()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let received = match wake {
-                Some(at) => tokio::select! {
-                    event = events.recv() => Some(event),
-                    () = tokio::time::sleep_until(at) => None,
-                },
-                None => Some(events.recv().await),
+            let woke = tokio::select! {
+                biased;
+                () = last_token.cancelled() => Woke::Last,
+                // The drain started: no client can come back here, so nothing is held back.
+                () = now_token.cancelled(), if !flushing => Woke::Tick,
+                event = events.recv() => Woke::Event(event),
+                () = sleep_until_some(wake) => Woke::Tick,
             };
-            match received {
+            let grew = match woke {
+                Woke::Event(Some(event)) => self.take(event, &mut batch, &mut held, flushing),
+                Woke::Tick => false,
                 // Every sender is gone: the app is gone; send what is left and stop.
-                Some(None) => {
-                    batch.extend(
-                        held.drain()
-                            .map(|channel| WebhookEvent::ChannelVacated { channel }),
-                    );
-                    self.send(std::mem::take(&mut batch));
-                    return;
+                Woke::Event(None) => return self.send_rest(batch, &mut held),
+                // The node has left: what is queued and held goes out, and nothing more is
+                // taken (a late event is dropped and counted by `emit`).
+                Woke::Last => {
+                    events.close();
+                    while let Some(event) = events.recv().await {
+                        self.take(event, &mut batch, &mut held, true);
+                    }
+                    return self.send_rest(batch, &mut held);
                 }
-                Some(Some(WebhookEvent::ChannelVacated { channel })) => {
-                    held.hold(channel, Instant::now() + self.vacated_delay);
-                }
-                Some(Some(WebhookEvent::ChannelOccupied { channel })) if held.release(&channel) => {
-                    // Vacated and occupied again within the hold-back: neither is reported.
-                }
-                Some(Some(event)) => {
-                    batch.push(event);
-                    batch_deadline.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
-                }
-                None => {}
+            };
+            if grew {
+                batch_deadline.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
             }
             let now = Instant::now();
-            for channel in held.take_due(now) {
+            let due = if now_token.is_cancelled() {
+                held.drain().collect()
+            } else {
+                held.take_due(now)
+            };
+            for channel in due {
                 batch.push(WebhookEvent::ChannelVacated { channel });
-                batch_deadline.get_or_insert(now);
+                batch_deadline = Some(now);
             }
             if batch.len() >= BATCH_SIZE || batch_deadline.is_some_and(|d| d <= now) {
-                let ready = std::mem::take(&mut batch);
                 batch_deadline = None;
-                for chunk in ready.chunks(BATCH_SIZE) {
-                    self.send(chunk.to_vec());
-                }
+                self.send_all(std::mem::take(&mut batch));
             }
         }
     }
 
+    /// Takes one event: a `channel_vacated` is held back (unless `flushing`), a
+    /// `channel_occupied` within the hold-back cancels it, and the rest join `batch`.
+    /// Returns whether the batch grew.
+    fn take(
+        &self,
+        event: WebhookEvent,
+        batch: &mut Vec<WebhookEvent>,
+        held: &mut HeldBack,
+        flushing: bool,
+    ) -> bool {
+        match event {
+            WebhookEvent::ChannelVacated { channel } if !flushing => {
+                held.hold(channel, Instant::now() + self.vacated_delay);
+                false
+            }
+            WebhookEvent::ChannelOccupied { channel } if held.release(&channel) => {
+                // Vacated and occupied again within the hold-back: neither is reported.
+                false
+            }
+            event => {
+                batch.push(event);
+                true
+            }
+        }
+    }
+
+    /// Sends `batch` and then every held-back `channel_vacated`: the dispatcher stops.
+    fn send_rest(&mut self, mut batch: Vec<WebhookEvent>, held: &mut HeldBack) {
+        batch.extend(
+            held.drain()
+                .map(|channel| WebhookEvent::ChannelVacated { channel }),
+        );
+        self.send_all(batch);
+    }
+
+    /// Sends `events` in batches of at most [`BATCH_SIZE`], in order.
+    fn send_all(&mut self, events: Vec<WebhookEvent>) {
+        for chunk in events.chunks(BATCH_SIZE) {
+            self.send(chunk.to_vec());
+        }
+    }
+
     /// Starts delivery of one batch to every endpoint that wants some of it.
-    fn send(&self, batch: Vec<WebhookEvent>) {
+    fn send(&mut self, batch: Vec<WebhookEvent>) {
         if batch.is_empty() {
             return;
         }
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        for endpoint in &self.endpoints {
-            let events: Vec<Value> = batch
-                .iter()
-                .filter(|e| endpoint.accepts(e))
-                .map(WebhookEvent::to_json)
-                .collect();
-            if events.is_empty() {
+        for (place, endpoint) in self.endpoints.iter().enumerate() {
+            let accepted: Vec<&WebhookEvent> =
+                batch.iter().filter(|e| endpoint.accepts(e)).collect();
+            if accepted.is_empty() {
                 continue;
             }
+            let events: Vec<Value> = accepted.iter().map(|e| e.to_json()).collect();
             let body = json!({"time_ms": time_ms, "events": events}).to_string();
             let Some(reserved) = self.bounds.reserve(body.len(), &self.app_id) else {
                 continue;
             };
+            let turn = self.order.next(place, accepted.iter().map(|e| e.channel()));
             let signature = webhook_signature(&self.secret, body.as_bytes());
-            tokio::spawn(deliver(
+            self.bounds.flush.tasks.spawn(deliver(
                 Delivery {
                     client: self.client.clone(),
                     url: endpoint.url.clone(),
@@ -462,8 +525,27 @@ impl Dispatcher {
                     body,
                 },
                 reserved,
+                turn,
             ));
         }
+    }
+}
+
+/// What woke a dispatcher.
+enum Woke {
+    /// An event, or `None`: every sender is gone.
+    Event(Option<WebhookEvent>),
+    /// A deadline (the batch window, a hold-back), or the start of the node's drain.
+    Tick,
+    /// The node has left its cluster: the last flush.
+    Last,
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -547,10 +629,13 @@ fn event_names(body: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Posts one signed body, retrying with exponential backoff until a 2xx answer or until
-/// [`RETRY_FOR`] has passed; a redirect is not followed, and not retried either.
-async fn deliver(delivery: Delivery, reserved: Reserved) {
+/// Posts one signed body once its turn has come, retrying with exponential backoff until a
+/// 2xx answer or until [`RETRY_FOR`] has passed; a redirect is not followed, and not
+/// retried either. While the node shuts down, backoffs are short (see [`flush`]).
+async fn deliver(delivery: Delivery, reserved: Reserved, mut turn: order::Turn) {
+    turn.wait().await;
     let metrics = &reserved.bounds.metrics;
+    let flush = &reserved.bounds.flush;
     let Delivery {
         client,
         url,
@@ -562,7 +647,7 @@ async fn deliver(delivery: Delivery, reserved: Reserved) {
     let shown_url = crate::config::redact_url(&url);
     let url = url.as_str();
     let started = Instant::now();
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = flush.first_backoff();
     let mut attempt = 1u32;
     loop {
         let result = client
@@ -620,8 +705,7 @@ async fn deliver(delivery: Delivery, reserved: Reserved) {
         metrics.webhook(WebhookOutcome::Retry, 1);
         shown("retry");
         tracing::debug!(app_id, url = %shown_url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        backoff = flush.wait_out(backoff).await;
         attempt += 1;
     }
 }

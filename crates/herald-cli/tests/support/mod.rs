@@ -139,6 +139,26 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM, as a service manager stops a node, and waits up to `deadline` for the
+    /// process to exit: its exit status (`None` if it still runs at the deadline; drop then
+    /// kills it) and the time from the signal. Polls, so the test's own tasks (a webhook
+    /// sink) keep running meanwhile.
+    pub async fn terminate(
+        &mut self,
+        deadline: Duration,
+    ) -> (Option<std::process::ExitStatus>, Duration) {
+        let started = std::time::Instant::now();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        while started.elapsed() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait for herald") {
+                return (Some(status), started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (None, started.elapsed())
+    }
 }
 
 impl Drop for Server {

@@ -5,7 +5,9 @@
 //! opening or closing, a subscription, a publish, a client event, a webhook, a refusal)
 //! calls [`AppConsole::emit`]. With no console open that is one atomic load; with one
 //! open, the row is built and put on a bounded broadcast channel, which never waits: a tab
-//! that falls behind loses the oldest rows and is told how many.
+//! that falls behind loses the oldest rows and is told how many. At shutdown, once the
+//! webhooks are flushed, [`Console::close`] ends every tab's stream, so an open tab never
+//! holds the process.
 
 mod routes;
 
@@ -15,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 pub(crate) use routes::router;
 
@@ -31,6 +34,8 @@ pub(crate) struct Console {
     /// Made by the first tab: its backlog is allocated up front, and most nodes (and every
     /// `AppMetrics::default()`) never have a tab.
     rows: OnceLock<broadcast::Sender<Arc<str>>>,
+    /// Cancelled when the node stops: every tab's stream ends (a new one at once).
+    closed: CancellationToken,
 }
 
 impl Console {
@@ -40,6 +45,11 @@ impl Console {
 
     pub(crate) fn node_id(&self) -> u32 {
         self.node_id.load(Ordering::Relaxed)
+    }
+
+    /// Ends every tab's stream, and those opened later at once: the node is stopping.
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
     }
 
     /// Whether a console is open: the one thing a tap costs while none is.
@@ -86,6 +96,17 @@ impl Console {
 pub(crate) struct Watch {
     pub(crate) rows: broadcast::Receiver<Arc<str>>,
     console: Arc<Console>,
+}
+
+impl Watch {
+    /// The next row, or why there is none; `None` once the console is closed.
+    pub(crate) async fn next(&mut self) -> Option<Result<Arc<str>, broadcast::error::RecvError>> {
+        tokio::select! {
+            biased;
+            () = self.console.closed.cancelled() => None,
+            row = self.rows.recv() => Some(row),
+        }
+    }
 }
 
 impl Drop for Watch {
@@ -160,6 +181,21 @@ mod tests {
         drop(watch);
         app.emit("subscribed", |_| built.set(built.get() + 1));
         assert_eq!(built.get(), 0, "off again once the tab is gone");
+    }
+
+    #[tokio::test]
+    async fn closing_the_console_ends_every_stream_open_or_opened_later() {
+        let console = Arc::new(Console::default());
+        let app = AppConsole::new(&console, "1");
+        let mut open = console.watch();
+        app.emit("api_publish", |_| {});
+        assert!(matches!(open.next().await, Some(Ok(_))));
+        console.close();
+        assert!(open.next().await.is_none(), "an open stream ends");
+        assert!(
+            console.watch().next().await.is_none(),
+            "a new one ends at once"
+        );
     }
 
     #[test]

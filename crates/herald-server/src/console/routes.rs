@@ -199,6 +199,7 @@ async fn members(shared: &Shared, app: &crate::App, channel: &str) -> Vec<Value>
 }
 
 /// The live log: one SSE message per row; a tab that fell behind gets a `dropped` row.
+/// The stream ends when the node closes its console (at shutdown).
 async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if !allowed(&shared, &headers) {
         return unauthorized();
@@ -215,7 +216,7 @@ fn rows(
     node_id: u32,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     futures_util::stream::unfold(watch, move |mut watch| async move {
-        let data = match watch.rows.recv().await {
+        let data = match watch.next().await? {
             Ok(row) => row.to_string(),
             Err(RecvError::Lagged(count)) => json!({
                 "kind": "dropped",

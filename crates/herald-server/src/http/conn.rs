@@ -16,7 +16,8 @@
 //! its permit and the deadlines of its own (`crate::sweeper`).
 //!
 //! Over TLS ([`serve_tls`]) the handshake runs here first, within the first request's
-//! header deadline, and hyper is then served the same way over the TLS stream.
+//! header deadline, and hyper is then served the same way over the TLS stream. At
+//! shutdown a connection finishes the request it is serving, within `Setup::drain`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -301,6 +302,9 @@ pub(crate) struct Setup {
     pub(crate) counts: ApiCounts,
     pub(crate) limits: NetLimits,
     pub(crate) shutdown: CancellationToken,
+    /// How long a connection may take to finish its request once `shutdown` is cancelled;
+    /// then it is cut.
+    pub(crate) drain: Duration,
 }
 
 /// Serves one accepted connection until it closes, times out, or the server shuts down.
@@ -361,6 +365,7 @@ async fn serve_stream<S>(
         counts,
         limits,
         shutdown,
+        drain,
     } = setup;
     let activity = Arc::new(Activity {
         start,
@@ -408,8 +413,12 @@ async fn serve_stream<S>(
                 }
             }
             () = shutdown.cancelled() => {
+                // An idle connection closes at once, a busy one after its response; one
+                // that never finishes (a stalled client, an endless stream) is cut.
                 conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                if tokio::time::timeout(drain, conn).await.is_err() {
+                    tracing::debug!(%peer, "HTTP connection cut: still busy when the drain ended");
+                }
                 return;
             }
         }
