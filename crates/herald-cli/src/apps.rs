@@ -59,9 +59,9 @@ enum AppsCommand {
         #[command(flatten)]
         edits: Edits,
     },
-    /// List the apps (never their secrets).
+    /// List the apps (never their secrets); a row that is not a valid app says why.
     List,
-    /// Show one app, secret and settings included.
+    /// Show one app, secret and settings included, and why its row is not valid if not.
     Show {
         /// The app id.
         id: String,
@@ -246,7 +246,12 @@ async fn execute(
             if json {
                 let list: Vec<Value> = apps
                     .iter()
-                    .map(|a| json!({ "id": a.id, "key": a.key, "enabled": a.enabled, "plan": a.plan }))
+                    .map(|a| {
+                        json!({
+                            "id": a.id, "key": a.key, "enabled": a.enabled, "plan": a.plan,
+                            "invalid": a.check(&config.plans).err(),
+                        })
+                    })
                     .collect();
                 out!("{}", Value::Array(list));
             } else if apps.is_empty() {
@@ -254,13 +259,17 @@ async fn execute(
             } else {
                 for app in &apps {
                     out!(
-                        "{}\tkey {}\t{}{}",
+                        "{}\tkey {}\t{}{}{}",
                         app.id,
                         app.key,
                         if app.enabled { "enabled" } else { "disabled" },
                         app.plan
                             .as_deref()
                             .map(|p| format!("\tplan {p}"))
+                            .unwrap_or_default(),
+                        app.check(&config.plans)
+                            .err()
+                            .map(|why| format!("\tinvalid: {why}"))
                             .unwrap_or_default()
                     );
                 }
@@ -427,20 +436,26 @@ impl Edits {
 }
 
 /// Prints an app with a ready `PUSHER_URL` (this is the operator's own terminal: the
-/// secret is what they asked for).
+/// secret is what they asked for), and why its row is not a valid app if it is not (the
+/// row written by hand, or its plan gone from the config file).
 fn show(config: &Config, app: &StoredApp, json: bool, title: &str) {
     let url = pusher_url(config, app);
+    let invalid = app.check(&config.plans).err();
     if json {
         out!(
             "{}",
             json!({
                 "id": app.id, "key": app.key, "secret": app.secret, "enabled": app.enabled,
                 "plan": app.plan, "settings": app.settings, "pusher_url": url,
+                "invalid": invalid,
             })
         );
         return;
     }
     out!("{title} {}", app.id);
+    if let Some(why) = invalid {
+        out!("invalid: {why} (nodes serve its last valid version, if they had one; fix it with `herald apps update`)");
+    }
     out!("key: {}", app.key);
     out!("secret: {}", app.secret);
     out!("enabled: {}", app.enabled);

@@ -93,6 +93,12 @@ impl Reloader {
         }
     }
 
+    /// The apps the node serves, for tests that look at them after a reload.
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> &Arc<MemoryApps> {
+        &self.apps
+    }
+
     /// Applies `config` (validated, e.g. by [`Config::load`]): its apps replace the running
     /// ones, and each server-wide setting it changes is named in a warning and left as it
     /// is. Logs one line saying what changed.
