@@ -41,7 +41,7 @@ async fn metric(server: &Server, key: &str) -> Option<f64> {
 
 const KEPT: &str = "herald_apps_invalid{state=\"last_good\"}";
 const NOT_SERVED: &str = "herald_apps_invalid{state=\"not_served\"}";
-const INVALID_TOTAL: &str = "herald_apps_invalid_total";
+const INVALID_TOTAL: &str = "herald_apps_invalid_states_total";
 
 /// `herald apps --json list`, by id.
 fn listed(url: &str, config: Option<&std::path::Path>) -> Vec<Value> {
@@ -228,6 +228,11 @@ async fn a_plan_renamed_on_sighup_closes_nothing() {
     assert_eq!(metric(&server, KEPT).await, Some(1.0));
     let reason = invalid_in(&listed(&url, Some(&config)), "1").expect("app 1 invalid");
     assert!(reason.contains("unknown plan 'pro'"), "{reason}");
+    let unchecked = invalid_in(&listed(&url, None), "1");
+    assert_eq!(
+        unchecked, None,
+        "without a config file a plan is not checked"
+    );
 
     // The plan back with a new limit: applied (two connections open, one allowed).
     std::fs::write(&server.config, with_plan(&url, "pro", 1)).expect("rewrite config");

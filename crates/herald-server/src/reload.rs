@@ -105,7 +105,8 @@ impl Reloader {
     pub fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let shared = self.shared.upgrade().ok_or(ReloadError::Stopped)?;
         let restart_needed = shared.config.restart_fields(&config);
-        // Apps kept in a database change there; the file gives them its plans only.
+        // Apps kept in a database change there; the file gives them its plans only (an app
+        // whose plan is gone keeps its last valid limits: `store::resolve`).
         let mut reloaded = if shared.apps.reconfigure(&config.plans) {
             Reloaded::default()
         } else {

@@ -372,7 +372,7 @@ pub(crate) fn store_families(r: &StoreReading) -> Vec<MetricFamily> {
         invalid,
     ));
     out.extend(single(
-        "herald_apps_invalid_total",
+        "herald_apps_invalid_states_total",
         "Distinct bad states of app database rows seen since start, each logged once",
         MetricType::COUNTER,
         r.invalid_seen,
