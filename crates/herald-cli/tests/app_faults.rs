@@ -256,8 +256,9 @@ fn outage() -> Duration {
 }
 
 /// How soon after the database is back every change made meanwhile must be applied: the
-/// node retries at most 2 s apart, then reads the table at once.
-const CATCH_UP: Duration = Duration::from_secs(5);
+/// node tries a refused connection again at most 0.6 s later, then reads the table at once
+/// (measured: about 0.1 s).
+const CATCH_UP: Duration = Duration::from_secs(3);
 
 #[tokio::test]
 async fn the_app_database_down_for_a_while_then_back() {

@@ -140,13 +140,18 @@ impl StoredApps {
             };
             let Err(error) = outcome;
             self.went_down(&error);
+            let took = began.elapsed();
             // A watch that held for a while was a new outage, not the same one again.
-            if began.elapsed() > 2 * MAX_RETRY {
+            if took > 2 * MAX_RETRY {
                 retry = FIRST_RETRY;
             }
+            // A try that waited for the database has paused already (the connection wait
+            // retries a refused connection, at most 0.6 s apart, for 3 s): the next one
+            // starts at once, so a database that comes back is seen within a second. A
+            // try refused at once (a bad password) waits the growing pause.
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(retry) => {}
+                () = tokio::time::sleep(retry.saturating_sub(took)) => {}
             }
             retry = (retry * 2).min(MAX_RETRY);
         }
