@@ -59,9 +59,9 @@ enum AppsCommand {
         #[command(flatten)]
         edits: Edits,
     },
-    /// List the apps (never their secrets).
+    /// List the apps (never their secrets); a row that is not a valid app says why.
     List,
-    /// Show one app, secret and settings included.
+    /// Show one app, secret and settings included, and why its row is not valid if not.
     Show {
         /// The app id.
         id: String,
@@ -165,7 +165,12 @@ pub fn run(args: AppsArgs, json: bool) -> ExitCode {
             .map_err(|e| Failure(1, format!("cannot start the async runtime: {e}")))?;
         runtime.block_on(async {
             let rows = store::open(&url)?;
-            execute(args.command, &config, rows.as_ref(), json).await
+            let cx = Context {
+                config,
+                file: args.config.is_some(),
+                json,
+            };
+            execute(args.command, &cx, rows.as_ref()).await
         })
     });
     match outcome {
@@ -194,12 +199,34 @@ fn load(args: &AppsArgs) -> Result<(Config, AppsUrl), Failure> {
     Ok((config, url))
 }
 
-async fn execute(
-    command: AppsCommand,
-    config: &Config,
-    rows: &dyn AppRows,
+/// What every command runs with.
+struct Context {
+    /// The config as `herald serve` loads it.
+    config: Config,
+    /// Whether it came from a file: without one, the plans rows name are unknown here.
+    file: bool,
+    /// Print JSON instead of text.
     json: bool,
-) -> Result<(), Failure> {
+}
+
+impl Context {
+    /// Why a node would not serve `app` as it is (it serves its last valid version, if it
+    /// had one): the field at fault. Without a config file the plans are unknown here, so
+    /// the plan a row names is not checked.
+    fn problem(&self, app: &StoredApp) -> Option<String> {
+        if self.file {
+            return app.check(&self.config.plans).err();
+        }
+        let planless = StoredApp {
+            plan: None,
+            ..app.clone()
+        };
+        planless.check(&self.config.plans).err()
+    }
+}
+
+async fn execute(command: AppsCommand, cx: &Context, rows: &dyn AppRows) -> Result<(), Failure> {
+    let (config, json) = (&cx.config, cx.json);
     match command {
         AppsCommand::Migrate => {
             let version = rows.migrate().await?;
@@ -239,14 +266,19 @@ async fn execute(
                     other => break other?,
                 }
             }
-            show(config, &app, json, "Added app");
+            show(cx, &app, "Added app");
         }
         AppsCommand::List => {
             let apps = rows.load().await?;
             if json {
                 let list: Vec<Value> = apps
                     .iter()
-                    .map(|a| json!({ "id": a.id, "key": a.key, "enabled": a.enabled, "plan": a.plan }))
+                    .map(|a| {
+                        json!({
+                            "id": a.id, "key": a.key, "enabled": a.enabled, "plan": a.plan,
+                            "invalid": cx.problem(a),
+                        })
+                    })
                     .collect();
                 out!("{}", Value::Array(list));
             } else if apps.is_empty() {
@@ -254,13 +286,16 @@ async fn execute(
             } else {
                 for app in &apps {
                     out!(
-                        "{}\tkey {}\t{}{}",
+                        "{}\tkey {}\t{}{}{}",
                         app.id,
                         app.key,
                         if app.enabled { "enabled" } else { "disabled" },
                         app.plan
                             .as_deref()
                             .map(|p| format!("\tplan {p}"))
+                            .unwrap_or_default(),
+                        cx.problem(app)
+                            .map(|why| format!("\tinvalid: {why}"))
                             .unwrap_or_default()
                     );
                 }
@@ -268,7 +303,7 @@ async fn execute(
         }
         AppsCommand::Show { id } => {
             let app = find(rows, &id).await?;
-            show(config, &app, json, "App");
+            show(cx, &app, "App");
         }
         AppsCommand::Update {
             id,
@@ -305,7 +340,7 @@ async fn execute(
             edits.apply(&mut fields)?;
             let app = StoredApp::from_fields("", fields, &config.plans)?;
             rows.update(&app).await.map_err(duplicate)?;
-            show(config, &app, json, "Updated app");
+            show(cx, &app, "Updated app");
         }
         AppsCommand::Remove { id } => {
             rows.remove(&id).await?;
@@ -319,7 +354,7 @@ async fn execute(
             let mut app = find(rows, &id).await?;
             app.secret = random_hex();
             rows.update(&app).await?;
-            show(config, &app, json, "New secret for app");
+            show(cx, &app, "New secret for app");
         }
         AppsCommand::Import { file } => {
             let apps = apps_in_file(&file)?;
@@ -427,20 +462,27 @@ impl Edits {
 }
 
 /// Prints an app with a ready `PUSHER_URL` (this is the operator's own terminal: the
-/// secret is what they asked for).
-fn show(config: &Config, app: &StoredApp, json: bool, title: &str) {
+/// secret is what they asked for), and why its row is not a valid app if it is not (the
+/// row written by hand, or its plan gone from the config file).
+fn show(cx: &Context, app: &StoredApp, title: &str) {
+    let (config, json) = (&cx.config, cx.json);
     let url = pusher_url(config, app);
+    let invalid = cx.problem(app);
     if json {
         out!(
             "{}",
             json!({
                 "id": app.id, "key": app.key, "secret": app.secret, "enabled": app.enabled,
                 "plan": app.plan, "settings": app.settings, "pusher_url": url,
+                "invalid": invalid,
             })
         );
         return;
     }
     out!("{title} {}", app.id);
+    if let Some(why) = invalid {
+        out!("invalid: {why} (nodes serve its last valid version, if they had one; fix it with `herald apps update`)");
+    }
     out!("key: {}", app.key);
     out!("secret: {}", app.secret);
     out!("enabled: {}", app.enabled);

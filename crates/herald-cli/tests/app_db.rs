@@ -6,32 +6,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::db::{Engine, OwnDb, TestDb};
-use support::{now, signed_as, Redis, Server, Ws};
+use serde_json::Value;
+use support::db::{
+    add, apps_ok, channels_status, closes_sockets, credentials_in, eventually, herald_apps,
+    insert_sql, logged, migrate, node_config, ready, receives, refusal, served, subscribed,
+    trigger, Engine, OwnDb, TestDb, BACK, DOWN, PROPAGATION,
+};
+use support::{Redis, Server};
 
-/// Generates `mod NAME { postgres, mariadb }`: the test `NAME(engine)` once on each.
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Engine::Postgres).await;
-            }
-
-            #[tokio::test]
-            async fn mariadb() {
-                super::$name(super::Engine::MariaDb).await;
-            }
-        }
-    )*};
-}
-
-on_both_engines!(
+support::db::on_both_engines!(
     migrate_creates_the_tables_and_can_run_again,
     an_app_added_while_a_node_runs_is_served_within_a_second,
     changes_reach_connected_clients,
@@ -40,214 +26,6 @@ on_both_engines!(
     two_cluster_nodes_share_one_database,
     bad_input_exits_2_and_names_the_field,
 );
-
-/// How soon a change must reach a running node.
-const PROPAGATION: Duration = Duration::from_secs(1);
-
-/// What one `herald apps …` run gave.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// `herald apps --apps-url URL ARGS…`, with `--config FILE` first when given.
-fn herald_apps(url: &str, config: Option<&Path>, args: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command.arg("apps");
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
-    let output = command
-        .args(["--apps-url", url])
-        .args(args)
-        .env_remove("HERALD_APPS_URL")
-        .env_remove("HERALD_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run herald apps");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// `herald apps ARGS…`, which must succeed; its stdout.
-fn apps_ok(url: &str, args: &[&str]) -> String {
-    let run = herald_apps(url, None, args);
-    assert_eq!(run.code, 0, "herald apps {}: {run:?}", args.join(" "));
-    run.stdout
-}
-
-fn migrate(url: &str) {
-    apps_ok(url, &["migrate"]);
-}
-
-/// Adds app `id` with key `k{id}` and secret `s{id}` (and `extra` options).
-fn add(url: &str, id: &str, extra: &[&str]) {
-    let (key, secret) = (format!("k{id}"), format!("s{id}"));
-    let mut args = vec!["add", "--id", id, "--key", &key, "--secret", &secret];
-    args.extend_from_slice(extra);
-    let out = apps_ok(url, &args);
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("PUSHER_URL=http://") && l.ends_with(&format!("/apps/{id}"))),
-        "add prints a PUSHER_URL line: {out}"
-    );
-}
-
-/// The `KEY:SECRET` of the `PUSHER_URL=` line in `out`.
-fn credentials_in(out: &str) -> (String, String) {
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("PUSHER_URL="))
-        .unwrap_or_else(|| panic!("no PUSHER_URL line in {out}"));
-    let (_, rest) = url.split_once("://").expect("a URL");
-    let (userinfo, _) = rest.split_once('@').expect("credentials in the URL");
-    let (key, secret) = userinfo.split_once(':').expect("KEY:SECRET");
-    (key.to_owned(), secret.to_owned())
-}
-
-/// A node that keeps its apps in `url`.
-fn node_config(url: &str) -> String {
-    format!("apps_url = \"{url}\"\n")
-}
-
-/// An app row as a signup flow would write it, with plain SQL (MySQL's `settings` has no
-/// default, so it is given there).
-fn insert_sql(engine: Engine, id: &str) -> String {
-    match engine {
-        Engine::Postgres => {
-            format!("INSERT INTO herald_apps (id, key, secret) VALUES ('{id}', 'k{id}', 's{id}')")
-        }
-        Engine::MariaDb => format!(
-            "INSERT INTO herald_apps (id, `key`, secret, settings) \
-             VALUES ('{id}', 'k{id}', 's{id}', '{{}}')"
-        ),
-    }
-}
-
-/// What a connection with `key` is refused with: the `pusher:error` code, or `None` if the
-/// connection was established.
-async fn refusal(server: &Server, key: &str) -> Option<u64> {
-    let (_, first) = server
-        .connect_raw(&format!("/app/{key}?protocol=7&client=js&version=8.6.0"))
-        .await;
-    let first = first.expect("a first frame");
-    if first["event"] == "pusher:connection_established" {
-        return None;
-    }
-    assert_eq!(first["event"], "pusher:error", "{first}");
-    Some(first["data"]["code"].as_u64().expect("an error code"))
-}
-
-/// Connects with `key` until the node serves it; fails the test if that takes longer than
-/// `within` from `since`. Returns the client and how long it took.
-async fn served(server: &Server, key: &str, since: Instant, within: Duration) -> (Ws, Duration) {
-    loop {
-        let (ws, first) = server
-            .connect_raw(&format!("/app/{key}?protocol=7&client=js&version=8.6.0"))
-            .await;
-        let elapsed = since.elapsed();
-        if first
-            .as_ref()
-            .is_some_and(|f| f["event"] == "pusher:connection_established")
-        {
-            assert!(
-                elapsed < within,
-                "{key} was served after {elapsed:?}, not within {within:?}"
-            );
-            return (Ws::established(ws, first), elapsed);
-        }
-        assert!(
-            elapsed < within,
-            "{key} not served within {within:?}; last answer: {first:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `herald apps ARGS…`; then each of `sockets` must be closed with 4003 within
-/// [`PROPAGATION`].
-async fn closes_sockets(url: &str, args: &[&str], sockets: &mut [&mut Ws]) {
-    apps_ok(url, args);
-    let since = Instant::now();
-    for ws in sockets {
-        assert_eq!(ws.expect_close().await, 4003, "{args:?} closes the socket");
-    }
-    assert!(
-        since.elapsed() < PROPAGATION,
-        "{args:?}: sockets closed after {:?}",
-        since.elapsed()
-    );
-}
-
-/// `GET /apps/ID/channels` signed with `key` and `secret`: the status.
-async fn channels_status(server: &Server, id: &str, key: &str, secret: &str) -> u16 {
-    let path = format!("/apps/{id}/channels");
-    signed_as(server, "GET", &path, &[], None, key, secret, now())
-        .await
-        .0
-}
-
-async fn trigger(server: &Server, id: &str, secret: &str, channel: &str, data: &str) -> u16 {
-    let body = json!({"name": "ev", "channel": channel, "data": data}).to_string();
-    let path = format!("/apps/{id}/events");
-    let key = format!("k{id}");
-    signed_as(server, "POST", &path, &[], Some(&body), &key, secret, now())
-        .await
-        .0
-}
-
-async fn subscribed(ws: &mut Ws, channel: &str) {
-    let answer = ws.subscribe(channel).await;
-    assert_eq!(
-        answer["event"], "pusher_internal:subscription_succeeded",
-        "{answer}"
-    );
-}
-
-async fn receives(ws: &mut Ws, data: &str) {
-    let ev = ws.expect("ev").await;
-    assert_eq!(ev["data"], data, "{ev}");
-}
-
-/// The admin listener's `/ready` status.
-async fn ready(server: &Server) -> u16 {
-    reqwest::get(format!("http://{}/ready", server.admin))
-        .await
-        .expect("GET /ready")
-        .status()
-        .as_u16()
-}
-
-/// Waits until `check` holds, polling; fails the test with `what` after `within`.
-async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// How many lines of the node's log contain `text`.
-fn logged(server: &Server, text: &str) -> usize {
-    server.log().lines().filter(|l| l.contains(text)).count()
-}
-
-const DOWN: &str = "App database unavailable";
-const BACK: &str = "App database available again";
 
 async fn migrate_creates_the_tables_and_can_run_again(engine: Engine) {
     let db = TestDb::new(engine);

@@ -146,7 +146,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     }
     let body = shared
         .metrics
-        .render(&shared.apps.all(), shared.adapter.backend.as_ref());
+        .render(shared.apps.as_ref(), shared.adapter.backend.as_ref());
     (
         [(
             header::CONTENT_TYPE,

@@ -348,15 +348,28 @@ pub fn app_from_fields(
     fields: serde_json::Map<String, serde_json::Value>,
     plans: &Plans,
 ) -> Result<AppConfig, ConfigError> {
-    let raw: RawApp = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+    let fields = serde_json::Value::Object(fields);
+    let raw = RawApp::deserialize(&fields).map_err(|e| {
         let problem = e.to_string();
-        let name = problem
+        let unknown = problem
             .split('`')
             .nth(1)
-            .filter(|_| problem.starts_with("unknown field"))
-            .map(str::to_owned);
-        match name {
-            Some(name) => invalid(at_field(at, &name), "is not an app setting"),
+            .filter(|_| problem.starts_with("unknown field"));
+        if let Some(name) = unknown {
+            return invalid(at_field(at, name), "is not an app setting");
+        }
+        // A value of the wrong type: serde does not say whose, so each field is read alone.
+        let culprit = fields.as_object().and_then(|all| {
+            all.iter().find(|&(name, value)| {
+                let alone = serde_json::Map::from_iter([(name.clone(), value.clone())]);
+                RawApp::deserialize(&serde_json::Value::Object(alone)).is_err()
+            })
+        });
+        match culprit {
+            Some((name, _)) => invalid(
+                at_field(at, name),
+                format!("has the wrong type ({problem})"),
+            ),
             None => invalid(if at.is_empty() { "app" } else { at }, problem),
         }
     })?;

@@ -348,6 +348,11 @@ pub trait AppStore: Send + Sync + 'static {
         let _ = plans;
         false
     }
+    /// What the store counts of itself for `/metrics` (a database: its rows that are not
+    /// valid apps, how long it has been away); the file's apps have nothing to count.
+    fn metric_families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        Vec::new()
+    }
 }
 
 /// The app `by` names: from memory, else from the store behind it.

@@ -93,13 +93,20 @@ impl Reloader {
         }
     }
 
+    /// The apps the node serves, for tests that look at them after a reload.
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> &Arc<MemoryApps> {
+        &self.apps
+    }
+
     /// Applies `config` (validated, e.g. by [`Config::load`]): its apps replace the running
     /// ones, and each server-wide setting it changes is named in a warning and left as it
     /// is. Logs one line saying what changed.
     pub fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let shared = self.shared.upgrade().ok_or(ReloadError::Stopped)?;
         let restart_needed = shared.config.restart_fields(&config);
-        // Apps kept in a database change there; the file gives them its plans only.
+        // Apps kept in a database change there; the file gives them its plans only (an app
+        // whose plan is gone keeps its last valid limits: `store::resolve`).
         let mut reloaded = if shared.apps.reconfigure(&config.plans) {
             Reloaded::default()
         } else {

@@ -2,11 +2,16 @@
 //! (127.0.0.1:5432, user postgres) or MariaDB (127.0.0.1:3306, root), and private servers
 //! of either that a test may stop and start (the shared ones are never restarted: other
 //! tests use them). Statements go through the `psql` and `mariadb` command-line clients.
+//! Below them, what the app-database tests ask of `herald apps` and of a node.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{now, signed_as, Server, Ws};
 
 /// Which database server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +196,7 @@ impl Drop for TestDb {
 }
 
 /// A free loopback port (free a moment ago: the server binds it next).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -352,9 +357,15 @@ impl OwnPostgres {
 
     /// Starts the stopped server: same port, same data. Returns once it answers.
     pub fn start(&self) {
+        self.start_on(self.at.port);
+    }
+
+    /// Starts the stopped server on `port` instead of its own, same data: a path to the
+    /// database that the nodes (which know the usual port) do not have. Returns once it
+    /// answers there.
+    pub fn start_on(&self, port: u16) {
         let options = format!(
-            "-p {} -h 127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
-            self.at.port,
+            "-p {port} -h 127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
             self.dir.display()
         );
         run(
@@ -366,13 +377,28 @@ impl OwnPostgres {
                 .args(["-w", "-t", "30", "-o", &options, "start"]),
             "pg_ctl start",
         );
-        self.at.wait_until_it_answers(Duration::from_secs(10));
+        let at = Endpoint { port, ..self.at };
+        at.wait_until_it_answers(Duration::from_secs(10));
+    }
+
+    /// The `apps_url` of its `herald` database as served on `port` ([`OwnPostgres::start_on`]).
+    pub fn url_on(&self, port: u16) -> String {
+        Endpoint { port, ..self.at }.url("herald")
     }
 
     /// Stops the server (fast shutdown: clients are disconnected); its data stays.
     pub fn stop(&self) {
         self.pg_ctl_stop("fast");
         assert!(!self.answers(), "PostgreSQL still answers after stop");
+    }
+
+    /// Stops the server started with [`OwnPostgres::start_on`].
+    pub fn stop_on(&self, port: u16) {
+        self.pg_ctl_stop("fast");
+        assert!(
+            !Endpoint { port, ..self.at }.answers(),
+            "PostgreSQL still answers on {port} after stop"
+        );
     }
 
     fn pg_ctl_stop(&self, mode: &str) {
@@ -547,3 +573,241 @@ impl OwnDb {
         }
     }
 }
+
+// What the app-database tests (`app_db.rs`, `app_faults.rs`) ask of `herald apps` and of a
+// node.
+
+/// Generates `mod NAME { postgres, mariadb }`: the test `NAME(engine)` once on each (the
+/// caller has `Engine` in scope).
+#[allow(unused_macros)] // Only the app-database tests run on both engines.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await;
+            }
+
+            #[tokio::test]
+            async fn mariadb() {
+                super::$name(super::Engine::MariaDb).await;
+            }
+        }
+    )*};
+}
+
+#[allow(unused_imports)]
+pub(crate) use on_both_engines;
+
+/// How soon a change must reach a running node.
+pub const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// What one `herald apps …` run gave.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `herald apps --apps-url URL ARGS…`, with `--config FILE` first when given.
+pub fn herald_apps(url: &str, config: Option<&Path>, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.arg("apps");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let output = command
+        .args(["--apps-url", url])
+        .args(args)
+        .env_remove("HERALD_APPS_URL")
+        .env_remove("HERALD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run herald apps");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `herald apps ARGS…`, which must succeed; its stdout.
+pub fn apps_ok(url: &str, args: &[&str]) -> String {
+    let run = herald_apps(url, None, args);
+    assert_eq!(run.code, 0, "herald apps {}: {run:?}", args.join(" "));
+    run.stdout
+}
+
+pub fn migrate(url: &str) {
+    apps_ok(url, &["migrate"]);
+}
+
+/// Adds app `id` with key `k{id}` and secret `s{id}` (and `extra` options).
+pub fn add(url: &str, id: &str, extra: &[&str]) {
+    let (key, secret) = (format!("k{id}"), format!("s{id}"));
+    let mut args = vec!["add", "--id", id, "--key", &key, "--secret", &secret];
+    args.extend_from_slice(extra);
+    let out = apps_ok(url, &args);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("PUSHER_URL=http://") && l.ends_with(&format!("/apps/{id}"))),
+        "add prints a PUSHER_URL line: {out}"
+    );
+}
+
+/// The `KEY:SECRET` of the `PUSHER_URL=` line in `out`.
+pub fn credentials_in(out: &str) -> (String, String) {
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("PUSHER_URL="))
+        .unwrap_or_else(|| panic!("no PUSHER_URL line in {out}"));
+    let (_, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, _) = rest.split_once('@').expect("credentials in the URL");
+    let (key, secret) = userinfo.split_once(':').expect("KEY:SECRET");
+    (key.to_owned(), secret.to_owned())
+}
+
+/// A node that keeps its apps in `url`.
+pub fn node_config(url: &str) -> String {
+    format!("apps_url = \"{url}\"\n")
+}
+
+/// An app row as a signup flow would write it, with plain SQL (MySQL's `settings` has no
+/// default, so it is given there).
+pub fn insert_sql(engine: Engine, id: &str) -> String {
+    match engine {
+        Engine::Postgres => {
+            format!("INSERT INTO herald_apps (id, key, secret) VALUES ('{id}', 'k{id}', 's{id}')")
+        }
+        Engine::MariaDb => format!(
+            "INSERT INTO herald_apps (id, `key`, secret, settings) \
+             VALUES ('{id}', 'k{id}', 's{id}', '{{}}')"
+        ),
+    }
+}
+
+/// What a connection with `key` is refused with: the `pusher:error` code, or `None` if the
+/// connection was established.
+pub async fn refusal(server: &Server, key: &str) -> Option<u64> {
+    let (_, first) = server
+        .connect_raw(&format!("/app/{key}?protocol=7&client=js&version=8.6.0"))
+        .await;
+    let first = first.expect("a first frame");
+    if first["event"] == "pusher:connection_established" {
+        return None;
+    }
+    assert_eq!(first["event"], "pusher:error", "{first}");
+    Some(first["data"]["code"].as_u64().expect("an error code"))
+}
+
+/// Connects with `key` until the node serves it; fails the test if that takes longer than
+/// `within` from `since`. Returns the client and how long it took.
+pub async fn served(
+    server: &Server,
+    key: &str,
+    since: Instant,
+    within: Duration,
+) -> (Ws, Duration) {
+    loop {
+        let (ws, first) = server
+            .connect_raw(&format!("/app/{key}?protocol=7&client=js&version=8.6.0"))
+            .await;
+        let elapsed = since.elapsed();
+        if first
+            .as_ref()
+            .is_some_and(|f| f["event"] == "pusher:connection_established")
+        {
+            assert!(
+                elapsed < within,
+                "{key} was served after {elapsed:?}, not within {within:?}"
+            );
+            return (Ws::established(ws, first), elapsed);
+        }
+        assert!(
+            elapsed < within,
+            "{key} not served within {within:?}; last answer: {first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `herald apps ARGS…`; then each of `sockets` must be closed with 4003 within
+/// [`PROPAGATION`].
+pub async fn closes_sockets(url: &str, args: &[&str], sockets: &mut [&mut Ws]) {
+    apps_ok(url, args);
+    let since = Instant::now();
+    for ws in sockets {
+        assert_eq!(ws.expect_close().await, 4003, "{args:?} closes the socket");
+    }
+    assert!(
+        since.elapsed() < PROPAGATION,
+        "{args:?}: sockets closed after {:?}",
+        since.elapsed()
+    );
+}
+
+/// `GET /apps/ID/channels` signed with `key` and `secret`: the status.
+pub async fn channels_status(server: &Server, id: &str, key: &str, secret: &str) -> u16 {
+    let path = format!("/apps/{id}/channels");
+    signed_as(server, "GET", &path, &[], None, key, secret, now())
+        .await
+        .0
+}
+
+pub async fn trigger(server: &Server, id: &str, secret: &str, channel: &str, data: &str) -> u16 {
+    let body = json!({"name": "ev", "channel": channel, "data": data}).to_string();
+    let path = format!("/apps/{id}/events");
+    let key = format!("k{id}");
+    signed_as(server, "POST", &path, &[], Some(&body), &key, secret, now())
+        .await
+        .0
+}
+
+pub async fn subscribed(ws: &mut Ws, channel: &str) {
+    let answer = ws.subscribe(channel).await;
+    assert_eq!(
+        answer["event"], "pusher_internal:subscription_succeeded",
+        "{answer}"
+    );
+}
+
+pub async fn receives(ws: &mut Ws, data: &str) {
+    let ev = ws.expect("ev").await;
+    assert_eq!(ev["data"], data, "{ev}");
+}
+
+/// The admin listener's `/ready` status.
+pub async fn ready(server: &Server) -> u16 {
+    reqwest::get(format!("http://{}/ready", server.admin))
+        .await
+        .expect("GET /ready")
+        .status()
+        .as_u16()
+}
+
+/// Waits until `check` holds, polling; fails the test with `what` after `within`.
+pub async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many lines of the node's log contain `text`.
+pub fn logged(server: &Server, text: &str) -> usize {
+    server.log().lines().filter(|l| l.contains(text)).count()
+}
+
+pub const DOWN: &str = "App database unavailable";
+pub const BACK: &str = "App database available again";

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sharded::{ShardedCounter, ShardedHistogram};
 
 pub(crate) use prometheus::proto::MetricType;
-pub(crate) use render::{single, NodeMetrics};
+pub(crate) use render::{single, store_families, NodeMetrics, StoreReading};
 pub(crate) use sharded::clock_us;
 
 /// Close codes counted under their own label; any other code a client chooses is counted

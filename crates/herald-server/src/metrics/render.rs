@@ -1,6 +1,6 @@
 //! The node's metrics in the Prometheus text format: the registry's own metrics (HTTP
 //! requests, refused connections, the process) and, built at each scrape, every app's
-//! series and the cluster's.
+//! series, the app store's and the cluster's.
 
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -9,6 +9,7 @@ use prometheus::{IntCounterVec, Opts, Registry, TextEncoder};
 
 use super::sharded::LATENCY_BOUNDS_US;
 use super::{AppMetrics, WebhookOutcome};
+use crate::apps::AppStore;
 use crate::backend::Backend;
 use crate::hub::HubTotals;
 use crate::App;
@@ -62,10 +63,12 @@ impl NodeMetrics {
     }
 
     /// The text exposition of everything the node counts.
-    pub(crate) fn render(&self, apps: &[std::sync::Arc<App>], backend: &dyn Backend) -> String {
+    pub(crate) fn render(&self, store: &dyn AppStore, backend: &dyn Backend) -> String {
+        let apps = store.all();
         let mut families = self.registry.gather();
-        families.extend(app_families(apps));
-        families.extend(http_family(apps, &self.http_unknown_app));
+        families.extend(app_families(&apps));
+        families.extend(http_family(&apps, &self.http_unknown_app));
+        families.extend(store.metric_families());
         families.extend(backend.metric_families());
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = String::new();
@@ -91,8 +94,12 @@ fn counter(labels: Vec<LabelPair>, value: u64) -> Metric {
 }
 
 fn gauge(labels: Vec<LabelPair>, value: u64) -> Metric {
+    gauge_of(labels, value as f64)
+}
+
+fn gauge_of(labels: Vec<LabelPair>, value: f64) -> Metric {
     let mut g = Gauge::default();
-    g.set_value(value as f64);
+    g.set_value(value);
     let mut m = Metric::from_label(labels);
     m.set_gauge(g);
     m
@@ -330,4 +337,57 @@ pub(crate) fn single(name: &str, help: &str, kind: MetricType, value: u64) -> Op
         gauge(vec![], value)
     };
     family(name, help, kind, vec![metric])
+}
+
+/// What an app store kept in a database reports of itself at a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StoreReading {
+    /// Rows that are not valid apps now and whose last valid version is served.
+    pub(crate) invalid_kept: u64,
+    /// Rows that are not valid apps now and were never valid: not served.
+    pub(crate) invalid_not_served: u64,
+    /// Distinct bad states of rows seen since the node started (each logged once).
+    pub(crate) invalid_seen: u64,
+    /// Whether the node follows its database now.
+    pub(crate) up: bool,
+    /// While the database is away, how long since the apps served were last known to be
+    /// its own (the last load, or the moment the watch failed); zero while it is followed.
+    pub(crate) stale: std::time::Duration,
+}
+
+/// The app store's families: its invalid rows and its database's reachability.
+pub(crate) fn store_families(r: &StoreReading) -> Vec<MetricFamily> {
+    let invalid = [
+        ("last_good", r.invalid_kept),
+        ("not_served", r.invalid_not_served),
+    ]
+    .into_iter()
+    .map(|(state, n)| gauge(vec![label("state", state)], n))
+    .collect();
+    let mut out = Vec::new();
+    out.extend(family(
+        "herald_apps_invalid",
+        "App database rows that are not valid apps now: last_good, their app's last valid version is served; not_served, never valid",
+        MetricType::GAUGE,
+        invalid,
+    ));
+    out.extend(single(
+        "herald_apps_invalid_states_total",
+        "Distinct bad states of app database rows seen since start, each logged once",
+        MetricType::COUNTER,
+        r.invalid_seen,
+    ));
+    out.extend(single(
+        "herald_apps_db_up",
+        "1 while the node follows its app database, 0 while it cannot reach it",
+        MetricType::GAUGE,
+        u64::from(r.up),
+    ));
+    out.extend(family(
+        "herald_apps_stale_seconds",
+        "While the app database cannot be reached, seconds since the apps served were last known to be its own (0 while it is followed)",
+        MetricType::GAUGE,
+        vec![gauge_of(vec![], r.stale.as_secs_f64())],
+    ));
+    out
 }

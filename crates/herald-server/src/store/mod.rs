@@ -6,7 +6,8 @@
 //! [`crate::MemoryApps`]) and keeps that memory in step with the rows, through the same
 //! path a reloaded file takes ([`crate::Reloader::apply_apps`]); no request ever waits for
 //! the database, except a lookup of an app the memory does not hold, which is bounded and
-//! remembered ([`misses`]).
+//! remembered ([`misses`]). A row that is not a valid app never takes its app offline
+//! ([`resolve`]).
 
 mod memory;
 mod misses;
@@ -14,6 +15,7 @@ mod misses;
 mod mysql;
 #[cfg(feature = "databases")]
 mod postgres;
+mod resolve;
 #[cfg(feature = "databases")]
 mod sql;
 mod synced;
@@ -111,6 +113,16 @@ impl StoredApp {
         app_from_fields(at, self.fields(), plans)
     }
 
+    /// The app a node serves for this row, or why the row is not a valid app under `plans`:
+    /// one line naming the field (`` `max_conections` is not an app setting ``), as the log,
+    /// `/metrics` and `herald apps` report it.
+    pub fn check(&self, plans: &Plans) -> Result<AppConfig, String> {
+        self.to_config("", plans).map_err(|error| match error {
+            ConfigError::Invalid { field, problem } => format!("`{field}` {problem}"),
+            other => other.to_string(),
+        })
+    }
+
     /// `settings` as JSON text, the way the stores keep it.
     #[cfg_attr(not(feature = "databases"), allow(dead_code))]
     pub(crate) fn settings_json(&self) -> String {
@@ -142,6 +154,21 @@ impl StoredApp {
             plan,
             settings,
         }
+    }
+}
+
+#[cfg(test)]
+impl StoredApp {
+    /// A row as the unit tests write it: enabled, no plan, the secret `s{id}`.
+    pub(crate) fn test_row(id: &str, key: &str, settings: &str) -> StoredApp {
+        StoredApp::from_row(
+            id.into(),
+            key.into(),
+            format!("s{id}"),
+            true,
+            None,
+            settings,
+        )
     }
 }
 
@@ -336,6 +363,19 @@ mod tests {
         .expect_err("bad limit")
         .to_string();
         assert!(error.contains("`max_events_per_batch`"), "{error}");
+        let row = StoredApp::from_row(
+            "7".into(),
+            "k".into(),
+            "s".into(),
+            true,
+            None,
+            r#"{"client_events":true,"max_connections":"five"}"#,
+        );
+        let reason = row.check(&Plans::default()).expect_err("a wrong type");
+        assert!(
+            reason.starts_with("`max_connections` has the wrong type"),
+            "{reason}"
+        );
         let row = StoredApp::from_row("7".into(), "k".into(), "s".into(), true, None, "[1]");
         let error = row
             .to_config("app '7'", &Plans::default())

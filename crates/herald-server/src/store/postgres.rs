@@ -169,10 +169,22 @@ impl AppRows for PostgresRows {
 
     fn watch(&self) -> BoxFuture<'_, Result<Box<dyn Changes>, StoreError>> {
         async move {
-            // Its own connection, outside the pool: it is held for as long as the watch.
-            let mut listener = PgListener::connect(self.url.expose())
+            // Its own connection, outside the pool: it is held for as long as the watch. Its
+            // one-connection pool has the short wait of the others (`PgListener::connect`
+            // would retry a refused connection for 30 s, backing off up to 6 s): a watch
+            // started while the database is away fails within seconds, and one started
+            // just before it comes back connects within a fraction of a second.
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(super::ACQUIRE_TIMEOUT)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .connect_lazy(self.url.expose())
+                .map_err(|e| self.error(e))?;
+            let mut listener = PgListener::connect_with(&pool)
                 .await
                 .map_err(|e| self.error(e))?;
+            listener.ignore_pool_close_event(true);
             // A lost connection ends the watch (the caller reloads everything on the next
             // one) instead of reconnecting silently past the changes it missed.
             listener.eager_reconnect(false);

@@ -3,14 +3,15 @@
 //! One task per node watches the database (PostgreSQL notifications, a MySQL change
 //! counter) and, on every change, reads all the rows and applies them as a reloaded file
 //! is applied: new apps are served, removed or disabled ones have their sockets closed
-//! with 4003, changed ones take their new settings. A row that is not a valid app is
-//! skipped and named in the log once. While the database is away the node goes on serving
-//! what it last loaded, logs the outage once, and tries again with a growing pause.
+//! with 4003, changed ones take their new settings. A row that is not a valid app never
+//! takes its app offline: the node keeps serving the app's last valid version
+//! ([`super::resolve`]). While the database is away the node goes on serving what it last
+//! loaded, logs the outage once, counts how long it has lasted, and tries again with a
+//! growing pause.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
@@ -19,10 +20,12 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::misses::Misses;
+use super::resolve::{resolve, InvalidRows};
 use super::{AppRef, AppRows, StoreError, StoredApp};
 use crate::app_fields::Plans;
 use crate::apps::{App, AppStore, MemoryApps};
 use crate::config::AppConfig;
+use crate::metrics::StoreReading;
 use crate::reload::{ReloadError, Reloaded};
 
 /// Serves a new set of apps, closing the sockets of those removed or disabled.
@@ -48,14 +51,18 @@ pub struct StoredApps {
     loaded: AtomicBool,
     /// The outage is logged: set when the database goes away, cleared when it is back.
     down: AtomicBool,
+    /// The last moment the served apps were known to be the database's: a load, or a
+    /// watch that held until then. While the database is away, the apps served may be
+    /// this far behind it.
+    in_step: parking_lot::Mutex<Instant>,
     /// Lookups that found an app in the database and wait for it to be served take a
     /// ticket; a reload started after the ticket was taken publishes it here.
     tickets: AtomicU64,
     served: watch::Sender<u64>,
     refresh: Notify,
     misses: Misses,
-    /// Rows refused as invalid, with the reason logged, so each is logged once.
-    refused: parking_lot::Mutex<HashMap<String, String>>,
+    /// The rows that are not valid apps now, each bad state logged once.
+    invalid: InvalidRows,
 }
 
 impl std::fmt::Debug for StoredApps {
@@ -77,11 +84,12 @@ impl StoredApps {
             plans: ArcSwap::from_pointee(plans),
             loaded: AtomicBool::new(false),
             down: AtomicBool::new(false),
+            in_step: parking_lot::Mutex::new(Instant::now()),
             tickets: AtomicU64::new(0),
             served: watch::Sender::new(0),
             refresh: Notify::new(),
             misses: Misses::default(),
-            refused: parking_lot::Mutex::new(HashMap::new()),
+            invalid: InvalidRows::default(),
         })
     }
 
@@ -103,6 +111,7 @@ impl StoredApps {
                 return false;
             }
         };
+        self.in_step_now();
         let configs = self.configs(rows);
         let count = configs.len();
         match self.memory.apply(configs) {
@@ -131,13 +140,18 @@ impl StoredApps {
             };
             let Err(error) = outcome;
             self.went_down(&error);
+            let took = began.elapsed();
             // A watch that held for a while was a new outage, not the same one again.
-            if began.elapsed() > 2 * MAX_RETRY {
+            if took > 2 * MAX_RETRY {
                 retry = FIRST_RETRY;
             }
+            // A try that waited for the database has paused already (the connection wait
+            // retries a refused connection, at most 0.6 s apart, for 3 s): the next one
+            // starts at once, so a database that comes back is seen within a second. A
+            // try refused at once (a bad password) waits the growing pause.
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(retry) => {}
+                () = tokio::time::sleep(retry.saturating_sub(took)) => {}
             }
             retry = (retry * 2).min(MAX_RETRY);
         }
@@ -150,7 +164,11 @@ impl StoredApps {
         self.reload(apply).await?;
         loop {
             tokio::select! {
-                changed = changes.next() => changed?,
+                changed = changes.next() => if let Err(error) = changed {
+                    // Nothing was missed while the watch held.
+                    self.in_step_now();
+                    return Err(error);
+                },
                 () = self.refresh.notified() => {}
                 () = tokio::time::sleep(RESYNC_EVERY) => {}
             }
@@ -163,6 +181,7 @@ impl StoredApps {
     async fn reload(&self, apply: &Apply) -> Result<(), StoreError> {
         let covers = self.tickets.load(Ordering::SeqCst);
         let rows = self.rows.load().await?;
+        self.in_step_now();
         self.came_back();
         let configs = self.configs(rows);
         match apply(configs) {
@@ -186,26 +205,16 @@ impl StoredApps {
         Ok(())
     }
 
-    /// The rows that are valid apps; each invalid one is skipped and logged once.
+    /// The apps to serve for `rows`: each valid row, and for each invalid one the last
+    /// valid version served (see [`super::resolve`]); the invalid rows are recorded.
     fn configs(&self, rows: Vec<StoredApp>) -> Vec<AppConfig> {
-        let plans = self.plans.load();
-        let mut refused = self.refused.lock();
-        let mut still_refused = HashMap::new();
-        let mut configs = Vec::with_capacity(rows.len());
-        for row in rows {
-            match row.to_config(&format!("app '{}'", row.id), &plans) {
-                Ok(config) => configs.push(config),
-                Err(error) => {
-                    let reason = error.to_string();
-                    if refused.get(&row.id) != Some(&reason) {
-                        tracing::warn!(app_id = %row.id, %reason, "An app in the database is not valid; it is not served");
-                    }
-                    still_refused.insert(row.id, reason);
-                }
-            }
-        }
-        *refused = still_refused;
-        configs
+        let resolved = resolve(rows, &self.plans.load(), |id| {
+            self.memory
+                .by_id(id)
+                .map(|app| AppConfig::clone(&app.config()))
+        });
+        self.invalid.record(&resolved);
+        resolved.configs
     }
 
     fn went_down(&self, error: &StoreError) {
@@ -222,6 +231,26 @@ impl StoredApps {
         if self.down.swap(false, Ordering::SeqCst) {
             tracing::info!("App database available again");
         }
+    }
+
+    /// What `/metrics` shows of the store now.
+    fn reading(&self) -> StoreReading {
+        let (invalid_kept, invalid_not_served) = self.invalid.counts();
+        StoreReading {
+            invalid_kept,
+            invalid_not_served,
+            invalid_seen: self.invalid.seen(),
+            up: !self.down.load(Ordering::SeqCst),
+            stale: if self.down.load(Ordering::SeqCst) {
+                self.in_step.lock().elapsed()
+            } else {
+                Duration::ZERO
+            },
+        }
+    }
+
+    fn in_step_now(&self) {
+        *self.in_step.lock() = Instant::now();
     }
 
     /// Takes the config file's plans (a reload of the file) and reads the rows again.
@@ -301,175 +330,12 @@ impl AppStore for StoredApps {
         self.set_plans(plans.clone());
         true
     }
+
+    fn metric_families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        crate::metrics::store_families(&self.reading())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::apps::lookup;
-    use crate::config::Config;
-    use crate::store::MemoryRows;
-
-    fn row(id: &str, key: &str, settings: &str) -> StoredApp {
-        StoredApp::from_row(
-            id.into(),
-            key.into(),
-            format!("secret-{id}"),
-            true,
-            None,
-            settings,
-        )
-    }
-
-    struct Running {
-        stored: Arc<StoredApps>,
-        memory: Arc<MemoryApps>,
-        stop: CancellationToken,
-    }
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            self.stop.cancel();
-        }
-    }
-
-    async fn start(rows: &Arc<MemoryRows>) -> Running {
-        let memory = Arc::new(MemoryApps::new(
-            Vec::new(),
-            &Config::default().webhook_settings(),
-        ));
-        let stored = StoredApps::new(Arc::new(rows.clone()), memory.clone(), Plans::default());
-        stored.load_first(Duration::from_secs(1)).await;
-        let target = memory.clone();
-        let apply: Apply = Box::new(move |apps| {
-            let changes = target.apply(apps)?;
-            let ids = |list: &[Arc<App>]| list.iter().map(|a| a.id().to_owned()).collect();
-            Ok(Reloaded {
-                added: ids(&changes.added),
-                removed: ids(&changes.removed),
-                ..Reloaded::default()
-            })
-        });
-        let stop = CancellationToken::new();
-        tokio::spawn(stored.clone().run(apply, stop.clone()));
-        Running {
-            stored,
-            memory,
-            stop,
-        }
-    }
-
-    async fn eventually(what: &str, within: Duration, check: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !check() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what} within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn rows_added_changed_and_removed_are_served_within_a_second() {
-        let rows = Arc::new(MemoryRows::default());
-        rows.insert(&row("1", "k1", "{}")).await.expect("insert");
-        let node = start(&rows).await;
-        assert!(node.memory.by_key("k1").is_some(), "loaded before serving");
-        assert_eq!(node.stored.unavailable(), None);
-
-        rows.insert(&row("2", "k2", "{}")).await.expect("insert");
-        eventually("a new app", Duration::from_secs(1), || {
-            node.memory.by_key("k2").is_some()
-        })
-        .await;
-        let mut two = row("2", "k2", r#"{"max_connections":3}"#);
-        two.enabled = false;
-        rows.update(&two).await.expect("update");
-        eventually("a changed app", Duration::from_secs(1), || {
-            node.memory
-                .by_id("2")
-                .is_some_and(|a| !a.config().enabled && a.config().limits.max_connections == 3)
-        })
-        .await;
-        rows.remove("1").await.expect("remove");
-        eventually("a removed app", Duration::from_secs(1), || {
-            node.memory.by_id("1").is_none()
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn an_unknown_key_reaches_the_database_once_and_a_new_row_is_served_on_its_first_lookup()
-    {
-        let rows = Arc::new(MemoryRows::default());
-        let node = start(&rows).await;
-        for _ in 0..50 {
-            assert!(lookup(&*node.stored, AppRef::Key("nope")).await.is_none());
-        }
-        assert_eq!(rows.finds(), 1, "the miss is remembered");
-        rows.insert(&row("3", "k3", "{}")).await.expect("insert");
-        // Before the change is applied: the lookup finds the row and waits for it.
-        let found = lookup(&*node.stored, AppRef::Key("k3")).await;
-        assert_eq!(found.map(|a| a.id().to_owned()).as_deref(), Some("3"));
-    }
-
-    #[tokio::test]
-    async fn an_invalid_row_is_skipped_and_the_others_are_served() {
-        let rows = Arc::new(MemoryRows::default());
-        rows.insert(&row("1", "k1", r#"{"max_events_per_batch":0}"#))
-            .await
-            .expect("insert");
-        rows.insert(&row("2", "k2", r#"{"no_such_setting":1}"#))
-            .await
-            .expect("insert");
-        rows.insert(&row("3", "k3", "{}")).await.expect("insert");
-        let node = start(&rows).await;
-        assert!(node.memory.by_id("1").is_none() && node.memory.by_id("2").is_none());
-        assert!(node.memory.by_id("3").is_some());
-        assert_eq!(node.stored.refused.lock().len(), 2);
-        rows.update(&row("1", "k1", "{}")).await.expect("fix it");
-        eventually("the fixed app", Duration::from_secs(1), || {
-            node.memory.by_id("1").is_some()
-        })
-        .await;
-        assert_eq!(node.stored.refused.lock().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn while_the_database_is_away_the_known_apps_are_served() {
-        let rows = Arc::new(MemoryRows::default());
-        rows.insert(&row("1", "k1", "{}")).await.expect("insert");
-        rows.set_down(true);
-        let node = start(&rows).await;
-        assert!(
-            node.stored.unavailable().is_some(),
-            "not ready before the first load"
-        );
-        rows.set_down(false);
-        eventually("the first load", Duration::from_secs(2), || {
-            node.stored.unavailable().is_none()
-        })
-        .await;
-        assert!(node.memory.by_key("k1").is_some());
-
-        rows.set_down(true);
-        eventually("the outage seen", Duration::from_secs(1), || {
-            node.stored.down.load(Ordering::SeqCst)
-        })
-        .await;
-        assert!(node.memory.by_key("k1").is_some(), "still served");
-        assert_eq!(node.stored.unavailable(), None, "ready: it has loaded");
-        let finds = rows.finds();
-        assert!(lookup(&*node.stored, AppRef::Key("other")).await.is_none());
-        assert_eq!(rows.finds(), finds, "no lookups while it is away");
-
-        rows.set_down(false);
-        rows.insert(&row("2", "k2", "{}")).await.expect("insert");
-        eventually("changes after the outage", Duration::from_secs(6), || {
-            node.memory.by_key("k2").is_some()
-        })
-        .await;
-        assert!(!node.stored.down.load(Ordering::SeqCst));
-    }
-}
+#[path = "synced/tests.rs"]
+mod tests;
