@@ -48,6 +48,7 @@ use super::bus::{self, BusMessage};
 use super::transitions;
 use crate::apps::{App, AppStore};
 use crate::ids::SocketId;
+use crate::outbox::Outbox;
 
 /// State changes queued on a node, all apps together, before new ones are refused (see
 /// [`Cluster::op`] for what a refusal means for each kind).
@@ -507,12 +508,25 @@ impl Cluster {
     ///
     /// A refusal never changes the node's health: Redis is fine, the node is just busy.
     pub(crate) fn op(&self, op: Op) -> Result<(), Refused> {
+        self.op_of(op, None)
+    }
+
+    /// [`Cluster::op`] of an op a connection made: it counts against the connection
+    /// (`outbox`) until the state task takes it, and at
+    /// [`crate::outbox::MAX_WAITING_OPS`] the connection stops reading its socket.
+    pub(crate) fn op_of(&self, op: Op, outbox: Option<&Arc<Outbox>>) -> Result<(), Refused> {
         let Some(app) = op.app() else {
             return self.push(op, None);
         };
         let always = matches!(op, Op::Leave { .. });
         match self.places.take(app.id(), always) {
-            Some(held) => self.push(op, Some(held)),
+            Some(held) => {
+                let held = match outbox {
+                    Some(outbox) => held.of_connection(outbox),
+                    None => held,
+                };
+                self.push(op, Some(held))
+            }
             None => {
                 self.refuse(op, Refused::Busy);
                 Err(Refused::Busy)

@@ -107,21 +107,22 @@ impl Presence for Cluster {
                 cache,
             },
         };
-        if self.op(op).is_err() {
+        if self.op_of(op, Some(outbox)).is_err() {
             transitions::refuse(app, outbox, channel, Refusal::Busy);
             return false;
         }
         true
     }
 
-    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId) {
+    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId, outbox: &Arc<Outbox>) {
         // Never refused for a full queue; on a node that is leaving, `op` removes the
         // connection from the hub itself.
-        let _ = self.op(Op::Leave {
+        let op = Op::Leave {
             app: app.clone(),
             channel: channel.into(),
             conn,
-        });
+        };
+        let _ = self.op_of(op, Some(outbox));
     }
 
     fn signed_in(
@@ -135,16 +136,18 @@ impl Presence for Cluster {
         // A refused op needs nothing from the caller: `op` answers or restates it, and logs
         // refusals (rate-limited: a flood repeats them).
         if !watchlist.is_empty() {
-            let _ = self.op(Op::Watchlist {
+            let op = Op::Watchlist {
                 app: app.clone(),
                 outbox: outbox.clone(),
                 users: watchlist.to_vec(),
-            });
+            };
+            let _ = self.op_of(op, Some(outbox));
         }
-        let _ = self.op(Op::User {
+        let op = Op::User {
             app: app.clone(),
             user: user.clone(),
-        });
+        };
+        let _ = self.op_of(op, Some(outbox));
     }
 
     fn signed_out(&self, app: &Arc<App>, user: &Arc<str>, _last_here: bool) {
