@@ -156,6 +156,25 @@ impl RedisCluster {
         node.kill();
     }
 
+    /// Freezes the node on `port` (SIGSTOP): its connections stay open and it answers
+    /// nothing, as a shard that is overloaded or partitioned away. Past the cluster's node
+    /// timeout (1 s) the other nodes mark it failing.
+    pub fn pause_node(&self, port: u16) {
+        self.node(port).signal("-STOP");
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume_node(&self, port: u16) {
+        self.node(port).signal("-CONT");
+    }
+
+    fn node(&self, port: u16) -> &Process {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("redis-fixture: no node on port {port}"))
+    }
+
     /// Kills the `i`-th master of [`RedisCluster::masters`] and returns its port.
     pub fn kill_master(&mut self, i: usize) -> u16 {
         let port = self.masters()[i].port;

@@ -26,6 +26,7 @@ mod heartbeat;
 mod interest;
 pub(crate) mod link;
 mod ops;
+mod publisher;
 mod queries;
 mod scripts;
 mod seam;
@@ -33,7 +34,7 @@ mod state;
 mod transport;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -53,13 +54,17 @@ use crate::outbox::Outbox;
 /// State changes queued on a node, all apps together, before new ones are refused (see
 /// [`Cluster::op`] for what a refusal means for each kind).
 const OPS_QUEUE: usize = 100_000;
-/// Bus messages waiting to be published; while Redis is away they are kept, up to this
-/// many and up to `cluster_bus_max_bytes`, and published when it returns.
+/// Bus messages waiting for the publisher, which holds as many more
+/// ([`publisher::MAX_HELD`]) while Redis (or a shard) does not take them; both within
+/// `cluster_bus_max_bytes`.
 const BUS_QUEUE: usize = 100_000;
 /// Users whose refused sign-in changes wait to be restated; beyond it the whole node is.
 const PENDING_USERS: usize = 100_000;
 /// At most one warning per this interval for a condition a flood repeats.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long leaving waits for the bus publisher to send what the node's last changes left
+/// for the other nodes.
+const LEAVE_FLUSH: Duration = Duration::from_secs(3);
 
 /// Why a cluster node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,33 +83,6 @@ struct RequestScripts {
     rate_take: redis::Script,
     admit: redis::Script,
     count_messages: redis::Script,
-}
-
-/// Bytes taken by queued messages, given back once they are sent.
-struct ByteBudget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl ByteBudget {
-    /// Takes `n` bytes if they fit. Concurrent takers may be refused while another's
-    /// bytes are briefly counted, but what is taken never exceeds `max`.
-    fn take(&self, n: usize) -> bool {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) <= self.max {
-            return true;
-        }
-        self.used.fetch_sub(n, Ordering::Relaxed);
-        false
-    }
-
-    fn give(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
 }
 
 /// Work the heartbeat task found for the state task.
@@ -153,7 +131,7 @@ impl Throttle {
 
 type Receivers = (
     mpsc::UnboundedReceiver<Queued>,
-    mpsc::Receiver<transport::Outgoing>,
+    mpsc::Receiver<publisher::Outgoing>,
 );
 
 /// A snapshot of the cluster membership's queues and health, for the metrics.
@@ -163,10 +141,14 @@ pub(crate) struct ClusterStats {
     pub(crate) bus_bytes: usize,
     /// Bus messages waiting in the queue.
     pub(crate) bus_queued: usize,
-    /// Bus messages the publisher holds while Redis does not answer.
+    /// Bus messages the publisher holds: taken from the queue, not yet confirmed by Redis.
     pub(crate) bus_held: usize,
     /// Bus messages dropped for a full queue.
     pub(crate) bus_dropped: u64,
+    /// Bus messages sent again because their pipeline failed.
+    pub(crate) bus_resent: u64,
+    /// Copies of bus messages this node had received already, dropped.
+    pub(crate) bus_duplicates: u64,
     /// Bus messages received (those of channels this node has subscribers of, and the
     /// control channel's).
     pub(crate) bus_received: u64,
@@ -201,8 +183,18 @@ impl ClusterStats {
             ),
             g(
                 "herald_cluster_bus_held_messages",
-                "Messages the publisher holds while Redis does not answer",
+                "Messages the publisher has taken and Redis has not confirmed yet (held while Redis or a shard does not answer)",
                 self.bus_held,
+            ),
+            c(
+                "herald_cluster_bus_resent_total",
+                "Messages for other nodes sent to Redis again because their pipeline failed; the receivers drop copies",
+                self.bus_resent,
+            ),
+            c(
+                "herald_cluster_bus_duplicates_total",
+                "Copies of messages from other nodes this node had already received, dropped",
+                self.bus_duplicates,
             ),
             c(
                 "herald_cluster_bus_dropped_total",
@@ -334,11 +326,11 @@ pub struct Cluster {
     /// Ops refused because a share or the queue was full.
     refused: AtomicU64,
     refused_log: Throttle,
-    outgoing: mpsc::Sender<transport::Outgoing>,
+    outgoing: mpsc::Sender<publisher::Outgoing>,
     /// The bus's publishing and listening connections.
     bus: transport::Bus,
-    /// Bytes of bus messages queued or held by the publisher, with their overhead.
-    bus_bytes: ByteBudget,
+    /// What the publisher holds: the byte budget of queued and held messages, and counts.
+    out: Arc<publisher::Outbound>,
     /// Other nodes' open connections per app, from their last heartbeats.
     others: Mutex<HashMap<String, usize>>,
     /// Every app this node has written a connection count of. Once one is gone (a reload
@@ -352,8 +344,6 @@ pub struct Cluster {
     /// Bus messages dropped because the queue was full.
     dropped: AtomicU64,
     dropped_log: Throttle,
-    /// Messages the publisher holds, unsent, while Redis does not answer.
-    held: AtomicUsize,
     started: Instant,
     signals: Mutex<Signals>,
     /// Wakes the state task when the heartbeat task has left it work (or just beat).
@@ -400,16 +390,12 @@ impl Cluster {
             refused_log: Throttle::default(),
             outgoing: bus_tx,
             bus,
-            bus_bytes: ByteBudget {
-                used: AtomicUsize::new(0),
-                max: config.bus_max_bytes,
-            },
+            out: Arc::new(publisher::Outbound::new(config.bus_max_bytes)),
             others: Mutex::new(HashMap::new()),
             counted: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             dropped_log: Throttle::default(),
-            held: AtomicUsize::new(0),
             started: Instant::now(),
             signals: Mutex::new(Signals::default()),
             wake: Notify::new(),
@@ -434,14 +420,20 @@ impl Cluster {
         };
         // Messages to this node before it listens would be lost to it.
         transport::listen(self.clone(), Duration::from_secs(5)).await;
-        tokio::spawn(transport::publisher(self.clone(), outgoing));
+        tokio::spawn(publisher::run(
+            self.bus.commands.clone(),
+            outgoing,
+            self.out.clone(),
+        ));
         let mut beat = heartbeat::Heartbeat::new(self.clone());
         beat.beat().await;
         tokio::spawn(beat.run());
         tokio::spawn(state::StateTask::new(self.clone()).run(ops));
     }
 
-    /// Drains the state queue, withdraws this node's share of the cluster state and leaves.
+    /// Drains the state queue, withdraws this node's share of the cluster state and leaves;
+    /// then publishes what that left for the other nodes (the `member_removed` of the
+    /// drain's last leaves), within [`LEAVE_FLUSH`].
     pub(crate) async fn stop(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let stop = Queued {
@@ -450,6 +442,12 @@ impl Cluster {
         };
         if self.ops.send(stop).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        }
+        if !self.out.flushed(LEAVE_FLUSH).await {
+            tracing::warn!(
+                held = self.out.held.load(Ordering::Relaxed),
+                "Cluster bus: leaving with messages for other nodes unpublished"
+            );
         }
     }
 
@@ -597,7 +595,7 @@ impl Cluster {
 
     /// Sends a control message (one that names no channel) to every other node.
     fn send(&self, message: &BusMessage) {
-        self.enqueue(transport::Outgoing {
+        self.enqueue(publisher::Outgoing {
             channel: self.bus.control().to_owned(),
             payload: bus::encode(self.node_id, message),
         });
@@ -612,7 +610,7 @@ impl Cluster {
         frame: &Bytes,
         cache: Option<(&str, Duration)>,
     ) {
-        self.enqueue(transport::Outgoing {
+        self.enqueue(publisher::Outgoing {
             channel: self.bus.channel_of(app, channel),
             payload: bus::encode_event(
                 self.node_id,
@@ -627,20 +625,20 @@ impl Cluster {
 
     /// Queues an encoded message for the publisher, within the byte budget; counts and logs
     /// what a full queue drops.
-    fn enqueue(&self, message: transport::Outgoing) {
+    fn enqueue(&self, message: publisher::Outgoing) {
         let cost = message.cost();
-        if self.bus_bytes.take(cost) {
+        if self.out.budget.take(cost) {
             if self.outgoing.try_send(message).is_ok() {
                 return;
             }
-            self.bus_bytes.give(cost);
+            self.out.budget.give(cost);
         }
         let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.dropped_log.ready(self.started) {
             tracing::warn!(
                 dropped = n,
-                queued_bytes = self.bus_bytes.used(),
-                max_bytes = self.bus_bytes.max,
+                queued_bytes = self.out.budget.used(),
+                max_bytes = self.out.budget.max,
                 "Cluster bus queue full: messages to other nodes dropped"
             );
         }
@@ -648,12 +646,14 @@ impl Cluster {
 
     /// What the node's metrics show of its membership.
     pub(crate) fn stats(&self) -> ClusterStats {
-        let (bus_received, bus_gaps) = self.bus.counts();
+        let (bus_received, bus_gaps, bus_duplicates) = self.bus.counts();
         ClusterStats {
-            bus_bytes: self.bus_bytes.used(),
+            bus_bytes: self.out.budget.used(),
             bus_queued: self.outgoing.max_capacity() - self.outgoing.capacity(),
-            bus_held: self.held.load(Ordering::Relaxed),
+            bus_held: self.out.held.load(Ordering::Relaxed),
             bus_dropped: self.dropped.load(Ordering::Relaxed),
+            bus_resent: self.out.resent.load(Ordering::Relaxed),
+            bus_duplicates,
             bus_received,
             bus_gaps,
             bus_channels: self.bus.channels.load(Ordering::Relaxed),
@@ -661,11 +661,6 @@ impl Cluster {
             ops_refused: self.refused.load(Ordering::Relaxed),
             healthy: self.healthy.load(Ordering::Relaxed),
         }
-    }
-
-    /// Gives back the budget of messages the publisher has sent.
-    fn published(&self, bytes: usize) {
-        self.bus_bytes.give(bytes);
     }
 
     /// Open connections of `app` on the other nodes, as of their last heartbeats.
@@ -681,23 +676,6 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_bus_budget_counts_bytes_until_they_are_sent() {
-        let budget = ByteBudget {
-            used: AtomicUsize::new(0),
-            max: 1000,
-        };
-        assert!(budget.take(600));
-        assert!(!budget.take(600), "over the budget");
-        assert!(budget.take(400));
-        assert!(!budget.take(1));
-        budget.give(600);
-        assert!(budget.take(500));
-        assert_eq!(budget.used(), 900);
-        assert!(!budget.take(usize::MAX), "no overflow");
-        assert_eq!(budget.used(), 900);
-    }
 
     #[test]
     fn a_quiet_resync_request_wins() {
