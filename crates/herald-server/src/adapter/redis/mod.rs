@@ -239,8 +239,16 @@ impl ClusterStats {
 }
 
 impl crate::backend::Backend for Cluster {
+    /// A node serves new connections whether Redis answers or not: without it, it serves
+    /// them as a node of its own. Taking it out of the load balancer would take every node
+    /// out together, since a Redis outage (or one Cluster shard failing over) reaches them
+    /// all at once; the link's state is `degraded`, and the `herald_cluster_redis_up` gauge.
     fn unavailable(&self) -> Option<&'static str> {
-        (!self.healthy.load(Ordering::Relaxed)).then_some(
+        None
+    }
+
+    fn degraded(&self) -> Option<&'static str> {
+        (!self.redis_up()).then_some(
             "the cluster's Redis is not answering; this node serves only its own sockets",
         )
     }
@@ -344,6 +352,9 @@ pub struct Cluster {
     /// Bus messages dropped because the queue was full.
     dropped: AtomicU64,
     dropped_log: Throttle,
+    /// Requests Redis did not answer, and their warnings' throttle.
+    request_errors: AtomicU64,
+    request_log: Throttle,
     started: Instant,
     signals: Mutex<Signals>,
     /// Wakes the state task when the heartbeat task has left it work (or just beat).
@@ -396,6 +407,8 @@ impl Cluster {
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             dropped_log: Throttle::default(),
+            request_errors: AtomicU64::new(0),
+            request_log: Throttle::default(),
             started: Instant::now(),
             signals: Mutex::new(Signals::default()),
             wake: Notify::new(),
@@ -583,6 +596,21 @@ impl Cluster {
             .insert(user)
         {
             signals.pending_users += 1;
+        }
+    }
+
+    /// Whether Redis answered the node's last calls (the node's health).
+    fn redis_up(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Logs a request that Redis did not answer (`what`: what it asked and what stood in),
+    /// at most once per [`LOG_INTERVAL`], with how many did so far: while Redis is away,
+    /// every request would otherwise log a line.
+    fn request_failed(&self, what: &'static str, error: &redis::RedisError) {
+        let n = self.request_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.request_log.ready(self.started) {
+            tracing::warn!(%error, asked = what, requests = n, "Cluster: Redis did not answer a request; decided on this node");
         }
     }
 
