@@ -1,12 +1,13 @@
 //! A cluster's health through Redis faults, against real `herald serve` processes and a real
 //! `redis-server`: a drained node's last `member_removed` reaches the other nodes at once;
 //! Redis frozen leaves every node ready (the gauge says Redis is away); requests while
-//! Redis is away log a few lines, not one each.
+//! Redis is away log a few lines, not one each; and a node id another live node holds stops
+//! a node's start, leaving the holder's state intact.
 
 mod support;
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -202,4 +203,54 @@ async fn requests_while_redis_is_away_log_a_few_lines_not_one_each() {
         "triggers served: {statuses:?}"
     );
     assert!(lines <= 3, "{lines} warning lines for 1,020 requests");
+}
+
+#[tokio::test]
+async fn a_node_id_another_live_node_holds_stops_the_start_and_leaves_its_state() {
+    let redis = Redis::start();
+    let config = config(&redis, "node_timeout = 2\nnode_id = 77");
+    let a = Server::start(&config);
+    let mut amy = a.connect(KEY).await;
+    let joined = amy
+        .subscribe_private("presence-room", Some(&member("amy")))
+        .await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+    assert!(amy.socket_id.starts_with("77."), "{}", amy.socket_id);
+
+    // A second node with the same id: it watches the id's heartbeat move, and stops.
+    let path =
+        std::env::temp_dir().join(format!("herald-test-{}-same-id.toml", std::process::id()));
+    std::fs::write(&path, &config).expect("write config");
+    let started = Instant::now();
+    let second = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--port", "0", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run herald")
+    });
+    let output = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("the second node stops within 20 s")
+        .expect("join");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the second node started: {stderr}"
+    );
+    assert!(stderr.contains("node_id 77"), "{stderr}");
+    eprintln!("the second node stopped after {:?}", started.elapsed());
+
+    // The first node's state is intact: its member is listed, and its heartbeat goes on
+    // (a node started now sees the member through Redis, past the node timeout).
+    let c = Server::start(&config.replace("node_id = 77", ""));
+    // Past the node timeout, so a node that stopped heartbeating would have been reaped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in [&a, &c] {
+        let users = get(node, "/apps/1/channels/presence-room/users", &[]).await;
+        assert_eq!(users, json!({"users": [{"id": "amy"}]}));
+    }
+    amy.assert_alive().await;
 }

@@ -76,6 +76,20 @@ pub enum ClusterError {
     /// target without its passwords.
     #[error(transparent)]
     Link(#[from] link::LinkError),
+    /// Redis did not answer the node id's claim.
+    #[error("cannot claim a node id in Redis: {0}")]
+    Claim(redis::RedisError),
+    /// Another node holds the configured id and is alive.
+    #[error("node_id {id} is held by another live node of this cluster (it heartbeated {age_ms} ms ago): give every node its own node_id, or leave it unset for a random one")]
+    NodeIdInUse {
+        /// The id.
+        id: u32,
+        /// Since its holder's last heartbeat.
+        age_ms: u64,
+    },
+    /// Every random id drawn was held by another node (Redis holds stale entries?).
+    #[error("no free node id after {0} random draws")]
+    NoFreeNodeId(usize),
 }
 
 /// Scripts run from request handlers (the state task has its own).
@@ -273,7 +287,7 @@ impl crate::backend::Backend for Cluster {
 /// the state task's turns came seconds apart.
 pub(super) async fn join(
     config: &RedisConfig,
-    node_id: u32,
+    node_id: Option<u32>,
     apps: Arc<dyn AppStore>,
 ) -> std::io::Result<Arc<Cluster>> {
     let runtime = cluster_runtime().await?;
@@ -289,7 +303,7 @@ pub(super) async fn join(
         .await
         .map_err(std::io::Error::other)??;
     tracing::info!(
-        node_id,
+        node_id = cluster.node_id,
         redis = %config::shown_url(&config.url),
         "Joined the cluster"
     );
@@ -378,14 +392,33 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to Redis. Fails if Redis does not answer: a node that starts without its
-    /// cluster would silently serve a split view.
-    pub async fn connect(config: &RedisConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
+    /// Connects to Redis and claims the node's id there (`node_id`, or a random one).
+    /// Fails if Redis does not answer (a node that starts without its cluster would silently
+    /// serve a split view), or if another live node holds the configured id.
+    pub async fn connect(
+        config: &RedisConfig,
+        node_id: Option<u32>,
+    ) -> Result<Arc<Self>, ClusterError> {
         let target = link::Target::parse(&config.url).map_err(ClusterError::Url)?;
         let options = link::Options::default();
         let conn = link::Commands::connect(&target, &options).await?;
         let beat_conn = link::Commands::connect(&target, &options).await?;
         let keys = Keys::new(&config.prefix);
+        let claimed = heartbeat::claim(
+            &mut beat_conn.clone(),
+            &keys,
+            node_id,
+            config.node_timeout,
+            super::start::random_node_id,
+        )
+        .await?;
+        let node_id = claimed.id;
+        let mut signals = Signals::default();
+        if claimed.took_over {
+            // What the id's last run left in Redis is this node's share now: restated (with
+            // the events a clean leave would have sent) once the node runs.
+            signals.resync = Some(true);
+        }
         let bus = transport::Bus::connect(config, &keys).await?;
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
@@ -410,7 +443,7 @@ impl Cluster {
             request_errors: AtomicU64::new(0),
             request_log: Throttle::default(),
             started: Instant::now(),
-            signals: Mutex::new(Signals::default()),
+            signals: Mutex::new(signals),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             beating: tokio::sync::Mutex::new(()),
@@ -466,6 +499,11 @@ impl Cluster {
 
     fn app(&self, id: &str) -> Option<Arc<App>> {
         self.apps.get()?.by_id(id)
+    }
+
+    /// The node's id, as claimed in Redis.
+    pub(crate) fn node_id(&self) -> u32 {
+        self.node_id
     }
 
     /// Records that this node writes `app`'s connection count, so it is withdrawn once the
