@@ -27,8 +27,9 @@ const FLOOD: Duration = Duration::from_secs(6);
 const FLOOD_SOCKETS: usize = 4;
 /// Subscriptions each flood socket keeps sent but unanswered.
 const IN_FLIGHT: usize = 15_000;
-/// App A's share of the node's state queue: well below what the flood keeps in flight.
-const OPS_PER_APP: usize = 1_000;
+/// App A's share of the node's state queue: below what the flood sockets may have queued
+/// together (each stops being read at 64 waiting), so the share fills.
+const OPS_PER_APP: usize = 100;
 
 const KEY_A: &str = "key-a";
 const KEY_B: &str = "key-b";

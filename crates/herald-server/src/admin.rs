@@ -1,11 +1,16 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/live` and `/ready`, on their
 //! own address (`admin_host`, `admin_port`) so the public port never exposes them.
 //!
-//! `/ready` answers 503 with a one-line reason while the node drains after a shutdown signal
-//! or while its backend cannot serve (a cluster node whose shared state does not answer), so
-//! a load balancer takes the node out of rotation; the public `/up` answers the same. `/metrics`
-//! needs the bearer token when one is configured (required off loopback); the probes do not,
-//! since they say no more than the public `/up`.
+//! `/live` answers 200 while the process runs. `/ready` means "this node can serve a new
+//! connection": 503 with a one-line reason while the node drains after a shutdown signal, or
+//! before its app database's first load; 200 otherwise, with a second line saying what the
+//! node serves without when it is degraded (a cluster node whose shared state does not
+//! answer serves its own sockets alone). An outage of the shared state, or one of its
+//! shards failing over, reaches every node at once, so it must not take them all out of
+//! the load balancer together; the backend's gauge shows it. The public `/up` answers as
+//! `/ready`.
+//! `/metrics` needs the bearer token when one is configured (required off loopback); the
+//! probes do not, since they say no more than the public `/up`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -121,9 +126,18 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    match unready(&shared) {
-        None => "OK".into_response(),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    readiness(&shared)
+}
+
+/// `/ready`'s answer (and the public `/up`'s): 503 and why the node should get no new
+/// connections, or 200 `OK`, and a second line if the node is degraded.
+pub(crate) fn readiness(shared: &Shared) -> Response {
+    match (unready(shared), shared.adapter.backend.degraded()) {
+        (Some(reason), _) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response()
+        }
+        (None, Some(degraded)) => format!("OK\ndegraded: {degraded}\n").into_response(),
+        (None, None) => "OK".into_response(),
     }
 }
 

@@ -6,8 +6,15 @@ use prometheus::proto::MetricFamily;
 
 /// What the admin listener and the server's shutdown need of the node's backend.
 pub(crate) trait Backend: Send + Sync {
-    /// Why the backend cannot serve right now, in one line; `None` while it can.
+    /// Why the backend cannot serve a new connection right now, in one line; `None` while
+    /// it can.
     fn unavailable(&self) -> Option<&'static str>;
+    /// What the node serves without, while it still serves (a cluster node whose shared
+    /// state does not answer serves its own sockets alone), in one line; `None` when
+    /// nothing.
+    fn degraded(&self) -> Option<&'static str> {
+        None
+    }
     /// The backend's own metrics.
     fn metric_families(&self) -> Vec<MetricFamily>;
     /// Leaves what the node shares, once every connection is closed (clean shutdown).

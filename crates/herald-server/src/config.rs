@@ -275,6 +275,10 @@ pub struct Config {
     /// What the node shares events and state through (`adapter`): nothing (a single
     /// in-memory node), or a cluster's backend.
     pub adapter: AdapterConfig,
+    /// The node's id in socket ids and in its cluster (`node_id`, `HERALD_NODE_ID`); `None`
+    /// draws a random one at start. A cluster node refuses to start with an id another
+    /// live node holds.
+    pub node_id: Option<u32>,
     /// What clients may hold open: timeouts and connection caps.
     pub net: NetLimits,
     /// The admin listener: metrics and health checks, away from the public port.
@@ -523,6 +527,7 @@ impl Default for Config {
             webhook_flush_timeout: Duration::from_secs(5),
             webhook_vacated_delay: Duration::from_secs(1),
             adapter: AdapterConfig::Local,
+            node_id: None,
             net: NetLimits::default(),
             admin: AdminConfig::default(),
             log_format: LogFormat::Text,
@@ -557,6 +562,7 @@ struct RawConfig {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     node_timeout: Option<u64>,
+    node_id: Option<u32>,
     http_header_timeout: Option<u64>,
     http_body_timeout: Option<u64>,
     http_idle_timeout: Option<u64>,
@@ -653,6 +659,15 @@ impl Config {
                 .webhook_vacated_delay_ms
                 .map_or(d.webhook_vacated_delay, Duration::from_millis),
             adapter: AdapterConfig::Local,
+            node_id: match env("HERALD_NODE_ID") {
+                Some(v) => Some(v.parse().map_err(|_| {
+                    invalid(
+                        "HERALD_NODE_ID",
+                        format!("is not a node id (1 to 4294967295): '{v}'"),
+                    )
+                })?),
+                None => raw.node_id,
+            },
             net: NetLimits {
                 header_timeout: raw
                     .http_header_timeout
@@ -802,6 +817,9 @@ impl Config {
         if self.host.is_empty() {
             return Err(invalid("host", "must not be empty"));
         }
+        if self.node_id == Some(0) {
+            return Err(invalid("node_id", "must be at least 1"));
+        }
         if self.admin.host.is_empty() {
             return Err(invalid("admin_host", "must not be empty"));
         }
@@ -931,7 +949,7 @@ impl Config {
             "webhook_max_in_flight" => webhook_max_in_flight,
             "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
             "admin_host" => admin.host, "admin_port" => admin.port,
-            "admin_token" => admin.token, "log_format" => log_format,
+            "admin_token" => admin.token, "log_format" => log_format, "node_id" => node_id,
         )
         .to_vec();
         if self.tls.is_some() != new.tls.is_some() {
@@ -1036,6 +1054,23 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn a_node_id_is_set_in_the_file_or_the_environment_and_needs_a_restart() {
+        let d = Config::default();
+        assert_eq!(d.node_id, None, "random by default");
+        let c = Config::from_toml("node_id = 7", &no_env).expect("valid");
+        assert_eq!(c.node_id, Some(7));
+        assert_eq!(d.restart_fields(&c), ["node_id"]);
+        let env = |k: &str| (k == "HERALD_NODE_ID").then(|| "4294967295".to_owned());
+        let c = Config::from_toml("node_id = 7", &env).expect("valid");
+        assert_eq!(c.node_id, Some(u32::MAX), "the environment wins");
+        let zero = Config::from_toml("node_id = 0", &no_env).expect_err("0 is no id");
+        assert!(zero.to_string().contains("node_id"), "{zero}");
+        let bad = |k: &str| (k == "HERALD_NODE_ID").then(|| "node-7".to_owned());
+        let err = Config::from_toml("", &bad).expect_err("not a number");
+        assert!(err.to_string().contains("HERALD_NODE_ID"), "{err}");
     }
 
     #[test]

@@ -147,8 +147,7 @@ async fn serve_apps(
         Some(files) => Some(Arc::new(tls::Tls::new(files).map_err(io::Error::other)?)),
         None => None,
     };
-    let node_id = rand::random::<u32>() % 1_000_000_000 + 1;
-    let adapter = adapter::start(&config.adapter, node_id, store.clone()).await?;
+    let (adapter, node_id) = adapter::start(&config.adapter, config.node_id, store.clone()).await?;
     let max_open = match config.net.max_open_connections {
         0 => admission::default_max_open_connections(),
         n => n,

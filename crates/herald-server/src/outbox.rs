@@ -7,6 +7,11 @@
 //! plus [`FRAME_OVERHEAD`] for each frame, and when a push would exceed it the queue drops its
 //! frames and asks the task to close the socket with 4100. A subscriber that stops reading
 //! costs about the bound, however small its frames, and nobody else waits for it.
+//!
+//! The outbox also counts the connection's changes waiting in its backend's queue (a
+//! cluster node's state task): at [`MAX_WAITING_OPS`] the connection's task stops reading
+//! its socket until the backend has taken half of them, so one client cannot fill a queue
+//! others wait in (the kernel's buffers, then TCP, push back on it instead).
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -26,6 +31,13 @@ use parking_lot::Mutex;
 /// charged as its length: jemalloc's small size classes round up by at most 25% with no
 /// header, and a fan-out frame is allocated once for all of its subscribers.
 pub(crate) const FRAME_OVERHEAD: usize = 64;
+
+/// Changes of one connection (subscriptions, leaves, sign-ins) that may wait in its
+/// backend's queue before its task stops reading its socket; it reads again once half of
+/// them are taken. A client subscribing to many channels at once gets them through in
+/// runs of this many; a flood waits for its own, and the others' changes wait behind at
+/// most this many of its.
+pub(crate) const MAX_WAITING_OPS: u16 = 64;
 
 /// A close the connection task must perform: `pusher:error` with this code and message,
 /// then a close frame with the same code.
@@ -51,6 +63,9 @@ struct State {
     /// When the oldest event frame still queued was published ([`crate::metrics::clock_us`]),
     /// 0 if none is; four bytes that fit in the padding after the flags.
     first_at: u32,
+    /// The connection's changes waiting in its backend's queue ([`MAX_WAITING_OPS`]); two
+    /// bytes in what was padding.
+    ops: u16,
     /// The connection task, parked until `signalled`. A waker in the state the queue's
     /// mutex already guards costs less per connection than a separate notifier.
     waker: Option<Waker>,
@@ -256,6 +271,36 @@ impl Outbox {
         }
     }
 
+    /// Counts a change of this connection queued for its backend (see [`MAX_WAITING_OPS`]).
+    pub(crate) fn op_queued(&self) {
+        let mut state = self.state.lock();
+        state.ops = state.ops.saturating_add(1);
+    }
+
+    /// Counts a queued change as taken by the backend; wakes the task when the count falls
+    /// to half the bound, so a task that stopped reading reads again.
+    pub(crate) fn op_taken(&self) {
+        let mut state = self.state.lock();
+        state.ops = state.ops.saturating_sub(1);
+        if state.ops != MAX_WAITING_OPS / 2 {
+            return;
+        }
+        let waker = state.signal();
+        drop(state);
+        wake(waker);
+    }
+
+    /// The connection's changes waiting in its backend's queue.
+    pub(crate) fn ops_waiting(&self) -> u16 {
+        self.state.lock().ops
+    }
+
+    /// Whether the connection has [`MAX_WAITING_OPS`] changes waiting: its task reads no
+    /// more until [`Outbox::op_taken`] wakes it.
+    pub(crate) fn ops_full(&self) -> bool {
+        self.ops_waiting() >= MAX_WAITING_OPS
+    }
+
     /// Tells the task to stop now: its close linger ran out.
     pub(crate) fn abort(&self) {
         let mut state = self.state.lock();
@@ -378,6 +423,27 @@ mod tests {
     fn the_app_tag_costs_no_memory() {
         // 112 bytes plus the Arc's two counts: jemalloc's 128-byte class, with no waste.
         assert!(std::mem::size_of::<Outbox>() <= 112);
+    }
+
+    #[test]
+    fn a_full_count_of_waiting_ops_wakes_the_task_at_half() {
+        let outbox = Outbox::new(1024);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(outbox.poll_ready(&mut cx).is_pending());
+        for _ in 0..MAX_WAITING_OPS {
+            outbox.op_queued();
+        }
+        assert!(outbox.ops_full());
+        // Nothing to read yet: the task stays parked until half are taken.
+        for _ in 0..MAX_WAITING_OPS / 2 - 1 {
+            outbox.op_taken();
+        }
+        assert!(outbox.poll_ready(&mut cx).is_pending());
+        assert!(!outbox.ops_full());
+        outbox.op_taken();
+        assert!(outbox.poll_ready(&mut cx).is_ready(), "woken at half");
+        assert_eq!(outbox.ops_waiting(), MAX_WAITING_OPS / 2);
     }
 
     #[test]

@@ -190,13 +190,14 @@ impl RedisCluster {
         node.kill();
     }
 
-    /// Freezes (SIGSTOP) or thaws (SIGCONT) the node on `port`: its connections stay
-    /// open and nothing is answered, as with a node overloaded or cut off.
+    /// Freezes the node on `port` (SIGSTOP): its connections stay open and it answers
+    /// nothing, as a shard that is overloaded or partitioned away. Past the cluster's node
+    /// timeout (1 s) the other nodes mark it failing.
     pub fn pause_node(&self, port: u16) {
         self.node(port).signal("-STOP");
     }
 
-    /// Lets a node [`RedisCluster::pause_node`] froze run again.
+    /// Lets a paused node run again (SIGCONT).
     pub fn resume_node(&self, port: u16) {
         self.node(port).signal("-CONT");
     }

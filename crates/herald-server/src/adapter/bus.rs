@@ -5,6 +5,14 @@
 //! bytes to each of its subscribers without parsing or re-serializing the event. Fields are
 //! length-prefixed; decoding checks every length, so a foreign or truncated message is
 //! dropped rather than trusted.
+//!
+//! Each message carries its sender's sequence number, which the sender's publisher writes
+//! in ([`stamp`]) as it takes the message: a number that only grows over the process's
+//! life (it starts at the start time in microseconds, so a restarted node's numbers are
+//! higher still). A message the publisher had to send again (its first try may or may not
+//! have gone out) has the same number, so a receiver that keeps the highest number it saw
+//! from each sender on each stream ([`sequence`]) drops the copy. Messages without one
+//! (kinds 1 to 3, from earlier versions) are still understood, without that check.
 
 use bytes::Bytes;
 
@@ -48,8 +56,13 @@ pub enum BusMessage {
 const EVENT: u8 = 1;
 const TERMINATE: u8 = 2;
 const WATCH: u8 = 3;
+/// Added to a kind when the message carries a sequence number (every message this version
+/// sends).
+const SEQUENCED: u8 = 3;
+/// Where the sequence number sits: after the kind and the origin.
+const SEQUENCE_AT: usize = 5;
 
-/// Encodes `message` as sent by node `origin`.
+/// Encodes `message` as sent by node `origin`, with sequence number 0 until [`stamp`]ed.
 pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
     match message {
         BusMessage::Event {
@@ -94,7 +107,7 @@ pub fn encode_event(
     cache: Option<(&str, u64)>,
 ) -> Vec<u8> {
     let cache_len = cache.map_or(0, |(data, _)| data.len() + 12);
-    let mut out = Vec::with_capacity(25 + app.len() + channel.len() + 16 + frame.len() + cache_len);
+    let mut out = Vec::with_capacity(33 + app.len() + channel.len() + 16 + frame.len() + cache_len);
     header(&mut out, EVENT, origin, app, channel);
     put(&mut out, except.unwrap_or("").as_bytes());
     put(&mut out, frame);
@@ -111,11 +124,44 @@ pub fn origin(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?))
 }
 
+/// Writes the sender's sequence number into an encoded message; `false` if it has no place
+/// for one (not a message [`encode`] made).
+pub fn stamp(message: &mut [u8], number: u64) -> bool {
+    if sequence(message).is_none() {
+        return false;
+    }
+    message[SEQUENCE_AT..SEQUENCE_AT + 8].copy_from_slice(&number.to_be_bytes());
+    true
+}
+
+/// The sender's sequence number of a message, read without decoding the rest; `None` for
+/// a message of an earlier version, which has none.
+pub fn sequence(bytes: &[u8]) -> Option<u64> {
+    let (_, sequenced) = message_kind(*bytes.first()?)?;
+    if !sequenced {
+        return None;
+    }
+    let place = bytes.get(SEQUENCE_AT..SEQUENCE_AT + 8)?;
+    Some(u64::from_be_bytes(place.try_into().ok()?))
+}
+
+/// A message's kind and whether it carries a sequence number.
+fn message_kind(byte: u8) -> Option<(u8, bool)> {
+    match byte {
+        EVENT..=WATCH => Some((byte, false)),
+        b if (EVENT + SEQUENCED..=WATCH + SEQUENCED).contains(&b) => Some((b - SEQUENCED, true)),
+        _ => None,
+    }
+}
+
 /// Decodes a message into its origin node and content; `None` for anything malformed.
 pub fn decode(bytes: &[u8]) -> Option<(u32, BusMessage)> {
     let mut r = Reader(bytes);
-    let kind = r.u8()?;
+    let (kind, sequenced) = message_kind(r.u8()?)?;
     let origin = u32::from_be_bytes(r.array()?);
+    if sequenced {
+        r.array::<8>()?;
+    }
     let message = match kind {
         EVENT => {
             let app = r.string()?;
@@ -151,10 +197,12 @@ pub fn decode(bytes: &[u8]) -> Option<(u32, BusMessage)> {
     r.0.is_empty().then_some((origin, message))
 }
 
-/// Every message starts with its kind, its origin node, the app and one name.
+/// Every message starts with its kind, its origin node, its sequence number (0 until
+/// [`stamp`]ed), the app and one name.
 fn header(out: &mut Vec<u8>, kind: u8, origin: u32, app: &str, name: &str) {
-    out.push(kind);
+    out.push(kind + SEQUENCED);
     out.extend_from_slice(&origin.to_be_bytes());
+    out.extend_from_slice(&0u64.to_be_bytes());
     put(out, app.as_bytes());
     put(out, name.as_bytes());
 }
@@ -228,10 +276,28 @@ mod tests {
             },
         ];
         for m in messages {
-            assert_eq!(origin(&encode(7, &m)), Some(7));
-            assert_eq!(decode(&encode(7, &m)), Some((7, m)));
+            let mut bytes = encode(7, &m);
+            assert_eq!(origin(&bytes), Some(7));
+            assert_eq!(sequence(&bytes), Some(0));
+            assert!(stamp(&mut bytes, 1 << 40 | 5));
+            assert_eq!(sequence(&bytes), Some(1 << 40 | 5));
+            assert_eq!(decode(&bytes), Some((7, m)));
         }
         assert_eq!(origin(&[1, 0, 0]), None);
+    }
+
+    #[test]
+    fn an_earlier_versions_messages_are_understood_without_a_sequence() {
+        // Kind 3 (watch), origin 9, app "a", user "b", online: as earlier versions sent it.
+        let old = [3, 0, 0, 0, 9, 0, 0, 0, 1, b'a', 0, 0, 0, 1, b'b', 1];
+        let watch = BusMessage::Watch {
+            app: "a".into(),
+            user: "b".into(),
+            online: true,
+        };
+        assert_eq!(decode(&old), Some((9, watch)));
+        assert_eq!(sequence(&old), None);
+        assert!(!stamp(&mut old.clone(), 1), "no place for a number");
     }
 
     #[test]
@@ -252,5 +318,6 @@ mod tests {
         assert_eq!(decode(&extra), None);
         assert_eq!(decode(&[9, 0, 0, 0, 1]), None);
         assert_eq!(decode(&[1, 0, 0, 0, 1, 255, 255, 255, 255]), None);
+        assert_eq!(sequence(&[4, 0, 0, 0, 1, 0, 0]), None, "cut short");
     }
 }

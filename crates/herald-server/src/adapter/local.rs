@@ -108,7 +108,7 @@ impl Presence for Local {
         true
     }
 
-    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId) {
+    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId, _: &Arc<Outbox>) {
         let Some(left) = app.hub.unsubscribe(channel, conn) else {
             return;
         };

@@ -133,8 +133,9 @@ pub(crate) trait Presence: Send + Sync {
     /// its `subscription_error`); a refusal that needs the cluster's count comes later,
     /// to the outbox, and the subscription is then simply not there.
     fn subscribe(&self, app: &Arc<App>, sub: Subscription<'_>) -> bool;
-    /// Removes a connection from a channel (an unsubscribe, or the connection closing).
-    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId);
+    /// Removes a connection from a channel (an unsubscribe, or the connection closing);
+    /// `outbox` is the connection's, which a backend that queues the change counts it in.
+    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId, outbox: &Arc<Outbox>);
     /// A connection signed in as `user` (already in the app's registry; `first_here`: the
     /// user's first connection on this node). A non-empty `watchlist` gets its
     /// `watchlist_events` answer on `outbox`.

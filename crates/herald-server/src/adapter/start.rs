@@ -8,17 +8,31 @@ use super::config::AdapterConfig;
 use super::{redis, Adapter};
 use crate::apps::AppStore;
 
-/// Starts the node's backend for the apps of `apps`: at once for a single node; a cluster
-/// node returns once it has joined (its first heartbeat is recorded and it hears the other
-/// nodes), and fails if its cluster does not answer: a node that started without it would
-/// silently serve a split view.
+/// Starts the node's backend for the apps of `apps`, as node `node_id` (the configured id;
+/// `None` draws one), and returns it with the node's id: at once for a single node; a
+/// cluster node returns once it has claimed its id and joined (its first heartbeat is
+/// recorded and it hears the other nodes), and fails if its cluster does not answer (a node
+/// that started without it would silently serve a split view) or another live node holds
+/// the configured id.
 pub(crate) async fn start(
     config: &AdapterConfig,
-    node_id: u32,
+    node_id: Option<u32>,
     apps: Arc<dyn AppStore>,
-) -> io::Result<Adapter> {
+) -> io::Result<(Adapter, u32)> {
     match config {
-        AdapterConfig::Local => Ok(Adapter::local(node_id)),
-        AdapterConfig::Redis(config) => Ok(Adapter::of(redis::join(config, node_id, apps).await?)),
+        AdapterConfig::Local => {
+            let id = node_id.unwrap_or_else(random_node_id);
+            Ok((Adapter::local(id), id))
+        }
+        AdapterConfig::Redis(config) => {
+            let cluster = redis::join(config, node_id, apps).await?;
+            let id = cluster.node_id();
+            Ok((Adapter::of(cluster), id))
+        }
     }
+}
+
+/// A node id drawn at random, from 1 to 10⁹.
+pub(crate) fn random_node_id() -> u32 {
+    rand::random::<u32>() % 1_000_000_000 + 1
 }

@@ -75,7 +75,8 @@ impl ApiError {
 /// A query the backend could not answer: 503.
 impl From<AdapterError> for ApiError {
     fn from(error: AdapterError) -> Self {
-        tracing::warn!(%error, "Cluster query failed");
+        // Logged by the adapter, at most once per interval: while the cluster's shared state
+        // is away, every query fails.
         let AdapterError::Unavailable(why) = error;
         Self::unavailable(format!("The cluster's shared state is unavailable: {why}"))
     }

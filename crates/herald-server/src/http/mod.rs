@@ -11,8 +11,7 @@ pub(crate) mod users;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{any, get, post};
 use axum::Router;
 
@@ -50,10 +49,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// `/` and `/up`, kept for load balancers configured for Pusher-compatible servers; they
-/// follow the admin listener's `/ready`.
+/// answer as the admin listener's `/ready`.
 async fn up(State(shared): State<Arc<Shared>>) -> Response {
-    match crate::admin::unready(&shared) {
-        None => "OK".into_response(),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
-    }
+    crate::admin::readiness(&shared)
 }

@@ -126,13 +126,19 @@ fn serve<S: Socket>(
         // Our Close is written and the write half shut down.
         let mut shut = false;
 
+        // The connection has its bound of changes waiting in the backend's queue: it reads
+        // no more (and decodes nothing more of what it read) until the backend has taken
+        // half, which wakes it through the outbox.
+        let mut paused = false;
+
         // Bytes that arrived with the upgrade request are handled before waiting on the socket.
         if !io.read_buf.is_empty() {
             session
                 .metrics()
                 .bytes_received
                 .add(io.read_buf.len() as u64);
-            io.decode_all(&held.shared, &mut session)
+            paused = io
+                .decode_all(&held.shared, &mut session)
                 .apply(&mut closing, &mut peer_done);
         }
 
@@ -175,6 +181,8 @@ fn serve<S: Socket>(
             if shut && peer_done {
                 break;
             }
+            // A paused connection reads again once closing: what it reads then is discarded.
+            let read = !peer_done && (!paused || closing);
             // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
             // registration and the outbox, so the parked task holds no per-branch futures.
             let wake = std::future::poll_fn(|cx| {
@@ -186,7 +194,7 @@ fn serve<S: Socket>(
                 {
                     return Poll::Ready(Wake::Writable);
                 }
-                if !peer_done {
+                if read {
                     if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
                         return Poll::Ready(if ready.is_ok() {
                             Wake::Readable
@@ -208,6 +216,12 @@ fn serve<S: Socket>(
                         break;
                     }
                     io.take_outbox(&outbox, &mut closing);
+                    if paused && !closing && !outbox.ops_full() {
+                        // What was read and not decoded yet goes first.
+                        paused = io
+                            .decode_all(&held.shared, &mut session)
+                            .apply(&mut closing, &mut peer_done);
+                    }
                 }
                 Wake::Writable => {}
                 Wake::Gone => break,
@@ -220,7 +234,8 @@ fn serve<S: Socket>(
                     Ok(_) if closing => peer_done = io.discard_until_close(),
                     Ok(n) => {
                         outbox.timers.touch(clock::now());
-                        io.decode_all(&held.shared, &mut session)
+                        paused = io
+                            .decode_all(&held.shared, &mut session)
                             .apply(&mut closing, &mut peer_done);
                         turn_bytes = turn_bytes.saturating_add(n as u32);
                     }
@@ -325,6 +340,9 @@ enum Wake {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decoded {
     Open,
+    /// The connection's changes waiting in the backend reached their bound: decoding
+    /// stopped, and what is left of the bytes read waits with the socket.
+    Paused,
     /// A bad frame: the error's close frame is queued.
     Closing,
     /// The client's Close: our answer is queued, and the client sends nothing more.
@@ -332,15 +350,18 @@ enum Decoded {
 }
 
 impl Decoded {
-    fn apply(self, closing: &mut bool, peer_done: &mut bool) {
+    /// Applies the outcome to the task's flags; returns whether the task must pause.
+    fn apply(self, closing: &mut bool, peer_done: &mut bool) -> bool {
         match self {
             Decoded::Open => {}
+            Decoded::Paused => return true,
             Decoded::Closing => *closing = true,
             Decoded::PeerClosed => {
                 *closing = true;
                 *peer_done = true;
             }
         }
+        false
     }
 }
 
@@ -405,6 +426,9 @@ impl<S: Socket> Io<S> {
                 Ok(Some(Message::Text(text))) => {
                     message_ended = true;
                     session.handle_text(shared, &text);
+                    if session.outbox().ops_full() {
+                        break Decoded::Paused;
+                    }
                 }
                 Ok(Some(Message::Binary(_))) => {
                     message_ended = true;
@@ -446,7 +470,10 @@ impl<S: Socket> Io<S> {
         };
         session.metrics().messages_received.add(messages);
         let deadline = &session.outbox().timers.partial_deadline;
-        if decoded != Decoded::Open {
+        if decoded == Decoded::Paused {
+            // The rest waits for the server, not for the client: no deadline for it.
+            deadline.store(0, Ordering::Relaxed);
+        } else if decoded != Decoded::Open {
             // What follows a Close or a bad frame is not read as frames.
             self.read_buf.clear();
             deadline.store(0, Ordering::Relaxed);

@@ -236,6 +236,19 @@ impl Session {
                 return;
             }
         }
+        // A repeated subscribe to a channel the connection holds, with none of its changes
+        // waiting, is answered here as the backend would answer it: in a cluster it would
+        // otherwise be a queued change that a client repeating it could flood the queue
+        // with. (A presence channel's answer carries the cluster's member list, which only
+        // the backend has.)
+        if already
+            && member.is_none()
+            && self.outbox.ops_waiting() == 0
+            && self.app.hub.is_subscribed(channel, self.id.conn)
+        {
+            self.send(&frame::subscription_succeeded(channel, "{}"));
+            return;
+        }
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
@@ -296,7 +309,7 @@ impl Session {
         shared
             .adapter
             .presence
-            .unsubscribe(&self.app, channel, self.id.conn);
+            .unsubscribe(&self.app, channel, self.id.conn, &self.outbox);
     }
 
     fn signin(&mut self, shared: &Shared, signin: Signin) {

@@ -1,6 +1,8 @@
 //! The node's heartbeat task: records this node as alive, publishes its connection counts
 //! and reads the other nodes', and tells the state task what the heartbeat found (dead
-//! nodes, a lost Redis, this node declared dead).
+//! nodes, a lost Redis, this node declared dead). And before the first heartbeat, the claim
+//! of the node's id ([`claim`]): two nodes under one id would merge their shares, and one's
+//! clean leave would remove the other's.
 //!
 //! It has its own task and its own Redis connection so nothing the state task does (a
 //! flood of subscriptions, a long resync, a big pipeline) can hold a heartbeat back: a
@@ -14,8 +16,138 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Cmd, RedisResult, Script};
+use tokio::time::Instant;
 
-use super::{link, merge_resync, scripts, Cluster};
+use super::scripts::Keys;
+use super::{link, merge_resync, scripts, Cluster, ClusterError};
+
+/// Random ids drawn before giving up: each is taken only if a live node holds it.
+const CLAIM_DRAWS: usize = 16;
+/// How often a configured id held by another node is asked for again.
+const CLAIM_POLL: Duration = Duration::from_millis(250);
+
+/// Takes a node id in the cluster's node list, atomically: free (not listed), or, if
+/// `ARGV[3]` is 1, listed with a heartbeat older than the timeout (its holder died and was
+/// not reaped yet). KEYS: nodes. ARGV: node, timeout (ms), take over a dead holder (1/0).
+/// Returns {1 taken, 2 taken over, 0 held; the holder's last heartbeat (ms); its age}.
+const CLAIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if last then
+  local age = now - tonumber(last)
+  if age < tonumber(ARGV[2]) or ARGV[3] ~= '1' then
+    return {0, last, age}
+  end
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  return {2, last, age}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return {1, '0', 0}
+";
+
+/// A node id claimed in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Claimed {
+    pub(super) id: u32,
+    /// Its last holder stopped heartbeating without leaving; its share is this node's now,
+    /// to be restated.
+    pub(super) took_over: bool,
+}
+
+/// Claims the node's id: the configured one (`wanted`), or one of `draw`. A drawn id that
+/// any node lists is drawn again. A configured id listed with a recent heartbeat is this
+/// node's own last run (crashed, not yet timed out) or another live node: its heartbeat is
+/// watched until it either moves (alive: start-up stops, naming the id) or grows older than
+/// `node_timeout` (dead: taken over, and its share restated).
+pub(super) async fn claim(
+    conn: &mut link::Commands,
+    keys: &Keys,
+    wanted: Option<u32>,
+    node_timeout: Duration,
+    mut draw: impl FnMut() -> u32,
+) -> Result<Claimed, ClusterError> {
+    let script = Script::new(CLAIM);
+    let timeout = node_timeout.as_millis() as u64;
+    // {taken (1), taken over (2) or held (0); the holder's last heartbeat; its age}
+    let mut ask = async |id: u32, take_over: bool| -> Result<(u8, String, i64), ClusterError> {
+        script
+            .key(keys.nodes())
+            .arg(id)
+            .arg(timeout)
+            .arg(u8::from(take_over))
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(ClusterError::Claim)
+    };
+    let Some(id) = wanted else {
+        for _ in 0..CLAIM_DRAWS {
+            let id = draw();
+            let (status, _, age) = ask(id, false).await?;
+            if status == 1 {
+                return Ok(Claimed {
+                    id,
+                    took_over: false,
+                });
+            }
+            tracing::info!(
+                node_id = id,
+                age_ms = age,
+                "Cluster: the random node id drawn is held by another node; drawing another"
+            );
+        }
+        return Err(ClusterError::NoFreeNodeId(CLAIM_DRAWS));
+    };
+    let deadline = Instant::now() + node_timeout + Duration::from_secs(2);
+    let mut seen: Option<String> = None;
+    loop {
+        let (status, last, age) = ask(id, true).await?;
+        match status {
+            1 => {
+                return Ok(Claimed {
+                    id,
+                    took_over: false,
+                })
+            }
+            2 => {
+                tracing::warn!(
+                    node_id = id,
+                    age_ms = age,
+                    "Cluster: node_id was held by a node that stopped heartbeating without leaving; taking it over and restating its share"
+                );
+                return Ok(Claimed {
+                    id,
+                    took_over: true,
+                });
+            }
+            _ => {}
+        }
+        match &seen {
+            Some(before) if *before != last => {
+                return Err(ClusterError::NodeIdInUse {
+                    id,
+                    age_ms: age.max(0) as u64,
+                })
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(
+                    node_id = id,
+                    age_ms = age,
+                    "Cluster: node_id is held by a node that heartbeated recently; waiting to see whether it is alive (up to node_timeout)"
+                );
+                seen = Some(last);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::NodeIdInUse {
+                id,
+                age_ms: age.max(0) as u64,
+            });
+        }
+        tokio::time::sleep(CLAIM_POLL).await;
+    }
+}
 
 pub(super) struct Heartbeat {
     cluster: Arc<Cluster>,
@@ -141,8 +273,10 @@ impl Heartbeat {
         let first = self.epoch.is_none();
         let epoch_changed = self.epoch.as_deref().is_some_and(|e| e != epoch);
         self.epoch = Some(epoch.clone());
+        // The first heartbeat follows the id's claim, which listed the node: unlisted now, it
+        // was reaped in between (a survivor took the claimed entry for its dead holder's).
         let resync = if first {
-            None
+            (added == "1").then_some(true)
         } else if epoch_changed {
             tracing::warn!("Cluster: Redis lost the cluster's state; restating this node's share");
             Some(false)
@@ -170,5 +304,116 @@ impl Heartbeat {
                 .filter(|d| *d != node),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis_fixture::RedisServer;
+
+    use super::*;
+
+    async fn commands(server: &RedisServer) -> link::Commands {
+        let target = link::Target::parse(&server.url()).expect("the fixture's URL");
+        link::Commands::connect(&target, &link::Options::default())
+            .await
+            .expect("connect")
+    }
+
+    /// Records a heartbeat of `node` now, as a running node does.
+    async fn beat(conn: &mut link::Commands, keys: &Keys, node: u32) {
+        let _: Vec<String> = scripts::heartbeat()
+            .key(keys.nodes())
+            .key(keys.epoch())
+            .arg(node)
+            .arg("epoch")
+            .arg(60_000)
+            .invoke_async(conn)
+            .await
+            .expect("a heartbeat");
+    }
+
+    #[tokio::test]
+    async fn a_random_id_another_node_holds_is_drawn_again() {
+        let server = RedisServer::start();
+        let mut conn = commands(&server).await;
+        let keys = Keys::new("herald");
+        let timeout = Duration::from_secs(30);
+        let first = claim(&mut conn, &keys, None, timeout, || 42).await;
+        assert_eq!(
+            first.ok(),
+            Some(Claimed {
+                id: 42,
+                took_over: false
+            })
+        );
+        let mut draws = [42, 42, 43].into_iter();
+        let second = claim(&mut conn, &keys, None, timeout, || {
+            draws.next().unwrap_or(0)
+        })
+        .await;
+        assert_eq!(
+            second.ok(),
+            Some(Claimed {
+                id: 43,
+                took_over: false
+            })
+        );
+        let never = claim(&mut conn, &keys, None, timeout, || 42).await;
+        assert!(
+            matches!(never, Err(ClusterError::NoFreeNodeId(_))),
+            "{never:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_configured_id_a_live_node_holds_stops_the_start_and_a_dead_ones_is_taken_over() {
+        let server = RedisServer::start();
+        let mut conn = commands(&server).await;
+        let keys = Keys::new("herald");
+        let timeout = Duration::from_secs(2);
+        let never = || panic!("a configured id is not drawn");
+        let free = claim(&mut conn, &keys, Some(7), timeout, never).await;
+        assert_eq!(
+            free.ok(),
+            Some(Claimed {
+                id: 7,
+                took_over: false
+            })
+        );
+
+        // Node 7 is alive: it beats every 200 ms.
+        let mut beating = conn.clone();
+        let beats_keys = keys.clone();
+        let beats = tokio::spawn(async move {
+            loop {
+                beat(&mut beating, &beats_keys, 7).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let asked = Instant::now();
+        let refused = claim(&mut conn, &keys, Some(7), timeout, never).await;
+        assert!(
+            matches!(refused, Err(ClusterError::NodeIdInUse { id: 7, .. })),
+            "{refused:?}"
+        );
+        assert!(
+            asked.elapsed() < timeout,
+            "refused once its heartbeat moved, not after the node timeout: {:?}",
+            asked.elapsed()
+        );
+        let text = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("node_id 7"), "{text}");
+
+        // Node 7 died: once its heartbeat is older than the timeout, its id is taken over.
+        beats.abort();
+        let taken = claim(&mut conn, &keys, Some(7), timeout, never).await;
+        assert_eq!(
+            taken.ok(),
+            Some(Claimed {
+                id: 7,
+                took_over: true
+            })
+        );
     }
 }

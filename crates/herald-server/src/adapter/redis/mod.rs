@@ -26,6 +26,7 @@ mod heartbeat;
 mod interest;
 pub(crate) mod link;
 mod ops;
+mod publisher;
 mod queries;
 // Not yet wired into the state task and the bus listener (the next commits do).
 #[allow(dead_code)]
@@ -33,10 +34,11 @@ mod roster;
 mod scripts;
 mod seam;
 mod state;
+mod stats;
 mod transport;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -51,17 +53,22 @@ use super::bus::{self, BusMessage};
 use super::transitions;
 use crate::apps::{App, AppStore};
 use crate::ids::SocketId;
+use crate::outbox::Outbox;
 
 /// State changes queued on a node, all apps together, before new ones are refused (see
 /// [`Cluster::op`] for what a refusal means for each kind).
 const OPS_QUEUE: usize = 100_000;
-/// Bus messages waiting to be published; while Redis is away they are kept, up to this
-/// many and up to `cluster_bus_max_bytes`, and published when it returns.
+/// Bus messages waiting for the publisher, which holds as many more
+/// ([`publisher::MAX_HELD`]) while Redis (or a shard) does not take them; both within
+/// `cluster_bus_max_bytes`.
 const BUS_QUEUE: usize = 100_000;
 /// Users whose refused sign-in changes wait to be restated; beyond it the whole node is.
 const PENDING_USERS: usize = 100_000;
 /// At most one warning per this interval for a condition a flood repeats.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long leaving waits for the bus publisher to send what the node's last changes left
+/// for the other nodes.
+const LEAVE_FLUSH: Duration = Duration::from_secs(3);
 
 /// Why a cluster node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +80,20 @@ pub enum ClusterError {
     /// target without its passwords.
     #[error(transparent)]
     Link(#[from] link::LinkError),
+    /// Redis did not answer the node id's claim.
+    #[error("cannot claim a node id in Redis: {0}")]
+    Claim(redis::RedisError),
+    /// Another node holds the configured id and is alive.
+    #[error("node_id {id} is held by another live node of this cluster (it heartbeated {age_ms} ms ago): give every node its own node_id, or leave it unset for a random one")]
+    NodeIdInUse {
+        /// The id.
+        id: u32,
+        /// Since its holder's last heartbeat.
+        age_ms: u64,
+    },
+    /// Every random id drawn was held by another node (Redis holds stale entries?).
+    #[error("no free node id after {0} random draws")]
+    NoFreeNodeId(usize),
 }
 
 /// Scripts run from request handlers (the state task has its own).
@@ -80,33 +101,6 @@ struct RequestScripts {
     rate_take: redis::Script,
     admit: redis::Script,
     count_messages: redis::Script,
-}
-
-/// Bytes taken by queued messages, given back once they are sent.
-struct ByteBudget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl ByteBudget {
-    /// Takes `n` bytes if they fit. Concurrent takers may be refused while another's
-    /// bytes are briefly counted, but what is taken never exceeds `max`.
-    fn take(&self, n: usize) -> bool {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) <= self.max {
-            return true;
-        }
-        self.used.fetch_sub(n, Ordering::Relaxed);
-        false
-    }
-
-    fn give(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
 }
 
 /// Work the heartbeat task found for the state task.
@@ -155,102 +149,20 @@ impl Throttle {
 
 type Receivers = (
     mpsc::UnboundedReceiver<Queued>,
-    mpsc::Receiver<transport::Outgoing>,
+    mpsc::Receiver<publisher::Outgoing>,
 );
 
-/// A snapshot of the cluster membership's queues and health, for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ClusterStats {
-    /// Bytes of bus messages queued or held by the publisher.
-    pub(crate) bus_bytes: usize,
-    /// Bus messages waiting in the queue.
-    pub(crate) bus_queued: usize,
-    /// Bus messages the publisher holds while Redis does not answer.
-    pub(crate) bus_held: usize,
-    /// Bus messages dropped for a full queue.
-    pub(crate) bus_dropped: u64,
-    /// Bus messages received (those of channels this node has subscribers of, and the
-    /// control channel's).
-    pub(crate) bus_received: u64,
-    /// Gaps in what the bus delivered (lost subscriptions, a listener that fell behind).
-    pub(crate) bus_gaps: u64,
-    /// Bus channels this node listens to, besides the control channel.
-    pub(crate) bus_channels: usize,
-    /// State changes waiting for Redis.
-    pub(crate) ops_queued: usize,
-    /// State changes refused for a full share.
-    pub(crate) ops_refused: u64,
-    /// Whether Redis answered the last call.
-    pub(crate) healthy: bool,
-}
-
-impl ClusterStats {
-    /// The membership's gauges and counters, as `/metrics` shows them.
-    fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use crate::metrics::{single, MetricType};
-        let g = |name, help, v: usize| single(name, help, MetricType::GAUGE, v as u64);
-        let c = |name, help, v: u64| single(name, help, MetricType::COUNTER, v);
-        [
-            g(
-                "herald_cluster_bus_queue_bytes",
-                "Bytes of messages for other nodes queued or held by the publisher",
-                self.bus_bytes,
-            ),
-            g(
-                "herald_cluster_bus_queue_messages",
-                "Messages for other nodes waiting in the bus queue",
-                self.bus_queued,
-            ),
-            g(
-                "herald_cluster_bus_held_messages",
-                "Messages the publisher holds while Redis does not answer",
-                self.bus_held,
-            ),
-            c(
-                "herald_cluster_bus_dropped_total",
-                "Messages for other nodes dropped because the bus queue was full",
-                self.bus_dropped,
-            ),
-            c(
-                "herald_cluster_bus_received_total",
-                "Messages this node received from the bus",
-                self.bus_received,
-            ),
-            c(
-                "herald_cluster_bus_gaps_total",
-                "Times the bus lost messages for this node (a lost subscription, a listener behind)",
-                self.bus_gaps,
-            ),
-            g(
-                "herald_cluster_bus_channels",
-                "Bus channels this node listens to: those of the channels it has subscribers of",
-                self.bus_channels,
-            ),
-            g(
-                "herald_cluster_ops_queued",
-                "State changes waiting for Redis",
-                self.ops_queued,
-            ),
-            c(
-                "herald_cluster_ops_refused_total",
-                "State changes refused because an app's share of the queue was full",
-                self.ops_refused,
-            ),
-            g(
-                "herald_cluster_redis_up",
-                "1 while Redis answers this node, 0 while it does not",
-                usize::from(self.healthy),
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-}
-
 impl crate::backend::Backend for Cluster {
+    /// A node serves new connections whether Redis answers or not: without it, it serves
+    /// them as a node of its own. Taking it out of the load balancer would take every node
+    /// out together, since a Redis outage (or one Cluster shard failing over) reaches them
+    /// all at once; the link's state is `degraded`, and the `herald_cluster_redis_up` gauge.
     fn unavailable(&self) -> Option<&'static str> {
-        (!self.healthy.load(Ordering::Relaxed)).then_some(
+        None
+    }
+
+    fn degraded(&self) -> Option<&'static str> {
+        (!self.redis_up()).then_some(
             "the cluster's Redis is not answering; this node serves only its own sockets",
         )
     }
@@ -275,7 +187,7 @@ impl crate::backend::Backend for Cluster {
 /// the state task's turns came seconds apart.
 pub(super) async fn join(
     config: &RedisConfig,
-    node_id: u32,
+    node_id: Option<u32>,
     apps: Arc<dyn AppStore>,
 ) -> std::io::Result<Arc<Cluster>> {
     let runtime = cluster_runtime().await?;
@@ -291,7 +203,7 @@ pub(super) async fn join(
         .await
         .map_err(std::io::Error::other)??;
     tracing::info!(
-        node_id,
+        node_id = cluster.node_id,
         redis = %config::shown_url(&config.url),
         "Joined the cluster"
     );
@@ -336,11 +248,11 @@ pub struct Cluster {
     /// Ops refused because a share or the queue was full.
     refused: AtomicU64,
     refused_log: Throttle,
-    outgoing: mpsc::Sender<transport::Outgoing>,
+    outgoing: mpsc::Sender<publisher::Outgoing>,
     /// The bus's publishing and listening connections.
     bus: transport::Bus,
-    /// Bytes of bus messages queued or held by the publisher, with their overhead.
-    bus_bytes: ByteBudget,
+    /// What the publisher holds: the byte budget of queued and held messages, and counts.
+    out: Arc<publisher::Outbound>,
     /// Other nodes' open connections per app, from their last heartbeats.
     others: Mutex<HashMap<String, usize>>,
     /// Every app this node has written a connection count of. Once one is gone (a reload
@@ -354,8 +266,9 @@ pub struct Cluster {
     /// Bus messages dropped because the queue was full.
     dropped: AtomicU64,
     dropped_log: Throttle,
-    /// Messages the publisher holds, unsent, while Redis does not answer.
-    held: AtomicUsize,
+    /// Requests Redis did not answer, and their warnings' throttle.
+    request_errors: AtomicU64,
+    request_log: Throttle,
     started: Instant,
     signals: Mutex<Signals>,
     /// Wakes the state task when the heartbeat task has left it work (or just beat).
@@ -379,14 +292,33 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to Redis. Fails if Redis does not answer: a node that starts without its
-    /// cluster would silently serve a split view.
-    pub async fn connect(config: &RedisConfig, node_id: u32) -> Result<Arc<Self>, ClusterError> {
+    /// Connects to Redis and claims the node's id there (`node_id`, or a random one).
+    /// Fails if Redis does not answer (a node that starts without its cluster would silently
+    /// serve a split view), or if another live node holds the configured id.
+    pub async fn connect(
+        config: &RedisConfig,
+        node_id: Option<u32>,
+    ) -> Result<Arc<Self>, ClusterError> {
         let target = link::Target::parse(&config.url).map_err(ClusterError::Url)?;
         let options = link::Options::default();
         let conn = link::Commands::connect(&target, &options).await?;
         let beat_conn = link::Commands::connect(&target, &options).await?;
         let keys = Keys::new(&config.prefix);
+        let claimed = heartbeat::claim(
+            &mut beat_conn.clone(),
+            &keys,
+            node_id,
+            config.node_timeout,
+            super::start::random_node_id,
+        )
+        .await?;
+        let node_id = claimed.id;
+        let mut signals = Signals::default();
+        if claimed.took_over {
+            // What the id's last run left in Redis is this node's share now: restated (with
+            // the events a clean leave would have sent) once the node runs.
+            signals.resync = Some(true);
+        }
         let bus = transport::Bus::connect(config, &keys).await?;
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
@@ -402,18 +334,16 @@ impl Cluster {
             refused_log: Throttle::default(),
             outgoing: bus_tx,
             bus,
-            bus_bytes: ByteBudget {
-                used: AtomicUsize::new(0),
-                max: config.bus_max_bytes,
-            },
+            out: Arc::new(publisher::Outbound::new(config.bus_max_bytes)),
             others: Mutex::new(HashMap::new()),
             counted: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             dropped_log: Throttle::default(),
-            held: AtomicUsize::new(0),
+            request_errors: AtomicU64::new(0),
+            request_log: Throttle::default(),
             started: Instant::now(),
-            signals: Mutex::new(Signals::default()),
+            signals: Mutex::new(signals),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             beating: tokio::sync::Mutex::new(()),
@@ -436,14 +366,20 @@ impl Cluster {
         };
         // Messages to this node before it listens would be lost to it.
         transport::listen(self.clone(), Duration::from_secs(5)).await;
-        tokio::spawn(transport::publisher(self.clone(), outgoing));
+        tokio::spawn(publisher::run(
+            self.bus.commands.clone(),
+            outgoing,
+            self.out.clone(),
+        ));
         let mut beat = heartbeat::Heartbeat::new(self.clone());
         beat.beat().await;
         tokio::spawn(beat.run());
         tokio::spawn(state::StateTask::new(self.clone()).run(ops));
     }
 
-    /// Drains the state queue, withdraws this node's share of the cluster state and leaves.
+    /// Drains the state queue, withdraws this node's share of the cluster state and leaves;
+    /// then publishes what that left for the other nodes (the `member_removed` of the
+    /// drain's last leaves), within [`LEAVE_FLUSH`].
     pub(crate) async fn stop(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let stop = Queued {
@@ -453,10 +389,21 @@ impl Cluster {
         if self.ops.send(stop).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
+        if !self.out.flushed(LEAVE_FLUSH).await {
+            tracing::warn!(
+                held = self.out.held.load(Ordering::Relaxed),
+                "Cluster bus: leaving with messages for other nodes unpublished"
+            );
+        }
     }
 
     fn app(&self, id: &str) -> Option<Arc<App>> {
         self.apps.get()?.by_id(id)
+    }
+
+    /// The node's id, as claimed in Redis.
+    pub(crate) fn node_id(&self) -> u32 {
+        self.node_id
     }
 
     /// Records that this node writes `app`'s connection count, so it is withdrawn once the
@@ -510,12 +457,25 @@ impl Cluster {
     ///
     /// A refusal never changes the node's health: Redis is fine, the node is just busy.
     pub(crate) fn op(&self, op: Op) -> Result<(), Refused> {
+        self.op_of(op, None)
+    }
+
+    /// [`Cluster::op`] of an op a connection made: it counts against the connection
+    /// (`outbox`) until the state task takes it, and at
+    /// [`crate::outbox::MAX_WAITING_OPS`] the connection stops reading its socket.
+    pub(crate) fn op_of(&self, op: Op, outbox: Option<&Arc<Outbox>>) -> Result<(), Refused> {
         let Some(app) = op.app() else {
             return self.push(op, None);
         };
         let always = matches!(op, Op::Leave { .. });
         match self.places.take(app.id(), always) {
-            Some(held) => self.push(op, Some(held)),
+            Some(held) => {
+                let held = match outbox {
+                    Some(outbox) => held.of_connection(outbox),
+                    None => held,
+                };
+                self.push(op, Some(held))
+            }
             None => {
                 self.refuse(op, Refused::Busy);
                 Err(Refused::Busy)
@@ -577,6 +537,21 @@ impl Cluster {
         }
     }
 
+    /// Whether Redis answered the node's last calls (the node's health).
+    fn redis_up(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Logs a request that Redis did not answer (`what`: what it asked and what stood in),
+    /// at most once per [`LOG_INTERVAL`], with how many did so far: while Redis is away,
+    /// every request would otherwise log a line.
+    fn request_failed(&self, what: &'static str, error: &redis::RedisError) {
+        let n = self.request_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.request_log.ready(self.started) {
+            tracing::warn!(%error, asked = what, requests = n, "Cluster: Redis did not answer a request; decided on this node");
+        }
+    }
+
     /// Marks Redis as not answering; the next heartbeat that gets an answer restates.
     fn redis_failed(&self, error: &redis::RedisError) {
         if self.healthy.swap(false, Ordering::Relaxed) {
@@ -586,7 +561,7 @@ impl Cluster {
 
     /// Sends a control message (one that names no channel) to every other node.
     fn send(&self, message: &BusMessage) {
-        self.enqueue(transport::Outgoing {
+        self.enqueue(publisher::Outgoing {
             channel: self.bus.control().to_owned(),
             payload: bus::encode(self.node_id, message),
         });
@@ -601,7 +576,7 @@ impl Cluster {
         frame: &Bytes,
         cache: Option<(&str, Duration)>,
     ) {
-        self.enqueue(transport::Outgoing {
+        self.enqueue(publisher::Outgoing {
             channel: self.bus.channel_of(app, channel),
             payload: bus::encode_event(
                 self.node_id,
@@ -616,45 +591,23 @@ impl Cluster {
 
     /// Queues an encoded message for the publisher, within the byte budget; counts and logs
     /// what a full queue drops.
-    fn enqueue(&self, message: transport::Outgoing) {
+    fn enqueue(&self, message: publisher::Outgoing) {
         let cost = message.cost();
-        if self.bus_bytes.take(cost) {
+        if self.out.budget.take(cost) {
             if self.outgoing.try_send(message).is_ok() {
                 return;
             }
-            self.bus_bytes.give(cost);
+            self.out.budget.give(cost);
         }
         let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.dropped_log.ready(self.started) {
             tracing::warn!(
                 dropped = n,
-                queued_bytes = self.bus_bytes.used(),
-                max_bytes = self.bus_bytes.max,
+                queued_bytes = self.out.budget.used(),
+                max_bytes = self.out.budget.max,
                 "Cluster bus queue full: messages to other nodes dropped"
             );
         }
-    }
-
-    /// What the node's metrics show of its membership.
-    pub(crate) fn stats(&self) -> ClusterStats {
-        let (bus_received, bus_gaps) = self.bus.counts();
-        ClusterStats {
-            bus_bytes: self.bus_bytes.used(),
-            bus_queued: self.outgoing.max_capacity() - self.outgoing.capacity(),
-            bus_held: self.held.load(Ordering::Relaxed),
-            bus_dropped: self.dropped.load(Ordering::Relaxed),
-            bus_received,
-            bus_gaps,
-            bus_channels: self.bus.channels.load(Ordering::Relaxed),
-            ops_queued: self.places.waiting(),
-            ops_refused: self.refused.load(Ordering::Relaxed),
-            healthy: self.healthy.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Gives back the budget of messages the publisher has sent.
-    fn published(&self, bytes: usize) {
-        self.bus_bytes.give(bytes);
     }
 
     /// Open connections of `app` on the other nodes, as of their last heartbeats.
@@ -670,23 +623,6 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_bus_budget_counts_bytes_until_they_are_sent() {
-        let budget = ByteBudget {
-            used: AtomicUsize::new(0),
-            max: 1000,
-        };
-        assert!(budget.take(600));
-        assert!(!budget.take(600), "over the budget");
-        assert!(budget.take(400));
-        assert!(!budget.take(1));
-        budget.give(600);
-        assert!(budget.take(500));
-        assert_eq!(budget.used(), 900);
-        assert!(!budget.take(usize::MAX), "no overflow");
-        assert_eq!(budget.used(), 900);
-    }
 
     #[test]
     fn a_quiet_resync_request_wins() {

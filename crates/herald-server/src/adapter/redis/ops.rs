@@ -1,5 +1,8 @@
 //! The node's queue of state changes for Redis: what an op is, and the places that bound
 //! the queue, in total and per app, so one app's flood cannot take the others' share.
+//! A connection's own ops are counted in its outbox too, until the state task takes them:
+//! at [`crate::outbox::MAX_WAITING_OPS`] its task stops reading, so one connection cannot
+//! fill its app's share and keep the others' subscriptions waiting behind its flood.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,6 +135,7 @@ impl Places {
         let held = Held {
             app: self.app(app),
             total: self.total.clone(),
+            conn: None,
         };
         let in_app = held.app.fetch_add(1, Ordering::Relaxed);
         let in_queue = held.total.fetch_add(1, Ordering::Relaxed);
@@ -155,16 +159,30 @@ impl Places {
     }
 }
 
-/// One place in the node's queue and in one app's share of it, given back when dropped.
+/// One place in the node's queue and in one app's share of it, and of the connection's
+/// own count if a connection made the op, given back when dropped.
 pub(super) struct Held {
     app: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
+    conn: Option<Arc<Outbox>>,
+}
+
+impl Held {
+    /// Counts the op against `outbox`'s connection until it is taken.
+    pub(super) fn of_connection(mut self, outbox: &Arc<Outbox>) -> Held {
+        outbox.op_queued();
+        self.conn = Some(outbox.clone());
+        self
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         self.app.fetch_sub(1, Ordering::Relaxed);
         self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(outbox) = &self.conn {
+            outbox.op_taken();
+        }
     }
 }
 
@@ -188,6 +206,19 @@ mod tests {
         assert_eq!(again.len(), 2, "the leave still holds one of a's places");
         drop((b, leave, again));
         assert_eq!(places.waiting(), 0);
+    }
+
+    #[test]
+    fn a_connections_ops_are_counted_until_taken() {
+        let places = Places::new(10, 10);
+        let outbox = Arc::new(Outbox::new(1024));
+        let held: Vec<Held> = (0..3)
+            .filter_map(|_| places.take("a", false))
+            .map(|h| h.of_connection(&outbox))
+            .collect();
+        assert_eq!(outbox.ops_waiting(), 3);
+        drop(held);
+        assert_eq!(outbox.ops_waiting(), 0);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! node. Frames go to the local hub at once and on the bus to the other nodes; state
 //! changes become ops for the state task, which answers the connection once Redis has
 //! counted them; the HTTP API's queries and the cluster-wide limits ask Redis, and fall back
-//! to this node's own counts while it does not answer.
+//! to this node's own counts while it does not answer. While the node knows Redis is away
+//! (its health is down) the limits do not ask it at all, so a request does not wait out
+//! Redis's timeout; a request that finds Redis away is logged at most once per interval
+//! (`Cluster::request_failed`), not once per request.
 
 use std::sync::Arc;
 
@@ -19,13 +22,15 @@ use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
 use crate::ratelimit::now_windows;
 
-fn unavailable(error: redis::RedisError) -> AdapterError {
-    AdapterError::Unavailable(error.to_string())
-}
-
 impl Cluster {
     fn local_except(&self, except: Option<SocketId>) -> Option<ConnId> {
         except.and_then(|s| s.on_node(self.node_id))
+    }
+
+    /// An HTTP API query Redis did not answer.
+    fn unavailable(&self, error: redis::RedisError) -> AdapterError {
+        self.request_failed("a channel query; answered 503", &error);
+        AdapterError::Unavailable(error.to_string())
     }
 }
 
@@ -107,21 +112,22 @@ impl Presence for Cluster {
                 cache,
             },
         };
-        if self.op(op).is_err() {
+        if self.op_of(op, Some(outbox)).is_err() {
             transitions::refuse(app, outbox, channel, Refusal::Busy);
             return false;
         }
         true
     }
 
-    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId) {
+    fn unsubscribe(&self, app: &Arc<App>, channel: &str, conn: ConnId, outbox: &Arc<Outbox>) {
         // Never refused for a full queue; on a node that is leaving, `op` removes the
         // connection from the hub itself.
-        let _ = self.op(Op::Leave {
+        let op = Op::Leave {
             app: app.clone(),
             channel: channel.into(),
             conn,
-        });
+        };
+        let _ = self.op_of(op, Some(outbox));
     }
 
     fn signed_in(
@@ -135,16 +141,18 @@ impl Presence for Cluster {
         // A refused op needs nothing from the caller: `op` answers or restates it, and logs
         // refusals (rate-limited: a flood repeats them).
         if !watchlist.is_empty() {
-            let _ = self.op(Op::Watchlist {
+            let op = Op::Watchlist {
                 app: app.clone(),
                 outbox: outbox.clone(),
                 users: watchlist.to_vec(),
-            });
+            };
+            let _ = self.op_of(op, Some(outbox));
         }
-        let _ = self.op(Op::User {
+        let op = Op::User {
             app: app.clone(),
             user: user.clone(),
-        });
+        };
+        let _ = self.op_of(op, Some(outbox));
     }
 
     fn signed_out(&self, app: &Arc<App>, user: &Arc<str>, _last_here: bool) {
@@ -162,7 +170,7 @@ impl Presence for Cluster {
         Box::pin(async move {
             self.list_channels(app.id(), prefix)
                 .await
-                .map_err(unavailable)
+                .map_err(|e| self.unavailable(e))
         })
     }
 
@@ -170,7 +178,7 @@ impl Presence for Cluster {
         Box::pin(async move {
             self.channel_counts(app.id(), channel)
                 .await
-                .map_err(unavailable)
+                .map_err(|e| self.unavailable(e))
         })
     }
 
@@ -178,7 +186,7 @@ impl Presence for Cluster {
         Box::pin(async move {
             self.channel_users(app.id(), channel)
                 .await
-                .map_err(unavailable)
+                .map_err(|e| self.unavailable(e))
         })
     }
 
@@ -201,7 +209,7 @@ impl Presence for Cluster {
             let kept = self
                 .cached_event(app.id(), channel)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.unavailable(e))?;
             Ok(kept
                 .map(|(_, data, ttl)| Cached {
                     data: data.into_boxed_str(),
@@ -226,14 +234,17 @@ impl Limits for Cluster {
         }
         Some(Box::pin(async move {
             self.counts_connections_of(slot);
+            // Without Redis the node's own count (and the others' last known) decide.
+            if !self.redis_up() {
+                return true;
+            }
             match self
                 .admit_connection(slot.id(), slot.connection_count(), max)
                 .await
             {
                 Ok(admitted) => admitted,
-                // Without Redis the node's own count (and the others' last known) decide.
                 Err(error) => {
-                    tracing::warn!(%error, "Cluster connection count unavailable");
+                    self.request_failed("the connection count; admitted on this node's", &error);
                     true
                 }
             }
@@ -253,14 +264,18 @@ impl Limits for Cluster {
         Box::pin(async move {
             let (second, _) = now_windows();
             let limit = rate.limit(&app.config().limits);
+            let local = || rate.window(&app.rates).try_take(limit, second, 1);
+            if !self.redis_up() {
+                return local();
+            }
             match self
                 .take_rate(app.id(), rate.name(), (second, 1), limit, 1)
                 .await
             {
                 Ok(allowed) => allowed,
                 Err(error) => {
-                    tracing::warn!(%error, "Cluster rate counter unavailable; counting on this node");
-                    rate.window(&app.rates).try_take(limit, second, 1)
+                    self.request_failed("a rate counter; counted on this node", &error);
+                    local()
                 }
             }
         })
@@ -270,9 +285,15 @@ impl Limits for Cluster {
         Box::pin(async move {
             let limit = app.config().limits.messages_per_day;
             let (_, day) = now_windows();
+            if !self.redis_up() {
+                return app.rates.messages.exhausted(limit, day);
+            }
             match self.used(app.id(), "messages", day).await {
                 Ok(used) => used >= limit,
-                Err(_) => app.rates.messages.exhausted(limit, day),
+                Err(error) => {
+                    self.request_failed("the message quota; read on this node", &error);
+                    app.rates.messages.exhausted(limit, day)
+                }
             }
         })
     }
@@ -286,8 +307,11 @@ impl Limits for Cluster {
         Box::pin(async move {
             let (_, day) = now_windows();
             app.rates.messages.add(delivered_here, day);
+            if !self.redis_up() {
+                return;
+            }
             if let Err(error) = self.count_published(app.id(), channels, day).await {
-                tracing::warn!(%error, "Cluster message quota counter unavailable");
+                self.request_failed("the message quota; counted on this node only", &error);
             }
         })
     }

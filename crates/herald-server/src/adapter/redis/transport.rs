@@ -1,22 +1,22 @@
-//! The bus over the Redis link: one task publishes this node's messages, pipelined (one
-//! pipeline per slot on a Redis Cluster, where publishing is SPUBLISH); one task takes what
-//! the link's [`Subscriber`] delivers and hands it to local sockets. Which bus channels the
-//! node listens to is the state task's choice (`interest.rs`); this module only carries.
+//! The bus over the Redis link: the node's two ends of it ([`Bus`]), and the task that takes
+//! what the link's [`Subscriber`] delivers and hands it to local sockets. Publishing is
+//! `publisher.rs`'s; which bus channels the node listens to is the state task's choice
+//! (`interest.rs`); this module only carries.
 //!
-//! Both outlive Redis outages. The publisher keeps what it could not send and sends it, in
-//! order, once Redis answers; a message counts against `cluster_bus_max_bytes` from when it
-//! is queued until it is published, so what the publisher holds is bounded with the queue.
+//! The listener drops what it already had from a sender ([`Dedup`]: the publisher sends a
+//! message again, with its sequence number, when it cannot tell whether Redis took it).
 //! The link resubscribes by itself after a reconnect or a failover and reports a [`Gap`]:
 //! messages other nodes published meanwhile are not replayed (Redis pub/sub keeps
 //! nothing); the gap is logged, counted, and makes the node restate its share, since a
 //! failover may have lost its last writes too.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
 use super::config::RedisConfig;
 use super::interest;
@@ -26,32 +26,17 @@ use super::{merge_resync, Cluster, ClusterError, Throttle};
 use crate::adapter::bus::{self, BusMessage};
 use crate::ids::SocketId;
 
-/// Messages per pipelined round trip.
-const BATCH: usize = 256;
-const RETRY: Duration = Duration::from_millis(250);
-/// What a queued bus message costs beyond its bytes (its buffers and its queue slot), so
-/// many tiny messages are bounded too.
-const MESSAGE_OVERHEAD: usize = 64;
-
-/// A message for the other nodes and the bus channel it goes to.
-pub(super) struct Outgoing {
-    pub(super) channel: String,
-    pub(super) payload: Vec<u8>,
-}
-
-impl Outgoing {
-    /// What it counts against `cluster_bus_max_bytes`.
-    pub(super) fn cost(&self) -> usize {
-        self.channel.len() + self.payload.len() + MESSAGE_OVERHEAD
-    }
-}
+/// Senders and groups a listener remembers the last sequence number of; past it, it
+/// forgets them all (a copy sent again just then could get through once).
+const DEDUP_ENTRIES: usize = 1 << 20;
 
 /// The node's two ends of the bus, and what they count.
 pub(super) struct Bus {
     prefix: String,
     /// The channel every node listens to: messages that name no channel.
     control: String,
-    commands: Commands,
+    /// The publishing end (`publisher.rs`).
+    pub(super) commands: Commands,
     subscriber: Subscriber,
     /// Until the listener task takes them.
     deliveries: Mutex<Option<Deliveries>>,
@@ -59,6 +44,8 @@ pub(super) struct Bus {
     received: AtomicU64,
     /// Gaps the link reported.
     gaps: AtomicU64,
+    /// Copies of messages already received, dropped.
+    duplicates: AtomicU64,
     gap_log: Throttle,
     /// Bus channels the state task holds (see `interest.rs`).
     pub(super) channels: AtomicUsize,
@@ -80,6 +67,7 @@ impl Bus {
             deliveries: Mutex::new(Some(deliveries)),
             received: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             gap_log: Throttle::default(),
             channels: AtomicUsize::new(0),
         })
@@ -100,46 +88,42 @@ impl Bus {
         self.subscriber.clone()
     }
 
-    /// Messages received and gaps reported, for the metrics.
-    pub(super) fn counts(&self) -> (u64, u64) {
+    /// Messages received, gaps reported and copies dropped, for the metrics.
+    pub(super) fn counts(&self) -> (u64, u64, u64) {
         (
             self.received.load(Ordering::Relaxed),
             self.gaps.load(Ordering::Relaxed),
+            self.duplicates.load(Ordering::Relaxed),
         )
     }
 }
 
-/// Publishes queued messages until the queue closes.
-pub(super) async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Outgoing>) {
-    let mut commands = cluster.bus.commands.clone();
-    let mut batch: Vec<Outgoing> = Vec::with_capacity(BATCH);
-    let mut failing = false;
-    loop {
-        if batch.is_empty() && queue.recv_many(&mut batch, BATCH).await == 0 {
-            return;
+/// The highest sequence number received from each sender on each group of bus channels
+/// (`Commands::group_of`: a cluster's slot; the server). A sender's numbers only grow in
+/// each group, and it sends a group's messages in order, so a message numbered at or below
+/// the highest is a copy of one received already (sent again after a failed pipeline)
+/// or older than one delivered: it is dropped either way.
+#[derive(Default)]
+pub(super) struct Dedup {
+    highest: HashMap<(u32, u16), u64>,
+}
+
+impl Dedup {
+    /// Whether a message numbered `sequence` from `origin` on `group` is new.
+    pub(super) fn fresh(&mut self, origin: u32, group: u16, sequence: u64) -> bool {
+        if self.highest.len() >= DEDUP_ENTRIES && !self.highest.contains_key(&(origin, group)) {
+            self.highest.clear();
         }
-        let messages: Vec<(&str, &[u8])> = batch
-            .iter()
-            .map(|m| (m.channel.as_str(), m.payload.as_slice()))
-            .collect();
-        match commands.publish_all(&messages).await {
-            Ok(()) => {
-                if failing {
-                    tracing::info!("Cluster bus: publishing to Redis again");
-                    failing = false;
-                }
-                cluster.published(batch.iter().map(Outgoing::cost).sum());
-                batch.clear();
-                cluster.held.store(0, Ordering::Relaxed);
+        match self.highest.entry((origin, group)) {
+            Entry::Vacant(v) => {
+                v.insert(sequence);
+                true
             }
-            Err(error) => {
-                cluster.held.store(batch.len(), Ordering::Relaxed);
-                if !failing {
-                    tracing::warn!(%error, pending = batch.len(), "Cluster bus: cannot publish to Redis; holding messages until it returns");
-                    failing = true;
-                }
-                tokio::time::sleep(RETRY).await;
+            Entry::Occupied(mut o) if sequence > *o.get() => {
+                o.insert(sequence);
+                true
             }
+            Entry::Occupied(_) => false,
         }
     }
 }
@@ -153,11 +137,12 @@ pub(super) async fn listen(cluster: Arc<Cluster>, wait: Duration) {
     let subscriber = cluster.bus.subscriber();
     let listener = cluster.clone();
     tokio::spawn(async move {
+        let mut dedup = Dedup::default();
         while let Some(delivery) = deliveries.recv().await {
             match delivery {
                 Delivery::Message(message) => {
                     listener.bus.received.fetch_add(1, Ordering::Relaxed);
-                    listener.receive(&message.payload);
+                    listener.receive(&message.channel, &message.payload, &mut dedup);
                 }
                 Delivery::Gap(gap) => listener.bus_gap(gap),
             }
@@ -195,20 +180,27 @@ impl Cluster {
         }
     }
 
-    /// Delivers one message from another node to this node's sockets.
-    fn receive(&self, payload: &[u8]) {
+    /// Delivers one message from another node to this node's sockets, unless it is a copy
+    /// of one delivered already.
+    fn receive(&self, channel: &str, payload: &[u8], dedup: &mut Dedup) {
         // A node's own messages come back to it on the channels it is subscribed to: drop
         // them on their first five bytes, before anything is decoded or copied.
         if bus::origin(payload) == Some(self.node_id) {
             return;
         }
-        let Some((_, message)) = bus::decode(payload) else {
+        let Some((origin, message)) = bus::decode(payload) else {
             tracing::debug!(
                 bytes = payload.len(),
                 "Cluster bus: ignored a malformed message"
             );
             return;
         };
+        if let Some(sequence) = bus::sequence(payload) {
+            if !dedup.fresh(origin, self.bus.commands.group_of(channel), sequence) {
+                self.bus.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         match message {
             BusMessage::Event {
                 app,

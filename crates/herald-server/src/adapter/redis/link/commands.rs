@@ -87,39 +87,32 @@ impl Commands {
         self.publish_cmd(channel, payload).query_async(self).await
     }
 
-    /// Publishes every message, in order per channel, in as few round trips as the target
-    /// allows: one pipeline on a single server; on a cluster one per slot (a cluster
-    /// pipeline must stay in one slot), sent side by side, so the client writes those of
-    /// one shard together (one after another, a batch spread over many slots cost a round
-    /// trip each: 173 µs of the node's CPU per event against 65 on one server). On an
-    /// error some messages may have gone out.
-    pub(crate) async fn publish_all(&mut self, messages: &[(&str, &[u8])]) -> RedisResult<()> {
+    /// The group a channel's messages are published in, in order: its slot on a cluster
+    /// (a pipeline must stay in one slot, and a slot lives on one shard), the whole server
+    /// elsewhere (0).
+    pub(crate) fn group_of(&self, channel: &str) -> u16 {
+        if self.is_cluster() {
+            slot(channel.as_bytes())
+        } else {
+            0
+        }
+    }
+
+    /// Publishes messages of one group ([`Commands::group_of`]), in order, as one pipeline:
+    /// one round trip. On an error none, some or all of them may have gone out, and some
+    /// may still go out (commands waiting in a server that stopped answering run once it
+    /// answers again): a caller that sends them again must let receivers tell the copies
+    /// apart.
+    pub(crate) async fn publish_group(&mut self, messages: &[(&str, &[u8])]) -> RedisResult<()> {
         if messages.is_empty() {
             return Ok(());
         }
-        if !self.is_cluster() {
-            let mut pipe = redis::pipe();
-            for (channel, payload) in messages {
-                pipe.add_command(self.publish_cmd(channel, payload))
-                    .ignore();
-            }
-            return pipe.query_async(self).await;
-        }
-        let mut by_slot: HashMap<u16, Pipeline> = HashMap::new();
+        let mut pipe = redis::pipe();
         for (channel, payload) in messages {
-            let cmd = self.publish_cmd(channel, payload);
-            by_slot
-                .entry(slot(channel.as_bytes()))
-                .or_default()
-                .add_command(cmd)
+            pipe.add_command(self.publish_cmd(channel, payload))
                 .ignore();
         }
-        let sent = by_slot.into_values().map(|pipe| {
-            let mut conn = self.clone();
-            async move { pipe.query_async::<()>(&mut conn).await }
-        });
-        futures_util::future::try_join_all(sent).await?;
-        Ok(())
+        pipe.query_async(self).await
     }
 
     /// Runs commands, each given with a key that names its slot, and returns their replies

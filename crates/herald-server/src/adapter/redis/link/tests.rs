@@ -244,10 +244,11 @@ async fn one_server_runs_commands_scripts_and_pubsub_and_recovers_from_a_restart
     // Acknowledged means registered: a publish right after it is received.
     assert_eq!(commands.publish("a", b"first").await.expect("publish"), 1);
     inbox.expect("a", b"first").await;
+    assert_eq!(commands.group_of("a"), commands.group_of("b"));
     commands
-        .publish_all(&[("a", b"x"), ("b", b"y")])
+        .publish_group(&[("a", b"x"), ("b", b"y")])
         .await
-        .expect("publish_all");
+        .expect("publish_group");
     inbox.expect("a", b"x").await;
     inbox.expect("b", b"y").await;
 
@@ -389,11 +390,13 @@ async fn a_cluster_spreads_sharded_pubsub_and_survives_a_master_failover() {
     }
     let spread: HashSet<u16> = channels.keys().copied().collect();
     assert!(spread.len() >= 2, "channels on several masters: {spread:?}");
-    let all: Vec<(&str, &[u8])> = channels
-        .values()
-        .map(|c| (c.as_str(), b"batch".as_slice()))
-        .collect();
-    commands.publish_all(&all).await.expect("publish_all");
+    for channel in channels.values() {
+        assert_eq!(commands.group_of(channel), slot(channel.as_bytes()));
+        commands
+            .publish_group(&[(channel.as_str(), b"batch".as_slice())])
+            .await
+            .expect("publish_group");
+    }
     for channel in channels.values() {
         inbox.expect(channel, b"batch").await;
     }
