@@ -79,6 +79,7 @@ pub struct Pair {
 
 #[derive(Debug, Deserialize, Clone)]
 pub struct Hook {
+    pub t: u64,
     pub name: String,
     pub channel: String,
     pub user_id: Option<String>,
@@ -338,32 +339,35 @@ fn presence(report: &Report, users: &BTreeMap<String, Vec<String>>, f: &mut Find
 /// may have taken some with it.
 pub fn webhooks(hooks: &[Hook], excuses: &Excuses, f: &mut Findings) {
     f.webhooks = hooks.len();
-    let mut channels: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut members: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    let mut channels: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut members: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
     for hook in hooks {
+        // Each name with the time the sink got it, as `channel_vacated@1234`.
+        let named = format!("{}@{}", hook.name, hook.t);
         match (hook.name.as_str(), &hook.user_id) {
             ("channel_occupied" | "channel_vacated", _) => {
-                channels.entry(&hook.channel).or_default().push(&hook.name)
+                channels.entry(&hook.channel).or_default().push(named)
             }
             ("member_added" | "member_removed", Some(user)) => members
                 .entry((&hook.channel, user))
                 .or_default()
-                .push(&hook.name),
+                .push(named),
             _ => {}
         }
     }
     let lossy = !excuses.crashed.is_empty() || excuses.webhooks_lost;
-    let mut pairs = |key: String, names: &[&str], open: &str, close: &str| {
+    let mut pairs = |key: String, names: &[String], open: &str, close: &str| {
         let mut inside = false;
-        for name in names {
-            let ok = if *name == open { !inside } else { inside };
+        for named in names {
+            let name = named.split('@').next().unwrap_or_default();
+            let ok = if name == open { !inside } else { inside };
             if !ok && !lossy {
                 f.violation(format!(
                     "webhooks of {key}: {names:?} do not alternate {open}/{close}"
                 ));
                 return;
             }
-            inside = *name == open;
+            inside = name == open;
         }
         if inside && !lossy {
             f.violation(format!(

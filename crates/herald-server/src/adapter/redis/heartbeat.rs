@@ -157,6 +157,10 @@ pub(super) struct Heartbeat {
     epoch: Option<String>,
     /// Who served the data at the last heartbeat (`link::Commands::masters`).
     masters: Option<String>,
+    /// When Redis last answered a heartbeat.
+    last_ok: Option<Instant>,
+    /// Until then, nodes the heartbeat finds dead are not reaped: see [`Heartbeat::beat`].
+    grace_until: Option<Instant>,
 }
 
 impl Heartbeat {
@@ -167,6 +171,8 @@ impl Heartbeat {
             script: scripts::heartbeat(),
             epoch: None,
             masters: None,
+            last_ok: None,
+            grace_until: None,
         }
     }
 
@@ -191,8 +197,9 @@ impl Heartbeat {
         if self.cluster.stopping.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(error) = self.exchange().await {
-            self.cluster.redis_failed(&error);
+        match self.exchange().await {
+            Err(error) => self.cluster.redis_failed(&error),
+            Ok(()) => self.last_ok = Some(Instant::now()),
         }
         self.cluster.wake.notify_one();
     }
@@ -260,6 +267,19 @@ impl Heartbeat {
         let [epoch, added, dead @ ..] = reply.as_slice() else {
             return Ok(());
         };
+        // Redis had not answered this node for half a node timeout or more (its heartbeats
+        // failed, or this one waited that long). If it answered nobody (paused, restarted,
+        // partitioned from every node), every other node's heartbeat is as old as this
+        // one's, and reaping them now would remove live members with `member_removed` and
+        // webhooks: the dead nodes found now and for a node timeout are not reaped, and
+        // live ones beat again meanwhile. A node that really died is reaped after that.
+        let answered = Instant::now();
+        if self
+            .last_ok
+            .is_some_and(|last| answered - last >= cluster.node_timeout / 2)
+        {
+            self.grace_until = Some(answered + cluster.node_timeout);
+        }
         // A promoted replica may lack writes its master acknowledged just before it died
         // (replication is asynchronous): restate this node's share on the new master. One
         // cheap command a beat; a command error during the failover restates too, but a
@@ -298,11 +318,19 @@ impl Heartbeat {
         if let Some(loud) = resync {
             signals.resync = merge_resync(signals.resync, loud);
         }
-        signals.dead.extend(
-            dead.iter()
-                .filter_map(|d| d.parse::<u32>().ok())
-                .filter(|d| *d != node),
-        );
+        let grace = self.grace_until.is_some_and(|until| Instant::now() < until);
+        if grace && !dead.is_empty() {
+            tracing::debug!(
+                nodes = dead.len(),
+                "Cluster: nodes look dead right after this node's own Redis outage; waiting a node timeout before removing them"
+            );
+        } else {
+            signals.dead.extend(
+                dead.iter()
+                    .filter_map(|d| d.parse::<u32>().ok())
+                    .filter(|d| *d != node),
+            );
+        }
         Ok(())
     }
 }
