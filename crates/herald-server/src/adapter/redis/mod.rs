@@ -7,11 +7,11 @@
 //!   channel, which only the nodes with a subscriber of it listen to (`interest.rs`).
 //! - Channel, presence, signed-in-user and connection counts are kept in Redis per node,
 //!   changed by atomic scripts (`scripts.rs`) that report cluster-wide transitions, so each
-//!   webhook and member event is emitted once for the cluster (`state.rs`, by the rules of
+//!   webhook and member event is emitted once for the cluster (`state/`, by the rules of
 //!   [`crate::adapter::transitions`]).
 //! - The HTTP API's queries and the cluster-wide limits read those counts (`queries.rs`).
 //! - Nodes heartbeat from a task of their own (`heartbeat.rs`), so no amount of queued work
-//!   delays a heartbeat; the survivors remove a dead node's share (`state.rs`).
+//!   delays a heartbeat; the survivors remove a dead node's share (`state/recovery.rs`).
 //!
 //! State changes go through one queue per node (`ops.rs`), processed by one task in order
 //! per app, so a join is always recorded before the leave that follows it, and the WebSocket

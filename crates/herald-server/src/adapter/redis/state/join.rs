@@ -1,0 +1,148 @@
+//! Presence joins: the member counted in Redis against the channel's limit, the cluster's
+//! member list in `subscription_succeeded`, and `member_added` once for the cluster.
+
+use herald_protocol::frame;
+
+use super::counts::MemberSet;
+use super::listening::subscribe_bus;
+use super::{count, StateTask};
+use crate::adapter::redis::ops::Join;
+use crate::adapter::transitions::{self, edge, Refusal};
+use crate::apps::App;
+use crate::hub::LocalMember;
+use crate::wire;
+
+impl StateTask {
+    pub(super) async fn join(&mut self, join: Join) {
+        let Join {
+            app,
+            channel,
+            conn,
+            socket,
+            outbox,
+            member,
+            cache,
+        } = join;
+        let already = app.hub.is_subscribed(&channel, conn);
+        let local = app.hub.member_connections(&channel, &member.user_id) + u32::from(!already);
+        let max = app.config().limits.max_presence_members;
+        let info = member.user_info.as_deref().unwrap_or("");
+        let node = self.cluster.node_id;
+        let fresh = self.want_bus([(app.id().into(), channel.clone())]);
+        let bus = subscribe_bus(
+            self.subscriber.clone(),
+            self.bus_names(&fresh),
+            self.bus_wait(),
+        );
+        let answer = if self.healthy() {
+            // The member count and the bus subscription in one round trip's time.
+            let (set, ()) = tokio::join!(
+                self.set_member(
+                    node,
+                    &app,
+                    &channel,
+                    &member.user_id,
+                    local,
+                    info,
+                    max,
+                    true,
+                ),
+                bus
+            );
+            match set {
+                Ok(answer) => Some(answer),
+                Err(e) => {
+                    self.failed(&e);
+                    None
+                }
+            }
+        } else {
+            bus.await;
+            None
+        };
+        match answer {
+            Some(MemberSet::Refused) => {
+                transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
+                if app.hub.counts(&channel).subscription_count == 0 {
+                    self.lose_interest(app.id(), &channel);
+                }
+                return;
+            }
+            Some(MemberSet::Set {
+                before,
+                after,
+                list,
+            }) => {
+                let data = frame::presence_data(list.chunks(2).filter_map(|p| match p {
+                    [id, info] => {
+                        Some((id.as_str(), Some(info.as_str()).filter(|i| !i.is_empty())))
+                    }
+                    _ => None,
+                }));
+                app.hub
+                    .join_presence_listed(&channel, conn, &outbox, &member, &data);
+                transitions::member_changed(
+                    &*self.cluster,
+                    &app,
+                    &channel,
+                    (&member.user_id, member.user_info.as_deref()),
+                    edge(count(before), count(after)),
+                    Some(socket),
+                );
+                let n = app.hub.counts(&channel).subscription_count;
+                if let Err(e) = self.sync_channel(node, &app, &channel, n, true).await {
+                    self.failed(&e);
+                }
+            }
+            None => {
+                // Redis is away: this node's members are the best answer there is.
+                let mut members = app.hub.local_members(&channel);
+                let new_here = !members.iter().any(|m| *m.user_id == *member.user_id);
+                if new_here && max > 0 && members.len() >= max {
+                    transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
+                    if app.hub.counts(&channel).subscription_count == 0 {
+                        self.lose_interest(app.id(), &channel);
+                    }
+                    return;
+                }
+                if new_here {
+                    members.push(LocalMember {
+                        user_id: member.user_id.as_str().into(),
+                        user_info: member.user_info.as_deref().map(Into::into),
+                        connections: 1,
+                    });
+                }
+                let data = frame::presence_data(
+                    members
+                        .iter()
+                        .map(|m| (m.user_id.as_ref(), m.user_info.as_deref())),
+                );
+                app.hub
+                    .join_presence_listed(&channel, conn, &outbox, &member, &data);
+                if new_here {
+                    let added =
+                        wire::member_added(&channel, &member.user_id, member.user_info.as_deref());
+                    app.hub.publish(&channel, &added, Some(conn));
+                }
+                self.needs_resync();
+            }
+        }
+        if cache {
+            if !fresh.is_empty() {
+                // Not heard since its last subscriber here left: take Redis's.
+                app.cache.forget(&channel);
+            }
+            self.fill_cache(&app, &channel).await;
+            app.replay_cache(&channel, &outbox);
+        }
+    }
+
+    /// Takes a cache channel's event from Redis when this node missed it.
+    async fn fill_cache(&mut self, app: &App, channel: &str) {
+        if self.healthy() {
+            if let Err(e) = self.cluster.fill_cache(app, channel).await {
+                self.failed(&e);
+            }
+        }
+    }
+}

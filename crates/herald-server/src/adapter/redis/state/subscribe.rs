@@ -1,0 +1,189 @@
+//! Runs of subscriptions to non-presence channels: counted in Redis in one pipeline, with
+//! the bus subscriptions of channels new to the node and the cache channels' events, then
+//! confirmed in order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::listening::subscribe_bus;
+use super::StateTask;
+use crate::adapter::redis::interest::Key;
+use crate::adapter::redis::ops::Op;
+use crate::adapter::redis::queries::cache_entry;
+use crate::adapter::redis::scripts::{self, index_field};
+use crate::apps::App;
+use crate::ids::ConnId;
+use crate::outbox::Outbox;
+
+impl StateTask {
+    /// Subscribes a run of connections to non-presence channels: counts them in Redis with
+    /// one pipeline (the scripts run one after another, so each sees the one before), then
+    /// confirms each in order with the events its count change calls for.
+    pub(super) async fn subscribe_batch(&mut self, batch: Vec<Op>) {
+        struct Item {
+            app: Arc<App>,
+            channel: Box<str>,
+            conn: ConnId,
+            outbox: Arc<Outbox>,
+            cache: bool,
+            /// This node's count with the subscription, if it is a new one.
+            count: Option<usize>,
+            change: Option<(i64, i64)>,
+        }
+        let mut added: HashMap<(String, Box<str>), usize> = HashMap::new();
+        let mut seen: HashSet<(ConnId, String, Box<str>)> = HashSet::new();
+        let mut items = Vec::with_capacity(batch.len());
+        for op in batch {
+            let Op::Subscribe {
+                app,
+                channel,
+                conn,
+                outbox,
+                cache,
+            } = op
+            else {
+                continue;
+            };
+            let key = (app.id().to_owned(), channel.clone());
+            let repeated = !seen.insert((conn, key.0.clone(), key.1.clone()));
+            let count = if repeated || app.hub.is_subscribed(&channel, conn) {
+                None
+            } else {
+                let extra = added.entry(key).or_insert(0);
+                *extra += 1;
+                Some(app.hub.counts(&channel).subscription_count + *extra)
+            };
+            items.push(Item {
+                app,
+                channel,
+                conn,
+                outbox,
+                cache,
+                count,
+                change: None,
+            });
+        }
+        let counted = items.iter().any(|i| i.count.is_some());
+        // Channels new to this node need their bus subscription confirmed before their
+        // first subscriber is: asked for together, during the counts' round trip.
+        let fresh = self.want_bus(
+            items
+                .iter()
+                .filter(|i| i.count.is_some())
+                .map(|i| (i.app.id().into(), i.channel.clone())),
+        );
+        let bus = subscribe_bus(
+            self.subscriber.clone(),
+            self.bus_names(&fresh),
+            self.bus_wait(),
+        );
+        let fresh: HashSet<Key> = fresh.into_iter().collect();
+        if !self.healthy() {
+            if counted {
+                self.needs_resync();
+            }
+            bus.await;
+        } else {
+            let node = self.cluster.node_id;
+            let keys = &self.cluster.keys;
+            let mut pipe = redis::pipe();
+            for item in &items {
+                let Some(n) = item.count else { continue };
+                let id = item.app.id();
+                pipe.cmd("EVAL")
+                    .arg(scripts::CHANNEL_SET)
+                    .arg(3)
+                    .arg(keys.subs(id, &item.channel))
+                    .arg(keys.chans(id))
+                    .arg(keys.node_subs(id, node))
+                    .arg(node)
+                    .arg(item.channel.as_ref())
+                    .arg(n)
+                    .arg(index_field(&[id, &item.channel]));
+            }
+            let conn = &mut self.conn;
+            let counts = async {
+                if counted {
+                    Some(pipe.query_async::<Vec<redis::Value>>(conn).await)
+                } else {
+                    None
+                }
+            };
+            let (counts, ()) = tokio::join!(counts, bus);
+            match counts {
+                Some(Ok(replies)) => {
+                    let mut replies = replies.into_iter();
+                    for item in items.iter_mut().filter(|i| i.count.is_some()) {
+                        item.change = replies
+                            .next()
+                            .and_then(|v| redis::from_redis_value::<(i64, i64)>(&v).ok());
+                    }
+                }
+                Some(Err(e)) => self.failed(&e),
+                None => {}
+            }
+        }
+        // Cache channels this node has no current event for are asked for in one round
+        // trip (a flood of `cache-` subscriptions must not cost one each), after the bus
+        // subscriptions are confirmed: a later event reaches this node on the bus. A
+        // channel new to this node did not hear the events since its last subscriber
+        // left, so its own copy is not current.
+        let mut fills: Vec<(Arc<App>, Box<str>)> = Vec::new();
+        if self.healthy() {
+            let mut wanted = HashSet::new();
+            for item in items.iter().filter(|i| i.cache) {
+                let key: Key = (item.app.id().into(), item.channel.clone());
+                let current =
+                    !fresh.contains(&key) && item.app.cache.frame(&item.channel).is_some();
+                if !current && wanted.insert(key) {
+                    fills.push((item.app.clone(), item.channel.clone()));
+                }
+            }
+        }
+        if !fills.is_empty() {
+            let keys = &self.cluster.keys;
+            let mut pipe = redis::pipe();
+            for (app, channel) in &fills {
+                let key = keys.cache(app.id(), channel);
+                pipe.hget(&key, "frame").hget(&key, "data").pttl(&key);
+            }
+            match pipe.query_async::<Vec<redis::Value>>(&mut self.conn).await {
+                Ok(replies) => {
+                    let mut replies = replies.into_iter();
+                    for (app, channel) in &fills {
+                        let (Some(frame), Some(data), Some(ttl)) =
+                            (replies.next(), replies.next(), replies.next())
+                        else {
+                            break;
+                        };
+                        let parsed = (
+                            redis::from_redis_value::<Option<Vec<u8>>>(&frame),
+                            redis::from_redis_value::<Option<String>>(&data),
+                            redis::from_redis_value::<i64>(&ttl),
+                        );
+                        if let (Ok(frame), Ok(data), Ok(ttl)) = parsed {
+                            match cache_entry(frame, data, ttl) {
+                                Some((frame, data, ttl)) => {
+                                    app.cache.store(channel, frame, &data, ttl)
+                                }
+                                None => app.cache.forget(channel),
+                            }
+                        }
+                    }
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+        for item in items {
+            item.app
+                .hub
+                .subscribe(&item.channel, item.conn, &item.outbox);
+            if item.cache {
+                item.app.replay_cache(&item.channel, &item.outbox);
+            }
+            if let Some((before, after)) = item.change {
+                self.channel_events(&item.app, &item.channel, before, after);
+            }
+        }
+    }
+}
