@@ -23,9 +23,13 @@
 //! - `{P:app}:r:{kind}:{window}`: a rate or quota counter, expiring after its window;
 //! - `{P:app}:u` hash: signed-in user → connections in the cluster;
 //! - `{P:app}:n:{node}:s`, `:m`, `:u`: the node's own entries of the app, so they can be
-//!   found when it dies (the survivors walk the apps they serve: an app they do not serve
-//!   has no sockets of theirs to tell, and a per-node set of apps would be a write to
-//!   another slot on every first change of an app).
+//!   found when it dies;
+//! - `{P}:n:{node}:apps` set: every app the node has written entries of (it adds an app
+//!   before its first write of it, once per app and epoch), so whichever node reaps it
+//!   finds them all, apps the reaper does not serve included;
+//! - `{P}:reaping` sorted set: dead node → when a survivor claimed its reap (Redis clock,
+//!   ms). The claimer retries until the reap is done and then removes the entry; a claim
+//!   older than the node timeout (its claimer died too) may be taken over.
 //!
 //! Earlier versions used untagged keys (`P:app:…`, `P:n:node:…`): nodes of both layouts
 //! under one prefix would not see each other's state, so they must not share a prefix.
@@ -108,6 +112,14 @@ impl Keys {
 
     pub fn node_users(&self, app: &str, node: u32) -> String {
         self.app(app).key(&["n", &node.to_string(), "u"])
+    }
+
+    pub fn node_apps(&self, node: u32) -> String {
+        self.shared.key(&["n", &node.to_string(), "apps"])
+    }
+
+    pub fn reaping(&self) -> String {
+        self.shared.key(&["reaping"])
     }
 }
 
@@ -278,6 +290,50 @@ for _, v in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(A
   r[#r + 1] = v
 end
 return r
+",
+    )
+}
+
+/// Claims a dead node's reap, or renews the claim of a reap to retry.
+/// KEYS: nodes, reaping. ARGV: dead node, node timeout (ms), "1" to renew a claim held.
+/// Returns 1 if the caller holds the claim now: the node's last heartbeat is older than the
+/// timeout and the caller took it out of the nodes (a first claim), or its claim is being
+/// renewed, or another's claim is older than the timeout. A node heartbeating again is
+/// alive: its claim is dropped and 0 returned.
+pub fn reap_claim() -> Script {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale = now - tonumber(ARGV[2])
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) > stale then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+if beat then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  return 1
+end
+local claimed = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if claimed and (ARGV[3] == '1' or tonumber(claimed) <= stale) then
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  return 1
+end
+return 0
+",
+    )
+}
+
+/// The reaps whose claim is older than the timeout: their claimer died or is stuck.
+/// KEYS: reaping. ARGV: node timeout (ms). Returns the node ids.
+pub fn stale_claims() -> Script {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 ",
     )
 }

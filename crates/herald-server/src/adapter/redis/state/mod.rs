@@ -26,13 +26,15 @@ mod lanes;
 mod listening;
 mod recovery;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use redis::{AsyncCommands, RedisResult, Script};
+use redis::Script;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -65,6 +67,16 @@ pub(super) struct StateTask {
     subscriber: Subscriber,
     /// Bus channels to release at once (too many lingered).
     releasing: Vec<Key>,
+    /// Dead nodes whose reap this node claimed and has not finished: retried at each
+    /// housekeeping until done.
+    reaping: BTreeSet<u32>,
+    /// When to look next for reaps claimed by a node that died too.
+    claims_due: Instant,
+    reap_claim: Script,
+    stale_claims: Script,
+    /// The apps this node's index in Redis lists, as far as this epoch goes: each is added
+    /// before the node's first write of it.
+    indexed: HashSet<Box<str>>,
 }
 
 impl StateTask {
@@ -80,6 +92,11 @@ impl StateTask {
             pending_users: HashMap::new(),
             interest: Interest::default(),
             releasing: Vec::new(),
+            reaping: BTreeSet::new(),
+            claims_due: Instant::now(),
+            reap_claim: scripts::reap_claim(),
+            stale_claims: scripts::stale_claims(),
+            indexed: HashSet::new(),
         }
     }
 
@@ -122,14 +139,23 @@ impl StateTask {
                 }
                 continue;
             };
-            let mut batch: Vec<Op> = batch.into_iter().map(Queued::into_op).collect();
-            match batch.first().and_then(Batch::of) {
-                Some(Batch::Subscribe) => self.subscribe_batch(batch).await,
-                Some(Batch::Leave) => self.leave_batch(batch).await,
-                None => {
-                    for op in batch.drain(..) {
-                        self.apply(op).await;
-                    }
+            self.apply_batch(batch.into_iter().map(Queued::into_op).collect())
+                .await;
+        }
+    }
+
+    /// Applies one run of one app's ops (see [`Lanes::next_batch`]), the app added to this
+    /// node's index in Redis first.
+    async fn apply_batch(&mut self, mut batch: Vec<Op>) {
+        if let Some(app) = batch.first().and_then(Op::app).cloned() {
+            self.index_app(&app).await;
+        }
+        match batch.first().and_then(Batch::of) {
+            Some(Batch::Subscribe) => self.subscribe_batch(batch).await,
+            Some(Batch::Leave) => self.leave_batch(batch).await,
+            None => {
+                for op in batch.drain(..) {
+                    self.apply(op).await;
                 }
             }
         }
@@ -165,20 +191,16 @@ impl StateTask {
             self.pending_resync = None;
             self.pending_users.clear();
         }
-        let node = self.cluster.node_id;
-        for dead in signals.dead {
-            let claimed: RedisResult<i64> = self.conn.zrem(self.cluster.keys.nodes(), dead).await;
-            match claimed {
-                // Another survivor claimed it first.
-                Ok(0) => {}
-                Ok(_) => {
-                    if let Err(e) = self.reap(dead).await {
-                        tracing::warn!(node = dead, error = %e, "Cluster: removing a dead node's state failed");
-                    }
-                }
-                Err(e) => return self.failed(&e),
-            }
+        // The heartbeat writes the connection counts of every app served, those a reload
+        // added since the last beat included.
+        let served = self.all_apps();
+        if let Err(e) = self.index(served.iter().map(|a| a.id())).await {
+            return self.failed(&e);
         }
+        if let Err(e) = self.reap_dead(signals.dead).await {
+            return self.failed(&e);
+        }
+        let node = self.cluster.node_id;
         if !self.pending_users.is_empty() {
             let pending = std::mem::take(&mut self.pending_users);
             let items: Vec<Restate> = pending
