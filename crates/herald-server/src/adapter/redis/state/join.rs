@@ -9,8 +9,7 @@ use super::{count, StateTask};
 use crate::adapter::redis::ops::Join;
 use crate::adapter::transitions::{self, edge, Refusal};
 use crate::apps::App;
-use crate::hub::LocalMember;
-use crate::wire;
+use crate::hub::{PresenceRefused, Roster};
 
 impl StateTask {
     pub(super) async fn join(&mut self, join: Join) {
@@ -60,14 +59,8 @@ impl StateTask {
             bus.await;
             None
         };
-        match answer {
-            Some(MemberSet::Refused) => {
-                transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
-                if app.hub.counts(&channel).subscription_count == 0 {
-                    self.lose_interest(app.id(), &channel);
-                }
-                return;
-            }
+        let refused = match answer {
+            Some(MemberSet::Refused) => Some(max),
             Some(MemberSet::Set {
                 before,
                 after,
@@ -79,8 +72,12 @@ impl StateTask {
                     }
                     _ => None,
                 }));
-                app.hub
-                    .join_presence_listed(&channel, conn, &outbox, &member, &data);
+                // The cluster counted the member against the limit: a cluster roster is
+                // never refused, and its member events are sent for the cluster here.
+                let roster = Roster::Cluster(&data);
+                let _ = app
+                    .hub
+                    .join_presence(&channel, conn, &outbox, &member, roster);
                 transitions::member_changed(
                     &*self.cluster,
                     &app,
@@ -93,39 +90,30 @@ impl StateTask {
                 if let Err(e) = self.sync_channel(node, &app, &channel, n, true).await {
                     self.failed(&e);
                 }
+                None
             }
             None => {
-                // Redis is away: this node's members are the best answer there is.
-                let mut members = app.hub.local_members(&channel);
-                let new_here = !members.iter().any(|m| *m.user_id == *member.user_id);
-                if new_here && max > 0 && members.len() >= max {
-                    transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
-                    if app.hub.counts(&channel).subscription_count == 0 {
-                        self.lose_interest(app.id(), &channel);
+                // Redis is away: this node's members are the best answer there is, and
+                // the join goes as on a single node (the resync tells the cluster later).
+                let roster = Roster::Here { max_members: max };
+                match app
+                    .hub
+                    .join_presence(&channel, conn, &outbox, &member, roster)
+                {
+                    Ok(_) => {
+                        self.needs_resync();
+                        None
                     }
-                    return;
+                    Err(PresenceRefused::Full { max }) => Some(max),
                 }
-                if new_here {
-                    members.push(LocalMember {
-                        user_id: member.user_id.as_str().into(),
-                        user_info: member.user_info.as_deref().map(Into::into),
-                        connections: 1,
-                    });
-                }
-                let data = frame::presence_data(
-                    members
-                        .iter()
-                        .map(|m| (m.user_id.as_ref(), m.user_info.as_deref())),
-                );
-                app.hub
-                    .join_presence_listed(&channel, conn, &outbox, &member, &data);
-                if new_here {
-                    let added =
-                        wire::member_added(&channel, &member.user_id, member.user_info.as_deref());
-                    app.hub.publish(&channel, &added, Some(conn));
-                }
-                self.needs_resync();
             }
+        };
+        if let Some(max) = refused {
+            transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
+            if app.hub.counts(&channel).subscription_count == 0 {
+                self.lose_interest(app.id(), &channel);
+            }
+            return;
         }
         if cache {
             if !fresh.is_empty() {

@@ -1,161 +1,11 @@
-//! The state task against a real `redis-server` (`redis-fixture`): a dead node's reap, in
-//! every app it had entries of and through a Redis pause, and the resync after an outage.
-//! Each node here is a [`Cluster`] and its [`StateTask`], driven by hand: no heartbeat,
-//! bus publisher or listener runs, so what the task sends to the other nodes stays in the
-//! bus queue, where the tests read it.
+//! A dead node's reap, in every app it wrote to and through a Redis pause, and the
+//! resync after an outage.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis_fixture::RedisServer;
 
 use super::*;
-use crate::adapter::bus::{self, BusMessage};
-use crate::adapter::redis::ops::Join;
-use crate::adapter::redis::RedisConfig;
-use crate::apps::{App, AppStore, ConnectionSlot, MemoryApps};
-use crate::config::Config;
-use crate::ids::{ConnId, SocketId};
-use crate::outbox::Outbox;
-
-const NODE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One node of a cluster on the test's Redis, serving `apps` (ids; key `key-<id>`).
-struct Node {
-    cluster: Arc<Cluster>,
-    apps: Arc<MemoryApps>,
-    task: StateTask,
-    /// Connection slots held, so the node's connection counts are not zero.
-    slots: Vec<ConnectionSlot>,
-}
-
-impl Node {
-    async fn start(redis: &RedisServer, id: u32, apps: &[&str]) -> Node {
-        let config = RedisConfig {
-            url: redis.url(),
-            prefix: "herald".into(),
-            node_timeout: NODE_TIMEOUT,
-            ops_per_app: 1000,
-            bus_max_bytes: 1 << 20,
-        };
-        let cluster = Cluster::connect(&config, id).await.expect("connect");
-        let configs = apps.iter().map(|app| {
-            let mut config = Config::default().apps.remove(0);
-            config.id = (*app).to_owned();
-            config.key = format!("key-{app}");
-            config
-        });
-        let store = Arc::new(MemoryApps::new(
-            configs,
-            &Config::default().webhook_settings(),
-        ));
-        assert!(cluster.apps.set(store.clone()).is_ok());
-        Node {
-            task: StateTask::new(cluster.clone()),
-            cluster,
-            apps: store,
-            slots: Vec::new(),
-        }
-    }
-
-    fn app(&self, id: &str) -> Arc<App> {
-        self.apps.by_id(id).expect("a served app")
-    }
-
-    async fn subscribe(&mut self, app: &str, channel: &str, conn: ConnId) {
-        let op = Op::Subscribe {
-            app: self.app(app),
-            channel: channel.into(),
-            conn,
-            outbox: Arc::new(Outbox::new(1 << 20)),
-            cache: false,
-        };
-        self.task.apply_batch(vec![op]).await;
-    }
-
-    async fn join(&mut self, app: &str, channel: &str, conn: ConnId, user: &str) {
-        let member = herald_protocol::presence::parse_member(&format!(r#"{{"user_id":"{user}"}}"#))
-            .expect("a member");
-        let join = Join {
-            app: self.app(app),
-            channel: channel.into(),
-            conn,
-            socket: SocketId {
-                node: self.cluster.node_id,
-                conn,
-            },
-            outbox: Arc::new(Outbox::new(1 << 20)),
-            member,
-            cache: false,
-        };
-        self.task.apply_batch(vec![Op::Join(Box::new(join))]).await;
-    }
-
-    async fn leave(&mut self, app: &str, channel: &str, conn: ConnId) {
-        let op = Op::Leave {
-            app: self.app(app),
-            channel: channel.into(),
-            conn,
-        };
-        self.task.apply_batch(vec![op]).await;
-    }
-
-    /// Opens a connection of `app` and writes the node's connection count of it.
-    async fn connect(&mut self, app: &str) {
-        let app = self.app(app);
-        self.slots.push(app.try_connect(0).expect("a slot"));
-        self.task.apply_batch(vec![Op::Connections { app }]).await;
-    }
-
-    /// The heartbeat's report of `dead`, and the housekeeping it wakes.
-    async fn told_dead(&mut self, dead: u32) {
-        self.cluster.signals.lock().dead.insert(dead);
-        self.task.housekeeping().await;
-    }
-
-    /// The heartbeat's report that Redis answers again, and the housekeeping it wakes.
-    async fn told_recovered(&mut self) {
-        self.cluster.signals.lock().recovered = true;
-        self.task.housekeeping().await;
-    }
-
-    /// The `(app, channel, frame)` of every event the node sent to the other nodes so far.
-    fn bus_events(&self) -> Vec<(String, String, String)> {
-        let mut receivers = self.cluster.receivers.lock();
-        let (_, outgoing) = receivers.as_mut().expect("the bus queue");
-        let mut events = Vec::new();
-        while let Ok(message) = outgoing.try_recv() {
-            if let Some((
-                _,
-                BusMessage::Event {
-                    app,
-                    channel,
-                    frame,
-                    ..
-                },
-            )) = bus::decode(&message.payload)
-            {
-                let frame = String::from_utf8_lossy(&frame).into_owned();
-                events.push((app, channel, frame));
-            }
-        }
-        events
-    }
-}
-
-/// A plain connection to the test's Redis, to look at what the nodes left there.
-async fn look(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .expect("a client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect")
-}
-
-async fn hash(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> HashMap<String, i64> {
-    conn.hgetall(key).await.expect("HGETALL")
-}
 
 /// Marks `node` as having last beaten long ago, as the heartbeat script would find it.
 async fn stale(conn: &mut redis::aio::MultiplexedConnection, node: u32) {
@@ -184,13 +34,6 @@ async fn share(conn: &mut redis::aio::MultiplexedConnection, app: &str, node: u3
     held
 }
 
-/// A fresh `redis-server`, started off the runtime's threads.
-async fn redis() -> RedisServer {
-    tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("redis")
-}
-
 /// Asserts that node 2 is reaped: nothing of its share left in apps 1 and 2 (members
 /// included), its index and its claim gone.
 async fn assert_reaped(look: &mut redis::aio::MultiplexedConnection) {
@@ -210,11 +53,11 @@ async fn assert_reaped(look: &mut redis::aio::MultiplexedConnection) {
 /// Node 2 (serving apps 1 and 2) has a subscriber of `chan`, a presence member and a
 /// connection in each; node 1 serves app 1 only and has a subscriber of its `chan`.
 async fn two_nodes(redis: &RedisServer) -> (Node, Node) {
-    let mut survivor = Node::start(redis, 1, &["1"]).await;
-    let mut dead = Node::start(redis, 2, &["1", "2"]).await;
+    let mut survivor = Node::start(redis, 1, &["1"], 100).await;
+    let mut dead = Node::start(redis, 2, &["1", "2"], 100).await;
     for (app, user) in [("1", "ann"), ("2", "bob")] {
         dead.subscribe(app, "chan", 1).await;
-        dead.join(app, "presence-room", 2, user).await;
+        dead.join(app, "presence-room", (2, &outbox()), user).await;
         dead.connect(app).await;
     }
     survivor.subscribe("1", "chan", 1).await;
@@ -327,9 +170,9 @@ async fn a_node_beating_again_is_not_reaped() {
 async fn a_resync_restates_what_changed_while_redis_was_away() {
     let redis = redis().await;
     let mut look = look(&redis).await;
-    let mut node = Node::start(&redis, 1, &["1"]).await;
+    let mut node = Node::start(&redis, 1, &["1"], 100).await;
     node.subscribe("1", "chan", 1).await;
-    node.join("1", "presence-room", 2, "ann").await;
+    node.join("1", "presence-room", (2, &outbox()), "ann").await;
     // A subscription Redis lists for the node and the hub does not hold (its leave was
     // lost with a failover, say).
     let () = redis::pipe()
@@ -345,7 +188,7 @@ async fn a_resync_restates_what_changed_while_redis_was_away() {
     node.subscribe("1", "other", 3).await;
     assert!(!node.task.healthy());
     node.leave("1", "presence-room", 2).await;
-    node.join("1", "presence-room", 4, "bob").await;
+    node.join("1", "presence-room", (4, &outbox()), "bob").await;
     tokio::task::block_in_place(|| redis.resume());
     assert_eq!(
         hash(&mut look, "{herald:1}:m:presence-room").await,
