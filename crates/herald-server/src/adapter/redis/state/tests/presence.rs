@@ -4,21 +4,24 @@
 //! gets.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::Value;
 
 use super::*;
 use crate::adapter::local::Local;
 use crate::adapter::{Presence, Subscription};
+use crate::outbox::FRAME_OVERHEAD;
 use crate::wire::text_frame;
 
 const CHANNEL: &str = "presence-room";
 
-/// The frames queued on `outbox` so far, as their JSON text.
+/// The frames queued on `outbox` so far, as their JSON text, taken as a connection's task
+/// takes and writes them.
 fn texts(outbox: &Outbox) -> Vec<String> {
     let mut frames = VecDeque::new();
     outbox.take(&mut frames);
+    outbox.written(frames.iter().map(|f| f.len() + FRAME_OVERHEAD).sum());
     frames
         .iter()
         .map(|f| {
@@ -158,27 +161,44 @@ async fn a_join_while_redis_is_away_gives_every_connection_a_single_nodes_frames
 /// the first event that user got (the member list changes at one point for everyone).
 async fn member_added_comes_first(mode: &mut Mode) {
     const JOINS: u64 = 200;
+    /// Events published and not read yet by the watcher, at most: its outbox stays far
+    /// from its bound however slow the joins are.
+    const AHEAD: u64 = 100_000;
     let watcher = outbox();
     mode.join(0, &watcher, "watcher").await;
     let app = mode.app();
     let stop = Arc::new(AtomicBool::new(false));
+    let read = Arc::new(AtomicU64::new(0));
     let publisher = {
-        let (app, stop) = (app.clone(), stop.clone());
+        let (app, stop, read) = (app.clone(), stop.clone(), read.clone());
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                app.hub.publish(CHANNEL, &event(n), None);
+                if n < read.load(Ordering::Relaxed) + AHEAD {
+                    n += 1;
+                    app.hub.publish(CHANNEL, &event(n), None);
+                } else {
+                    std::thread::yield_now();
+                }
             }
         })
+    };
+    let mut seen = Vec::new();
+    let read_watcher = |seen: &mut Vec<String>| {
+        let frames = texts(&watcher);
+        if let Some(n) = frames.iter().rev().find_map(|f| event_number(f)) {
+            read.store(n, Ordering::Relaxed);
+        }
+        seen.extend(frames);
     };
     let mut firsts = Vec::new();
     for i in 1..=JOINS {
         let joiner = outbox();
         mode.join(i, &joiner, &format!("u{i}")).await;
-        // Stay until an event came (the publisher runs on), so every join is checked.
+        // Stay until an event came, so every join is checked.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let first = loop {
+            read_watcher(&mut seen);
             if let Some(n) = texts(&joiner).iter().find_map(|f| event_number(f)) {
                 break n;
             }
@@ -190,7 +210,7 @@ async fn member_added_comes_first(mode: &mut Mode) {
     }
     stop.store(true, Ordering::Relaxed);
     publisher.join().expect("the publisher");
-    let seen = texts(&watcher);
+    read_watcher(&mut seen);
     let mut events = HashMap::new();
     let mut added = HashMap::new();
     for (at, frame) in seen.iter().enumerate() {
@@ -203,8 +223,9 @@ async fn member_added_comes_first(mode: &mut Mode) {
         }
     }
     for (i, first) in firsts {
-        let added = added[&format!("u{i}")];
-        let event = events[&first];
+        let (Some(&added), Some(&event)) = (added.get(&format!("u{i}")), events.get(&first)) else {
+            panic!("the watcher missed member_added u{i} or event {first}");
+        };
         assert!(
             added < event,
             "the watcher got event {first} (u{i}'s first) at {event}, member_added u{i} at {added}"
