@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use super::transitions::{self, Edge, Refusal};
-use super::{Answer, Broker, Cached, Limits, Presence, Rate, Subscription};
+use super::{Answer, Broker, Cached, Limits, Presence, Published, Rate, Subscription};
 use crate::apps::{App, ConnectionSlot};
 use crate::backend::Backend;
 use crate::hub::{ChannelCounts, PresenceRefused, Roster};
@@ -51,11 +51,11 @@ impl Broker for Local {
         frame: &Bytes,
         data: &str,
         except: Option<SocketId>,
-    ) -> usize {
+    ) -> Published<'_> {
         let delivered = app.hub.publish(channel, frame, self.except(except));
         app.cache
             .store(channel, frame.clone(), data, app.config().cache_ttl);
-        delivered
+        Published::Now(delivered)
     }
 
     fn terminate_user(&self, app: &App, user: &str, code: u16) -> usize {

@@ -503,7 +503,6 @@ impl Cluster {
     ///   app's connection count.
     /// - `User`: the user is restated by the state task at the next heartbeat.
     /// - `Watchlist`: answered from this node's registry, as while Redis is away.
-    /// - `Cache`: dropped; the nodes that heard the event on the bus still have it.
     ///
     /// A refusal never changes the node's health: Redis is fine, the node is just busy.
     pub(crate) fn op(&self, op: Op) -> Result<(), Refused> {
@@ -538,11 +537,7 @@ impl Cluster {
             Op::Watchlist { app, outbox, users } => {
                 transitions::answer_watchlist(&outbox, &users, |u| app.users.is_online(u));
             }
-            Op::Subscribe { .. }
-            | Op::Join(_)
-            | Op::Cache { .. }
-            | Op::Connections { .. }
-            | Op::Stop(_) => {}
+            Op::Subscribe { .. } | Op::Join(_) | Op::Connections { .. } | Op::Stop(_) => {}
         }
         if why == Refused::Busy {
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;

@@ -18,32 +18,6 @@ impl StateTask {
             op @ Op::Subscribe { .. } => self.subscribe_batch(vec![op]).await,
             Op::Join(join) => self.join(*join).await,
             op @ Op::Leave { .. } => self.leave_batch(vec![op]).await,
-            Op::Cache {
-                app,
-                channel,
-                frame,
-                data,
-                ttl,
-            } => {
-                if !self.healthy() {
-                    return;
-                }
-                let key = self.cluster.keys.cache(app.id(), &channel);
-                let stored = redis::pipe()
-                    .del(&key)
-                    .ignore()
-                    .hset(&key, "frame", frame.as_ref())
-                    .ignore()
-                    .hset(&key, "data", data.as_ref())
-                    .ignore()
-                    .pexpire(&key, ttl.as_millis().max(1) as i64)
-                    .ignore()
-                    .query_async::<()>(&mut self.conn)
-                    .await;
-                if let Err(e) = stored {
-                    self.failed(&e);
-                }
-            }
             Op::Connections { app } => {
                 if !self.healthy() {
                     return;

@@ -8,7 +8,6 @@ use super::listening::subscribe_bus;
 use super::{count, StateTask};
 use crate::adapter::redis::ops::Join;
 use crate::adapter::transitions::{self, edge, Refusal};
-use crate::apps::App;
 use crate::hub::{PresenceRefused, Roster};
 
 impl StateTask {
@@ -117,20 +116,15 @@ impl StateTask {
         }
         if cache {
             if !fresh.is_empty() {
-                // Not heard since its last subscriber here left: take Redis's.
+                // Not heard since its last subscriber here left: only Redis's will do.
                 app.cache.forget(&channel);
             }
-            self.fill_cache(&app, &channel).await;
-            app.replay_cache(&channel, &outbox);
-        }
-    }
-
-    /// Takes a cache channel's event from Redis when this node missed it.
-    async fn fill_cache(&mut self, app: &App, channel: &str) {
-        if self.healthy() {
-            if let Err(e) = self.cluster.fill_cache(app, channel).await {
-                self.failed(&e);
+            if self.healthy() {
+                if let Err(e) = self.cluster.refresh_cache(&app, &channel).await {
+                    self.failed(&e);
+                }
             }
+            app.replay_cache(&channel, &outbox);
         }
     }
 }

@@ -9,7 +9,7 @@ use super::listening::subscribe_bus;
 use super::StateTask;
 use crate::adapter::redis::interest::Key;
 use crate::adapter::redis::ops::Op;
-use crate::adapter::redis::queries::cache_entry;
+use crate::adapter::redis::queries::{cache_entry, take_cached};
 use crate::adapter::redis::scripts::{self, index_field};
 use crate::apps::App;
 use crate::ids::ConnId;
@@ -123,51 +123,41 @@ impl StateTask {
                 None => {}
             }
         }
-        // Cache channels this node has no current event for are asked for in one round
-        // trip (a flood of `cache-` subscriptions must not cost one each), after the bus
-        // subscriptions are confirmed: a later event reaches this node on the bus. A
-        // channel new to this node did not hear the events since its last subscriber
-        // left, so its own copy is not current.
-        let mut fills: Vec<(Arc<App>, Box<str>)> = Vec::new();
-        if self.healthy() {
-            let mut wanted = HashSet::new();
-            for item in items.iter().filter(|i| i.cache) {
-                let key: Key = (item.app.id().into(), item.channel.clone());
-                let current =
-                    !fresh.contains(&key) && item.app.cache.frame(&item.channel).is_some();
-                if !current && wanted.insert(key) {
-                    fills.push((item.app.clone(), item.channel.clone()));
-                }
+        // The cache channels' events, asked for in one round trip (a flood of `cache-`
+        // subscriptions must not cost one each), after the bus subscriptions are
+        // confirmed: a later event reaches this node on the bus. Redis's copy wins over
+        // this node's: Redis has every event answered so far, while the bus may still be
+        // bringing the latest here. A channel new to this node did not hear the events
+        // since its last subscriber left: its own copy goes.
+        let mut refresh: Vec<(Arc<App>, Box<str>)> = Vec::new();
+        let mut wanted = HashSet::new();
+        for item in items.iter().filter(|i| i.cache) {
+            let key: Key = (item.app.id().into(), item.channel.clone());
+            if fresh.contains(&key) {
+                item.app.cache.forget(&item.channel);
+            }
+            if wanted.insert(key) {
+                refresh.push((item.app.clone(), item.channel.clone()));
             }
         }
-        if !fills.is_empty() {
+        if self.healthy() && !refresh.is_empty() {
             let keys = &self.cluster.keys;
             let mut pipe = redis::pipe();
-            for (app, channel) in &fills {
+            for (app, channel) in &refresh {
                 let key = keys.cache(app.id(), channel);
                 pipe.hget(&key, "frame").hget(&key, "data").pttl(&key);
             }
             match pipe.query_async::<Vec<redis::Value>>(&mut self.conn).await {
                 Ok(replies) => {
-                    let mut replies = replies.into_iter();
-                    for (app, channel) in &fills {
-                        let (Some(frame), Some(data), Some(ttl)) =
-                            (replies.next(), replies.next(), replies.next())
-                        else {
-                            break;
-                        };
+                    for ((app, channel), reply) in refresh.iter().zip(replies.chunks(3)) {
+                        let [frame, data, ttl] = reply else { break };
                         let parsed = (
-                            redis::from_redis_value::<Option<Vec<u8>>>(&frame),
-                            redis::from_redis_value::<Option<String>>(&data),
-                            redis::from_redis_value::<i64>(&ttl),
+                            redis::from_redis_value::<Option<Vec<u8>>>(frame),
+                            redis::from_redis_value::<Option<String>>(data),
+                            redis::from_redis_value::<i64>(ttl),
                         );
                         if let (Ok(frame), Ok(data), Ok(ttl)) = parsed {
-                            match cache_entry(frame, data, ttl) {
-                                Some((frame, data, ttl)) => {
-                                    app.cache.store(channel, frame, &data, ttl)
-                                }
-                                None => app.cache.forget(channel),
-                            }
+                            take_cached(app, channel, cache_entry(frame, data, ttl));
                         }
                     }
                 }
