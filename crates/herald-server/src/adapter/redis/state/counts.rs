@@ -1,12 +1,12 @@
 //! This node's counts (and a dead node's) set in Redis through the scripts, one at a time or
 //! [`RESTATE_BATCH`] per pipelined round trip, with the events their transitions call for.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use redis::{Cmd, RedisResult};
 
 use super::{count, StateTask, RESTATE_BATCH};
-use crate::adapter::redis::scripts::{self, index_field};
 use crate::adapter::transitions::{self, edge};
 use crate::apps::App;
 
@@ -68,18 +68,8 @@ impl StateTask {
         channel: &str,
         n: usize,
     ) -> RedisResult<(i64, i64)> {
-        let keys = &self.cluster.keys;
-        let id = app.id();
-        self.channel_set
-            .key(keys.subs(id, channel))
-            .key(keys.chans(id))
-            .key(keys.node_subs(id, node))
-            .arg(node)
-            .arg(channel)
-            .arg(n)
-            .arg(index_field(&[id, channel]))
-            .invoke_async(&mut self.conn)
-            .await
+        let call = self.cluster.keys.channel_set(app.id(), channel, node, n);
+        call.invoke(&mut self.conn).await
     }
 
     /// Occupied and vacated webhooks, and the subscription count event, for a change of a
@@ -102,21 +92,8 @@ impl StateTask {
         list: bool,
     ) -> RedisResult<MemberSet> {
         let keys = &self.cluster.keys;
-        let id = app.id();
-        let reply: Vec<String> = self
-            .member_set
-            .key(keys.members(id, channel))
-            .key(keys.infos(id, channel))
-            .key(keys.node_members(id, node))
-            .arg(user)
-            .arg(n)
-            .arg(index_field(&[id, channel, user]))
-            .arg(info)
-            .arg(max)
-            .arg(if list { "1" } else { "0" })
-            .invoke_async(&mut self.conn)
-            .await?;
-        member_reply(reply)
+        let call = keys.member_set(app.id(), channel, node, user, n, info, max, list);
+        member_reply(call.invoke(&mut self.conn).await?)
     }
 
     /// Sets `node`'s signed-in connection count of a user, telling watchers everywhere when
@@ -129,17 +106,8 @@ impl StateTask {
         n: usize,
         loud: bool,
     ) -> RedisResult<()> {
-        let keys = &self.cluster.keys;
-        let id = app.id();
-        let (before, after): (i64, i64) = self
-            .user_set
-            .key(keys.users(id))
-            .key(keys.node_users(id, node))
-            .arg(user)
-            .arg(n)
-            .arg(index_field(&[id, user]))
-            .invoke_async(&mut self.conn)
-            .await?;
+        let call = self.cluster.keys.user_set(app.id(), node, user, n);
+        let (before, after): (i64, i64) = call.invoke(&mut self.conn).await?;
         if loud {
             self.user_events(app, user, before, after);
         }
@@ -167,80 +135,66 @@ impl StateTask {
             let batch: Vec<Restate> = items.by_ref().take(RESTATE_BATCH).collect();
             let keys = &self.cluster.keys;
             // Items of several apps (a dead node's, pending users) go one pipeline per
-            // app's slot on a cluster: each script's keys are its app's.
-            let mut cmds: Vec<(String, Cmd)> = Vec::with_capacity(batch.len());
+            // app's slot on a cluster: each script's keys are its app's. Each script goes
+            // once per app before its calls, which name it by its hash.
+            let mut cmds: Vec<(String, Cmd)> = Vec::with_capacity(batch.len() + 3);
+            let mut loaded = HashSet::new();
+            let mut places = Vec::with_capacity(batch.len());
             for item in &batch {
-                let mut eval = redis::cmd("EVAL");
-                let id = match item {
+                let (id, call) = match item {
                     Restate::Member {
                         app,
                         channel,
                         user,
                         info,
                     } => {
-                        let id = app.id();
                         let n = if local {
                             app.hub.member_connections(channel, user)
                         } else {
                             0
                         };
-                        eval.arg(scripts::MEMBER_SET)
-                            .arg(3)
-                            .arg(keys.members(id, channel))
-                            .arg(keys.infos(id, channel))
-                            .arg(keys.node_members(id, node))
-                            .arg(user.as_str())
-                            .arg(n)
-                            .arg(index_field(&[id, channel, user]))
-                            .arg(info.as_deref().unwrap_or(""))
-                            .arg(0)
-                            .arg("0");
-                        id
+                        let info = info.as_deref().unwrap_or("");
+                        let call =
+                            keys.member_set(app.id(), channel, node, user, n, info, 0, false);
+                        (app.id(), call)
                     }
                     Restate::Channel { app, channel } => {
-                        let id = app.id();
                         let n = if local {
                             app.hub.counts(channel).subscription_count
                         } else {
                             0
                         };
-                        eval.arg(scripts::CHANNEL_SET)
-                            .arg(3)
-                            .arg(keys.subs(id, channel))
-                            .arg(keys.chans(id))
-                            .arg(keys.node_subs(id, node))
-                            .arg(node)
-                            .arg(channel.as_str())
-                            .arg(n)
-                            .arg(index_field(&[id, channel]));
-                        id
+                        (app.id(), keys.channel_set(app.id(), channel, node, n))
                     }
                     Restate::User { app, user } => {
-                        let id = app.id();
                         let n = if local {
                             app.users.connections(user).len()
                         } else {
                             0
                         };
-                        eval.arg(scripts::USER_SET)
-                            .arg(2)
-                            .arg(keys.users(id))
-                            .arg(keys.node_users(id, node))
-                            .arg(user.as_str())
-                            .arg(n)
-                            .arg(index_field(&[id, user]));
-                        id
+                        (app.id(), keys.user_set(app.id(), node, user, n))
                     }
                 };
-                cmds.push((keys.users(id), eval));
+                if loaded.insert((id, call.counter())) {
+                    cmds.push((keys.users(id), call.counter().load()));
+                }
+                places.push(cmds.len());
+                cmds.push((keys.users(id), call.evalsha()));
             }
-            let replies: Vec<redis::Value> = self.conn.query_each(cmds).await?;
-            if replies.len() != batch.len() {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::TypeError,
-                    "unexpected pipeline reply",
-                )));
-            }
+            let mut replies: Vec<redis::Value> = self.conn.query_each(cmds).await?;
+            let replies: Vec<redis::Value> = places
+                .into_iter()
+                .map(|at| {
+                    let reply = replies.get_mut(at)?;
+                    Some(std::mem::replace(reply, redis::Value::Nil))
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::TypeError,
+                        "unexpected pipeline reply",
+                    ))
+                })?;
             for (item, reply) in batch.iter().zip(replies) {
                 match item {
                     Restate::Member {

@@ -54,9 +54,6 @@ const RESTATE_BATCH: usize = 256;
 pub(super) struct StateTask {
     cluster: Arc<Cluster>,
     conn: link::Commands,
-    channel_set: Script,
-    member_set: Script,
-    user_set: Script,
     /// A resync to run once Redis answers: `Some(loud)`.
     pending_resync: Option<bool>,
     /// Users whose refused changes are still to be restated, by app.
@@ -85,9 +82,6 @@ impl StateTask {
             conn: cluster.redis(),
             subscriber: cluster.bus.subscriber(),
             cluster,
-            channel_set: scripts::channel_set(),
-            member_set: scripts::member_set(),
-            user_set: scripts::user_set(),
             pending_resync: None,
             pending_users: HashMap::new(),
             interest: Interest::default(),

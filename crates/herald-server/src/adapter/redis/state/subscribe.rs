@@ -10,7 +10,7 @@ use super::StateTask;
 use crate::adapter::redis::interest::Key;
 use crate::adapter::redis::ops::Op;
 use crate::adapter::redis::queries::{cache_entry, take_cached};
-use crate::adapter::redis::scripts::{self, index_field};
+use crate::adapter::redis::scripts::Counter;
 use crate::apps::App;
 use crate::ids::ConnId;
 use crate::outbox::Outbox;
@@ -86,20 +86,13 @@ impl StateTask {
         } else {
             let node = self.cluster.node_id;
             let keys = &self.cluster.keys;
+            // The script once, then each count by the script's hash: a run is one app's.
             let mut pipe = redis::pipe();
+            pipe.add_command(Counter::Channel.load()).ignore();
             for item in &items {
                 let Some(n) = item.count else { continue };
-                let id = item.app.id();
-                pipe.cmd("EVAL")
-                    .arg(scripts::CHANNEL_SET)
-                    .arg(3)
-                    .arg(keys.subs(id, &item.channel))
-                    .arg(keys.chans(id))
-                    .arg(keys.node_subs(id, node))
-                    .arg(node)
-                    .arg(item.channel.as_ref())
-                    .arg(n)
-                    .arg(index_field(&[id, &item.channel]));
+                let call = keys.channel_set(item.app.id(), &item.channel, node, n);
+                pipe.add_command(call.evalsha());
             }
             let conn = &mut self.conn;
             let counts = async {

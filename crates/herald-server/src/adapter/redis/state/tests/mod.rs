@@ -1,7 +1,7 @@
 //! The state task against a real `redis-server` (`redis-fixture`): a dead node's reap, in
 //! every app it had entries of and through a Redis pause, and the resync after an outage
 //! (`recovery.rs`); presence joins while Redis is away, frame for frame as a single node's
-//! (`presence.rs`). Each node here is a [`Cluster`] and its [`StateTask`], driven by hand: no heartbeat,
+//! (`presence.rs`); what a run of subscriptions sends (`pipelines.rs`). Each node here is a [`Cluster`] and its [`StateTask`], driven by hand: no heartbeat,
 //! bus publisher or listener runs, so what the task sends to the other nodes stays in the
 //! bus queue, where the tests read it.
 
@@ -178,5 +178,6 @@ async fn redis() -> RedisServer {
         .expect("redis")
 }
 
+mod pipelines;
 mod presence;
 mod recovery;
