@@ -392,7 +392,7 @@ async fn a_subscription_flood_on_one_app_leaves_the_cluster_and_other_apps_intac
     );
     assert!(succeeded > 0, "the flood was refused entirely");
     // B's changes wait for at most one of A's runs in the state task (the turn order is
-    // pinned by state.rs's unit tests), not behind the flood. On two cores saturated by
+    // pinned by state/lanes.rs's unit tests), not behind the flood. On two cores saturated by
     // the flood, a run of A's 256 subscriptions took 0.8–2.5 s and B's own 0.4–2.4 s.
     assert!(latencies.len() >= 2, "app B's subscriptions: {latencies:?}");
     assert!(

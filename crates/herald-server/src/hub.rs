@@ -85,7 +85,8 @@ pub struct Joined {
     /// the same when the connection was already subscribed (it got
     /// `subscription_succeeded` again).
     pub subscribers: (usize, usize),
-    /// A presence user joined with its first connection.
+    /// A presence user joined with its first connection, and the hub told the channel's
+    /// other subscribers ([`Roster::Here`] only).
     pub member_added: bool,
 }
 
@@ -99,6 +100,21 @@ impl Joined {
     pub fn already(&self) -> bool {
         self.subscribers.0 == self.subscribers.1
     }
+}
+
+/// The member list a presence join answers with, and who tells the channel's other
+/// subscribers about the new member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roster<'a> {
+    /// This node's members: the hub checks the limit and sends `member_added` (a single
+    /// node, or a cluster node while the cluster's state is away).
+    Here {
+        /// The app's `max_presence_members`.
+        max_members: usize,
+    },
+    /// The cluster's members, as `presence_data` JSON, after the cluster counted the new
+    /// one against the limit; the cluster sends the member events.
+    Cluster(&'a str),
 }
 
 /// Why a presence subscription was refused.
@@ -204,38 +220,54 @@ impl Hub {
         }
     }
 
-    /// Subscribes a connection to a presence channel as `member`: queues its
-    /// `subscription_succeeded` with the member list and, if this is the user's first
-    /// connection, `member_added` to the other subscribers.
-    pub fn subscribe_presence(
+    /// Subscribes a connection to a presence channel as `member` and queues its
+    /// `subscription_succeeded` with the member list `roster` names. With
+    /// [`Roster::Here`] the join is refused when the channel is full, and a user's first
+    /// connection is announced (`member_added`) to the other subscribers under the
+    /// channel's lock, before any event published after the join can reach them: the one
+    /// place a node enforces `max_presence_members` and orders `member_added`, for a single
+    /// node and for a cluster node while the cluster's state is away alike.
+    pub fn join_presence(
         &self,
         channel: &str,
         conn: ConnId,
         outbox: &Arc<Outbox>,
-        member: Member,
-        max_members: usize,
+        member: &Member,
+        roster: Roster<'_>,
     ) -> Result<Joined, PresenceRefused> {
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(channel.into()).or_default();
         let before = ch.subscribers.len();
+        let succeeded = |ch: &Channel| {
+            let data = match roster {
+                Roster::Here { .. } => presence_json(ch),
+                Roster::Cluster(data) => data.to_owned(),
+            };
+            text_frame(&frame::subscription_succeeded(channel, &data))
+        };
         if ch.subscribers.contains_key(&conn) {
             // A repeated subscribe only re-confirms; switching identity needs an unsubscribe.
-            let data = presence_json(ch);
-            outbox.push(text_frame(&frame::subscription_succeeded(channel, &data)));
+            outbox.push(succeeded(ch));
             return Ok(Joined {
                 subscribers: (before, before),
                 member_added: false,
             });
         }
         let new_user = !ch.members.iter().any(|(id, _)| **id == *member.user_id);
-        if new_user && ch.members.len() >= max_members {
-            if ch.subscribers.is_empty() {
-                shard.remove(channel);
+        let here = match roster {
+            Roster::Here { max_members } => {
+                if new_user && ch.members.len() >= max_members {
+                    if ch.subscribers.is_empty() {
+                        shard.remove(channel);
+                    }
+                    return Err(PresenceRefused::Full { max: max_members });
+                }
+                true
             }
-            return Err(PresenceRefused::Full { max: max_members });
-        }
-        let user_id = ch.add_member(&member);
-        if new_user {
+            Roster::Cluster(_) => false,
+        };
+        let user_id = ch.add_member(member);
+        if new_user && here {
             let added = Fanout::new(wire::member_added(
                 channel,
                 &member.user_id,
@@ -252,11 +284,10 @@ impl Hub {
                 user_id: Some(user_id),
             },
         );
-        let data = presence_json(ch);
-        outbox.push(text_frame(&frame::subscription_succeeded(channel, &data)));
+        outbox.push(succeeded(ch));
         Ok(Joined {
             subscribers: (before, before + 1),
-            member_added: new_user,
+            member_added: new_user && here,
         })
     }
 
@@ -304,40 +335,6 @@ impl Hub {
             member_removed,
             member,
         })
-    }
-
-    /// Cluster mode: subscribes a connection to a presence channel as `user_id` without
-    /// member events (the adapter sends them for the whole cluster), and queues its
-    /// `subscription_succeeded` carrying `presence_data`, the cluster's member list.
-    pub fn join_presence_listed(
-        &self,
-        channel: &str,
-        conn: ConnId,
-        outbox: &Arc<Outbox>,
-        member: &Member,
-        presence_data: &str,
-    ) -> Joined {
-        let mut shard = self.shard(channel).write();
-        let ch = shard.entry(channel.into()).or_default();
-        let before = ch.subscribers.len();
-        if !ch.subscribers.contains_key(&conn) {
-            let user_id = ch.add_member(member);
-            ch.subscribers.insert(
-                conn,
-                Subscriber {
-                    outbox: outbox.clone(),
-                    user_id: Some(user_id),
-                },
-            );
-        }
-        outbox.push(text_frame(&frame::subscription_succeeded(
-            channel,
-            presence_data,
-        )));
-        Joined {
-            subscribers: (before, ch.subscribers.len()),
-            member_added: false,
-        }
     }
 
     /// This node's connections subscribed to `channel` as `user_id`.
@@ -524,6 +521,10 @@ mod tests {
             .expect("valid member")
     }
 
+    fn here(max_members: usize) -> Roster<'static> {
+        Roster::Here { max_members }
+    }
+
     #[test]
     fn publish_skips_the_excluded_connection() {
         let hub = Hub::new();
@@ -587,11 +588,11 @@ mod tests {
     fn presence_member_events_fire_on_first_and_last_connection() {
         let hub = Hub::new();
         let (a1, a2, b) = (outbox(), outbox(), outbox());
-        hub.subscribe_presence("presence-r", 1, &b, member("b"), 100)
+        hub.join_presence("presence-r", 1, &b, &member("b"), here(100))
             .expect("joined");
-        hub.subscribe_presence("presence-r", 2, &a1, member("a"), 100)
+        hub.join_presence("presence-r", 2, &a1, &member("a"), here(100))
             .expect("joined");
-        hub.subscribe_presence("presence-r", 3, &a2, member("a"), 100)
+        hub.join_presence("presence-r", 3, &a2, &member("a"), here(100))
             .expect("joined");
         let seen_by_b = drain(&b);
         let added: Vec<_> = seen_by_b
@@ -620,12 +621,12 @@ mod tests {
     fn presence_limit_counts_distinct_users() {
         let hub = Hub::new();
         let o = outbox();
-        hub.subscribe_presence("presence-x", 1, &o, member("a"), 1)
+        hub.join_presence("presence-x", 1, &o, &member("a"), here(1))
             .expect("first user fits");
-        hub.subscribe_presence("presence-x", 2, &o, member("a"), 1)
+        hub.join_presence("presence-x", 2, &o, &member("a"), here(1))
             .expect("same user again fits");
         assert_eq!(
-            hub.subscribe_presence("presence-x", 3, &o, member("b"), 1),
+            hub.join_presence("presence-x", 3, &o, &member("b"), here(1)),
             Err(PresenceRefused::Full { max: 1 })
         );
     }

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use super::transitions::{self, Edge, Refusal};
-use super::{Answer, Broker, Cached, Limits, Presence, Rate, Subscription};
+use super::{Answer, Broker, Cached, Limits, Presence, Published, Rate, Subscription};
 use crate::apps::{App, ConnectionSlot};
 use crate::backend::Backend;
-use crate::hub::{ChannelCounts, PresenceRefused};
+use crate::hub::{ChannelCounts, PresenceRefused, Roster};
 use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
 
@@ -51,11 +51,11 @@ impl Broker for Local {
         frame: &Bytes,
         data: &str,
         except: Option<SocketId>,
-    ) -> usize {
+    ) -> Published<'_> {
         let delivered = app.hub.publish(channel, frame, self.except(except));
         app.cache
             .store(channel, frame.clone(), data, app.config().cache_ttl);
-        delivered
+        Published::Now(delivered)
     }
 
     fn terminate_user(&self, app: &App, user: &str, code: u16) -> usize {
@@ -79,10 +79,11 @@ impl Presence for Local {
         let hub = &app.hub;
         let (joined, user_id) = match member {
             Some(member) => {
-                let max = app.config().limits.max_presence_members;
-                let user_id = member.user_id.clone();
-                match hub.subscribe_presence(channel, socket.conn, outbox, member, max) {
-                    Ok(joined) => (joined, Some(user_id)),
+                let roster = Roster::Here {
+                    max_members: app.config().limits.max_presence_members,
+                };
+                match hub.join_presence(channel, socket.conn, outbox, &member, roster) {
+                    Ok(joined) => (joined, Some(member.user_id)),
                     Err(PresenceRefused::Full { max }) => {
                         transitions::refuse(app, outbox, channel, Refusal::PresenceFull { max });
                         return false;

@@ -78,13 +78,16 @@ pub(crate) enum AdapterError {
 pub(crate) type Answer<'a, T> = BoxFuture<'a, Result<T, AdapterError>>;
 
 /// Frames to every node's connections. At most once, in order per publisher; the local
-/// hub's share is delivered before the call returns.
+/// hub's share is delivered before the call returns (on a cache channel, before its
+/// [`Published`] is ready).
 pub(crate) trait Broker: Send + Sync {
     /// Delivers `frame` to the subscribers of `channel` on every node, except the connection
     /// `except`; returns how many on this node got it.
     fn publish(&self, app: &App, channel: &str, frame: &Bytes, except: Option<SocketId>) -> usize;
     /// [`Broker::publish`] of an event on a cache channel, which every node also keeps as
-    /// the channel's last event (`data`, its JSON token) for the app's `cache_ttl`.
+    /// the channel's last event (`data`, its JSON token) for the app's `cache_ttl`. Once
+    /// the answer is ready, every later subscriber, on any node, is replayed this event or
+    /// a newer one (a cluster stores it first, within a bound).
     fn publish_cached(
         &self,
         app: &Arc<App>,
@@ -92,12 +95,32 @@ pub(crate) trait Broker: Send + Sync {
         frame: &Bytes,
         data: &str,
         except: Option<SocketId>,
-    ) -> usize;
+    ) -> Published<'_>;
     /// Closes every connection signed in as `user`, on every node, with `code`; returns how
     /// many were on this node.
     fn terminate_user(&self, app: &App, user: &str, code: u16) -> usize;
     /// Tells the watchers of `user` on every node that it came online or went offline.
     fn watchers(&self, app: &App, user: &str, online: bool);
+}
+
+/// An event published on a cache channel: how many of this node's subscribers got it, now
+/// or once the backend has stored it for later subscribers.
+pub(crate) enum Published<'a> {
+    /// Delivered and kept already (a single node: no waiting at all).
+    Now(usize),
+    /// Delivered once the cluster has stored the event (or given up within its bound);
+    /// dropped before it is ready, it delivers at once.
+    Later(BoxFuture<'a, usize>),
+}
+
+impl Published<'_> {
+    /// How many of this node's subscribers got the event, once they have.
+    pub(crate) async fn delivered(self) -> usize {
+        match self {
+            Published::Now(delivered) => delivered,
+            Published::Later(delivered) => delivered.await,
+        }
+    }
 }
 
 /// A subscription the session has checked (channel name, signature, the connection's

@@ -11,7 +11,9 @@
 //! `member_removed` to the channel's other subscribers while it holds the channel's lock, so
 //! each of them sees the member list change in one order; it then only needs
 //! [`member_webhook`]. A cluster node learns of the change from the cluster's count after
-//! the lock is gone and sends the frame with [`member_changed`].
+//! the lock is gone and sends the frame with [`member_changed`]; while the cluster's state
+//! is away it joins members as a single node does, through the same hub call
+//! ([`crate::hub::Hub::join_presence`] with [`crate::hub::Roster::Here`]).
 
 use std::sync::Arc;
 

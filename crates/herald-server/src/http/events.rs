@@ -217,8 +217,10 @@ async fn check_daily_quota(shared: &Shared, app: &App) -> Result<(), ApiError> {
     )))
 }
 
-/// Delivers an event; returns the messages it counts for the daily quota.
-fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
+/// Delivers an event; returns the messages it counts for the daily quota. On a cache
+/// channel it returns once the event is kept for later subscribers (in a cluster, once
+/// the cluster's shared state has it, or after the backend's bound).
+async fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
     app.metrics.console.emit("api_publish", |row| {
         row.insert("channels".into(), event.channels.clone().into());
         row.insert("event".into(), event.name.clone().into());
@@ -232,7 +234,10 @@ fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
     for channel in &event.channels {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
         let delivered = if is_cache_channel(channel) {
-            broker.publish_cached(app, channel, &frame, &event.data_token, event.except)
+            broker
+                .publish_cached(app, channel, &frame, &event.data_token, event.except)
+                .delivered()
+                .await
         } else {
             broker.publish(app, channel, &frame, event.except)
         };
@@ -310,7 +315,7 @@ pub(crate) async fn trigger_body(
 ) -> Result<Value, ApiError> {
     let event = prepare(app, parse_body(body)?)?;
     check_daily_quota(shared, app).await?;
-    let messages = publish(shared, app, &event);
+    let messages = publish(shared, app, &event).await;
     count_messages(shared, app, messages, std::slice::from_ref(&event)).await;
     if event.info.any() {
         let attributes = info_attributes(shared, app, &event).await?;
@@ -355,7 +360,7 @@ pub(crate) async fn batch(
     let mut results = Vec::with_capacity(prepared.len());
     let mut messages = 0;
     for event in &prepared {
-        messages += publish(&shared, &auth.app, event);
+        messages += publish(&shared, &auth.app, event).await;
     }
     count_messages(&shared, &auth.app, messages, &prepared).await;
     for event in prepared.iter().filter(|_| any_info) {

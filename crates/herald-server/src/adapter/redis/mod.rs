@@ -7,11 +7,11 @@
 //!   channel, which only the nodes with a subscriber of it listen to (`interest.rs`).
 //! - Channel, presence, signed-in-user and connection counts are kept in Redis per node,
 //!   changed by atomic scripts (`scripts.rs`) that report cluster-wide transitions, so each
-//!   webhook and member event is emitted once for the cluster (`state.rs`, by the rules of
+//!   webhook and member event is emitted once for the cluster (`state/`, by the rules of
 //!   [`crate::adapter::transitions`]).
 //! - The HTTP API's queries and the cluster-wide limits read those counts (`queries.rs`).
 //! - Nodes heartbeat from a task of their own (`heartbeat.rs`), so no amount of queued work
-//!   delays a heartbeat; the survivors remove a dead node's share (`state.rs`).
+//!   delays a heartbeat; the survivors remove a dead node's share (`state/recovery.rs`).
 //!
 //! State changes go through one queue per node (`ops.rs`), processed by one task in order
 //! per app, so a join is always recorded before the leave that follows it, and the WebSocket
@@ -453,7 +453,6 @@ impl Cluster {
     ///   app's connection count.
     /// - `User`: the user is restated by the state task at the next heartbeat.
     /// - `Watchlist`: answered from this node's registry, as while Redis is away.
-    /// - `Cache`: dropped; the nodes that heard the event on the bus still have it.
     ///
     /// A refusal never changes the node's health: Redis is fine, the node is just busy.
     pub(crate) fn op(&self, op: Op) -> Result<(), Refused> {
@@ -501,11 +500,7 @@ impl Cluster {
             Op::Watchlist { app, outbox, users } => {
                 transitions::answer_watchlist(&outbox, &users, |u| app.users.is_online(u));
             }
-            Op::Subscribe { .. }
-            | Op::Join(_)
-            | Op::Cache { .. }
-            | Op::Connections { .. }
-            | Op::Stop(_) => {}
+            Op::Subscribe { .. } | Op::Join(_) | Op::Connections { .. } | Op::Stop(_) => {}
         }
         if why == Refused::Busy {
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;

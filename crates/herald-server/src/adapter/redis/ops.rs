@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use herald_protocol::presence::Member;
 use parking_lot::RwLock;
 
@@ -48,14 +46,6 @@ pub(crate) enum Op {
         channel: Box<str>,
         conn: ConnId,
     },
-    /// Keep a cache channel's last event in Redis for nodes that did not see it.
-    Cache {
-        app: Arc<App>,
-        channel: Box<str>,
-        frame: Bytes,
-        data: Box<str>,
-        ttl: Duration,
-    },
     /// Restate this node's connection count of an app (a connection closed).
     Connections { app: Arc<App> },
     /// Restate this node's signed-in connection count of a user.
@@ -87,7 +77,6 @@ impl Op {
         match self {
             Op::Subscribe { app, .. }
             | Op::Leave { app, .. }
-            | Op::Cache { app, .. }
             | Op::Connections { app }
             | Op::User { app, .. }
             | Op::Watchlist { app, .. } => Some(app),

@@ -1,15 +1,20 @@
 //! The request side's questions to Redis: the HTTP API's channel, member and cache queries,
-//! and the limits counted for the whole cluster (rates, the daily quota, connections).
-//! Each is one round trip; none touches the state task's queue.
+//! the limits counted for the whole cluster (rates, the daily quota, connections), and the
+//! events of cache channels, stored before they are delivered. Each is one round trip; none
+//! touches the state task's queue.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::AsyncCommands;
 
 use super::Cluster;
+use crate::adapter::Published;
 use crate::apps::App;
 use crate::hub::ChannelCounts;
+use crate::ids::SocketId;
 
 impl Cluster {
     /// Every occupied channel of `app` whose name starts with `prefix`, with cluster counts.
@@ -144,19 +149,75 @@ impl Cluster {
         Ok(cache_entry(frame, data, ttl))
     }
 
-    /// Fills this node's cache of `channel` from Redis if it has nothing; `true` if it
-    /// now has an event.
-    pub(super) async fn fill_cache(&self, app: &App, channel: &str) -> redis::RedisResult<bool> {
-        if app.cache.frame(channel).is_some() {
-            return Ok(true);
-        }
-        Ok(match self.cached_event(app.id(), channel).await? {
-            Some((frame, data, ttl)) => {
-                app.cache.store(channel, frame, &data, ttl);
-                true
+    /// Publishes an event on a cache channel, Redis first: stored there (for at most
+    /// [`CACHE_WRITE_WAIT`]), then delivered here, kept here and sent to the other nodes, so
+    /// whoever gets it, or subscribes once it is answered, finds it in Redis, or a newer
+    /// one. While Redis is known to be away it goes out at once.
+    pub(super) fn publish_stored<'a>(
+        &'a self,
+        app: &Arc<App>,
+        channel: &str,
+        frame: &Bytes,
+        data: &str,
+        except: Option<SocketId>,
+    ) -> Published<'a> {
+        let mut event = StoredEvent {
+            cluster: self,
+            app: app.clone(),
+            channel: channel.into(),
+            frame: frame.clone(),
+            data: data.into(),
+            except,
+            delivered: None,
+        };
+        Published::Later(Box::pin(async move {
+            if self.healthy.load(Ordering::Relaxed) {
+                let ttl = event.app.config().cache_ttl;
+                let (app, channel) = (&event.app, &event.channel);
+                let stored = self.keep_cached(app, channel, &event.frame, &event.data, ttl);
+                match tokio::time::timeout(CACHE_WRITE_WAIT, stored).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "Cluster: a cache channel's event was not stored")
+                    }
+                    Err(_) => tracing::debug!(
+                        "Cluster: Redis did not store a cache channel's event in time; delivering it anyway"
+                    ),
+                }
             }
-            None => false,
-        })
+            event.deliver()
+        }))
+    }
+
+    /// Stores a cache channel's event in Redis for `ttl`, for the subscribers that come
+    /// after it, on any node.
+    async fn keep_cached(
+        &self,
+        app: &App,
+        channel: &str,
+        frame: &[u8],
+        data: &str,
+        ttl: Duration,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis();
+        let key = self.keys.cache(app.id(), channel);
+        // One HSET for both fields: two nodes storing at once leave one event whole.
+        redis::pipe()
+            .hset_multiple(&key, &[("frame", frame), ("data", data.as_bytes())])
+            .ignore()
+            .pexpire(&key, ttl.as_millis().max(1) as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Takes Redis's copy of a cache channel's event, if it has one, into this node's
+    /// cache: Redis has every event answered so far, while this node's copy may still wait
+    /// for the bus.
+    pub(super) async fn refresh_cache(&self, app: &App, channel: &str) -> redis::RedisResult<()> {
+        let kept = self.cached_event(app.id(), channel).await?;
+        take_cached(app, channel, kept);
+        Ok(())
     }
 
     /// Presence users of a channel across the cluster, sorted.
@@ -169,6 +230,48 @@ impl Cluster {
         let mut users: Vec<String> = conn.hkeys(self.keys.members(app, channel)).await?;
         users.sort();
         Ok(users)
+    }
+}
+
+/// How long a publish on a cache channel waits for Redis to store the event before it is
+/// delivered (and the HTTP API answers) anyway.
+const CACHE_WRITE_WAIT: Duration = Duration::from_secs(2);
+
+/// An event on a cache channel on its way (see [`Cluster::publish_stored`]). Dropped on
+/// the way (the HTTP client went away), it is delivered at once.
+struct StoredEvent<'a> {
+    cluster: &'a Cluster,
+    app: Arc<App>,
+    channel: Box<str>,
+    frame: Bytes,
+    data: Box<str>,
+    except: Option<SocketId>,
+    /// Set once delivered.
+    delivered: Option<usize>,
+}
+
+impl StoredEvent<'_> {
+    /// Delivers the event here, keeps it here and sends it to the other nodes, once.
+    fn deliver(&mut self) -> usize {
+        if let Some(delivered) = self.delivered {
+            return delivered;
+        }
+        let cluster = self.cluster;
+        let (app, channel, frame) = (&self.app, &*self.channel, &self.frame);
+        let here = self.except.and_then(|s| s.on_node(cluster.node_id));
+        let delivered = app.hub.publish(channel, frame, here);
+        let ttl = app.config().cache_ttl;
+        app.cache.store(channel, frame.clone(), &self.data, ttl);
+        let cache = Some((&*self.data, ttl));
+        cluster.send_event(app.id(), channel, self.except, frame, cache);
+        self.delivered = Some(delivered);
+        delivered
+    }
+}
+
+impl Drop for StoredEvent<'_> {
+    fn drop(&mut self) {
+        self.deliver();
     }
 }
 
@@ -185,6 +288,13 @@ pub(super) fn cache_entry(
             Duration::from_millis(ttl_ms.unsigned_abs()),
         )),
         _ => None,
+    }
+}
+
+/// Takes what Redis holds of a cache channel's event (`kept`) into this node's cache.
+pub(super) fn take_cached(app: &App, channel: &str, kept: Option<(Bytes, String, Duration)>) {
+    if let Some((frame, data, ttl)) = kept {
+        app.cache.store(channel, frame, &data, ttl);
     }
 }
 

@@ -5,7 +5,9 @@
 //! node's share exactly. Each script reports the cluster-wide total before and after the
 //! change, so the node that ran it, and only that node, sees a transition (first
 //! subscriber, last connection of a member) and emits its event and webhook: once per
-//! cluster.
+//! cluster. The state task runs the counting scripts by the hundred in pipelines: each
+//! pipeline loads a script once (`SCRIPT LOAD`) and names it by its hash in every call
+//! (`EVALSHA`), rather than sending its source with each (`EVAL`).
 //!
 //! Keys, with `P` the configured prefix. Every key one script or pipeline touches carries
 //! the same hash tag, so on a Redis Cluster they share one slot (see `link/slots.rs`): an
@@ -23,14 +25,20 @@
 //! - `{P:app}:r:{kind}:{window}`: a rate or quota counter, expiring after its window;
 //! - `{P:app}:u` hash: signed-in user → connections in the cluster;
 //! - `{P:app}:n:{node}:s`, `:m`, `:u`: the node's own entries of the app, so they can be
-//!   found when it dies (the survivors walk the apps they serve: an app they do not serve
-//!   has no sockets of theirs to tell, and a per-node set of apps would be a write to
-//!   another slot on every first change of an app).
+//!   found when it dies;
+//! - `{P}:n:{node}:apps` set: every app the node has written entries of (it adds an app
+//!   before its first write of it, once per app and epoch), so whichever node reaps it
+//!   finds them all, apps the reaper does not serve included;
+//! - `{P}:reaping` sorted set: dead node → when a survivor claimed its reap (Redis clock,
+//!   ms). The claimer retries until the reap is done and then removes the entry; a claim
+//!   older than the node timeout (its claimer died too) may be taken over.
 //!
 //! Earlier versions used untagged keys (`P:app:…`, `P:n:node:…`): nodes of both layouts
 //! under one prefix would not see each other's state, so they must not share a prefix.
 
-use redis::Script;
+use std::sync::LazyLock;
+
+use redis::{aio::ConnectionLike, Cmd, FromRedisValue, RedisResult, Script};
 
 use super::link::HashTag;
 
@@ -109,6 +117,73 @@ impl Keys {
     pub fn node_users(&self, app: &str, node: u32) -> String {
         self.app(app).key(&["n", &node.to_string(), "u"])
     }
+
+    /// A call of [`CHANNEL_SET`]: `node` has `n` subscriptions to `channel`.
+    pub fn channel_set(&self, app: &str, channel: &str, node: u32, n: usize) -> Call {
+        Call {
+            counter: Counter::Channel,
+            keys: vec![
+                self.subs(app, channel),
+                self.chans(app),
+                self.node_subs(app, node),
+            ],
+            args: vec![
+                node.to_string(),
+                channel.to_owned(),
+                n.to_string(),
+                index_field(&[app, channel]),
+            ],
+        }
+    }
+
+    /// A call of [`MEMBER_SET`]: `node` has `n` connections of `user` in `channel`, which
+    /// takes at most `max` members (0: no check); with `list`, the reply lists them.
+    #[allow(clippy::too_many_arguments)] // The script's arguments, named.
+    pub fn member_set(
+        &self,
+        app: &str,
+        channel: &str,
+        node: u32,
+        user: &str,
+        n: u32,
+        info: &str,
+        max: usize,
+        list: bool,
+    ) -> Call {
+        Call {
+            counter: Counter::Member,
+            keys: vec![
+                self.members(app, channel),
+                self.infos(app, channel),
+                self.node_members(app, node),
+            ],
+            args: vec![
+                user.to_owned(),
+                n.to_string(),
+                index_field(&[app, channel, user]),
+                info.to_owned(),
+                max.to_string(),
+                if list { "1" } else { "0" }.to_owned(),
+            ],
+        }
+    }
+
+    /// A call of [`USER_SET`]: `node` has `n` connections signed in as `user`.
+    pub fn user_set(&self, app: &str, node: u32, user: &str, n: usize) -> Call {
+        Call {
+            counter: Counter::User,
+            keys: vec![self.users(app), self.node_users(app, node)],
+            args: vec![user.to_owned(), n.to_string(), index_field(&[app, user])],
+        }
+    }
+
+    pub fn node_apps(&self, node: u32) -> String {
+        self.shared.key(&["n", &node.to_string(), "apps"])
+    }
+
+    pub fn reaping(&self) -> String {
+        self.shared.key(&["reaping"])
+    }
 }
 
 /// Index entries name what they count with newline-separated parts: app ids and channel
@@ -123,14 +198,90 @@ pub fn split_field<const N: usize>(field: &str) -> Option<[&str; N]> {
     parts.try_into().ok()
 }
 
+/// The scripts that set one node's count of something, which the state task runs by the
+/// hundred in pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// [`CHANNEL_SET`].
+    Channel,
+    /// [`MEMBER_SET`].
+    Member,
+    /// [`USER_SET`].
+    User,
+}
+
+static CHANNEL_SET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHANNEL_SET));
+static MEMBER_SET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(MEMBER_SET));
+static USER_SET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(USER_SET));
+
+impl Counter {
+    fn script(self) -> &'static Script {
+        match self {
+            Counter::Channel => &CHANNEL_SET_SCRIPT,
+            Counter::Member => &MEMBER_SET_SCRIPT,
+            Counter::User => &USER_SET_SCRIPT,
+        }
+    }
+
+    /// `SCRIPT LOAD` of the script: once in a pipeline, before the calls that name it by
+    /// its hash, so they find it on whichever server holds their slot now (a promoted
+    /// replica or a restarted server has no scripts) without its source in every call.
+    pub fn load(self) -> Cmd {
+        let source = match self {
+            Counter::Channel => CHANNEL_SET,
+            Counter::Member => MEMBER_SET,
+            Counter::User => USER_SET,
+        };
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(source);
+        cmd
+    }
+}
+
+/// One call of a [`Counter`] script: its keys and arguments.
+#[derive(Debug, Clone)]
+pub struct Call {
+    counter: Counter,
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl Call {
+    /// The script the call runs.
+    pub fn counter(&self) -> Counter {
+        self.counter
+    }
+
+    /// The call as a pipeline's `EVALSHA`: [`Counter::load`] must come before it in the
+    /// pipeline.
+    pub fn evalsha(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.counter.script().get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+
+    /// Runs the call alone: `EVALSHA`, and the script loaded first if the server lacks it.
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+    ) -> RedisResult<T> {
+        let mut invocation = self.counter.script().prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg);
+        }
+        invocation.invoke_async(conn).await
+    }
+}
+
 /// Sets this node's subscription count of a channel.
 /// KEYS: subs hash, app's channel set, node's channel index.
 /// ARGV: node, channel, count, index field. Returns {total before, total after}.
-pub fn channel_set() -> Script {
-    Script::new(CHANNEL_SET)
-}
-
-/// The source of [`channel_set`], for pipelines (which send it with EVAL).
 pub const CHANNEL_SET: &str = r"
 local before = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do before = before + tonumber(v) end
@@ -155,11 +306,6 @@ return {before, after}
 /// "1" to return the member list.
 /// Returns {-1} when refused, else {total before, total after, user, info, user, info, ...}
 /// with the member list only if asked for, every item a string.
-pub fn member_set() -> Script {
-    Script::new(MEMBER_SET)
-}
-
-/// The source of [`member_set`], for pipelines.
 pub const MEMBER_SET: &str = r"
 local old = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
 local n = tonumber(ARGV[2])
@@ -188,11 +334,6 @@ return r
 /// Sets this node's signed-in connection count of a user.
 /// KEYS: users hash, node's user index. ARGV: user, count, index field.
 /// Returns {total before, total after}.
-pub fn user_set() -> Script {
-    Script::new(USER_SET)
-}
-
-/// The source of [`user_set`], for pipelines.
 pub const USER_SET: &str = r"
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
 local n = tonumber(ARGV[2])
@@ -278,6 +419,50 @@ for _, v in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(A
   r[#r + 1] = v
 end
 return r
+",
+    )
+}
+
+/// Claims a dead node's reap, or renews the claim of a reap to retry.
+/// KEYS: nodes, reaping. ARGV: dead node, node timeout (ms), "1" to renew a claim held.
+/// Returns 1 if the caller holds the claim now: the node's last heartbeat is older than the
+/// timeout and the caller took it out of the nodes (a first claim), or its claim is being
+/// renewed, or another's claim is older than the timeout. A node heartbeating again is
+/// alive: its claim is dropped and 0 returned.
+pub fn reap_claim() -> Script {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale = now - tonumber(ARGV[2])
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) > stale then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+if beat then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  return 1
+end
+local claimed = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if claimed and (ARGV[3] == '1' or tonumber(claimed) <= stale) then
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  return 1
+end
+return 0
+",
+    )
+}
+
+/// The reaps whose claim is older than the timeout: their claimer died or is stuck.
+/// KEYS: reaping. ARGV: node timeout (ms). Returns the node ids.
+pub fn stale_claims() -> Script {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 ",
     )
 }

@@ -15,7 +15,9 @@ use futures_util::future::BoxFuture;
 use super::ops::{Join, Op};
 use super::{bus::BusMessage, Cluster};
 use crate::adapter::transitions::{self, Refusal};
-use crate::adapter::{AdapterError, Answer, Broker, Cached, Limits, Presence, Rate, Subscription};
+use crate::adapter::{
+    AdapterError, Answer, Broker, Cached, Limits, Presence, Published, Rate, Subscription,
+};
 use crate::apps::{App, ConnectionSlot};
 use crate::hub::ChannelCounts;
 use crate::ids::{ConnId, SocketId};
@@ -48,21 +50,8 @@ impl Broker for Cluster {
         frame: &Bytes,
         data: &str,
         except: Option<SocketId>,
-    ) -> usize {
-        let delivered = app.hub.publish(channel, frame, self.local_except(except));
-        let ttl = app.config().cache_ttl;
-        app.cache.store(channel, frame.clone(), data, ttl);
-        self.send_event(app.id(), channel, except, frame, Some((data, ttl)));
-        // For the nodes that join later, or were not listening: refused when the queue is
-        // full, and the nodes that heard the event on the bus still have it.
-        let _ = self.op(Op::Cache {
-            app: app.clone(),
-            channel: channel.into(),
-            frame: frame.clone(),
-            data: data.into(),
-            ttl,
-        });
-        delivered
+    ) -> Published<'_> {
+        self.publish_stored(app, channel, frame, data, except)
     }
 
     fn terminate_user(&self, app: &App, user: &str, code: u16) -> usize {
