@@ -41,7 +41,7 @@ impl Node {
             ops_per_app: 1000,
             bus_max_bytes: 1 << 20,
         };
-        let cluster = Cluster::connect(&config, id).await.expect("connect");
+        let cluster = Cluster::connect(&config, Some(id)).await.expect("connect");
         let configs = apps.iter().map(|app| {
             let mut config = Config::default().apps.remove(0);
             config.id = (*app).to_owned();

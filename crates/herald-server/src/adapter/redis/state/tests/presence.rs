@@ -96,9 +96,9 @@ impl Mode {
         }
     }
 
-    async fn leave(&mut self, conn: ConnId) {
+    async fn leave(&mut self, conn: ConnId, outbox: &Arc<Outbox>) {
         match self {
-            Mode::Single(local, app) => local.unsubscribe(app, CHANNEL, conn),
+            Mode::Single(local, app) => local.unsubscribe(app, CHANNEL, conn, outbox),
             Mode::Away(node) => node.leave("1", CHANNEL, conn).await,
         }
     }
@@ -114,7 +114,7 @@ async fn story(mode: &mut Mode) -> Vec<Vec<String>> {
     mode.join(3, &outboxes[2], "ann").await;
     mode.join(4, &outboxes[3], "cat").await;
     mode.join(1, &outboxes[0], "ann").await;
-    mode.leave(2).await;
+    mode.leave(2, &outboxes[1]).await;
     outboxes.iter().map(|o| texts(o)).collect()
 }
 
@@ -205,7 +205,7 @@ async fn member_added_comes_first(mode: &mut Mode) {
             assert!(std::time::Instant::now() < deadline, "u{i} got no event");
             tokio::task::yield_now().await;
         };
-        mode.leave(i).await;
+        mode.leave(i, &joiner).await;
         firsts.push((i, first));
     }
     stop.store(true, Ordering::Relaxed);

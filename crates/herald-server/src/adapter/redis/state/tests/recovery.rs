@@ -138,7 +138,9 @@ async fn a_reap_claimed_by_a_node_that_died_too_is_taken_over() {
     let redis = redis().await;
     let mut look = look(&redis).await;
     let (mut survivor, _dead) = two_nodes(&redis).await;
-    // Node 3 claimed node 2's reap long ago and died before it was done.
+    // Node 3 claimed node 2's reap long ago (which took node 2 off the node list, where
+    // its id's claim at start had put it) and died before it was done.
+    let () = look.zrem("{herald}:nodes", 2).await.expect("ZREM");
     let () = look.zadd("{herald}:reaping", 2, 0).await.expect("ZADD");
     survivor.task.claims_due = Instant::now();
     survivor.task.housekeeping().await;
