@@ -42,6 +42,23 @@ pub enum BusMessage {
         /// The close code.
         code: u16,
     },
+    /// A presence channel's membership changed in Redis at `version` (the user's first
+    /// connection in the cluster, or its last gone): each node applies it to its view of the
+    /// channel and tells its subscribers if it changes their list (`adapter/redis/roster.rs`).
+    Member {
+        /// The app.
+        app: String,
+        /// The presence channel.
+        channel: String,
+        /// The user.
+        user: String,
+        /// Its `user_info` JSON text, for a join.
+        info: Option<String>,
+        /// Joined (true) or gone.
+        present: bool,
+        /// The channel's membership version the change made.
+        version: u64,
+    },
     /// Tell local watchers of `user` that it came online or went offline.
     Watch {
         /// The app.
@@ -59,6 +76,9 @@ const WATCH: u8 = 3;
 /// Added to a kind when the message carries a sequence number (every message this version
 /// sends).
 const SEQUENCED: u8 = 3;
+/// A kind earlier versions do not know (they drop it as malformed): sent only sequenced, as
+/// `MEMBER + SEQUENCED`, which no earlier kind's sequenced form uses.
+const MEMBER: u8 = 7;
 /// Where the sequence number sits: after the kind and the origin.
 const SEQUENCE_AT: usize = 5;
 
@@ -91,6 +111,24 @@ pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
             let mut out = Vec::with_capacity(64);
             header(&mut out, WATCH, origin, app, user);
             out.push(u8::from(*online));
+            out
+        }
+        BusMessage::Member {
+            app,
+            channel,
+            user,
+            info,
+            present,
+            version,
+        } => {
+            let info_len = info.as_ref().map_or(0, String::len);
+            let mut out = Vec::with_capacity(64 + channel.len() + user.len() + info_len);
+            header(&mut out, MEMBER, origin, app, channel);
+            put(&mut out, user.as_bytes());
+            out.push(u8::from(info.is_some()));
+            put(&mut out, info.as_deref().unwrap_or("").as_bytes());
+            out.push(u8::from(*present));
+            out.extend_from_slice(&version.to_be_bytes());
             out
         }
     }
@@ -149,7 +187,9 @@ pub fn sequence(bytes: &[u8]) -> Option<u64> {
 fn message_kind(byte: u8) -> Option<(u8, bool)> {
     match byte {
         EVENT..=WATCH => Some((byte, false)),
-        b if (EVENT + SEQUENCED..=WATCH + SEQUENCED).contains(&b) => Some((b - SEQUENCED, true)),
+        b if (EVENT + SEQUENCED..=WATCH + SEQUENCED).contains(&b) || b == MEMBER + SEQUENCED => {
+            Some((b - SEQUENCED, true))
+        }
         _ => None,
     }
 }
@@ -192,6 +232,21 @@ pub fn decode(bytes: &[u8]) -> Option<(u32, BusMessage)> {
             user: r.string()?,
             online: r.u8()? != 0,
         },
+        MEMBER => {
+            let app = r.string()?;
+            let channel = r.string()?;
+            let user = r.string()?;
+            let has_info = r.u8()? != 0;
+            let info = r.string()?;
+            BusMessage::Member {
+                app,
+                channel,
+                user,
+                info: has_info.then_some(info),
+                present: r.u8()? != 0,
+                version: u64::from_be_bytes(r.array()?),
+            }
+        }
         _ => return None,
     };
     r.0.is_empty().then_some((origin, message))
@@ -273,6 +328,22 @@ mod tests {
                 app: "a".into(),
                 user: "bob".into(),
                 online: true,
+            },
+            BusMessage::Member {
+                app: "a".into(),
+                channel: "presence-room".into(),
+                user: "ann\n2".into(),
+                info: Some("{\"n\":1}".into()),
+                present: true,
+                version: 1 << 33,
+            },
+            BusMessage::Member {
+                app: "a".into(),
+                channel: "presence-room".into(),
+                user: "bob".into(),
+                info: None,
+                present: false,
+                version: 7,
             },
         ];
         for m in messages {

@@ -22,11 +22,10 @@ use herald_protocol::frame;
 
 use super::Broker;
 use crate::apps::App;
-use crate::ids::SocketId;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::webhooks::WebhookEvent;
-use crate::wire::{self, text_frame};
+use crate::wire::text_frame;
 
 /// Where a count went: from zero to some, from some to zero, or neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,26 +136,6 @@ pub(crate) fn member_webhook(app: &App, channel: &str, user_id: &str, edge: Edge
         }),
         Edge::Neither => {}
     }
-}
-
-/// A member crossing `edge` in the cluster: `member_added` (with its `user_info`) or
-/// `member_removed` to the channel's subscribers on every node but `except` (the joining
-/// connection), then the webhook.
-pub(crate) fn member_changed(
-    broker: &dyn Broker,
-    app: &App,
-    channel: &str,
-    (user_id, user_info): (&str, Option<&str>),
-    edge: Edge,
-    except: Option<SocketId>,
-) {
-    let frame = match edge {
-        Edge::First => wire::member_added(channel, user_id, user_info),
-        Edge::Last => wire::member_removed(channel, user_id),
-        Edge::Neither => return,
-    };
-    broker.publish(app, channel, &frame, except);
-    member_webhook(app, channel, user_id, edge);
 }
 
 /// A user crossing `edge` (its first signed-in connection, or its last): its watchers on
@@ -313,42 +292,6 @@ mod tests {
         assert!(frames(&a).is_empty());
         // Nobody is told of an empty channel.
         subscription_count(&local, &counted, "empty", 0);
-    }
-
-    #[test]
-    fn a_cluster_member_change_is_sent_to_everyone_but_the_joining_connection() {
-        let local = Local::new(7);
-        let app = app("");
-        let (a, b) = (
-            subscriber(&app, "presence-r", 1),
-            subscriber(&app, "presence-r", 2),
-        );
-        let joiner = Some(SocketId { node: 7, conn: 2 });
-        member_changed(
-            &local,
-            &app,
-            "presence-r",
-            ("ann", Some(r#"{"n":1}"#)),
-            Edge::First,
-            joiner,
-        );
-        let got = frames(&a);
-        assert_eq!(got[0]["event"], "pusher_internal:member_added");
-        assert_eq!(got[0]["data"], r#"{"user_id":"ann","user_info":{"n":1}}"#);
-        assert!(frames(&b).is_empty(), "the joiner has its member list");
-        member_changed(
-            &local,
-            &app,
-            "presence-r",
-            ("ann", None),
-            Edge::Neither,
-            None,
-        );
-        assert!(frames(&a).is_empty() && frames(&b).is_empty());
-        member_changed(&local, &app, "presence-r", ("ann", None), Edge::Last, None);
-        for outbox in [&a, &b] {
-            assert_eq!(frames(outbox)[0]["event"], "pusher_internal:member_removed");
-        }
     }
 
     #[test]

@@ -157,6 +157,9 @@ pub(super) struct Heartbeat {
     epoch: Option<String>,
     /// Who served the data at the last heartbeat (`link::Commands::masters`).
     masters: Option<String>,
+    /// Heartbeats left that ask for the presence member lists to be read again, after Redis
+    /// lost or rewound its data: the other nodes restate their shares within a beat or two.
+    relist_beats: u8,
     /// When Redis last answered a heartbeat.
     last_ok: Option<Instant>,
     /// Until then, nodes the heartbeat finds dead are not reaped: see [`Heartbeat::beat`].
@@ -171,6 +174,7 @@ impl Heartbeat {
             script: scripts::heartbeat(),
             epoch: None,
             masters: None,
+            relist_beats: 0,
             last_ok: None,
             grace_until: None,
         }
@@ -313,7 +317,16 @@ impl Heartbeat {
         } else {
             None
         };
+        if epoch_changed || failed_over {
+            // The membership versions count from zero again, or from a replica's last.
+            cluster.rosters.rebase();
+            self.relist_beats = 3;
+        }
         let mut signals = cluster.signals.lock();
+        if self.relist_beats > 0 {
+            self.relist_beats -= 1;
+            signals.relist = true;
+        }
         signals.recovered |= !was_healthy;
         if let Some(loud) = resync {
             signals.resync = merge_resync(signals.resync, loud);

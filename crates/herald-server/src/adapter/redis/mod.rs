@@ -25,11 +25,10 @@ pub(super) mod config;
 mod heartbeat;
 mod interest;
 pub(crate) mod link;
+mod members;
 mod ops;
 mod publisher;
 mod queries;
-// Not yet wired into the state task and the bus listener (the next commits do).
-#[allow(dead_code)]
 mod roster;
 mod scripts;
 mod seam;
@@ -115,6 +114,9 @@ struct Signals {
     /// Users whose count change was refused, by app, to be restated.
     users: HashMap<String, HashSet<Arc<str>>>,
     pending_users: usize,
+    /// Read the member lists of the presence channels with subscribers here again: the bus
+    /// lost messages, or Redis lost or rewound its data.
+    relist: bool,
 }
 
 /// Merges a resync request into a pending one: quiet wins, since after Redis lost its data
@@ -271,6 +273,8 @@ pub struct Cluster {
     request_log: Throttle,
     started: Instant,
     signals: Mutex<Signals>,
+    /// Presence membership as this node tells its subscribers (`members.rs`).
+    rosters: members::Rosters,
     /// Wakes the state task when the heartbeat task has left it work (or just beat).
     wake: Notify,
     /// Set when the node leaves; the heartbeat task stops.
@@ -344,6 +348,7 @@ impl Cluster {
             request_log: Throttle::default(),
             started: Instant::now(),
             signals: Mutex::new(signals),
+            rosters: members::Rosters::default(),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             beating: tokio::sync::Mutex::new(()),

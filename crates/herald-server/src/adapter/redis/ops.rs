@@ -12,7 +12,7 @@ use herald_protocol::presence::Member;
 use parking_lot::RwLock;
 
 use crate::apps::App;
-use crate::ids::{ConnId, SocketId};
+use crate::ids::ConnId;
 use crate::outbox::Outbox;
 
 /// Why a state change was not queued.
@@ -65,7 +65,6 @@ pub(crate) struct Join {
     pub app: Arc<App>,
     pub channel: Box<str>,
     pub conn: ConnId,
-    pub socket: SocketId,
     pub outbox: Arc<Outbox>,
     pub member: Member,
     /// Replay the cached event (or report a miss) after `subscription_succeeded`.

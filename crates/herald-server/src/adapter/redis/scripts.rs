@@ -20,6 +20,10 @@
 //! - `{P:app}:s:{channel}` hash: node → subscriptions to the channel;
 //! - `{P:app}:m:{channel}` hash: presence user → connections in the cluster;
 //! - `{P:app}:i:{channel}` hash: presence user → its `user_info` JSON ("" for none);
+//! - `{P:app}:v:{channel}`: the presence channel's membership version, incremented by every
+//!   change of its members (a user's first connection, or its last gone), so each node
+//!   can order the changes and the member lists it hears (`roster.rs`); it expires a day
+//!   after the channel empties;
 //! - `{P:app}:c:{channel}` hash: a cache channel's last event (`frame`, `data`), expiring
 //!   with it, for nodes that were not listening when it was published;
 //! - `{P:app}:r:{kind}:{window}`: a rate or quota counter, expiring after its window;
@@ -94,6 +98,10 @@ impl Keys {
         self.app(app).key(&["i", channel])
     }
 
+    pub fn member_version(&self, app: &str, channel: &str) -> String {
+        self.app(app).key(&["v", channel])
+    }
+
     pub fn cache(&self, app: &str, channel: &str) -> String {
         self.app(app).key(&["c", channel])
     }
@@ -156,6 +164,7 @@ impl Keys {
                 self.members(app, channel),
                 self.infos(app, channel),
                 self.node_members(app, node),
+                self.member_version(app, channel),
             ],
             args: vec![
                 user.to_owned(),
@@ -300,12 +309,14 @@ return {before, after}
 ";
 
 /// Sets this node's connection count for one presence member of a channel, refusing a new
-/// user when the channel is full.
-/// KEYS: members hash, infos hash, node's member index.
+/// user when the channel is full. A change of membership (the user's first connection in
+/// the cluster, or its last gone) increments the channel's version.
+/// KEYS: members hash, infos hash, node's member index, membership version.
 /// ARGV: user, count, index field, user_info ("" for none), max members (0: no limit),
 /// "1" to return the member list.
-/// Returns {-1} when refused, else {total before, total after, user, info, user, info, ...}
-/// with the member list only if asked for, every item a string.
+/// Returns {-1} when refused, else {total before, total after, version, user, info, user,
+/// info, ...} with the version after the call and the member list only if asked for,
+/// every item a string.
 pub const MEMBER_SET: &str = r"
 local old = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
 local n = tonumber(ARGV[2])
@@ -324,10 +335,29 @@ else
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 if n > 0 then redis.call('HSET', KEYS[3], ARGV[3], n) else redis.call('HDEL', KEYS[3], ARGV[3]) end
-local r = {tostring(total), tostring(after)}
+local version
+if (total == 0) ~= (after == 0) then
+  version = redis.call('INCR', KEYS[4])
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('PERSIST', KEYS[4])
+  else
+    redis.call('PEXPIRE', KEYS[4], 86400000)
+  end
+else
+  version = tonumber(redis.call('GET', KEYS[4]) or '0')
+end
+local r = {tostring(total), tostring(after), tostring(version)}
 if ARGV[6] == '1' then
   for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do r[#r + 1] = v end
 end
+return r
+";
+
+/// A presence channel's members and the membership version they are at, read together.
+/// KEYS: infos hash, membership version. Returns {version, user, info, user, info, ...}.
+pub const MEMBER_LIST: &str = r"
+local r = {tostring(redis.call('GET', KEYS[2]) or '0')}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do r[#r + 1] = v end
 return r
 ";
 

@@ -88,7 +88,6 @@ impl Presence for Cluster {
                 app: app.clone(),
                 channel: channel.into(),
                 conn: socket.conn,
-                socket,
                 outbox: outbox.clone(),
                 member,
                 cache,

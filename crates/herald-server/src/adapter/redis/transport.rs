@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use super::config::RedisConfig;
 use super::interest;
 use super::link::{self, Commands, Deliveries, Delivery, Gap, Subscriber, Target};
+use super::members::Membership;
 use super::scripts::Keys;
 use super::{merge_resync, Cluster, ClusterError, Throttle};
 use crate::adapter::bus::{self, BusMessage};
@@ -172,12 +173,14 @@ impl Cluster {
                 Gap::Channels(channels) => tracing::warn!(gaps = n, channels = channels.len(), "Cluster bus: subscriptions were lost and restored; messages published meanwhile are lost"),
             }
         }
+        let mut signals = self.signals.lock();
+        // The presence changes in the gap are lost too: the member lists are read again.
+        signals.relist = true;
         if !overflow {
-            let mut signals = self.signals.lock();
             signals.resync = merge_resync(signals.resync, true);
-            drop(signals);
-            self.wake.notify_one();
         }
+        drop(signals);
+        self.wake.notify_one();
     }
 
     /// Delivers one message from another node to this node's sockets, unless it is a copy
@@ -226,6 +229,23 @@ impl Cluster {
             BusMessage::Watch { app, user, online } => {
                 let Some(app) = self.app(&app) else { return };
                 app.users.notify_watchers(&user, online);
+            }
+            BusMessage::Member {
+                app,
+                channel,
+                user,
+                info,
+                present,
+                version,
+            } => {
+                let Some(app) = self.app(&app) else { return };
+                let change = Membership {
+                    user: &user,
+                    info: info.as_deref(),
+                    present,
+                    version: Some(version),
+                };
+                self.member_heard(&app, &channel, change);
             }
         }
     }

@@ -8,9 +8,9 @@ use redis::{AsyncCommands, RedisResult};
 
 use super::counts::Restate;
 use super::StateTask;
+use crate::adapter::redis::members::Membership;
 use crate::adapter::redis::ops::Op;
 use crate::adapter::transitions;
-use crate::wire;
 
 impl StateTask {
     pub(super) async fn apply(&mut self, op: Op) {
@@ -82,16 +82,25 @@ impl StateTask {
             let Some(left) = app.hub.leave(&channel, conn) else {
                 continue;
             };
-            if left.remaining == 0 {
-                self.lose_interest(app.id(), &channel);
-            }
             if !healthy {
-                // Redis is away: this node's view is the best there is, for its own sockets.
+                // Redis is away: this node's view is the best there is, for its own sockets
+                // (the resync and the next member list read set it right).
                 if let Some(user) = &left.member_removed {
-                    app.hub
-                        .publish(&channel, &wire::member_removed(&channel, user), None);
+                    let change = Membership {
+                        user,
+                        info: None,
+                        present: false,
+                        version: None,
+                    };
+                    self.cluster.member_changed(&app, &channel, change, None);
                 }
                 self.needs_resync();
+            }
+            if left.remaining == 0 {
+                self.lose_interest(app.id(), &channel);
+                self.cluster.rosters.forget(app.id(), &channel);
+            }
+            if !healthy {
                 continue;
             }
             // The counts are read from the hub as the batch is sent, after every leave of

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use redis::{Cmd, RedisResult};
 
 use super::{count, StateTask, RESTATE_BATCH};
-use crate::adapter::transitions::{self, edge};
+use crate::adapter::redis::members::Membership;
+use crate::adapter::transitions::{self, edge, Edge};
 use crate::apps::App;
+use crate::ids::ConnId;
 
 /// What setting a member's count did.
 pub(super) enum MemberSet {
@@ -17,6 +19,8 @@ pub(super) enum MemberSet {
     Set {
         before: i64,
         after: i64,
+        /// The channel's membership version after the call.
+        version: u64,
         /// `user, info, user, info, ...` when asked for.
         list: Vec<String>,
     },
@@ -94,6 +98,38 @@ impl StateTask {
         let keys = &self.cluster.keys;
         let call = keys.member_set(app.id(), channel, node, user, n, info, max, list);
         member_reply(call.invoke(&mut self.conn).await?)
+    }
+
+    /// A member crossing `edge` in the cluster (at `version`; `None`: on this node alone,
+    /// Redis being away): `member_added` or `member_removed` through the channel's roster
+    /// here and, with a version, on the bus to the other nodes; then the webhook if
+    /// `webhook`. `except` is the joining connection, whose list holds the member already.
+    #[allow(clippy::too_many_arguments)] // The change, named.
+    pub(super) fn member_edge(
+        &self,
+        app: &App,
+        channel: &str,
+        (user, info): (&str, Option<&str>),
+        edge: Edge,
+        version: Option<u64>,
+        except: Option<ConnId>,
+        webhook: bool,
+    ) {
+        let present = match edge {
+            Edge::First => true,
+            Edge::Last => false,
+            Edge::Neither => return,
+        };
+        let change = Membership {
+            user,
+            info,
+            present,
+            version,
+        };
+        self.cluster.member_changed(app, channel, change, except);
+        if webhook {
+            transitions::member_webhook(app, channel, user, edge);
+        }
     }
 
     /// Sets `node`'s signed-in connection count of a user, telling watchers everywhere when
@@ -204,14 +240,23 @@ impl StateTask {
                         info,
                     } => {
                         let set = member_reply(redis::from_redis_value(&reply)?)?;
-                        if let (true, MemberSet::Set { before, after, .. }) = (loud, set) {
-                            transitions::member_changed(
-                                &*self.cluster,
+                        if let MemberSet::Set {
+                            before,
+                            after,
+                            version,
+                            ..
+                        } = set
+                        {
+                            // Quiet (Redis lost its data): the other nodes' views are set
+                            // right, but no webhook says anyone came or went.
+                            self.member_edge(
                                 app,
                                 channel,
                                 (user, info.as_deref()),
                                 edge(count(before), count(after)),
+                                Some(version),
                                 None,
+                                loud,
                             );
                         }
                     }
@@ -236,15 +281,17 @@ impl StateTask {
     }
 }
 
-/// The member script's reply: refused, or the totals before and after and the list.
+/// The member script's reply: refused, or the totals before and after, the membership
+/// version and the list.
 fn member_reply(reply: Vec<String>) -> RedisResult<MemberSet> {
     let number = |i: usize| reply.get(i).and_then(|s| s.parse::<i64>().ok());
-    match (number(0), number(1)) {
-        (Some(-1), _) => Ok(MemberSet::Refused),
-        (Some(before), Some(after)) => Ok(MemberSet::Set {
+    match (number(0), number(1), number(2)) {
+        (Some(-1), _, _) => Ok(MemberSet::Refused),
+        (Some(before), Some(after), Some(version)) => Ok(MemberSet::Set {
             before,
             after,
-            list: reply.get(2..).map(<[String]>::to_vec).unwrap_or_default(),
+            version: u64::try_from(version).unwrap_or(0),
+            list: reply.get(3..).map(<[String]>::to_vec).unwrap_or_default(),
         }),
         _ => Err(redis::RedisError::from((
             redis::ErrorKind::TypeError,
@@ -261,19 +308,20 @@ mod tests {
     fn the_member_scripts_reply_is_a_refusal_or_the_counts_and_list() {
         let reply = |parts: &[&str]| member_reply(parts.iter().map(|p| p.to_string()).collect());
         assert!(matches!(reply(&["-1"]), Ok(MemberSet::Refused)));
-        match reply(&["0", "1", "ann", "{}"]) {
+        match reply(&["0", "1", "7", "ann", "{}"]) {
             Ok(MemberSet::Set {
                 before: 0,
                 after: 1,
+                version: 7,
                 list,
             }) => assert_eq!(list, ["ann", "{}"]),
             _ => panic!("a set member"),
         }
         assert!(matches!(
-            reply(&["2", "1"]),
-            Ok(MemberSet::Set { before: 2, after: 1, ref list }) if list.is_empty()
+            reply(&["2", "1", "3"]),
+            Ok(MemberSet::Set { before: 2, after: 1, version: 3, ref list }) if list.is_empty()
         ));
-        for bad in [&[][..], &["x"], &["1"], &["1", "y"]] {
+        for bad in [&[][..], &["x"], &["1"], &["1", "y"], &["1", "2"]] {
             assert!(reply(bad).is_err(), "{bad:?}");
         }
         assert_eq!((count(-1), count(0), count(7)), (0, 0, 7));

@@ -1,14 +1,13 @@
 //! Presence joins: the member counted in Redis against the channel's limit, the cluster's
 //! member list in `subscription_succeeded`, and `member_added` once for the cluster.
 
-use herald_protocol::frame;
-
 use super::counts::MemberSet;
 use super::listening::subscribe_bus;
 use super::{count, StateTask};
+use crate::adapter::redis::members::{pairs, Membership};
 use crate::adapter::redis::ops::Join;
 use crate::adapter::transitions::{self, edge, Refusal};
-use crate::hub::{PresenceRefused, Roster};
+use crate::hub::Roster;
 
 impl StateTask {
     pub(super) async fn join(&mut self, join: Join) {
@@ -16,7 +15,6 @@ impl StateTask {
             app,
             channel,
             conn,
-            socket,
             outbox,
             member,
             cache,
@@ -58,32 +56,31 @@ impl StateTask {
             bus.await;
             None
         };
+        let cluster = self.cluster.clone();
+        let rosters = &cluster.rosters;
         let refused = match answer {
             Some(MemberSet::Refused) => Some(max),
             Some(MemberSet::Set {
                 before,
                 after,
+                version,
                 list,
             }) => {
-                let data = frame::presence_data(list.chunks(2).filter_map(|p| match p {
-                    [id, info] => {
-                        Some((id.as_str(), Some(info.as_str()).filter(|i| !i.is_empty())))
-                    }
-                    _ => None,
-                }));
-                // The cluster counted the member against the limit: a cluster roster is
-                // never refused, and its member events are sent for the cluster here.
-                let roster = Roster::Cluster(&data);
-                let _ = app
-                    .hub
-                    .join_presence(&channel, conn, &outbox, &member, roster);
-                transitions::member_changed(
-                    &*self.cluster,
+                // The list goes through the channel's roster: what it holds that this
+                // node's subscribers were not told yet, they are told now, and the new
+                // subscriber gets the roster's list.
+                let data = rosters.join_list(&app, &channel, Some((pairs(&list), version)));
+                let _ =
+                    app.hub
+                        .join_presence(&channel, conn, &outbox, &member, Roster::Cluster(&data));
+                self.member_edge(
                     &app,
                     &channel,
                     (&member.user_id, member.user_info.as_deref()),
                     edge(count(before), count(after)),
-                    Some(socket),
+                    Some(version),
+                    Some(conn),
+                    true,
                 );
                 let n = app.hub.counts(&channel).subscription_count;
                 if let Err(e) = self.sync_channel(node, &app, &channel, n, true).await {
@@ -92,18 +89,40 @@ impl StateTask {
                 None
             }
             None => {
-                // Redis is away: this node's members are the best answer there is, and
-                // the join goes as on a single node (the resync tells the cluster later).
-                let roster = Roster::Here { max_members: max };
-                match app
-                    .hub
-                    .join_presence(&channel, conn, &outbox, &member, roster)
-                {
-                    Ok(_) => {
-                        self.needs_resync();
-                        None
+                // Redis is away: the roster as this node last knew it is the best answer
+                // there is (this node's own members if it had none), the limit is checked
+                // against it, and the join goes through it unversioned (the resync and
+                // the next member list read set it right).
+                let data = rosters.join_list(&app, &channel, None);
+                let listed = rosters.len(&app, &channel).unwrap_or(0);
+                let new_user = app.hub.member_connections(&channel, &member.user_id) == 0
+                    && !rosters.contains(&app, &channel, &member.user_id);
+                if new_user && listed >= max {
+                    Some(max)
+                } else {
+                    if new_user {
+                        let change = Membership {
+                            user: &member.user_id,
+                            info: member.user_info.as_deref(),
+                            present: true,
+                            version: None,
+                        };
+                        self.cluster.member_changed(&app, &channel, change, None);
                     }
-                    Err(PresenceRefused::Full { max }) => Some(max),
+                    let data = if new_user {
+                        rosters.join_list(&app, &channel, None)
+                    } else {
+                        data
+                    };
+                    let _ = app.hub.join_presence(
+                        &channel,
+                        conn,
+                        &outbox,
+                        &member,
+                        Roster::Cluster(&data),
+                    );
+                    self.needs_resync();
+                    None
                 }
             }
         };
@@ -111,6 +130,7 @@ impl StateTask {
             transitions::refuse(&app, &outbox, &channel, Refusal::PresenceFull { max });
             if app.hub.counts(&channel).subscription_count == 0 {
                 self.lose_interest(app.id(), &channel);
+                rosters.forget(app.id(), &channel);
             }
             return;
         }

@@ -16,8 +16,9 @@
 //! `lanes.rs` (queued ops by app, taken in turns and in runs), `subscribe.rs` (runs of
 //! subscriptions, with cache channels' events), `join.rs` (presence joins), `apply.rs`
 //! (leaves and the other ops), `listening.rs` (the node's bus subscriptions, by interest),
-//! `counts.rs` (this node's counts set in Redis through the scripts, restated in batches)
-//! and `recovery.rs` (a dead node's reap, the resync after an outage, the clean leave).
+//! `counts.rs` (this node's counts set in Redis through the scripts, restated in batches),
+//! `recovery.rs` (a dead node's reap, the resync after an outage, the clean leave) and
+//! `relist.rs` (the presence member lists read again for the node's rosters).
 
 mod apply;
 mod counts;
@@ -25,6 +26,7 @@ mod join;
 mod lanes;
 mod listening;
 mod recovery;
+mod relist;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -170,6 +172,8 @@ impl StateTask {
             self.pending_users.entry(app).or_default().extend(users);
         }
         if !self.healthy() {
+            // A list read is due once Redis answers.
+            self.cluster.signals.lock().relist |= signals.relist;
             // The resync after Redis returns restates every user; dead nodes are reported
             // again by the next heartbeat.
             if !self.pending_users.is_empty() {
@@ -178,12 +182,22 @@ impl StateTask {
             }
             return;
         }
+        let mut relist = signals.relist;
         if let Some(loud) = self.pending_resync {
             if let Err(e) = self.resync(loud).await {
+                self.cluster.signals.lock().relist |= relist;
                 return self.failed(&e);
             }
             self.pending_resync = None;
             self.pending_users.clear();
+            // What this node missed while Redis was away, of the other nodes' members.
+            relist = true;
+        }
+        if relist {
+            if let Err(e) = self.relist().await {
+                self.cluster.signals.lock().relist = true;
+                return self.failed(&e);
+            }
         }
         // The heartbeat writes the connection counts of every app served, those a reload
         // added since the last beat included.

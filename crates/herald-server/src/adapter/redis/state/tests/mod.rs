@@ -90,10 +90,6 @@ impl Node {
             app: self.app(app),
             channel: channel.into(),
             conn,
-            socket: SocketId {
-                node: self.cluster.node_id,
-                conn,
-            },
             outbox: outbox.clone(),
             member,
             cache: false,
@@ -135,18 +131,40 @@ impl Node {
         let (_, outgoing) = receivers.as_mut().expect("the bus queue");
         let mut events = Vec::new();
         while let Ok(message) = outgoing.try_recv() {
-            if let Some((
-                _,
-                BusMessage::Event {
-                    app,
-                    channel,
-                    frame,
-                    ..
-                },
-            )) = bus::decode(&message.payload)
-            {
-                let frame = String::from_utf8_lossy(&frame).into_owned();
-                events.push((app, channel, frame));
+            match bus::decode(&message.payload) {
+                Some((
+                    _,
+                    BusMessage::Event {
+                        app,
+                        channel,
+                        frame,
+                        ..
+                    },
+                )) => {
+                    let frame = String::from_utf8_lossy(&frame).into_owned();
+                    events.push((app, channel, frame));
+                }
+                // A membership change, as the frame the other nodes make of it.
+                Some((
+                    _,
+                    BusMessage::Member {
+                        app,
+                        channel,
+                        user,
+                        info,
+                        present,
+                        ..
+                    },
+                )) => {
+                    let frame = if present {
+                        crate::wire::member_added(&channel, &user, info.as_deref())
+                    } else {
+                        crate::wire::member_removed(&channel, &user)
+                    };
+                    let frame = String::from_utf8_lossy(&frame).into_owned();
+                    events.push((app, channel, frame));
+                }
+                _ => {}
             }
         }
         events
