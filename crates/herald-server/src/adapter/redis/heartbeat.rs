@@ -297,6 +297,7 @@ impl Heartbeat {
         let first = self.epoch.is_none();
         let epoch_changed = self.epoch.as_deref().is_some_and(|e| e != epoch);
         self.epoch = Some(epoch.clone());
+        *cluster.epoch.lock() = Some(epoch.clone());
         // The first heartbeat follows the id's claim, which listed the node: unlisted now, it
         // was reaped in between (a survivor took the claimed entry for its dead holder's).
         let resync = if first {

@@ -275,6 +275,9 @@ pub struct Cluster {
     signals: Mutex<Signals>,
     /// Presence membership as this node tells its subscribers (`members.rs`).
     rosters: members::Rosters,
+    /// The Redis epoch the heartbeat saw last (`None` before the first): a resync finding
+    /// another one runs quiet, since Redis lost its data before the heartbeat could say so.
+    epoch: Mutex<Option<String>>,
     /// Wakes the state task when the heartbeat task has left it work (or just beat).
     wake: Notify,
     /// Set when the node leaves; the heartbeat task stops.
@@ -349,6 +352,7 @@ impl Cluster {
             started: Instant::now(),
             signals: Mutex::new(signals),
             rosters: members::Rosters::default(),
+            epoch: Mutex::new(None),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             beating: tokio::sync::Mutex::new(()),

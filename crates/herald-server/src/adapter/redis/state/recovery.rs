@@ -265,6 +265,14 @@ impl StateTask {
     /// index with the rest (a new epoch, a failover): it is written again first.
     pub(super) async fn resync(&mut self, loud: bool) -> RedisResult<Vec<Arc<App>>> {
         let node = self.cluster.node_id;
+        // Redis may have lost its data since the last heartbeat (a restart the heartbeat
+        // has not seen yet): restating loudly into an empty Redis would announce every
+        // channel and member again, occupied and added, to the apps' webhooks.
+        let loud = loud && {
+            let now: Option<String> = self.conn.get(self.cluster.keys.epoch()).await?;
+            let known = self.cluster.epoch.lock().clone();
+            known.is_none() || now == known
+        };
         self.indexed.clear();
         let apps = self.apps_of(node).await?;
         self.index(apps.iter().map(|a| a.id())).await?;
