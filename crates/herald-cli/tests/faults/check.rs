@@ -334,6 +334,25 @@ fn presence(report: &Report, users: &BTreeMap<String, Vec<String>>, f: &mut Find
     }
 }
 
+/// Whether every channel's last webhook is `channel_vacated` and every member's last is
+/// `member_removed`: what the webhooks come to once every client has gone.
+pub fn all_closed(hooks: &[Hook]) -> bool {
+    let mut last: BTreeMap<(&str, Option<&str>), &str> = BTreeMap::new();
+    for hook in hooks {
+        match hook.name.as_str() {
+            "channel_occupied" | "channel_vacated" => {
+                last.insert((&hook.channel, None), &hook.name);
+            }
+            "member_added" | "member_removed" => {
+                last.insert((&hook.channel, hook.user_id.as_deref()), &hook.name);
+            }
+            _ => {}
+        }
+    }
+    last.values()
+        .all(|name| *name == "channel_vacated" || *name == "member_removed")
+}
+
 /// Webhooks, once every client has gone: each channel's occupied and vacated alternate and
 /// end vacated; each member's added and removed alternate and end removed. A crashed node
 /// may have taken some with it.

@@ -107,7 +107,6 @@ async fn redis_paused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "webhooks: a membership change whose reply was lost, or a loud restatement after Redis lost its data, sends an unbalanced member webhook (being fixed)"]
 async fn redis_paused_past_the_node_timeout() {
     let mut run = Run::start(Spec::new(
         "redis paused long",
@@ -123,7 +122,6 @@ async fn redis_paused_past_the_node_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "webhooks: a membership change whose reply was lost, or a loud restatement after Redis lost its data, sends an unbalanced member webhook (being fixed)"]
 async fn redis_restarted() {
     let mut run = Run::start(Spec::new(
         "redis restarted",

@@ -347,8 +347,9 @@ impl Run {
         outcome
     }
 
-    /// The webhooks once they stop changing (every channel vacated, nothing new for a
-    /// second), or after 20 s.
+    /// The webhooks once every channel's last one is `channel_vacated` and every member's
+    /// `member_removed` (every client is gone) and nothing new came for a second, or after
+    /// 30 s (a violation then names what is missing).
     async fn settled_hooks(&mut self) -> Vec<check::Hook> {
         let start = Instant::now();
         let mut last = usize::MAX;
@@ -361,9 +362,8 @@ impl Run {
                 last = hooks.len();
                 stable_since = Instant::now();
             }
-            if stable_since.elapsed() > Duration::from_secs(2)
-                || start.elapsed() > Duration::from_secs(20)
-            {
+            let done = check::all_closed(&hooks) && stable_since.elapsed() > Duration::from_secs(1);
+            if done || start.elapsed() > Duration::from_secs(30) {
                 return hooks;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -98,6 +98,13 @@ impl Keys {
         self.app(app).key(&["i", channel])
     }
 
+    /// The membership and occupation changes the scripts made for node `node`'s calls:
+    /// what a call whose answer was lost (a timeout; the call ran when Redis came back)
+    /// still has to announce.
+    pub fn journal(&self, app: &str, node: u32) -> String {
+        self.app(app).key(&["n", &node.to_string(), "j"])
+    }
+
     pub fn member_version(&self, app: &str, channel: &str) -> String {
         self.app(app).key(&["v", channel])
     }
@@ -126,26 +133,30 @@ impl Keys {
         self.app(app).key(&["n", &node.to_string(), "u"])
     }
 
-    /// A call of [`CHANNEL_SET`]: `node` has `n` subscriptions to `channel`.
-    pub fn channel_set(&self, app: &str, channel: &str, node: u32, n: usize) -> Call {
+    /// A call of [`CHANNEL_SET`]: `node` has `n` subscriptions to `channel`. `stamp` is
+    /// the calling node and the call's number, for its journal.
+    pub fn channel_set(&self, app: &str, channel: &str, node: u32, n: usize, stamp: Stamp) -> Call {
         Call {
             counter: Counter::Channel,
             keys: vec![
                 self.subs(app, channel),
                 self.chans(app),
                 self.node_subs(app, node),
+                self.journal(app, stamp.by),
             ],
             args: vec![
                 node.to_string(),
                 channel.to_owned(),
                 n.to_string(),
                 index_field(&[app, channel]),
+                stamp.seq.to_string(),
             ],
         }
     }
 
     /// A call of [`MEMBER_SET`]: `node` has `n` connections of `user` in `channel`, which
     /// takes at most `max` members (0: no check); with `list`, the reply lists them.
+    /// `stamp` is the calling node and the call's number, for its journal.
     #[allow(clippy::too_many_arguments)] // The script's arguments, named.
     pub fn member_set(
         &self,
@@ -157,6 +168,7 @@ impl Keys {
         info: &str,
         max: usize,
         list: bool,
+        stamp: Stamp,
     ) -> Call {
         Call {
             counter: Counter::Member,
@@ -165,6 +177,7 @@ impl Keys {
                 self.infos(app, channel),
                 self.node_members(app, node),
                 self.member_version(app, channel),
+                self.journal(app, stamp.by),
             ],
             args: vec![
                 user.to_owned(),
@@ -173,6 +186,8 @@ impl Keys {
                 info.to_owned(),
                 max.to_string(),
                 if list { "1" } else { "0" }.to_owned(),
+                stamp.seq.to_string(),
+                channel.to_owned(),
             ],
         }
     }
@@ -193,6 +208,13 @@ impl Keys {
     pub fn reaping(&self) -> String {
         self.shared.key(&["reaping"])
     }
+}
+
+/// Who makes a counting call and its number: its changes are journaled under the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub by: u32,
+    pub seq: u64,
 }
 
 /// Index entries name what they count with newline-separated parts: app ids and channel
@@ -288,9 +310,10 @@ impl Call {
     }
 }
 
-/// Sets this node's subscription count of a channel.
-/// KEYS: subs hash, app's channel set, node's channel index.
-/// ARGV: node, channel, count, index field. Returns {total before, total after}.
+/// Sets this node's subscription count of a channel; the channel's occupation changing
+/// is journaled under the caller.
+/// KEYS: subs hash, app's channel set, node's channel index, caller's journal.
+/// ARGV: node, channel, count, index field, call number. Returns {total before, total after}.
 pub const CHANNEL_SET: &str = r"
 local before = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do before = before + tonumber(v) end
@@ -305,15 +328,20 @@ else
 end
 local after = before - old + n
 if after > 0 then redis.call('SADD', KEYS[2], ARGV[2]) else redis.call('SREM', KEYS[2], ARGV[2]) end
+if (before == 0) ~= (after == 0) then
+  redis.call('RPUSH', KEYS[4], cjson.encode({s = ARGV[5], k = 'c', p = after > 0, c = ARGV[2]}))
+end
 return {before, after}
 ";
 
 /// Sets this node's connection count for one presence member of a channel, refusing a new
 /// user when the channel is full. A change of membership (the user's first connection in
 /// the cluster, or its last gone) increments the channel's version.
-/// KEYS: members hash, infos hash, node's member index, membership version.
+/// The change is journaled under the caller too.
+/// KEYS: members hash, infos hash, node's member index, membership version, caller's
+/// journal.
 /// ARGV: user, count, index field, user_info ("" for none), max members (0: no limit),
-/// "1" to return the member list.
+/// "1" to return the member list, call number, channel.
 /// Returns {-1} when refused, else {total before, total after, version, user, info, user,
 /// info, ...} with the version after the call and the member list only if asked for,
 /// every item a string.
@@ -338,6 +366,8 @@ if n > 0 then redis.call('HSET', KEYS[3], ARGV[3], n) else redis.call('HDEL', KE
 local version
 if (total == 0) ~= (after == 0) then
   version = redis.call('INCR', KEYS[4])
+  redis.call('RPUSH', KEYS[5], cjson.encode({s = ARGV[7], k = 'm', p = after > 0, v = version,
+    c = ARGV[8], u = ARGV[1], i = ARGV[4]}))
   if redis.call('EXISTS', KEYS[1]) == 1 then
     redis.call('PERSIST', KEYS[4])
   else

@@ -72,8 +72,14 @@ impl StateTask {
         channel: &str,
         n: usize,
     ) -> RedisResult<(i64, i64)> {
-        let call = self.cluster.keys.channel_set(app.id(), channel, node, n);
-        call.invoke(&mut self.conn).await
+        let stamp = self.stamp(app.id());
+        let call = self
+            .cluster
+            .keys
+            .channel_set(app.id(), channel, node, n, stamp);
+        let counts = call.invoke(&mut self.conn).await?;
+        self.confirm();
+        Ok(counts)
     }
 
     /// Occupied and vacated webhooks, and the subscription count event, for a change of a
@@ -95,9 +101,12 @@ impl StateTask {
         max: usize,
         list: bool,
     ) -> RedisResult<MemberSet> {
+        let stamp = self.stamp(app.id());
         let keys = &self.cluster.keys;
-        let call = keys.member_set(app.id(), channel, node, user, n, info, max, list);
-        member_reply(call.invoke(&mut self.conn).await?)
+        let call = keys.member_set(app.id(), channel, node, user, n, info, max, list, stamp);
+        let reply = call.invoke(&mut self.conn).await?;
+        self.confirm();
+        member_reply(reply)
     }
 
     /// A member crossing `edge` in the cluster (at `version`; `None`: on this node alone,
@@ -190,8 +199,18 @@ impl StateTask {
                             0
                         };
                         let info = info.as_deref().unwrap_or("");
-                        let call =
-                            keys.member_set(app.id(), channel, node, user, n, info, 0, false);
+                        let stamp = self.stamp(app.id());
+                        let call = keys.member_set(
+                            app.id(),
+                            channel,
+                            node,
+                            user,
+                            n,
+                            info,
+                            0,
+                            false,
+                            stamp,
+                        );
                         (app.id(), call)
                     }
                     Restate::Channel { app, channel } => {
@@ -200,7 +219,11 @@ impl StateTask {
                         } else {
                             0
                         };
-                        (app.id(), keys.channel_set(app.id(), channel, node, n))
+                        let stamp = self.stamp(app.id());
+                        (
+                            app.id(),
+                            keys.channel_set(app.id(), channel, node, n, stamp),
+                        )
                     }
                     Restate::User { app, user } => {
                         let n = if local {
@@ -218,6 +241,7 @@ impl StateTask {
                 cmds.push((keys.users(id), call.evalsha()));
             }
             let mut replies: Vec<redis::Value> = self.conn.query_each(cmds).await?;
+            self.confirm();
             let replies: Vec<redis::Value> = places
                 .into_iter()
                 .map(|at| {

@@ -17,12 +17,14 @@
 //! subscriptions, with cache channels' events), `join.rs` (presence joins), `apply.rs`
 //! (leaves and the other ops), `listening.rs` (the node's bus subscriptions, by interest),
 //! `counts.rs` (this node's counts set in Redis through the scripts, restated in batches),
-//! `recovery.rs` (a dead node's reap, the resync after an outage, the clean leave) and
-//! `relist.rs` (the presence member lists read again for the node's rosters).
+//! `recovery.rs` (a dead node's reap, the resync after an outage, the clean leave),
+//! `relist.rs` (the presence member lists read again for the node's rosters) and
+//! `journal.rs` (the changes of calls whose answer was lost, announced when Redis returns).
 
 mod apply;
 mod counts;
 mod join;
+mod journal;
 mod lanes;
 mod listening;
 mod recovery;
@@ -32,7 +34,7 @@ mod subscribe;
 mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -76,6 +78,13 @@ pub(super) struct StateTask {
     /// The apps this node's index in Redis lists, as far as this epoch goes: each is added
     /// before the node's first write of it.
     indexed: HashSet<Box<str>>,
+    /// The number of the last counting call made, and of the last one whose answer came:
+    /// the calls between them are those whose answer was lost (`journal.rs`).
+    calls: AtomicU64,
+    confirmed: u64,
+    /// Apps whose journal may hold entries, and when to empty them next.
+    journaled: parking_lot::Mutex<HashSet<Box<str>>>,
+    journal_due: Instant,
 }
 
 impl StateTask {
@@ -93,6 +102,10 @@ impl StateTask {
             reap_claim: scripts::reap_claim(),
             stale_claims: scripts::stale_claims(),
             indexed: HashSet::new(),
+            calls: AtomicU64::new(0),
+            confirmed: 0,
+            journaled: parking_lot::Mutex::new(HashSet::new()),
+            journal_due: Instant::now(),
         }
     }
 
@@ -198,6 +211,9 @@ impl StateTask {
                 self.cluster.signals.lock().relist = true;
                 return self.failed(&e);
             }
+        }
+        if let Err(e) = self.empty_journals().await {
+            return self.failed(&e);
         }
         // The heartbeat writes the connection counts of every app served, those a reload
         // added since the last beat included.

@@ -249,6 +249,7 @@ impl StateTask {
                 keys.node_members(id, node),
                 keys.node_subs(id, node),
                 keys.node_users(id, node),
+                keys.journal(id, node),
             ];
             cmds.push((conns.clone(), Cmd::del(&indexes)));
             cmds.push((conns.clone(), Cmd::hdel(&conns, node)));
@@ -275,6 +276,9 @@ impl StateTask {
         };
         self.indexed.clear();
         let apps = self.apps_of(node).await?;
+        // What calls whose answer was lost changed goes out before the restatement, which
+        // may change it back.
+        self.replay_journals(&apps).await?;
         self.index(apps.iter().map(|a| a.id())).await?;
         let listed = self.listed(node, &apps).await?;
         for (app, listed) in apps.iter().zip(listed) {

@@ -91,7 +91,8 @@ impl StateTask {
             pipe.add_command(Counter::Channel.load()).ignore();
             for item in &items {
                 let Some(n) = item.count else { continue };
-                let call = keys.channel_set(item.app.id(), &item.channel, node, n);
+                let stamp = self.stamp(item.app.id());
+                let call = keys.channel_set(item.app.id(), &item.channel, node, n, stamp);
                 pipe.add_command(call.evalsha());
             }
             let conn = &mut self.conn;
@@ -105,6 +106,7 @@ impl StateTask {
             let (counts, ()) = tokio::join!(counts, bus);
             match counts {
                 Some(Ok(replies)) => {
+                    self.confirm();
                     let mut replies = replies.into_iter();
                     for item in items.iter_mut().filter(|i| i.count.is_some()) {
                         item.change = replies
