@@ -277,7 +277,17 @@ function closeAll() {
 const commands = {
   async start({ nodes: list }) { await start(list); return {}; },
   async quiesce() { await quiesce(); return {}; },
-  async members() { return { members: connectedMembers() }; },
+  async members() {
+    // Each connected observer's member list as pusher-js holds it.
+    const views = observers
+      .filter((o) => o.pusher.connection.state === 'connected')
+      .map((o) => {
+        const view = [];
+        o.channel.members.each((m) => view.push(m.id));
+        return view.sort();
+      });
+    return { members: connectedMembers(), views };
+  },
   async report() { return report(); },
   async sink({ mode }) {
     sinkMode = mode;

@@ -97,6 +97,23 @@ async fn a_node_cut_off_from_redis_one_way() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_one_way_past_the_node_timeout() {
+    let mut run = Run::start(Spec::new(
+        "cut one way past timeout",
+        Topology::Single,
+        node_timeout(),
+    ))
+    .await;
+    hold(STEADY).await;
+    // Redis hears nothing from the node (no heartbeat: the others reap it), while what
+    // Redis sends the node still arrives.
+    run.cut_from_redis(1, Way::Out);
+    hold(past_timeout()).await;
+    run.heal_network();
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused() {
     let mut run = Run::start(Spec::new("redis paused", Topology::Single, node_timeout())).await;
     hold(STEADY).await;

@@ -72,7 +72,11 @@ impl Node {
             ])
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            // HERALD_FAULTS_LOG sets the nodes' RUST_LOG (default info) to look into a run.
+            .env(
+                "RUST_LOG",
+                std::env::var("HERALD_FAULTS_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

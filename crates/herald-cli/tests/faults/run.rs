@@ -267,12 +267,13 @@ impl Run {
         detected
     }
 
-    /// Polls every running node until it lists exactly the connected presence members;
-    /// returns their lists (the last ones seen if `limit` passes first).
+    /// Polls every running node until it lists exactly the connected presence members, and
+    /// every connected observer's pusher-js holds the same list; returns the nodes' lists
+    /// (the last ones seen if `limit` passes first).
     async fn converge(&mut self, limit: Duration) -> BTreeMap<String, Vec<String>> {
         let start = Instant::now();
         loop {
-            let truth = self.workload.members().await;
+            let (truth, views) = self.workload.members().await;
             let mut lists = BTreeMap::new();
             for node in self.nodes.iter().filter(|n| n.running()) {
                 let mut ids = node
@@ -283,7 +284,8 @@ impl Run {
                 ids.sort();
                 lists.insert(node.name.clone(), ids);
             }
-            if lists.values().all(|ids| *ids == truth) || start.elapsed() > limit {
+            let agreed = lists.values().chain(&views).all(|ids| *ids == truth);
+            if agreed || start.elapsed() > limit {
                 return lists;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

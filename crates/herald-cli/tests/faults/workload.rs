@@ -149,8 +149,9 @@ impl Workload {
             .await;
     }
 
-    /// The presence members whose connection is up now.
-    pub async fn members(&mut self) -> Vec<String> {
+    /// The presence members whose connection is up now, and each connected observer's
+    /// member list as pusher-js holds it, sorted.
+    pub async fn members(&mut self) -> (Vec<String>, Vec<Vec<String>>) {
         let answer = self
             .command("members", json!({}), Duration::from_secs(10))
             .await;
@@ -161,7 +162,8 @@ impl Workload {
             .filter_map(|m| m["id"].as_str().map(str::to_owned))
             .collect();
         ids.sort();
-        ids
+        let views = serde_json::from_value(answer["views"].clone()).expect("views");
+        (ids, views)
     }
 
     pub async fn report(&mut self) -> Value {

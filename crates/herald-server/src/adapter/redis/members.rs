@@ -133,6 +133,14 @@ impl Rosters {
             Some(version) => roster.change(change.user, change.present, change.info, version),
             None => roster.change_unversioned(change.user, change.present, change.info),
         };
+        tracing::debug!(
+            channel,
+            user = change.user,
+            present = change.present,
+            version = ?change.version,
+            told = told.is_some(),
+            "Presence: a membership change"
+        );
         if let Some(told) = told {
             tell(app, channel, &[told], except);
         }
@@ -149,6 +157,7 @@ impl Rosters {
         let changes = roster.list(list, version, |user| {
             app.hub.member_connections(channel, user) > 0
         });
+        tracing::debug!(channel, version, changes = ?changes, "Presence: a member list read again");
         tell(app, channel, &changes, None);
     }
 
