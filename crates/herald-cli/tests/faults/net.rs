@@ -131,6 +131,8 @@ impl Lab {
         run("ip", &["link", "add", &lab.bridge, "type", "bridge"]);
         let gateway = format!("{}/24", lab.gateway());
         run("ip", &["addr", "add", &gateway, "dev", &lab.bridge]);
+        let services = format!("{}/24", lab.services());
+        run("ip", &["addr", "add", &services, "dev", &lab.bridge]);
         run("ip", &["link", "set", &lab.bridge, "up"]);
         lab
     }
@@ -140,10 +142,20 @@ impl Lab {
         Ipv4Addr::new(10, self.net[0], self.net[1], 1)
     }
 
+    /// A second address of this namespace on the bridge, for what stands between hosts
+    /// (the delaying relay): a fault on it leaves the clients' traffic, which comes from
+    /// the gateway address, alone.
+    pub fn services(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net[0], self.net[1], 254)
+    }
+
     /// Adds a host (a namespace on the bridge) with an empty fault table.
     pub fn host(&mut self, name: &str) -> Host {
         let index = self.hosts.len() + 2;
-        assert!(index < 250, "too many hosts in one lab");
+        assert!(
+            index < 250,
+            "too many hosts in one lab (.254 is the services' address)"
+        );
         let host = Host {
             netns: format!("{}-{name}", self.tag),
             ip: Ipv4Addr::new(10, self.net[0], self.net[1], index as u8),

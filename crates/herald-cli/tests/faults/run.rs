@@ -95,7 +95,7 @@ impl Run {
         let relay = match (&redis, spec.relay) {
             (Redis::Single(server), true) => {
                 let target = SocketAddr::new(server.ip(), server.port());
-                Some(Relay::start(SocketAddr::new(lab.gateway().into(), 0), target).await)
+                Some(Relay::start(SocketAddr::new(lab.services().into(), 0), target).await)
             }
             _ => None,
         };
@@ -182,6 +182,9 @@ impl Run {
     /// Restarts Redis empty (SIGKILL, then a new process on the same address).
     pub fn restart_redis(&mut self) {
         self.all_impaired();
+        // The membership changes made while Redis was away are restated quietly into the
+        // empty Redis: their webhooks may be missing (README, "Faults").
+        self.excuses.webhooks_lost = true;
         let server = self.single();
         tokio::task::block_in_place(|| server.restart());
         self.mark_healed();
@@ -317,7 +320,8 @@ impl Run {
         eprintln!(
             "[{}] converged {:.1} s after the heal; {} events answered ({} triggers failed), \
              {} deliveries; longest client outage {} ms; lost: {} while disconnected, {} \
-             across counted bus gaps, {} in a crash; {} client events lost; {} webhooks",
+             across counted bus gaps, {} in a crash; {} client events lost; {} webhooks ({} \
+             unpaired)",
             self.spec.name,
             outcome.converged_after.as_secs_f64(),
             outcome.findings.events_answered,
@@ -329,6 +333,7 @@ impl Run {
             outcome.findings.lost_in_crash,
             outcome.findings.client_events_lost,
             outcome.findings.webhooks,
+            outcome.findings.webhooks_unpaired,
         );
         if !outcome.findings.violations.is_empty() {
             for node in &self.nodes {
