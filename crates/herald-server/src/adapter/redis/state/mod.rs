@@ -3,9 +3,9 @@
 //! after Redis comes back.
 //!
 //! While Redis does not answer, changes are applied to the local hub only (a presence join
-//! gets this node's member list) and the node is marked for a resync; the resync compares
-//! what Redis holds for this node with the hub and restates every difference, reporting the
-//! transitions as a clean join or leave would have. After Redis lost its data (a new epoch)
+//! gets the channel's members as this node last knew them) and the node is marked for a
+//! resync; the resync compares what Redis holds for this node with the hub and restates
+//! every difference, reporting the transitions as a clean join or leave would have. After Redis lost its data (a new epoch)
 //! every node restates its share quietly: the members did not really come and go.
 //!
 //! Restating and reaping go [`RESTATE_BATCH`] counts per pipelined round trip, yielding
