@@ -42,9 +42,9 @@ pub enum BusMessage {
         /// The close code.
         code: u16,
     },
-    /// A presence channel's membership changed in Redis at `version` (the user's first
-    /// connection in the cluster, or its last gone): each node applies it to its view of the
-    /// channel and tells its subscribers if it changes their list (`adapter/redis/roster.rs`).
+    /// A presence channel's membership changed in the cluster's shared state at `version`
+    /// (the user's first connection in the cluster, or its last gone): each node applies it
+    /// to its view of the channel and tells its subscribers if it changes their list.
     Member {
         /// The app.
         app: String,
