@@ -25,6 +25,10 @@ use crate::apps::App;
 use crate::ids::ConnId;
 use crate::wire;
 
+/// Changes a roster keeps since its last list before the node reads the lists again (they
+/// are kept per user, departed users included: a busy lobby's would grow all day).
+const KEPT_BEFORE_RELIST: usize = 1024;
+
 /// A member list as Redis holds it: users and their `user_info`.
 pub(super) type MemberList = Vec<(String, Option<String>)>;
 
@@ -116,18 +120,19 @@ impl Rosters {
     }
 
     /// Applies a membership change to the channel's roster, if this node has one, and tells
-    /// the subscribers here but `except` what it changes.
+    /// the subscribers here but `except` what it changes. Returns whether the roster keeps
+    /// so many changes that the lists should be read again.
     pub(super) fn change(
         &self,
         app: &App,
         channel: &str,
         change: &Membership<'_>,
         except: Option<ConnId>,
-    ) {
+    ) -> bool {
         let mut map = self.map.lock();
         let Some(roster) = map.get_mut(&(Box::<str>::from(app.id()), Box::<str>::from(channel)))
         else {
-            return;
+            return false;
         };
         let told = match change.version {
             Some(version) => roster.change(change.user, change.present, change.info, version),
@@ -144,6 +149,7 @@ impl Rosters {
         if let Some(told) = told {
             tell(app, channel, &[told], except);
         }
+        roster.kept() > KEPT_BEFORE_RELIST
     }
 
     /// A member list read from Redis at `version` for a channel that has a roster here (a
@@ -192,7 +198,7 @@ impl Cluster {
         change: Membership<'_>,
         except: Option<ConnId>,
     ) {
-        self.rosters.change(app, channel, &change, except);
+        self.roster_change(app, channel, &change, except);
         let Some(version) = change.version else {
             return;
         };
@@ -212,6 +218,19 @@ impl Cluster {
 
     /// A change another node made, heard on the bus.
     pub(super) fn member_heard(&self, app: &Arc<App>, channel: &str, change: Membership<'_>) {
-        self.rosters.change(app, channel, &change, None);
+        self.roster_change(app, channel, &change, None);
+    }
+
+    fn roster_change(
+        &self,
+        app: &App,
+        channel: &str,
+        change: &Membership<'_>,
+        except: Option<ConnId>,
+    ) {
+        if self.rosters.change(app, channel, change, except) {
+            self.signals.lock().relist = true;
+            self.wake.notify_one();
+        }
     }
 }

@@ -56,6 +56,12 @@ impl Roster {
         self.members.len()
     }
 
+    /// The changes kept since the last list: one per user who changed since, departed
+    /// users included, so a list read now and then keeps it bounded.
+    pub(crate) fn kept(&self) -> usize {
+        self.newer.len()
+    }
+
     /// A change made in Redis at `version` (a user's first connection anywhere, or its last
     /// one gone). `None` if the subscribers knew already.
     pub(crate) fn change(
@@ -274,6 +280,22 @@ mod tests {
         assert_eq!(roster.change("bob", true, None, 1), Some(added("bob")));
         let changes = roster.list(list(&["ann", "bob"]), 2, nobody);
         assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn a_list_forgets_the_changes_it_holds() {
+        let mut roster = Roster::default();
+        roster.list(list(&[]), 1, nobody);
+        for (i, version) in (2..2002).enumerate() {
+            roster.change(&format!("u{i}"), i % 2 == 0, None, version);
+        }
+        assert_eq!(
+            roster.kept(),
+            2000,
+            "one per user who changed, departed ones too"
+        );
+        roster.list(list(&[]), 2001, nobody);
+        assert_eq!(roster.kept(), 0);
     }
 
     #[test]
