@@ -4,6 +4,7 @@
 
 mod apps;
 mod commands;
+mod probe;
 mod reload;
 
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Command {
     /// Manage the apps of a database store (`apps_url`): migrate, add, list, show, update,
     /// remove, enable, disable, rotate-secret, import.
     Apps(apps::AppsArgs),
+    /// Ask a URL (the admin listener's /ready by default) and exit 0 if it answers 2xx: a
+    /// health check for images with no shell or curl.
+    Probe(probe::ProbeArgs),
     #[command(flatten)]
     Api(commands::ApiCommand),
 }
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Reload(args) => reload::send(args),
         Command::Apps(args) => apps::run(args, cli.credentials.json),
+        Command::Probe(args) => probe::run(args),
         Command::Api(command) => commands::run(cli.credentials, command),
     }
 }
