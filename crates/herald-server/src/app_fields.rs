@@ -11,6 +11,7 @@ use crate::config::{
     check_max, invalid, AppConfig, AppLimits, ConfigError, WebhookConfig, DEFAULT_CACHE_TTL,
     DEFAULT_TERMINATE_CLOSE_CODE,
 };
+use crate::redact::{redact_text, redact_url};
 
 /// Longest id, key or secret: what the app stores' columns hold.
 pub const MAX_CREDENTIAL_BYTES: usize = 255;
@@ -48,7 +49,8 @@ pub(crate) struct RawPlan {
     client_events_per_second: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A webhook as written (no `Debug`: its URL may carry a password).
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWebhook {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,8 +62,9 @@ pub(crate) struct RawWebhook {
 }
 
 /// An app's keys as the file's `[[apps]]` table (or a store's row) gives them; `None` is
-/// "not given", which resolves to the plan's value, then the default.
-#[derive(Debug, Default, Deserialize, Serialize)]
+/// "not given", which resolves to the plan's value, then the default. No `Debug`: it holds
+/// the secret.
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApp {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,7 +238,10 @@ fn webhook_from_raw(at: &str, j: usize, raw: RawWebhook) -> Result<WebhookConfig
     if !is_http {
         return Err(invalid(
             field("url"),
-            format!("must be an http:// or https:// URL with a host, not '{url}'"),
+            format!(
+                "must be an http:// or https:// URL with a host, not '{}'",
+                redact_url(&url)
+            ),
         ));
     }
     if let Some(bad) = raw
@@ -350,7 +356,8 @@ pub fn app_from_fields(
 ) -> Result<AppConfig, ConfigError> {
     let fields = serde_json::Value::Object(fields);
     let raw = RawApp::deserialize(&fields).map_err(|e| {
-        let problem = e.to_string();
+        // serde quotes the value at fault, which may be a URL with its password.
+        let problem = redact_text(&e.to_string());
         let unknown = problem
             .split('`')
             .nth(1)
@@ -367,7 +374,7 @@ pub fn app_from_fields(
         });
         match culprit {
             Some((name, _)) => invalid(
-                at_field(at, name),
+                at_field(at, &redact_text(name)),
                 format!("has the wrong type ({problem})"),
             ),
             None => invalid(if at.is_empty() { "app" } else { at }, problem),

@@ -14,6 +14,8 @@ pub use crate::adapter::config::AdapterConfig;
 use crate::adapter::config::AdapterKeys;
 pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
 use crate::app_fields::{app_from_raw, raw_to_fields, RawApp, RawPlan};
+pub use crate::redact::redact_url;
+use crate::redact::{redact_text, REDACTED};
 
 /// The embedded default app's id (numeric: the official Node and Python libraries put the id
 /// in URLs and the Python one insists on digits).
@@ -130,8 +132,8 @@ impl Default for AppLimits {
 /// real client holds, and bounds what one unauthenticated socket can make the server keep.
 const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
 
-/// One webhook endpoint of an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One webhook endpoint of an app. `Debug` shows the URL without its credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
     /// Where events are POSTed (http or https).
     pub url: String,
@@ -141,7 +143,18 @@ pub struct WebhookConfig {
     pub channel_prefix: Option<String>,
 }
 
-/// One application: credentials and limits. `Debug` shows everything but the secret.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("event_types", &self.event_types)
+            .field("channel_prefix", &self.channel_prefix)
+            .finish()
+    }
+}
+
+/// One application: credentials and limits. `Debug` shows everything but the secret (and
+/// the webhook URLs' credentials).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppConfig {
     /// The id in HTTP API paths.
@@ -186,31 +199,6 @@ impl std::fmt::Debug for AppConfig {
             .field("subscription_count", &self.subscription_count)
             .field("webhooks", &self.webhooks)
             .finish()
-    }
-}
-
-/// What `Debug` output shows in place of a secret.
-const REDACTED: &str = "<redacted>";
-
-/// `url` with any password replaced, for logs and error messages: the cluster's, the
-/// database's and webhook URLs may carry credentials (`scheme://user:password@host`).
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') || !user.is_empty() {
-                format!("{user}:{REDACTED}")
-            } else {
-                String::new()
-            };
-            format!("{scheme}://{hidden}@{host}{path}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -391,7 +379,7 @@ pub fn apps_in_file(
     })?;
     let raw = toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
         path: shown,
-        message: e.to_string().trim().replace('\n', " "),
+        message: parse_message(&e),
     })?;
     let plans = Plans(raw.plans);
     let fields: Vec<_> = raw.apps.iter().map(raw_to_fields).collect();
@@ -542,7 +530,8 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The file's keys as written: no `Debug`, as it holds every secret in the clear.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     host: Option<String>,
@@ -606,7 +595,7 @@ impl Config {
                 })?;
                 toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
                     path: shown,
-                    message: e.to_string().trim().replace('\n', " "),
+                    message: parse_message(&e),
                 })?
             }
             None => RawConfig::default(),
@@ -621,7 +610,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw = toml::from_str::<RawConfig>(text).map_err(|e| ConfigError::Parse {
             path: "<inline>".to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: parse_message(&e),
         })?;
         Self::from_raw(raw, env)
     }
@@ -1007,6 +996,12 @@ impl FromIterator<(&'static str, bool)> for Changed {
     }
 }
 
+/// A TOML error on one line, without the credentials of a URL it quotes (it shows the line
+/// at fault, a webhook's or a database's URL included).
+fn parse_message(error: &toml::de::Error) -> String {
+    redact_text(error.to_string().trim()).replace('\n', " ")
+}
+
 /// A boolean from the environment: `true`/`false`, or `1`/`0`.
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -1203,24 +1198,31 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_and_urls_hide_secrets() {
+    fn debug_output_and_errors_hide_secrets() {
         let c = Config::from_toml(
-            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n",
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n\
+             [[apps.webhooks]]\nurl = \"https://hook:h00k-pw@h.example/x\"\n",
             &no_env,
         )
         .expect("valid");
         let shown = format!("{c:?}");
         assert!(shown.contains("\"k\""), "{shown}");
-        assert!(!shown.contains("s3cr3t-value"), "{shown}");
-        for (url, shown) in [
-            ("postgres://:pw@h:1/0", "postgres://:<redacted>@h:1/0"),
-            ("mysql://u:pw@h", "mysql://u:<redacted>@h"),
-            ("https://u@h", "https://u:<redacted>@h"),
-            ("https://h:1/0?p=a@b", "https://h:1/0?p=a@b"),
-            ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
-            ("not a url", "not a url"),
+        assert!(
+            shown.contains("https://hook:<redacted>@h.example/x"),
+            "{shown}"
+        );
+        for secret in ["s3cr3t-value", "h00k-pw"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        // A URL an error quotes: a webhook's that is refused, a line the parser shows.
+        for text in [
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"ftp://u:h00k-pw@h\"",
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nwebhooks = \"https://u:h00k-pw@h\"",
+            "redis_url = \"redis://:h00k-pw@h\"\nbogus = 1",
         ] {
-            assert_eq!(redact_url(url), shown);
+            let error = Config::from_toml(text, &no_env).expect_err(text);
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("h00k-pw"), "{shown}");
         }
     }
 
