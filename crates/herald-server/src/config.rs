@@ -13,9 +13,10 @@ use serde::Deserialize;
 pub use crate::adapter::config::AdapterConfig;
 use crate::adapter::config::AdapterKeys;
 pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
-use crate::app_fields::{app_from_raw, raw_to_fields, RawApp, RawPlan};
+use crate::app_fields::{app_from_fields_reaching, app_from_raw, raw_to_fields, RawApp, RawPlan};
 pub use crate::redact::redact_url;
 use crate::redact::{redact_text, REDACTED};
+pub use crate::webhooks::{AllowedNetworks, WebhookReach};
 
 /// The embedded default app's id (numeric: the official Node and Python libraries put the id
 /// in URLs and the Python one insists on digits).
@@ -141,6 +142,9 @@ pub struct WebhookConfig {
     pub event_types: Vec<String>,
     /// Only events on channels starting with this prefix.
     pub channel_prefix: Option<String>,
+    /// Which addresses it may be delivered to: any for the config file's apps, public ones
+    /// (and `webhook_allowed_networks`) for an app from the database.
+    pub reach: WebhookReach,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -149,6 +153,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("url", &redact_url(&self.url))
             .field("event_types", &self.event_types)
             .field("channel_prefix", &self.channel_prefix)
+            .field("reach", &self.reach)
             .finish()
     }
 }
@@ -381,17 +386,20 @@ pub fn apps_in_file(
         path: shown,
         message: parse_message(&e),
     })?;
-    let plans = Plans(raw.plans);
+    // Checked as the file serves them; the database's own rules (the running config's
+    // plans and webhook networks) are applied when they are written.
+    let plans = Plans::from_file(raw.plans, raw.webhook_allowed_networks)?;
     let fields: Vec<_> = raw.apps.iter().map(raw_to_fields).collect();
+    let mut apps = Vec::with_capacity(fields.len());
     for (i, app) in fields.iter().enumerate() {
-        app_from_fields(&format!("apps[{i}]"), app.clone(), &plans)?;
+        apps.push(app_from_fields_reaching(
+            &format!("apps[{i}]"),
+            app.clone(),
+            &plans,
+            &WebhookReach::Anywhere,
+        )?);
     }
-    validate_apps(
-        &fields
-            .iter()
-            .map(|f| app_from_fields("", f.clone(), &plans))
-            .collect::<Result<Vec<_>, _>>()?,
-    )?;
+    validate_apps(&apps)?;
     Ok(fields)
 }
 
@@ -559,6 +567,7 @@ struct RawConfig {
     max_open_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
+    webhook_allowed_networks: Option<Vec<String>>,
     admin_host: Option<String>,
     admin_port: Option<u16>,
     admin_token: Option<String>,
@@ -674,7 +683,10 @@ impl Config {
                 max_connections_per_ip: raw
                     .max_connections_per_ip
                     .unwrap_or(d.net.max_connections_per_ip),
-                trusted_proxies: parse_proxies(raw.trusted_proxies.unwrap_or_default())?,
+                trusted_proxies: parse_networks(
+                    "trusted_proxies",
+                    raw.trusted_proxies.unwrap_or_default(),
+                )?,
             },
             admin: AdminConfig {
                 host: env("HERALD_ADMIN_HOST")
@@ -709,7 +721,7 @@ impl Config {
             pid_file: raw.pid_file,
             apps: Vec::new(),
             apps_url: None,
-            plans: Plans(raw.plans),
+            plans: Plans::from_file(raw.plans, raw.webhook_allowed_networks)?,
             tls: None,
         };
         config.adapter = AdapterConfig::from_keys(AdapterKeys {
@@ -721,9 +733,13 @@ impl Config {
             bus_max_bytes: raw.cluster_bus_max_bytes,
         })?;
         for (i, app) in raw.apps.into_iter().enumerate() {
-            config
-                .apps
-                .push(app_from_raw(&format!("apps[{i}]"), app, &config.plans)?);
+            // The file's apps are the operator's: their webhooks reach any address.
+            config.apps.push(app_from_raw(
+                &format!("apps[{i}]"),
+                app,
+                &config.plans,
+                &WebhookReach::Anywhere,
+            )?);
         }
         let from_file = !config.apps.is_empty();
         config.apps_url = env("HERALD_APPS_URL")
@@ -1014,8 +1030,12 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// Parses `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`).
-fn parse_proxies(raw: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+/// Parses a list of addresses (`10.0.0.5`) or networks (`10.0.0.0/8`), the key `field`
+/// (`trusted_proxies`, `webhook_allowed_networks`).
+pub(crate) fn parse_networks(
+    field: &str,
+    raw: Vec<String>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     raw.iter()
         .enumerate()
         .map(|(i, text)| {
@@ -1024,7 +1044,7 @@ fn parse_proxies(raw: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     invalid(
-                        format!("trusted_proxies[{i}]"),
+                        format!("{field}[{i}]"),
                         format!("is not an IP address or network (like 10.0.0.0/8): '{text}'"),
                     )
                 })

@@ -335,7 +335,7 @@ mod tests {
             "",
             fields(
                 r#"{"id":"7","key":"k","secret":"s","enabled":false,"max_connections":5,
-                      "webhooks":[{"url":"http://127.0.0.1:9/h"}]}"#,
+                      "webhooks":[{"url":"https://example.com/h"}]}"#,
             ),
             &Plans::default(),
         )
