@@ -2,8 +2,8 @@
 //! webhook's) with their passwords masked, and text or JSON that may hold such a URL (an
 //! app row's settings, a parser's message that quotes a value).
 //!
-//! URLs are read by the `url` crate, the parser reqwest, sqlx and the Redis client connect
-//! with, so what is masked is what they would send as credentials. Text that does not parse
+//! URLs are read by the `url` crate, the parser the webhook, database and cluster clients
+//! connect with, so what is masked is what they would send as credentials. Text that does not parse
 //! as a URL but could hold credentials (it has an `@`) is masked after its scheme.
 
 use url::{Position, Url};
@@ -110,15 +110,15 @@ mod tests {
             ("https://u:pw@h/x?q=1#f", "https://u:<redacted>@h/x?q=1#f"),
             // An `@` in a password: the last `@` of the authority ends the credentials.
             ("https://u:p@ss@h/x", "https://u:<redacted>@h/x"),
-            ("redis://u:p%40ss@h:6379/0", "redis://u:<redacted>@h:6379/0"),
+            ("amqp://u:p%40ss@h:5672/0", "amqp://u:<redacted>@h:5672/0"),
             // A `/`, `?` or `#` in a password ends the authority early: no parse ...
             ("postgres://u:pa/ss@db/x", "postgres://<redacted>"),
             ("postgres://u:pa?ss@db/x", "postgres://<redacted>"),
             ("postgres://u:pa#ss@db/x", "postgres://<redacted>"),
             // ... or a port and a path, query or fragment, or a host and a path.
-            ("redis://u:1234/ss@h/0", "redis://<redacted>"),
-            ("redis://u:1234?ss@h", "redis://<redacted>"),
-            ("redis://u:1234#ss@h", "redis://<redacted>"),
+            ("amqp://u:1234/ss@h/0", "amqp://<redacted>"),
+            ("amqp://u:1234?ss@h", "amqp://<redacted>"),
+            ("amqp://u:1234#ss@h", "amqp://<redacted>"),
             ("https://u:/pass@h/", "https://<redacted>"),
             ("https://tok/en@h/", "https://<redacted>"),
             ("https://u:p@h/x@y", "https://<redacted>"),
@@ -173,8 +173,7 @@ mod tests {
         let no_env = |_: &str| None;
         let file = Config::from_toml(
             &format!(
-                "adapter = \"redis\"\nredis_url = \"redis://:{PW}@127.0.0.1:6379/0\"\n\
-                 admin_token = \"{PW}-{PW}-{PW}\"\n\
+                "admin_token = \"{PW}-{PW}-{PW}\"\n\
                  [[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"{PW}\"\n\
                  [[apps.webhooks]]\nurl = \"{hook}\"\n"
             ),

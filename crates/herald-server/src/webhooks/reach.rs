@@ -6,7 +6,7 @@
 //! `webhook_allowed_networks`. Everything else (loopback, link-local, private, unique-local,
 //! shared/CGNAT, unspecified, multicast, documentation and reserved ranges, and IPv6 forms
 //! that embed such an IPv4 address) is refused, so that a tenant cannot make the node post
-//! inside its network (a cloud metadata service, a Redis, an admin port).
+//! inside its network (a cloud metadata service, a database, an admin port).
 //!
 //! A URL whose host is an address is checked when the app is loaded or written
 //! ([`WebhookReach::check_url`]). A host name is checked at each delivery: the tenant's
