@@ -3,7 +3,7 @@
 //! node's network (refused when written, when loaded, and for a host name at delivery)
 //! unless the operator allows the network, while the config file's apps reach any address;
 //! a webhook URL's password never shows, in the node's debug log, `herald apps` or
-//! `/metrics`.
+//! `/metrics`. The per-address cap counts an IPv6 client by its /64.
 
 mod support;
 
@@ -15,7 +15,9 @@ use support::db::{
     add, eventually, herald_apps, herald_reload, logged, migrate, node_config, subscribed, TestDb,
     PROPAGATION,
 };
-use support::{events_named, sink, Server};
+use support::{events_named, sink, status_of, until_closed, Server, KEY};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// A webhook password, which must never be shown.
 const PW: &str = "t3nant-h00k-pw";
@@ -277,4 +279,62 @@ async fn the_config_files_own_apps_reach_private_addresses() {
         events_named(&receiver.bodies, "channel_occupied") == 1
     })
     .await;
+}
+
+/// A WebSocket upgrade, with `X-Forwarded-For: forwarded` if given: the stream and the
+/// status it was answered with (a refused one is read to its close).
+async fn upgrade(addr: &str, forwarded: Option<&str>) -> (TcpStream, u16) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let forwarded = forwarded.map_or(String::new(), |f| format!("X-Forwarded-For: {f}\r\n"));
+    let request = format!(
+        "GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n{forwarded}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("read");
+    let status = status_of(&buf[..n]);
+    if status != 101 {
+        until_closed(&mut stream, Duration::from_secs(2)).await;
+    }
+    (stream, status)
+}
+
+#[tokio::test]
+async fn the_per_address_cap_counts_an_ipv6_client_by_its_64() {
+    let config = "max_connections_per_ip = 1\ntrusted_proxies = [\"127.0.0.1\"]\n";
+    let server = Server::start(config);
+    let from = |client: &'static str| upgrade(&server.addr, Some(client));
+    let (_first, status) = from("2001:db8:1:2::1").await;
+    assert_eq!(status, 101);
+    // Another address of the same /64: the same client.
+    assert_eq!(from("2001:db8:1:2:ffff:ffff:ffff:fffe").await.1, 429);
+    // The next /64: another client.
+    let (_other, status) = from("2001:db8:1:3::1").await;
+    assert_eq!(status, 101);
+    // An IPv4-mapped address is its IPv4 address.
+    let (_v4, status) = from("203.0.113.9").await;
+    assert_eq!(status, 101);
+    assert_eq!(from("::ffff:203.0.113.9").await.1, 429);
+
+    // Counted by whole addresses when the operator says so.
+    let whole = Server::start(&format!("{config}max_connections_per_ip_v6_prefix = 128\n"));
+    let (_a, status) = upgrade(&whole.addr, Some("2001:db8:1:2::1")).await;
+    assert_eq!(status, 101);
+    let (_b, status) = upgrade(&whole.addr, Some("2001:db8:1:2::2")).await;
+    assert_eq!(status, 101);
+}
+
+#[tokio::test]
+async fn an_ipv6_peer_is_counted_on_an_ipv6_listener() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    let server = Server::start("host = \"::1\"\nmax_connections_per_ip = 1\n");
+    assert!(server.addr.starts_with("[::1]:"), "{}", server.addr);
+    let (_first, status) = upgrade(&server.addr, None).await;
+    assert_eq!(status, 101);
+    assert_eq!(upgrade(&server.addr, None).await.1, 429);
 }

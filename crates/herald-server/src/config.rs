@@ -435,6 +435,10 @@ pub struct NetLimits {
     /// Open connections from one client address; `0` means no limit. Off by default:
     /// behind a load balancer or a carrier NAT every client shares one address.
     pub max_connections_per_ip: usize,
+    /// The bits of an IPv6 address that name one client under `max_connections_per_ip`
+    /// (`max_connections_per_ip_v6_prefix`): a client usually holds a whole /64. IPv4
+    /// addresses (IPv4-mapped ones included) are counted whole.
+    pub per_ip_v6_prefix: u8,
     /// Peers whose `X-Forwarded-For` header names the client address (the address the
     /// per-address cap counts); empty: the TCP peer is always the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -449,6 +453,7 @@ impl Default for NetLimits {
             max_body_bytes: 4 * 1024 * 1024,
             max_open_connections: 0,
             max_connections_per_ip: 0,
+            per_ip_v6_prefix: 64,
             trusted_proxies: Vec::new(),
         }
     }
@@ -566,6 +571,7 @@ struct RawConfig {
     max_request_body_bytes: Option<usize>,
     max_open_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    max_connections_per_ip_v6_prefix: Option<u8>,
     trusted_proxies: Option<Vec<String>>,
     webhook_allowed_networks: Option<Vec<String>>,
     admin_host: Option<String>,
@@ -683,6 +689,9 @@ impl Config {
                 max_connections_per_ip: raw
                     .max_connections_per_ip
                     .unwrap_or(d.net.max_connections_per_ip),
+                per_ip_v6_prefix: raw
+                    .max_connections_per_ip_v6_prefix
+                    .unwrap_or(d.net.per_ip_v6_prefix),
                 trusted_proxies: parse_networks(
                     "trusted_proxies",
                     raw.trusted_proxies.unwrap_or_default(),
@@ -882,6 +891,12 @@ impl Config {
                 return Err(invalid(field, "must be at least 1 second"));
             }
         }
+        if !(1..=128).contains(&self.net.per_ip_v6_prefix) {
+            return Err(invalid(
+                "max_connections_per_ip_v6_prefix",
+                "must be from 1 to 128 (bits of an IPv6 address)",
+            ));
+        }
         if self.net.max_body_bytes < 1024 {
             return Err(invalid("max_request_body_bytes", "must be at least 1024"));
         }
@@ -950,6 +965,7 @@ impl Config {
             "max_request_body_bytes" => net.max_body_bytes,
             "max_open_connections" => net.max_open_connections,
             "max_connections_per_ip" => net.max_connections_per_ip,
+            "max_connections_per_ip_v6_prefix" => net.per_ip_v6_prefix,
             "trusted_proxies" => net.trusted_proxies,
             "webhook_max_in_flight" => webhook_max_in_flight,
             "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
@@ -1238,7 +1254,7 @@ mod tests {
         for text in [
             "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"ftp://u:h00k-pw@h\"",
             "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nwebhooks = \"https://u:h00k-pw@h\"",
-            "redis_url = \"redis://:h00k-pw@h\"\nbogus = 1",
+            "apps_url = \"postgres://u:h00k-pw@h/x\"\nbogus = 1",
         ] {
             let error = Config::from_toml(text, &no_env).expect_err(text);
             let shown = format!("{error} {error:?}");
@@ -1268,12 +1284,32 @@ mod tests {
             assert!(error.contains(field), "{toml}: {error}");
         }
         let c = Config::from_toml(
-            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nmax_connections_per_ip = 50",
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nmax_connections_per_ip = 50\n\
+             max_connections_per_ip_v6_prefix = 56",
             &no_env,
         )
         .expect("valid");
         assert_eq!(c.net.trusted_proxies.len(), 2);
         assert_eq!(c.net.max_connections_per_ip, 50);
+        assert_eq!(c.net.per_ip_v6_prefix, 56);
+        assert_eq!(
+            Config::default().restart_fields(&c),
+            [
+                "max_connections_per_ip",
+                "max_connections_per_ip_v6_prefix",
+                "trusted_proxies"
+            ]
+        );
+        for bad in ["0", "129"] {
+            let text = format!("max_connections_per_ip_v6_prefix = {bad}");
+            let error = Config::from_toml(&text, &no_env)
+                .expect_err(&text)
+                .to_string();
+            assert!(
+                error.contains("max_connections_per_ip_v6_prefix"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -358,6 +358,50 @@ pub async fn send_raw(
     (status, json)
 }
 
+/// Reads until the server closes; returns what it sent and when it closed. Fails the test
+/// if the socket is still open after `limit`.
+pub async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, started.elapsed()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "still open after {limit:?}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+/// The status code of a raw HTTP response.
+pub fn status_of(response: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"))
+}
+
+/// The head of a `POST` to `path` for app 1, signed with `secret` over `body`.
+pub fn signed_post(path: &str, body: &[u8], secret: &str) -> String {
+    let query = herald_protocol::signing::signed_query_string(
+        "POST",
+        path,
+        KEY,
+        secret,
+        now(),
+        Some(body),
+        &[],
+    );
+    format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+}
+
 /// A throwaway `redis-server` on a free loopback port (the workspace's fixture).
 #[allow(unused_imports)] // As the rest of this module: not every test file starts a Redis.
 pub use redis_fixture::RedisServer as Redis;
