@@ -3,19 +3,21 @@
 //! node's network (refused when written, when loaded, and for a host name at delivery)
 //! unless the operator allows the network, while the config file's apps reach any address;
 //! a webhook URL's password never shows, in the node's debug log, `herald apps` or
-//! `/metrics`. The per-address cap counts an IPv6 client by its /64.
+//! `/metrics`. The per-address cap counts an IPv6 client by its /64. A client still
+//! sending a body it was answered early for (413, 401) reads the answer: the server drains
+//! the rest for a bounded time and size before it closes.
 
 mod support;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::db::{
     add, eventually, herald_apps, herald_reload, logged, migrate, node_config, subscribed, TestDb,
     PROPAGATION,
 };
-use support::{events_named, sink, status_of, until_closed, Server, KEY};
+use support::{events_named, signed_post, sink, status_of, until_closed, Server, KEY, SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -337,4 +339,148 @@ async fn an_ipv6_peer_is_counted_on_an_ipv6_listener() {
     let (_first, status) = upgrade(&server.addr, None).await;
     assert_eq!(status, 101);
     assert_eq!(upgrade(&server.addr, None).await.1, 429);
+}
+
+#[test]
+fn the_official_node_library_reads_the_413_of_a_20_mb_body() {
+    let server = Server::start("");
+    // Twice: before the drain, it failed either way (EPIPE instead of the answer, or the
+    // answer and then an unhandled EPIPE that ended the process).
+    for _ in 0..2 {
+        let line = support::oversized_body(&server, 20, &[]);
+        assert_eq!(line["status"], 413, "{line}");
+        assert_eq!(line["error"], serde_json::Value::Null, "{line}");
+    }
+}
+
+/// What a raw client that sends `head` and then keeps sending body bytes (`chunk` bytes
+/// at a time, every `pace`) saw: the answer's status and when it arrived, when its reads
+/// ended (the server's FIN), when a write first failed (the server's close) and how many
+/// body bytes it had written by then.
+struct Sent {
+    status: u16,
+    answered: Instant,
+    eof: Instant,
+    cut: Instant,
+    written: usize,
+}
+
+async fn send_until_cut(addr: &str, head: &str, chunk: usize, pace: Duration) -> Sent {
+    let conn = TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = conn.into_split();
+    writer.write_all(head.as_bytes()).await.expect("head");
+    let reading = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut answered = None;
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    answered.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        (
+            status_of(&got),
+            answered.expect("an answer"),
+            Instant::now(),
+        )
+    });
+    let bytes = vec![b'x'; chunk];
+    let mut written = 0;
+    let guard = Instant::now() + Duration::from_secs(20);
+    let cut = loop {
+        assert!(Instant::now() < guard, "still sending after 20 s: not cut");
+        match writer.write(&bytes).await {
+            Ok(n) => written += n,
+            Err(_) => break Instant::now(),
+        }
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+    };
+    let (status, answered, eof) = reading.await.expect("the reader");
+    Sent {
+        status,
+        answered,
+        eof,
+        cut,
+        written,
+    }
+}
+
+#[tokio::test]
+async fn a_client_sending_past_the_linger_time_is_cut_off_after_it() {
+    let server = Server::start("http_linger_timeout = 1\n");
+    // A bad signature over a declared 100 MB body: 401 before a byte of it is read. The
+    // client goes on sending, 4 KiB every 20 ms.
+    let head = signed_post("/apps/1/events", &[b'x'; 100], "wrong-secret")
+        .replace("Content-Length: 100", "Content-Length: 100000000");
+    let started = Instant::now();
+    let sent = send_until_cut(&server.addr, &head, 4096, Duration::from_millis(20)).await;
+    assert_eq!(sent.status, 401);
+    assert!(
+        sent.answered - started < Duration::from_secs(2),
+        "answered while the body was still coming"
+    );
+    assert!(
+        sent.eof <= sent.cut,
+        "the answer ended (FIN) before the close"
+    );
+    let lingered = sent.cut - sent.answered;
+    assert!(
+        (Duration::from_millis(800)..Duration::from_secs(4)).contains(&lingered),
+        "the drain lasted {lingered:?}, not the 1 s http_linger_timeout"
+    );
+    eprintln!(
+        "cut {lingered:?} after the answer, {} bytes written",
+        sent.written
+    );
+}
+
+#[tokio::test]
+async fn a_client_sending_past_the_linger_size_is_cut_off_after_it() {
+    const BOUND: usize = 16 * 1024 * 1024;
+    let server = Server::start(&format!(
+        "http_linger_timeout = 60\nhttp_linger_max_bytes = {BOUND}\n"
+    ));
+    // A declared 1 GB body over max_request_body_bytes: 413 before it is read. The client
+    // sends as fast as it can.
+    let head = signed_post("/apps/1/events", &[b'x'; 100], SECRET)
+        .replace("Content-Length: 100", "Content-Length: 1000000000");
+    let sent = send_until_cut(&server.addr, &head, 64 * 1024, Duration::ZERO).await;
+    assert_eq!(sent.status, 413);
+    let lingered = sent.cut - sent.answered;
+    assert!(
+        lingered < Duration::from_secs(15),
+        "cut by the byte bound, not the 60 s timeout: {lingered:?}"
+    );
+    // The server read the bound and no more; what it did not read fits in the sockets'
+    // buffers.
+    assert!(
+        (BOUND..BOUND + 24 * 1024 * 1024).contains(&sent.written),
+        "{} bytes written for a {BOUND}-byte drain",
+        sent.written
+    );
+    eprintln!(
+        "cut {lingered:?} after the answer, {} bytes written",
+        sent.written
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_body_was_read_closes_at_once() {
+    // The default drain is 5 s; a connection with nothing unread does not wait for it.
+    let server = Server::start("");
+    let body = br#"{"name":"e","channels":["c"],"data":"{}"}"#;
+    let head = signed_post("/apps/1/events", body, SECRET)
+        .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    let mut conn = TcpStream::connect(&server.addr).await.expect("connect");
+    conn.write_all(head.as_bytes()).await.expect("head");
+    conn.write_all(body).await.expect("body");
+    let (response, took) = until_closed(&mut conn, Duration::from_secs(2)).await;
+    assert_eq!(status_of(&response), 200);
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
 }

@@ -429,6 +429,12 @@ pub struct NetLimits {
     pub idle_timeout: Duration,
     /// Largest HTTP request body (413 above it).
     pub max_body_bytes: usize,
+    /// How long a connection closed while its client still sends a body it was answered
+    /// without (413, 401, 404) keeps reading and dropping that body, so the client reads
+    /// the answer instead of a reset; zero closes at once.
+    pub linger_timeout: Duration,
+    /// Bytes such a connection reads and drops at most.
+    pub linger_max_bytes: usize,
     /// Open connections (HTTP and WebSocket together); `0` derives it from the open-file
     /// limit at start-up, leaving headroom for the cluster's backend, webhooks and the logs.
     pub max_open_connections: usize,
@@ -451,6 +457,8 @@ impl Default for NetLimits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
+            linger_timeout: Duration::from_secs(5),
+            linger_max_bytes: 64 * 1024 * 1024,
             max_open_connections: 0,
             max_connections_per_ip: 0,
             per_ip_v6_prefix: 64,
@@ -569,6 +577,8 @@ struct RawConfig {
     http_body_timeout: Option<u64>,
     http_idle_timeout: Option<u64>,
     max_request_body_bytes: Option<usize>,
+    http_linger_timeout: Option<u64>,
+    http_linger_max_bytes: Option<usize>,
     max_open_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_connections_per_ip_v6_prefix: Option<u8>,
@@ -683,6 +693,10 @@ impl Config {
                     .http_idle_timeout
                     .map_or(d.net.idle_timeout, Duration::from_secs),
                 max_body_bytes: raw.max_request_body_bytes.unwrap_or(d.net.max_body_bytes),
+                linger_timeout: raw
+                    .http_linger_timeout
+                    .map_or(d.net.linger_timeout, Duration::from_secs),
+                linger_max_bytes: raw.http_linger_max_bytes.unwrap_or(d.net.linger_max_bytes),
                 max_open_connections: raw
                     .max_open_connections
                     .unwrap_or(d.net.max_open_connections),
@@ -877,6 +891,7 @@ impl Config {
             ("http_header_timeout", self.net.header_timeout, hour),
             ("http_body_timeout", self.net.body_timeout, hour),
             ("http_idle_timeout", self.net.idle_timeout, hour),
+            ("http_linger_timeout", self.net.linger_timeout, hour),
         ] {
             check_max(field, value, max)?;
         }
@@ -963,6 +978,8 @@ impl Config {
             "http_header_timeout" => net.header_timeout, "http_body_timeout" => net.body_timeout,
             "http_idle_timeout" => net.idle_timeout,
             "max_request_body_bytes" => net.max_body_bytes,
+            "http_linger_timeout" => net.linger_timeout,
+            "http_linger_max_bytes" => net.linger_max_bytes,
             "max_open_connections" => net.max_open_connections,
             "max_connections_per_ip" => net.max_connections_per_ip,
             "max_connections_per_ip_v6_prefix" => net.per_ip_v6_prefix,
@@ -1260,6 +1277,28 @@ mod tests {
             let shown = format!("{error} {error:?}");
             assert!(!shown.contains("h00k-pw"), "{shown}");
         }
+    }
+
+    #[test]
+    fn the_linger_of_an_early_answer_is_bounded_in_time_and_bytes() {
+        let d = Config::default();
+        assert_eq!(d.net.linger_timeout, Duration::from_secs(5));
+        assert_eq!(d.net.linger_max_bytes, 64 * 1024 * 1024);
+        let c = Config::from_toml(
+            "http_linger_timeout = 0\nhttp_linger_max_bytes = 1024",
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!(c.net.linger_timeout, Duration::ZERO, "0: no drain");
+        assert_eq!(c.net.linger_max_bytes, 1024);
+        assert_eq!(
+            d.restart_fields(&c),
+            ["http_linger_timeout", "http_linger_max_bytes"]
+        );
+        let error = Config::from_toml("http_linger_timeout = 3601", &no_env)
+            .expect_err("over an hour")
+            .to_string();
+        assert!(error.contains("http_linger_timeout"), "{error}");
     }
 
     #[test]

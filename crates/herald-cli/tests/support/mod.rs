@@ -421,25 +421,50 @@ pub fn assert_pusher_js_served_as(server: &Server, app_id: &str, key: &str, secr
 /// [`assert_pusher_js_served`] with the probe's arguments after the address (app id, key,
 /// secret) and environment (`PROBE_TLS=1` with `NODE_EXTRA_CA_CERTS`: over TLS).
 pub fn assert_pusher_js_served_with(server: &Server, args: &[&str], env: &[(&str, &str)]) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
-    assert!(
-        dir.join("node_modules/pusher-js").is_dir(),
-        "the official clients are not installed: run `npm ci --prefix tests/js` first"
-    );
-    let output = Command::new("node")
-        .arg("probe.mjs")
-        .arg(&server.addr)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"));
+    let output = node_script("probe.mjs", server, args, env);
     assert!(
         output.status.success(),
         "pusher-js was not served after the test: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The official Node library triggering an event of `mebibytes` MiB on app 1 (over
+/// max_request_body_bytes), sent the way it always sends (tests/js/oversized_body.mjs):
+/// what it reports, `{"status": …, "body": …, "error": …}`. Fails the test if the process
+/// fails (an unhandled EPIPE ends it). `env` as for [`assert_pusher_js_served_with`].
+pub fn oversized_body(server: &Server, mebibytes: u32, env: &[(&str, &str)]) -> Value {
+    let output = node_script("oversized_body.mjs", server, &[&mebibytes.to_string()], env);
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{shown}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{shown}"))
+}
+
+/// Runs `node SCRIPT ADDRESS ARGS…` in tests/js, where the official clients are installed.
+fn node_script(
+    script: &str,
+    server: &Server,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+    assert!(
+        dir.join("node_modules/pusher-js").is_dir() && dir.join("node_modules/pusher").is_dir(),
+        "the official clients are not installed: run `npm ci --prefix tests/js` first"
+    );
+    Command::new("node")
+        .arg(script)
+        .arg(&server.addr)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"))
 }
 
 /// The mask every hand-built client frame uses; any mask will do, a fixed one keeps the
