@@ -243,7 +243,7 @@ impl super::Bounds {
                 address = %refused.address,
                 kind = refused.kind,
                 suppressed,
-                "Webhook not delivered: its host is an address an app's webhook from the database may not reach (the operator allows a network with webhook_allowed_networks)"
+                "Webhook not delivered: its address is one an app's webhook from the database may not reach (the operator allows a network with webhook_allowed_networks)"
             );
         }
     }
