@@ -24,8 +24,9 @@ macro_rules! out {
     }};
 }
 
-/// `herald apps`: where the apps are, and what to do with them.
-#[derive(Args, Debug)]
+/// `herald apps`: where the apps are, and what to do with them. No `Debug`: the URL and
+/// the secrets given hold credentials.
+#[derive(Args)]
 pub struct AppsArgs {
     /// The TOML configuration file `herald serve` runs with (its `apps_url` and plans).
     #[arg(long, env = "HERALD_CONFIG")]
@@ -38,7 +39,7 @@ pub struct AppsArgs {
 }
 
 /// The `herald apps` commands.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 enum AppsCommand {
     /// Create or upgrade the app tables (safe to run again).
     Migrate,
@@ -117,7 +118,7 @@ enum AppsCommand {
 }
 
 /// What `add` and `update` may change besides credentials.
-#[derive(Args, Debug)]
+#[derive(Args)]
 struct Edits {
     /// A plan of the config file's `[plans]`.
     #[arg(long)]

@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use herald_sdk::{BatchEvent, Client, Error, EventData, TriggerParams};
 use serde_json::{json, Value};
 
-/// Where the app is and how to sign for it.
-#[derive(Args, Debug)]
+/// Where the app is and how to sign for it. No `Debug`: the URL holds the secret.
+#[derive(Args)]
 pub struct Credentials {
     /// `http(s)://KEY:SECRET@HOST[:PORT]/apps/APP_ID`, as `herald serve` prints it.
     #[arg(long, env = "PUSHER_URL", hide_env_values = true, global = true)]

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::db::{
-    add, apps_ok, channels_status, eventually, free_port, herald_apps, logged, migrate,
-    node_config, ready, receives, refusal, subscribed, trigger, Engine, OwnPostgres, TestDb, BACK,
-    DOWN, PROPAGATION,
+    add, apps_ok, channels_status, eventually, free_port, herald_apps, herald_reload, logged,
+    migrate, node_config, ready, receives, refusal, subscribed, trigger, Engine, OwnPostgres,
+    TestDb, BACK, DOWN, PROPAGATION,
 };
 use support::{Server, Ws};
 
@@ -169,22 +169,6 @@ fn with_plan(url: &str, name: &str, max_connections: u32) -> String {
         "{}[plans.{name}]\nmax_connections = {max_connections}\n",
         node_config(url)
     )
-}
-
-/// Runs `herald reload` for the node whose pid file is `pid_file`, then waits for the
-/// node to log one more reload than `before`.
-async fn herald_reload(server: &Server, pid_file: &std::path::Path) {
-    let before = logged(server, "Configuration reloaded");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["reload", "--pid-file"])
-        .arg(pid_file)
-        .output()
-        .expect("run herald reload");
-    assert!(out.status.success(), "herald reload: {out:?}");
-    eventually("the reload", Duration::from_secs(5), async || {
-        logged(server, "Configuration reloaded") > before
-    })
-    .await;
 }
 
 #[tokio::test]

@@ -196,6 +196,21 @@ fn assert_pusher_js_served_over_tls(server: &Server, pki: &Pki) {
     );
 }
 
+/// The official Node library, over https://, reads the 413 of a 20 MB body it sends in
+/// full: the server drains the rest before it closes (over TLS too).
+#[test]
+fn the_node_library_reads_the_413_of_a_20_mb_body_over_tls() {
+    let pki = Pki::new("oversized");
+    let server = start(&pki, "", "oversized");
+    let ca = pki.ca_path();
+    let env = [
+        ("PROBE_TLS", "1"),
+        ("NODE_EXTRA_CA_CERTS", ca.to_str().expect("UTF-8 path")),
+    ];
+    let line = support::oversized_body(&server, 20, &env);
+    assert_eq!(line["status"], 413, "{line}");
+}
+
 fn herald(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)

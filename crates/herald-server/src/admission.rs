@@ -9,6 +9,11 @@
 //! it is the right-most address of `X-Forwarded-For` that is not itself a trusted proxy,
 //! known only once a request's headers have arrived. Such a connection is counted per
 //! address at its WebSocket upgrade ([`ConnPermit::count_forwarded`]).
+//!
+//! An IPv4 address is counted whole; an IPv6 address by its network of
+//! `max_connections_per_ip_v6_prefix` bits (a /64 by default: one subscriber line gets a
+//! whole /64, so counting each of its 2^64 addresses alone would be no cap at all), and an
+//! IPv4-mapped IPv6 address as the IPv4 address it carries.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -58,6 +63,8 @@ pub(crate) struct ConnLimiter {
     max_total: usize,
     /// 0: addresses are not counted at all.
     max_per_ip: usize,
+    /// The bits of an IPv6 address that name the client it is counted under.
+    v6_prefix: u8,
     open: AtomicUsize,
     per_ip: Box<[Mutex<HashMap<IpAddr, u32>>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -71,6 +78,7 @@ impl ConnLimiter {
         Arc::new(ConnLimiter {
             max_total,
             max_per_ip: net.max_connections_per_ip,
+            v6_prefix: net.per_ip_v6_prefix,
             open: AtomicUsize::new(0),
             per_ip: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -107,11 +115,11 @@ impl ConnLimiter {
             detached: false,
         };
         if self.max_per_ip > 0 && !self.is_trusted(peer) {
-            if !self.count_ip(peer) {
+            let Some(counted) = self.count_ip(peer) else {
                 // Dropping the permit gives the total slot back.
                 return Err(self.refused(Refusal::PerAddress, peer));
-            }
-            permit.counted = Some(peer);
+            };
+            permit.counted = Some(counted);
         }
         Ok(permit)
     }
@@ -135,16 +143,34 @@ impl ConnLimiter {
         &self.per_ip[(self.hasher.hash_one(ip) as usize) & (SHARDS - 1)]
     }
 
-    fn count_ip(&self, ip: IpAddr) -> bool {
-        let mut shard = self.shard(&ip).lock();
-        let n = shard.entry(ip).or_insert(0);
-        if (*n as usize) >= self.max_per_ip {
-            return false;
+    /// What `ip` is counted under: itself for IPv4 (an IPv4-mapped address as its IPv4
+    /// one), its network of `v6_prefix` bits for IPv6.
+    fn client_key(&self, ip: IpAddr) -> IpAddr {
+        match canonical(ip) {
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.v6_prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+            v4 => v4,
         }
-        *n += 1;
-        true
     }
 
+    /// Counts a connection from `ip` under its client's key, which it returns; `None` when
+    /// that client holds the cap already.
+    fn count_ip(&self, ip: IpAddr) -> Option<IpAddr> {
+        let key = self.client_key(ip);
+        let mut shard = self.shard(&key).lock();
+        let n = shard.entry(key).or_insert(0);
+        if (*n as usize) >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(key)
+    }
+
+    /// Gives back a count taken under `ip`, a key [`ConnLimiter::count_ip`] returned.
     fn release_ip(&self, ip: IpAddr) {
         let mut shard = self.shard(&ip).lock();
         if let Some(n) = shard.get_mut(&ip) {
@@ -197,7 +223,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// One open connection's place under the caps; released when dropped.
 pub(crate) struct ConnPermit {
     limiter: Arc<ConnLimiter>,
-    /// The address this connection is counted under, if any.
+    /// The client key (an address, or an IPv6 network) this connection is counted under,
+    /// if any.
     counted: Option<IpAddr>,
     /// Handed over by [`ConnPermit::detach`]: released by its new holder.
     detached: bool,
@@ -258,10 +285,10 @@ impl ConnLimiter {
         if self.is_trusted(client) {
             return Ok(count);
         }
-        if !self.count_ip(client) {
+        let Some(counted) = self.count_ip(client) else {
             return Err(self.refused(Refusal::PerAddress, client));
-        }
-        count.ip = Some(client);
+        };
+        count.ip = Some(counted);
         Ok(count)
     }
 }
@@ -346,8 +373,18 @@ mod tests {
     use super::*;
 
     fn limiter(total: usize, per_ip: usize, trusted: &[&str]) -> Arc<ConnLimiter> {
+        limiter_v6(
+            total,
+            per_ip,
+            trusted,
+            NetLimits::default().per_ip_v6_prefix,
+        )
+    }
+
+    fn limiter_v6(total: usize, per_ip: usize, trusted: &[&str], prefix: u8) -> Arc<ConnLimiter> {
         let net = NetLimits {
             max_connections_per_ip: per_ip,
+            per_ip_v6_prefix: prefix,
             trusted_proxies: trusted.iter().map(|t| t.parse().expect("net")).collect(),
             ..NetLimits::default()
         };
@@ -369,6 +406,73 @@ mod tests {
         assert_eq!(l.admit(ip("3.3.3.3")).err(), Some(Refusal::Total));
         drop(a1);
         assert!(l.admit(ip("1.1.1.1")).is_ok(), "a1's slots were given back");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_prefix_and_mapped_ones_as_ipv4() {
+        let l = limiter(100, 2, &[]);
+        assert_eq!(NetLimits::default().per_ip_v6_prefix, 64);
+        // Two addresses of one /64: one client.
+        let _a = l.admit(ip("2001:db8:1:2::1")).expect("a");
+        let b = l.admit(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).expect("b");
+        assert_eq!(
+            l.admit(ip("2001:db8:1:2:dead:beef::7")).err(),
+            Some(Refusal::PerAddress),
+            "a third address of the same /64"
+        );
+        // The next /64 is another client.
+        let _c = l.admit(ip("2001:db8:1:3::1")).expect("another /64");
+        drop(b);
+        let _b = l
+            .admit(ip("2001:db8:1:2::9"))
+            .expect("b gave its count back");
+
+        // An IPv4-mapped peer (a dual-stack socket) counts as its IPv4 address.
+        let _v4 = l.admit(ip("198.51.100.7")).expect("v4");
+        let _mapped = l.admit(ip("::ffff:198.51.100.7")).expect("mapped");
+        assert_eq!(
+            l.admit(ip("198.51.100.7")).err(),
+            Some(Refusal::PerAddress),
+            "mapped and plain IPv4 share one count"
+        );
+        // Another IPv4 address, even a neighbour, is another client: IPv4 stays /32.
+        let _next = l.admit(ip("198.51.100.8")).expect("v4 is counted whole");
+
+        // Configured /128: each IPv6 address alone; /48: a whole site.
+        let whole = limiter_v6(100, 1, &[], 128);
+        let _x = whole.admit(ip("2001:db8::1")).expect("x");
+        let _y = whole.admit(ip("2001:db8::2")).expect("another address");
+        let site = limiter_v6(100, 1, &[], 48);
+        let _z = site.admit(ip("2001:db8:1:2::1")).expect("z");
+        assert!(site.admit(ip("2001:db8:1:ff::1")).is_err(), "the same /48");
+    }
+
+    #[test]
+    fn forwarded_ipv6_clients_count_by_their_prefix() {
+        let l = limiter(100, 1, &["10.0.0.0/8"]);
+        let proxy = ip("10.1.2.3");
+        let forwarded = |client: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", client.parse().expect("h"));
+            headers
+        };
+        let first = l
+            .count_forwarded(proxy, &forwarded("2001:db8:1:2::1"))
+            .expect("first");
+        assert_eq!(
+            l.count_forwarded(proxy, &forwarded("2001:db8:1:2::2"))
+                .err(),
+            Some(Refusal::PerAddress),
+            "the same /64 through the proxy"
+        );
+        let _other = l
+            .count_forwarded(proxy, &forwarded("2001:db8:9::1"))
+            .expect("another /64");
+        drop(first);
+        let again = l
+            .count_forwarded(proxy, &forwarded("2001:db8:1:2::3"))
+            .expect("given back");
+        drop(again);
     }
 
     #[test]

@@ -8,23 +8,51 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    check_max, invalid, AppConfig, AppLimits, ConfigError, WebhookConfig, DEFAULT_CACHE_TTL,
-    DEFAULT_TERMINATE_CLOSE_CODE,
+    check_max, invalid, parse_networks, AppConfig, AppLimits, ConfigError, WebhookConfig,
+    DEFAULT_CACHE_TTL, DEFAULT_TERMINATE_CLOSE_CODE,
 };
+use crate::redact::{redact_text, redact_url};
+use crate::webhooks::{AllowedNetworks, WebhookReach};
 
 /// Longest id, key or secret: what the app stores' columns hold.
 pub const MAX_CREDENTIAL_BYTES: usize = 255;
 
-/// The config file's named plans (`[plans.pro]`), which apps refer to by name.
+/// What the config file says of the apps a database holds: its named plans
+/// (`[plans.pro]`), which apps refer to by name, and the networks their webhooks may reach
+/// besides public addresses (`webhook_allowed_networks`). A reload of the file (SIGHUP)
+/// applies both to the database's apps.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Plans(pub(crate) HashMap<String, RawPlan>);
+pub struct Plans {
+    named: HashMap<String, RawPlan>,
+    webhook_networks: AllowedNetworks,
+}
 
 impl Plans {
+    /// The file's `[plans]` and `webhook_allowed_networks`, checked.
+    pub(crate) fn from_file(
+        named: HashMap<String, RawPlan>,
+        webhook_networks: Option<Vec<String>>,
+    ) -> Result<Plans, ConfigError> {
+        let networks = parse_networks(
+            "webhook_allowed_networks",
+            webhook_networks.unwrap_or_default(),
+        )?;
+        Ok(Plans {
+            named,
+            webhook_networks: AllowedNetworks::new(networks),
+        })
+    }
+
     /// The plans' names, sorted.
     pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// What a database app's webhooks may reach.
+    pub(crate) fn tenant_reach(&self) -> WebhookReach {
+        WebhookReach::Public(self.webhook_networks.clone())
     }
 }
 
@@ -48,7 +76,8 @@ pub(crate) struct RawPlan {
     client_events_per_second: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A webhook as written (no `Debug`: its URL may carry a password).
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWebhook {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,8 +89,9 @@ pub(crate) struct RawWebhook {
 }
 
 /// An app's keys as the file's `[[apps]]` table (or a store's row) gives them; `None` is
-/// "not given", which resolves to the plan's value, then the default.
-#[derive(Debug, Default, Deserialize, Serialize)]
+/// "not given", which resolves to the plan's value, then the default. No `Debug`: it holds
+/// the secret.
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApp {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -223,19 +253,37 @@ pub fn validate_app(at: &str, app: &AppConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn webhook_from_raw(at: &str, j: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+fn webhook_from_raw(
+    at: &str,
+    j: usize,
+    raw: RawWebhook,
+    reach: &WebhookReach,
+) -> Result<WebhookConfig, ConfigError> {
     let field = |name: &str| at_field(at, &format!("webhooks[{j}].{name}"));
     let url = raw
         .url
         .ok_or_else(|| invalid(field("url"), "is required"))?;
-    let parsed = reqwest::Url::parse(&url);
-    let is_http = parsed.as_ref().is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
-    });
-    if !is_http {
+    let parsed = url::Url::parse(&url)
+        .ok()
+        .filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        })
+        .ok_or_else(|| {
+            invalid(
+                field("url"),
+                format!(
+                    "must be an http:// or https:// URL with a host, not '{}'",
+                    redact_url(&url)
+                ),
+            )
+        })?;
+    // A host name is checked at each delivery, against what it resolves to then.
+    if let Err(refused) = reach.check_url(&parsed) {
         return Err(invalid(
             field("url"),
-            format!("must be an http:// or https:// URL with a host, not '{url}'"),
+            format!(
+                "reaches {refused}, which an app's webhook from the database may not (the operator allows a network with webhook_allowed_networks)"
+            ),
         ));
     }
     if let Some(bad) = raw
@@ -252,14 +300,21 @@ fn webhook_from_raw(at: &str, j: usize, raw: RawWebhook) -> Result<WebhookConfig
         url,
         event_types: raw.event_types,
         channel_prefix: raw.channel_prefix,
+        reach: reach.clone(),
     })
 }
 
-pub(crate) fn app_from_raw(at: &str, raw: RawApp, plans: &Plans) -> Result<AppConfig, ConfigError> {
+/// An app from its keys, resolved against `plans`; its webhooks may reach `reach`.
+pub(crate) fn app_from_raw(
+    at: &str,
+    raw: RawApp,
+    plans: &Plans,
+    reach: &WebhookReach,
+) -> Result<AppConfig, ConfigError> {
     // Limits resolve as: built-in defaults, then the app's plan, then the app's own keys.
     let no_plan = RawPlan::default();
     let plan = match raw.plan.as_deref() {
-        Some(name) => plans.0.get(name).ok_or_else(|| {
+        Some(name) => plans.named.get(name).ok_or_else(|| {
             let known = plans.names();
             invalid(
                 at_field(at, "plan"),
@@ -292,7 +347,7 @@ pub(crate) fn app_from_raw(at: &str, raw: RawApp, plans: &Plans) -> Result<AppCo
         .webhooks
         .into_iter()
         .enumerate()
-        .map(|(j, w)| webhook_from_raw(at, j, w))
+        .map(|(j, w)| webhook_from_raw(at, j, w, reach))
         .collect::<Result<Vec<_>, _>>()?;
     let required = |v: Option<String>, field: &str| {
         v.ok_or_else(|| invalid(at_field(at, field), "is required"))
@@ -342,15 +397,27 @@ pub(crate) fn app_from_raw(at: &str, raw: RawApp, plans: &Plans) -> Result<AppCo
 
 /// Builds an app from its fields as a JSON object in the file's key names (`id`, `key`,
 /// `secret`, `enabled`, `plan`, limits, flags, `webhooks`) and checks it, naming a bad
-/// field `{at}.{name}`.
+/// field `{at}.{name}`: an app of the database (a tenant's), whose webhooks may reach
+/// public addresses and the networks `plans` allows.
 pub fn app_from_fields(
     at: &str,
     fields: serde_json::Map<String, serde_json::Value>,
     plans: &Plans,
 ) -> Result<AppConfig, ConfigError> {
+    app_from_fields_reaching(at, fields, plans, &plans.tenant_reach())
+}
+
+/// [`app_from_fields`], for webhooks that may reach `reach`.
+pub(crate) fn app_from_fields_reaching(
+    at: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+    plans: &Plans,
+    reach: &WebhookReach,
+) -> Result<AppConfig, ConfigError> {
     let fields = serde_json::Value::Object(fields);
     let raw = RawApp::deserialize(&fields).map_err(|e| {
-        let problem = e.to_string();
+        // serde quotes the value at fault, which may be a URL with its password.
+        let problem = redact_text(&e.to_string());
         let unknown = problem
             .split('`')
             .nth(1)
@@ -367,13 +434,13 @@ pub fn app_from_fields(
         });
         match culprit {
             Some((name, _)) => invalid(
-                at_field(at, name),
+                at_field(at, &redact_text(name)),
                 format!("has the wrong type ({problem})"),
             ),
             None => invalid(if at.is_empty() { "app" } else { at }, problem),
         }
     })?;
-    let app = app_from_raw(at, raw, plans)?;
+    let app = app_from_raw(at, raw, plans, reach)?;
     validate_app(at, &app)?;
     Ok(app)
 }
@@ -383,5 +450,77 @@ pub(crate) fn raw_to_fields(raw: &RawApp) -> serde_json::Map<String, serde_json:
     match serde_json::to_value(raw) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(webhook: &str) -> serde_json::Map<String, serde_json::Value> {
+        let value = serde_json::json!({
+            "id": "1", "key": "k", "secret": "s", "webhooks": [{"url": webhook}],
+        });
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    fn allowing(networks: &[&str]) -> Plans {
+        let networks = networks.iter().map(|n| (*n).to_owned()).collect();
+        Plans::from_file(HashMap::new(), Some(networks)).expect("valid networks")
+    }
+
+    #[test]
+    fn a_tenants_webhook_address_must_be_public_unless_allowed() {
+        for (url, kind) in [
+            ("http://169.254.169.254/latest", "link-local"),
+            ("http://10.0.0.5:6379/", "private"),
+            ("http://[::1]:9/h", "loopback"),
+            ("http://[fd00::1]/h", "unique-local"),
+            ("http://100.64.1.1/h", "shared (CGNAT)"),
+            ("http://0.0.0.0:80/", "unspecified"),
+        ] {
+            let error = app_from_fields("", app(url), &Plans::default())
+                .expect_err(url)
+                .to_string();
+            assert!(
+                error.contains("`webhooks[0].url`") && error.contains(kind),
+                "{url}: {error}"
+            );
+            assert!(
+                error.contains("webhook_allowed_networks"),
+                "says how to allow it: {error}"
+            );
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+        let plans = allowing(&["10.0.0.0/8", "169.254.169.254"]);
+        for url in ["http://10.0.0.5:6379/", "http://169.254.169.254/latest"] {
+            let config = app_from_fields("", app(url), &plans).expect(url);
+            assert_eq!(config.webhooks[0].reach, plans.tenant_reach());
+        }
+        assert!(app_from_fields("", app("http://169.254.169.253/"), &plans).is_err());
+        // A name waits for its delivery.
+        assert!(app_from_fields("", app("https://hooks.example.com/h"), &Plans::default()).is_ok());
+    }
+
+    #[test]
+    fn the_config_files_own_apps_reach_any_address() {
+        let no_env = |_: &str| None;
+        let config = crate::config::Config::from_toml(
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n\
+             [[apps.webhooks]]\nurl = \"http://169.254.169.254/latest\"\n",
+            &no_env,
+        )
+        .expect("the operator's own webhook");
+        assert_eq!(config.apps[0].webhooks[0].reach, WebhookReach::Anywhere);
+        let error = crate::config::Config::from_toml(
+            "webhook_allowed_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+            &no_env,
+        )
+        .expect_err("not a network")
+        .to_string();
+        assert!(error.contains("webhook_allowed_networks[1]"), "{error}");
     }
 }

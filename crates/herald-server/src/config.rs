@@ -13,7 +13,10 @@ use serde::Deserialize;
 pub use crate::adapter::config::AdapterConfig;
 use crate::adapter::config::AdapterKeys;
 pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
-use crate::app_fields::{app_from_raw, raw_to_fields, RawApp, RawPlan};
+use crate::app_fields::{app_from_fields_reaching, app_from_raw, raw_to_fields, RawApp, RawPlan};
+pub use crate::redact::redact_url;
+use crate::redact::{redact_text, REDACTED};
+pub use crate::webhooks::{AllowedNetworks, WebhookReach};
 
 /// The embedded default app's id (numeric: the official Node and Python libraries put the id
 /// in URLs and the Python one insists on digits).
@@ -130,8 +133,8 @@ impl Default for AppLimits {
 /// real client holds, and bounds what one unauthenticated socket can make the server keep.
 const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
 
-/// One webhook endpoint of an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One webhook endpoint of an app. `Debug` shows the URL without its credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
     /// Where events are POSTed (http or https).
     pub url: String,
@@ -139,9 +142,24 @@ pub struct WebhookConfig {
     pub event_types: Vec<String>,
     /// Only events on channels starting with this prefix.
     pub channel_prefix: Option<String>,
+    /// Which addresses it may be delivered to: any for the config file's apps, public ones
+    /// (and `webhook_allowed_networks`) for an app from the database.
+    pub reach: WebhookReach,
 }
 
-/// One application: credentials and limits. `Debug` shows everything but the secret.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("event_types", &self.event_types)
+            .field("channel_prefix", &self.channel_prefix)
+            .field("reach", &self.reach)
+            .finish()
+    }
+}
+
+/// One application: credentials and limits. `Debug` shows everything but the secret (and
+/// the webhook URLs' credentials).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppConfig {
     /// The id in HTTP API paths.
@@ -186,31 +204,6 @@ impl std::fmt::Debug for AppConfig {
             .field("subscription_count", &self.subscription_count)
             .field("webhooks", &self.webhooks)
             .finish()
-    }
-}
-
-/// What `Debug` output shows in place of a secret.
-const REDACTED: &str = "<redacted>";
-
-/// `url` with any password replaced, for logs and error messages: the cluster's, the
-/// database's and webhook URLs may carry credentials (`scheme://user:password@host`).
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') || !user.is_empty() {
-                format!("{user}:{REDACTED}")
-            } else {
-                String::new()
-            };
-            format!("{scheme}://{hidden}@{host}{path}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -391,19 +384,22 @@ pub fn apps_in_file(
     })?;
     let raw = toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
         path: shown,
-        message: e.to_string().trim().replace('\n', " "),
+        message: parse_message(&e),
     })?;
-    let plans = Plans(raw.plans);
+    // Checked as the file serves them; the database's own rules (the running config's
+    // plans and webhook networks) are applied when they are written.
+    let plans = Plans::from_file(raw.plans, raw.webhook_allowed_networks)?;
     let fields: Vec<_> = raw.apps.iter().map(raw_to_fields).collect();
+    let mut apps = Vec::with_capacity(fields.len());
     for (i, app) in fields.iter().enumerate() {
-        app_from_fields(&format!("apps[{i}]"), app.clone(), &plans)?;
+        apps.push(app_from_fields_reaching(
+            &format!("apps[{i}]"),
+            app.clone(),
+            &plans,
+            &WebhookReach::Anywhere,
+        )?);
     }
-    validate_apps(
-        &fields
-            .iter()
-            .map(|f| app_from_fields("", f.clone(), &plans))
-            .collect::<Result<Vec<_>, _>>()?,
-    )?;
+    validate_apps(&apps)?;
     Ok(fields)
 }
 
@@ -433,12 +429,22 @@ pub struct NetLimits {
     pub idle_timeout: Duration,
     /// Largest HTTP request body (413 above it).
     pub max_body_bytes: usize,
+    /// How long a connection closed while its client still sends a body it was answered
+    /// without (413, 401, 404) keeps reading and dropping that body, so the client reads
+    /// the answer instead of a reset; zero closes at once.
+    pub linger_timeout: Duration,
+    /// Bytes such a connection reads and drops at most.
+    pub linger_max_bytes: usize,
     /// Open connections (HTTP and WebSocket together); `0` derives it from the open-file
     /// limit at start-up, leaving headroom for the cluster's backend, webhooks and the logs.
     pub max_open_connections: usize,
     /// Open connections from one client address; `0` means no limit. Off by default:
     /// behind a load balancer or a carrier NAT every client shares one address.
     pub max_connections_per_ip: usize,
+    /// The bits of an IPv6 address that name one client under `max_connections_per_ip`
+    /// (`max_connections_per_ip_v6_prefix`): a client usually holds a whole /64. IPv4
+    /// addresses (IPv4-mapped ones included) are counted whole.
+    pub per_ip_v6_prefix: u8,
     /// Peers whose `X-Forwarded-For` header names the client address (the address the
     /// per-address cap counts); empty: the TCP peer is always the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -451,8 +457,11 @@ impl Default for NetLimits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
+            linger_timeout: Duration::from_secs(5),
+            linger_max_bytes: 64 * 1024 * 1024,
             max_open_connections: 0,
             max_connections_per_ip: 0,
+            per_ip_v6_prefix: 64,
             trusted_proxies: Vec::new(),
         }
     }
@@ -542,7 +551,8 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The file's keys as written: no `Debug`, as it holds every secret in the clear.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     host: Option<String>,
@@ -567,9 +577,13 @@ struct RawConfig {
     http_body_timeout: Option<u64>,
     http_idle_timeout: Option<u64>,
     max_request_body_bytes: Option<usize>,
+    http_linger_timeout: Option<u64>,
+    http_linger_max_bytes: Option<usize>,
     max_open_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    max_connections_per_ip_v6_prefix: Option<u8>,
     trusted_proxies: Option<Vec<String>>,
+    webhook_allowed_networks: Option<Vec<String>>,
     admin_host: Option<String>,
     admin_port: Option<u16>,
     admin_token: Option<String>,
@@ -606,7 +620,7 @@ impl Config {
                 })?;
                 toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
                     path: shown,
-                    message: e.to_string().trim().replace('\n', " "),
+                    message: parse_message(&e),
                 })?
             }
             None => RawConfig::default(),
@@ -621,7 +635,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw = toml::from_str::<RawConfig>(text).map_err(|e| ConfigError::Parse {
             path: "<inline>".to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: parse_message(&e),
         })?;
         Self::from_raw(raw, env)
     }
@@ -679,13 +693,23 @@ impl Config {
                     .http_idle_timeout
                     .map_or(d.net.idle_timeout, Duration::from_secs),
                 max_body_bytes: raw.max_request_body_bytes.unwrap_or(d.net.max_body_bytes),
+                linger_timeout: raw
+                    .http_linger_timeout
+                    .map_or(d.net.linger_timeout, Duration::from_secs),
+                linger_max_bytes: raw.http_linger_max_bytes.unwrap_or(d.net.linger_max_bytes),
                 max_open_connections: raw
                     .max_open_connections
                     .unwrap_or(d.net.max_open_connections),
                 max_connections_per_ip: raw
                     .max_connections_per_ip
                     .unwrap_or(d.net.max_connections_per_ip),
-                trusted_proxies: parse_proxies(raw.trusted_proxies.unwrap_or_default())?,
+                per_ip_v6_prefix: raw
+                    .max_connections_per_ip_v6_prefix
+                    .unwrap_or(d.net.per_ip_v6_prefix),
+                trusted_proxies: parse_networks(
+                    "trusted_proxies",
+                    raw.trusted_proxies.unwrap_or_default(),
+                )?,
             },
             admin: AdminConfig {
                 host: env("HERALD_ADMIN_HOST")
@@ -720,7 +744,7 @@ impl Config {
             pid_file: raw.pid_file,
             apps: Vec::new(),
             apps_url: None,
-            plans: Plans(raw.plans),
+            plans: Plans::from_file(raw.plans, raw.webhook_allowed_networks)?,
             tls: None,
         };
         config.adapter = AdapterConfig::from_keys(AdapterKeys {
@@ -732,9 +756,13 @@ impl Config {
             bus_max_bytes: raw.cluster_bus_max_bytes,
         })?;
         for (i, app) in raw.apps.into_iter().enumerate() {
-            config
-                .apps
-                .push(app_from_raw(&format!("apps[{i}]"), app, &config.plans)?);
+            // The file's apps are the operator's: their webhooks reach any address.
+            config.apps.push(app_from_raw(
+                &format!("apps[{i}]"),
+                app,
+                &config.plans,
+                &WebhookReach::Anywhere,
+            )?);
         }
         let from_file = !config.apps.is_empty();
         config.apps_url = env("HERALD_APPS_URL")
@@ -863,6 +891,7 @@ impl Config {
             ("http_header_timeout", self.net.header_timeout, hour),
             ("http_body_timeout", self.net.body_timeout, hour),
             ("http_idle_timeout", self.net.idle_timeout, hour),
+            ("http_linger_timeout", self.net.linger_timeout, hour),
         ] {
             check_max(field, value, max)?;
         }
@@ -876,6 +905,12 @@ impl Config {
             if value.is_zero() {
                 return Err(invalid(field, "must be at least 1 second"));
             }
+        }
+        if !(1..=128).contains(&self.net.per_ip_v6_prefix) {
+            return Err(invalid(
+                "max_connections_per_ip_v6_prefix",
+                "must be from 1 to 128 (bits of an IPv6 address)",
+            ));
         }
         if self.net.max_body_bytes < 1024 {
             return Err(invalid("max_request_body_bytes", "must be at least 1024"));
@@ -943,8 +978,11 @@ impl Config {
             "http_header_timeout" => net.header_timeout, "http_body_timeout" => net.body_timeout,
             "http_idle_timeout" => net.idle_timeout,
             "max_request_body_bytes" => net.max_body_bytes,
+            "http_linger_timeout" => net.linger_timeout,
+            "http_linger_max_bytes" => net.linger_max_bytes,
             "max_open_connections" => net.max_open_connections,
             "max_connections_per_ip" => net.max_connections_per_ip,
+            "max_connections_per_ip_v6_prefix" => net.per_ip_v6_prefix,
             "trusted_proxies" => net.trusted_proxies,
             "webhook_max_in_flight" => webhook_max_in_flight,
             "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
@@ -1007,6 +1045,12 @@ impl FromIterator<(&'static str, bool)> for Changed {
     }
 }
 
+/// A TOML error on one line, without the credentials of a URL it quotes (it shows the line
+/// at fault, a webhook's or a database's URL included).
+fn parse_message(error: &toml::de::Error) -> String {
+    redact_text(error.to_string().trim()).replace('\n', " ")
+}
+
 /// A boolean from the environment: `true`/`false`, or `1`/`0`.
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -1019,8 +1063,12 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// Parses `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`).
-fn parse_proxies(raw: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+/// Parses a list of addresses (`10.0.0.5`) or networks (`10.0.0.0/8`), the key `field`
+/// (`trusted_proxies`, `webhook_allowed_networks`).
+pub(crate) fn parse_networks(
+    field: &str,
+    raw: Vec<String>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     raw.iter()
         .enumerate()
         .map(|(i, text)| {
@@ -1029,7 +1077,7 @@ fn parse_proxies(raw: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     invalid(
-                        format!("trusted_proxies[{i}]"),
+                        format!("{field}[{i}]"),
                         format!("is not an IP address or network (like 10.0.0.0/8): '{text}'"),
                     )
                 })
@@ -1203,25 +1251,54 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_and_urls_hide_secrets() {
+    fn debug_output_and_errors_hide_secrets() {
         let c = Config::from_toml(
-            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n",
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s3cr3t-value\"\n\
+             [[apps.webhooks]]\nurl = \"https://hook:h00k-pw@h.example/x\"\n",
             &no_env,
         )
         .expect("valid");
         let shown = format!("{c:?}");
         assert!(shown.contains("\"k\""), "{shown}");
-        assert!(!shown.contains("s3cr3t-value"), "{shown}");
-        for (url, shown) in [
-            ("postgres://:pw@h:1/0", "postgres://:<redacted>@h:1/0"),
-            ("mysql://u:pw@h", "mysql://u:<redacted>@h"),
-            ("https://u@h", "https://u:<redacted>@h"),
-            ("https://h:1/0?p=a@b", "https://h:1/0?p=a@b"),
-            ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
-            ("not a url", "not a url"),
-        ] {
-            assert_eq!(redact_url(url), shown);
+        assert!(
+            shown.contains("https://hook:<redacted>@h.example/x"),
+            "{shown}"
+        );
+        for secret in ["s3cr3t-value", "h00k-pw"] {
+            assert!(!shown.contains(secret), "{shown}");
         }
+        // A URL an error quotes: a webhook's that is refused, a line the parser shows.
+        for text in [
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"ftp://u:h00k-pw@h\"",
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nwebhooks = \"https://u:h00k-pw@h\"",
+            "apps_url = \"postgres://u:h00k-pw@h/x\"\nbogus = 1",
+        ] {
+            let error = Config::from_toml(text, &no_env).expect_err(text);
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("h00k-pw"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_linger_of_an_early_answer_is_bounded_in_time_and_bytes() {
+        let d = Config::default();
+        assert_eq!(d.net.linger_timeout, Duration::from_secs(5));
+        assert_eq!(d.net.linger_max_bytes, 64 * 1024 * 1024);
+        let c = Config::from_toml(
+            "http_linger_timeout = 0\nhttp_linger_max_bytes = 1024",
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!(c.net.linger_timeout, Duration::ZERO, "0: no drain");
+        assert_eq!(c.net.linger_max_bytes, 1024);
+        assert_eq!(
+            d.restart_fields(&c),
+            ["http_linger_timeout", "http_linger_max_bytes"]
+        );
+        let error = Config::from_toml("http_linger_timeout = 3601", &no_env)
+            .expect_err("over an hour")
+            .to_string();
+        assert!(error.contains("http_linger_timeout"), "{error}");
     }
 
     #[test]
@@ -1246,12 +1323,32 @@ mod tests {
             assert!(error.contains(field), "{toml}: {error}");
         }
         let c = Config::from_toml(
-            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nmax_connections_per_ip = 50",
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nmax_connections_per_ip = 50\n\
+             max_connections_per_ip_v6_prefix = 56",
             &no_env,
         )
         .expect("valid");
         assert_eq!(c.net.trusted_proxies.len(), 2);
         assert_eq!(c.net.max_connections_per_ip, 50);
+        assert_eq!(c.net.per_ip_v6_prefix, 56);
+        assert_eq!(
+            Config::default().restart_fields(&c),
+            [
+                "max_connections_per_ip",
+                "max_connections_per_ip_v6_prefix",
+                "trusted_proxies"
+            ]
+        );
+        for bad in ["0", "129"] {
+            let text = format!("max_connections_per_ip_v6_prefix = {bad}");
+            let error = Config::from_toml(&text, &no_env)
+                .expect_err(&text)
+                .to_string();
+            assert!(
+                error.contains("max_connections_per_ip_v6_prefix"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

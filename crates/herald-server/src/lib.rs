@@ -25,6 +25,7 @@ pub mod ids;
 mod metrics;
 pub mod outbox;
 pub mod ratelimit;
+mod redact;
 pub mod reload;
 mod shared;
 pub mod store;

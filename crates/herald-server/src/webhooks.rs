@@ -14,12 +14,15 @@
 //! bodies (`webhook_max_queued_bytes`). A batch over either bound is dropped and counted.
 //! Redirects are never followed: a 3xx would re-post the signed body to another host.
 //! Batches to one endpoint keep their order per channel ([`order`]), and a clean shutdown
-//! delivers what the drain produces within a bound ([`flush`]).
+//! delivers what the drain produces within a bound ([`flush`]). A tenant's endpoint (an
+//! app from the database) reaches public addresses only ([`reach`]).
 
 mod flush;
 mod order;
+mod reach;
 
 pub(crate) use flush::ShutdownFlush;
+pub use reach::{AllowedNetworks, Refused, WebhookReach};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -203,12 +206,12 @@ impl Webhooks {
                 }
             }
         }
-        let client = match reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-        {
-            Ok(client) => client,
+        let endpoints = match reach::endpoints(&app.webhooks, || {
+            reqwest::Client::builder()
+                .timeout(ATTEMPT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+        }) {
+            Ok(endpoints) => endpoints,
             Err(error) => {
                 tracing::error!(%error, app_id = %app.id, "Cannot build the webhook HTTP client; webhooks are off");
                 return None;
@@ -223,6 +226,7 @@ impl Webhooks {
                 max_bytes: settings.max_queued_bytes,
                 dropped: Arc::new(AtomicU64::new(0)),
                 log: RateLog::new(Duration::from_secs(10)),
+                refused_log: RateLog::new(Duration::from_secs(10)),
                 metrics: metrics.clone(),
                 flush: flush::Flush::default(),
             }),
@@ -231,8 +235,7 @@ impl Webhooks {
             app_id: app.id.clone(),
             key: app.key.clone(),
             secret: app.secret.clone(),
-            endpoints: app.webhooks.clone(),
-            client,
+            endpoints,
             vacated_delay: settings.vacated_delay,
             bounds: bounds.clone(),
             order: order::Order::default(),
@@ -325,8 +328,7 @@ struct Dispatcher {
     app_id: String,
     key: String,
     secret: String,
-    endpoints: Vec<WebhookConfig>,
-    client: reqwest::Client,
+    endpoints: Vec<reach::Endpoint>,
     vacated_delay: Duration,
     bounds: Arc<Bounds>,
     order: order::Order,
@@ -341,6 +343,8 @@ struct Bounds {
     max_bytes: usize,
     dropped: Arc<AtomicU64>,
     log: RateLog,
+    /// Deliveries refused for their address, logged at a rate.
+    refused_log: RateLog,
     metrics: Arc<AppMetrics>,
     /// The app's part of a clean shutdown.
     flush: flush::Flush,
@@ -503,8 +507,10 @@ impl Dispatcher {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for (place, endpoint) in self.endpoints.iter().enumerate() {
-            let accepted: Vec<&WebhookEvent> =
-                batch.iter().filter(|e| endpoint.accepts(e)).collect();
+            let accepted: Vec<&WebhookEvent> = batch
+                .iter()
+                .filter(|e| endpoint.config.accepts(e))
+                .collect();
             if accepted.is_empty() {
                 continue;
             }
@@ -517,8 +523,10 @@ impl Dispatcher {
             let signature = webhook_signature(&self.secret, body.as_bytes());
             self.bounds.flush.tasks.spawn(deliver(
                 Delivery {
-                    client: self.client.clone(),
-                    url: endpoint.url.clone(),
+                    client: endpoint.client.clone(),
+                    url: endpoint.config.url.clone(),
+                    host: endpoint.host.clone(),
+                    refused: endpoint.refused.clone(),
                     app_id: self.app_id.clone(),
                     key: self.key.clone(),
                     signature,
@@ -553,10 +561,22 @@ async fn sleep_until_some(at: Option<Instant>) {
 struct Delivery {
     client: reqwest::Client,
     url: String,
+    /// The URL's host, for a refusal's log line.
+    host: String,
+    /// Set when the URL's address may not be reached: nothing is sent.
+    refused: Option<Refused>,
     app_id: String,
     key: String,
     signature: String,
     body: String,
+}
+
+/// Why a delivery attempt did not get an answer.
+enum Failed {
+    /// The endpoint's address may not be reached: nothing was sent.
+    Refused(Refused),
+    /// The request failed (connection, timeout).
+    Error(reqwest::Error),
 }
 
 /// Vacated channels waiting out the hold-back. Every deadline is "now plus the same
@@ -639,6 +659,8 @@ async fn deliver(delivery: Delivery, reserved: Reserved, mut turn: order::Turn) 
     let Delivery {
         client,
         url,
+        host,
+        refused,
         app_id,
         key,
         signature,
@@ -650,15 +672,21 @@ async fn deliver(delivery: Delivery, reserved: Reserved, mut turn: order::Turn) 
     let mut backoff = flush.first_backoff();
     let mut attempt = 1u32;
     loop {
-        let result = client
-            .post(url)
-            .header("Content-Type", WEBHOOK_CONTENT_TYPE)
-            .header(HEADER_KEY, &key)
-            .header(HEADER_SIGNATURE, &signature)
-            .body(body.clone())
-            .send()
-            .await;
-        metrics.webhook(WebhookOutcome::Attempt, 1);
+        let result = match &refused {
+            Some(refused) => Err(Failed::Refused(refused.clone())),
+            None => client
+                .post(url)
+                .header("Content-Type", WEBHOOK_CONTENT_TYPE)
+                .header(HEADER_KEY, &key)
+                .header(HEADER_SIGNATURE, &signature)
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|error| match reach::refusal(&error) {
+                    Some(refused) => Failed::Refused(refused.clone()),
+                    None => Failed::Error(error),
+                }),
+        };
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         let shown = |outcome: &'static str| {
             metrics.console.emit("webhook", |row| {
@@ -669,6 +697,17 @@ async fn deliver(delivery: Delivery, reserved: Reserved, mut turn: order::Turn) 
                 row.insert("outcome".into(), outcome.into());
             });
         };
+        let result = match result {
+            // Nothing was sent, and no retry would be let through.
+            Err(Failed::Refused(refused)) => {
+                reserved.bounds.refused(&app_id, &host, &refused);
+                shown("refused");
+                return;
+            }
+            Err(Failed::Error(error)) => Err(error),
+            Ok(response) => Ok(response),
+        };
+        metrics.webhook(WebhookOutcome::Attempt, 1);
         let problem = match result {
             Ok(response) if response.status().is_success() => {
                 metrics.webhook(WebhookOutcome::Success, 1);
@@ -768,6 +807,7 @@ mod tests {
             url: "http://x".into(),
             event_types: vec!["channel_occupied".into()],
             channel_prefix: Some("private-".into()),
+            reach: WebhookReach::Anywhere,
         };
         assert!(hook.accepts(&WebhookEvent::ChannelOccupied {
             channel: "private-a".into()

@@ -804,6 +804,22 @@ pub async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut
     }
 }
 
+/// Runs `herald reload` for the node whose pid file is `pid_file`, then waits for the
+/// node to log one more reload than before.
+pub async fn herald_reload(server: &Server, pid_file: &std::path::Path) {
+    let before = logged(server, "Configuration reloaded");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["reload", "--pid-file"])
+        .arg(pid_file)
+        .output()
+        .expect("run herald reload");
+    assert!(out.status.success(), "herald reload: {out:?}");
+    eventually("the reload", Duration::from_secs(5), async || {
+        logged(server, "Configuration reloaded") > before
+    })
+    .await;
+}
+
 /// How many lines of the node's log contain `text`.
 pub fn logged(server: &Server, text: &str) -> usize {
     server.log().lines().filter(|l| l.contains(text)).count()

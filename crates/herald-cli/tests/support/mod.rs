@@ -358,6 +358,50 @@ pub async fn send_raw(
     (status, json)
 }
 
+/// Reads until the server closes; returns what it sent and when it closed. Fails the test
+/// if the socket is still open after `limit`.
+pub async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, started.elapsed()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "still open after {limit:?}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+/// The status code of a raw HTTP response.
+pub fn status_of(response: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"))
+}
+
+/// The head of a `POST` to `path` for app 1, signed with `secret` over `body`.
+pub fn signed_post(path: &str, body: &[u8], secret: &str) -> String {
+    let query = herald_protocol::signing::signed_query_string(
+        "POST",
+        path,
+        KEY,
+        secret,
+        now(),
+        Some(body),
+        &[],
+    );
+    format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+}
+
 /// A throwaway `redis-server` on a free loopback port (the workspace's fixture).
 #[allow(unused_imports)] // As the rest of this module: not every test file starts a Redis.
 pub use redis_fixture::RedisServer as Redis;
@@ -377,25 +421,50 @@ pub fn assert_pusher_js_served_as(server: &Server, app_id: &str, key: &str, secr
 /// [`assert_pusher_js_served`] with the probe's arguments after the address (app id, key,
 /// secret) and environment (`PROBE_TLS=1` with `NODE_EXTRA_CA_CERTS`: over TLS).
 pub fn assert_pusher_js_served_with(server: &Server, args: &[&str], env: &[(&str, &str)]) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
-    assert!(
-        dir.join("node_modules/pusher-js").is_dir(),
-        "the official clients are not installed: run `npm ci --prefix tests/js` first"
-    );
-    let output = Command::new("node")
-        .arg("probe.mjs")
-        .arg(&server.addr)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"));
+    let output = node_script("probe.mjs", server, args, env);
     assert!(
         output.status.success(),
         "pusher-js was not served after the test: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The official Node library triggering an event of `mebibytes` MiB on app 1 (over
+/// max_request_body_bytes), sent the way it always sends (tests/js/oversized_body.mjs):
+/// what it reports, `{"status": …, "body": …, "error": …}`. Fails the test if the process
+/// fails (an unhandled EPIPE ends it). `env` as for [`assert_pusher_js_served_with`].
+pub fn oversized_body(server: &Server, mebibytes: u32, env: &[(&str, &str)]) -> Value {
+    let output = node_script("oversized_body.mjs", server, &[&mebibytes.to_string()], env);
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{shown}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{shown}"))
+}
+
+/// Runs `node SCRIPT ADDRESS ARGS…` in tests/js, where the official clients are installed.
+fn node_script(
+    script: &str,
+    server: &Server,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+    assert!(
+        dir.join("node_modules/pusher-js").is_dir() && dir.join("node_modules/pusher").is_dir(),
+        "the official clients are not installed: run `npm ci --prefix tests/js` first"
+    );
+    Command::new("node")
+        .arg(script)
+        .arg(&server.addr)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"))
 }
 
 /// The mask every hand-built client frame uses; any mask will do, a fixed one keeps the

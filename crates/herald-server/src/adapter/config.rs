@@ -7,8 +7,8 @@ use crate::config::{invalid, ConfigError};
 
 /// The adapter's keys as the file and the environment gave them (`adapter`, `redis_url` or
 /// `HERALD_REDIS_URL`, `redis_prefix`, `node_timeout`, `cluster_ops_per_app`,
-/// `cluster_bus_max_bytes`), before they are checked.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// `cluster_bus_max_bytes`), before they are checked. No `Debug`: the URL may hold a password.
+#[derive(Default, Clone, PartialEq, Eq)]
 pub(crate) struct AdapterKeys {
     /// `adapter`: `local` (the default) or `redis`.
     pub(crate) adapter: Option<String>,

@@ -18,6 +18,11 @@
 //! Over TLS ([`serve_tls`]) the handshake runs here first, within the first request's
 //! header deadline, and hyper is then served the same way over the TLS stream. At
 //! shutdown a connection finishes the request it is serving, within `Setup::drain`.
+//!
+//! A connection closed while its client is still sending a body it was answered without
+//! (413, 401, 404) lingers first, so the client reads the answer ([`linger`]).
+
+mod linger;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -63,6 +68,8 @@ struct Activity {
     head_started: AtomicU64,
     in_flight: AtomicU32,
     requests: AtomicU64,
+    /// The last request's body has not been read to its end.
+    unread: linger::Unread,
 }
 
 impl Activity {
@@ -132,6 +139,9 @@ pub(crate) struct Watched<S> {
     stream: S,
     activity: Arc<Activity>,
     permit: ConnPermit,
+    /// How a close with a body still coming drains, and the drain once begun.
+    linger: linger::Bounds,
+    lingering: Option<Box<linger::Lingering>>,
 }
 
 impl<S> Watched<S> {
@@ -156,7 +166,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+// Reading too: a close may drain what the client still sends (`linger`).
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -189,8 +200,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        linger::poll_shutdown(
+            &mut this.stream,
+            &this.activity.unread,
+            this.linger,
+            &mut this.lingering,
+            cx,
+        )
     }
 }
 
@@ -251,7 +269,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let guard = InFlight::start(&self.activity);
-        let mut req: Request = req.map(axum::body::Body::new);
+        let mut req: Request =
+            req.map(|body| axum::body::Body::new(linger::BodyRead::new(body, &self.activity)));
         // Only the WebSocket endpoint asks for the peer; the API's requests skip the insert.
         if req.uri().path().starts_with("/app/") {
             req.extensions_mut().insert(Peer(self.peer));
@@ -373,11 +392,17 @@ async fn serve_stream<S>(
         head_started: AtomicU64::new(0),
         in_flight: AtomicU32::new(0),
         requests: AtomicU64::new(0),
+        unread: linger::Unread::default(),
     });
     let io = TokioIo::new(Watched {
         stream,
         activity: activity.clone(),
         permit,
+        linger: linger::Bounds {
+            timeout: limits.linger_timeout,
+            max_bytes: limits.linger_max_bytes,
+        },
+        lingering: None,
     });
     let service = Service {
         router,

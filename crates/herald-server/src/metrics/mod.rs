@@ -130,6 +130,9 @@ pub(crate) enum WebhookOutcome {
     Failure,
     /// Never sent: a queue or a bound on the app's deliveries was full.
     Drop,
+    /// Never sent: the endpoint's address is one an app's webhook from the database may
+    /// not reach.
+    Refused,
 }
 
 /// One app's counters on this node.
@@ -145,7 +148,7 @@ pub struct AppMetrics {
     pub(crate) events_published: AtomicU64,
     pub(crate) client_events: AtomicU64,
     pub(crate) http: HttpCounts,
-    webhooks: [AtomicU64; 5],
+    webhooks: [AtomicU64; 6],
     refusals: [AtomicU64; Limit::ALL.len()],
     /// From an event's publish on this node (or its arrival from another) to the socket
     /// write that sent its last byte.

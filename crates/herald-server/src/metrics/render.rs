@@ -250,6 +250,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
             (WebhookOutcome::Success, "success"),
             (WebhookOutcome::Retry, "retry"),
             (WebhookOutcome::Failure, "failure"),
+            (WebhookOutcome::Refused, "refused"),
         ] {
             let n = app.metrics.webhook_count(outcome);
             webhooks.push(counter(vec![label("app", id), label("outcome", name)], n));
@@ -270,7 +271,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
     ));
     out.extend(family(
         "herald_webhook_requests_total",
-        "Webhook deliveries by outcome: attempts (first tries and retries), successes, retries scheduled, failures given up",
+        "Webhook deliveries by outcome: attempts (first tries and retries), successes, retries scheduled, failures given up, refused for their address",
         MetricType::COUNTER,
         webhooks,
     ));

@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 use crate::app_fields::Plans;
 pub use crate::apps::AppRef;
 use crate::config::{app_from_fields, AppConfig, AppsUrl, ConfigError};
+use crate::redact::{redact_json, redact_text, REDACTED};
 
 pub use memory::MemoryRows;
 pub use synced::{Apply, StoredApps};
@@ -56,10 +57,13 @@ impl std::fmt::Debug for StoredApp {
         f.debug_struct("StoredApp")
             .field("id", &self.id)
             .field("key", &self.key)
-            .field("secret", &"<redacted>")
+            .field("secret", &REDACTED)
             .field("enabled", &self.enabled)
             .field("plan", &self.plan)
-            .field("settings", &self.settings)
+            .field(
+                "settings",
+                &redact_json(&Value::Object(self.settings.clone())),
+            )
             .finish()
     }
 }
@@ -115,11 +119,13 @@ impl StoredApp {
 
     /// The app a node serves for this row, or why the row is not a valid app under `plans`:
     /// one line naming the field (`` `max_conections` is not an app setting ``), as the log,
-    /// `/metrics` and `herald apps` report it.
+    /// `/metrics` and `herald apps` report it, without the credentials of a URL it quotes.
     pub fn check(&self, plans: &Plans) -> Result<AppConfig, String> {
-        self.to_config("", plans).map_err(|error| match error {
-            ConfigError::Invalid { field, problem } => format!("`{field}` {problem}"),
-            other => other.to_string(),
+        self.to_config("", plans).map_err(|error| {
+            redact_text(&match error {
+                ConfigError::Invalid { field, problem } => format!("`{field}` {problem}"),
+                other => other.to_string(),
+            })
         })
     }
 
@@ -329,7 +335,7 @@ mod tests {
             "",
             fields(
                 r#"{"id":"7","key":"k","secret":"s","enabled":false,"max_connections":5,
-                      "webhooks":[{"url":"http://127.0.0.1:9/h"}]}"#,
+                      "webhooks":[{"url":"https://example.com/h"}]}"#,
             ),
             &Plans::default(),
         )

@@ -55,7 +55,7 @@ pub(super) fn resolve(
     last_good: impl Fn(&str) -> Option<AppConfig>,
 ) -> Resolved {
     let fall_back = |row: &StoredApp, reason: String| match last_good(&row.id) {
-        Some(good) => Version::LastGood(over(good, row), reason),
+        Some(good) => Version::LastGood(over(good, row, plans), reason),
         None => Version::None(reason),
     };
     let mut versions: Vec<(StoredApp, Version)> = rows
@@ -108,12 +108,17 @@ pub(super) fn resolve(
     resolved
 }
 
-/// `good` with the row's columns that are valid on their own: `enabled`, and the secret.
-fn over(good: AppConfig, row: &StoredApp) -> AppConfig {
+/// `good` with the row's columns that are valid on their own (`enabled`, and the secret),
+/// its webhooks under the networks `plans` allows now: a network the operator no longer
+/// allows is refused at delivery, even to a version kept from before.
+fn over(good: AppConfig, row: &StoredApp, plans: &Plans) -> AppConfig {
     let mut app = AppConfig {
         enabled: row.enabled,
         ..good
     };
+    for hook in &mut app.webhooks {
+        hook.reach = plans.tenant_reach();
+    }
     if app.secret != row.secret {
         let rotated = AppConfig {
             secret: row.secret.clone(),
@@ -230,6 +235,34 @@ mod tests {
         assert_eq!(now.configs.len(), 1);
         assert_eq!(now.configs[0].secret, "s1");
         assert!(!now.invalid[1].kept);
+    }
+
+    #[test]
+    fn a_network_no_longer_allowed_is_refused_to_the_kept_version_too() {
+        let plans = |networks: &[&str]| {
+            let networks = networks.iter().map(|n| (*n).to_owned()).collect();
+            Plans::from_file(HashMap::new(), Some(networks)).expect("valid")
+        };
+        let hook = r#"{"webhooks":[{"url":"http://10.0.0.5/h"}]}"#;
+        let wide = plans(&["10.0.0.0/8"]);
+        let good = resolve(vec![row("1", "k1", hook)], &wide, |_| None).configs;
+        assert_eq!(good.len(), 1, "allowed");
+        // The operator narrows the list: the row is not valid any more, its last valid
+        // version is kept (sockets stay), and its webhook may reach public addresses only.
+        let narrow = plans(&["192.168.0.0/16"]);
+        let now = resolve(vec![row("1", "k1", hook)], &narrow, |id| {
+            good.iter().find(|a| a.id == id).cloned()
+        });
+        assert!(now.invalid[0].kept, "{:?}", now.invalid);
+        assert!(
+            now.invalid[0].reason.contains("private"),
+            "{:?}",
+            now.invalid
+        );
+        let kept = &now.configs[0].webhooks[0];
+        assert_eq!(kept.reach, narrow.tenant_reach());
+        let address = "10.0.0.5".parse().expect("ip");
+        assert!(kept.reach.check(address).is_err(), "refused at delivery");
     }
 
     #[test]
