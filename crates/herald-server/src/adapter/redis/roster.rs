@@ -20,7 +20,7 @@
 //! Pure rules, no I/O: the caller holds the view's lock while it applies a change and pushes
 //! the frames the change calls for, so every subscriber sees one order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What the node's subscribers must be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +34,9 @@ pub(crate) enum Change {
 pub(crate) struct Roster {
     /// The version of the last list applied: every change up to it is in `members`.
     base: u64,
-    /// The members with their `user_info`.
-    members: HashMap<String, Option<String>>,
+    /// The members with their `user_info`, by user id: a list always comes out in one
+    /// order, whatever order the changes came in.
+    members: BTreeMap<String, Option<String>>,
     /// Changes newer than `base`, by user: present or not, and at which version.
     newer: HashMap<String, (bool, u64)>,
 }
@@ -125,7 +126,7 @@ impl Roster {
         if version <= self.base && self.base > 0 {
             return Vec::new();
         }
-        let mut next: HashMap<String, Option<String>> = list.into_iter().collect();
+        let mut next: BTreeMap<String, Option<String>> = list.into_iter().collect();
         self.newer.retain(|_, &mut (_, seen)| seen > version);
         for (user, &(present, _)) in &self.newer {
             if present {
