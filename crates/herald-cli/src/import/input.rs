@@ -117,11 +117,12 @@ fn read_text(path: &Path) -> Result<String, Fail> {
     std::fs::read_to_string(path).map_err(|e| Fail::input(format!("cannot read {shown}: {e}")))
 }
 
-/// A config file as JSON: JSON, or TOML when its name ends in `.toml` (sockudo reads both).
-pub(super) fn config_file(path: &Path) -> Result<Value, Fail> {
+/// A config file as JSON: JSON, or with `toml_too` TOML when its name ends in `.toml`
+/// (sockudo reads both, soketi only JSON).
+pub(super) fn config_file(path: &Path, toml_too: bool) -> Result<Value, Fail> {
     let text = read_text(path)?;
     let shown = path.display();
-    if path.extension().is_some_and(|e| e == "toml") {
+    if toml_too && path.extension().is_some_and(|e| e == "toml") {
         let table: toml::Table = toml::from_str(&text).map_err(|e| {
             Fail::input(format!("{shown} is not TOML: {}", one_line(&e.to_string())))
         })?;

@@ -236,7 +236,7 @@ async fn read(
             let mut sources = Vec::new();
             if let Some(path) = file {
                 options
-                    .apply_file(input::config_file(path)?)
+                    .apply_file(input::config_file(path, false)?)
                     .map_err(Fail::input)?;
                 sources.push(path.display().to_string());
             }
@@ -260,8 +260,8 @@ async fn read(
                     ))
                 }
                 (Some(path), None) => {
-                    let (apps, p) =
-                        sockudo::from_file(&input::config_file(path)?).map_err(Fail::input)?;
+                    let (apps, p) = sockudo::from_file(&input::config_file(path, true)?)
+                        .map_err(Fail::input)?;
                     (apps, p, path.display().to_string())
                 }
                 (None, Some((env, shown))) => {
