@@ -676,3 +676,26 @@ async fn an_imported_soketi_table_is_served_to_pusher_js(engine: Engine) {
     );
     assert_eq!(db.sql("SELECT count(*) FROM herald_apps"), "2");
 }
+
+#[test]
+fn a_herald_config_files_apps_still_import_without_from() {
+    let db = TestDb::postgres();
+    let file = TempFile::new("herald-apps");
+    std::fs::write(
+        &file.0,
+        "[[apps]]\nid = \"h1\"\nkey = \"hk1\"\nsecret = \"hs1\"\nmax_connections = 3\n",
+    )
+    .expect("write");
+    let apps = |args: &[&str]| support::db::herald_apps(&db.url(), None, args);
+    assert_eq!(apps(&["migrate"]).code, 0);
+    let run = apps(&["import", file.path()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Imported 1 app(s): h1."), "{run:?}");
+    assert_eq!(db.sql("SELECT key FROM herald_apps WHERE id = 'h1'"), "hk1");
+    let run = apps(&["import"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("--from soketi|sockudo|reverb|pusher"),
+        "{run:?}"
+    );
+}

@@ -417,3 +417,12 @@ fn webhook(
     }
     Ok(Some(Value::Object(mapped)))
 }
+
+/// What to do when the file says the apps live elsewhere.
+pub(super) fn table_hint(driver: &str) -> &'static str {
+    if matches!(driver, "mysql" | "postgres" | "postgresql" | "pg") {
+        "import its table with --db URL --table NAME"
+    } else {
+        "Herald reads its MySQL or PostgreSQL table (--db URL), or apps listed in the file"
+    }
+}

@@ -124,7 +124,8 @@ pub(super) fn from_file(config: &Value) -> Result<(Vec<PeerApp>, Peer), String> 
         .filter(|d| *d != "memory")
     {
         return Err(format!(
-            "this sockudo keeps its apps in {driver} (`app_manager.driver`), not in the file: import its table with --db URL --table NAME"
+            "this sockudo keeps its apps in {driver} (`app_manager.driver`), not in the file: {}",
+            super::mapping::table_hint(driver)
         ));
     }
     let apps = match at(&["app_manager", "array", "apps"]) {

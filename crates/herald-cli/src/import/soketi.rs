@@ -259,7 +259,8 @@ impl Options {
         let driver = self.at("appManager.driver").and_then(Value::as_str);
         if let Some(driver) = driver.filter(|d| *d != "array") {
             return Err(format!(
-                "this soketi keeps its apps in {driver} (`appManager.driver`), not in the file: import its table with --db URL --table NAME"
+                "this soketi keeps its apps in {driver} (`appManager.driver`), not in the file: {}",
+                super::mapping::table_hint(driver)
             ));
         }
         let Some(apps) = self.at("appManager.array.apps") else {
