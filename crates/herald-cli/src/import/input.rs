@@ -173,10 +173,9 @@ pub(super) async fn table(url: &str, table: &str) -> Result<Vec<Map<String, Valu
                     .map_err(|_| unreachable(&"no answer in 10 s"))?
                     .map_err(|e| unreachable(&e))?;
             let quoted: Vec<String> = parts.iter().map(|p| format!("\"{p}\"")).collect();
-            let sql = format!(
-                "SELECT row_to_json(t)::text FROM {} AS t LIMIT {}",
-                quoted.join("."),
-                MAX_ROWS + 1
+            let sql = select(
+                "row_to_json(t)::text",
+                &format!("{} AS t", quoted.join(".")),
             );
             sqlx::query_scalar(&sql)
                 .fetch_all(&mut conn)
@@ -221,12 +220,8 @@ pub(super) async fn table(url: &str, table: &str) -> Result<Vec<Map<String, Valu
                 })
                 .collect();
             let quoted: Vec<String> = parts.iter().map(|p| format!("`{p}`")).collect();
-            let sql = format!(
-                "SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM {} LIMIT {}",
-                pairs.join(", "),
-                quoted.join("."),
-                MAX_ROWS + 1
-            );
+            let row = format!("CAST(JSON_OBJECT({}) AS CHAR)", pairs.join(", "));
+            let sql = select(&row, &quoted.join("."));
             sqlx::query_scalar(&sql)
                 .fetch_all(&mut conn)
                 .await
@@ -246,6 +241,11 @@ pub(super) async fn table(url: &str, table: &str) -> Result<Vec<Map<String, Valu
             ))),
         })
         .collect()
+}
+
+/// Each row of `from` as `expr`, one more than the most read (to tell there are more).
+fn select(expr: &str, from: &str) -> String {
+    format!("SELECT {expr} FROM {from} LIMIT {}", MAX_ROWS + 1)
 }
 
 fn no_table(table: &str, shown: &str) -> Fail {

@@ -101,6 +101,19 @@ impl Imported {
     }
 }
 
+/// An app's id, key and secret from three variables, each required.
+pub(super) fn credentials(env: &super::Env, names: [&str; 3]) -> Result<Map<String, Value>, Bad> {
+    let mut fields = Map::new();
+    for (name, key) in names.into_iter().zip(["id", "key", "secret"]) {
+        let value = env
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{name} is not set"))?;
+        fields.insert(key.into(), value.into());
+    }
+    Ok(fields)
+}
+
 /// Bad input: one line, naming the app and the setting.
 pub(super) type Bad = String;
 
@@ -305,17 +318,6 @@ fn at_least_one(
     Ok(())
 }
 
-/// The webhook events Herald sends.
-const HERALD_EVENTS: [&str; 7] = [
-    "channel_occupied",
-    "channel_vacated",
-    "member_added",
-    "member_removed",
-    "client_event",
-    "cache_miss",
-    "subscription_count",
-];
-
 /// The peers' webhooks (a list, or a JSON text of one in a SQL column), as Herald's.
 fn webhooks(name: &str, value: &Value, notes: &mut Vec<Note>) -> Result<Vec<Value>, Bad> {
     let parsed;
@@ -366,7 +368,7 @@ fn webhook(
         .flatten()
     {
         match event.as_str() {
-            Some(e) if HERALD_EVENTS.contains(&e) => events.push(Value::from(e)),
+            Some(e) if herald_server::webhooks::is_event_name(e) => events.push(Value::from(e)),
             _ => notes.push(Note::new(
                 format!("{at}.event_types: {event}"),
                 "not an event Herald sends",

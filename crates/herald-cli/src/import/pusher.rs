@@ -2,9 +2,7 @@
 //! `config/broadcasting.php` and most Pusher set-ups read (`PUSHER_APP_ID`, `_KEY`,
 //! `_SECRET`, `_CLUSTER`). Pusher's own limits live in its dashboard, not in these.
 
-use serde_json::Map;
-
-use super::mapping::{Imported, Note};
+use super::mapping::{credentials, Imported, Note};
 use super::Env;
 
 /// The variables that say where the service is, and what to do instead.
@@ -17,18 +15,10 @@ const WHERE: &[(&str, &str)] = &[
 
 /// The app the variables describe.
 pub(super) fn from_env(env: &Env) -> Result<(Vec<Imported>, Vec<Note>), String> {
-    let mut fields = Map::new();
-    for (name, key) in [
-        ("PUSHER_APP_ID", "id"),
-        ("PUSHER_APP_KEY", "key"),
-        ("PUSHER_APP_SECRET", "secret"),
-    ] {
-        let value = env
-            .get(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{name} is not set"))?;
-        fields.insert(key.into(), value.into());
-    }
+    let fields = credentials(
+        env,
+        ["PUSHER_APP_ID", "PUSHER_APP_KEY", "PUSHER_APP_SECRET"],
+    )?;
     let mut notes = Vec::new();
     for (name, why) in WHERE {
         if let Some(value) = env.get(name).filter(|v| !v.is_empty()) {

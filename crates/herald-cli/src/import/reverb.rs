@@ -2,9 +2,9 @@
 //! (`REVERB_APP_ID`, `_KEY`, `_SECRET` and the app's options). Reverb's config provider
 //! builds one app from them; more apps live in PHP, which this does not read.
 
-use serde_json::{json, Map};
+use serde_json::json;
 
-use super::mapping::{Imported, Note};
+use super::mapping::{credentials, Imported, Note};
 use super::Env;
 
 /// The variables `reverb.php` reads that Herald has no per-app setting for, and why.
@@ -32,18 +32,10 @@ const MAPPED: [&str; 5] = [
 
 /// The app the variables describe.
 pub(super) fn from_env(env: &Env) -> Result<(Vec<Imported>, Vec<Note>), String> {
-    let mut fields = Map::new();
-    for (name, key) in [
-        ("REVERB_APP_ID", "id"),
-        ("REVERB_APP_KEY", "key"),
-        ("REVERB_APP_SECRET", "secret"),
-    ] {
-        let value = env
-            .get(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{name} is not set"))?;
-        fields.insert(key.into(), value.into());
-    }
+    let mut fields = credentials(
+        env,
+        ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET"],
+    )?;
     let mut notes = Vec::new();
     if let Some(max) = env
         .get("REVERB_APP_MAX_CONNECTIONS")
