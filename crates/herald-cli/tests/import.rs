@@ -298,7 +298,7 @@ fn soketi_environment_variables_import_from_a_file_and_the_process() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout.contains(
-            "id = \"proc\"\nkey = \"proc-key\"\nsecret = \"proc-secret\"\nenabled = false\n"
+            "id = \"proc\"\nkey = \"proc-key\"\nsecret = \"<redacted>\"\nenabled = false\n"
         ),
         "{run:?}"
     );
@@ -432,6 +432,55 @@ fn sockudo_config_files_import_in_json_and_toml() {
     }
     assert_eq!(trading.len(), 4, "{printed}");
 
+    // SOCKUDO_DEFAULT_APP_*: each limit left out is 100 in sockudo.
+    let run = import(
+        &[
+            "--from",
+            "sockudo",
+            "--env",
+            "--output",
+            out.path(),
+            "--dry-run",
+            "--json",
+        ],
+        &[
+            ("SOCKUDO_DEFAULT_APP_ID", "s1"),
+            ("SOCKUDO_DEFAULT_APP_KEY", "sk1"),
+            ("SOCKUDO_DEFAULT_APP_SECRET", "ss1"),
+            ("SOCKUDO_DEFAULT_APP_MAX_EVENT_NAME_LENGTH", "200"),
+            ("SOCKUDO_DEFAULT_APP_ALLOWED_ORIGINS", "https://a.example"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: Value = serde_json::from_str(&run.stdout).expect("--json prints one JSON report");
+    assert_eq!(report["dry_run"], true, "{report}");
+    let app = &report["apps"][0];
+    assert_eq!(app["id"], "s1", "{report}");
+    assert_eq!(
+        app["settings"],
+        serde_json::json!([
+            "client_events",
+            "client_events_per_second",
+            "max_channel_name_length",
+            "max_connections",
+            "max_events_per_batch",
+            "max_presence_user_info_bytes",
+            "publishes_per_second",
+            "reads_per_second",
+        ]),
+        "{report}"
+    );
+    assert_eq!(
+        app["not_mapped"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(
+        app["not_mapped"][0]["setting"], "SOCKUDO_DEFAULT_APP_ALLOWED_ORIGINS",
+        "{report}"
+    );
+    assert!(!run.stdout.contains("ss1"), "no secret: {run:?}");
+
     let toml_out = TempFile::new("sockudo-toml");
     import_ok(&[
         "--from",
@@ -493,8 +542,9 @@ fn reverb_and_pusher_variables_import_from_their_env_files() {
     );
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout
-            .contains("id = \"r2\"\nkey = \"rk2\"\nsecret = \"rs2\"\nclient_events = false\n"),
+        run.stdout.contains(
+            "id = \"r2\"\nkey = \"rk2\"\nsecret = \"<redacted>\"\nclient_events = false\n"
+        ),
         "{run:?}"
     );
 

@@ -180,7 +180,7 @@ async fn import(
     let destination = destination(args, config, apps_url)?;
     let into = match &destination {
         Destination::File(path) => {
-            output::to_file(path, &apps, &described, args.dry_run)?;
+            output::to_file(path, &apps, &described, args.dry_run, !json)?;
             path.display().to_string()
         }
         Destination::Db(url, plans) => {

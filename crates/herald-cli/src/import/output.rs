@@ -14,8 +14,12 @@ use serde_json::Value;
 use super::mapping::Imported;
 use super::Fail;
 
-/// The apps as `[[apps]]` tables: credentials first, then the settings, then webhooks.
-pub(super) fn toml_apps(apps: &[Imported], from: &str) -> Result<String, Fail> {
+/// What a dry run shows instead of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// The apps as `[[apps]]` tables: credentials first, then the settings, then webhooks;
+/// with `hide_secrets` (a preview on a terminal or in a CI log) each secret is masked.
+pub(super) fn toml_apps(apps: &[Imported], from: &str, hide_secrets: bool) -> Result<String, Fail> {
     let mut out = format!("\n# Imported from {from} by `herald apps import`.\n");
     for app in apps {
         out.push_str("[[apps]]\n");
@@ -26,6 +30,10 @@ pub(super) fn toml_apps(apps: &[Imported], from: &str) -> Result<String, Fail> {
             .filter(|k| !first.contains(&k.as_str()) && *k != "webhooks");
         for name in first.iter().copied().chain(rest.map(String::as_str)) {
             if let Some(value) = app.fields.get(name) {
+                let value = match name {
+                    "secret" if hide_secrets => &Value::from(REDACTED),
+                    _ => value,
+                };
                 out.push_str(&format!("{name} = {}\n", toml_value(value)?));
             }
         }
@@ -57,12 +65,14 @@ fn toml_value(value: &Value) -> Result<String, Fail> {
 }
 
 /// Appends the apps to the config file at `path` (created if missing), unless the result
-/// would not load; with `dry_run`, prints what would be appended instead.
+/// would not load; with `dry_run`, writes nothing (and with `show`, prints what would be
+/// appended, secrets masked).
 pub(super) fn to_file(
     path: &Path,
     apps: &[Imported],
     from: &str,
     dry_run: bool,
+    show: bool,
 ) -> Result<(), Fail> {
     let shown = path.display();
     let existing = match std::fs::read_to_string(path) {
@@ -70,7 +80,7 @@ pub(super) fn to_file(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Fail::input(format!("cannot read {shown}: {e}"))),
     };
-    let added = toml_apps(apps, from)?;
+    let added = toml_apps(apps, from, false)?;
     let mut text = existing.clone().unwrap_or_default();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
@@ -90,7 +100,9 @@ pub(super) fn to_file(
         )));
     }
     if dry_run {
-        super::out!("{}", added.trim_start());
+        if show {
+            super::out!("{}", toml_apps(apps, from, true)?.trim_start());
+        }
         return Ok(());
     }
     write_replacing(path, &text, existing.is_some())
