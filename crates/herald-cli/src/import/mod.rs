@@ -40,14 +40,14 @@ pub(crate) use out;
 /// The servers whose apps can be imported.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
-    /// soketi: its JSON config file, SOKETI_* variables, or its `apps` table.
+    /// Its JSON config file, SOKETI_* variables, or its `apps` table.
     Soketi,
-    /// sockudo: its config file (JSON or TOML), SOCKUDO_DEFAULT_APP_*, or its
-    /// `applications` table.
+    /// Its config file (JSON or TOML), SOCKUDO_DEFAULT_APP_*, or its `applications`
+    /// table.
     Sockudo,
-    /// Laravel Reverb: the REVERB_* variables (a `.env` file).
+    /// Laravel Reverb's REVERB_* variables (a `.env` file).
     Reverb,
-    /// Pusher: the PUSHER_APP_* variables (a `.env` file).
+    /// Pusher's PUSHER_APP_* variables (a `.env` file).
     Pusher,
 }
 
