@@ -179,7 +179,7 @@ fn a_soketi_config_file_is_appended_to_a_herald_config_file() {
     assert_eq!(apps["chat"]["secret"], "chat-secret-1");
     assert_eq!(
         settings(&apps["chat"]),
-        serde_json::json!({
+        serde_json::json!({"cache_ttl": 3600,
             "max_connections": 500, "publishes_per_second": 50, "client_events_per_second": 5,
             "max_presence_members": 30, "max_event_data_bytes": 65536,
             // The file's server-wide presence.maxMemberSizeInKb = 4.
@@ -193,7 +193,7 @@ fn a_soketi_config_file_is_appended_to_a_herald_config_file() {
     // soketi's defaults where Herald's differ: client events off, sign-in within 30 s.
     assert_eq!(
         settings(&apps["feed"]),
-        serde_json::json!({"client_events": false, "max_presence_user_info_bytes": 4096, "user_authentication_timeout": 30})
+        serde_json::json!({"cache_ttl": 3600, "client_events": false, "max_presence_user_info_bytes": 4096, "user_authentication_timeout": 30})
     );
     let chat = not_mapped(&printed, "chat");
     assert_eq!(chat.len(), 4, "{printed}");
@@ -257,7 +257,7 @@ fn soketi_environment_variables_import_from_a_file_and_the_process() {
     let apps = out.apps();
     assert_eq!(
         settings(&apps["env-app"]),
-        serde_json::json!({
+        serde_json::json!({"cache_ttl": 600,
             "max_connections": 1000, "client_events_per_second": 20, "max_presence_members": 50,
             "max_event_data_bytes": 204800, "max_presence_user_info_bytes": 2048,
             "user_authentication_timeout": 45,
@@ -322,11 +322,11 @@ async fn a_soketi_table_imports_as_soketi_serves_it(engine: Engine) {
     // A NULL limit is soketi's server-wide default: 2 KB of presence user info.
     assert_eq!(
         settings(&apps["app-1"]),
-        serde_json::json!({"max_connections": 200, "max_presence_user_info_bytes": 2048})
+        serde_json::json!({"cache_ttl": 3600, "max_connections": 200, "max_presence_user_info_bytes": 2048})
     );
     assert_eq!(
         settings(&apps["app-2"]),
-        serde_json::json!({
+        serde_json::json!({"cache_ttl": 3600,
             "client_events": false, "publishes_per_second": 100,
             "reads_per_second": 50, "max_presence_members": 20, "max_channel_name_length": 100,
             "max_channels_per_trigger": 10, "max_event_data_bytes": 51200,
@@ -370,7 +370,7 @@ async fn a_sockudo_table_imports_its_policy_and_flat_rows(engine: Engine) {
     // The policy wins over the flat columns, as in sockudo.
     assert_eq!(
         settings(&apps["pol"]),
-        serde_json::json!({
+        serde_json::json!({"cache_ttl": 3600,
             "max_connections": 500, "client_events_per_second": 25,
             "max_presence_user_info_bytes": 4096,
             "webhooks": [{"url": "https://hooks.example.com/pol", "event_types": ["member_added"]}],
@@ -378,7 +378,7 @@ async fn a_sockudo_table_imports_its_policy_and_flat_rows(engine: Engine) {
     );
     assert_eq!(
         settings(&apps["flat"]),
-        serde_json::json!({
+        serde_json::json!({"cache_ttl": 3600,
             "client_events": false, "publishes_per_second": 100, "reads_per_second": 200,
             "max_presence_members": 30, "max_presence_user_info_bytes": 2048,
             "webhooks": [{"url": "https://hooks.example.com/flat", "event_types": ["client_event"]}],
@@ -409,7 +409,7 @@ fn sockudo_config_files_import_in_json_and_toml() {
     let apps = out.apps();
     assert_eq!(
         settings(&apps["trading"]),
-        serde_json::json!({
+        serde_json::json!({"cache_ttl": 3600,
             "max_connections": 100000, "client_events_per_second": 1000,
             "publishes_per_second": 200, "max_event_data_bytes": 32768,
             "max_presence_user_info_bytes": 2048, "user_authentication_timeout": 600,
@@ -419,7 +419,7 @@ fn sockudo_config_files_import_in_json_and_toml() {
     // sockudo's 0 is "no limit": Herald's default.
     assert_eq!(
         settings(&apps["legacy"]),
-        serde_json::json!({"client_events": false, "reads_per_second": 20, "max_presence_members": 50, "max_presence_user_info_bytes": 2048})
+        serde_json::json!({"cache_ttl": 3600, "client_events": false, "reads_per_second": 20, "max_presence_members": 50, "max_presence_user_info_bytes": 2048})
     );
     let trading = not_mapped(&printed, "trading");
     for start in [
@@ -459,6 +459,7 @@ fn sockudo_config_files_import_in_json_and_toml() {
     assert_eq!(
         app["settings"],
         serde_json::json!([
+            "cache_ttl",
             "client_events",
             "client_events_per_second",
             "max_channel_name_length",
@@ -491,7 +492,7 @@ fn sockudo_config_files_import_in_json_and_toml() {
     ]);
     assert_eq!(
         settings(&toml_out.apps()["toml-app"]),
-        serde_json::json!({"max_connections": 300, "client_events_per_second": 50, "max_presence_user_info_bytes": 2048})
+        serde_json::json!({"cache_ttl": 3600, "max_connections": 300, "client_events_per_second": 50, "max_presence_user_info_bytes": 2048})
     );
 }
 

@@ -3,7 +3,7 @@
 //! the name the operator wrote; this module decides what Herald does with it and says, one
 //! line per setting, what it cannot carry over.
 
-use herald_server::config::AppLimits;
+use herald_server::config::{app_from_fields, AppLimits, Plans};
 use serde_json::{json, Map, Value};
 
 /// A setting both peers have, whatever each calls it.
@@ -27,6 +27,8 @@ pub(super) enum Setting {
     EventPayloadKb,
     EventBatchSize,
     UserAuthentication,
+    /// Server-wide in both peers; per app in Herald.
+    CacheTtl,
 }
 
 /// What Herald cannot carry over: the setting as the operator named it, and why.
@@ -171,8 +173,16 @@ fn herald_default(key: &str) -> Option<Value> {
         "max_event_data_bytes" => json!(d.max_event_data_bytes),
         "max_events_per_batch" => json!(d.max_events_per_batch),
         "user_authentication_timeout" => json!(0),
+        "cache_ttl" => json!(herald_cache_ttl()),
         _ => return None,
     })
+}
+
+/// Herald's default `cache_ttl`, in seconds, as an app that leaves it out gets it.
+fn herald_cache_ttl() -> u64 {
+    let bare = json!({"id": "1", "key": "k", "secret": "s"});
+    let fields = bare.as_object().cloned().unwrap_or_default();
+    app_from_fields("", fields, &Plans::default()).map_or(0, |app| app.cache_ttl.as_secs())
 }
 
 /// Maps one app. `label` names it in errors until its id is known.
@@ -252,6 +262,7 @@ fn map_one(
         }
         Setting::EventPayloadKb => at_least_one(name, value, 1024.0, "max_event_data_bytes", out)?,
         Setting::EventBatchSize => at_least_one(name, value, 1.0, "max_events_per_batch", out)?,
+        Setting::CacheTtl => at_least_one(name, value, 1.0, "cache_ttl", out)?,
         Setting::EventNameLength => {
             let n = number(name, value)?;
             if n != herald_protocol::channel::MAX_EVENT_NAME_LEN as f64 {

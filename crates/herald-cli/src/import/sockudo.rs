@@ -111,6 +111,7 @@ const SERVER_DEFAULTS: &[(Setting, &[&str], f64)] = &[
         &["event_limits", "max_batch_size"],
         10.0,
     ),
+    (Setting::CacheTtl, &["channel_limits", "cache_ttl"], 3600.0),
 ];
 
 /// sockudo's `user_authentication_timeout` default, in seconds.

@@ -159,6 +159,7 @@ const ENV_OPTIONS: &[(&str, &str)] = &[
         "CHANNEL_LIMITS_MAX_NAME_LENGTH",
         "channelLimits.maxNameLength",
     ),
+    ("CHANNEL_CACHE_TTL", "channelLimits.cacheTtl"),
     ("EVENT_MAX_BATCH_SIZE", "eventLimits.maxBatchSize"),
     (
         "EVENT_MAX_CHANNELS_AT_ONCE",
@@ -192,6 +193,7 @@ const SERVER_DEFAULTS: &[(Setting, &str, f64)] = &[
     (Setting::EventNameLength, "eventLimits.maxNameLength", 200.0),
     (Setting::EventPayloadKb, "eventLimits.maxPayloadInKb", 100.0),
     (Setting::EventBatchSize, "eventLimits.maxBatchSize", 10.0),
+    (Setting::CacheTtl, "channelLimits.cacheTtl", 3600.0),
 ];
 
 /// soketi's `userAuthenticationTimeout` default, in milliseconds.
