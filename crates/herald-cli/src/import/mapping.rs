@@ -439,3 +439,69 @@ pub(super) fn table_hint(driver: &str) -> &'static str {
         "Herald reads its MySQL or PostgreSQL table (--db URL), or apps listed in the file"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(zero_is_unlimited: bool) -> Peer {
+        Peer {
+            name: "peer",
+            zero_is_unlimited,
+            defaults: PeerApp::default(),
+            user_auth_timeout_secs: 30,
+        }
+    }
+
+    fn app(settings: &[(Setting, Value)]) -> PeerApp {
+        let mut app = PeerApp::default();
+        app.set(Setting::Id, "id", json!(7));
+        app.set(Setting::Key, "key", json!("k"));
+        app.set(Setting::Secret, "secret", json!("s"));
+        for (setting, value) in settings {
+            app.set(*setting, &format!("{setting:?}"), value.clone());
+        }
+        app
+    }
+
+    #[test]
+    fn zero_is_no_limit_only_where_the_peer_says_so() {
+        let zero = app(&[(Setting::MaxConnections, json!("0"))]);
+        let sockudo = map_app(zero, &peer(true), "x").expect("valid");
+        assert_eq!(sockudo.fields["id"], "7");
+        assert!(
+            !sockudo.fields.contains_key("max_connections"),
+            "0 is the default"
+        );
+        assert!(sockudo.notes.is_empty());
+        let zero = app(&[(Setting::MaxConnections, json!(0))]);
+        let soketi = map_app(zero, &peer(false), "x").expect("valid");
+        assert_eq!(soketi.notes.len(), 1);
+        assert!(
+            soketi.notes[0].why.contains("refuses everything"),
+            "{:?}",
+            soketi.notes
+        );
+        let bad = app(&[(Setting::MaxConnections, json!([1]))]);
+        let error = map_app(bad, &peer(false), "x").err().expect("not a number");
+        assert_eq!(error, "app '7': `MaxConnections` is not a number: [1]");
+    }
+
+    #[test]
+    fn a_webhook_with_no_event_herald_sends_is_not_imported() {
+        let hooks = json!([
+            {"url": "https://h.example/a", "event_types": []},
+            {"url": "https://h.example/b", "event_types": ["ai_run_started", "member_added"]},
+        ]);
+        let mapped = map_app(app(&[(Setting::Webhooks, hooks)]), &peer(false), "x").expect("valid");
+        assert_eq!(
+            mapped.fields["webhooks"],
+            json!([{"url": "https://h.example/b", "event_types": ["member_added"]}])
+        );
+        let settings: Vec<&str> = mapped.notes.iter().map(|n| n.setting.as_str()).collect();
+        assert_eq!(
+            settings,
+            ["Webhooks[0]", "Webhooks[1].event_types: \"ai_run_started\""]
+        );
+    }
+}
