@@ -293,6 +293,10 @@ fn soketi_environment_variables_import_from_a_file_and_the_process() {
             ("SOKETI_DEFAULT_APP_KEY", "proc-key"),
             ("SOKETI_DEFAULT_APP_SECRET", "proc-secret"),
             ("SOKETI_DEFAULT_APP_ENABLED", "false"),
+            (
+                "SOKETI_DEFAULT_APP_WEBHOOKS",
+                r#"[{"url":"https://hook:hooksecret@hooks.example.com/x","event_types":["member_added"]}]"#,
+            ),
         ],
     );
     assert_eq!(run.code, 0, "{run:?}");
@@ -302,6 +306,12 @@ fn soketi_environment_variables_import_from_a_file_and_the_process() {
         ),
         "{run:?}"
     );
+    assert!(
+        run.stdout
+            .contains("url = \"https://hook:<redacted>@hooks.example.com/x\""),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("hooksecret"), "{run:?}");
     assert_eq!(out.apps().len(), 1, "a dry run writes nothing");
 
     // soketi's built-in app has public credentials: refused.

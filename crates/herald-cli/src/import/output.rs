@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use herald_server::config::Plans;
+use herald_server::config::{redact_url, Plans};
 use herald_server::store::{self, AppRef, StoreError, StoredApp};
 use herald_server::{AppsUrl, Config, ConfigError};
 use serde_json::Value;
@@ -18,7 +18,8 @@ use super::Fail;
 const REDACTED: &str = "<redacted>";
 
 /// The apps as `[[apps]]` tables: credentials first, then the settings, then webhooks;
-/// with `hide_secrets` (a preview on a terminal or in a CI log) each secret is masked.
+/// with `hide_secrets` (a preview on a terminal or in a CI log) each secret, and the
+/// credentials of each webhook URL, are masked.
 pub(super) fn toml_apps(apps: &[Imported], from: &str, hide_secrets: bool) -> Result<String, Fail> {
     let mut out = format!("\n# Imported from {from} by `herald apps import`.\n");
     for app in apps {
@@ -50,7 +51,12 @@ pub(super) fn toml_apps(apps: &[Imported], from: &str, hide_secrets: bool) -> Re
             };
             for name in ["url", "event_types", "channel_prefix"] {
                 if let Some(value) = hook.get(name) {
-                    out.push_str(&format!("{name} = {}\n", toml_value(value)?));
+                    // A receiver often takes a token in its URL's user or password.
+                    let shown = match (name, value.as_str()) {
+                        ("url", Some(url)) if hide_secrets => &Value::from(redact_url(url)),
+                        _ => value,
+                    };
+                    out.push_str(&format!("{name} = {}\n", toml_value(shown)?));
                 }
             }
         }
