@@ -109,11 +109,14 @@ enum AppsCommand {
         /// The app id.
         id: String,
     },
-    /// Copy the `[[apps]]` of a config file into the database.
+    /// Copy the `[[apps]]` of a config file into the database, or with --from another
+    /// server's apps into a config file or the database.
     Import {
         /// A TOML file with `[[apps]]` tables (its plans are checked against the running
-        /// config's).
-        file: PathBuf,
+        /// config's); with --from, the other server's config or .env file.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        peer: crate::import::ImportArgs,
     },
 }
 
@@ -159,6 +162,12 @@ impl From<ConfigError> for Failure {
 
 /// Runs `herald apps …`; `json` prints JSON instead of text.
 pub fn run(args: AppsArgs, json: bool) -> ExitCode {
+    if let AppsCommand::Import { file, peer } = &args.command {
+        if peer.names_a_peer() {
+            let url = args.apps_url.as_deref();
+            return crate::import::run(file.as_deref(), peer, args.config.as_deref(), url, json);
+        }
+    }
     let outcome = load(&args).and_then(|(config, url)| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -357,7 +366,13 @@ async fn execute(command: AppsCommand, cx: &Context, rows: &dyn AppRows) -> Resu
             rows.update(&app).await?;
             show(cx, &app, "New secret for app");
         }
-        AppsCommand::Import { file } => {
+        AppsCommand::Import { file, .. } => {
+            let Some(file) = file else {
+                return Err(Failure(
+                    2,
+                    "give a FILE of [[apps]], or --from soketi|sockudo|reverb|pusher".into(),
+                ));
+            };
             let apps = apps_in_file(&file)?;
             let mut stored = Vec::with_capacity(apps.len());
             for (i, fields) in apps.into_iter().enumerate() {

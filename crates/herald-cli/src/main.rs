@@ -4,6 +4,7 @@
 
 mod apps;
 mod commands;
+mod import;
 mod probe;
 mod reload;
 
