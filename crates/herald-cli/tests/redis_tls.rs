@@ -1,0 +1,352 @@
+//! TLS to Redis, against real `redis-server` processes serving TLS only (a test CA made
+//! with `openssl` at test time): the official-client suite on three nodes over one server,
+//! over a Redis Cluster (three masters, a replica each, the bus and replication over TLS)
+//! and over a Sentinel set-up (sentinels over TLS too); a client certificate required by
+//! the server and given by the node (mTLS); a wrong CA and a certificate for another name
+//! refused at start with a clear error (the name check turned off only by its key); and
+//! rotated certificate files read again on SIGHUP.
+
+mod support;
+#[path = "support/topology_files.rs"]
+mod topology_files;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use redis_fixture::{RedisCluster, RedisServer, Sentinel, TestCa, TlsFiles};
+use support::nodes::{next_event, trigger};
+use support::{Server, Ws, KEY};
+
+/// Runs the suite's files whose behaviour goes through Redis on three nodes sharing the Redis at `url`, their TLS keys `keys`.
+fn run_suite(url: &str, keys: &str) -> Output {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+    assert!(
+        dir.join("node_modules/pusher-js").is_dir(),
+        "the official clients are not installed: run `npm ci --prefix tests/js` first"
+    );
+    Command::new("node")
+        .args([
+            "--test",
+            "--test-force-exit",
+            "--test-reporter=spec",
+            "--test-concurrency=2",
+        ])
+        .args(topology_files::TOPOLOGY_FILES)
+        .current_dir(&dir)
+        .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
+        .env("HERALD_CLUSTER", "3")
+        .env("HERALD_TEST_REDIS_URL", url)
+        .env("HERALD_TEST_REDIS_CONFIG", keys)
+        .env_remove("HERALD_APPS_URL")
+        .env_remove("HERALD_APPS_DB")
+        .env_remove("HERALD_REDIS_URL")
+        .env_remove("HERALD_ADAPTER")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (Node.js 20.14+ is required): {e}"))
+}
+
+/// `key = "path"` lines.
+fn keys(pairs: &[(&str, &Path)]) -> String {
+    pairs
+        .iter()
+        .map(|(key, path)| format!("{key} = \"{}\"\n", path.display()))
+        .collect()
+}
+
+#[test]
+fn the_official_clients_pass_over_tls_on_a_server_a_cluster_and_sentinels() {
+    let ca = TestCa::new("herald suite CA");
+    let files = ca.server_files(false);
+    let (server, cluster, sentinel) = std::thread::scope(|scope| {
+        let server = scope.spawn(|| RedisServer::start_tls(&files));
+        let cluster = scope.spawn(|| RedisCluster::start_tls(3, 1, &files));
+        let sentinel = scope.spawn(|| Sentinel::start_tls(&files, true));
+        (
+            server.join().expect("the server started"),
+            cluster.join().expect("the cluster started"),
+            sentinel.join().expect("the sentinels started"),
+        )
+    });
+    let data = keys(&[("redis_tls_ca_file", ca.cert())]);
+    // The sentinels' own key, as a set-up whose sentinels have another CA would give it.
+    let both = keys(&[
+        ("redis_tls_ca_file", ca.cert()),
+        ("redis_sentinel_tls_ca_file", ca.cert()),
+    ]);
+    let runs = [
+        ("one server", server.url(), data.clone()),
+        ("a cluster", cluster.url(), data),
+        ("sentinels", sentinel.url(), both),
+    ];
+    for (_, url, _) in &runs {
+        assert!(url.starts_with("rediss"), "{url}");
+    }
+    let outputs = std::thread::scope(|scope| {
+        let handles = runs
+            .each_ref()
+            .map(|(_, url, keys)| scope.spawn(move || run_suite(url, keys)));
+        handles.map(|h| h.join().expect("a suite run panicked"))
+    });
+    for ((what, _, _), output) in runs.iter().zip(outputs) {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        println!("{what}:\n{stdout}");
+        assert!(
+            output.status.success(),
+            "the suite failed over TLS on {what}:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+/// A node's config over the Redis at `url`, with `extra` keys.
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        "adapter = \"redis\"\nredis_url = \"{url}\"\nredis_prefix = \"tls\"\nnode_timeout = 5\n{extra}\n\
+         [[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n"
+    )
+}
+
+/// Runs `herald serve` with `config`, expecting it to stop at start; returns its stderr.
+fn refused(config: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "herald-test-{}-tls-{}.toml",
+        std::process::id(),
+        config.len()
+    ));
+    std::fs::write(&path, config).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run herald");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "the node started: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// Waits (bounded) until an event triggered on `from` reaches `to`'s subscriber on `channel`.
+async fn events_flow(from: &Server, to: &mut Ws, channel: &str) -> bool {
+    for attempt in 0..40 {
+        let data = format!("try-{attempt}");
+        trigger(from, channel, &data, None).await;
+        let got = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                if next_event(to, "ev").await["data"] == data.as_str() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if got.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Two nodes over `url` with `extra`, and an event crossing them.
+async fn two_nodes_talk(url: &str, extra: &str) -> (Server, Server) {
+    let (a, b) = (
+        Server::start_logged(&config(url, extra), &[]),
+        Server::start_logged(&config(url, extra), &[]),
+    );
+    let mut on_b = b.connect(KEY).await;
+    on_b.subscribe("news").await;
+    assert!(
+        events_flow(&a, &mut on_b, "news").await,
+        "no event crossed the nodes:\n{}",
+        a.log()
+    );
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_the_server_requires_is_given() {
+    let ca = TestCa::new("herald mTLS CA");
+    let redis = tokio::task::block_in_place(|| RedisServer::start_tls(&ca.server_files(true)));
+    let url = redis.url();
+    let node = ca.issue("herald-node", &["herald-node"]);
+
+    // Without a certificate the server closes the handshake: the node does not start.
+    let stderr = refused(&config(&url, &keys(&[("redis_tls_ca_file", ca.cert())])));
+    assert!(
+        stderr.contains("cannot reach Redis at rediss://"),
+        "{stderr}"
+    );
+
+    let extra = keys(&[
+        ("redis_tls_ca_file", ca.cert()),
+        ("redis_tls_cert_file", &node.cert),
+        ("redis_tls_key_file", &node.key),
+    ]);
+    let _nodes = two_nodes_talk(&url, &extra).await;
+    // The server saw the node's certificate: its clients are over TLS (port 0: no other way
+    // in), and they are ours.
+    let clients = redis.cli(&["client", "list"]).expect("CLIENT LIST");
+    assert!(clients.lines().count() >= 4, "{clients}");
+
+    // A key without its certificate is named at load.
+    let stderr = refused(&config(&url, &keys(&[("redis_tls_key_file", &node.key)])));
+    assert!(stderr.contains("redis_tls_cert_file"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_is_refused_at_start_with_a_clear_error() {
+    let ca = TestCa::new("herald right CA");
+    let other = TestCa::new("herald wrong CA");
+    let redis = tokio::task::block_in_place(|| RedisServer::start_tls(&ca.server_files(false)));
+    for extra in [
+        keys(&[("redis_tls_ca_file", other.cert())]),
+        // No CA: the web roots, which never signed a test certificate.
+        String::new(),
+    ] {
+        let stderr = refused(&config(&redis.url(), &extra));
+        assert!(
+            stderr.contains("cannot reach Redis at rediss://127.0.0.1")
+                && stderr.to_lowercase().contains("certificate"),
+            "{stderr}"
+        );
+    }
+    // A file that is no certificate is named at load, before any connection.
+    let stderr = refused(&config(
+        &redis.url(),
+        &keys(&[("redis_tls_ca_file", Path::new("/etc/hostname"))]),
+    ));
+    assert!(stderr.contains("redis_tls_ca_file"), "{stderr}");
+    // TLS files for a plain URL are a mistake, named.
+    let stderr = refused(&config(
+        &redis.url().replace("rediss://", "redis://"),
+        &keys(&[("redis_tls_ca_file", ca.cert())]),
+    ));
+    assert!(stderr.contains("redis_tls_"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_name_is_refused_unless_the_check_is_turned_off() {
+    let ca = TestCa::new("herald names CA");
+    let elsewhere = ca.issue("elsewhere", &["redis.elsewhere.test"]);
+    let files = TlsFiles {
+        ca: ca.cert().to_owned(),
+        cert: elsewhere.cert,
+        key: elsewhere.key,
+        require_client_cert: false,
+    };
+    let redis = tokio::task::block_in_place(|| RedisServer::start_tls(&files));
+    let trusted = keys(&[("redis_tls_ca_file", ca.cert())]);
+    let stderr = refused(&config(&redis.url(), &trusted));
+    assert!(
+        stderr.contains("cannot reach Redis") && stderr.to_lowercase().contains("name"),
+        "{stderr}"
+    );
+
+    let skip = format!("{trusted}redis_tls_insecure_skip_name_check = true\n");
+    let (a, _b) = two_nodes_talk(&redis.url(), &skip).await;
+    assert!(
+        a.log().contains("server name check is OFF"),
+        "no warning:\n{}",
+        a.log()
+    );
+    // The chain is still checked: another CA is refused with the name check off.
+    let other = TestCa::new("herald names other CA");
+    let stderr = refused(&config(
+        &redis.url(),
+        &format!(
+            "{}redis_tls_insecure_skip_name_check = true\n",
+            keys(&[("redis_tls_ca_file", other.cert())])
+        ),
+    ));
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+}
+
+/// Copies `from` over `to`.
+fn put(from: &Path, to: &Path) {
+    std::fs::copy(from, to).expect("copy a certificate file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_rotated_certificate_files_again() {
+    let (old, new) = (TestCa::new("herald old CA"), TestCa::new("herald new CA"));
+    let dir = std::env::temp_dir().join(format!("herald-test-{}-rotate", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // The server trusts client certificates of both CAs; it presents the old CA's first.
+    let trust = dir.join("trust.pem");
+    let both = [old.cert(), new.cert()].map(|p| std::fs::read_to_string(p).expect("a CA"));
+    std::fs::write(&trust, both.concat()).expect("write the bundle");
+    let served_old = old.issue("served-old", &["127.0.0.1"]);
+    let served_new = new.issue("served-new", &["127.0.0.1"]);
+    let files = TlsFiles {
+        ca: trust,
+        cert: served_old.cert.clone(),
+        key: served_old.key.clone(),
+        require_client_cert: true,
+    };
+    let redis = tokio::task::block_in_place(|| RedisServer::start_tls(&files));
+
+    // The node's files: the old CA, and a client certificate it issued.
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("node.crt"),
+        dir.join("node.key"),
+    );
+    let node_old = old.issue("node-old", &["herald-node"]);
+    let node_new = new.issue("node-new", &["herald-node"]);
+    put(old.cert(), &ca);
+    put(&node_old.cert, &cert);
+    put(&node_old.key, &key);
+    let extra = keys(&[
+        ("redis_tls_ca_file", &ca),
+        ("redis_tls_cert_file", &cert),
+        ("redis_tls_key_file", &key),
+    ]);
+    let (a, b) = two_nodes_talk(&redis.url(), &extra).await;
+    let mut on_b = b.connect(KEY).await;
+    on_b.subscribe("rotated").await;
+
+    // The server moves to the new CA's certificate and drops every client: the nodes'
+    // reconnections fail, since they trust the old CA only.
+    let (cert_path, key_path) = (
+        served_new.cert.display().to_string(),
+        served_new.key.display().to_string(),
+    );
+    // Both at once: the server checks that the key matches the certificate.
+    redis
+        .cli(&[
+            "config",
+            "set",
+            "tls-cert-file",
+            &cert_path,
+            "tls-key-file",
+            &key_path,
+        ])
+        .expect("CONFIG SET the new certificate");
+    for kind in ["normal", "pubsub"] {
+        let _ = redis.cli(&["client", "kill", "type", kind]);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    trigger(&a, "rotated", "lost", None).await;
+    let lost = tokio::time::timeout(Duration::from_secs(2), next_event(&mut on_b, "ev")).await;
+    assert!(lost.is_err(), "an event crossed with the old CA: {lost:?}");
+
+    // The files rotate; SIGHUP; the nodes connect with the new ones.
+    put(new.cert(), &ca);
+    put(&node_new.cert, &cert);
+    put(&node_new.key, &key);
+    for node in [&a, &b] {
+        kill(Pid::from_raw(node.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    }
+    assert!(
+        events_flow(&a, &mut on_b, "rotated").await,
+        "no event crossed after the reload:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(a.log().contains("certificates reloaded"), "{}", a.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
