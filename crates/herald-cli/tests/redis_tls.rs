@@ -3,8 +3,9 @@
 //! over a Redis Cluster (three masters, a replica each, the bus and replication over TLS)
 //! and over a Sentinel set-up (sentinels over TLS too); a client certificate required by
 //! the server and given by the node (mTLS); a wrong CA and a certificate for another name
-//! refused at start with a clear error (the name check turned off only by its key); and
-//! rotated certificate files read again on SIGHUP.
+//! refused at start with a clear error (the name check turned off only by its key); plain
+//! sentinels before a TLS master (`sentinel_tls=false`); and rotated certificate files read
+//! again on SIGHUP, on each topology.
 
 mod support;
 #[path = "support/topology_files.rs"]
@@ -270,24 +271,70 @@ fn put(from: &Path, to: &Path) {
     std::fs::copy(from, to).expect("copy a certificate file");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reads_rotated_certificate_files_again() {
+/// A TLS set-up whose data nodes a test reconfigures.
+enum Topology {
+    One(RedisServer),
+    Cluster(RedisCluster),
+    Sentinels(Sentinel),
+}
+
+impl Topology {
+    fn start(kind: &str, files: &TlsFiles) -> Topology {
+        tokio::task::block_in_place(|| match kind {
+            "one" => Topology::One(RedisServer::start_tls(files)),
+            "cluster" => Topology::Cluster(RedisCluster::start_tls(3, 1, files)),
+            _ => Topology::Sentinels(Sentinel::start_tls(files, true)),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Topology::One(redis) => redis.url(),
+            Topology::Cluster(cluster) => cluster.url(),
+            Topology::Sentinels(sentinel) => sentinel.url(),
+        }
+    }
+
+    /// `redis-cli args` on every data node (not the sentinels); whether each succeeded.
+    fn on_data_nodes(&self, args: &[&str]) -> Vec<bool> {
+        match self {
+            Topology::One(redis) => vec![redis.cli(args).is_some()],
+            Topology::Cluster(cluster) => cluster
+                .live_ports()
+                .into_iter()
+                .map(|port| cluster.cli(port, args).is_some())
+                .collect(),
+            Topology::Sentinels(sentinel) => sentinel
+                .server_ports()
+                .into_iter()
+                .map(|port| sentinel.cli(port, args).is_some())
+                .collect(),
+        }
+    }
+}
+
+/// The data nodes move to a new CA's certificate and drop their clients: the nodes, which
+/// trust the old CA only, cannot reconnect until their files rotate (the new CA added, a
+/// client certificate from it) and SIGHUP makes them read the files again.
+async fn rotation(kind: &str) {
     let (old, new) = (TestCa::new("herald old CA"), TestCa::new("herald new CA"));
-    let dir = std::env::temp_dir().join(format!("herald-test-{}-rotate", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("herald-test-{}-rotate-{kind}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    // The server trusts client certificates of both CAs; it presents the old CA's first.
+    // The servers trust certificates of both CAs (clients', and each other's for
+    // replication and the cluster bus); they present the old CA's first.
     let trust = dir.join("trust.pem");
     let both = [old.cert(), new.cert()].map(|p| std::fs::read_to_string(p).expect("a CA"));
     std::fs::write(&trust, both.concat()).expect("write the bundle");
     let served_old = old.issue("served-old", &["127.0.0.1"]);
     let served_new = new.issue("served-new", &["127.0.0.1"]);
     let files = TlsFiles {
-        ca: trust,
+        ca: trust.clone(),
         cert: served_old.cert.clone(),
         key: served_old.key.clone(),
         require_client_cert: true,
     };
-    let redis = tokio::task::block_in_place(|| RedisServer::start_tls(&files));
+    let redis = Topology::start(kind, &files);
 
     // The node's files: the old CA, and a client certificate it issued.
     let (ca, cert, key) = (
@@ -309,33 +356,33 @@ async fn sighup_reads_rotated_certificate_files_again() {
     let mut on_b = b.connect(KEY).await;
     on_b.subscribe("rotated").await;
 
-    // The server moves to the new CA's certificate and drops every client: the nodes'
-    // reconnections fail, since they trust the old CA only.
     let (cert_path, key_path) = (
         served_new.cert.display().to_string(),
         served_new.key.display().to_string(),
     );
     // Both at once: the server checks that the key matches the certificate.
-    redis
-        .cli(&[
-            "config",
-            "set",
-            "tls-cert-file",
-            &cert_path,
-            "tls-key-file",
-            &key_path,
-        ])
-        .expect("CONFIG SET the new certificate");
+    let set = [
+        "config",
+        "set",
+        "tls-cert-file",
+        &cert_path,
+        "tls-key-file",
+        &key_path,
+    ];
+    assert!(
+        redis.on_data_nodes(&set).into_iter().all(|ok| ok),
+        "CONFIG SET the new certificate"
+    );
     for kind in ["normal", "pubsub"] {
-        let _ = redis.cli(&["client", "kill", "type", kind]);
+        redis.on_data_nodes(&["client", "kill", "type", kind]);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     trigger(&a, "rotated", "lost", None).await;
     let lost = tokio::time::timeout(Duration::from_secs(2), next_event(&mut on_b, "ev")).await;
     assert!(lost.is_err(), "an event crossed with the old CA: {lost:?}");
 
-    // The files rotate; SIGHUP; the nodes connect with the new ones.
-    put(new.cert(), &ca);
+    // The files rotate (the sentinels, if any, keep the old CA's certificate); SIGHUP.
+    put(&trust, &ca);
     put(&node_new.cert, &cert);
     put(&node_new.key, &key);
     for node in [&a, &b] {
@@ -349,4 +396,35 @@ async fn sighup_reads_rotated_certificate_files_again() {
     );
     assert!(a.log().contains("certificates reloaded"), "{}", a.log());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_rotated_certificate_files_again() {
+    rotation("one").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_rotated_certificate_files_again_on_a_cluster() {
+    rotation("cluster").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_rotated_certificate_files_again_on_sentinels() {
+    rotation("sentinels").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_sentinels_and_a_tls_master_are_set_apart() {
+    let ca = TestCa::new("herald split CA");
+    let sentinel =
+        tokio::task::block_in_place(|| Sentinel::start_tls(&ca.server_files(false), false));
+    let url = sentinel.url();
+    assert!(url.ends_with("?sentinel_tls=false"), "{url}");
+    let _nodes = two_nodes_talk(&url, &keys(&[("redis_tls_ca_file", ca.cert())])).await;
+    // Over TLS to the plain sentinels, the nodes would not start.
+    let stderr = refused(&config(
+        &url.replace("sentinel_tls=false", "sentinel_tls=true"),
+        &keys(&[("redis_tls_ca_file", ca.cert())]),
+    ));
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
 }
