@@ -7,6 +7,8 @@
 //! sentinels before a TLS master (`sentinel_tls=false`); and rotated certificate files read
 //! again on SIGHUP, on each topology.
 
+#[path = "support/failover.rs"]
+mod failover;
 mod support;
 #[path = "support/topology_files.rs"]
 mod topology_files;
@@ -15,11 +17,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use failover::{events_flow, survives_a_failover, APP_TAG};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use redis_fixture::{RedisCluster, RedisServer, Sentinel, TestCa, TlsFiles};
 use support::nodes::{next_event, trigger};
-use support::{Server, Ws, KEY};
+use support::{Server, KEY};
 
 /// Runs the suite's files whose behaviour goes through Redis on three nodes sharing the Redis at `url`, their TLS keys `keys`.
 fn run_suite(url: &str, keys: &str) -> Output {
@@ -130,26 +133,6 @@ fn refused(config: &str) -> String {
     assert!(!output.status.success(), "the node started: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
-}
-
-/// Waits (bounded) until an event triggered on `from` reaches `to`'s subscriber on `channel`.
-async fn events_flow(from: &Server, to: &mut Ws, channel: &str) -> bool {
-    for attempt in 0..40 {
-        let data = format!("try-{attempt}");
-        trigger(from, channel, &data, None).await;
-        let got = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                if next_event(to, "ev").await["data"] == data.as_str() {
-                    return;
-                }
-            }
-        })
-        .await;
-        if got.is_ok() {
-            return true;
-        }
-    }
-    false
 }
 
 /// Two nodes over `url` with `extra`, and an event crossing them.
@@ -427,4 +410,42 @@ async fn plain_sentinels_and_a_tls_master_are_set_apart() {
         &keys(&[("redis_tls_ca_file", ca.cert())]),
     ));
     assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+}
+
+/// Server files requiring a client certificate from `ca`, and a node's keys giving one.
+fn mtls(ca: &TestCa) -> (TlsFiles, String) {
+    let node = ca.issue("herald-node", &["herald-node"]);
+    let extra = keys(&[
+        ("redis_tls_ca_file", ca.cert()),
+        ("redis_tls_cert_file", &node.cert),
+        ("redis_tls_key_file", &node.key),
+    ]);
+    (ca.server_files(true), extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_failover_over_tls_loses_no_presence() {
+    // Kept to the end: its directory holds the files.
+    let ca = TestCa::new("herald failover CA");
+    let (files, extra) = mtls(&ca);
+    let mut cluster = tokio::task::block_in_place(|| RedisCluster::start_tls(3, 1, &files));
+    survives_a_failover(&cluster.url(), &extra, || {
+        let port = cluster.master_for_slot(cluster.keyslot(APP_TAG));
+        cluster.kill_node(port);
+        cluster.wait_for_failover(port);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_over_tls_loses_no_presence() {
+    // Kept to the end: its directory holds the files.
+    let ca = TestCa::new("herald sentinel failover CA");
+    let (files, extra) = mtls(&ca);
+    let mut sentinel = tokio::task::block_in_place(|| Sentinel::start_tls(&files, true));
+    survives_a_failover(&sentinel.url(), &extra, || {
+        let port = sentinel.kill_master();
+        sentinel.wait_for_failover(port);
+    })
+    .await;
 }
