@@ -47,17 +47,27 @@ impl Cluster {
         if !data && !sentinels {
             return;
         }
-        for (side, store, used) in [
-            ("data nodes", &options.tls, data),
-            ("sentinels", &options.sentinel_tls, sentinels),
+        let mut renew = false;
+        // The data nodes' clients hold their certificates (`held`); the sentinels are
+        // connected to afresh at each discovery.
+        for (side, store, used, held) in [
+            ("data nodes", &options.tls, data, true),
+            ("sentinels", &options.sentinel_tls, sentinels, false),
         ] {
             if !used {
                 continue;
             }
-            if let Err(error) = store.reload() {
-                tracing::warn!(side, %error, "TLS to Redis: files not reloaded; the old certificates stay in use");
-                return;
+            match store.reload() {
+                Ok(changed) => renew |= changed && held,
+                Err(error) => {
+                    tracing::warn!(side, %error, "TLS to Redis: files not reloaded; the old certificates stay in use");
+                    return;
+                }
             }
+        }
+        if !renew || matches!(target, link::Target::Sentinel(_)) {
+            tracing::info!("TLS to Redis: certificates reloaded; new connections use them");
+            return;
         }
         let handles = [
             self.conn.clone(),

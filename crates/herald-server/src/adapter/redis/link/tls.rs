@@ -84,6 +84,16 @@ fn read_pem(path: &Path, label: &str, what: &'static str) -> Result<Vec<u8>, Tls
     Ok(bytes)
 }
 
+/// Whether two reads of the files gave the same bytes.
+fn same(a: &TlsCertificates, b: &TlsCertificates) -> bool {
+    let client = |c: &TlsCertificates| {
+        c.client_tls
+            .as_ref()
+            .map(|t| (t.client_cert.clone(), t.client_key.clone()))
+    };
+    a.root_cert == b.root_cert && client(a) == client(b)
+}
+
 /// One side's TLS material as last read. Clones share it.
 #[derive(Clone)]
 pub(crate) struct TlsStore {
@@ -112,11 +122,14 @@ impl TlsStore {
         &self.shared.files
     }
 
-    /// Reads the files again. On an error the material read before stays in use.
-    pub(crate) fn reload(&self) -> Result<(), TlsError> {
+    /// Reads the files again, and says whether they changed. On an error the material read
+    /// before stays in use.
+    pub(crate) fn reload(&self) -> Result<bool, TlsError> {
         let fresh = self.shared.files.load()?;
-        *self.shared.current.write() = fresh;
-        Ok(())
+        let mut current = self.shared.current.write();
+        let changed = !same(&current, &fresh);
+        *current = fresh;
+        Ok(changed)
     }
 
     /// The material to hand the cluster client, which takes it whole.
@@ -207,6 +220,22 @@ mod tests {
             ..TlsFiles::default()
         });
         assert!(error.to_string().contains("missing.pem"), "{error}");
+
+        // A reload says whether the files changed, and keeps the old material on an error.
+        let store = TlsStore::open(&files).expect("open");
+        assert!(!store.reload().expect("same files"));
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("rewrite");
+        assert!(store.reload().expect("rotated files"));
+        std::fs::write(&ca, "gone").expect("break");
+        assert!(store.reload().is_err());
+        assert_eq!(
+            store.certificates().root_cert.as_deref(),
+            Some(&b"-----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n"[..])
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
