@@ -306,13 +306,15 @@ export function clusterConfig(redis, configToml = '', extra = '') {
  * on it gets a prefix of its own, so the tests see none of each other's state.
  */
 const SHARED_REDIS = process.env.HERALD_TEST_REDIS_URL;
+/** HERALD_TEST_REDIS_CONFIG: more top-level keys for a shared Redis (its TLS files). */
+const SHARED_REDIS_CONFIG = process.env.HERALD_TEST_REDIS_CONFIG ?? '';
 let sharedStarts = 0;
 
 function sharedRedis() {
   const prefix = `t${process.pid}x${sharedStarts++}`;
   return {
     toml: (configToml) =>
-      `adapter = "redis"\nredis_url = "${SHARED_REDIS}"\nredis_prefix = "${prefix}"\n\n${configToml}`,
+      `adapter = "redis"\nredis_url = "${SHARED_REDIS}"\nredis_prefix = "${prefix}"\n${SHARED_REDIS_CONFIG}\n${configToml}`,
     kill: () => Promise.resolve(),
   };
 }

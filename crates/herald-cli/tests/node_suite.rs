@@ -10,6 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/topology_files.rs"]
+mod topology_files;
+use topology_files::TOPOLOGY_FILES;
+
 /// Where a run's apps live, and on how many nodes it runs.
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -166,21 +170,6 @@ fn cluster_of_nodes_addressed_one_by_one() {
     // Starts its own Redis and nodes: killing a node and restarting Redis need them by name.
     run_js_with("cluster.test.mjs", &[1]);
 }
-
-/// The files whose behaviour depends on the cluster's Redis: channels and their queries,
-/// client events across nodes, presence and users, webhooks fired once per cluster, cache
-/// channels and subscription counts, errors (refusals counted in Redis). Left out: plan
-/// limits (the same scripts on the same app tag as the channel counts), deflate (each node
-/// compresses for itself), Laravel Echo (pusher-js underneath, already covered),
-/// cluster.test.mjs (it kills its own redis-server by name).
-const TOPOLOGY_FILES: &[&str] = &[
-    "channels.test.mjs",
-    "client_events.test.mjs",
-    "users.test.mjs",
-    "webhooks.test.mjs",
-    "cache.test.mjs",
-    "errors.test.mjs",
-];
 
 /// Three nodes on a Redis Cluster (three masters, a replica each) and on a Sentinel set-up
 /// (a master, a replica, three sentinels), each started once for the whole list: the two

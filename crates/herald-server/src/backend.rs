@@ -17,6 +17,9 @@ pub(crate) trait Backend: Send + Sync {
     }
     /// The backend's own metrics.
     fn metric_families(&self) -> Vec<MetricFamily>;
+    /// Reads the backend's files again (its TLS certificates), on a configuration reload:
+    /// connections made from now on use them. Logs what it did.
+    fn reload_files(&self) {}
     /// Leaves what the node shares, once every connection is closed (clean shutdown).
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))

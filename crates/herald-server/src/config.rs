@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::adapter::config::AdapterConfig;
-use crate::adapter::config::AdapterKeys;
+use crate::adapter::config::{AdapterKeys, TlsKeys};
 pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
 use crate::app_fields::{app_from_fields_reaching, app_from_raw, raw_to_fields, RawApp, RawPlan};
 pub use crate::redact::redact_url;
@@ -592,6 +592,16 @@ struct RawConfig {
     webhook_max_queued_bytes: Option<usize>,
     cluster_ops_per_app: Option<usize>,
     cluster_bus_max_bytes: Option<usize>,
+    // TLS to the cluster's backend, checked with the adapter's other keys: one block, the
+    // data nodes' keys, then the sentinels'.
+    redis_tls_ca_file: Option<PathBuf>,
+    redis_tls_cert_file: Option<PathBuf>,
+    redis_tls_key_file: Option<PathBuf>,
+    redis_tls_insecure_skip_name_check: Option<bool>,
+    redis_sentinel_tls_ca_file: Option<PathBuf>,
+    redis_sentinel_tls_cert_file: Option<PathBuf>,
+    redis_sentinel_tls_key_file: Option<PathBuf>,
+    redis_sentinel_tls_insecure_skip_name_check: Option<bool>,
     pid_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -754,6 +764,18 @@ impl Config {
             node_timeout: raw.node_timeout,
             ops_per_app: raw.cluster_ops_per_app,
             bus_max_bytes: raw.cluster_bus_max_bytes,
+            tls: TlsKeys {
+                ca_file: raw.redis_tls_ca_file,
+                cert_file: raw.redis_tls_cert_file,
+                key_file: raw.redis_tls_key_file,
+                skip_name_check: raw.redis_tls_insecure_skip_name_check,
+            },
+            sentinel_tls: TlsKeys {
+                ca_file: raw.redis_sentinel_tls_ca_file,
+                cert_file: raw.redis_sentinel_tls_cert_file,
+                key_file: raw.redis_sentinel_tls_key_file,
+                skip_name_check: raw.redis_sentinel_tls_insecure_skip_name_check,
+            },
         })?;
         for (i, app) in raw.apps.into_iter().enumerate() {
             // The file's apps are the operator's: their webhooks reach any address.

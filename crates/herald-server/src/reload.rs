@@ -124,6 +124,8 @@ impl Reloader {
         if let (Some(tls), Some(files)) = (&shared.tls, &config.tls) {
             let _ = tls.reload(files);
         }
+        // And the backend's own certificates (the files it was started with).
+        shared.adapter.backend.reload_files();
         reloaded.restart_needed = restart_needed;
         tracing::info!(
             added = %Reloaded::ids(&reloaded.added),

@@ -115,7 +115,13 @@ const MAY_NAME_REDIS: &[MayName] = &[
     // The configuration's keys keep their names (README, existing files and deployments).
     MayName::Words(
         "src/config.rs",
-        &["redis_url", "redis_prefix", "herald_redis_url"],
+        &[
+            "redis_url",
+            "redis_prefix",
+            "herald_redis_url",
+            "redis_tls_",
+            "redis_sentinel_tls_",
+        ],
     ),
 ];
 

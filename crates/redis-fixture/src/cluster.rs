@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use crate::process::{
-    base_args, cli_at, free_port, info_field, wait_until, Host, Process, ScratchDir,
-};
+use crate::process::{base_args, free_port, info_field, wait_until, Host, Process, ScratchDir};
+use crate::tls::TlsFiles;
 
 /// How long a node may be unreachable before the cluster fails it over; small so a failover
 /// test takes a few seconds (Redis's default is 15 s).
@@ -49,6 +48,27 @@ impl RedisCluster {
     /// [`RedisCluster::start_with_replicas`] with node `i` on `hosts[i]` (one host per
     /// node: `masters * (1 + replicas_per_master)` of them).
     pub fn start_on(hosts: &[Host], masters: usize, replicas_per_master: usize) -> RedisCluster {
+        RedisCluster::start_inner(hosts, masters, replicas_per_master, None)
+    }
+
+    /// [`RedisCluster::start_with_replicas`] serving TLS only, with `tls`, the cluster bus
+    /// and replication over TLS too.
+    pub fn start_tls(masters: usize, replicas_per_master: usize, tls: &TlsFiles) -> RedisCluster {
+        let count = masters * (1 + replicas_per_master);
+        RedisCluster::start_inner(
+            &vec![Host::loopback(); count],
+            masters,
+            replicas_per_master,
+            Some(tls),
+        )
+    }
+
+    fn start_inner(
+        hosts: &[Host],
+        masters: usize,
+        replicas_per_master: usize,
+        tls: Option<&TlsFiles>,
+    ) -> RedisCluster {
         assert!(masters >= 3, "Redis Cluster needs at least three masters");
         let dir = ScratchDir::new("cluster");
         let count = masters * (1 + replicas_per_master);
@@ -72,7 +92,10 @@ impl RedisCluster {
                     ]
                     .map(str::to_owned),
                 );
-                Process::start(host, port, args)
+                if tls.is_some() {
+                    args.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+                }
+                Process::start_tls(host, port, args, tls)
             })
             .collect();
         let addresses: Vec<String> = nodes
@@ -80,6 +103,7 @@ impl RedisCluster {
             .map(|n| format!("{}:{}", n.host.ip(), n.port))
             .collect();
         let output = std::process::Command::new("redis-cli")
+            .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -100,14 +124,20 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis+cluster://host1:p1,host2:p2,...`: every node started, as seeds.
+    /// `redis+cluster://host1:p1,host2:p2,...`: every node started, as seeds
+    /// (`rediss+cluster://` over TLS).
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .nodes
             .iter()
             .map(|n| format!("{}:{}", n.host.ip(), n.port))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        let s = if self.nodes.iter().any(|n| n.tls.is_some()) {
+            "s"
+        } else {
+            ""
+        };
+        format!("redis{s}+cluster://{}", seeds.join(","))
     }
 
     /// The ports of the nodes still running.
@@ -121,7 +151,7 @@ impl RedisCluster {
 
     /// `redis-cli` against the node on `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
-        cli_at(self.ip_of(port), port, args)
+        self.node(port).cli(args)
     }
 
     /// The address of the node on `port`.

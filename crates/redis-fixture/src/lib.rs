@@ -1,6 +1,7 @@
 //! Real Redis processes for tests, started on free loopback ports in a scratch directory and
 //! killed when dropped: one server ([`RedisServer`]), a Redis Cluster ([`RedisCluster`]) and a
-//! Sentinel set-up ([`Sentinel`]).
+//! Sentinel set-up ([`Sentinel`]), each also serving TLS only when started with
+//! [`TlsFiles`] (a [`TestCa`] makes them with the `openssl` command).
 //!
 //! The fixture only drives the `redis-server` and `redis-cli` binaries on PATH (Redis 7 for
 //! sharded pub/sub); it shares no code with the client it tests. Every wait is bounded and
@@ -13,8 +14,10 @@ mod cluster;
 mod process;
 mod sentinel;
 mod server;
+mod tls;
 
 pub use cluster::{ClusterNode, RedisCluster};
 pub use process::{cli, cli_at, free_port, Host};
 pub use sentinel::Sentinel;
 pub use server::RedisServer;
+pub use tls::{Issued, TestCa, TlsFiles};

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::tls::TlsFiles;
+
 /// A free loopback port (the kernel's choice, released again for the server to bind).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -96,17 +98,35 @@ pub(crate) struct Process {
     pub(crate) host: Host,
     pub(crate) port: u16,
     args: Vec<String>,
+    /// Set when it serves TLS only (on `port`); the fixture's `redis-cli` calls use it.
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 impl Process {
     /// Starts `redis-server` on `host` with `args` (which must make it listen on `port`)
     /// and waits until it accepts connections.
     pub(crate) fn start(host: &Host, port: u16, args: Vec<String>) -> Process {
+        Process::start_tls(host, port, args, None)
+    }
+
+    /// [`Process::start`] for a process that serves TLS only on `port` when `tls` is given
+    /// (`args` are then those of a plain one: [`with_tls`] turns them).
+    pub(crate) fn start_tls(
+        host: &Host,
+        port: u16,
+        args: Vec<String>,
+        tls: Option<&TlsFiles>,
+    ) -> Process {
+        let args = match tls {
+            Some(tls) => with_tls(args, port, tls),
+            None => args,
+        };
         let mut process = Process {
             child: None,
             host: host.clone(),
             port,
             args,
+            tls: tls.cloned(),
         };
         process.launch();
         process
@@ -114,7 +134,7 @@ impl Process {
 
     /// `redis-cli` against this process (see [`cli_at`]).
     pub(crate) fn cli(&self, args: &[&str]) -> Option<String> {
-        cli_at(self.host.ip, self.port, args)
+        cli_with(self.host.ip, self.port, self.tls.as_ref(), args)
     }
 
     /// The process id, while it runs.
@@ -202,6 +222,18 @@ pub(crate) fn base_args(host: &Host, port: u16, dir: &Path) -> Vec<String> {
     args
 }
 
+/// `args` of a plain server on `port` ([`base_args`] and more) turned into those of one
+/// serving TLS only on `port`.
+pub(crate) fn with_tls(mut args: Vec<String>, port: u16, tls: &TlsFiles) -> Vec<String> {
+    let plain = args
+        .iter()
+        .position(|a| a == "--port")
+        .expect("a server's arguments name its port");
+    args.drain(plain..plain + 2);
+    args.extend(tls.server_args(port));
+    args
+}
+
 /// Runs `redis-cli -h 127.0.0.1 -p port args...` and returns its output, or `None` if it
 /// failed (the server is down, or answered an error).
 pub fn cli(port: u16, args: &[&str]) -> Option<String> {
@@ -210,8 +242,19 @@ pub fn cli(port: u16, args: &[&str]) -> Option<String> {
 
 /// [`cli`] against the server at `ip:port`.
 pub fn cli_at(ip: IpAddr, port: u16, args: &[&str]) -> Option<String> {
+    cli_with(ip, port, None, args)
+}
+
+/// [`cli_at`] over TLS when `tls` is given.
+pub(crate) fn cli_with(
+    ip: IpAddr,
+    port: u16,
+    tls: Option<&TlsFiles>,
+    args: &[&str],
+) -> Option<String> {
     let output = Command::new("redis-cli")
         .args(["-h", &ip.to_string(), "-p", &port.to_string()])
+        .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
         .args(args)
         .stdin(Stdio::null())
         .output()

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use crate::process::{
-    base_args, cli_at, free_port, info_field, wait_until, Host, Process, ScratchDir,
-};
+use crate::process::{base_args, free_port, info_field, wait_until, Host, Process, ScratchDir};
+use crate::tls::TlsFiles;
 
 /// The name the sentinels monitor the master under.
 const MASTER_NAME: &str = "herald-master";
@@ -21,6 +20,8 @@ pub struct Sentinel {
     servers: Vec<Process>,
     sentinels: Vec<Process>,
     dir: ScratchDir,
+    /// The servers' TLS, and whether the sentinels serve TLS too.
+    tls: Option<(TlsFiles, bool)>,
 }
 
 impl Sentinel {
@@ -33,13 +34,29 @@ impl Sentinel {
     /// [`Sentinel::start`] with the master on `hosts[0]`, the replica on `hosts[1]` and the
     /// sentinels on `hosts[2..5]`.
     pub fn start_on(hosts: &[Host]) -> Sentinel {
+        Sentinel::start_inner(hosts, None)
+    }
+
+    /// [`Sentinel::start`] with the master and the replica serving TLS only, with `tls`
+    /// (replication over TLS too), and the sentinels serving TLS only as well when
+    /// `sentinels_tls`, plain otherwise (they reach the servers over TLS either way).
+    pub fn start_tls(tls: &TlsFiles, sentinels_tls: bool) -> Sentinel {
+        Sentinel::start_inner(
+            &vec![Host::loopback(); 5],
+            Some((tls.clone(), sentinels_tls)),
+        )
+    }
+
+    fn start_inner(hosts: &[Host], tls: Option<(TlsFiles, bool)>) -> Sentinel {
         assert_eq!(hosts.len(), 5, "a master, a replica and three sentinels");
         let dir = ScratchDir::new("sentinel");
+        let server_tls = tls.as_ref().map(|(files, _)| files);
         let master_port = free_port();
-        let master = Process::start(
+        let master = Process::start_tls(
             &hosts[0],
             master_port,
             base_args(&hosts[0], master_port, dir.path()),
+            server_tls,
         );
         let replica_port = free_port();
         let mut replica_args = base_args(&hosts[1], replica_port, dir.path());
@@ -51,11 +68,12 @@ impl Sentinel {
             ]
             .map(str::to_owned),
         );
-        let replica = Process::start(&hosts[1], replica_port, replica_args);
+        let replica = Process::start_tls(&hosts[1], replica_port, replica_args, server_tls);
         let mut setup = Sentinel {
             servers: vec![master, replica],
             sentinels: Vec::new(),
             dir,
+            tls,
         };
         for host in &hosts[2..] {
             let port = free_port();
@@ -85,8 +103,23 @@ impl Sentinel {
         } else {
             "protected-mode no\n"
         };
+        let (listen, sentinel_tls) = match &self.tls {
+            None => (format!("port {port}\n"), None),
+            Some((files, serve_tls)) => {
+                let tls_port = serve_tls.then_some(port);
+                let mut text = if *serve_tls {
+                    "port 0\n".to_owned()
+                } else {
+                    format!("port {port}\n")
+                };
+                for (key, value) in files.directives(tls_port) {
+                    text.push_str(&format!("{key} {value}\n"));
+                }
+                (text, serve_tls.then(|| files.clone()))
+            }
+        };
         let text = format!(
-            "port {port}\nbind {ip}\n{protected}dir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
+            "{listen}bind {ip}\n{protected}dir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
              sentinel monitor {MASTER_NAME} {master_ip} {master_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
              sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
@@ -96,11 +129,14 @@ impl Sentinel {
             master_ip = master.ip(),
         );
         std::fs::write(&config, text).expect("write a sentinel's configuration");
-        Process::start(
+        let mut sentinel = Process::start(
             host,
             port,
             vec![config.display().to_string(), "--sentinel".to_owned()],
-        )
+        );
+        // Its configuration file has the TLS directives already; `redis-cli` needs to know.
+        sentinel.tls = sentinel_tls;
+        sentinel
     }
 
     /// The name the sentinels know the master by.
@@ -108,14 +144,23 @@ impl Sentinel {
         MASTER_NAME
     }
 
-    /// `redis+sentinel://host1:s1,host2:s2,host3:s3/<master name>`.
+    /// `redis+sentinel://host1:s1,host2:s2,host3:s3/<master name>`; over TLS
+    /// `rediss+sentinel://…`, with `?sentinel_tls=false` when the sentinels are plain.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .sentinels
             .iter()
             .map(|s| format!("{}:{}", s.host.ip(), s.port))
             .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", seeds.join(","))
+        let (s, query) = match &self.tls {
+            None => ("", ""),
+            Some((_, true)) => ("s", ""),
+            Some((_, false)) => ("s", "?sentinel_tls=false"),
+        };
+        format!(
+            "redis{s}+sentinel://{}/{MASTER_NAME}{query}",
+            seeds.join(",")
+        )
     }
 
     /// `redis-cli` against the server or sentinel on `port`.
@@ -126,7 +171,7 @@ impl Sentinel {
             .chain(&self.sentinels)
             .find(|p| p.port == port)
             .unwrap_or_else(|| panic!("redis-fixture: no process on port {port}"));
-        cli_at(process.host.ip(), port, args)
+        process.cli(args)
     }
 
     /// The ports of the two Redis servers (the master and the replica, in either role).

@@ -1,6 +1,7 @@
 //! One plain `redis-server`.
 
 use crate::process::{base_args, free_port, Host, Process, ScratchDir};
+use crate::tls::TlsFiles;
 
 /// A throwaway `redis-server` on a free port (loopback unless started on another
 /// [`Host`]), keeping nothing on disk; killed when dropped.
@@ -13,20 +14,25 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server without a password.
     pub fn start() -> RedisServer {
-        RedisServer::start_inner(&Host::loopback(), None)
+        RedisServer::start_inner(&Host::loopback(), None, None)
     }
 
     /// Starts a server without a password on `host`.
     pub fn start_on(host: &Host) -> RedisServer {
-        RedisServer::start_inner(host, None)
+        RedisServer::start_inner(host, None, None)
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> RedisServer {
-        RedisServer::start_inner(&Host::loopback(), Some(password.to_owned()))
+        RedisServer::start_inner(&Host::loopback(), Some(password.to_owned()), None)
     }
 
-    fn start_inner(host: &Host, password: Option<String>) -> RedisServer {
+    /// Starts a server without a password that serves TLS only, with `tls`.
+    pub fn start_tls(tls: &TlsFiles) -> RedisServer {
+        RedisServer::start_inner(&Host::loopback(), None, Some(tls))
+    }
+
+    fn start_inner(host: &Host, password: Option<String>, tls: Option<&TlsFiles>) -> RedisServer {
         let dir = ScratchDir::new("server");
         let port = free_port();
         let mut args = base_args(host, port, dir.path());
@@ -34,7 +40,7 @@ impl RedisServer {
             args.extend(["--requirepass".to_owned(), password.clone()]);
         }
         RedisServer {
-            process: Process::start(host, port, args),
+            process: Process::start_tls(host, port, args, tls),
             password,
             _dir: dir,
         }
@@ -54,11 +60,12 @@ impl RedisServer {
         self.process.pid()
     }
 
-    /// `redis://[:password@]host:port/0`.
+    /// `redis://[:password@]host:port/0` (`rediss://` over TLS).
     pub fn url(&self) -> String {
+        let s = if self.process.tls.is_some() { "s" } else { "" };
         match &self.password {
-            Some(password) => format!("redis://:{password}@{}:{}/0", self.ip(), self.port()),
-            None => format!("redis://{}:{}/0", self.ip(), self.port()),
+            Some(password) => format!("redis{s}://:{password}@{}:{}/0", self.ip(), self.port()),
+            None => format!("redis{s}://{}:{}/0", self.ip(), self.port()),
         }
     }
 

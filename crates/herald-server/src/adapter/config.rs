@@ -22,6 +22,20 @@ pub(crate) struct AdapterKeys {
     pub(crate) ops_per_app: Option<usize>,
     /// Bytes of messages for other nodes this node may hold.
     pub(crate) bus_max_bytes: Option<usize>,
+    /// `redis_tls_*`: TLS to the data nodes.
+    pub(crate) tls: TlsKeys,
+    /// `redis_sentinel_tls_*`: TLS to the sentinels; each key unset takes the data nodes'.
+    pub(crate) sentinel_tls: TlsKeys,
+}
+
+/// One side's TLS keys (`…_ca_file`, `…_cert_file`, `…_key_file`,
+/// `…_insecure_skip_name_check`), as given.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct TlsKeys {
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    pub(crate) cert_file: Option<std::path::PathBuf>,
+    pub(crate) key_file: Option<std::path::PathBuf>,
+    pub(crate) skip_name_check: Option<bool>,
 }
 
 /// What the node shares events and state through.

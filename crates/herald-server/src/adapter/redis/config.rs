@@ -1,11 +1,12 @@
 //! The Redis adapter's settings (`adapter = "redis"`): `redis_url` (or `HERALD_REDIS_URL`),
-//! `redis_prefix`, `node_timeout`, `cluster_ops_per_app` and `cluster_bus_max_bytes`, with
-//! their defaults and their checks. The keys themselves are read with the rest of the file
+//! `redis_prefix`, `node_timeout`, `cluster_ops_per_app`, `cluster_bus_max_bytes` and the
+//! TLS files (`redis_tls_*`, `redis_sentinel_tls_*`), with their defaults and their checks. The keys themselves are read with the rest of the file
 //! (`config.rs`) and handed here as [`AdapterKeys`].
 
 use std::time::Duration;
 
-use crate::adapter::config::AdapterKeys;
+use super::link::{Target, TlsError, TlsFiles};
+use crate::adapter::config::{AdapterKeys, TlsKeys};
 use crate::config::{check_max, invalid, redact_url, ConfigError};
 
 /// Where every node of a cluster meets when the file names no Redis.
@@ -36,6 +37,10 @@ pub struct RedisConfig {
     /// Bytes of messages for the other nodes this node holds while Redis is slow or away;
     /// more are dropped and counted.
     pub bus_max_bytes: usize,
+    /// TLS to the data nodes (`redis_tls_*`): used when `url` asks for TLS.
+    pub(crate) tls: Box<TlsFiles>,
+    /// TLS to the sentinels (`redis_sentinel_tls_*`, each unset key the data nodes').
+    pub(crate) sentinel_tls: Box<TlsFiles>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -46,6 +51,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("node_timeout", &self.node_timeout)
             .field("ops_per_app", &self.ops_per_app)
             .field("bus_max_bytes", &self.bus_max_bytes)
+            .field("tls", &self.tls)
+            .field("sentinel_tls", &self.sentinel_tls)
             .finish()
     }
 }
@@ -70,15 +77,24 @@ impl RedisConfig {
                 .map_or(DEFAULT_NODE_TIMEOUT, Duration::from_secs),
             ops_per_app: keys.ops_per_app.unwrap_or(DEFAULT_OPS_PER_APP),
             bus_max_bytes: keys.bus_max_bytes.unwrap_or(DEFAULT_BUS_MAX_BYTES),
+            tls: Box::new(tls_files(&keys.tls)),
+            sentinel_tls: Box::new(tls_files(&TlsKeys {
+                ca_file: keys.sentinel_tls.ca_file.or(keys.tls.ca_file.clone()),
+                cert_file: keys.sentinel_tls.cert_file.or(keys.tls.cert_file.clone()),
+                key_file: keys.sentinel_tls.key_file.or(keys.tls.key_file.clone()),
+                skip_name_check: keys
+                    .sentinel_tls
+                    .skip_name_check
+                    .or(keys.tls.skip_name_check),
+            })),
         }
     }
 
     /// Checks the settings, naming the offending key.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         // The parser's errors name the part that is wrong, never a password.
-        if let Err(e) = super::link::Target::parse(&self.url) {
-            return Err(invalid("redis_url", e.to_string()));
-        }
+        let target = Target::parse(&self.url).map_err(|e| invalid("redis_url", e.to_string()))?;
+        self.validate_tls(&target)?;
         if self.node_timeout < Duration::from_secs(1) {
             return Err(invalid("node_timeout", "must be at least 1 second"));
         }
@@ -96,6 +112,50 @@ impl RedisConfig {
         Ok(())
     }
 
+    /// The TLS files can be read and hold what they should, and are only given where the
+    /// URL asks for TLS (a CA for a plain connection is a mistake, not a choice).
+    fn validate_tls(&self, target: &Target) -> Result<(), ConfigError> {
+        let (data, sentinels) = target.tls_sides();
+        for (prefix, files, used) in [
+            ("redis_tls_", &*self.tls, data),
+            ("redis_sentinel_tls_", &*self.sentinel_tls, sentinels),
+        ] {
+            let given = files != &TlsFiles::default();
+            if !used {
+                // The sentinels' keys inherit the data nodes': only their own count.
+                if given && (prefix == "redis_tls_" || files != &*self.tls) {
+                    return Err(invalid(
+                        format!("{prefix}*"),
+                        "is set, but redis_url asks for no TLS there (rediss://, rediss+cluster://, rediss+sentinel:// or sentinel_tls=true)",
+                    ));
+                }
+                continue;
+            }
+            if let Err(error) = files.load() {
+                let key = match &error {
+                    TlsError::Unpaired => "cert_file",
+                    TlsError::Read { path, .. } | TlsError::NoPem { path, .. } => {
+                        if files.ca.as_ref() == Some(path) {
+                            "ca_file"
+                        } else if files.cert.as_ref() == Some(path) {
+                            "cert_file"
+                        } else {
+                            "key_file"
+                        }
+                    }
+                };
+                return Err(invalid(format!("{prefix}{key}"), error.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a TLS side turns the server name check off, for the warning at start.
+    pub(crate) fn skips_name_checks(&self) -> bool {
+        let (data, sentinels) = Target::parse(&self.url).map_or((false, false), |t| t.tls_sides());
+        (data && self.tls.skip_name_check) || (sentinels && self.sentinel_tls.skip_name_check)
+    }
+
     /// The keys whose values differ between `self` (running) and `new`.
     pub(crate) fn restart_fields(&self, new: &RedisConfig) -> Vec<&'static str> {
         [
@@ -107,10 +167,25 @@ impl RedisConfig {
                 "cluster_bus_max_bytes",
                 self.bus_max_bytes != new.bus_max_bytes,
             ),
+            // The files' contents are read again on a reload; where they are is not.
+            ("redis_tls_*", self.tls != new.tls),
+            (
+                "redis_sentinel_tls_*",
+                self.sentinel_tls != new.sentinel_tls,
+            ),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect()
+    }
+}
+
+fn tls_files(keys: &TlsKeys) -> TlsFiles {
+    TlsFiles {
+        ca: keys.ca_file.clone(),
+        cert: keys.cert_file.clone(),
+        key: keys.key_file.clone(),
+        skip_name_check: keys.skip_name_check.unwrap_or(false),
     }
 }
 
@@ -230,6 +305,61 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("mymaster"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn tls_keys_are_read_checked_and_inherited_by_the_sentinels() {
+        let dir =
+            std::env::temp_dir().join(format!("herald-redis-tls-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let ca_key = format!("redis_tls_ca_file = \"{}\"\n", ca.display());
+        let c = Config::from_toml(
+            &format!("adapter = \"redis\"\nredis_url = \"rediss+sentinel://s1/m\"\n{ca_key}redis_tls_insecure_skip_name_check = true\n"),
+            &no_env,
+        )
+        .expect("valid");
+        let cluster = redis(c);
+        assert_eq!(cluster.tls.ca.as_deref(), Some(ca.as_path()));
+        assert_eq!(
+            cluster.sentinel_tls, cluster.tls,
+            "the sentinels take the data nodes' keys"
+        );
+        assert!(cluster.skips_name_checks());
+        for (toml, field) in [
+            (
+                format!("redis_url = \"redis://h/0\"\n{ca_key}"),
+                "redis_tls_*",
+            ),
+            (
+                "redis_url = \"rediss://h/0\"\nredis_tls_ca_file = \"/nonexistent/ca.pem\"\n".to_owned(),
+                "redis_tls_ca_file",
+            ),
+            (
+                format!("redis_url = \"rediss://h/0\"\nredis_tls_cert_file = \"{}\"\n", ca.display()),
+                "redis_tls_cert_file",
+            ),
+            (
+                format!("redis_url = \"rediss://h/0\"\nredis_tls_key_file = \"{}\"\n", ca.display()),
+                "redis_tls_cert_file",
+            ),
+            (
+                format!("redis_url = \"rediss+sentinel://s1/m?sentinel_tls=false\"\nredis_sentinel_tls_ca_file = \"{}\"\n", ca.display()),
+                "redis_sentinel_tls_*",
+            ),
+        ] {
+            let toml = format!("adapter = \"redis\"\n{toml}");
+            let error = Config::from_toml(&toml, &no_env).expect_err(&toml).to_string();
+            assert!(error.contains(field), "{toml}: {error}");
+        }
+        let plain = redis(Config::from_toml("adapter = \"redis\"", &no_env).expect("valid"));
+        assert!(!plain.skips_name_checks());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

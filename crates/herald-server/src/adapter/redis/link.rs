@@ -38,6 +38,8 @@ mod target;
 #[cfg(test)]
 #[path = "link/tests.rs"]
 mod tests;
+#[path = "link/tls.rs"]
+mod tls;
 #[path = "link/topology.rs"]
 mod topology;
 
@@ -54,6 +56,7 @@ pub(crate) use self::slots::{slot, HashTag};
 pub(crate) use self::subscriber::{SubscribeError, Subscriber};
 #[allow(unused_imports)]
 pub(crate) use self::target::{Target, TargetError};
+pub(crate) use self::tls::{TlsError, TlsFiles, TlsStore};
 
 /// Timeouts and bounds of a link's connections.
 #[derive(Debug, Clone)]
@@ -69,6 +72,11 @@ pub(crate) struct Options {
     /// Messages a [`Deliveries`] queue holds before further ones are dropped (and a
     /// [`Gap::All`] reported).
     pub capacity: usize,
+    /// The certificates of TLS connections to the data nodes (one server, a cluster's
+    /// nodes, the sentinels' master and replicas).
+    pub tls: TlsStore,
+    /// The certificates of TLS connections to the sentinels.
+    pub sentinel_tls: TlsStore,
 }
 
 impl Default for Options {
@@ -79,6 +87,8 @@ impl Default for Options {
             response_timeout: Duration::from_secs(2),
             keepalive: Duration::from_secs(1),
             capacity: 65_536,
+            tls: TlsStore::default(),
+            sentinel_tls: TlsStore::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ mod ops;
 mod publisher;
 mod queries;
 mod roster;
+mod rotate;
 mod scripts;
 mod seam;
 mod state;
@@ -79,6 +80,9 @@ pub enum ClusterError {
     /// target without its passwords.
     #[error(transparent)]
     Link(#[from] link::LinkError),
+    /// A TLS file could not be used.
+    #[error("TLS to Redis: {0}")]
+    Tls(#[from] link::TlsError),
     /// Redis did not answer the node id's claim.
     #[error("cannot claim a node id in Redis: {0}")]
     Claim(redis::RedisError),
@@ -176,6 +180,10 @@ impl crate::backend::Backend for Cluster {
     fn leave(&self) -> futures_util::future::BoxFuture<'_, ()> {
         Box::pin(self.stop())
     }
+
+    fn reload_files(&self) {
+        self.reload_tls();
+    }
 }
 
 /// Connects to the cluster's Redis and joins: the node's tasks run and its first heartbeat
@@ -253,6 +261,8 @@ pub struct Cluster {
     outgoing: mpsc::Sender<publisher::Outgoing>,
     /// The bus's publishing and listening connections.
     bus: transport::Bus,
+    /// Where the link connects and how, for renewing connections (`rotate.rs`).
+    link: rotate::Link,
     /// What the publisher holds: the byte budget of queued and held messages, and counts.
     out: Arc<publisher::Outbound>,
     /// Other nodes' open connections per app, from their last heartbeats.
@@ -307,7 +317,12 @@ impl Cluster {
         node_id: Option<u32>,
     ) -> Result<Arc<Self>, ClusterError> {
         let target = link::Target::parse(&config.url).map_err(ClusterError::Url)?;
-        let options = link::Options::default();
+        let options = link::Options {
+            tls: link::TlsStore::open(&config.tls)?,
+            sentinel_tls: link::TlsStore::open(&config.sentinel_tls)?,
+            ..link::Options::default()
+        };
+        rotate::warn_if_unchecked(config);
         let conn = link::Commands::connect(&target, &options).await?;
         let beat_conn = link::Commands::connect(&target, &options).await?;
         let keys = Keys::new(&config.prefix);
@@ -326,7 +341,7 @@ impl Cluster {
             // the events a clean leave would have sent) once the node runs.
             signals.resync = Some(true);
         }
-        let bus = transport::Bus::connect(config, &keys).await?;
+        let bus = transport::Bus::connect(config, &keys, &target, &options).await?;
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
         Ok(Arc::new(Cluster {
@@ -341,6 +356,7 @@ impl Cluster {
             refused_log: Throttle::default(),
             outgoing: bus_tx,
             bus,
+            link: rotate::Link::new(target, options),
             out: Arc::new(publisher::Outbound::new(config.bus_max_bytes)),
             others: Mutex::new(HashMap::new()),
             counted: Mutex::new(HashMap::new()),

@@ -55,11 +55,14 @@ pub(super) struct Bus {
 impl Bus {
     /// Connects both ends to the configured Redis (one server, a cluster or a sentinel
     /// master).
-    pub(super) async fn connect(config: &RedisConfig, keys: &Keys) -> Result<Bus, ClusterError> {
-        let target = Target::parse(&config.url).map_err(ClusterError::Url)?;
-        let options = link::Options::default();
-        let commands = Commands::connect(&target, &options).await?;
-        let (subscriber, deliveries) = Subscriber::connect(&target, &options).await?;
+    pub(super) async fn connect(
+        config: &RedisConfig,
+        keys: &Keys,
+        target: &Target,
+        options: &link::Options,
+    ) -> Result<Bus, ClusterError> {
+        let commands = Commands::connect(target, options).await?;
+        let (subscriber, deliveries) = Subscriber::connect(target, options).await?;
         Ok(Bus {
             prefix: config.prefix.clone(),
             control: keys.bus(),

@@ -7,8 +7,15 @@
 //! connection fails or it answers READONLY (see `sentinel.rs`). None of them replays a
 //! command that may have run: a command that failed on a lost connection returns its error,
 //! and the caller decides (Herald's state task restates its share after an outage).
+//!
+//! The single server's and the cluster's clients keep the TLS certificates they were built
+//! with for every reconnection, so after the files are read again [`Commands::renew`]
+//! builds new ones; every clone moves to them on its next request. The sentinel master
+//! needs none: each discovery connects afresh.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
@@ -31,6 +38,15 @@ const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
 #[derive(Clone)]
 pub(crate) struct Commands {
     inner: Inner,
+    /// The generation of [`Renewal`] `inner` is from.
+    seen: u64,
+    renewal: Arc<Renewal>,
+}
+
+/// Connections built by [`Commands::renew`], for every clone to take.
+struct Renewal {
+    generation: AtomicU64,
+    inner: parking_lot::Mutex<Option<Inner>>,
 }
 
 #[derive(Clone)]
@@ -44,10 +60,47 @@ impl Commands {
     /// Connects; fails if Redis (every seed node, every sentinel) does not answer, since a
     /// node that starts without its cluster would serve a split view.
     pub(crate) async fn connect(target: &Target, options: &Options) -> Result<Commands, LinkError> {
+        Ok(Commands {
+            inner: Self::inner(target, options).await?,
+            seen: 0,
+            renewal: Arc::new(Renewal {
+                generation: AtomicU64::new(0),
+                inner: parking_lot::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Builds new connections with the TLS certificates `options` hold now (read again
+    /// since [`Commands::connect`]); every clone uses them from its next request on, and
+    /// requests under way finish on the old ones. Nothing changes if they cannot be built.
+    pub(crate) async fn renew(&self, target: &Target, options: &Options) -> Result<(), LinkError> {
+        if matches!(target, Target::Sentinel(_)) {
+            return Ok(());
+        }
+        let fresh = Self::inner(target, options).await?;
+        *self.renewal.inner.lock() = Some(fresh);
+        self.renewal.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The connection to use: the renewed one once there is one.
+    fn current(&mut self) -> &mut Inner {
+        let generation = self.renewal.generation.load(Ordering::Acquire);
+        if generation != self.seen {
+            if let Some(fresh) = self.renewal.inner.lock().clone() {
+                self.inner = fresh;
+            }
+            self.seen = generation;
+        }
+        &mut self.inner
+    }
+
+    async fn inner(target: &Target, options: &Options) -> Result<Inner, LinkError> {
         let err = LinkError::connect(target);
         let inner = match target {
             Target::Single(info) => {
-                let client = redis::Client::open((**info).clone()).map_err(&err)?;
+                let info = options.tls.apply((**info).clone()).map_err(&err)?;
+                let client = redis::Client::open(info).map_err(&err)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(options.connect_timeout)
                     .set_response_timeout(options.response_timeout)
@@ -70,7 +123,7 @@ impl Commands {
                 Inner::Sentinel(master)
             }
         };
-        Ok(Commands { inner })
+        Ok(inner)
     }
 
     /// Whether this is a Redis Cluster, where pub/sub is sharded and a script's or
@@ -208,7 +261,14 @@ pub(super) async fn cluster_connection(
         .nodes
         .iter()
         .map(|n| n.info(seeds.tls, &seeds.auth, 0, protocol));
-    ClusterClientBuilder::new(nodes)
+    let mut builder = ClusterClientBuilder::new(nodes);
+    if seeds.tls {
+        // The cluster client applies these to every node it finds, not only the seeds.
+        builder = builder
+            .certs(options.tls.certificates())
+            .danger_accept_invalid_hostnames(options.tls.files().skip_name_check);
+    }
+    builder
         .connection_timeout(options.connect_timeout)
         .response_timeout(options.response_timeout)
         .retries(CLUSTER_RETRIES)
@@ -221,7 +281,7 @@ pub(super) async fn cluster_connection(
 
 impl ConnectionLike for Commands {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.inner {
+        match self.current() {
             Inner::Single(conn) => conn.req_packed_command(cmd),
             Inner::Cluster(conn) => conn.req_packed_command(cmd),
             Inner::Sentinel(conn) => conn.req_packed_command(cmd),
@@ -234,7 +294,7 @@ impl ConnectionLike for Commands {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.inner {
+        match self.current() {
             Inner::Single(conn) => conn.req_packed_commands(cmd, offset, count),
             Inner::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
             Inner::Sentinel(conn) => conn.req_packed_commands(cmd, offset, count),

@@ -1,9 +1,13 @@
 //! A master found through its sentinels and followed across failovers.
 //!
-//! The `redis` crate's `Sentinel` finds the master (SENTINEL MASTERS on the first sentinel
-//! that answers, then ROLE on the master to check it is one) but holds no connection and
-//! follows nothing. [`SentinelMaster`] keeps one multiplexed connection to the master and
-//! forgets it, so the next request asks the sentinels again, when:
+//! Discovery asks the sentinels in turn (SENTINEL GET-MASTER-ADDR-BY-NAME) and checks with
+//! ROLE that the server named is a master. It is done here rather than by the `redis`
+//! crate's `Sentinel` because that one checks the master with certificates of its own,
+//! not the configured CA, client certificate and name check, and keeps its sentinel
+//! connections on the certificates they were opened with; here every discovery connects
+//! afresh with the certificates read last. [`SentinelMaster`] keeps one multiplexed
+//! connection to the master and forgets it, so the next request asks the sentinels again,
+//! when:
 //! - a request fails on the connection (I/O error, timeout, closed), as when the master dies;
 //! - the server answers READONLY or MASTERDOWN: it is no longer the master;
 //! - a sentinel announces `+switch-master` for this master (a task listens), which also
@@ -12,9 +16,7 @@
 //! A request that got READONLY did not run, so it is sent once more to the new master;
 //! any other failed request returns its error (it may have run).
 //!
-//! The crate's sentinel calls have no timeouts of their own; every discovery is bounded
-//! here, and a discovery that timed out drops the crate's `Sentinel` with its cached
-//! sentinel connections (one of which hung) and builds a new one.
+//! Every step of a discovery is bounded by the link's timeouts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -22,7 +24,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, Pipeline, ProtocolVersion, RedisError,
     RedisFuture, RedisResult, Value,
@@ -30,7 +31,7 @@ use redis::{
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::target::SentinelSeeds;
+use super::target::{Node, SentinelSeeds};
 use super::Options;
 
 /// Pause between rounds over the sentinels when none gives a `+switch-master` feed.
@@ -48,8 +49,6 @@ pub(crate) struct SentinelMaster {
 struct Shared {
     seeds: SentinelSeeds,
     options: Options,
-    /// `None` after a discovery timed out: rebuilt on the next one.
-    sentinel: tokio::sync::Mutex<Option<Sentinel>>,
     current: parking_lot::Mutex<Option<Current>>,
     /// Held while connecting, so concurrent requests wait for one discovery; holds when
     /// the last one failed.
@@ -70,12 +69,16 @@ pub(super) struct Current {
 impl SentinelMaster {
     /// Builds the handle and starts listening for `+switch-master`; connects on first use.
     pub(crate) fn new(seeds: &SentinelSeeds, options: &Options) -> RedisResult<SentinelMaster> {
-        let sentinel = build_sentinel(seeds)?;
+        if seeds.sentinels.is_empty() {
+            return Err(RedisError::from((
+                ErrorKind::EmptySentinelList,
+                "at least one sentinel is needed",
+            )));
+        }
         let token = CancellationToken::new();
         let shared = Arc::new(Shared {
             seeds: seeds.clone(),
             options: options.clone(),
-            sentinel: tokio::sync::Mutex::new(Some(sentinel)),
             current: parking_lot::Mutex::new(None),
             connecting: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(0),
@@ -88,35 +91,63 @@ impl SentinelMaster {
 
     /// Asks the sentinels where the master is; the connection details speak `protocol`.
     pub(crate) async fn discover(&self, protocol: ProtocolVersion) -> RedisResult<ConnectionInfo> {
-        let shared = &self.shared;
-        let seeds = &shared.seeds;
-        let mut sentinel = shared.sentinel.lock().await;
-        if sentinel.is_none() {
-            *sentinel = Some(build_sentinel(seeds)?);
-        }
-        let Some(found) = sentinel.as_mut() else {
-            return Err(timed_out("no sentinel client"));
-        };
-        let node = SentinelNodeConnectionInfo {
-            tls_mode: seeds.tls.then_some(redis::TlsMode::Secure),
-            redis_connection_info: Some(redis::RedisConnectionInfo {
-                db: seeds.db,
-                username: seeds.auth.username.clone(),
-                password: seeds.auth.password.clone(),
-                protocol,
-            }),
-        };
-        // Every sentinel may be asked, then the master connected to and checked.
-        let limit = (shared.options.connect_timeout + shared.options.response_timeout)
-            * (seeds.sentinels.len() as u32 + 1);
-        match tokio::time::timeout(limit, found.async_master_for(&seeds.master, Some(&node))).await
-        {
-            Ok(Ok(client)) => Ok(client.get_connection_info().clone()),
-            Ok(Err(error)) => Err(error),
-            Err(_) => {
-                *sentinel = None;
-                Err(timed_out("the sentinels did not name a master in time"))
+        let options = &self.shared.options;
+        // A sentinel, then the master it named: two connections and a command on each.
+        let limit = (options.connect_timeout + options.response_timeout) * 2;
+        let mut last = None;
+        for sentinel in &self.shared.seeds.sentinels {
+            match tokio::time::timeout(limit, self.ask(sentinel, protocol)).await {
+                Ok(Ok(master)) => return Ok(master),
+                Ok(Err(error)) => last = Some(error),
+                Err(_) => {
+                    last = Some(timed_out(
+                        "a sentinel, or the master it named, did not answer in time",
+                    ))
+                }
             }
+        }
+        Err(last.unwrap_or_else(|| timed_out("no sentinel to ask")))
+    }
+
+    /// Asks `sentinel` for the master, and the master whether it is one.
+    async fn ask(&self, sentinel: &Node, protocol: ProtocolVersion) -> RedisResult<ConnectionInfo> {
+        let seeds = &self.shared.seeds;
+        let options = &self.shared.options;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(options.connect_timeout)
+            .set_response_timeout(options.response_timeout);
+        let info = options.sentinel_tls.apply(sentinel.info(
+            seeds.sentinel_tls,
+            &seeds.sentinel_auth,
+            0,
+            ProtocolVersion::RESP2,
+        ))?;
+        let mut conn = redis::Client::open(info)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let named: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&seeds.master)
+            .query_async(&mut conn)
+            .await?;
+        let Some((host, port)) = named else {
+            return Err(RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "the sentinel monitors no master by that name",
+            )));
+        };
+        let master = Node { host, port }.info(seeds.tls, &seeds.auth, seeds.db, protocol);
+        let master = options.tls.apply(master)?;
+        let mut conn = redis::Client::open(master.clone())?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        match role.first().map(redis::from_redis_value::<String>) {
+            Some(Ok(role)) if role == "master" => Ok(master),
+            _ => Err(RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "the server the sentinel named is not a master (a failover is under way)",
+            ))),
         }
     }
 
@@ -213,15 +244,6 @@ fn timed_out(what: &'static str) -> RedisError {
     RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
 }
 
-fn build_sentinel(seeds: &SentinelSeeds) -> RedisResult<Sentinel> {
-    let sentinels = seeds
-        .sentinels
-        .iter()
-        .map(|n| n.info(seeds.tls, &seeds.sentinel_auth, 0, ProtocolVersion::RESP2))
-        .collect();
-    Sentinel::build(sentinels)
-}
-
 impl ConnectionLike for SentinelMaster {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let this = self.clone();
@@ -262,8 +284,14 @@ async fn watch_switches(shared: Weak<Shared>, stop: CancellationToken) {
     };
     loop {
         for node in &seeds.sentinels {
-            let info = node.info(seeds.tls, &seeds.sentinel_auth, 0, ProtocolVersion::RESP2);
+            let info = node.info(
+                seeds.sentinel_tls,
+                &seeds.sentinel_auth,
+                0,
+                ProtocolVersion::RESP2,
+            );
             let feed = async {
+                let info = options.sentinel_tls.apply(info)?;
                 let mut pubsub = redis::Client::open(info)?.get_async_pubsub().await?;
                 pubsub.subscribe("+switch-master").await?;
                 RedisResult::Ok(pubsub)

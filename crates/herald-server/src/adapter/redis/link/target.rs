@@ -12,7 +12,13 @@
 //!   the master under. The credentials in front are the master's (and its replicas', which
 //!   take over its role). Sentinels usually have no password of their own; when they do, it
 //!   goes in `sentinel_password` (and `sentinel_username` with ACLs), because it is
-//!   configured on them separately and is often not the master's.
+//!   configured on them separately and is often not the master's. `rediss+sentinel` is TLS
+//!   to the sentinels and to the master; `sentinel_tls=false` (or `true` after
+//!   `redis+sentinel`) sets the sentinels' side alone.
+//!
+//! The client's `#insecure` fragment (no certificate check at all) is refused: the name
+//! check is turned off in the configuration, where it shows (`TlsFiles`), and the chain is
+//! always checked.
 //!
 //! Ports default to 6379 (servers) and 26379 (sentinels). User names and passwords may be
 //! percent-encoded. Neither [`Target`]'s `Display` nor its `Debug` shows a password.
@@ -64,7 +70,10 @@ pub(crate) struct SentinelSeeds {
     /// The name the sentinels monitor the master under.
     pub master: String,
     pub db: i64,
+    /// TLS to the master and its replicas.
     pub tls: bool,
+    /// TLS to the sentinels.
+    pub sentinel_tls: bool,
     /// The master's (and its replicas') credentials.
     pub auth: Auth,
     /// The sentinels' own credentials, if they have any.
@@ -92,8 +101,12 @@ pub(crate) enum TargetError {
     ClusterDb(String),
     #[error("unexpected '/{0}' after the database number")]
     ExtraPath(String),
-    #[error("unknown parameter '{0}' (known: sentinel_username, sentinel_password)")]
+    #[error("unknown parameter '{0}' (known: sentinel_username, sentinel_password, sentinel_tls)")]
     UnknownParameter(String),
+    #[error("sentinel_tls is true or false, not '{0}'")]
+    BadSentinelTls(String),
+    #[error("'#insecure' would turn off every certificate check; to skip only the server name check, set redis_tls_insecure_skip_name_check")]
+    Insecure,
     #[error("the {0} is not valid percent-encoded UTF-8")]
     BadEncoding(&'static str),
     #[error("this build of the redis client has no TLS support")]
@@ -105,10 +118,15 @@ impl Target {
     pub(crate) fn parse(url: &str) -> Result<Target, TargetError> {
         let (scheme, rest) = url.split_once("://").ok_or(TargetError::NoScheme)?;
         match scheme {
-            "redis" | "rediss" | "unix" | "redis+unix" => url
-                .into_connection_info()
-                .map(|info| Target::Single(Box::new(info)))
-                .map_err(|e| TargetError::Single(e.to_string())),
+            "redis" | "rediss" | "unix" | "redis+unix" => {
+                let info = url
+                    .into_connection_info()
+                    .map_err(|e| TargetError::Single(e.to_string()))?;
+                if let ConnectionAddr::TcpTls { insecure: true, .. } = info.addr {
+                    return Err(TargetError::Insecure);
+                }
+                Ok(Target::Single(Box::new(info)))
+            }
             "redis+cluster" | "rediss+cluster" => {
                 let tls = tls(scheme)?;
                 let parts = Parts::split(rest, 6379)?;
@@ -130,10 +148,18 @@ impl Target {
                 let tls = tls(scheme)?;
                 let parts = Parts::split(rest, 26379)?;
                 let mut sentinel_auth = Auth::default();
+                let mut sentinel_tls = tls;
                 for (key, value) in parts.query {
                     match key.as_str() {
                         "sentinel_username" => sentinel_auth.username = Some(value),
                         "sentinel_password" => sentinel_auth.password = Some(value),
+                        "sentinel_tls" => {
+                            sentinel_tls = match value.as_str() {
+                                "true" => tls_or_refuse(true)?,
+                                "false" => false,
+                                _ => return Err(TargetError::BadSentinelTls(value)),
+                            }
+                        }
                         _ => return Err(TargetError::UnknownParameter(key)),
                     }
                 }
@@ -151,11 +177,21 @@ impl Target {
                     master,
                     db,
                     tls,
+                    sentinel_tls,
                     auth: parts.auth,
                     sentinel_auth,
                 }))
             }
             other => Err(TargetError::UnknownScheme(other.to_owned())),
+        }
+    }
+
+    /// Whether connections use TLS: to the data nodes, and to the sentinels.
+    pub(crate) fn tls_sides(&self) -> (bool, bool) {
+        match self {
+            Target::Single(info) => (matches!(info.addr, ConnectionAddr::TcpTls { .. }), false),
+            Target::Cluster(seeds) => (seeds.tls, false),
+            Target::Sentinel(seeds) => (seeds.tls, seeds.sentinel_tls),
         }
     }
 
@@ -201,7 +237,10 @@ impl Node {
 }
 
 fn tls(scheme: &str) -> Result<bool, TargetError> {
-    let tls = scheme.starts_with("rediss");
+    tls_or_refuse(scheme.starts_with("rediss"))
+}
+
+fn tls_or_refuse(tls: bool) -> Result<bool, TargetError> {
     // The client refuses rediss:// at parse time when it was built without TLS; ask it
     // rather than assume which features it has.
     if tls && "rediss://localhost".into_connection_info().is_err() {
@@ -411,6 +450,10 @@ impl fmt::Display for Target {
                 }
                 if auth.password.is_some() {
                     write!(f, "{sep}sentinel_password={HIDDEN}")?;
+                    sep = '&';
+                }
+                if seeds.sentinel_tls != seeds.tls {
+                    write!(f, "{sep}sentinel_tls={}", seeds.sentinel_tls)?;
                 }
                 Ok(())
             }
@@ -566,6 +609,36 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_sentinels_tls_is_set_apart_and_insecure_is_refused() {
+        let Ok(Target::Sentinel(both)) = Target::parse("rediss+sentinel://s1/m") else {
+            panic!("sentinels");
+        };
+        assert!(both.tls && both.sentinel_tls);
+        let target = Target::parse("rediss+sentinel://s1/m?sentinel_tls=false").expect("valid");
+        let Target::Sentinel(plain) = &target else {
+            panic!("sentinels");
+        };
+        assert!(plain.tls && !plain.sentinel_tls);
+        assert_eq!(
+            target.to_string(),
+            "rediss+sentinel://s1:26379/m/0?sentinel_tls=false"
+        );
+        let Ok(Target::Sentinel(only)) = Target::parse("redis+sentinel://s1/m?sentinel_tls=true")
+        else {
+            panic!("sentinels");
+        };
+        assert!(!only.tls && only.sentinel_tls);
+        assert_eq!(
+            Target::parse("redis+sentinel://s1/m?sentinel_tls=yes").err(),
+            Some(TargetError::BadSentinelTls("yes".into()))
+        );
+        assert_eq!(
+            Target::parse("rediss://h:6380/0#insecure").err(),
+            Some(TargetError::Insecure)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, ErrorKind, ProtocolVersion, RedisError};
 use tokio::sync::watch;
 
+use super::super::commands::cluster_connection;
 use super::super::deliveries::{Event, Sink};
 use super::super::sentinel::SentinelMaster;
 use super::super::slots::slot;
@@ -100,6 +101,8 @@ impl Task {
                 )))
             }
         };
+        // The certificates read last: a rotation reaches every new connection.
+        let info = self.options.tls.apply(info)?;
         let id = self.next_conn;
         self.next_conn += 1;
         let open = Arc::new(AtomicBool::new(true));
@@ -125,16 +128,32 @@ impl Task {
         Ok(id)
     }
 
-    /// The cluster's slot map, fetched if unknown.
+    /// The cluster's slot map, fetched if unknown. When the cluster does not answer, its
+    /// connection is built again for the next try, with the certificates read last (the
+    /// client reconnects with those it was built with).
     pub(super) async fn slot_map(&mut self) -> Result<&SlotMap, RedisError> {
         let Source::Cluster {
-            topology, slots, ..
+            topology,
+            slots,
+            seeds,
         } = &mut self.source
         else {
             return Err(RedisError::from((ErrorKind::ClientError, "not a cluster")));
         };
         if slots.is_none() {
-            *slots = Some(SlotMap::fetch(topology).await?);
+            match SlotMap::fetch(topology).await {
+                Ok(map) => *slots = Some(map),
+                Err(error) => {
+                    if seeds.tls {
+                        if let Ok(fresh) =
+                            cluster_connection(seeds, &self.options, ProtocolVersion::RESP2).await
+                        {
+                            *topology = fresh;
+                        }
+                    }
+                    return Err(error);
+                }
+            }
         }
         slots
             .as_ref()

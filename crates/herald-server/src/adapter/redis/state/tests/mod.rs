@@ -40,6 +40,8 @@ impl Node {
             node_timeout: NODE_TIMEOUT,
             ops_per_app: 1000,
             bus_max_bytes: 1 << 20,
+            tls: Box::default(),
+            sentinel_tls: Box::default(),
         };
         let cluster = Cluster::connect(&config, Some(id)).await.expect("connect");
         let configs = apps.iter().map(|app| {
