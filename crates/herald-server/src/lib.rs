@@ -148,6 +148,7 @@ async fn serve_apps(
         Some(files) => Some(Arc::new(tls::Tls::new(files).map_err(io::Error::other)?)),
         None => None,
     };
+    let admin_plane = admin::Plane::new(&config.admin).map_err(io::Error::other)?;
     let (adapter, node_id) = adapter::start(&config.adapter, config.node_id, store.clone()).await?;
     let max_open = match config.net.max_open_connections {
         0 => admission::default_max_open_connections(),
@@ -172,6 +173,7 @@ async fn serve_apps(
         adapter,
         tls,
         console: apps.console().clone(),
+        admin: admin_plane,
     });
     shared.console.set_node_id(node_id);
     let router = http::router(shared.clone());
