@@ -373,6 +373,25 @@ async fn idle_sockets_cannot_keep_probes_or_scrapes_out() {
         .await
         .expect("/live answered");
     assert_eq!(live.status(), 200);
+    // The flood took no stream's slot: each still gets the log's next row.
+    let body = json!({"name": "after-flood", "channel": "news", "data": "1"}).to_string();
+    assert_eq!(
+        signed(&server, "POST", "/apps/1/events", &[], Some(&body))
+            .await
+            .0,
+        200
+    );
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut seen = String::new();
+        while !seen.contains("after-flood") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("stream {i}: the row within 5 s"))
+                .expect("the stream")
+                .unwrap_or_else(|| panic!("stream {i} was closed"));
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }
 
 #[tokio::test]

@@ -1466,6 +1466,47 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_hosts_and_tls_files_are_checked_and_the_tokens_reload() {
+        for (toml, field) in [
+            ("metrics_token = \"short\"\n", "metrics_token"),
+            ("admin_token = \"has space 0123456789\"\n", "admin_token"),
+            ("admin_token = \"semi;colon-0123456789\"\n", "admin_token"),
+            (
+                "admin_token = \"same-token-0123456789\"\nmetrics_token = \"same-token-0123456789\"\n",
+                "metrics_token",
+            ),
+            ("admin_allowed_hosts = [\"https://x.example\"]\n", "admin_allowed_hosts"),
+            ("admin_allowed_hosts = [\"\"]\n", "admin_allowed_hosts"),
+            ("admin_tls_cert = \"/x.pem\"\n", "admin_tls_key"),
+            ("admin_tls_key = \"/x.pem\"\n", "admin_tls_cert"),
+        ] {
+            let error = Config::from_toml(toml, &no_env).expect_err(toml).to_string();
+            assert!(error.contains(field), "{toml}: {error}");
+        }
+        let env =
+            |k: &str| (k == "HERALD_METRICS_TOKEN").then(|| "env-metrics-0123456789".to_owned());
+        let c =
+            Config::from_toml("admin_token = \"admin-token-0123456789\"\n", &env).expect("valid");
+        assert_eq!(
+            c.admin.metrics_token.as_deref(),
+            Some("env-metrics-0123456789")
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("env-metrics") && !shown.contains("admin-token-0"),
+            "{shown}"
+        );
+        // The tokens and hosts change with a reload; serving TLS or not needs a restart.
+        let rotated = Config::from_toml(
+            "admin_token = \"other-token-0123456789\"\nmetrics_token = \"other-metrics-0123456789\"\n\
+             admin_allowed_hosts = [\"x.example\"]\n",
+            &no_env,
+        )
+        .expect("valid");
+        assert!(c.restart_fields(&rotated).is_empty());
+    }
+
+    #[test]
     fn tls_takes_both_files_from_the_file_or_the_environment() {
         use crate::tls::tests::{issue, temp_dir, write};
         let dir = temp_dir("config");

@@ -123,11 +123,12 @@ pub(crate) fn unready(shared: &Shared) -> Option<&'static str> {
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let slots = slots::Slots::new(MAX_ADMIN_CONNECTIONS);
     // The slots are the cap; the limiter only makes the permits a connection carries, with
-    // room for evicted connections still closing and no per-address count (a prober may
-    // share its address with anything).
+    // no per-address count (a prober may share its address with anything) and room for
+    // evicted connections still closing: in a burst the accept loop can outrun their tasks,
+    // and a probe refused for that would be the reset the slots exist to prevent.
     let mut net = shared.config.net.clone();
     net.max_connections_per_ip = 0;
-    let limiter = crate::admission::ConnLimiter::new(&net, 2 * MAX_ADMIN_CONNECTIONS);
+    let limiter = crate::admission::ConnLimiter::new(&net, 16 * MAX_ADMIN_CONNECTIONS);
     let acceptor = shared.admin.tls.as_ref().map(|tls| tls.acceptor().clone());
     // The admin routes are not the API's: its requests are counted nowhere it shows.
     let counts = crate::http::conn::ApiCounts {
@@ -163,6 +164,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
             continue;
         };
         let Ok(permit) = limiter.admit(peer.ip()) else {
+            let _ = stream.try_write(slots::FULL);
             continue;
         };
         let setup = crate::http::conn::Setup {
