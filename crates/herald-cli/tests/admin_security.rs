@@ -483,11 +483,12 @@ async fn the_admin_listener_serves_tls() {
     let dir = std::env::temp_dir().join(format!("herald-admin-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (cert, key, ca) = certificate(&dir);
-    let server = Server::start(&format!(
+    let config = format!(
         "admin_token = \"{ADMIN}\"\nadmin_tls_cert = \"{}\"\nadmin_tls_key = \"{}\"\n",
         cert.display(),
         key.display()
-    ));
+    );
+    let server = Server::start_logged(&config, &[]);
     let port = port(&server);
     let https = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
@@ -523,5 +524,65 @@ async fn the_admin_listener_serves_tls() {
     // Plain HTTP to the TLS listener gets no answer from the admin endpoints.
     let plain = reqwest::get(format!("http://localhost:{port}/ready")).await;
     assert!(!plain.is_ok_and(|r| r.status() == 200));
+
+    // A new certificate from another CA, written over the files: SIGHUP serves it to new
+    // connections, without a restart.
+    let (_, _, new_ca) = certificate(&dir);
+    std::fs::write(&server.config, &config).expect("rewrite config");
+    kill(Pid::from_raw(server.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    let trusting_new = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(new_ca.as_bytes()).expect("CA"))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let mut served = false;
+    for _ in 0..250 {
+        if trusting_new
+            .get(format!("https://localhost:{port}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the new certificate is served: {}", server.log());
+    assert!(
+        server.log().contains("admin_tls_cert"),
+        "the reload names the listener's key"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_admin_certificate_stops_start_up_naming_its_key() {
+    let dir = std::env::temp_dir().join(format!("herald-admin-badtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (_, key, _) = certificate(&dir);
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let config = dir.join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin_tls_cert = \"{}\"\nadmin_tls_key = \"{}\"\n",
+            garbage.display(),
+            key.display()
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run herald");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("admin_tls_cert") && stderr.contains("garbage.pem"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
