@@ -586,3 +586,24 @@ fn a_bad_admin_certificate_stops_start_up_naming_its_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_admin_listener_off_loopback_without_tls_is_warned_about() {
+    let server = Server::start_logged(
+        &format!("admin_host = \"0.0.0.0\"\nadmin_port = 0\nadmin_token = \"{ADMIN}\"\n"),
+        &[],
+    );
+    let mut log = server.log();
+    for _ in 0..100 {
+        if log.contains("cleartext") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        log = server.log();
+    }
+    assert!(
+        log.contains("cleartext") && log.contains("admin_tls_cert"),
+        "{log}"
+    );
+    assert!(!log.contains(ADMIN), "no token in the log");
+}

@@ -184,7 +184,17 @@ async fn serve_apps(
         shared.clone(),
         stop_admin.clone(),
     ));
-    tracing::info!(admin = %admin_addr, "Admin endpoints (/metrics, /live, /ready) listening");
+    tracing::info!(
+        admin = %admin_addr,
+        tls = shared.config.admin.tls.is_some(),
+        "Admin endpoints (/metrics, /live, /ready, /console) listening"
+    );
+    if shared.config.admin.tls.is_none() && !config::is_loopback_host(&shared.config.admin.host) {
+        tracing::warn!(
+            admin_host = %shared.config.admin.host,
+            "The admin listener is reachable off this machine without TLS: its tokens cross the network in cleartext (set admin_tls_cert and admin_tls_key)"
+        );
+    }
     let reloader = Reloader::new(&shared, apps);
     if let Some(stored) = stored {
         let applier = reloader.clone();
