@@ -607,3 +607,32 @@ async fn an_admin_listener_off_loopback_without_tls_is_warned_about() {
     );
     assert!(!log.contains(ADMIN), "no token in the log");
 }
+
+#[tokio::test]
+async fn the_state_answer_is_bounded_in_time_when_the_cluster_does_not_answer() {
+    let redis = support::Redis::start();
+    let server = Server::start(&format!(
+        "adapter = \"redis\"\nredis_url = \"{}\"\n",
+        redis.url()
+    ));
+    let mut ws = server.connect(KEY).await;
+    ws.subscribe("news").await;
+    let pid = Pid::from_raw(redis.pid().expect("a redis-server") as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    let started = std::time::Instant::now();
+    let answer = reqwest::Client::new()
+        .get(format!("http://{}/console/api/state", server.admin))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    let elapsed = started.elapsed();
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let state: Value = answer.expect("an answer").json().await.expect("JSON");
+    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert_eq!(state["truncated"], true, "{state}");
+    let why = state["truncated_by"].as_str().expect("text");
+    assert!(
+        why.starts_with("time") || why.starts_with("backend"),
+        "{why}"
+    );
+}

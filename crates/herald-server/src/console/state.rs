@@ -4,8 +4,10 @@
 //!
 //! At most [`MAX_CHANNELS`] channels are listed (across apps, by app id and then name),
 //! [`MAX_MEMBERS`] members per presence channel and [`MAX_USERS`] signed-in users per app,
-//! and the whole answer is collected within [`TIME_BOUND`]. An answer cut by either bound
-//! says so: `truncated` is true, `truncated_by` names the bound, and each app gives its full
+//! and the whole answer is collected within [`TIME_BOUND`] (under the cluster backend's own
+//! 2 s query timeout, so a backend that stops answering costs the bound, not more). An
+//! answer cut by a bound, or missing what the cluster's backend did not answer, says so:
+//! `truncated` is true, `truncated_by` says why, and each app gives its full
 //! `channel_count` and `user_count`.
 
 use std::collections::HashSet;
@@ -24,13 +26,15 @@ pub(crate) const MAX_MEMBERS: usize = 100;
 /// Signed-in users listed per app.
 pub(crate) const MAX_USERS: usize = 500;
 /// How long one answer may take to collect; what is not collected by then is left out.
-pub(crate) const TIME_BOUND: Duration = Duration::from_secs(2);
+pub(crate) const TIME_BOUND: Duration = Duration::from_millis(1500);
 
-/// Which bound cut the answer first.
+/// Why the answer is not whole (the first reason met).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cut {
     Size,
     Time,
+    /// The cluster's backend answered a query with an error.
+    Backend,
 }
 
 /// The state as the page shows it.
@@ -45,7 +49,11 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
         // In a cluster, the channels and members are the cluster's, as the HTTP API's.
         let listed = tokio::time::timeout_at(deadline, shared.adapter.presence.channels(&app, ""));
         let mut channels = match listed.await {
-            Ok(answer) => answer.unwrap_or_default(),
+            Ok(Ok(channels)) => channels,
+            Ok(Err(_)) => {
+                cut.get_or_insert(Cut::Backend);
+                Vec::new()
+            }
             Err(_) => {
                 cut.get_or_insert(Cut::Time);
                 Vec::new()
@@ -73,11 +81,15 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
         for (name, counts) in channels {
             let members = if ChannelKind::of(&name).is_presence() && cut != Some(Cut::Time) {
                 match tokio::time::timeout_at(deadline, members(shared, &app, &name)).await {
-                    Ok((members, all)) => {
+                    Ok(Some((members, all))) => {
                         if !all {
                             cut.get_or_insert(Cut::Size);
                         }
                         members
+                    }
+                    Ok(None) => {
+                        cut.get_or_insert(Cut::Backend);
+                        Vec::new()
                     }
                     Err(_) => {
                         cut.get_or_insert(Cut::Time);
@@ -126,15 +138,19 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
             Cut::Size => format!(
                 "size: at most {MAX_CHANNELS} channels, {MAX_MEMBERS} members a channel and {MAX_USERS} users an app are listed"
             ),
-            Cut::Time => format!("time: what was not collected within {} s is left out", TIME_BOUND.as_secs()),
+            Cut::Time => format!(
+                "time: what was not collected within {} ms is left out",
+                TIME_BOUND.as_millis()
+            ),
+            Cut::Backend => "backend: the cluster's state did not answer; channels and members are missing".to_owned(),
         }),
     })
 }
 
 /// A presence channel's members (at most [`MAX_MEMBERS`]; the flag says whether all are
 /// there): the cluster's ids in a cluster (as the HTTP API's users query), with the user
-/// info this node knows of them.
-async fn members(shared: &Shared, app: &crate::App, channel: &str) -> (Vec<Value>, bool) {
+/// info this node knows of them. `None` when the backend answered with an error.
+async fn members(shared: &Shared, app: &crate::App, channel: &str) -> Option<(Vec<Value>, bool)> {
     let local = app.hub.local_members(channel);
     let info = |id: &str| {
         local
@@ -143,17 +159,12 @@ async fn members(shared: &Shared, app: &crate::App, channel: &str) -> (Vec<Value
             .and_then(|m| m.user_info.as_deref())
             .and_then(|i| serde_json::from_str::<Value>(i).ok())
     };
-    let ids = shared
-        .adapter
-        .presence
-        .users(app, channel)
-        .await
-        .unwrap_or_default();
+    let ids = shared.adapter.presence.users(app, channel).await.ok()?;
     let all = ids.len() <= MAX_MEMBERS;
     let shown = ids
         .iter()
         .take(MAX_MEMBERS)
         .map(|id| json!({ "user_id": id, "user_info": info(id) }))
         .collect();
-    (shown, all)
+    Some((shown, all))
 }
