@@ -29,7 +29,8 @@ use subtle::ConstantTimeEq;
 use crate::config::AdminConfig;
 
 /// The cookie a `/console?token=…` visit sets, so that the page's own requests (the live
-/// log's `EventSource` cannot send headers) carry the admin token.
+/// log's `EventSource` cannot send headers) prove the admin token. It holds [`session_of`]
+/// the token, never the token itself.
 const COOKIE: &str = "herald_console";
 
 /// The header a request that changes something must carry (the console's script sends
@@ -170,7 +171,7 @@ impl Guard {
         if self.rules.load().admin_token.is_none() {
             return Ok(None);
         }
-        let cookie = Cookie::build((COOKIE, given.to_owned()))
+        let cookie = Cookie::build((COOKIE, session_of(given)))
             .http_only(true)
             .same_site(SameSite::Strict)
             .secure(self.tls)
@@ -184,13 +185,18 @@ impl Guard {
         if by_header.is_none() {
             host_allowed(&rules, headers)?;
         }
-        // The cookie only ever holds the admin token; a metrics token there opens nothing.
-        let cookie = console_cookie(headers);
-        let by_cookie = cookie
-            .as_deref()
-            .into_iter()
-            .chain(offered)
-            .find_map(|t| rules.grade(t).filter(|g| *g == Grade::Admin));
+        // The cookie only ever proves the admin token; a metrics token opens nothing there.
+        let by_cookie = console_cookie(headers)
+            .zip(rules.admin_token.as_deref())
+            .is_some_and(|(cookie, token)| {
+                bool::from(cookie.as_bytes().ct_eq(session_of(token).as_bytes()))
+            })
+            .then_some(Grade::Admin)
+            .or_else(|| {
+                offered
+                    .and_then(|t| rules.grade(t))
+                    .filter(|g| *g == Grade::Admin)
+            });
         let grade = by_header.or(by_cookie);
         let open = match need {
             Need::Metrics => {
@@ -210,6 +216,13 @@ impl Guard {
         }
         Ok(())
     }
+}
+
+/// What the console's cookie holds for `token`: an HMAC keyed by it, so the browser never
+/// stores the token (which also opens `/metrics`), and a new token makes old cookies
+/// worthless.
+fn session_of(token: &str) -> String {
+    herald_protocol::signing::sign(token, "herald console session")
 }
 
 /// The token of an `Authorization: Bearer …` header (the scheme in any case).
@@ -389,18 +402,24 @@ mod tests {
             status(&[local, ("authorization", &metrics)], Need::Read),
             Err(StatusCode::FORBIDDEN)
         );
-        let cookie = format!("a=b; herald_console={ADMIN}");
+        let cookie = format!("a=b; herald_console={}", session_of(ADMIN));
         assert_eq!(status(&[local, ("cookie", &cookie)], Need::Read), Ok(()));
         // A cookie is a browser's ambient credential: the Host still counts.
         assert_eq!(
             status(&[("host", "evil.example"), ("cookie", &cookie)], Need::Read),
             Err(StatusCode::FORBIDDEN)
         );
-        let cookie = format!("herald_console={METRICS}");
-        assert_eq!(
-            status(&[local, ("cookie", &cookie)], Need::Metrics),
-            Err(StatusCode::UNAUTHORIZED)
-        );
+        for cookie in [
+            format!("herald_console={ADMIN}"),
+            format!("herald_console={METRICS}"),
+            format!("herald_console={}", session_of(METRICS)),
+        ] {
+            assert_eq!(
+                status(&[local, ("cookie", &cookie)], Need::Read),
+                Err(StatusCode::UNAUTHORIZED),
+                "{cookie}"
+            );
+        }
         g.reload(
             &crate::Config::from_toml(&format!("admin_token = \"{METRICS}-new\"\n"), &|_| None)
                 .expect("valid")
@@ -452,6 +471,10 @@ mod tests {
         assert!(
             cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
             "{cookie}"
+        );
+        assert!(
+            !cookie.contains(ADMIN),
+            "the token itself is not stored: {cookie}"
         );
         assert_eq!(
             g.sign_in(&local, "wrong").map_err(|d| d.status),
