@@ -1,6 +1,7 @@
 //! The console's routes on the admin listener: the page and its assets (embedded in the
 //! binary), the state the page polls, the live log (Server-Sent Events) and the event
-//! creator, which publishes through the HTTP API's own path.
+//! creator, which publishes through the HTTP API's own path. Every route but the static
+//! assets asks `admin::Guard` first (the creator as a write, before its body is read).
 
 use std::convert::Infallible;
 use std::sync::Arc;
