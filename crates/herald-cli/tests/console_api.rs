@@ -95,6 +95,8 @@ async fn the_log_shows_connections_subscriptions_publishes_and_client_events() {
     let http = reqwest::Client::new();
     let publish = |body: Value| {
         http.post(format!("http://{}/console/api/publish", server.admin))
+            // The console's own header: a write without it is refused (admin_security.rs).
+            .header("x-herald-console", "1")
             .json(&body)
             .send()
     };

@@ -4,8 +4,9 @@
 //! a round-robin load balancer (`HERALD_CLUSTER=3`), and once each with the apps kept in
 //! PostgreSQL and in MySQL/MariaDB (`HERALD_APPS_DB`, one node: a fresh database per server,
 //! filled by `herald apps migrate` and `herald apps import`; see tests/js/harness.mjs).
-//! The browser files (pusher-js's browser build, and the admin listener's live console, in
-//! Debian's headless Chromium) run once each, on one node with its apps in the config.
+//! The browser files (pusher-js's browser build, the admin listener's live console, and the
+//! admin plane against a cross-origin and a rebinding page, in Debian's headless Chromium)
+//! run once each, on one node with its apps in the config.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -214,6 +215,14 @@ fn live_console_in_a_browser() {
     // nodes nor where the apps live changes the page: one run (about 8 s). It rewrites
     // docs/console.png, the screenshot the docs show.
     run_in_chromium("console.test.mjs");
+}
+
+#[test]
+fn admin_plane_in_a_browser() {
+    // Issue 26: a page of another origin, and one reached through a rebinding-style name,
+    // can neither publish through the console nor read it; the console's own page still
+    // publishes. One run (about 3 s).
+    run_in_chromium("admin_security.test.mjs");
 }
 
 /// Runs a browser file once (one node, file apps), in Debian's Chromium.

@@ -467,8 +467,8 @@ impl Default for NetLimits {
     }
 }
 
-/// The admin listener (`/metrics`, `/live`, `/ready`), on its own address so the public
-/// port never serves them. `Debug` hides the token.
+/// The admin listener (`/metrics`, `/live`, `/ready`, the console), on its own address so
+/// the public port never serves them. `Debug` hides the tokens.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Address to bind; loopback by default.
@@ -477,8 +477,18 @@ pub struct AdminConfig {
     /// is taken, so two nodes started on one machine without a config both run. `Some(0)`
     /// picks a free port; any other explicit port must be free or start-up stops.
     pub port: Option<u16>,
-    /// Bearer token every admin request must carry; required off loopback.
+    /// The admin token (`admin_token`): opens the console, its writes and `/metrics`;
+    /// required off loopback. A reload replaces it.
     pub token: Option<String>,
+    /// The metrics token (`metrics_token`): opens `/metrics` only, so a scraper's secret
+    /// cannot publish. A reload replaces it.
+    pub metrics_token: Option<String>,
+    /// Host names the listener answers to besides the loopback names and `admin_host`
+    /// (`admin_allowed_hosts`): a request naming any other `Host` is refused (DNS
+    /// rebinding), unless it carries a token in its `Authorization` header.
+    pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS only, with this certificate (`admin_tls_cert`, `admin_tls_key`).
+    pub tls: Option<TlsConfig>,
 }
 
 /// The admin port soketi and sockudo use for their metrics, so scrape configs carry over.
@@ -490,6 +500,9 @@ impl Default for AdminConfig {
             host: "127.0.0.1".to_owned(),
             port: None,
             token: None,
+            metrics_token: None,
+            allowed_hosts: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -500,6 +513,12 @@ impl std::fmt::Debug for AdminConfig {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -511,6 +530,20 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (tracing's JSON formatter).
     Json,
+}
+
+/// A listener's TLS files from its two keys (`keys`), both or neither.
+fn tls_files(
+    keys: (&'static str, &'static str),
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(keys.1, format!("is required with {}", keys.0))),
+        (None, Some(_)) => Err(invalid(keys.0, format!("is required with {}", keys.1))),
+    }
 }
 
 /// Whether `host` (an address or `localhost`) only accepts connections from this machine.
@@ -587,6 +620,10 @@ struct RawConfig {
     admin_host: Option<String>,
     admin_port: Option<u16>,
     admin_token: Option<String>,
+    metrics_token: Option<String>,
+    admin_allowed_hosts: Option<Vec<String>>,
+    admin_tls_cert: Option<PathBuf>,
+    admin_tls_key: Option<PathBuf>,
     log_format: Option<String>,
     webhook_max_in_flight: Option<usize>,
     webhook_max_queued_bytes: Option<usize>,
@@ -732,6 +769,17 @@ impl Config {
                     None => raw.admin_port,
                 },
                 token: env("HERALD_ADMIN_TOKEN").or(raw.admin_token),
+                metrics_token: env("HERALD_METRICS_TOKEN").or(raw.metrics_token),
+                allowed_hosts: raw.admin_allowed_hosts.unwrap_or_default(),
+                tls: tls_files(
+                    ("admin_tls_cert", "admin_tls_key"),
+                    env("HERALD_ADMIN_TLS_CERT")
+                        .map(PathBuf::from)
+                        .or(raw.admin_tls_cert),
+                    env("HERALD_ADMIN_TLS_KEY")
+                        .map(PathBuf::from)
+                        .or(raw.admin_tls_key),
+                )?,
             },
             log_format: match env("HERALD_LOG_FORMAT")
                 .or(raw.log_format)
@@ -821,14 +869,11 @@ impl Config {
                 *slot = Duration::from_secs(secs);
             }
         }
-        let tls_cert = env("HERALD_TLS_CERT").map(PathBuf::from).or(raw.tls_cert);
-        let tls_key = env("HERALD_TLS_KEY").map(PathBuf::from).or(raw.tls_key);
-        config.tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
-            (None, None) => None,
-            (Some(_), None) => return Err(invalid("tls_key", "is required with tls_cert")),
-            (None, Some(_)) => return Err(invalid("tls_cert", "is required with tls_key")),
-        };
+        config.tls = tls_files(
+            ("tls_cert", "tls_key"),
+            env("HERALD_TLS_CERT").map(PathBuf::from).or(raw.tls_cert),
+            env("HERALD_TLS_KEY").map(PathBuf::from).or(raw.tls_key),
+        )?;
         let app_env = [
             env("HERALD_APP_ID"),
             env("HERALD_APP_KEY"),
@@ -873,10 +918,43 @@ impl Config {
         if self.admin.host.is_empty() {
             return Err(invalid("admin_host", "must not be empty"));
         }
-        match &self.admin.token {
-            Some(token) if token.len() < 16 => {
-                return Err(invalid("admin_token", "must be at least 16 characters"));
+        for (field, token) in [
+            ("admin_token", &self.admin.token),
+            ("metrics_token", &self.admin.metrics_token),
+        ] {
+            let Some(token) = token else { continue };
+            if token.len() < 16 {
+                return Err(invalid(field, "must be at least 16 characters"));
             }
+            // It travels in a header and in the console's cookie.
+            if !token
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b";,\"\\".contains(&b))
+            {
+                return Err(invalid(
+                    field,
+                    "must be printable ASCII without spaces, quotes, commas, semicolons or backslashes",
+                ));
+            }
+        }
+        if self.admin.token.is_some() && self.admin.token == self.admin.metrics_token {
+            return Err(invalid(
+                "metrics_token",
+                "must differ from admin_token: it opens /metrics only",
+            ));
+        }
+        if let Some(bad) = self
+            .admin
+            .allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/'))
+        {
+            return Err(invalid(
+                "admin_allowed_hosts",
+                format!("holds '{bad}', which is not a host name (write `console.example.com`, no scheme or path)"),
+            ));
+        }
+        match &self.admin.token {
             None if !is_loopback_host(&self.admin.host) => {
                 return Err(invalid(
                     "admin_token",
@@ -890,7 +968,10 @@ impl Config {
         }
         if let Some(tls) = &self.tls {
             // Loaded once here so that `herald serve` stops before binding, naming the file.
-            crate::tls::load(tls)?;
+            crate::tls::load(tls, crate::tls::PUBLIC_KEYS)?;
+        }
+        if let Some(tls) = &self.admin.tls {
+            crate::tls::load(tls, crate::tls::ADMIN_KEYS)?;
         }
         if self.activity_timeout.is_zero() {
             return Err(invalid(
@@ -1009,11 +1090,16 @@ impl Config {
             "webhook_max_in_flight" => webhook_max_in_flight,
             "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
             "admin_host" => admin.host, "admin_port" => admin.port,
-            "admin_token" => admin.token, "log_format" => log_format, "node_id" => node_id,
+            "log_format" => log_format, "node_id" => node_id,
         )
         .to_vec();
+        // The tokens and `admin_allowed_hosts` change at once (`admin::Plane::reload`), and
+        // so do the certificates; serving TLS or not needs a restart.
         if self.tls.is_some() != new.tls.is_some() {
             changed.push(("tls_cert", true));
+        }
+        if self.admin.tls.is_some() != new.admin.tls.is_some() {
+            changed.push(("admin_tls_cert", true));
         }
         if self.apps_url != new.apps_url {
             changed.push(("apps_url", true));
@@ -1399,6 +1485,47 @@ mod tests {
             .expect_err("empty")
             .to_string();
         assert!(error.contains("pid_file"), "{error}");
+    }
+
+    #[test]
+    fn admin_tokens_hosts_and_tls_files_are_checked_and_the_tokens_reload() {
+        for (toml, field) in [
+            ("metrics_token = \"short\"\n", "metrics_token"),
+            ("admin_token = \"has space 0123456789\"\n", "admin_token"),
+            ("admin_token = \"semi;colon-0123456789\"\n", "admin_token"),
+            (
+                "admin_token = \"same-token-0123456789\"\nmetrics_token = \"same-token-0123456789\"\n",
+                "metrics_token",
+            ),
+            ("admin_allowed_hosts = [\"https://x.example\"]\n", "admin_allowed_hosts"),
+            ("admin_allowed_hosts = [\"\"]\n", "admin_allowed_hosts"),
+            ("admin_tls_cert = \"/x.pem\"\n", "admin_tls_key"),
+            ("admin_tls_key = \"/x.pem\"\n", "admin_tls_cert"),
+        ] {
+            let error = Config::from_toml(toml, &no_env).expect_err(toml).to_string();
+            assert!(error.contains(field), "{toml}: {error}");
+        }
+        let env =
+            |k: &str| (k == "HERALD_METRICS_TOKEN").then(|| "env-metrics-0123456789".to_owned());
+        let c =
+            Config::from_toml("admin_token = \"admin-token-0123456789\"\n", &env).expect("valid");
+        assert_eq!(
+            c.admin.metrics_token.as_deref(),
+            Some("env-metrics-0123456789")
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("env-metrics") && !shown.contains("admin-token-0"),
+            "{shown}"
+        );
+        // The tokens and hosts change with a reload; serving TLS or not needs a restart.
+        let rotated = Config::from_toml(
+            "admin_token = \"other-token-0123456789\"\nmetrics_token = \"other-metrics-0123456789\"\n\
+             admin_allowed_hosts = [\"x.example\"]\n",
+            &no_env,
+        )
+        .expect("valid");
+        assert!(c.restart_fields(&rotated).is_empty());
     }
 
     #[test]

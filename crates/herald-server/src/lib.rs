@@ -148,6 +148,7 @@ async fn serve_apps(
         Some(files) => Some(Arc::new(tls::Tls::new(files).map_err(io::Error::other)?)),
         None => None,
     };
+    let admin_plane = admin::Plane::new(&config.admin).map_err(io::Error::other)?;
     let (adapter, node_id) = adapter::start(&config.adapter, config.node_id, store.clone()).await?;
     let max_open = match config.net.max_open_connections {
         0 => admission::default_max_open_connections(),
@@ -172,6 +173,7 @@ async fn serve_apps(
         adapter,
         tls,
         console: apps.console().clone(),
+        admin: admin_plane,
     });
     shared.console.set_node_id(node_id);
     let router = http::router(shared.clone());
@@ -182,7 +184,17 @@ async fn serve_apps(
         shared.clone(),
         stop_admin.clone(),
     ));
-    tracing::info!(admin = %admin_addr, "Admin endpoints (/metrics, /live, /ready) listening");
+    tracing::info!(
+        admin = %admin_addr,
+        tls = shared.config.admin.tls.is_some(),
+        "Admin endpoints (/metrics, /live, /ready, /console) listening"
+    );
+    if shared.config.admin.tls.is_none() && !config::is_loopback_host(&shared.config.admin.host) {
+        tracing::warn!(
+            admin_host = %shared.config.admin.host,
+            "The admin listener is reachable off this machine without TLS: its tokens cross the network in cleartext (set admin_tls_cert and admin_tls_key)"
+        );
+    }
     let reloader = Reloader::new(&shared, apps);
     if let Some(stored) = stored {
         let applier = reloader.clone();

@@ -9,7 +9,8 @@
 //!
 //! Server-wide settings (address, adapter, timeouts, connection and webhook bounds) keep
 //! their start-up values until a restart: a reload that changes one names it in a warning
-//! and applies the rest.
+//! and applies the rest. The admin listener's tokens and allowed hosts, and both
+//! listeners' certificates, change at once.
 
 use std::sync::{Arc, Weak};
 
@@ -126,6 +127,8 @@ impl Reloader {
         }
         // And the backend's own certificates (the files it was started with).
         shared.adapter.backend.reload_files();
+        // The admin tokens: the old ones are refused from the next request on.
+        shared.admin.reload(&config.admin);
         reloaded.restart_needed = restart_needed;
         tracing::info!(
             added = %Reloaded::ids(&reloaded.added),

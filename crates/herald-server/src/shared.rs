@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<Arc<tls::Tls>>,
     /// The live console's feed (`/console` on the admin listener).
     pub(crate) console: Arc<console::Console>,
+    /// Who may use the admin listener, and its TLS; a reload swaps the tokens.
+    pub(crate) admin: crate::admin::Plane,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ impl Shared {
             &config.webhook_settings(),
         ));
         let limiter = admission::ConnLimiter::new(&config.net, 10);
+        let admin = crate::admin::Plane::new(&config.admin).expect("admin TLS files");
         Arc::new(Shared {
             config,
             apps,
@@ -122,6 +125,7 @@ impl Shared {
             adapter: Adapter::local(1),
             tls: None,
             console: Arc::default(),
+            admin,
         })
     }
 }

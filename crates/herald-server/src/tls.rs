@@ -1,5 +1,5 @@
-//! TLS on the public port: the certificate and key files, loaded and checked, and the
-//! certificate that new handshakes get, which a reload swaps in one step.
+//! TLS on the public port and the admin listener: the certificate and key files, loaded and
+//! checked, and the certificate that new handshakes get, which a reload swaps in one step.
 //!
 //! The handshake runs in each connection's own task (`http::conn::serve_tls`), under the
 //! connection's header deadline. A reload changes only what the next handshake is given:
@@ -48,18 +48,37 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The config keys a listener's files come from, which its errors name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keys {
+    cert: &'static str,
+    key: &'static str,
+}
+
+/// The public port's files.
+pub(crate) const PUBLIC_KEYS: Keys = Keys {
+    cert: "tls_cert",
+    key: "tls_key",
+};
+
+/// The admin listener's files.
+pub(crate) const ADMIN_KEYS: Keys = Keys {
+    cert: "admin_tls_cert",
+    key: "admin_tls_key",
+};
+
 /// Reads and checks the certificate chain and its key: both parse, and the key is the
-/// certificate's. Every error names the file at fault.
-pub(crate) fn load(files: &TlsConfig) -> Result<Arc<CertifiedKey>, ConfigError> {
+/// certificate's. Every error names the file at fault and its key.
+pub(crate) fn load(files: &TlsConfig, keys: Keys) -> Result<Arc<CertifiedKey>, ConfigError> {
     let cert_path = files.cert.display().to_string();
     let key_path = files.key.display().to_string();
     let cert_error = |problem: String| ConfigError::Tls {
-        field: "tls_cert",
+        field: keys.cert,
         path: cert_path.clone(),
         problem,
     };
     let key_error = |problem: String| ConfigError::Tls {
-        field: "tls_key",
+        field: keys.key,
         path: key_path.clone(),
         problem,
     };
@@ -114,22 +133,28 @@ impl ResolvesServerCert for Current {
     }
 }
 
-/// The public port's TLS: the acceptor every connection's handshake uses, and the
-/// certificate it serves.
+/// A listener's TLS: the acceptor every connection's handshake uses, and the certificate
+/// it serves.
 pub(crate) struct Tls {
     acceptor: TlsAcceptor,
     current: Arc<Current>,
+    keys: Keys,
 }
 
 impl Tls {
     /// Loads the files and builds the acceptor: TLS 1.3 and 1.2, ALPN `http/1.1` only (a
     /// WebSocket upgrade needs HTTP/1.1, and the server speaks nothing else).
     pub(crate) fn new(files: &TlsConfig) -> Result<Tls, ConfigError> {
-        let current = Arc::new(Current(RwLock::new(load(files)?)));
+        Tls::with_keys(files, PUBLIC_KEYS)
+    }
+
+    /// [`Tls::new`] for files that come from `keys` (the admin listener's).
+    pub(crate) fn with_keys(files: &TlsConfig, keys: Keys) -> Result<Tls, ConfigError> {
+        let current = Arc::new(Current(RwLock::new(load(files, keys)?)));
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::Tls {
-                field: "tls_cert",
+                field: keys.cert,
                 path: files.cert.display().to_string(),
                 problem: format!("cannot be served: {e}"),
             })?
@@ -139,6 +164,7 @@ impl Tls {
         Ok(Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             current,
+            keys,
         })
     }
 
@@ -150,10 +176,11 @@ impl Tls {
     /// open are untouched. On failure the certificate being served stays, and one line
     /// naming the file is logged. Reads files: call it off the async runtime's threads.
     pub(crate) fn reload(&self, files: &TlsConfig) -> Result<(), ConfigError> {
-        match load(files) {
+        match load(files, self.keys) {
             Ok(certified) => {
                 *self.current.0.write() = certified;
                 tracing::info!(
+                    field = self.keys.cert,
                     cert = %files.cert.display(),
                     "TLS certificate reloaded: new connections get it"
                 );
@@ -238,7 +265,7 @@ pub(crate) mod tests {
             cert: cert.to_owned(),
             key: key.to_owned(),
         };
-        assert!(load(&files(&cert, &key)).is_ok());
+        assert!(load(&files(&cert, &key), PUBLIC_KEYS).is_ok());
         // (cert, key, the field at fault, what is said about its file)
         for (cert, key, field, problem) in [
             (&missing, &key, "tls_cert", "cannot be read"),
@@ -250,7 +277,9 @@ pub(crate) mod tests {
             (&zero, &key, "tls_cert", "larger than"),
         ] {
             let path = if field == "tls_cert" { cert } else { key };
-            let error = load(&files(cert, key)).expect_err(problem).to_string();
+            let error = load(&files(cert, key), PUBLIC_KEYS)
+                .expect_err(problem)
+                .to_string();
             assert!(
                 error.contains(field)
                     && error.contains(&path.display().to_string())
@@ -269,7 +298,7 @@ pub(crate) mod tests {
             cert: write(&dir, "cert.pem", &cert_a),
             key: write(&dir, "key.pem", &key_a),
         };
-        let tls = Tls::new(&files).expect("served");
+        let tls = Tls::with_keys(&files, ADMIN_KEYS).expect("served");
         let first = served(&tls);
         write(&dir, "cert.pem", &cert_b);
         write(&dir, "key.pem", &key_b);

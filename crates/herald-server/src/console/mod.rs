@@ -10,6 +10,7 @@
 //! holds the process.
 
 mod routes;
+mod state;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -23,6 +24,9 @@ pub(crate) use routes::router;
 
 /// Rows a console tab may fall behind by before it loses the oldest.
 const BACKLOG: usize = 1024;
+/// Live-log streams open at once: each holds an admin connection busy for as long as it
+/// is open, so they are capped below the admin listener's slots.
+pub(crate) const MAX_STREAMS: usize = 8;
 /// Longest data preview in a row, in bytes.
 pub(crate) const PREVIEW_BYTES: usize = 1024;
 
@@ -59,16 +63,26 @@ impl Console {
     }
 
     /// A console tab's feed; the tap stays on while it lives.
+    #[cfg(test)]
     pub(crate) fn watch(self: &Arc<Self>) -> Watch {
+        self.try_watch(usize::MAX).expect("no cap")
+    }
+
+    /// A console tab's feed, unless `max` are open already.
+    pub(crate) fn try_watch(self: &Arc<Self>, max: usize) -> Option<Watch> {
+        self.watchers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
         let rows = self
             .rows
             .get_or_init(|| broadcast::Sender::new(BACKLOG))
             .subscribe();
-        self.watchers.fetch_add(1, Ordering::Relaxed);
-        Watch {
+        Some(Watch {
             rows,
             console: self.clone(),
-        }
+        })
     }
 
     fn send(&self, app: &str, kind: &'static str, fields: impl FnOnce(&mut Map<String, Value>)) {
@@ -111,7 +125,7 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.console.watchers.fetch_sub(1, Ordering::Relaxed);
+        self.console.watchers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

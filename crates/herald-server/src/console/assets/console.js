@@ -113,6 +113,10 @@
     for (const app of apps) noteApp(app.id);
     fillAppSelect($('pub-app'), apps.map((a) => String(a.id)), null);
 
+    const cut = $('state-truncated');
+    cut.hidden = !state.truncated;
+    cut.textContent = state.truncated ? `Not everything is shown (the answer is bounded by ${state.truncated_by}).` : '';
+
     const container = $('apps');
     // A re-render keeps what the reader opened.
     const open = new Set([...container.querySelectorAll('details[open][data-key]')].map((d) => d.dataset.key));
@@ -478,7 +482,9 @@
       const res = await fetch(`${BASE}api/publish`, {
         method: 'POST',
         credentials: 'same-origin',
-        headers: { 'content-type': 'application/json' },
+        // The server refuses a write without this header: a page of another origin cannot
+        // send it.
+        headers: { 'content-type': 'application/json', 'x-herald-console': '1' },
         body: JSON.stringify({ app, channels, name, data, socket_id: socketId || null }),
       });
       const body = await res.json().catch(() => null);

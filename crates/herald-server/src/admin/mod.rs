@@ -9,8 +9,18 @@
 //! shards failing over, reaches every node at once, so it must not take them all out of
 //! the load balancer together; the backend's gauge shows it. The public `/up` answers as
 //! `/ready`.
-//! `/metrics` needs the bearer token when one is configured (required off loopback); the
-//! probes do not, since they say no more than the public `/up`.
+//! `/metrics` and the console are guarded by [`guard`] (tokens, `Host`, same-origin writes);
+//! the probes are not, since they say no more than the public `/up`. Every answer carries
+//! the hardening headers of [`guard::harden`]. The listener's connections hold [`slots`],
+//! where idle ones give way to new ones, so a probe always gets an answer. With
+//! `admin_tls_cert` and `admin_tls_key` it serves HTTPS only, through the public port's
+//! TLS code.
+
+mod guard;
+mod slots;
+
+pub(crate) use guard::Need;
+pub(crate) use slots::{Busy, BusyGuard};
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,15 +31,47 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AdminConfig, DEFAULT_ADMIN_PORT};
+use crate::config::{AdminConfig, ConfigError, DEFAULT_ADMIN_PORT};
 use crate::shared::Shared;
 
-/// Connections the admin listener holds at once: scrapers and probes, a handful.
+/// Connections the admin listener holds at once: scrapers, probes and console tabs. Idle
+/// ones give way to new ones ([`slots`]).
 const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// The admin listener's own state: who may use it, and its TLS if it serves any.
+pub(crate) struct Plane {
+    pub(crate) guard: guard::Guard,
+    /// `admin_tls_cert` and `admin_tls_key`; `None` serves plain HTTP.
+    tls: Option<crate::tls::Tls>,
+}
+
+impl Plane {
+    /// Loads the admin TLS files, if any (they were checked with the configuration).
+    pub(crate) fn new(config: &AdminConfig) -> Result<Plane, ConfigError> {
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::Tls::with_keys(files, crate::tls::ADMIN_KEYS)?),
+            None => None,
+        };
+        Ok(Plane {
+            guard: guard::Guard::new(config),
+            tls,
+        })
+    }
+
+    /// A reload: the tokens and hosts from the next request on, and the certificate from
+    /// the next handshake (a certificate that fails keeps the old one serving). Reads files:
+    /// call it off the async runtime's threads.
+    pub(crate) fn reload(&self, config: &AdminConfig) {
+        self.guard.reload(config);
+        if let (Some(tls), Some(files)) = (&self.tls, &config.tls) {
+            let _ = tls.reload(files);
+        }
+    }
+}
 
 /// How long the admin connections may take to finish once the listener stops: a probe or
 /// a scrape in flight. The console's streams end when the node closes its console.
@@ -79,8 +121,15 @@ pub(crate) fn unready(shared: &Shared) -> Option<&'static str> {
 /// probes answer 503 through the drain), then gives its connections [`STOP_WITHIN`] to
 /// finish.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    let limiter = crate::admission::ConnLimiter::new(&shared.config.net, MAX_ADMIN_CONNECTIONS);
-    let net = shared.config.net.clone();
+    let slots = slots::Slots::new(MAX_ADMIN_CONNECTIONS);
+    // The slots are the cap; the limiter only makes the permits a connection carries, with
+    // no per-address count (a prober may share its address with anything) and room for
+    // evicted connections still closing: in a burst the accept loop can outrun their tasks,
+    // and a probe refused for that would be the reset the slots exist to prevent.
+    let mut net = shared.config.net.clone();
+    net.max_connections_per_ip = 0;
+    let limiter = crate::admission::ConnLimiter::new(&net, 16 * MAX_ADMIN_CONNECTIONS);
+    let acceptor = shared.admin.tls.as_ref().map(|tls| tls.acceptor().clone());
     // The admin routes are not the API's: its requests are counted nowhere it shows.
     let counts = crate::http::conn::ApiCounts {
         apps: Arc::new(crate::apps::MemoryApps::new(
@@ -94,6 +143,8 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
         .route("/live", get(|| async { "OK" }))
         .route("/ready", get(ready))
         .merge(crate::console::router())
+        .layer(axum::middleware::from_fn(slots::mark_busy))
+        .layer(axum::middleware::map_response(guard::harden))
         .with_state(shared);
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
@@ -108,17 +159,39 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
                 }
             },
         };
+        let Some(slot) = slots.admit() else {
+            let _ = stream.try_write(slots::FULL);
+            continue;
+        };
         let Ok(permit) = limiter.admit(peer.ip()) else {
+            let _ = stream.try_write(slots::FULL);
             continue;
         };
         let setup = crate::http::conn::Setup {
-            router: router.clone(),
+            // The connection's requests learn its busy mark (and the live log holds it).
+            router: router.clone().layer(Extension(slot.busy.clone())),
             counts: counts.clone(),
             limits: net.clone(),
             shutdown: stop.clone(),
             drain: STOP_WITHIN,
         };
-        tracker.spawn(crate::http::conn::serve(stream, peer, permit, setup));
+        let acceptor = acceptor.clone();
+        tracker.spawn(async move {
+            let served = async {
+                match acceptor {
+                    Some(acceptor) => {
+                        crate::http::conn::serve_tls(stream, peer, permit, setup, acceptor).await
+                    }
+                    None => crate::http::conn::serve(stream, peer, permit, setup).await,
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = slot.evicted.cancelled() => {
+                    tracing::debug!(%peer, "Idle admin connection closed: a new one took its slot");
+                }
+            }
+        });
     }
     tracker.close();
     // Each connection cuts itself at STOP_WITHIN; this bound only backs that up.
@@ -142,21 +215,8 @@ pub(crate) fn readiness(shared: &Shared) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(token) = &shared.config.admin.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "The admin endpoints need the admin token: Authorization: Bearer <admin_token>\n",
-            )
-                .into_response();
-        }
+    if let Err(denied) = shared.admin.guard.authorize(&headers, Need::Metrics) {
+        return denied.into_response();
     }
     let body = shared
         .metrics
