@@ -9,68 +9,13 @@ use serde::Deserialize;
 use crate::client::Client;
 use crate::error::{Error, Result};
 
-/// One event in a webhook.
+/// One event in a webhook: the server's own type, shared through `herald-protocol`.
 ///
 /// ```
 /// let e: herald_sdk::WebhookEvent = serde_json::from_str(r#"{"name":"channel_occupied","channel":"c"}"#).unwrap();
 /// assert_eq!(e, herald_sdk::WebhookEvent::ChannelOccupied { channel: "c".into() });
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum WebhookEvent {
-    /// A channel got its first subscriber.
-    ChannelOccupied {
-        /// The channel.
-        channel: String,
-    },
-    /// A channel lost its last subscriber.
-    ChannelVacated {
-        /// The channel.
-        channel: String,
-    },
-    /// A user joined a presence channel.
-    MemberAdded {
-        /// The channel.
-        channel: String,
-        /// The user.
-        user_id: String,
-    },
-    /// A user left a presence channel.
-    MemberRemoved {
-        /// The channel.
-        channel: String,
-        /// The user.
-        user_id: String,
-    },
-    /// A client sent a client event.
-    ClientEvent {
-        /// The channel.
-        channel: String,
-        /// The event name.
-        event: String,
-        /// The event data (decrypted for encrypted channels when the master key is set).
-        data: String,
-        /// The sender's socket id.
-        #[serde(default)]
-        socket_id: Option<String>,
-        /// The sender's user id on presence channels.
-        #[serde(default)]
-        user_id: Option<String>,
-    },
-    /// A subscriber joined a cache channel that had nothing cached.
-    CacheMiss {
-        /// The channel.
-        channel: String,
-    },
-    /// A channel's subscription count changed.
-    SubscriptionCount {
-        /// The channel.
-        channel: String,
-        /// The new count.
-        subscription_count: u64,
-    },
-}
+pub use herald_protocol::webhook::WebhookEvent;
 
 /// A validated webhook.
 ///

@@ -12,7 +12,7 @@ use crate::config::{
     DEFAULT_CACHE_TTL, DEFAULT_TERMINATE_CLOSE_CODE,
 };
 use crate::redact::{redact_text, redact_url};
-use crate::webhooks::{AllowedNetworks, WebhookReach};
+use crate::webhooks::{AllowedNetworks, WebhookKind, WebhookReach};
 
 /// Longest id, key or secret: what the app stores' columns hold.
 pub const MAX_CREDENTIAL_BYTES: usize = 255;
@@ -289,11 +289,11 @@ fn webhook_from_raw(
     if let Some(bad) = raw
         .event_types
         .iter()
-        .find(|t| !crate::webhooks::is_event_name(t))
+        .find(|t| WebhookKind::from_name(t).is_none())
     {
         return Err(invalid(
             field("event_types"),
-            format!("has an unknown event '{bad}' (channel_occupied, channel_vacated, member_added, member_removed, client_event, cache_miss, subscription_count)"),
+            format!("has an unknown event '{bad}' ({})", WebhookKind::names()),
         ));
     }
     Ok(WebhookConfig {

@@ -18,7 +18,7 @@ use herald_protocol::close::CloseReason;
 use herald_protocol::frame;
 
 use crate::outbox::Outbox;
-use crate::webhooks::WebhookEvent;
+use crate::webhooks::{WebhookEvent, WebhookKind};
 use crate::wire::text_frame;
 
 use crate::cache::EventCache;
@@ -184,7 +184,7 @@ impl App {
             }
             None => {
                 outbox.push(text_frame(&frame::cache_miss(channel)));
-                self.webhook("cache_miss", || WebhookEvent::CacheMiss {
+                self.webhook(WebhookKind::CacheMiss, || WebhookEvent::CacheMiss {
                     channel: channel.into(),
                 });
             }
@@ -201,7 +201,7 @@ impl App {
             .webhooks
             .load()
             .as_ref()
-            .is_some_and(|w| w.wants("subscription_count"));
+            .is_some_and(|w| w.wants(WebhookKind::SubscriptionCount));
         if !self.config().subscription_count && !to_webhooks {
             return None;
         }
@@ -474,11 +474,11 @@ impl AppStore for MemoryApps {
 }
 
 impl App {
-    /// Queues a webhook event if some endpoint wants events named `name`; `event` is only
+    /// Queues a webhook event if some endpoint wants events of its `kind`; `event` is only
     /// built then, so apps without webhooks pay nothing.
-    pub fn webhook(&self, name: &str, event: impl FnOnce() -> crate::webhooks::WebhookEvent) {
+    pub fn webhook(&self, kind: WebhookKind, event: impl FnOnce() -> WebhookEvent) {
         if let Some(hooks) = self.webhooks.load().as_ref() {
-            if hooks.wants(name) {
+            if hooks.wants(kind) {
                 hooks.emit(event());
             }
         }

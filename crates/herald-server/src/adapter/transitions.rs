@@ -24,7 +24,7 @@ use super::Broker;
 use crate::apps::App;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
-use crate::webhooks::WebhookEvent;
+use crate::webhooks::{WebhookEvent, WebhookKind};
 use crate::wire::text_frame;
 
 /// Where a count went: from zero to some, from some to zero, or neither.
@@ -90,13 +90,17 @@ pub(crate) fn channel_changed(
 /// The `channel_occupied` and `channel_vacated` webhooks of [`channel_events`].
 pub(crate) fn channel_webhooks(app: &App, channel: &str, events: ChannelEvents) {
     if events.occupied {
-        app.webhook("channel_occupied", || WebhookEvent::ChannelOccupied {
-            channel: channel.into(),
+        app.webhook(WebhookKind::ChannelOccupied, || {
+            WebhookEvent::ChannelOccupied {
+                channel: channel.into(),
+            }
         });
     }
     if events.vacated {
-        app.webhook("channel_vacated", || WebhookEvent::ChannelVacated {
-            channel: channel.into(),
+        app.webhook(WebhookKind::ChannelVacated, || {
+            WebhookEvent::ChannelVacated {
+                channel: channel.into(),
+            }
         });
     }
 }
@@ -117,20 +121,22 @@ pub(crate) fn subscription_count(broker: &dyn Broker, app: &App, channel: &str, 
         let frame = text_frame(&frame::subscription_count(channel, count));
         broker.publish(app, channel, &frame, None);
     }
-    app.webhook("subscription_count", || WebhookEvent::SubscriptionCount {
-        channel: channel.into(),
-        count,
+    app.webhook(WebhookKind::SubscriptionCount, || {
+        WebhookEvent::SubscriptionCount {
+            channel: channel.into(),
+            subscription_count: count as u64,
+        }
     });
 }
 
 /// The `member_added` or `member_removed` webhook for a member crossing `edge`.
 pub(crate) fn member_webhook(app: &App, channel: &str, user_id: &str, edge: Edge) {
     match edge {
-        Edge::First => app.webhook("member_added", || WebhookEvent::MemberAdded {
+        Edge::First => app.webhook(WebhookKind::MemberAdded, || WebhookEvent::MemberAdded {
             channel: channel.into(),
             user_id: user_id.into(),
         }),
-        Edge::Last => app.webhook("member_removed", || WebhookEvent::MemberRemoved {
+        Edge::Last => app.webhook(WebhookKind::MemberRemoved, || WebhookEvent::MemberRemoved {
             channel: channel.into(),
             user_id: user_id.into(),
         }),

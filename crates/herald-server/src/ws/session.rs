@@ -28,7 +28,7 @@ use crate::ids::SocketId;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::shared::Shared;
-use crate::webhooks::WebhookEvent;
+use crate::webhooks::{WebhookEvent, WebhookKind};
 use crate::wire::text_frame;
 
 /// A fixed one-second window is enough to enforce "N per second"; in clock ticks it
@@ -473,11 +473,11 @@ impl Session {
             .broker
             .publish(&self.app, channel, &frame, Some(self.id));
         self.app
-            .webhook("client_event", || WebhookEvent::ClientEvent {
+            .webhook(WebhookKind::ClientEvent, || WebhookEvent::ClientEvent {
                 channel: channel.into(),
                 event: event.into(),
                 data: data.into(),
-                socket_id: socket_id.as_str().into(),
+                socket_id: Some(socket_id.as_str().into()),
                 user_id: user_id.as_deref().map(Into::into),
             });
     }

@@ -1,0 +1,87 @@
+//! What one app's deliveries may hold, in flight and in retry: a batch over either bound
+//! is dropped and counted, so a dead receiver costs a bounded amount of memory.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::admission::RateLog;
+use crate::metrics::{AppMetrics, WebhookOutcome};
+
+use super::flush;
+
+/// What one app's deliveries may hold, in flight and in retry.
+pub(super) struct Bounds {
+    pub(super) in_flight: Arc<Semaphore>,
+    pub(super) max_in_flight: usize,
+    /// Bytes of the bodies of deliveries not finished.
+    pub(super) bytes: AtomicUsize,
+    pub(super) max_bytes: usize,
+    pub(super) dropped: Arc<AtomicU64>,
+    pub(super) log: RateLog,
+    /// Deliveries refused for their address, logged at a rate.
+    pub(super) refused_log: RateLog,
+    pub(super) metrics: Arc<AppMetrics>,
+    /// The app's part of a clean shutdown.
+    pub(super) flush: flush::Flush,
+}
+
+impl Bounds {
+    /// A place for a delivery of `len` bytes, or `None` (the batch is dropped, counted and
+    /// logged at a rate) when the app already holds its maximum.
+    pub(super) fn reserve(self: &Arc<Self>, len: usize, app_id: &str) -> Option<Reserved> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok();
+        let fits = permit.is_some()
+            && self
+                .bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |held| {
+                    (held + len <= self.max_bytes).then_some(held + len)
+                })
+                .is_ok();
+        match permit {
+            Some(permit) if fits => Some(Reserved {
+                bounds: self.clone(),
+                len,
+                _permit: permit,
+            }),
+            _ => {
+                self.metrics.webhook(WebhookOutcome::Drop, 1);
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(suppressed) = self.log.should_log() {
+                    tracing::warn!(
+                        app_id,
+                        dropped,
+                        suppressed,
+                        max_in_flight = self.max_in_flight,
+                        max_queued_bytes = self.max_bytes,
+                        "Webhook batch dropped: the app holds its maximum of deliveries in retry"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A delivery's place under the bounds, given back when it ends.
+pub(super) struct Reserved {
+    pub(super) bounds: Arc<Bounds>,
+    pub(super) len: usize,
+    pub(super) _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.bounds.bytes.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Bounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bounds")
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
