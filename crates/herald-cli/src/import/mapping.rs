@@ -379,7 +379,9 @@ fn webhook(
         .flatten()
     {
         match event.as_str() {
-            Some(e) if herald_server::webhooks::is_event_name(e) => events.push(Value::from(e)),
+            Some(e) if herald_server::webhooks::WebhookKind::from_name(e).is_some() => {
+                events.push(Value::from(e))
+            }
             _ => notes.push(Note::new(
                 format!("{at}.event_types: {event}"),
                 "not an event Herald sends",
