@@ -9,6 +9,7 @@
 //! remembered ([`misses`]). A row that is not a valid app never takes its app offline
 //! ([`resolve`]).
 
+pub(crate) mod connect_url;
 mod memory;
 mod misses;
 #[cfg(feature = "databases")]
