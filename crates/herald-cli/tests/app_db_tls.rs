@@ -224,12 +224,21 @@ async fn refuses_what_it_cannot_verify(engine: Engine) {
     refused(&require, "invalid peer certificate: UnknownIssuer");
     // The certificate names localhost, not 127.0.0.1.
     let by_address = db.url("127.0.0.1", &db.tls("verify-full", &ca));
-    refused(&by_address, "invalid peer certificate: NotValidForName");
+    refused(&by_address, "certificate not valid for name \"127.0.0.1\"");
     let plain_says = match engine {
         Engine::Postgres => "no encryption",
-        Engine::MariaDb => "insecure transport",
+        // MariaDB refuses it as a bad login; Herald adds that TLS was off.
+        Engine::MariaDb => "the URL turns TLS off",
     };
     refused(&db.url("localhost", db.plain()), plain_says);
+
+    // A misspelt mode would connect unverified: refused before connecting, by its name.
+    let misspelt = db.url("localhost", &format!("sslmod=verify-full&{}", db.plain()));
+    let run = herald_apps(&misspelt, None, &["list"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("`sslmod` is not supported"), "{run:?}");
+    assert!(!run.stderr.contains("verify-full'"), "no value: {run:?}");
+    assert!(!run.stderr.contains(PASSWORD), "{run:?}");
 
     // A node given the wrong CA stays up, not ready, and says why.
     let server = Server::start_logged(&node_config(&wrong_ca), &[]);

@@ -28,7 +28,7 @@ impl Pki {
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "Herald test CA");
+            .push(rcgen::DnType::CommonName, format!("Herald test CA {name}"));
         let ca = params.self_signed(&key).expect("CA certificate");
         let pki = Pki {
             dir,

@@ -8,8 +8,7 @@
 //! What the driver is given ([`driver_url`]) keeps libpq's rule that naming a CA means the
 //! server's certificate is verified against it, which the driver would otherwise skip
 //! under `require` (or no mode). Nothing here reads a file's content: the driver reads
-//! the files at every new connection, so renewed certificates are taken without a
-//! restart.
+//! the files at a pool's first TLS connection and keeps what it built.
 
 use url::Url;
 
@@ -215,6 +214,7 @@ pub(crate) fn check(url: &str, db: AppsDb) -> Result<(), String> {
 /// The URL the driver connects with: `mariadb://` as `mysql://` (the driver knows the one
 /// scheme), and the mode libpq's rules give when a CA is named ([`Tls::effective_mode`]).
 /// Anything else is passed as it was written.
+#[cfg_attr(not(feature = "databases"), allow(dead_code))] // Only the stores connect.
 pub(crate) fn driver_url(url: &str, db: AppsDb) -> String {
     let url = match url.strip_prefix("mariadb://") {
         Some(rest) => format!("mysql://{rest}"),
@@ -247,6 +247,16 @@ pub(crate) fn driver_url(url: &str, db: AppsDb) -> String {
     }
     drop(query);
     parsed.into()
+}
+
+/// Whether `url` turns TLS off (`sslmode=disable`, `ssl-mode=DISABLED`), for a message
+/// that says what a refused login may be about.
+#[cfg_attr(not(feature = "databases"), allow(dead_code))] // Only the stores connect.
+pub(crate) fn disables_tls(url: &str, db: AppsDb) -> bool {
+    Url::parse(url)
+        .ok()
+        .and_then(|parsed| Tls::read(db, &parsed).ok())
+        .is_some_and(|tls| matches!(tls.mode, Some(Mode::Disable | Mode::Allow)))
 }
 
 /// `url` with the value of a `password` parameter hidden (libpq takes one in the query

@@ -110,7 +110,7 @@ impl MySqlRows {
             }
             for step in &STEPS[from as usize..] {
                 for statement in *step {
-                    sqlx::query(statement).execute(&mut *conn).await?;
+                    sqlx::query(*statement).execute(&mut *conn).await?;
                 }
             }
             sqlx::query("DELETE FROM herald_apps_schema")

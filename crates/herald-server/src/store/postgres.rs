@@ -93,7 +93,7 @@ impl PostgresRows {
             "SELECT pg_advisory_xact_lock(72700012);\n{}\nDELETE FROM herald_apps_schema;\nINSERT INTO herald_apps_schema VALUES ({SCHEMA_VERSION});",
             STEPS[from as usize..].concat()
         );
-        sqlx::raw_sql(&script)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
