@@ -239,6 +239,23 @@ async fn refuses_what_it_cannot_verify(engine: Engine) {
     assert!(run.stderr.contains("`sslmod` is not supported"), "{run:?}");
     assert!(!run.stderr.contains("verify-full'"), "no value: {run:?}");
     assert!(!run.stderr.contains(PASSWORD), "{run:?}");
+    // `herald serve` stops at start-up the same way.
+    let config = std::env::temp_dir().join(format!(
+        "herald-db-tls-{engine:?}-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&config, node_config(&misspelt)).expect("write config");
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&config)
+        .env_remove("HERALD_APPS_URL")
+        .output()
+        .expect("run herald serve");
+    let _ = std::fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`sslmod` is not supported"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
 
     // A node given the wrong CA stays up, not ready, and says why.
     let server = Server::start_logged(&node_config(&wrong_ca), &[]);
