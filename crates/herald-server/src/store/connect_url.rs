@@ -444,5 +444,12 @@ mod tests {
         );
         let plain = "postgres://u@h/d?passwordless=1".to_owned();
         assert_eq!(hide_query_password(plain.clone()), plain);
+        let url =
+            crate::config::AppsUrl::parse("postgres://u@h/d?password=hunter2&sslmode=require")
+                .expect("valid");
+        for shown in [url.redacted(), format!("{url:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("sslmode=require"), "{shown}");
+        }
     }
 }
