@@ -5,82 +5,20 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::pki::{Leaf, Pki};
 use support::{Server, Ws, WsStream, KEY, SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// A private CA, and the directory its certificates are written to.
-struct Pki {
-    dir: PathBuf,
-    ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-/// A certificate for `localhost` and 127.0.0.1 signed by the CA: its PEM, its key's PEM,
-/// and its DER, which is what a client is shown.
-struct Leaf {
-    cert: String,
-    key: String,
-    der: Vec<u8>,
-}
-
 impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("herald-tls-test-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Herald test CA");
-        let ca = params.self_signed(&key).expect("CA certificate");
-        let pki = Pki {
-            dir,
-            ca_pem: ca.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        };
-        pki.write("ca.pem", &pki.ca_pem);
-        pki
-    }
-
-    fn leaf(&self, common_name: &str) -> Leaf {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
     /// Writes `leaf` to cert.pem and key.pem; returns the config lines that serve them.
     fn serve(&self, leaf: &Leaf) -> String {
         let cert = self.write("cert.pem", &leaf.cert);
@@ -116,12 +54,6 @@ impl Pki {
 /// A server with `config` and a certificate named `name`.
 fn start(pki: &Pki, config: &str, name: &str) -> Server {
     Server::start(&format!("{config}\n{}", pki.serve(&pki.leaf(name))))
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn tls_lines(cert: &Path, key: &Path) -> String {

@@ -323,12 +323,19 @@ pub enum AppsDb {
 }
 
 impl AppsUrl {
-    /// Checks the scheme: `postgres://`, `postgresql://`, `mysql://` or `mariadb://`.
+    /// Checks the scheme (`postgres://`, `postgresql://`, `mysql://` or `mariadb://`) and the
+    /// TLS parameters of the query (`sslmode`, `sslrootcert`, …; `ssl-mode`, `ssl-ca`, …).
     pub fn parse(url: &str) -> Result<AppsUrl, ConfigError> {
         let url = url.trim();
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
-            Some("postgres" | "postgresql" | "mysql" | "mariadb") => Ok(AppsUrl(url.to_owned())),
+            Some("postgres" | "postgresql" | "mysql" | "mariadb") => {
+                let parsed = AppsUrl(url.to_owned());
+                // TLS to the database: its query's parameters (store/connect_url.rs).
+                crate::store::connect_url::check(url, parsed.db())
+                    .map_err(|problem| invalid("apps_url", problem))?;
+                Ok(parsed)
+            }
             _ => Err(invalid(
                 "apps_url",
                 format!(
@@ -359,10 +366,11 @@ impl AppsUrl {
         let authority = self.0.split_once("://").map_or("", |(_, rest)| {
             rest.split(['/', '?', '#']).next().unwrap_or("")
         });
-        match authority.rsplit_once('@') {
+        let shown = match authority.rsplit_once('@') {
             Some((userinfo, _)) if !userinfo.contains(':') => self.0.clone(),
             _ => redact_url(&self.0),
-        }
+        };
+        crate::store::connect_url::hide_query_password(shown)
     }
 }
 

@@ -177,7 +177,8 @@ pub(super) async fn table(url: &str, table: &str) -> Result<Vec<Map<String, Valu
                 "row_to_json(t)::text",
                 &format!("{} AS t", quoted.join(".")),
             );
-            sqlx::query_scalar(&sql)
+            // The table's parts are checked identifiers and the column names are escaped.
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&mut conn)
                 .await
                 .map_err(|e| query_error(e, table, &shown))?
@@ -222,7 +223,8 @@ pub(super) async fn table(url: &str, table: &str) -> Result<Vec<Map<String, Valu
             let quoted: Vec<String> = parts.iter().map(|p| format!("`{p}`")).collect();
             let row = format!("CAST(JSON_OBJECT({}) AS CHAR)", pairs.join(", "));
             let sql = select(&row, &quoted.join("."));
-            sqlx::query_scalar(&sql)
+            // The table's parts are checked identifiers and the column names are escaped.
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&mut conn)
                 .await
                 .map_err(|e| query_error(e, table, &shown))?

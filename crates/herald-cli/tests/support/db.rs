@@ -25,6 +25,9 @@ pub enum Engine {
 struct Endpoint {
     engine: Engine,
     port: u16,
+    /// The server takes TLS connections only: the command-line client asks for TLS
+    /// (without checking the certificate: what is tested is Herald's check).
+    tls: bool,
 }
 
 impl Endpoint {
@@ -42,6 +45,9 @@ impl Endpoint {
         let mut command = match self.engine {
             Engine::Postgres => {
                 let mut c = Command::new("psql");
+                if self.tls {
+                    c.env("PGSSLMODE", "require");
+                }
                 c.args(["-X", "-q", "-t", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1"])
                     .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
                     .args(["-d", database.unwrap_or("postgres"), "-c", sql]);
@@ -59,6 +65,9 @@ impl Endpoint {
                     "root",
                 ])
                 .args(["-N", "-B", "-e", sql]);
+                if self.tls {
+                    c.arg("--ssl");
+                }
                 if let Some(database) = database {
                     c.arg(database);
                 }
@@ -127,6 +136,7 @@ impl TestDb {
         TestDb::create(Endpoint {
             engine: Engine::Postgres,
             port: 5432,
+            tls: false,
         })
     }
 
@@ -135,6 +145,7 @@ impl TestDb {
         TestDb::create(Endpoint {
             engine: Engine::MariaDb,
             port: 3306,
+            tls: false,
         })
     }
 
@@ -258,6 +269,7 @@ impl Own {
             at: Endpoint {
                 engine,
                 port: free_port(),
+                tls: false,
             },
         }
     }
@@ -300,6 +312,8 @@ pub struct OwnPostgres {
     bin: PathBuf,
     /// Run as the `postgres` OS user (PostgreSQL refuses to run as root).
     as_postgres: bool,
+    /// Server options beyond the port, the socket and durability.
+    options: String,
 }
 
 impl std::ops::Deref for OwnPostgres {
@@ -312,10 +326,18 @@ impl std::ops::Deref for OwnPostgres {
 impl OwnPostgres {
     /// Creates a cluster (initdb, well under a second) and starts it.
     pub fn create() -> OwnPostgres {
-        let pg = OwnPostgres {
+        OwnPostgres::create_with(|_| (String::new(), false))
+    }
+
+    /// [`OwnPostgres::create`], with `setup` run on the new data directory before the
+    /// first start: it may write files there (they are given to the `postgres` user) and
+    /// returns extra server options, and whether the server takes TLS connections only.
+    pub fn create_with(setup: impl FnOnce(&Path) -> (String, bool)) -> OwnPostgres {
+        let mut pg = OwnPostgres {
             own: Own::new("herald-own-postgres", Engine::Postgres),
             bin: postgres_bin(),
             as_postgres: is_root(),
+            options: String::new(),
         };
         if pg.as_postgres {
             run(
@@ -334,6 +356,17 @@ impl OwnPostgres {
             ]),
             "initdb",
         );
+        let (options, tls) = setup(&pg.data());
+        (pg.options, pg.own.at.tls) = (options, tls);
+        if pg.as_postgres {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:")
+                    .arg(pg.data()),
+                "chown postgres",
+            );
+        }
         pg.start();
         pg.first_start();
         pg
@@ -365,8 +398,9 @@ impl OwnPostgres {
     /// answers there.
     pub fn start_on(&self, port: u16) {
         let options = format!(
-            "-p {port} -h 127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
-            self.dir.display()
+            "-p {port} -h 127.0.0.1 -k {} -c fsync=off -c full_page_writes=off {}",
+            self.dir.display(),
+            self.options
         );
         run(
             self.command("pg_ctl")
@@ -432,6 +466,8 @@ impl Drop for OwnPostgres {
 pub struct OwnMariaDb {
     own: Own,
     child: Option<Child>,
+    /// Server options beyond the files, the port and durability.
+    args: Vec<String>,
 }
 
 impl std::ops::Deref for OwnMariaDb {
@@ -444,10 +480,18 @@ impl std::ops::Deref for OwnMariaDb {
 impl OwnMariaDb {
     /// Creates a data directory (mariadb-install-db, about a second) and starts the server.
     pub fn create() -> OwnMariaDb {
+        OwnMariaDb::create_with(Vec::new(), false)
+    }
+
+    /// [`OwnMariaDb::create`] with extra server options, and whether they make it take
+    /// TLS connections only.
+    pub fn create_with(args: Vec<String>, tls: bool) -> OwnMariaDb {
         let mut db = OwnMariaDb {
             own: Own::new("herald-own-mariadb", Engine::MariaDb),
             child: None,
+            args,
         };
+        db.own.at.tls = tls;
         run(
             Command::new("mariadb-install-db")
                 .arg("--no-defaults")
@@ -490,6 +534,7 @@ impl OwnMariaDb {
                 "--innodb-flush-log-at-trx-commit=0",
                 "--innodb-buffer-pool-size=32M",
             ])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test file uses a different part of this module.
 pub mod db;
 pub mod nodes;
+pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -9,6 +9,7 @@
 //! remembered ([`misses`]). A row that is not a valid app never takes its app offline
 //! ([`resolve`]).
 
+pub(crate) mod connect_url;
 mod memory;
 mod misses;
 #[cfg(feature = "databases")]
@@ -283,10 +284,19 @@ pub(crate) fn store_error(url: &AppsUrl, error: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => StoreError::Unreachable {
-            url: url.redacted(),
-            reason: error.to_string(),
-        },
+        | sqlx::Error::Protocol(_) => {
+            let mut reason = error.to_string();
+            if reason.contains("peer certificate") {
+                reason.push_str(
+                    " (the certificate must be signed by the CA the URL names, sslrootcert or \
+                     ssl-ca, and hold the URL's host unless the mode is verify-ca / VERIFY_CA)",
+                );
+            }
+            StoreError::Unreachable {
+                url: url.redacted(),
+                reason,
+            }
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             // PostgreSQL 42P01 / MySQL 1146: no such table; 42703 / 1054: no such column.
@@ -310,9 +320,14 @@ pub(crate) fn store_error(url: &AppsUrl, error: sqlx::Error) -> StoreError {
                 || code == "3D000"
                 || db.message().starts_with("Unknown database")
             {
+                let mut reason = db.message().to_owned();
+                if code.starts_with("28") && connect_url::disables_tls(url.expose(), url.db()) {
+                    // MariaDB answers a plain connection it requires TLS of as a bad login.
+                    reason.push_str(" (the URL turns TLS off: does the server require it?)");
+                }
                 return StoreError::Unreachable {
                     url: url.redacted(),
-                    reason: db.message().to_owned(),
+                    reason,
                 };
             }
             StoreError::Query(db.message().to_owned())

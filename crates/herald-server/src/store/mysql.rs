@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
 use super::sql::IdAt;
-use super::{store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
+use super::{connect_url, store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
 use crate::config::AppsUrl;
 
 /// The schema version this build creates (`herald_apps_schema`).
@@ -66,12 +66,7 @@ pub(crate) struct MySqlRows {
 
 impl MySqlRows {
     pub(crate) fn open(url: &AppsUrl) -> Result<Self, StoreError> {
-        // sqlx knows the scheme as mysql:// only; MariaDB speaks the same protocol.
-        let raw = url.expose();
-        let dsn = match raw.strip_prefix("mariadb://") {
-            Some(rest) => format!("mysql://{rest}"),
-            None => raw.to_owned(),
-        };
+        let dsn = connect_url::driver_url(url.expose(), url.db());
         let pool = MySqlPoolOptions::new()
             .max_connections(super::POOL_CONNECTIONS)
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
@@ -115,7 +110,7 @@ impl MySqlRows {
             }
             for step in &STEPS[from as usize..] {
                 for statement in *step {
-                    sqlx::query(statement).execute(&mut *conn).await?;
+                    sqlx::query(*statement).execute(&mut *conn).await?;
                 }
             }
             sqlx::query("DELETE FROM herald_apps_schema")

@@ -3,10 +3,10 @@
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use super::sql::IdAt;
-use super::{store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
+use super::{connect_url, store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
 use crate::config::AppsUrl;
 
 /// The schema version this build creates (`herald_apps_schema`).
@@ -45,18 +45,23 @@ const SELECT: &str =
 
 pub(crate) struct PostgresRows {
     pool: PgPool,
+    /// What the pool connects with, for the watch's own connection.
+    options: PgConnectOptions,
     url: AppsUrl,
 }
 
 impl PostgresRows {
     pub(crate) fn open(url: &AppsUrl) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = connect_url::driver_url(url.expose(), url.db())
+            .parse()
+            .map_err(|e| store_error(url, e))?;
         let pool = PgPoolOptions::new()
             .max_connections(super::POOL_CONNECTIONS)
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
-            .connect_lazy(url.expose())
-            .map_err(|e| store_error(url, e))?;
+            .connect_lazy_with(options.clone());
         Ok(PostgresRows {
             pool,
+            options,
             url: url.clone(),
         })
     }
@@ -88,7 +93,7 @@ impl PostgresRows {
             "SELECT pg_advisory_xact_lock(72700012);\n{}\nDELETE FROM herald_apps_schema;\nINSERT INTO herald_apps_schema VALUES ({SCHEMA_VERSION});",
             STEPS[from as usize..].concat()
         );
-        sqlx::raw_sql(&script)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
@@ -179,8 +184,7 @@ impl AppRows for PostgresRows {
                 .acquire_timeout(super::ACQUIRE_TIMEOUT)
                 .max_lifetime(None)
                 .idle_timeout(None)
-                .connect_lazy(self.url.expose())
-                .map_err(|e| self.error(e))?;
+                .connect_lazy_with(self.options.clone());
             let mut listener = PgListener::connect_with(&pool)
                 .await
                 .map_err(|e| self.error(e))?;

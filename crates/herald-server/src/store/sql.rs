@@ -1,7 +1,10 @@
 //! What the PostgreSQL and MySQL stores share: reading rows into [`StoredApp`]s, with the
-//! query text of each dialect passed in.
+//! query text of each dialect passed in. Every statement is put together from the stores'
+//! constants (`AssertSqlSafe` says so to the driver); values are always bound.
 
-use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, Row, Type,
+};
 
 use super::StoredApp;
 
@@ -33,7 +36,7 @@ pub(super) async fn fetch<DB>(
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Arguments: IntoArguments<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
     for<'r> &'r str: Decode<'r, DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
@@ -41,7 +44,7 @@ where
     for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
     for<'c> &'c str: ColumnIndex<DB::Row>,
 {
-    let query = sqlx::query::<DB>(sql);
+    let query = sqlx::query::<DB>(AssertSqlSafe(sql));
     let query = match value {
         Some(value) => query.bind(value),
         None => query,
@@ -69,13 +72,13 @@ pub(super) async fn write<DB>(
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Arguments: IntoArguments<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
     for<'q> String: sqlx::Encode<'q, DB> + Type<DB>,
     for<'q> bool: sqlx::Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + Type<DB>,
 {
-    let mut query = sqlx::query::<DB>(sql);
+    let mut query = sqlx::query::<DB>(AssertSqlSafe(sql));
     if let IdAt::First = id {
         query = query.bind(app.id.as_str());
     }
