@@ -1,0 +1,415 @@
+//! Herald's Redis traffic through `redis` 0.32 (with the features Herald builds) and through
+//! `fred` 10 (rustls on ring), against redis-server processes the bench starts itself.
+//!
+//! - publish: each event as Herald sends it: the HTTP handler's `count_messages` script
+//!   (EVALSHA, its two keys in one slot), then the bus message, which one publisher task
+//!   sends in pipelines of up to 256 PUBLISH (SPUBLISH on a cluster), one pipeline per slot
+//!   side by side;
+//! - delivery: a subscriber on many channels (SUBSCRIBE, or SSUBSCRIBE on each channel's
+//!   shard) receiving messages from a load process, each message turned into Herald's
+//!   (channel, payload) pair and queued into a bounded channel, as `link/deliveries.rs`
+//!   does;
+//! - resubscription: the server is killed and started again on its port; how long until
+//!   every channel is subscribed again, with nothing done by the caller.
+//!
+//! Client CPU is getrusage(RUSAGE_SELF) of this process (the load process is another one);
+//! server CPU is INFO cpu's used_cpu_user + used_cpu_sys summed over the servers.
+//!
+//! Usage: `redis-clients [RUNS] [EVENTS]` (defaults 5 and 50000).
+
+mod fred_side;
+mod redis_side;
+mod servers;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use servers::Server;
+
+/// Payload of one event's bus message, about Herald's frame for a small event.
+const PAYLOAD: usize = 200;
+/// Messages per publish pipeline (Herald's `publisher::BATCH`).
+const BATCH: usize = 256;
+/// Concurrent HTTP handlers running the counting script.
+const HANDLERS: usize = 32;
+/// Channels the subscriber holds, and the publish path spreads events over.
+const CHANNELS: usize = 1000;
+/// Herald's `Options::capacity`.
+const QUEUE: usize = 65_536;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Topology {
+    Single,
+    Cluster,
+}
+
+/// What a delivery becomes in Herald (`link::Message`).
+pub struct Message {
+    pub channel: String,
+    pub payload: Bytes,
+}
+
+pub const COUNT_MESSAGES: &str = r"
+local n = #KEYS - 1
+for i = 2, #KEYS do
+  for _, v in ipairs(redis.call('HVALS', KEYS[i])) do n = n + tonumber(v) end
+end
+local used = redis.call('INCRBY', KEYS[1], n)
+if used == n then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return used
+";
+
+pub fn bus_channel(i: usize) -> String {
+    format!("herald:bus:app-1:presence-room-{}", i % CHANNELS)
+}
+
+/// The script's keys: the day's message counter and the channel's subscription hash, one
+/// hash tag so they share a slot.
+pub fn script_keys(i: usize) -> Vec<String> {
+    vec![
+        "herald:{app-1}:rate:messages:20429".to_owned(),
+        format!("herald:{{app-1}}:subs:presence-room-{}", i % CHANNELS),
+    ]
+}
+
+pub fn payload(i: usize) -> Bytes {
+    let mut p = format!("{{\"event\":\"e\",\"channel\":\"presence-room-{i}\",\"data\":\"");
+    while p.len() < PAYLOAD - 2 {
+        p.push('x');
+    }
+    p.push_str("\"}");
+    Bytes::from(p)
+}
+
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % 16384
+}
+
+/// The bus messages `n` events leave for the publisher, grouped by slot (one group on a
+/// single server), each group in pipelines of at most [`BATCH`].
+pub fn groups(batch: Vec<(String, Bytes)>, topology: Topology) -> Vec<Vec<(String, Bytes)>> {
+    if topology == Topology::Single {
+        return vec![batch];
+    }
+    let mut by_slot: std::collections::HashMap<u16, Vec<(String, Bytes)>> = Default::default();
+    for m in batch {
+        by_slot.entry(slot(&m.0)).or_default().push(m);
+    }
+    by_slot.into_values().collect()
+}
+
+/// The delivered-message sink both clients feed, as Herald's push handler does: a bounded
+/// queue, never waited on; a consumer counts.
+pub fn sink(expect: usize) -> (mpsc::Sender<Message>, tokio::sync::oneshot::Receiver<usize>) {
+    let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut n = 0;
+        let mut bytes = 0usize;
+        while let Some(m) = rx.recv().await {
+            n += 1;
+            bytes += m.payload.len() + m.channel.len();
+            if n == expect {
+                break;
+            }
+        }
+        std::hint::black_box(bytes);
+        let _ = done_tx.send(n);
+    });
+    (tx, done_rx)
+}
+
+pub fn rusage() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// One measured run: µs of client CPU and of server CPU per item, and items per second.
+#[derive(Clone, Copy, Default)]
+pub struct Figures {
+    pub client_us: f64,
+    pub server_us: f64,
+    pub rate: f64,
+    pub lost: usize,
+}
+
+pub struct Meter {
+    client: f64,
+    server: f64,
+    start: Instant,
+}
+
+impl Meter {
+    pub fn start(servers: &[Server]) -> Meter {
+        Meter {
+            server: servers::cpu(servers),
+            client: rusage(),
+            start: Instant::now(),
+        }
+    }
+
+    pub fn stop(self, servers: &[Server], items: usize, lost: usize) -> Figures {
+        let took = self.start.elapsed();
+        if std::env::var_os("BENCH_STATS").is_some() {
+            for s in servers {
+                let stats: String = redis::cmd("INFO")
+                    .arg("commandstats")
+                    .query(&mut s.conn().expect("a connection"))
+                    .expect("INFO commandstats");
+                let clients: String = redis::cmd("INFO")
+                    .arg("stats")
+                    .query(&mut s.conn().expect("a connection"))
+                    .expect("INFO stats");
+                eprintln!(
+                    "{}:\n{stats}{}",
+                    s.port,
+                    clients
+                        .lines()
+                        .filter(|l| l.starts_with("total_net_input")
+                            || l.starts_with("total_reads")
+                            || l.starts_with("total_writes"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                let () = redis::cmd("CONFIG")
+                    .arg("RESETSTAT")
+                    .query(&mut s.conn().expect("a connection"))
+                    .expect("CONFIG RESETSTAT");
+            }
+        }
+        let client = rusage() - self.client;
+        let server = servers::cpu(servers) - self.server;
+        Figures {
+            client_us: client * 1e6 / items as f64,
+            server_us: server * 1e6 / items as f64,
+            rate: items as f64 / took.as_secs_f64(),
+            lost,
+        }
+    }
+}
+
+/// The load process: publishes `n` bus messages round-robin over the channels.
+fn load(args: &[String]) {
+    let topology = if args[0] == "cluster" {
+        Topology::Cluster
+    } else {
+        Topology::Single
+    };
+    let url = args[1].clone();
+    let n: usize = args[2].parse().expect("a count");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(redis_side::load(topology, &url, n));
+}
+
+/// Spawns the load process for `n` messages to the servers.
+pub fn spawn_load(topology: Topology, url: &str, n: usize) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("this binary"))
+        .arg("load")
+        .arg(if topology == Topology::Cluster {
+            "cluster"
+        } else {
+            "single"
+        })
+        .arg(url)
+        .arg(n.to_string())
+        .spawn()
+        .expect("the load process")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn medians(runs: &[Figures]) -> Figures {
+    Figures {
+        client_us: median(runs.iter().map(|f| f.client_us).collect()),
+        server_us: median(runs.iter().map(|f| f.server_us).collect()),
+        rate: median(runs.iter().map(|f| f.rate).collect()),
+        lost: runs.iter().map(|f| f.lost).max().unwrap_or(0),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("load") {
+        return load(&args[1..]);
+    }
+    let runs: usize = args.first().map_or(5, |a| a.parse().expect("RUNS"));
+    let events: usize = args.get(1).map_or(50_000, |a| a.parse().expect("EVENTS"));
+    let topologies: Vec<Topology> = match args.get(2).map(String::as_str) {
+        Some("single") => vec![Topology::Single],
+        Some("cluster") => vec![Topology::Cluster],
+        _ => vec![Topology::Single, Topology::Cluster],
+    };
+    let root =
+        PathBuf::from(std::env::temp_dir()).join(format!("redis-clients-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("a scratch directory");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+
+    println!("runs {runs}, events {events}, payload {PAYLOAD} B, {CHANNELS} channels, medians");
+    for topology in topologies {
+        let servers = match topology {
+            Topology::Single => vec![Server::start(&root, false)],
+            Topology::Cluster => servers::cluster(&root),
+        };
+        let urls: Vec<String> = servers.iter().map(Server::url).collect();
+        let mut figures: [[Vec<Figures>; 2]; 2] = Default::default();
+        for run in 0..runs {
+            // Alternate which client goes first, so warm-up and drift fall on both.
+            for k in 0..2 {
+                let client = (k + run) % 2;
+                let publish = runtime.block_on(async {
+                    if client == 0 {
+                        redis_side::publish(topology, &urls, &servers, events).await
+                    } else {
+                        fred_side::publish(topology, &urls, &servers, events).await
+                    }
+                });
+                let deliver = runtime.block_on(async {
+                    if client == 0 {
+                        redis_side::deliver(topology, &urls, &servers, events).await
+                    } else {
+                        fred_side::deliver(topology, &urls, &servers, events).await
+                    }
+                });
+                figures[client][0].push(publish);
+                figures[client][1].push(deliver);
+            }
+        }
+        println!("\n{topology:?}");
+        println!("| client | path | client CPU µs/item | redis-server CPU µs/item | items/s | lost (max) |");
+        println!("|---|---|---|---|---|---|");
+        for (client, name) in [(0, "redis 0.32"), (1, "fred 10.1")] {
+            for (path, what) in [(0, "publish (per event)"), (1, "delivery (per message)")] {
+                let m = medians(&figures[client][path]);
+                println!(
+                    "| {name} | {what} | {:.2} | {:.2} | {:.0} | {} |",
+                    m.client_us, m.server_us, m.rate, m.lost
+                );
+            }
+        }
+    }
+
+    println!("\nResubscription after a restart of the server (single), {CHANNELS} channels:");
+    let mut server = Server::start(&root, false);
+    for variant in [Resub::Fred, Resub::RedisManager, Resub::RedisMultiplexed] {
+        let mut restored = Vec::new();
+        let mut failed = 0;
+        for _ in 0..runs {
+            match runtime.block_on(resubscribe(variant, &mut server)) {
+                Some(took) => restored.push(took.as_secs_f64() * 1e3),
+                None => failed += 1,
+            }
+        }
+        let med = if restored.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.0} ms", median(restored.clone()))
+        };
+        println!(
+            "| {variant:?} | restored {}/{runs} | median {med} from the server's first PING | all: {restored:.0?} |",
+            runs - failed
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Resub {
+    Fred,
+    RedisManager,
+    RedisMultiplexed,
+}
+
+/// Subscribes to every channel, kills the server and starts it again, and measures the
+/// time from its first answered PING until PUBSUB CHANNELS lists every channel and a
+/// message published then is delivered. `None`: not within 10 s.
+async fn resubscribe(variant: Resub, server: &mut Server) -> Option<Duration> {
+    let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    let url = server.url();
+    let mut fred = None;
+    let guard: Box<dyn std::any::Any + Send> = match variant {
+        Resub::Fred => {
+            fred = Some(fred_side::subscriber(&url, tx).await);
+            Box::new(())
+        }
+        Resub::RedisManager => Box::new(redis_side::manager_subscriber(&url, tx).await),
+        Resub::RedisMultiplexed => Box::new(redis_side::multiplexed_subscriber(&url, tx).await),
+    };
+    assert_eq!(
+        active(server),
+        CHANNELS,
+        "{variant:?} subscribed before the restart"
+    );
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.restart();
+    let ready = Instant::now();
+    let deadline = ready + Duration::from_secs(10);
+    let result = loop {
+        if active(server) == CHANNELS {
+            let mut conn = server.conn().expect("a connection");
+            let _: usize = redis::cmd("PUBLISH")
+                .arg(bus_channel(7))
+                .arg("probe")
+                .query(&mut conn)
+                .expect("PUBLISH");
+            let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+            break matches!(got, Ok(Some(m)) if m.channel == bus_channel(7))
+                .then(|| ready.elapsed());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    drop(guard);
+    if let Some(fred) = fred {
+        // A fred client runs on after its handle is dropped; QUIT ends it.
+        fred_side::quit(fred).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    result
+}
+
+fn active(server: &Server) -> usize {
+    let Ok(mut conn) = server.conn() else {
+        return 0;
+    };
+    redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .query::<Vec<String>>(&mut conn)
+        .map_or(0, |c| c.len())
+}
