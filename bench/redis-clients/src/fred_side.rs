@@ -202,8 +202,12 @@ pub async fn deliver(topology: Topology, urls: &[String], servers: &[Server], n:
 }
 
 /// For the resubscription test.
-pub async fn subscriber(url: &str, queue: mpsc::Sender<Message>) -> SubscriberClient {
-    subscribe_all(Topology::Single, &[url.to_owned()], queue).await
+pub async fn subscriber(
+    topology: Topology,
+    urls: &[String],
+    queue: mpsc::Sender<Message>,
+) -> SubscriberClient {
+    subscribe_all(topology, urls, queue).await
 }
 
 pub async fn quit(subscriber: SubscriberClient) {

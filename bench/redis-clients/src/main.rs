@@ -319,30 +319,35 @@ fn main() {
                 );
             }
         }
-    }
-
-    println!("\nResubscription after a restart of the server (single), {CHANNELS} channels:");
-    let mut server = Server::start(&root, false);
-    for variant in [Resub::Fred, Resub::RedisManager, Resub::RedisMultiplexed] {
-        let mut restored = Vec::new();
-        let mut failed = 0;
-        for _ in 0..runs {
-            match runtime.block_on(resubscribe(variant, &mut server)) {
-                Some(took) => restored.push(took.as_secs_f64() * 1e3),
-                None => failed += 1,
-            }
-        }
-        let med = if restored.is_empty() {
-            "-".to_owned()
-        } else {
-            format!("{:.0} ms", median(restored.clone()))
+        let mut servers = servers;
+        let variants: &[Resub] = match topology {
+            Topology::Single => &[Resub::Fred, Resub::RedisManager, Resub::RedisMultiplexed],
+            Topology::Cluster => &[Resub::Fred, Resub::RedisCluster],
         };
         println!(
-            "| {variant:?} | restored {}/{runs} | median {med} from the server's first PING | all: {restored:.0?} |",
-            runs - failed
+            "\nResubscription after one server is killed and started again ({topology:?}, {CHANNELS} channels):"
         );
+        println!("| client | restored | median, from the server's first PING | each run (ms) |");
+        println!("|---|---|---|---|");
+        for &variant in variants {
+            let mut restored = Vec::new();
+            for _ in 0..runs {
+                if let Some(took) = runtime.block_on(resubscribe(variant, topology, &mut servers)) {
+                    restored.push(took.as_secs_f64() * 1e3);
+                }
+            }
+            let med = if restored.is_empty() {
+                "not within 10 s".to_owned()
+            } else {
+                format!("{:.0} ms", median(restored.clone()))
+            };
+            println!(
+                "| {} | {}/{runs} | {med} | {restored:.0?} |",
+                variant.name(),
+                restored.len()
+            );
+        }
     }
-    drop(server);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -351,44 +356,85 @@ enum Resub {
     Fred,
     RedisManager,
     RedisMultiplexed,
+    RedisCluster,
 }
 
-/// Subscribes to every channel, kills the server and starts it again, and measures the
-/// time from its first answered PING until PUBSUB CHANNELS lists every channel and a
-/// message published then is delivered. `None`: not within 10 s.
-async fn resubscribe(variant: Resub, server: &mut Server) -> Option<Duration> {
+impl Resub {
+    fn name(self) -> &'static str {
+        match self {
+            Resub::Fred => "fred SubscriberClient + manage_subscriptions",
+            Resub::RedisManager => "redis ConnectionManager, RESP3, automatic resubscription",
+            Resub::RedisMultiplexed => "redis MultiplexedConnection, RESP3 (what link/ builds on)",
+            Resub::RedisCluster => "redis ClusterConnection, RESP3 push sender",
+        }
+    }
+}
+
+/// Subscribes to every channel, kills one server (the second of a cluster) and starts it
+/// again on its port, and measures the time from its first answered PING until every
+/// channel is subscribed again and a message published to a channel of that server is
+/// delivered. `None`: not within 10 s.
+async fn resubscribe(
+    variant: Resub,
+    topology: Topology,
+    servers: &mut [Server],
+) -> Option<Duration> {
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
-    let url = server.url();
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let victim = if topology == Topology::Cluster { 1 } else { 0 };
+    let probe = match topology {
+        Topology::Single => bus_channel(7),
+        Topology::Cluster => {
+            let owners = redis_side::slot_owners(servers);
+            (0..CHANNELS)
+                .map(bus_channel)
+                .find(|c| owners[slot(c) as usize] == servers[victim].port)
+                .expect("a channel on the victim")
+        }
+    };
     let mut fred = None;
     let guard: Box<dyn std::any::Any + Send> = match variant {
         Resub::Fred => {
-            fred = Some(fred_side::subscriber(&url, tx).await);
+            fred = Some(fred_side::subscriber(topology, &urls, tx).await);
             Box::new(())
         }
-        Resub::RedisManager => Box::new(redis_side::manager_subscriber(&url, tx).await),
-        Resub::RedisMultiplexed => Box::new(redis_side::multiplexed_subscriber(&url, tx).await),
+        Resub::RedisManager => Box::new(redis_side::manager_subscriber(&urls[0], tx).await),
+        Resub::RedisMultiplexed => Box::new(redis_side::multiplexed_subscriber(&urls[0], tx).await),
+        Resub::RedisCluster => Box::new(redis_side::cluster_subscriber(&urls, tx).await),
     };
     assert_eq!(
-        active(server),
+        active(topology, servers),
         CHANNELS,
         "{variant:?} subscribed before the restart"
     );
-    server.kill();
+    servers[victim].kill();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    server.restart();
+    servers[victim].restart();
     let ready = Instant::now();
     let deadline = ready + Duration::from_secs(10);
     let result = loop {
-        if active(server) == CHANNELS {
-            let mut conn = server.conn().expect("a connection");
-            let _: usize = redis::cmd("PUBLISH")
-                .arg(bus_channel(7))
+        if active(topology, servers) == CHANNELS {
+            let mut conn = servers[victim].conn().expect("a connection");
+            let verb = if topology == Topology::Cluster {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            };
+            let _: usize = redis::cmd(verb)
+                .arg(&probe)
                 .arg("probe")
                 .query(&mut conn)
-                .expect("PUBLISH");
-            let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-            break matches!(got, Ok(Some(m)) if m.channel == bus_channel(7))
-                .then(|| ready.elapsed());
+                .expect("the probe");
+            let got = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(m) = rx.recv().await {
+                    if m.channel == probe {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            break matches!(got, Ok(true)).then(|| ready.elapsed());
         }
         if Instant::now() > deadline {
             break None;
@@ -400,16 +446,30 @@ async fn resubscribe(variant: Resub, server: &mut Server) -> Option<Duration> {
         // A fred client runs on after its handle is dropped; QUIT ends it.
         fred_side::quit(fred).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Until the servers have seen the subscribers go.
+    let settle = Instant::now() + Duration::from_secs(5);
+    while active(topology, servers) != 0 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     result
 }
 
-fn active(server: &Server) -> usize {
-    let Ok(mut conn) = server.conn() else {
-        return 0;
+/// Channels subscribed, over all the servers.
+fn active(topology: Topology, servers: &[Server]) -> usize {
+    let sub = if topology == Topology::Cluster {
+        "SHARDCHANNELS"
+    } else {
+        "CHANNELS"
     };
-    redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .query::<Vec<String>>(&mut conn)
-        .map_or(0, |c| c.len())
+    servers
+        .iter()
+        .map(|s| {
+            s.conn().ok().map_or(0, |mut conn| {
+                redis::cmd("PUBSUB")
+                    .arg(sub)
+                    .query::<Vec<String>>(&mut conn)
+                    .map_or(0, |c| c.len())
+            })
+        })
+        .sum()
 }

@@ -204,7 +204,7 @@ async fn resp3_conn(url: &str, queue: mpsc::Sender<Message>) -> MultiplexedConne
 }
 
 /// The masters' ports by slot, from CLUSTER NODES.
-fn slot_owners(servers: &[Server]) -> Vec<u16> {
+pub fn slot_owners(servers: &[Server]) -> Vec<u16> {
     let nodes: String = redis::cmd("CLUSTER")
         .arg("NODES")
         .query(&mut servers[0].conn().expect("a connection"))
@@ -330,6 +330,31 @@ pub async fn multiplexed_subscriber(
         conn.subscribe(crate::bus_channel(i))
             .await
             .expect("SUBSCRIBE");
+    }
+    conn
+}
+
+/// For the resubscription test: the cluster connection's own pub/sub (RESP3, a push
+/// sender), which tracks its subscriptions.
+pub async fn cluster_subscriber(
+    urls: &[String],
+    queue: mpsc::Sender<Message>,
+) -> ClusterConnection {
+    let mut conn = ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(2))
+        .retries(8)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(push_handler(queue))
+        .build()
+        .expect("a cluster client")
+        .get_async_connection()
+        .await
+        .expect("a cluster connection");
+    for i in 0..crate::CHANNELS {
+        conn.ssubscribe(crate::bus_channel(i))
+            .await
+            .expect("SSUBSCRIBE");
     }
     conn
 }
