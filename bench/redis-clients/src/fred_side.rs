@@ -61,6 +61,19 @@ fn publish_one(
 }
 
 async fn publish_batch(client: &Client, topology: Topology, batch: Vec<(String, Bytes)>) {
+    if std::env::var_os("BENCH_FRED_NO_PIPELINE").is_some() {
+        // Concurrent commands instead of a pipeline: fred writes them out together
+        // (its automatic pipelining), and routes each to its shard.
+        let sent = batch.into_iter().map(|(channel, payload)| async move {
+            let _: i64 = match topology {
+                Topology::Single => client.publish(channel, payload).await,
+                Topology::Cluster => client.spublish(channel, payload).await,
+            }
+            .expect("PUBLISH");
+        });
+        futures_util::future::join_all(sent).await;
+        return;
+    }
     let sent = crate::groups(batch, topology).into_iter().map(|group| {
         let pipe = client.pipeline();
         async move {
@@ -106,6 +119,7 @@ pub async fn publish(topology: Topology, urls: &[String], servers: &[Server], n:
             }
         })
     };
+    let part = crate::Part::from_env();
     let handlers: Vec<_> = (0..crate::HANDLERS)
         .map(|h| {
             let client = client.clone();
@@ -113,10 +127,15 @@ pub async fn publish(topology: Topology, urls: &[String], servers: &[Server], n:
             let tx = tx.clone();
             tokio::spawn(async move {
                 for i in (h..n).step_by(crate::HANDLERS) {
-                    let _: i64 = client
-                        .evalsha(sha.as_str(), crate::script_keys(i), 86_401)
-                        .await
-                        .expect("EVALSHA");
+                    if part.script {
+                        let _: i64 = client
+                            .evalsha(sha.as_str(), crate::script_keys(i), 86_401)
+                            .await
+                            .expect("EVALSHA");
+                    }
+                    if !part.bus {
+                        continue;
+                    }
                     tx.send((crate::bus_channel(i), crate::payload(i)))
                         .await
                         .expect("the publisher");

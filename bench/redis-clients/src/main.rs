@@ -15,7 +15,10 @@
 //! Client CPU is getrusage(RUSAGE_SELF) of this process (the load process is another one);
 //! server CPU is INFO cpu's used_cpu_user + used_cpu_sys summed over the servers.
 //!
-//! Usage: `redis-clients [RUNS] [EVENTS]` (defaults 5 and 50000).
+//! Usage: `redis-clients [RUNS] [EVENTS] [single|cluster]` (defaults 5, 50000, both);
+//! `BENCH_PART=script` or `bus` sends only that half of each event on the publish path,
+//! `BENCH_FRED_NO_PIPELINE=1` has fred send each batch's messages as concurrent commands
+//! instead of a pipeline, `BENCH_NO_RESUB=1` skips the resubscription test, `BENCH_STATS=1` prints each server's INFO commandstats after each measured run.
 
 mod fred_side;
 mod redis_side;
@@ -128,6 +131,33 @@ pub fn sink(expect: usize) -> (mpsc::Sender<Message>, tokio::sync::oneshot::Rece
         let _ = done_tx.send(n);
     });
     (tx, done_rx)
+}
+
+/// Which half of an event the publish path sends: both unless `BENCH_PART` is `script`
+/// (the EVALSHA only) or `bus` (the bus message only), to tell their costs apart.
+#[derive(Clone, Copy)]
+pub struct Part {
+    pub script: bool,
+    pub bus: bool,
+}
+
+impl Part {
+    pub fn from_env() -> Part {
+        match std::env::var("BENCH_PART").as_deref() {
+            Ok("script") => Part {
+                script: true,
+                bus: false,
+            },
+            Ok("bus") => Part {
+                script: false,
+                bus: true,
+            },
+            _ => Part {
+                script: true,
+                bus: true,
+            },
+        }
+    }
 }
 
 pub fn rusage() -> f64 {
@@ -308,16 +338,31 @@ fn main() {
             }
         }
         println!("\n{topology:?}");
-        println!("| client | path | client CPU µs/item | redis-server CPU µs/item | items/s | lost (max) |");
+        println!("| client | path | client CPU µs/item (min–max) | redis-server CPU µs/item (min–max) | items/s | lost (max) |");
         println!("|---|---|---|---|---|---|");
         for (client, name) in [(0, "redis 0.32"), (1, "fred 10.1")] {
             for (path, what) in [(0, "publish (per event)"), (1, "delivery (per message)")] {
                 let m = medians(&figures[client][path]);
+                let runs = &figures[client][path];
+                let spread = |f: fn(&Figures) -> f64| {
+                    let v: Vec<f64> = runs.iter().map(f).collect();
+                    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+                    let hi = v.iter().cloned().fold(0.0, f64::max);
+                    format!("{lo:.2}–{hi:.2}")
+                };
                 println!(
-                    "| {name} | {what} | {:.2} | {:.2} | {:.0} | {} |",
-                    m.client_us, m.server_us, m.rate, m.lost
+                    "| {name} | {what} | {:.2} ({}) | {:.2} ({}) | {:.0} | {} |",
+                    m.client_us,
+                    spread(|f| f.client_us),
+                    m.server_us,
+                    spread(|f| f.server_us),
+                    m.rate,
+                    m.lost
                 );
             }
+        }
+        if std::env::var_os("BENCH_NO_RESUB").is_some() {
+            continue;
         }
         let mut servers = servers;
         let variants: &[Resub] = match topology {
@@ -437,6 +482,10 @@ async fn resubscribe(
             break matches!(got, Ok(true)).then(|| ready.elapsed());
         }
         if Instant::now() > deadline {
+            eprintln!(
+                "{variant:?}: {} of {CHANNELS} channels subscribed again after 10 s",
+                active(topology, servers)
+            );
             break None;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

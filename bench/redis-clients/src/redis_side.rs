@@ -141,6 +141,7 @@ pub async fn publish(topology: Topology, urls: &[String], servers: &[Server], n:
             }
         })
     };
+    let part = crate::Part::from_env();
     let handlers: Vec<_> = (0..crate::HANDLERS)
         .map(|h| {
             let mut conn = conn.clone();
@@ -148,10 +149,15 @@ pub async fn publish(topology: Topology, urls: &[String], servers: &[Server], n:
             let tx = tx.clone();
             tokio::spawn(async move {
                 for i in (h..n).step_by(crate::HANDLERS) {
-                    let keys = crate::script_keys(i);
-                    let mut invocation = script.prepare_invoke();
-                    invocation.key(&keys[0]).key(&keys[1]).arg(86_401);
-                    let _: i64 = invocation.invoke_async(&mut conn).await.expect("EVALSHA");
+                    if part.script {
+                        let keys = crate::script_keys(i);
+                        let mut invocation = script.prepare_invoke();
+                        invocation.key(&keys[0]).key(&keys[1]).arg(86_401);
+                        let _: i64 = invocation.invoke_async(&mut conn).await.expect("EVALSHA");
+                    }
+                    if !part.bus {
+                        continue;
+                    }
                     tx.send((crate::bus_channel(i), crate::payload(i)))
                         .await
                         .expect("the publisher");
