@@ -46,17 +46,15 @@ fn builder(topology: Topology, urls: &[String]) -> Builder {
     builder
 }
 
-fn publish_one(
+async fn publish_one(
     pipe: &fred::clients::Pipeline<Client>,
     topology: Topology,
     channel: String,
     payload: Bytes,
-) -> impl std::future::Future<Output = Result<(), Error>> + '_ {
-    async move {
-        match topology {
-            Topology::Single => pipe.publish::<(), _, _>(channel, payload).await,
-            Topology::Cluster => pipe.spublish::<(), _, _>(channel, payload).await,
-        }
+) -> Result<(), Error> {
+    match topology {
+        Topology::Single => pipe.publish::<(), _, _>(channel, payload).await,
+        Topology::Cluster => pipe.spublish::<(), _, _>(channel, payload).await,
     }
 }
 
@@ -163,7 +161,8 @@ async fn subscribe_all(
         .build_subscriber_client()
         .expect("a subscriber");
     subscriber.init().await.expect("connected");
-    let _ = subscriber.manage_subscriptions();
+    // The task runs until the client quits; its handle is not needed.
+    drop(subscriber.manage_subscriptions());
     let mut messages = subscriber.message_rx();
     tokio::spawn(async move {
         loop {

@@ -24,7 +24,6 @@ mod fred_side;
 mod redis_side;
 mod servers;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -298,8 +297,7 @@ fn main() {
         Some("cluster") => vec![Topology::Cluster],
         _ => vec![Topology::Single, Topology::Cluster],
     };
-    let root =
-        PathBuf::from(std::env::temp_dir()).join(format!("redis-clients-{}", std::process::id()));
+    let root = std::env::temp_dir().join(format!("redis-clients-{}", std::process::id()));
     std::fs::create_dir_all(&root).expect("a scratch directory");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -229,9 +229,8 @@ pub fn slot_owners(servers: &[Server]) -> Vec<u16> {
             .expect("a port");
         for range in &fields[8..] {
             let (a, b) = range.split_once('-').unwrap_or((range, range));
-            for s in a.parse::<usize>().expect("a slot")..=b.parse::<usize>().expect("a slot") {
-                owners[s] = port;
-            }
+            let (a, b): (usize, usize) = (a.parse().expect("a slot"), b.parse().expect("a slot"));
+            owners[a..=b].fill(port);
         }
     }
     owners
