@@ -134,7 +134,7 @@ fn serve<S: Socket>(
 
         // The connection has its bound of changes waiting in the backend's queue: it reads
         // no more (and decodes nothing more of what it read) until the backend has taken
-        // half, which wakes it through the session.outbox().
+        // half, which wakes it through the outbox.
         let mut paused = false;
 
         // Bytes of messages decoded since this task last parked or yielded.
