@@ -198,4 +198,30 @@ mod tests {
         }
         assert!(!b.allows(1, rates));
     }
+
+    #[test]
+    fn refills_wake_the_due_connections_and_forget_closed_ones() {
+        use std::sync::Arc;
+        use std::task::{Context, Poll, Waker};
+        let refills = Refills::default();
+        let (early, late) = (Arc::new(Outbox::new(1024)), Arc::new(Outbox::new(1024)));
+        let gone = Arc::new(Outbox::new(1024));
+        let mut cx = Context::from_waker(Waker::noop());
+        for o in [&early, &late] {
+            assert_eq!(o.poll_ready(&mut cx), Poll::Pending);
+        }
+        refills.wait(5, Arc::downgrade(&early));
+        refills.wait(9, Arc::downgrade(&late));
+        refills.wait(9, Arc::downgrade(&gone));
+        drop(gone);
+        refills.wake_due(4);
+        assert_eq!(early.poll_ready(&mut cx), Poll::Pending, "not due yet");
+        refills.wake_due(5);
+        assert_eq!(early.poll_ready(&mut cx), Poll::Ready(()));
+        assert_eq!(late.poll_ready(&mut cx), Poll::Pending);
+        assert_eq!(refills.0.lock().len(), 1, "the closed one is forgotten");
+        refills.wake_due(9);
+        assert_eq!(late.poll_ready(&mut cx), Poll::Ready(()));
+        assert!(refills.0.lock().is_empty());
+    }
 }
