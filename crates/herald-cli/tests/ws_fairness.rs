@@ -147,6 +147,8 @@ async fn a_flood_of_pings_and_repeated_subscribes_gets_its_budget_and_others_sta
         assert_eq!(frame["event"], expected, "answer {i}");
     }
     bystander.assert_alive().await;
+    // pusher-js connects, subscribes, triggers and receives within this small budget.
+    support::assert_pusher_js_served(&server);
 }
 
 #[tokio::test]
