@@ -33,6 +33,10 @@ fn node(redis: &Redis) -> Server {
 adapter = "redis"
 redis_url = "{url}"
 node_timeout = 5
+# Each flood socket stands for many: the per-connection frame budget would otherwise
+# throttle it long before the cluster's queue is what holds it back.
+client_frames_per_second = 10000000
+client_bytes_per_second = 1073741824
 [[apps]]
 id = "1"
 key = "{KEY}"

@@ -43,8 +43,11 @@ adapter = "redis"
 redis_url = "{url}"
 node_timeout = {NODE_TIMEOUT}
 cluster_ops_per_app = {OPS_PER_APP}
-# Each flood socket stands for many: without this the per-connection cap (1,000)
-# would refuse most of the flood before it reached the cluster's queue.
+client_frames_per_second = 10000000
+client_bytes_per_second = 1073741824
+# Each flood socket stands for many: without these the frame budget (200 frames a
+# second) and the per-connection cap (1,000) would hold back or refuse most of the flood
+# before it reached the cluster's queue.
 [[apps]]
 id = "a"
 key = "{KEY_A}"

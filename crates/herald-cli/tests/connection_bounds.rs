@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{masked, memory_kib, pusher_ping, Frame, RawWs, Server, KEY};
+use support::{masked, memory_kib, pusher_ping, Frame, RawWs, Server, KEY, UNTHROTTLED};
 
 /// A masked ping with no payload (mask 0): six bytes in, a two-byte pong out.
 const EMPTY_PING: [u8; 6] = [0x89, 0x80, 0, 0, 0, 0];
@@ -41,7 +41,8 @@ async fn read_to_end(ws: &mut RawWs) -> (Vec<Frame>, bool) {
 
 #[tokio::test]
 async fn a_client_pinging_without_reading_is_held_to_the_outbox_bound() {
-    let server = Server::start("");
+    // Past the frame budget (ws_fairness.rs), which would stop reading long before.
+    let server = Server::start(UNTHROTTLED);
     let pid = server.pid();
     let mut ws = RawWs::open(&server, "/app/app-key?protocol=7", Some(16 * 1024)).await;
     ws.frame().await;
@@ -79,7 +80,8 @@ async fn a_client_pinging_without_reading_is_held_to_the_outbox_bound() {
 
 #[tokio::test]
 async fn a_partial_frame_after_a_big_burst_does_not_keep_the_bursts_buffer() {
-    let server = Server::start("");
+    // Past the frame budget (ws_fairness.rs), which would stop reading long before.
+    let server = Server::start(UNTHROTTLED);
     let pid = server.pid();
     let sockets = 50;
     let mut clients = Vec::new();

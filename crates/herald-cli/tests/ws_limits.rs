@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{assert_pusher_js_served, events_named, signed, sink, Server, Ws, KEY, SECRET};
+use support::{
+    assert_pusher_js_served, events_named, signed, sink, Server, Ws, KEY, SECRET, UNTHROTTLED,
+};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -27,7 +29,8 @@ async fn subscribe_quietly(ws: &mut Ws, channel: &str) {
 
 #[tokio::test]
 async fn a_subscription_flood_stops_at_the_cap_and_the_socket_stays_open() {
-    let server = Server::start("");
+    // The frame budget (ws_fairness.rs) would spread this flood over minutes.
+    let server = Server::start(UNTHROTTLED);
     let mut ws = server.connect(KEY).await;
     // Warm the allocator with a first round, then measure a flood many times the cap.
     for i in 0..1200 {
@@ -143,7 +146,7 @@ async fn a_connection_keeps_one_identity() {
 async fn repeated_cache_subscribes_send_one_cache_miss() {
     let hook = sink("200 OK", Duration::ZERO, String::new()).await;
     let server = Server::start(&format!(
-        "[[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n\
+        "{UNTHROTTLED}[[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n\
          [[apps.webhooks]]\nurl = \"{}\"\nevent_types = [\"cache_miss\"]\n",
         hook.url
     ));

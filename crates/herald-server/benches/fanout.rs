@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use herald_server::hub::Hub;
+use herald_protocol::presence::Member;
+use herald_server::hub::{Hub, Roster};
 use herald_server::outbox::Outbox;
 
 fn fanout(c: &mut Criterion) {
@@ -94,5 +95,54 @@ fn compressed_fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout, compressed_fanout);
+/// A repeated presence subscribe on a channel of 100 members with 1 KB of `user_info`
+/// each, answered to a compressed connection (issue 26, R8): what one repeat costs under
+/// the shard's lock.
+fn repeated_presence_subscribe(c: &mut Criterion) {
+    let hub = Hub::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = || {
+        (0..1000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b"0123456789abcdef"[(seed & 15) as usize])
+            })
+            .collect::<String>()
+    };
+    let roster = Roster::Here { max_members: 100 };
+    let outbox = Arc::new(Outbox::new_compressed(usize::MAX, 256));
+    for i in 0..100u64 {
+        let member = Member {
+            user_id: format!("u{i}"),
+            user_info: Some(format!(r#"{{"bio":"{}"}}"#, noise())),
+        };
+        hub.join_presence("presence-room", i, &outbox, &member, roster)
+            .expect("room for 100");
+    }
+    let mut sink = VecDeque::new();
+    outbox.take(&mut sink);
+    sink.clear();
+    let member = Member {
+        user_id: "u99".into(),
+        user_info: None,
+    };
+    c.bench_function("repeated presence subscribe, 100 members of 1 KB", |b| {
+        b.iter(|| {
+            hub.join_presence("presence-room", 99, &outbox, &member, roster)
+                .expect("re-confirmed");
+            outbox.take(&mut sink);
+            outbox.written(sink.iter().map(Bytes::len).sum());
+            sink.clear();
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    fanout,
+    compressed_fanout,
+    repeated_presence_subscribe
+);
 criterion_main!(benches);

@@ -21,6 +21,9 @@ pub(crate) fn now() -> u32 {
     (base.elapsed().as_millis() / TICK_MS) as u32 + 1
 }
 
+/// Ticks in a second.
+pub(crate) const TICKS_PER_SECOND: u32 = (1000 / TICK_MS) as u32;
+
 /// A duration in ticks (at least one).
 pub(crate) fn ticks(d: Duration) -> u32 {
     (d.as_millis() / TICK_MS).clamp(1, u128::from(u32::MAX / 2)) as u32

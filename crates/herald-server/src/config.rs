@@ -247,6 +247,13 @@ pub struct Config {
     pub partial_message_timeout: Duration,
     /// Largest inbound WebSocket message.
     pub max_message_bytes: usize,
+    /// Frames (data and control, of any kind) one WebSocket connection may have read and
+    /// handled per second; past it the server stops reading that socket until its budget
+    /// refills.
+    pub client_frames_per_second: u32,
+    /// Bytes of messages one WebSocket connection may have read and handled per second,
+    /// each compressed message counted at its inflated size; past it, as above.
+    pub client_bytes_per_second: u32,
     /// Refuse WebSocket connections without a `protocol` query parameter (4008). Off by
     /// default: every current client sends it, and Pusher itself still infers one.
     pub require_protocol: bool,
@@ -569,6 +576,8 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(30),
             partial_message_timeout: Duration::from_secs(30),
             max_message_bytes: 64 * 1024,
+            client_frames_per_second: 200,
+            client_bytes_per_second: 1024 * 1024,
             require_protocol: false,
             outbox_max_bytes: 1024 * 1024,
             compression: true,
@@ -602,6 +611,8 @@ struct RawConfig {
     pong_timeout: Option<u64>,
     partial_message_timeout: Option<u64>,
     max_message_bytes: Option<usize>,
+    client_frames_per_second: Option<u32>,
+    client_bytes_per_second: Option<u32>,
     require_protocol: Option<bool>,
     outbox_max_bytes: Option<usize>,
     compression: Option<bool>,
@@ -711,6 +722,12 @@ impl Config {
                 .partial_message_timeout
                 .map_or(d.partial_message_timeout, Duration::from_secs),
             max_message_bytes: raw.max_message_bytes.unwrap_or(d.max_message_bytes),
+            client_frames_per_second: raw
+                .client_frames_per_second
+                .unwrap_or(d.client_frames_per_second),
+            client_bytes_per_second: raw
+                .client_bytes_per_second
+                .unwrap_or(d.client_bytes_per_second),
             require_protocol: raw.require_protocol.unwrap_or(d.require_protocol),
             outbox_max_bytes: raw.outbox_max_bytes.unwrap_or(d.outbox_max_bytes),
             compression: match env("HERALD_COMPRESSION") {
@@ -1045,6 +1062,18 @@ impl Config {
         if self.max_message_bytes < 1024 {
             return Err(invalid("max_message_bytes", "must be at least 1024"));
         }
+        if !(1..=10_000_000).contains(&self.client_frames_per_second) {
+            return Err(invalid(
+                "client_frames_per_second",
+                "must be from 1 to 10000000",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.client_bytes_per_second) {
+            return Err(invalid(
+                "client_bytes_per_second",
+                "must be from 1024 to 1073741824 (1 GiB)",
+            ));
+        }
         // A connection's task counts what it writes between two reports in 32 bits.
         if self.outbox_max_bytes > 1 << 30 {
             return Err(invalid(
@@ -1082,6 +1111,8 @@ impl Config {
             "host" => host, "port" => port, "activity_timeout" => activity_timeout,
             "pong_timeout" => pong_timeout, "partial_message_timeout" => partial_message_timeout,
             "max_message_bytes" => max_message_bytes, "require_protocol" => require_protocol,
+            "client_frames_per_second" => client_frames_per_second,
+            "client_bytes_per_second" => client_bytes_per_second,
             "outbox_max_bytes" => outbox_max_bytes, "shutdown_grace" => shutdown_grace,
             "webhook_flush_timeout" => webhook_flush_timeout,
             "compression" => compression, "compression_min_bytes" => compression_min_bytes,
@@ -1324,6 +1355,8 @@ mod tests {
             ("activity_timeout = 0", "activity_timeout"),
             ("partial_message_timeout = 0", "partial_message_timeout"),
             ("partial_message_timeout = 3601", "partial_message_timeout"),
+            ("client_frames_per_second = 0", "client_frames_per_second"),
+            ("client_bytes_per_second = 1023", "client_bytes_per_second"),
             (
                 "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"ftp://x\"",
                 "apps[0].webhooks[0].url",

@@ -6,7 +6,10 @@
 //! while a shard lock is held: pushing to an outbox is a short mutex-protected append.
 //! Frames that must reach a subscriber before any channel event (its
 //! `subscription_succeeded`) or that describe membership changes are pushed while the shard
-//! lock is held, so every subscriber sees them in a consistent order.
+//! lock is held, so every subscriber sees them in a consistent order. A presence channel's
+//! `subscription_succeeded`, with a member list of up to ~100 KiB, is made (and compressed)
+//! once per version of the list and kept: a repeated subscribe re-sends it for the cost of
+//! queuing it, not of rebuilding it under the lock.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -48,9 +51,25 @@ struct Channel {
     subscribers: HashMap<ConnId, Subscriber>,
     /// Distinct presence users, in join order so member lists are stable.
     members: Vec<(Arc<str>, MemberEntry)>,
+    /// The `subscription_succeeded` with this node's member list, made when first asked
+    /// for and dropped when the list changes. Boxed: most channels are not presence ones.
+    roster: Option<Box<Fanout>>,
 }
 
 impl Channel {
+    /// The `subscription_succeeded` listing this node's members, made if the list changed
+    /// since it was last asked for.
+    fn roster(&mut self, channel: &str) -> &Fanout {
+        let roster = match self.roster.take() {
+            Some(roster) => roster,
+            None => Box::new(Fanout::new(text_frame(&frame::subscription_succeeded(
+                channel,
+                &presence_json(self),
+            )))),
+        };
+        self.roster.insert(roster)
+    }
+
     /// Counts one more connection of `member`, adding it if it is new; returns its shared
     /// user id for the subscriber entry.
     fn add_member(&mut self, member: &Member) -> Arc<str> {
@@ -64,6 +83,7 @@ impl Channel {
                 id.clone()
             }
             None => {
+                self.roster = None;
                 let id: Arc<str> = Arc::from(member.user_id.as_str());
                 self.members.push((
                     id.clone(),
@@ -235,19 +255,23 @@ impl Hub {
         member: &Member,
         roster: Roster<'_>,
     ) -> Result<Joined, PresenceRefused> {
+        // The cluster's list comes made: it is framed before the lock is taken.
+        let cluster = match roster {
+            Roster::Cluster(data) => Some(Fanout::new(text_frame(&frame::subscription_succeeded(
+                channel, data,
+            )))),
+            Roster::Here { .. } => None,
+        };
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(channel.into()).or_default();
         let before = ch.subscribers.len();
-        let succeeded = |ch: &Channel| {
-            let data = match roster {
-                Roster::Here { .. } => presence_json(ch),
-                Roster::Cluster(data) => data.to_owned(),
-            };
-            text_frame(&frame::subscription_succeeded(channel, &data))
+        let succeeded = |ch: &mut Channel| match &cluster {
+            Some(frame) => outbox.push_shared(frame),
+            None => outbox.push_shared(ch.roster(channel)),
         };
         if ch.subscribers.contains_key(&conn) {
             // A repeated subscribe only re-confirms; switching identity needs an unsubscribe.
-            outbox.push(succeeded(ch));
+            succeeded(ch);
             return Ok(Joined {
                 subscribers: (before, before),
                 member_added: false,
@@ -284,7 +308,7 @@ impl Hub {
                 user_id: Some(user_id),
             },
         );
-        outbox.push(succeeded(ch));
+        succeeded(ch);
         Ok(Joined {
             subscribers: (before, before + 1),
             member_added: new_user && here,
@@ -316,6 +340,7 @@ impl Hub {
                 member = Some((user_id.clone(), entry.connections));
                 if entry.connections == 0 {
                     ch.members.remove(pos);
+                    ch.roster = None;
                     if member_events {
                         let removed = Fanout::new(wire::member_removed(channel, &user_id));
                         for other in ch.subscribers.values() {
@@ -629,5 +654,55 @@ mod tests {
             hub.join_presence("presence-x", 3, &o, &member("b"), here(1)),
             Err(PresenceRefused::Full { max: 1 })
         );
+    }
+
+    /// R8 (issue 26): a repeated presence subscribe is answered with the frame made for
+    /// the list's current version, not a list rebuilt and recompressed under the lock.
+    #[test]
+    fn a_repeated_presence_subscribe_resends_the_frame_made_for_the_lists_version() {
+        let hub = Hub::new();
+        let deflate = || Arc::new(Outbox::for_app(1 << 20, 0, Some(256)));
+        let one = |o: &Outbox| {
+            let mut frames = VecDeque::new();
+            o.take(&mut frames);
+            assert_eq!(frames.len(), 1);
+            frames.pop_front().expect("one frame")
+        };
+        let (a, b) = (deflate(), deflate());
+        let info = |id: &str| Member {
+            user_id: id.to_owned(),
+            user_info: Some(format!(r#"{{"bio":"{}"}}"#, id.repeat(300))),
+        };
+        hub.join_presence("presence-r", 1, &a, &info("ann"), here(100))
+            .expect("joined");
+        one(&a);
+        hub.join_presence("presence-r", 2, &b, &info("bob"), here(100))
+            .expect("joined");
+        let first = one(&b);
+        one(&a); // member_added
+        assert_eq!(first[0], 0xC1, "compressed");
+        // Repeats, from either connection: the very same bytes, compressed once.
+        for (conn, o) in [(2, &b), (1, &a), (2, &b)] {
+            hub.join_presence("presence-r", conn, o, &info("x"), here(100))
+                .expect("re-confirmed");
+            assert_eq!(one(o).as_ptr(), first.as_ptr());
+        }
+        // A new member is a new version of the list; a member leaving is another.
+        let c = deflate();
+        hub.join_presence("presence-r", 3, &c, &info("cy"), here(100))
+            .expect("joined");
+        let with_cy = one(&c);
+        assert_ne!(with_cy.as_ptr(), first.as_ptr());
+        drain(&a);
+        hub.join_presence("presence-r", 1, &a, &info("ann"), here(100))
+            .expect("re-confirmed");
+        assert_eq!(one(&a).as_ptr(), with_cy.as_ptr());
+        hub.unsubscribe("presence-r", 3);
+        drain(&a);
+        hub.join_presence("presence-r", 1, &a, &info("ann"), here(100))
+            .expect("re-confirmed");
+        let without_cy = one(&a);
+        assert_ne!(without_cy.as_ptr(), with_cy.as_ptr());
+        assert_eq!(without_cy, first, "the same list as before cy came");
     }
 }

@@ -167,6 +167,7 @@ async fn serve_apps(
         next_conn: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
         connections: parking_lot::Mutex::new(HashMap::new()),
+        refills: Default::default(),
         tracker: TaskTracker::new(),
         limiter: limiter.clone(),
         metrics: metrics::NodeMetrics::new(),

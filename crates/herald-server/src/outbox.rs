@@ -14,9 +14,9 @@
 //! others wait in (the kernel's buffers, then TCP, push back on it instead).
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -69,6 +69,15 @@ struct State {
     /// The connection task, parked until `signalled`. A waker in the state the queue's
     /// mutex already guards costs less per connection than a separate notifier.
     waker: Option<Waker>,
+}
+
+impl Outbox {
+    /// Wakes the connection task with nothing new queued, so it looks again at what it
+    /// waits for (its frame budget).
+    pub(crate) fn nudge(&self) {
+        let waker = self.state.lock().signal();
+        wake(waker);
+    }
 }
 
 impl State {
@@ -346,10 +355,12 @@ impl Outbox {
 /// A frame pushed to many outboxes (an event to a channel's subscribers, a member joining):
 /// the plain frame, and its compressed form, made at most once, when the first outbox of a
 /// connection that takes it compressed asks, then shared by `Bytes` reference like the
-/// plain one. Lives for one fan-out, on the publisher's stack (not `Sync`).
+/// plain one. Lives for one fan-out, on the publisher's stack, or as long as a presence
+/// channel's member list stays the same (the hub keeps its `subscription_succeeded`).
+#[derive(Debug)]
 pub struct Fanout {
     plain: Bytes,
-    compressed: OnceCell<Option<Bytes>>,
+    compressed: OnceLock<Option<Bytes>>,
 }
 
 impl Fanout {
@@ -357,7 +368,7 @@ impl Fanout {
     pub fn new(plain: Bytes) -> Self {
         Fanout {
             plain,
-            compressed: OnceCell::new(),
+            compressed: OnceLock::new(),
         }
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// entry per connection; a cancellation future parked in every connection task would
     /// cost several times more.
     pub(crate) connections: parking_lot::Mutex<HashMap<ConnId, Weak<Outbox>>>,
+    /// The connections waiting for their frame budget, which the sweeper wakes.
+    pub(crate) refills: crate::ws::Refills,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
     /// The caps on open connections, which every socket's permit counts against.
@@ -119,6 +121,7 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             connections: parking_lot::Mutex::new(HashMap::new()),
+            refills: Default::default(),
             tracker: TaskTracker::new(),
             limiter,
             metrics: metrics::NodeMetrics::new(),

@@ -2,7 +2,8 @@
 //! after an unanswered ping, 4009 for a connection that did not authenticate in time, 1008
 //! for a frame or fragmented message not finished within `partial_message_timeout`, and
 //! the end of a closing connection's linger. It also sends the subscription counts held
-//! back by [`crate::count_events`].
+//! back by [`crate::count_events`], and wakes the connections whose frame budget has
+//! refilled.
 //!
 //! A timer parked in each connection task would cost its size (over 100 bytes) in every
 //! idle connection; here a connection keeps five tick counts in its outbox, and one pass
@@ -52,6 +53,7 @@ pub(crate) async fn run(shared: Weak<Shared>) {
 }
 
 fn sweep(shared: &Shared, now: u32) {
+    shared.refills.wake_due(now);
     let activity = ticks(shared.config.activity_timeout);
     let pong = ticks(shared.config.pong_timeout);
     {

@@ -22,6 +22,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const KEY: &str = "app-key";
 pub const SECRET: &str = "app-secret";
 
+/// Config lines lifting the per-connection frame budget, for tests of the bounds behind it
+/// (a flood the budget would otherwise spread over minutes).
+pub const UNTHROTTLED: &str =
+    "client_frames_per_second = 10000000\nclient_bytes_per_second = 1073741824\n";
+
 /// A running `herald serve`; killed when dropped.
 pub struct Server {
     pub child: Child,

@@ -89,10 +89,12 @@ pub(crate) enum Limit {
     ClientEvents,
     /// The app's share of the cluster's state queue (`ServerBusy`).
     ClusterQueue,
+    /// A connection's frames or bytes per second: the server stopped reading it a while.
+    ClientFrames,
 }
 
 impl Limit {
-    const ALL: [Limit; 8] = [
+    const ALL: [Limit; 9] = [
         Limit::PublishRate,
         Limit::ReadRate,
         Limit::DailyMessages,
@@ -101,6 +103,7 @@ impl Limit {
         Limit::PresenceMembers,
         Limit::ClientEvents,
         Limit::ClusterQueue,
+        Limit::ClientFrames,
     ];
 
     fn label(self) -> &'static str {
@@ -113,6 +116,7 @@ impl Limit {
             Limit::PresenceMembers => "presence_members",
             Limit::ClientEvents => "client_event_rate",
             Limit::ClusterQueue => "cluster_queue",
+            Limit::ClientFrames => "client_frame_rate",
         }
     }
 }

@@ -24,10 +24,12 @@ use herald_protocol::frame;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::budget::{Budget, Rates};
 use super::session::Session;
 use super::socket::Socket;
 use crate::admission::{ConnPermit, DetachedPermit};
 use crate::apps::ConnectionSlot;
+use crate::metrics::Limit;
 use crate::outbox::{CloseRequest, Outbox, FRAME_OVERHEAD};
 use crate::shared::Shared;
 use crate::wire::text_frame;
@@ -38,8 +40,8 @@ use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 const MAX_IOVECS: usize = 64;
 /// How long a closing connection waits for its last frames to drain and the client's Close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// Bytes read in one turn on its worker thread after which the task gives the others
-/// theirs.
+/// Bytes of messages decoded in one turn on its worker thread (each counted at its size
+/// once inflated, if larger) after which the task gives the others theirs.
 const BURST_BYTES: usize = 16 * 1024;
 /// Bytes read per wake-up at most: enough for many frames per system call, small enough
 /// that a burst ending mid-frame does not leave a big buffer behind for long.
@@ -74,6 +76,9 @@ pub(super) fn run<S: Socket>(
         written: 0,
         frames_written: 0,
         stamp: 0,
+        budget: Budget::new(clock::now(), rates(&shared)),
+        throttled: false,
+        waiting: false,
     };
     let session = Session::new(&shared, slot, deflate);
     let held = Held {
@@ -113,12 +118,13 @@ fn serve<S: Socket>(
             app_id = session.app_id(),
             "Connection opened"
         );
-        let outbox = session.outbox().clone();
-        outbox.push(text_frame(&frame::connection_established(
-            &session.socket_id().to_string(),
-            held.shared.config.activity_timeout.as_secs(),
-        )));
-        outbox.timers.touch(clock::now());
+        session
+            .outbox()
+            .push(text_frame(&frame::connection_established(
+                &session.socket_id().to_string(),
+                held.shared.config.activity_timeout.as_secs(),
+            )));
+        session.outbox().timers.touch(clock::now());
         // Our Close frame is queued; nothing may follow it.
         let mut closing = false;
         // The client sent its Close or ended its side: there is nothing more to read.
@@ -131,6 +137,9 @@ fn serve<S: Socket>(
         // half, which wakes it through the outbox.
         let mut paused = false;
 
+        // Bytes of messages decoded since this task last parked or yielded.
+        let mut turn_bytes = 0u32;
+
         // Bytes that arrived with the upgrade request are handled before waiting on the socket.
         if !io.read_buf.is_empty() {
             session
@@ -138,22 +147,24 @@ fn serve<S: Socket>(
                 .bytes_received
                 .add(io.read_buf.len() as u64);
             paused = io
-                .decode_all(&held.shared, &mut session)
-                .apply(&mut closing, &mut peer_done);
+                .decode_all(&held.shared, &mut session, &mut turn_bytes)
+                .apply(&mut closing, &mut peer_done, &mut io.throttled);
         }
 
-        // Bytes read since this task last parked or yielded.
-        let mut turn_bytes = 0u32;
         loop {
-            if closing && outbox.timers.linger_until.load(Ordering::Relaxed) == 0 {
+            if closing && session.outbox().timers.linger_until.load(Ordering::Relaxed) == 0 {
                 let until = clock::now() + clock::ticks(CLOSE_LINGER);
-                outbox.timers.linger_until.store(until, Ordering::Relaxed);
+                session
+                    .outbox()
+                    .timers
+                    .linger_until
+                    .store(until, Ordering::Relaxed);
                 session.leave_all(&held.shared);
             }
             let flushed = io.flush();
             if io.written > 0 {
                 let written = std::mem::take(&mut io.written) as usize;
-                outbox.written(written);
+                session.outbox().written(written);
                 let frames = std::mem::take(&mut io.frames_written);
                 let metrics = session.metrics();
                 metrics.messages_sent.add(u64::from(frames));
@@ -182,11 +193,19 @@ fn serve<S: Socket>(
                 break;
             }
             // A paused connection reads again once closing: what it reads then is discarded.
-            let read = !peer_done && (!paused || closing);
+            // One variable, not two flags: the parked future holds a reference to each
+            // variable the poll below reads.
+            let listen = if io.throttled && !io.waiting && !paused && !closing {
+                Listen::Budget
+            } else if !peer_done && ((!paused && !io.throttled) || closing) {
+                Listen::Socket
+            } else {
+                Listen::Outbox
+            };
             // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
             // registration and the outbox, so the parked task holds no per-branch futures.
             let wake = std::future::poll_fn(|cx| {
-                if outbox.poll_ready(cx).is_ready() {
+                if session.outbox().poll_ready(cx).is_ready() {
                     return Poll::Ready(Wake::Outbox);
                 }
                 if (!io.pending.is_empty() || io.stream.has_unsent())
@@ -194,7 +213,10 @@ fn serve<S: Socket>(
                 {
                     return Poll::Ready(Wake::Writable);
                 }
-                if read {
+                if listen == Listen::Budget {
+                    return Poll::Ready(Wake::Decode);
+                }
+                if listen == Listen::Socket {
                     if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
                         return Poll::Ready(if ready.is_ok() {
                             Wake::Readable
@@ -212,15 +234,33 @@ fn serve<S: Socket>(
                 Wake::Outbox => {
                     // Only a closing connection has a linger for the sweeper to end; asking
                     // only then keeps a lock off every delivery's wake-up.
-                    if closing && outbox.is_aborted() {
+                    if closing && session.outbox().is_aborted() {
                         break;
                     }
-                    io.take_outbox(&outbox, &mut closing);
-                    if paused && !closing && !outbox.ops_full() {
+                    io.take_outbox(session.outbox(), &mut closing);
+                    // The sweeper's wake-up once the budget refilled (or a delivery's after it).
+                    if io.waiting && io.budget.allows(clock::now(), rates(&held.shared)) {
+                        io.waiting = false;
+                    }
+                    if paused && !closing && !session.outbox().ops_full() {
                         // What was read and not decoded yet goes first.
                         paused = io
-                            .decode_all(&held.shared, &mut session)
-                            .apply(&mut closing, &mut peer_done);
+                            .decode_all(&held.shared, &mut session, &mut turn_bytes)
+                            .apply(&mut closing, &mut peer_done, &mut io.throttled);
+                    }
+                }
+                Wake::Decode => {
+                    let now = clock::now();
+                    let wait = io.budget.wait(now, rates(&held.shared));
+                    if wait > 0 {
+                        session.metrics().refused(Limit::ClientFrames);
+                        io.waiting = true;
+                        let outbox = Arc::downgrade(session.outbox());
+                        held.shared.refills.wait(now + wait, outbox);
+                    } else {
+                        paused = io
+                            .decode_all(&held.shared, &mut session, &mut turn_bytes)
+                            .apply(&mut closing, &mut peer_done, &mut io.throttled);
                     }
                 }
                 Wake::Writable => {}
@@ -232,12 +272,11 @@ fn serve<S: Socket>(
                     Ok(0) if !closing => break,
                     Ok(0) => peer_done = true,
                     Ok(_) if closing => peer_done = io.discard_until_close(),
-                    Ok(n) => {
-                        outbox.timers.touch(clock::now());
+                    Ok(_) => {
+                        session.outbox().timers.touch(clock::now());
                         paused = io
-                            .decode_all(&held.shared, &mut session)
-                            .apply(&mut closing, &mut peer_done);
-                        turn_bytes = turn_bytes.saturating_add(n as u32);
+                            .decode_all(&held.shared, &mut session, &mut turn_bytes)
+                            .apply(&mut closing, &mut peer_done, &mut io.throttled);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(error) => {
@@ -248,9 +287,13 @@ fn serve<S: Socket>(
             }
             // A client that keeps its socket full would otherwise keep this worker thread
             // for a whole coop budget of reads (up to 128 × 64 KiB of frames): give the other
-            // tasks their turn once a turn has read that much, in one read or in many small
-            // ones: a flood of small subscribe frames, read a few KiB at a time, would
-            // otherwise hold a worker for a whole budget each turn.
+            // tasks their turn once a turn has decoded that much, in one read or in many
+            // small ones (a flood of small subscribe frames, read a few KiB at a time, would
+            // otherwise hold a worker for a whole budget each turn), counting what compressed
+            // messages inflate to: a 64 KiB read of them can hold a thousand times more.
+            if closing {
+                io.throttled = false;
+            }
             if turn_bytes as usize >= BURST_BYTES {
                 turn_bytes = 0;
                 tokio::task::yield_now().await;
@@ -258,7 +301,7 @@ fn serve<S: Socket>(
         }
         session.close(&held.shared);
         drop(io);
-        let code = outbox.close_code();
+        let code = session.outbox().close_code();
         session.metrics().connection_closed(code);
         session.metrics().console.emit("connection_closed", |row| {
             row.insert("socket_id".into(), session.socket_id().to_string().into());
@@ -327,11 +370,24 @@ fn discard_until_close(decoder: &mut Decoder, buf: &mut BytesMut) -> bool {
     }
 }
 
+/// What the connection task waits for besides its outbox and writability.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    /// Nothing more: paused, or the client is done sending.
+    Outbox,
+    /// The client's next bytes.
+    Socket,
+    /// The frame budget: what was read waits to be decoded.
+    Budget,
+}
+
 /// What the connection task was woken by.
 enum Wake {
     Outbox,
     Writable,
     Readable,
+    /// Throttled and not waiting: decode what is held, or start waiting for the budget.
+    Decode,
     /// The socket reported an error while waiting for readiness.
     Gone,
 }
@@ -343,6 +399,9 @@ enum Decoded {
     /// The connection's changes waiting in the backend reached their bound: decoding
     /// stopped, and what is left of the bytes read waits with the socket.
     Paused,
+    /// The connection's frame budget or its turn is spent: decoding stopped as for
+    /// `Paused`, until the budget allows or the task has yielded.
+    Throttled,
     /// A bad frame: the error's close frame is queued.
     Closing,
     /// The client's Close: our answer is queued, and the client sends nothing more.
@@ -351,9 +410,10 @@ enum Decoded {
 
 impl Decoded {
     /// Applies the outcome to the task's flags; returns whether the task must pause.
-    fn apply(self, closing: &mut bool, peer_done: &mut bool) -> bool {
+    fn apply(self, closing: &mut bool, peer_done: &mut bool, throttled: &mut bool) -> bool {
+        *throttled = self == Decoded::Throttled;
         match self {
-            Decoded::Open => {}
+            Decoded::Open | Decoded::Throttled => {}
             Decoded::Paused => return true,
             Decoded::Closing => *closing = true,
             Decoded::PeerClosed => {
@@ -383,6 +443,14 @@ struct Io<S> {
     /// When the oldest event not yet written was published (0: none pending), for the
     /// publish-to-write histogram.
     stamp: u32,
+    /// What the client may still make the server decode and handle this second.
+    budget: Budget,
+    /// The frame budget (or the turn) ran out: what was read and not decoded yet, if
+    /// anything, waits for it, and nothing more is read. These two flags and the budget
+    /// fit where `Io` had padding and a pointer: the connection future does not grow.
+    throttled: bool,
+    /// Throttled, and on the node's refill list: the sweeper wakes it through the outbox.
+    waiting: bool,
 }
 
 impl<S: Socket> Io<S> {
@@ -408,18 +476,29 @@ impl<S: Socket> Io<S> {
         }
     }
 
-    /// Decodes and handles every complete message in `read_buf`, and starts or clears the
+    /// Decodes and handles the complete messages in `read_buf` while the frame budget and
+    /// the turn (`turn`: bytes decoded in it so far) last, and starts or clears the
     /// deadline of an unfinished one.
-    fn decode_all(&mut self, shared: &Shared, session: &mut Session) -> Decoded {
+    fn decode_all(&mut self, shared: &Shared, session: &mut Session, turn: &mut u32) -> Decoded {
         let before = self.read_buf.len();
         let was_fragmented = self.decoder.fragments_in_progress();
         let mut message_ended = false;
         let mut messages = 0u64;
         let deflate = session.outbox().deflate();
+        let (now, rates) = (clock::now(), rates(shared));
         let decoded = loop {
+            if *turn as usize >= BURST_BYTES || !self.budget.allows(now, rates) {
+                break Decoded::Throttled;
+            }
+            let unread = self.read_buf.len();
             let next = self.decoder.decode_with(&mut self.read_buf, deflate);
-            if let Ok(Some(_)) = next {
+            if let Ok(Some(message)) = &next {
                 messages += 1;
+                // What the message cost to read and inflate: its size on the wire or
+                // inflated, whichever is more.
+                let cost = (unread - self.read_buf.len()).max(payload_len(message));
+                self.budget.spend(cost, rates);
+                *turn = turn.saturating_add(u32::try_from(cost).unwrap_or(u32::MAX));
             }
             match next {
                 Ok(None) => break Decoded::Open,
@@ -470,7 +549,7 @@ impl<S: Socket> Io<S> {
         };
         session.metrics().messages_received.add(messages);
         let deadline = &session.outbox().timers.partial_deadline;
-        if decoded == Decoded::Paused {
+        if matches!(decoded, Decoded::Paused | Decoded::Throttled) {
             // The rest waits for the server, not for the client: no deadline for it.
             deadline.store(0, Ordering::Relaxed);
         } else if decoded != Decoded::Open {
@@ -585,6 +664,23 @@ impl<S: Socket> Io<S> {
             self.pending = VecDeque::new();
         }
         Ok(())
+    }
+}
+
+/// The connection's frame budget, as configured.
+fn rates(shared: &Shared) -> Rates {
+    Rates {
+        frames: shared.config.client_frames_per_second,
+        bytes: shared.config.client_bytes_per_second,
+    }
+}
+
+/// A decoded message's payload: what it inflated to if it came compressed.
+fn payload_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+        Message::Close(close) => close.as_ref().map_or(0, |(_, reason)| reason.len()),
     }
 }
 

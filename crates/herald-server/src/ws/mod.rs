@@ -13,6 +13,8 @@
 //! once the socket is taken over, before the connection is served; a connection over the
 //! limit then gets 4004 like any other refusal.
 
+mod budget;
+pub(crate) use budget::Refills;
 mod connection;
 mod session;
 mod socket;
