@@ -356,6 +356,13 @@ test('the charts show an app\'s rates as they happen, and its limits and webhook
   assert.deepEqual(page.elsewhere, []);
   assert.deepEqual(page.errors, []);
 
+  // Polls that change only the counters move the charts but leave the apps view as it is
+  // (a reader's selection in it survives): the same element after two more polls.
+  await page.$eval(card, (c) => { c.dataset.marked = 'yes'; });
+  const samples = Number(await page.$eval(`#charts [data-app="${app}"]`, (c) => c.dataset.samples));
+  await page.waitForFunction(({ app, samples }) => Number(document.querySelector(`#charts [data-app="${app}"]`).dataset.samples) >= samples + 2, { app, samples }, { timeout: 6000 });
+  assert.equal(await page.$eval(card, (c) => c.dataset.marked), 'yes');
+
   // At phone width the charts fit: no sideways scroll.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.waitForFunction(() => innerWidth === 390);

@@ -74,7 +74,18 @@
   // State view
   // ---------------------------------------------------------------------------------------
 
-  let lastStateText = null;
+  let lastStateKey = null;
+
+  /**
+   * What the apps view shows of `state`: all but the counters, which move at every poll and
+   * are the charts'. The view is rebuilt only when this changes, so a reader's selection or
+   * scroll in it survives a quiet node.
+   */
+  function viewKey(state) {
+    const { counters_at_ms: _at, apps, ...rest } = state;
+    const shownApps = Array.isArray(apps) ? apps.map(({ counters: _c, ...app }) => app) : apps;
+    return JSON.stringify({ ...rest, apps: shownApps });
+  }
   const knownApps = new Set();
 
   async function pollState() {
@@ -94,9 +105,10 @@
         const state = JSON.parse(text);
         // Every poll is a sample for the charts, whether or not the rest changed.
         drawCharts(state);
-        if (text !== lastStateText) {
+        const key = viewKey(state);
+        if (key !== lastStateKey) {
           renderState(state);
-          lastStateText = text;
+          lastStateKey = key;
         }
         document.body.dataset.state = 'ok';
         setPill(status, `state: ${clock(Date.now()).slice(0, 8)}`, 'ok');
