@@ -2,16 +2,19 @@
 // /usr/bin/chromium, driven by playwright-core) against a real `herald serve`: the page
 // shows a pusher-js client's connection, subscription and presence membership, publishes
 // from its own form to that client, and works behind the admin token. One node, apps in the
-// config file (node_suite.rs runs this file in no other mode). Takes docs/console.png.
+// config file (node_suite.rs runs this file in no other mode). The rate charts and an app's
+// limits and webhooks are checked on a third node, whose app has limits and a webhook
+// receiver of its own; that page is the screenshot the README shows (docs/console.png).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import {
-  startNode, wsClient, restClient, connected, subscribed, once,
+  startNode, wsClient, restClient, connected, subscribed, once, sleep,
 } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
@@ -35,22 +38,57 @@ const SCREENSHOT = process.env.HERALD_CONSOLE_SCREENSHOT
 let browser;
 let open;
 let locked;
+let charted;
+let hooks;
 const clients = [];
+
+// The charted node's app: limits of its own and a webhook whose URL carries a password.
+const CHART_APP = { appId: '7', key: 'chart-key', secret: 'chart-secret' };
+const HOOK_PASSWORD = 'hunter2-not-for-the-page';
+const chartedConfig = (hookPort) => `admin_port = 0
+webhook_vacated_delay_ms = 100
+webhook_allowed_networks = ["127.0.0.1/32"]
+[[apps]]
+id = "${CHART_APP.appId}"
+key = "${CHART_APP.key}"
+secret = "${CHART_APP.secret}"
+max_connections = 50
+publishes_per_second = 4
+client_events_per_second = 3
+[[apps.webhooks]]
+url = "http://hooks:${HOOK_PASSWORD}@127.0.0.1:${hookPort}/pusher"
+event_types = ["channel_occupied", "channel_vacated"]
+channel_prefix = "chart-"
+`;
+
+/** A webhook receiver that answers 200 and counts what it got. */
+async function hookReceiver() {
+  const got = { posts: 0 };
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => { got.posts++; res.writeHead(200).end('{}'); });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { server, got, port: server.address().port };
+}
 
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing (Debian: apt-get install chromium)`);
+  hooks = await hookReceiver();
   // admin_port = 0: a free admin port each, whatever else runs on this machine.
-  [browser, open, locked] = await Promise.all([
+  [browser, open, locked, charted] = await Promise.all([
     chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS }),
     startNode('admin_port = 0\n'),
     startNode(`admin_port = 0\nadmin_token = "${TOKEN}"\n`),
+    startNode(chartedConfig(hooks.port)),
   ]);
 });
 
 after(async () => {
   for (const c of clients) c.disconnect();
   await browser?.close();
-  for (const node of [open, locked]) {
+  hooks?.server.close();
+  for (const node of [open, locked, charted]) {
     if (node) assert.equal((await node.stop()).code, 0, 'server exits 0 on SIGTERM');
   }
 });
@@ -227,6 +265,113 @@ test('the console shows a client\'s connection, subscription and presence, and p
   });
   assert.ok(laptop.scrollWidth <= laptop.innerWidth, JSON.stringify(laptop));
   assert.equal(laptop.columns, 2);
+});
+
+/** The legend of `series` in chart `chart` of app `app`: its latest and peak values. */
+const legend = (page, app, chart, series) => page.$eval(
+  `#charts [data-app="${app}"] [data-chart="${chart}"] [data-series="${series}"]`,
+  (l) => ({ now: Number(l.dataset.now), peak: Number(l.dataset.peak), text: l.textContent }),
+);
+
+test('the charts show an app\'s rates as they happen, and its limits and webhooks are shown without credentials', async (t) => {
+  const origin = `http://${charted.admin}`;
+  const page = await newPage(t, origin);
+  await openConsole(page, `${origin}/console`);
+  const app = CHART_APP.appId;
+  // Before any traffic the charts are there, flat.
+  await page.waitForSelector(`#charts [data-app="${app}"] [data-chart="messages"] svg`, { timeout: 5000 });
+  assert.equal((await legend(page, app, 'messages', 'in')).peak, 0);
+
+  // Traffic over a few polls: two pusher-js clients on channels the webhook covers (each
+  // occupied and vacated: webhook attempts), HTTP publishes to them (messages in and out),
+  // and more publishes a second than the app allows (refusals).
+  const rest = restClient(charted.port, CHART_APP);
+  const a = client(charted.port, { key: CHART_APP.key, signer: rest });
+  const b = client(charted.port, { key: CHART_APP.key, signer: rest });
+  await Promise.all([connected(a), connected(b)]);
+  let delivered = 0;
+  for (const c of [a, b]) (await subscribed(c, 'chart-room')).bind('tick', () => { delivered++; });
+  let accepted = 0;
+  let refused = 0;
+  for (let round = 0; round < 4; round++) {
+    await subscribed(a, `chart-extra-${round}`);
+    const sent = await Promise.allSettled(
+      Array.from({ length: 6 }, (_, i) => rest.trigger('chart-room', 'tick', { round, i })),
+    );
+    for (const s of sent) {
+      if (s.status === 'fulfilled') accepted++;
+      else if (s.reason?.status === 429) refused++;
+      else throw s.reason;
+    }
+    a.unsubscribe(`chart-extra-${round}`);
+    await sleep(1600);
+  }
+  assert.ok(accepted > 0 && refused > 0, `some publishes accepted (${accepted}), some refused (${refused})`);
+  assert.ok(delivered > 0 && hooks.got.posts > 0, `deliveries ${delivered}, webhooks ${hooks.got.posts}`);
+
+  const peaks = async () => ({
+    connections: await legend(page, app, 'connections', 'open'),
+    in: await legend(page, app, 'messages', 'in'),
+    out: await legend(page, app, 'messages', 'out'),
+    attempts: await legend(page, app, 'webhooks', 'attempts'),
+    refused: await legend(page, app, 'refusals', 'refused'),
+  });
+  try {
+    await page.waitForFunction((app) => ['messages', 'webhooks', 'refusals'].every((chart) => {
+      const l = document.querySelector(`#charts [data-app="${app}"] [data-chart="${chart}"] .legend`);
+      return l && Number(l.dataset.peak) > 0;
+    }), app, { timeout: 8000 });
+  } catch (e) {
+    throw new Error(`${e.message}: ${JSON.stringify(await peaks())}`);
+  }
+  const seen = await peaks();
+  assert.equal(seen.connections.now, 2, JSON.stringify(seen));
+  assert.match(seen.connections.text, /^open 2$/);
+  for (const name of ['in', 'out', 'attempts', 'refused']) assert.ok(seen[name].peak > 0, `${name}: ${JSON.stringify(seen)}`);
+  // Out: each accepted publish went to two subscribers, on top of the publishes in.
+  assert.ok(seen.out.peak >= seen.in.peak / 2, JSON.stringify(seen));
+  // The lines are drawn: a polyline per series with points across the plot.
+  const drawn = await page.$$eval(`#charts [data-app="${app}"] polyline`, (ls) => ls.map((l) => l.getAttribute('points').split(' ').length));
+  assert.ok(drawn.length >= 5 && drawn.some((n) => n >= 3), JSON.stringify(drawn));
+  assert.match(await page.textContent('#charts-span'), /^the last \d+ s, from this tab's polls$/);
+
+  // The app's limits and webhook, as configured; the URL without its password.
+  const card = `#apps [data-app="${app}"]`;
+  const limit = (name) => page.textContent(`${card} [data-limit="${name}"] dd`);
+  assert.equal(await limit('max_connections'), '50');
+  assert.equal(await limit('publishes_per_second'), '4');
+  assert.equal(await limit('client_events_per_second'), '3');
+  assert.equal(await limit('reads_per_second'), 'unlimited');
+  assert.equal(await limit('max_event_data_bytes'), '100 KiB');
+  assert.equal(
+    await page.textContent(`${card} .webhook[data-webhook="0"] .webhook-url`),
+    `http://hooks:<redacted>@127.0.0.1:${hooks.port}/pusher`,
+  );
+  assert.equal(
+    await page.textContent(`${card} .webhook[data-webhook="0"] .webhook-filter`),
+    'channel_occupied, channel_vacated · channels starting chart-',
+  );
+  assert.ok(!(await page.content()).includes(HOOK_PASSWORD), 'the webhook password is not on the page');
+  assert.ok(!(await page.content()).includes(CHART_APP.secret), 'the app secret is not on the page');
+  assert.deepEqual(page.elsewhere, []);
+  assert.deepEqual(page.errors, []);
+
+  // Polls that change only the counters move the charts but leave the apps view as it is
+  // (a reader's selection in it survives): the same element after two more polls.
+  await page.$eval(card, (c) => { c.dataset.marked = 'yes'; });
+  const samples = Number(await page.$eval(`#charts [data-app="${app}"]`, (c) => c.dataset.samples));
+  await page.waitForFunction(({ app, samples }) => Number(document.querySelector(`#charts [data-app="${app}"]`).dataset.samples) >= samples + 2, { app, samples }, { timeout: 6000 });
+  assert.equal(await page.$eval(card, (c) => c.dataset.marked), 'yes');
+
+  // At phone width the charts fit: no sideways scroll.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForFunction(() => innerWidth === 390);
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth));
+
+  // The screenshot for the docs, at laptop width, from the top.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.waitForFunction(() => innerWidth === 1280);
+  await page.evaluate(() => window.scrollTo(0, 0));
   mkdirSync(dirname(SCREENSHOT), { recursive: true });
   await page.screenshot({ path: SCREENSHOT });
   assert.ok(statSync(SCREENSHOT).size > 10000, 'a real screenshot');

@@ -306,3 +306,63 @@ async fn in_a_cluster_the_views_are_the_clusters_and_the_log_is_the_nodes() {
     assert_eq!(opened["socket_id"], on_b.socket_id.as_str());
     assert_eq!(opened["node_id"], state["node_id"]);
 }
+
+#[tokio::test]
+async fn the_state_gives_counters_limits_and_webhooks_within_its_bounds() {
+    // 120 endpoints, each URL with a password: more than the answer lists (100).
+    let mut config = format!(
+        "[[apps]]\nid = \"1\"\nkey = \"{KEY}\"\nsecret = \"{}\"\nmax_connections = 7\n",
+        support::SECRET
+    );
+    for i in 0..120 {
+        config.push_str(&format!(
+            "[[apps.webhooks]]\nurl = \"https://hooks:pw-{i:03}@example.invalid/h{i}\"\nchannel_prefix = \"room-\"\n"
+        ));
+    }
+    let server = Server::start(&config);
+    let before = state(&server).await;
+    let _ws = server.connect(KEY).await;
+    let body = json!({"name": "e", "channel": "news", "data": "1"}).to_string();
+    let (status, answer) = signed(&server, "POST", "/apps/1/events", &[], Some(&body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let after = state(&server).await;
+
+    let (was, now) = (
+        &before["apps"][0]["counters"],
+        &after["apps"][0]["counters"],
+    );
+    assert_eq!(
+        (was["connections"].clone(), now["connections"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(
+        now["api_events_published"].as_u64(),
+        was["api_events_published"].as_u64().map(|n| n + 1),
+        "{now}"
+    );
+    assert!(
+        now["ws_messages_sent"].as_u64() > was["ws_messages_sent"].as_u64(),
+        "{now}"
+    );
+    assert!(after["counters_at_ms"].as_u64() > before["counters_at_ms"].as_u64());
+
+    let settings = &after["apps"][0]["settings"];
+    assert_eq!(settings["limits"]["max_connections"], 7);
+    assert_eq!(settings["limits"]["max_subscriptions_per_connection"], 1000);
+    assert_eq!(settings["webhook_count"], 120);
+    let hooks = settings["webhooks"].as_array().expect("a list");
+    assert_eq!(hooks.len(), 100);
+    assert_eq!(
+        hooks[0]["url"],
+        "https://hooks:<redacted>@example.invalid/h0"
+    );
+    assert_eq!(hooks[0]["channel_prefix"], "room-");
+    assert_eq!(after["truncated"], true);
+    let why = after["truncated_by"].as_str().expect("text");
+    assert!(why.contains("100 webhook endpoints"), "{why}");
+    let text = after.to_string();
+    assert!(
+        !text.contains("pw-0") && !text.contains(support::SECRET),
+        "no credentials"
+    );
+}

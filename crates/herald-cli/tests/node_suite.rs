@@ -211,9 +211,10 @@ fn pusher_js_in_a_browser() {
 #[test]
 fn live_console_in_a_browser() {
     // The admin listener's /console page in headless Chromium: what it shows of a pusher-js
-    // client, its publish form, its log controls and the admin token. Neither the number of
-    // nodes nor where the apps live changes the page: one run (about 8 s). It rewrites
-    // docs/console.png, the screenshot the docs show.
+    // client, its publish form, its log controls, its rate charts under real traffic, an
+    // app's limits and webhooks, and the admin token. Neither the number of nodes nor where
+    // the apps live changes the page: one run (about 20 s). With HERALD_CONSOLE_SCREENSHOT=1
+    // it rewrites docs/console.png, the screenshot the docs show.
     run_in_chromium("console.test.mjs");
 }
 

@@ -9,6 +9,7 @@
 //! webhooks are flushed, [`Console::close`] ends every tab's stream, so an open tab never
 //! holds the process.
 
+mod app_view;
 mod routes;
 mod state;
 

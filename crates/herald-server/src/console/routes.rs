@@ -23,6 +23,7 @@ use crate::shared::Shared;
 
 const PAGE: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/console.js");
+const CHARTS: &str = include_str!("assets/charts.js");
 const STYLE: &str = include_str!("assets/console.css");
 
 /// Largest publish request body: the HTTP API's own bound applies again inside.
@@ -37,6 +38,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route(
             "/console/console.js",
             get(|| asset(SCRIPT, "text/javascript")),
+        )
+        .route(
+            "/console/charts.js",
+            get(|| asset(CHARTS, "text/javascript")),
         )
         .route("/console/console.css", get(|| asset(STYLE, "text/css")))
         .route("/console/api/state", get(state))

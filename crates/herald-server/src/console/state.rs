@@ -9,14 +9,20 @@
 //! answer cut by a bound, or missing what the cluster's backend did not answer, says so:
 //! `truncated` is true, `truncated_by` says why, and each app gives its full
 //! `channel_count` and `user_count`.
+//!
+//! Each app also gives its counters (read for every app at one instant, `counters_at_ms`,
+//! before anything is awaited, so the page's rates compare like with like) and its limits
+//! and webhook endpoints, at most [`MAX_WEBHOOKS`](super::app_view::MAX_WEBHOOKS) of them
+//! across apps ([`super::app_view`]).
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_protocol::channel::{is_cache_channel, ChannelKind};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::app_view::{self, MAX_WEBHOOKS};
 use crate::shared::Shared;
 
 /// Channels listed in one answer, across every app.
@@ -44,8 +50,16 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
     let mut room = MAX_CHANNELS;
     let mut apps = shared.apps.all();
     apps.sort_by(|a, b| a.id().cmp(b.id()));
+    let counters_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let counters: Vec<Value> = apps
+        .iter()
+        .map(|app| app_view::counters(&app.metrics, app.connection_count()))
+        .collect();
+    let mut hooks_room = MAX_WEBHOOKS;
     let mut shown = Vec::with_capacity(apps.len());
-    for app in apps {
+    for (app, counters) in apps.into_iter().zip(counters) {
         // In a cluster, the channels and members are the cluster's, as the HTTP API's.
         let listed = tokio::time::timeout_at(deadline, shared.adapter.presence.channels(&app, ""));
         let mut channels = match listed.await {
@@ -119,6 +133,10 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
         }
         users.sort();
         let config = app.config();
+        let (settings, whole) = app_view::settings(&config, &mut hooks_room);
+        if !whole {
+            cut.get_or_insert(Cut::Size);
+        }
         shown.push(json!({
             "id": app.id(),
             "key": config.key,
@@ -128,15 +146,18 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
             "channels": rows,
             "user_count": user_count,
             "users": users,
+            "counters": counters,
+            "settings": settings,
         }));
     }
     json!({
         "node_id": shared.node_id,
+        "counters_at_ms": counters_at_ms,
         "apps": shown,
         "truncated": cut.is_some(),
         "truncated_by": cut.map(|c| match c {
             Cut::Size => format!(
-                "size: at most {MAX_CHANNELS} channels, {MAX_MEMBERS} members a channel and {MAX_USERS} users an app are listed"
+                "size: at most {MAX_CHANNELS} channels, {MAX_MEMBERS} members a channel, {MAX_USERS} users an app and {MAX_WEBHOOKS} webhook endpoints are listed"
             ),
             Cut::Time => format!(
                 "time: what was not collected within {} ms is left out",

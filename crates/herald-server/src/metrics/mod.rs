@@ -201,7 +201,7 @@ impl AppMetrics {
         self.webhooks[outcome as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    fn webhook_count(&self, outcome: WebhookOutcome) -> u64 {
+    pub(crate) fn webhook_count(&self, outcome: WebhookOutcome) -> u64 {
         self.webhooks[outcome as usize].load(Ordering::Relaxed)
     }
 

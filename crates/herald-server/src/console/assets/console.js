@@ -74,7 +74,18 @@
   // State view
   // ---------------------------------------------------------------------------------------
 
-  let lastStateText = null;
+  let lastStateKey = null;
+
+  /**
+   * What the apps view shows of `state`: all but the counters, which move at every poll and
+   * are the charts'. The view is rebuilt only when this changes, so a reader's selection or
+   * scroll in it survives a quiet node.
+   */
+  function viewKey(state) {
+    const { counters_at_ms: _at, apps, ...rest } = state;
+    const shownApps = Array.isArray(apps) ? apps.map(({ counters: _c, ...app }) => app) : apps;
+    return JSON.stringify({ ...rest, apps: shownApps });
+  }
   const knownApps = new Set();
 
   async function pollState() {
@@ -91,9 +102,13 @@
       } else {
         const text = await res.text();
         $('auth-notice').hidden = true;
-        if (text !== lastStateText) {
-          renderState(JSON.parse(text));
-          lastStateText = text;
+        const state = JSON.parse(text);
+        // Every poll is a sample for the charts, whether or not the rest changed.
+        drawCharts(state);
+        const key = viewKey(state);
+        if (key !== lastStateKey) {
+          renderState(state);
+          lastStateKey = key;
         }
         document.body.dataset.state = 'ok';
         setPill(status, `state: ${clock(Date.now()).slice(0, 8)}`, 'ok');
@@ -107,6 +122,15 @@
     }
   }
 
+  function drawCharts(state) {
+    const charts = globalThis.heraldCharts;
+    if (!charts) return;
+    charts.record(state);
+    const ids = (Array.isArray(state.apps) ? state.apps : []).map((a) => String(a.id));
+    const span = charts.draw($('charts'), el, ids);
+    $('charts-span').textContent = span ? `the last ${charts.spanText(span)}, from this tab's polls` : '';
+  }
+
   function renderState(state) {
     $('node').textContent = state.node_id === undefined ? '' : `node ${state.node_id}`;
     const apps = Array.isArray(state.apps) ? state.apps : [];
@@ -118,8 +142,9 @@
     cut.textContent = state.truncated ? `Not everything is shown (the answer is bounded by ${state.truncated_by}).` : '';
 
     const container = $('apps');
-    // A re-render keeps what the reader opened.
-    const open = new Set([...container.querySelectorAll('details[open][data-key]')].map((d) => d.dataset.key));
+    // A re-render keeps what the reader opened or closed.
+    const remembered = new Map([...container.querySelectorAll('details[data-key]')].map((d) => [d.dataset.key, d.open]));
+    const open = (key, byDefault) => (remembered.has(key) ? remembered.get(key) : byDefault);
     const cards = apps.map((app) => appCard(app, open));
     container.replaceChildren(...(cards.length ? cards : [el('p', { class: 'muted' }, 'No apps.')]));
   }
@@ -137,6 +162,7 @@
         stat('Connections', app.connections ?? 0, 'connections'),
         stat('Channels', channels.length, 'channels'),
         stat('Signed-in users', users.length, 'users')),
+      app.settings ? settings(id, app.settings, open) : null,
       el('h4', null, 'Channels'),
       channels.length
         ? el('ul', { class: 'channels' }, channels.map((ch) => channelItem(id, ch, open)))
@@ -145,6 +171,57 @@
       users.length
         ? el('ul', { class: 'chips users' }, users.map((u) => el('li', { dataset: { user: u } }, u)))
         : el('p', { class: 'muted' }, 'Nobody signed in.'));
+  }
+
+  // The limits as the page names them; `off` is what 0 means (absent: 0 is a number).
+  const LIMITS = [
+    ['max_connections', 'Connections', { off: 'unlimited' }],
+    ['max_subscriptions_per_connection', 'Channels a connection'],
+    ['publishes_per_second', 'API publishes / s', { off: 'unlimited' }],
+    ['reads_per_second', 'API reads / s', { off: 'unlimited' }],
+    ['messages_per_day', 'Messages / day', { off: 'unlimited' }],
+    ['max_event_data_bytes', 'Event data', { bytes: true }],
+    ['max_channels_per_trigger', 'Channels a trigger'],
+    ['max_events_per_batch', 'Events a batch'],
+    ['max_channel_name_length', 'Channel name length'],
+    ['client_events', 'Client events'],
+    ['client_events_per_second', 'Client events / s a socket'],
+    ['max_presence_members', 'Presence members'],
+    ['max_presence_user_id_length', 'Presence user id length'],
+    ['max_presence_user_info_bytes', 'Presence user info', { bytes: true }],
+    ['cache_ttl', 'Cache TTL', { unit: ' s' }],
+    ['user_authentication_timeout', 'Sign-in timeout', { off: 'off', unit: ' s' }],
+    ['terminate_close_code', 'Terminate close code'],
+    ['subscription_count', 'Subscription counts'],
+  ];
+
+  function limitText(value, how = {}) {
+    if (typeof value === 'boolean') return value ? 'on' : 'off';
+    if (value === 0 && how.off) return how.off;
+    if (how.bytes && value >= 1024 && value % 1024 === 0) return `${value / 1024} KiB`;
+    if (how.bytes) return `${value} B`;
+    return `${value}${how.unit ?? ''}`;
+  }
+
+  /** An app's limits and webhook endpoints (URLs as the server shows them: no credentials). */
+  function settings(appId, s, open) {
+    const limits = s.limits ?? {};
+    const hooks = Array.isArray(s.webhooks) ? s.webhooks : [];
+    const more = Number(s.webhook_count ?? hooks.length) - hooks.length;
+    const key = `${appId}\nsettings`;
+    return el('details', { class: 'settings', dataset: { key }, open: open(key, true) },
+      el('summary', null, 'Limits and webhooks'),
+      el('dl', { class: 'limits' }, LIMITS.filter(([name]) => name in limits).map(([name, label, how]) => el('div', { dataset: { limit: name, value: String(limits[name]) } },
+        el('dt', null, label), el('dd', null, limitText(limits[name], how))))),
+      el('h4', null, 'Webhooks'),
+      hooks.length
+        ? el('ul', { class: 'webhooks' }, hooks.map((h, i) => el('li', { class: 'webhook', dataset: { webhook: String(i) } },
+          el('code', { class: 'webhook-url' }, h.url),
+          el('span', { class: 'muted webhook-filter' },
+            Array.isArray(h.event_types) && h.event_types.length ? h.event_types.join(', ') : 'all events',
+            h.channel_prefix ? ` · channels starting ${h.channel_prefix}` : ''))))
+        : el('p', { class: 'muted' }, 'No webhooks.'),
+      more > 0 ? el('p', { class: 'muted' }, `${plural(more, 'more endpoint')} not listed.`) : null);
   }
 
   function stat(label, value, key) {
@@ -170,7 +247,7 @@
         }))
         : null,
       typeof ch.cache === 'string'
-        ? el('details', { class: 'cache', dataset: { key }, open: open.has(key) },
+        ? el('details', { class: 'cache', dataset: { key }, open: open(key, false) },
           el('summary', null, 'Cached event data'),
           el('pre', null, pretty(ch.cache)))
         : null);
