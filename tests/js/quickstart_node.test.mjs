@@ -71,6 +71,13 @@ test('the quickstart pins the client versions these tests run', () => {
   for (const [name, version] of Object.entries(theirs)) assert.equal(version, mine[name], name);
 });
 
+test('the quickstart\'s README names every variable this test sets', () => {
+  const table = readFileSync(`${QUICKSTART}README.md`, 'utf8').split('\n').filter((l) => l.startsWith('| `'));
+  for (const name of ['PUSHER_URL', 'PORT', 'PUSHER_HOST', 'PUSHER_PORT', 'APP_URL']) {
+    assert.ok(table.some((row) => row.split('|')[1].includes(`\`${name}\``)), `${name} is in the settings table`);
+  }
+});
+
 test('server.js authorizes and publishes; client.js signs in, subscribes and receives', async () => {
   const herald = await startServer();
   try {
