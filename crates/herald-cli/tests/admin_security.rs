@@ -208,6 +208,7 @@ async fn every_admin_answer_is_hardened() {
     for path in [
         "/console",
         "/console/console.js",
+        "/console/charts.js",
         "/console/api/state",
         "/metrics",
     ] {
