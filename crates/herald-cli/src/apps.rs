@@ -29,13 +29,38 @@ macro_rules! out {
 #[derive(Args)]
 pub struct AppsArgs {
     /// The TOML configuration file `herald serve` runs with (its `apps_url` and plans).
-    #[arg(long, env = "HERALD_CONFIG")]
+    #[arg(
+        long,
+        env = "HERALD_CONFIG",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     /// The app database, over the file's `apps_url` (postgres://… or mysql://…).
-    #[arg(long, env = "HERALD_APPS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HERALD_APPS_URL",
+        hide_env_values = true,
+        global = true,
+        value_name = "URL"
+    )]
     apps_url: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: AppsCommand,
+}
+
+impl AppsArgs {
+    /// Takes the options given before `apps` (`herald --config F apps …`): an explicit
+    /// flag there wins over the environment variable read here.
+    pub fn also(&mut self, config: Option<PathBuf>, apps_url: Option<String>, json: bool) {
+        self.config = config.or(self.config.take());
+        self.apps_url = apps_url.or(self.apps_url.take());
+        self.json |= json;
+    }
 }
 
 /// The `herald apps` commands.
@@ -160,8 +185,9 @@ impl From<ConfigError> for Failure {
     }
 }
 
-/// Runs `herald apps …`; `json` prints JSON instead of text.
-pub fn run(args: AppsArgs, json: bool) -> ExitCode {
+/// Runs `herald apps …`.
+pub fn run(args: AppsArgs) -> ExitCode {
+    let json = args.json;
     if let AppsCommand::Import { file, peer } = &args.command {
         if peer.names_a_peer() {
             let url = args.apps_url.as_deref();
