@@ -98,6 +98,22 @@ fn serve_help_shows_only_what_serve_reads() {
         before.stderr,
         "herald: --url means nothing to `herald serve`\n"
     );
+    // --config before serve is serve's --config.
+    let config = herald(
+        &[
+            "--config",
+            "/nonexistent/herald.toml",
+            "serve",
+            "--port",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(config.code, 2, "{config:?}");
+    assert!(
+        config.stderr.contains("/nonexistent/herald.toml"),
+        "{config:?}"
+    );
     let after = herald(&["serve", "--json"], "");
     assert_eq!(after.code, 2, "{after:?}");
     assert!(
@@ -360,6 +376,8 @@ fn apps_take_config_after_the_subcommand_and_import_takes_the_files_plans() {
             "pro",
             "--set",
             "max_connections=500",
+            "--webhook",
+            "https://example.com/hook",
             "--config",
             config,
         ],
@@ -369,6 +387,11 @@ fn apps_take_config_after_the_subcommand_and_import_takes_the_files_plans() {
     assert!(run.stdout.starts_with("Added app 42\n"), "{run:?}");
     assert!(run.stdout.contains("\nplan: pro\n"), "{run:?}");
     assert!(run.stdout.contains("\nmax_connections: 500\n"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("\nwebhooks: [{\"url\":\"https://example.com/hook\"}]\n"),
+        "{run:?}"
+    );
 
     // Without a config file no plan is known: it says where plans come from.
     let run = herald(
@@ -396,7 +419,7 @@ fn apps_take_config_after_the_subcommand_and_import_takes_the_files_plans() {
     );
     let two = two.to_str().expect("UTF-8 path");
     // The nodes' config file lacks FILE's plan: refused, nothing written.
-    let run = herald(&["--config", config, "apps", "import", two], "");
+    let run = herald(&["apps", "import", "--config", config, two], "");
     assert_eq!(run.code, 2, "{run:?}");
     assert_eq!(
         run.stderr,
@@ -408,7 +431,8 @@ fn apps_take_config_after_the_subcommand_and_import_takes_the_files_plans() {
         (run.code, run.stdout.as_str(), run.stderr.as_str()),
         (0, "Imported 1 app(s): 7.\n", "")
     );
-    let run = herald(&["apps", "list", "--json", "--apps-url", &db.url()], "");
+    // Options before the subcommand too.
+    let run = herald(&["--config", config, "--json", "apps", "list"], "");
     assert_eq!(run.code, 0, "{run:?}");
     let list: Value = serde_json::from_str(&run.stdout).expect("JSON");
     let seven = list
@@ -416,4 +440,11 @@ fn apps_take_config_after_the_subcommand_and_import_takes_the_files_plans() {
         .and_then(|apps| apps.iter().find(|a| a["id"] == "7"))
         .unwrap_or_else(|| panic!("app 7 listed: {list}"));
     assert_eq!(seven["plan"], "free", "{list}");
+    // Listed with the nodes' config, which lacks 'free': flagged, as a node would see it.
+    assert!(
+        seven["invalid"]
+            .as_str()
+            .is_some_and(|why| why.contains("unknown plan 'free'")),
+        "{list}"
+    );
 }
