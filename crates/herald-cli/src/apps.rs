@@ -54,11 +54,11 @@ pub struct AppsArgs {
 }
 
 impl AppsArgs {
-    /// Takes the options given before `apps` (`herald --config F apps …`): an explicit
-    /// flag there wins over the environment variable read here.
+    /// Takes the options given before `apps` (`herald --config F apps …`); see
+    /// [`crate::merge`] for which wins.
     pub fn also(&mut self, config: Option<PathBuf>, apps_url: Option<String>, json: bool) {
-        self.config = config.or(self.config.take());
-        self.apps_url = apps_url.or(self.apps_url.take());
+        self.config = crate::merge(config, self.config.take(), "HERALD_CONFIG");
+        self.apps_url = crate::merge(apps_url, self.apps_url.take(), "HERALD_APPS_URL");
         self.json |= json;
     }
 }

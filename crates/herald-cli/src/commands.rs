@@ -33,11 +33,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Takes the options given before the command (`herald --url … trigger`): an explicit
-    /// flag there wins over the environment variable read here.
+    /// Takes the options given before the command (`herald --url … trigger`); see
+    /// [`crate::merge`] for which wins.
     pub fn also(&mut self, url: Option<String>, ca_cert: Option<std::path::PathBuf>, json: bool) {
-        self.url = url.or(self.url.take());
-        self.ca_cert = ca_cert.or(self.ca_cert.take());
+        self.url = crate::merge(url, self.url.take(), "PUSHER_URL");
+        self.ca_cert = crate::merge(ca_cert, self.ca_cert.take(), "HERALD_CA_CERT");
         self.json |= json;
     }
 }

@@ -41,7 +41,6 @@ struct Cli {
 /// Options given before the subcommand (`herald --url … trigger`, `herald --config F apps
 /// list`). Each command also takes the ones it uses after its name, where its help lists
 /// them; these are not global, so `herald serve --help` shows only what `serve` reads.
-/// A value given here wins over the command's environment variable.
 #[derive(clap::Args)]
 struct Before {
     /// For `serve` and `apps`: the TOML configuration file (also after the subcommand).
@@ -127,6 +126,22 @@ struct ServeArgs {
     insecure_default_credentials: bool,
 }
 
+/// One option given before the subcommand (`before`) and read by it (`after`, which clap
+/// fills from `variable` when the flag is absent): the flag after the subcommand wins, then
+/// the one before it, then the variable. A value equal to the variable's counts as the
+/// variable's, so a flag before the subcommand beats the environment.
+fn merge<T: AsRef<std::ffi::OsStr>>(
+    before: Option<T>,
+    after: Option<T>,
+    variable: &str,
+) -> Option<T> {
+    let from_env = std::env::var_os(variable);
+    match after {
+        Some(after) if from_env.as_deref() != Some(after.as_ref()) => Some(after),
+        after => before.or(after),
+    }
+}
+
 fn main() -> ExitCode {
     let Cli { before, command } = Cli::parse();
     let checked = match &command {
@@ -144,7 +159,7 @@ fn main() -> ExitCode {
     }
     match command {
         Command::Serve(mut args) => {
-            args.config = before.config.or(args.config);
+            args.config = merge(before.config, args.config, "HERALD_CONFIG");
             serve(args)
         }
         Command::Reload(args) => reload::send(args),

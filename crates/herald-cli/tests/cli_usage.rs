@@ -25,12 +25,18 @@ struct Run {
 
 /// `herald ARGS…` with `stdin`, in an environment without the variables the CLI reads.
 fn herald(args: &[&str], stdin: &str) -> Run {
+    herald_with(args, stdin, &[])
+}
+
+/// [`herald`] with these variables set.
+fn herald_with(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
         .env_remove("PUSHER_URL")
         .env_remove("HERALD_CA_CERT")
         .env_remove("HERALD_CONFIG")
         .env_remove("HERALD_APPS_URL")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -214,6 +220,22 @@ async fn trigger_takes_comma_separated_channels_and_options_on_either_side() {
         (0, "channels: none\n"),
         "{run:?}"
     );
+}
+
+#[test]
+fn a_flag_after_the_command_wins_then_one_before_it_then_the_variable() {
+    let server = Server::start("");
+    let good = url(&server);
+    let dead = "http://app-key:app-secret@127.0.0.1:1/apps/1";
+    let ok = "channels: none\n";
+    let run = herald_with(&["--url", &good, "channels"], "", &[("PUSHER_URL", dead)]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ok), "{run:?}");
+    let run = herald(&["--url", dead, "channels", "--url", &good], "");
+    assert_eq!((run.code, run.stdout.as_str()), (0, ok), "{run:?}");
+    let run = herald(&["--url", &good, "channels", "--url", dead], "");
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = herald_with(&["channels"], "", &[("PUSHER_URL", &good)]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ok), "{run:?}");
 }
 
 #[test]
