@@ -29,13 +29,38 @@ macro_rules! out {
 #[derive(Args)]
 pub struct AppsArgs {
     /// The TOML configuration file `herald serve` runs with (its `apps_url` and plans).
-    #[arg(long, env = "HERALD_CONFIG")]
+    #[arg(
+        long,
+        env = "HERALD_CONFIG",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     /// The app database, over the file's `apps_url` (postgres://… or mysql://…).
-    #[arg(long, env = "HERALD_APPS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HERALD_APPS_URL",
+        hide_env_values = true,
+        global = true,
+        value_name = "URL"
+    )]
     apps_url: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: AppsCommand,
+}
+
+impl AppsArgs {
+    /// Takes the options given before `apps` (`herald --config F apps …`); see
+    /// [`crate::merge`] for which wins.
+    pub fn also(&mut self, config: Option<PathBuf>, apps_url: Option<String>, json: bool) {
+        self.config = crate::merge(config, self.config.take(), "HERALD_CONFIG");
+        self.apps_url = crate::merge(apps_url, self.apps_url.take(), "HERALD_APPS_URL");
+        self.json |= json;
+    }
 }
 
 /// The `herald apps` commands.
@@ -120,6 +145,18 @@ enum AppsCommand {
     },
 }
 
+/// An app on a plan, checked with no config file: the plans are that file's `[plans]`
+/// tables, so none is known here, and saying "unknown plan" would blame the plan.
+fn plan_needs_config(cx: &Context, fields: &Map<String, Value>) -> Result<(), Failure> {
+    match fields.get("plan").and_then(Value::as_str) {
+        Some(plan) if !cx.file => Err(Failure(
+            2,
+            format!("plan '{plan}': plans are the [plans.NAME] tables of the config file the nodes run with; give it with --config FILE or HERALD_CONFIG"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What `add` and `update` may change besides credentials.
 #[derive(Args)]
 struct Edits {
@@ -160,8 +197,9 @@ impl From<ConfigError> for Failure {
     }
 }
 
-/// Runs `herald apps …`; `json` prints JSON instead of text.
-pub fn run(args: AppsArgs, json: bool) -> ExitCode {
+/// Runs `herald apps …`.
+pub fn run(args: AppsArgs) -> ExitCode {
+    let json = args.json;
     if let AppsCommand::Import { file, peer } = &args.command {
         if peer.names_a_peer() {
             let url = args.apps_url.as_deref();
@@ -258,6 +296,7 @@ async fn execute(command: AppsCommand, cx: &Context, rows: &dyn AppRows) -> Resu
             fields.insert("secret".into(), secret.unwrap_or_else(random_hex).into());
             fields.insert("enabled".into(), (!disabled).into());
             edits.apply(&mut fields)?;
+            plan_needs_config(cx, &fields)?;
             let mut app = StoredApp::from_fields("", fields, &config.plans)?;
             // A generated id that is taken (one in ten million) is drawn again.
             let mut attempts = 0;
@@ -348,6 +387,7 @@ async fn execute(command: AppsCommand, cx: &Context, rows: &dyn AppRows) -> Resu
                 fields.remove("webhooks");
             }
             edits.apply(&mut fields)?;
+            plan_needs_config(cx, &fields)?;
             let app = StoredApp::from_fields("", fields, &config.plans)?;
             rows.update(&app).await.map_err(duplicate)?;
             show(cx, &app, "Updated app");
@@ -373,14 +413,25 @@ async fn execute(command: AppsCommand, cx: &Context, rows: &dyn AppRows) -> Resu
                     "give a FILE of [[apps]], or --from soketi|sockudo|reverb|pusher".into(),
                 ));
             };
-            let apps = apps_in_file(&file)?;
+            let (own_plans, apps) = apps_in_file(&file)?;
+            // A plan is resolved as the nodes resolve it, by the config file's [plans]; a
+            // plan only FILE defines is taken from FILE when that file is not known here.
+            let plans = config.plans.or_from(&own_plans);
             let mut stored = Vec::with_capacity(apps.len());
             for (i, fields) in apps.into_iter().enumerate() {
-                stored.push(StoredApp::from_fields(
-                    &format!("apps[{i}]"),
-                    fields,
-                    &config.plans,
-                )?);
+                let app = StoredApp::from_fields(&format!("apps[{i}]"), fields, &plans)?;
+                if let Some(plan) = app.plan.as_deref().filter(|_| cx.file) {
+                    if !config.plans.names().contains(&plan) {
+                        return Err(Failure(
+                            2,
+                            format!(
+                                "`apps[{i}].plan`: '{plan}' is a plan of {} but not of the config file the nodes run with (--config): add [plans.{plan}] to it first (nothing was imported)",
+                                file.display()
+                            ),
+                        ));
+                    }
+                }
+                stored.push(app);
             }
             for (i, app) in stored.iter().enumerate() {
                 rows.insert(app).await.map_err(|e| match e {

@@ -10,28 +10,48 @@ use clap::{Args, Subcommand};
 use herald_sdk::{BatchEvent, Client, Error, EventData, TriggerParams};
 use serde_json::{json, Value};
 
-/// Where the app is and how to sign for it. No `Debug`: the URL holds the secret.
+/// Where the app is and how to sign for it: every API command takes these after its name
+/// (and `herald` before it). No `Debug`: the URL holds the secret.
 #[derive(Args)]
-pub struct Credentials {
+pub struct Connection {
     /// `http(s)://KEY:SECRET@HOST[:PORT]/apps/APP_ID`, as `herald serve` prints it.
     #[arg(long, env = "PUSHER_URL", hide_env_values = true, global = true)]
     url: Option<String>,
     /// PEM file of a CA certificate to trust for https:// besides the system's roots (for a
     /// server whose certificate a private CA signed).
-    #[arg(long, env = "HERALD_CA_CERT", global = true, value_name = "PEM")]
+    #[arg(
+        long,
+        env = "HERALD_CA_CERT",
+        hide_env_values = true,
+        global = true,
+        value_name = "PEM"
+    )]
     ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of a readable summary.
     #[arg(long, global = true)]
-    pub json: bool,
+    json: bool,
+}
+
+impl Connection {
+    /// Takes the options given before the command (`herald --url … trigger`); see
+    /// [`crate::merge`] for which wins.
+    pub fn also(&mut self, url: Option<String>, ca_cert: Option<std::path::PathBuf>, json: bool) {
+        self.url = crate::merge(url, self.url.take(), "PUSHER_URL");
+        self.ca_cert = crate::merge(ca_cert, self.ca_cert.take(), "HERALD_CA_CERT");
+        self.json |= json;
+    }
 }
 
 /// The API commands.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum ApiCommand {
     /// Trigger an event on one or more channels.
     Trigger {
-        /// Channel names (up to 100).
-        #[arg(long = "channel", short = 'c', required = true)]
+        #[command(flatten)]
+        on: Connection,
+        /// Channel names, comma-separated or repeated: `-c a,b` or `-c a -c b` (up to 100;
+        /// a name with a comma in it goes through `herald batch`).
+        #[arg(long = "channel", short = 'c', required = true, value_delimiter = ',')]
         channels: Vec<String>,
         /// Event name.
         #[arg(long, short = 'e')]
@@ -48,9 +68,14 @@ pub enum ApiCommand {
     },
     /// Trigger a batch read from stdin: one JSON object per line
     /// (`{"channel":..,"name":..,"data":..}`).
-    Batch,
+    Batch {
+        #[command(flatten)]
+        on: Connection,
+    },
     /// List occupied channels.
     Channels {
+        #[command(flatten)]
+        on: Connection,
         /// Only channels starting with this prefix.
         #[arg(long)]
         prefix: Option<String>,
@@ -60,6 +85,8 @@ pub enum ApiCommand {
     },
     /// Show one channel.
     Channel {
+        #[command(flatten)]
+        on: Connection,
         /// The channel.
         name: String,
         /// Attributes: user_count, subscription_count, cache.
@@ -68,11 +95,15 @@ pub enum ApiCommand {
     },
     /// List the users of a presence channel.
     Users {
+        #[command(flatten)]
+        on: Connection,
         /// The presence channel.
         channel: String,
     },
     /// Send an event to every connection signed in as a user.
     SendToUser {
+        #[command(flatten)]
+        on: Connection,
         /// The user id.
         user: String,
         /// Event name.
@@ -84,11 +115,15 @@ pub enum ApiCommand {
     },
     /// Close every connection signed in as a user.
     Terminate {
+        #[command(flatten)]
+        on: Connection,
         /// The user id.
         user: String,
     },
     /// Print the auth response for a channel subscription or a user sign-in.
     Auth {
+        #[command(flatten)]
+        on: Connection,
         /// The connection's socket id.
         #[arg(long)]
         socket_id: String,
@@ -103,8 +138,29 @@ pub enum ApiCommand {
         user: Option<String>,
     },
     /// Webhook tools.
-    #[command(subcommand)]
-    Webhook(WebhookCommand),
+    Webhook {
+        #[command(flatten)]
+        on: Connection,
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+impl ApiCommand {
+    /// The options every API command takes.
+    pub fn connection(&mut self) -> &mut Connection {
+        match self {
+            ApiCommand::Trigger { on, .. }
+            | ApiCommand::Batch { on }
+            | ApiCommand::Channels { on, .. }
+            | ApiCommand::Channel { on, .. }
+            | ApiCommand::Users { on, .. }
+            | ApiCommand::SendToUser { on, .. }
+            | ApiCommand::Terminate { on, .. }
+            | ApiCommand::Auth { on, .. }
+            | ApiCommand::Webhook { on, .. } => on,
+        }
+    }
 }
 
 /// Webhook tools.
@@ -121,11 +177,15 @@ pub enum WebhookCommand {
         /// The Content-Type header.
         #[arg(long, default_value = "application/json")]
         content_type: String,
+        /// Refuse a webhook whose `time_ms` is further than this many seconds from now (a
+        /// stale or replayed body); 0 accepts any age.
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        max_age: u64,
     },
 }
 
 /// Runs an API command and turns the outcome into an exit code.
-pub fn run(credentials: Credentials, command: ApiCommand) -> ExitCode {
+pub fn run(mut command: ApiCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,9 +193,10 @@ pub fn run(credentials: Credentials, command: ApiCommand) -> ExitCode {
         Ok(rt) => rt,
         Err(error) => return fail(2, &format!("cannot start the async runtime: {error}")),
     };
-    match runtime.block_on(execute(&credentials, command)) {
+    let json = command.connection().json;
+    match runtime.block_on(execute(command)) {
         Ok(output) => {
-            print(&output, credentials.json);
+            print(&output, json);
             ExitCode::SUCCESS
         }
         Err(Failure(code, message)) => fail(code, &message),
@@ -173,7 +234,7 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn client(credentials: &Credentials) -> Result<Client, Failure> {
+fn client(credentials: &Connection) -> Result<Client, Failure> {
     let url = credentials.url.as_deref().ok_or_else(|| {
         Failure(
             2,
@@ -201,8 +262,8 @@ fn client(credentials: &Credentials) -> Result<Client, Failure> {
     Ok(builder.build()?)
 }
 
-async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value, Failure> {
-    let client = client(credentials)?;
+async fn execute(mut command: ApiCommand) -> Result<Value, Failure> {
+    let client = client(command.connection())?;
     Ok(match command {
         ApiCommand::Trigger {
             channels,
@@ -210,6 +271,7 @@ async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value
             data,
             socket_id,
             info,
+            ..
         } => {
             let mut params = TriggerParams::default().info(info);
             params.socket_id = socket_id;
@@ -221,9 +283,13 @@ async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value
                 .into_iter()
                 .map(|(name, a)| (name, json!({"user_count": a.user_count, "subscription_count": a.subscription_count})))
                 .collect();
-            json!({"ok": true, "channels": attrs})
+            if attrs.is_empty() {
+                json!({"ok": true})
+            } else {
+                json!({"ok": true, "channels": attrs})
+            }
         }
-        ApiCommand::Batch => {
+        ApiCommand::Batch { .. } => {
             let mut events = Vec::new();
             for (i, line) in std::io::stdin().lock().lines().enumerate() {
                 let line = line.map_err(|e| Failure(2, format!("cannot read stdin: {e}")))?;
@@ -256,7 +322,7 @@ async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value
             let reply = client.trigger_batch(&events).await?;
             json!({"ok": true, "events": events.len(), "batch": reply.batch.len()})
         }
-        ApiCommand::Channels { prefix, info } => {
+        ApiCommand::Channels { prefix, info, .. } => {
             let info: Vec<&str> = info.iter().map(String::as_str).collect();
             let channels = client.channels(prefix.as_deref(), &info).await?;
             let map: serde_json::Map<String, Value> = channels
@@ -265,19 +331,21 @@ async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value
                 .collect();
             json!({"channels": map})
         }
-        ApiCommand::Channel { name, info } => {
+        ApiCommand::Channel { name, info, .. } => {
             let info: Vec<&str> = info.iter().map(String::as_str).collect();
             let c = client.channel(&name, &info).await?;
             json!({"channel": name, "occupied": c.occupied, "user_count": c.user_count, "subscription_count": c.subscription_count, "cache": c.cache})
         }
-        ApiCommand::Users { channel } => json!({"users": client.users(&channel).await?}),
-        ApiCommand::SendToUser { user, event, data } => {
+        ApiCommand::Users { channel, .. } => json!({"users": client.users(&channel).await?}),
+        ApiCommand::SendToUser {
+            user, event, data, ..
+        } => {
             client
                 .send_to_user(&user, &event, EventData::Text(data))
                 .await?;
             json!({"ok": true})
         }
-        ApiCommand::Terminate { user } => {
+        ApiCommand::Terminate { user, .. } => {
             client.terminate_user_connections(&user).await?;
             json!({"ok": true})
         }
@@ -286,8 +354,15 @@ async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value
             channel,
             channel_data,
             user,
+            ..
         } => match (channel, user) {
             (Some(channel), None) => {
+                if channel.starts_with("presence-") && channel_data.is_none() {
+                    return Err(Failure(
+                        2,
+                        format!("--channel {channel} needs --channel-data '{{\"user_id\":\"…\",\"user_info\":{{…}}}}': a presence subscription signs its member"),
+                    ));
+                }
                 let member = channel_data
                     .map(|d| serde_json::from_str::<Value>(&d))
                     .transpose()
@@ -312,11 +387,16 @@ async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value
                 ))
             }
         },
-        ApiCommand::Webhook(WebhookCommand::Verify {
-            key,
-            signature,
-            content_type,
-        }) => {
+        ApiCommand::Webhook {
+            command:
+                WebhookCommand::Verify {
+                    key,
+                    signature,
+                    content_type,
+                    max_age,
+                },
+            ..
+        } => {
             let mut body = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut body)
@@ -329,10 +409,60 @@ async fn execute(credentials: &Credentials, command: ApiCommand) -> Result<Value
             let hook = client
                 .webhook(headers, &body)
                 .map_err(|e| Failure(1, e.to_string()))?;
+            let age = Age::of(hook.time_ms);
+            if max_age > 0 && age.seconds.unsigned_abs() > max_age {
+                return Err(Failure(
+                    1,
+                    format!(
+                        "the signature is valid, but the webhook was sent {age} (time_ms {}), over --max-age {max_age}: a stale or replayed body (--max-age 0 accepts any age)",
+                        hook.time_ms
+                    ),
+                ));
+            }
             let events: Vec<String> = hook.events.iter().map(|e| format!("{e:?}")).collect();
-            json!({"valid": true, "time_ms": hook.time_ms, "events": events})
+            json!({"valid": true, "sent": age.to_string(), "age_s": age.seconds, "time_ms": hook.time_ms, "events": events})
         }
     })
+}
+
+/// How long ago a webhook was sent, by the clocks of its sender and of this machine.
+struct Age {
+    /// Seconds since `time_ms`; negative for a time in the future.
+    seconds: i64,
+}
+
+impl Age {
+    fn of(time_ms: u64) -> Age {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let millis = i128::try_from(now).unwrap_or(i128::MAX) - i128::from(time_ms);
+        Age {
+            seconds: i64::try_from(millis / 1000).unwrap_or(i64::MIN),
+        }
+    }
+}
+
+/// "3 minutes ago", "2 hours from now": the largest whole unit.
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [(&str, u64); 5] = [
+            ("year", 31_557_600),
+            ("day", 86_400),
+            ("hour", 3_600),
+            ("minute", 60),
+            ("second", 1),
+        ];
+        let seconds = self.seconds.unsigned_abs();
+        let (unit, size) = UNITS
+            .into_iter()
+            .find(|(_, size)| seconds >= *size)
+            .unwrap_or(("second", 1));
+        let count = seconds / size;
+        let plural = if count == 1 { "" } else { "s" };
+        let when = if self.seconds < 0 { "from now" } else { "ago" };
+        write!(f, "{count} {unit}{plural} {when}")
+    }
 }
 
 fn print(output: &Value, as_json: bool) {
@@ -356,6 +486,8 @@ fn print(output: &Value, as_json: bool) {
                             println!("  {}", compact(item));
                         }
                     }
+                    // An empty list says so, rather than leaving "key:" with nothing.
+                    Value::Object(_) | Value::Array(_) => println!("{key}: none"),
                     _ => println!("{key}: {}", compact(value)),
                 }
             }

@@ -33,9 +33,56 @@ use tokio::net::TcpListener;
 )]
 struct Cli {
     #[command(flatten)]
-    credentials: commands::Credentials,
+    before: Before,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options given before the subcommand (`herald --url … trigger`, `herald --config F apps
+/// list`). Each command also takes the ones it uses after its name, where its help lists
+/// them; these are not global, so `herald serve --help` shows only what `serve` reads.
+#[derive(clap::Args)]
+struct Before {
+    /// For `serve` and `apps`: the TOML configuration file (also after the subcommand).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// For `apps`: the app database (also after the subcommand).
+    #[arg(long, value_name = "URL")]
+    apps_url: Option<String>,
+    /// For the API commands: `http(s)://KEY:SECRET@HOST[:PORT]/apps/APP_ID` (also after
+    /// the subcommand).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// For the API commands: a CA certificate to trust for https:// (also after the
+    /// subcommand).
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// For the API and `apps` commands: print JSON (also after the subcommand).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Before {
+    /// Refuses an option the command does not read, rather than ignoring it.
+    fn only(&self, command: &str, takes: &[&str]) -> Result<(), ExitCode> {
+        let given = [
+            ("config", self.config.is_some()),
+            ("apps-url", self.apps_url.is_some()),
+            ("url", self.url.is_some()),
+            ("ca-cert", self.ca_cert.is_some()),
+            ("json", self.json),
+        ];
+        match given
+            .iter()
+            .find(|(name, given)| *given && !takes.contains(name))
+        {
+            Some((name, _)) => {
+                eprintln!("herald: --{name} means nothing to {command}");
+                Err(ExitCode::from(2))
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,7 +110,12 @@ struct ServeArgs {
     #[arg(long)]
     port: Option<u16>,
     /// TOML configuration file.
-    #[arg(long, env = "HERALD_CONFIG")]
+    #[arg(
+        long,
+        env = "HERALD_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     /// Write the process id here (for `herald reload --pid-file`); removed at shutdown.
     #[arg(long)]
@@ -74,14 +126,54 @@ struct ServeArgs {
     insecure_default_credentials: bool,
 }
 
+/// One option given before the subcommand (`before`) and read by it (`after`, which clap
+/// fills from `variable` when the flag is absent): the flag after the subcommand wins, then
+/// the one before it, then the variable. A value equal to the variable's counts as the
+/// variable's, so a flag before the subcommand beats the environment.
+fn merge<T: AsRef<std::ffi::OsStr>>(
+    before: Option<T>,
+    after: Option<T>,
+    variable: &str,
+) -> Option<T> {
+    let from_env = std::env::var_os(variable);
+    match after {
+        Some(after) if from_env.as_deref() != Some(after.as_ref()) => Some(after),
+        after => before.or(after),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(args),
+    let Cli { before, command } = Cli::parse();
+    let checked = match &command {
+        Command::Serve(_) => before.only("`herald serve`", &["config"]),
+        Command::Reload(_) => before.only("`herald reload`", &[]),
+        Command::Apps(_) => before.only("`herald apps`", &["config", "apps-url", "json"]),
+        Command::Probe(_) => before.only("`herald probe`", &[]),
+        Command::Api(_) => before.only(
+            "the API commands (trigger, channels, …)",
+            &["url", "ca-cert", "json"],
+        ),
+    };
+    if let Err(code) = checked {
+        return code;
+    }
+    match command {
+        Command::Serve(mut args) => {
+            args.config = merge(before.config, args.config, "HERALD_CONFIG");
+            serve(args)
+        }
         Command::Reload(args) => reload::send(args),
-        Command::Apps(args) => apps::run(args, cli.credentials.json),
+        Command::Apps(mut args) => {
+            args.also(before.config, before.apps_url, before.json);
+            apps::run(args)
+        }
         Command::Probe(args) => probe::run(args),
-        Command::Api(command) => commands::run(cli.credentials, command),
+        Command::Api(mut command) => {
+            command
+                .connection()
+                .also(before.url, before.ca_cert, before.json);
+            commands::run(command)
+        }
     }
 }
 

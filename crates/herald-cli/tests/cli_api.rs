@@ -115,6 +115,9 @@ fn webhook_verify_reads_stdin() {
                 "k",
                 "--signature",
                 signature,
+                // The fixture is from 2014: past the default --max-age.
+                "--max-age",
+                "0",
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

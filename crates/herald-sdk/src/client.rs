@@ -596,6 +596,10 @@ impl Client {
                     url: url.clone(),
                     source,
                 }
+            } else if answered_without_tls(&source) {
+                Error::NotTls {
+                    url: self.inner.base.clone(),
+                }
             } else {
                 Error::Network {
                     url: url.clone(),
@@ -646,6 +650,36 @@ fn redact(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+/// Whether a request failed because the server spoke plain HTTP to a TLS handshake: rustls
+/// then reads the server's first byte (`H` of `HTTP/1.1 400`) as a record type it does not
+/// know. The rustls error sits inside `io::Error`s, whose `source` skips what they wrap.
+fn answered_without_tls(error: &reqwest::Error) -> bool {
+    #[cfg(feature = "rustls")]
+    {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(inner) = cause {
+            if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+                inner.downcast_ref::<rustls::Error>()
+            {
+                return true;
+            }
+            cause = match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                Some(wrapped) => Some(wrapped),
+                None => inner.source(),
+            };
+        }
+        false
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = error;
+        false
     }
 }
 

@@ -52,6 +52,13 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// An `https://` URL reached a server that answered in plain HTTP: the port serves
+    /// no TLS (use `http://`), or the URL names the wrong port.
+    #[error("the server at {url} answered without TLS: use http://, or an https:// port that serves TLS")]
+    NotTls {
+        /// The URL's scheme, host and port.
+        url: String,
+    },
     /// A success response whose body is not what the API promises.
     #[error("unexpected response body from {url}: {reason}")]
     Decode {

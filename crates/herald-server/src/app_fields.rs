@@ -43,6 +43,17 @@ impl Plans {
         })
     }
 
+    /// These plans, and `other`'s under the names these lack (`herald apps import FILE`
+    /// takes FILE's plans too); the webhook networks stay these.
+    pub fn or_from(&self, other: &Plans) -> Plans {
+        let mut named = other.named.clone();
+        named.extend(self.named.clone());
+        Plans {
+            named,
+            webhook_networks: self.webhook_networks.clone(),
+        }
+    }
+
     /// The plans' names, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();

@@ -388,10 +388,11 @@ impl std::fmt::Debug for AppsUrl {
 }
 
 /// The `[[apps]]` of a config file as each app's fields (see [`app_from_fields`]), each
-/// checked first: what `herald apps import` copies into a database.
+/// checked first against the file's own `[plans]`, which come with them: what `herald apps
+/// import` copies into a database.
 pub fn apps_in_file(
     path: &Path,
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ConfigError> {
+) -> Result<(Plans, Vec<serde_json::Map<String, serde_json::Value>>), ConfigError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: shown.clone(),
@@ -415,7 +416,7 @@ pub fn apps_in_file(
         )?);
     }
     validate_apps(&apps)?;
-    Ok(fields)
+    Ok((plans, fields))
 }
 
 /// How webhooks are delivered: the `channel_vacated` hold-back, and the bounds on what
