@@ -17,6 +17,7 @@ mod backend;
 pub mod cache;
 mod clock;
 pub mod config;
+mod config_errors;
 mod console;
 mod count_events;
 pub mod http;
