@@ -354,6 +354,7 @@ pub(crate) fn app_from_raw(
         v.ok_or_else(|| invalid(at_field(at, field), "is required"))
     };
     Ok(AppConfig {
+        plan: raw.plan,
         id: required(raw.id, "id")?,
         key: required(raw.key, "key")?,
         secret: required(raw.secret, "secret")?,

@@ -216,6 +216,8 @@ pub struct AppConfig {
     pub subscription_count: bool,
     /// Webhook endpoints.
     pub webhooks: Vec<WebhookConfig>,
+    /// The plan (`[plans.NAME]`) its limits start from, if any: what a refusal names.
+    pub plan: Option<String>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -234,6 +236,7 @@ impl std::fmt::Debug for AppConfig {
             .field("cache_ttl", &self.cache_ttl)
             .field("subscription_count", &self.subscription_count)
             .field("webhooks", &self.webhooks)
+            .field("plan", &self.plan)
             .finish()
     }
 }
@@ -251,6 +254,16 @@ impl AppConfig {
             cache_ttl: DEFAULT_CACHE_TTL,
             subscription_count: false,
             webhooks: Vec::new(),
+            plan: None,
+        }
+    }
+
+    /// Who sets the app's limits, for a refusal's message: "this app" or "this app's plan
+    /// 'pro'", so that an app with no plan is not told of one.
+    pub fn limits_holder(&self) -> String {
+        match &self.plan {
+            Some(plan) => format!("this app's plan '{plan}'"),
+            None => "this app".to_owned(),
         }
     }
 }
