@@ -425,7 +425,12 @@ pub(crate) fn app_from_fields_reaching(
             at_field(at, &path)
         };
         // The words the config file uses; a secret's value is never quoted back.
-        let (field, problem) = describe(&key, &error.into_inner().to_string(), is_secret(&key));
+        let (field, problem) = describe(
+            &key,
+            &error.into_inner().to_string(),
+            is_secret(&key),
+            "an app setting",
+        );
         invalid(if field.is_empty() { "app" } else { &field }, problem)
     })?;
     let app = app_from_raw(at, raw, plans, reach)?;

@@ -1415,7 +1415,7 @@ mod tests {
             (
                 "publishes_per_secnd",
                 serde_json::json!(2),
-                "`publishes_per_secnd` is not a setting; did you mean `publishes_per_second`?",
+                "`publishes_per_secnd` is not an app setting; did you mean `publishes_per_second`?",
             ),
             (
                 "secret",

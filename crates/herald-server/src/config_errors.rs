@@ -41,7 +41,7 @@ pub(crate) fn parse_toml<T: DeserializeOwned>(path: &str, text: &str) -> Result<
 /// The problem of a value at `key` (a path like `apps[0].port`; `.` or empty at the top) in
 /// words, naming the key: see [`describe`].
 pub(crate) fn explain(key: &str, message: &str, secret: bool) -> String {
-    let (key, problem) = describe(key, message, secret);
+    let (key, problem) = describe(key, message, secret, "a setting");
     if key.is_empty() {
         problem
     } else {
@@ -51,8 +51,9 @@ pub(crate) fn explain(key: &str, message: &str, secret: bool) -> String {
 
 /// The key at fault and what is wrong with it: a misspelt key with the nearest known one,
 /// a value of the wrong kind with what it must be, else the parser's own message on one
-/// line. The key is empty when the parser names none (a syntax error).
-pub(crate) fn describe(key: &str, message: &str, secret: bool) -> (String, String) {
+/// line. The key is empty when the parser names none (a syntax error). `top` is what a key
+/// of the outermost table is ("a setting", "an app setting").
+pub(crate) fn describe(key: &str, message: &str, secret: bool, top: &str) -> (String, String) {
     let message = redact_text(message.trim()).replace('\n', "; ");
     let key = if key == "." { "" } else { key };
     if let Some((name, known)) = unknown_field(&message) {
@@ -66,7 +67,7 @@ pub(crate) fn describe(key: &str, message: &str, secret: bool) -> (String, Strin
             format!("{at}.{name}")
         };
         let setting = if at.is_empty() {
-            "a setting".to_owned()
+            top.to_owned()
         } else {
             format!("a setting of `{}`", table_of(at))
         };
@@ -157,7 +158,7 @@ pub(crate) fn must_be(expected: &str) -> Option<&'static str> {
         "u8" => "a whole number from 0 to 255",
         "a boolean" => "true or false",
         "a string" | "path string" => "a string in quotes",
-        "a sequence" => "a list, like [\"a\", \"b\"]",
+        "a sequence" => "a list in brackets ([…])",
         "a map" => "a table",
         _ if expected.starts_with("struct ") => "a table",
         _ => return None,

@@ -119,7 +119,7 @@ impl StoredApp {
     }
 
     /// The app a node serves for this row, or why the row is not a valid app under `plans`:
-    /// one line naming the field (`` `max_conections` is not a setting; did you mean
+    /// one line naming the field (`` `max_conections` is not an app setting; did you mean
     /// `max_connections`? ``), as the log,
     /// `/metrics` and `herald apps` report it, without the credentials of a URL it quotes.
     pub fn check(&self, plans: &Plans) -> Result<AppConfig, String> {
@@ -377,7 +377,9 @@ mod tests {
         .expect_err("unknown setting")
         .to_string();
         assert!(
-            error.contains("`max_conections` is not a setting; did you mean `max_connections`?"),
+            error.contains(
+                "`max_conections` is not an app setting; did you mean `max_connections`?"
+            ),
             "{error}"
         );
         let error = StoredApp::from_fields(
