@@ -200,17 +200,23 @@ fn excerpt(text: &str, span: std::ops::Range<usize>, secret: bool) -> (String, S
     } else {
         redact_text(line)
     };
+    // A caret under a shown value only: a secret's or a redacted line's columns moved.
+    let caret = !secret && shown == line && column <= MAX_SHOWN_LINE;
     let shown: String = shown.chars().take(MAX_SHOWN_LINE).collect();
     let gutter = " ".repeat(number.to_string().len());
     let mut snippet = format!(" {number} | {shown}\n");
-    // A caret under a shown value only: a secret's or a redacted line's columns moved.
-    if !secret && shown == line && column <= MAX_SHOWN_LINE {
+    if caret {
         let pad: String = before
             .chars()
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        let end = floor_boundary(text, span.end.clamp(start, line_start + line.len()));
-        let width = text[start..end].chars().count().max(1);
+        // Never before `start`: a fault at a CRLF line's end sits past the line shown.
+        let line_end = (line_start + line.len()).max(start);
+        let end = floor_boundary(text, span.end.clamp(start, line_end));
+        let width = text[start..end]
+            .chars()
+            .count()
+            .clamp(1, MAX_SHOWN_LINE + 1 - column);
         snippet.push_str(&format!(" {gutter} | {pad}{}\n", "^".repeat(width)));
     }
     (location, snippet)
@@ -237,6 +243,43 @@ mod tests {
             Some("publishes_per_second")
         );
         assert_eq!(nearest("colour", &known), None);
+    }
+
+    #[test]
+    fn the_caret_stays_under_the_shown_part_of_a_long_line() {
+        let text = format!("x = \"{}\"\nport = 1\n", "a".repeat(400));
+        let (location, snippet) = excerpt(&text, 4..406, false);
+        assert_eq!(location, ", line 1, column 5");
+        let lines: Vec<&str> = snippet.lines().collect();
+        assert_eq!(lines[0].chars().count(), " 1 | ".len() + MAX_SHOWN_LINE);
+        assert_eq!(
+            lines[1],
+            format!("   |     {}", "^".repeat(MAX_SHOWN_LINE - 4))
+        );
+        // A span past the end (an error at the end of the file) shows the last line.
+        let (location, _) = excerpt("port = [", 99..100, false);
+        assert_eq!(location, ", line 1, column 9");
+        // A fault at a CRLF line's end.
+        let (location, snippet) = excerpt("host = \r\nport = 1", 8..9, false);
+        assert_eq!(location, ", line 1, column 9");
+        assert!(snippet.ends_with("|         ^\n"), "{snippet:?}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the file holds, its error is told without a panic, and a span anywhere
+        /// in (or past) it gives a line.
+        #[test]
+        fn any_text_and_span_is_told_without_panicking(
+            text in "[a-z_\\[\\]=\"' .\r\n\t0-9é-]{0,80}",
+            start in 0usize..100,
+            len in 0usize..20,
+        ) {
+            let no_env = |_: &str| None;
+            let _ = crate::config::Config::from_toml(&text, &no_env).map_err(|e| e.to_string());
+            let (location, snippet) = excerpt(&text, start..start + len, false);
+            proptest::prop_assert!(location.starts_with(", line "));
+            proptest::prop_assert!(snippet.contains(" | "));
+        }
     }
 
     #[test]
