@@ -332,7 +332,10 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
     // Printed once the node is ready: in a cluster, after it joined (tests and scripts
     // wait for this line). Reloads start then too; a SIGHUP that came earlier waits.
     let ready = move |started: herald_server::Started| {
-        println!("{banner}admin listening on {}", started.admin);
+        println!(
+            "{banner}console: {}\nadmin listening on {}",
+            started.console, started.admin
+        );
         let _ = std::io::Write::flush(&mut std::io::stdout());
         if let Some(hangups) = hangups {
             tokio::spawn(reload::on_hangup(hangups, source, started.reloader));
@@ -374,8 +377,13 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes are for a person at a terminal: a file, a pipe or a log collector gets
+    // plain text, and NO_COLOR (no-color.org: set and not empty) turns them off anyway.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => logs.init(),

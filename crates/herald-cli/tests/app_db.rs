@@ -325,6 +325,26 @@ async fn bad_input_exits_2_and_names_the_field(engine: Engine) {
             "{args:?}: stderr names {field}: {refused:?}"
         );
     }
+    // A value of the wrong kind and a misspelt name say what the field takes, as the config
+    // file's errors do (issue 30 item 1).
+    for (args, said) in [
+        (
+            &["update", "1", "--set", "max_connections=-5"][..],
+            "invalid app: `max_connections` must be a whole number ≥ 0, not -5",
+        ),
+        (
+            &["update", "1", "--set", "client_events=maybe"][..],
+            "invalid app: `client_events` must be true or false, not \"maybe\"",
+        ),
+        (
+            &["update", "1", "--set", "publishes_per_secnd=2"][..],
+            "did you mean `publishes_per_second`?",
+        ),
+    ] {
+        let refused = run(args);
+        assert_eq!(refused.code, 2, "{args:?}: {refused:?}");
+        assert!(refused.stderr.contains(said), "{args:?}: {refused:?}");
+    }
     // Nothing of that was written.
     assert_eq!(db.sql("SELECT id FROM herald_apps"), "1");
     let shown = run(&["--json", "show", "1"]);

@@ -11,7 +11,8 @@ use crate::config::{
     check_max, invalid, parse_networks, AppConfig, AppLimits, ConfigError, WebhookConfig,
     DEFAULT_CACHE_TTL, DEFAULT_TERMINATE_CLOSE_CODE,
 };
-use crate::redact::{redact_text, redact_url};
+use crate::config_errors::{describe, is_secret};
+use crate::redact::redact_url;
 use crate::webhooks::{AllowedNetworks, WebhookKind, WebhookReach};
 
 /// Longest id, key or secret: what the app stores' columns hold.
@@ -364,6 +365,7 @@ pub(crate) fn app_from_raw(
         v.ok_or_else(|| invalid(at_field(at, field), "is required"))
     };
     Ok(AppConfig {
+        plan: raw.plan,
         id: required(raw.id, "id")?,
         key: required(raw.key, "key")?,
         secret: required(raw.secret, "secret")?,
@@ -426,30 +428,21 @@ pub(crate) fn app_from_fields_reaching(
     reach: &WebhookReach,
 ) -> Result<AppConfig, ConfigError> {
     let fields = serde_json::Value::Object(fields);
-    let raw = RawApp::deserialize(&fields).map_err(|e| {
-        // serde quotes the value at fault, which may be a URL with its password.
-        let problem = redact_text(&e.to_string());
-        let unknown = problem
-            .split('`')
-            .nth(1)
-            .filter(|_| problem.starts_with("unknown field"));
-        if let Some(name) = unknown {
-            return invalid(at_field(at, name), "is not an app setting");
-        }
-        // A value of the wrong type: serde does not say whose, so each field is read alone.
-        let culprit = fields.as_object().and_then(|all| {
-            all.iter().find(|&(name, value)| {
-                let alone = serde_json::Map::from_iter([(name.clone(), value.clone())]);
-                RawApp::deserialize(&serde_json::Value::Object(alone)).is_err()
-            })
-        });
-        match culprit {
-            Some((name, _)) => invalid(
-                at_field(at, &redact_text(name)),
-                format!("has the wrong type ({problem})"),
-            ),
-            None => invalid(if at.is_empty() { "app" } else { at }, problem),
-        }
+    let raw: RawApp = serde_path_to_error::deserialize(&fields).map_err(|error| {
+        let path = error.path().to_string();
+        let key = if path == "." {
+            at.to_owned()
+        } else {
+            at_field(at, &path)
+        };
+        // The words the config file uses; a secret's value is never quoted back.
+        let (field, problem) = describe(
+            &key,
+            &error.into_inner().to_string(),
+            is_secret(&key),
+            "an app setting",
+        );
+        invalid(if field.is_empty() { "app" } else { &field }, problem)
     })?;
     let app = app_from_raw(at, raw, plans, reach)?;
     validate_app(at, &app)?;

@@ -14,8 +14,9 @@ pub use crate::adapter::config::AdapterConfig;
 use crate::adapter::config::{AdapterKeys, TlsKeys};
 pub use crate::app_fields::{app_from_fields, validate_app, validate_apps, Plans};
 use crate::app_fields::{app_from_fields_reaching, app_from_raw, raw_to_fields, RawApp, RawPlan};
+use crate::config_errors::{bad_env, parse_toml, PORT_NUMBER, WHOLE_NUMBER};
 pub use crate::redact::redact_url;
-use crate::redact::{redact_text, REDACTED};
+use crate::redact::REDACTED;
 pub use crate::webhooks::{AllowedNetworks, WebhookReach};
 
 /// The embedded default app's id (numeric: the official Node and Python libraries put the id
@@ -38,12 +39,18 @@ pub enum ConfigError {
         /// Why it could not be read.
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown keys or wrong types.
-    #[error("invalid config file {path}: {message}")]
+    /// The file is not valid TOML or has unknown keys or wrong types. Shown on several
+    /// lines: where, the line itself with a caret under the fault, then what is wrong.
+    #[error("invalid config file {path}{}", shown_parse(.location, .snippet, .message))]
     Parse {
         /// The file given with `--config`.
         path: String,
-        /// The parser's message, which names the key and line.
+        /// `, line L, column C`, or empty when the parser gave no place.
+        location: String,
+        /// The line at fault and a caret under the fault, each line ending in `\n`.
+        snippet: String,
+        /// What is wrong, on one line: the key and what its value must be, or the nearest
+        /// known key to a misspelt one.
         message: String,
     },
     /// A value is out of range or inconsistent.
@@ -64,6 +71,30 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+impl ConfigError {
+    /// The error on one line, for a log: a parse error without the line it shows.
+    pub fn one_line(&self) -> String {
+        match self {
+            ConfigError::Parse {
+                path,
+                location,
+                message,
+                ..
+            } => format!("invalid config file {path}{location}: {message}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The rest of a [`ConfigError::Parse`]: on one line when there is no place to show.
+fn shown_parse(location: &str, snippet: &str, message: &str) -> String {
+    if location.is_empty() {
+        format!(": {message}")
+    } else {
+        format!("{location}:\n{snippet}{message}")
+    }
 }
 
 pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -185,6 +216,8 @@ pub struct AppConfig {
     pub subscription_count: bool,
     /// Webhook endpoints.
     pub webhooks: Vec<WebhookConfig>,
+    /// The plan (`[plans.NAME]`) its limits start from, if any: what a refusal names.
+    pub plan: Option<String>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -203,6 +236,7 @@ impl std::fmt::Debug for AppConfig {
             .field("cache_ttl", &self.cache_ttl)
             .field("subscription_count", &self.subscription_count)
             .field("webhooks", &self.webhooks)
+            .field("plan", &self.plan)
             .finish()
     }
 }
@@ -220,6 +254,16 @@ impl AppConfig {
             cache_ttl: DEFAULT_CACHE_TTL,
             subscription_count: false,
             webhooks: Vec::new(),
+            plan: None,
+        }
+    }
+
+    /// Who sets the app's limits, for a refusal's message: "this app" or "this app's plan
+    /// 'pro'", so that an app with no plan is not told of one.
+    pub fn limits_holder(&self) -> String {
+        match &self.plan {
+            Some(plan) => format!("this app's plan '{plan}'"),
+            None => "this app".to_owned(),
         }
     }
 }
@@ -398,10 +442,7 @@ pub fn apps_in_file(
         path: shown.clone(),
         source,
     })?;
-    let raw = toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
-        path: shown,
-        message: parse_message(&e),
-    })?;
+    let raw = parse_toml::<RawConfig>(&shown, &text)?;
     // Checked as the file serves them; the database's own rules (the running config's
     // plans and webhook networks) are applied when they are written.
     let plans = Plans::from_file(raw.plans, raw.webhook_allowed_networks)?;
@@ -685,10 +726,7 @@ impl Config {
                     path: shown.clone(),
                     source,
                 })?;
-                toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
-                    path: shown,
-                    message: parse_message(&e),
-                })?
+                parse_toml::<RawConfig>(&shown, &text)?
             }
             None => RawConfig::default(),
         };
@@ -700,10 +738,7 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw = toml::from_str::<RawConfig>(text).map_err(|e| ConfigError::Parse {
-            path: "<inline>".to_owned(),
-            message: parse_message(&e),
-        })?;
+        let raw = parse_toml::<RawConfig>("<inline>", text)?;
         Self::from_raw(raw, env)
     }
 
@@ -747,11 +782,8 @@ impl Config {
                 .map_or(d.webhook_vacated_delay, Duration::from_millis),
             adapter: AdapterConfig::Local,
             node_id: match env("HERALD_NODE_ID") {
-                Some(v) => Some(v.parse().map_err(|_| {
-                    invalid(
-                        "HERALD_NODE_ID",
-                        format!("is not a node id (1 to 4294967295): '{v}'"),
-                    )
+                Some(v) => Some(v.trim().parse().map_err(|_| {
+                    bad_env("HERALD_NODE_ID", "a whole number from 1 to 4294967295", &v)
                 })?),
                 None => raw.node_id,
             },
@@ -789,9 +821,11 @@ impl Config {
                     .or(raw.admin_host)
                     .unwrap_or(d.admin.host),
                 port: match env("HERALD_ADMIN_PORT") {
-                    Some(v) => Some(v.parse().map_err(|_| {
-                        invalid("HERALD_ADMIN_PORT", format!("is not a port number: '{v}'"))
-                    })?),
+                    Some(v) => Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| bad_env("HERALD_ADMIN_PORT", PORT_NUMBER, &v))?,
+                    ),
                     None => raw.admin_port,
                 },
                 token: env("HERALD_ADMIN_TOKEN").or(raw.admin_token),
@@ -881,8 +915,9 @@ impl Config {
         }
         if let Some(v) = env("HERALD_PORT") {
             config.port = v
+                .trim()
                 .parse()
-                .map_err(|_| invalid("HERALD_PORT", format!("is not a port number: '{v}'")))?;
+                .map_err(|_| bad_env("HERALD_PORT", PORT_NUMBER, &v))?;
         }
         for (name, slot) in [
             ("HERALD_ACTIVITY_TIMEOUT", &mut config.activity_timeout),
@@ -890,8 +925,9 @@ impl Config {
         ] {
             if let Some(v) = env(name) {
                 let secs: u64 = v
+                    .trim()
                     .parse()
-                    .map_err(|_| invalid(name, format!("is not a number of seconds: '{v}'")))?;
+                    .map_err(|_| bad_env(name, &format!("{WHOLE_NUMBER} (seconds)"), &v))?;
                 *slot = Duration::from_secs(secs);
             }
         }
@@ -1193,12 +1229,6 @@ impl FromIterator<(&'static str, bool)> for Changed {
     }
 }
 
-/// A TOML error on one line, without the credentials of a URL it quotes (it shows the line
-/// at fault, a webhook's or a database's URL included).
-fn parse_message(error: &toml::de::Error) -> String {
-    redact_text(error.to_string().trim()).replace('\n', " ")
-}
-
 /// A boolean from the environment: `true`/`false`, or `1`/`0`.
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -1372,6 +1402,67 @@ mod tests {
                 .expect_err(text)
                 .to_string();
             assert!(err.contains(field), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_parse_error_shows_its_line_and_caret_and_the_key_meant() {
+        let err = Config::from_toml("port = 6001\nactivty_timeout = 5\n", &no_env)
+            .expect_err("misspelt")
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid config file <inline>, line 2, column 1:\n \
+             2 | activty_timeout = 5\n   | ^^^^^^^^^^^^^^^\n\
+             `activty_timeout` is not a setting; did you mean `activity_timeout`?"
+        );
+        let err = Config::from_toml("[plans.pro]\nmessages_per_day = -5\n", &no_env)
+            .expect_err("negative")
+            .to_string();
+        assert!(
+            err.ends_with("`plans.pro.messages_per_day` must be a whole number ≥ 0, not -5"),
+            "{err}"
+        );
+        // A URL's password in the line at fault stays hidden.
+        let err = Config::from_toml("trusted_proxies = [\"postgres://u:hunter2@h\", 5]", &no_env)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            !err.contains("hunter2") && err.contains("`trusted_proxies[1]` must be a string"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_apps_fields_name_the_field_in_the_files_words() {
+        let fields = |value: serde_json::Value| match value {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let base = serde_json::json!({"id": "1", "key": "k", "secret": "s"});
+        for (name, value, said) in [
+            (
+                "max_connections",
+                serde_json::json!(-5),
+                "`max_connections` must be a whole number ≥ 0, not -5",
+            ),
+            (
+                "publishes_per_secnd",
+                serde_json::json!(2),
+                "`publishes_per_secnd` is not an app setting; did you mean `publishes_per_second`?",
+            ),
+            (
+                "secret",
+                serde_json::json!(12345),
+                "`secret` must be a string in quotes",
+            ),
+        ] {
+            let mut app = fields(base.clone());
+            app.insert(name.to_owned(), value);
+            let err = app_from_fields("", app, &Plans::default())
+                .expect_err(name)
+                .to_string();
+            assert_eq!(err, format!("invalid config: {said}"));
         }
     }
 

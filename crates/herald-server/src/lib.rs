@@ -17,6 +17,7 @@ mod backend;
 pub mod cache;
 mod clock;
 pub mod config;
+mod config_errors;
 mod console;
 mod count_events;
 pub mod http;
@@ -80,6 +81,8 @@ const FIRST_LOAD_WAIT: Duration = Duration::from_secs(5);
 pub struct Started {
     /// Where the admin listener (`/metrics`, `/live`, `/ready`) serves.
     pub admin: std::net::SocketAddr,
+    /// The live console's address (`http://127.0.0.1:9601/console`), for the banner.
+    pub console: String,
     /// Applies a new configuration to the running node.
     pub reloader: Reloader,
 }
@@ -204,6 +207,7 @@ async fn serve_apps(
     }
     ready(Started {
         admin: admin_addr,
+        console: admin::console_url(admin_addr, shared.config.admin.tls.is_some()),
         reloader,
     });
     let counts = http::conn::ApiCounts {

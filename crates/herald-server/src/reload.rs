@@ -38,8 +38,8 @@ impl std::fmt::Debug for Reloader {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReloadError {
-    /// The new apps do not validate (the field is named).
-    #[error(transparent)]
+    /// The new apps do not validate (the field is named). Shown on one line, for the log.
+    #[error("{}", .0.one_line())]
     Invalid(#[from] ConfigError),
     /// The server has shut down.
     #[error("the server is not running")]

@@ -188,7 +188,7 @@ pub(crate) fn refuse(app: &App, outbox: &Outbox, channel: &str, refusal: Refusal
             ),
         ),
     };
-    app.metrics.refused(limit);
+    app.metrics.refused(limit, &app.config().id, None);
     outbox.push(text_frame(&json));
 }
 

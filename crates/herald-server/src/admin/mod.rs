@@ -9,6 +9,7 @@
 //! shards failing over, reaches every node at once, so it must not take them all out of
 //! the load balancer together; the backend's gauge shows it. The public `/up` answers as
 //! `/ready`.
+//! The root `/` lists these endpoints (JSON), open like the probes: it names paths only.
 //! `/metrics` and the console are guarded by [`guard`] (tokens, `Host`, same-origin writes);
 //! the probes are not, since they say no more than the public `/up`. Every answer carries
 //! the hardening headers of [`guard::harden`]. The listener's connections hold [`slots`],
@@ -140,6 +141,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
     };
     let router = Router::new()
         .route("/metrics", get(metrics))
+        .route("/", get(index))
         .route("/live", get(|| async { "OK" }))
         .route("/ready", get(ready))
         .merge(crate::console::router())
@@ -196,6 +198,34 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
     tracker.close();
     // Each connection cuts itself at STOP_WITHIN; this bound only backs that up.
     let _ = tokio::time::timeout(STOP_WITHIN, tracker.wait()).await;
+}
+
+/// The console's address on the admin listener bound at `bound`: a wildcard bind is
+/// opened on loopback, a name the console answers to.
+pub(crate) fn console_url(bound: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}/console", bound.port())
+}
+
+/// What the admin listener serves, for someone who opens its root: the paths and what each
+/// needs. It says nothing of the node, so like the probes it is open and answers any `Host`.
+async fn index() -> Response {
+    let endpoints = serde_json::json!({
+        "service": "herald admin",
+        "endpoints": {
+            "/live": "200 while the process runs",
+            "/ready": "200 when this node can serve a new connection, 503 and why when not",
+            "/metrics": "Prometheus text format (Authorization: Bearer <metrics_token or admin_token> when one is set)",
+            "/console": "the live console (?token=<admin_token> when one is set)",
+        },
+    });
+    axum::Json(endpoints).into_response()
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {

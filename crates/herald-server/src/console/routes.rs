@@ -219,7 +219,7 @@ async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         "socket_id": event.socket_id,
     })
     .to_string();
-    match crate::http::events::trigger_body(&shared, &app, body.as_bytes()).await {
+    match crate::http::events::trigger_body(&shared, &app, body.as_bytes(), None).await {
         Ok(_) => Json(json!({ "ok": true })).into_response(),
         Err(error) => (error.status, Json(json!({ "error": error.message }))).into_response(),
     }

@@ -7,6 +7,7 @@
 //! body) and the app's rate. An unauthenticated client therefore cannot make the server
 //! hold a body; a signed one gets `max_request_body_bytes` and `http_body_timeout`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, Method, StatusCode, Uri};
 use herald_protocol::signing::SignedQuery;
 
+use super::conn::Peer;
 use super::error::ApiError;
 use crate::adapter::Rate;
 use crate::apps::{App, AppRef};
@@ -28,6 +30,9 @@ const MAX_SKEW_SECS: i64 = 600;
 /// As an extractor it runs before every HTTP API handler, so none can forget it.
 pub(crate) struct Authenticated {
     pub(crate) app: Arc<App>,
+    /// The client's address (behind a trusted proxy, the one it names), for the log of a
+    /// refusal.
+    pub(crate) client: Option<IpAddr>,
     pub(crate) query: SignedQuery,
     pub(crate) body: Bytes,
 }
@@ -38,6 +43,10 @@ impl FromRequest<Arc<Shared>> for Authenticated {
     async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, ApiError> {
         let method = req.method().clone();
         let uri = req.uri().clone();
+        let client = req
+            .extensions()
+            .get::<Peer>()
+            .map(|Peer(peer)| shared.limiter.client_addr(peer.ip(), req.headers()));
         // Every API path is /apps/{app_id}/..., but one: the Python library's
         // terminate_connections, /users/{user_id}/..., where the signing key names the app.
         let key;
@@ -78,7 +87,7 @@ impl FromRequest<Arc<Shared>> for Authenticated {
                 .accepts_body_len(len)
                 .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         }
-        check_rate(shared, &app, &method).await?;
+        check_rate(shared, &app, &method, client).await?;
         let timeout = shared.config.net.body_timeout;
         let body = match tokio::time::timeout(timeout, Bytes::from_request(req, shared)).await {
             Ok(Ok(body)) => body,
@@ -100,14 +109,24 @@ impl FromRequest<Arc<Shared>> for Authenticated {
         query
             .verify_body(&body)
             .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-        Ok(Authenticated { app, query, body })
+        Ok(Authenticated {
+            app,
+            client,
+            query,
+            body,
+        })
     }
 }
 
 /// Counts the request against the app's per-second limits: POSTs are publishes, GETs reads.
 /// In a cluster the budget is the cluster's (the node's own counter is the fallback while
 /// the cluster's shared state is away).
-async fn check_rate(shared: &Shared, app: &App, method: &Method) -> Result<(), ApiError> {
+async fn check_rate(
+    shared: &Shared,
+    app: &App,
+    method: &Method,
+    client: Option<IpAddr>,
+) -> Result<(), ApiError> {
     let (rate, what, refused) = if method == Method::GET {
         (Rate::Reads, "read requests", Limit::ReadRate)
     } else {
@@ -117,9 +136,13 @@ async fn check_rate(shared: &Shared, app: &App, method: &Method) -> Result<(), A
     if limit == 0 || shared.adapter.limits.take(app, rate).await {
         return Ok(());
     }
-    app.metrics.refused(refused);
+    let config = app.config();
+    app.metrics.refused(refused, &config.id, client);
     Err(ApiError::too_many(
-        format!("Rate limit exceeded: this app's plan allows {limit} {what} per second"),
+        format!(
+            "Rate limit exceeded: {} allows {limit} {what} per second",
+            config.limits_holder()
+        ),
         1,
     ))
 }

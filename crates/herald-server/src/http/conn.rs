@@ -271,8 +271,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         let guard = InFlight::start(&self.activity);
         let mut req: Request =
             req.map(|body| axum::body::Body::new(linger::BodyRead::new(body, &self.activity)));
-        // Only the WebSocket endpoint asks for the peer; the API's requests skip the insert.
-        if req.uri().path().starts_with("/app/") {
+        // The WebSocket endpoint and the API (a refusal over a limit logs the client's
+        // address) ask for the peer; the probes and the admin pages skip the insert.
+        let path = req.uri().path();
+        if path.starts_with("/app/") || path.starts_with("/apps/") || path.starts_with("/users/") {
             req.extensions_mut().insert(Peer(self.peer));
         }
         let count = self.counts.target(req.uri().path());

@@ -206,14 +206,21 @@ fn prepare(app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
 }
 
 /// Refuses a publish once the app (the cluster, if any) has used its daily message quota.
-async fn check_daily_quota(shared: &Shared, app: &App) -> Result<(), ApiError> {
-    let limit = app.config().limits.messages_per_day;
+async fn check_daily_quota(
+    shared: &Shared,
+    app: &App,
+    client: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    let config = app.config();
+    let limit = config.limits.messages_per_day;
     if limit == 0 || !shared.adapter.limits.quota_exhausted(app).await {
         return Ok(());
     }
-    app.metrics.refused(crate::metrics::Limit::DailyMessages);
+    app.metrics
+        .refused(crate::metrics::Limit::DailyMessages, &config.id, client);
     Err(ApiError::forbidden(format!(
-        "Over the daily message quota: this app's plan allows {limit} messages per day"
+        "Over the daily message quota: {} allows {limit} messages per day",
+        config.limits_holder()
     )))
 }
 
@@ -303,7 +310,9 @@ pub(crate) async fn trigger(
     State(shared): State<Arc<Shared>>,
     auth: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    trigger_body(&shared, &auth.app, &auth.body).await.map(Json)
+    trigger_body(&shared, &auth.app, &auth.body, auth.client)
+        .await
+        .map(Json)
 }
 
 /// A trigger's body published for `app`, signature already checked: the HTTP API's path,
@@ -312,9 +321,10 @@ pub(crate) async fn trigger_body(
     shared: &Shared,
     app: &Arc<App>,
     body: &[u8],
+    client: Option<std::net::IpAddr>,
 ) -> Result<Value, ApiError> {
     let event = prepare(app, parse_body(body)?)?;
-    check_daily_quota(shared, app).await?;
+    check_daily_quota(shared, app, client).await?;
     let messages = publish(shared, app, &event).await;
     count_messages(shared, app, messages, std::slice::from_ref(&event)).await;
     if event.info.any() {
@@ -355,7 +365,7 @@ pub(crate) async fn batch(
         })?;
         prepared.push(event);
     }
-    check_daily_quota(&shared, &auth.app).await?;
+    check_daily_quota(&shared, &auth.app, auth.client).await?;
     let any_info = prepared.iter().any(|e| e.info.any());
     let mut results = Vec::with_capacity(prepared.len());
     let mut messages = 0;

@@ -10,7 +10,11 @@
 mod render;
 pub(crate) mod sharded;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::admission::RateLog;
 
 use sharded::{ShardedCounter, ShardedHistogram};
 
@@ -121,6 +125,24 @@ impl Limit {
     }
 }
 
+/// How often each app's refusals over one limit are logged at most.
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// An app's [`RateLog`] per limit.
+struct RefusalLogs([RateLog; Limit::ALL.len()]);
+
+impl Default for RefusalLogs {
+    fn default() -> Self {
+        RefusalLogs(std::array::from_fn(|_| RateLog::new(REFUSAL_LOG_PERIOD)))
+    }
+}
+
+impl std::fmt::Debug for RefusalLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalLogs")
+    }
+}
+
 /// What happened to a webhook delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WebhookOutcome {
@@ -154,6 +176,8 @@ pub struct AppMetrics {
     pub(crate) http: HttpCounts,
     webhooks: [AtomicU64; 6],
     refusals: [AtomicU64; Limit::ALL.len()],
+    /// One info line per limit per [`REFUSAL_LOG_PERIOD`] at most.
+    refusal_logs: RefusalLogs,
     /// From an event's publish on this node (or its arrival from another) to the socket
     /// write that sent its last byte.
     pub(crate) publish_to_write: ShardedHistogram,
@@ -189,9 +213,23 @@ impl AppMetrics {
             .map_or(0, |i| self.closed[i].load(Ordering::Relaxed))
     }
 
-    pub(crate) fn refused(&self, limit: Limit) {
+    /// Counts a refusal of app `app_id` over `limit`, and logs it at info (at most once
+    /// per limit per [`REFUSAL_LOG_PERIOD`], with how many were held back): an operator
+    /// sees a client hitting a limit without a line per refused request. `client` is the
+    /// client's address where the refusal knows it.
+    pub(crate) fn refused(&self, limit: Limit, app_id: &str, client: Option<IpAddr>) {
         let i = Limit::ALL.iter().position(|&l| l == limit).unwrap_or(0);
         self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.refusal_logs.0[i].should_log() {
+            let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            tracing::info!(
+                app_id,
+                limit = limit.label(),
+                %client,
+                refused_since_last_log = held_back,
+                "Refused: over the app's limit"
+            );
+        }
         self.console.emit("refused", |row| {
             row.insert("limit".into(), limit.label().into());
         });

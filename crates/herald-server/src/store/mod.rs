@@ -119,7 +119,8 @@ impl StoredApp {
     }
 
     /// The app a node serves for this row, or why the row is not a valid app under `plans`:
-    /// one line naming the field (`` `max_conections` is not an app setting ``), as the log,
+    /// one line naming the field (`` `max_conections` is not an app setting; did you mean
+    /// `max_connections`? ``), as the log,
     /// `/metrics` and `herald apps` report it, without the credentials of a URL it quotes.
     pub fn check(&self, plans: &Plans) -> Result<AppConfig, String> {
         self.to_config("", plans).map_err(|error| {
@@ -375,7 +376,12 @@ mod tests {
         )
         .expect_err("unknown setting")
         .to_string();
-        assert!(error.contains("`max_conections`"), "{error}");
+        assert!(
+            error.contains(
+                "`max_conections` is not an app setting; did you mean `max_connections`?"
+            ),
+            "{error}"
+        );
         let error = StoredApp::from_fields(
             "",
             fields(r#"{"id":"7","key":"k","secret":"s","max_events_per_batch":0}"#),
@@ -394,7 +400,7 @@ mod tests {
         );
         let reason = row.check(&Plans::default()).expect_err("a wrong type");
         assert!(
-            reason.starts_with("`max_connections` has the wrong type"),
+            reason == "`max_connections` must be a whole number ≥ 0, not \"five\"",
             "{reason}"
         );
         let row = StoredApp::from_row("7".into(), "k".into(), "s".into(), true, None, "[1]");

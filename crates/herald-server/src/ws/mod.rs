@@ -19,6 +19,7 @@ mod connection;
 mod session;
 mod socket;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -51,6 +52,10 @@ pub(crate) async fn connect(
     Path(key): Path<String>,
     req: Request,
 ) -> Response {
+    let client = req
+        .extensions()
+        .get::<Peer>()
+        .map(|Peer(peer)| shared.limiter.client_addr(peer.ip(), req.headers()));
     // Behind a trusted proxy the client's address is known only now, from its headers.
     let forwarded = match req.extensions().get::<Peer>() {
         Some(Peer(peer)) => match shared.limiter.count_forwarded(peer.ip(), req.headers()) {
@@ -64,11 +69,11 @@ pub(crate) async fn connect(
         None => None,
     };
     let app = crate::apps::lookup(&*shared.apps, crate::apps::AppRef::Key(&key)).await;
-    let admission = admit(&shared, app, req.uri().query().unwrap_or(""));
+    let admission = admit(&shared, app, req.uri().query().unwrap_or(""), client);
     if let Admission::Refuse(reason) = &admission {
         count_refusal(&shared, *reason, &key);
     }
-    upgrade(shared, req, admission, forwarded)
+    upgrade(shared, req, admission, forwarded, client)
 }
 
 /// Counts and logs a connection refused with a close code.
@@ -116,13 +121,19 @@ pub(crate) async fn wrong_path(State(shared): State<Arc<Shared>>, req: Request) 
             req,
             Admission::Refuse(CloseReason::PathNotFound),
             None,
+            None,
         )
     } else {
         ApiError::not_found("Unknown path").into_response()
     }
 }
 
-fn admit(shared: &Shared, app: Option<Arc<crate::apps::App>>, query: &str) -> Admission {
+fn admit(
+    shared: &Shared,
+    app: Option<Arc<crate::apps::App>>,
+    query: &str,
+    client: Option<IpAddr>,
+) -> Admission {
     let mut protocol = None;
     let mut version = None;
     for pair in query.split('&') {
@@ -166,7 +177,8 @@ fn admit(shared: &Shared, app: Option<Arc<crate::apps::App>>, query: &str) -> Ad
     match shared.adapter.limits.admit(&app) {
         Some(slot) => Admission::Serve(slot),
         None => {
-            app.metrics.refused(Limit::Connections);
+            app.metrics
+                .refused(Limit::Connections, &app.config().id, client);
             Admission::Refuse(CloseReason::OverConnectionQuota)
         }
     }
@@ -192,6 +204,7 @@ fn upgrade(
     mut req: Request,
     admission: Admission,
     forwarded: Option<ForwardedCount>,
+    client: Option<IpAddr>,
 ) -> Response {
     if req.method() != Method::GET {
         let error = ApiError {
@@ -257,11 +270,11 @@ fn upgrade(
         };
         let on = deflate.is_some();
         let upgraded = match upgraded.downcast::<TokioIo<Watched<TcpStream>>>() {
-            Ok(parts) => return take_over(shared, admission, forwarded, parts, on).await,
+            Ok(parts) => return take_over(shared, admission, forwarded, client, parts, on).await,
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<Watched<TlsStream<TcpStream>>>>() {
-            Ok(parts) => take_over(shared, admission, forwarded, parts, on).await,
+            Ok(parts) => take_over(shared, admission, forwarded, client, parts, on).await,
             Err(_) => tracing::error!("Upgraded connection is not a watched TCP or TLS stream"),
         }
     });
@@ -284,7 +297,7 @@ fn upgrade(
 
 /// The backend's last word on an admitted connection (a cluster's exact count of the app's
 /// connections on every node), asked after the upgrade so that answering it never waits.
-async fn confirm(shared: &Shared, slot: ConnectionSlot) -> Admission {
+async fn confirm(shared: &Shared, slot: ConnectionSlot, client: Option<IpAddr>) -> Admission {
     let Some(check) = shared.adapter.limits.confirm(&slot) else {
         return Admission::Serve(slot);
     };
@@ -292,7 +305,8 @@ async fn confirm(shared: &Shared, slot: ConnectionSlot) -> Admission {
         return Admission::Serve(slot);
     }
     let reason = CloseReason::OverConnectionQuota;
-    slot.metrics.refused(Limit::Connections);
+    slot.metrics
+        .refused(Limit::Connections, &slot.config().id, client);
     count_refusal(shared, reason, &slot.config().key);
     shared.adapter.limits.release(slot);
     Admission::Refuse(reason)
@@ -303,6 +317,7 @@ async fn take_over<U: socket::Upgraded>(
     shared: Arc<Shared>,
     admission: Admission,
     forwarded: Option<ForwardedCount>,
+    client: Option<IpAddr>,
     parts: hyper::upgrade::Parts<TokioIo<Watched<U>>>,
     deflate: bool,
 ) {
@@ -312,7 +327,7 @@ async fn take_over<U: socket::Upgraded>(
         permit.adopt(count);
     }
     let admission = match admission {
-        Admission::Serve(slot) => confirm(&shared, slot).await,
+        Admission::Serve(slot) => confirm(&shared, slot, client).await,
         refused => refused,
     };
     match admission {

@@ -169,7 +169,10 @@ impl Session {
         let already = self.channels.iter().any(|c| c.as_ref() == channel);
         let max = limits.max_subscriptions_per_connection;
         if !already && self.channels.len() >= max {
-            self.app.metrics.refused(Limit::Subscriptions);
+            // The connection does not keep its client's address.
+            self.app
+                .metrics
+                .refused(Limit::Subscriptions, &self.app.config().id, None);
             return self.subscription_error(
                 channel,
                 "LimitReached",
@@ -450,7 +453,9 @@ impl Session {
             };
         }
         if self.client_events.used >= limits.client_events_per_second {
-            self.app.metrics.refused(Limit::ClientEvents);
+            self.app
+                .metrics
+                .refused(Limit::ClientEvents, &self.app.config().id, None);
             let r = CloseReason::ClientEventRejected;
             return self.send_error(Some(r.code()), r.message());
         }
