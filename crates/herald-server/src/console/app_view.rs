@@ -168,9 +168,9 @@ mod tests {
     #[test]
     fn counters_are_running_totals_with_refusals_summed() {
         let metrics = AppMetrics::default();
-        metrics.refused(crate::metrics::Limit::PublishRate);
-        metrics.refused(crate::metrics::Limit::PublishRate);
-        metrics.refused(crate::metrics::Limit::Connections);
+        metrics.refused(crate::metrics::Limit::PublishRate, "1", None);
+        metrics.refused(crate::metrics::Limit::PublishRate, "1", None);
+        metrics.refused(crate::metrics::Limit::Connections, "1", None);
         metrics.webhook(WebhookOutcome::Attempt, 4);
         metrics.messages_sent.add(7);
         let c = counters(&metrics, 2);

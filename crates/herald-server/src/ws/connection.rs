@@ -253,7 +253,9 @@ fn serve<S: Socket>(
                     let now = clock::now();
                     let wait = io.budget.wait(now, rates(&held.shared));
                     if wait > 0 {
-                        session.metrics().refused(Limit::ClientFrames);
+                        session
+                            .metrics()
+                            .refused(Limit::ClientFrames, session.app_id(), None);
                         io.waiting = true;
                         let outbox = Arc::downgrade(session.outbox());
                         held.shared.refills.wait(now + wait, outbox);
