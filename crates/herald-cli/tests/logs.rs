@@ -129,6 +129,35 @@ async fn a_connection_over_the_apps_cap_is_logged_with_its_address() {
     );
 }
 
+/// Inside an open socket the connection's address is not kept (its state is kept small);
+/// the refusal names the socket, which the app's auth endpoint saw with the address.
+#[tokio::test]
+async fn a_refusal_inside_a_socket_is_logged_with_its_socket_id() {
+    let server = Server::start_logged(&app("max_subscriptions_per_connection = 1"), &[]);
+    let mut ws = server.connect("k1").await;
+    ws.subscribe("first").await;
+    for channel in ["second", "third"] {
+        let refused = ws.subscribe(channel).await;
+        assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = refusals(&server, "subscriptions_per_connection");
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("app_id=\"1\"")
+            && lines[0].contains(&format!("socket_id={}", ws.socket_id))
+            && !lines[0].contains("client="),
+        "{}",
+        lines[0]
+    );
+}
+
 /// Starts `herald serve` with stderr on a pipe and gives its first log lines (the two it
 /// writes at start), stopping it.
 fn first_log_lines(env: &[(&str, &str)]) -> String {

@@ -10,11 +10,13 @@
 mod render;
 pub(crate) mod sharded;
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::admission::RateLog;
+use crate::ids::SocketId;
 
 use sharded::{ShardedCounter, ShardedHistogram};
 
@@ -221,14 +223,26 @@ impl AppMetrics {
         let i = Limit::ALL.iter().position(|&l| l == limit).unwrap_or(0);
         self.refusals[i].fetch_add(1, Ordering::Relaxed);
         if let Some(held_back) = self.refusal_logs.0[i].should_log() {
+            // Inside an open socket the address is not kept (a connection's state is kept
+            // small); its socket id is, and the app's auth endpoint saw it with the address.
+            let socket = HANDLING.with(Cell::get);
             let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            tracing::info!(
-                app_id,
-                limit = limit.label(),
-                %client,
-                refused_since_last_log = held_back,
-                "Refused: over the app's limit"
-            );
+            match socket {
+                Some(socket_id) => tracing::info!(
+                    app_id,
+                    limit = limit.label(),
+                    %socket_id,
+                    refused_since_last_log = held_back,
+                    "Refused: over the app's limit"
+                ),
+                None => tracing::info!(
+                    app_id,
+                    limit = limit.label(),
+                    %client,
+                    refused_since_last_log = held_back,
+                    "Refused: over the app's limit"
+                ),
+            }
         }
         self.console.emit("refused", |row| {
             row.insert("limit".into(), limit.label().into());
@@ -260,6 +274,27 @@ impl AppMetrics {
             .zip(&self.refusals)
             .map(|(l, n)| (l.label(), n.load(Ordering::Relaxed)))
     }
+}
+
+thread_local! {
+    /// The socket whose messages this thread is handling, if any: a refusal made while
+    /// handling them names it.
+    static HANDLING: Cell<Option<SocketId>> = const { Cell::new(None) };
+}
+
+/// Runs `f` as the handling of `socket`'s messages: refusals made in it are logged with
+/// the socket's id. `f` runs to its end without yielding, so no other socket's work can
+/// see the id.
+pub(crate) fn handling<R>(socket: SocketId, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            HANDLING.with(|h| h.set(None));
+        }
+    }
+    HANDLING.with(|h| h.set(Some(socket)));
+    let _reset = Reset;
+    f()
 }
 
 #[cfg(test)]

@@ -253,9 +253,11 @@ fn serve<S: Socket>(
                     let now = clock::now();
                     let wait = io.budget.wait(now, rates(&held.shared));
                     if wait > 0 {
-                        session
-                            .metrics()
-                            .refused(Limit::ClientFrames, session.app_id(), None);
+                        crate::metrics::handling(session.socket_id(), || {
+                            session
+                                .metrics()
+                                .refused(Limit::ClientFrames, session.app_id(), None);
+                        });
                         io.waiting = true;
                         let outbox = Arc::downgrade(session.outbox());
                         held.shared.refills.wait(now + wait, outbox);
@@ -482,6 +484,18 @@ impl<S: Socket> Io<S> {
     /// the turn (`turn`: bytes decoded in it so far) last, and starts or clears the
     /// deadline of an unfinished one.
     fn decode_all(&mut self, shared: &Shared, session: &mut Session, turn: &mut u32) -> Decoded {
+        crate::metrics::handling(session.socket_id(), || {
+            self.decode_all_now(shared, session, turn)
+        })
+    }
+
+    /// [`Io::decode_all`]'s work, inside the socket's handling scope.
+    fn decode_all_now(
+        &mut self,
+        shared: &Shared,
+        session: &mut Session,
+        turn: &mut u32,
+    ) -> Decoded {
         let before = self.read_buf.len();
         let was_fragmented = self.decoder.fragments_in_progress();
         let mut message_ended = false;
