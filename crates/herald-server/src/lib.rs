@@ -19,6 +19,7 @@ mod clock;
 pub mod config;
 mod console;
 mod count_events;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod ids;

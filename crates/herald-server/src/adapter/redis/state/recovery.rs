@@ -370,6 +370,7 @@ fn stand_in(id: &str) -> Arc<App> {
         user_authentication_timeout: 0,
         cache_ttl: Duration::ZERO,
         subscription_count: false,
+        history: Default::default(),
         webhooks: Vec::new(),
     };
     let settings = WebhookSettings {
