@@ -12,7 +12,7 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// One page of a channel's history, oldest event first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPage {
     /// The events, in the order they were published (increasing serials).
     pub events: Vec<HistoryEvent>,
@@ -26,8 +26,9 @@ pub struct HistoryPage {
 /// An event as it was published on the channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEvent {
-    /// Increases with every event published on the channel (not by one: the counter is
-    /// the app's, shared by its channels).
+    /// Increases by one with every event published on the channel, so a gap is an event
+    /// that was evicted. A channel that kept nothing for a while (its history expired)
+    /// starts again above every serial its app gave, never back at a serial a reader holds.
     pub serial: u64,
     /// The event name.
     pub event: String,

@@ -63,14 +63,17 @@ pub struct Rings {
 #[derive(Debug, Default)]
 struct State {
     channels: HashMap<Box<str>, Ring>,
-    /// The app's last serial: one counter for all its channels, so a channel whose ring
-    /// expired and comes back never reuses a serial a client may hold.
+    /// The highest serial the app gave: a new ring starts above it, so a channel whose
+    /// ring expired and comes back never reuses a serial a client may hold.
     last_serial: u64,
     last_sweep: Option<Instant>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ring {
+    /// The channel's last serial: its events' serials follow each other, so a gap in
+    /// them is an evicted event.
+    last_serial: u64,
     events: VecDeque<Entry>,
     /// The frames' bytes.
     bytes: usize,
@@ -115,9 +118,17 @@ impl Rings {
         if !state.channels.contains_key(channel) && !state.room_for_a_channel(limits, now) {
             return None;
         }
-        state.last_serial += 1;
-        let serial = state.last_serial;
-        let ring = state.channels.entry(channel.into()).or_default();
+        let above = state.last_serial;
+        let ring = state
+            .channels
+            .entry(channel.into())
+            .or_insert_with(|| Ring {
+                last_serial: above,
+                events: VecDeque::new(),
+                bytes: 0,
+            });
+        ring.last_serial += 1;
+        let serial = ring.last_serial;
         ring.bytes += frame.len();
         ring.events.push_back(Entry {
             serial,
@@ -126,6 +137,7 @@ impl Rings {
             frame,
         });
         ring.evict(limits, now);
+        state.last_serial = state.last_serial.max(serial);
         Some(serial)
     }
 
@@ -269,12 +281,13 @@ mod tests {
             rings.record("b", event("b", n), &l, now, 7);
         }
         let a = rings.page("a", all(100), &l, now);
-        assert_eq!(serials(&a), [5, 7, 9]);
-        assert_eq!((a.oldest_serial, a.newest_serial), (5, 9));
+        assert_eq!(serials(&a), [3, 4, 5]);
+        assert_eq!((a.oldest_serial, a.newest_serial), (3, 5));
         assert_eq!(a.events[0].data, Value::String("2".into()));
         assert_eq!(a.events[0].event, "e");
         assert_eq!(a.events[0].published_at_ms, 7);
-        assert_eq!(serials(&rings.page("b", all(100), &l, now)), [6, 8, 10]);
+        // A new channel starts above every serial the app gave.
+        assert_eq!(serials(&rings.page("b", all(100), &l, now)), [4, 5, 6]);
         let none = rings.page("c", all(100), &l, now);
         assert!(none.events.is_empty());
         assert_eq!((none.oldest_serial, none.newest_serial), (0, 0));
@@ -349,8 +362,11 @@ mod tests {
         assert_eq!(rings.record("over", event("x", 0), &l, start, 0), None);
         assert!(rings.record("0", event("x", 0), &l, start, 0).is_some());
         let later = start + Duration::from_secs(11);
-        assert!(rings.record("over", event("x", 0), &l, later, 0).is_some());
+        let serial = rings.record("over", event("x", 0), &l, later, 0);
         assert_eq!(rings.state.lock().channels.len(), 1);
+        // The channel "0" had serial 2; a ring made after its ring was swept goes above.
+        assert!(rings.record("0", event("x", 0), &l, later, 0) > serial);
+        assert!(serial > Some(2));
     }
 
     #[tokio::test(start_paused = true)]
