@@ -347,3 +347,36 @@ async fn a_cluster_node_says_history_is_single_node_for_now() {
         "History is kept on single nodes for now, not in a cluster"
     );
 }
+
+/// Rewrites the server's config, sends SIGHUP and waits until the history API answers
+/// `status` for `channel`.
+async fn reload_until(server: &Server, config: &str, channel: &str, status: u16) -> Value {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    std::fs::write(&server.config, config).expect("rewrite config");
+    kill(Pid::from_raw(server.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    for _ in 0..250 {
+        let (got, reply) = history(server, channel, &[]).await;
+        if got == status {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the reload never gave {status}");
+}
+
+#[tokio::test]
+async fn a_reload_that_turns_history_off_drops_it_and_serials_go_on_after() {
+    let app = "[[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n";
+    let server = with_history("history_max_events = 10");
+    for n in 0..3 {
+        trigger(&server, "a", &format!("r{n}")).await;
+    }
+    reload_until(&server, app, "a", 404).await;
+    let on = format!("{app}history_max_events = 10\n");
+    let page = reload_until(&server, &on, "a", 200).await;
+    assert_eq!(serials(&page), Vec::<u64>::new());
+    trigger(&server, "a", "again").await;
+    let (_, page) = history(&server, "a", &[]).await;
+    assert_eq!(serials(&page), [4]);
+}

@@ -175,6 +175,10 @@ impl App {
                 &self.metrics,
             ));
         }
+        if !config.history.on() {
+            // Nothing reads or evicts the rings of an app that turned history off.
+            self.history.clear();
+        }
         self.config.store(Arc::new(config));
         change
     }

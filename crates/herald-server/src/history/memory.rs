@@ -141,6 +141,13 @@ impl Rings {
         Some(serial)
     }
 
+    /// Drops every ring (the app turned history off), keeping the serials' high mark so
+    /// that turning it on again never gives a serial twice.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state.lock();
+        state.channels = HashMap::new();
+    }
+
     /// `channel`'s events that `query` selects, oldest first.
     pub(crate) fn page(
         &self,
@@ -367,6 +374,18 @@ mod tests {
         // The channel "0" had serial 2; a ring made after its ring was swept goes above.
         assert!(rings.record("0", event("x", 0), &l, later, 0) > serial);
         assert!(serial > Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cleared_rings_free_their_events_and_serials_go_on() {
+        let rings = Rings::default();
+        let l = limits(10, 1 << 20, 10);
+        let now = Instant::now();
+        rings.record("a", event("a", 0), &l, now, 0);
+        rings.record("a", event("a", 1), &l, now, 0);
+        rings.clear();
+        assert!(rings.page("a", all(10), &l, now).events.is_empty());
+        assert_eq!(rings.record("a", event("a", 2), &l, now, 0), Some(3));
     }
 
     #[tokio::test(start_paused = true)]
