@@ -151,6 +151,10 @@ enum Mode {
         concurrency: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Publish to this many channels in turn (to measure per-channel state such as
+        /// history); 1 is the single channel `bench-trigger`.
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
     },
     /// Open and hold N connections; report connect rate and server memory per connection.
     Connections {
@@ -289,6 +293,7 @@ async fn main() -> ExitCode {
         Mode::Trigger {
             concurrency,
             seconds,
+            channels,
         } => {
             modes::trigger(
                 &app,
@@ -297,6 +302,7 @@ async fn main() -> ExitCode {
                     progress: cli.progress,
                     concurrency,
                     duration: Duration::from_secs(seconds),
+                    channels,
                 },
             )
             .await

@@ -296,20 +296,32 @@ pub struct Trigger {
     pub progress: bool,
     pub concurrency: usize,
     pub duration: Duration,
+    /// Publish to this many channels in turn (`bench-trigger-0`, …); 1 publishes to
+    /// `bench-trigger` alone. Many channels fill many histories, for their memory.
+    pub channels: usize,
 }
 
 pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Value> {
     // Signing does not depend on anything but the body and the second, so one signed
     // request is reused: the harness measures the server, not its own HMAC.
-    let request =
-        Arc::new(app.signed_post(r#"{"name":"bench","channel":"bench-trigger","data":"{}"}"#));
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(if p.channels <= 1 {
+        vec![app.signed_post(r#"{"name":"bench","channel":"bench-trigger","data":"{}"}"#)]
+    } else {
+        (0..p.channels)
+            .map(|i| {
+                app.signed_post(&format!(
+                    r#"{{"name":"bench","channel":"bench-trigger-{i}","data":"{{}}"}}"#
+                ))
+            })
+            .collect()
+    });
     let before = proc_stats::sample_all(pids);
     let own_before = proc_stats::own_cpu_secs();
     let started = Instant::now();
     let bar = Progress::time(p.progress, "trigger", p.duration);
     let mut tasks = Vec::new();
-    for _ in 0..p.concurrency {
-        let request = request.clone();
+    for task in 0..p.concurrency {
+        let requests = requests.clone();
         let addr = app.addr;
         let dialer = app.dialer.clone();
         let duration = p.duration;
@@ -317,9 +329,12 @@ pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Val
             let mut conn = Conn::open(addr, &dialer).await?;
             let mut h = new_histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
+            let mut next = task;
             while started.elapsed() < duration {
                 let t = Instant::now();
-                match conn.send(&request).await? {
+                let request = &requests[next % requests.len()];
+                next += 1;
+                match conn.send(request).await? {
                     200 => ok += 1,
                     _ => errors += 1,
                 }
@@ -340,9 +355,14 @@ pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Val
     bar.finish();
     let after = proc_stats::sample_all(pids);
     let server_cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
+    let rss_growth = before
+        .zip(after)
+        .map(|(b, a)| a.rss_bytes as i64 - b.rss_bytes as i64);
     Ok(json!({
         "mode": "trigger",
         "concurrency": p.concurrency,
+        "channels": p.channels,
+        "server_rss_growth_bytes": rss_growth,
         "requests": ok + errors,
         "errors": errors,
         "requests_per_s": ((ok + errors) as f64 / secs).round(),

@@ -1,4 +1,4 @@
-//! The API commands (`herald trigger`, `herald channels`, ...): argument glue over the SDK.
+//! The API commands (`herald trigger`, `herald channels`, `herald history`, ...): argument glue over the SDK.
 //!
 //! Failures print one line to stderr. Exit codes: 1 when the request failed (the server
 //! said no, or could not be reached), 2 when the input or configuration is wrong.
@@ -7,7 +7,7 @@ use std::io::{BufRead, Read};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use herald_sdk::{BatchEvent, Client, Error, EventData, TriggerParams};
+use herald_sdk::{BatchEvent, Client, Error, EventData, HistoryQuery, TriggerParams};
 use serde_json::{json, Value};
 
 /// Where the app is and how to sign for it: every API command takes these after its name
@@ -100,6 +100,23 @@ pub enum ApiCommand {
         /// The presence channel.
         channel: String,
     },
+    /// Show the events a channel kept, oldest first, with their serials (the app needs
+    /// `history_max_events` set).
+    History {
+        #[command(flatten)]
+        on: Connection,
+        /// The channel.
+        channel: String,
+        /// At most this many events (1 to 1000; the server's default is 100).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only events with a serial below this one (page backward).
+        #[arg(long, value_name = "SERIAL")]
+        before: Option<u64>,
+        /// Only events with a serial above this one (page forward).
+        #[arg(long, value_name = "SERIAL")]
+        after: Option<u64>,
+    },
     /// Send an event to every connection signed in as a user.
     SendToUser {
         #[command(flatten)]
@@ -155,6 +172,7 @@ impl ApiCommand {
             | ApiCommand::Channels { on, .. }
             | ApiCommand::Channel { on, .. }
             | ApiCommand::Users { on, .. }
+            | ApiCommand::History { on, .. }
             | ApiCommand::SendToUser { on, .. }
             | ApiCommand::Terminate { on, .. }
             | ApiCommand::Auth { on, .. }
@@ -337,6 +355,20 @@ async fn execute(mut command: ApiCommand) -> Result<Value, Failure> {
             json!({"channel": name, "occupied": c.occupied, "user_count": c.user_count, "subscription_count": c.subscription_count, "cache": c.cache})
         }
         ApiCommand::Users { channel, .. } => json!({"users": client.users(&channel).await?}),
+        ApiCommand::History {
+            channel,
+            limit,
+            before,
+            after,
+            ..
+        } => {
+            let mut query = HistoryQuery::new();
+            query.limit = limit;
+            query.before = before;
+            query.after = after;
+            let page = client.history(&channel, &query).await?;
+            serde_json::to_value(page).map_err(|e| Failure(2, e.to_string()))?
+        }
         ApiCommand::SendToUser {
             user, event, data, ..
         } => {

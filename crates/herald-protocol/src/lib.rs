@@ -3,7 +3,7 @@
 //! This crate does no I/O and reads no clock: callers pass the time in. It holds the wire
 //! messages of WebSocket protocol 7 ([`frame`]), the channel and event name rules
 //! ([`channel`]), the HTTP API request signature ([`signing`]), channel and user auth
-//! signatures ([`auth`]), presence member data ([`presence`]), the webhook signature
+//! signatures ([`auth`]), the history API answer ([`history`]), presence member data ([`presence`]), the webhook signature
 //! ([`webhook`]), the end-to-end encrypted channel scheme ([`encryption`]) and RFC 6455
 //! framing ([`websocket`]) with permessage-deflate ([`deflate`]).
 //! The server verifies with the same functions the SDK signs with, so the two cannot drift.
@@ -14,6 +14,7 @@ pub mod close;
 pub mod deflate;
 pub mod encryption;
 pub mod frame;
+pub mod history;
 pub mod hmac_hex;
 pub mod presence;
 pub mod signing;

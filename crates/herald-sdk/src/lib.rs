@@ -29,6 +29,7 @@ mod channels;
 mod client;
 mod error;
 mod events;
+mod history;
 mod webhook;
 
 pub use auth::{ChannelAuth, UserAuth};
@@ -39,4 +40,5 @@ pub use events::{
     BatchEvent, BatchResponse, ChannelAttributes, EventData, TriggerParams, TriggerResponse,
     MAX_CHANNELS,
 };
+pub use history::{HistoryEvent, HistoryPage, HistoryQuery};
 pub use webhook::{Webhook, WebhookEvent, WebhookOptions};

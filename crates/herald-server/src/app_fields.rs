@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    check_max, invalid, parse_networks, AppConfig, AppLimits, ConfigError, WebhookConfig,
-    DEFAULT_CACHE_TTL, DEFAULT_TERMINATE_CLOSE_CODE,
+    check_max, invalid, parse_networks, AppConfig, AppLimits, ConfigError, HistoryLimits,
+    WebhookConfig, DEFAULT_CACHE_TTL, DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_BYTES,
+    DEFAULT_TERMINATE_CLOSE_CODE,
 };
 use crate::config_errors::{describe, is_secret};
 use crate::redact::redact_url;
@@ -152,6 +153,12 @@ pub(crate) struct RawApp {
     pub(crate) cache_ttl: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) subscription_count: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) history_max_events: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) history_max_age: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) history_max_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) webhooks: Vec<RawWebhook>,
 }
@@ -256,10 +263,45 @@ pub fn validate_app(at: &str, app: &AppConfig) -> Result<(), ConfigError> {
             "must be a Pusher close code between 4000 and 4999",
         ));
     }
+    check_history(at, &app.history)?;
     if l.client_events && l.client_events_per_second == 0 {
         return Err(invalid(
             at_field(at, "client_events_per_second"),
             "must be at least 1 when client_events is on",
+        ));
+    }
+    Ok(())
+}
+
+/// The most events a channel may keep: a page of the API is at most 1000, and recovery
+/// will replay what a client missed, which must stay a short burst.
+const MAX_HISTORY_EVENTS: usize = 10_000;
+
+/// The most bytes a channel may keep: with many channels, memory is the real bound.
+const MAX_HISTORY_BYTES: usize = 16 * 1024 * 1024;
+
+fn check_history(at: &str, history: &HistoryLimits) -> Result<(), ConfigError> {
+    if history.max_events > MAX_HISTORY_EVENTS {
+        return Err(invalid(
+            at_field(at, "history_max_events"),
+            format!("must be at most {MAX_HISTORY_EVENTS}"),
+        ));
+    }
+    if history.max_age.is_zero() {
+        return Err(invalid(
+            at_field(at, "history_max_age"),
+            "must be at least 1 second",
+        ));
+    }
+    check_max(
+        &at_field(at, "history_max_age"),
+        history.max_age,
+        Duration::from_secs(86_400),
+    )?;
+    if history.max_bytes == 0 || history.max_bytes > MAX_HISTORY_BYTES {
+        return Err(invalid(
+            at_field(at, "history_max_bytes"),
+            format!("must be between 1 and {MAX_HISTORY_BYTES}"),
         ));
     }
     Ok(())
@@ -376,6 +418,13 @@ pub(crate) fn app_from_raw(
         user_authentication_timeout: raw.user_authentication_timeout.unwrap_or(0),
         cache_ttl: raw.cache_ttl.map_or(DEFAULT_CACHE_TTL, Duration::from_secs),
         subscription_count: raw.subscription_count.unwrap_or(false),
+        history: HistoryLimits {
+            max_events: raw.history_max_events.unwrap_or(0),
+            max_age: raw
+                .history_max_age
+                .map_or(DEFAULT_HISTORY_MAX_AGE, Duration::from_secs),
+            max_bytes: raw.history_max_bytes.unwrap_or(DEFAULT_HISTORY_MAX_BYTES),
+        },
         webhooks,
         limits: AppLimits {
             max_connections: raw.max_connections.unwrap_or(d.max_connections),

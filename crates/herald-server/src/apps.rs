@@ -25,6 +25,7 @@ use crate::cache::EventCache;
 use crate::config::{validate_apps, AppConfig, ConfigError, Plans, WebhookSettings};
 use crate::console::{AppConsole, Console};
 use crate::count_events::CountEvents;
+use crate::history::memory::Rings;
 use crate::hub::Hub;
 use crate::metrics::AppMetrics;
 use crate::ratelimit::AppRates;
@@ -54,6 +55,8 @@ pub struct App {
     pub users: UserRegistry,
     /// The last event of each cache channel.
     pub cache: EventCache,
+    /// Each channel's last events, on a single node (see [`crate::history`]).
+    pub history: Rings,
     /// Counters for the app's rate and quota limits.
     pub rates: AppRates,
     /// Channels whose subscription-count event is being coalesced.
@@ -91,6 +94,7 @@ impl App {
             hub: Hub::new(),
             users: UserRegistry::default(),
             cache: EventCache::default(),
+            history: Rings::default(),
             rates: AppRates::default(),
             count_events: CountEvents::default(),
             metrics,
@@ -170,6 +174,10 @@ impl App {
                 previous.as_deref(),
                 &self.metrics,
             ));
+        }
+        if !config.history.on() {
+            // Nothing reads or evicts the rings of an app that turned history off.
+            self.history.clear();
         }
         self.config.store(Arc::new(config));
         change
@@ -255,7 +263,7 @@ pub struct AppUpdate {
     /// The webhook endpoints or their filters.
     pub webhooks: bool,
     /// Anything else: `terminate_close_code`, `user_authentication_timeout`, `cache_ttl`,
-    /// `subscription_count`.
+    /// `subscription_count`, the history bounds.
     pub other: bool,
 }
 
@@ -270,7 +278,8 @@ impl AppUpdate {
             other: old.terminate_close_code != new.terminate_close_code
                 || old.user_authentication_timeout != new.user_authentication_timeout
                 || old.cache_ttl != new.cache_ttl
-                || old.subscription_count != new.subscription_count,
+                || old.subscription_count != new.subscription_count
+                || old.history != new.history,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod config;
 mod config_errors;
 mod console;
 mod count_events;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod ids;

@@ -35,6 +35,8 @@ pub(crate) use self::start::start;
 use crate::apps::{App, ConnectionSlot};
 use crate::backend::Backend;
 use crate::config::AppLimits;
+use crate::history::memory::Memory;
+use crate::history::History;
 use crate::hub::ChannelCounts;
 use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
@@ -48,21 +50,27 @@ pub(crate) struct Adapter {
     pub(crate) presence: Arc<dyn Presence>,
     pub(crate) limits: Arc<dyn Limits>,
     pub(crate) backend: Arc<dyn Backend>,
+    /// Where channel events are kept for the history API.
+    pub(crate) history: Arc<dyn History>,
 }
 
 impl Adapter {
-    fn of<T: Broker + Presence + Limits + Backend + 'static>(node: Arc<T>) -> Adapter {
+    fn of<T: Broker + Presence + Limits + Backend + 'static>(
+        node: Arc<T>,
+        history: Arc<dyn History>,
+    ) -> Adapter {
         Adapter {
             broker: node.clone(),
             presence: node.clone(),
             limits: node.clone(),
             backend: node,
+            history,
         }
     }
 
-    /// A single node's: its state is its hubs and registries.
+    /// A single node's: its state is its hubs and registries, its history in memory.
     pub(crate) fn local(node_id: u32) -> Adapter {
-        Adapter::of(Arc::new(Local::new(node_id)))
+        Adapter::of(Arc::new(Local::new(node_id)), Arc::new(Memory))
     }
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod channels;
 pub(crate) mod conn;
 pub mod error;
 pub(crate) mod events;
+pub(crate) mod history;
 pub(crate) mod users;
 
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/apps/{app_id}/channels/{channel}/users",
             get(channels::users),
+        )
+        .route(
+            "/apps/{app_id}/channels/{channel}/events",
+            get(history::events),
         )
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",

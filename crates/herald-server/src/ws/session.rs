@@ -473,6 +473,7 @@ impl Session {
             row.insert("event".into(), event.into());
             crate::console::preview(row, data);
         });
+        shared.adapter.history.record(&self.app, channel, &frame);
         shared
             .adapter
             .broker

@@ -371,6 +371,7 @@ fn stand_in(id: &str) -> Arc<App> {
         cache_ttl: Duration::ZERO,
         subscription_count: false,
         plan: None,
+        history: Default::default(),
         webhooks: Vec::new(),
     };
     let settings = WebhookSettings {

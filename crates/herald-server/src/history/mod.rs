@@ -1,0 +1,67 @@
+//! The history seam: each event published on a channel gets a serial, and the channel's
+//! last events are kept, within the app's [`HistoryLimits`], for the history API
+//! (`GET /apps/{id}/channels/{channel}/events`).
+//!
+//! HTTP triggers and batches and client events are all recorded: whatever a subscriber
+//! receives as a channel event, a subscriber who was away would have missed. Cache
+//! channels are recorded like any other and keep their own last-event replay.
+//!
+//! A single node keeps history in memory ([`memory::Memory`], each app's rings in
+//! [`crate::apps::App`]); the entry kept is the frame subscribers were sent, the same
+//! shared bytes, so recording costs a reference count and no copy. A cluster node runs
+//! [`SingleNodeOnly`] until the cluster can share history: it keeps nothing and the API
+//! says so, rather than answering with one node's partial view.
+
+pub mod memory;
+
+use bytes::Bytes;
+use herald_protocol::history::HistoryPage;
+
+use crate::apps::App;
+#[cfg(doc)]
+use crate::config::HistoryLimits;
+
+/// Which part of a channel's history a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Query {
+    /// At most this many events.
+    pub(crate) limit: usize,
+    /// Only events with a serial below this one.
+    pub(crate) before: Option<u64>,
+    /// Only events with a serial above this one; the page then starts right after it
+    /// (without it, a page is the newest events that match).
+    pub(crate) after: Option<u64>,
+}
+
+/// Why a history request has no page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HistoryError {
+    /// The app keeps no history (`history_max_events` is 0).
+    #[error("History is off for this app: set history_max_events to keep channel events")]
+    Off,
+    /// This node is part of a cluster, whose nodes do not share history yet.
+    #[error("History is kept on single nodes for now, not in a cluster")]
+    SingleNodeOnly,
+}
+
+/// Where a node keeps its channels' history.
+pub(crate) trait History: Send + Sync {
+    /// Gives an event published on `channel` its serial and keeps `frame` (the encoded
+    /// WebSocket frame subscribers are sent) if the app keeps history. Costs one config
+    /// load when it does not.
+    fn record(&self, app: &App, channel: &str, frame: &Bytes);
+    /// The part of `channel`'s history that `query` asks for.
+    fn page(&self, app: &App, channel: &str, query: Query) -> Result<HistoryPage, HistoryError>;
+}
+
+/// A cluster node's history until the cluster shares it: nothing is kept, and every
+/// request is told so.
+pub(crate) struct SingleNodeOnly;
+
+impl History for SingleNodeOnly {
+    fn record(&self, _app: &App, _channel: &str, _frame: &Bytes) {}
+
+    fn page(&self, _: &App, _: &str, _: Query) -> Result<HistoryPage, HistoryError> {
+        Err(HistoryError::SingleNodeOnly)
+    }
+}
