@@ -37,6 +37,9 @@ pub(super) struct Bounds {
     /// are (after a start, or once memory's bounds were reached): later batches wait in the
     /// queue behind it, so the order holds.
     pub(super) waiting_from: parking_lot::Mutex<Option<BatchId>>,
+    /// Signalled when a delivery ends, so a batch waiting in the queue is handed over at
+    /// once rather than at the next tick.
+    pub(super) freed: tokio::sync::Notify,
 }
 
 impl Bounds {
@@ -83,6 +86,7 @@ pub(super) struct Reserved {
 impl Drop for Reserved {
     fn drop(&mut self) {
         self.bounds.bytes.fetch_sub(self.len, Ordering::AcqRel);
+        self.bounds.freed.notify_one();
     }
 }
 

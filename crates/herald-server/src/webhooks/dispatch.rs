@@ -55,9 +55,16 @@ impl Dispatcher {
                 .into_iter()
                 .flatten()
                 .min();
+            let waiting = self.bounds.waiting_from.lock().is_some();
+            let bounds = self.bounds.clone();
             let woke = tokio::select! {
                 biased;
                 () = last_token.cancelled() => Woke::Last,
+                // A delivery ended: the batches waiting in the queue may go now.
+                () = bounds.freed.notified(), if waiting => {
+                    resume_at = Instant::now();
+                    Woke::Tick
+                }
                 // The drain started: no client can come back here, so nothing is held back.
                 () = now_token.cancelled(), if !flushing => Woke::Tick,
                 event = events.recv() => Woke::Event(event),
@@ -246,8 +253,14 @@ impl Dispatcher {
     /// Hands over the batches waiting in the queue, in id order, as far as memory's
     /// bounds let; expires old dead letters.
     async fn resume(&mut self) {
+        // Page after page, while memory's bounds let the batches through.
+        while self.resume_page().await {}
+    }
+
+    /// Hands over one page of the batches waiting; returns whether more may wait.
+    async fn resume_page(&mut self) -> bool {
         let Some(from) = *self.bounds.waiting_from.lock() else {
-            return;
+            return false;
         };
         let app_id = self.app_id.clone();
         let read = self
@@ -262,16 +275,16 @@ impl Dispatcher {
             Some(Ok(records)) => records,
             Some(Err(error)) => {
                 tracing::error!(app_id = %self.app_id, %error, "Webhook queue could not be read");
-                return;
+                return false;
             }
-            None => return,
+            None => return false,
         };
         let complete = records.len() < RESUME_AT_MOST;
         let mut last = None;
         for record in records {
             let id = record.id;
             if !self.hand(record, true) {
-                return;
+                return false;
             }
             last = Some(id);
         }
@@ -281,6 +294,7 @@ impl Dispatcher {
             (false, Some(last)) => Some(last + 1),
             (false, None) => Some(from),
         };
+        waiting.is_some()
     }
 }
 

@@ -27,6 +27,8 @@ mod deliver;
 mod dispatch;
 mod flush;
 mod holdback;
+#[cfg(test)]
+mod measure;
 mod order;
 mod reach;
 mod store;
@@ -127,6 +129,7 @@ impl Webhooks {
                 app_id: app.id.clone(),
                 // The queue may hold the app's batches from before a restart.
                 waiting_from: parking_lot::Mutex::new(Some(0)),
+                freed: tokio::sync::Notify::new(),
             }),
         };
         let dispatcher = Dispatcher {

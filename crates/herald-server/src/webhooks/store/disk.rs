@@ -1,14 +1,15 @@
 //! Records on disk in fjall (an LSM key-value store with a write-ahead journal) under
-//! `data_dir`; the only module that names it. Each write is one journal batch made durable
-//! with an fsync (`PersistMode::SyncAll`) before it returns: the figure behind the choice
-//! is in BENCHMARKS.md ("Webhook stores"). A lock file keeps a second process out.
+//! `data_dir`; the only module that names it. Each write is one journal batch, made durable
+//! with an fsync (`PersistMode::SyncAll`) before it returns unless it is lazy (a delivered
+//! batch's removal, made durable by the next write): the figures behind the choice are in
+//! BENCHMARKS.md ("Webhook stores"). A lock file keeps a second process out.
 
 use std::fs::File;
 use std::path::Path;
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
-use super::{BatchId, Change, StoreError, WebhookStore};
+use super::{BatchId, Change, Durability, StoreError, WebhookStore};
 
 pub(crate) struct DiskStore {
     keyspace: Keyspace,
@@ -52,7 +53,7 @@ impl DiskStore {
 }
 
 impl WebhookStore for DiskStore {
-    fn write(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+    fn write(&self, changes: Vec<Change>, sync: Durability) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -64,6 +65,9 @@ impl WebhookStore for DiskStore {
             }
         }
         batch.commit().map_err(database)?;
+        if sync == Durability::Lazy {
+            return Ok(());
+        }
         self.keyspace
             .persist(PersistMode::SyncAll)
             .map_err(database)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use super::{BatchId, Change, StoreError, WebhookStore};
+use super::{BatchId, Change, Durability, StoreError, WebhookStore};
 
 #[derive(Default)]
 pub(crate) struct MemoryStore {
@@ -13,7 +13,7 @@ pub(crate) struct MemoryStore {
 }
 
 impl WebhookStore for MemoryStore {
-    fn write(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+    fn write(&self, changes: Vec<Change>, _: Durability) -> Result<(), StoreError> {
         let mut records = self.records.lock();
         for change in changes {
             match change {

@@ -60,10 +60,20 @@ pub(crate) enum Change {
     Delete(BatchId),
 }
 
+/// Whether a write must be on disk when it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Made durable (fsync) before returning: a batch written before it is sent.
+    Now,
+    /// Left to the store's next durable write or its own flush: the removal of a delivered
+    /// batch, which a crash can at worst undo (the batch is sent again: at least once).
+    Lazy,
+}
+
 /// Where the queue's records live.
 pub(crate) trait WebhookStore: Send + Sync {
-    /// Applies `changes` as one write, durable when this returns.
-    fn write(&self, changes: Vec<Change>) -> Result<(), StoreError>;
+    /// Applies `changes` as one write, durable when this returns if `sync` says so.
+    fn write(&self, changes: Vec<Change>, sync: Durability) -> Result<(), StoreError>;
     /// The record of `id`.
     fn get(&self, id: BatchId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every record, in id order (read once, at open).
@@ -197,7 +207,7 @@ impl Queue {
             changes.push(Change::Put(id, bytes));
             outcome.push(Appended::Stored(id));
         }
-        if let Err(error) = self.store.write(changes) {
+        if let Err(error) = self.store.write(changes, Durability::Now) {
             for id in added {
                 index.remove(id);
             }
@@ -236,13 +246,15 @@ impl Queue {
     /// Removes a delivered batch.
     pub(crate) fn ack(&self, id: BatchId) -> Result<(), StoreError> {
         self.index.lock().remove(id);
-        self.store.write(vec![Change::Delete(id)])
+        self.store.write(vec![Change::Delete(id)], Durability::Lazy)
     }
 
     /// Records a failed attempt: `record` carries its attempts and next attempt.
     pub(crate) fn reschedule(&self, record: &Record) -> Result<(), StoreError> {
-        self.store
-            .write(vec![Change::Put(record.id, record.encode())])
+        self.store.write(
+            vec![Change::Put(record.id, record.encode())],
+            Durability::Now,
+        )
     }
 
     /// Makes `record` a dead letter, kept for `webhook_dead_letter_ttl`.
@@ -252,7 +264,8 @@ impl Queue {
         if let Some(meta) = self.index.lock().records.get_mut(&record.id) {
             meta.dead_ms = Some(now_ms);
         }
-        self.store.write(vec![Change::Put(record.id, bytes)])
+        self.store
+            .write(vec![Change::Put(record.id, bytes)], Durability::Now)
     }
 
     /// The app's dead letters, oldest first (for the operators' tools).
@@ -293,8 +306,10 @@ impl Queue {
         }
         drop(index);
         if !old.is_empty() {
-            self.store
-                .write(old.iter().map(|id| Change::Delete(*id)).collect())?;
+            self.store.write(
+                old.iter().map(|id| Change::Delete(*id)).collect(),
+                Durability::Lazy,
+            )?;
         }
         Ok(old.len())
     }
