@@ -344,3 +344,61 @@ async fn a_later_batch_on_a_channel_waits_for_the_earlier_ones_retry() {
     assert_ne!(got[1].id, got[2].id);
     assert_signed_and_identified(&got);
 }
+
+#[tokio::test]
+async fn sigterm_during_a_receiver_outage_keeps_the_batches_for_the_next_start() {
+    let port = support::db::free_port();
+    let dir = DataDir::new("durable-term");
+    let config = config(
+        port,
+        &["channel_occupied"],
+        "shutdown_grace = 1\nwebhook_flush_timeout = 1",
+    );
+    let mut server = Server::start_logged(&config, &[dir.env()]);
+    let mut ws = server.connect(KEY).await;
+    ws.subscribe("kept").await;
+    until("the batch is in the queue", Duration::from_secs(5), || {
+        let server = &server;
+        async move { metric(server, "herald_webhook_queue_depth").await == 1.0 }
+    })
+    .await;
+    let (status, _) = server.terminate(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a clean exit: {status:?}"
+    );
+    assert!(server.log().contains("batches_kept"), "{}", server.log());
+
+    let receiver = Receiver::up(port, vec!["200 OK"]).await;
+    let _server = Server::start_logged(&config, &[dir.env()]);
+    until("the kept batch delivered", Duration::from_secs(10), || {
+        let n = receiver.got().len();
+        async move { n >= 1 }
+    })
+    .await;
+    let got = receiver.got();
+    assert_eq!(got[0].events()[0]["channel"], "kept");
+    assert_signed_and_identified(&got);
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_used_stops_the_start_naming_it() {
+    let dir = DataDir::new("durable-locked");
+    let config = config(support::db::free_port(), &["channel_occupied"], "");
+    let _first = Server::start_logged(&config, &[dir.env()]);
+    let path = std::env::temp_dir().join(format!("herald-locked-{}.toml", std::process::id()));
+    std::fs::write(&path, &config).expect("write config");
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&path)
+        .env(dir.env().0, dir.env().1)
+        .output()
+        .expect("run herald serve");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("data_dir") && stderr.contains("in use by another herald process"),
+        "{stderr}"
+    );
+}
