@@ -79,10 +79,13 @@ export async function startNodes(configToml, n, { port = 0 } = {}) {
 async function launch(configToml, listenPort = 0) {
   const bin = process.env.HERALD_BIN;
   if (!bin) throw new Error('HERALD_BIN must name the herald binary');
-  const configPath = join(scratchDir(), 'herald.toml');
+  const scratch = scratchDir();
+  const configPath = join(scratch, 'herald.toml');
   writeFileSync(configPath, configToml);
+  // Each node its own webhook queue (the data directory is locked by one process).
   const child = spawn(bin, ['serve', '--port', String(listenPort), '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HERALD_DATA_DIR: join(scratch, 'data') },
   });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });

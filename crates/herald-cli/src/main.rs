@@ -324,9 +324,19 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
         },
         None => None,
     };
+    // The webhook queue is opened (and its directory locked) here, so a directory that
+    // cannot be used stops the start naming it; a node with no webhooks to send and no app
+    // database leaves it alone until a reload gives an app endpoints.
+    let settings = config.webhook_settings();
+    if config.apps.iter().any(|app| !app.webhooks.is_empty()) || config.apps_url.is_some() {
+        if let Err(error) = herald_server::webhooks::open_queue(&settings) {
+            eprintln!("herald: cannot open the webhook queue (data_dir, HERALD_DATA_DIR): {error}");
+            return ExitCode::from(2);
+        }
+    }
     let apps = Arc::new(herald_server::MemoryApps::new(
         config.apps.clone(),
-        &config.webhook_settings(),
+        &settings,
     ));
     let source = Arc::new(source);
     // Printed once the node is ready: in a cluster, after it joined (tests and scripts

@@ -105,6 +105,22 @@ fn the_manifests_agree_with_the_image_and_leave_the_drain_its_time() {
     assert!(deployment.contains(&format!("containerPort: {admin}")));
     assert!(deployment.contains("path: /ready") && deployment.contains("path: /live"));
     assert!(image.contains(&format!("http://127.0.0.1:{admin}/ready")));
+    // The webhook queue's directory is a volume of the Deployment (its root file system is
+    // read-only), where the image's HERALD_DATA_DIR points.
+    let data_dir = image
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HERALD_DATA_DIR="))
+        .expect("the image sets HERALD_DATA_DIR");
+    assert!(deployment.contains("readOnlyRootFilesystem: true"));
+    assert!(
+        deployment.contains(&format!("mountPath: {data_dir}")),
+        "a volume at {data_dir}"
+    );
+    assert!(
+        deployment.contains(&format!("value: {data_dir}")),
+        "HERALD_DATA_DIR"
+    );
+    assert!(deployment.contains("emptyDir:"));
     // One non-root user, in both.
     assert!(image.contains("USER 65532:65532"));
     assert!(deployment.contains("runAsUser: 65532") && deployment.contains("runAsNonRoot: true"));

@@ -414,7 +414,7 @@ impl MemoryApps {
         }
         MemoryApps {
             maps: ArcSwap::from_pointee(maps),
-            webhooks: *webhooks,
+            webhooks: webhooks.clone(),
             writer: parking_lot::Mutex::new(()),
             console,
         }

@@ -374,6 +374,18 @@ pub struct Config {
     pub webhook_max_in_flight: usize,
     /// Bytes of webhook bodies one app may hold for delivery and retry.
     pub webhook_max_queued_bytes: usize,
+    /// Where the webhook queue lives: on disk under `data_dir` (the default), or in memory
+    /// (lost at a restart).
+    pub webhook_store: WebhookStoreKind,
+    /// The node's data directory (`data_dir`, `HERALD_DATA_DIR`): the durable webhook
+    /// queue, locked by one process at a time.
+    pub data_dir: PathBuf,
+    /// How long a failing webhook batch is retried before it becomes a dead letter.
+    pub webhook_retry_period: Duration,
+    /// How long a dead letter is kept.
+    pub webhook_dead_letter_ttl: Duration,
+    /// Bytes of webhook batches one app may keep in the queue, dead letters included.
+    pub webhook_max_stored_bytes: usize,
     /// Where `herald serve` writes its process id (for `herald reload`), removed at a
     /// clean shutdown.
     pub pid_file: Option<PathBuf>,
@@ -501,9 +513,18 @@ pub fn apps_in_file(
     Ok((plans, fields))
 }
 
+/// Where the webhook queue lives (`webhook_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookStoreKind {
+    /// On disk under `data_dir`: batches outlive the process.
+    Disk,
+    /// In memory: a restart loses what is not delivered.
+    Memory,
+}
+
 /// How webhooks are delivered: the `channel_vacated` hold-back, and the bounds on what
 /// one app's deliveries may hold while receivers are slow or failing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// See [`Config::webhook_vacated_delay`].
     pub vacated_delay: Duration,
@@ -511,6 +532,16 @@ pub struct WebhookSettings {
     pub max_in_flight: usize,
     /// See [`Config::webhook_max_queued_bytes`].
     pub max_queued_bytes: usize,
+    /// See [`Config::webhook_store`].
+    pub store: WebhookStoreKind,
+    /// See [`Config::data_dir`].
+    pub data_dir: PathBuf,
+    /// See [`Config::webhook_retry_period`].
+    pub retry_period: Duration,
+    /// See [`Config::webhook_dead_letter_ttl`].
+    pub dead_letter_ttl: Duration,
+    /// See [`Config::webhook_max_stored_bytes`].
+    pub max_stored_bytes: usize,
 }
 
 /// Bounds on the connections clients hold and how long a request may take. Every bound is
@@ -675,6 +706,17 @@ impl Default for Config {
             log_format: LogFormat::Text,
             webhook_max_in_flight: 64,
             webhook_max_queued_bytes: 8 * 1024 * 1024,
+            // Unit tests build many configs in one process and in the crate's directory:
+            // they keep the queue in memory, and the binary's default is the disk.
+            webhook_store: if cfg!(test) {
+                WebhookStoreKind::Memory
+            } else {
+                WebhookStoreKind::Disk
+            },
+            data_dir: PathBuf::from("./herald-data"),
+            webhook_retry_period: Duration::from_secs(24 * 3600),
+            webhook_dead_letter_ttl: Duration::from_secs(7 * 24 * 3600),
+            webhook_max_stored_bytes: 256 * 1024 * 1024,
             pid_file: None,
             apps: vec![AppConfig::embedded_default()],
             apps_url: None,
@@ -729,6 +771,11 @@ struct RawConfig {
     log_format: Option<String>,
     webhook_max_in_flight: Option<usize>,
     webhook_max_queued_bytes: Option<usize>,
+    webhook_store: Option<String>,
+    data_dir: Option<PathBuf>,
+    webhook_retry_period: Option<u64>,
+    webhook_dead_letter_ttl: Option<u64>,
+    webhook_max_stored_bytes: Option<usize>,
     cluster_ops_per_app: Option<usize>,
     cluster_bus_max_bytes: Option<usize>,
     // TLS to the cluster's backend, checked with the adapter's other keys: one block, the
@@ -900,6 +947,30 @@ impl Config {
             webhook_max_queued_bytes: raw
                 .webhook_max_queued_bytes
                 .unwrap_or(d.webhook_max_queued_bytes),
+            webhook_store: match env("HERALD_WEBHOOK_STORE").or(raw.webhook_store).as_deref() {
+                None => d.webhook_store,
+                Some("disk") => WebhookStoreKind::Disk,
+                Some("memory") => WebhookStoreKind::Memory,
+                Some(other) => {
+                    return Err(invalid(
+                        "webhook_store",
+                        format!("must be \"disk\" or \"memory\", not '{other}'"),
+                    ))
+                }
+            },
+            data_dir: env("HERALD_DATA_DIR")
+                .map(PathBuf::from)
+                .or(raw.data_dir)
+                .unwrap_or(d.data_dir),
+            webhook_retry_period: raw
+                .webhook_retry_period
+                .map_or(d.webhook_retry_period, Duration::from_secs),
+            webhook_dead_letter_ttl: raw
+                .webhook_dead_letter_ttl
+                .map_or(d.webhook_dead_letter_ttl, Duration::from_secs),
+            webhook_max_stored_bytes: raw
+                .webhook_max_stored_bytes
+                .unwrap_or(d.webhook_max_stored_bytes),
             pid_file: raw.pid_file,
             apps: Vec::new(),
             apps_url: None,
@@ -1124,6 +1195,22 @@ impl Config {
         if self.webhook_max_in_flight == 0 {
             return Err(invalid("webhook_max_in_flight", "must be at least 1"));
         }
+        let year = Duration::from_secs(366 * 24 * 3600);
+        for (field, value) in [
+            ("webhook_retry_period", self.webhook_retry_period),
+            ("webhook_dead_letter_ttl", self.webhook_dead_letter_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be at least 1 second"));
+            }
+            check_max(field, value, year)?;
+        }
+        if self.webhook_max_stored_bytes < 64 * 1024 {
+            return Err(invalid(
+                "webhook_max_stored_bytes",
+                "must be at least 65536 (one batch of events)",
+            ));
+        }
         if self.webhook_max_queued_bytes < 64 * 1024 {
             return Err(invalid(
                 "webhook_max_queued_bytes",
@@ -1206,6 +1293,10 @@ impl Config {
             "trusted_proxies" => net.trusted_proxies,
             "webhook_max_in_flight" => webhook_max_in_flight,
             "webhook_max_queued_bytes" => webhook_max_queued_bytes, "pid_file" => pid_file,
+            "webhook_store" => webhook_store, "data_dir" => data_dir,
+            "webhook_retry_period" => webhook_retry_period,
+            "webhook_dead_letter_ttl" => webhook_dead_letter_ttl,
+            "webhook_max_stored_bytes" => webhook_max_stored_bytes,
             "admin_host" => admin.host, "admin_port" => admin.port,
             "log_format" => log_format, "node_id" => node_id,
         )
@@ -1236,6 +1327,11 @@ impl Config {
             vacated_delay: self.webhook_vacated_delay,
             max_in_flight: self.webhook_max_in_flight,
             max_queued_bytes: self.webhook_max_queued_bytes,
+            store: self.webhook_store,
+            data_dir: self.data_dir.clone(),
+            retry_period: self.webhook_retry_period,
+            dead_letter_ttl: self.webhook_dead_letter_ttl,
+            max_stored_bytes: self.webhook_max_stored_bytes,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Server {
     pub config: std::path::PathBuf,
     /// Where its stderr goes, for tests that read its logs.
     log: Option<std::path::PathBuf>,
+    /// Its own data directory (the webhook queue), removed when dropped; a test that
+    /// restarts a node on the same queue passes `HERALD_DATA_DIR` itself.
+    data_dir: std::path::PathBuf,
 }
 
 impl Server {
@@ -66,6 +69,7 @@ impl Server {
         let path = std::env::temp_dir().join(format!("{stem}.toml"));
         std::fs::write(&path, config).expect("write config");
         let log = keep_log.then(|| std::env::temp_dir().join(format!("{stem}.log")));
+        let data_dir = std::env::temp_dir().join(format!("{stem}.data"));
         let stderr = match &log {
             Some(log) => Stdio::from(std::fs::File::create(log).expect("create log")),
             // HERALD_TEST_LOG=1 (with RUST_LOG) shows the server's logs when debugging a test.
@@ -76,6 +80,7 @@ impl Server {
             .args(["serve", "--config"])
             .arg(&path)
             .args(args)
+            .env("HERALD_DATA_DIR", &data_dir)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -110,6 +115,7 @@ impl Server {
             admin,
             config: path,
             log,
+            data_dir,
         }
     }
 
@@ -171,6 +177,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 

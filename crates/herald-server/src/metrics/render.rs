@@ -124,6 +124,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
         app: &'a App,
         m: &'a AppMetrics,
         hub: HubTotals,
+        queue: crate::webhooks::Depth,
     }
     type Read = fn(&Reading) -> u64;
     let readings: Vec<Reading> = apps
@@ -132,6 +133,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
             app,
             m: &app.metrics,
             hub: app.hub.totals(),
+            queue: app.webhooks().map(|w| w.depth()).unwrap_or_default(),
         })
         .collect();
     let counters: [(&str, &str, Read); 10] = [
@@ -192,7 +194,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
             |r| r.m.webhook_count(WebhookOutcome::Drop),
         ),
     ];
-    let gauges: [(&str, &str, Read); 4] = [
+    let gauges: [(&str, &str, Read); 8] = [
         ("herald_connections", "WebSocket connections open", |r| {
             r.app.connection_count() as u64
         }),
@@ -210,6 +212,30 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
             "herald_presence_members",
             "Distinct users per presence channel, summed over channels",
             |r| r.hub.members as u64,
+        ),
+        (
+            "herald_webhook_queue_depth",
+            "Webhook batches in the queue waiting for delivery (in retry included)",
+            |r| r.queue.pending,
+        ),
+        (
+            "herald_webhook_queue_oldest_age_seconds",
+            "Age of the oldest webhook batch waiting for delivery, 0 when none",
+            |r| {
+                r.queue.oldest_pending_ms.map_or(0, |created| {
+                    crate::webhooks::now_ms().saturating_sub(created) / 1000
+                })
+            },
+        ),
+        (
+            "herald_webhook_dead_letters",
+            "Webhook batches given up after webhook_retry_period, kept for webhook_dead_letter_ttl",
+            |r| r.queue.dead,
+        ),
+        (
+            "herald_webhook_queue_bytes",
+            "Bytes of the app's webhook batches in the queue, dead letters included",
+            |r| r.queue.bytes,
         ),
     ];
     let mut out = Vec::new();

@@ -1,5 +1,6 @@
-//! What one app's deliveries may hold, in flight and in retry: a batch over either bound
-//! is dropped and counted, so a dead receiver costs a bounded amount of memory.
+//! What one app's deliveries may hold in memory, in flight and in retry: a batch over
+//! either bound stays in the queue, not in memory, and is handed to a delivery once there
+//! is room again, so a dead receiver costs a bounded amount of memory.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use crate::admission::RateLog;
 use crate::metrics::{AppMetrics, WebhookOutcome};
 
 use super::flush;
+use super::store::{BatchId, Queue};
 
 /// What one app's deliveries may hold, in flight and in retry.
 pub(super) struct Bounds {
@@ -25,11 +27,24 @@ pub(super) struct Bounds {
     pub(super) metrics: Arc<AppMetrics>,
     /// The app's part of a clean shutdown.
     pub(super) flush: flush::Flush,
+    /// Where the app's batches are kept until delivered.
+    pub(super) queue: Arc<Queue>,
+    /// The app's id, its batches' key in the queue.
+    pub(super) app_id: String,
+    /// How long a failing batch is retried.
+    pub(super) retry_period: std::time::Duration,
+    /// The first batch of the app in the queue not yet handed to a delivery, when some
+    /// are (after a start, or once memory's bounds were reached): later batches wait in the
+    /// queue behind it, so the order holds.
+    pub(super) waiting_from: parking_lot::Mutex<Option<BatchId>>,
+    /// Signalled when a delivery ends, so a batch waiting in the queue is handed over at
+    /// once rather than at the next tick.
+    pub(super) freed: tokio::sync::Notify,
 }
 
 impl Bounds {
-    /// A place for a delivery of `len` bytes, or `None` (the batch is dropped, counted and
-    /// logged at a rate) when the app already holds its maximum.
+    /// A place for a delivery of `len` bytes, or `None` when the app already holds its
+    /// maximum (the batch waits in the queue; logged at a rate).
     pub(super) fn reserve(self: &Arc<Self>, len: usize, app_id: &str) -> Option<Reserved> {
         let permit = self.in_flight.clone().try_acquire_owned().ok();
         let fits = permit.is_some()
@@ -46,16 +61,13 @@ impl Bounds {
                 _permit: permit,
             }),
             _ => {
-                self.metrics.webhook(WebhookOutcome::Drop, 1);
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = self.log.should_log() {
                     tracing::warn!(
                         app_id,
-                        dropped,
                         suppressed,
                         max_in_flight = self.max_in_flight,
                         max_queued_bytes = self.max_bytes,
-                        "Webhook batch dropped: the app holds its maximum of deliveries in retry"
+                        "Webhook batches wait in the queue: the app holds its maximum of deliveries in memory"
                     );
                 }
                 None
@@ -74,6 +86,15 @@ pub(super) struct Reserved {
 impl Drop for Reserved {
     fn drop(&mut self) {
         self.bounds.bytes.fetch_sub(self.len, Ordering::AcqRel);
+        self.bounds.freed.notify_one();
+    }
+}
+
+impl Bounds {
+    /// Counts batches dropped (refused by the queue's bound, or lost to a store error).
+    pub(super) fn dropped(&self, batches: u64) {
+        self.metrics.webhook(WebhookOutcome::Drop, batches);
+        self.dropped.fetch_add(batches, Ordering::Relaxed);
     }
 }
 

@@ -1,20 +1,24 @@
-//! The delivery of one signed body to one endpoint: its turn, its attempts and their
-//! backoff, and what the metrics and the console see of them.
+//! The delivery of one stored batch to one endpoint: its turn, its attempts and their
+//! backoff (with jitter), the queue told of each outcome (removed when delivered,
+//! rescheduled after a failure, a dead letter once the retry period has passed), and what
+//! the metrics and the console see of them.
 
 use std::time::Duration;
 
 use herald_protocol::webhook::{HEADER_KEY, HEADER_SIGNATURE, WEBHOOK_CONTENT_TYPE};
-use tokio::time::Instant;
+use rand::Rng;
 
 use crate::metrics::WebhookOutcome;
 
 use super::bounds::Reserved;
+use super::store::{now_ms, Record};
 use super::{order, reach, Refused};
 
-/// How long a failing batch is retried.
-const RETRY_FOR: Duration = Duration::from_secs(5 * 60);
+/// The header carrying a batch's id, the same across retries and restarts, so a receiver
+/// can drop a batch it already has.
+pub const HEADER_ID: &str = "X-Herald-Webhook-Id";
 
-/// One signed body and where it goes.
+/// Where one stored batch goes.
 pub(super) struct Delivery {
     pub(super) client: reqwest::Client,
     pub(super) url: String,
@@ -22,10 +26,6 @@ pub(super) struct Delivery {
     pub(super) host: String,
     /// Set when the URL's address may not be reached: nothing is sent.
     pub(super) refused: Option<Refused>,
-    pub(super) app_id: String,
-    pub(super) key: String,
-    pub(super) signature: String,
-    pub(super) body: String,
 }
 
 /// Why a delivery attempt did not get an answer.
@@ -34,6 +34,13 @@ enum Failed {
     Refused(Refused),
     /// The request failed (connection, timeout).
     Error(reqwest::Error),
+}
+
+/// How the attempts of one batch ended.
+enum End {
+    Delivered,
+    /// Given up: it becomes a dead letter.
+    Dead,
 }
 
 /// The event names of a webhook body, for the console.
@@ -50,37 +57,68 @@ fn event_names(body: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Posts one signed body once its turn has come, retrying with exponential backoff until a
-/// 2xx answer or until [`RETRY_FOR`] has passed; a redirect is not followed, and not
-/// retried either. While the node shuts down, backoffs are short (see [`super::flush`]).
-pub(super) async fn deliver(delivery: Delivery, reserved: Reserved, mut turn: order::Turn) {
+/// Posts one stored batch once its turn has come, retrying with exponential backoff and
+/// jitter until a 2xx answer or until the retry period has passed since it was written; a
+/// redirect is not followed, and not retried either. Delivered, it leaves the queue; given
+/// up, it becomes a dead letter. While the node shuts down, backoffs are short (see
+/// [`super::flush`]); a delivery cut by the end of the process stays in the queue.
+pub(super) async fn deliver(
+    delivery: Delivery,
+    mut record: Record,
+    reserved: Reserved,
+    mut turn: order::Turn,
+) {
     turn.wait().await;
+    let queue = reserved.bounds.queue.clone();
+    let flush = &reserved.bounds.flush;
+    let due_in = record.next_attempt_ms.saturating_sub(now_ms());
+    if due_in > 0 {
+        flush.wait_out(Duration::from_millis(due_in)).await;
+    }
+    let end = attempts(&delivery, &mut record, &reserved).await;
+    let id = record.id;
+    let outcome = match end {
+        End::Delivered => queue.run(move |q| q.ack(id)).await,
+        End::Dead => {
+            queue
+                .run(move |q| q.dead_letter(&mut record, now_ms()))
+                .await
+        }
+    };
+    if let Some(Err(error)) = outcome {
+        tracing::error!(%error, "Webhook queue could not record a delivery's end");
+    }
+    // The delivery's turn ends only now, so a later batch on its channels never overtakes
+    // it in the queue either.
+    drop(turn);
+}
+
+/// The attempts of one batch, until it is delivered or given up.
+async fn attempts(delivery: &Delivery, record: &mut Record, reserved: &Reserved) -> End {
     let metrics = &reserved.bounds.metrics;
     let flush = &reserved.bounds.flush;
+    let queue = &reserved.bounds.queue;
+    let retry_ms = reserved.bounds.retry_period.as_millis() as u64;
     let Delivery {
         client,
         url,
         host,
         refused,
-        app_id,
-        key,
-        signature,
-        body,
     } = delivery;
-    let shown_url = crate::config::redact_url(&url);
-    let url = url.as_str();
-    let started = Instant::now();
-    let mut backoff = flush.first_backoff();
-    let mut attempt = 1u32;
+    let shown_url = crate::config::redact_url(url);
+    let id = record.id.to_string();
     loop {
-        let result = match &refused {
+        record.attempts += 1;
+        let attempt = record.attempts;
+        let result = match refused {
             Some(refused) => Err(Failed::Refused(refused.clone())),
             None => client
-                .post(url)
+                .post(url.as_str())
                 .header("Content-Type", WEBHOOK_CONTENT_TYPE)
-                .header(HEADER_KEY, &key)
-                .header(HEADER_SIGNATURE, &signature)
-                .body(body.clone())
+                .header(HEADER_KEY, &record.key)
+                .header(HEADER_SIGNATURE, &record.signature)
+                .header(HEADER_ID, &id)
+                .body(record.body.clone())
                 .send()
                 .await
                 .map_err(|error| match reach::refusal(&error) {
@@ -94,16 +132,16 @@ pub(super) async fn deliver(delivery: Delivery, reserved: Reserved, mut turn: or
                 row.insert("url".into(), shown_url.as_str().into());
                 row.insert("status".into(), status.into());
                 row.insert("attempt".into(), attempt.into());
-                row.insert("events".into(), event_names(body.as_bytes()).into());
+                row.insert("events".into(), event_names(record.body.as_bytes()).into());
                 row.insert("outcome".into(), outcome.into());
             });
         };
         let result = match result {
             // Nothing was sent, and no retry would be let through.
             Err(Failed::Refused(refused)) => {
-                reserved.bounds.refused(&app_id, &host, &refused);
+                reserved.bounds.refused(&record.app_id, host, &refused);
                 shown("refused");
-                return;
+                return End::Dead;
             }
             Err(Failed::Error(error)) => Err(error),
             Ok(response) => Ok(response),
@@ -113,39 +151,52 @@ pub(super) async fn deliver(delivery: Delivery, reserved: Reserved, mut turn: or
             Ok(response) if response.status().is_success() => {
                 metrics.webhook(WebhookOutcome::Success, 1);
                 shown("delivered");
-                return;
+                return End::Delivered;
             }
             Ok(response) if response.status().is_redirection() => {
                 metrics.webhook(WebhookOutcome::Failure, 1);
                 shown("failed");
                 tracing::warn!(
-                    app_id,
+                    app_id = record.app_id,
                     url = %shown_url,
                     status = %response.status(),
-                    "Webhook endpoint answered a redirect; redirects are not followed, so this batch is dropped: configure the final URL"
+                    "Webhook endpoint answered a redirect; redirects are not followed, so this batch is a dead letter: configure the final URL"
                 );
-                return;
+                return End::Dead;
             }
             Ok(response) => format!("status {}", response.status()),
             // reqwest's error names the URL, which may carry a password.
             Err(error) => error.without_url().to_string(),
         };
-        if started.elapsed() + backoff > RETRY_FOR {
+        let backoff = flush.backoff(attempt, jitter());
+        let now = now_ms();
+        if now + backoff.as_millis() as u64 > record.created_ms + retry_ms {
             metrics.webhook(WebhookOutcome::Failure, 1);
             shown("failed");
             tracing::warn!(
-                app_id,
+                app_id = record.app_id,
                 url = %shown_url,
                 attempt,
                 problem,
-                "Webhook dropped after retrying for 5 minutes"
+                "Webhook batch is a dead letter after retrying for webhook_retry_period"
             );
-            return;
+            return End::Dead;
         }
         metrics.webhook(WebhookOutcome::Retry, 1);
         shown("retry");
-        tracing::debug!(app_id, url = %shown_url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
-        backoff = flush.wait_out(backoff).await;
-        attempt += 1;
+        tracing::debug!(app_id = record.app_id, url = %shown_url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
+        record.next_attempt_ms = now + backoff.as_millis() as u64;
+        if queue.durable() {
+            let saved = record.clone();
+            if let Some(Err(error)) = queue.run(move |q| q.reschedule(&saved)).await {
+                tracing::error!(%error, "Webhook queue could not record a failed attempt");
+            }
+        }
+        flush.wait_out(backoff).await;
     }
+}
+
+/// A factor in [0.5, 1.0) that spreads the retries of many batches failing at once.
+fn jitter() -> f64 {
+    rand::thread_rng().gen_range(0.5..1.0)
 }

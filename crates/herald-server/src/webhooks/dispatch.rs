@@ -1,9 +1,11 @@
 //! One task per app: it batches events (up to [`BATCH_SIZE`] or [`BATCH_WINDOW`], Pusher's
-//! limits), holds `channel_vacated` back, signs each endpoint's body and starts its
-//! delivery in turn.
+//! limits), holds `channel_vacated` back, signs each endpoint's body, writes it to the
+//! queue (off the runtime's threads: publishing never waits on it) and then starts its
+//! delivery in turn. Batches the queue holds but no delivery does (after a restart, or
+//! past memory's bounds) are handed over in id order on a tick ([`RESUME_EVERY`]).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use herald_protocol::webhook::{webhook_body, webhook_signature, WebhookEvent};
 use tokio::sync::mpsc;
@@ -12,12 +14,17 @@ use tokio::time::Instant;
 use super::bounds::Bounds;
 use super::deliver::{deliver, Delivery};
 use super::holdback::HeldBack;
+use super::store::{now_ms, Appended, Record};
 use super::{order, reach};
 
 /// Events per batch (Pusher's limit).
 const BATCH_SIZE: usize = 20;
 /// How long a batch may wait for more events (Pusher's window).
 const BATCH_WINDOW: Duration = Duration::from_millis(250);
+/// How often batches waiting in the queue are looked for, and dead letters expired.
+const RESUME_EVERY: Duration = Duration::from_secs(1);
+/// Batches read back from the queue at a time.
+const RESUME_AT_MOST: usize = 64;
 
 pub(super) struct Dispatcher {
     pub(super) app_id: String,
@@ -36,15 +43,28 @@ impl Dispatcher {
         let mut held = HeldBack::default();
         let now_token = self.bounds.flush.now.clone();
         let last_token = self.bounds.flush.last.clone();
+        let mut resume_at = Instant::now();
         loop {
             let flushing = now_token.is_cancelled();
-            let wake = match (batch_deadline, held.next_due()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let now = Instant::now();
+            if now >= resume_at {
+                self.resume().await;
+                resume_at = now + RESUME_EVERY;
+            }
+            let wake = [batch_deadline, held.next_due(), Some(resume_at)]
+                .into_iter()
+                .flatten()
+                .min();
+            let waiting = self.bounds.waiting_from.lock().is_some();
+            let bounds = self.bounds.clone();
             let woke = tokio::select! {
                 biased;
                 () = last_token.cancelled() => Woke::Last,
+                // A delivery ended: the batches waiting in the queue may go now.
+                () = bounds.freed.notified(), if waiting => {
+                    resume_at = Instant::now();
+                    Woke::Tick
+                }
                 // The drain started: no client can come back here, so nothing is held back.
                 () = now_token.cancelled(), if !flushing => Woke::Tick,
                 event = events.recv() => Woke::Event(event),
@@ -54,7 +74,7 @@ impl Dispatcher {
                 Woke::Event(Some(event)) => self.take(event, &mut batch, &mut held, flushing),
                 Woke::Tick => false,
                 // Every sender is gone: the app is gone; send what is left and stop.
-                Woke::Event(None) => return self.send_rest(batch, &mut held),
+                Woke::Event(None) => return self.send_rest(batch, &mut held).await,
                 // The node has left: what is queued and held goes out, and nothing more is
                 // taken (a late event is dropped and counted by `emit`).
                 Woke::Last => {
@@ -62,7 +82,7 @@ impl Dispatcher {
                     while let Some(event) = events.recv().await {
                         self.take(event, &mut batch, &mut held, true);
                     }
-                    return self.send_rest(batch, &mut held);
+                    return self.send_rest(batch, &mut held).await;
                 }
             };
             if grew {
@@ -80,7 +100,7 @@ impl Dispatcher {
             }
             if batch.len() >= BATCH_SIZE || batch_deadline.is_some_and(|d| d <= now) {
                 batch_deadline = None;
-                self.send_all(std::mem::take(&mut batch));
+                self.send_all(std::mem::take(&mut batch)).await;
             }
         }
     }
@@ -112,58 +132,169 @@ impl Dispatcher {
     }
 
     /// Sends `batch` and then every held-back `channel_vacated`: the dispatcher stops.
-    fn send_rest(&mut self, mut batch: Vec<WebhookEvent>, held: &mut HeldBack) {
+    async fn send_rest(&mut self, mut batch: Vec<WebhookEvent>, held: &mut HeldBack) {
         batch.extend(
             held.drain()
                 .map(|channel| WebhookEvent::ChannelVacated { channel }),
         );
-        self.send_all(batch);
+        self.send_all(batch).await;
     }
 
-    /// Sends `events` in batches of at most [`BATCH_SIZE`], in order.
-    fn send_all(&mut self, events: Vec<WebhookEvent>) {
+    /// Sends `events` in batches of at most [`BATCH_SIZE`], in order: each endpoint's
+    /// body is written to the queue (one durable write for them all), then delivered.
+    async fn send_all(&mut self, events: Vec<WebhookEvent>) {
+        let time_ms = now_ms();
+        let mut records: Vec<Record> = Vec::new();
         for chunk in events.chunks(BATCH_SIZE) {
-            self.send(chunk.to_vec());
+            for endpoint in &self.endpoints {
+                let accepted: Vec<&WebhookEvent> = chunk
+                    .iter()
+                    .filter(|e| endpoint.config.accepts(e))
+                    .collect();
+                if accepted.is_empty() {
+                    continue;
+                }
+                let body = webhook_body(time_ms, &accepted);
+                records.push(Record {
+                    id: 0,
+                    app_id: self.app_id.clone(),
+                    url: endpoint.config.url.clone(),
+                    key: self.key.clone(),
+                    signature: webhook_signature(&self.secret, body.as_bytes()),
+                    body,
+                    channels: accepted.iter().map(|e| e.channel().to_owned()).collect(),
+                    created_ms: time_ms,
+                    attempts: 0,
+                    next_attempt_ms: 0,
+                    dead_ms: None,
+                });
+            }
         }
-    }
-
-    /// Starts delivery of one batch to every endpoint that wants some of it.
-    fn send(&mut self, batch: Vec<WebhookEvent>) {
-        if batch.is_empty() {
+        if records.is_empty() {
             return;
         }
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        for (place, endpoint) in self.endpoints.iter().enumerate() {
-            let accepted: Vec<&WebhookEvent> = batch
-                .iter()
-                .filter(|e| endpoint.config.accepts(e))
-                .collect();
-            if accepted.is_empty() {
-                continue;
+        let count = records.len() as u64;
+        let written = self
+            .bounds
+            .queue
+            .run(move |q| (q.append(&mut records), records))
+            .await;
+        let Some((Ok(outcome), records)) = written else {
+            if let Some((Err(error), _)) = written {
+                tracing::error!(app_id = %self.app_id, %error, "Webhook batches could not be written to the queue: dropped");
             }
-            let body = webhook_body(time_ms, &accepted);
-            let Some(reserved) = self.bounds.reserve(body.len(), &self.app_id) else {
-                continue;
-            };
-            let turn = self.order.next(place, accepted.iter().map(|e| e.channel()));
-            let signature = webhook_signature(&self.secret, body.as_bytes());
-            self.bounds.flush.tasks.spawn(deliver(
-                Delivery {
-                    client: endpoint.client.clone(),
-                    url: endpoint.config.url.clone(),
-                    host: endpoint.host.clone(),
-                    refused: endpoint.refused.clone(),
-                    app_id: self.app_id.clone(),
-                    key: self.key.clone(),
-                    signature,
-                    body,
-                },
-                reserved,
-                turn,
-            ));
+            self.bounds.dropped(count);
+            return;
+        };
+        for (appended, record) in outcome.into_iter().zip(records) {
+            match appended {
+                Appended::Stored(_) => {
+                    self.hand(record, false);
+                }
+                Appended::Refused => {
+                    self.bounds.dropped(1);
+                    if let Some(suppressed) = self.bounds.log.should_log() {
+                        tracing::warn!(
+                            app_id = %self.app_id,
+                            suppressed,
+                            "Webhook batch dropped: the app's queue holds webhook_max_stored_bytes of pending batches"
+                        );
+                    }
+                }
+            }
         }
+    }
+
+    /// Starts the delivery of a batch the queue holds, unless earlier batches of the app
+    /// still wait there (it waits behind them) or memory's bounds are reached (it starts
+    /// waiting). `resuming`: it is the first one waiting. Returns whether it was handed
+    /// over.
+    fn hand(&mut self, record: Record, resuming: bool) -> bool {
+        let mut waiting = self.bounds.waiting_from.lock();
+        if waiting.is_some() && !resuming {
+            return false;
+        }
+        let place = self
+            .endpoints
+            .iter()
+            .position(|e| e.config.url == record.url);
+        let Some(place) = place else {
+            // Written for an endpoint the app no longer has: nobody is waiting for it.
+            drop(waiting);
+            tracing::warn!(app_id = %self.app_id, id = record.id, "Webhook batch for an endpoint no longer configured: dead letter");
+            let queue = self.bounds.queue.clone();
+            let mut record = record;
+            tokio::task::spawn_blocking(move || queue.dead_letter(&mut record, now_ms()));
+            return true;
+        };
+        let Some(reserved) = self.bounds.reserve(record.body.len(), &self.app_id) else {
+            *waiting = Some(record.id);
+            return false;
+        };
+        drop(waiting);
+        let endpoint = &self.endpoints[place];
+        let turn = self
+            .order
+            .next(place, record.channels.iter().map(String::as_str));
+        self.bounds.flush.tasks.spawn(deliver(
+            Delivery {
+                client: endpoint.client.clone(),
+                url: endpoint.config.url.clone(),
+                host: endpoint.host.clone(),
+                refused: endpoint.refused.clone(),
+            },
+            record,
+            reserved,
+            turn,
+        ));
+        true
+    }
+
+    /// Hands over the batches waiting in the queue, in id order, as far as memory's
+    /// bounds let; expires old dead letters.
+    async fn resume(&mut self) {
+        // Page after page, while memory's bounds let the batches through.
+        while self.resume_page().await {}
+    }
+
+    /// Hands over one page of the batches waiting; returns whether more may wait.
+    async fn resume_page(&mut self) -> bool {
+        let Some(from) = *self.bounds.waiting_from.lock() else {
+            return false;
+        };
+        let app_id = self.app_id.clone();
+        let read = self
+            .bounds
+            .queue
+            .run(move |q| {
+                let _ = q.expire(now_ms());
+                q.pending(&app_id, from, RESUME_AT_MOST)
+            })
+            .await;
+        let records = match read {
+            Some(Ok(records)) => records,
+            Some(Err(error)) => {
+                tracing::error!(app_id = %self.app_id, %error, "Webhook queue could not be read");
+                return false;
+            }
+            None => return false,
+        };
+        let complete = records.len() < RESUME_AT_MOST;
+        let mut last = None;
+        for record in records {
+            let id = record.id;
+            if !self.hand(record, true) {
+                return false;
+            }
+            last = Some(id);
+        }
+        let mut waiting = self.bounds.waiting_from.lock();
+        *waiting = match (complete, last) {
+            (true, _) => None,
+            (false, Some(last)) => Some(last + 1),
+            (false, None) => Some(from),
+        };
+        waiting.is_some()
     }
 }
 

@@ -6,11 +6,10 @@
 //! - when the drain starts, `channel_vacated` is no longer held back (those already held go
 //!   out at once: no client can come back to this node), and a delivery waiting out a
 //!   backoff tries again now, then with short backoffs;
-//! - once the node has drained and left its cluster, each dispatcher sends what it holds
-//!   and stops, and shutdown waits for the deliveries up to the flush deadline. The
-//!   batches still undelivered then are dropped, counted and logged once.
-//!
-//! Nothing is kept across a crash: this is a flush, not a durable queue.
+//! - once the node has drained and left its cluster, each dispatcher writes what it holds
+//!   to the queue and stops, and shutdown waits for the deliveries up to the flush
+//!   deadline. The batches still undelivered then stay in the queue on disk, for the next
+//!   start (counted and logged once); with `webhook_store = "memory"` they are dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +24,8 @@ use crate::App;
 
 /// The first backoff of a failed delivery.
 const BACKOFF: Duration = Duration::from_secs(1);
-/// The longest backoff.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest backoff: a receiver back after a long outage waits at most this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 /// The first backoff of a delivery that fails while the node shuts down.
 const FLUSH_BACKOFF: Duration = Duration::from_millis(250);
 
@@ -43,22 +42,22 @@ pub(super) struct Flush {
 }
 
 impl Flush {
-    /// The backoff after a delivery's first failure.
-    pub(super) fn first_backoff(&self) -> Duration {
+    /// The backoff after a delivery's `attempt`th failure: doubling from [`BACKOFF`] up to
+    /// [`MAX_BACKOFF`], scaled by `jitter`; short once the node shuts down.
+    pub(super) fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
         if self.now.is_cancelled() {
-            FLUSH_BACKOFF
-        } else {
-            BACKOFF
+            return FLUSH_BACKOFF;
         }
+        let doubled = BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+        doubled.min(MAX_BACKOFF).mul_f64(jitter)
     }
 
-    /// Waits out `backoff`, or until the drain starts if that comes first; returns the
-    /// next backoff (doubled, or restarted short once the node shuts down).
-    pub(super) async fn wait_out(&self, backoff: Duration) -> Duration {
+    /// Waits out `backoff`, or until the drain starts if that comes first.
+    pub(super) async fn wait_out(&self, backoff: Duration) {
         let shutting_down = self.now.is_cancelled();
         tokio::select! {
-            () = tokio::time::sleep(backoff) => (backoff * 2).min(MAX_BACKOFF),
-            () = self.now.cancelled(), if !shutting_down => FLUSH_BACKOFF,
+            () = tokio::time::sleep(backoff) => {}
+            () = self.now.cancelled(), if !shutting_down => {}
         }
     }
 }
@@ -80,9 +79,9 @@ impl ShutdownFlush {
     }
 
     /// Once the node has drained and left: every dispatcher sends what it holds and stops,
-    /// and this waits for the deliveries until `deadline`. Those left are dropped (their
-    /// tasks end with the runtime), counted in `herald_webhook_drops_total` and logged in
-    /// one line; returns how many.
+    /// and this waits for the deliveries until `deadline`. Those left stay in a durable
+    /// queue for the next start, or (in memory) are dropped, counted in
+    /// `herald_webhook_drops_total`; logged in one line. Returns how many were dropped.
     pub(crate) async fn finish(self, deadline: Instant) -> usize {
         for hooks in &self.hooks {
             let flush = &hooks.bounds.flush;
@@ -100,17 +99,29 @@ impl ShutdownFlush {
             }
             return 0;
         }
-        let mut dropped = 0;
+        let (mut dropped, mut kept) = (0, 0);
         for hooks in &self.hooks {
             let bounds = &hooks.bounds;
             let left = bounds.max_in_flight - bounds.in_flight.available_permits();
-            bounds.metrics.webhook(WebhookOutcome::Drop, left as u64);
-            dropped += left;
+            if bounds.queue.durable() {
+                kept += left;
+            } else {
+                bounds.metrics.webhook(WebhookOutcome::Drop, left as u64);
+                dropped += left;
+            }
         }
-        tracing::warn!(
-            batches_dropped = dropped,
-            "Webhook flush timed out (webhook_flush_timeout): the batches not delivered by then are dropped"
-        );
+        if kept > 0 {
+            tracing::warn!(
+                batches_kept = kept,
+                "Webhook flush timed out (webhook_flush_timeout): the batches not delivered by then stay in the queue for the next start"
+            );
+        }
+        if dropped > 0 || kept == 0 {
+            tracing::warn!(
+                batches_dropped = dropped,
+                "Webhook flush timed out (webhook_flush_timeout): the batches not delivered by then are dropped"
+            );
+        }
         dropped
     }
 }

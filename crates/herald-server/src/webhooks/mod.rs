@@ -5,13 +5,18 @@
 //! slow or dead receiver can never stall a WebSocket or an HTTP request. When the queue is
 //! full the event is dropped, counted and logged. One dispatcher task per app batches
 //! events (up to 250 ms or 20 events, Pusher's window), holds `channel_vacated` back
-//! briefly so a quick reconnect does not flap occupied/vacated, and hands each batch to a
-//! delivery task that retries non-2xx answers and timeouts with exponential backoff for up
-//! to five minutes.
+//! briefly so a quick reconnect does not flap occupied/vacated, writes each batch to the
+//! webhook queue ([`store`], on disk under `data_dir` by default) and hands it to a
+//! delivery task that retries non-2xx answers and timeouts with exponential backoff and
+//! jitter for `webhook_retry_period`, then makes it a dead letter. Each batch carries its
+//! id in `X-Herald-Webhook-Id`; a batch is removed from the queue only once delivered, so
+//! a restart or a crash sends again what was pending (at least once).
 //!
-//! A receiver that fails makes batches pile up in retry, so what one app may hold is
-//! bounded twice: deliveries in flight (`webhook_max_in_flight`) and the bytes of their
-//! bodies (`webhook_max_queued_bytes`). A batch over either bound is dropped and counted.
+//! A receiver that fails makes batches pile up in retry, so what one app holds in memory
+//! is bounded twice: deliveries in flight (`webhook_max_in_flight`) and the bytes of their
+//! bodies (`webhook_max_queued_bytes`). A batch over either bound waits in the queue; the
+//! queue's bytes per app are bounded too (`webhook_max_stored_bytes`): the oldest dead
+//! letters go first, then new batches are dropped and counted.
 //! Redirects are never followed: a 3xx would re-post the signed body to another host.
 //! Batches to one endpoint keep their order per channel ([`order`]), and a clean shutdown
 //! delivers what the drain produces within a bound ([`flush`]). A tenant's endpoint (an
@@ -22,11 +27,17 @@ mod deliver;
 mod dispatch;
 mod flush;
 mod holdback;
+#[cfg(test)]
+mod measure;
 mod order;
 mod reach;
+mod store;
 
+pub use deliver::HEADER_ID;
 pub(crate) use flush::ShutdownFlush;
 pub use reach::{AllowedNetworks, Refused, WebhookReach};
+pub use store::StoreError;
+pub(crate) use store::{now_ms, Depth};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -107,6 +118,18 @@ impl Webhooks {
                 refused_log: RateLog::new(Duration::from_secs(10)),
                 metrics: metrics.clone(),
                 flush: flush::Flush::default(),
+                queue: match store::open(settings) {
+                    Ok(queue) => queue,
+                    Err(error) => {
+                        tracing::error!(%error, app_id = %app.id, "Cannot open the webhook queue; webhooks are off");
+                        return None;
+                    }
+                },
+                retry_period: settings.retry_period,
+                app_id: app.id.clone(),
+                // The queue may hold the app's batches from before a restart.
+                waiting_from: parking_lot::Mutex::new(Some(0)),
+                freed: tokio::sync::Notify::new(),
             }),
         };
         let dispatcher = Dispatcher {
@@ -166,11 +189,22 @@ impl Webhooks {
         self.batches_dropped.load(Ordering::Relaxed)
     }
 
+    /// The webhook queue's size, for the gauges.
+    pub(crate) fn depth(&self) -> store::Depth {
+        self.bounds.queue.depth(&self.bounds.app_id)
+    }
+
     /// Whether `other` counts its deliveries against the same bounds.
     #[cfg(test)]
     pub(crate) fn shares_bounds_with(&self, other: &Webhooks) -> bool {
         Arc::ptr_eq(&self.bounds, &other.bounds)
     }
+}
+
+/// Opens (and locks) the webhook queue `settings` name, so `herald serve` fails at start,
+/// naming `data_dir`, when it cannot; the apps' dispatchers then share the open queue.
+pub fn open_queue(settings: &WebhookSettings) -> Result<(), StoreError> {
+    store::open(settings).map(drop)
 }
 
 /// A set of [`WebhookKind`]s.

@@ -378,6 +378,8 @@ fn stand_in(id: &str) -> Arc<App> {
         vacated_delay: Duration::ZERO,
         max_in_flight: 0,
         max_queued_bytes: 0,
+        // No endpoints: no queue is opened.
+        ..crate::Config::default().webhook_settings()
     };
     Arc::new(App::new(config, &settings))
 }

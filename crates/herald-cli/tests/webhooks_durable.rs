@@ -1,0 +1,404 @@
+//! The durable webhook queue against the real binary and a real receiver (issue 25): a node
+//! killed with SIGKILL during a receiver outage sends every batch once started again, with
+//! the same id and body when one is repeated; a batch failing past `webhook_retry_period`
+//! is a dead letter, still there after a restart and not sent again; the order per channel
+//! holds across a retry.
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_protocol::webhook::verify_webhook_signature;
+use serde_json::{json, Value};
+use support::{Server, KEY, SECRET};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    id: String,
+    signature: String,
+    body: String,
+    status: &'static str,
+}
+
+impl Got {
+    fn events(&self) -> Vec<Value> {
+        let body: Value = serde_json::from_str(&self.body).expect("a JSON body");
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A webhook receiver on `port`, answering its n-th request with `statuses[n]` (the last
+/// one after them); down once dropped.
+struct Receiver {
+    got: Arc<Mutex<Vec<Got>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn up(port: u16, statuses: Vec<&'static str>) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the receiver's port");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let seen = got.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                let request = loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                            })
+                            .unwrap_or_default()
+                    };
+                    let len: usize = header("content-length").parse().unwrap_or(0);
+                    if body.len() < len {
+                        continue;
+                    }
+                    break Some((
+                        header("x-herald-webhook-id"),
+                        header("x-pusher-signature"),
+                        body[..len].to_owned(),
+                    ));
+                };
+                let Some((id, signature, body)) = request else {
+                    continue;
+                };
+                let status = {
+                    let mut got = seen.lock().expect("lock");
+                    let status = statuses[got.len().min(statuses.len() - 1)];
+                    got.push(Got {
+                        id,
+                        signature,
+                        body,
+                        status,
+                    });
+                    status
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        Receiver { got, task }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+fn config(port: u16, events: &[&str], extra: &str) -> String {
+    format!(
+        "{extra}\n[[apps]]\nid = \"1\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n\
+         [[apps.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nevent_types = {}\n",
+        serde_json::to_string(events).expect("names")
+    )
+}
+
+/// A fresh data directory, removed when dropped.
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn new(what: &str) -> DataDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        DataDir(std::env::temp_dir().join(format!("herald-{what}-{}-{nanos}", std::process::id())))
+    }
+
+    fn env(&self) -> (&'static str, &str) {
+        ("HERALD_DATA_DIR", self.0.to_str().expect("a UTF-8 path"))
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A gauge or counter of app 1 from `/metrics`.
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let key = format!("{name}{{app=\"1\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
+
+/// Polls `check` every 50 ms until it holds, for up to `within`.
+async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every delivery is signed over its body exactly, and carries an id that names one body.
+fn assert_signed_and_identified(got: &[Got]) {
+    let mut bodies = std::collections::HashMap::new();
+    for g in got {
+        assert!(
+            verify_webhook_signature(SECRET, g.body.as_bytes(), &g.signature),
+            "the signature holds over the body byte for byte: {g:?}"
+        );
+        assert!(g.id.parse::<u64>().is_ok(), "an id: {g:?}");
+        let body = bodies.entry(g.id.clone()).or_insert_with(|| g.body.clone());
+        assert_eq!(*body, g.body, "one id, one body");
+    }
+}
+
+#[tokio::test]
+async fn a_node_killed_during_a_receiver_outage_sends_every_batch_after_its_restart() {
+    let port = support::db::free_port();
+    let dir = DataDir::new("durable-kill");
+    let config = config(
+        port,
+        &["channel_occupied", "channel_vacated"],
+        "webhook_vacated_delay_ms = 0",
+    );
+    let mut server = Server::start_logged(&config, &[dir.env()]);
+    let mut ws = server.connect(KEY).await;
+    let channels: Vec<String> = (0..4).map(|i| format!("room-{i}")).collect();
+    let channels = &channels;
+    for channel in channels {
+        ws.subscribe(channel).await;
+        // Past the 250 ms batch window: a batch each.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ws.send(json!({"event":"pusher:unsubscribe","data":{"channel":channel}}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    until(
+        "every batch is in the queue",
+        Duration::from_secs(5),
+        || {
+            let server = &server;
+            async move {
+                metric(server, "herald_webhook_queue_depth").await >= 2.0 * channels.len() as f64
+            }
+        },
+    )
+    .await;
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reap");
+    drop(ws);
+
+    let receiver = Receiver::up(port, vec!["200 OK"]).await;
+    let server = Server::start_logged(&config, &[dir.env()]);
+    until("every channel reported", Duration::from_secs(20), || {
+        let got = receiver.got();
+        async move {
+            let events: Vec<Value> = got.iter().flat_map(Got::events).collect();
+            channels.iter().all(|c| {
+                events
+                    .iter()
+                    .any(|e| e["channel"] == c.as_str() && e["name"] == "channel_vacated")
+            })
+        }
+    })
+    .await;
+    let got = receiver.got();
+    assert_signed_and_identified(&got);
+    // Per channel, the order holds across the restart: occupied, then vacated.
+    let events: Vec<Value> = got.iter().flat_map(|g| g.events()).collect();
+    for channel in channels {
+        let first = |name: &str| {
+            events
+                .iter()
+                .position(|e| e["channel"] == channel.as_str() && e["name"] == name)
+                .unwrap_or_else(|| panic!("no {name} on {channel}: {events:?}"))
+        };
+        assert!(
+            first("channel_occupied") < first("channel_vacated"),
+            "{channel}: {events:?}"
+        );
+    }
+    until("the queue is empty", Duration::from_secs(5), || {
+        let server = &server;
+        async move { metric(server, "herald_webhook_queue_depth").await == 0.0 }
+    })
+    .await;
+    eprintln!(
+        "{} batches, {} requests after the restart",
+        2 * channels.len(),
+        got.len()
+    );
+}
+
+#[tokio::test]
+async fn a_batch_failing_past_the_retry_period_is_a_dead_letter_kept_across_a_restart() {
+    let port = support::db::free_port();
+    let dir = DataDir::new("durable-dead");
+    let config = config(port, &["channel_occupied"], "webhook_retry_period = 2");
+    let mut server = Server::start_logged(&config, &[dir.env()]);
+    let mut ws = server.connect(KEY).await;
+    ws.subscribe("doomed").await;
+    until("a dead letter", Duration::from_secs(10), || {
+        let server = &server;
+        async move { metric(server, "herald_webhook_dead_letters").await == 1.0 }
+    })
+    .await;
+    assert_eq!(metric(&server, "herald_webhook_queue_depth").await, 0.0);
+    assert!(
+        server.log().contains("dead letter after retrying"),
+        "{}",
+        server.log()
+    );
+    drop(ws);
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reap");
+
+    // Started again with the receiver up: the dead letter is still there, not sent.
+    let receiver = Receiver::up(port, vec!["200 OK"]).await;
+    let server = Server::start_logged(&config, &[dir.env()]);
+    assert_eq!(metric(&server, "herald_webhook_dead_letters").await, 1.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(receiver.got().is_empty(), "{:?}", receiver.got());
+    assert_eq!(metric(&server, "herald_webhook_dead_letters").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_later_batch_on_a_channel_waits_for_the_earlier_ones_retry() {
+    let port = support::db::free_port();
+    let dir = DataDir::new("durable-order");
+    let receiver = Receiver::up(port, vec!["500 Internal Server Error", "200 OK"]).await;
+    let server = Server::start_logged(
+        &config(
+            port,
+            &["channel_occupied", "channel_vacated"],
+            "webhook_vacated_delay_ms = 0",
+        ),
+        &[dir.env()],
+    );
+    let mut ws = server.connect(KEY).await;
+    ws.subscribe("ordered").await;
+    until("the first attempt failed", Duration::from_secs(5), || {
+        let n = receiver.got().len();
+        async move { n >= 1 }
+    })
+    .await;
+    ws.send(json!({"event":"pusher:unsubscribe","data":{"channel":"ordered"}}))
+        .await;
+    until("both delivered", Duration::from_secs(10), || {
+        let n = receiver.got().len();
+        async move { n >= 3 }
+    })
+    .await;
+    let got = receiver.got();
+    let names: Vec<(String, &str)> = got
+        .iter()
+        .map(|g| {
+            (
+                g.events()[0]["name"].as_str().unwrap_or("").to_owned(),
+                g.status,
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("channel_occupied".to_owned(), "500 Internal Server Error"),
+            ("channel_occupied".to_owned(), "200 OK"),
+            ("channel_vacated".to_owned(), "200 OK"),
+        ],
+        "the vacated batch waited for the occupied one's retry"
+    );
+    assert_eq!(got[0].id, got[1].id, "a retry carries the same id");
+    assert_ne!(got[1].id, got[2].id);
+    assert_signed_and_identified(&got);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_receiver_outage_keeps_the_batches_for_the_next_start() {
+    let port = support::db::free_port();
+    let dir = DataDir::new("durable-term");
+    let config = config(
+        port,
+        &["channel_occupied"],
+        "shutdown_grace = 1\nwebhook_flush_timeout = 1",
+    );
+    let mut server = Server::start_logged(&config, &[dir.env()]);
+    let mut ws = server.connect(KEY).await;
+    ws.subscribe("kept").await;
+    until("the batch is in the queue", Duration::from_secs(5), || {
+        let server = &server;
+        async move { metric(server, "herald_webhook_queue_depth").await == 1.0 }
+    })
+    .await;
+    let (status, _) = server.terminate(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a clean exit: {status:?}"
+    );
+    assert!(server.log().contains("batches_kept"), "{}", server.log());
+
+    let receiver = Receiver::up(port, vec!["200 OK"]).await;
+    let _server = Server::start_logged(&config, &[dir.env()]);
+    until("the kept batch delivered", Duration::from_secs(10), || {
+        let n = receiver.got().len();
+        async move { n >= 1 }
+    })
+    .await;
+    let got = receiver.got();
+    assert_eq!(got[0].events()[0]["channel"], "kept");
+    assert_signed_and_identified(&got);
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_used_stops_the_start_naming_it() {
+    let dir = DataDir::new("durable-locked");
+    let config = config(support::db::free_port(), &["channel_occupied"], "");
+    let _first = Server::start_logged(&config, &[dir.env()]);
+    let path = std::env::temp_dir().join(format!("herald-locked-{}.toml", std::process::id()));
+    std::fs::write(&path, &config).expect("write config");
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&path)
+        .env(dir.env().0, dir.env().1)
+        .output()
+        .expect("run herald serve");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("data_dir") && stderr.contains("in use by another herald process"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,100 @@
+//! Records on disk in fjall (an LSM key-value store with a write-ahead journal) under
+//! `data_dir`; the only module that names it. Each write is one journal batch, made durable
+//! with an fsync (`PersistMode::SyncAll`) before it returns unless it is lazy (a delivered
+//! batch's removal, made durable by the next write): the figures behind the choice are in
+//! BENCHMARKS.md ("Webhook stores"). A lock file keeps a second process out.
+
+use std::fs::File;
+use std::path::Path;
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+
+use super::{BatchId, Change, Durability, StoreError, WebhookStore};
+
+pub(crate) struct DiskStore {
+    keyspace: Keyspace,
+    batches: PartitionHandle,
+    /// Held for the process's life: the directory's lock.
+    _lock: File,
+}
+
+fn database(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+impl DiskStore {
+    pub(crate) fn open(dir: &Path) -> Result<DiskStore, StoreError> {
+        let io = |source| StoreError::Open {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("herald.lock"))
+            .map_err(io)?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(StoreError::Locked(dir.to_owned())),
+            Err(error) => return Err(io(error.into())),
+        }
+        let keyspace = Config::new(dir.join("webhooks")).open().map_err(database)?;
+        let batches = keyspace
+            .open_partition("batches", PartitionCreateOptions::default())
+            .map_err(database)?;
+        Ok(DiskStore {
+            keyspace,
+            batches,
+            _lock: lock,
+        })
+    }
+}
+
+impl WebhookStore for DiskStore {
+    fn write(&self, changes: Vec<Change>, sync: Durability) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.keyspace.batch();
+        for change in changes {
+            match change {
+                Change::Put(id, bytes) => batch.insert(&self.batches, id.to_be_bytes(), bytes),
+                Change::Delete(id) => batch.remove(&self.batches, id.to_be_bytes()),
+            }
+        }
+        batch.commit().map_err(database)?;
+        if sync == Durability::Lazy {
+            return Ok(());
+        }
+        self.keyspace
+            .persist(PersistMode::SyncAll)
+            .map_err(database)
+    }
+
+    fn get(&self, id: BatchId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .batches
+            .get(id.to_be_bytes())
+            .map_err(database)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn all(&self) -> Result<Vec<(BatchId, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.batches.iter() {
+            let (key, value) = item.map_err(database)?;
+            let key: [u8; 8] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("a key is not 8 bytes".into()))?;
+            out.push((BatchId::from_be_bytes(key), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,47 @@
+//! One stored batch: the exact signed body and where it goes, and its attempts so far.
+
+use serde::{Deserialize, Serialize};
+
+use super::{BatchId, Meta, StoreError};
+
+/// A batch as the queue keeps it. The body is the bytes signed and sent, never rebuilt, so
+/// a retry after a restart carries the same body and signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    /// Set by [`super::Queue::append`].
+    #[serde(default)]
+    pub(crate) id: BatchId,
+    pub(crate) app_id: String,
+    pub(crate) url: String,
+    pub(crate) key: String,
+    pub(crate) signature: String,
+    pub(crate) body: String,
+    /// The channels the body's events are on, for the order per channel after a restart.
+    pub(crate) channels: Vec<String>,
+    pub(crate) created_ms: u64,
+    pub(crate) attempts: u32,
+    /// When the next attempt is due (0: at once).
+    pub(crate) next_attempt_ms: u64,
+    #[serde(default)]
+    pub(crate) dead_ms: Option<u64>,
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // Plain data of strings and integers: serialising it cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub(super) fn meta(&self, len: usize) -> Meta {
+        Meta {
+            app_id: self.app_id.as_str().into(),
+            len,
+            created_ms: self.created_ms,
+            dead_ms: self.dead_ms,
+        }
+    }
+}
