@@ -589,6 +589,7 @@ fn a_bad_admin_certificate_stops_start_up_naming_its_key() {
     .expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--port", "0", "--config"])
+        .env("HERALD_DATA_DIR", support::scratch_data_dir())
         .arg(&config)
         .output()
         .expect("run herald");

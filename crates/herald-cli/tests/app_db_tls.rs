@@ -247,6 +247,7 @@ async fn refuses_what_it_cannot_verify(engine: Engine) {
     std::fs::write(&config, node_config(&misspelt)).expect("write config");
     let serve = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--port", "0", "--config"])
+        .env("HERALD_DATA_DIR", support::scratch_data_dir())
         .arg(&config)
         .env_remove("HERALD_APPS_URL")
         .output()

@@ -225,6 +225,7 @@ async fn a_node_id_another_live_node_holds_stops_the_start_and_leaves_its_state(
     let second = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["serve", "--port", "0", "--config"])
+            .env("HERALD_DATA_DIR", support::scratch_data_dir())
             .arg(&path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

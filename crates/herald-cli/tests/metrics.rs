@@ -488,6 +488,7 @@ fn a_public_admin_address_needs_a_token() {
     let path = write_config(&format!("admin_host = \"0.0.0.0\"\n{APP}"));
     let out = herald()
         .args(["serve", "--port", "0", "--config"])
+        .env("HERALD_DATA_DIR", support::scratch_data_dir())
         .arg(&path)
         .output()
         .expect("run herald");
@@ -504,6 +505,7 @@ fn a_taken_admin_port_stops_start_up_unless_it_is_the_default() {
     let path = write_config(&format!("admin_port = {port}\n{APP}"));
     let out = herald()
         .args(["serve", "--port", "0", "--config"])
+        .env("HERALD_DATA_DIR", support::scratch_data_dir())
         .arg(&path)
         .output()
         .expect("run herald");

@@ -123,6 +123,7 @@ fn refused(config: &str) -> String {
     std::fs::write(&path, config).expect("write config");
     let output = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--port", "0", "--config"])
+        .env("HERALD_DATA_DIR", support::scratch_data_dir())
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

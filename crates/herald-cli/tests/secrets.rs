@@ -61,6 +61,7 @@ async fn secrets_stay_out_of_the_output() {
     // A cluster that cannot start says so without the password.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--port", "0"])
+        .env("HERALD_DATA_DIR", support::scratch_data_dir())
         .env("HERALD_ADAPTER", "redis")
         .env(
             "HERALD_REDIS_URL",

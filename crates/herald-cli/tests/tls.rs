@@ -437,6 +437,7 @@ fn bad_tls_files_stop_start_up_naming_the_file() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         command
             .args(["serve", "--port", "0", "--config"])
+            .env("HERALD_DATA_DIR", support::scratch_data_dir())
             .arg(&path)
             .env_remove("HERALD_TLS_CERT")
             .env_remove("HERALD_TLS_KEY");

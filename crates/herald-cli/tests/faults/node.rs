@@ -72,6 +72,8 @@ impl Node {
             ])
             .args(["serve", "--config"])
             .arg(&self.config)
+            // Its own webhook queue, kept across its restarts like a real node's.
+            .env("HERALD_DATA_DIR", self.config.with_extension("data"))
             // HERALD_FAULTS_LOG sets the nodes' RUST_LOG (default info) to look into a run.
             .env(
                 "RUST_LOG",

@@ -939,3 +939,14 @@ pub fn events_named(bodies: &Mutex<Vec<Value>>, name: &str) -> usize {
         .filter(|e| e["name"] == name)
         .count()
 }
+
+/// A fresh directory for a node's webhook queue (`HERALD_DATA_DIR`): nodes started side by
+/// side may not share one (a node locks its own), and a test's nodes must not write into
+/// the source tree (the default `./herald-data`).
+pub fn scratch_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "herald-test-{}-{}.data",
+        std::process::id(),
+        rand_suffix()
+    ))
+}
