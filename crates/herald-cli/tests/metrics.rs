@@ -189,11 +189,10 @@ async fn counters_are_exact_and_gauges_return_to_zero() {
     let (status, _) = support::signed(&server, "GET", "/apps/999/channels", &[], None).await;
     assert_eq!(status, 404);
 
-    let s = scrape(&server).await;
     let sent: usize = clients.iter().map(|c| c.sent).sum();
     let received: usize = clients.iter().map(|c| c.received).sum();
     let frames_in: usize = clients.iter().map(|c| c.frames_in).sum();
-    for (key, want) in [
+    let wanted = [
         (r#"herald_connections_opened_total{app="1"}"#, 5.0),
         (r#"herald_events_published_total{app="1"}"#, 6.0),
         (r#"herald_deliveries_total{app="1"}"#, 15.0),
@@ -216,7 +215,20 @@ async fn counters_are_exact_and_gauges_return_to_zero() {
             r#"herald_http_requests_total{app="",route="channels",status="404"}"#,
             1.0,
         ),
-    ] {
+    ];
+    // A write is counted once it returns, and a request once its answer is sent: the
+    // client can read either first. Scraped until every count is in, within a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = scrape(&server).await;
+        if wanted.iter().all(|&(key, want)| value(&s, key) == want)
+            || std::time::Instant::now() > deadline
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (key, want) in wanted {
         assert_eq!(value(&s, key), want, "{key}");
     }
     // Each write that sent an event was timed: at least one per connection, at most one
