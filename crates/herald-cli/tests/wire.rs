@@ -394,10 +394,16 @@ async fn http_api_keeps_answering_while_thousands_of_sockets_are_busy() {
     let server = std::sync::Arc::new(Server::start(""));
     let sockets = 2000;
     let events = 30;
-    let mut readers = Vec::new();
+    let mut subscribed = Vec::new();
     for _ in 0..sockets {
         let mut ws = server.connect(KEY).await;
         ws.subscribe("busy").await;
+        subscribed.push(ws);
+    }
+    // The readers start once every socket is in: each waits at most 5 s for a frame, and
+    // connecting the rest took longer than that on a loaded machine.
+    let mut readers = Vec::new();
+    for mut ws in subscribed {
         readers.push(tokio::spawn(async move {
             let mut got = 0;
             while got < events {
