@@ -66,7 +66,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(config.host, host);
     }
     if let Some(port) = var("HERALD_PORT") {
-        assert_eq!(Ok(config.port), port.parse::<u16>());
+        // Surrounding whitespace in a variable is forgiven, as a shell line often carries it.
+        assert_eq!(Ok(config.port), port.trim().parse::<u16>());
     }
     if let Some(url) = var("HERALD_REDIS_URL") {
         if let AdapterConfig::Redis(cluster) = &config.adapter {
