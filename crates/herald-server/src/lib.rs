@@ -27,6 +27,7 @@ pub mod ids;
 mod metrics;
 pub mod outbox;
 pub mod ratelimit;
+pub mod recovery;
 mod redact;
 pub mod reload;
 mod shared;

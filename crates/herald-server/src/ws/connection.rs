@@ -238,6 +238,9 @@ fn serve<S: Socket>(
                         break;
                     }
                     io.take_outbox(session.outbox(), &mut closing);
+                    if !closing {
+                        session.after_outbox(&held.shared);
+                    }
                     // The sweeper's wake-up once the budget refilled (or a delivery's after it).
                     if io.waiting && io.budget.allows(clock::now(), rates(&held.shared)) {
                         io.waiting = false;

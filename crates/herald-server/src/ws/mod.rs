@@ -16,6 +16,7 @@
 mod budget;
 pub(crate) use budget::Refills;
 mod connection;
+mod recovery;
 mod session;
 mod socket;
 

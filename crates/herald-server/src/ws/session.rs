@@ -31,6 +31,8 @@ use crate::shared::Shared;
 use crate::webhooks::{WebhookEvent, WebhookKind};
 use crate::wire::text_frame;
 
+use super::recovery::{self, Tracker};
+
 /// A fixed one-second window is enough to enforce "N per second"; in clock ticks it
 /// costs eight bytes.
 struct RateWindow {
@@ -56,6 +58,8 @@ pub(super) struct Session {
     channels: Vec<Box<str>>,
     client_events: RateWindow,
     user: Option<Box<SignedIn>>,
+    /// Set when the app recovers (`recovery_window` and history): one pointer otherwise.
+    recovery: Option<Box<Tracker>>,
 }
 
 impl Session {
@@ -93,6 +97,8 @@ impl Session {
         if let Some((code, message)) = app.closed() {
             outbox.close(code, message);
         }
+        let recovery =
+            (shared.adapter.recoveries.is_some() && app.config().recovers()).then(Box::default);
         Session {
             app,
             id,
@@ -103,6 +109,7 @@ impl Session {
                 used: 0,
             },
             user: None,
+            recovery,
         }
     }
 
@@ -139,7 +146,11 @@ impl Session {
     pub(super) fn handle_text(&mut self, shared: &Shared, text: &str) {
         match frame::decode_client_message(text) {
             Ok(ClientMessage::Ping) => self.send(frame::PONG),
-            Ok(ClientMessage::Pong) => {}
+            Ok(ClientMessage::Pong) => {
+                if let Some(tracker) = &mut self.recovery {
+                    tracker.pong(&self.app, &self.outbox);
+                }
+            }
             Ok(ClientMessage::Subscribe(sub)) => self.subscribe(shared, sub),
             Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(shared, &channel),
             Ok(ClientMessage::Signin(signin)) => self.signin(shared, signin),
@@ -158,6 +169,15 @@ impl Session {
     }
 
     fn subscribe(&mut self, shared: &Shared, sub: Subscribe) {
+        if let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        {
+            // A presence subscription brings its identity with it.
+            if !ChannelKind::of(&sub.channel).is_presence()
+                && tracker.hold(&self.app, &self.outbox, recoveries.as_ref(), &sub)
+            {
+                return;
+            }
+        }
         let limits = self.app.config().limits;
         let channel = sub.channel.as_str();
         let kind = match validate_channel_name(channel, limits.max_channel_name_length) {
@@ -255,18 +275,48 @@ impl Session {
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
+        let plan = match (&mut self.recovery, &shared.adapter.recoveries) {
+            (Some(tracker), Some(recoveries)) if !already => {
+                if let Some(member) = &member {
+                    let signed_in = self.user.as_ref().is_some_and(|u| *u.id == *member.user_id);
+                    tracker.identify(
+                        &self.app,
+                        &self.outbox,
+                        recoveries.as_ref(),
+                        &member.user_id,
+                        signed_in,
+                    );
+                    if tracker.hold(&self.app, &self.outbox, recoveries.as_ref(), &sub) {
+                        return;
+                    }
+                }
+                Some(tracker.plan(channel))
+            }
+            _ => None,
+        };
+        let app = &self.app;
+        let mut confirmed = 0;
+        let mut join = |outbox: &Outbox| {
+            if let Some(plan) = plan {
+                confirmed = recovery::join(app, channel, plan, outbox);
+            }
+        };
         let subscription = Subscription {
             channel,
             socket: self.id,
             outbox: &self.outbox,
             member,
             cache,
+            joining: plan.is_some().then_some(&mut join),
         };
         // The backend answers the client: now, or (in a cluster) once the change is counted,
         // so a client that got `subscription_succeeded` is in every node's counts and a
         // presence member gets the cluster's member list.
         if !shared.adapter.presence.subscribe(&self.app, subscription) {
             return;
+        }
+        if let (Some(tracker), Some(_)) = (&mut self.recovery, plan) {
+            tracker.track(channel, confirmed);
         }
         if kind.requires_auth() {
             self.authorized();
@@ -359,12 +409,17 @@ impl Session {
             .adapter
             .presence
             .signed_in(&self.app, &id, first_here, &self.outbox, &watchlist);
+        if let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        {
+            tracker.identify(&self.app, &self.outbox, recoveries.as_ref(), &id, true);
+        }
         self.user = Some(Box::new(SignedIn {
             id,
             user_info: user.user_info.map(String::into_boxed_str),
             watchlist,
         }));
         self.authorized();
+        self.release_held(shared);
     }
 
     fn refuse_signin(&self, message: String) {
@@ -392,6 +447,12 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, shared: &Shared, channel: &str) {
+        if let Some(tracker) = &mut self.recovery {
+            if tracker.unhold(channel) {
+                return;
+            }
+            tracker.untrack(channel);
+        }
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.app.metrics.console.emit("unsubscribed", |row| {
                 row.insert("socket_id".into(), self.socket_id().to_string().into());
@@ -473,7 +534,6 @@ impl Session {
             row.insert("event".into(), event.into());
             crate::console::preview(row, data);
         });
-        shared.adapter.history.record(&self.app, channel, &frame);
         shared
             .adapter
             .broker
@@ -490,11 +550,40 @@ impl Session {
 
     /// Leaves every channel and signs out, as soon as the connection starts closing: it takes
     /// no more frames, so it must not count as a subscriber or a member while it lingers.
+    /// Recovery remembers what the connection was on here, at once, for a new connection
+    /// that takes over from this one: a closing connection may linger for seconds.
     pub(super) fn leave_all(&mut self, shared: &Shared) {
+        if let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        {
+            tracker.end(&self.app, recoveries.as_ref(), self.outbox.close_code());
+        }
         for channel in std::mem::take(&mut self.channels) {
             self.leave_channel(shared, &channel);
         }
         self.sign_out(shared);
+    }
+
+    /// Answers the subscriptions recovery held, once their wait is over.
+    fn release_held(&mut self, shared: &Shared) {
+        let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        else {
+            return;
+        };
+        for sub in tracker.release(&self.app, recoveries.as_ref()) {
+            self.subscribe(shared, sub);
+        }
+    }
+
+    /// After the connection task took what the outbox held (or was nudged): held
+    /// subscriptions whose wait is over, and a ping if events went out unconfirmed.
+    pub(super) fn after_outbox(&mut self, shared: &Shared) {
+        if self.recovery.is_none() {
+            return;
+        }
+        self.release_held(shared);
+        if let Some(tracker) = &mut self.recovery {
+            tracker.after_write(&self.app, &self.outbox);
+        }
     }
 
     /// Leaves every channel and the shutdown registry; called once when the connection ends.
