@@ -266,7 +266,7 @@ pub fn validate_app(at: &str, app: &AppConfig) -> Result<(), ConfigError> {
         ));
     }
     check_history(at, &app.history)?;
-    // An hour: what is remembered is kept twice as long, to tell a late client it is late.
+    // An hour at most: every identified connection that drops leaves an entry for it.
     check_max(
         &at_field(at, "recovery_window"),
         app.recovery_window,

@@ -36,6 +36,10 @@ pub(super) const HOLD: Duration = Duration::from_millis(1500);
 /// connection takes over from it. A healthy tab answers within a round trip.
 const SILENT_AFTER: Duration = Duration::from_secs(2);
 
+/// How long an entry is kept past its window, so that a client that comes back late is
+/// told so (`herald:recovery_failed`) rather than nothing.
+const TOLD_LATE: Duration = Duration::from_secs(600);
+
 /// The event a channel gets when what its client missed cannot be replayed.
 pub(super) const FAILED_EVENT: &str = "herald:recovery_failed";
 
@@ -351,8 +355,7 @@ impl Tracker {
         }
         let until_ms = unix_ms() + u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         let entry = Remembered { until_ms, channels };
-        // Kept twice the window, so a client that comes back late is told so.
-        recoveries.remember(&app.config().id, &identity, entry, window * 2);
+        recoveries.remember(&app.config().id, &identity, entry, window + TOLD_LATE);
     }
 }
 
