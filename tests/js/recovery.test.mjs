@@ -10,10 +10,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import Echo from 'laravel-echo';
 import {
-  startNode, restClient, wsClient, connected, subscribed, sleep, PusherJs,
+  startNode, restClient, wsClient, connected, subscribed, sleep, PusherJs, KEY,
 } from './harness.mjs';
+
+const { chromium } = createRequire(import.meta.url)('playwright-core');
 
 const CONFIG = `
 [[apps]]
@@ -120,12 +125,22 @@ secret = "secret-4"
 history_max_events = 500
 `;
 
-const server = await startNode(CONFIG);
-const short = await startNode(SHORT);
+const [server, short, browser] = await Promise.all([
+  startNode(CONFIG),
+  startNode(SHORT),
+  // The flags browser.test.mjs gives it, for the same reasons.
+  chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-quic'],
+  }),
+]);
 const rest = restClient(server.port);
 const clients = [];
 after(async () => {
   for (const c of clients) c.disconnect();
+  await browser.close();
   assert.equal((await server.stop()).code, 0);
   assert.equal((await short.stop()).code, 0);
 });
@@ -249,4 +264,67 @@ test('an expired window and a history that rolled over give herald:recovery_fail
   assert.deepEqual(secretGot, [0, 1, 2, 3, 4, 5], 'the ciphertext is replayed as sent, and decrypts');
   assert.deepEqual(echoGot, [0, 1, 2, 3, 4, 5]);
   for (const link of links) link.close();
+});
+
+/** The page browser.test.mjs drives (browser/), its pusher-js build, and the user sign-in endpoint of app 1. */
+async function site(signer) {
+  const files = {
+    '/': ['browser/index.html', 'text/html'],
+    '/page.js': ['browser/page.js', 'text/javascript'],
+    '/pusher-js/pusher.min.js': ['node_modules/pusher-js/dist/web/pusher.min.js', 'text/javascript'],
+  };
+  const srv = http.createServer(async (req, res) => {
+    const { pathname } = new URL(req.url, 'http://site');
+    if (req.method === 'POST' && pathname === '/pusher/user-auth') {
+      let body = '';
+      for await (const chunk of req) body += chunk;
+      const form = Object.fromEntries(new URLSearchParams(body));
+      const signed = signer.authenticateUser(form.socket_id, { id: form.user_id });
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(signed));
+      return;
+    }
+    const file = files[pathname];
+    if (!file) return res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': file[1] }).end(await readFile(new URL(file[0], import.meta.url)));
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { port: srv.address().port, close: () => { srv.closeAllConnections(); srv.close(); } };
+}
+
+test('pusher-js in Chromium (its own WebSocket), signed in, gets every event of a 5 s outage', async (t) => {
+  const link = await relay(server.port);
+  const web = await site(rest);
+  const context = await browser.newContext();
+  t.after(() => { context.close(); web.close(); link.close(); });
+  const page = await context.newPage();
+  await page.goto(`http://127.0.0.1:${web.port}/?port=${link.port}&key=${KEY}`);
+  await page.evaluate(() => window.ready);
+  await page.evaluate(() => {
+    window.connect('a', { user_id: 'bea' }, { activityTimeout: 1500, pongTimeout: 1500 });
+    window.signin('a');
+    window.subscribe('a', 'feed');
+  });
+  const events = () => page.evaluate(() => window.log
+    .filter((e) => e.kind === 'event' && e.channel === 'feed' && e.event === 'n').map((e) => e.data.n));
+  const waitFor = async (check, what) => {
+    const end = Date.now() + 8000;
+    while (!check(await events())) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${await events()}`);
+      await sleep(50);
+    }
+  };
+  await page.waitForFunction(() => window.signedIn('a') && window.log
+    .some((e) => e.channel === 'feed' && e.event === 'pusher:subscription_succeeded'));
+  for (let n = 0; n < 5; n++) await rest.trigger('feed', 'n', { n });
+  await waitFor((got) => got.length === 5, 'the first 5 events');
+  const cutAt = Date.now();
+  await outage(link, 5000, async () => {
+    for (let n = 5; n < 35; n++) { await rest.trigger('feed', 'n', { n }); await sleep(100); }
+  });
+  await waitFor((got) => got.includes(34), 'all 35 events');
+  const tail = checkOrder(await events(), 35);
+  console.log(`chromium: all 35 events ${Date.now() - cutAt} ms after the cut; unconfirmed tail replayed: ${tail} event(s)`);
+  assert.ok(tail <= 5);
+  const failed = await page.evaluate(() => window.log.filter((e) => e.event === 'herald:recovery_failed'));
+  assert.deepEqual(failed, []);
 });
