@@ -40,8 +40,27 @@ struct RateWindow {
     used: u32,
 }
 
-/// The user a connection signed in as. Boxed: most connections never sign in, and an
-/// idle connection should pay one pointer for the possibility.
+/// The user a connection signed in as, and its recovery state. Boxed: most connections
+/// never sign in and most apps do not recover, and an idle connection should pay one
+/// pointer for both possibilities.
+#[derive(Default)]
+struct Person {
+    user: Option<SignedIn>,
+    /// Set when the app recovers (`recovery_window` and history).
+    recovery: Option<Box<Tracker>>,
+}
+
+fn user_of(person: &Option<Box<Person>>) -> Option<&SignedIn> {
+    person.as_deref().and_then(|p| p.user.as_ref())
+}
+
+fn tracker_of(person: &mut Option<Box<Person>>) -> Option<&mut Tracker> {
+    person
+        .as_deref_mut()
+        .and_then(|p| p.recovery.as_deref_mut())
+}
+
+/// The user a connection signed in as.
 struct SignedIn {
     id: Arc<str>,
     user_info: Option<Box<str>>,
@@ -57,9 +76,7 @@ pub(super) struct Session {
     /// Channels this connection is subscribed to; few per connection, so a Vec beats a map.
     channels: Vec<Box<str>>,
     client_events: RateWindow,
-    user: Option<Box<SignedIn>>,
-    /// Set when the app recovers (`recovery_window` and history): one pointer otherwise.
-    recovery: Option<Box<Tracker>>,
+    person: Option<Box<Person>>,
 }
 
 impl Session {
@@ -108,8 +125,12 @@ impl Session {
                 started: crate::clock::now(),
                 used: 0,
             },
-            user: None,
-            recovery,
+            person: recovery.map(|tracker| {
+                Box::new(Person {
+                    user: None,
+                    recovery: Some(tracker),
+                })
+            }),
         }
     }
 
@@ -147,7 +168,7 @@ impl Session {
         match frame::decode_client_message(text) {
             Ok(ClientMessage::Ping) => self.send(frame::PONG),
             Ok(ClientMessage::Pong) => {
-                if let Some(tracker) = &mut self.recovery {
+                if let Some(tracker) = tracker_of(&mut self.person) {
                     tracker.pong(&self.app, &self.outbox);
                 }
             }
@@ -169,7 +190,8 @@ impl Session {
     }
 
     fn subscribe(&mut self, shared: &Shared, sub: Subscribe) {
-        if let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        if let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
         {
             // A presence subscription brings its identity with it.
             if !ChannelKind::of(&sub.channel).is_presence()
@@ -203,7 +225,7 @@ impl Session {
             );
         }
         if kind == ChannelKind::ServerToUser {
-            let own = self.user.as_ref().is_some_and(|u| {
+            let own = user_of(&self.person).is_some_and(|u| {
                 channel.strip_prefix(SERVER_TO_USER_PREFIX) == Some(u.id.as_ref())
             });
             if !own {
@@ -218,7 +240,7 @@ impl Session {
         let auth = sub.auth.as_deref().unwrap_or("");
         // Presence identity: the signed channel_data, or else (pusher-js 8) the signed-in user.
         let channel_data = sub.channel_data.as_deref().filter(|_| kind.is_presence());
-        if kind.is_presence() && channel_data.is_none() && self.user.is_none() {
+        if kind.is_presence() && channel_data.is_none() && user_of(&self.person).is_none() {
             return self.subscription_error(
                 channel,
                 "AuthError",
@@ -240,7 +262,7 @@ impl Session {
                 return self.subscription_error(channel, "AuthError", &error.to_string(), 401);
             }
         }
-        let member = match (kind.is_presence(), channel_data, &self.user) {
+        let member = match (kind.is_presence(), channel_data, user_of(&self.person)) {
             (false, _, _) => None,
             (true, Some(data), _) => match parse_member(data) {
                 Ok(member) => Some(member),
@@ -275,10 +297,11 @@ impl Session {
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
-        let plan = match (&mut self.recovery, &shared.adapter.recoveries) {
+        let user_id = user_of(&self.person).map(|u| u.id.clone());
+        let plan = match (tracker_of(&mut self.person), &shared.adapter.recoveries) {
             (Some(tracker), Some(recoveries)) if !already => {
                 if let Some(member) = &member {
-                    let signed_in = self.user.as_ref().is_some_and(|u| *u.id == *member.user_id);
+                    let signed_in = user_id.is_some_and(|id| *id == *member.user_id);
                     tracker.identify(
                         &self.app,
                         &self.outbox,
@@ -315,7 +338,7 @@ impl Session {
         if !shared.adapter.presence.subscribe(&self.app, subscription) {
             return;
         }
-        if let (Some(tracker), Some(_)) = (&mut self.recovery, plan) {
+        if let (Some(tracker), Some(_)) = (tracker_of(&mut self.person), plan) {
             tracker.track(channel, confirmed);
         }
         if kind.requires_auth() {
@@ -383,7 +406,7 @@ impl Session {
         };
         // One identity per connection: the old user's server-to-user channel and presence
         // memberships must not follow the socket to someone else.
-        if let Some(current) = &self.user {
+        if let Some(current) = user_of(&self.person) {
             if *current.id != *user.id {
                 return self.refuse_signin(format!(
                     "This connection is signed in as another user; connect again to sign in as '{}'",
@@ -409,15 +432,16 @@ impl Session {
             .adapter
             .presence
             .signed_in(&self.app, &id, first_here, &self.outbox, &watchlist);
-        if let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        if let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
         {
             tracker.identify(&self.app, &self.outbox, recoveries.as_ref(), &id, true);
         }
-        self.user = Some(Box::new(SignedIn {
+        self.person.get_or_insert_with(Box::default).user = Some(SignedIn {
             id,
             user_info: user.user_info.map(String::into_boxed_str),
             watchlist,
-        }));
+        });
         self.authorized();
         self.release_held(shared);
     }
@@ -427,7 +451,7 @@ impl Session {
     }
 
     fn sign_out(&mut self, shared: &Shared) {
-        if let Some(user) = self.user.take() {
+        if let Some(user) = self.person.as_deref_mut().and_then(|p| p.user.take()) {
             let users = &self.app.users;
             users.unwatch(self.id.conn, &user.watchlist);
             let last_here = users.remove(&user.id, self.id.conn);
@@ -447,7 +471,7 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, shared: &Shared, channel: &str) {
-        if let Some(tracker) = &mut self.recovery {
+        if let Some(tracker) = tracker_of(&mut self.person) {
             if tracker.unhold(channel) {
                 return;
             }
@@ -553,7 +577,8 @@ impl Session {
     /// Recovery remembers what the connection was on here, at once, for a new connection
     /// that takes over from this one: a closing connection may linger for seconds.
     pub(super) fn leave_all(&mut self, shared: &Shared) {
-        if let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        if let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
         {
             tracker.end(&self.app, recoveries.as_ref(), self.outbox.close_code());
         }
@@ -565,7 +590,8 @@ impl Session {
 
     /// Answers the subscriptions recovery held, once their wait is over.
     fn release_held(&mut self, shared: &Shared) {
-        let (Some(tracker), Some(recoveries)) = (&mut self.recovery, &shared.adapter.recoveries)
+        let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
         else {
             return;
         };
@@ -577,11 +603,11 @@ impl Session {
     /// After the connection task took what the outbox held (or was nudged): held
     /// subscriptions whose wait is over, and a ping if events went out unconfirmed.
     pub(super) fn after_outbox(&mut self, shared: &Shared) {
-        if self.recovery.is_none() {
+        if tracker_of(&mut self.person).is_none() {
             return;
         }
         self.release_held(shared);
-        if let Some(tracker) = &mut self.recovery {
+        if let Some(tracker) = tracker_of(&mut self.person) {
             tracker.after_write(&self.app, &self.outbox);
         }
     }
