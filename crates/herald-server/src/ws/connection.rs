@@ -814,6 +814,10 @@ mod tests {
             std::mem::size_of::<ConnPermit>(),
             std::mem::size_of::<ConnectionSlot>()
         );
+        println!(
+            "a recovering connection's tracker {} B (boxed, with the signed-in user's box)",
+            std::mem::size_of::<super::super::recovery::Tracker>(),
+        );
         assert!(size <= 300, "the connection future grew to {size} B");
     }
 }
