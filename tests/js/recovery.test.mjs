@@ -295,7 +295,7 @@ test('pusher-js in Chromium (its own WebSocket), signed in, gets every event of 
   const link = await relay(server.port);
   const web = await site(rest);
   const context = await browser.newContext();
-  t.after(() => { context.close(); web.close(); link.close(); });
+  t.after(async () => { await context.close(); web.close(); link.close(); });
   const page = await context.newPage();
   await page.goto(`http://127.0.0.1:${web.port}/?port=${link.port}&key=${KEY}`);
   await page.evaluate(() => window.ready);

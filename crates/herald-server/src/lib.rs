@@ -173,6 +173,7 @@ async fn serve_apps(
         shutdown: CancellationToken::new(),
         connections: parking_lot::Mutex::new(HashMap::new()),
         refills: Default::default(),
+        silent: Default::default(),
         tracker: TaskTracker::new(),
         limiter: limiter.clone(),
         metrics: metrics::NodeMetrics::new(),

@@ -189,12 +189,14 @@ impl Tracker {
 
     /// Whether `sub` must wait: the connection has no identity yet and some remembered
     /// entry names the channel, or it waits for a taken-over connection's entry.
+    /// `any_silent`: some connection of the node is silent ([`silent`]).
     pub(super) fn hold(
         &mut self,
         app: &App,
         outbox: &Arc<Outbox>,
         recoveries: &dyn Recoveries,
         sub: &Subscribe,
+        any_silent: bool,
     ) -> bool {
         let wait = match self.hold {
             Hold::Over => false,
@@ -206,7 +208,8 @@ impl Tracker {
                 let now = clock::now();
                 let wait = self.identity.is_none()
                     && (recoveries.awaited(&app.config().id, &sub.channel)
-                        || app.hub.any_subscriber(&sub.channel, |o| silent(o, now)));
+                        || (any_silent
+                            && app.hub.any_subscriber(&sub.channel, |o| silent(o, now))));
                 if wait {
                     let until = clock::now() + clock::ticks(HOLD);
                     self.hold = Hold::Until(until);
@@ -360,7 +363,7 @@ impl Tracker {
 }
 
 /// Whether a connection has a ping unanswered for [`SILENT_AFTER`] or longer.
-fn silent(outbox: &Outbox, now: u32) -> bool {
+pub(crate) fn silent(outbox: &Outbox, now: u32) -> bool {
     let sent = outbox.timers.ping_sent.load(Ordering::Relaxed);
     sent != 0 && now.wrapping_sub(sent) >= clock::ticks(SILENT_AFTER)
 }

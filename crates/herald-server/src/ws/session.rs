@@ -190,12 +190,19 @@ impl Session {
     }
 
     fn subscribe(&mut self, shared: &Shared, sub: Subscribe) {
+        let any_silent = shared.silent.load(Ordering::Relaxed) > 0;
         if let (Some(tracker), Some(recoveries)) =
             (tracker_of(&mut self.person), &shared.adapter.recoveries)
         {
             // A presence subscription brings its identity with it.
             if !ChannelKind::of(&sub.channel).is_presence()
-                && tracker.hold(&self.app, &self.outbox, recoveries.as_ref(), &sub)
+                && tracker.hold(
+                    &self.app,
+                    &self.outbox,
+                    recoveries.as_ref(),
+                    &sub,
+                    any_silent,
+                )
             {
                 return;
             }
@@ -309,7 +316,13 @@ impl Session {
                         &member.user_id,
                         signed_in,
                     );
-                    if tracker.hold(&self.app, &self.outbox, recoveries.as_ref(), &sub) {
+                    if tracker.hold(
+                        &self.app,
+                        &self.outbox,
+                        recoveries.as_ref(),
+                        &sub,
+                        any_silent,
+                    ) {
                         return;
                     }
                 }
