@@ -256,13 +256,19 @@ test('an expired window and a history that rolled over give herald:recovery_fail
     }),
     outage(echoLink, 4000, async () => { for (let n = 1; n <= 5; n++) await pub(echoSigner, 'presence-room', n); }),
   ]);
-  await until(() => failures[0].length && failures[1].length && secretGot.length >= 6 && echoGot.length >= 6,
+  await until(() => failures[0].length && failures[1].length && secretGot.includes(5) && echoGot.includes(5),
     8000, 'the recoveries and the failures');
   assert.deepEqual(failures[0], ['window_expired']);
   assert.deepEqual(failures[1], ['history_gap']);
   assert.deepEqual(failures[2], []);
-  assert.deepEqual(secretGot, [0, 1, 2, 3, 4, 5], 'the ciphertext is replayed as sent, and decrypts');
-  assert.deepEqual(echoGot, [0, 1, 2, 3, 4, 5]);
+  // Event 0 came before the cut and may not have been confirmed by a pong yet: it is the
+  // unconfirmed tail, which the promise allows to come twice (at least once), and only it.
+  const atLeastOnce = (got, what) => {
+    const tail = got[1] === 0 ? 1 : 0;
+    assert.deepEqual(got.slice(tail), [0, 1, 2, 3, 4, 5], what);
+  };
+  atLeastOnce(secretGot, 'the ciphertext is replayed as sent, and decrypts');
+  atLeastOnce(echoGot, 'the presence channel recovers');
   for (const link of links) link.close();
 });
 
