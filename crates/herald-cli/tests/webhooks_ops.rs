@@ -219,6 +219,38 @@ async fn a_dead_letter_is_listed_shown_retried_with_its_id_and_purged() {
     );
     assert_eq!((code, err.lines().count()), (1, 1), "{err}");
 
+    // The console's state shows the queue; its routes take a write only with its header.
+    let admin = reqwest::Client::new();
+    let state: Value = admin
+        .get(format!("http://{}/console/api/state", server.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("JSON");
+    let queue = &state["apps"][0]["webhook_queue"];
+    assert_eq!(
+        (queue["dead"].as_u64(), queue["pending"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(queue["dead_letters"][1]["id"], dead_ids[1].as_str());
+    let refused = admin
+        .post(format!(
+            "http://{}/console/api/webhooks/1/retry",
+            server.admin
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(
+        refused.status(),
+        403,
+        "a write without the console's header"
+    );
+
     // The receiver is back: the retried dead letter goes at once, with its id.
     let sink = Sink::up(port).await;
     let retried = herald_json(&server, &["retry", "--app", "1", &dead_ids[0]]);

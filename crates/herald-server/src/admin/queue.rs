@@ -10,6 +10,8 @@
 //!   endpoint);
 //! - `POST /api/webhooks/{app}/purge?endpoint=URL&pending=true`: the dead letters removed,
 //!   and the pending batches too only with `pending=true`.
+//!
+//! The console calls the same routes under `/console/api/webhooks/`.
 
 use std::sync::Arc;
 
@@ -26,13 +28,19 @@ use crate::shared::Shared;
 use crate::webhooks::{ToolError, Webhooks, Which, MAX_PAGE};
 
 /// The queue's routes.
+/// Served twice: at `/api/webhooks/` and at `/console/api/webhooks/`, where the console's
+/// cookie (its path is `/console`) reaches them.
 pub(crate) fn router() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/api/webhooks/{app}", get(list))
-        .route("/api/webhooks/{app}/retry", post(retry_all))
-        .route("/api/webhooks/{app}/purge", post(purge))
-        .route("/api/webhooks/{app}/{id}", get(show))
-        .route("/api/webhooks/{app}/{id}/retry", post(retry_one))
+    let mut router = Router::new();
+    for root in ["/api/webhooks", "/console/api/webhooks"] {
+        router = router
+            .route(&format!("{root}/{{app}}"), get(list))
+            .route(&format!("{root}/{{app}}/retry"), post(retry_all))
+            .route(&format!("{root}/{{app}}/purge"), post(purge))
+            .route(&format!("{root}/{{app}}/{{id}}"), get(show))
+            .route(&format!("{root}/{{app}}/{{id}}/retry"), post(retry_one));
+    }
+    router
 }
 
 #[derive(Deserialize)]
