@@ -26,6 +26,7 @@ id = "1"
 key = "app-key"
 secret = "app-secret"
 history_max_events = 500
+terminate_close_code = 4200
 `;
 
 /** A TCP relay to `port`: `cut()` stops forwarding on every open link (no FIN: the bytes are dropped) and holds new ones until `mend()`, `mend()` lets new links through again. */
@@ -327,4 +328,27 @@ test('pusher-js in Chromium (its own WebSocket), signed in, gets every event of 
   assert.ok(tail <= 5);
   const failed = await page.evaluate(() => window.log.filter((e) => e.event === 'herald:recovery_failed'));
   assert.deepEqual(failed, []);
+});
+
+test('a 4200 close under a publishing loop (terminate_connections): pusher-js reconnects at once and misses nothing', async () => {
+  // The single-node case of a drain's 4200: the node stays, the client comes back to it.
+  // (A SIGTERM drain ends the process, and a single node's memory with it: that case needs
+  // a cluster, whose nodes share what they remember.)
+  const c = client(server.port, { user: { id: 'tim' } });
+  c.signin();
+  await connected(c);
+  const loop = await subscribed(c, 'loop');
+  const got = [];
+  loop.bind('n', (d) => got.push(d.n));
+  let closed = 0;
+  c.connection.bind('state_change', ({ current }) => { if (current !== 'connected') closed++; });
+  for (let n = 0; n < 40; n++) {
+    if (n === 15) await rest.terminateUserConnections('tim');
+    await rest.trigger('loop', 'n', { n });
+    await sleep(40);
+  }
+  await until(() => got.includes(39), 8000, 'all 40 events');
+  const tail = checkOrder(got, 40);
+  console.log(`4200: the loop's 40 events all arrived; unconfirmed tail replayed: ${tail} event(s)`);
+  assert.ok(closed > 0, 'the connection was closed and came back');
 });
