@@ -206,17 +206,19 @@ async function outage(link, ms, during) {
   link.mend();
 }
 
-test('an expired window and a history that rolled over give herald:recovery_failed; an encrypted channel and an Echo presence channel recover', async () => {
-  const links = await Promise.all([0, 1, 2, 3].map(() => relay(short.port)));
+test('an expired window and a history that rolled over give herald:recovery_failed; an encrypted channel and an Echo presence channel (taking over its silent connection) recover', async () => {
+  // Echo's goes to the first node, whose pong_timeout is the default 30 s: the new
+  // connection takes over from the old, silent one.
+  const links = await Promise.all([short, short, short, server].map((node) => relay(node.port)));
   const [late, over, secret, echoLink] = links;
   const lateC = appClient(late, '2', { user: { id: 'lou' } });
   const overC = appClient(over, '3', { user: { id: 'ola' } });
   const secretC = appClient(secret, '4', { user: { id: 'sam' } });
   for (const { c } of [lateC, overC, secretC]) c.signin();
-  // Laravel Echo, presence channel: the identity is the member's signed user_id.
-  const echoSigner = restClient(short.port, { appId: '4', key: 'key-4', secret: 'secret-4' });
+  // Laravel Echo, presence channel, no sign-in: the identity is the member's signed user_id.
+  const echoSigner = rest;
   const echo = new Echo({
-    broadcaster: 'pusher', key: 'key-4', Pusher: PusherJs, cluster: 'mt1',
+    broadcaster: 'pusher', key: KEY, Pusher: PusherJs, cluster: 'mt1',
     wsHost: '127.0.0.1', wsPort: echoLink.port, forceTLS: false, enabledTransports: ['ws'],
     disableStats: true, activityTimeout: 1500, pongTimeout: 1500,
     channelAuthorization: {
@@ -257,13 +259,17 @@ test('an expired window and a history that rolled over give herald:recovery_fail
     }),
     outage(echoLink, 4000, async () => { for (let n = 1; n <= 5; n++) await pub(echoSigner, 'presence-room', n); }),
   ]);
-  await until(() => failures[0].length && failures[1].length && secretGot.length >= 6 && echoGot.length >= 6,
-    8000, 'the recoveries and the failures');
+  await until(() => failures[0].length && failures[1].length && secretGot.includes(5) && echoGot.includes(5),
+    8000, 'the recoveries and the failures').catch((e) => {
+    throw new Error(`${e.message}: ${JSON.stringify({ failures, secretGot, echoGot })}`);
+  });
   assert.deepEqual(failures[0], ['window_expired']);
   assert.deepEqual(failures[1], ['history_gap']);
   assert.deepEqual(failures[2], []);
-  assert.deepEqual(secretGot, [0, 1, 2, 3, 4, 5], 'the ciphertext is replayed as sent, and decrypts');
-  assert.deepEqual(echoGot, [0, 1, 2, 3, 4, 5]);
+  // The ciphertext is replayed as sent, and decrypts. Event 0 may come twice: the link is
+  // cut as soon as it arrived, sometimes before its pong is back (the unconfirmed tail).
+  const tails = [checkOrder(secretGot, 6), checkOrder(echoGot, 6)];
+  console.log(`encrypted and Echo presence: unconfirmed tails replayed: ${tails.join(', ')}`);
   for (const link of links) link.close();
 });
 

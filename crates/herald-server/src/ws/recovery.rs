@@ -154,29 +154,32 @@ fn wake_until(outbox: &Arc<Outbox>, until: u32) {
 
 impl Tracker {
     /// The connection now has an identity (its first: a sign-in, or a presence member):
-    /// it takes over from silent connections of the same signed-in user, and takes what
-    /// the identity's last connection left.
+    /// it takes over from silent connections of the same identity (the user's signed-in
+    /// connections, or the member's connections on `presence`, the channel it joins), and
+    /// takes what the identity's last connection left.
     pub(super) fn identify(
         &mut self,
         app: &App,
         outbox: &Arc<Outbox>,
         recoveries: &dyn Recoveries,
         identity: &str,
-        signed_in: bool,
+        presence: Option<&str>,
     ) {
         if self.identity.is_some() {
             return;
         }
         self.identity = Some(identity.into());
         let now = clock::now();
+        let mut others = app.users.connections(identity);
+        if let Some(channel) = presence {
+            others.extend(app.hub.member_outboxes(channel, identity));
+        }
         let mut took_over = false;
-        if signed_in {
-            for other in app.users.connections(identity) {
-                if !Arc::ptr_eq(&other, outbox) && silent(&other, now) {
-                    let r = CloseReason::PongNotReceived;
-                    other.close(r.code(), r.message());
-                    took_over = true;
-                }
+        for other in others {
+            if !Arc::ptr_eq(&other, outbox) && silent(&other, now) {
+                let r = CloseReason::PongNotReceived;
+                other.close(r.code(), r.message());
+                took_over = true;
             }
         }
         self.recover = recoveries.take(&app.config().id, identity);
