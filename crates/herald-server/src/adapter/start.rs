@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::config::AdapterConfig;
 use super::{redis, Adapter};
 use crate::apps::AppStore;
-use crate::history::SingleNodeOnly;
 
 /// Starts the node's backend for the apps of `apps`, as node `node_id` (the configured id;
 /// `None` draws one), and returns it with the node's id: at once for a single node; a
@@ -28,8 +27,8 @@ pub(crate) async fn start(
         AdapterConfig::Redis(config) => {
             let cluster = redis::join(config, node_id, apps).await?;
             let id = cluster.node_id();
-            // A cluster's nodes do not share history yet: one node's would be partial.
-            Ok((Adapter::of(cluster, Arc::new(SingleNodeOnly)), id))
+            let history = Arc::new(redis::history::Kept(cluster.clone()));
+            Ok((Adapter::of(cluster, history), id))
         }
     }
 }
