@@ -142,6 +142,16 @@ async fn bytes_and_age_bound_the_cluster_history() {
     // The serials go on from where they were.
     trigger(&a, "bounded", "later").await;
     assert_eq!(serials(&history(&b, "bounded", &[]).await), [7]);
+    // A server that lost its scripts (restarted, or a promoted replica) is given the
+    // append script again: the event is kept all the same.
+    redis.cli(&["SCRIPT", "FLUSH"]).expect("SCRIPT FLUSH");
+    trigger(&a, "bounded", "after a flush").await;
+    until(
+        "the event after the flush",
+        || history(&b, "bounded", &[]),
+        |p| serials(p) == [7, 8],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -159,4 +169,37 @@ async fn an_app_with_history_off_keeps_nothing_in_redis() {
         .cli(&["--scan", "--pattern", "*}:h*"])
         .unwrap_or_default();
     assert!(keys.trim().is_empty(), "history keys: {keys}");
+}
+
+#[tokio::test]
+async fn a_client_event_is_kept_once_and_its_sender_is_left_out_on_its_own_node() {
+    let redis = Redis::start();
+    let (a, b) = (
+        node(&redis, "history_max_events = 10"),
+        node(&redis, "history_max_events = 10"),
+    );
+    let mut bob = b.connect(KEY).await;
+    bob.subscribe_private(
+        "presence-room",
+        Some(&json!({"user_id": "bob"}).to_string()),
+    )
+    .await;
+    let mut ann = a.connect(KEY).await;
+    ann.subscribe_private(
+        "presence-room",
+        Some(&json!({"user_id": "ann"}).to_string()),
+    )
+    .await;
+    bob.expect("pusher_internal:member_added").await;
+    ann.send(json!({"event": "client-typing", "channel": "presence-room", "data": {"on": true}}))
+        .await;
+    assert_eq!(
+        bob.expect("client-typing").await["data"],
+        json!({"on": true})
+    );
+    let page = history(&a, "presence-room", &[]).await;
+    assert_eq!(serials(&page), [1], "{page}");
+    assert_eq!(page["events"][0]["user_id"], "ann");
+    // The sender's own node delivers the event from the bus too, without her.
+    ann.expect_silence(300).await;
 }

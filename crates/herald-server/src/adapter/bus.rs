@@ -417,6 +417,21 @@ mod tests {
     }
 
     #[test]
+    fn an_events_serial_sits_where_a_script_can_write_it() {
+        let frame = b"\x81\x05hello";
+        let (mut bytes, at) = encode_event(3, "app", "room", None, frame, None, true);
+        assert!(carries_serial(&bytes));
+        assert_eq!(&bytes[at], frame);
+        bytes[SERIAL_AT..SERIAL_AT + 8].copy_from_slice(&42u64.to_be_bytes());
+        let Some((3, BusMessage::Event { serial, .. })) = decode(&bytes) else {
+            panic!("an event");
+        };
+        assert_eq!(serial, Some(42));
+        let (plain, _) = encode_event(3, "app", "room", None, frame, None, false);
+        assert!(!carries_serial(&plain));
+    }
+
+    #[test]
     fn an_earlier_versions_messages_are_understood_without_a_sequence() {
         // Kind 3 (watch), origin 9, app "a", user "b", online: as earlier versions sent it.
         let old = [3, 0, 0, 0, 9, 0, 0, 0, 1, b'a', 0, 0, 0, 1, b'b', 1];

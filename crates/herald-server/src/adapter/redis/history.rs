@@ -33,6 +33,7 @@
 //! While the node knows Redis is away, an event is delivered at once on the node and sent
 //! on as a plain event: it gets no serial and is not kept.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -221,8 +222,13 @@ impl Append {
     }
 }
 
-/// `SCRIPT LOAD` of [`APPEND`]: once in a pipeline, before the calls that name it by its
-/// hash, so a restarted server or a promoted replica has it.
+/// Whether the servers are known to hold [`APPEND`]: until a pipeline with it succeeds,
+/// and again after any failed one (a restarted server or a promoted replica has no
+/// scripts), each pipeline loads it first. Loading it in every pipeline cost Redis a hash
+/// of its source per pipeline, most of a small pipeline's cost.
+static LOADED: AtomicBool = AtomicBool::new(false);
+
+/// `SCRIPT LOAD` of [`APPEND`], before the calls that name it by its hash.
 fn load() -> Cmd {
     let mut cmd = redis::cmd("SCRIPT");
     cmd.arg("LOAD").arg(APPEND_SOURCE.as_str());
@@ -233,9 +239,21 @@ fn load() -> Cmd {
 /// error the publisher sends them again: a call that ran already is recognised by its
 /// sequence number and keeps its serial.
 pub(super) async fn send(commands: &mut Commands, batch: &mut [Outgoing]) -> RedisResult<()> {
+    let result = send_once(commands, batch, !LOADED.load(Ordering::Relaxed)).await;
+    LOADED.store(result.is_ok(), Ordering::Relaxed);
+    result
+}
+
+async fn send_once(
+    commands: &mut Commands,
+    batch: &mut [Outgoing],
+    load_first: bool,
+) -> RedisResult<()> {
     if !commands.is_cluster() {
         let mut pipe = redis::pipe();
-        pipe.add_command(load()).ignore();
+        if load_first {
+            pipe.add_command(load()).ignore();
+        }
         for message in batch.iter() {
             let cmd = match &message.append {
                 Some(append) => append.evalsha(message, Some(&message.channel)),
@@ -254,7 +272,7 @@ pub(super) async fn send(commands: &mut Commands, batch: &mut [Outgoing]) -> Red
     for (i, message) in batch.iter().enumerate() {
         if let Some(append) = &message.append {
             let key = append.keys[0].clone();
-            if loaded.insert(super::link::slot(key.as_bytes())) {
+            if load_first && loaded.insert(super::link::slot(key.as_bytes())) {
                 calls.push((key.clone(), load()));
             }
             calls.push((key, append.evalsha(message, None)));
