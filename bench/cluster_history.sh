@@ -13,6 +13,7 @@
 # runs the debug binaries as they are, to try the script out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 rounds=${1:-3}
 secs=${2:-6}
 profile=${PROFILE:-release}
@@ -23,20 +24,12 @@ mkdir -p bench/results
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 redis_cpu() { redis-cli -p "$redis_port" INFO cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.3f\n", s}'; }
-
+# start_node NAME CONFIG: sets NAME_pid and NAME_addr (lib.sh's start_herald).
 start_node() {
-  local name=$1 config=$2
-  target/$profile/herald serve --port 0 --config "$config" > "$tmp/$name.out" 2>/dev/null &
-  eval "${name}_pid=$!"
-  for _ in $(seq 100); do
-    local addr
-    addr=$(grep -m1 -o 'listening on [^ ]*' "$tmp/$name.out" 2>/dev/null | sed 's/listening on //') || true
-    if [ -n "${addr:-}" ]; then eval "${name}_addr=$addr"; return; fi
-    sleep 0.1
-  done
-  echo "node $name did not start" >&2; exit 1
+  start_herald "target/$profile/herald" --config "$2"
+  [ -n "$HERALD_ADDR" ] || { echo "node $1 did not start" >&2; exit 1; }
+  eval "$1_pid=$HERALD_PID $1_addr=$HERALD_ADDR"
 }
 stop() { for pid in "$@"; do kill -TERM "$pid"; wait "$pid" || true; done; }
 
