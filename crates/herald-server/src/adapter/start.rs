@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::config::AdapterConfig;
 use super::{redis, Adapter};
 use crate::apps::AppStore;
+use crate::ids::random_node_id;
 
 /// Starts the node's backend for the apps of `apps`, as node `node_id` (the configured id;
 /// `None` draws one), and returns it with the node's id: at once for a single node; a
@@ -31,9 +32,4 @@ pub(crate) async fn start(
             Ok((Adapter::of(cluster, history), id))
         }
     }
-}
-
-/// A node id drawn at random, from 1 to 10⁹.
-pub(crate) fn random_node_id() -> u32 {
-    rand::random::<u32>() % 1_000_000_000 + 1
 }

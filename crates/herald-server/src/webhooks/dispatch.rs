@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::bounds::Bounds;
 use super::deliver::{deliver, Delivery};
 use super::holdback::HeldBack;
-use super::store::{now_ms, Appended, Record};
+use super::store::{now_ms, Appended, BatchId, Record, State};
 use super::{order, reach};
 
 /// Events per batch (Pusher's limit).
@@ -62,6 +62,11 @@ impl Dispatcher {
                 () = last_token.cancelled() => Woke::Last,
                 // A delivery ended: the batches waiting in the queue may go now.
                 () = bounds.freed.notified(), if waiting => {
+                    resume_at = Instant::now();
+                    Woke::Tick
+                }
+                // An operator retried dead letters: they go now.
+                () = bounds.retry.notified() => {
                     resume_at = Instant::now();
                     Woke::Tick
                 }
@@ -167,6 +172,8 @@ impl Dispatcher {
                     attempts: 0,
                     next_attempt_ms: 0,
                     dead_ms: None,
+                    last_status: None,
+                    last_error: None,
                 });
             }
         }
@@ -210,28 +217,38 @@ impl Dispatcher {
     /// waiting). `resuming`: it is the first one waiting. Returns whether it was handed
     /// over.
     fn hand(&mut self, record: Record, resuming: bool) -> bool {
-        let mut waiting = self.bounds.waiting_from.lock();
+        let bounds = self.bounds.clone();
+        let mut waiting = bounds.waiting_from.lock();
         if waiting.is_some() && !resuming {
             return false;
         }
+        match self.start(record) {
+            Ok(()) => true,
+            Err(id) => {
+                *waiting = Some(id);
+                false
+            }
+        }
+    }
+
+    /// Starts the delivery of `record`, or gives back its id when memory's bounds are
+    /// reached.
+    fn start(&mut self, record: Record) -> Result<(), BatchId> {
         let place = self
             .endpoints
             .iter()
             .position(|e| e.config.url == record.url);
         let Some(place) = place else {
             // Written for an endpoint the app no longer has: nobody is waiting for it.
-            drop(waiting);
             tracing::warn!(app_id = %self.app_id, id = record.id, "Webhook batch for an endpoint no longer configured: dead letter");
             let queue = self.bounds.queue.clone();
             let mut record = record;
             tokio::task::spawn_blocking(move || queue.dead_letter(&mut record, now_ms()));
-            return true;
+            return Ok(());
         };
         let Some(reserved) = self.bounds.reserve(record.body.len(), &self.app_id) else {
-            *waiting = Some(record.id);
-            return false;
+            return Err(record.id);
         };
-        drop(waiting);
         let endpoint = &self.endpoints[place];
         let turn = self
             .order
@@ -247,14 +264,56 @@ impl Dispatcher {
             reserved,
             turn,
         ));
-        true
+        Ok(())
     }
 
     /// Hands over the batches waiting in the queue, in id order, as far as memory's
     /// bounds let; expires old dead letters.
     async fn resume(&mut self) {
+        self.resume_retried().await;
         // Page after page, while memory's bounds let the batches through.
         while self.resume_page().await {}
+    }
+
+    /// Hands over the dead letters an operator retried, as far as memory's bounds let;
+    /// the rest stay for the next tick or the next delivery's end.
+    async fn resume_retried(&mut self) {
+        if self.bounds.retried.is_locked() || self.bounds.retried.lock().is_empty() {
+            // Being written to (its `retry` notifies when done), or nothing to do.
+            return;
+        }
+        let bounds = self.bounds.clone();
+        let read = self
+            .bounds
+            .queue
+            .run(move |q| {
+                std::mem::take(&mut *bounds.retried.lock())
+                    .into_iter()
+                    .filter_map(|id| q.show(id).transpose())
+                    .collect::<Result<Vec<Record>, _>>()
+            })
+            .await;
+        let records = match read {
+            Some(Ok(records)) => records,
+            Some(Err(error)) => {
+                tracing::error!(app_id = %self.app_id, %error, "Webhook queue could not be read");
+                return;
+            }
+            None => return,
+        };
+        let mut records = records.into_iter();
+        for record in records.by_ref() {
+            // Purged again, or already handed over: nothing to do.
+            if record.state() != State::Pending {
+                continue;
+            }
+            if let Err(id) = self.start(record) {
+                let mut retried = self.bounds.retried.lock();
+                retried.insert(id);
+                retried.extend(records.map(|r| r.id));
+                return;
+            }
+        }
     }
 
     /// Hands over one page of the batches waiting; returns whether more may wait.
@@ -263,30 +322,37 @@ impl Dispatcher {
             return false;
         };
         let app_id = self.app_id.clone();
+        let bounds = self.bounds.clone();
         let read = self
             .bounds
             .queue
             .run(move |q| {
                 let _ = q.expire(now_ms());
-                q.pending(&app_id, from, RESUME_AT_MOST)
+                let records = q.pending(&app_id, from, RESUME_AT_MOST)?;
+                let read = (records.len(), records.last().map(|r| r.id));
+                // A retried dead letter is `resume_retried`'s to hand over. Checked here,
+                // off the runtime: `Webhooks::retry` holds this lock across its write.
+                let retried = bounds.retried.lock();
+                let records = records
+                    .into_iter()
+                    .filter(|r| !retried.contains(&r.id))
+                    .collect::<Vec<_>>();
+                Ok::<_, super::StoreError>((records, read))
             })
             .await;
-        let records = match read {
-            Some(Ok(records)) => records,
+        let (records, (count, last)) = match read {
+            Some(Ok(read)) => read,
             Some(Err(error)) => {
                 tracing::error!(app_id = %self.app_id, %error, "Webhook queue could not be read");
                 return false;
             }
             None => return false,
         };
-        let complete = records.len() < RESUME_AT_MOST;
-        let mut last = None;
+        let complete = count < RESUME_AT_MOST;
         for record in records {
-            let id = record.id;
             if !self.hand(record, true) {
                 return false;
             }
-            last = Some(id);
         }
         let mut waiting = self.bounds.waiting_from.lock();
         *waiting = match (complete, last) {

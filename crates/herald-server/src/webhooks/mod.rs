@@ -32,12 +32,14 @@ mod measure;
 mod order;
 mod reach;
 mod store;
+mod tools;
 
 pub use deliver::HEADER_ID;
 pub(crate) use flush::ShutdownFlush;
 pub use reach::{AllowedNetworks, Refused, WebhookReach};
 pub use store::StoreError;
-pub(crate) use store::{now_ms, Depth};
+pub(crate) use store::{now_ms, Depth, State};
+pub(crate) use tools::{ToolError, Which, MAX_PAGE};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -130,6 +132,8 @@ impl Webhooks {
                 // The queue may hold the app's batches from before a restart.
                 waiting_from: parking_lot::Mutex::new(Some(0)),
                 freed: tokio::sync::Notify::new(),
+                retried: Default::default(),
+                retry: tokio::sync::Notify::new(),
             }),
         };
         let dispatcher = Dispatcher {

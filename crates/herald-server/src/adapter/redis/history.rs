@@ -272,7 +272,8 @@ async fn send_once(
     for (i, message) in batch.iter().enumerate() {
         if let Some(append) = &message.append {
             let key = append.keys[0].clone();
-            if load_first && loaded.insert(super::link::slot(key.as_bytes())) {
+            // A key's slot, reckoned as a channel's.
+            if load_first && loaded.insert(commands.group_of(&key)) {
                 calls.push((key.clone(), load()));
             }
             calls.push((key, append.evalsha(message, None)));
