@@ -498,6 +498,18 @@ impl Hub {
         f()
     }
 
+    /// The outboxes of `channel`'s subscribers that joined as presence member `user_id`.
+    pub fn member_outboxes(&self, channel: &str, user_id: &str) -> Vec<Arc<Outbox>> {
+        let shard = self.shard(channel).read();
+        shard.get(channel).map_or_else(Vec::new, |ch| {
+            ch.subscribers
+                .values()
+                .filter(|s| s.user_id.as_deref() == Some(user_id))
+                .map(|s| s.outbox.clone())
+                .collect()
+        })
+    }
+
     /// Whether some subscriber of `channel` passes `test`.
     pub fn any_subscriber(&self, channel: &str, test: impl Fn(&Outbox) -> bool) -> bool {
         let shard = self.shard(channel).read();

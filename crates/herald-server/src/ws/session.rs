@@ -304,17 +304,15 @@ impl Session {
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
-        let user_id = user_of(&self.person).map(|u| u.id.clone());
         let plan = match (tracker_of(&mut self.person), &shared.adapter.recoveries) {
             (Some(tracker), Some(recoveries)) if !already => {
                 if let Some(member) = &member {
-                    let signed_in = user_id.is_some_and(|id| *id == *member.user_id);
                     tracker.identify(
                         &self.app,
                         &self.outbox,
                         recoveries.as_ref(),
                         &member.user_id,
-                        signed_in,
+                        Some(channel),
                     );
                     if tracker.hold(
                         &self.app,
@@ -448,7 +446,7 @@ impl Session {
         if let (Some(tracker), Some(recoveries)) =
             (tracker_of(&mut self.person), &shared.adapter.recoveries)
         {
-            tracker.identify(&self.app, &self.outbox, recoveries.as_ref(), &id, true);
+            tracker.identify(&self.app, &self.outbox, recoveries.as_ref(), &id, None);
         }
         self.person.get_or_insert_with(Box::default).user = Some(SignedIn {
             id,
