@@ -129,6 +129,20 @@ fn client_events() {
 }
 
 #[test]
+fn history() {
+    // On one node and on three sharing a redis-server (the apps' store changes nothing
+    // here); the Redis topologies run it too, with TOPOLOGY_FILES.
+    for n in [1, 3] {
+        let mode = Mode::File(n);
+        check(
+            "history.test.mjs",
+            mode,
+            run_js_on("history.test.mjs", mode),
+        );
+    }
+}
+
+#[test]
 fn errors_and_close_codes() {
     run_js("errors.test.mjs");
 }
