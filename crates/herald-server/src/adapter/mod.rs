@@ -42,7 +42,7 @@ use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
 use crate::ratelimit::{AppRates, Window};
 use crate::recovery::memory::MemoryRecoveries;
-use crate::recovery::Recoveries;
+use crate::recovery::{NotShared, Recoveries};
 
 /// The node's backend as the server sees it: one object behind the three traits, and the
 /// admin listener's view of it ([`Backend`]).
@@ -54,9 +54,9 @@ pub(crate) struct Adapter {
     pub(crate) backend: Arc<dyn Backend>,
     /// Where channel events are kept for the history API.
     pub(crate) history: Arc<dyn History>,
-    /// What connections that ended uncleanly leave for their next one; `None` where
-    /// there is no history to recover from (a cluster, for now).
-    pub(crate) recoveries: Option<Arc<dyn Recoveries>>,
+    /// What connections that ended uncleanly leave for their next one (a cluster's nodes
+    /// do not share it yet: [`crate::recovery::NotShared`]).
+    pub(crate) recoveries: Arc<dyn Recoveries>,
 }
 
 impl Adapter {
@@ -70,14 +70,14 @@ impl Adapter {
             limits: node.clone(),
             backend: node,
             history,
-            recoveries: None,
+            recoveries: Arc::new(NotShared),
         }
     }
 
     /// A single node's: its state is its hubs and registries, its history in memory.
     pub(crate) fn local(node_id: u32) -> Adapter {
         Adapter {
-            recoveries: Some(Arc::new(MemoryRecoveries::default())),
+            recoveries: Arc::new(MemoryRecoveries::default()),
             ..Adapter::of(Arc::new(Local::new(node_id)), Arc::new(Memory))
         }
     }

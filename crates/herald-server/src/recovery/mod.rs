@@ -31,4 +31,29 @@ pub trait Recoveries: Send + Sync {
     /// subscribe, that a connection with no identity yet should wait for one before it
     /// gets the channel's live events. A wrong "yes" costs that connection a short wait.
     fn awaited(&self, app: &str, channel: &str) -> bool;
+    /// Whether connections are tracked for recovery at all. A cluster's nodes do not share
+    /// entries yet ([`NotShared`]): tracking there would ping and remember for nothing.
+    fn recovers(&self) -> bool {
+        true
+    }
+}
+
+/// A cluster node's recoveries until the cluster shares them: nothing is remembered, so a
+/// client coming back on another node is not told of an entry only this node had.
+pub struct NotShared;
+
+impl Recoveries for NotShared {
+    fn remember(&self, _: &str, _: &str, _: Remembered, _: Duration) {}
+
+    fn take(&self, _: &str, _: &str) -> Option<Remembered> {
+        None
+    }
+
+    fn awaited(&self, _: &str, _: &str) -> bool {
+        false
+    }
+
+    fn recovers(&self) -> bool {
+        false
+    }
 }

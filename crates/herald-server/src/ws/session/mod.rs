@@ -115,7 +115,7 @@ impl Session {
             outbox.close(code, message);
         }
         let recovery =
-            (shared.adapter.recoveries.is_some() && app.config().recovers()).then(Box::default);
+            (shared.adapter.recoveries.recovers() && app.config().recovers()).then(Box::default);
         Session {
             app,
             id,
@@ -191,9 +191,8 @@ impl Session {
 
     fn subscribe(&mut self, shared: &Shared, sub: Subscribe) {
         let any_silent = shared.silent.load(Ordering::Relaxed) > 0;
-        if let (Some(tracker), Some(recoveries)) =
-            (tracker_of(&mut self.person), &shared.adapter.recoveries)
-        {
+        let recoveries = &shared.adapter.recoveries;
+        if let Some(tracker) = tracker_of(&mut self.person) {
             // A presence subscription brings its identity with it.
             if !ChannelKind::of(&sub.channel).is_presence()
                 && tracker.hold(
@@ -304,8 +303,9 @@ impl Session {
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
-        let plan = match (tracker_of(&mut self.person), &shared.adapter.recoveries) {
-            (Some(tracker), Some(recoveries)) if !already => {
+        let recoveries = &shared.adapter.recoveries;
+        let plan = match tracker_of(&mut self.person) {
+            Some(tracker) if !already => {
                 if let Some(member) = &member {
                     tracker.identify(
                         &self.app,
@@ -443,9 +443,8 @@ impl Session {
             .adapter
             .presence
             .signed_in(&self.app, &id, first_here, &self.outbox, &watchlist);
-        if let (Some(tracker), Some(recoveries)) =
-            (tracker_of(&mut self.person), &shared.adapter.recoveries)
-        {
+        let recoveries = &shared.adapter.recoveries;
+        if let Some(tracker) = tracker_of(&mut self.person) {
             tracker.identify(&self.app, &self.outbox, recoveries.as_ref(), &id, None);
         }
         self.person.get_or_insert_with(Box::default).user = Some(SignedIn {
@@ -588,9 +587,8 @@ impl Session {
     /// Recovery remembers what the connection was on here, at once, for a new connection
     /// that takes over from this one: a closing connection may linger for seconds.
     pub(super) fn leave_all(&mut self, shared: &Shared) {
-        if let (Some(tracker), Some(recoveries)) =
-            (tracker_of(&mut self.person), &shared.adapter.recoveries)
-        {
+        let recoveries = &shared.adapter.recoveries;
+        if let Some(tracker) = tracker_of(&mut self.person) {
             tracker.end(&self.app, recoveries.as_ref(), self.outbox.close_code());
         }
         for channel in std::mem::take(&mut self.channels) {
@@ -601,9 +599,8 @@ impl Session {
 
     /// Answers the subscriptions recovery held, once their wait is over.
     fn release_held(&mut self, shared: &Shared) {
-        let (Some(tracker), Some(recoveries)) =
-            (tracker_of(&mut self.person), &shared.adapter.recoveries)
-        else {
+        let recoveries = &shared.adapter.recoveries;
+        let Some(tracker) = tracker_of(&mut self.person) else {
             return;
         };
         for sub in tracker.release(&self.app, recoveries.as_ref()) {
