@@ -4,6 +4,7 @@
 pub mod db;
 pub mod nodes;
 pub mod pki;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

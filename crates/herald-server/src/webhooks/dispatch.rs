@@ -4,6 +4,7 @@
 //! delivery in turn. Batches the queue holds but no delivery does (after a restart, or
 //! past memory's bounds) are handed over in id order on a tick ([`RESUME_EVERY`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use herald_protocol::webhook::{webhook_body, webhook_signature, WebhookEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::bounds::Bounds;
+use super::bounds::{Bounds, Reserved};
 use super::deliver::{deliver, Delivery};
 use super::holdback::HeldBack;
 use super::store::{now_ms, Appended, Record};
@@ -34,6 +35,9 @@ pub(super) struct Dispatcher {
     pub(super) vacated_delay: Duration,
     pub(super) bounds: Arc<Bounds>,
     pub(super) order: order::Order,
+    /// Batches claimed from a dead node of a cluster, not handed over yet (memory's
+    /// bounds).
+    pub(super) claimed: VecDeque<Record>,
 }
 
 impl Dispatcher {
@@ -214,17 +218,7 @@ impl Dispatcher {
         if waiting.is_some() && !resuming {
             return false;
         }
-        let place = self
-            .endpoints
-            .iter()
-            .position(|e| e.config.url == record.url);
-        let Some(place) = place else {
-            // Written for an endpoint the app no longer has: nobody is waiting for it.
-            drop(waiting);
-            tracing::warn!(app_id = %self.app_id, id = record.id, "Webhook batch for an endpoint no longer configured: dead letter");
-            let queue = self.bounds.queue.clone();
-            let mut record = record;
-            tokio::task::spawn_blocking(move || queue.dead_letter(&mut record, now_ms()));
+        let Some(place) = self.place(&record) else {
             return true;
         };
         let Some(reserved) = self.bounds.reserve(record.body.len(), &self.app_id) else {
@@ -232,10 +226,69 @@ impl Dispatcher {
             return false;
         };
         drop(waiting);
-        let endpoint = &self.endpoints[place];
         let turn = self
             .order
             .next(place, record.channels.iter().map(String::as_str));
+        self.start(place, record, reserved, turn);
+        true
+    }
+
+    /// The place of the batch's endpoint in the app's list; a batch for an endpoint the
+    /// app no longer has becomes a dead letter (nobody is waiting for it).
+    fn place(&self, record: &Record) -> Option<usize> {
+        let place = self
+            .endpoints
+            .iter()
+            .position(|e| e.config.url == record.url);
+        if place.is_none() {
+            tracing::warn!(app_id = %self.app_id, id = record.id, "Webhook batch for an endpoint no longer configured: dead letter");
+            let queue = self.bounds.queue.clone();
+            let mut record = record.clone();
+            tokio::spawn(async move {
+                queue
+                    .run(move |q| q.dead_letter(&mut record, now_ms()))
+                    .await
+            });
+        }
+        place
+    }
+
+    /// Hands over the batches claimed from a dead node of a cluster (none on a single
+    /// node), as far as memory's bounds let; the rest wait for the next tick.
+    async fn hand_claimed(&mut self) {
+        if self.claimed.is_empty() {
+            let app_id = self.app_id.clone();
+            match self
+                .bounds
+                .queue
+                .run(move |q| q.claim(&app_id, RESUME_AT_MOST))
+                .await
+            {
+                Some(Ok(records)) => self.claimed.extend(records),
+                Some(Err(error)) => {
+                    tracing::error!(app_id = %self.app_id, %error, "Webhook queue: the batches of dead nodes could not be claimed");
+                }
+                None => {}
+            }
+        }
+        while let Some(record) = self.claimed.pop_front() {
+            let Some(place) = self.place(&record) else {
+                continue;
+            };
+            let Some(reserved) = self.bounds.reserve(record.body.len(), &self.app_id) else {
+                self.claimed.push_front(record);
+                return;
+            };
+            let turn = self
+                .order
+                .claimed(place, record.channels.iter().map(String::as_str));
+            self.start(place, record, reserved, turn);
+        }
+    }
+
+    /// Starts the delivery of `record` to the endpoint at `place`.
+    fn start(&mut self, place: usize, record: Record, reserved: Reserved, turn: order::Turn) {
+        let endpoint = &self.endpoints[place];
         self.bounds.flush.tasks.spawn(deliver(
             Delivery {
                 client: endpoint.client.clone(),
@@ -247,7 +300,6 @@ impl Dispatcher {
             reserved,
             turn,
         ));
-        true
     }
 
     /// Hands over the batches waiting in the queue, in id order, as far as memory's
@@ -255,6 +307,7 @@ impl Dispatcher {
     async fn resume(&mut self) {
         // Page after page, while memory's bounds let the batches through.
         while self.resume_page().await {}
+        self.hand_claimed().await;
     }
 
     /// Hands over one page of the batches waiting; returns whether more may wait.

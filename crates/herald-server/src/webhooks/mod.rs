@@ -36,8 +36,9 @@ mod store;
 pub use deliver::HEADER_ID;
 pub(crate) use flush::ShutdownFlush;
 pub use reach::{AllowedNetworks, Refused, WebhookReach};
+pub use store::SharedQueue;
 pub use store::StoreError;
-pub(crate) use store::{now_ms, Depth};
+pub(crate) use store::{now_ms, Appended, BatchId, Depth, OpenShared, Record, Wait, WebhookQueue};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -140,6 +141,7 @@ impl Webhooks {
             vacated_delay: settings.vacated_delay,
             bounds: bounds.clone(),
             order: order::Order::default(),
+            claimed: std::collections::VecDeque::new(),
         };
         bounds.flush.tasks.spawn(dispatcher.run(events));
         Some(Arc::new(Webhooks {

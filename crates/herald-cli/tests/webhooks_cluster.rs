@@ -1,0 +1,109 @@
+//! The cluster's webhook queue against real `herald serve` processes, a real
+//! `redis-server` and a real receiver (issue 25): batches a node wrote to Redis while the
+//! receiver was down are sent by another node once that node is killed (SIGKILL), within
+//! the lease, with the ids they were written with, signed, and in order per channel.
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::receiver::{assert_occupied_before_vacated, assert_signed_and_identified, Receiver};
+use support::{Redis, Server, KEY, SECRET};
+
+/// The lease the nodes run with (seconds).
+const LEASE: u64 = 2;
+
+fn config(redis: &Redis, port: u16) -> String {
+    format!(
+        "adapter = \"redis\"\nredis_url = \"{}\"\nnode_timeout = 2\n\
+         webhook_lease = {LEASE}\nwebhook_vacated_delay_ms = 0\n\
+         [[apps]]\nid = \"1\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n\
+         [[apps.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+         event_types = [\"channel_occupied\", \"channel_vacated\"]\n",
+        redis.url()
+    )
+}
+
+/// The ids of the batches in app 1's stream, as `X-Herald-Webhook-Id` carries them.
+fn stream_ids(redis: &Redis) -> BTreeSet<String> {
+    let out = redis
+        .cli(&["XRANGE", "{herald:1}:wh", "-", "+"])
+        .expect("redis-cli");
+    out.lines()
+        .filter_map(|line| {
+            let (ms, seq) = line.trim().split_once('-')?;
+            let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+            Some((ms << 20 | seq).to_string())
+        })
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it holds; fails naming `what` after `within`.
+async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_nodes_batches_are_sent_by_another_node_within_the_lease() {
+    let redis = Redis::start();
+    let port = support::db::free_port();
+    let config = config(&redis, port);
+    let mut a = Server::start_logged(&config, &[]);
+    let b = Server::start_logged(&config, &[]);
+
+    // Receiver down: every batch A writes stays in Redis, in A's hands.
+    let mut ws = a.connect(KEY).await;
+    let channels: Vec<String> = (0..3).map(|i| format!("room-{i}")).collect();
+    for channel in &channels {
+        ws.subscribe(channel).await;
+        // Past the 250 ms batch window: a batch each.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ws.send(json!({"event":"pusher:unsubscribe","data":{"channel":channel}}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let batches = 2 * channels.len();
+    until("every batch is in Redis", Duration::from_secs(5), || {
+        stream_ids(&redis).len() == batches
+    })
+    .await;
+    let written = stream_ids(&redis);
+
+    a.child.kill().expect("SIGKILL");
+    a.child.wait().expect("reap");
+    let killed = Instant::now();
+    drop(ws);
+    let receiver = Receiver::up(port, vec!["200 OK"]).await;
+    // The lease, a tick of B's dispatcher, and slack for a loaded machine.
+    until(
+        "B sends every batch",
+        Duration::from_secs(LEASE + 6),
+        || {
+            let got: BTreeSet<String> = receiver.got().into_iter().map(|g| g.id).collect();
+            written.is_subset(&got)
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    let got = receiver.got();
+    assert_signed_and_identified(&got);
+    let ids: BTreeSet<String> = got.iter().map(|g| g.id.clone()).collect();
+    assert_eq!(ids, written, "the ids A wrote them with, and no other");
+    // Per channel, occupied before vacated, across the nodes.
+    assert_occupied_before_vacated(&got, &channels);
+    until("the stream is empty", Duration::from_secs(5), || {
+        stream_ids(&redis).is_empty()
+    })
+    .await;
+    assert!(b.log().contains("claimed"), "B logs the claim: {}", b.log());
+    eprintln!(
+        "{batches} batches sent by B {:.1} s after A's SIGKILL (lease {LEASE} s), {} requests",
+        took.as_secs_f64(),
+        got.len()
+    );
+}
