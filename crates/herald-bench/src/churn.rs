@@ -22,10 +22,11 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::http::App;
-use crate::modes::{leading_number, nanos_since, new_histogram, peak_rss_sampler, percentiles};
+use crate::modes::{nanos_since, new_histogram, peak_rss_sampler, percentiles};
 use crate::proc_stats;
 use crate::progress::Progress;
-use crate::wsclient::{find, unsubscribe_message, Client, Kind};
+use crate::scan::{find, leading_number};
+use crate::wsclient::{unsubscribe_message, Client, Kind};
 
 /// Presence-churn parameters.
 pub struct Churn {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::negotiate::{Deflate, Tally};
+use crate::scan::find;
 use crate::stream::{Dialer, Stream};
-use crate::wsclient::{find, Deflate, Tally};
 
 /// The credentials and address of the app under test, and how to connect to it.
 #[derive(Clone)]

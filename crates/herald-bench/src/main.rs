@@ -8,9 +8,11 @@
 mod churn;
 mod http;
 mod modes;
+mod negotiate;
 mod payload;
 mod proc_stats;
 mod progress;
+mod scan;
 mod soak;
 mod storm;
 mod stream;
@@ -196,9 +198,9 @@ async fn main() -> ExitCode {
         secret: cli.secret,
         dialer,
         deflate: match (cli.deflate, cli.deflate_optional) {
-            (_, true) => wsclient::Deflate::Optional,
-            (true, false) => wsclient::Deflate::Required,
-            (false, false) => wsclient::Deflate::Off,
+            (_, true) => negotiate::Deflate::Optional,
+            (true, false) => negotiate::Deflate::Required,
+            (false, false) => negotiate::Deflate::Off,
         },
         tally: Default::default(),
     };

@@ -12,8 +12,9 @@ use crate::http::{App, Conn};
 use crate::payload::{self, PayloadKind};
 use crate::proc_stats;
 use crate::progress::Progress;
+use crate::scan::{find, leading_number};
 use crate::window::{self, Counters};
-use crate::wsclient::{find, Client, Kind};
+use crate::wsclient::{Client, Kind};
 
 pub use crate::churn::{presence_churn, Churn};
 
@@ -72,12 +73,6 @@ pub(crate) fn peak_rss_sampler(
 fn sent_at(frame: &[u8]) -> Option<u64> {
     let marker = br#"t\":"#;
     leading_number(&frame[find(frame, marker)? + marker.len()..])
-}
-
-/// The decimal number at the start of `bytes`.
-pub(crate) fn leading_number(bytes: &[u8]) -> Option<u64> {
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()
 }
 
 /// Fan-out parameters.

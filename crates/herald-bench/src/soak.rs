@@ -33,10 +33,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::churn::{member, Command, Shared};
 use crate::http::{App, Conn};
-use crate::modes::{leading_number, nanos_since, new_histogram, percentiles};
+use crate::modes::{nanos_since, new_histogram, percentiles};
 use crate::proc_stats;
 use crate::progress::Progress;
-use crate::wsclient::{find, Client, Kind};
+use crate::scan::{find, leading_number};
+use crate::wsclient::{Client, Kind};
 
 /// How long after a second ends its events must have arrived before a sample judges them.
 const LAG: u64 = 5;

@@ -26,10 +26,11 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 
 use crate::http::{App, Conn};
-use crate::modes::{leading_number, nanos_since, new_histogram, peak_rss_sampler, percentiles};
+use crate::modes::{nanos_since, new_histogram, peak_rss_sampler, percentiles};
 use crate::proc_stats;
 use crate::progress::Progress;
-use crate::wsclient::{find, frame_bounds, take_frame, Client};
+use crate::scan::{find, frame_bounds, leading_number, take_frame};
+use crate::wsclient::Client;
 
 /// How the server is made to close every client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

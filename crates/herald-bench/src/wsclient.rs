@@ -6,12 +6,14 @@
 //! frames uncompressed, which the extension allows.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::http::App;
+use crate::negotiate::{accept, answer, Deflate, OFFER};
+use crate::scan::{find, take_frame};
 use crate::stream::Stream;
 
 /// Opens a TCP connection from the `i`-th loopback source address, so one machine can
@@ -32,92 +34,6 @@ pub async fn tcp(
     let stream = socket.connect(server).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-/// What the harness's clients do about permessage-deflate (`--deflate`, `--deflate-optional`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deflate {
-    /// No offer: every frame comes uncompressed.
-    Off,
-    /// Offer it, and fail the connection if the server does not accept.
-    Required,
-    /// Offer it, and take either answer (the report says which).
-    Optional,
-}
-
-/// Handshakes completed by the harness's clients, and how many of them negotiated
-/// permessage-deflate: the report's `deflate`.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub handshakes: AtomicU64,
-    pub deflated: AtomicU64,
-}
-
-/// What every browser and Node's `ws` offer.
-const OFFER: &str = "permessage-deflate; client_max_window_bits";
-
-/// The most a compressed frame may inflate to; far above any benchmark event.
-const MAX_INFLATED: usize = 16 * 1024 * 1024;
-
-/// What a server answered to the offer, from its `Sec-WebSocket-Extensions` header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// No permessage-deflate in the response.
-    Declined,
-    /// Accepted with `server_no_context_takeover`: each message inflates on its own.
-    Independent,
-    /// Accepted with the server keeping its compression context between messages.
-    ContextTakeover,
-}
-
-/// The server's answer to the offer, from a 101 response head.
-pub fn answer(head: &[u8]) -> Answer {
-    let head = String::from_utf8_lossy(head);
-    let mut answer = Answer::Declined;
-    for line in head.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        if !name.trim().eq_ignore_ascii_case("sec-websocket-extensions") {
-            continue;
-        }
-        for extension in value.split(',') {
-            let mut params = extension.split(';').map(str::trim);
-            if !params
-                .next()
-                .is_some_and(|n| n.eq_ignore_ascii_case("permessage-deflate"))
-            {
-                continue;
-            }
-            answer = if params.any(|p| p.eq_ignore_ascii_case("server_no_context_takeover")) {
-                Answer::Independent
-            } else {
-                Answer::ContextTakeover
-            };
-        }
-    }
-    answer
-}
-
-/// Whether a connection made with `mode` that got `answer` compresses, or why it cannot go on.
-pub fn accept(mode: Deflate, answer: Answer) -> std::io::Result<bool> {
-    match answer {
-        Answer::Declined if mode == Deflate::Required => Err(std::io::Error::other(
-            "server did not negotiate permessage-deflate (--deflate-optional accepts that)",
-        )),
-        Answer::Declined => Ok(false),
-        _ if mode == Deflate::Off => Err(std::io::Error::other(
-            "server answered with permessage-deflate, which was not offered",
-        )),
-        // The harness inflates each message with a fresh inflater, as Herald compresses them
-        // (one compressed frame shared by the subscribers); a server that keeps its context
-        // would need an inflater per connection, kept for the connection's life.
-        Answer::ContextTakeover => Err(std::io::Error::other(
-            "server negotiated permessage-deflate with context takeover (no \
-             server_no_context_takeover); the harness inflates each message on its own",
-        )),
-        Answer::Independent => Ok(true),
-    }
 }
 
 /// A connected, established Pusher WebSocket.
@@ -225,7 +141,7 @@ impl Client {
         }
         let marker = br#"activity_timeout\":"#;
         client.activity_timeout = find(&first, marker)
-            .and_then(|at| crate::modes::leading_number(&first[at + marker.len()..]));
+            .and_then(|at| crate::scan::leading_number(&first[at + marker.len()..]));
         Ok(client)
     }
 
@@ -320,168 +236,4 @@ impl Client {
 /// The `pusher:unsubscribe` message for `channel`.
 pub fn unsubscribe_message(channel: &str) -> String {
     format!(r#"{{"event":"pusher:unsubscribe","data":{{"channel":"{channel}"}}}}"#)
-}
-
-/// Takes the first complete server frame off `buf` and returns its payload; one with RSV1 (a
-/// compressed message, on a connection that negotiated permessage-deflate) is inflated.
-pub fn take_frame(buf: &mut Vec<u8>, deflate: bool) -> std::io::Result<Option<Vec<u8>>> {
-    let Some((start, len)) = frame_bounds(buf) else {
-        return Ok(None);
-    };
-    let payload = &buf[start..start + len];
-    let payload = match buf[0] & 0x40 {
-        0 => payload.to_vec(),
-        _ if deflate => herald_protocol::deflate::inflate(payload, MAX_INFLATED)
-            .map_err(|e| std::io::Error::other(format!("compressed frame: {e}")))?,
-        _ => {
-            return Err(std::io::Error::other(
-                "RSV1 set on a connection without permessage-deflate",
-            ))
-        }
-    };
-    buf.drain(..start + len);
-    Ok(Some(payload))
-}
-
-/// Where a complete server frame's payload starts and how long it is, if `buf` holds one.
-pub fn frame_bounds(buf: &[u8]) -> Option<(usize, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let (start, len) = match buf[1] & 0x7f {
-        126 => (4, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize),
-        127 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(buf.get(2..10)?);
-            (10, u64::from_be_bytes(b) as usize)
-        }
-        n => (2, n as usize),
-    };
-    (buf.len() >= start + len).then_some((start, len))
-}
-
-/// The first position of `needle` in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HEAD: &str =
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                        Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-    fn head(extra: &str) -> Vec<u8> {
-        format!("{HEAD}{extra}").into_bytes()
-    }
-
-    #[test]
-    fn reads_the_servers_answer_to_the_offer() {
-        assert_eq!(answer(&head("")), Answer::Declined);
-        assert_eq!(
-            answer(&head(
-                "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-            )),
-            Answer::Independent
-        );
-        // Header names are case-insensitive, and so are the extension's tokens.
-        assert_eq!(
-            answer(&head(
-                "\r\nsec-websocket-extensions:Permessage-Deflate;Server_No_Context_Takeover"
-            )),
-            Answer::Independent
-        );
-        // sockudo's dedicated mode: the server keeps its context.
-        assert_eq!(
-            answer(&head("\r\nSec-WebSocket-Extensions: permessage-deflate")),
-            Answer::ContextTakeover
-        );
-        assert_eq!(
-            answer(&head(
-                "\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame"
-            )),
-            Answer::Declined
-        );
-        // The status line is not a header, whatever it says.
-        assert_eq!(
-            answer(b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover"),
-            Answer::Declined
-        );
-    }
-
-    #[test]
-    fn a_required_offer_that_is_declined_fails_the_connection() {
-        let error = accept(Deflate::Required, Answer::Declined).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("server did not negotiate permessage-deflate"),
-            "{error}"
-        );
-        assert!(!accept(Deflate::Optional, Answer::Declined).unwrap());
-        assert!(!accept(Deflate::Off, Answer::Declined).unwrap());
-        assert!(accept(Deflate::Required, Answer::Independent).unwrap());
-        assert!(accept(Deflate::Optional, Answer::Independent).unwrap());
-        assert!(accept(Deflate::Off, Answer::Independent).is_err());
-        assert!(accept(Deflate::Optional, Answer::ContextTakeover).is_err());
-        assert!(accept(Deflate::Required, Answer::ContextTakeover).is_err());
-    }
-
-    /// A server frame as Herald sends it, compressed or not.
-    fn server_frame(text: &str, compressed: bool) -> Vec<u8> {
-        let plain = herald_protocol::websocket::encode_text(text.as_bytes());
-        if compressed {
-            herald_protocol::websocket::compress_text_frame(&plain)
-                .map(|f| f.to_vec())
-                .unwrap_or_else(|| panic!("{text} does not compress"))
-        } else {
-            plain.to_vec()
-        }
-    }
-
-    #[test]
-    fn compressed_frames_are_inflated_before_they_are_scanned() {
-        let event = format!(
-            r#"{{"event":"bench","channel":"bench-0","data":"{{\"t\":42,\"p\":\"{}\"}}"}}"#,
-            "x".repeat(600)
-        );
-        let mut buf = server_frame(&event, true);
-        assert_eq!(buf[0], 0xC1, "FIN, RSV1, text");
-        assert!(buf.len() < event.len() / 4);
-        // Then a small frame that stays uncompressed, and half of the next compressed one.
-        buf.extend(server_frame(
-            r#"{"event":"pusher:pong","data":"{}"}"#,
-            false,
-        ));
-        let next = server_frame(&event, true);
-        buf.extend(&next[..next.len() / 2]);
-
-        assert_eq!(
-            take_frame(&mut buf, true).unwrap().unwrap(),
-            event.as_bytes()
-        );
-        assert_eq!(
-            take_frame(&mut buf, true).unwrap().unwrap(),
-            br#"{"event":"pusher:pong","data":"{}"}"#
-        );
-        assert_eq!(take_frame(&mut buf, true).unwrap(), None);
-        buf.extend(&next[next.len() / 2..]);
-        assert_eq!(
-            take_frame(&mut buf, true).unwrap().unwrap(),
-            event.as_bytes()
-        );
-        assert!(buf.is_empty());
-    }
-
-    #[test]
-    fn rsv1_without_the_extension_or_corrupt_data_is_an_error() {
-        let event = format!(r#"{{"data":"{}"}}"#, "y".repeat(400));
-        let mut buf = server_frame(&event, true);
-        assert!(take_frame(&mut buf.clone(), false).is_err());
-        let last = buf.len() - 1;
-        buf[2..last].fill(0xff);
-        assert!(take_frame(&mut buf, true).is_err());
-    }
 }

@@ -1,4 +1,4 @@
-//! The soak's smoke test: two minutes of `herald-bench soak` against a real `herald serve`
+//! The soak's smoke test: 40 seconds of `herald-bench soak` against a real `herald serve`
 //! whose webhooks go to the harness's sink, at a rate a debug build on two cores keeps up
 //! with. A benchmark run, not a timing threshold: it checks only what a broken server or
 //! harness would get wrong (loss, errors, descriptors that are not given back, samples that
@@ -10,11 +10,14 @@ use serde_json::Value;
 
 use support::{free_port, start_herald};
 
-const SECONDS: u64 = 120;
-const SAMPLE: u64 = 10;
+// 40 s, sampled every 5 s: every workload (churn included) comes round several times, and
+// the suite's 2-core budget keeps the long soaks in BENCHMARKS.md (a 2-minute smoke took 8 %
+// of the CI run and checked nothing the 40 s one does not).
+const SECONDS: u64 = 40;
+const SAMPLE: u64 = 5;
 
 #[test]
-fn two_minute_soak_against_herald() {
+fn soak_against_herald() {
     let hook_port = free_port();
     let dir = std::env::temp_dir().join(format!("herald-soak-smoke-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -50,7 +53,7 @@ fn two_minute_soak_against_herald() {
             &SAMPLE.to_string(),
         ])
         .args(["--subscribers", "500", "--channels", "10", "--rate", "100"])
-        .args(["--connection-churn", "5", "--connection-hold", "25"])
+        .args(["--connection-churn", "5", "--connection-hold", "10"])
         .args(["--webhook-port", &hook_port.to_string()])
         .arg("--samples")
         .arg(&samples)

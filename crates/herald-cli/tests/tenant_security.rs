@@ -41,26 +41,10 @@ fn config_file(db: &TestDb, name: &str, extra: &str) -> PathBuf {
 
 /// One sample of `/metrics`, by its name and labels as written; 0 when absent.
 async fn metric(server: &Server, key: &str) -> f64 {
-    metrics(server)
-        .await
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(name, _)| *name == key)
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0.0)
+    support::wait::metric(server, key).await.unwrap_or(0.0)
 }
 
 const REFUSED_METRIC: &str = r#"herald_webhook_requests_total{app="1",outcome="refused"}"#;
-
-/// `/metrics` of the node's admin listener, as text.
-async fn metrics(server: &Server) -> String {
-    reqwest::get(format!("http://{}/metrics", server.admin))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
 
 #[tokio::test]
 async fn a_tenants_webhook_password_never_shows() {
@@ -113,7 +97,11 @@ async fn a_tenants_webhook_password_never_shows() {
         2,
         "{list:?}"
     );
-    let shown = [server.log(), format!("{list:?}"), metrics(&server).await];
+    let shown = [
+        server.log(),
+        format!("{list:?}"),
+        support::wait::scrape(&server).await,
+    ];
     for text in shown {
         assert!(!text.contains(PW), "the password shows:\n{text}");
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::receiver::{assert_occupied_before_vacated, assert_signed_and_identified, Receiver};
+use support::wait::eventually;
 use support::{Redis, Server, KEY, SECRET};
 
 /// The lease the nodes run with (seconds).
@@ -39,15 +40,6 @@ fn stream_ids(redis: &Redis) -> BTreeSet<String> {
         .collect()
 }
 
-/// Polls `check` every 50 ms until it holds; fails naming `what` after `within`.
-async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_dead_nodes_batches_are_sent_by_another_node_within_the_lease() {
     let redis = Redis::start();
@@ -68,9 +60,11 @@ async fn a_dead_nodes_batches_are_sent_by_another_node_within_the_lease() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let batches = 2 * channels.len();
-    until("every batch is in Redis", Duration::from_secs(5), || {
-        stream_ids(&redis).len() == batches
-    })
+    eventually(
+        "every batch is in Redis",
+        Duration::from_secs(5),
+        async || stream_ids(&redis).len() == batches,
+    )
     .await;
     let written = stream_ids(&redis);
 
@@ -80,10 +74,10 @@ async fn a_dead_nodes_batches_are_sent_by_another_node_within_the_lease() {
     drop(ws);
     let receiver = Receiver::up(port, vec!["200 OK"]).await;
     // The lease, a tick of B's dispatcher, and slack for a loaded machine.
-    until(
+    eventually(
         "B sends every batch",
         Duration::from_secs(LEASE + 6),
-        || {
+        async || {
             let got: BTreeSet<String> = receiver.got().into_iter().map(|g| g.id).collect();
             written.is_subset(&got)
         },
@@ -96,7 +90,7 @@ async fn a_dead_nodes_batches_are_sent_by_another_node_within_the_lease() {
     assert_eq!(ids, written, "the ids A wrote them with, and no other");
     // Per channel, occupied before vacated, across the nodes.
     assert_occupied_before_vacated(&got, &channels);
-    until("the stream is empty", Duration::from_secs(5), || {
+    eventually("the stream is empty", Duration::from_secs(5), async || {
         stream_ids(&redis).is_empty()
     })
     .await;

@@ -72,9 +72,21 @@ async fn connection_quota_gives_4004() {
     assert_eq!(support::expect_close(&mut ws).await, 4004);
     first.assert_alive().await;
     drop(first);
-    // The slot is given back when the first socket goes away.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let _again = server.connect(KEY).await;
+    // The slot is given back when the server has seen the first socket go away.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_again, frame) = server.connect_raw("/app/app-key?protocol=7").await;
+        let frame = frame.expect("frame");
+        if frame["event"] == "pusher:connection_established" {
+            break;
+        }
+        assert_eq!(frame["data"]["code"], 4004, "{frame}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

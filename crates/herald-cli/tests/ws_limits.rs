@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::wait::{eventually, metric};
 use support::{
     assert_pusher_js_served, events_named, signed, sink, Server, Ws, KEY, SECRET, UNTHROTTLED,
 };
@@ -164,8 +165,26 @@ async fn repeated_cache_subscribes_send_one_cache_miss() {
     }
     ws.assert_alive().await;
     assert_eq!(misses, 1, "one cache_miss frame for one subscription");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(events_named(&hook.bodies, "cache_miss"), 1);
+    // A miss on another channel, after them: batches go out in order, so once its webhook
+    // is in, any second miss for cache-x would be too.
+    ws.subscribe("cache-marker").await;
+    let missed = |channel: &str| {
+        hook.bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["name"] == "cache_miss" && e["channel"] == channel)
+            .count()
+    };
+    eventually(
+        "the marker's cache_miss webhook",
+        Duration::from_secs(10),
+        async || missed("cache-marker") == 1,
+    )
+    .await;
+    assert_eq!(missed("cache-x"), 1, "one cache_miss webhook for cache-x");
+    assert_eq!(events_named(&hook.bodies, "cache_miss"), 2);
     assert_pusher_js_served(&server);
 }
 
@@ -195,7 +214,16 @@ async fn webhook_deliveries_in_retry_are_bounded_and_redirects_are_not_followed(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Until the bound has been reached and the wait for it logged.
+    eventually(
+        "3 deliveries in flight and the wait logged",
+        Duration::from_secs(15),
+        async || {
+            failing.peak.load(Ordering::SeqCst) >= 3
+                && server.log().contains("Webhook batches wait in the queue")
+        },
+    )
+    .await;
     let peak = failing.peak.load(Ordering::SeqCst);
     assert!(
         (1..=3).contains(&peak),
@@ -225,7 +253,13 @@ async fn webhook_deliveries_in_retry_are_bounded_and_redirects_are_not_followed(
     ));
     let mut ws = server.connect(KEY).await;
     ws.subscribe("cache-r").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A redirect makes the batch a dead letter at once (never retried): wait for that.
+    eventually(
+        "the redirected batch a dead letter",
+        Duration::from_secs(10),
+        async || metric(&server, "herald_webhook_dead_letters{app=\"1\"}").await == Some(1.0),
+    )
+    .await;
     assert_eq!(redirecting.requests.load(Ordering::SeqCst), 1);
     assert_eq!(elsewhere.requests.load(Ordering::SeqCst), 0);
     assert_pusher_js_served(&server);

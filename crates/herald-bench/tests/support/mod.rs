@@ -54,6 +54,9 @@ pub fn start_herald(config: &Path) -> Herald {
     let mut child = Command::new(herald_binary())
         .args(["serve", "--port", "0", "--config"])
         .arg(config)
+        // Its own webhook queue beside its config (in the test's temp dir), never the
+        // default under the working directory, which is the source tree.
+        .env("HERALD_DATA_DIR", config.with_extension("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+pub use super::wait::eventually;
 use super::{now, signed_as, Server, Ws};
 
 /// Which database server.
@@ -838,15 +839,6 @@ pub async fn ready(server: &Server) -> u16 {
         .expect("GET /ready")
         .status()
         .as_u16()
-}
-
-/// Waits until `check` holds, polling; fails the test with `what` after `within`.
-pub async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Runs `herald reload` for the node whose pid file is `pid_file`, then waits for the

@@ -5,6 +5,7 @@ pub mod db;
 pub mod nodes;
 pub mod pki;
 pub mod receiver;
+pub mod wait;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -737,7 +738,8 @@ impl RawWs {
         self.stream.write_all(bytes).await.expect("send");
     }
 
-    /// The next frame, `Ok(None)` at EOF; an error (a reset) is returned as is.
+    /// The next frame, `Ok(None)` at EOF; an error (a reset, or EOF inside a frame) is
+    /// returned as is.
     pub async fn next_frame(&mut self) -> std::io::Result<Option<Frame>> {
         use tokio::io::AsyncReadExt;
         let mut chunk = [0u8; 16384];
@@ -747,7 +749,12 @@ impl RawWs {
             }
             let n = self.stream.read(&mut chunk).await?;
             if n == 0 {
-                assert!(self.buf.is_empty(), "EOF inside a frame: {:?}", self.buf);
+                if !self.buf.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("EOF inside a frame, {} bytes into it", self.buf.len()),
+                    ));
+                }
                 return Ok(None);
             }
             self.buf.extend_from_slice(&chunk[..n]);
