@@ -1219,6 +1219,11 @@ impl Config {
             }
             check_max(field, value, year)?;
         }
+        // A node renews its lease every second at the least: a shorter lease would let the
+        // others claim the batches of a live node.
+        if self.webhook_lease < Duration::from_secs(2) {
+            return Err(invalid("webhook_lease", "must be at least 2 seconds"));
+        }
         if self.webhook_max_stored_bytes < 64 * 1024 {
             return Err(invalid(
                 "webhook_max_stored_bytes",
