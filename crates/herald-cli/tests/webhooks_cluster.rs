@@ -1,14 +1,18 @@
 //! The cluster's webhook queue against real `herald serve` processes, a real
 //! `redis-server` and a real receiver (issue 25): batches a node wrote to Redis while the
 //! receiver was down are sent by another node once that node is killed (SIGKILL), within
-//! the lease, with the ids they were written with, signed, and in order per channel.
+//! the lease, with the ids they were written with, signed, and in order per channel; a
+//! `channel_vacated` one node writes waits for the `channel_occupied` another node is
+//! retrying.
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::receiver::{assert_occupied_before_vacated, assert_signed_and_identified, Receiver};
+use support::receiver::{
+    assert_occupied_before_vacated, assert_signed_and_identified, first_names, Receiver,
+};
 use support::wait::eventually;
 use support::{Redis, Server, KEY, SECRET};
 
@@ -38,6 +42,16 @@ fn stream_ids(redis: &Redis) -> BTreeSet<String> {
             Some((ms << 20 | seq).to_string())
         })
         .collect()
+}
+
+/// The cluster's count of `channel`'s subscribers in Redis (every node's share).
+fn subscribers(redis: &Redis, channel: &str) -> u64 {
+    let out = redis
+        .cli(&["HVALS", &format!("{{herald:1}}:s:{channel}")])
+        .expect("redis-cli");
+    out.lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum()
 }
 
 #[tokio::test]
@@ -99,5 +113,60 @@ async fn a_dead_nodes_batches_are_sent_by_another_node_within_the_lease() {
         "{batches} batches sent by B {:.1} s after A's SIGKILL (lease {LEASE} s), {} requests",
         took.as_secs_f64(),
         got.len()
+    );
+}
+
+#[tokio::test]
+async fn a_vacated_from_one_node_waits_for_the_occupied_another_node_retries() {
+    let redis = Redis::start();
+    let port = support::db::free_port();
+    let config = config(&redis, port);
+    // The occupied batch fails twice (two backoffs, about 1.5 to 3 s) before it is taken.
+    let receiver = Receiver::up(
+        port,
+        vec![
+            "500 Internal Server Error",
+            "500 Internal Server Error",
+            "200 OK",
+        ],
+    )
+    .await;
+    let a = Server::start_logged(&config, &[]);
+    let b = Server::start_logged(&config, &[]);
+    let (mut on_a, mut on_b) = (a.connect(KEY).await, b.connect(KEY).await);
+    // A sees the first subscriber (occupied, from A); B the last one gone (vacated, from B).
+    on_a.subscribe("room").await;
+    eventually("A's first attempt", Duration::from_secs(5), async || {
+        !receiver.got().is_empty()
+    })
+    .await;
+    on_b.subscribe("room").await;
+    // A's unsubscribe counted in Redis first, so the last one gone is B's.
+    on_a.send(json!({"event":"pusher:unsubscribe","data":{"channel":"room"}}))
+        .await;
+    eventually("one subscriber left", Duration::from_secs(5), async || {
+        subscribers(&redis, "room") == 1
+    })
+    .await;
+    on_b.send(json!({"event":"pusher:unsubscribe","data":{"channel":"room"}}))
+        .await;
+    eventually("the vacated arrives", Duration::from_secs(10), async || {
+        receiver
+            .got()
+            .iter()
+            .any(|g| g.events().iter().any(|e| e["name"] == "channel_vacated"))
+    })
+    .await;
+    let got = receiver.got();
+    assert_signed_and_identified(&got);
+    assert_eq!(
+        first_names(&got),
+        [
+            ("channel_occupied".to_owned(), "500 Internal Server Error"),
+            ("channel_occupied".to_owned(), "500 Internal Server Error"),
+            ("channel_occupied".to_owned(), "200 OK"),
+            ("channel_vacated".to_owned(), "200 OK"),
+        ],
+        "B's vacated waits for A's occupied through its retries"
     );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::receiver::{
-    assert_occupied_before_vacated, assert_signed_and_identified, Got, Receiver,
+    assert_occupied_before_vacated, assert_signed_and_identified, first_names, Got, Receiver,
 };
 use support::{Server, KEY, SECRET};
 
@@ -197,17 +197,8 @@ async fn a_later_batch_on_a_channel_waits_for_the_earlier_ones_retry() {
     })
     .await;
     let got = receiver.got();
-    let names: Vec<(String, &str)> = got
-        .iter()
-        .map(|g| {
-            (
-                g.events()[0]["name"].as_str().unwrap_or("").to_owned(),
-                g.status,
-            )
-        })
-        .collect();
     assert_eq!(
-        names,
+        first_names(&got),
         [
             ("channel_occupied".to_owned(), "500 Internal Server Error"),
             ("channel_occupied".to_owned(), "200 OK"),

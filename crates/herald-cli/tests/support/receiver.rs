@@ -138,3 +138,15 @@ pub fn assert_occupied_before_vacated(got: &[Got], channels: &[String]) {
         );
     }
 }
+
+/// Each request's first event name, with the status it was answered.
+pub fn first_names(got: &[Got]) -> Vec<(String, &'static str)> {
+    got.iter()
+        .map(|g| {
+            (
+                g.events()[0]["name"].as_str().unwrap_or("").to_owned(),
+                g.status,
+            )
+        })
+        .collect()
+}
