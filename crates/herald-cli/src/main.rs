@@ -7,6 +7,7 @@ mod commands;
 mod import;
 mod probe;
 mod reload;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +98,9 @@ enum Command {
     /// Ask a URL (the admin listener's /ready by default) and exit 0 if it answers 2xx: a
     /// health check for images with no shell or curl.
     Probe(probe::ProbeArgs),
+    /// A running node's webhook queue, through its admin listener: list, show, retry,
+    /// purge.
+    Webhooks(webhooks::WebhooksArgs),
     #[command(flatten)]
     Api(commands::ApiCommand),
 }
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Command::Reload(_) => before.only("`herald reload`", &[]),
         Command::Apps(_) => before.only("`herald apps`", &["config", "apps-url", "json"]),
         Command::Probe(_) => before.only("`herald probe`", &[]),
+        Command::Webhooks(_) => before.only("`herald webhooks`", &["ca-cert", "json"]),
         Command::Api(_) => before.only(
             "the API commands (trigger, channels, …)",
             &["url", "ca-cert", "json"],
@@ -168,6 +173,10 @@ fn main() -> ExitCode {
             apps::run(args)
         }
         Command::Probe(args) => probe::run(args),
+        Command::Webhooks(mut args) => {
+            args.also(before.ca_cert, before.json);
+            webhooks::run(args)
+        }
         Command::Api(mut command) => {
             command
                 .connection()

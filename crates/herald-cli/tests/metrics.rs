@@ -384,10 +384,23 @@ event_types = ["channel_occupied"]
             0.0,
         ),
         (r#"herald_webhook_drops_total{app="1"}"#, 0.0),
+        (
+            r#"herald_webhook_attempts_total{app="1",status="5xx"}"#,
+            1.0,
+        ),
+        (
+            r#"herald_webhook_attempts_total{app="1",status="2xx"}"#,
+            1.0,
+        ),
+        (
+            r#"herald_webhook_attempts_total{app="1",status="error"}"#,
+            0.0,
+        ),
     ] {
         assert_eq!(value(&s, key), want, "{key}");
     }
     assert_eq!(hook.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    promtool_accepts(&admin(&server, "/metrics", None).await.1);
 }
 
 #[tokio::test]

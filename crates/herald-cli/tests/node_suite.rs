@@ -201,6 +201,16 @@ fn three_nodes_on_a_redis_cluster_and_on_sentinels() {
 }
 
 #[test]
+fn recovery_after_a_silent_outage() {
+    // Issue 27: one node (the memory of a single node's recovery is its process's, and a
+    // cluster keeps no history yet), its apps in the config: pusher-js through a relay that
+    // stops forwarding without a FIN, a 10 s outage; the failure events, an encrypted
+    // channel and a Laravel Echo presence channel at once; pusher-js in Chromium through a
+    // 5 s outage (about 25 s in all).
+    run_in_chromium("recovery.test.mjs");
+}
+
+#[test]
 fn pusher_js_in_a_browser() {
     // What it checks is the browser's side of the wire, which neither the number of nodes
     // nor where the apps live changes: one run (about 22 s, 15 of them pusher-js's own wait

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{
     check_max, invalid, parse_networks, AppConfig, AppLimits, ConfigError, HistoryLimits,
     WebhookConfig, DEFAULT_CACHE_TTL, DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_BYTES,
-    DEFAULT_TERMINATE_CLOSE_CODE,
+    DEFAULT_RECOVERY_WINDOW, DEFAULT_TERMINATE_CLOSE_CODE,
 };
 use crate::config_errors::{describe, is_secret};
 use crate::redact::redact_url;
@@ -159,6 +159,8 @@ pub(crate) struct RawApp {
     pub(crate) history_max_age: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) history_max_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) recovery_window: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) webhooks: Vec<RawWebhook>,
 }
@@ -264,6 +266,12 @@ pub fn validate_app(at: &str, app: &AppConfig) -> Result<(), ConfigError> {
         ));
     }
     check_history(at, &app.history)?;
+    // An hour at most: every identified connection that drops leaves an entry for it.
+    check_max(
+        &at_field(at, "recovery_window"),
+        app.recovery_window,
+        Duration::from_secs(3600),
+    )?;
     if l.client_events && l.client_events_per_second == 0 {
         return Err(invalid(
             at_field(at, "client_events_per_second"),
@@ -425,6 +433,9 @@ pub(crate) fn app_from_raw(
                 .map_or(DEFAULT_HISTORY_MAX_AGE, Duration::from_secs),
             max_bytes: raw.history_max_bytes.unwrap_or(DEFAULT_HISTORY_MAX_BYTES),
         },
+        recovery_window: raw
+            .recovery_window
+            .map_or(DEFAULT_RECOVERY_WINDOW, Duration::from_secs),
         webhooks,
         limits: AppLimits {
             max_connections: raw.max_connections.unwrap_or(d.max_connections),

@@ -216,6 +216,9 @@ pub struct AppConfig {
     pub subscription_count: bool,
     /// How much of each channel's recent events the node keeps for the history API.
     pub history: HistoryLimits,
+    /// How long what a connection ended uncleanly was subscribed to is remembered for its
+    /// identity's next connection; zero turns recovery off. Recovery also needs history.
+    pub recovery_window: Duration,
     /// Webhook endpoints.
     pub webhooks: Vec<WebhookConfig>,
     /// The plan (`[plans.NAME]`) its limits start from, if any: what a refusal names.
@@ -238,6 +241,7 @@ impl std::fmt::Debug for AppConfig {
             .field("cache_ttl", &self.cache_ttl)
             .field("subscription_count", &self.subscription_count)
             .field("history", &self.history)
+            .field("recovery_window", &self.recovery_window)
             .field("webhooks", &self.webhooks)
             .field("plan", &self.plan)
             .finish()
@@ -245,6 +249,12 @@ impl std::fmt::Debug for AppConfig {
 }
 
 impl AppConfig {
+    /// Whether connections of this app are tracked for recovery: a window, and history to
+    /// replay from.
+    pub fn recovers(&self) -> bool {
+        self.history.on() && !self.recovery_window.is_zero()
+    }
+
     fn embedded_default() -> Self {
         AppConfig {
             id: DEFAULT_APP_ID.to_owned(),
@@ -257,6 +267,7 @@ impl AppConfig {
             cache_ttl: DEFAULT_CACHE_TTL,
             subscription_count: false,
             history: HistoryLimits::default(),
+            recovery_window: DEFAULT_RECOVERY_WINDOW,
             webhooks: Vec::new(),
             plan: None,
         }
@@ -301,6 +312,9 @@ impl Default for HistoryLimits {
         }
     }
 }
+
+/// Issue 27's window: a tunnel, a laptop lid, a deploy's drain.
+pub(crate) const DEFAULT_RECOVERY_WINDOW: Duration = Duration::from_secs(120);
 
 /// Long enough to cover a reconnect after a tunnel or a deploy, short enough that the
 /// channels published to once do not stay in memory for long.

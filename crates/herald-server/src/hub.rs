@@ -98,6 +98,11 @@ impl Channel {
     }
 }
 
+/// What a new subscription runs under the channel's lock, once its
+/// `subscription_succeeded` is queued and before any event published after the join can
+/// be: recovery queues the events the connection's identity missed there.
+pub type Joining<'a> = &'a mut (dyn FnMut(&Outbox) + Send);
+
 /// What a subscription did to the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
@@ -223,6 +228,18 @@ impl Hub {
     /// Subscribes a connection to a non-presence channel and queues its
     /// `subscription_succeeded`.
     pub fn subscribe(&self, channel: &str, conn: ConnId, outbox: &Arc<Outbox>) -> Joined {
+        self.subscribe_joining(channel, conn, outbox, None)
+    }
+
+    /// [`Hub::subscribe`], running `joining` under the channel's lock after the
+    /// `subscription_succeeded`.
+    pub fn subscribe_joining(
+        &self,
+        channel: &str,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        joining: Option<Joining<'_>>,
+    ) -> Joined {
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(channel.into()).or_default();
         let before = ch.subscribers.len();
@@ -234,6 +251,9 @@ impl Hub {
         }
         let after = ch.subscribers.len();
         outbox.push(text_frame(&frame::subscription_succeeded(channel, "{}")));
+        if let Some(joining) = joining {
+            joining(outbox);
+        }
         Joined {
             subscribers: (before, after),
             member_added: false,
@@ -254,6 +274,20 @@ impl Hub {
         outbox: &Arc<Outbox>,
         member: &Member,
         roster: Roster<'_>,
+    ) -> Result<Joined, PresenceRefused> {
+        self.join_presence_joining(channel, conn, outbox, member, roster, None)
+    }
+
+    /// [`Hub::join_presence`], running `joining` under the channel's lock after the
+    /// `subscription_succeeded` of a new member.
+    pub fn join_presence_joining(
+        &self,
+        channel: &str,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        member: &Member,
+        roster: Roster<'_>,
+        joining: Option<Joining<'_>>,
     ) -> Result<Joined, PresenceRefused> {
         // The cluster's list comes made: it is framed before the lock is taken.
         let cluster = match roster {
@@ -309,6 +343,9 @@ impl Hub {
             },
         );
         succeeded(ch);
+        if let Some(joining) = joining {
+            joining(outbox);
+        }
         Ok(Joined {
             subscribers: (before, before + 1),
             member_added: new_user && here,
@@ -417,7 +454,11 @@ impl Hub {
     /// the first of them comes up: this node's copy, whatever other nodes do.
     pub fn publish(&self, channel: &str, frame: &Bytes, except: Option<ConnId>) -> usize {
         let shard = self.shard(channel).read();
-        let Some(ch) = shard.get(channel) else {
+        self.fan_out(shard.get(channel), frame, except)
+    }
+
+    fn fan_out(&self, ch: Option<&Channel>, frame: &Bytes, except: Option<ConnId>) -> usize {
+        let Some(ch) = ch else {
             return 0;
         };
         let frame = Fanout::new(frame.clone());
@@ -432,6 +473,37 @@ impl Hub {
         }
         self.deliveries.add(delivered as u64);
         delivered
+    }
+
+    /// [`Hub::publish`] for an app that keeps history: `record` gives the event its serial
+    /// under the channel's shard lock, taken exclusively, so that two publishes on one
+    /// channel reach every subscriber in the order of their serials (recovery counts on
+    /// it: what a client confirmed is a serial, and everything below it was delivered).
+    pub fn publish_in_order(
+        &self,
+        channel: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        record: impl FnOnce(),
+    ) -> usize {
+        let shard = self.shard(channel).write();
+        record();
+        self.fan_out(shard.get(channel), frame, except)
+    }
+
+    /// Runs `f` while no publish on `channel` is between its serial and its fan-out
+    /// ([`Hub::publish_in_order`]): a serial `f` reads has reached every subscriber's outbox.
+    pub fn quiet<R>(&self, channel: &str, f: impl FnOnce() -> R) -> R {
+        let _shard = self.shard(channel).read();
+        f()
+    }
+
+    /// Whether some subscriber of `channel` passes `test`.
+    pub fn any_subscriber(&self, channel: &str, test: impl Fn(&Outbox) -> bool) -> bool {
+        let shard = self.shard(channel).read();
+        shard
+            .get(channel)
+            .is_some_and(|ch| ch.subscribers.values().any(|s| test(&s.outbox)))
     }
 
     /// Frames publishes have queued to subscribers since the hub was made.

@@ -9,6 +9,11 @@ use std::fmt;
 /// A connection's id on this node (the second half of its socket id).
 pub type ConnId = u64;
 
+/// A node id drawn at random, from 1 to 10⁹: the first half of its sockets' ids.
+pub(crate) fn random_node_id() -> u32 {
+    rand::random::<u32>() % 1_000_000_000 + 1
+}
+
 /// A connection's Pusher socket id: the node it lives on, then its id there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketId {

@@ -27,6 +27,7 @@ pub mod ids;
 mod metrics;
 pub mod outbox;
 pub mod ratelimit;
+pub mod recovery;
 mod redact;
 pub mod reload;
 mod shared;
@@ -172,6 +173,7 @@ async fn serve_apps(
         shutdown: CancellationToken::new(),
         connections: parking_lot::Mutex::new(HashMap::new()),
         refills: Default::default(),
+        silent: Default::default(),
         tracker: TaskTracker::new(),
         limiter: limiter.clone(),
         metrics: metrics::NodeMetrics::new(),

@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     pub(crate) connections: parking_lot::Mutex<HashMap<ConnId, Weak<Outbox>>>,
     /// The connections waiting for their frame budget, which the sweeper wakes.
     pub(crate) refills: crate::ws::Refills,
+    /// Connections with a ping unanswered for 2 s or more at the last sweep: while there
+    /// are none, a subscription waiting for its identity need not look for its client's
+    /// old, silent connection among the channel's subscribers.
+    pub(crate) silent: std::sync::atomic::AtomicU32,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
     /// The caps on open connections, which every socket's permit counts against.
@@ -122,6 +126,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             connections: parking_lot::Mutex::new(HashMap::new()),
             refills: Default::default(),
+            silent: Default::default(),
             tracker: TaskTracker::new(),
             limiter,
             metrics: metrics::NodeMetrics::new(),

@@ -58,9 +58,12 @@ fn sweep(shared: &Shared, now: u32) {
     let pong = ticks(shared.config.pong_timeout);
     {
         let connections = shared.connections.lock();
+        let mut silent = 0;
         for outbox in connections.values().filter_map(Weak::upgrade) {
             check(&outbox, now, activity, pong);
+            silent += u32::from(crate::ws::silent(&outbox, now));
         }
+        shared.silent.store(silent, Ordering::Relaxed);
     }
     let broker = shared.adapter.broker.as_ref();
     for app in shared.apps.all() {

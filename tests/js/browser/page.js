@@ -22,9 +22,10 @@ window.ready = new Promise((resolve, reject) => {
   document.head.append(script);
 });
 
-/** Makes client `name` (a Pusher instance) and records its connection states. */
-window.connect = (name, auth = {}) => {
+/** Makes client `name` (a Pusher instance, with pusher-js `options` if any) and records its connection states. */
+window.connect = (name, auth = {}, options = {}) => {
   const pusher = new Pusher(query.get('key'), {
+    ...options,
     cluster: 'mt1',
     wsHost: '127.0.0.1',
     wsPort: Number(query.get('port')),

@@ -12,6 +12,8 @@ use super::transitions::{self, Edge, Refusal};
 use super::{Answer, Broker, Cached, Limits, Presence, Published, Rate, Subscription};
 use crate::apps::{App, ConnectionSlot};
 use crate::backend::Backend;
+use crate::history::memory::Memory;
+use crate::history::History;
 use crate::hub::{ChannelCounts, PresenceRefused, Roster};
 use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
@@ -41,7 +43,14 @@ fn announce_count(local: &Local, app: &App, channel: &str) {
 
 impl Broker for Local {
     fn publish(&self, app: &App, channel: &str, frame: &Bytes, except: Option<SocketId>) -> usize {
-        app.hub.publish(channel, frame, self.except(except))
+        let except = self.except(except);
+        if !app.config().history.on() {
+            return app.hub.publish(channel, frame, except);
+        }
+        // The serial is given where the order of delivery is fixed.
+        app.hub.publish_in_order(channel, frame, except, || {
+            Memory.record(app, channel, frame);
+        })
     }
 
     fn publish_cached(
@@ -52,7 +61,7 @@ impl Broker for Local {
         data: &str,
         except: Option<SocketId>,
     ) -> Published<'_> {
-        let delivered = app.hub.publish(channel, frame, self.except(except));
+        let delivered = self.publish(app, channel, frame, except);
         app.cache
             .store(channel, frame.clone(), data, app.config().cache_ttl);
         Published::Now(delivered)
@@ -75,6 +84,7 @@ impl Presence for Local {
             outbox,
             member,
             cache,
+            joining,
         } = sub;
         let hub = &app.hub;
         let (joined, user_id) = match member {
@@ -82,7 +92,14 @@ impl Presence for Local {
                 let roster = Roster::Here {
                     max_members: app.config().limits.max_presence_members,
                 };
-                match hub.join_presence(channel, socket.conn, outbox, &member, roster) {
+                match hub.join_presence_joining(
+                    channel,
+                    socket.conn,
+                    outbox,
+                    &member,
+                    roster,
+                    joining,
+                ) {
                     Ok(joined) => (joined, Some(member.user_id)),
                     Err(PresenceRefused::Full { max }) => {
                         transitions::refuse(app, outbox, channel, Refusal::PresenceFull { max });
@@ -90,7 +107,10 @@ impl Presence for Local {
                     }
                 }
             }
-            None => (hub.subscribe(channel, socket.conn, outbox), None),
+            None => (
+                hub.subscribe_joining(channel, socket.conn, outbox, joining),
+                None,
+            ),
         };
         let (before, after) = joined.subscribers;
         let events = transitions::channel_events(channel, before, after);

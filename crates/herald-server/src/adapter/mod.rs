@@ -37,10 +37,12 @@ use crate::backend::Backend;
 use crate::config::AppLimits;
 use crate::history::memory::Memory;
 use crate::history::History;
-use crate::hub::ChannelCounts;
+use crate::hub::{ChannelCounts, Joining};
 use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
 use crate::ratelimit::{AppRates, Window};
+use crate::recovery::memory::MemoryRecoveries;
+use crate::recovery::Recoveries;
 
 /// The node's backend as the server sees it: one object behind the three traits, and the
 /// admin listener's view of it ([`Backend`]).
@@ -52,6 +54,9 @@ pub(crate) struct Adapter {
     pub(crate) backend: Arc<dyn Backend>,
     /// Where channel events are kept for the history API.
     pub(crate) history: Arc<dyn History>,
+    /// What connections that ended uncleanly leave for their next one; `None` where
+    /// there is no history to recover from (a cluster, for now).
+    pub(crate) recoveries: Option<Arc<dyn Recoveries>>,
 }
 
 impl Adapter {
@@ -65,12 +70,16 @@ impl Adapter {
             limits: node.clone(),
             backend: node,
             history,
+            recoveries: None,
         }
     }
 
     /// A single node's: its state is its hubs and registries, its history in memory.
     pub(crate) fn local(node_id: u32) -> Adapter {
-        Adapter::of(Arc::new(Local::new(node_id)), Arc::new(Memory))
+        Adapter {
+            recoveries: Some(Arc::new(MemoryRecoveries::default())),
+            ..Adapter::of(Arc::new(Local::new(node_id)), Arc::new(Memory))
+        }
     }
 }
 
@@ -141,6 +150,9 @@ pub(crate) struct Subscription<'a> {
     pub(crate) member: Option<Member>,
     /// Replay the cached event (or report a miss) after `subscription_succeeded`.
     pub(crate) cache: bool,
+    /// Runs under the channel's lock right after `subscription_succeeded` is queued,
+    /// before any event published after the join can be: recovery's replay.
+    pub(crate) joining: Option<Joining<'a>>,
 }
 
 /// The last event of a cache channel, as the HTTP API shows it.

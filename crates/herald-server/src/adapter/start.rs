@@ -8,6 +8,7 @@ use super::config::AdapterConfig;
 use super::{redis, Adapter};
 use crate::apps::AppStore;
 use crate::history::SingleNodeOnly;
+use crate::ids::random_node_id;
 
 /// Starts the node's backend for the apps of `apps`, as node `node_id` (the configured id;
 /// `None` draws one), and returns it with the node's id: at once for a single node; a
@@ -32,9 +33,4 @@ pub(crate) async fn start(
             Ok((Adapter::of(cluster, Arc::new(SingleNodeOnly)), id))
         }
     }
-}
-
-/// A node id drawn at random, from 1 to 10⁹.
-pub(crate) fn random_node_id() -> u32 {
-    rand::random::<u32>() % 1_000_000_000 + 1
 }

@@ -10,7 +10,7 @@
 //! the load balancer together; the backend's gauge shows it. The public `/up` answers as
 //! `/ready`.
 //! The root `/` lists these endpoints (JSON), open like the probes: it names paths only.
-//! `/metrics` and the console are guarded by [`guard`] (tokens, `Host`, same-origin writes);
+//! The webhook queue's API is [`queue`]'s. `/metrics`, the queue and the console are guarded by [`guard`] (tokens, `Host`, same-origin writes);
 //! the probes are not, since they say no more than the public `/up`. Every answer carries
 //! the hardening headers of [`guard::harden`]. The listener's connections hold [`slots`],
 //! where idle ones give way to new ones, so a probe always gets an answer. With
@@ -18,6 +18,7 @@
 //! TLS code.
 
 mod guard;
+mod queue;
 mod slots;
 
 pub(crate) use guard::Need;
@@ -145,6 +146,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
         .route("/live", get(|| async { "OK" }))
         .route("/ready", get(ready))
         .merge(crate::console::router())
+        .merge(queue::router())
         .layer(axum::middleware::from_fn(slots::mark_busy))
         .layer(axum::middleware::map_response(guard::harden))
         .with_state(shared);
@@ -223,6 +225,7 @@ async fn index() -> Response {
             "/ready": "200 when this node can serve a new connection, 503 and why when not",
             "/metrics": "Prometheus text format (Authorization: Bearer <metrics_token or admin_token> when one is set)",
             "/console": "the live console (?token=<admin_token> when one is set)",
+            "/api/webhooks/{app}": "the app's webhook queue: list (GET), {id} (GET), {id}/retry, retry, purge (POST, with X-Herald-Console); the admin token when one is set",
         },
     });
     axum::Json(endpoints).into_response()

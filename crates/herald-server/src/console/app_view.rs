@@ -1,5 +1,6 @@
 //! What the state view adds for each app beside its channels: its counters, which the page
-//! samples at each poll to draw its rates, and its settings (limits and webhook endpoints).
+//! samples at each poll to draw its rates, its settings (limits and webhook endpoints) and
+//! its webhook queue (the page's retry buttons call the admin API's queue routes).
 //!
 //! The rates' history is the page's, not the node's: the node keeps no samples, so an app
 //! costs nothing more with the console closed, and a node with thousands of apps keeps no
@@ -16,6 +17,31 @@ use crate::metrics::{AppMetrics, WebhookOutcome};
 pub(crate) const MAX_WEBHOOKS: usize = 100;
 /// Longest webhook URL or channel prefix shown, in bytes; longer ones are cut and marked.
 pub(crate) const MAX_TEXT_BYTES: usize = 512;
+/// Dead letters listed per app (the oldest; `herald webhooks list` pages through all).
+pub(crate) const MAX_DEAD_LETTERS: usize = 20;
+
+/// The app's webhook queue: its gauges and its oldest dead letters (no bodies), or `None`
+/// when it has no webhooks. The oldest batch's time, not its age, so a quiet queue keeps
+/// the view unchanged between polls.
+pub(crate) async fn queue(webhooks: Option<&crate::webhooks::Webhooks>) -> Option<Value> {
+    let webhooks = webhooks?;
+    let depth = webhooks.depth();
+    let which = crate::webhooks::Which {
+        endpoint: None,
+        state: Some(crate::webhooks::State::Dead),
+    };
+    let dead_letters = match webhooks.list(which, None, MAX_DEAD_LETTERS).await {
+        Ok(page) => serde_json::to_value(page.batches).unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
+    Some(json!({
+        "pending": depth.pending,
+        "oldest_pending_ms": depth.oldest_pending_ms,
+        "dead": depth.dead,
+        "bytes": depth.bytes,
+        "dead_letters": dead_letters,
+    }))
+}
 
 /// The app's counters on this node, read at one instant, as running totals: the page
 /// turns two polls' totals into a rate. Connections are a gauge, read from the hub.

@@ -134,6 +134,12 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
         users.sort();
         let config = app.config();
         let (settings, whole) = app_view::settings(&config, &mut hooks_room);
+        let webhooks = app.webhooks();
+        let queue = tokio::time::timeout_at(deadline, app_view::queue(webhooks.as_deref()));
+        let queue = queue.await.unwrap_or_else(|_| {
+            cut.get_or_insert(Cut::Time);
+            None
+        });
         if !whole {
             cut.get_or_insert(Cut::Size);
         }
@@ -148,6 +154,7 @@ pub(crate) async fn collect(shared: &Shared) -> Value {
             "users": users,
             "counters": counters,
             "settings": settings,
+            "webhook_queue": queue,
         }));
     }
     json!({

@@ -19,6 +19,10 @@ use super::{History, HistoryError, Query};
 use crate::apps::App;
 use crate::config::HistoryLimits;
 
+/// Some of the events a recovering connection missed are no longer kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gap;
+
 /// The history of a node that shares nothing: each app's [`Rings`].
 pub(crate) struct Memory;
 
@@ -139,6 +143,46 @@ impl Rings {
         ring.evict(limits, now);
         state.last_serial = state.last_serial.max(serial);
         Some(serial)
+    }
+
+    /// The last serial `channel` gave, 0 if it keeps no ring.
+    pub(crate) fn last_serial(&self, channel: &str) -> u64 {
+        let state = self.state.lock();
+        state
+            .channels
+            .get(channel)
+            .map_or(0, |ring| ring.last_serial)
+    }
+
+    /// `channel`'s events after serial `after`, oldest first, for a connection that
+    /// recovers; [`Gap`] if some of them are no longer kept.
+    pub(crate) fn since(
+        &self,
+        channel: &str,
+        after: u64,
+        limits: &HistoryLimits,
+        now: Instant,
+    ) -> Result<Vec<Bytes>, Gap> {
+        let mut state = self.state.lock();
+        // No ring: nothing was published since the app started keeping history, or the
+        // channel's ring was swept once all its events expired, which a client still
+        // recovering its window would have seen few of.
+        let Some(ring) = state.channels.get_mut(channel) else {
+            return Ok(Vec::new());
+        };
+        ring.evict(limits, now);
+        if ring.last_serial <= after {
+            return Ok(Vec::new());
+        }
+        match ring.events.front() {
+            Some(oldest) if oldest.serial <= after + 1 => Ok(ring
+                .events
+                .iter()
+                .filter(|e| e.serial > after)
+                .map(|e| e.frame.clone())
+                .collect()),
+            _ => Err(Gap),
+        }
     }
 
     /// Drops every ring (the app turned history off), keeping the serials' high mark so

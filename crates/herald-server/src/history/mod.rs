@@ -6,6 +6,10 @@
 //! receives as a channel event, a subscriber who was away would have missed. Cache
 //! channels are recorded like any other and keep their own last-event replay.
 //!
+//! The backend's broker records (`adapter/local.rs`): the serial must be given where
+//! the order of delivery is fixed, under the hub's channel lock ([`crate::hub::Hub::publish_in_order`]),
+//! so that serial order is delivery order on every channel, which recovery counts on.
+//!
 //! A single node keeps history in memory ([`memory::Memory`], each app's rings in
 //! [`crate::apps::App`]); the entry kept is the frame subscribers were sent, the same
 //! shared bytes, so recording costs a reference count and no copy. A cluster node runs

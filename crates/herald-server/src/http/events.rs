@@ -240,7 +240,6 @@ async fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
     let mut messages = 0u64;
     for channel in &event.channels {
         let frame = text_frame(&frame::event(&event.name, channel, &event.data_token, None));
-        shared.adapter.history.record(app, channel, &frame);
         let delivered = if is_cache_channel(channel) {
             broker
                 .publish_cached(app, channel, &frame, &event.data_token, event.except)

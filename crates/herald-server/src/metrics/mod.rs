@@ -163,6 +163,21 @@ pub(crate) enum WebhookOutcome {
     Refused,
 }
 
+/// The classes of a webhook attempt's answer: `2xx` to `5xx` by the HTTP status (`1xx`
+/// and anything odd counted as `other`), `error` when no answer came (connection refused
+/// or reset, a timeout).
+pub(crate) const WEBHOOK_STATUS_CLASSES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "other", "error"];
+
+/// The class of an attempt's HTTP status (`None`: no answer), an index into
+/// [`WEBHOOK_STATUS_CLASSES`].
+fn status_class(status: Option<u16>) -> usize {
+    match status {
+        None => 5,
+        Some(s @ 200..=599) => usize::from(s / 100 - 2),
+        Some(_) => 4,
+    }
+}
+
 /// One app's counters on this node.
 #[derive(Debug, Default)]
 pub struct AppMetrics {
@@ -177,6 +192,7 @@ pub struct AppMetrics {
     pub(crate) client_events: AtomicU64,
     pub(crate) http: HttpCounts,
     webhooks: [AtomicU64; 6],
+    webhook_statuses: [AtomicU64; WEBHOOK_STATUS_CLASSES.len()],
     refusals: [AtomicU64; Limit::ALL.len()],
     /// One info line per limit per [`REFUSAL_LOG_PERIOD`] at most.
     refusal_logs: RefusalLogs,
@@ -255,6 +271,19 @@ impl AppMetrics {
 
     pub(crate) fn webhook_count(&self, outcome: WebhookOutcome) -> u64 {
         self.webhooks[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts one webhook attempt by the class of its answer's status (`None`: none came).
+    pub(crate) fn webhook_status(&self, status: Option<u16>) {
+        self.webhook_statuses[status_class(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Webhook attempts by the class of their answer, with [`WEBHOOK_STATUS_CLASSES`].
+    pub(crate) fn webhook_statuses(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        WEBHOOK_STATUS_CLASSES
+            .iter()
+            .zip(&self.webhook_statuses)
+            .map(|(class, n)| (*class, n.load(Ordering::Relaxed)))
     }
 
     fn closed_by_code(&self) -> impl Iterator<Item = (String, u64)> + '_ {

@@ -262,6 +262,7 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
     let mut closed = Vec::new();
     let mut refused = Vec::new();
     let mut webhooks = Vec::new();
+    let mut statuses = Vec::new();
     let mut latency = Vec::new();
     for app in apps {
         let id = app.id();
@@ -280,6 +281,9 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
         ] {
             let n = app.metrics.webhook_count(outcome);
             webhooks.push(counter(vec![label("app", id), label("outcome", name)], n));
+        }
+        for (class, n) in app.metrics.webhook_statuses() {
+            statuses.push(counter(vec![label("app", id), label("status", class)], n));
         }
         latency.push(histogram(vec![label("app", id)], &app.metrics));
     }
@@ -300,6 +304,12 @@ fn app_families(apps: &[std::sync::Arc<App>]) -> Vec<MetricFamily> {
         "Webhook deliveries by outcome: attempts (first tries and retries), successes, retries scheduled, failures given up, refused for their address",
         MetricType::COUNTER,
         webhooks,
+    ));
+    out.extend(family(
+        "herald_webhook_attempts_total",
+        "Webhook attempts by the class of the receiver's answer: 2xx, 3xx, 4xx, 5xx, other, or error when none came",
+        MetricType::COUNTER,
+        statuses,
     ));
     out.extend(family(
         "herald_publish_to_write_seconds",

@@ -40,6 +40,11 @@ pub(super) struct Bounds {
     /// Signalled when a delivery ends, so a batch waiting in the queue is handed over at
     /// once rather than at the next tick.
     pub(super) freed: tokio::sync::Notify,
+    /// Dead letters an operator made pending again (`herald webhooks retry`), to hand to
+    /// deliveries at once: they are older than the batches `waiting_from` pages through.
+    pub(super) retried: parking_lot::Mutex<std::collections::BTreeSet<BatchId>>,
+    /// Signalled when `retried` gets ids.
+    pub(super) retry: tokio::sync::Notify,
 }
 
 impl Bounds {

@@ -142,12 +142,15 @@ async fn attempts(delivery: &Delivery, record: &mut Record, reserved: &Reserved)
             Err(Failed::Refused(refused)) => {
                 reserved.bounds.refused(&record.app_id, host, &refused);
                 shown("refused");
+                record.last_error = Some(format!("not sent: {refused}"));
                 return End::Dead;
             }
             Err(Failed::Error(error)) => Err(error),
             Ok(response) => Ok(response),
         };
         metrics.webhook(WebhookOutcome::Attempt, 1);
+        metrics.webhook_status(status);
+        record.last_status = status;
         let problem = match result {
             Ok(response) if response.status().is_success() => {
                 metrics.webhook(WebhookOutcome::Success, 1);
@@ -157,6 +160,10 @@ async fn attempts(delivery: &Delivery, record: &mut Record, reserved: &Reserved)
             Ok(response) if response.status().is_redirection() => {
                 metrics.webhook(WebhookOutcome::Failure, 1);
                 shown("failed");
+                record.last_error = Some(format!(
+                    "status {}: a redirect, not followed",
+                    response.status()
+                ));
                 tracing::warn!(
                     app_id = record.app_id,
                     url = %shown_url,
@@ -169,6 +176,7 @@ async fn attempts(delivery: &Delivery, record: &mut Record, reserved: &Reserved)
             // reqwest's error names the URL, which may carry a password.
             Err(error) => error.without_url().to_string(),
         };
+        record.last_error = Some(problem.clone());
         let backoff = flush.backoff(attempt, jitter());
         let now = now_ms();
         if now + backoff.as_millis() as u64 > record.created_ms + retry_ms {
@@ -187,11 +195,10 @@ async fn attempts(delivery: &Delivery, record: &mut Record, reserved: &Reserved)
         shown("retry");
         tracing::debug!(app_id = record.app_id, url = %shown_url, attempt, problem, retry_in = ?backoff, "Webhook delivery failed");
         record.next_attempt_ms = now + backoff.as_millis() as u64;
-        if queue.durable() {
-            let saved = record.clone();
-            if let Some(Err(error)) = queue.run(move |q| q.reschedule(&saved)).await {
-                tracing::error!(%error, "Webhook queue could not record a failed attempt");
-            }
+        // Written in memory too: `herald webhooks show` reads the attempts and the error.
+        let saved = record.clone();
+        if let Some(Err(error)) = queue.run(move |q| q.reschedule(&saved)).await {
+            tracing::error!(%error, "Webhook queue could not record a failed attempt");
         }
         flush.wait_out(backoff).await;
     }

@@ -12,10 +12,10 @@ use herald_protocol::webhook::{webhook_body, webhook_signature, WebhookEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::bounds::{Bounds, Reserved};
+use super::bounds::Bounds;
 use super::deliver::{deliver, Delivery};
 use super::holdback::HeldBack;
-use super::store::{now_ms, Appended, Record};
+use super::store::{now_ms, Appended, BatchId, Record, State};
 use super::{order, reach};
 
 /// Events per batch (Pusher's limit).
@@ -66,6 +66,11 @@ impl Dispatcher {
                 () = last_token.cancelled() => Woke::Last,
                 // A delivery ended: the batches waiting in the queue may go now.
                 () = bounds.freed.notified(), if waiting => {
+                    resume_at = Instant::now();
+                    Woke::Tick
+                }
+                // An operator retried dead letters: they go now.
+                () = bounds.retry.notified() => {
                     resume_at = Instant::now();
                     Woke::Tick
                 }
@@ -171,6 +176,8 @@ impl Dispatcher {
                     attempts: 0,
                     next_attempt_ms: 0,
                     dead_ms: None,
+                    last_status: None,
+                    last_error: None,
                 });
             }
         }
@@ -214,23 +221,49 @@ impl Dispatcher {
     /// waiting). `resuming`: it is the first one waiting. Returns whether it was handed
     /// over.
     fn hand(&mut self, record: Record, resuming: bool) -> bool {
-        let mut waiting = self.bounds.waiting_from.lock();
+        let bounds = self.bounds.clone();
+        let mut waiting = bounds.waiting_from.lock();
         if waiting.is_some() && !resuming {
             return false;
         }
+        match self.start(record, false) {
+            Ok(()) => true,
+            Err(id) => {
+                *waiting = Some(id);
+                false
+            }
+        }
+    }
+
+    /// Starts the delivery of `record`, or gives back its id when memory's bounds are
+    /// reached. `claimed`: taken over from a dead node of a cluster, so older than every
+    /// batch this node holds on its channels (`Order::claimed`).
+    fn start(&mut self, record: Record, claimed: bool) -> Result<(), BatchId> {
         let Some(place) = self.place(&record) else {
-            return true;
+            return Ok(());
         };
         let Some(reserved) = self.bounds.reserve(record.body.len(), &self.app_id) else {
-            *waiting = Some(record.id);
-            return false;
+            return Err(record.id);
         };
-        drop(waiting);
-        let turn = self
-            .order
-            .next(place, record.channels.iter().map(String::as_str));
-        self.start(place, record, reserved, turn);
-        true
+        let channels = record.channels.iter().map(String::as_str);
+        let turn = if claimed {
+            self.order.claimed(place, channels)
+        } else {
+            self.order.next(place, channels)
+        };
+        let endpoint = &self.endpoints[place];
+        self.bounds.flush.tasks.spawn(deliver(
+            Delivery {
+                client: endpoint.client.clone(),
+                url: endpoint.config.url.clone(),
+                host: endpoint.host.clone(),
+                refused: endpoint.refused.clone(),
+            },
+            record,
+            reserved,
+            turn,
+        ));
+        Ok(())
     }
 
     /// The place of the batch's endpoint in the app's list; a batch for an endpoint the
@@ -272,42 +305,62 @@ impl Dispatcher {
             }
         }
         while let Some(record) = self.claimed.pop_front() {
-            let Some(place) = self.place(&record) else {
-                continue;
-            };
-            let Some(reserved) = self.bounds.reserve(record.body.len(), &self.app_id) else {
+            // Claims are rare: the copy is given back when memory's bounds are reached.
+            if self.start(record.clone(), true).is_err() {
                 self.claimed.push_front(record);
                 return;
-            };
-            let turn = self
-                .order
-                .claimed(place, record.channels.iter().map(String::as_str));
-            self.start(place, record, reserved, turn);
+            }
         }
-    }
-
-    /// Starts the delivery of `record` to the endpoint at `place`.
-    fn start(&mut self, place: usize, record: Record, reserved: Reserved, turn: order::Turn) {
-        let endpoint = &self.endpoints[place];
-        self.bounds.flush.tasks.spawn(deliver(
-            Delivery {
-                client: endpoint.client.clone(),
-                url: endpoint.config.url.clone(),
-                host: endpoint.host.clone(),
-                refused: endpoint.refused.clone(),
-            },
-            record,
-            reserved,
-            turn,
-        ));
     }
 
     /// Hands over the batches waiting in the queue, in id order, as far as memory's
     /// bounds let; expires old dead letters.
     async fn resume(&mut self) {
+        self.resume_retried().await;
         // Page after page, while memory's bounds let the batches through.
         while self.resume_page().await {}
         self.hand_claimed().await;
+    }
+
+    /// Hands over the dead letters an operator retried, as far as memory's bounds let;
+    /// the rest stay for the next tick or the next delivery's end.
+    async fn resume_retried(&mut self) {
+        if self.bounds.retried.is_locked() || self.bounds.retried.lock().is_empty() {
+            // Being written to (its `retry` notifies when done), or nothing to do.
+            return;
+        }
+        let bounds = self.bounds.clone();
+        let read = self
+            .bounds
+            .queue
+            .run(move |q| {
+                std::mem::take(&mut *bounds.retried.lock())
+                    .into_iter()
+                    .filter_map(|id| q.show(id).transpose())
+                    .collect::<Result<Vec<Record>, _>>()
+            })
+            .await;
+        let records = match read {
+            Some(Ok(records)) => records,
+            Some(Err(error)) => {
+                tracing::error!(app_id = %self.app_id, %error, "Webhook queue could not be read");
+                return;
+            }
+            None => return,
+        };
+        let mut records = records.into_iter();
+        for record in records.by_ref() {
+            // Purged again, or already handed over: nothing to do.
+            if record.state() != State::Pending {
+                continue;
+            }
+            if let Err(id) = self.start(record, false) {
+                let mut retried = self.bounds.retried.lock();
+                retried.insert(id);
+                retried.extend(records.map(|r| r.id));
+                return;
+            }
+        }
     }
 
     /// Hands over one page of the batches waiting; returns whether more may wait.
@@ -316,30 +369,37 @@ impl Dispatcher {
             return false;
         };
         let app_id = self.app_id.clone();
+        let bounds = self.bounds.clone();
         let read = self
             .bounds
             .queue
             .run(move |q| {
                 let _ = q.expire(now_ms());
-                q.pending(&app_id, from, RESUME_AT_MOST)
+                let records = q.pending(&app_id, from, RESUME_AT_MOST)?;
+                let read = (records.len(), records.last().map(|r| r.id));
+                // A retried dead letter is `resume_retried`'s to hand over. Checked here,
+                // off the runtime: `Webhooks::retry` holds this lock across its write.
+                let retried = bounds.retried.lock();
+                let records = records
+                    .into_iter()
+                    .filter(|r| !retried.contains(&r.id))
+                    .collect::<Vec<_>>();
+                Ok::<_, super::StoreError>((records, read))
             })
             .await;
-        let records = match read {
-            Some(Ok(records)) => records,
+        let (records, (count, last)) = match read {
+            Some(Ok(read)) => read,
             Some(Err(error)) => {
                 tracing::error!(app_id = %self.app_id, %error, "Webhook queue could not be read");
                 return false;
             }
             None => return false,
         };
-        let complete = records.len() < RESUME_AT_MOST;
-        let mut last = None;
+        let complete = count < RESUME_AT_MOST;
         for record in records {
-            let id = record.id;
             if !self.hand(record, true) {
                 return false;
             }
-            last = Some(id);
         }
         let mut waiting = self.bounds.waiting_from.lock();
         *waiting = match (complete, last) {

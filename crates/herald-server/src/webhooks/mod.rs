@@ -32,13 +32,17 @@ mod measure;
 mod order;
 mod reach;
 mod store;
+mod tools;
 
 pub use deliver::HEADER_ID;
 pub(crate) use flush::ShutdownFlush;
 pub use reach::{AllowedNetworks, Refused, WebhookReach};
 pub use store::SharedQueue;
 pub use store::StoreError;
-pub(crate) use store::{now_ms, Appended, BatchId, Depth, OpenShared, Record, Wait, WebhookQueue};
+pub(crate) use store::{
+    now_ms, Appended, BatchId, Depth, Filter, OpenShared, Record, State, Wait, WebhookQueue,
+};
+pub(crate) use tools::{ToolError, Which, MAX_PAGE};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -131,6 +135,8 @@ impl Webhooks {
                 // The queue may hold the app's batches from before a restart.
                 waiting_from: parking_lot::Mutex::new(Some(0)),
                 freed: tokio::sync::Notify::new(),
+                retried: Default::default(),
+                retry: tokio::sync::Notify::new(),
             }),
         };
         let dispatcher = Dispatcher {

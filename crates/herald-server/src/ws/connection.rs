@@ -238,6 +238,9 @@ fn serve<S: Socket>(
                         break;
                     }
                     io.take_outbox(session.outbox(), &mut closing);
+                    if !closing {
+                        session.after_outbox(&held.shared);
+                    }
                     // The sweeper's wake-up once the budget refilled (or a delivery's after it).
                     if io.waiting && io.budget.allows(clock::now(), rates(&held.shared)) {
                         io.waiting = false;
@@ -810,6 +813,10 @@ mod tests {
             std::mem::size_of::<Outbox>(),
             std::mem::size_of::<ConnPermit>(),
             std::mem::size_of::<ConnectionSlot>()
+        );
+        println!(
+            "a recovering connection's tracker {} B (boxed, with the signed-in user's box)",
+            std::mem::size_of::<super::super::recovery::Tracker>(),
         );
         assert!(size <= 300, "the connection future grew to {size} B");
     }

@@ -16,6 +16,8 @@
 mod budget;
 pub(crate) use budget::Refills;
 mod connection;
+mod recovery;
+pub(crate) use recovery::silent;
 mod session;
 mod socket;
 

@@ -31,6 +31,8 @@ use crate::shared::Shared;
 use crate::webhooks::{WebhookEvent, WebhookKind};
 use crate::wire::text_frame;
 
+use super::recovery::{self, Tracker};
+
 /// A fixed one-second window is enough to enforce "N per second"; in clock ticks it
 /// costs eight bytes.
 struct RateWindow {
@@ -38,8 +40,27 @@ struct RateWindow {
     used: u32,
 }
 
-/// The user a connection signed in as. Boxed: most connections never sign in, and an
-/// idle connection should pay one pointer for the possibility.
+/// The user a connection signed in as, and its recovery state. Boxed: most connections
+/// never sign in and most apps do not recover, and an idle connection should pay one
+/// pointer for both possibilities.
+#[derive(Default)]
+struct Person {
+    user: Option<SignedIn>,
+    /// Set when the app recovers (`recovery_window` and history).
+    recovery: Option<Box<Tracker>>,
+}
+
+fn user_of(person: &Option<Box<Person>>) -> Option<&SignedIn> {
+    person.as_deref().and_then(|p| p.user.as_ref())
+}
+
+fn tracker_of(person: &mut Option<Box<Person>>) -> Option<&mut Tracker> {
+    person
+        .as_deref_mut()
+        .and_then(|p| p.recovery.as_deref_mut())
+}
+
+/// The user a connection signed in as.
 struct SignedIn {
     id: Arc<str>,
     user_info: Option<Box<str>>,
@@ -55,7 +76,7 @@ pub(super) struct Session {
     /// Channels this connection is subscribed to; few per connection, so a Vec beats a map.
     channels: Vec<Box<str>>,
     client_events: RateWindow,
-    user: Option<Box<SignedIn>>,
+    person: Option<Box<Person>>,
 }
 
 impl Session {
@@ -93,6 +114,8 @@ impl Session {
         if let Some((code, message)) = app.closed() {
             outbox.close(code, message);
         }
+        let recovery =
+            (shared.adapter.recoveries.is_some() && app.config().recovers()).then(Box::default);
         Session {
             app,
             id,
@@ -102,7 +125,12 @@ impl Session {
                 started: crate::clock::now(),
                 used: 0,
             },
-            user: None,
+            person: recovery.map(|tracker| {
+                Box::new(Person {
+                    user: None,
+                    recovery: Some(tracker),
+                })
+            }),
         }
     }
 
@@ -139,7 +167,11 @@ impl Session {
     pub(super) fn handle_text(&mut self, shared: &Shared, text: &str) {
         match frame::decode_client_message(text) {
             Ok(ClientMessage::Ping) => self.send(frame::PONG),
-            Ok(ClientMessage::Pong) => {}
+            Ok(ClientMessage::Pong) => {
+                if let Some(tracker) = tracker_of(&mut self.person) {
+                    tracker.pong(&self.app, &self.outbox);
+                }
+            }
             Ok(ClientMessage::Subscribe(sub)) => self.subscribe(shared, sub),
             Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(shared, &channel),
             Ok(ClientMessage::Signin(signin)) => self.signin(shared, signin),
@@ -158,6 +190,23 @@ impl Session {
     }
 
     fn subscribe(&mut self, shared: &Shared, sub: Subscribe) {
+        let any_silent = shared.silent.load(Ordering::Relaxed) > 0;
+        if let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
+        {
+            // A presence subscription brings its identity with it.
+            if !ChannelKind::of(&sub.channel).is_presence()
+                && tracker.hold(
+                    &self.app,
+                    &self.outbox,
+                    recoveries.as_ref(),
+                    &sub,
+                    any_silent,
+                )
+            {
+                return;
+            }
+        }
         let limits = self.app.config().limits;
         let channel = sub.channel.as_str();
         let kind = match validate_channel_name(channel, limits.max_channel_name_length) {
@@ -183,7 +232,7 @@ impl Session {
             );
         }
         if kind == ChannelKind::ServerToUser {
-            let own = self.user.as_ref().is_some_and(|u| {
+            let own = user_of(&self.person).is_some_and(|u| {
                 channel.strip_prefix(SERVER_TO_USER_PREFIX) == Some(u.id.as_ref())
             });
             if !own {
@@ -198,7 +247,7 @@ impl Session {
         let auth = sub.auth.as_deref().unwrap_or("");
         // Presence identity: the signed channel_data, or else (pusher-js 8) the signed-in user.
         let channel_data = sub.channel_data.as_deref().filter(|_| kind.is_presence());
-        if kind.is_presence() && channel_data.is_none() && self.user.is_none() {
+        if kind.is_presence() && channel_data.is_none() && user_of(&self.person).is_none() {
             return self.subscription_error(
                 channel,
                 "AuthError",
@@ -220,7 +269,7 @@ impl Session {
                 return self.subscription_error(channel, "AuthError", &error.to_string(), 401);
             }
         }
-        let member = match (kind.is_presence(), channel_data, &self.user) {
+        let member = match (kind.is_presence(), channel_data, user_of(&self.person)) {
             (false, _, _) => None,
             (true, Some(data), _) => match parse_member(data) {
                 Ok(member) => Some(member),
@@ -255,18 +304,55 @@ impl Session {
         // The cached event (or a miss, and its webhook) goes to new subscriptions only: a
         // repeated subscribe must not become a webhook per frame.
         let cache = is_cache_channel(channel) && !already;
+        let user_id = user_of(&self.person).map(|u| u.id.clone());
+        let plan = match (tracker_of(&mut self.person), &shared.adapter.recoveries) {
+            (Some(tracker), Some(recoveries)) if !already => {
+                if let Some(member) = &member {
+                    let signed_in = user_id.is_some_and(|id| *id == *member.user_id);
+                    tracker.identify(
+                        &self.app,
+                        &self.outbox,
+                        recoveries.as_ref(),
+                        &member.user_id,
+                        signed_in,
+                    );
+                    if tracker.hold(
+                        &self.app,
+                        &self.outbox,
+                        recoveries.as_ref(),
+                        &sub,
+                        any_silent,
+                    ) {
+                        return;
+                    }
+                }
+                Some(tracker.plan(channel))
+            }
+            _ => None,
+        };
+        let app = &self.app;
+        let mut confirmed = 0;
+        let mut join = |outbox: &Outbox| {
+            if let Some(plan) = plan {
+                confirmed = recovery::join(app, channel, plan, outbox);
+            }
+        };
         let subscription = Subscription {
             channel,
             socket: self.id,
             outbox: &self.outbox,
             member,
             cache,
+            joining: plan.is_some().then_some(&mut join),
         };
         // The backend answers the client: now, or (in a cluster) once the change is counted,
         // so a client that got `subscription_succeeded` is in every node's counts and a
         // presence member gets the cluster's member list.
         if !shared.adapter.presence.subscribe(&self.app, subscription) {
             return;
+        }
+        if let (Some(tracker), Some(_)) = (tracker_of(&mut self.person), plan) {
+            tracker.track(channel, confirmed);
         }
         if kind.requires_auth() {
             self.authorized();
@@ -333,7 +419,7 @@ impl Session {
         };
         // One identity per connection: the old user's server-to-user channel and presence
         // memberships must not follow the socket to someone else.
-        if let Some(current) = &self.user {
+        if let Some(current) = user_of(&self.person) {
             if *current.id != *user.id {
                 return self.refuse_signin(format!(
                     "This connection is signed in as another user; connect again to sign in as '{}'",
@@ -359,12 +445,18 @@ impl Session {
             .adapter
             .presence
             .signed_in(&self.app, &id, first_here, &self.outbox, &watchlist);
-        self.user = Some(Box::new(SignedIn {
+        if let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
+        {
+            tracker.identify(&self.app, &self.outbox, recoveries.as_ref(), &id, true);
+        }
+        self.person.get_or_insert_with(Box::default).user = Some(SignedIn {
             id,
             user_info: user.user_info.map(String::into_boxed_str),
             watchlist,
-        }));
+        });
         self.authorized();
+        self.release_held(shared);
     }
 
     fn refuse_signin(&self, message: String) {
@@ -372,7 +464,7 @@ impl Session {
     }
 
     fn sign_out(&mut self, shared: &Shared) {
-        if let Some(user) = self.user.take() {
+        if let Some(user) = self.person.as_deref_mut().and_then(|p| p.user.take()) {
             let users = &self.app.users;
             users.unwatch(self.id.conn, &user.watchlist);
             let last_here = users.remove(&user.id, self.id.conn);
@@ -392,6 +484,12 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, shared: &Shared, channel: &str) {
+        if let Some(tracker) = tracker_of(&mut self.person) {
+            if tracker.unhold(channel) {
+                return;
+            }
+            tracker.untrack(channel);
+        }
         if let Some(pos) = self.channels.iter().position(|c| c.as_ref() == channel) {
             self.app.metrics.console.emit("unsubscribed", |row| {
                 row.insert("socket_id".into(), self.socket_id().to_string().into());
@@ -473,7 +571,6 @@ impl Session {
             row.insert("event".into(), event.into());
             crate::console::preview(row, data);
         });
-        shared.adapter.history.record(&self.app, channel, &frame);
         shared
             .adapter
             .broker
@@ -490,11 +587,42 @@ impl Session {
 
     /// Leaves every channel and signs out, as soon as the connection starts closing: it takes
     /// no more frames, so it must not count as a subscriber or a member while it lingers.
+    /// Recovery remembers what the connection was on here, at once, for a new connection
+    /// that takes over from this one: a closing connection may linger for seconds.
     pub(super) fn leave_all(&mut self, shared: &Shared) {
+        if let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
+        {
+            tracker.end(&self.app, recoveries.as_ref(), self.outbox.close_code());
+        }
         for channel in std::mem::take(&mut self.channels) {
             self.leave_channel(shared, &channel);
         }
         self.sign_out(shared);
+    }
+
+    /// Answers the subscriptions recovery held, once their wait is over.
+    fn release_held(&mut self, shared: &Shared) {
+        let (Some(tracker), Some(recoveries)) =
+            (tracker_of(&mut self.person), &shared.adapter.recoveries)
+        else {
+            return;
+        };
+        for sub in tracker.release(&self.app, recoveries.as_ref()) {
+            self.subscribe(shared, sub);
+        }
+    }
+
+    /// After the connection task took what the outbox held (or was nudged): held
+    /// subscriptions whose wait is over, and a ping if events went out unconfirmed.
+    pub(super) fn after_outbox(&mut self, shared: &Shared) {
+        if tracker_of(&mut self.person).is_none() {
+            return;
+        }
+        self.release_held(shared);
+        if let Some(tracker) = tracker_of(&mut self.person) {
+            tracker.after_write(&self.app, &self.outbox);
+        }
     }
 
     /// Leaves every channel and the shutdown registry; called once when the connection ends.

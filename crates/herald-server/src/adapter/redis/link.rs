@@ -20,9 +20,6 @@
 //! This module names no Herald type: it is the Redis side only, and the adapter decides what
 //! the channels and keys are.
 
-// Nothing calls the link until the Redis adapter switches to it.
-#![allow(dead_code)]
-
 #[path = "link/commands.rs"]
 mod commands;
 #[path = "link/deliveries.rs"]
@@ -45,16 +42,14 @@ mod topology;
 
 use std::time::Duration;
 
-// Unused until the adapter switches (the tests use them).
-#[allow(unused_imports)]
 pub(crate) use self::commands::Commands;
-#[allow(unused_imports)]
-pub(crate) use self::deliveries::{Deliveries, Delivery, Gap, Message};
-#[allow(unused_imports)]
-pub(crate) use self::slots::{slot, HashTag};
-#[allow(unused_imports)]
-pub(crate) use self::subscriber::{SubscribeError, Subscriber};
-#[allow(unused_imports)]
+#[cfg(test)]
+pub(crate) use self::deliveries::Message;
+pub(crate) use self::deliveries::{Deliveries, Delivery, Gap};
+#[cfg(test)]
+pub(crate) use self::slots::slot;
+pub(crate) use self::slots::HashTag;
+pub(crate) use self::subscriber::Subscriber;
 pub(crate) use self::target::{Target, TargetError};
 pub(crate) use self::tls::{TlsError, TlsFiles, TlsStore};
 

@@ -333,7 +333,7 @@ impl Cluster {
             &keys,
             node_id,
             config.node_timeout,
-            super::start::random_node_id,
+            crate::ids::random_node_id,
         )
         .await?;
         let node_id = claimed.id;

@@ -82,6 +82,8 @@ impl Presence for Cluster {
             outbox,
             member,
             cache,
+            // A cluster keeps no history to recover from yet.
+            joining: _,
         } = sub;
         let op = match member {
             Some(member) => Op::Join(Box::new(Join {

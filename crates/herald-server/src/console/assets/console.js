@@ -163,6 +163,7 @@
         stat('Channels', channels.length, 'channels'),
         stat('Signed-in users', users.length, 'users')),
       app.settings ? settings(id, app.settings, open) : null,
+      app.webhook_queue ? webhookQueue(id, app.webhook_queue) : null,
       el('h4', null, 'Channels'),
       channels.length
         ? el('ul', { class: 'channels' }, channels.map((ch) => channelItem(id, ch, open)))
@@ -222,6 +223,66 @@
             h.channel_prefix ? ` · channels starting ${h.channel_prefix}` : ''))))
         : el('p', { class: 'muted' }, 'No webhooks.'),
       more > 0 ? el('p', { class: 'muted' }, `${plural(more, 'more endpoint')} not listed.`) : null);
+  }
+
+  /** Seconds since `ms`, as the page reads it now. */
+  const ago = (ms) => `${Math.max(0, Math.round((Date.now() - ms) / 1000))} s ago`;
+
+  /**
+   * Posts to the admin API's queue routes (under the console's path, where its cookie
+   * goes) with the console's write header; shows the outcome in `out`.
+   */
+  async function queueAction(appId, path, out) {
+    out.textContent = '…';
+    try {
+      const res = await fetch(`${BASE}api/webhooks/${encodeURIComponent(appId)}/${path}`, {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'x-herald-console': '1' },
+      });
+      const body = await res.json().catch(() => ({}));
+      if (!res.ok) {
+        out.textContent = `Not retried (HTTP ${res.status}): ${body.error ?? res.statusText}`;
+        return;
+      }
+      const n = Array.isArray(body.retried) ? body.retried.length : 0;
+      out.textContent = `${plural(n, 'batch', 'batches')} retried: delivering now.`;
+      lastStateKey = null;
+    } catch (error) {
+      out.textContent = `Not retried: ${error.message}`;
+    }
+  }
+
+  /** An app's webhook queue: pending batches, the oldest one's age, dead letters (the
+   * oldest listed, each with a retry button). */
+  function webhookQueue(appId, q) {
+    const dead = Array.isArray(q.dead_letters) ? q.dead_letters : [];
+    const out = el('p', { class: 'muted queue-result', role: 'status' });
+    const retryAll = el('button', { type: 'button', class: 'retry-all' }, 'Retry all dead letters');
+    retryAll.addEventListener('click', () => queueAction(appId, 'retry', out));
+    return el('section', { class: 'webhook-queue', dataset: { queue: appId } },
+      el('h4', null, 'Webhook queue'),
+      el('dl', { class: 'stats' },
+        stat('Pending', q.pending ?? 0, 'queue-pending'),
+        stat('Oldest pending', q.oldest_pending_ms ? ago(q.oldest_pending_ms) : '—', 'queue-oldest'),
+        stat('Dead letters', q.dead ?? 0, 'queue-dead'),
+        stat('Stored', limitText(q.bytes ?? 0, { bytes: true }), 'queue-bytes')),
+      dead.length
+        ? el('ul', { class: 'dead-letters' }, dead.map((d) => {
+          const retry = el('button', { type: 'button', class: 'retry' }, 'Retry');
+          retry.addEventListener('click', () => queueAction(appId, `${encodeURIComponent(d.id)}/retry`, out));
+          return el('li', { class: 'dead-letter', dataset: { id: d.id } },
+            el('code', null, d.id), ' ',
+            el('span', { class: 'muted' },
+              `${(d.channels ?? []).join(', ')} · ${plural(d.attempts ?? 0, 'attempt')} · `,
+              `${d.last_error ?? (d.last_status ? `status ${d.last_status}` : 'no answer')} · `,
+              `dead ${d.dead_ms ? ago(d.dead_ms) : ''} · ${d.url ?? ''}`),
+            ' ', retry);
+        }))
+        : null,
+      dead.length ? retryAll : null,
+      dead.length < (q.dead ?? 0) ? el('p', { class: 'muted' }, `The oldest ${dead.length} are listed: herald webhooks list pages through all.`) : null,
+      out);
   }
 
   function stat(label, value, key) {

@@ -11,6 +11,7 @@
 
 mod disk;
 mod memory;
+mod ops;
 mod record;
 mod seam;
 #[cfg(test)]
@@ -27,6 +28,7 @@ use parking_lot::Mutex;
 use crate::config::{WebhookSettings, WebhookStoreKind};
 
 pub(crate) use memory::MemoryStore;
+pub(crate) use ops::{Filter, State};
 pub(crate) use record::Record;
 pub use seam::SharedQueue;
 pub(crate) use seam::{OpenShared, Wait, WebhookQueue};
@@ -89,6 +91,8 @@ pub(crate) trait WebhookStore: Send + Sync {
 #[derive(Debug, Clone)]
 struct Meta {
     app_id: Arc<str>,
+    /// The endpoint, for the operators' filter ([`ops`]).
+    url: Arc<str>,
     len: usize,
     created_ms: u64,
     /// When the batch became a dead letter; `None` while pending.
@@ -254,28 +258,32 @@ impl Queue {
 
     /// Records a failed attempt: `record` carries its attempts and next attempt.
     pub(crate) fn reschedule(&self, record: &Record) -> Result<(), StoreError> {
-        self.store.write(
-            vec![Change::Put(record.id, record.encode())],
-            Durability::Now,
-        )
+        self.rewrite(record)
     }
 
     /// Makes `record` a dead letter, kept for `webhook_dead_letter_ttl`.
     pub(crate) fn dead_letter(&self, record: &mut Record, now_ms: u64) -> Result<(), StoreError> {
         record.dead_ms = Some(now_ms);
+        self.rewrite(record)
+    }
+
+    /// Writes `record` again over its earlier version, its index entry (state, bytes)
+    /// with it; a record purged meanwhile (`herald webhooks purge --pending`) stays gone.
+    fn rewrite(&self, record: &Record) -> Result<(), StoreError> {
         let bytes = record.encode();
-        if let Some(meta) = self.index.lock().records.get_mut(&record.id) {
-            meta.dead_ms = Some(now_ms);
+        let mut index = self.index.lock();
+        if !index.records.contains_key(&record.id) {
+            return Ok(());
         }
+        index.remove(record.id);
+        index.insert(record.id, record.meta(bytes.len()));
+        // Under the index's lock, so a purge cannot come between the check and the write.
         self.store
             .write(vec![Change::Put(record.id, bytes)], Durability::Now)
     }
 
     /// The app's dead letters, oldest first (for the operators' tools).
-    #[allow(
-        dead_code,
-        reason = "read by the tests now, by `herald webhooks list` later (issue 25)"
-    )]
+    #[cfg(test)]
     pub(crate) fn dead_letters(&self, app_id: &str) -> Result<Vec<Record>, StoreError> {
         let ids: Vec<BatchId> = self
             .index

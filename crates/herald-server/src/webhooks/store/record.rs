@@ -24,6 +24,12 @@ pub(crate) struct Record {
     pub(crate) next_attempt_ms: u64,
     #[serde(default)]
     pub(crate) dead_ms: Option<u64>,
+    /// The HTTP status of the last attempt, when it got an answer.
+    #[serde(default)]
+    pub(crate) last_status: Option<u16>,
+    /// Why the last attempt failed, for `herald webhooks show`.
+    #[serde(default)]
+    pub(crate) last_error: Option<String>,
 }
 
 impl Record {
@@ -39,6 +45,7 @@ impl Record {
     pub(super) fn meta(&self, len: usize) -> Meta {
         Meta {
             app_id: self.app_id.as_str().into(),
+            url: self.url.as_str().into(),
             len,
             created_ms: self.created_ms,
             dead_ms: self.dead_ms,

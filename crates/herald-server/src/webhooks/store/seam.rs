@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{Appended, BatchId, Depth, Queue, Record, StoreError};
+use super::{Appended, BatchId, Depth, Filter, Queue, Record, StoreError};
 use crate::config::WebhookSettings;
 
 /// Waits, boxed: a trait object's async method.
@@ -42,6 +42,25 @@ pub(crate) trait WebhookQueue: Send + Sync + std::fmt::Debug {
     fn expire(&self, now_ms: u64) -> Result<usize, StoreError>;
     /// The app's part of the queue, for the gauges; never blocks.
     fn depth(&self, app_id: &str) -> Depth;
+    /// The operators' calls (`ops.rs`): the batches `filter` names with an id above
+    /// `after`, in id order, at most `limit`.
+    fn list(
+        &self,
+        filter: &Filter,
+        after: Option<BatchId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// The batch `id`, pending or dead.
+    fn show(&self, id: BatchId) -> Result<Option<Record>, StoreError>;
+    /// Makes the dead letters `filter` names (or only `only`) pending again; their ids.
+    fn retry(
+        &self,
+        filter: &Filter,
+        only: Option<BatchId>,
+        now_ms: u64,
+    ) -> Result<Vec<BatchId>, StoreError>;
+    /// Removes the batches `filter` names; how many.
+    fn purge(&self, filter: &Filter) -> Result<usize, StoreError>;
     /// Batches of the app that a node which stopped renewing its lease held: this node
     /// holds them now and delivers them (at most `limit`, oldest first). None on a queue
     /// no other node writes to.
@@ -98,6 +117,28 @@ impl WebhookQueue for Queue {
     }
     fn depth(&self, app_id: &str) -> Depth {
         Queue::depth(self, app_id)
+    }
+    fn list(
+        &self,
+        filter: &Filter,
+        after: Option<BatchId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        Queue::list(self, filter, after, limit)
+    }
+    fn show(&self, id: BatchId) -> Result<Option<Record>, StoreError> {
+        Queue::show(self, id)
+    }
+    fn retry(
+        &self,
+        filter: &Filter,
+        only: Option<BatchId>,
+        now_ms: u64,
+    ) -> Result<Vec<BatchId>, StoreError> {
+        Queue::retry(self, filter, only, now_ms)
+    }
+    fn purge(&self, filter: &Filter) -> Result<usize, StoreError> {
+        Queue::purge(self, filter)
     }
 }
 

@@ -17,6 +17,8 @@ fn record(app: &str, body_len: usize) -> Record {
         attempts: 0,
         next_attempt_ms: 0,
         dead_ms: None,
+        last_status: None,
+        last_error: None,
     }
 }
 
@@ -79,6 +81,9 @@ fn dead_letters_leave_the_pending_list_and_expire() {
 fn the_byte_bound_evicts_the_oldest_dead_letters_then_refuses() {
     let mut sized = record("a", 100);
     sized.id = now_ms() << 12;
+    // A dead letter's record, the largest a batch's gets (dead letters are counted at
+    // their size as dead letters).
+    sized.dead_ms = Some(sized.id);
     let one = sized.encode().len();
     let queue = memory(3 * one);
     let first = ids(&queue
@@ -149,4 +154,85 @@ fn the_disk_store_keeps_batches_across_a_reopen_and_ids_keep_growing() {
     assert!(later[0] > stored[1]);
     drop(queue);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn operators_list_retry_and_purge_by_app_endpoint_and_state() {
+    let queue = memory(1 << 20);
+    let mut other = record("a", 10);
+    other.url = "http://127.0.0.1:2/other".into();
+    let stored = ids(&queue
+        .append(&mut [record("a", 10), record("a", 10), other, record("b", 10)])
+        .unwrap());
+    for id in [stored[0], stored[2]] {
+        let mut r = queue.show(id).unwrap().unwrap();
+        queue.dead_letter(&mut r, 5_000).unwrap();
+    }
+    let app = |state| Filter {
+        app_id: "a".into(),
+        endpoint: None,
+        state,
+    };
+    let listed = |f: &Filter, after| {
+        queue
+            .list(f, after, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&app(None), None), stored[..3]);
+    assert_eq!(
+        listed(&app(Some(State::Dead)), None),
+        [stored[0], stored[2]]
+    );
+    assert_eq!(listed(&app(Some(State::Pending)), None), [stored[1]]);
+    assert_eq!(listed(&app(None), Some(stored[0])), stored[1..3]);
+    assert_eq!(queue.list(&app(None), None, 1).unwrap().len(), 1);
+    let one_endpoint = Filter {
+        endpoint: Some("http://127.0.0.1:2/other".into()),
+        ..app(None)
+    };
+    assert_eq!(listed(&one_endpoint, None), [stored[2]]);
+    assert!(queue.show(stored[0] + 1_000).unwrap().is_none());
+
+    // Only dead letters are retried, with a new retry period and no attempts.
+    assert!(queue
+        .retry(&app(None), Some(stored[1]), 9_000)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        queue.retry(&app(None), Some(stored[0]), 9_000).unwrap(),
+        [stored[0]]
+    );
+    let retried = queue.show(stored[0]).unwrap().unwrap();
+    assert_eq!(
+        (retried.state(), retried.created_ms),
+        (State::Pending, 9_000)
+    );
+    assert_eq!(queue.depth("a").dead, 1);
+    assert_eq!(queue.retry(&app(None), None, 9_000).unwrap(), [stored[2]]);
+    assert_eq!(queue.depth("a").dead, 0);
+
+    // A purge of dead letters leaves pending batches; naming both removes them, and a
+    // delivery's later write does not bring one back.
+    let mut r = queue.show(stored[2]).unwrap().unwrap();
+    queue.dead_letter(&mut r, 10_000).unwrap();
+    assert_eq!(queue.purge(&app(Some(State::Dead))).unwrap(), 1);
+    assert_eq!(queue.depth("a").pending, 2);
+    let in_flight = queue.show(stored[0]).unwrap().unwrap();
+    assert_eq!(queue.purge(&app(None)).unwrap(), 2);
+    queue.reschedule(&in_flight).unwrap();
+    assert_eq!(queue.depth("a"), Depth::default());
+    assert_eq!(queue.depth("b").pending, 1);
+}
+
+#[test]
+fn a_rewritten_record_keeps_the_byte_count_exact() {
+    let queue = memory(1 << 20);
+    let id = ids(&queue.append(&mut [record("a", 10)]).unwrap())[0];
+    let mut r = queue.show(id).unwrap().unwrap();
+    r.last_error = Some("status 500 Internal Server Error".into());
+    queue.reschedule(&r).unwrap();
+    assert_eq!(queue.depth("a").bytes, r.encode().len() as u64);
 }

@@ -37,7 +37,8 @@ impl HashTag {
         key
     }
 
-    /// The slot of every key this tag builds.
+    /// The slot of every key this tag builds (the adapter needs only the keys).
+    #[cfg(test)]
     pub(crate) fn slot(&self) -> u16 {
         slot(self.0.as_bytes())
     }

@@ -60,7 +60,10 @@ const SLOT_MAP: &str = "<slot map>";
 #[derive(Clone)]
 pub(crate) struct Subscriber {
     requests: mpsc::UnboundedSender<Request>,
+    // What the link's tests observe; the adapter learns of losses from the gaps.
+    #[cfg(test)]
     sharded: bool,
+    #[cfg(test)]
     degraded: Arc<AtomicBool>,
 }
 
@@ -143,7 +146,9 @@ impl Subscriber {
         Ok((
             Subscriber {
                 requests: requests_tx,
+                #[cfg(test)]
                 sharded,
+                #[cfg(test)]
                 degraded,
             },
             deliveries,
@@ -174,11 +179,13 @@ impl Subscriber {
 
     /// Whether pub/sub is sharded (a cluster): publish with SPUBLISH
     /// ([`super::Commands::publish`] does).
+    #[cfg(test)]
     pub(crate) fn is_sharded(&self) -> bool {
         self.sharded
     }
 
     /// Whether some subscription was lost and is not restored yet.
+    #[cfg(test)]
     pub(crate) fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
     }

@@ -114,6 +114,17 @@ pub(crate) enum TargetError {
 }
 
 impl Target {
+    /// The database commands run against (always 0 on a cluster); the connections take
+    /// it from their own settings, the tests from here.
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> i64 {
+        match self {
+            Target::Single(info) => info.redis.db,
+            Target::Cluster(_) => 0,
+            Target::Sentinel(s) => s.db,
+        }
+    }
+
     /// Parses `redis_url`.
     pub(crate) fn parse(url: &str) -> Result<Target, TargetError> {
         let (scheme, rest) = url.split_once("://").ok_or(TargetError::NoScheme)?;
@@ -192,15 +203,6 @@ impl Target {
             Target::Single(info) => (matches!(info.addr, ConnectionAddr::TcpTls { .. }), false),
             Target::Cluster(seeds) => (seeds.tls, false),
             Target::Sentinel(seeds) => (seeds.tls, seeds.sentinel_tls),
-        }
-    }
-
-    /// The database commands run against (always 0 on a cluster).
-    pub(crate) fn db(&self) -> i64 {
-        match self {
-            Target::Single(info) => info.redis.db,
-            Target::Cluster(_) => 0,
-            Target::Sentinel(s) => s.db,
         }
     }
 }

@@ -372,6 +372,7 @@ fn stand_in(id: &str) -> Arc<App> {
         subscription_count: false,
         plan: None,
         history: Default::default(),
+        recovery_window: Duration::ZERO,
         webhooks: Vec::new(),
     };
     let settings = WebhookSettings {

@@ -192,3 +192,23 @@ return {out, redis.call('XLEN', s), redis.call('ZCARD', dz), tonumber(redis.call
 "
     ))
 });
+
+/// KEYS: dead, dead records, bytes. ARGV: stream ids. Removes those dead letters; how many
+/// there were.
+pub(super) static PURGE_DEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+for _, id in ipairs(ARGV) do
+  local r = redis.call('HGET', KEYS[2], id)
+  if r then
+    redis.call('DECRBY', KEYS[3], #r)
+    n = n + 1
+  end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return n
+",
+    )
+});

@@ -23,6 +23,7 @@
 //! batches dropped for the bound.
 
 mod lua;
+mod ops;
 #[cfg(test)]
 mod tests;
 
@@ -40,7 +41,7 @@ use super::scripts::Keys;
 use super::RedisConfig;
 use crate::config::WebhookSettings;
 use crate::webhooks::{
-    now_ms, Appended, BatchId, Depth, OpenShared, Record, SharedQueue, StoreError, Wait,
+    now_ms, Appended, BatchId, Depth, Filter, OpenShared, Record, SharedQueue, StoreError, Wait,
     WebhookQueue,
 };
 
@@ -363,6 +364,32 @@ impl WebhookQueue for StreamQueue {
             .get(app_id)
             .map(|(depth, _)| *depth)
             .unwrap_or_default()
+    }
+
+    fn list(
+        &self,
+        filter: &Filter,
+        after: Option<BatchId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.list_batches(filter, after, limit)
+    }
+
+    fn show(&self, id: BatchId) -> Result<Option<Record>, StoreError> {
+        self.show_batch(id)
+    }
+
+    fn retry(
+        &self,
+        filter: &Filter,
+        only: Option<BatchId>,
+        now_ms: u64,
+    ) -> Result<Vec<BatchId>, StoreError> {
+        self.retry_dead(filter, only, now_ms)
+    }
+
+    fn purge(&self, filter: &Filter) -> Result<usize, StoreError> {
+        self.purge_batches(filter)
     }
 
     fn claim(&self, app_id: &str, limit: usize) -> Result<Vec<Record>, StoreError> {

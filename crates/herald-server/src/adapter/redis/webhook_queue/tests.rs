@@ -7,6 +7,7 @@ use redis_fixture::RedisServer;
 
 use super::*;
 use crate::adapter::config::AdapterConfig;
+use crate::webhooks::State;
 use crate::Config;
 
 /// A node's end of the queue on `server`, with this lease and byte bound.
@@ -40,6 +41,8 @@ fn record(channel: &str) -> Record {
         attempts: 0,
         next_attempt_ms: 0,
         dead_ms: None,
+        last_status: None,
+        last_error: None,
     }
 }
 
@@ -173,4 +176,50 @@ async fn the_byte_bound_removes_the_oldest_dead_letters_first_then_refuses() {
     let depth = queue.depth("1");
     assert_eq!((depth.pending, depth.dead), (2, 0), "{depth:?}");
     assert!(depth.bytes <= (2 * one + 100) as u64, "{depth:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_calls_list_show_retry_and_purge() {
+    let server = RedisServer::start();
+    let queue = node(&server, Duration::from_secs(30), 1 << 20);
+    let pending = append(&queue, record("a")).await;
+    let mut dead = append(&queue, record("b")).await;
+    on(&queue, move |q| q.dead_letter(&mut dead, now_ms()))
+        .await
+        .expect("a dead letter");
+    on(&queue, |q| q.claim("1", 10)).await.expect("a tick");
+    let filter = |state: Option<State>| Filter {
+        app_id: "1".into(),
+        endpoint: None,
+        state,
+    };
+    let all = on(&queue, move |q| q.list(&filter(None), None, 10))
+        .await
+        .expect("a list");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], pending);
+    let dead = on(&queue, move |q| {
+        q.list(&filter(Some(State::Dead)), None, 10)
+    })
+    .await
+    .expect("a list");
+    assert_eq!(dead.len(), 1);
+    let retried = on(&queue, move |q| q.retry(&filter(None), None, now_ms()))
+        .await
+        .expect("retried");
+    assert_eq!(retried.len(), 1, "a new batch");
+    let id = retried[0];
+    let shown = on(&queue, move |q| q.show(id))
+        .await
+        .expect("shown")
+        .expect("there");
+    assert_eq!(shown.state(), State::Pending);
+    assert_eq!(shown.body, dead[0].body, "the same body");
+    let purged = on(&queue, move |q| q.purge(&filter(None)))
+        .await
+        .expect("purged");
+    assert_eq!(purged, 2);
+    assert_eq!(len(&server, "{herald:1}:wh"), "0");
+    let bytes = server.cli(&["GET", "{herald:1}:wh:b"]).expect("redis-cli");
+    assert_eq!(bytes.trim(), "0", "every byte accounted for");
 }

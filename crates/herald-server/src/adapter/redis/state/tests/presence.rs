@@ -89,6 +89,7 @@ impl Mode {
                     outbox,
                     member: Some(member),
                     cache: false,
+                    joining: None,
                 };
                 local.subscribe(app, sub);
             }

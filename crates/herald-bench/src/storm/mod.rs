@@ -13,7 +13,12 @@
 //! A publisher sends events carrying a sequence number and their publish time to every
 //! channel at a modest rate before, during and after the storm. An event published after a
 //! client was back must reach it, or it is lost: the publish time is taken before the
-//! request is sent, so the server handled it after the client had both confirmations.
+//! request is sent, so the server handled it after the client had both confirmations.//!
+//! `client.rs` is one client's life over the run, `publish.rs` the publishers and the
+//! storm's trigger; this file sets them up and reports.
+
+mod client;
+mod publish;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,15 +27,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 
-use crate::http::{App, Conn};
+use crate::http::App;
 use crate::modes::{nanos_since, new_histogram, peak_rss_sampler, percentiles};
 use crate::proc_stats;
 use crate::progress::Progress;
-use crate::scan::{find, frame_bounds, leading_number, take_frame};
-use crate::wsclient::Client;
+use client::client;
+use publish::{fd_count, publisher, terminate_all, unix_ms};
 
 /// How the server is made to close every client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -225,350 +229,6 @@ struct Published {
     at: u64,
     /// Whether the server accepted it (200).
     ok: bool,
-}
-
-/// The `pusher:signin` message for `user_data`, signed with `auth`.
-fn signin_message(auth: &str, user_data: &str) -> String {
-    format!(
-        r#"{{"event":"pusher:signin","data":{{"auth":"{auth}","user_data":"{}"}}}}"#,
-        user_data.replace('"', "\\\"")
-    )
-}
-
-/// The opcode and payload of the next frame (inflated if it came compressed). Reads into
-/// the client's own buffer rather than a buffer on the stack, which would sit in every one
-/// of the clients' tasks.
-async fn next(c: &mut Client) -> std::io::Result<(u8, Vec<u8>)> {
-    loop {
-        if frame_bounds(&c.buf).is_some() {
-            let opcode = c.buf[0] & 0x0f;
-            if let Some(payload) = take_frame(&mut c.buf, c.deflate)? {
-                return Ok((opcode, payload));
-            }
-        }
-        if c.buf.capacity() - c.buf.len() < 1024 {
-            c.buf.reserve(4096);
-        }
-        let n = c.stream.read_buf(&mut c.buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        c.wire_bytes += n as u64;
-    }
-}
-
-/// The code of a Close frame's payload, as text.
-fn close_code(payload: &[u8]) -> String {
-    match payload {
-        [a, b, ..] => u16::from_be_bytes([*a, *b]).to_string(),
-        _ => "1005".to_owned(),
-    }
-}
-
-/// The publish time and sequence number of a storm event, without parsing the JSON.
-fn event(frame: &[u8]) -> Option<(u64, u64)> {
-    let (t, n) = (br#"\"t\":"#, br#"\"n\":"#);
-    let t = leading_number(&frame[find(frame, t)? + t.len()..])?;
-    let n = leading_number(&frame[find(frame, n)? + n.len()..])?;
-    Some((t, n))
-}
-
-/// The `refused_by` reason of a failed `Client::connect`.
-fn connect_refusal(error: &std::io::Error) -> &'static str {
-    use std::io::ErrorKind::*;
-    let text = error.to_string();
-    if text == "upgrade refused" {
-        "http"
-    } else if text.contains("pusher") {
-        "pusher_error"
-    } else if matches!(
-        error.kind(),
-        ConnectionRefused | AddrNotAvailable | AddrInUse | TimedOut
-    ) {
-        "connect"
-    } else {
-        "closed"
-    }
-}
-
-/// Connects, signs in as `user_data`'s user and subscribes to `channel`, as pusher-js does
-/// on every (re)connection: the sign-in and the subscription go out together, and the client
-/// is back once both are confirmed. A `subscription_error` (Herald's ServerBusy, say) leaves
-/// the socket open, so only the subscription is retried, as an app told to "retry shortly"
-/// would; each one counts as a refusal.
-async fn establish(
-    app: &App,
-    addr: SocketAddr,
-    i: usize,
-    channel: &str,
-    user_data: &str,
-    shared: &Shared,
-    setup: bool,
-) -> Result<Client, Refusal> {
-    let attempt = async {
-        let mut c = Client::connect(app, addr, i)
-            .await
-            .map_err(|e| (connect_refusal(&e), e.to_string()))?;
-        let io = |e: std::io::Error| ("closed", e.to_string());
-        let auth = herald_protocol::auth::user_auth(&app.key, &app.secret, &c.socket_id, user_data);
-        c.send_text(&signin_message(&auth, user_data))
-            .await
-            .map_err(io)?;
-        let subscribe = c.subscribe_message(channel, None, None);
-        c.send_text(&subscribe).await.map_err(io)?;
-        let (mut signed_in, mut subscribed, mut retries) = (false, false, 0);
-        while !(signed_in && subscribed) {
-            let (opcode, frame) = next(&mut c).await.map_err(io)?;
-            let text = || String::from_utf8_lossy(&frame).into_owned();
-            if opcode == 0x8 {
-                return Err(("closed", format!("close {}", close_code(&frame))));
-            } else if find(&frame, b"signin_success").is_some() {
-                signed_in = true;
-            } else if find(&frame, b"subscription_succeeded").is_some() {
-                subscribed = true;
-            } else if find(&frame, b"subscription_error").is_some() {
-                shared.refuse(setup, "subscription_error", text());
-                retries += 1;
-                tokio::time::sleep(backoff(retries, i)).await;
-                c.send_text(&subscribe).await.map_err(io)?;
-            } else if find(&frame, b"pusher:error").is_some() || find(&frame, b"_error").is_some() {
-                return Err(("pusher_error", text()));
-            }
-        }
-        Ok(c)
-    };
-    tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
-        .await
-        .unwrap_or_else(|_| Err(("timeout", format!("not back within {ATTEMPT_TIMEOUT:?}"))))
-}
-
-/// Tries until the client is back, after a short backoff each time; `None` if the run
-/// stopped first.
-async fn come_back(
-    app: &App,
-    addr: SocketAddr,
-    i: usize,
-    (channel, user_data): (&str, &str),
-    shared: &Shared,
-    setup: bool,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<Client> {
-    let mut attempt = 0;
-    loop {
-        // Boxed: the handshake's state is large, and most clients are not in one.
-        let result = tokio::select! {
-            r = Box::pin(establish(app, addr, i, channel, user_data, shared, setup)) => r,
-            _ = stop.wait_for(|s| *s) => return None,
-        };
-        match result {
-            Ok(c) => return Some(c),
-            Err((reason, detail)) => {
-                shared.refuse(setup, reason, detail);
-                attempt += 1;
-                if sleep_or_stop(backoff(attempt, i), stop).await {
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-/// Sleeps `duration`; true if the run was stopped meanwhile.
-async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    let stopped = tokio::select! {
-        _ = tokio::time::sleep(duration) => false,
-        _ = stop.wait_for(|s| *s) => true,
-    };
-    stopped || *stop.borrow()
-}
-
-/// The wait before retry `attempt` (1, 2, ...) of client `i`: short, since the point is to
-/// finish the run and count the refusals, spread a little so retries do not come in step.
-fn backoff(attempt: u32, i: usize) -> Duration {
-    let base = 50u64 << attempt.saturating_sub(1).min(5);
-    Duration::from_millis(base.min(1000) + (i % 50) as u64)
-}
-
-/// One client over the whole run.
-async fn client(
-    i: usize,
-    app: App,
-    names: Arc<Names>,
-    shared: Arc<Shared>,
-    gate: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-) -> Outcome {
-    let base = shared.base;
-    let mut out = Outcome {
-        channel: i % names.channels,
-        ..Outcome::default()
-    };
-    let channel = names.channel(out.channel);
-    let user_data = format!(r#"{{"id":"{}"}}"#, names.user(i % names.users));
-    let identity = (channel.as_str(), user_data.as_str());
-    let permit = gate.acquire().await;
-    let first = come_back(
-        &app,
-        names.connect_to,
-        i,
-        identity,
-        &shared,
-        true,
-        &mut stop,
-    );
-    let Some(mut c) = first.await else {
-        return out;
-    };
-    drop(permit);
-    out.session_at = nanos_since(base);
-    out.live = true;
-    shared.ready.fetch_add(1, Ordering::Relaxed);
-    loop {
-        let frame = tokio::select! {
-            frame = next(&mut c) => frame,
-            _ = stop.wait_for(|s| *s) => return out,
-        };
-        let code = match frame {
-            Ok((0x8, payload)) => close_code(&payload),
-            Err(_) => "1006".to_owned(),
-            Ok((_, frame)) => {
-                if let Some((at, n)) = event(&frame) {
-                    let now = nanos_since(base);
-                    out.latencies.push(now.saturating_sub(at));
-                    out.session.push(n);
-                    out.first.get_or_insert((at, now));
-                }
-                continue;
-            }
-        };
-        // Dropped without a Close of its own: the server takes the end of the stream for
-        // one, and the client is on its way back sooner.
-        drop(c);
-        out.live = false;
-        let closed_at = nanos_since(base);
-        shared.tally(|t| *t.close_codes.entry(code).or_default() += 1);
-        if !shared.storm_started() {
-            out.closed_before_storm += 1;
-        } else if out.closed_at.is_none() {
-            out.closed_at = Some(closed_at);
-        }
-        // At once, as pusher-js does on 4200, whatever the code.
-        let again = come_back(
-            &app,
-            names.reconnect_to,
-            i,
-            identity,
-            &shared,
-            false,
-            &mut stop,
-        );
-        let Some(fresh) = again.await else {
-            return out;
-        };
-        c = fresh;
-        let now = nanos_since(base);
-        if out.closed_at.is_some() && out.back_at.is_none() {
-            out.back_at = Some(now);
-            shared.back.fetch_add(1, Ordering::Relaxed);
-        }
-        out.session_at = now;
-        out.live = true;
-        out.session.clear();
-        out.first = None;
-    }
-}
-
-/// Publisher `k` of [`PUBLISHERS`]: events k, k + P, ... on channel n % C, until `stop`.
-async fn publisher(
-    k: u64,
-    app: App,
-    names: Arc<Names>,
-    rate: u64,
-    base: Instant,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<Vec<Published>> {
-    let mut conn = Conn::open(app.addr, &app.dialer).await?;
-    let mut tick = tokio::time::interval(Duration::from_nanos(
-        1_000_000_000 * PUBLISHERS / rate.max(1),
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let path = format!("/apps/{}/events", app.id);
-    let mut sent = Vec::new();
-    let mut n = k;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return Ok(sent),
-        }
-        let channel = (n % names.channels as u64) as usize;
-        let at = nanos_since(base);
-        let body = format!(
-            r#"{{"name":"storm","channel":"{}","data":"{{\"t\":{at},\"n\":{n}}}"}}"#,
-            names.channel(channel)
-        );
-        let ok = match conn.send(&app.signed_post_to(&path, &body)).await {
-            Ok(status) => status == 200,
-            Err(_) => {
-                // A server busy with the storm may drop an API connection; the event
-                // counts as not sent, and publishing goes on.
-                if let Ok(fresh) = Conn::open(app.addr, &app.dialer).await {
-                    conn = fresh;
-                }
-                false
-            }
-        };
-        sent.push(Published { n, channel, at, ok });
-        n += PUBLISHERS;
-    }
-}
-
-/// Terminates every user at once, one connection each; returns the requests that failed
-/// and the first failure. Not fewer connections taking turns: a server may answer only once
-/// it has closed the user's sockets (sockudo does), and users waiting their turn would
-/// spread the storm out.
-async fn terminate_all(app: &App, names: &Names) -> (u64, Option<String>) {
-    let mut requests = tokio::task::JoinSet::new();
-    for u in 0..names.users {
-        let app = app.clone();
-        let path = format!(
-            "/apps/{}/users/{}/terminate_connections",
-            app.id,
-            names.user(u)
-        );
-        requests.spawn(async move {
-            let mut conn = Conn::open(app.addr, &app.dialer).await?;
-            conn.send(&app.signed_post_to(&path, "{}")).await
-        });
-    }
-    let (mut errors, mut first) = (0, None);
-    while let Some(done) = requests.join_next().await {
-        let error = match done {
-            Ok(Ok(200)) => continue,
-            Ok(Ok(status)) => format!("HTTP {status}"),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
-        };
-        errors += 1;
-        first.get_or_insert(error);
-    }
-    (errors, first)
-}
-
-/// Open file descriptors of the processes in `pids` together (their sockets, mostly).
-fn fd_count(pids: &[u32]) -> Option<usize> {
-    if pids.is_empty() {
-        return None;
-    }
-    pids.iter().try_fold(0, |sum, pid| {
-        Some(sum + std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-    })
-}
-
-/// Milliseconds since the Unix epoch.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Events lost by clients: for each, the accepted events published on its channel after
@@ -830,6 +490,7 @@ pub async fn storm(app: &App, pids: &[u32], progress: bool, a: Args) -> std::io:
 
 #[cfg(test)]
 mod tests {
+    use super::client::{backoff, close_code, event, signin_message};
     use super::*;
 
     #[test]

@@ -1,0 +1,369 @@
+//! One connection's part in recovery: its identity, what its client confirmed on each
+//! channel, the subscriptions held while it waits for an identity, and what it leaves
+//! behind when it ends uncleanly ([`crate::recovery`]).
+//!
+//! Confirmation. Serial order is delivery order on each channel (the hub gives the serial
+//! under the lock it fans out under), so "the client processed serial S" says everything
+//! below S too. Frames leave the outbox in order, so a `pusher:ping` queued after a write
+//! is answered (pusher-js answers from JavaScript, once it has handled what came before)
+//! only after every earlier frame was processed: the serials the channels had reached when
+//! the ping was queued are confirmed by its pong. One ping is outstanding at most; it is
+//! sent after the first write that leaves something unconfirmed, and again on its pong if
+//! more was written meanwhile, so a busy channel costs a ping per round trip.
+//!
+//! A connection of an app that does not recover keeps none of this: the session holds one
+//! empty pointer for it.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_protocol::close::CloseReason;
+use herald_protocol::frame::{self, Subscribe};
+
+use crate::apps::App;
+use crate::clock;
+use crate::outbox::Outbox;
+use crate::recovery::{Recoveries, Remembered};
+use crate::wire::text_frame;
+
+/// How long a subscription waits for the connection's identity (pusher-js subscribes
+/// before its sign-in's HTTP round trip ends) or for a silent connection it takes over to
+/// leave its entry, before it goes on without recovery.
+pub(super) const HOLD: Duration = Duration::from_millis(1500);
+
+/// A connection of the same identity with a ping unanswered this long is silent: a new
+/// connection takes over from it. A healthy tab answers within a round trip.
+const SILENT_AFTER: Duration = Duration::from_secs(2);
+
+/// How long an entry is kept past its window, so that a client that comes back late is
+/// told so (`herald:recovery_failed`) rather than nothing.
+const TOLD_LATE: Duration = Duration::from_secs(600);
+
+/// The event a channel gets when what its client missed cannot be replayed.
+pub(super) const FAILED_EVENT: &str = "herald:recovery_failed";
+
+/// A connection's recovery state.
+#[derive(Default)]
+pub(super) struct Tracker {
+    identity: Option<Box<str>>,
+    channels: Vec<Tracked>,
+    /// The pongs still due before the outstanding ping's serials are confirmed (two when
+    /// the sweeper's own ping was already out); 0: no ping out.
+    pongs_due: u8,
+    /// What the previous connection of this identity left, as taken; its channels go as
+    /// they are subscribed to.
+    recover: Option<Remembered>,
+    /// Subscriptions waiting for the identity, or for the entry of a connection taken over.
+    held: Vec<Subscribe>,
+    hold: Hold,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Nothing held yet.
+    #[default]
+    Idle,
+    /// Holding until this tick.
+    Until(u32),
+    /// Taken over a silent connection: waiting for its entry until this tick.
+    Awaiting(u32),
+    /// The wait ended: nothing is held any more.
+    Over,
+}
+
+struct Tracked {
+    channel: Box<str>,
+    confirmed: u64,
+    /// The channel's serial when the outstanding ping was queued.
+    pending: u64,
+}
+
+/// What a new subscription does about recovery, under the channel's lock.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Plan {
+    /// Nothing to recover.
+    Fresh,
+    /// Replay the events after this serial.
+    Replay(u64),
+    /// Tell the client the gap cannot be filled, and why.
+    Failed(&'static str),
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `herald:recovery_failed` on `channel`, its data the reason as JSON.
+pub(super) fn failed_frame(channel: &str, reason: &str) -> bytes::Bytes {
+    let data = frame::json_str(&format!("{{\"reason\":\"{reason}\"}}"));
+    text_frame(&frame::event(FAILED_EVENT, channel, &data, None))
+}
+
+/// Queues the plan's frames on a joining subscription (under the channel's lock); returns
+/// the serial the subscription starts confirmed at.
+pub(super) fn join(app: &App, channel: &str, plan: Plan, outbox: &Outbox) -> u64 {
+    let last = app.history.last_serial(channel);
+    match plan {
+        Plan::Fresh => last,
+        Plan::Failed(reason) => {
+            outbox.push(failed_frame(channel, reason));
+            last
+        }
+        Plan::Replay(after) => {
+            let limits = app.config().history;
+            match app
+                .history
+                .since(channel, after, &limits, tokio::time::Instant::now())
+            {
+                Ok(frames) => {
+                    for frame in frames {
+                        outbox.push(frame);
+                    }
+                    after
+                }
+                Err(_) => {
+                    outbox.push(failed_frame(channel, "history_gap"));
+                    last
+                }
+            }
+        }
+    }
+}
+
+/// Nudges `outbox` every 100 ms until `until`, so a connection whose subscriptions are
+/// held looks again even if nothing else wakes it.
+fn wake_until(outbox: &Arc<Outbox>, until: u32) {
+    let weak: Weak<Outbox> = Arc::downgrade(outbox);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let Some(outbox) = weak.upgrade() else {
+                return;
+            };
+            outbox.nudge();
+            if clock::now() >= until {
+                return;
+            }
+        }
+    });
+}
+
+impl Tracker {
+    /// The connection now has an identity (its first: a sign-in, or a presence member):
+    /// it takes over from silent connections of the same signed-in user, and takes what
+    /// the identity's last connection left.
+    pub(super) fn identify(
+        &mut self,
+        app: &App,
+        outbox: &Arc<Outbox>,
+        recoveries: &dyn Recoveries,
+        identity: &str,
+        signed_in: bool,
+    ) {
+        if self.identity.is_some() {
+            return;
+        }
+        self.identity = Some(identity.into());
+        let now = clock::now();
+        let mut took_over = false;
+        if signed_in {
+            for other in app.users.connections(identity) {
+                if !Arc::ptr_eq(&other, outbox) && silent(&other, now) {
+                    let r = CloseReason::PongNotReceived;
+                    other.close(r.code(), r.message());
+                    took_over = true;
+                }
+            }
+        }
+        self.recover = recoveries.take(&app.config().id, identity);
+        if self.recover.is_none() && took_over {
+            let until = now + clock::ticks(HOLD);
+            self.hold = Hold::Awaiting(until);
+            wake_until(outbox, until);
+        }
+    }
+
+    /// Whether `sub` must wait: the connection has no identity yet and some remembered
+    /// entry names the channel, or it waits for a taken-over connection's entry.
+    /// `any_silent`: some connection of the node is silent ([`silent`]).
+    pub(super) fn hold(
+        &mut self,
+        app: &App,
+        outbox: &Arc<Outbox>,
+        recoveries: &dyn Recoveries,
+        sub: &Subscribe,
+        any_silent: bool,
+    ) -> bool {
+        let wait = match self.hold {
+            Hold::Over => false,
+            Hold::Awaiting(_) => true,
+            Hold::Until(_) => self.identity.is_none(),
+            Hold::Idle => {
+                // A silent subscriber may be this client's old connection, which has not
+                // ended yet: its identity's new connection takes over once it has one.
+                let now = clock::now();
+                let wait = self.identity.is_none()
+                    && (recoveries.awaited(&app.config().id, &sub.channel)
+                        || (any_silent
+                            && app.hub.any_subscriber(&sub.channel, |o| silent(o, now))));
+                if wait {
+                    let until = clock::now() + clock::ticks(HOLD);
+                    self.hold = Hold::Until(until);
+                    wake_until(outbox, until);
+                }
+                wait
+            }
+        };
+        if wait {
+            self.held.push(sub.clone());
+        }
+        wait
+    }
+
+    /// Drops a held subscription the client unsubscribed from; returns whether it was held.
+    pub(super) fn unhold(&mut self, channel: &str) -> bool {
+        let before = self.held.len();
+        self.held.retain(|s| s.channel != channel);
+        before != self.held.len()
+    }
+
+    /// The held subscriptions, once their wait is over (the identity came, the entry
+    /// came, or the bound passed); they are then answered in the order they came.
+    pub(super) fn release(&mut self, app: &App, recoveries: &dyn Recoveries) -> Vec<Subscribe> {
+        let now = clock::now();
+        let over = match self.hold {
+            Hold::Idle | Hold::Over => return Vec::new(),
+            Hold::Until(until) => self.identity.is_some() || now >= until,
+            Hold::Awaiting(until) => {
+                if let Some(identity) = &self.identity {
+                    self.recover = recoveries.take(&app.config().id, identity);
+                }
+                self.recover.is_some() || now >= until
+            }
+        };
+        if !over {
+            return Vec::new();
+        }
+        self.hold = Hold::Over;
+        std::mem::take(&mut self.held)
+    }
+
+    /// What a new subscription to `channel` recovers.
+    pub(super) fn plan(&mut self, channel: &str) -> Plan {
+        let Some(recover) = &mut self.recover else {
+            return Plan::Fresh;
+        };
+        let Some(i) = recover.channels.iter().position(|(c, _)| c == channel) else {
+            return Plan::Fresh;
+        };
+        let (_, serial) = recover.channels.swap_remove(i);
+        if unix_ms() > recover.until_ms {
+            Plan::Failed("window_expired")
+        } else {
+            Plan::Replay(serial)
+        }
+    }
+
+    /// The connection is subscribed to `channel`, its client known to hold `confirmed`.
+    pub(super) fn track(&mut self, channel: &str, confirmed: u64) {
+        if !self.channels.iter().any(|t| *t.channel == *channel) {
+            self.channels.push(Tracked {
+                channel: channel.into(),
+                confirmed,
+                pending: confirmed,
+            });
+        }
+    }
+
+    pub(super) fn untrack(&mut self, channel: &str) {
+        self.channels.retain(|t| *t.channel != *channel);
+    }
+
+    /// After frames left the outbox: a ping if the client holds unconfirmed events and no
+    /// ping is out.
+    pub(super) fn after_write(&mut self, app: &App, outbox: &Outbox) {
+        if self.pongs_due > 0 || self.identity.is_none() {
+            return;
+        }
+        let mut unconfirmed = false;
+        for t in &mut self.channels {
+            let serial = app
+                .hub
+                .quiet(&t.channel, || app.history.last_serial(&t.channel));
+            // A ring swept away reads 0: what was confirmed stands.
+            t.pending = serial.max(t.confirmed);
+            unconfirmed |= t.pending > t.confirmed;
+        }
+        if !unconfirmed {
+            return;
+        }
+        let timers = &outbox.timers;
+        // The sweeper's ping, if out, is answered first.
+        self.pongs_due = if timers.ping_sent.load(Ordering::Relaxed) != 0 {
+            2
+        } else {
+            timers
+                .ping_sent
+                .store(clock::now().max(1), Ordering::Relaxed);
+            1
+        };
+        outbox.push(text_frame(frame::PING));
+    }
+
+    /// The client's `pusher:pong`.
+    pub(super) fn pong(&mut self, app: &App, outbox: &Outbox) {
+        if self.pongs_due == 0 {
+            return;
+        }
+        self.pongs_due -= 1;
+        if self.pongs_due == 0 {
+            for t in &mut self.channels {
+                t.confirmed = t.pending;
+            }
+            self.after_write(app, outbox);
+        }
+    }
+
+    /// What the connection leaves when it ends: remembered for its identity unless its
+    /// client closed it (a Close frame: pusher-js's `disconnect()`, a closed tab) or the
+    /// server told the client not to come back (4000–4099).
+    pub(super) fn end(&mut self, app: &App, recoveries: &dyn Recoveries, close: Option<u16>) {
+        let unclean = match close {
+            None => true,
+            Some(code) => (4100..=4299).contains(&code),
+        };
+        let Some(identity) = self.identity.take().filter(|_| unclean) else {
+            return;
+        };
+        let window = app.config().recovery_window;
+        let mut channels: Vec<(String, u64)> = self
+            .channels
+            .drain(..)
+            .map(|t| (t.channel.into(), t.confirmed))
+            .collect();
+        // Channels the connection had not subscribed to again yet are still owed.
+        if let Some(left) = self.recover.take() {
+            for (channel, serial) in left.channels {
+                if !channels.iter().any(|(c, _)| *c == channel) {
+                    channels.push((channel, serial));
+                }
+            }
+        }
+        if channels.is_empty() || window.is_zero() {
+            return;
+        }
+        let until_ms = unix_ms() + u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let entry = Remembered { until_ms, channels };
+        recoveries.remember(&app.config().id, &identity, entry, window + TOLD_LATE);
+    }
+}
+
+/// Whether a connection has a ping unanswered for [`SILENT_AFTER`] or longer.
+pub(crate) fn silent(outbox: &Outbox, now: u32) -> bool {
+    let sent = outbox.timers.ping_sent.load(Ordering::Relaxed);
+    sent != 0 && now.wrapping_sub(sent) >= clock::ticks(SILENT_AFTER)
+}
