@@ -332,22 +332,6 @@ async fn the_official_node_library_gets_history() {
     assert_eq!(page["events"][1]["data"], "n2");
 }
 
-#[tokio::test]
-async fn a_cluster_node_says_history_is_single_node_for_now() {
-    let redis = support::Redis::start();
-    let node = Server::start(&format!(
-        "adapter = \"redis\"\nredis_url = \"{}\"\n[[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nhistory_max_events = 10\n",
-        redis.url()
-    ));
-    trigger(&node, "a", "x").await;
-    let (status, reply) = history(&node, "a", &[]).await;
-    assert_eq!(status, 501, "{reply}");
-    assert_eq!(
-        reply["error"],
-        "History is kept on single nodes for now, not in a cluster"
-    );
-}
-
 /// Rewrites the server's config, sends SIGHUP and waits until the history API answers
 /// `status` for `channel`.
 async fn reload_until(server: &Server, config: &str, channel: &str, status: u16) -> Value {

@@ -13,6 +13,11 @@
 //! have gone out) has the same number, so a receiver that keeps the highest number it saw
 //! from each sender on each stream ([`sequence`]) drops the copy. Messages without one
 //! (kinds 1 to 3, from earlier versions) are still understood, without that check.
+//!
+//! An event of an app that keeps history carries its channel serial too, at a fixed place
+//! ([`SERIAL_AT`]) so that the backend can write it in as it gives it (without parsing the
+//! message): every node delivers the event with the same serial. Earlier versions drop such a message as
+//! malformed (its kind is new).
 
 use bytes::Bytes;
 
@@ -32,6 +37,8 @@ pub enum BusMessage {
         /// For cache channels: the event's `data` token and its lifetime in milliseconds, so
         /// every node can replay it to new subscribers.
         cache: Option<(String, u64)>,
+        /// The event's serial in its channel's history, when the app keeps history.
+        serial: Option<u64>,
     },
     /// Close the local connections signed in as `user` with `code`.
     Terminate {
@@ -79,8 +86,13 @@ const SEQUENCED: u8 = 3;
 /// A kind earlier versions do not know (they drop it as malformed): sent only sequenced, as
 /// `MEMBER + SEQUENCED`, which no earlier kind's sequenced form uses.
 const MEMBER: u8 = 7;
+/// An event with its channel serial ([`SERIAL_AT`]), sent only sequenced.
+const SERIAL_EVENT: u8 = 8;
 /// Where the sequence number sits: after the kind and the origin.
 const SEQUENCE_AT: usize = 5;
+/// Where an event's serial sits: right after the sequence number, before any field of
+/// variable length, so a script can write it in without parsing the message.
+pub const SERIAL_AT: usize = SEQUENCE_AT + 8;
 
 /// Encodes `message` as sent by node `origin`, with sequence number 0 until [`stamp`]ed.
 pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
@@ -91,16 +103,25 @@ pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
             except,
             frame,
             cache,
-        } => encode_event(
-            origin,
-            app,
-            channel,
-            except.as_deref(),
-            frame,
-            cache
-                .as_ref()
-                .map(|(data, ttl_ms)| (data.as_str(), *ttl_ms)),
-        ),
+            serial,
+        } => {
+            let mut out = encode_event(
+                origin,
+                app,
+                channel,
+                except.as_deref(),
+                frame,
+                cache
+                    .as_ref()
+                    .map(|(data, ttl_ms)| (data.as_str(), *ttl_ms)),
+                serial.is_some(),
+            )
+            .0;
+            if let Some(serial) = serial {
+                out[SERIAL_AT..SERIAL_AT + 8].copy_from_slice(&serial.to_be_bytes());
+            }
+            out
+        }
         BusMessage::Terminate { app, user, code } => {
             let mut out = Vec::with_capacity(64);
             header(&mut out, TERMINATE, origin, app, user);
@@ -135,7 +156,9 @@ pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
 }
 
 /// Encodes an [`BusMessage::Event`] straight from borrowed parts: publishing an event
-/// builds no owned message first.
+/// builds no owned message first. With `serial`, the message has a place for the event's
+/// serial at [`SERIAL_AT`] (0 until written). Returns the message and where the frame
+/// sits in it.
 pub fn encode_event(
     origin: u32,
     app: &str,
@@ -143,17 +166,34 @@ pub fn encode_event(
     except: Option<&str>,
     frame: &[u8],
     cache: Option<(&str, u64)>,
-) -> Vec<u8> {
+    serial: bool,
+) -> (Vec<u8>, std::ops::Range<usize>) {
     let cache_len = cache.map_or(0, |(data, _)| data.len() + 12);
-    let mut out = Vec::with_capacity(33 + app.len() + channel.len() + 16 + frame.len() + cache_len);
-    header(&mut out, EVENT, origin, app, channel);
+    let mut out = Vec::with_capacity(41 + app.len() + channel.len() + 16 + frame.len() + cache_len);
+    if serial {
+        out.push(SERIAL_EVENT + SEQUENCED);
+        out.extend_from_slice(&origin.to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        put(&mut out, app.as_bytes());
+        put(&mut out, channel.as_bytes());
+    } else {
+        header(&mut out, EVENT, origin, app, channel);
+    }
     put(&mut out, except.unwrap_or("").as_bytes());
     put(&mut out, frame);
+    let at = out.len() - frame.len()..out.len();
     if let Some((data, ttl_ms)) = cache {
         put(&mut out, data.as_bytes());
         out.extend_from_slice(&ttl_ms.to_be_bytes());
     }
-    out
+    (out, at)
+}
+
+/// Whether a message is an event with a serial: the node that sent it delivers it to its
+/// own subscribers from the bus too, in the order the serials were given.
+pub fn carries_serial(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&(SERIAL_EVENT + SEQUENCED))
 }
 
 /// The node a message comes from, read without decoding the rest: a node skips its own
@@ -187,7 +227,10 @@ pub fn sequence(bytes: &[u8]) -> Option<u64> {
 fn message_kind(byte: u8) -> Option<(u8, bool)> {
     match byte {
         EVENT..=WATCH => Some((byte, false)),
-        b if (EVENT + SEQUENCED..=WATCH + SEQUENCED).contains(&b) || b == MEMBER + SEQUENCED => {
+        b if (EVENT + SEQUENCED..=WATCH + SEQUENCED).contains(&b)
+            || b == MEMBER + SEQUENCED
+            || b == SERIAL_EVENT + SEQUENCED =>
+        {
             Some((b - SEQUENCED, true))
         }
         _ => None,
@@ -202,8 +245,13 @@ pub fn decode(bytes: &[u8]) -> Option<(u32, BusMessage)> {
     if sequenced {
         r.array::<8>()?;
     }
+    let serial = if kind == SERIAL_EVENT {
+        Some(u64::from_be_bytes(r.array()?))
+    } else {
+        None
+    };
     let message = match kind {
-        EVENT => {
+        EVENT | SERIAL_EVENT => {
             let app = r.string()?;
             let channel = r.string()?;
             let except = Some(r.string()?).filter(|s| !s.is_empty());
@@ -220,6 +268,7 @@ pub fn decode(bytes: &[u8]) -> Option<(u32, BusMessage)> {
                 except,
                 frame,
                 cache,
+                serial,
             }
         }
         TERMINATE => BusMessage::Terminate {
@@ -311,6 +360,15 @@ mod tests {
                 except: Some("12.34".into()),
                 frame: Bytes::from_static(b"\x81\x02hi"),
                 cache: None,
+                serial: None,
+            },
+            BusMessage::Event {
+                app: "app".into(),
+                channel: "room".into(),
+                except: None,
+                frame: Bytes::from_static(b"\x81\x02hi"),
+                cache: None,
+                serial: Some(1 << 40 | 3),
             },
             BusMessage::Event {
                 app: "app".into(),
@@ -318,6 +376,7 @@ mod tests {
                 except: None,
                 frame: Bytes::from_static(b"frame"),
                 cache: Some(("\"d\"".into(), 60_000)),
+                serial: None,
             },
             BusMessage::Terminate {
                 app: "a".into(),
@@ -355,6 +414,21 @@ mod tests {
             assert_eq!(decode(&bytes), Some((7, m)));
         }
         assert_eq!(origin(&[1, 0, 0]), None);
+    }
+
+    #[test]
+    fn an_events_serial_sits_where_a_script_can_write_it() {
+        let frame = b"\x81\x05hello";
+        let (mut bytes, at) = encode_event(3, "app", "room", None, frame, None, true);
+        assert!(carries_serial(&bytes));
+        assert_eq!(&bytes[at], frame);
+        bytes[SERIAL_AT..SERIAL_AT + 8].copy_from_slice(&42u64.to_be_bytes());
+        let Some((3, BusMessage::Event { serial, .. })) = decode(&bytes) else {
+            panic!("an event");
+        };
+        assert_eq!(serial, Some(42));
+        let (plain, _) = encode_event(3, "app", "room", None, frame, None, false);
+        assert!(!carries_serial(&plain));
     }
 
     #[test]

@@ -101,6 +101,19 @@ pub(crate) trait Broker: Send + Sync {
     /// Delivers `frame` to the subscribers of `channel` on every node, except the connection
     /// `except`; returns how many on this node got it.
     fn publish(&self, app: &App, channel: &str, frame: &Bytes, except: Option<SocketId>) -> usize;
+    /// [`Broker::publish`] for a caller that answers someone (the HTTP API): ready once
+    /// the event has its place in its channel's order, so events published one after the
+    /// other, through any nodes, are kept in that order (a cluster keeping history waits
+    /// for the serial, within a bound).
+    fn publish_ordered(
+        &self,
+        app: &Arc<App>,
+        channel: &str,
+        frame: &Bytes,
+        except: Option<SocketId>,
+    ) -> Published<'_> {
+        Published::Now(self.publish(app, channel, frame, except))
+    }
     /// [`Broker::publish`] of an event on a cache channel, which every node also keeps as
     /// the channel's last event (`data`, its JSON token) for the app's `cache_ttl`. Once
     /// the answer is ready, every later subscriber, on any node, is replayed this event or

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::config::AdapterConfig;
 use super::{redis, Adapter};
 use crate::apps::AppStore;
-use crate::history::SingleNodeOnly;
 use crate::ids::random_node_id;
 
 /// Starts the node's backend for the apps of `apps`, as node `node_id` (the configured id;
@@ -29,8 +28,8 @@ pub(crate) async fn start(
         AdapterConfig::Redis(config) => {
             let cluster = redis::join(config, node_id, apps).await?;
             let id = cluster.node_id();
-            // A cluster's nodes do not share history yet: one node's would be partial.
-            Ok((Adapter::of(cluster, Arc::new(SingleNodeOnly)), id))
+            let history = Arc::new(redis::history::Kept(cluster.clone()));
+            Ok((Adapter::of(cluster, history), id))
         }
     }
 }

@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use herald_protocol::history::{HistoryEvent, HistoryPage};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -35,12 +36,19 @@ impl History for Memory {
         }
     }
 
-    fn page(&self, app: &App, channel: &str, query: Query) -> Result<HistoryPage, HistoryError> {
+    fn page<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a str,
+        query: Query,
+    ) -> BoxFuture<'a, Result<HistoryPage, HistoryError>> {
         let limits = app.config().history;
-        if !limits.on() {
-            return Err(HistoryError::Off);
-        }
-        Ok(app.history.page(channel, query, &limits, Instant::now()))
+        let page = if limits.on() {
+            Ok(app.history.page(channel, query, &limits, Instant::now()))
+        } else {
+            Err(HistoryError::Off)
+        };
+        Box::pin(std::future::ready(page))
     }
 }
 
@@ -240,15 +248,7 @@ impl Rings {
         let events = picked
             .into_iter()
             .filter_map(|(serial, published_at_ms, frame)| {
-                let payload = herald_protocol::websocket::text_payload(&frame)?;
-                let sent: Sent = serde_json::from_slice(payload).ok()?;
-                Some(HistoryEvent {
-                    serial,
-                    event: sent.event,
-                    data: sent.data,
-                    user_id: sent.user_id,
-                    published_at_ms,
-                })
+                read_back(serial, published_at_ms, &frame)
             })
             .collect();
         HistoryPage {
@@ -281,6 +281,19 @@ impl State {
         }
         self.channels.len() < MAX_CHANNELS
     }
+}
+
+/// A kept event as the history API shows it, read back from the frame it was sent as.
+pub(crate) fn read_back(serial: u64, published_at_ms: u64, frame: &[u8]) -> Option<HistoryEvent> {
+    let payload = herald_protocol::websocket::text_payload(frame)?;
+    let sent: Sent = serde_json::from_slice(payload).ok()?;
+    Some(HistoryEvent {
+        serial,
+        event: sent.event,
+        data: sent.data,
+        user_id: sent.user_id,
+        published_at_ms,
+    })
 }
 
 /// The fields of a sent event frame that the history API shows.

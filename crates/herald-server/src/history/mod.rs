@@ -12,13 +12,14 @@
 //!
 //! A single node keeps history in memory ([`memory::Memory`], each app's rings in
 //! [`crate::apps::App`]); the entry kept is the frame subscribers were sent, the same
-//! shared bytes, so recording costs a reference count and no copy. A cluster node runs
-//! [`SingleNodeOnly`] until the cluster can share history: it keeps nothing and the API
-//! says so, rather than answering with one node's partial view.
+//! shared bytes, so recording costs a reference count and no copy. A cluster keeps it in
+//! its backend's shared state (the adapter's `history.rs`), where the serial is given as
+//! the event is published, so every node reads the same history.
 
 pub mod memory;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use herald_protocol::history::HistoryPage;
 
 use crate::apps::App;
@@ -43,9 +44,9 @@ pub(crate) enum HistoryError {
     /// The app keeps no history (`history_max_events` is 0).
     #[error("History is off for this app: set history_max_events to keep channel events")]
     Off,
-    /// This node is part of a cluster, whose nodes do not share history yet.
-    #[error("History is kept on single nodes for now, not in a cluster")]
-    SingleNodeOnly,
+    /// The cluster's shared state did not answer; the text says why.
+    #[error("The cluster's history did not answer: {0}")]
+    Unavailable(String),
 }
 
 /// Where a node keeps its channels' history.
@@ -55,17 +56,10 @@ pub(crate) trait History: Send + Sync {
     /// load when it does not.
     fn record(&self, app: &App, channel: &str, frame: &Bytes);
     /// The part of `channel`'s history that `query` asks for.
-    fn page(&self, app: &App, channel: &str, query: Query) -> Result<HistoryPage, HistoryError>;
-}
-
-/// A cluster node's history until the cluster shares it: nothing is kept, and every
-/// request is told so.
-pub(crate) struct SingleNodeOnly;
-
-impl History for SingleNodeOnly {
-    fn record(&self, _app: &App, _channel: &str, _frame: &Bytes) {}
-
-    fn page(&self, _: &App, _: &str, _: Query) -> Result<HistoryPage, HistoryError> {
-        Err(HistoryError::SingleNodeOnly)
-    }
+    fn page<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a str,
+        query: Query,
+    ) -> BoxFuture<'a, Result<HistoryPage, HistoryError>>;
 }

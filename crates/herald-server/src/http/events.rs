@@ -246,7 +246,10 @@ async fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
                 .delivered()
                 .await
         } else {
-            broker.publish(app, channel, &frame, event.except)
+            broker
+                .publish_ordered(app, channel, &frame, event.except)
+                .delivered()
+                .await
         };
         messages += 1 + delivered as u64;
         app.metrics

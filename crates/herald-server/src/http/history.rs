@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
 use herald_protocol::channel::validate_channel_name;
 use herald_protocol::history::{HistoryPage, DEFAULT_LIMIT, MAX_LIMIT};
@@ -29,14 +28,11 @@ pub(crate) async fn events(
         .adapter
         .history
         .page(&auth.app, &channel, query)
+        .await
         .map(Json)
         .map_err(|e| match e {
             HistoryError::Off => ApiError::not_found(e.to_string()),
-            HistoryError::SingleNodeOnly => ApiError {
-                status: StatusCode::NOT_IMPLEMENTED,
-                message: e.to_string(),
-                retry_after: None,
-            },
+            HistoryError::Unavailable(_) => ApiError::unavailable(e.to_string()),
         })
 }
 

@@ -154,29 +154,32 @@ fn wake_until(outbox: &Arc<Outbox>, until: u32) {
 
 impl Tracker {
     /// The connection now has an identity (its first: a sign-in, or a presence member):
-    /// it takes over from silent connections of the same signed-in user, and takes what
-    /// the identity's last connection left.
+    /// it takes over from silent connections of the same identity (the user's signed-in
+    /// connections, or the member's connections on `presence`, the channel it joins), and
+    /// takes what the identity's last connection left.
     pub(super) fn identify(
         &mut self,
         app: &App,
         outbox: &Arc<Outbox>,
         recoveries: &dyn Recoveries,
         identity: &str,
-        signed_in: bool,
+        presence: Option<&str>,
     ) {
         if self.identity.is_some() {
             return;
         }
         self.identity = Some(identity.into());
         let now = clock::now();
+        let mut others = app.users.connections(identity);
+        if let Some(channel) = presence {
+            others.extend(app.hub.member_outboxes(channel, identity));
+        }
         let mut took_over = false;
-        if signed_in {
-            for other in app.users.connections(identity) {
-                if !Arc::ptr_eq(&other, outbox) && silent(&other, now) {
-                    let r = CloseReason::PongNotReceived;
-                    other.close(r.code(), r.message());
-                    took_over = true;
-                }
+        for other in others {
+            if !Arc::ptr_eq(&other, outbox) && silent(&other, now) {
+                let r = CloseReason::PongNotReceived;
+                other.close(r.code(), r.message());
+                took_over = true;
             }
         }
         self.recover = recoveries.take(&app.config().id, identity);
@@ -366,4 +369,117 @@ impl Tracker {
 pub(crate) fn silent(outbox: &Outbox, now: u32) -> bool {
     let sent = outbox.timers.ping_sent.load(Ordering::Relaxed);
     sent != 0 && now.wrapping_sub(sent) >= clock::ticks(SILENT_AFTER)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The confirmation rules over the single-node backend: a session driven with the
+    //! client's JSON, as in `session.rs`'s tests.
+
+    use std::sync::Arc;
+
+    use herald_protocol::auth::user_auth;
+    use herald_protocol::frame;
+    use serde_json::{json, Value};
+
+    use super::super::session::Session;
+    use crate::config::Config;
+    use crate::shared::Shared;
+    use crate::wire::text_frame;
+
+    const KEY: &str = "k";
+    const SECRET: &str = "s";
+
+    fn node() -> Arc<Shared> {
+        let toml = format!(
+            "[[apps]]\nid = \"1\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nhistory_max_events = 10\n"
+        );
+        Shared::for_tests(Config::from_toml(&toml, &|_| None).expect("valid config"))
+    }
+
+    fn connect(shared: &Arc<Shared>, user: &str) -> Session {
+        let slot = shared
+            .apps
+            .by_key(KEY)
+            .expect("the app")
+            .try_connect(0)
+            .expect("a slot");
+        let mut session = Session::new(shared, slot, false);
+        let user_data = json!({ "id": user }).to_string();
+        let auth = user_auth(KEY, SECRET, &session.socket_id().to_string(), &user_data);
+        let signin =
+            json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}});
+        session.handle_text(shared, &signin.to_string());
+        let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": "feed"}});
+        session.handle_text(shared, &subscribe.to_string());
+        session.outbox().sent();
+        session
+    }
+
+    fn publish(shared: &Shared, n: u32) {
+        let app = shared.apps.by_key(KEY).expect("the app");
+        let frame = text_frame(&frame::event("e", "feed", &format!("\"{n}\""), None));
+        shared.adapter.broker.publish(&app, "feed", &frame, None);
+    }
+
+    fn events(session: &Session) -> Vec<String> {
+        let sent: Vec<Value> = session.outbox().sent();
+        sent.iter()
+            .map(|f| f["event"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    fn pong(shared: &Shared, session: &mut Session) {
+        session.handle_text(shared, r#"{"event":"pusher:pong","data":{}}"#);
+    }
+
+    fn remembered(shared: &Shared, user: &str) -> Option<Vec<(String, u64)>> {
+        let recoveries = shared.adapter.recoveries.as_ref().expect("a single node's");
+        recoveries.take("1", user).map(|r| r.channels)
+    }
+
+    #[tokio::test]
+    async fn one_ping_is_out_at_a_time_and_its_pong_confirms_what_came_before_it() {
+        let shared = node();
+        let mut s = connect(&shared, "u");
+        publish(&shared, 1);
+        publish(&shared, 2);
+        s.after_outbox(&shared);
+        assert_eq!(events(&s), ["e", "e", "pusher:ping"]);
+        publish(&shared, 3);
+        s.after_outbox(&shared);
+        assert_eq!(events(&s), ["e"], "no second ping while one is out");
+        // The pong confirms serials 1 and 2; 3 went out since, so the next ping follows.
+        pong(&shared, &mut s);
+        assert_eq!(events(&s), ["pusher:ping"]);
+        // No Close from the client: what it confirmed is remembered for its user.
+        s.leave_all(&shared);
+        assert_eq!(remembered(&shared, "u"), Some(vec![("feed".into(), 2)]));
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_leaves_nothing_and_nothing_is_pinged_without_an_identity() {
+        let shared = node();
+        let mut s = connect(&shared, "v");
+        publish(&shared, 1);
+        s.after_outbox(&shared);
+        assert_eq!(events(&s), ["e", "pusher:ping"]);
+        s.outbox().close(1000, "bye");
+        s.leave_all(&shared);
+        assert_eq!(remembered(&shared, "v"), None);
+
+        let slot = shared
+            .apps
+            .by_key(KEY)
+            .expect("app")
+            .try_connect(0)
+            .expect("slot");
+        let mut anonymous = Session::new(&shared, slot, false);
+        let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": "feed"}});
+        anonymous.handle_text(&shared, &subscribe.to_string());
+        anonymous.outbox().sent();
+        publish(&shared, 2);
+        anonymous.after_outbox(&shared);
+        assert_eq!(events(&anonymous), ["e"]);
+    }
 }

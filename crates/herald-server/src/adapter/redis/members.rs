@@ -213,6 +213,8 @@ impl Cluster {
         self.enqueue(publisher::Outgoing {
             channel: self.bus.channel_of(app.id(), channel),
             payload: bus::encode(self.node_id, &message),
+            append: None,
+            confirmed: None,
         });
     }
 

@@ -23,6 +23,7 @@
 
 pub(super) mod config;
 mod heartbeat;
+pub(super) mod history;
 mod interest;
 pub(crate) mod link;
 mod members;
@@ -586,6 +587,8 @@ impl Cluster {
         self.enqueue(publisher::Outgoing {
             channel: self.bus.control().to_owned(),
             payload: bus::encode(self.node_id, message),
+            append: None,
+            confirmed: None,
         });
     }
 
@@ -607,7 +610,11 @@ impl Cluster {
                 except.map(|s| s.to_string()).as_deref(),
                 frame,
                 cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
-            ),
+                false,
+            )
+            .0,
+            append: None,
+            confirmed: None,
         });
     }
 

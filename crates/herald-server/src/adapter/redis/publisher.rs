@@ -43,6 +43,11 @@ const MESSAGE_OVERHEAD: usize = 64;
 pub(super) struct Outgoing {
     pub(super) channel: String,
     pub(super) payload: Vec<u8>,
+    /// An event also appended to its channel's history, in the same pipeline.
+    pub(super) append: Option<Box<super::history::Append>>,
+    /// Dropped once Redis has taken the message (or it is dropped unsent): what a caller
+    /// waiting for the event's place in its channel's order awaits.
+    pub(super) confirmed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Outgoing {
@@ -206,8 +211,12 @@ fn first_sequence() -> u64 {
 async fn send(
     mut commands: Commands,
     group: u16,
-    batch: Vec<Outgoing>,
+    mut batch: Vec<Outgoing>,
 ) -> (u16, Vec<Outgoing>, RedisResult<()>) {
+    if batch.iter().any(|m| m.append.is_some()) {
+        let result = super::history::send(&mut commands, &mut batch).await;
+        return (group, batch, result);
+    }
     let result = {
         let messages: Vec<(&str, &[u8])> = batch
             .iter()
@@ -272,6 +281,11 @@ impl Publisher {
             Ok(()) => {
                 self.held -= batch.len();
                 self.out.budget.give(batch.iter().map(Outgoing::cost).sum());
+                for message in batch {
+                    if let Some(confirmed) = message.confirmed {
+                        let _ = confirmed.send(());
+                    }
+                }
                 if lane.retry_at.take().is_some() {
                     self.failing -= 1;
                     if self.failing == 0 {
@@ -363,7 +377,9 @@ mod tests {
     fn queue(tx: &mpsc::Sender<Outgoing>, out: &Outbound, channel: &str, text: &str) {
         let message = Outgoing {
             channel: channel.to_owned(),
-            payload: bus::encode_event(7, "app", channel, None, text.as_bytes(), None),
+            payload: bus::encode_event(7, "app", channel, None, text.as_bytes(), None, false).0,
+            append: None,
+            confirmed: None,
         };
         assert!(out.budget.take(message.cost()));
         assert!(tx.try_send(message).is_ok());

@@ -169,6 +169,7 @@ impl Cluster {
             data: data.into(),
             except,
             delivered: None,
+            kept: None,
         };
         Published::Later(Box::pin(async move {
             if self.healthy.load(Ordering::Relaxed) {
@@ -185,7 +186,11 @@ impl Cluster {
                     ),
                 }
             }
-            event.deliver()
+            let delivered = event.deliver();
+            if let Some(kept) = event.kept.take() {
+                let _ = tokio::time::timeout(super::history::KEPT_WAIT, kept).await;
+            }
+            delivered
         }))
     }
 
@@ -248,6 +253,8 @@ struct StoredEvent<'a> {
     except: Option<SocketId>,
     /// Set once delivered.
     delivered: Option<usize>,
+    /// On an app that keeps history, told once Redis has given the event its serial.
+    kept: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl StoredEvent<'_> {
@@ -259,11 +266,20 @@ impl StoredEvent<'_> {
         let cluster = self.cluster;
         let (app, channel, frame) = (&self.app, &*self.channel, &self.frame);
         let here = self.except.and_then(|s| s.on_node(cluster.node_id));
-        let delivered = app.hub.publish(channel, frame, here);
-        let ttl = app.config().cache_ttl;
-        app.cache.store(channel, frame.clone(), &self.data, ttl);
+        let config = app.config();
+        let ttl = config.cache_ttl;
         let cache = Some((&*self.data, ttl));
-        cluster.send_event(app.id(), channel, self.except, frame, cache);
+        app.cache.store(channel, frame.clone(), &self.data, ttl);
+        if config.history.on() {
+            self.kept = cluster.send_kept(app, channel, self.except, frame, cache, config.history);
+        }
+        // With history, every node delivers it from the bus, this one too (`history.rs`).
+        let delivered = if self.kept.is_some() {
+            app.hub.counts(channel).subscription_count
+        } else {
+            cluster.send_event(app.id(), channel, self.except, frame, cache);
+            app.hub.publish(channel, frame, here)
+        };
         self.delivered = Some(delivered);
         delivered
     }

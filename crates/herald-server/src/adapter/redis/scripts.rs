@@ -26,6 +26,8 @@
 //!   after the channel empties;
 //! - `{P:app}:c:{channel}` hash: a cache channel's last event (`frame`, `data`), expiring
 //!   with it, for nodes that were not listening when it was published;
+//! - `{P:app}:h:{channel}` stream, `{P:app}:hm:{channel}` hash and `{P:app}:hh`: the
+//!   channel's history (`history.rs`), when the app keeps history;
 //! - `{P:app}:r:{kind}:{window}`: a rate or quota counter, expiring after its window;
 //! - `{P:app}:u` hash: signed-in user → connections in the cluster;
 //! - `{P:app}:n:{node}:s`, `:m`, `:u`: the node's own entries of the app, so they can be
@@ -111,6 +113,21 @@ impl Keys {
 
     pub fn cache(&self, app: &str, channel: &str) -> String {
         self.app(app).key(&["c", channel])
+    }
+
+    /// A channel's history stream (`history.rs`).
+    pub fn history(&self, app: &str, channel: &str) -> String {
+        self.app(app).key(&["h", channel])
+    }
+
+    /// A channel's history counters: its last serial, bytes kept, senders' marks.
+    pub fn history_meta(&self, app: &str, channel: &str) -> String {
+        self.app(app).key(&["hm", channel])
+    }
+
+    /// The highest serial the app gave.
+    pub fn history_high(&self, app: &str) -> String {
+        self.app(app).key(&["hh"])
     }
 
     pub fn rate(&self, app: &str, kind: &str, window: u64) -> String {

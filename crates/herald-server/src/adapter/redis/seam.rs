@@ -38,9 +38,39 @@ impl Cluster {
 
 impl Broker for Cluster {
     fn publish(&self, app: &App, channel: &str, frame: &Bytes, except: Option<SocketId>) -> usize {
+        let history = app.config().history;
+        if history.on()
+            && self
+                .send_kept(app, channel, except, frame, None, history)
+                .is_some()
+        {
+            // Delivered here too once Redis has given it its serial (`history.rs`): what
+            // it will reach on this node is told now, for the message quota.
+            return app.hub.counts(channel).subscription_count;
+        }
         let delivered = app.hub.publish(channel, frame, self.local_except(except));
         self.send_event(app.id(), channel, except, frame, None);
         delivered
+    }
+
+    fn publish_ordered(
+        &self,
+        app: &Arc<App>,
+        channel: &str,
+        frame: &Bytes,
+        except: Option<SocketId>,
+    ) -> Published<'_> {
+        let history = app.config().history;
+        if history.on() {
+            if let Some(kept) = self.send_kept(app, channel, except, frame, None, history) {
+                let here = app.hub.counts(channel).subscription_count;
+                return Published::Later(Box::pin(async move {
+                    let _ = tokio::time::timeout(super::history::KEPT_WAIT, kept).await;
+                    here
+                }));
+            }
+        }
+        Published::Now(self.publish(app, channel, frame, except))
     }
 
     fn publish_cached(

@@ -190,8 +190,9 @@ impl Cluster {
     /// of one delivered already.
     fn receive(&self, channel: &str, payload: &[u8], dedup: &mut Dedup) {
         // A node's own messages come back to it on the channels it is subscribed to: drop
-        // them on their first five bytes, before anything is decoded or copied.
-        if bus::origin(payload) == Some(self.node_id) {
+        // them on their first five bytes, before anything is decoded or copied. An event
+        // with a serial is the exception: the node delivers it only now (`history.rs`).
+        if bus::origin(payload) == Some(self.node_id) && !bus::carries_serial(payload) {
             return;
         }
         let Some((origin, message)) = bus::decode(payload) else {
@@ -214,6 +215,8 @@ impl Cluster {
                 except,
                 frame,
                 cache,
+                // Carried for the recovery of the connections it is written to.
+                serial: _,
             } => {
                 let Some(app) = self.app(&app) else { return };
                 let except = except

@@ -226,7 +226,7 @@ impl Commands {
             .to_owned())
     }
 
-    fn publish_cmd(&self, channel: &str, payload: &[u8]) -> Cmd {
+    pub(crate) fn publish_cmd(&self, channel: &str, payload: &[u8]) -> Cmd {
         let mut cmd = redis::cmd(if self.is_cluster() {
             "SPUBLISH"
         } else {
