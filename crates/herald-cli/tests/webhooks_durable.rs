@@ -5,112 +5,13 @@
 //! holds across a retry.
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_protocol::webhook::verify_webhook_signature;
 use serde_json::{json, Value};
+use support::receiver::{
+    assert_occupied_before_vacated, assert_signed_and_identified, first_names, Got, Receiver,
+};
 use support::{Server, KEY, SECRET};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Got {
-    id: String,
-    signature: String,
-    body: String,
-    status: &'static str,
-}
-
-impl Got {
-    fn events(&self) -> Vec<Value> {
-        let body: Value = serde_json::from_str(&self.body).expect("a JSON body");
-        body["events"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-/// A webhook receiver on `port`, answering its n-th request with `statuses[n]` (the last
-/// one after them); down once dropped.
-struct Receiver {
-    got: Arc<Mutex<Vec<Got>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Receiver {
-    async fn up(port: u16, statuses: Vec<&'static str>) -> Receiver {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the receiver's port");
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let seen = got.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 8192];
-                let request = loop {
-                    let Ok(n) = stream.read(&mut buf).await else {
-                        break None;
-                    };
-                    if n == 0 {
-                        break None;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&data).to_string();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                        continue;
-                    };
-                    let header = |name: &str| {
-                        head.lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-                            })
-                            .unwrap_or_default()
-                    };
-                    let len: usize = header("content-length").parse().unwrap_or(0);
-                    if body.len() < len {
-                        continue;
-                    }
-                    break Some((
-                        header("x-herald-webhook-id"),
-                        header("x-pusher-signature"),
-                        body[..len].to_owned(),
-                    ));
-                };
-                let Some((id, signature, body)) = request else {
-                    continue;
-                };
-                let status = {
-                    let mut got = seen.lock().expect("lock");
-                    let status = statuses[got.len().min(statuses.len() - 1)];
-                    got.push(Got {
-                        id,
-                        signature,
-                        body,
-                        status,
-                    });
-                    status
-                };
-                let answer =
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                let _ = stream.write_all(answer.as_bytes()).await;
-            }
-        });
-        Receiver { got, task }
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().expect("lock").clone()
-    }
-}
 
 fn config(port: u16, events: &[&str], extra: &str) -> String {
     format!(
@@ -170,20 +71,6 @@ async fn until<F: std::future::Future<Output = bool>>(
     }
 }
 
-/// Every delivery is signed over its body exactly, and carries an id that names one body.
-fn assert_signed_and_identified(got: &[Got]) {
-    let mut bodies = std::collections::HashMap::new();
-    for g in got {
-        assert!(
-            verify_webhook_signature(SECRET, g.body.as_bytes(), &g.signature),
-            "the signature holds over the body byte for byte: {g:?}"
-        );
-        assert!(g.id.parse::<u64>().is_ok(), "an id: {g:?}");
-        let body = bodies.entry(g.id.clone()).or_insert_with(|| g.body.clone());
-        assert_eq!(*body, g.body, "one id, one body");
-    }
-}
-
 #[tokio::test]
 async fn a_node_killed_during_a_receiver_outage_sends_every_batch_after_its_restart() {
     let port = support::db::free_port();
@@ -237,19 +124,7 @@ async fn a_node_killed_during_a_receiver_outage_sends_every_batch_after_its_rest
     let got = receiver.got();
     assert_signed_and_identified(&got);
     // Per channel, the order holds across the restart: occupied, then vacated.
-    let events: Vec<Value> = got.iter().flat_map(|g| g.events()).collect();
-    for channel in channels {
-        let first = |name: &str| {
-            events
-                .iter()
-                .position(|e| e["channel"] == channel.as_str() && e["name"] == name)
-                .unwrap_or_else(|| panic!("no {name} on {channel}: {events:?}"))
-        };
-        assert!(
-            first("channel_occupied") < first("channel_vacated"),
-            "{channel}: {events:?}"
-        );
-    }
+    assert_occupied_before_vacated(&got, channels);
     until("the queue is empty", Duration::from_secs(5), || {
         let server = &server;
         async move { metric(server, "herald_webhook_queue_depth").await == 0.0 }
@@ -322,17 +197,8 @@ async fn a_later_batch_on_a_channel_waits_for_the_earlier_ones_retry() {
     })
     .await;
     let got = receiver.got();
-    let names: Vec<(String, &str)> = got
-        .iter()
-        .map(|g| {
-            (
-                g.events()[0]["name"].as_str().unwrap_or("").to_owned(),
-                g.status,
-            )
-        })
-        .collect();
     assert_eq!(
-        names,
+        first_names(&got),
         [
             ("channel_occupied".to_owned(), "500 Internal Server Error"),
             ("channel_occupied".to_owned(), "200 OK"),

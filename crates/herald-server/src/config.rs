@@ -17,7 +17,7 @@ use crate::app_fields::{app_from_fields_reaching, app_from_raw, raw_to_fields, R
 use crate::config_errors::{bad_env, parse_toml, PORT_NUMBER, WHOLE_NUMBER};
 pub use crate::redact::redact_url;
 use crate::redact::REDACTED;
-pub use crate::webhooks::{AllowedNetworks, WebhookReach};
+pub use crate::webhooks::{AllowedNetworks, SharedQueue, WebhookReach};
 
 /// The embedded default app's id (numeric: the official Node and Python libraries put the id
 /// in URLs and the Python one insists on digits).
@@ -400,6 +400,9 @@ pub struct Config {
     pub webhook_dead_letter_ttl: Duration,
     /// Bytes of webhook batches one app may keep in the queue, dead letters included.
     pub webhook_max_stored_bytes: usize,
+    /// In a cluster, how long a node's batch may go untouched before another node claims
+    /// it (a dead node's batches are sent by the others after this).
+    pub webhook_lease: Duration,
     /// Where `herald serve` writes its process id (for `herald reload`), removed at a
     /// clean shutdown.
     pub pid_file: Option<PathBuf>,
@@ -556,6 +559,11 @@ pub struct WebhookSettings {
     pub dead_letter_ttl: Duration,
     /// See [`Config::webhook_max_stored_bytes`].
     pub max_stored_bytes: usize,
+    /// See [`Config::webhook_lease`].
+    pub lease: Duration,
+    /// The queue the cluster's nodes share, when the node's backend has one; it takes the
+    /// place of the disk (`webhook_store = "disk"`).
+    pub shared: SharedQueue,
 }
 
 /// Bounds on the connections clients hold and how long a request may take. Every bound is
@@ -731,6 +739,7 @@ impl Default for Config {
             webhook_retry_period: Duration::from_secs(24 * 3600),
             webhook_dead_letter_ttl: Duration::from_secs(7 * 24 * 3600),
             webhook_max_stored_bytes: 256 * 1024 * 1024,
+            webhook_lease: Duration::from_secs(30),
             pid_file: None,
             apps: vec![AppConfig::embedded_default()],
             apps_url: None,
@@ -790,6 +799,7 @@ struct RawConfig {
     webhook_retry_period: Option<u64>,
     webhook_dead_letter_ttl: Option<u64>,
     webhook_max_stored_bytes: Option<usize>,
+    webhook_lease: Option<u64>,
     cluster_ops_per_app: Option<usize>,
     cluster_bus_max_bytes: Option<usize>,
     // TLS to the cluster's backend, checked with the adapter's other keys: one block, the
@@ -985,6 +995,9 @@ impl Config {
             webhook_max_stored_bytes: raw
                 .webhook_max_stored_bytes
                 .unwrap_or(d.webhook_max_stored_bytes),
+            webhook_lease: raw
+                .webhook_lease
+                .map_or(d.webhook_lease, Duration::from_secs),
             pid_file: raw.pid_file,
             apps: Vec::new(),
             apps_url: None,
@@ -1213,11 +1226,17 @@ impl Config {
         for (field, value) in [
             ("webhook_retry_period", self.webhook_retry_period),
             ("webhook_dead_letter_ttl", self.webhook_dead_letter_ttl),
+            ("webhook_lease", self.webhook_lease),
         ] {
             if value.is_zero() {
                 return Err(invalid(field, "must be at least 1 second"));
             }
             check_max(field, value, year)?;
+        }
+        // A node renews its lease every second at the least: a shorter lease would let the
+        // others claim the batches of a live node.
+        if self.webhook_lease < Duration::from_secs(2) {
+            return Err(invalid("webhook_lease", "must be at least 2 seconds"));
         }
         if self.webhook_max_stored_bytes < 64 * 1024 {
             return Err(invalid(
@@ -1311,6 +1330,7 @@ impl Config {
             "webhook_retry_period" => webhook_retry_period,
             "webhook_dead_letter_ttl" => webhook_dead_letter_ttl,
             "webhook_max_stored_bytes" => webhook_max_stored_bytes,
+            "webhook_lease" => webhook_lease,
             "admin_host" => admin.host, "admin_port" => admin.port,
             "log_format" => log_format, "node_id" => node_id,
         )
@@ -1346,6 +1366,8 @@ impl Config {
             retry_period: self.webhook_retry_period,
             dead_letter_ttl: self.webhook_dead_letter_ttl,
             max_stored_bytes: self.webhook_max_stored_bytes,
+            lease: self.webhook_lease,
+            shared: self.adapter.webhook_queue(),
         }
     }
 

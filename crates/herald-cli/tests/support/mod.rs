@@ -4,6 +4,7 @@
 pub mod db;
 pub mod nodes;
 pub mod pki;
+pub mod receiver;
 pub mod wait;
 
 use std::io::{BufRead, BufReader};

@@ -62,6 +62,15 @@ impl AdapterConfig {
         }
     }
 
+    /// The webhook queue the backend's nodes share: none for a single node, whose queue is
+    /// its own (`webhook_store`).
+    pub(crate) fn webhook_queue(&self) -> crate::webhooks::SharedQueue {
+        match self {
+            AdapterConfig::Local => crate::webhooks::SharedQueue::default(),
+            AdapterConfig::Redis(redis) => super::redis::webhook_queue(redis),
+        }
+    }
+
     /// Checks the chosen backend's settings, naming the offending key.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         match self {

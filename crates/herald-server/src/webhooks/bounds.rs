@@ -11,7 +11,7 @@ use crate::admission::RateLog;
 use crate::metrics::{AppMetrics, WebhookOutcome};
 
 use super::flush;
-use super::store::{BatchId, Queue};
+use super::store::{BatchId, WebhookQueue};
 
 /// What one app's deliveries may hold, in flight and in retry.
 pub(super) struct Bounds {
@@ -28,7 +28,7 @@ pub(super) struct Bounds {
     /// The app's part of a clean shutdown.
     pub(super) flush: flush::Flush,
     /// Where the app's batches are kept until delivered.
-    pub(super) queue: Arc<Queue>,
+    pub(super) queue: Arc<dyn WebhookQueue>,
     /// The app's id, its batches' key in the queue.
     pub(super) app_id: String,
     /// How long a failing batch is retried.

@@ -70,15 +70,16 @@ pub(super) async fn deliver(
 ) {
     turn.wait().await;
     let queue = reserved.bounds.queue.clone();
+    // Earlier batches on its channels that other nodes of a cluster hold.
+    queue.after_earlier(&record).await;
     let flush = &reserved.bounds.flush;
     let due_in = record.next_attempt_ms.saturating_sub(now_ms());
     if due_in > 0 {
         flush.wait_out(Duration::from_millis(due_in)).await;
     }
     let end = attempts(&delivery, &mut record, &reserved).await;
-    let id = record.id;
     let outcome = match end {
-        End::Delivered => queue.run(move |q| q.ack(id)).await,
+        End::Delivered => queue.run(move |q| q.ack(&record)).await,
         End::Dead => {
             queue
                 .run(move |q| q.dead_letter(&mut record, now_ms()))

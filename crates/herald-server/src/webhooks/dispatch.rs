@@ -4,6 +4,7 @@
 //! delivery in turn. Batches the queue holds but no delivery does (after a restart, or
 //! past memory's bounds) are handed over in id order on a tick ([`RESUME_EVERY`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub(super) struct Dispatcher {
     pub(super) vacated_delay: Duration,
     pub(super) bounds: Arc<Bounds>,
     pub(super) order: order::Order,
+    /// Batches claimed from a dead node of a cluster, not handed over yet (memory's
+    /// bounds).
+    pub(super) claimed: VecDeque<Record>,
 }
 
 impl Dispatcher {
@@ -222,7 +226,7 @@ impl Dispatcher {
         if waiting.is_some() && !resuming {
             return false;
         }
-        match self.start(record) {
+        match self.start(record, false) {
             Ok(()) => true,
             Err(id) => {
                 *waiting = Some(id);
@@ -232,27 +236,22 @@ impl Dispatcher {
     }
 
     /// Starts the delivery of `record`, or gives back its id when memory's bounds are
-    /// reached.
-    fn start(&mut self, record: Record) -> Result<(), BatchId> {
-        let place = self
-            .endpoints
-            .iter()
-            .position(|e| e.config.url == record.url);
-        let Some(place) = place else {
-            // Written for an endpoint the app no longer has: nobody is waiting for it.
-            tracing::warn!(app_id = %self.app_id, id = record.id, "Webhook batch for an endpoint no longer configured: dead letter");
-            let queue = self.bounds.queue.clone();
-            let mut record = record;
-            tokio::task::spawn_blocking(move || queue.dead_letter(&mut record, now_ms()));
+    /// reached. `claimed`: taken over from a dead node of a cluster, so older than every
+    /// batch this node holds on its channels (`Order::claimed`).
+    fn start(&mut self, record: Record, claimed: bool) -> Result<(), BatchId> {
+        let Some(place) = self.place(&record) else {
             return Ok(());
         };
         let Some(reserved) = self.bounds.reserve(record.body.len(), &self.app_id) else {
             return Err(record.id);
         };
+        let channels = record.channels.iter().map(String::as_str);
+        let turn = if claimed {
+            self.order.claimed(place, channels)
+        } else {
+            self.order.next(place, channels)
+        };
         let endpoint = &self.endpoints[place];
-        let turn = self
-            .order
-            .next(place, record.channels.iter().map(String::as_str));
         self.bounds.flush.tasks.spawn(deliver(
             Delivery {
                 client: endpoint.client.clone(),
@@ -267,12 +266,60 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The place of the batch's endpoint in the app's list; a batch for an endpoint the
+    /// app no longer has becomes a dead letter (nobody is waiting for it).
+    fn place(&self, record: &Record) -> Option<usize> {
+        let place = self
+            .endpoints
+            .iter()
+            .position(|e| e.config.url == record.url);
+        if place.is_none() {
+            tracing::warn!(app_id = %self.app_id, id = record.id, "Webhook batch for an endpoint no longer configured: dead letter");
+            let queue = self.bounds.queue.clone();
+            let mut record = record.clone();
+            tokio::spawn(async move {
+                queue
+                    .run(move |q| q.dead_letter(&mut record, now_ms()))
+                    .await
+            });
+        }
+        place
+    }
+
+    /// Hands over the batches claimed from a dead node of a cluster (none on a single
+    /// node), as far as memory's bounds let; the rest wait for the next tick.
+    async fn hand_claimed(&mut self) {
+        if self.claimed.is_empty() {
+            let app_id = self.app_id.clone();
+            match self
+                .bounds
+                .queue
+                .run(move |q| q.claim(&app_id, RESUME_AT_MOST))
+                .await
+            {
+                Some(Ok(records)) => self.claimed.extend(records),
+                Some(Err(error)) => {
+                    tracing::error!(app_id = %self.app_id, %error, "Webhook queue: the batches of dead nodes could not be claimed");
+                }
+                None => {}
+            }
+        }
+        while let Some(record) = self.claimed.pop_front() {
+            // Claims are rare: the copy is given back when memory's bounds are reached.
+            if self.start(record.clone(), true).is_err() {
+                self.claimed.push_front(record);
+                return;
+            }
+        }
+    }
+
     /// Hands over the batches waiting in the queue, in id order, as far as memory's
     /// bounds let; expires old dead letters.
     async fn resume(&mut self) {
         self.resume_retried().await;
         // Page after page, while memory's bounds let the batches through.
         while self.resume_page().await {}
+        self.hand_claimed().await;
     }
 
     /// Hands over the dead letters an operator retried, as far as memory's bounds let;
@@ -307,7 +354,7 @@ impl Dispatcher {
             if record.state() != State::Pending {
                 continue;
             }
-            if let Err(id) = self.start(record) {
+            if let Err(id) = self.start(record, false) {
                 let mut retried = self.bounds.retried.lock();
                 retried.insert(id);
                 retried.extend(records.map(|r| r.id));

@@ -113,7 +113,7 @@ impl ShutdownFlush {
         if kept > 0 {
             tracing::warn!(
                 batches_kept = kept,
-                "Webhook flush timed out (webhook_flush_timeout): the batches not delivered by then stay in the queue for the next start"
+                "Webhook flush timed out (webhook_flush_timeout): the batches not delivered by then stay in the queue, for the next start (in a cluster, for another node after webhook_lease)"
             );
         }
         if dropped > 0 || kept == 0 {

@@ -37,8 +37,11 @@ mod tools;
 pub use deliver::HEADER_ID;
 pub(crate) use flush::ShutdownFlush;
 pub use reach::{AllowedNetworks, Refused, WebhookReach};
+pub use store::SharedQueue;
 pub use store::StoreError;
-pub(crate) use store::{now_ms, Depth, State};
+pub(crate) use store::{
+    now_ms, Appended, BatchId, Depth, Filter, OpenShared, Record, State, Wait, WebhookQueue,
+};
 pub(crate) use tools::{ToolError, Which, MAX_PAGE};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -144,6 +147,7 @@ impl Webhooks {
             vacated_delay: settings.vacated_delay,
             bounds: bounds.clone(),
             order: order::Order::default(),
+            claimed: std::collections::VecDeque::new(),
         };
         bounds.flush.tasks.spawn(dispatcher.run(events));
         Some(Arc::new(Webhooks {

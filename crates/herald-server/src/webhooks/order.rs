@@ -77,6 +77,19 @@ impl Order {
         }
     }
 
+    /// The turn of a batch claimed from another node of a cluster: it is older than every
+    /// batch this node holds on its channels, so it waits for none of them (the queue
+    /// orders it after the earlier ones another node wrote), and later ones wait for it.
+    pub(super) fn claimed<'a>(
+        &mut self,
+        endpoint: usize,
+        channels: impl IntoIterator<Item = &'a str>,
+    ) -> Turn {
+        let mut turn = self.next(endpoint, channels);
+        turn.after.clear();
+        turn
+    }
+
     /// Forgets finished deliveries once the entries have doubled since the last sweep, so
     /// the record stays proportional to the deliveries in flight at O(1) amortised cost.
     fn sweep(&mut self) {

@@ -37,6 +37,7 @@ mod seam;
 mod state;
 mod stats;
 mod transport;
+mod webhook_queue;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +51,7 @@ use tokio::sync::{mpsc, Notify};
 pub use self::config::RedisConfig;
 use self::ops::{Held, Op, Places, Queued, Refused};
 use self::scripts::Keys;
+pub(crate) use self::webhook_queue::webhook_queue;
 use super::bus::{self, BusMessage};
 use super::transitions;
 use crate::apps::{App, AppStore};

@@ -13,6 +13,7 @@ mod disk;
 mod memory;
 mod ops;
 mod record;
+mod seam;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,8 @@ use crate::config::{WebhookSettings, WebhookStoreKind};
 pub(crate) use memory::MemoryStore;
 pub(crate) use ops::{Filter, State};
 pub(crate) use record::Record;
+pub use seam::SharedQueue;
+pub(crate) use seam::{OpenShared, Wait, WebhookQueue};
 
 /// A batch's id: unique per data directory and across restarts, sent in
 /// `X-Herald-Webhook-Id`, and its record's key (so ids order the queue).
@@ -120,7 +123,7 @@ pub(crate) struct Depth {
 }
 
 /// The rules of the webhook queue over a [`WebhookStore`]. Calls block on the store: call
-/// them off the runtime's threads ([`Queue::run`]).
+/// them off the runtime's threads (`run` on a [`WebhookQueue`]).
 pub(crate) struct Queue {
     store: Box<dyn WebhookStore>,
     index: Mutex<Index>,
@@ -341,15 +344,6 @@ impl Queue {
         }
         depth
     }
-
-    /// Runs `work` on the queue off the runtime's threads.
-    pub(crate) async fn run<T: Send + 'static>(
-        self: &Arc<Self>,
-        work: impl FnOnce(&Queue) -> T + Send + 'static,
-    ) -> Option<T> {
-        let queue = self.clone();
-        tokio::task::spawn_blocking(move || work(&queue)).await.ok()
-    }
 }
 
 impl Index {
@@ -394,15 +388,22 @@ impl Index {
 /// app's dispatcher (a reload's included) shares it.
 static OPEN: StdMutex<Vec<(PathBuf, Arc<Queue>)>> = StdMutex::new(Vec::new());
 
-/// The queue `settings` name: for the disk, the one open queue of `data_dir` (opened and
-/// locked on first use); for memory, a new one.
-pub(crate) fn open(settings: &WebhookSettings) -> Result<Arc<Queue>, StoreError> {
+/// The queue `settings` name: for the disk, the cluster's shared queue when the node's
+/// backend has one, else the one open queue of `data_dir` (opened and locked on first
+/// use); for memory, a new one.
+pub(crate) fn open(settings: &WebhookSettings) -> Result<Arc<dyn WebhookQueue>, StoreError> {
+    if settings.store == WebhookStoreKind::Disk {
+        if let Some(shared) = settings.shared.open(settings) {
+            return shared;
+        }
+    }
     let store: Box<dyn WebhookStore> = match settings.store {
         WebhookStoreKind::Memory => Box::new(MemoryStore::default()),
         WebhookStoreKind::Disk => {
             let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((_, queue)) = open.iter().find(|(dir, _)| *dir == settings.data_dir) {
-                return Ok(queue.clone());
+                let queue: Arc<dyn WebhookQueue> = queue.clone();
+                return Ok(queue);
             }
             let queue = Arc::new(Queue::open(
                 Box::new(disk::DiskStore::open(&settings.data_dir)?),

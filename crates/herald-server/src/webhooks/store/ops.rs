@@ -38,7 +38,26 @@ fn state_of(dead_ms: Option<u64>) -> State {
     }
 }
 
+impl Filter {
+    /// The dead letters of what this names.
+    pub(crate) fn dead(&self) -> Filter {
+        Filter {
+            state: Some(State::Dead),
+            ..self.clone()
+        }
+    }
+}
+
 impl Record {
+    /// A dead letter made pending again as of `now_ms`: a new retry period from then,
+    /// attempts counted from zero.
+    pub(crate) fn revive(&mut self, now_ms: u64) {
+        self.dead_ms = None;
+        self.attempts = 0;
+        self.next_attempt_ms = 0;
+        self.created_ms = now_ms;
+    }
+
     /// Whether the batch is pending or a dead letter.
     pub(crate) fn state(&self) -> State {
         state_of(self.dead_ms)
@@ -84,10 +103,7 @@ impl Queue {
         only: Option<BatchId>,
         now_ms: u64,
     ) -> Result<Vec<BatchId>, StoreError> {
-        let dead = Filter {
-            state: Some(State::Dead),
-            ..filter.clone()
-        };
+        let dead = filter.dead();
         let mut index = self.index.lock();
         let ids: Vec<BatchId> = match only {
             Some(id) => index
@@ -110,10 +126,7 @@ impl Queue {
                 continue;
             };
             let mut record = Record::decode(&bytes)?;
-            record.dead_ms = None;
-            record.attempts = 0;
-            record.next_attempt_ms = 0;
-            record.created_ms = now_ms;
+            record.revive(now_ms);
             let bytes = record.encode();
             metas.push((*id, record.meta(bytes.len())));
             changes.push(Change::Put(*id, bytes));
