@@ -38,12 +38,21 @@ fn run_js(file: &str) {
 }
 
 /// Runs `file` with its apps in the config on each of `nodes`, then with them in each
-/// database on one node. The two database runs go at once: they share nothing (each server
-/// has its own database) and mostly wait on timers, so on CI's two cores this saves about
-/// as much wall time as one of them takes.
+/// database on one node. The runs of each pair go at once: they share nothing (each server
+/// has its own config or database) and mostly wait on timers, so on CI's two cores this
+/// saves about as much wall time as one of them takes.
 fn run_js_with(file: &str, nodes: &[u32]) {
-    for &n in nodes {
-        check(file, Mode::File(n), run_js_on(file, Mode::File(n)));
+    let outputs = std::thread::scope(|scope| {
+        let runs: Vec<_> = nodes
+            .iter()
+            .map(|&n| scope.spawn(move || run_js_on(file, Mode::File(n))))
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().expect("a node run panicked"))
+            .collect::<Vec<_>>()
+    });
+    for (&n, output) in nodes.iter().zip(outputs) {
+        check(file, Mode::File(n), output);
     }
     let modes = [Mode::Db("postgres"), Mode::Db("mysql")];
     let outputs = std::thread::scope(|scope| {
