@@ -33,8 +33,10 @@
 # Usage: [REDIS=single|cluster] [SCENARIOS="concentrated spread"] [CONCENTRATED_NODES="1 3 5"]
 #        [SPREAD_NODES="1 2 4 6"] [DURATION=20] [WARMUP=5] [RATE=5000] [SUBSCRIBERS=1000]
 #        [SPREAD_RATE=1000] [SPREAD_SUBSCRIBERS=1000] [PAYLOAD=100] [OUT=FILE] [NO_BUILD=1]
-#        [NODE_WORKERS=n]
+#        [NODE_WORKERS=n] [HERALD_BIN=path]
 #        bench/cluster_scale.sh [rounds]   (default 3)
+# HERALD_BIN runs another build of the server (a "before" copy, for interleaved A/B runs);
+# its path is recorded in each line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -48,6 +50,7 @@ case $redis_kind in
   *) echo "REDIS must be single or cluster, not '$redis_kind'" >&2; exit 2 ;;
 esac
 out=${OUT:-$default_out}
+herald_bin=${HERALD_BIN:-target/release/herald}
 [ -n "${NO_BUILD:-}" ] || nice -n 19 cargo build --release -q -p herald-cli -p herald-bench
 mkdir -p "$(dirname "$out")"
 : > "$out"
@@ -117,9 +120,9 @@ start_node() {
     "$redis_url" > "$tmp/node.toml"
   if [ -n "${NODE_WORKERS:-}" ]; then
     TOKIO_WORKER_THREADS=$NODE_WORKERS HERALD_STDERR=$tmp/$name.err \
-      start_herald target/release/herald --config "$tmp/node.toml"
+      start_herald "$herald_bin" --config "$tmp/node.toml"
   else
-    HERALD_STDERR=$tmp/$name.err start_herald target/release/herald --config "$tmp/node.toml"
+    HERALD_STDERR=$tmp/$name.err start_herald "$herald_bin" --config "$tmp/node.toml"
   fi
   node_pids+=("$HERALD_PID")
   node_addr=$HERALD_ADDR
@@ -160,10 +163,10 @@ one_run() {
   load_after=$(cat /proc/loadavg)
   stop_all
   python3 - "$tmp/run.json" "$scenario" "$nodes" "$round" "$redis_kind" "$load_before" "$load_after" \
-    "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo -dirty)" <<'PY' | tee -a "$out"
+    "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo -dirty)" "$herald_bin" <<'PY' | tee -a "$out"
 import json, os, sys
 r = json.load(open(sys.argv[1]))
-scenario, nodes, rnd, redis, load_before, load_after, commit = sys.argv[2:]
+scenario, nodes, rnd, redis, load_before, load_after, commit, herald_bin = sys.argv[2:]
 nodes = int(nodes)
 w = r["window"]
 cpu = w["server_cpu_s_by_pid"]
@@ -173,6 +176,7 @@ per_delivery = [round(c * 1e6 / d, 2) if d else None for c, d in zip(cpu, delive
 secs = w["seconds"]
 line = {
     "scenario": scenario, "nodes": nodes, "redis": redis, "round": int(rnd), "commit": commit,
+    "herald_bin": herald_bin,
     "node_workers": int(os.environ["NODE_WORKERS"]) if os.environ.get("NODE_WORKERS") else None,
     "subscribers": r["subscribers"], "channels": r["channels"],
     "rate_events_per_s": r["rate_events_per_s"], "payload_bytes": r["payload_bytes"],

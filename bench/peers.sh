@@ -16,7 +16,10 @@
 #   (its own dependency comes from GitHub, which this machine cannot reach); SOKETI_BIN is
 #   that install's node_modules/.bin/soketi. Its limits are off by default; client events
 #   and user authentication are turned on (bench/lib.sh start_soketi).
-# Either peer is left out when its variable is unset. MODES (default: all five) picks some.
+# - density: DENSITY_COUNT (default 18,000) idle connections, the most Herald's default cap
+#   allows under this machine's 20,000 descriptors per process (a tenth kept spare); the
+#   same count for every server, to compare what each holds them in.
+# Either peer is left out when its variable is unset. MODES (default: all six) picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -28,14 +31,14 @@ mkdir -p bench/results
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 servers=$(servers_to_run)
-modes=${MODES:-fanout trigger connections room churn}
+modes=${MODES:-fanout trigger connections room churn density}
 
 start() { # server; sets pid and addr
   start_server "$1" target/release/herald "$tmp" || exit 1
   pid=$SERVER_PID addr=$SERVER_ADDR
 }
 stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; }
-bench() { # server args...
+bench() { # server args...   (MODE_TAG=name renames the line's mode)
   local server=$1
   shift
   if ! target/release/herald-bench --addr "$addr" --pid "$pid" "$@" 2>"$tmp/err" > "$tmp/run.json"; then
@@ -45,8 +48,8 @@ bench() { # server args...
     done
     return 0
   fi
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[2])); r["server"]=sys.argv[1]; print(json.dumps(r))' \
-    "$server" "$tmp/run.json" | tee -a "$out"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[2])); r["server"]=sys.argv[1]; r["mode"]=sys.argv[3] or r["mode"]; print(json.dumps(r))' \
+    "$server" "$tmp/run.json" "${MODE_TAG:-}" | tee -a "$out"
 }
 measure() { # server mode
   start "$1"
@@ -56,6 +59,7 @@ measure() { # server mode
     connections) bench "$1" connections --count 10000 ;;
     room) bench "$1" room --subscribers 5000 --rate 20 --seconds 10 --payload 100 ;;
     churn) bench "$1" presence-churn --channels 100 --members 100 --churn 1000 --seconds 10 ;;
+    density) MODE_TAG=density bench "$1" connections --count "${DENSITY_COUNT:-18000}" ;;
   esac
   stop
 }

@@ -19,15 +19,19 @@
 # subscription, to node B at once; CLUSTER_OPS sets it instead, and tags the servers
 # "herald-cluster ops=N"). One JSON line per run goes to bench/results/storm_cluster.jsonl
 # (storm_cluster-opsN.jsonl with CLUSTER_OPS); the medians are printed at the end.
-# Usage: [CLUSTER_CLIENTS=20000] [DRAIN_CLIENTS=18500] [CLUSTER_OPS=N]
-#        bench/storm_cluster.sh [runs]   (default 3 runs)
+# HERALD_BIN runs another build of the server (a "before" copy, for interleaved A/B runs;
+# tagged in each line's "herald_bin"); NO_BUILD=1 skips the release build; OUT names the
+# results file.
+# Usage: [CLUSTER_CLIENTS=20000] [DRAIN_CLIENTS=18500] [CLUSTER_OPS=N] [HERALD_BIN=path]
+#        [NO_BUILD=1] [OUT=file] bench/storm_cluster.sh [runs]   (default 3 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 half=$(( ${CLUSTER_CLIENTS:-20000} / 2 )) drain_clients=${DRAIN_CLIENTS:-18500}
-cargo build --release -q -p herald-cli -p herald-bench
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p herald-cli -p herald-bench
+herald_bin=${HERALD_BIN:-target/release/herald}
 ops=${CLUSTER_OPS:-}
-out=bench/results/storm_cluster${ops:+-ops$ops}.jsonl
+out=${OUT:-bench/results/storm_cluster${ops:+-ops$ops}.jsonl}
 mkdir -p bench/results
 : > "$out"
 tmp=$(mktemp -d)
@@ -49,7 +53,7 @@ terminate_close_code = 4200
 EOF
 
 node() { # name; starts a node, sets node_pid and node_addr
-  target/release/herald serve --port 0 --config "$tmp/node.toml" > "$tmp/$1.out" 2>"$tmp/$1.err" &
+  "$herald_bin" serve --port 0 --config "$tmp/node.toml" > "$tmp/$1.out" 2>"$tmp/$1.err" &
   node_pid=$! node_addr=
   for _ in $(seq 100); do
     node_addr=$(grep -m1 -o 'listening on [^ ]*' "$tmp/$1.out" "$tmp/$1.err" 2>/dev/null | sed 's/.*listening on //') || true
@@ -81,7 +85,7 @@ cluster_run() {
     echo "cluster storm failed: $(tail -1 "$tmp/a.log") / $(tail -1 "$tmp/b.log")" >&2
     return
   fi
-  python3 - "$tmp/a.json" "$tmp/b.json" "${ops:+ ops=$ops}" <<'PY' | tee -a "$out"
+  python3 - "$tmp/a.json" "$tmp/b.json" "${ops:+ ops=$ops}" "$herald_bin" <<'PY' | tee -a "$out"
 import json, sys
 parts = [json.load(open(p)) for p in sys.argv[1:3]]
 start = min(p["storm_started_unix_ms"] for p in parts)
@@ -111,6 +115,7 @@ merged["server_cpu_us_per_reconnection"] = round(
 merged["storm_skew_ms"] = max(p["storm_started_unix_ms"] for p in parts) - start
 merged["nodes"] = 2
 merged["server"] = "herald-cluster" + sys.argv[3]
+merged["herald_bin"] = sys.argv[4]
 print(json.dumps(merged))
 PY
 }
@@ -122,8 +127,8 @@ drain_run() {
   if target/release/herald-bench --addr "$ab" --pid "$pb" storm --clients "$drain_clients" --via drain \
     --connect-to "$aa" --reconnect-to "$ab" --drain-pid "$pa" --hold 3 "${storm[@]}" \
     > "$tmp/d.json" 2> "$tmp/d.log"; then
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server"]="herald-drain"+sys.argv[2]; r["nodes"]=2; print(json.dumps(r))' \
-      "$tmp/d.json" "${ops:+ ops=$ops}" | tee -a "$out"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server"]="herald-drain"+sys.argv[2]; r["nodes"]=2; r["herald_bin"]=sys.argv[3]; print(json.dumps(r))' \
+      "$tmp/d.json" "${ops:+ ops=$ops}" "$herald_bin" | tee -a "$out"
   else
     echo "drain storm failed: $(tail -1 "$tmp/d.log")" >&2
   fi

@@ -42,10 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = Config::from_toml(&toml, &env) else {
         return;
     };
-    assert!(!config.host.is_empty());
-    assert!(!config.activity_timeout.is_zero() && !config.pong_timeout.is_zero());
-    assert!(config.max_message_bytes >= 1024);
-    assert!(config.outbox_max_bytes >= config.max_message_bytes);
+    assert!(!config.server.host.is_empty());
+    assert!(!config.server.activity_timeout.is_zero() && !config.server.pong_timeout.is_zero());
+    assert!(config.server.max_message_bytes >= 1024);
+    assert!(config.server.outbox_max_bytes >= config.server.max_message_bytes);
     assert!(!config.apps.is_empty());
     let mut ids = HashSet::new();
     let mut keys = HashSet::new();
@@ -63,11 +63,11 @@ fuzz_target!(|data: &[u8]| {
     }
     // The environment overrides the file.
     if let Some(host) = var("HERALD_HOST") {
-        assert_eq!(config.host, host);
+        assert_eq!(config.server.host, host);
     }
     if let Some(port) = var("HERALD_PORT") {
         // Surrounding whitespace in a variable is forgiven, as a shell line often carries it.
-        assert_eq!(Ok(config.port), port.trim().parse::<u16>());
+        assert_eq!(Ok(config.server.port), port.trim().parse::<u16>());
     }
     if let Some(url) = var("HERALD_REDIS_URL") {
         if let AdapterConfig::Redis(cluster) = &config.adapter {

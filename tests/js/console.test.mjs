@@ -4,7 +4,7 @@
 // from its own form to that client, and works behind the admin token. One node, apps in the
 // config file (node_suite.rs runs this file in no other mode). The rate charts and an app's
 // limits and webhooks are checked on a third node, whose app has limits and a webhook
-// receiver of its own; that page is the screenshot the README shows (docs/console.png).
+// receiver of its own; that page is the screenshot docs/operations.md shows (docs/console.png).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';

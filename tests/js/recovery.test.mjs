@@ -9,14 +9,15 @@
 // the server's settings are its defaults but for history, which recovery needs.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import Echo from 'laravel-echo';
 import {
-  startNode, restClient, wsClient, connected, subscribed, sleep, PusherJs, KEY,
+  startNode, restClient, wsClient, connected, subscribed, sleep, KEY,
 } from './harness.mjs';
+import {
+  relay, until, checkOrder, echoMember, outage10s,
+} from './relay.mjs';
 
 const { chromium } = createRequire(import.meta.url)('playwright-core');
 
@@ -28,77 +29,6 @@ secret = "app-secret"
 history_max_events = 500
 terminate_close_code = 4200
 `;
-
-/** A TCP relay to `port`: `cut()` stops forwarding on every open link (no FIN: the bytes are dropped) and holds new ones until `mend()`, `mend()` lets new links through again. */
-export async function relay(port) {
-  const links = new Set();
-  let waiting = null;
-  const forward = (client) => {
-    const upstream = net.connect(port, '127.0.0.1');
-    const link = { client, upstream, cut: false };
-    links.add(link);
-    client.on('data', (d) => { if (!link.cut) upstream.write(d); });
-    upstream.on('data', (d) => { if (!link.cut) client.write(d); });
-    const end = () => { if (!link.cut) { client.destroy(); upstream.destroy(); } };
-    client.on('close', end);
-    upstream.on('close', end);
-    upstream.on('error', () => {});
-    client.resume();
-  };
-  const server = net.createServer({ pauseOnConnect: true }, (client) => {
-    client.on('error', () => {});
-    // A link opened during the outage waits, its bytes unread, as a SYN would be retried
-    // until the network is back.
-    if (waiting) waiting.push(client);
-    else forward(client);
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: server.address().port,
-    cut() {
-      waiting = [];
-      for (const link of links) link.cut = true;
-    },
-    mend() {
-      const held = waiting ?? [];
-      waiting = null;
-      for (const client of held) if (!client.destroyed) forward(client);
-    },
-    close() {
-      for (const { client, upstream } of links) { client.destroy(); upstream.destroy(); }
-      for (const client of waiting ?? []) client.destroy();
-      server.close();
-    },
-  };
-}
-
-/** Resolves once `check()` holds, polling; fails after `ms`. */
-export async function until(check, ms, what) {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-/**
- * Checks that `got` (the numbers received, in order) holds 0..n-1 in order but for one
- * step back (the replayed unconfirmed tail) and returns that tail's length.
- */
-export function checkOrder(got, n) {
-  let tail = 0;
-  let next = 0;
-  for (const x of got) {
-    if (x === next) { next++; continue; }
-    assert.ok(x < next, `event ${x} came before ${next}: ${got.join(',')}`);
-    // A step back: the events from x on came again (the tail the old link left unconfirmed).
-    assert.equal(tail, 0, `a second step back at ${x}: ${got.join(',')}`);
-    tail = next - x;
-    next = x + 1;
-  }
-  assert.equal(next, n, `every event arrives: ${got.join(',')}`);
-  return tail;
-}
 
 // A second node whose server drops a connection that misses a pong after 1 s, so that the
 // old connection has ended (and left its entry) before the client is back: app 2 recovers
@@ -156,38 +86,8 @@ test('a signed-in pusher-js client gets every event published during a 10 s outa
   const link = await relay(server.port);
   const c = client(link.port, { user: { id: 'ana' } });
   c.signin();
-  await connected(c);
-  const feed = await subscribed(c, 'feed');
-  const got = [];
-  feed.bind('n', (d) => got.push(d.n));
-  const failed = [];
-  feed.bind('herald:recovery_failed', (d) => failed.push(d));
-  const publish = (n) => rest.trigger('feed', 'n', { n });
-  for (let n = 0; n < 10; n++) await publish(n);
-  await until(() => got.length === 10, 5000, 'the first 10 events');
-  const reconnected = new Promise((resolve) => {
-    let lost = false;
-    c.connection.bind('state_change', ({ current }) => {
-      if (current !== 'connected') lost = true;
-      else if (lost) resolve(Date.now());
-    });
-  });
-  link.cut();
-  const cutAt = Date.now();
-  // 50 events over about 8 s of the 10 s outage.
-  for (let n = 10; n < 60; n++) {
-    await publish(n);
-    await sleep(160);
-  }
-  await sleep(Math.max(0, 10000 - (Date.now() - cutAt)));
-  link.mend();
-  const back = await reconnected;
-  await until(() => got.length >= 60 && got.includes(59), 8000, 'all 60 events');
-  const tail = checkOrder(got, 60);
-  console.log(`node: reconnected ${back - cutAt} ms after the cut; last recovered event ${Date.now() - back} ms after the reconnect at most; unconfirmed tail replayed: ${tail} event(s)`);
-  assert.deepEqual(failed, []);
-  // Only events the client had before the cut can come twice (at most the 10).
-  assert.ok(tail <= 10, `the unconfirmed tail is short: ${tail}`);
+  const { backAfter, lastAfter, tail } = await outage10s(c, link, rest);
+  console.log(`node: reconnected ${backAfter} ms after the cut; last recovered event ${lastAfter} ms after the reconnect at most; unconfirmed tail replayed: ${tail} event(s)`);
   link.close();
 });
 
@@ -217,16 +117,7 @@ test('an expired window and a history that rolled over give herald:recovery_fail
   for (const { c } of [lateC, overC, secretC]) c.signin();
   // Laravel Echo, presence channel, no sign-in: the identity is the member's signed user_id.
   const echoSigner = rest;
-  const echo = new Echo({
-    broadcaster: 'pusher', key: KEY, Pusher: PusherJs, cluster: 'mt1',
-    wsHost: '127.0.0.1', wsPort: echoLink.port, forceTLS: false, enabledTransports: ['ws'],
-    disableStats: true, activityTimeout: 1500, pongTimeout: 1500,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, cb) => {
-        cb(null, echoSigner.authorizeChannel(socketId, channelName, { user_id: 'eve', user_info: {} }));
-      },
-    },
-  });
+  const echo = echoMember(echoLink.port, echoSigner, 'eve');
   clients.push(echo.connector.pusher);
   const echoGot = [];
   const room = echo.join('room').listen('.n', (d) => echoGot.push(d.n));

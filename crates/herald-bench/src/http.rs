@@ -1,8 +1,12 @@
 //! A raw keep-alive HTTP/1.1 client for the signed API: the cheapest way to publish at
 //! high rates without the harness becoming the bottleneck.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use herald_protocol::api::{BatchBody, BatchItem, RawJson, TriggerBody};
+use serde_json::value::RawValue;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,6 +56,51 @@ impl App {
         )
         .into_bytes()
     }
+}
+
+/// The `data` token of an event whose subscribers receive `text`.
+pub fn data_token(text: &str) -> Box<RawValue> {
+    // A string always serialises; the fallback is never taken.
+    serde_json::value::to_raw_value(text).unwrap_or_else(|_| empty_token())
+}
+
+/// The `data` token of an event whose text is `escaped`, already escaped for a JSON string
+/// (the payload generator's form, made to be written into bodies as they are).
+pub fn escaped_token(escaped: &str) -> Box<RawValue> {
+    RawValue::from_string(format!("\"{escaped}\"")).unwrap_or_else(|_| empty_token())
+}
+
+fn empty_token() -> Box<RawValue> {
+    RawValue::from_string("\"\"".to_owned()).unwrap_or_default()
+}
+
+/// The body of a trigger of event `name` on `channel`.
+pub fn trigger_body(name: &str, channel: &str, data: &RawValue) -> String {
+    let mut body = TriggerBody::default();
+    body.name = Some(Cow::Borrowed(name));
+    body.channel = Some(Cow::Borrowed(channel));
+    body.data = Some(RawJson(data));
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
+/// The body of a batch trigger of event `name`, one item per `(channel, data)`.
+pub fn batch_body<'a>(
+    name: &str,
+    events: impl IntoIterator<Item = (&'a str, &'a RawValue)>,
+) -> String {
+    let items = events
+        .into_iter()
+        .map(|(channel, data)| {
+            let mut item = BatchItem::default();
+            item.channel = Some(Cow::Borrowed(channel));
+            item.name = Some(Cow::Borrowed(name));
+            item.data = Some(RawJson(data));
+            item
+        })
+        .collect();
+    let mut body = BatchBody::default();
+    body.batch = Some(items);
+    serde_json::to_string(&body).unwrap_or_default()
 }
 
 /// One keep-alive connection.

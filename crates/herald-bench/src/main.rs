@@ -6,12 +6,14 @@
 //! Each run prints one JSON line (for scripts) on stdout and a readable summary on stderr.
 
 mod churn;
+mod hold;
 mod http;
 mod modes;
 mod negotiate;
 mod payload;
 mod proc_stats;
 mod progress;
+mod publish;
 mod scan;
 mod soak;
 mod storm;
@@ -175,6 +177,14 @@ enum Mode {
     /// server's memory, descriptors, CPU, loss and latency sampled every `--sample` seconds
     /// as one JSON line each.
     Soak(soak::Args),
+    /// One harness process of a many-process run (bench/million.sh): opens and subscribes N
+    /// connections, says so on stdout, then holds them and reports on `report` from stdin
+    /// what arrived: each big-channel event's deliveries and first and last arrival, each
+    /// small-channel delivery's latency (see hold.rs).
+    Hold(hold::Args),
+    /// Publishes events stamped with their Unix publish time for `hold` processes to time;
+    /// optionally measures Redis's CPU per event (see publish.rs).
+    Publish(publish::Args),
 }
 
 #[tokio::main]
@@ -314,6 +324,8 @@ async fn main() -> ExitCode {
         }
         Mode::Storm(args) => storm::storm(&app, &cli.pid, cli.progress, args).await,
         Mode::Soak(args) => soak::soak(&app, &cli.pid, cli.progress, args).await,
+        Mode::Hold(args) => hold::hold(&app, args).await,
+        Mode::Publish(args) => publish::publish(&app, args).await,
     };
     match result {
         Ok(mut report) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::http::{App, Conn};
+use crate::http::{data_token, escaped_token, trigger_body, App, Conn};
 use crate::payload::{self, PayloadKind};
 use crate::proc_stats;
 use crate::progress::Progress;
@@ -216,7 +216,7 @@ pub async fn fanout(app: &App, pids: &[u32], p: Fanout) -> std::io::Result<Value
                 let index = n as usize % channels;
                 let channel = kind.channel(index);
                 let data = payload::data(payload_kind, size, nanos_since(base), n);
-                let body = format!(r#"{{"name":"bench","channel":"{channel}","data":"{data}"}}"#);
+                let body = trigger_body("bench", &channel, &escaped_token(&data));
                 let conn = &mut conns[index % publish_to.len()];
                 if conn.send(&app.signed_post(&body)).await? == 200 {
                     sent.fetch_add(1, Ordering::Relaxed);
@@ -299,15 +299,12 @@ pub struct Trigger {
 pub async fn trigger(app: &App, pids: &[u32], p: Trigger) -> std::io::Result<Value> {
     // Signing does not depend on anything but the body and the second, so one signed
     // request is reused: the harness measures the server, not its own HMAC.
+    let data = data_token("{}");
     let requests: Arc<Vec<Vec<u8>>> = Arc::new(if p.channels <= 1 {
-        vec![app.signed_post(r#"{"name":"bench","channel":"bench-trigger","data":"{}"}"#)]
+        vec![app.signed_post(&trigger_body("bench", "bench-trigger", &data))]
     } else {
         (0..p.channels)
-            .map(|i| {
-                app.signed_post(&format!(
-                    r#"{{"name":"bench","channel":"bench-trigger-{i}","data":"{{}}"}}"#
-                ))
-            })
+            .map(|i| app.signed_post(&trigger_body("bench", &format!("bench-trigger-{i}"), &data)))
             .collect()
     });
     let before = proc_stats::sample_all(pids);

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 
+use herald_protocol::frame::{Subscribe, Unsubscribe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -224,16 +225,11 @@ impl Client {
                 channel_data.as_deref(),
             )
         });
-        let extra = channel_data.map_or_else(String::new, |d| {
-            format!(r#","channel_data":"{}""#, d.replace('"', "\\\""))
-        });
-        format!(
-            r#"{{"event":"pusher:subscribe","data":{{"auth":"{auth}","channel":"{channel}"{extra}}}}}"#
-        )
+        Subscribe::new(channel, Some(auth), channel_data).to_frame()
     }
 }
 
 /// The `pusher:unsubscribe` message for `channel`.
 pub fn unsubscribe_message(channel: &str) -> String {
-    format!(r#"{{"event":"pusher:unsubscribe","data":{{"channel":"{channel}"}}}}"#)
+    Unsubscribe::new(channel).to_frame()
 }

@@ -70,14 +70,16 @@ async fn main() {
         .and_then(|p| p.parent())
         .map(|p| p.join("herald"))
         .expect("release directory");
-    let mut child = Command::new(&herald)
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", herald.display()));
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut server = Server(
+        Command::new(&herald)
+            .args(["serve", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", herald.display())),
+    );
+    let pid = server.0.id();
+    let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
     let port: u16 = loop {
         let line = lines.next().expect("server output").expect("line");
         if let Some(addr) = line.split("listening on ").nth(1) {
@@ -93,13 +95,21 @@ async fn main() {
     println!("server pid {pid}, baseline {baseline} KiB");
     let mut held = Vec::new();
     let mut previous: Option<(usize, u64)> = None;
-    for &target in &steps {
+    'steps: for &target in &steps {
         while held.len() < target {
             let batch: Vec<_> = (held.len()..target.min(held.len() + 200))
                 .map(|i| tokio::spawn(open(port, i)))
                 .collect();
             for task in batch {
-                held.push(task.await.expect("task").expect("connection"));
+                match task.await.expect("task") {
+                    Ok(conn) => held.push(conn),
+                    // Past the server's connection bound (or the descriptor cap) the
+                    // server refuses: report what was held rather than measure a step short.
+                    Err(e) => {
+                        println!("stopped at {} connections: {e}", held.len());
+                        break 'steps;
+                    }
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -118,6 +128,14 @@ async fn main() {
         );
         previous = Some((target, rss));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// The measured server, stopped however the measurement ends (a panic included).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use herald_server::config::apps_in_file;
+use herald_server::settings::apps_in_file;
 use herald_server::store::{self, AppRef, AppRows, StoreError, StoredApp};
 use herald_server::{AppsUrl, Config, ConfigError};
 use rand::Rng;
@@ -570,13 +570,13 @@ fn pusher_url(config: &Config, app: &StoredApp) -> String {
     } else {
         "http"
     };
-    let host = match config.host.as_str() {
+    let host = match config.server.host.as_str() {
         "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
         host => host,
     };
     format!(
         "{scheme}://{}:{}@{host}:{}/apps/{}",
-        app.key, app.secret, config.port, app.id
+        app.key, app.secret, config.server.port, app.id
     )
 }
 

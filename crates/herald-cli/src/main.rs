@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use herald_server::config::LogFormat;
+use herald_server::settings::LogFormat;
 use herald_server::Config;
 use tokio::net::TcpListener;
 
@@ -201,7 +201,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logs(config.log_format);
+    init_logs(config.process.log_format);
     // Each connection is a file descriptor; the default soft limit (often 1024) would cap
     // the server far below what it can hold.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -217,17 +217,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let loopback = herald_server::config::is_loopback_host(&config.host);
+    let loopback = herald_server::config::is_loopback_host(&config.server.host);
     if !loopback && config.uses_default_credentials() {
         if !args.insecure_default_credentials {
             eprintln!(
                 "herald: refusing to serve {} with the public default credentials (key app-key, secret app-secret), which let anyone publish and forge channel auth. Set your own app in a config file ([[apps]] with id, key and secret) or with HERALD_APP_ID, HERALD_APP_KEY and HERALD_APP_SECRET; --insecure-default-credentials serves them anyway.",
-                config.host
+                config.server.host
             );
             return ExitCode::from(2);
         }
         tracing::warn!(
-            host = %config.host,
+            host = %config.server.host,
             "Serving a non-loopback address with the public default credentials (--insecure-default-credentials): anyone who can reach this port can publish, read presence and forge channel auth"
         );
     }
@@ -274,7 +274,7 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
             None
         }
     };
-    let address = format!("{}:{}", config.host, config.port);
+    let address = format!("{}:{}", config.server.host, config.server.port);
     let listener = match bind(&address).await {
         Ok(l) => l,
         Err(error) => {
@@ -323,7 +323,7 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
             ));
         }
     }
-    let _pid_file = match &config.pid_file {
+    let _pid_file = match &config.process.pid_file {
         Some(path) => match reload::PidFile::write(path) {
             Ok(written) => Some(written),
             Err(error) => {
@@ -336,7 +336,7 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
     // The webhook queue is opened (and its directory locked) here, so a directory that
     // cannot be used stops the start naming it; a node with no webhooks to send and no app
     // database leaves it alone until a reload gives an app endpoints.
-    let settings = config.webhook_settings();
+    let settings = herald_server::adapter::webhook_settings(&config);
     if config.apps.iter().any(|app| !app.webhooks.is_empty()) || config.apps_url.is_some() {
         if let Err(error) = herald_server::webhooks::open_queue(&settings) {
             eprintln!("herald: cannot open the webhook queue (data_dir, HERALD_DATA_DIR): {error}");
@@ -362,7 +362,7 @@ async fn run(config: Config, loopback: bool, source: reload::ConfigSource) -> Ex
     };
     // The server's shutdown ends within shutdown_grace + webhook_flush_timeout and a second;
     // past that plus SHUTDOWN_SLACK the process exits anyway (its pid file removed).
-    let limit = config.shutdown_grace + config.webhook_flush_timeout + SHUTDOWN_SLACK;
+    let limit = config.server.shutdown_grace + config.server.webhook_flush_timeout + SHUTDOWN_SLACK;
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;

@@ -112,13 +112,13 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, herald_server::ConfigError> {
         let mut config = Config::load(self.path.as_deref(), &|k| std::env::var(k).ok())?;
         if let Some(host) = &self.host {
-            config.host = host.clone();
+            config.server.host = host.clone();
         }
         if let Some(port) = self.port {
-            config.port = port;
+            config.server.port = port;
         }
         if let Some(pid_file) = &self.pid_file {
-            config.pid_file = Some(pid_file.clone());
+            config.process.pid_file = Some(pid_file.clone());
         }
         Ok(config)
     }

@@ -93,8 +93,9 @@ enum WebhooksCommand {
         /// The batch id (its X-Herald-Webhook-Id).
         id: u64,
     },
-    /// Make dead letters pending again and deliver them now (same id): one, or with
-    /// --all every dead letter of the app (or of --endpoint).
+    /// Make dead letters pending again and deliver them now (receivers see the same
+    /// X-Herald-Webhook-Id): one, or with --all every dead letter of the app (or of
+    /// --endpoint).
     Retry {
         #[command(flatten)]
         scope: Scope,
@@ -274,9 +275,17 @@ fn line(batch: &Value) -> String {
         (None, Some(error)) => error.to_owned(),
         (None, None) => "-".to_owned(),
     };
+    // A dead letter retried on a cluster has a new place in the queue, and its first id.
+    let id = match batch["sent_as"].as_str() {
+        Some(sent_as) => format!(
+            "{} (sent as {sent_as})",
+            batch["id"].as_str().unwrap_or("?")
+        ),
+        None => batch["id"].as_str().unwrap_or("?").to_owned(),
+    };
     format!(
         "{}  {:<7}  attempts {}  last {}  written {}  {}  channels {}\n",
-        batch["id"].as_str().unwrap_or("?"),
+        id,
         batch["state"].as_str().unwrap_or("?"),
         batch["attempts"],
         last,

@@ -18,26 +18,13 @@ use support::db::{
     migrate, node_config, ready, receives, refusal, subscribed, trigger, Engine, OwnPostgres,
     TestDb, BACK, DOWN, PROPAGATION,
 };
+use support::wait::metric;
 use support::{Server, Ws};
 
 /// What the node logs once for each distinct bad state of a row.
 const INVALID: &str = "An app in the database is not valid";
 /// What the node logs when a reload of the table changed an app.
 const CHANGED: &str = "Apps changed in the database";
-
-/// One sample of the node's `/metrics`, by its name and labels as written.
-async fn metric(server: &Server, key: &str) -> Option<f64> {
-    let body = reqwest::get(format!("http://{}/metrics", server.admin))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    body.lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(name, _)| *name == key)
-        .and_then(|(_, value)| value.parse().ok())
-}
 
 const KEPT: &str = "herald_apps_invalid{state=\"last_good\"}";
 const NOT_SERVED: &str = "herald_apps_invalid{state=\"not_served\"}";

@@ -387,7 +387,7 @@ fn apps_take_config_after_the_subcommand_and_import_takes_the_files_plans() {
     let run = herald(&["apps", "migrate", "--config", config], "");
     assert_eq!(run.code, 0, "{run:?}");
 
-    // The README's example, with --config after the subcommand.
+    // The example of docs/apps-database.md, with --config after the subcommand.
     let run = herald(
         &[
             "apps",

@@ -384,6 +384,23 @@ async fn nodes_keep_serving_without_redis_and_catch_up_when_it_returns() {
 }
 
 #[tokio::test]
+async fn the_first_query_after_a_redis_restart_is_answered() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "");
+    let mut on_a = a.connect(KEY).await;
+    on_a.subscribe("room").await;
+    get(&a, "/apps/1/channels", &[]).await;
+    for round in 0..3 {
+        redis.kill();
+        redis.restart();
+        // The node's query connection still holds the old server's socket until a request
+        // finds it broken; a read is sent again on the new one rather than answered 503.
+        let (status, body) = signed(&a, "GET", "/apps/1/channels/room", &[], None).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn a_burst_of_subscriptions_is_counted_exactly() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, ""), node(&redis, ""));

@@ -2,7 +2,8 @@
 //! cluster node: one socket cycling `pusher:subscribe` / `pusher:unsubscribe` over unique
 //! public channels as fast as the node reads it, and one repeating the same subscribe,
 //! while fresh sockets on that node subscribe. Each fresh subscription is answered within
-//! a second, and once the flood ends every flood channel is gone from the cluster's
+//! a second (or twice the slowest of the same on the other node, when a loaded machine is
+//! slower than that), and once the flood ends every flood channel is gone from the cluster's
 //! counts (each leave was applied after its subscribe).
 
 mod support;
@@ -17,7 +18,8 @@ use support::nodes::get;
 use support::{Redis, Server, KEY};
 use tokio_tungstenite::tungstenite::Message;
 
-/// How long a fresh socket's subscription may take on the flooded node.
+/// How long a fresh socket's subscription may take on the flooded node, or twice the
+/// slowest on the other node when the machine is slower than that.
 const FRESH_BOUND: Duration = Duration::from_secs(1);
 /// Fresh sockets, one after another, while the flood runs.
 const FRESH: usize = 5;
@@ -139,9 +141,9 @@ async fn flood(addr: String, n: usize, repeat: bool, stop: Arc<AtomicBool>, seen
     let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
 }
 
-/// Fresh sockets on `addr`, one after another: how long each one's subscription took to be
-/// answered, and the answer.
-fn fresh_subscriptions(addr: String) -> Vec<(Duration, Value, support::Ws)> {
+/// Fresh sockets on `addr`, one after another, on channels `{prefix}-{i}`: how long each
+/// one's subscription took to be answered, and the answer.
+fn fresh_subscriptions(addr: String, prefix: &'static str) -> Vec<(Duration, Value, support::Ws)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -155,7 +157,7 @@ fn fresh_subscriptions(addr: String) -> Vec<(Duration, Value, support::Ws)> {
                 .expect("fresh socket upgrade");
             let established = support::next_json(&mut ws).await;
             let mut ws = support::Ws::established(ws, established);
-            let channel = format!("fresh-{i}");
+            let channel = format!("{prefix}-{i}");
             let asked = Instant::now();
             ws.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
                 .await;
@@ -206,18 +208,30 @@ async fn one_flooding_connection_does_not_delay_the_others_subscriptions() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let addr = a.addr.clone();
-    let fresh = tokio::task::spawn_blocking(move || fresh_subscriptions(addr))
-        .await
-        .expect("fresh sockets");
+    // The same subscriptions on the node nobody floods, at the same time: what the machine
+    // gives now. A node that let the flood's backlog go first answers its fresh sockets in
+    // seconds whatever the load; a loaded machine slows both nodes alike (one run at load
+    // 15 answered in 1.37 s on the flooded node, past a fixed 1 s bound).
+    let (addr, quiet_addr) = (a.addr.clone(), b.addr.clone());
+    let fresh = tokio::task::spawn_blocking(move || fresh_subscriptions(addr, "fresh"));
+    let quiet = tokio::task::spawn_blocking(move || fresh_subscriptions(quiet_addr, "quiet"));
+    let fresh = fresh.await.expect("fresh sockets");
+    let quiet = quiet.await.expect("quiet sockets");
     stop.store(true, Ordering::Relaxed);
     for f in floods {
         f.await.expect("flood task");
     }
     let latencies: Vec<Duration> = fresh.iter().map(|(took, _, _)| *took).collect();
+    let baseline: Vec<Duration> = quiet.iter().map(|(took, _, _)| *took).collect();
+    drop(quiet);
+    let bound = baseline
+        .iter()
+        .max()
+        .map_or(FRESH_BOUND, |slowest| FRESH_BOUND.max(*slowest * 2));
     eprintln!(
         "cycling socket: {} frames sent, {} subscriptions answered; repeating socket: {} sent, \
-         {} answered; fresh subscriptions answered in {latencies:?}",
+         {} answered; fresh subscriptions answered in {latencies:?}, on the other node in \
+         {baseline:?}",
         cycling.sent.load(Ordering::Relaxed),
         cycling.succeeded.load(Ordering::Relaxed),
         repeating.sent.load(Ordering::Relaxed),
@@ -229,8 +243,9 @@ async fn one_flooding_connection_does_not_delay_the_others_subscriptions() {
             "fresh socket {i}'s subscription on the flooded node: {answer}"
         );
         assert!(
-            *took < FRESH_BOUND,
-            "fresh subscriptions on the flooded node answered in {latencies:?}"
+            *took < bound,
+            "fresh subscriptions on the flooded node answered in {latencies:?}, past {bound:?} \
+             (on the other node in {baseline:?})"
         );
     }
     assert_eq!(cycling.other(), Vec::<String>::new());

@@ -9,6 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::history::{datas, history_page, serials};
 use support::{signed, Redis, Server, KEY};
 
 fn node(redis: &Redis, history: &str) -> Server {
@@ -25,28 +26,9 @@ async fn trigger(server: &Server, channel: &str, data: &str) {
 }
 
 async fn history(server: &Server, channel: &str, params: &[(&str, &str)]) -> Value {
-    let path = format!("/apps/1/channels/{channel}/events");
-    let (status, page) = signed(server, "GET", &path, params, None).await;
+    let (status, page) = history_page(server, channel, params).await;
     assert_eq!(status, 200, "{page}");
     page
-}
-
-fn serials(page: &Value) -> Vec<u64> {
-    page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["serial"].as_u64().expect("serial"))
-        .collect()
-}
-
-fn datas(page: &Value) -> Vec<String> {
-    page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["data"].as_str().expect("data").to_owned())
-        .collect()
 }
 
 /// Polls `page` until `done` holds, for at most 10 s.
@@ -174,10 +156,9 @@ async fn an_app_with_history_off_keeps_nothing_in_redis() {
 #[tokio::test]
 async fn a_client_event_is_kept_once_and_its_sender_is_left_out_on_its_own_node() {
     let redis = Redis::start();
-    let (a, b) = (
-        node(&redis, "history_max_events = 10"),
-        node(&redis, "history_max_events = 10"),
-    );
+    // Without recovery, whose confirming pings would break the silence looked for below.
+    let config = "history_max_events = 10\nrecovery_window = 0";
+    let (a, b) = (node(&redis, config), node(&redis, config));
     let mut bob = b.connect(KEY).await;
     bob.subscribe_private(
         "presence-room",

@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::wait::eventually;
 use support::{now, signed_as, Redis, Server, Ws};
 
 fn config(redis: &Redis, apps: &[&str]) -> String {
@@ -60,15 +61,6 @@ fn members(redis: &Redis, app: &str) -> Vec<String> {
     )
 }
 
-/// Polls `check` every 50 ms until it holds; fails naming `what` after `limit`.
-async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Joins `presence-room` of app `app` as `user`.
 async fn join(ws: &mut Ws, app: &str, user: &str) {
     let data = json!({"user_id": user}).to_string();
@@ -113,10 +105,10 @@ async fn a_dead_nodes_share_of_an_app_the_survivor_does_not_serve_is_removed() {
         .to_owned();
     // Subscriptions are counted before they are answered; connection counts go with the
     // next heartbeat.
-    until(
+    eventually(
         "the dying node's share is in Redis",
         Duration::from_secs(5),
-        || {
+        async || {
             ["1", "2"]
                 .iter()
                 .all(|app| share(&redis, app, &node).len() == 4)
@@ -128,10 +120,10 @@ async fn a_dead_nodes_share_of_an_app_the_survivor_does_not_serve_is_removed() {
     dying.child.kill().expect("SIGKILL");
     dying.child.wait().expect("exited");
     // node_timeout (2 s), then the survivor's next heartbeat finds it.
-    until(
+    eventually(
         "the dead node's share is removed",
         Duration::from_secs(10),
-        || {
+        async || {
             ["1", "2"]
                 .iter()
                 .all(|app| share(&redis, app, &node).is_empty() && members(&redis, app).is_empty())

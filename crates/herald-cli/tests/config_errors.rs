@@ -52,7 +52,7 @@ fn a_misspelt_key_is_shown_in_its_line_with_the_key_meant() {
     // Nothing near: no guess, and not the 50 names serde would list.
     let (_, stderr, _) = serve("unknown", "colour = \"blue\"\n", &[]);
     assert!(
-        stderr.ends_with("`colour` is not a setting (the README's Configuration lists them all)\n"),
+        stderr.ends_with("`colour` is not a setting (docs/configuration.md lists them all)\n"),
         "{stderr}"
     );
     assert!(!stderr.contains("expected one of"), "{stderr}");

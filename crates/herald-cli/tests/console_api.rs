@@ -1,6 +1,7 @@
 //! The console's endpoints on the admin listener, against the real binary: the live log
 //! shows what clients and the API do, the event creator publishes through the API's path,
-//! the admin token guards it, and a console that never reads cannot slow delivery.
+//! the admin token guards it, a console that never reads cannot slow delivery, and a
+//! channel's history reads as the history API gives it.
 
 mod support;
 
@@ -167,7 +168,13 @@ async fn the_admin_token_guards_the_console() {
     let token = "console-token-0123456789";
     let server = Server::start(&format!("admin_token = \"{token}\"\n"));
     let base = format!("http://{}", server.admin);
-    for path in ["/console", "/console/api/state", "/console/api/events"] {
+    let history = "/console/api/history?app=1&channel=feed";
+    for path in [
+        "/console",
+        "/console/api/state",
+        "/console/api/events",
+        history,
+    ] {
         let status = reqwest::get(format!("{base}{path}"))
             .await
             .expect("GET")
@@ -379,4 +386,45 @@ async fn the_state_gives_counters_limits_and_webhooks_within_its_bounds() {
         !text.contains("pw-0") && !text.contains(support::SECRET),
         "no credentials"
     );
+}
+
+#[tokio::test]
+async fn the_history_view_reads_a_channels_last_events_newest_page_first() {
+    let server = Server::start(
+        "[[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\nhistory_max_events = 100\n\n[[apps]]\nid = \"2\"\nkey = \"key-2\"\nsecret = \"secret-2\"\n",
+    );
+    for n in ["1", "2", "3"] {
+        support::nodes::trigger(&server, "feed", n, None).await;
+    }
+    let get = |query: &str| {
+        let url = format!("http://{}/console/api/history?{query}", server.admin);
+        async move {
+            let response = reqwest::get(url).await.expect("GET");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let data = |page: &Value| -> Vec<String> {
+        let events = page["events"].as_array().expect("events");
+        events
+            .iter()
+            .map(|e| e["data"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let (status, page) = get("app=1&channel=feed").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(data(&page), ["1", "2", "3"]);
+    assert_eq!(page["events"][2]["serial"], page["newest_serial"]);
+    let newest = page["newest_serial"].as_u64().expect("a serial");
+    let (_, older) = get(&format!("app=1&channel=feed&before={newest}")).await;
+    assert_eq!(data(&older), ["1", "2"]);
+    let (status, off) = get("app=2&channel=feed").await;
+    assert_eq!(status, 404, "an app that keeps no history: {off}");
+    assert!(off["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("history_max_events")));
+    let (status, _) = get("app=9&channel=feed").await;
+    assert_eq!(status, 404, "an unknown app");
+    let (status, _) = get("app=1&channel=bad%20name").await;
+    assert_eq!(status, 400, "a name that is no channel's");
 }

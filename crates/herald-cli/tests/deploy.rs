@@ -85,18 +85,19 @@ fn the_manifests_agree_with_the_image_and_leave_the_drain_its_time() {
     // SIGKILL must not come before the preStop delay and the whole drain.
     let grace = number_after(&deployment, "terminationGracePeriodSeconds:");
     let pre_stop = number_after(&deployment, "seconds:");
-    let drain = config.shutdown_grace + config.webhook_flush_timeout + Duration::from_secs(1);
+    let drain =
+        config.server.shutdown_grace + config.server.webhook_flush_timeout + Duration::from_secs(1);
     assert!(
         Duration::from_secs(grace) > Duration::from_secs(pre_stop) + drain,
         "terminationGracePeriodSeconds {grace} s leaves no room for {pre_stop} s + {drain:?}"
     );
     // The ports the image exposes are the defaults, and the probes ask the admin port.
     let (port, admin) = (
-        config.port,
+        config.server.port,
         config
             .admin
             .port
-            .unwrap_or(herald_server::config::DEFAULT_ADMIN_PORT),
+            .unwrap_or(herald_server::DEFAULT_ADMIN_PORT),
     );
     assert!(image.contains(&format!("EXPOSE {port} {admin}")), "EXPOSE");
     assert!(image.contains(&format!("HERALD_PORT={port}")));
@@ -253,7 +254,8 @@ fn the_image_contents_run_as_its_user_answer_the_health_check_and_drain() {
     )
     .expect("SIGTERM");
     let config = herald_server::Config::default();
-    let bound = config.shutdown_grace + config.webhook_flush_timeout + Duration::from_secs(2);
+    let bound =
+        config.server.shutdown_grace + config.server.webhook_flush_timeout + Duration::from_secs(2);
     let status = loop {
         if let Some(status) = server.try_wait().expect("wait") {
             break status;

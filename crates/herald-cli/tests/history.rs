@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use herald_sdk::{Client, EventData, HistoryQuery};
 use serde_json::{json, Value};
+use support::history::{history_page, serials};
 use support::{send_raw, signed, Server, KEY};
 
 const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -25,20 +26,6 @@ async fn trigger(server: &Server, channel: &str, data: &str) {
     assert_eq!(status, 200, "{reply}");
 }
 
-async fn history(server: &Server, channel: &str, params: &[(&str, &str)]) -> (u16, Value) {
-    let path = format!("/apps/1/channels/{channel}/events");
-    signed(server, "GET", &path, params, None).await
-}
-
-fn serials(page: &Value) -> Vec<u64> {
-    page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["serial"].as_u64().expect("serial"))
-        .collect()
-}
-
 #[tokio::test]
 async fn serials_increase_per_channel_and_pages_follow_limit_before_after() {
     let server = with_history("history_max_events = 5");
@@ -53,7 +40,7 @@ async fn serials_increase_per_channel_and_pages_follow_limit_before_after() {
     let (status, _) = signed(&server, "POST", "/apps/1/batch_events", &[], Some(&batch)).await;
     assert_eq!(status, 200);
 
-    let (status, a) = history(&server, "a", &[]).await;
+    let (status, a) = history_page(&server, "a", &[]).await;
     assert_eq!(status, 200, "{a}");
     // The count bound kept the last 5 of 8, oldest first, serials one apart.
     assert_eq!(serials(&a), [4, 5, 6, 7, 8]);
@@ -71,20 +58,20 @@ async fn serials_increase_per_channel_and_pages_follow_limit_before_after() {
         at <= now_ms + 1000 && at + 60_000 > now_ms,
         "{at} vs {now_ms}"
     );
-    let (_, b) = history(&server, "b", &[]).await;
+    let (_, b) = history_page(&server, "b", &[]).await;
     let b = serials(&b);
     assert_eq!(b.len(), 2);
     assert_eq!(b[1], b[0] + 1);
 
-    let (_, page) = history(&server, "a", &[("limit", "2")]).await;
+    let (_, page) = history_page(&server, "a", &[("limit", "2")]).await;
     assert_eq!(serials(&page), [7, 8]);
-    let (_, page) = history(&server, "a", &[("limit", "2"), ("before", "7")]).await;
+    let (_, page) = history_page(&server, "a", &[("limit", "2"), ("before", "7")]).await;
     assert_eq!(serials(&page), [5, 6]);
-    let (_, page) = history(&server, "a", &[("limit", "2"), ("after", "4")]).await;
+    let (_, page) = history_page(&server, "a", &[("limit", "2"), ("after", "4")]).await;
     assert_eq!(serials(&page), [5, 6]);
-    let (_, page) = history(&server, "a", &[("after", "8")]).await;
+    let (_, page) = history_page(&server, "a", &[("after", "8")]).await;
     assert_eq!(serials(&page), Vec::<u64>::new());
-    let (_, none) = history(&server, "never", &[]).await;
+    let (_, none) = history_page(&server, "never", &[]).await;
     assert_eq!(
         none,
         json!({"events": [], "oldest_serial": 0, "newest_serial": 0})
@@ -96,7 +83,7 @@ async fn serials_increase_per_channel_and_pages_follow_limit_before_after() {
         ("before", "x"),
         ("after", "-1"),
     ] {
-        let (status, reply) = history(&server, "a", &[bad]).await;
+        let (status, reply) = history_page(&server, "a", &[bad]).await;
         assert_eq!(status, 400, "{bad:?}: {reply}");
     }
 }
@@ -126,7 +113,7 @@ async fn only_signed_requests_are_answered() {
 async fn an_app_with_history_off_gets_404() {
     let server = Server::start("");
     trigger(&server, "a", "x").await;
-    let (status, reply) = history(&server, "a", &[]).await;
+    let (status, reply) = history_page(&server, "a", &[]).await;
     assert_eq!(status, 404, "{reply}");
     assert!(
         reply["error"]
@@ -145,14 +132,14 @@ async fn bytes_and_age_evict_the_oldest() {
     for n in 0..4 {
         trigger(&server, "a", &format!("x{n}")).await;
     }
-    let (_, page) = history(&server, "a", &[]).await;
+    let (_, page) = history_page(&server, "a", &[]).await;
     assert_eq!(serials(&page), [3, 4]);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (_, page) = history(&server, "a", &[]).await;
+    let (_, page) = history_page(&server, "a", &[]).await;
     assert_eq!(serials(&page), Vec::<u64>::new());
     // The serials go on from where they were.
     trigger(&server, "a", "later").await;
-    let (_, page) = history(&server, "a", &[]).await;
+    let (_, page) = history_page(&server, "a", &[]).await;
     assert_eq!(serials(&page), [5]);
 }
 
@@ -166,7 +153,7 @@ async fn client_events_are_kept_with_their_sender() {
         .await;
     let mut page = Value::Null;
     for _ in 0..50 {
-        page = history(&server, "presence-room", &[]).await.1;
+        page = history_page(&server, "presence-room", &[]).await.1;
         if !serials(&page).is_empty() {
             break;
         }
@@ -340,7 +327,7 @@ async fn reload_until(server: &Server, config: &str, channel: &str, status: u16)
     std::fs::write(&server.config, config).expect("rewrite config");
     kill(Pid::from_raw(server.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
     for _ in 0..250 {
-        let (got, reply) = history(server, channel, &[]).await;
+        let (got, reply) = history_page(server, channel, &[]).await;
         if got == status {
             return reply;
         }
@@ -361,6 +348,6 @@ async fn a_reload_that_turns_history_off_drops_it_and_serials_go_on_after() {
     let page = reload_until(&server, &on, "a", 200).await;
     assert_eq!(serials(&page), Vec::<u64>::new());
     trigger(&server, "a", "again").await;
-    let (_, page) = history(&server, "a", &[]).await;
+    let (_, page) = history_page(&server, "a", &[]).await;
     assert_eq!(serials(&page), [4]);
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::wait::eventually;
 use support::{sink, sink_answering, RawWs, Server, Sink, KEY, SECRET};
 
 /// The drain's bound in these tests (seconds): low, to keep them fast.
@@ -31,14 +32,8 @@ fn config(extra: &str, url: &str, events: &[&str]) -> String {
     )
 }
 
-/// Polls `check` every 20 ms for up to 5 s.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a test waits for what the node does before SIGTERM.
+const SEEN: Duration = Duration::from_secs(5);
 
 /// Every event the sink was sent, in the order the requests arrived (a retried batch
 /// appears once per attempt).
@@ -122,7 +117,7 @@ async fn sigterm_sends_the_drains_channel_vacated_after_channel_occupied() {
     );
     let mut ws = server.connect(KEY).await;
     ws.subscribe("news").await;
-    until("channel_occupied reaches the sink", || {
+    eventually("channel_occupied reaches the sink", SEEN, async || {
         position(&events(&hook), "channel_occupied").is_some()
     })
     .await;
@@ -152,7 +147,7 @@ async fn sigterm_sends_the_drains_member_removed() {
         reply["event"], "pusher_internal:subscription_succeeded",
         "{reply}"
     );
-    until("member_added reaches the sink", || {
+    eventually("member_added reaches the sink", SEEN, async || {
         position(&events(&hook), "member_added").is_some()
     })
     .await;
@@ -237,9 +232,12 @@ async fn sigterm_under_load_with_a_console_tab_a_stalled_receiver_and_presence_m
             }
         })
     };
-    until(
+    eventually(
         "the stalled receiver holds a delivery, the stuck client its share",
-        || stalled.requests.load(Ordering::SeqCst) > 0 && published.load(Ordering::Relaxed) > 40,
+        SEEN,
+        async || {
+            stalled.requests.load(Ordering::SeqCst) > 0 && published.load(Ordering::Relaxed) > 40
+        },
     )
     .await;
     let took = terminate(&mut server).await;
@@ -279,7 +277,7 @@ async fn sigterm_gives_a_batch_in_retry_its_attempt_within_the_flush_bound() {
     let mut ws = server.connect(KEY).await;
     ws.subscribe("retried").await;
     // SIGTERM right after the first attempt failed: its retry would come 1 s later.
-    until("the first attempt fails", || {
+    eventually("the first attempt fails", SEEN, async || {
         hook.requests.load(Ordering::SeqCst) >= 1
     })
     .await;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use support::receiver::{
     assert_occupied_before_vacated, assert_signed_and_identified, first_names, Got, Receiver,
 };
+use support::wait::{eventually, metric};
 use support::{Server, KEY, SECRET};
 
 fn config(port: u16, events: &[&str], extra: &str) -> String {
@@ -44,31 +45,11 @@ impl Drop for DataDir {
 }
 
 /// A gauge or counter of app 1 from `/metrics`.
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.admin))
+async fn gauge(server: &Server, name: &str) -> f64 {
+    let key = format!("{name}{{app=\"1\"}}");
+    metric(server, &key)
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let key = format!("{name}{{app=\"1\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
-}
-
-/// Polls `check` every 50 ms until it holds, for up to `within`.
-async fn until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = std::time::Instant::now() + within;
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .unwrap_or_else(|| panic!("no {key} in /metrics"))
 }
 
 #[tokio::test]
@@ -92,15 +73,10 @@ async fn a_node_killed_during_a_receiver_outage_sends_every_batch_after_its_rest
             .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    until(
+    eventually(
         "every batch is in the queue",
         Duration::from_secs(5),
-        || {
-            let server = &server;
-            async move {
-                metric(server, "herald_webhook_queue_depth").await >= 2.0 * channels.len() as f64
-            }
-        },
+        async || gauge(&server, "herald_webhook_queue_depth").await >= 2.0 * channels.len() as f64,
     )
     .await;
     server.child.kill().expect("SIGKILL");
@@ -109,25 +85,25 @@ async fn a_node_killed_during_a_receiver_outage_sends_every_batch_after_its_rest
 
     let receiver = Receiver::up(port, vec!["200 OK"]).await;
     let server = Server::start_logged(&config, &[dir.env()]);
-    until("every channel reported", Duration::from_secs(20), || {
-        let got = receiver.got();
-        async move {
-            let events: Vec<Value> = got.iter().flat_map(Got::events).collect();
+    eventually(
+        "every channel reported",
+        Duration::from_secs(20),
+        async || {
+            let events: Vec<Value> = receiver.got().iter().flat_map(Got::events).collect();
             channels.iter().all(|c| {
                 events
                     .iter()
                     .any(|e| e["channel"] == c.as_str() && e["name"] == "channel_vacated")
             })
-        }
-    })
+        },
+    )
     .await;
     let got = receiver.got();
     assert_signed_and_identified(&got);
     // Per channel, the order holds across the restart: occupied, then vacated.
     assert_occupied_before_vacated(&got, channels);
-    until("the queue is empty", Duration::from_secs(5), || {
-        let server = &server;
-        async move { metric(server, "herald_webhook_queue_depth").await == 0.0 }
+    eventually("the queue is empty", Duration::from_secs(5), async || {
+        gauge(&server, "herald_webhook_queue_depth").await == 0.0
     })
     .await;
     eprintln!(
@@ -145,12 +121,11 @@ async fn a_batch_failing_past_the_retry_period_is_a_dead_letter_kept_across_a_re
     let mut server = Server::start_logged(&config, &[dir.env()]);
     let mut ws = server.connect(KEY).await;
     ws.subscribe("doomed").await;
-    until("a dead letter", Duration::from_secs(10), || {
-        let server = &server;
-        async move { metric(server, "herald_webhook_dead_letters").await == 1.0 }
+    eventually("a dead letter", Duration::from_secs(10), async || {
+        gauge(&server, "herald_webhook_dead_letters").await == 1.0
     })
     .await;
-    assert_eq!(metric(&server, "herald_webhook_queue_depth").await, 0.0);
+    assert_eq!(gauge(&server, "herald_webhook_queue_depth").await, 0.0);
     assert!(
         server.log().contains("dead letter after retrying"),
         "{}",
@@ -163,10 +138,10 @@ async fn a_batch_failing_past_the_retry_period_is_a_dead_letter_kept_across_a_re
     // Started again with the receiver up: the dead letter is still there, not sent.
     let receiver = Receiver::up(port, vec!["200 OK"]).await;
     let server = Server::start_logged(&config, &[dir.env()]);
-    assert_eq!(metric(&server, "herald_webhook_dead_letters").await, 1.0);
+    assert_eq!(gauge(&server, "herald_webhook_dead_letters").await, 1.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(receiver.got().is_empty(), "{:?}", receiver.got());
-    assert_eq!(metric(&server, "herald_webhook_dead_letters").await, 1.0);
+    assert_eq!(gauge(&server, "herald_webhook_dead_letters").await, 1.0);
 }
 
 #[tokio::test]
@@ -184,16 +159,16 @@ async fn a_later_batch_on_a_channel_waits_for_the_earlier_ones_retry() {
     );
     let mut ws = server.connect(KEY).await;
     ws.subscribe("ordered").await;
-    until("the first attempt failed", Duration::from_secs(5), || {
-        let n = receiver.got().len();
-        async move { n >= 1 }
-    })
+    eventually(
+        "the first attempt failed",
+        Duration::from_secs(5),
+        async || !receiver.got().is_empty(),
+    )
     .await;
     ws.send(json!({"event":"pusher:unsubscribe","data":{"channel":"ordered"}}))
         .await;
-    until("both delivered", Duration::from_secs(10), || {
-        let n = receiver.got().len();
-        async move { n >= 3 }
+    eventually("both delivered", Duration::from_secs(10), async || {
+        receiver.got().len() >= 3
     })
     .await;
     let got = receiver.got();
@@ -223,10 +198,11 @@ async fn sigterm_during_a_receiver_outage_keeps_the_batches_for_the_next_start()
     let mut server = Server::start_logged(&config, &[dir.env()]);
     let mut ws = server.connect(KEY).await;
     ws.subscribe("kept").await;
-    until("the batch is in the queue", Duration::from_secs(5), || {
-        let server = &server;
-        async move { metric(server, "herald_webhook_queue_depth").await == 1.0 }
-    })
+    eventually(
+        "the batch is in the queue",
+        Duration::from_secs(5),
+        async || gauge(&server, "herald_webhook_queue_depth").await == 1.0,
+    )
     .await;
     let (status, _) = server.terminate(Duration::from_secs(10)).await;
     assert!(
@@ -237,10 +213,11 @@ async fn sigterm_during_a_receiver_outage_keeps_the_batches_for_the_next_start()
 
     let receiver = Receiver::up(port, vec!["200 OK"]).await;
     let _server = Server::start_logged(&config, &[dir.env()]);
-    until("the kept batch delivered", Duration::from_secs(10), || {
-        let n = receiver.got().len();
-        async move { n >= 1 }
-    })
+    eventually(
+        "the kept batch delivered",
+        Duration::from_secs(10),
+        async || !receiver.got().is_empty(),
+    )
     .await;
     let got = receiver.got();
     assert_eq!(got[0].events()[0]["channel"], "kept");

@@ -3,11 +3,12 @@
 //! This crate does no I/O and reads no clock: callers pass the time in. It holds the wire
 //! messages of WebSocket protocol 7 ([`frame`]), the channel and event name rules
 //! ([`channel`]), the HTTP API request signature ([`signing`]), channel and user auth
-//! signatures ([`auth`]), the history API answer ([`history`]), presence member data ([`presence`]), the webhook signature
+//! signatures ([`auth`]), the HTTP API's request and answer bodies ([`api`]), the history API answer ([`history`]), presence member data ([`presence`]), the webhook signature
 //! ([`webhook`]), the end-to-end encrypted channel scheme ([`encryption`]) and RFC 6455
 //! framing ([`websocket`]) with permessage-deflate ([`deflate`]).
 //! The server verifies with the same functions the SDK signs with, so the two cannot drift.
 
+pub mod api;
 pub mod auth;
 pub mod channel;
 pub mod close;

@@ -5,7 +5,7 @@
 //! PUSHER_URL=http://app-key:app-secret@127.0.0.1:6001/apps/1 cargo run -p herald-sdk --example history -- my-channel
 //! ```
 //!
-//! The app needs `history_max_events` set (see the README's "Recovery and history").
+//! The app needs `history_max_events` set (see docs/recovery.md).
 
 use std::time::Duration;
 

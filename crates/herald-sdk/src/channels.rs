@@ -2,47 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use herald_protocol::api::{ChannelAttributes, ChannelsAnswer, UsersAnswer};
 
-use crate::client::Client;
+use crate::client::{decode, encode_segment, Client};
 use crate::error::{invalid, Result};
-use crate::events::{decode, encode_segment, ChannelAttributes};
 
-/// One channel's state, from [`Client::channel`].
-///
-/// ```
-/// let info: herald_sdk::ChannelInfo = serde_json::from_str(r#"{"occupied":true,"subscription_count":2}"#).unwrap();
-/// assert!(info.occupied);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[non_exhaustive]
-pub struct ChannelInfo {
-    /// Whether anyone is subscribed.
-    #[serde(default)]
-    pub occupied: bool,
-    /// Distinct users (presence channels, when requested).
-    pub user_count: Option<u64>,
-    /// Connections subscribed (when requested).
-    pub subscription_count: Option<u64>,
-    /// The cached event of a cache channel (when requested): `{"data", "ttl"}` or null.
-    pub cache: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize, Default)]
-struct ChannelList {
-    #[serde(default)]
-    channels: BTreeMap<String, ChannelAttributes>,
-}
-
-#[derive(Deserialize, Default)]
-struct UserList {
-    users: Vec<UserId>,
-}
-
-#[derive(Deserialize)]
-struct UserId {
-    id: String,
-}
+/// One channel's state, from [`Client::channel`]. A cache channel's `cache`, when asked
+/// for, is `Some(Value::Null)` when nothing is cached.
+pub use herald_protocol::api::ChannelAnswer as ChannelInfo;
 
 impl Client {
     /// Occupied channels, optionally filtered by name prefix, with the requested
@@ -70,7 +37,7 @@ impl Client {
             params.push(("info", joined.as_str()));
         }
         let value = self.get("/channels", &params).await?;
-        Ok(decode::<ChannelList>(value)?.channels)
+        Ok(decode::<ChannelsAnswer>(value)?.channels)
     }
 
     /// One channel's state with the requested attributes (`user_count`,
@@ -111,7 +78,7 @@ impl Client {
             ));
         }
         let path = format!("/channels/{}/users", encode_segment(presence_channel));
-        let list: UserList = decode(self.get(&path, &[]).await?)?;
+        let list: UsersAnswer = decode(self.get(&path, &[]).await?)?;
         Ok(list.users.into_iter().map(|u| u.id).collect())
     }
 }

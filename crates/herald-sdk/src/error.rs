@@ -75,6 +75,29 @@ pub enum Error {
     Encryption(String),
 }
 
+impl Error {
+    /// What the server said is wrong, from an HTTP error's body when it is the API's error
+    /// body (`{"error": …, "code": …}`, Herald's and soketi's form); `None` otherwise.
+    ///
+    /// ```
+    /// let e = herald_sdk::Error::Http {
+    ///     status: 400,
+    ///     body: r#"{"error":"Missing 'name': the event name is required","code":400}"#.into(),
+    ///     url: "http://127.0.0.1:6001/apps/1/events".into(),
+    /// };
+    /// assert_eq!(e.server_message().as_deref(), Some("Missing 'name': the event name is required"));
+    /// let plain = herald_sdk::Error::Http { status: 502, body: "Bad Gateway".into(), url: String::new() };
+    /// assert_eq!(plain.server_message(), None);
+    /// ```
+    pub fn server_message(&self) -> Option<String> {
+        let Error::Http { body, .. } = self else {
+            return None;
+        };
+        let parsed: herald_protocol::api::ErrorBody<'_> = serde_json::from_str(body).ok()?;
+        Some(parsed.error.into_owned())
+    }
+}
+
 /// The SDK's result type.
 ///
 /// ```

@@ -1,20 +1,25 @@
-//! Triggering events: single, multi-channel and batch, to users, and their validation.
+//! Triggering events, single, multi-channel and batch, and their validation.
 //!
-//! Bodies are built with their keys in the order the Node library sends them (`name`,
-//! `data`, `channels`, `socket_id`, `info`), so requests are byte-identical for the same
+//! Bodies are [`herald_protocol::api`]'s types, the ones the server parses, with their keys
+//! in the order the Node library sends them, so requests are byte-identical for the same
 //! inputs. Everything is validated before a request is sent.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
+use herald_protocol::api::{BatchBody, BatchItem, RawJson, TriggerBody};
 use herald_protocol::channel::{
     is_valid_socket_id, validate_channel_name, validate_event_name, ChannelKind,
     MAX_CHANNEL_NAME_LEN, SERVER_TO_USER_PREFIX,
 };
 use herald_protocol::encryption::{encrypt, shared_secret};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::{to_raw_value, RawValue};
 
-use crate::client::Client;
+pub use herald_protocol::api::{
+    BatchAnswer as BatchResponse, ChannelAttributes, TriggerAnswer as TriggerResponse,
+};
+
+use crate::client::{decode, Client};
+use crate::data::EventData;
 use crate::error::{invalid, Error, Result};
 
 /// The most channels one trigger may name.
@@ -23,76 +28,6 @@ use crate::error::{invalid, Error, Result};
 /// assert_eq!(herald_sdk::MAX_CHANNELS, 100);
 /// ```
 pub const MAX_CHANNELS: usize = 100;
-
-/// An event's payload.
-///
-/// Strings are sent verbatim (they need not be JSON); anything else is sent as its JSON
-/// text. Both arrive at subscribers as the `data` string.
-///
-/// ```
-/// use herald_sdk::EventData;
-/// let text: EventData = "hello".into();
-/// let json = EventData::json(&serde_json::json!({"message": "hi"})).unwrap();
-/// # let _ = (text, json);
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub enum EventData {
-    /// Sent exactly as given.
-    Text(String),
-    /// Sent as its JSON text.
-    Json(Value),
-}
-
-impl EventData {
-    /// Any serde-serializable value, sent as JSON.
-    ///
-    /// ```
-    /// #[derive(serde::Serialize)]
-    /// struct Score { home: u32 }
-    /// let data = herald_sdk::EventData::json(&Score { home: 2 }).unwrap();
-    /// assert_eq!(data, herald_sdk::EventData::Json(serde_json::json!({"home": 2})));
-    /// ```
-    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<EventData> {
-        serde_json::to_value(value)
-            .map(EventData::Json)
-            .map_err(|e| invalid("data", format!("cannot encode as JSON: {e}")))
-    }
-
-    /// The `data` string sent on the wire.
-    fn wire(&self) -> String {
-        match self {
-            EventData::Text(text) => text.clone(),
-            EventData::Json(value) => value.to_string(),
-        }
-    }
-
-    /// What is encrypted for `private-encrypted-` channels: always JSON (a string is
-    /// JSON-quoted), as the Node library does, so pusher-js decodes it the same way.
-    fn plaintext(&self) -> String {
-        match self {
-            EventData::Text(text) => Value::String(text.clone()).to_string(),
-            EventData::Json(value) => value.to_string(),
-        }
-    }
-}
-
-impl From<&str> for EventData {
-    fn from(text: &str) -> Self {
-        EventData::Text(text.to_owned())
-    }
-}
-
-impl From<String> for EventData {
-    fn from(text: String) -> Self {
-        EventData::Text(text)
-    }
-}
-
-impl From<Value> for EventData {
-    fn from(value: Value) -> Self {
-        EventData::Json(value)
-    }
-}
 
 /// Optional parts of a trigger.
 ///
@@ -133,35 +68,6 @@ impl TriggerParams {
         self.info = attributes.into_iter().map(Into::into).collect();
         self
     }
-}
-
-/// Attributes of a channel returned by a trigger with `info`, or by channel queries.
-///
-/// ```
-/// let attrs: herald_sdk::ChannelAttributes = serde_json::from_str(r#"{"subscription_count":3}"#).unwrap();
-/// assert_eq!(attrs.subscription_count, Some(3));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub struct ChannelAttributes {
-    /// Distinct users (presence channels).
-    pub user_count: Option<u64>,
-    /// Connections subscribed.
-    pub subscription_count: Option<u64>,
-}
-
-/// The response of [`Client::trigger_with`].
-///
-/// ```
-/// let r: herald_sdk::TriggerResponse = serde_json::from_str(r#"{"channels":{"c":{"subscription_count":1}}}"#).unwrap();
-/// assert_eq!(r.channels["c"].subscription_count, Some(1));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub struct TriggerResponse {
-    /// Attributes per channel, when `info` was requested.
-    #[serde(default)]
-    pub channels: HashMap<String, ChannelAttributes>,
 }
 
 /// One event of a batch.
@@ -205,48 +111,6 @@ impl BatchEvent {
             info: None,
         }
     }
-}
-
-/// The response of [`Client::trigger_batch`]: attributes per event, in request order,
-/// when any event asked for `info`.
-///
-/// ```
-/// let r: herald_sdk::BatchResponse = serde_json::from_str(r#"{"batch":[{},{"user_count":1}]}"#).unwrap();
-/// assert_eq!(r.batch[1].user_count, Some(1));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub struct BatchResponse {
-    /// One entry per event, empty attributes for events without `info`.
-    #[serde(default)]
-    pub batch: Vec<ChannelAttributes>,
-}
-
-#[derive(Serialize)]
-struct TriggerBody<'a> {
-    name: &'a str,
-    data: String,
-    channels: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    socket_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    info: Option<String>,
-}
-
-#[derive(Serialize)]
-struct BatchBody<'a> {
-    batch: Vec<BatchItem<'a>>,
-}
-
-#[derive(Serialize)]
-struct BatchItem<'a> {
-    channel: &'a str,
-    name: &'a str,
-    data: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    socket_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    info: Option<&'a str>,
 }
 
 fn check_event_name(name: &str) -> Result<()> {
@@ -304,8 +168,7 @@ impl Client {
         data: impl Into<EventData>,
         params: TriggerParams,
     ) -> Result<TriggerResponse> {
-        let channels: Vec<String> = channels.iter().map(|c| c.as_ref().to_owned()).collect();
-        let body = self.trigger_body(&channels, event, &data.into(), &params)?;
+        let body = self.trigger_body(channels, event, &data.into(), &params)?;
         let value = self
             .send(reqwest::Method::POST, "/events", &[], Some(body))
             .await?;
@@ -313,9 +176,9 @@ impl Client {
     }
 
     /// The request body of a trigger, validated (exposed for tests of byte equality).
-    pub(crate) fn trigger_body(
+    pub(crate) fn trigger_body<S: AsRef<str>>(
         &self,
-        channels: &[String],
+        channels: &[S],
         event: &str,
         data: &EventData,
         params: &TriggerParams,
@@ -333,36 +196,38 @@ impl Client {
                 ),
             ));
         }
-        let mut encrypted = false;
-        for channel in channels {
+        let mut encrypted = None;
+        for channel in channels.iter().map(AsRef::as_ref) {
             if channel.starts_with(SERVER_TO_USER_PREFIX) {
                 continue;
             }
-            encrypted |= check_channel(channel)? == ChannelKind::PrivateEncrypted;
+            if check_channel(channel)? == ChannelKind::PrivateEncrypted {
+                encrypted = Some(channel);
+            }
         }
-        if encrypted && channels.len() > 1 {
+        if encrypted.is_some() && channels.len() > 1 {
             return Err(invalid(
                 "channels",
                 "an event to an encrypted channel must go to that channel alone",
             ));
         }
         check_socket_id(params.socket_id.as_deref())?;
-        let data = if encrypted {
-            self.encrypt_for(&channels[0], data)?
-        } else {
-            data.wire()
+        let data = match encrypted {
+            Some(channel) => self.encrypt_for(channel, data)?,
+            None => data.wire()?,
         };
-        let body = TriggerBody {
-            name: event,
-            data,
-            channels,
-            socket_id: params.socket_id.as_deref(),
-            info: (!params.info.is_empty()).then(|| params.info.join(",")),
-        };
+        let mut body = TriggerBody::default();
+        body.name = Some(Cow::Borrowed(event));
+        body.data = Some(RawJson(&data));
+        body.channels = Some(channels.iter().map(|c| Cow::Borrowed(c.as_ref())).collect());
+        body.socket_id = params.socket_id.as_deref().map(Cow::Borrowed);
+        body.info = (!params.info.is_empty()).then(|| Cow::Owned(params.info.join(",")));
         serde_json::to_string(&body).map_err(|e| invalid("data", e.to_string()))
     }
 
-    fn encrypt_for(&self, channel: &str, data: &EventData) -> Result<String> {
+    /// The `data` token of an event to an encrypted channel: its secretbox payload's JSON
+    /// text, as a string.
+    fn encrypt_for(&self, channel: &str, data: &EventData) -> Result<Box<RawValue>> {
         let master = self.inner.master_key.as_ref().ok_or_else(|| {
             Error::Encryption(
                 "set an encryption master key before triggering on encrypted channels".into(),
@@ -374,7 +239,7 @@ impl Client {
             &nonce,
             data.plaintext().as_bytes(),
         );
-        Ok(payload.to_json())
+        to_raw_value(&payload.to_json()).map_err(|e| invalid("data", e.to_string()))
     }
 
     /// Triggers several events in one request (at most the client's max batch size, 10 by
@@ -411,7 +276,8 @@ impl Client {
                 ),
             ));
         }
-        let mut items = Vec::with_capacity(events.len());
+        // The tokens first: the items borrow them.
+        let mut tokens = Vec::with_capacity(events.len());
         for event in events {
             check_event_name(&event.name)?;
             let kind = if event.channel.starts_with(SERVER_TO_USER_PREFIX) {
@@ -420,98 +286,29 @@ impl Client {
                 check_channel(&event.channel)?
             };
             check_socket_id(event.socket_id.as_deref())?;
-            let data = if kind == ChannelKind::PrivateEncrypted {
+            tokens.push(if kind == ChannelKind::PrivateEncrypted {
                 self.encrypt_for(&event.channel, &event.data)?
             } else {
-                event.data.wire()
-            };
-            items.push(BatchItem {
-                channel: &event.channel,
-                name: &event.name,
-                data,
-                socket_id: event.socket_id.as_deref(),
-                info: event.info.as_deref(),
+                event.data.wire()?
             });
         }
-        // A struct, not json!(): a serde_json Map would sort the item keys, and the Node
-        // library's order (channel, name, data) is what makes bodies byte-identical.
-        serde_json::to_string(&BatchBody { batch: items })
-            .map_err(|e| invalid("batch", e.to_string()))
-    }
-
-    /// Sends `event` to every connection signed in as `user_id`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
-    /// client.send_to_user("user-42", "notification", "You have mail").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn send_to_user(
-        &self,
-        user_id: &str,
-        event: &str,
-        data: impl Into<EventData>,
-    ) -> Result<()> {
-        check_user_id(user_id)?;
-        let channel = [format!("{SERVER_TO_USER_PREFIX}{user_id}")];
-        self.trigger(&channel, event, data).await
-    }
-
-    /// Closes every connection signed in as `user_id`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
-    /// client.terminate_user_connections("user-42").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn terminate_user_connections(&self, user_id: &str) -> Result<()> {
-        check_user_id(user_id)?;
-        let path = format!("/users/{}/terminate_connections", encode_segment(user_id));
-        self.send(reqwest::Method::POST, &path, &[], Some("{}".to_owned()))
-            .await
-            .map(drop)
-    }
-}
-
-fn check_user_id(user_id: &str) -> Result<()> {
-    if user_id.is_empty() {
-        return Err(invalid("user_id", "must not be empty"));
-    }
-    Ok(())
-}
-
-/// Percent-encodes a path segment (user ids may hold any character).
-pub(crate) fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~' | b'=' | b'@' | b',' | b';')
-        {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-pub(crate) fn decode<T: serde::de::DeserializeOwned + Default>(value: Value) -> Result<T> {
-    // Every answer of the API is an object; serde would otherwise accept a sequence for a
-    // struct and hide a broken server behind defaults.
-    match value.as_object() {
-        Some(map) if map.is_empty() => return Ok(T::default()),
-        Some(_) => {}
-        None => {
-            return Err(Error::Decode {
-                url: String::new(),
-                reason: format!("expected a JSON object, got {value}"),
+        let items = events
+            .iter()
+            .zip(&tokens)
+            .map(|(event, data)| {
+                let mut item = BatchItem::default();
+                item.channel = Some(Cow::Borrowed(event.channel.as_str()));
+                item.name = Some(Cow::Borrowed(event.name.as_str()));
+                item.data = Some(RawJson(data));
+                item.socket_id = event.socket_id.as_deref().map(Cow::Borrowed);
+                item.info = event.info.as_deref().map(Cow::Borrowed);
+                item
             })
-        }
+            .collect();
+        let mut body = BatchBody::default();
+        body.batch = Some(items);
+        serde_json::to_string(&body).map_err(|e| invalid("batch", e.to_string()))
     }
-    serde_json::from_value(value).map_err(|e| Error::Decode {
-        url: String::new(),
-        reason: e.to_string(),
-    })
 }
 
 #[cfg(test)]
@@ -532,7 +329,7 @@ mod tests {
         // The Node library's own vector: body md5 e95168baf497b2e54b2c6cadd41a6a3f.
         let body = client()
             .trigger_body(
-                &["one".to_owned()],
+                &["one"],
                 "my_event",
                 &EventData::Text(r#"{"some":"data "}"#.into()),
                 &TriggerParams::default(),
@@ -619,7 +416,7 @@ mod tests {
                 &TriggerParams::default(),
             )
             .expect("valid");
-        let v: Value = serde_json::from_str(&body).expect("json body");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json body");
         let payload: herald_protocol::encryption::EncryptedPayload =
             serde_json::from_str(v["data"].as_str().expect("string data")).expect("payload");
         let key = herald_protocol::encryption::decode_master_key(

@@ -3,9 +3,8 @@
 
 pub use herald_protocol::history::{HistoryEvent, HistoryPage};
 
-use crate::client::Client;
+use crate::client::{decode, encode_segment, Client};
 use crate::error::{invalid, Result};
-use crate::events::{decode, encode_segment};
 
 /// Which part of a channel's history to read: by default the newest 100 events.
 ///

@@ -25,20 +25,24 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod builder;
 mod channels;
 mod client;
+mod data;
 mod error;
 mod events;
 mod history;
+mod users;
 mod webhook;
 
 pub use auth::{ChannelAuth, UserAuth};
+pub use builder::ClientBuilder;
 pub use channels::ChannelInfo;
-pub use client::{Client, ClientBuilder, DEFAULT_MAX_BATCH};
+pub use client::{Client, DEFAULT_MAX_BATCH};
+pub use data::EventData;
 pub use error::{Error, Result};
 pub use events::{
-    BatchEvent, BatchResponse, ChannelAttributes, EventData, TriggerParams, TriggerResponse,
-    MAX_CHANNELS,
+    BatchEvent, BatchResponse, ChannelAttributes, TriggerParams, TriggerResponse, MAX_CHANNELS,
 };
 pub use history::{HistoryEvent, HistoryPage, HistoryQuery};
 pub use webhook::{Webhook, WebhookEvent, WebhookOptions};

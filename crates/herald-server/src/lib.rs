@@ -11,13 +11,12 @@
 pub mod adapter;
 mod admin;
 mod admission;
-mod app_fields;
+pub mod app_config;
 pub mod apps;
 mod backend;
 pub mod cache;
 mod clock;
 pub mod config;
-mod config_errors;
 mod console;
 mod count_events;
 pub mod history;
@@ -29,7 +28,9 @@ pub mod outbox;
 pub mod ratelimit;
 pub mod recovery;
 mod redact;
+pub mod registry;
 pub mod reload;
+pub mod settings;
 mod shared;
 pub mod store;
 mod sweeper;
@@ -39,7 +40,6 @@ pub mod webhooks;
 mod wire;
 mod ws;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::AtomicU64;
@@ -50,17 +50,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::admin::settings::{AdminConfig, DEFAULT_ADMIN_PORT};
+pub use crate::app_config::fields::Plans;
+pub use crate::app_config::{AppConfig, AppLimits};
 pub use crate::apps::{App, AppChanges, AppStore, AppUpdate, MemoryApps};
-pub use crate::config::{
-    AppConfig, AppLimits, AppsUrl, Config, ConfigError, Plans, TlsConfig, WebhookSettings,
-};
+pub use crate::config::ConfigError;
 pub use crate::reload::{ReloadError, Reloaded, Reloader};
+pub use crate::settings::Config;
 use crate::shared::Shared;
+pub use crate::store::settings::AppsUrl;
+pub use crate::tls::settings::TlsConfig;
+pub use crate::webhooks::WebhookSettings;
 
 /// Serves the apps of `config` on `listener` until `shutdown` completes, then closes every
 /// WebSocket with 4200 (clients reconnect elsewhere at once), lets HTTP requests in flight
 /// finish within `config.shutdown_grace`, leaves the cluster and delivers the webhooks
-/// still due within `config.webhook_flush_timeout`, and returns (ARCHITECTURE.md,
+/// still due within `config.webhook_flush_timeout`, and returns (docs/design/connections-and-shutdown.md,
 /// "Shutdown").
 pub async fn serve(
     listener: TcpListener,
@@ -69,7 +74,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let apps = Arc::new(MemoryApps::new(
         config.apps.clone(),
-        &config.webhook_settings(),
+        &crate::adapter::webhook_settings(&config),
     ));
     serve_with_store(listener, config, apps, shutdown, |_| {}).await
 }
@@ -117,7 +122,10 @@ pub async fn serve_with_rows(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(Started),
 ) -> io::Result<()> {
-    let apps = Arc::new(MemoryApps::new(Vec::new(), &config.webhook_settings()));
+    let apps = Arc::new(MemoryApps::new(
+        Vec::new(),
+        &crate::adapter::webhook_settings(&config),
+    ));
     serve_apps(listener, config, apps, Some(rows), shutdown, ready).await
 }
 
@@ -148,13 +156,14 @@ async fn serve_apps(
         Some(stored) => stored.clone(),
         None => apps.clone(),
     };
-    let grace = config.shutdown_grace;
+    let grace = config.server.shutdown_grace;
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(tls::Tls::new(files).map_err(io::Error::other)?)),
         None => None,
     };
     let admin_plane = admin::Plane::new(&config.admin).map_err(io::Error::other)?;
-    let (adapter, node_id) = adapter::start(&config.adapter, config.node_id, store.clone()).await?;
+    let (adapter, node_id) =
+        adapter::start(&config.adapter, config.process.node_id, store.clone()).await?;
     let max_open = match config.net.max_open_connections {
         0 => admission::default_max_open_connections(),
         n => n,
@@ -171,7 +180,7 @@ async fn serve_apps(
         node_id,
         next_conn: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
-        connections: parking_lot::Mutex::new(HashMap::new()),
+        connections: Default::default(),
         refills: Default::default(),
         silent: Default::default(),
         tracker: TaskTracker::new(),
@@ -285,7 +294,7 @@ async fn shut_down(
     let webhooks = webhooks::ShutdownFlush::begin(&shared.apps.all());
     shared.close_all_connections();
     shared.tracker.close();
-    let grace = shared.config.shutdown_grace;
+    let grace = shared.config.server.shutdown_grace;
     if tokio::time::timeout(grace, shared.tracker.wait())
         .await
         .is_err()
@@ -294,7 +303,7 @@ async fn shut_down(
     }
     // Leaving may produce webhooks (the cluster's last member of a channel), so it comes
     // before the flush; both share its deadline.
-    let flush_by = tokio::time::Instant::now() + shared.config.webhook_flush_timeout;
+    let flush_by = tokio::time::Instant::now() + shared.config.server.webhook_flush_timeout;
     if tokio::time::timeout_at(flush_by, shared.adapter.backend.leave())
         .await
         .is_err()

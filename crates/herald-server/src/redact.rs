@@ -166,7 +166,9 @@ mod tests {
     /// the messages that name a bad one: none shows the password.
     #[test]
     fn no_config_or_row_type_shows_a_webhook_password() {
-        use crate::config::{AppsUrl, Config, Plans};
+        use crate::app_config::fields::Plans;
+        use crate::settings::Config;
+        use crate::store::settings::AppsUrl;
         use crate::store::StoredApp;
         const PW: &str = "h00k-pa55";
         let hook = format!("https://hook:{PW}@h.example/x");

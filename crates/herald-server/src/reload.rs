@@ -14,8 +14,10 @@
 
 use std::sync::{Arc, Weak};
 
+use crate::app_config::AppConfig;
 use crate::apps::{AppChanges, AppUpdate, MemoryApps};
-use crate::config::{AppConfig, Config, ConfigError};
+use crate::config::ConfigError;
+use crate::settings::Config;
 use crate::shared::Shared;
 
 /// A running server's handle for applying a new configuration; cheap to clone. Every
@@ -106,13 +108,14 @@ impl Reloader {
     pub fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let shared = self.shared.upgrade().ok_or(ReloadError::Stopped)?;
         let restart_needed = shared.config.restart_fields(&config);
-        // Apps kept in a database change there; the file gives them its plans only (an app
-        // whose plan is gone keeps its last valid limits: `store::resolve`).
-        let mut reloaded = if shared.apps.reconfigure(&config.plans) {
-            Reloaded::default()
-        } else {
-            self.apply_apps_to(&shared, config.apps)?
-        };
+        // The store decides what the file's apps are to it (the apps, or nothing).
+        let mut reloaded = Ok(Reloaded::default());
+        shared
+            .apps
+            .reload_file(&config.plans, config.apps, &mut |apps| {
+                reloaded = self.apply_apps_to(&shared, apps);
+            });
+        let mut reloaded = reloaded?;
         for field in &restart_needed {
             tracing::warn!(
                 field,
@@ -196,7 +199,7 @@ mod tests {
             .expect("bind");
         let apps = Arc::new(MemoryApps::new(
             start.apps.clone(),
-            &start.webhook_settings(),
+            &crate::adapter::webhook_settings(&start),
         ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, reloader) = tokio::sync::oneshot::channel();

@@ -4,18 +4,20 @@
 //! Built once by `serve` and handed to the HTTP router, the WebSocket tasks, the sweeper
 //! and the admin listener as an `Arc`; nothing here runs on its own.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapter::Adapter;
+use crate::admin::plane::Plane;
 use crate::apps::{App, AppStore};
-use crate::config::Config;
 use crate::ids::ConnId;
 use crate::outbox::Outbox;
+use crate::registry::Registry;
+use crate::settings::Config;
+use crate::ws::budget::Refills;
 use crate::{admission, console, metrics, tls};
 
 /// State every request and connection handler shares.
@@ -30,9 +32,9 @@ pub(crate) struct Shared {
     /// Every open WebSocket's outbox, so shutdown can close them all. A registry costs an
     /// entry per connection; a cancellation future parked in every connection task would
     /// cost several times more.
-    pub(crate) connections: parking_lot::Mutex<HashMap<ConnId, Weak<Outbox>>>,
+    pub(crate) connections: Registry,
     /// The connections waiting for their frame budget, which the sweeper wakes.
-    pub(crate) refills: crate::ws::Refills,
+    pub(crate) refills: Refills,
     /// Connections with a ping unanswered for 2 s or more at the last sweep: while there
     /// are none, a subscription waiting for its identity need not look for its client's
     /// old, silent connection among the channel's subscribers.
@@ -52,36 +54,25 @@ pub(crate) struct Shared {
     /// The live console's feed (`/console` on the admin listener).
     pub(crate) console: Arc<console::Console>,
     /// Who may use the admin listener, and its TLS; a reload swaps the tokens.
-    pub(crate) admin: crate::admin::Plane,
+    pub(crate) admin: Plane,
 }
 
 impl Shared {
     /// Registers a connection's outbox for shutdown; a connection that registers after
     /// shutdown began is told to close at once.
     pub(crate) fn register_connection(&self, conn: ConnId, outbox: &Arc<Outbox>) {
-        self.connections.lock().insert(conn, Arc::downgrade(outbox));
+        self.connections.insert(conn, outbox);
         if self.shutdown.is_cancelled() {
             close_for_shutdown(outbox);
         }
     }
 
-    pub(crate) fn unregister_connection(&self, conn: ConnId) {
-        self.connections.lock().remove(&conn);
-    }
-
-    /// The open connections' outboxes that `keep` selects, collected so that nothing is
-    /// done to them while the registry is locked.
-    fn outboxes(&self, keep: impl Fn(&Outbox) -> bool) -> Vec<Arc<Outbox>> {
-        self.connections
-            .lock()
-            .values()
-            .filter_map(Weak::upgrade)
-            .filter(|outbox| keep(outbox))
-            .collect()
+    pub(crate) fn unregister_connection(&self, conn: ConnId, outbox: &Arc<Outbox>) {
+        self.connections.remove(conn, outbox);
     }
 
     pub(crate) fn close_all_connections(&self) {
-        for outbox in self.outboxes(|_| true) {
+        for outbox in self.connections.collect(|_| true) {
             close_for_shutdown(&outbox);
         }
     }
@@ -94,7 +85,7 @@ impl Shared {
             return 0;
         };
         let serial = app.serial();
-        let outboxes = self.outboxes(|outbox| outbox.app == serial);
+        let outboxes = self.connections.collect(|outbox| outbox.app == serial);
         for outbox in &outboxes {
             outbox.close(code, message);
         }
@@ -114,17 +105,17 @@ impl Shared {
     pub(crate) fn for_tests(config: Config) -> Arc<Shared> {
         let apps: Arc<dyn AppStore> = Arc::new(crate::MemoryApps::new(
             config.apps.clone(),
-            &config.webhook_settings(),
+            &crate::adapter::webhook_settings(&config),
         ));
         let limiter = admission::ConnLimiter::new(&config.net, 10);
-        let admin = crate::admin::Plane::new(&config.admin).expect("admin TLS files");
+        let admin = Plane::new(&config.admin).expect("admin TLS files");
         Arc::new(Shared {
             config,
             apps,
             node_id: 1,
             next_conn: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
-            connections: parking_lot::Mutex::new(HashMap::new()),
+            connections: Default::default(),
             refills: Default::default(),
             silent: Default::default(),
             tracker: TaskTracker::new(),

@@ -34,9 +34,10 @@ pub(crate) async fn run(shared: Weak<Shared>) {
     let period = match shared.upgrade() {
         Some(s) => (s
             .config
+            .server
             .activity_timeout
-            .min(s.config.pong_timeout)
-            .min(s.config.partial_message_timeout)
+            .min(s.config.server.pong_timeout)
+            .min(s.config.server.partial_message_timeout)
             / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(1)),
         None => return,
@@ -54,17 +55,19 @@ pub(crate) async fn run(shared: Weak<Shared>) {
 
 fn sweep(shared: &Shared, now: u32) {
     shared.refills.wake_due(now);
-    let activity = ticks(shared.config.activity_timeout);
-    let pong = ticks(shared.config.pong_timeout);
-    {
-        let connections = shared.connections.lock();
-        let mut silent = 0;
-        for outbox in connections.values().filter_map(Weak::upgrade) {
-            check(&outbox, now, activity, pong);
-            silent += u32::from(crate::ws::silent(&outbox, now));
+    let activity = ticks(shared.config.server.activity_timeout);
+    let pong = ticks(shared.config.server.pong_timeout);
+    let mut silent = 0;
+    shared.connections.for_each(|outbox| {
+        check(outbox, now, activity, pong);
+        // A silent connection is nudged so that recovery looks at it: it leaves its
+        // entry once it has been silent long enough (`ws/recovery.rs`).
+        if crate::ws::silent(outbox, now) {
+            silent += 1;
+            outbox.nudge();
         }
-        shared.silent.store(silent, Ordering::Relaxed);
-    }
+    });
+    shared.silent.store(silent, Ordering::Relaxed);
     let broker = shared.adapter.broker.as_ref();
     for app in shared.apps.all() {
         for (channel, count) in app.due_subscription_counts(now) {

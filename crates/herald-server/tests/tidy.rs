@@ -3,64 +3,23 @@
 
 use std::path::Path;
 
-fn read(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-/// The field names of a `struct NAME { ... }` block in Rust source.
-fn struct_fields(source: &str, name: &str) -> Vec<String> {
-    let start = source
-        .find(&format!("struct {name} {{"))
-        .unwrap_or_else(|| panic!("struct {name} not found"));
-    let body = &source[start..];
-    let end = body.find("\n}").expect("struct end");
-    body[..end]
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let line = line.trim();
-            if line.starts_with('#') || line.starts_with("//") {
-                return None;
-            }
-            line.split_once(':').map(|(field, _)| {
-                let field = field.trim();
-                field
-                    .strip_prefix("pub(crate) ")
-                    .unwrap_or(field)
-                    .to_owned()
-            })
-        })
-        .filter(|f| !f.is_empty())
-        .collect()
-}
-
+/// docs/config-reference.md is written from the settings' declarations, so it documents
+/// every key and variable by construction; this keeps the file in step with them.
 #[test]
-fn every_config_key_is_documented_in_the_readme() {
-    let config = read("src/config.rs");
-    let readme = read("../../README.md");
-    let mut keys = struct_fields(&config, "RawConfig");
-    keys.extend(struct_fields(&read("src/app_fields.rs"), "RawApp"));
-    assert!(keys.len() > 10, "parsed too few keys: {keys:?}");
-    let missing: Vec<_> = keys
-        .iter()
-        .filter(|k| *k != "apps" && !readme.contains(&format!("`{k}`")))
-        .collect();
-    assert!(missing.is_empty(), "README lacks config keys: {missing:?}");
-}
-
-#[test]
-fn every_environment_variable_is_documented_in_the_readme() {
-    let config = read("src/config.rs");
-    let readme = read("../../README.md");
-    let vars: Vec<&str> = config
-        .split('"')
-        .filter(|s| s.starts_with("HERALD_") && !s.contains(' '))
-        .collect();
-    assert!(vars.len() >= 5, "parsed too few variables: {vars:?}");
-    for var in vars {
-        assert!(readme.contains(var), "README lacks {var}");
+fn config_reference_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config-reference.md");
+    let current = herald_server::settings::reference();
+    if std::env::var_os("HERALD_BLESS").is_some() {
+        std::fs::write(&path, &current)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        return;
     }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == current,
+        "docs/config-reference.md is not what the settings' declarations give; write it anew with\n  \
+         HERALD_BLESS=1 cargo test -p herald-server --test tidy config_reference"
+    );
 }
 
 /// Every `.rs` file under `src/`, as (path relative to the crate, text).
@@ -102,8 +61,6 @@ enum MayName {
     File(&'static str),
     /// Exactly this line of this file.
     Line(&'static str, &'static str),
-    /// These words in this file, and nothing else about Redis.
-    Words(&'static str, &'static [&'static str]),
 }
 
 const MAY_NAME_REDIS: &[MayName] = &[
@@ -112,35 +69,59 @@ const MAY_NAME_REDIS: &[MayName] = &[
     MayName::File("src/adapter/start.rs"),
     // Declaring the module is naming it.
     MayName::Line("src/adapter/mod.rs", "mod redis;"),
-    // The configuration's keys keep their names (README, existing files and deployments).
-    MayName::Words(
-        "src/config.rs",
-        &[
-            "redis_url",
-            "redis_prefix",
-            "herald_redis_url",
-            "redis_tls_",
-            "redis_sentinel_tls_",
-        ],
-    ),
 ];
 
 /// A line that names Redis where it should not, if this one does.
 fn names_redis_out_of_place(path: &str, line: &str) -> bool {
-    let mut lower = line.to_lowercase();
+    let lower = line.to_lowercase();
     for rule in MAY_NAME_REDIS {
         match *rule {
             MayName::File(file) if file == path => return false,
             MayName::Line(file, allowed) if file == path && line.trim() == allowed => return false,
-            MayName::Words(file, words) if file == path => {
-                for word in words {
-                    lower = lower.replace(word, "");
-                }
-            }
             _ => {}
         }
     }
     lower.contains("redis")
+}
+
+/// A line that names an app database (its engines or their driver) as code does: a URL
+/// scheme (`postgres://`) is configuration data, as opaque to the server as any URL.
+fn names_a_database(line: &str) -> bool {
+    let lower = line.to_lowercase();
+    ["postgres", "mysql", "mariadb", "sqlx"].iter().any(|name| {
+        lower
+            .match_indices(name)
+            .any(|(at, _)| !lower[at + name.len()..].starts_with("://"))
+    })
+}
+
+/// The app store is a seam too: PostgreSQL, MySQL/MariaDB and their driver are named only
+/// under `src/store/`; the rest of the server sees an `AppStore` and a URL.
+#[test]
+fn the_app_databases_stay_behind_the_store_seam() {
+    let sources = sources();
+    assert!(
+        sources.iter().any(|(p, _)| p == "src/store/postgres.rs"),
+        "the PostgreSQL store moved: update this test"
+    );
+    assert!(names_a_database("use sqlx::PgPool;"));
+    assert!(names_a_database("AppsDb::MySql => {}"));
+    assert!(!names_a_database("apps_url = \"postgres://u@h/x\""));
+    let found: Vec<String> = sources
+        .iter()
+        .filter(|(path, _)| !path.starts_with("src/store/"))
+        .flat_map(|(path, text)| {
+            text.lines()
+                .enumerate()
+                .filter(|(_, line)| names_a_database(line))
+                .map(move |(n, line)| format!("{path}:{}: {}", n + 1, line.trim()))
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "names an app database outside src/store/:\n{}",
+        found.join("\n")
+    );
 }
 
 /// The cluster is a seam, not a branch: Redis is named only in `src/adapter/redis/` (and
@@ -190,12 +171,8 @@ fn the_seam_check_finds_what_it_forbids() {
         "src/adapter/config.rs",
         "redis::join()"
     ));
-    assert!(!names_redis_out_of_place(
-        "src/config.rs",
-        "    redis_url: Option<String>,"
-    ));
     assert!(names_redis_out_of_place(
-        "src/config.rs",
-        "    let c = redis::Client::open(url);"
+        "src/settings/mod.rs",
+        "    redis_url: Option<String>,"
     ));
 }

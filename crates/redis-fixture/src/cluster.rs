@@ -9,6 +9,9 @@ use crate::tls::TlsFiles;
 /// How long a node may be unreachable before the cluster fails it over; small so a failover
 /// test takes a few seconds (Redis's default is 15 s).
 const NODE_TIMEOUT_MS: u64 = 1000;
+/// [`RedisCluster::start_patient`]'s: past any stall a loaded machine gives a node, so a
+/// test that freezes a shard briefly never has it failed by the others.
+const PATIENT_NODE_TIMEOUT_MS: u64 = 10_000;
 /// Bounds on the waits: forming the cluster, and a failover.
 const FORM_LIMIT: Duration = Duration::from_secs(30);
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
@@ -38,6 +41,19 @@ impl RedisCluster {
         RedisCluster::start_with_replicas(masters, 0)
     }
 
+    /// [`RedisCluster::start`] with a node timeout of 10 s instead of 1 s: for a test that
+    /// freezes a shard ([`RedisCluster::pause_node`]) and needs the others not to mark it
+    /// failing however long the machine takes meanwhile.
+    pub fn start_patient(masters: usize) -> RedisCluster {
+        RedisCluster::start_inner(
+            &vec![Host::loopback(); masters],
+            masters,
+            0,
+            None,
+            PATIENT_NODE_TIMEOUT_MS,
+        )
+    }
+
     /// A cluster of `masters` masters with `replicas_per_master` replicas each, returned once
     /// every node says `cluster_state:ok` and every replica is in sync with its master.
     pub fn start_with_replicas(masters: usize, replicas_per_master: usize) -> RedisCluster {
@@ -48,7 +64,7 @@ impl RedisCluster {
     /// [`RedisCluster::start_with_replicas`] with node `i` on `hosts[i]` (one host per
     /// node: `masters * (1 + replicas_per_master)` of them).
     pub fn start_on(hosts: &[Host], masters: usize, replicas_per_master: usize) -> RedisCluster {
-        RedisCluster::start_inner(hosts, masters, replicas_per_master, None)
+        RedisCluster::start_inner(hosts, masters, replicas_per_master, None, NODE_TIMEOUT_MS)
     }
 
     /// [`RedisCluster::start_with_replicas`] serving TLS only, with `tls`, the cluster bus
@@ -60,6 +76,7 @@ impl RedisCluster {
             masters,
             replicas_per_master,
             Some(tls),
+            NODE_TIMEOUT_MS,
         )
     }
 
@@ -68,6 +85,7 @@ impl RedisCluster {
         masters: usize,
         replicas_per_master: usize,
         tls: Option<&TlsFiles>,
+        node_timeout_ms: u64,
     ) -> RedisCluster {
         assert!(masters >= 3, "Redis Cluster needs at least three masters");
         let dir = ScratchDir::new("cluster");
@@ -86,7 +104,7 @@ impl RedisCluster {
                         "--cluster-config-file",
                         &format!("nodes-{port}.conf"),
                         "--cluster-node-timeout",
-                        &NODE_TIMEOUT_MS.to_string(),
+                        &node_timeout_ms.to_string(),
                         "--cluster-port",
                         &free_port().to_string(),
                     ]
@@ -114,8 +132,9 @@ impl RedisCluster {
             .expect("run redis-cli --cluster create");
         assert!(
             output.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
         let cluster = RedisCluster { nodes, _dir: dir };
         wait_until(FORM_LIMIT, "the cluster to form", || {
@@ -222,7 +241,7 @@ impl RedisCluster {
 
     /// Freezes the node on `port` (SIGSTOP): its connections stay open and it answers
     /// nothing, as a shard that is overloaded or partitioned away. Past the cluster's node
-    /// timeout (1 s) the other nodes mark it failing.
+    /// timeout (1 s; 10 s for [`RedisCluster::start_patient`]) the other nodes mark it failing.
     pub fn pause_node(&self, port: u16) {
         self.node(port).signal("-STOP");
     }
@@ -239,8 +258,9 @@ impl RedisCluster {
         port
     }
 
-    /// Waits until every slot the killed node on `dead_port` served is served by a live
-    /// master, in the view of every live node, and every live node says `cluster_state:ok`.
+    /// Waits until every slot the node on `dead_port` served (killed, or demoted by a
+    /// `CLUSTER FAILOVER` of its replica) is served by another master, in the view of every
+    /// live node, and every live node says `cluster_state:ok`.
     pub fn wait_for_failover(&self, dead_port: u16) {
         wait_until(
             FAILOVER_LIMIT,

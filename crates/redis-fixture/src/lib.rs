@@ -12,6 +12,7 @@
 
 mod cluster;
 mod process;
+mod scratch;
 mod sentinel;
 mod server;
 mod tls;

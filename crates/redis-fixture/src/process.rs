@@ -2,11 +2,11 @@
 //! `redis-cli` calls.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub(crate) use crate::scratch::ScratchDir;
 use crate::tls::TlsFiles;
 
 /// A free loopback port (the kernel's choice, released again for the server to bind).
@@ -15,36 +15,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// A directory of its own under the system's temporary directory, removed when dropped.
-pub(crate) struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    pub(crate) fn new(kind: &str) -> ScratchDir {
-        static COUNT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "redis-fixture-{kind}-{}-{}-{nanos}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path).expect("create the fixture's scratch directory");
-        ScratchDir(path)
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Where a process runs: the address it binds and is reached at, and the network namespace
@@ -152,7 +122,7 @@ impl Process {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-server (is it installed? see the README)");
+            .expect("start redis-server (is it installed? see docs/testing.md)");
         self.child = Some(child);
         wait_until(Duration::from_secs(5), "redis-server to listen", || {
             std::net::TcpStream::connect((self.host.ip, self.port)).is_ok()

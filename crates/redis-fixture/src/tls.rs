@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::process::ScratchDir;
+use crate::scratch::ScratchDir;
 
 /// What a TLS server (or sentinel) is started with, as PEM files. The fixture's own
 /// `redis-cli` calls use the same files: `ca` to check the server, `cert` and `key` as their

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::ctx::{stamp, Ctx};
 use super::KEEPALIVE;
-use crate::http::{App, Conn};
+use crate::http::{batch_body, data_token, trigger_body, App, Conn};
 use crate::modes::nanos_since;
 use crate::scan::find;
 use crate::wsclient::{Client, Kind};
@@ -101,19 +101,18 @@ pub(super) async fn publisher(
             let at = next % channels.len();
             next += 1;
             let channel = Kind::Public.channel(channels[at]);
-            let data = format!(r#"{{\"t\":{t},\"s\":{},\"p\":\"{padding}\"}}"#, seqs[at]);
+            let data = format!(r#"{{"t":{t},"s":{},"p":"{padding}"}}"#, seqs[at]);
             seqs[at] += 1;
-            events.push((
-                channels[at],
-                format!(r#"{{"name":"soak","channel":"{channel}","data":"{data}"}}"#),
-            ));
+            events.push((channels[at], channel, data_token(&data)));
         }
-        let body = match batch {
-            1 => events[0].1.clone(),
-            _ => {
-                let list: Vec<&str> = events.iter().map(|(_, e)| e.as_str()).collect();
-                format!(r#"{{"batch":[{}]}}"#, list.join(","))
-            }
+        let body = match &events[..] {
+            [(_, channel, data)] => trigger_body("soak", channel, data),
+            _ => batch_body(
+                "soak",
+                events
+                    .iter()
+                    .map(|(_, channel, data)| (channel.as_str(), &**data)),
+            ),
         };
         if conn.is_none() {
             match Conn::open(app.addr, &app.dialer).await {
@@ -132,7 +131,7 @@ pub(super) async fn publisher(
                 ctx.events_published
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 // Only accepted events are owed: a refused trigger is an error, not a loss.
-                for (channel, _) in &events {
+                for (channel, _, _) in &events {
                     ctx.expected[ctx.second(t)]
                         .fetch_add(subscribers_of[*channel], Ordering::Relaxed);
                 }

@@ -12,16 +12,15 @@ use tokio::sync::{watch, Semaphore};
 use crate::http::App;
 use crate::modes::nanos_since;
 use crate::scan::{find, frame_bounds, leading_number, take_frame};
+use herald_protocol::frame::Signin;
+
 use crate::wsclient::Client;
 
 use super::{Names, Outcome, Refusal, Shared, ATTEMPT_TIMEOUT};
 
 /// The `pusher:signin` message for `user_data`, signed with `auth`.
 pub(super) fn signin_message(auth: &str, user_data: &str) -> String {
-    format!(
-        r#"{{"event":"pusher:signin","data":{{"auth":"{auth}","user_data":"{}"}}}}"#,
-        user_data.replace('"', "\\\"")
-    )
+    Signin::new(auth, user_data).to_frame()
 }
 
 /// The opcode and payload of the next frame (inflated if it came compressed). Reads into

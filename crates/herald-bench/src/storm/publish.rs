@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::http::{App, Conn};
+use crate::http::{data_token, trigger_body, App, Conn};
 use crate::modes::nanos_since;
 
 use super::{Names, Published, PUBLISHERS};
@@ -35,10 +35,8 @@ pub(super) async fn publisher(
         }
         let channel = (n % names.channels as u64) as usize;
         let at = nanos_since(base);
-        let body = format!(
-            r#"{{"name":"storm","channel":"{}","data":"{{\"t\":{at},\"n\":{n}}}"}}"#,
-            names.channel(channel)
-        );
+        let data = data_token(&format!(r#"{{"t":{at},"n":{n}}}"#));
+        let body = trigger_body("storm", &names.channel(channel), &data);
         let ok = match conn.send(&app.signed_post_to(&path, &body)).await {
             Ok(status) => status == 200,
             Err(_) => {

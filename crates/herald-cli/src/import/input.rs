@@ -166,7 +166,7 @@ pub(super) async fn table(url: &str, table: &str) -> Result<Vec<Map<String, Valu
         Fail::unreachable(format!("cannot read the database at {shown}: {e}"))
     };
     let rows: Vec<String> = match url.db() {
-        herald_server::config::AppsDb::Postgres => {
+        herald_server::store::AppsDb::Postgres => {
             let mut conn =
                 tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect(url.expose()))
                     .await
@@ -183,7 +183,7 @@ pub(super) async fn table(url: &str, table: &str) -> Result<Vec<Map<String, Valu
                 .await
                 .map_err(|e| query_error(e, table, &shown))?
         }
-        herald_server::config::AppsDb::MySql => {
+        herald_server::store::AppsDb::MySql => {
             let dsn = match url.expose().strip_prefix("mariadb://") {
                 Some(rest) => format!("mysql://{rest}"),
                 None => url.expose().to_owned(),

@@ -3,7 +3,8 @@
 //! the name the operator wrote; this module decides what Herald does with it and says, one
 //! line per setting, what it cannot carry over.
 
-use herald_server::config::{app_from_fields, AppLimits, Plans};
+use herald_server::app_config::fields::{app_from_fields, Plans};
+use herald_server::AppLimits;
 use serde_json::{json, Map, Value};
 
 /// A setting both peers have, whatever each calls it.

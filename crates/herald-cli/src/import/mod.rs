@@ -20,8 +20,8 @@ mod soketi;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use herald_server::config::Plans;
 use herald_server::store::StoreError;
+use herald_server::Plans;
 use herald_server::{AppsUrl, Config};
 use serde_json::{json, Value};
 

@@ -6,8 +6,9 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use herald_server::config::{redact_url, Plans};
+use herald_server::config::redact_url;
 use herald_server::store::{self, AppRef, StoreError, StoredApp};
+use herald_server::Plans;
 use herald_server::{AppsUrl, Config, ConfigError};
 use serde_json::Value;
 

@@ -81,7 +81,7 @@ pub(super) fn from_env(env: &Env) -> Result<(Vec<Imported>, Vec<Note>), String> 
         if name.starts_with("REVERB_") && !known {
             server.push(Note::new(
                 name,
-                "a Reverb server setting, not an app's (the README's \"Coming from Reverb\" names Herald's)",
+                "a Reverb server setting, not an app's (docs/migrating.md, \"Coming from Reverb\", names Herald's)",
             ));
         }
     }

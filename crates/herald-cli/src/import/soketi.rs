@@ -241,7 +241,7 @@ impl Options {
                 }
                 None => notes.push(Note::new(
                     name,
-                    "a server setting, not an app's (the README's \"Coming from soketi\" names Herald's)",
+                    "a server setting, not an app's (docs/migrating.md, \"Coming from soketi\", names Herald's)",
                 )),
             }
         }

@@ -2,7 +2,7 @@
 //! functions of the report, so each rule can be read (and tested) on its own.
 //!
 //! A finding is a violation (the suite fails) or a measure (what was lost and why it was
-//! allowed, for the README's table).
+//! allowed, for the table of docs/faults.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 

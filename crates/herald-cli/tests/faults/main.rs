@@ -1,7 +1,7 @@
 //! The fault suite: herald nodes and Redis in network namespaces of their own, the official
-//! clients' workload running through every fault, and the invariants of ARCHITECTURE.md
-//! ("Faults") checked once the fault heals. See `run.rs` for the world a scenario runs in
-//! and `check.rs` for the rules.
+//! clients' workload running through every fault, and the invariants of docs/design/faults.md
+//! checked once the fault heals. See `run.rs` for the world a scenario runs in and `check.rs`
+//! for the rules.
 //!
 //! It needs root (namespaces, veth pairs, nftables): without it every scenario fails with a
 //! message saying so. By default the scenarios take CI's share (faults of 2 and 7 s either
@@ -16,10 +16,77 @@ mod relay;
 mod run;
 mod workload;
 
+use std::future::Future;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use libtest_mimic::{Arguments, Failed, Trial};
 use net::Way;
 use run::{hold, Run, Spec, Topology};
+
+/// How many scenarios run at once unless `--test-threads` or `RUST_TEST_THREADS` says.
+/// A scenario spends nearly all its time waiting (holds, the node timeout, convergence):
+/// at libtest's default of one per core, CI's two cores ran the suite in 124-145 s for a
+/// few seconds of CPU per scenario.
+const SCENARIOS_AT_ONCE: usize = 4;
+
+/// The scenarios, longest first so that the last ones to start are short.
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() && std::env::var_os("RUST_TEST_THREADS").is_none() {
+        args.test_threads = Some(SCENARIOS_AT_ONCE);
+    }
+    let trials = vec![
+        scenario(
+            "redis_paused_past_the_node_timeout",
+            redis_paused_past_the_node_timeout,
+        ),
+        scenario(
+            "a_node_cut_off_from_redis_past_the_node_timeout",
+            a_node_cut_off_from_redis_past_the_node_timeout,
+        ),
+        scenario(
+            "a_node_cut_off_from_redis_one_way_past_the_node_timeout",
+            a_node_cut_off_from_redis_one_way_past_the_node_timeout,
+        ),
+        scenario("one_node_of_three_killed", one_node_of_three_killed),
+        scenario("sigterm_under_load", sigterm_under_load),
+        scenario(
+            "latency_and_loss_between_a_node_and_redis",
+            latency_and_loss_between_a_node_and_redis,
+        ),
+        scenario(
+            "a_node_cut_off_from_redis_one_way",
+            a_node_cut_off_from_redis_one_way,
+        ),
+        scenario(
+            "a_redis_cluster_shard_fails_over",
+            a_redis_cluster_shard_fails_over,
+        ),
+        scenario("a_sentinel_failover", a_sentinel_failover),
+        scenario(
+            "a_node_cut_off_from_redis_both_ways",
+            a_node_cut_off_from_redis_both_ways,
+        ),
+        scenario("redis_paused", redis_paused),
+        scenario("redis_restarted", redis_restarted),
+        scenario("nothing_breaks", nothing_breaks),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// A scenario as a test of its own, on a runtime of its own (as `#[tokio::test]` gives).
+fn scenario<F: Future<Output = ()> + 'static>(name: &'static str, run: fn() -> F) -> Trial {
+    Trial::test(name, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failed::from(format!("cannot start a runtime: {e}")))?
+            .block_on(run());
+        Ok(())
+    })
+}
 
 /// Traffic before a fault.
 const STEADY: Duration = Duration::from_secs(2);
@@ -47,7 +114,6 @@ fn past_timeout() -> Duration {
     Duration::from_secs(if long() { 40 } else { 7 })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_breaks() {
     let mut run = Run::start(Spec::new("baseline", Topology::Single, node_timeout())).await;
     hold(STEADY * 2).await;
@@ -55,7 +121,6 @@ async fn nothing_breaks() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_both_ways() {
     let mut run = Run::start(Spec::new("cut both ways", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
@@ -65,7 +130,6 @@ async fn a_node_cut_off_from_redis_both_ways() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_past_the_node_timeout() {
     let mut run = Run::start(Spec::new(
         "cut past timeout",
@@ -80,7 +144,6 @@ async fn a_node_cut_off_from_redis_past_the_node_timeout() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_one_way() {
     let mut run = Run::start(Spec::new("cut one way", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
@@ -96,7 +159,6 @@ async fn a_node_cut_off_from_redis_one_way() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_one_way_past_the_node_timeout() {
     let mut run = Run::start(Spec::new(
         "cut one way past timeout",
@@ -113,7 +175,6 @@ async fn a_node_cut_off_from_redis_one_way_past_the_node_timeout() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused() {
     let mut run = Run::start(Spec::new("redis paused", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
@@ -123,7 +184,6 @@ async fn redis_paused() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_past_the_node_timeout() {
     let mut run = Run::start(Spec::new(
         "redis paused long",
@@ -138,7 +198,6 @@ async fn redis_paused_past_the_node_timeout() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted() {
     let mut run = Run::start(Spec::new(
         "redis restarted",
@@ -151,7 +210,6 @@ async fn redis_restarted() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_of_three_killed() {
     let mut run = Run::start(Spec::new("node killed", Topology::Single, node_timeout())).await;
     hold(STEADY).await;
@@ -161,7 +219,6 @@ async fn one_node_of_three_killed() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_and_loss_between_a_node_and_redis() {
     let mut spec = Spec::new("latency and loss", Topology::Single, node_timeout());
     spec.relay = true;
@@ -178,7 +235,6 @@ async fn latency_and_loss_between_a_node_and_redis() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_shard_fails_over() {
     let mut run = Run::start(Spec::new(
         "cluster failover",
@@ -191,7 +247,6 @@ async fn a_redis_cluster_shard_fails_over() {
     run.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover() {
     let mut run = Run::start(Spec::new(
         "sentinel failover",
@@ -207,7 +262,6 @@ async fn a_sentinel_failover() {
 /// SIGTERM on a node with a console tab open, a webhook receiver that hangs, presence
 /// members, and a client that stopped reading: it exits within its drain
 /// (`shutdown_grace`, 3 s here) and a bounded webhook flush.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load() {
     let mut run = Run::start(Spec::new(
         "sigterm under load",

@@ -56,7 +56,7 @@ impl Spec {
     }
 }
 
-/// What a scenario measured, for the README's table.
+/// What a scenario measured, for the table of docs/faults.md.
 #[derive(Debug)]
 pub struct Outcome {
     pub findings: Findings,
@@ -183,7 +183,7 @@ impl Run {
     pub fn restart_redis(&mut self) {
         self.all_impaired();
         // The membership changes made while Redis was away are restated quietly into the
-        // empty Redis: their webhooks may be missing (README, "Faults").
+        // empty Redis: their webhooks may be missing (docs/faults.md).
         self.excuses.webhooks_lost = true;
         let server = self.single();
         tokio::task::block_in_place(|| server.restart());

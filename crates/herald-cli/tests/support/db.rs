@@ -493,10 +493,16 @@ impl OwnMariaDb {
             args,
         };
         db.own.at.tls = tls;
+        // Its own temporary directory: the bootstrap of two servers made at once in a shared
+        // /tmp once failed removing its temporary table ("Unknown table
+        // 'mysql.tmp_proxies_priv'").
+        let tmp = db.dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("MariaDB's temporary directory");
         run(
             Command::new("mariadb-install-db")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", db.dir.join("data").display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args(["--user=root", "--auth-root-authentication-method=normal"])
                 .args(["--skip-test-db", "--skip-name-resolve"]),
             "mariadb-install-db (Debian: mariadb-server)",
@@ -525,6 +531,7 @@ impl OwnMariaDb {
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--port={}", self.own.at.port))
             .args([
                 "--bind-address=127.0.0.1",

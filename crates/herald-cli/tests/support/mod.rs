@@ -2,6 +2,7 @@
 //! the frame level, and send signed HTTP API requests.
 #![allow(dead_code)] // Each test file uses a different part of this module.
 pub mod db;
+pub mod history;
 pub mod nodes;
 pub mod pki;
 pub mod receiver;
@@ -193,8 +194,14 @@ pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The next text frame as JSON, skipping pings and pongs; `None` after 5 s or at the end.
 pub async fn next_json(ws: &mut WsStream) -> Option<Value> {
+    next_json_within(ws, Duration::from_secs(5)).await
+}
+
+/// The next text frame as JSON, skipping pings and pongs; `None` after `within` or at the
+/// end.
+pub async fn next_json_within(ws: &mut WsStream, within: Duration) -> Option<Value> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        match tokio::time::timeout(within, ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => {
                 return Some(serde_json::from_str(t.as_str()).expect("server frames are JSON"))
             }
@@ -244,6 +251,13 @@ impl Ws {
     /// The next text frame as JSON; fails the test after 5 s.
     pub async fn next(&mut self) -> Value {
         next_json(&mut self.ws).await.expect("a frame within 5 s")
+    }
+
+    /// The next text frame as JSON; fails the test after `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Value {
+        next_json_within(&mut self.ws, within)
+            .await
+            .unwrap_or_else(|| panic!("no frame within {within:?}"))
     }
 
     /// The next frame, which must be the named event.

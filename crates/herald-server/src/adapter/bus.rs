@@ -75,6 +75,35 @@ pub enum BusMessage {
         /// Online (true) or offline.
         online: bool,
     },
+    /// About the recovery entry of `identity` (the cluster backend's recoveries).
+    Recovery {
+        /// The app.
+        app: String,
+        /// The user or presence member the entry is for.
+        identity: String,
+        /// What happened to it.
+        notice: RecoveryNotice,
+    },
+}
+
+/// What a [`BusMessage::Recovery`] tells the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryNotice {
+    /// An entry naming `channels` is kept for `keep_ms`: they are awaited.
+    Kept {
+        /// The channels the entry names.
+        channels: Vec<String>,
+        /// How long it is kept, in milliseconds.
+        keep_ms: u64,
+    },
+    /// The entry was taken: its channels are no longer awaited for it.
+    Taken,
+    /// The identity has a new connection: close its silent ones (with `presence`, its
+    /// member connections on that channel too).
+    TakeOver {
+        /// The presence channel the new connection joins as the identity, if it is one.
+        presence: Option<String>,
+    },
 }
 
 const EVENT: u8 = 1;
@@ -88,6 +117,8 @@ const SEQUENCED: u8 = 3;
 const MEMBER: u8 = 7;
 /// An event with its channel serial ([`SERIAL_AT`]), sent only sequenced.
 const SERIAL_EVENT: u8 = 8;
+/// About a recovery entry, sent only sequenced.
+const RECOVERY: u8 = 9;
 /// Where the sequence number sits: after the kind and the origin.
 const SEQUENCE_AT: usize = 5;
 /// Where an event's serial sits: right after the sequence number, before any field of
@@ -150,6 +181,29 @@ pub fn encode(origin: u32, message: &BusMessage) -> Vec<u8> {
             put(&mut out, info.as_deref().unwrap_or("").as_bytes());
             out.push(u8::from(*present));
             out.extend_from_slice(&version.to_be_bytes());
+            out
+        }
+        BusMessage::Recovery {
+            app,
+            identity,
+            notice,
+        } => {
+            let mut out = Vec::with_capacity(64);
+            header(&mut out, RECOVERY, origin, app, identity);
+            match notice {
+                RecoveryNotice::Kept { channels, keep_ms } => {
+                    out.push(0);
+                    out.extend_from_slice(&keep_ms.to_be_bytes());
+                    // Channel names hold no newline.
+                    put(&mut out, channels.join("\n").as_bytes());
+                }
+                RecoveryNotice::Taken => out.push(1),
+                RecoveryNotice::TakeOver { presence } => {
+                    out.push(2);
+                    // A channel name is never empty, so empty says "no channel".
+                    put(&mut out, presence.as_deref().unwrap_or("").as_bytes());
+                }
+            }
             out
         }
     }
@@ -229,7 +283,8 @@ fn message_kind(byte: u8) -> Option<(u8, bool)> {
         EVENT..=WATCH => Some((byte, false)),
         b if (EVENT + SEQUENCED..=WATCH + SEQUENCED).contains(&b)
             || b == MEMBER + SEQUENCED
-            || b == SERIAL_EVENT + SEQUENCED =>
+            || b == SERIAL_EVENT + SEQUENCED
+            || b == RECOVERY + SEQUENCED =>
         {
             Some((b - SEQUENCED, true))
         }
@@ -294,6 +349,33 @@ pub fn decode(bytes: &[u8]) -> Option<(u32, BusMessage)> {
                 info: has_info.then_some(info),
                 present: r.u8()? != 0,
                 version: u64::from_be_bytes(r.array()?),
+            }
+        }
+        RECOVERY => {
+            let app = r.string()?;
+            let identity = r.string()?;
+            let notice = match r.u8()? {
+                0 => {
+                    let keep_ms = u64::from_be_bytes(r.array()?);
+                    let channels = r.string()?;
+                    RecoveryNotice::Kept {
+                        channels: channels.split('\n').map(str::to_owned).collect(),
+                        keep_ms,
+                    }
+                }
+                1 => RecoveryNotice::Taken,
+                2 => {
+                    let presence = r.string()?;
+                    RecoveryNotice::TakeOver {
+                        presence: (!presence.is_empty()).then_some(presence),
+                    }
+                }
+                _ => return None,
+            };
+            BusMessage::Recovery {
+                app,
+                identity,
+                notice,
             }
         }
         _ => return None,
@@ -377,6 +459,31 @@ mod tests {
                 frame: Bytes::from_static(b"frame"),
                 cache: Some(("\"d\"".into(), 60_000)),
                 serial: None,
+            },
+            BusMessage::Recovery {
+                app: "app".into(),
+                identity: "ana".into(),
+                notice: RecoveryNotice::Kept {
+                    channels: vec!["feed".into(), "private-a".into()],
+                    keep_ms: 120_000,
+                },
+            },
+            BusMessage::Recovery {
+                app: "app".into(),
+                identity: "ana".into(),
+                notice: RecoveryNotice::Taken,
+            },
+            BusMessage::Recovery {
+                app: "app".into(),
+                identity: "ana".into(),
+                notice: RecoveryNotice::TakeOver { presence: None },
+            },
+            BusMessage::Recovery {
+                app: "app".into(),
+                identity: "ana".into(),
+                notice: RecoveryNotice::TakeOver {
+                    presence: Some("presence-room".into()),
+                },
             },
             BusMessage::Terminate {
                 app: "a".into(),

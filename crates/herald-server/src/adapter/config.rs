@@ -2,40 +2,67 @@
 //! `start.rs`, the only place that names every backend, so the rest of the server names
 //! none. It sits with the configuration, below the apps and the adapter's traits.
 
+use super::redis::config::RawRedisConfig;
 pub use super::redis::config::RedisConfig;
-use crate::config::{invalid, ConfigError};
+use crate::config::declare::{settings, Section};
+use crate::config::error::ConfigError;
+use crate::config::kinds::{Choice, Choices};
 
-/// The adapter's keys as the file and the environment gave them (`adapter`, `redis_url` or
-/// `HERALD_REDIS_URL`, `redis_prefix`, `node_timeout`, `cluster_ops_per_app`,
-/// `cluster_bus_max_bytes`), before they are checked. No `Debug`: the URL may hold a password.
-#[derive(Default, Clone, PartialEq, Eq)]
-pub(crate) struct AdapterKeys {
-    /// `adapter`: `local` (the default) or `redis`.
-    pub(crate) adapter: Option<String>,
-    /// Where the cluster's shared state is.
-    pub(crate) url: Option<String>,
-    /// The prefix of every key and channel there.
-    pub(crate) prefix: Option<String>,
-    /// Seconds without a heartbeat before a node is taken for dead.
-    pub(crate) node_timeout: Option<u64>,
-    /// State changes one app may have waiting on this node.
-    pub(crate) ops_per_app: Option<usize>,
-    /// Bytes of messages for other nodes this node may hold.
-    pub(crate) bus_max_bytes: Option<usize>,
-    /// `redis_tls_*`: TLS to the data nodes.
-    pub(crate) tls: TlsKeys,
-    /// `redis_sentinel_tls_*`: TLS to the sentinels; each key unset takes the data nodes'.
-    pub(crate) sentinel_tls: TlsKeys,
+/// The backend `adapter` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterKind {
+    /// A single node, all in memory.
+    Local,
+    /// A cluster of nodes sharing one Redis.
+    Redis,
 }
 
-/// One side's TLS keys (`…_ca_file`, `…_cert_file`, `…_key_file`,
-/// `…_insecure_skip_name_check`), as given.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct TlsKeys {
-    pub(crate) ca_file: Option<std::path::PathBuf>,
-    pub(crate) cert_file: Option<std::path::PathBuf>,
-    pub(crate) key_file: Option<std::path::PathBuf>,
-    pub(crate) skip_name_check: Option<bool>,
+impl Choices for AdapterKind {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("local", AdapterKind::Local), ("redis", AdapterKind::Redis)];
+}
+
+settings! {
+    /// What the node shares events and state through.
+    pub struct AdapterSettings(RawAdapterSettings) in "Cluster" {
+        /// What the node shares events and state through: `local` (a single in-memory
+        /// node) or `redis` (a cluster's nodes sharing one Redis).
+        adapter: Choice<AdapterKind> = AdapterKind::Local, key "adapter" env "HERALD_ADAPTER", Restart;
+    }
+}
+
+/// The keys of the adapter and of every backend, as given.
+#[derive(Default)]
+pub struct RawAdapter {
+    adapter: RawAdapterSettings,
+    redis: RawRedisConfig,
+}
+
+impl RawAdapter {
+    /// Every key, the adapter's then each backend's.
+    pub(crate) fn keys() -> Vec<&'static str> {
+        let mut keys = RawAdapterSettings::keys();
+        keys.extend(RawRedisConfig::keys());
+        keys
+    }
+
+    /// Reads the value of `key` from `map` if it is one of these keys.
+    pub(crate) fn take<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        Ok(self.adapter.take(key, map)? || self.redis.take(key, map)?)
+    }
+
+    /// The environment's values over the file's.
+    pub(crate) fn overlay(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        self.adapter.overlay(env)?;
+        self.redis.overlay(env)
+    }
 }
 
 /// What the node shares events and state through.
@@ -45,29 +72,34 @@ pub enum AdapterConfig {
     #[default]
     Local,
     /// A cluster of nodes sharing one Redis.
-    Redis(RedisConfig),
+    Redis(Box<RedisConfig>),
 }
 
 impl AdapterConfig {
-    /// The backend `keys.adapter` names, with its settings; the other backend's keys are
+    /// The backend `adapter` names, with its settings; the other backend's keys are
     /// ignored, as they always were.
-    pub(crate) fn from_keys(keys: AdapterKeys) -> Result<Self, ConfigError> {
-        match keys.adapter.as_deref().unwrap_or("local") {
-            "local" => Ok(AdapterConfig::Local),
-            "redis" => Ok(AdapterConfig::Redis(RedisConfig::from_keys(keys))),
-            other => Err(invalid(
-                "adapter",
-                format!("must be \"local\" or \"redis\", not '{other}'"),
-            )),
-        }
+    pub(crate) fn from_raw(raw: RawAdapter) -> Result<Self, ConfigError> {
+        let mut redis = RedisConfig::from_raw(raw.redis)?;
+        Ok(match AdapterSettings::from_raw(raw.adapter)?.adapter {
+            AdapterKind::Local => AdapterConfig::Local,
+            AdapterKind::Redis => {
+                redis.resolve();
+                AdapterConfig::Redis(Box::new(redis))
+            }
+        })
     }
 
-    /// The webhook queue the backend's nodes share: none for a single node, whose queue is
-    /// its own (`webhook_store`).
-    pub(crate) fn webhook_queue(&self) -> crate::webhooks::SharedQueue {
-        match self {
-            AdapterConfig::Local => crate::webhooks::SharedQueue::default(),
-            AdapterConfig::Redis(redis) => super::redis::webhook_queue(redis),
+    /// The declarations of the adapter's keys and of each backend's, for the reference.
+    pub fn sections() -> Vec<Section> {
+        vec![AdapterSettings::section(), RedisConfig::section()]
+    }
+
+    fn settings(&self) -> AdapterSettings {
+        AdapterSettings {
+            adapter: match self {
+                AdapterConfig::Local => AdapterKind::Local,
+                AdapterConfig::Redis(_) => AdapterKind::Redis,
+            },
         }
     }
 
@@ -79,13 +111,13 @@ impl AdapterConfig {
         }
     }
 
-    /// The keys that differ between `self` (running) and `new`; `adapter` when the backend
-    /// itself differs.
-    pub(crate) fn restart_fields(&self, new: &AdapterConfig) -> Vec<&'static str> {
-        match (self, new) {
-            (AdapterConfig::Local, AdapterConfig::Local) => Vec::new(),
-            (AdapterConfig::Redis(old), AdapterConfig::Redis(new)) => old.restart_fields(new),
-            _ => vec!["adapter"],
+    /// Each key a reload cannot apply and whether `new` changes it: `adapter` when the
+    /// backend itself differs, the backend's own keys when it does not.
+    pub(crate) fn changed(&self, new: &AdapterConfig) -> Vec<(&'static str, bool)> {
+        let mut changed = self.settings().changed(&new.settings());
+        if let (AdapterConfig::Redis(old), AdapterConfig::Redis(new)) = (self, new) {
+            changed.extend(old.restart_changes(new));
         }
+        changed
     }
 }

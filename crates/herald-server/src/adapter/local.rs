@@ -84,9 +84,17 @@ impl Presence for Local {
             outbox,
             member,
             cache,
-            joining,
+            recover,
         } = sub;
         let hub = &app.hub;
+        let mut join = |outbox: &Outbox| -> u64 {
+            if let Some(recover) = recover {
+                crate::recovery::join(app, channel, recover, outbox);
+            }
+            // Serials are given under this lock: nothing replayed can come live.
+            0
+        };
+        let joining = recover.is_some().then_some(&mut join as _);
         let (joined, user_id) = match member {
             Some(member) => {
                 let roster = Roster::Here {

@@ -32,17 +32,18 @@ use herald_protocol::presence::Member;
 pub use self::config::AdapterConfig;
 use self::local::Local;
 pub(crate) use self::start::start;
+pub use self::start::webhook_settings;
+use crate::app_config::AppLimits;
 use crate::apps::{App, ConnectionSlot};
 use crate::backend::Backend;
-use crate::config::AppLimits;
 use crate::history::memory::Memory;
 use crate::history::History;
-use crate::hub::{ChannelCounts, Joining};
+use crate::hub::ChannelCounts;
 use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
 use crate::ratelimit::{AppRates, Window};
 use crate::recovery::memory::MemoryRecoveries;
-use crate::recovery::{NotShared, Recoveries};
+use crate::recovery::{Recover, Recoveries};
 
 /// The node's backend as the server sees it: one object behind the three traits, and the
 /// admin listener's view of it ([`Backend`]).
@@ -54,8 +55,7 @@ pub(crate) struct Adapter {
     pub(crate) backend: Arc<dyn Backend>,
     /// Where channel events are kept for the history API.
     pub(crate) history: Arc<dyn History>,
-    /// What connections that ended uncleanly leave for their next one (a cluster's nodes
-    /// do not share it yet: [`crate::recovery::NotShared`]).
+    /// What connections that ended uncleanly leave for their next one.
     pub(crate) recoveries: Arc<dyn Recoveries>,
 }
 
@@ -63,6 +63,7 @@ impl Adapter {
     fn of<T: Broker + Presence + Limits + Backend + 'static>(
         node: Arc<T>,
         history: Arc<dyn History>,
+        recoveries: Arc<dyn Recoveries>,
     ) -> Adapter {
         Adapter {
             broker: node.clone(),
@@ -70,16 +71,18 @@ impl Adapter {
             limits: node.clone(),
             backend: node,
             history,
-            recoveries: Arc::new(NotShared),
+            recoveries,
         }
     }
 
-    /// A single node's: its state is its hubs and registries, its history in memory.
+    /// A single node's: its state is its hubs and registries, its history and recovery
+    /// entries in memory.
     pub(crate) fn local(node_id: u32) -> Adapter {
-        Adapter {
-            recoveries: Arc::new(MemoryRecoveries::default()),
-            ..Adapter::of(Arc::new(Local::new(node_id)), Arc::new(Memory))
-        }
+        Adapter::of(
+            Arc::new(Local::new(node_id)),
+            Arc::new(Memory),
+            Arc::new(MemoryRecoveries::default()),
+        )
     }
 }
 
@@ -163,9 +166,10 @@ pub(crate) struct Subscription<'a> {
     pub(crate) member: Option<Member>,
     /// Replay the cached event (or report a miss) after `subscription_succeeded`.
     pub(crate) cache: bool,
-    /// Runs under the channel's lock right after `subscription_succeeded` is queued,
-    /// before any event published after the join can be: recovery's replay.
-    pub(crate) joining: Option<Joining<'a>>,
+    /// Recovery's part in the join, for a connection that recovers: right after
+    /// `subscription_succeeded`, before any event published after the join, the events
+    /// its plan replays (or the failure event); then the serial it joined through.
+    pub(crate) recover: Option<&'a Recover>,
 }
 
 /// The last event of a cache channel, as the HTTP API shows it.

@@ -8,6 +8,8 @@ use super::config::AdapterConfig;
 use super::{redis, Adapter};
 use crate::apps::AppStore;
 use crate::ids::random_node_id;
+use crate::settings::Config;
+use crate::webhooks::{SharedQueue, WebhookSettings};
 
 /// Starts the node's backend for the apps of `apps`, as node `node_id` (the configured id;
 /// `None` draws one), and returns it with the node's id: at once for a single node; a
@@ -29,7 +31,21 @@ pub(crate) async fn start(
             let cluster = redis::join(config, node_id, apps).await?;
             let id = cluster.node_id();
             let history = Arc::new(redis::history::Kept(cluster.clone()));
-            Ok((Adapter::of(cluster, history), id))
+            let recoveries = Arc::new(redis::recoveries::Shared(cluster.clone()));
+            Ok((Adapter::of(cluster, history, recoveries), id))
         }
+    }
+}
+
+/// The webhook settings every app's dispatcher runs with: the configuration's, and the
+/// queue the backend's nodes share (none for a single node, whose queue is its own,
+/// `webhook_store`).
+pub fn webhook_settings(config: &Config) -> WebhookSettings {
+    WebhookSettings {
+        options: config.webhooks.clone(),
+        shared: match &config.adapter {
+            AdapterConfig::Local => SharedQueue::default(),
+            AdapterConfig::Redis(redis) => redis::webhook_queue(redis),
+        },
     }
 }

@@ -212,13 +212,16 @@ mod tests {
 
     use super::*;
     use crate::adapter::local::Local;
-    use crate::config::Config;
     use crate::ids::ConnId;
+    use crate::settings::Config;
 
     fn app(extra: &str) -> Arc<App> {
         let toml = format!("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n{extra}");
         let config = Config::from_toml(&toml, &|_| None).expect("valid");
-        Arc::new(App::new(config.apps[0].clone(), &config.webhook_settings()))
+        Arc::new(App::new(
+            config.apps[0].clone(),
+            &crate::adapter::webhook_settings(&config),
+        ))
     }
 
     fn subscriber(app: &App, channel: &str, conn: ConnId) -> Arc<Outbox> {

@@ -26,7 +26,7 @@ use cookie::{Cookie, SameSite};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::config::AdminConfig;
+use super::settings::AdminConfig;
 
 /// The cookie a `/console?token=…` visit sets, so that the page's own requests (the live
 /// log's `EventSource` cannot send headers) prove the admin token. It holds [`session_of`]

@@ -18,10 +18,13 @@
 //! TLS code.
 
 mod guard;
+pub(crate) mod plane;
 mod queue;
+pub mod settings;
 mod slots;
 
 pub(crate) use guard::Need;
+pub(crate) use plane::Plane;
 pub(crate) use slots::{Busy, BusyGuard};
 
 use std::io;
@@ -37,43 +40,12 @@ use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AdminConfig, ConfigError, DEFAULT_ADMIN_PORT};
+use self::settings::{AdminConfig, DEFAULT_ADMIN_PORT};
 use crate::shared::Shared;
 
 /// Connections the admin listener holds at once: scrapers, probes and console tabs. Idle
 /// ones give way to new ones ([`slots`]).
 const MAX_ADMIN_CONNECTIONS: usize = 64;
-
-/// The admin listener's own state: who may use it, and its TLS if it serves any.
-pub(crate) struct Plane {
-    pub(crate) guard: guard::Guard,
-    /// `admin_tls_cert` and `admin_tls_key`; `None` serves plain HTTP.
-    tls: Option<crate::tls::Tls>,
-}
-
-impl Plane {
-    /// Loads the admin TLS files, if any (they were checked with the configuration).
-    pub(crate) fn new(config: &AdminConfig) -> Result<Plane, ConfigError> {
-        let tls = match &config.tls {
-            Some(files) => Some(crate::tls::Tls::with_keys(files, crate::tls::ADMIN_KEYS)?),
-            None => None,
-        };
-        Ok(Plane {
-            guard: guard::Guard::new(config),
-            tls,
-        })
-    }
-
-    /// A reload: the tokens and hosts from the next request on, and the certificate from
-    /// the next handshake (a certificate that fails keeps the old one serving). Reads files:
-    /// call it off the async runtime's threads.
-    pub(crate) fn reload(&self, config: &AdminConfig) {
-        self.guard.reload(config);
-        if let (Some(tls), Some(files)) = (&self.tls, &config.tls) {
-            let _ = tls.reload(files);
-        }
-    }
-}
 
 /// How long the admin connections may take to finish once the listener stops: a probe or
 /// a scrape in flight. The console's streams end when the node closes its console.
@@ -136,7 +108,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
     let counts = crate::http::conn::ApiCounts {
         apps: Arc::new(crate::apps::MemoryApps::new(
             Vec::new(),
-            &shared.config.webhook_settings(),
+            &crate::adapter::webhook_settings(&shared.config),
         )),
         unknown_app: Default::default(),
     };

@@ -10,8 +10,10 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{redact_url, AppConfig, WebhookConfig};
+use crate::app_config::AppConfig;
 use crate::metrics::{AppMetrics, WebhookOutcome};
+use crate::redact::redact_url;
+use crate::webhooks::reach::WebhookConfig;
 
 /// Webhook endpoints listed in one answer, across every app (an app may name any number).
 pub(crate) const MAX_WEBHOOKS: usize = 100;
@@ -156,7 +158,7 @@ mod tests {
     use crate::webhooks::WebhookReach;
 
     fn app_with(hooks: usize, url: &str) -> AppConfig {
-        let mut app = crate::config::Config::default().apps.remove(0);
+        let mut app = crate::settings::Config::default().apps.remove(0);
         app.limits.max_connections = 50;
         app.webhooks = (0..hooks)
             .map(|_| WebhookConfig {

@@ -1,6 +1,7 @@
 //! The console's routes on the admin listener: the page and its assets (embedded in the
 //! binary), the state the page polls, the live log (Server-Sent Events) and the event
-//! creator, which publishes through the HTTP API's own path. Every route but the static
+//! creator, which publishes through the HTTP API's own path, and a channel's history as
+//! the history API gives it. Every route but the static
 //! assets asks `admin::Guard` first (the creator as a write, before its body is read).
 
 use std::convert::Infallible;
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::stream::Stream;
+use herald_protocol::api::{RawJson, TriggerBody};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -47,6 +49,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/console/api/state", get(state))
         .route("/console/api/events", get(events))
         .route("/console/api/publish", post(publish))
+        .route("/console/api/history", get(history))
 }
 
 /// `/console/` to `/console`, keeping the query (a `?token=` visit).
@@ -168,6 +171,58 @@ fn rows(
     })
 }
 
+/// How many events the console shows of a channel's history at a time.
+const HISTORY_PAGE: usize = 50;
+
+#[derive(Deserialize)]
+struct HistoryAsked {
+    app: String,
+    channel: String,
+    /// Older than this serial (the page's "older" link); the newest without it.
+    before: Option<u64>,
+}
+
+/// A channel's last events (at most [`HISTORY_PAGE`], before `before`), from the node's
+/// history: what `GET /apps/{id}/channels/{channel}/events` answers.
+async fn history(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(asked): Query<HistoryAsked>,
+) -> Response {
+    if let Err(denied) = shared.admin.guard.authorize(&headers, Need::Read) {
+        return denied.into_response();
+    }
+    let Some(app) = shared.apps.by_id(&asked.app) else {
+        let error = format!("Unknown app id '{}'", asked.app);
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response();
+    };
+    let max = app.config().limits.max_channel_name_length;
+    if let Err(error) = herald_protocol::channel::validate_channel_name(&asked.channel, max) {
+        let error = error.to_string();
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
+    }
+    let query = crate::history::Query {
+        limit: HISTORY_PAGE,
+        before: asked.before,
+        after: None,
+    };
+    match shared
+        .adapter
+        .history
+        .page(&app, &asked.channel, query)
+        .await
+    {
+        Ok(page) => Json(page).into_response(),
+        Err(error) => {
+            let status = match error {
+                crate::history::HistoryError::Off => StatusCode::NOT_FOUND,
+                crate::history::HistoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, Json(json!({ "error": error.to_string() }))).into_response()
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Publish {
     app: String,
@@ -212,13 +267,22 @@ async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         )
             .into_response();
     };
-    let body = json!({
-        "name": event.name,
-        "channels": event.channels,
-        "data": event.data,
-        "socket_id": event.socket_id,
-    })
-    .to_string();
+    let data = match serde_json::value::to_raw_value(&event.data) {
+        Ok(data) => data,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": error.to_string() })),
+            )
+                .into_response()
+        }
+    };
+    let mut trigger = TriggerBody::default();
+    trigger.name = Some(event.name.as_str().into());
+    trigger.data = Some(RawJson(&data));
+    trigger.channels = Some(event.channels.iter().map(|c| c.as_str().into()).collect());
+    trigger.socket_id = event.socket_id.as_deref().map(Into::into);
+    let body = serde_json::to_string(&trigger).unwrap_or_default();
     match crate::http::events::trigger_body(&shared, &app, body.as_bytes(), None).await {
         Ok(_) => Json(json!({ "ok": true })).into_response(),
         Err(error) => (error.status, Json(json!({ "error": error.message }))).into_response(),

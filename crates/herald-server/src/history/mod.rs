@@ -16,27 +16,19 @@
 //! its backend's shared state (the adapter's `history.rs`), where the serial is given as
 //! the event is published, so every node reads the same history.
 
+pub mod limits;
 pub mod memory;
+mod query;
+pub mod rings;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use herald_protocol::history::HistoryPage;
 
-use crate::apps::App;
 #[cfg(doc)]
-use crate::config::HistoryLimits;
-
-/// Which part of a channel's history a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Query {
-    /// At most this many events.
-    pub(crate) limit: usize,
-    /// Only events with a serial below this one.
-    pub(crate) before: Option<u64>,
-    /// Only events with a serial above this one; the page then starts right after it
-    /// (without it, a page is the newest events that match).
-    pub(crate) after: Option<u64>,
-}
+use self::limits::HistoryLimits;
+pub(crate) use self::query::Query;
+use crate::apps::App;
 
 /// Why a history request has no page.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
+use herald_protocol::api::{
+    ChannelAnswer, ChannelAttributes, ChannelsAnswer, UserEntry, UsersAnswer,
+};
 use herald_protocol::channel::{is_cache_channel, validate_channel_name, ChannelKind};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
@@ -18,7 +21,7 @@ use crate::shared::Shared;
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     auth: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChannelsAnswer>, ApiError> {
     let prefix = auth.query.get("filter_by_prefix").unwrap_or("");
     let info = parse_info(
         auth.query.get("info"),
@@ -32,21 +35,18 @@ pub(crate) async fn list(
         ));
     }
     let occupied = shared.adapter.presence.channels(&auth.app, prefix).await?;
-    let mut channels = Map::new();
+    let mut answer = ChannelsAnswer::default();
     for (name, counts) in occupied {
-        let mut attrs = Map::new();
+        let mut attrs = ChannelAttributes::default();
         if user_count {
-            attrs.insert("user_count".into(), counts.user_count.into());
+            attrs.user_count = Some(counts.user_count as u64);
         }
         if subscription_count {
-            attrs.insert(
-                "subscription_count".into(),
-                counts.subscription_count.into(),
-            );
+            attrs.subscription_count = Some(counts.subscription_count as u64);
         }
-        channels.insert(name, Value::Object(attrs));
+        answer.channels.insert(name, attrs);
     }
-    Ok(Json(json!({ "channels": channels })))
+    Ok(Json(answer))
 }
 
 fn checked_channel(name: &str, max_len: usize) -> Result<ChannelKind, ApiError> {
@@ -58,7 +58,7 @@ pub(crate) async fn show(
     State(shared): State<Arc<Shared>>,
     Path((_app_id, channel)): Path<(String, String)>,
     auth: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChannelAnswer>, ApiError> {
     let kind = checked_channel(&channel, auth.app.config().limits.max_channel_name_length)?;
     let info = parse_info(
         auth.query.get("info"),
@@ -66,8 +66,8 @@ pub(crate) async fn show(
     )?;
     let presence = &shared.adapter.presence;
     let counts = presence.counts(&auth.app, &channel).await?;
-    let mut out = Map::new();
-    out.insert("occupied".into(), (counts.subscription_count > 0).into());
+    let mut answer = ChannelAnswer::default();
+    answer.occupied = counts.subscription_count > 0;
     for attr in info {
         if attr == "user_count" {
             if !kind.is_presence() {
@@ -75,7 +75,7 @@ pub(crate) async fn show(
                     "user_count is only available for presence channels, not '{channel}'"
                 )));
             }
-            out.insert(attr, counts.user_count.into());
+            answer.user_count = Some(counts.user_count as u64);
         } else if attr == "cache" {
             if !is_cache_channel(&channel) {
                 return Err(ApiError::bad_request(format!(
@@ -86,12 +86,12 @@ pub(crate) async fn show(
                 let data: Value = serde_json::from_str(&c.data).unwrap_or(Value::Null);
                 json!({ "data": data, "ttl": c.ttl.as_secs() })
             });
-            out.insert(attr, cached.unwrap_or(Value::Null));
+            answer.cache = Some(cached.unwrap_or(Value::Null));
         } else {
-            out.insert(attr, counts.subscription_count.into());
+            answer.subscription_count = Some(counts.subscription_count as u64);
         }
     }
-    Ok(Json(Value::Object(out)))
+    Ok(Json(answer))
 }
 
 /// `GET /apps/{app_id}/channels/{channel_name}/users`.
@@ -99,7 +99,7 @@ pub(crate) async fn users(
     State(shared): State<Arc<Shared>>,
     Path((_app_id, channel)): Path<(String, String)>,
     auth: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsersAnswer>, ApiError> {
     let kind = checked_channel(&channel, auth.app.config().limits.max_channel_name_length)?;
     if !kind.is_presence() {
         return Err(ApiError::bad_request(format!(
@@ -107,6 +107,7 @@ pub(crate) async fn users(
         )));
     }
     let ids = shared.adapter.presence.users(&auth.app, &channel).await?;
-    let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
-    Ok(Json(json!({ "users": users })))
+    let mut answer = UsersAnswer::default();
+    answer.users = ids.into_iter().map(UserEntry::new).collect();
+    Ok(Json(answer))
 }

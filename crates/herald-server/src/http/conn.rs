@@ -46,8 +46,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::settings::NetLimits;
 use crate::admission::ConnPermit;
-use crate::config::NetLimits;
 use crate::metrics::HttpCounts;
 use crate::{App, AppStore};
 

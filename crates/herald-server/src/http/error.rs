@@ -1,11 +1,12 @@
 //! The HTTP API's error: one type, one place that picks the status and the JSON body.
 //!
-//! Bodies are `{"error": "<what is wrong>", "code": <status>}`: no official library parses
-//! them, so they are written for the person reading a failed request.
+//! Bodies are [`ErrorBody`]s, `{"error": "<what is wrong>", "code": <status>}`: no official
+//! library parses them, so they are written for the person reading a failed request.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use herald_protocol::api::ErrorBody;
 
 use crate::adapter::AdapterError;
 
@@ -84,7 +85,7 @@ impl From<AdapterError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.message, "code": self.status.as_u16()});
+        let body = ErrorBody::new(self.message.as_str(), self.status.as_u16());
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response

@@ -6,82 +6,25 @@
 //! request body becomes the `data` token of the frame subscribers receive.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use herald_protocol::api::{BatchAnswer, BatchBody, ChannelAttributes, TriggerAnswer, TriggerBody};
 use herald_protocol::channel::{
     is_cache_channel, is_valid_socket_id, validate_channel_name, validate_event_name, ChannelKind,
 };
 use herald_protocol::frame;
 use serde::Deserialize;
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
 use crate::apps::App;
+use crate::hub::ChannelCounts;
 use crate::ids::SocketId;
 use crate::shared::Shared;
 use crate::wire::text_frame;
-
-#[derive(Deserialize)]
-struct EventBody<'a> {
-    #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    channels: Option<Capped<String>>,
-    #[serde(default)]
-    socket_id: Option<String>,
-    #[serde(default)]
-    info: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BatchBody<'a> {
-    #[serde(borrow)]
-    batch: Option<Capped<EventBody<'a>>>,
-}
-
-/// Arrays in a request body stop being read past this many items: the app's own limits
-/// (100 channels, 10 events by default) are checked afterwards with exact counts, and this
-/// keeps a 4 MB body of `{},{},…` from becoming a million parsed events first.
-const MAX_ITEMS: usize = 10_000;
-
-/// A `Vec` whose deserialisation fails past [`MAX_ITEMS`] items.
-struct Capped<T>(Vec<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Capped<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
-            type Value = Capped<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "an array of at most {MAX_ITEMS} items")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    if items.len() == MAX_ITEMS {
-                        return Err(serde::de::Error::custom(format!(
-                            "an array of more than {MAX_ITEMS} items"
-                        )));
-                    }
-                    items.push(item);
-                }
-                Ok(Capped(items))
-            }
-        }
-        deserializer.deserialize_seq(Visitor(std::marker::PhantomData))
-    }
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct InfoWanted {
@@ -113,20 +56,20 @@ pub(super) fn parse_info(info: Option<&str>, allowed: &[&str]) -> Result<Vec<Str
     Ok(out)
 }
 
-/// One validated event, ready to publish.
-struct Prepared {
-    name: String,
+/// One validated event, ready to publish, borrowing from the request body where it can.
+struct Prepared<'a> {
+    name: Cow<'a, str>,
     /// The `data` JSON token to insert verbatim in each frame.
-    data_token: String,
-    channels: Vec<String>,
+    data_token: Cow<'a, str>,
+    channels: Vec<Cow<'a, str>>,
     /// The socket the publisher excluded, if it names one this server could have made.
     except: Option<SocketId>,
     /// The excluded socket as given, for the console.
-    except_socket: Option<String>,
+    except_socket: Option<Cow<'a, str>>,
     info: InfoWanted,
 }
 
-fn prepare(app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
+fn prepare<'a>(app: &App, body: TriggerBody<'a>) -> Result<Prepared<'a>, ApiError> {
     let limits = app.config().limits;
     let name = body
         .name
@@ -139,11 +82,11 @@ fn prepare(app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
     let (data_token, size) = if raw.starts_with('"') {
         let text: Cow<'_, str> = serde_json::from_str(raw)
             .map_err(|e| ApiError::bad_request(format!("Invalid 'data': {e}")))?;
-        (raw.to_owned(), text.len())
+        (Cow::Borrowed(raw), text.len())
     } else {
         // Pusher's API takes `data` as a string; an object is accepted and sent as its JSON
         // text so subscribers still receive a string.
-        (frame::json_str(raw), raw.len())
+        (Cow::Owned(frame::json_str(raw)), raw.len())
     };
     if size > limits.max_event_data_bytes {
         return Err(ApiError::too_large(format!(
@@ -151,7 +94,7 @@ fn prepare(app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
             limits.max_event_data_bytes
         )));
     }
-    let channels = match (body.channels.map(|c| c.0), body.channel) {
+    let channels = match (body.channels, body.channel) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "Give either 'channel' or 'channels', not both",
@@ -196,7 +139,7 @@ fn prepare(app: &App, body: EventBody<'_>) -> Result<Prepared, ApiError> {
         }
     }
     Ok(Prepared {
-        name: name.into_owned(),
+        name,
         data_token,
         channels,
         except,
@@ -227,11 +170,12 @@ async fn check_daily_quota(
 /// Delivers an event; returns the messages it counts for the daily quota. On a cache
 /// channel it returns once the event is kept for later subscribers (in a cluster, once
 /// the cluster's shared state has it, or after the backend's bound).
-async fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
+async fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared<'_>) -> u64 {
     app.metrics.console.emit("api_publish", |row| {
-        row.insert("channels".into(), event.channels.clone().into());
-        row.insert("event".into(), event.name.clone().into());
-        row.insert("socket_id".into(), event.except_socket.clone().into());
+        let channels: Vec<&str> = event.channels.iter().map(|c| c.as_ref()).collect();
+        row.insert("channels".into(), channels.into());
+        row.insert("event".into(), event.name.as_ref().into());
+        row.insert("socket_id".into(), event.except_socket.as_deref().into());
         // String data is shown as the text the clients get, not as its JSON token.
         let text = serde_json::from_str::<String>(&event.data_token);
         crate::console::preview(row, text.as_deref().unwrap_or(&event.data_token));
@@ -261,13 +205,13 @@ async fn publish(shared: &Shared, app: &Arc<App>, event: &Prepared) -> u64 {
 
 /// Counts delivered messages against the daily quota: this node's deliveries, and in a
 /// cluster every node's subscribers of the channels published to.
-async fn count_messages(shared: &Shared, app: &App, messages: u64, events: &[Prepared]) {
+async fn count_messages(shared: &Shared, app: &App, messages: u64, events: &[Prepared<'_>]) {
     if app.config().limits.messages_per_day == 0 {
         return;
     }
     let channels: Vec<&str> = events
         .iter()
-        .flat_map(|e| e.channels.iter().map(String::as_str))
+        .flat_map(|e| e.channels.iter().map(|c| c.as_ref()))
         .collect();
     shared
         .adapter
@@ -276,28 +220,33 @@ async fn count_messages(shared: &Shared, app: &App, messages: u64, events: &[Pre
         .await;
 }
 
+/// The counts the publisher asked for with `info`, of one channel.
+fn attributes(info: InfoWanted, channel: &str, counts: ChannelCounts) -> ChannelAttributes {
+    let mut attrs = ChannelAttributes::default();
+    if info.user_count && ChannelKind::of(channel).is_presence() {
+        attrs.user_count = Some(counts.user_count as u64);
+    }
+    if info.subscription_count {
+        attrs.subscription_count = Some(counts.subscription_count as u64);
+    }
+    attrs
+}
+
 /// The counts the publisher asked for with `info`, per channel.
 async fn info_attributes(
     shared: &Shared,
     app: &App,
-    event: &Prepared,
-) -> Result<Map<String, Value>, ApiError> {
-    let mut attributes = Map::new();
+    event: &Prepared<'_>,
+) -> Result<BTreeMap<String, ChannelAttributes>, ApiError> {
+    let mut per_channel = BTreeMap::new();
     for channel in &event.channels {
         let counts = shared.adapter.presence.counts(app, channel).await?;
-        let mut attrs = Map::new();
-        if event.info.user_count && ChannelKind::of(channel).is_presence() {
-            attrs.insert("user_count".into(), counts.user_count.into());
-        }
-        if event.info.subscription_count {
-            attrs.insert(
-                "subscription_count".into(),
-                counts.subscription_count.into(),
-            );
-        }
-        attributes.insert(channel.clone(), Value::Object(attrs));
+        per_channel.insert(
+            channel.as_ref().to_owned(),
+            attributes(event.info, channel, counts),
+        );
     }
-    Ok(attributes)
+    Ok(per_channel)
 }
 
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -312,7 +261,7 @@ fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 pub(crate) async fn trigger(
     State(shared): State<Arc<Shared>>,
     auth: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TriggerAnswer>, ApiError> {
     trigger_body(&shared, &auth.app, &auth.body, auth.client)
         .await
         .map(Json)
@@ -325,29 +274,27 @@ pub(crate) async fn trigger_body(
     app: &Arc<App>,
     body: &[u8],
     client: Option<std::net::IpAddr>,
-) -> Result<Value, ApiError> {
+) -> Result<TriggerAnswer, ApiError> {
     let event = prepare(app, parse_body(body)?)?;
     check_daily_quota(shared, app, client).await?;
     let messages = publish(shared, app, &event).await;
     count_messages(shared, app, messages, std::slice::from_ref(&event)).await;
+    let mut answer = TriggerAnswer::default();
     if event.info.any() {
-        let attributes = info_attributes(shared, app, &event).await?;
-        Ok(serde_json::json!({ "channels": attributes }))
-    } else {
-        Ok(Value::Object(Map::new()))
+        answer.channels = info_attributes(shared, app, &event).await?;
     }
+    Ok(answer)
 }
 
 /// `POST /apps/{app_id}/batch_events`.
 pub(crate) async fn batch(
     State(shared): State<Arc<Shared>>,
     auth: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAnswer>, ApiError> {
     let batch: BatchBody<'_> = parse_body(&auth.body)?;
     let items = batch
         .batch
-        .ok_or_else(|| ApiError::bad_request("Missing 'batch': an array of events is required"))?
-        .0;
+        .ok_or_else(|| ApiError::bad_request("Missing 'batch': an array of events is required"))?;
     let max = auth.app.config().limits.max_events_per_batch;
     if items.len() > max {
         return Err(ApiError::bad_request(format!(
@@ -370,24 +317,21 @@ pub(crate) async fn batch(
     }
     check_daily_quota(&shared, &auth.app, auth.client).await?;
     let any_info = prepared.iter().any(|e| e.info.any());
-    let mut results = Vec::with_capacity(prepared.len());
     let mut messages = 0;
     for event in &prepared {
         messages += publish(&shared, &auth.app, event).await;
     }
     count_messages(&shared, &auth.app, messages, &prepared).await;
+    let mut answer = BatchAnswer::default();
     for event in prepared.iter().filter(|_| any_info) {
-        let attributes = info_attributes(&shared, &auth.app, event).await?;
-        // A batch item has one channel, so its attributes are that channel's.
-        let attrs = attributes
-            .into_iter()
-            .next()
-            .map_or(Value::Object(Map::new()), |(_, v)| v);
-        results.push(attrs);
+        // A batch item has one channel (prepare checked), so its attributes are that
+        // channel's.
+        let mut attrs = ChannelAttributes::default();
+        if let Some(channel) = event.channels.first() {
+            let counts = shared.adapter.presence.counts(&auth.app, channel).await?;
+            attrs = attributes(event.info, channel, counts);
+        }
+        answer.batch.push(attrs);
     }
-    if any_info {
-        Ok(Json(serde_json::json!({ "batch": results })))
-    } else {
-        Ok(Json(Value::Object(Map::new())))
-    }
+    Ok(Json(answer))
 }

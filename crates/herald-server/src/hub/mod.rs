@@ -26,6 +26,8 @@ use crate::metrics::sharded::ShardedCounter;
 use crate::outbox::{Fanout, Outbox};
 use crate::wire::{self, text_frame};
 
+mod queries;
+
 pub use crate::ids::ConnId;
 
 const SHARDS: usize = 16;
@@ -54,6 +56,11 @@ struct Channel {
     /// The `subscription_succeeded` with this node's member list, made when first asked
     /// for and dropped when the list changes. Boxed: most channels are not presence ones.
     roster: Option<Box<Fanout>>,
+    /// Recovering subscribers that were replayed the channel's events through a serial
+    /// the bus has not brought here yet: live events up to it are not sent to them again
+    /// (a cluster's replay from its shared history). Empty but for a moment
+    /// after such a join. Boxed: every channel pays one pointer for it.
+    skips: Option<Box<[(ConnId, u64)]>>,
 }
 
 impl Channel {
@@ -68,6 +75,19 @@ impl Channel {
             )))),
         };
         self.roster.insert(roster)
+    }
+
+    /// Runs a new subscriber's `joining` and keeps the serial it says to skip through.
+    fn joined(&mut self, conn: ConnId, outbox: &Outbox, joining: Option<Joining<'_>>) {
+        keep_skips(&mut self.skips, |(c, _)| *c != conn);
+        if let Some(joining) = joining {
+            let skip = joining(outbox);
+            if skip > 0 {
+                let mut skips = self.skips.take().map(Vec::from).unwrap_or_default();
+                skips.push((conn, skip));
+                self.skips = Some(skips.into());
+            }
+        }
     }
 
     /// Counts one more connection of `member`, adding it if it is new; returns its shared
@@ -100,8 +120,10 @@ impl Channel {
 
 /// What a new subscription runs under the channel's lock, once its
 /// `subscription_succeeded` is queued and before any event published after the join can
-/// be: recovery queues the events the connection's identity missed there.
-pub type Joining<'a> = &'a mut (dyn FnMut(&Outbox) + Send);
+/// be: recovery queues the events the connection's identity missed there. It returns the
+/// serial through which it queued events that may still come live ([`Hub::publish_serial`]
+/// then skips them for this connection), or 0.
+pub type Joining<'a> = &'a mut (dyn FnMut(&Outbox) -> u64 + Send);
 
 /// What a subscription did to the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,9 +273,7 @@ impl Hub {
         }
         let after = ch.subscribers.len();
         outbox.push(text_frame(&frame::subscription_succeeded(channel, "{}")));
-        if let Some(joining) = joining {
-            joining(outbox);
-        }
+        ch.joined(conn, outbox, joining);
         Joined {
             subscribers: (before, after),
             member_added: false,
@@ -343,9 +363,7 @@ impl Hub {
             },
         );
         succeeded(ch);
-        if let Some(joining) = joining {
-            joining(outbox);
-        }
+        ch.joined(conn, outbox, joining);
         Ok(Joined {
             subscribers: (before, before + 1),
             member_added: new_user && here,
@@ -399,55 +417,6 @@ impl Hub {
         })
     }
 
-    /// This node's connections subscribed to `channel` as `user_id`.
-    pub fn member_connections(&self, channel: &str, user_id: &str) -> u32 {
-        let shard = self.shard(channel).read();
-        shard
-            .get(channel)
-            .and_then(|ch| ch.members.iter().find(|(id, _)| id.as_ref() == user_id))
-            .map_or(0, |(_, m)| m.connections)
-    }
-
-    /// Whether `conn` is subscribed to `channel` on this node.
-    pub fn is_subscribed(&self, channel: &str, conn: ConnId) -> bool {
-        let shard = self.shard(channel).read();
-        shard
-            .get(channel)
-            .is_some_and(|ch| ch.subscribers.contains_key(&conn))
-    }
-
-    /// The presence members of `channel` on this node.
-    pub fn local_members(&self, channel: &str) -> Vec<LocalMember> {
-        let shard = self.shard(channel).read();
-        shard.get(channel).map_or_else(Vec::new, |ch| {
-            ch.members
-                .iter()
-                .map(|(id, m)| LocalMember {
-                    user_id: id.clone(),
-                    user_info: m.user_info.clone(),
-                    connections: m.connections,
-                })
-                .collect()
-        })
-    }
-
-    /// Every channel with a subscriber on this node, server-to-user channels included.
-    pub fn all_channels(&self) -> Vec<(String, ChannelCounts)> {
-        let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            for (name, ch) in shard.read().iter() {
-                out.push((
-                    name.to_string(),
-                    ChannelCounts {
-                        subscription_count: ch.subscribers.len(),
-                        user_count: ch.members.len(),
-                    },
-                ));
-            }
-        }
-        out
-    }
-
     /// Queues `frame` for every subscriber of `channel` except `except`; returns how many
     /// got it. Subscribers that negotiated compression share one compressed copy, made here
     /// (under the shard's read lock, which only subscribes and unsubscribes wait for) when
@@ -491,102 +460,51 @@ impl Hub {
         self.fan_out(shard.get(channel), frame, except)
     }
 
+    /// [`Hub::publish_in_order`] of an event whose serial was given elsewhere (the
+    /// cluster's shared history): recovering subscribers replayed through it already are skipped.
+    pub fn publish_serial(
+        &self,
+        channel: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        serial: u64,
+        record: impl FnOnce(),
+    ) -> usize {
+        let mut shard = self.shard(channel).write();
+        record();
+        let Some(ch) = shard.get_mut(channel) else {
+            return 0;
+        };
+        let Some(skips) = &ch.skips else {
+            return self.fan_out(Some(ch), frame, except);
+        };
+        let frame = Fanout::new(frame.clone());
+        let at = clock_us();
+        let mut delivered = 0;
+        for (conn, sub) in &ch.subscribers {
+            let skipped = skips.iter().any(|(c, s)| c == conn && serial <= *s);
+            if !skipped && Some(*conn) != except && sub.outbox.push_event(&frame, at) {
+                delivered += 1;
+            }
+        }
+        keep_skips(&mut ch.skips, |(_, s)| *s > serial);
+        self.deliveries.add(delivered as u64);
+        delivered
+    }
+
     /// Runs `f` while no publish on `channel` is between its serial and its fan-out
     /// ([`Hub::publish_in_order`]): a serial `f` reads has reached every subscriber's outbox.
     pub fn quiet<R>(&self, channel: &str, f: impl FnOnce() -> R) -> R {
         let _shard = self.shard(channel).read();
         f()
     }
+}
 
-    /// The outboxes of `channel`'s subscribers that joined as presence member `user_id`.
-    pub fn member_outboxes(&self, channel: &str, user_id: &str) -> Vec<Arc<Outbox>> {
-        let shard = self.shard(channel).read();
-        shard.get(channel).map_or_else(Vec::new, |ch| {
-            ch.subscribers
-                .values()
-                .filter(|s| s.user_id.as_deref() == Some(user_id))
-                .map(|s| s.outbox.clone())
-                .collect()
-        })
-    }
-
-    /// Whether some subscriber of `channel` passes `test`.
-    pub fn any_subscriber(&self, channel: &str, test: impl Fn(&Outbox) -> bool) -> bool {
-        let shard = self.shard(channel).read();
-        shard
-            .get(channel)
-            .is_some_and(|ch| ch.subscribers.values().any(|s| test(&s.outbox)))
-    }
-
-    /// Frames publishes have queued to subscribers since the hub was made.
-    pub fn deliveries(&self) -> u64 {
-        self.deliveries.get()
-    }
-
-    /// Channels, subscriptions and presence members on this node, read shard by shard
-    /// (a scrape's view: each shard is exact, the sum is not one instant).
-    pub fn totals(&self) -> HubTotals {
-        let mut totals = HubTotals::default();
-        for shard in self.shards.iter() {
-            let shard = shard.read();
-            totals.channels += shard.len();
-            for ch in shard.values() {
-                totals.subscriptions += ch.subscribers.len();
-                totals.members += ch.members.len();
-            }
-        }
-        totals
-    }
-
-    /// Whether `conn` is subscribed to `channel`, and as which presence user.
-    pub fn subscription(&self, channel: &str, conn: ConnId) -> Option<Option<Arc<str>>> {
-        let shard = self.shard(channel).read();
-        shard
-            .get(channel)?
-            .subscribers
-            .get(&conn)
-            .map(|s| s.user_id.clone())
-    }
-
-    /// Subscription and user counts of one channel (zero when unoccupied).
-    pub fn counts(&self, channel: &str) -> ChannelCounts {
-        let shard = self.shard(channel).read();
-        shard
-            .get(channel)
-            .map_or_else(ChannelCounts::default, |ch| ChannelCounts {
-                subscription_count: ch.subscribers.len(),
-                user_count: ch.members.len(),
-            })
-    }
-
-    /// Distinct user ids on a presence channel, in join order.
-    pub fn users(&self, channel: &str) -> Vec<String> {
-        let shard = self.shard(channel).read();
-        shard.get(channel).map_or_else(Vec::new, |ch| {
-            ch.members.iter().map(|(id, _)| id.to_string()).collect()
-        })
-    }
-
-    /// Every occupied channel whose name starts with `prefix`, with its counts, sorted by
-    /// name so listings are stable.
-    pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelCounts)> {
-        let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.read();
-            for (name, ch) in shard.iter() {
-                if name.starts_with(prefix) && !name.starts_with('#') {
-                    out.push((
-                        name.to_string(),
-                        ChannelCounts {
-                            subscription_count: ch.subscribers.len(),
-                            user_count: ch.members.len(),
-                        },
-                    ));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+/// Keeps the skips that pass `keep`; none at all once none is left.
+fn keep_skips(skips: &mut Option<Box<[(ConnId, u64)]>>, keep: impl Fn(&(ConnId, u64)) -> bool) {
+    if let Some(all) = skips.take() {
+        let kept: Vec<_> = all.iter().copied().filter(|s| keep(s)).collect();
+        *skips = (!kept.is_empty()).then(|| kept.into());
     }
 }
 

@@ -187,3 +187,33 @@ fn a_repeated_presence_subscribe_resends_the_frame_made_for_the_lists_version() 
     assert_ne!(without_cy.as_ptr(), with_cy.as_ptr());
     assert_eq!(without_cy, first, "the same list as before cy came");
 }
+
+#[test]
+fn live_events_a_recovering_join_replayed_are_skipped_for_it_only() {
+    let hub = Hub::new();
+    let (old, new) = (outbox(), outbox());
+    hub.subscribe("c", 1, &old);
+    // The replay queued serials up to 5; the bus has brought only up to 3 here so far.
+    let mut joining = |o: &Outbox| {
+        o.push(Bytes::from_static(b"replayed 4-5"));
+        5
+    };
+    hub.subscribe_joining("c", 2, &new, Some(&mut joining));
+    drain(&old);
+    let publish = |serial: u64| {
+        let frame = Bytes::from(format!("event {serial}"));
+        hub.publish_serial("c", &frame, None, serial, || {})
+    };
+    assert_eq!(publish(4), 1);
+    assert_eq!(publish(5), 1);
+    assert_eq!(publish(6), 2);
+    assert_eq!(drain(&old), ["event 4", "event 5", "event 6"]);
+    let got = drain(&new);
+    assert_eq!(got[1..], ["replayed 4-5", "event 6"], "{got:?}");
+    // Past the replay the channel keeps no skip: a later join starts clean.
+    assert_eq!(
+        publish(5),
+        2,
+        "no skip is left once a later serial went out"
+    );
+}

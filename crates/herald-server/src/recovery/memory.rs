@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -54,7 +55,7 @@ impl State {
 }
 
 impl MemoryRecoveries {
-    fn remember_at(
+    pub(crate) fn remember_at(
         &self,
         app: &str,
         identity: &str,
@@ -93,7 +94,7 @@ impl MemoryRecoveries {
         }
     }
 
-    fn take_at(&self, app: &str, identity: &str, now: Instant) -> Option<Remembered> {
+    pub(crate) fn take_at(&self, app: &str, identity: &str, now: Instant) -> Option<Remembered> {
         let mut state = self.state.lock();
         let (entry, gone) = state
             .entries
@@ -108,8 +109,9 @@ impl Recoveries for MemoryRecoveries {
         self.remember_at(app, identity, entry, keep, Instant::now());
     }
 
-    fn take(&self, app: &str, identity: &str) -> Option<Remembered> {
-        self.take_at(app, identity, Instant::now())
+    fn take(&self, app: &str, identity: &str) -> BoxFuture<'static, Option<Remembered>> {
+        let taken = self.take_at(app, identity, Instant::now());
+        Box::pin(std::future::ready(taken))
     }
 
     fn awaited(&self, app: &str, channel: &str) -> bool {
@@ -119,6 +121,9 @@ impl Recoveries for MemoryRecoveries {
                 .channels
                 .contains_key(&(Box::from(app), Box::from(channel)))
     }
+
+    /// A node that is alone has no other node to tell.
+    fn take_over(&self, _: &str, _: &str, _: Option<&str>) {}
 }
 
 #[cfg(test)]

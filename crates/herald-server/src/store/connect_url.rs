@@ -12,8 +12,16 @@
 
 use url::Url;
 
-use crate::config::AppsDb;
 use crate::redact::REDACTED;
+
+/// The kind of database an [`AppsUrl`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppsDb {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `mysql://` or `mariadb://`.
+    MySql,
+}
 
 /// How much TLS a connection insists on, from none to a certificate checked for the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,12 +452,5 @@ mod tests {
         );
         let plain = "postgres://u@h/d?passwordless=1".to_owned();
         assert_eq!(hide_query_password(plain.clone()), plain);
-        let url =
-            crate::config::AppsUrl::parse("postgres://u@h/d?password=hunter2&sslmode=require")
-                .expect("valid");
-        for shown in [url.redacted(), format!("{url:?}")] {
-            assert!(!shown.contains("hunter2"), "{shown}");
-            assert!(shown.contains("sslmode=require"), "{shown}");
-        }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::AppRef;
-use crate::app_fields::MAX_CREDENTIAL_BYTES;
+use crate::app_config::fields::MAX_CREDENTIAL_BYTES;
 
 /// How long a miss is remembered: an app added meanwhile is in memory within a second
 /// anyway (the change reaches every node), so this only bounds repeated lookups.

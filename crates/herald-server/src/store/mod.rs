@@ -17,6 +17,7 @@ mod mysql;
 #[cfg(feature = "databases")]
 mod postgres;
 mod resolve;
+pub mod settings;
 #[cfg(feature = "databases")]
 mod sql;
 mod synced;
@@ -26,9 +27,13 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use crate::app_fields::Plans;
+pub use self::connect_url::AppsDb;
+pub use self::settings::AppsUrl;
+use crate::app_config::fields::app_from_fields;
+use crate::app_config::fields::Plans;
+use crate::app_config::AppConfig;
 pub use crate::apps::AppRef;
-use crate::config::{app_from_fields, AppConfig, AppsUrl, ConfigError};
+use crate::config::ConfigError;
 use crate::redact::{redact_json, redact_text, REDACTED};
 
 pub use memory::MemoryRows;
@@ -253,7 +258,7 @@ pub trait AppRows: Send + Sync + 'static {
 /// only on a malformed URL, and the first query reports a database that is away.
 #[cfg(feature = "databases")]
 pub fn open(url: &AppsUrl) -> Result<Arc<dyn AppRows>, StoreError> {
-    use crate::config::AppsDb;
+    use crate::store::connect_url::AppsDb;
     Ok(match url.db() {
         AppsDb::Postgres => Arc::new(postgres::PostgresRows::open(url)?),
         AppsDb::MySql => Arc::new(mysql::MySqlRows::open(url)?),

@@ -7,9 +7,9 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
+use super::settings::AppsUrl;
 use super::sql::IdAt;
 use super::{connect_url, store_error, AppRef, AppRows, Changes, StoreError, StoredApp};
-use crate::config::AppsUrl;
 
 /// The schema version this build creates (`herald_apps_schema`).
 const SCHEMA_VERSION: u32 = 1;

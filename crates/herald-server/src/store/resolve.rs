@@ -14,8 +14,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::StoredApp;
-use crate::app_fields::Plans;
-use crate::config::{validate_app, AppConfig};
+use crate::app_config::fields::validate_app;
+use crate::app_config::fields::Plans;
+use crate::app_config::AppConfig;
 
 /// A row that is not a valid app now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +242,10 @@ mod tests {
     fn a_network_no_longer_allowed_is_refused_to_the_kept_version_too() {
         let plans = |networks: &[&str]| {
             let networks = networks.iter().map(|n| (*n).to_owned()).collect();
-            Plans::from_file(HashMap::new(), Some(networks)).expect("valid")
+            let networks =
+                crate::config::error::parse_networks("webhook_allowed_networks", networks)
+                    .expect("valid");
+            Plans::from_file(HashMap::new(), networks)
         };
         let hook = r#"{"webhooks":[{"url":"http://10.0.0.5/h"}]}"#;
         let wide = plans(&["10.0.0.0/8"]);

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::misses::Misses;
 use super::resolve::{resolve, InvalidRows};
 use super::{AppRef, AppRows, StoreError, StoredApp};
-use crate::app_fields::Plans;
+use crate::app_config::fields::Plans;
+use crate::app_config::AppConfig;
 use crate::apps::{App, AppStore, MemoryApps};
-use crate::config::AppConfig;
 use crate::metrics::StoreReading;
 use crate::reload::{ReloadError, Reloaded};
 
@@ -326,9 +326,15 @@ impl AppStore for StoredApps {
             .then_some("the apps have not been loaded from the database yet")
     }
 
-    fn reconfigure(&self, plans: &Plans) -> bool {
+    fn reload_file(
+        &self,
+        plans: &Plans,
+        _apps: Vec<AppConfig>,
+        _serve: &mut dyn FnMut(Vec<AppConfig>),
+    ) {
+        // The rows are the apps: the file gives them its plans only (an app whose plan is
+        // gone keeps its last valid limits: `store::resolve`).
         self.set_plans(plans.clone());
-        true
     }
 
     fn metric_families(&self) -> Vec<prometheus::proto::MetricFamily> {

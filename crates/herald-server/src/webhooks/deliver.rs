@@ -36,7 +36,13 @@ enum Failed {
     Error(reqwest::Error),
 }
 
+/// The first wait before writing a delivery's end again, doubling up to
+/// [`END_RETRY_MAX`].
+const END_RETRY: Duration = Duration::from_millis(100);
+const END_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// How the attempts of one batch ended.
+#[derive(Clone, Copy)]
 enum End {
     Delivered,
     /// Given up: it becomes a dead letter.
@@ -78,16 +84,29 @@ pub(super) async fn deliver(
         flush.wait_out(Duration::from_millis(due_in)).await;
     }
     let end = attempts(&delivery, &mut record, &reserved).await;
-    let outcome = match end {
-        End::Delivered => queue.run(move |q| q.ack(&record)).await,
-        End::Dead => {
-            queue
-                .run(move |q| q.dead_letter(&mut record, now_ms()))
-                .await
+    // Tried until the queue answers (a cluster's may be away a while): a batch left in it
+    // is sent again, and in a cluster holds back the later batches on its channels. Given
+    // up once the node drains: the batch stays, and is sent again after the restart.
+    let mut pause = END_RETRY;
+    for tries in 1.. {
+        let mut ended = record.clone();
+        let outcome = match end {
+            End::Delivered => queue.run(move |q| q.ack(&ended)).await,
+            End::Dead => {
+                queue
+                    .run(move |q| q.dead_letter(&mut ended, now_ms()))
+                    .await
+            }
+        };
+        let Some(Err(error)) = outcome else { break };
+        if tries == 1 {
+            tracing::error!(%error, "Webhook queue could not record a delivery's end: trying again until it answers");
         }
-    };
-    if let Some(Err(error)) = outcome {
-        tracing::error!(%error, "Webhook queue could not record a delivery's end");
+        if flush.now.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(END_RETRY_MAX);
     }
     // The delivery's turn ends only now, so a later batch on its channels never overtakes
     // it in the queue either.
@@ -106,8 +125,8 @@ async fn attempts(delivery: &Delivery, record: &mut Record, reserved: &Reserved)
         host,
         refused,
     } = delivery;
-    let shown_url = crate::config::redact_url(url);
-    let id = record.id.to_string();
+    let shown_url = crate::redact::redact_url(url);
+    let id = record.header_id().to_string();
     loop {
         record.attempts += 1;
         let attempt = record.attempts;

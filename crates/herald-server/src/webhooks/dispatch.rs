@@ -26,6 +26,22 @@ const BATCH_WINDOW: Duration = Duration::from_millis(250);
 const RESUME_EVERY: Duration = Duration::from_secs(1);
 /// Batches read back from the queue at a time.
 const RESUME_AT_MOST: usize = 64;
+/// Full batches written at most in one durable write (group commit).
+const GROUP: usize = 32;
+
+/// Whether full batches waiting together are written together; off only to measure what
+/// that gains (`measure.rs`).
+#[cfg(not(test))]
+fn grouping() -> bool {
+    true
+}
+#[cfg(test)]
+pub(super) static UNGROUPED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+#[cfg(test)]
+fn grouping() -> bool {
+    !UNGROUPED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 pub(super) struct Dispatcher {
     pub(super) app_id: String,
@@ -38,6 +54,10 @@ pub(super) struct Dispatcher {
     /// Batches claimed from a dead node of a cluster, not handed over yet (memory's
     /// bounds).
     pub(super) claimed: VecDeque<Record>,
+    /// Batches the node kept aside while its cluster's queue could not take them, moved
+    /// there since and not handed over yet (memory's bounds): batches written after them
+    /// wait in the queue meanwhile.
+    pub(super) moved: VecDeque<Record>,
 }
 
 impl Dispatcher {
@@ -59,7 +79,9 @@ impl Dispatcher {
                 .into_iter()
                 .flatten()
                 .min();
-            let waiting = self.bounds.waiting_from.lock().is_some();
+            let waiting = self.bounds.waiting_from.lock().is_some()
+                || !self.moved.is_empty()
+                || !self.claimed.is_empty();
             let bounds = self.bounds.clone();
             let woke = tokio::select! {
                 biased;
@@ -107,9 +129,27 @@ impl Dispatcher {
                 batch.push(WebhookEvent::ChannelVacated { channel });
                 batch_deadline = Some(now);
             }
-            if batch.len() >= BATCH_SIZE || batch_deadline.is_some_and(|d| d <= now) {
-                batch_deadline = None;
-                self.send_all(std::mem::take(&mut batch)).await;
+            let due = batch_deadline.is_some_and(|d| d <= now);
+            if batch.len() >= BATCH_SIZE || due {
+                if !due && grouping() {
+                    // Group commit: the events already waiting (they came in while the
+                    // last write was made durable) fill more batches, written with this
+                    // one in one durable write. Nothing is waited for: a lone batch goes
+                    // as it did.
+                    while batch.len() < GROUP * BATCH_SIZE {
+                        let Ok(event) = events.try_recv() else { break };
+                        self.take(event, &mut batch, &mut held, flushing);
+                    }
+                }
+                // Whole batches go; a last partial one waits out its own window.
+                let whole = if due {
+                    batch.len()
+                } else {
+                    batch.len() / BATCH_SIZE * BATCH_SIZE
+                };
+                let rest = batch.split_off(whole);
+                batch_deadline = (!rest.is_empty()).then(|| now + BATCH_WINDOW);
+                self.send_all(std::mem::replace(&mut batch, rest)).await;
             }
         }
     }
@@ -178,6 +218,8 @@ impl Dispatcher {
                     dead_ms: None,
                     last_status: None,
                     last_error: None,
+                    sent_as: None,
+                    token: None,
                 });
             }
         }
@@ -202,6 +244,8 @@ impl Dispatcher {
                 Appended::Stored(_) => {
                     self.hand(record, false);
                 }
+                // Kept aside by the node: handed over once in the cluster's queue.
+                Appended::Held => {}
                 Appended::Refused => {
                     self.bounds.dropped(1);
                     if let Some(suppressed) = self.bounds.log.should_log() {
@@ -224,6 +268,12 @@ impl Dispatcher {
         let bounds = self.bounds.clone();
         let mut waiting = bounds.waiting_from.lock();
         if waiting.is_some() && !resuming {
+            return false;
+        }
+        if !self.moved.is_empty() && !resuming {
+            // Behind batches written before it and not handed over yet: it waits in the
+            // queue until they are.
+            *waiting = Some(record.id);
             return false;
         }
         match self.start(record, false) {
@@ -304,22 +354,62 @@ impl Dispatcher {
                 None => {}
             }
         }
-        while let Some(record) = self.claimed.pop_front() {
-            // Claims are rare: the copy is given back when memory's bounds are reached.
-            if self.start(record.clone(), true).is_err() {
-                self.claimed.push_front(record);
-                return;
+        let mut claimed = std::mem::take(&mut self.claimed);
+        self.start_each(&mut claimed, true);
+        self.claimed = claimed;
+    }
+
+    /// Starts `records` in order until memory's bounds stop one, which stays first in
+    /// `records` for the next tick; returns whether all started. Claimed and moved batches
+    /// are rare, so each is cloned to be given back.
+    fn start_each(&mut self, records: &mut VecDeque<Record>, claimed: bool) -> bool {
+        while let Some(record) = records.pop_front() {
+            if self.start(record.clone(), claimed).is_err() {
+                records.push_front(record);
+                return false;
             }
         }
+        true
     }
 
     /// Hands over the batches waiting in the queue, in id order, as far as memory's
     /// bounds let; expires old dead letters.
     async fn resume(&mut self) {
         self.resume_retried().await;
-        // Page after page, while memory's bounds let the batches through.
-        while self.resume_page().await {}
+        // Page after page, while memory's bounds let the batches through; those kept
+        // aside first, as they were written first.
+        if self.hand_held().await {
+            while self.resume_page().await {}
+        }
         self.hand_claimed().await;
+    }
+
+    /// Hands over, in order, the batches the node kept aside while its cluster's queue
+    /// could not take them, once moved there (none on a single node), as far as memory's
+    /// bounds let. Returns whether none is left to hand over.
+    async fn hand_held(&mut self) -> bool {
+        loop {
+            let mut moved = std::mem::take(&mut self.moved);
+            let all = self.start_each(&mut moved, false);
+            self.moved = moved;
+            if !all {
+                return false;
+            }
+            let app_id = self.app_id.clone();
+            match self
+                .bounds
+                .queue
+                .run(move |q| q.take_held(&app_id, RESUME_AT_MOST))
+                .await
+            {
+                Some(Ok(records)) if !records.is_empty() => self.moved.extend(records),
+                Some(Ok(_)) | None => return true,
+                Some(Err(error)) => {
+                    tracing::error!(app_id = %self.app_id, %error, "Webhook queue: the batches kept aside could not be read");
+                    return true;
+                }
+            }
+        }
     }
 
     /// Hands over the dead letters an operator retried, as far as memory's bounds let;

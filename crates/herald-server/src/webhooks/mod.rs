@@ -28,20 +28,23 @@ mod dispatch;
 mod flush;
 mod holdback;
 #[cfg(test)]
-mod measure;
+pub(crate) mod measure;
 mod order;
-mod reach;
+pub mod reach;
+pub mod settings;
 mod store;
 mod tools;
 
 pub use deliver::HEADER_ID;
 pub(crate) use flush::ShutdownFlush;
+pub use reach::WebhookConfig;
 pub use reach::{AllowedNetworks, Refused, WebhookReach};
-pub use store::SharedQueue;
+pub use settings::{WebhookOptions, WebhookStoreKind};
 pub use store::StoreError;
 pub(crate) use store::{
     now_ms, Appended, BatchId, Depth, Filter, OpenShared, Record, State, Wait, WebhookQueue,
 };
+pub use store::{SharedQueue, WebhookSettings};
 pub(crate) use tools::{ToolError, Which, MAX_PAGE};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -53,7 +56,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::admission::RateLog;
-use crate::config::{AppConfig, WebhookConfig, WebhookSettings};
+use crate::app_config::AppConfig;
 use crate::metrics::{AppMetrics, WebhookOutcome};
 
 use bounds::Bounds;
@@ -148,6 +151,7 @@ impl Webhooks {
             bounds: bounds.clone(),
             order: order::Order::default(),
             claimed: std::collections::VecDeque::new(),
+            moved: std::collections::VecDeque::new(),
         };
         bounds.flush.tasks.spawn(dispatcher.run(events));
         Some(Arc::new(Webhooks {

@@ -21,8 +21,33 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::WebhookConfig;
 use crate::metrics::WebhookOutcome;
+use crate::redact::redact_url;
+
+/// One webhook endpoint of an app. `Debug` shows the URL without its credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Where events are POSTed (http or https).
+    pub url: String,
+    /// Event names this endpoint receives; empty means all.
+    pub event_types: Vec<String>,
+    /// Only events on channels starting with this prefix.
+    pub channel_prefix: Option<String>,
+    /// Which addresses it may be delivered to: any for the config file's apps, public ones
+    /// (and `webhook_allowed_networks`) for an app from the database.
+    pub reach: WebhookReach,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("event_types", &self.event_types)
+            .field("channel_prefix", &self.channel_prefix)
+            .field("reach", &self.reach)
+            .finish()
+    }
+}
 
 /// The networks a tenant's webhook may reach besides public addresses
 /// (`webhook_allowed_networks`).

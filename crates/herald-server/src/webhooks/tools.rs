@@ -14,8 +14,13 @@ pub(crate) const MAX_PAGE: usize = 100;
 /// One batch as a listing shows it: everything but its body.
 #[derive(Debug, Serialize)]
 pub(crate) struct Summary {
-    /// The `X-Herald-Webhook-Id`, as text: ids pass 2^53, past a JavaScript number.
+    /// The batch's place in the queue (what `show` and `retry` take), as text: ids pass
+    /// 2^53, past a JavaScript number. Also its `X-Herald-Webhook-Id`, unless `sent_as`.
     pub(crate) id: String,
+    /// The `X-Herald-Webhook-Id` receivers get, when it is not `id`: a dead letter retried
+    /// on a cluster's queue takes a new place and keeps its first id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sent_as: Option<String>,
     pub(crate) state: State,
     /// The endpoint, its credentials masked.
     pub(crate) url: String,
@@ -34,8 +39,9 @@ impl From<&Record> for Summary {
     fn from(r: &Record) -> Summary {
         Summary {
             id: r.id.to_string(),
+            sent_as: r.sent_as.map(|id| id.to_string()),
             state: r.state(),
-            url: crate::config::redact_url(&r.url),
+            url: crate::redact::redact_url(&r.url),
             created_ms: r.created_ms,
             attempts: r.attempts,
             next_attempt_ms: r.next_attempt_ms,

@@ -13,8 +13,7 @@
 //! once the socket is taken over, before the connection is served; a connection over the
 //! limit then gets 4004 like any other refusal.
 
-mod budget;
-pub(crate) use budget::Refills;
+pub(crate) mod budget;
 mod connection;
 mod recovery;
 pub(crate) use recovery::silent;
@@ -151,7 +150,7 @@ fn admit(
     match protocol {
         Some("5" | "6" | "7") => {}
         Some(_) => return Admission::Refuse(CloseReason::UnsupportedProtocol),
-        None if shared.config.require_protocol => {
+        None if shared.config.server.require_protocol => {
             return Admission::Refuse(CloseReason::NoProtocol)
         }
         None => {}
@@ -250,12 +249,14 @@ fn upgrade(
     let accept = codec::accept_key(key.as_bytes());
     // Only a served connection negotiates: a refused one gets its two frames and goes.
     let deflate = match &admission {
-        Admission::Serve(_) if shared.config.compression => herald_protocol::deflate::negotiate(
-            headers
-                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                .iter()
-                .map(HeaderValue::as_bytes),
-        ),
+        Admission::Serve(_) if shared.config.server.compression => {
+            herald_protocol::deflate::negotiate(
+                headers
+                    .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+        }
         _ => None,
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {

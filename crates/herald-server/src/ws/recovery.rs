@@ -11,6 +11,13 @@
 //! sent after the first write that leaves something unconfirmed, and again on its pong if
 //! more was written meanwhile, so a busy channel costs a ping per round trip.
 //!
+//! A connection whose ping has gone unanswered for [`SILENT_AFTER`] can confirm nothing
+//! more, so what it would leave is already known: it leaves it then, without closing, so
+//! that its client coming back on any node of a cluster finds it at once (a cluster's new
+//! connection also asks the other nodes to close their silent connections of its
+//! identity: [`Recoveries::take_over`]). A connection that answers again later leaves its
+//! entry anew when it ends.
+//!
 //! A connection of an app that does not recover keeps none of this: the session holds one
 //! empty pointer for it.
 
@@ -18,18 +25,21 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use herald_protocol::close::CloseReason;
 use herald_protocol::frame::{self, Subscribe};
+use tokio::sync::oneshot;
 
 use crate::apps::App;
 use crate::clock;
 use crate::outbox::Outbox;
-use crate::recovery::{Recoveries, Remembered};
+use crate::recovery::{Plan, Recover, Recoveries, Remembered, NOT_JOINED};
 use crate::wire::text_frame;
 
 /// How long a subscription waits for the connection's identity (pusher-js subscribes
-/// before its sign-in's HTTP round trip ends) or for a silent connection it takes over to
-/// leave its entry, before it goes on without recovery.
+/// before its sign-in's HTTP round trip ends), for the identity's entry to be taken (a
+/// cluster asks its shared store), or for a silent connection it takes over to leave its entry,
+/// before it goes on without recovery.
 pub(super) const HOLD: Duration = Duration::from_millis(1500);
 
 /// A connection of the same identity with a ping unanswered this long is silent: a new
@@ -39,9 +49,6 @@ const SILENT_AFTER: Duration = Duration::from_secs(2);
 /// How long an entry is kept past its window, so that a client that comes back late is
 /// told so (`herald:recovery_failed`) rather than nothing.
 const TOLD_LATE: Duration = Duration::from_secs(600);
-
-/// The event a channel gets when what its client missed cannot be replayed.
-pub(super) const FAILED_EVENT: &str = "herald:recovery_failed";
 
 /// A connection's recovery state.
 #[derive(Default)]
@@ -54,9 +61,14 @@ pub(super) struct Tracker {
     /// What the previous connection of this identity left, as taken; its channels go as
     /// they are subscribed to.
     recover: Option<Remembered>,
-    /// Subscriptions waiting for the identity, or for the entry of a connection taken over.
+    /// A take under way (a cluster asks its backend); subscriptions wait for it.
+    taking: Option<oneshot::Receiver<Option<Remembered>>>,
+    /// Subscriptions waiting for the identity, for the take, or for the entry of a
+    /// connection taken over.
     held: Vec<Subscribe>,
     hold: Hold,
+    /// The connection went silent and left its entry already; nothing was confirmed since.
+    left: bool,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -74,63 +86,37 @@ enum Hold {
 
 struct Tracked {
     channel: Box<str>,
-    confirmed: u64,
+    /// The last serial the client confirmed; `None` until the backend joined a fresh
+    /// subscription (a cluster joins after a round trip) and said at which serial.
+    confirmed: Option<u64>,
     /// The channel's serial when the outstanding ping was queued.
     pending: u64,
+    /// Where the backend writes the serial the subscription joined through, until read.
+    joined: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
-/// What a new subscription does about recovery, under the channel's lock.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Plan {
-    /// Nothing to recover.
-    Fresh,
-    /// Replay the events after this serial.
-    Replay(u64),
-    /// Tell the client the gap cannot be filled, and why.
-    Failed(&'static str),
+impl Tracked {
+    /// Reads the serial the subscription joined through once the backend wrote it;
+    /// whether it has.
+    fn resolve(&mut self) -> bool {
+        let Some(cell) = &self.joined else {
+            return true;
+        };
+        let through = cell.load(Ordering::Acquire);
+        if through == NOT_JOINED {
+            return false;
+        }
+        self.confirmed.get_or_insert(through);
+        self.pending = self.pending.max(through);
+        self.joined = None;
+        true
+    }
 }
 
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `herald:recovery_failed` on `channel`, its data the reason as JSON.
-pub(super) fn failed_frame(channel: &str, reason: &str) -> bytes::Bytes {
-    let data = frame::json_str(&format!("{{\"reason\":\"{reason}\"}}"));
-    text_frame(&frame::event(FAILED_EVENT, channel, &data, None))
-}
-
-/// Queues the plan's frames on a joining subscription (under the channel's lock); returns
-/// the serial the subscription starts confirmed at.
-pub(super) fn join(app: &App, channel: &str, plan: Plan, outbox: &Outbox) -> u64 {
-    let last = app.history.last_serial(channel);
-    match plan {
-        Plan::Fresh => last,
-        Plan::Failed(reason) => {
-            outbox.push(failed_frame(channel, reason));
-            last
-        }
-        Plan::Replay(after) => {
-            let limits = app.config().history;
-            match app
-                .history
-                .since(channel, after, &limits, tokio::time::Instant::now())
-            {
-                Ok(frames) => {
-                    for frame in frames {
-                        outbox.push(frame);
-                    }
-                    after
-                }
-                Err(_) => {
-                    outbox.push(failed_frame(channel, "history_gap"));
-                    last
-                }
-            }
-        }
-    }
 }
 
 /// Nudges `outbox` every 100 ms until `until`, so a connection whose subscriptions are
@@ -155,8 +141,9 @@ fn wake_until(outbox: &Arc<Outbox>, until: u32) {
 impl Tracker {
     /// The connection now has an identity (its first: a sign-in, or a presence member):
     /// it takes over from silent connections of the same identity (the user's signed-in
-    /// connections, or the member's connections on `presence`, the channel it joins), and
-    /// takes what the identity's last connection left.
+    /// connections, or the member's connections on `presence`, the channel it joins, and
+    /// in a cluster those of other nodes), and takes what the identity's last connection
+    /// left.
     pub(super) fn identify(
         &mut self,
         app: &App,
@@ -182,17 +169,68 @@ impl Tracker {
                 took_over = true;
             }
         }
-        self.recover = recoveries.take(&app.config().id, identity);
-        if self.recover.is_none() && took_over {
+        recoveries.take_over(&app.config().id, identity, presence);
+        self.start_take(app, outbox, recoveries);
+        if self.taking.is_some() && matches!(self.hold, Hold::Idle | Hold::Over) {
+            let until = now + clock::ticks(HOLD);
+            self.hold = Hold::Until(until);
+            wake_until(outbox, until);
+        }
+        if took_over && self.recover.is_none() {
             let until = now + clock::ticks(HOLD);
             self.hold = Hold::Awaiting(until);
             wake_until(outbox, until);
         }
     }
 
+    /// Takes the identity's entry: at once when the backend answers at once, or else
+    /// through a task that nudges the connection when the answer comes.
+    fn start_take(&mut self, app: &App, outbox: &Arc<Outbox>, recoveries: &dyn Recoveries) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        if self.taking.is_some() {
+            return;
+        }
+        let mut take = recoveries.take(&app.config().id, identity);
+        if let Some(taken) = (&mut take).now_or_never() {
+            self.recover = self.recover.take().or(taken);
+            return;
+        }
+        let (tell, told) = oneshot::channel();
+        let weak = Arc::downgrade(outbox);
+        tokio::spawn(async move {
+            let _ = tell.send(take.await);
+            if let Some(outbox) = weak.upgrade() {
+                outbox.nudge();
+            }
+        });
+        self.taking = Some(told);
+    }
+
+    /// Whether a take under way has answered (or was given up).
+    fn poll_take(&mut self) -> bool {
+        let Some(taking) = &mut self.taking else {
+            return true;
+        };
+        match taking.try_recv() {
+            Ok(taken) => {
+                self.recover = self.recover.take().or(taken);
+                self.taking = None;
+                true
+            }
+            Err(oneshot::error::TryRecvError::Empty) => false,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.taking = None;
+                true
+            }
+        }
+    }
+
     /// Whether `sub` must wait: the connection has no identity yet and some remembered
-    /// entry names the channel, or it waits for a taken-over connection's entry.
-    /// `any_silent`: some connection of the node is silent ([`silent`]).
+    /// entry names the channel, its entry is being taken, or it waits for a taken-over
+    /// connection's entry. `any_silent`: some connection of the node is silent
+    /// ([`silent`]).
     pub(super) fn hold(
         &mut self,
         app: &App,
@@ -201,18 +239,20 @@ impl Tracker {
         sub: &Subscribe,
         any_silent: bool,
     ) -> bool {
+        let taking = !self.poll_take();
         let wait = match self.hold {
             Hold::Over => false,
             Hold::Awaiting(_) => true,
-            Hold::Until(_) => self.identity.is_none(),
+            Hold::Until(_) => self.identity.is_none() || taking,
             Hold::Idle => {
                 // A silent subscriber may be this client's old connection, which has not
                 // ended yet: its identity's new connection takes over once it has one.
                 let now = clock::now();
-                let wait = self.identity.is_none()
-                    && (recoveries.awaited(&app.config().id, &sub.channel)
-                        || (any_silent
-                            && app.hub.any_subscriber(&sub.channel, |o| silent(o, now))));
+                let wait = taking
+                    || self.identity.is_none()
+                        && (recoveries.awaited(&app.config().id, &sub.channel)
+                            || (any_silent
+                                && app.hub.any_subscriber(&sub.channel, |o| silent(o, now))));
                 if wait {
                     let until = clock::now() + clock::ticks(HOLD);
                     self.hold = Hold::Until(until);
@@ -234,16 +274,23 @@ impl Tracker {
         before != self.held.len()
     }
 
-    /// The held subscriptions, once their wait is over (the identity came, the entry
-    /// came, or the bound passed); they are then answered in the order they came.
-    pub(super) fn release(&mut self, app: &App, recoveries: &dyn Recoveries) -> Vec<Subscribe> {
+    /// The held subscriptions, once their wait is over (the identity came and its entry
+    /// was taken, the entry came, or the bound passed); they are then answered in the
+    /// order they came.
+    pub(super) fn release(
+        &mut self,
+        app: &App,
+        outbox: &Arc<Outbox>,
+        recoveries: &dyn Recoveries,
+    ) -> Vec<Subscribe> {
         let now = clock::now();
+        let taken = self.poll_take();
         let over = match self.hold {
             Hold::Idle | Hold::Over => return Vec::new(),
-            Hold::Until(until) => self.identity.is_some() || now >= until,
+            Hold::Until(until) => (self.identity.is_some() && taken) || now >= until,
             Hold::Awaiting(until) => {
-                if let Some(identity) = &self.identity {
-                    self.recover = recoveries.take(&app.config().id, identity);
+                if taken && self.recover.is_none() {
+                    self.start_take(app, outbox, recoveries);
                 }
                 self.recover.is_some() || now >= until
             }
@@ -271,15 +318,24 @@ impl Tracker {
         }
     }
 
-    /// The connection is subscribed to `channel`, its client known to hold `confirmed`.
-    pub(super) fn track(&mut self, channel: &str, confirmed: u64) {
-        if !self.channels.iter().any(|t| *t.channel == *channel) {
-            self.channels.push(Tracked {
-                channel: channel.into(),
-                confirmed,
-                pending: confirmed,
-            });
+    /// The connection is subscribing to `channel` as `recover` says; its client is known
+    /// to hold what it replays from, and what it joins through once the backend says.
+    pub(super) fn track(&mut self, channel: &str, recover: &Recover) {
+        if self.channels.iter().any(|t| *t.channel == *channel) {
+            return;
         }
+        let confirmed = match recover.plan {
+            Plan::Replay(after) => Some(after),
+            Plan::Fresh | Plan::Failed(_) => None,
+        };
+        let mut tracked = Tracked {
+            channel: channel.into(),
+            confirmed,
+            pending: confirmed.unwrap_or(0),
+            joined: Some(recover.joined.clone()),
+        };
+        tracked.resolve();
+        self.channels.push(tracked);
     }
 
     pub(super) fn untrack(&mut self, channel: &str) {
@@ -294,12 +350,18 @@ impl Tracker {
         }
         let mut unconfirmed = false;
         for t in &mut self.channels {
+            if !t.resolve() {
+                continue;
+            }
+            let Some(confirmed) = t.confirmed else {
+                continue;
+            };
             let serial = app
                 .hub
                 .quiet(&t.channel, || app.history.last_serial(&t.channel));
             // A ring swept away reads 0: what was confirmed stands.
-            t.pending = serial.max(t.confirmed);
-            unconfirmed |= t.pending > t.confirmed;
+            t.pending = serial.max(t.pending).max(confirmed);
+            unconfirmed |= t.pending > confirmed;
         }
         if !unconfirmed {
             return;
@@ -322,46 +384,76 @@ impl Tracker {
         if self.pongs_due == 0 {
             return;
         }
+        self.left = false;
         self.pongs_due -= 1;
         if self.pongs_due == 0 {
             for t in &mut self.channels {
-                t.confirmed = t.pending;
+                if t.confirmed.is_some() {
+                    t.confirmed = Some(t.pending);
+                }
             }
             self.after_write(app, outbox);
         }
     }
 
+    /// A connection silent for [`SILENT_AFTER`] leaves its entry now (see the module's
+    /// text); called when the connection is nudged (the sweeper nudges silent ones).
+    pub(super) fn check_silent(&mut self, app: &App, outbox: &Outbox, recoveries: &dyn Recoveries) {
+        if self.left || self.pongs_due == 0 || !silent(outbox, clock::now()) {
+            return;
+        }
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        self.left = true;
+        if let Some((entry, keep)) = self.entry(app) {
+            recoveries.remember(&app.config().id, identity, entry, keep);
+        }
+    }
+
+    /// What the connection leaves, and for how long it is kept: every channel it was on
+    /// with what its client confirmed, and those it had not subscribed to again yet.
+    fn entry(&self, app: &App) -> Option<(Remembered, Duration)> {
+        let window = app.config().recovery_window;
+        let mut channels: Vec<(String, u64)> = self
+            .channels
+            .iter()
+            .filter_map(|t| Some((t.channel.to_string(), t.confirmed?)))
+            .collect();
+        if let Some(left) = &self.recover {
+            for (channel, serial) in &left.channels {
+                if !channels.iter().any(|(c, _)| c == channel) {
+                    channels.push((channel.clone(), *serial));
+                }
+            }
+        }
+        if channels.is_empty() || window.is_zero() {
+            return None;
+        }
+        let until_ms = unix_ms() + u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        Some((Remembered { until_ms, channels }, window + TOLD_LATE))
+    }
+
     /// What the connection leaves when it ends: remembered for its identity unless its
-    /// client closed it (a Close frame: pusher-js's `disconnect()`, a closed tab) or the
-    /// server told the client not to come back (4000–4099).
+    /// client closed it (a Close frame: pusher-js's `disconnect()`, a closed tab), the
+    /// server told the client not to come back (4000–4099), or it left its entry already
+    /// when it went silent.
     pub(super) fn end(&mut self, app: &App, recoveries: &dyn Recoveries, close: Option<u16>) {
         let unclean = match close {
             None => true,
             Some(code) => (4100..=4299).contains(&code),
         };
-        let Some(identity) = self.identity.take().filter(|_| unclean) else {
+        let Some(identity) = self.identity.take().filter(|_| unclean && !self.left) else {
             return;
         };
-        let window = app.config().recovery_window;
-        let mut channels: Vec<(String, u64)> = self
-            .channels
-            .drain(..)
-            .map(|t| (t.channel.into(), t.confirmed))
-            .collect();
-        // Channels the connection had not subscribed to again yet are still owed.
-        if let Some(left) = self.recover.take() {
-            for (channel, serial) in left.channels {
-                if !channels.iter().any(|(c, _)| *c == channel) {
-                    channels.push((channel, serial));
-                }
-            }
+        for t in &mut self.channels {
+            t.resolve();
         }
-        if channels.is_empty() || window.is_zero() {
-            return;
+        if let Some((entry, keep)) = self.entry(app) {
+            recoveries.remember(&app.config().id, &identity, entry, keep);
         }
-        let until_ms = unix_ms() + u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let entry = Remembered { until_ms, channels };
-        recoveries.remember(&app.config().id, &identity, entry, window + TOLD_LATE);
+        self.channels.clear();
+        self.recover = None;
     }
 }
 
@@ -383,7 +475,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::super::session::Session;
-    use crate::config::Config;
+    use crate::settings::Config;
     use crate::shared::Shared;
     use crate::wire::text_frame;
 
@@ -435,7 +527,9 @@ mod tests {
 
     fn remembered(shared: &Shared, user: &str) -> Option<Vec<(String, u64)>> {
         let recoveries = shared.adapter.recoveries.as_ref();
-        recoveries.take("1", user).map(|r| r.channels)
+        use futures_util::FutureExt;
+        let taken = recoveries.take("1", user).now_or_never().flatten();
+        taken.map(|r| r.channels)
     }
 
     #[tokio::test]

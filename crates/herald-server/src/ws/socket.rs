@@ -219,7 +219,7 @@ impl Socket for TlsSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TlsConfig;
+    use crate::tls::settings::TlsConfig;
     use crate::tls::tests::{issue, temp_dir, write};
     use rustls::pki_types::pem::PemObject;
     use std::sync::Arc;

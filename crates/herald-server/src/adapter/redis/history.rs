@@ -44,12 +44,12 @@ use redis::{Cmd, RedisResult, Script, Value};
 use tokio::sync::oneshot;
 
 use super::link::Commands;
-use super::publisher::Outgoing;
+use super::outgoing::{Append, Outgoing};
 use super::Cluster;
 use crate::adapter::bus;
 use crate::apps::App;
-use crate::config::HistoryLimits;
-use crate::history::{memory, History, HistoryError, Query};
+use crate::history::limits::HistoryLimits;
+use crate::history::{rings, History, HistoryError, Query};
 use crate::ids::SocketId;
 
 /// How long a trigger waits for Redis to give its event a serial before it answers anyway
@@ -190,15 +190,8 @@ static APPEND_SOURCE: LazyLock<String> = LazyLock::new(|| format!("{EVICT}{APPEN
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(&APPEND_SOURCE));
 static PAGE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{EVICT}{PAGE_BODY}")));
 
-/// A bus message that is also appended to its channel's history (see the module's text).
-pub(super) struct Append {
-    /// The stream, its hash and the app's high mark.
-    keys: [String; 3],
-    limits: HistoryLimits,
-    node: u32,
-    /// Where the frame sits in the message.
-    frame: std::ops::Range<usize>,
-}
+/// A stream entry as `XRANGE` gives it: its id and its fields and values, in turn.
+type StreamEntry = (String, Vec<Vec<u8>>);
 
 impl Append {
     /// The call as a pipeline's `EVALSHA` ([`load`] must come before it), publishing on
@@ -346,6 +339,37 @@ impl Cluster {
         Some(told)
     }
 
+    /// The channel's last serial and the frames of its events after `after` (at most
+    /// `limit`, oldest first, with their serials), for a recovering subscription
+    /// (`state/replay.rs`).
+    pub(super) async fn frames_after(
+        &self,
+        app: &App,
+        channel: &str,
+        after: u64,
+        limit: usize,
+    ) -> RedisResult<(u64, Vec<(u64, Bytes)>)> {
+        let mut pipe = redis::pipe();
+        pipe.hget(self.keys.history_meta(app.id(), channel), "n");
+        pipe.cmd("XRANGE")
+            .arg(self.keys.history(app.id(), channel))
+            .arg(format!("({after}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1));
+        let (newest, entries): (Option<u64>, Vec<StreamEntry>) =
+            pipe.query_async(&mut self.redis()).await?;
+        let mut frames = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let serial = id.split('-').next().and_then(|s| s.parse().ok());
+            // The fields are `f`, the frame, then the others.
+            if let (Some(serial), Some(frame)) = (serial, fields.get(1)) {
+                frames.push((serial, Bytes::copy_from_slice(frame)));
+            }
+        }
+        Ok((newest.unwrap_or(0), frames))
+    }
+
     /// The part of a channel's history that `query` asks for.
     async fn history_page(
         &self,
@@ -388,7 +412,7 @@ impl Cluster {
         };
         for entry in reply[2..].chunks_exact(3) {
             let frame: Vec<u8> = redis::from_redis_value(&entry[2])?;
-            if let Some(event) = memory::read_back(text(&entry[0])?, text(&entry[1])?, &frame) {
+            if let Some(event) = rings::read_back(text(&entry[0])?, text(&entry[1])?, &frame) {
                 page.events.push(event);
             }
         }

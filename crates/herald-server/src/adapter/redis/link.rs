@@ -26,6 +26,8 @@ mod commands;
 mod deliveries;
 #[path = "link/sentinel.rs"]
 mod sentinel;
+#[path = "link/shards.rs"]
+mod shards;
 #[path = "link/slots.rs"]
 mod slots;
 #[path = "link/subscriber.rs"]
@@ -42,7 +44,7 @@ mod topology;
 
 use std::time::Duration;
 
-pub(crate) use self::commands::Commands;
+pub(crate) use self::commands::{Commands, PublishGroup};
 #[cfg(test)]
 pub(crate) use self::deliveries::Message;
 pub(crate) use self::deliveries::{Deliveries, Delivery, Gap};

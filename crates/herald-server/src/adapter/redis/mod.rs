@@ -28,14 +28,18 @@ mod interest;
 pub(crate) mod link;
 mod members;
 mod ops;
+mod outbound;
+mod outgoing;
 mod publisher;
 mod queries;
+pub(super) mod recoveries;
 mod roster;
 mod rotate;
 mod scripts;
 mod seam;
 mod state;
 mod stats;
+mod submit;
 mod transport;
 mod webhook_queue;
 
@@ -44,19 +48,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 pub use self::config::RedisConfig;
-use self::ops::{Held, Op, Places, Queued, Refused};
+use self::ops::{Op, Places, Queued};
 use self::scripts::Keys;
 pub(crate) use self::webhook_queue::webhook_queue;
-use super::bus::{self, BusMessage};
-use super::transitions;
+use super::bus;
 use crate::apps::{App, AppStore};
-use crate::ids::SocketId;
-use crate::outbox::Outbox;
 
 /// State changes queued on a node, all apps together, before new ones are refused (see
 /// [`Cluster::op`] for what a refusal means for each kind).
@@ -288,6 +288,11 @@ pub struct Cluster {
     signals: Mutex<Signals>,
     /// Presence membership as this node tells its subscribers (`members.rs`).
     rosters: members::Rosters,
+    /// The channels of the recovery entries kept in the cluster (`recoveries.rs`).
+    awaited: crate::recovery::memory::MemoryRecoveries,
+    /// The recovery entries being written: a drain's, which its clients take on another
+    /// node, are waited for as the node leaves.
+    writing: tokio_util::task::TaskTracker,
     /// The Redis epoch the heartbeat saw last (`None` before the first): a resync finding
     /// another one runs quiet, since Redis lost its data before the heartbeat could say so.
     epoch: Mutex<Option<String>>,
@@ -371,6 +376,8 @@ impl Cluster {
             started: Instant::now(),
             signals: Mutex::new(signals),
             rosters: members::Rosters::default(),
+            awaited: Default::default(),
+            writing: tokio_util::task::TaskTracker::new(),
             epoch: Mutex::new(None),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -417,6 +424,9 @@ impl Cluster {
         if self.ops.send(stop).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
+        // The entries the drain's closes left, before their notices are flushed.
+        self.writing.close();
+        let _ = tokio::time::timeout(LEAVE_FLUSH, self.writing.wait()).await;
         if !self.out.flushed(LEAVE_FLUSH).await {
             tracing::warn!(
                 held = self.out.held.load(Ordering::Relaxed),
@@ -469,97 +479,6 @@ impl Cluster {
         }
     }
 
-    /// Queues a state change, unless its app's share of the queue (or the queue) is full.
-    ///
-    /// What a refusal means, by kind:
-    /// - `Subscribe`, `Join`: nothing was recorded; the caller answers `ServerBusy`.
-    /// - `Leave`: never refused for a full queue. It only releases what an admitted op
-    ///   added, so leaves are bounded by the subscriptions that exist, and refusing one
-    ///   could let a still-queued subscribe of the same connection land after it. If the
-    ///   node is leaving, the connection is removed from the hub here.
-    /// - `Connections`: dropped; the next heartbeat (at most a second away) restates the
-    ///   app's connection count.
-    /// - `User`: the user is restated by the state task at the next heartbeat.
-    /// - `Watchlist`: answered from this node's registry, as while Redis is away.
-    ///
-    /// A refusal never changes the node's health: Redis is fine, the node is just busy.
-    pub(crate) fn op(&self, op: Op) -> Result<(), Refused> {
-        self.op_of(op, None)
-    }
-
-    /// [`Cluster::op`] of an op a connection made: it counts against the connection
-    /// (`outbox`) until the state task takes it, and at
-    /// [`crate::outbox::MAX_WAITING_OPS`] the connection stops reading its socket.
-    pub(crate) fn op_of(&self, op: Op, outbox: Option<&Arc<Outbox>>) -> Result<(), Refused> {
-        let Some(app) = op.app() else {
-            return self.push(op, None);
-        };
-        let always = matches!(op, Op::Leave { .. });
-        match self.places.take(app.id(), always) {
-            Some(held) => {
-                let held = match outbox {
-                    Some(outbox) => held.of_connection(outbox),
-                    None => held,
-                };
-                self.push(op, Some(held))
-            }
-            None => {
-                self.refuse(op, Refused::Busy);
-                Err(Refused::Busy)
-            }
-        }
-    }
-
-    fn push(&self, op: Op, held: Option<Held>) -> Result<(), Refused> {
-        self.ops.send(Queued { op, _held: held }).map_err(|e| {
-            self.refuse(e.0.op, Refused::Stopping);
-            Refused::Stopping
-        })
-    }
-
-    /// Does what stands in for a refused op (see [`Cluster::op`]).
-    fn refuse(&self, op: Op, why: Refused) {
-        let app_id = op.app().map(|a| a.id().to_owned());
-        match op {
-            Op::Leave { app, channel, conn } => {
-                app.hub.unsubscribe(&channel, conn);
-            }
-            Op::User { app, user } => self.restate_user_later(app.id(), user),
-            Op::Watchlist { app, outbox, users } => {
-                transitions::answer_watchlist(&outbox, &users, |u| app.users.is_online(u));
-            }
-            Op::Subscribe { .. } | Op::Join(_) | Op::Connections { .. } | Op::Stop(_) => {}
-        }
-        if why == Refused::Busy {
-            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            if self.refused_log.ready(self.started) {
-                tracing::warn!(
-                    app = app_id.as_deref().unwrap_or(""),
-                    refused = n,
-                    queued = self.places.waiting(),
-                    "Cluster state queue: an app's share is full; refusing its changes (ServerBusy)"
-                );
-            }
-        }
-    }
-
-    /// Records a user whose count change was refused, for the state task to restate.
-    fn restate_user_later(&self, app: &str, user: Arc<str>) {
-        let mut signals = self.signals.lock();
-        if signals.pending_users >= PENDING_USERS {
-            signals.resync = merge_resync(signals.resync, true);
-            return;
-        }
-        if signals
-            .users
-            .entry(app.to_owned())
-            .or_default()
-            .insert(user)
-        {
-            signals.pending_users += 1;
-        }
-    }
-
     /// Whether Redis answered the node's last calls (the node's health).
     fn redis_up(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -579,63 +498,6 @@ impl Cluster {
     fn redis_failed(&self, error: &redis::RedisError) {
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(%error, "Cluster: Redis is not answering; serving this node's sockets alone until it returns");
-        }
-    }
-
-    /// Sends a control message (one that names no channel) to every other node.
-    fn send(&self, message: &BusMessage) {
-        self.enqueue(publisher::Outgoing {
-            channel: self.bus.control().to_owned(),
-            payload: bus::encode(self.node_id, message),
-            append: None,
-            confirmed: None,
-        });
-    }
-
-    /// Sends an event frame to the other nodes' subscribers of `channel`.
-    fn send_event(
-        &self,
-        app: &str,
-        channel: &str,
-        except: Option<SocketId>,
-        frame: &Bytes,
-        cache: Option<(&str, Duration)>,
-    ) {
-        self.enqueue(publisher::Outgoing {
-            channel: self.bus.channel_of(app, channel),
-            payload: bus::encode_event(
-                self.node_id,
-                app,
-                channel,
-                except.map(|s| s.to_string()).as_deref(),
-                frame,
-                cache.map(|(data, ttl)| (data, ttl.as_millis() as u64)),
-                false,
-            )
-            .0,
-            append: None,
-            confirmed: None,
-        });
-    }
-
-    /// Queues an encoded message for the publisher, within the byte budget; counts and logs
-    /// what a full queue drops.
-    fn enqueue(&self, message: publisher::Outgoing) {
-        let cost = message.cost();
-        if self.out.budget.take(cost) {
-            if self.outgoing.try_send(message).is_ok() {
-                return;
-            }
-            self.out.budget.give(cost);
-        }
-        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.dropped_log.ready(self.started) {
-            tracing::warn!(
-                dropped = n,
-                queued_bytes = self.out.budget.used(),
-                max_bytes = self.out.budget.max,
-                "Cluster bus queue full: messages to other nodes dropped"
-            );
         }
     }
 

@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use crate::apps::App;
 use crate::ids::ConnId;
 use crate::outbox::Outbox;
+use crate::recovery::Recover;
 
 /// Why a state change was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +37,8 @@ pub(crate) enum Op {
         outbox: Arc<Outbox>,
         /// Replay the cached event (or report a miss) after `subscription_succeeded`.
         cache: bool,
+        /// A connection that recovers: what it replays as it joins.
+        recover: Option<Recover>,
     },
     /// Join a presence channel: the cluster's member list, its limit and `member_added`.
     Join(Box<Join>),
@@ -69,6 +72,8 @@ pub(crate) struct Join {
     pub member: Member,
     /// Replay the cached event (or report a miss) after `subscription_succeeded`.
     pub cache: bool,
+    /// A connection that recovers: what it replays as it joins.
+    pub recover: Option<Recover>,
 }
 
 impl Op {

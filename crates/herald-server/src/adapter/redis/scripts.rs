@@ -125,6 +125,11 @@ impl Keys {
         self.app(app).key(&["hm", channel])
     }
 
+    /// What a connection of `identity` left for recovery (`recoveries.rs`).
+    pub fn recovery(&self, app: &str, identity: &str) -> String {
+        self.app(app).key(&["rc", identity])
+    }
+
     /// The highest serial the app gave.
     pub fn history_high(&self, app: &str) -> String {
         self.app(app).key(&["hh"])

@@ -34,6 +34,28 @@ impl Cluster {
         self.request_failed("a channel query; answered 503", &error);
         AdapterError::Unavailable(error.to_string())
     }
+
+    /// Runs a read of the HTTP API, and runs it once more if the connection it went out on
+    /// had dropped: after Redis restarts, the first request on the old socket fails
+    /// ("broken pipe") while the client reconnects, and a read is safe to send again.
+    async fn read<T, F, Fut>(&self, query: F) -> Result<T, AdapterError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match query().await {
+            Err(e) if dropped(&e) => query().await,
+            answer => answer,
+        }
+        .map_err(|e| self.unavailable(e))
+    }
+}
+
+/// Whether a request failed because its connection was lost or refused, rather than by an
+/// answer of Redis. Not a timeout: a Redis that does not answer would be waited for twice.
+fn dropped(error: &redis::RedisError) -> bool {
+    !error.is_timeout()
+        && (error.is_connection_dropped() || error.is_io_error() || error.is_connection_refusal())
 }
 
 impl Broker for Cluster {
@@ -112,9 +134,9 @@ impl Presence for Cluster {
             outbox,
             member,
             cache,
-            // A cluster keeps no history to recover from yet.
-            joining: _,
+            recover,
         } = sub;
+        let recover = recover.cloned();
         let op = match member {
             Some(member) => Op::Join(Box::new(Join {
                 app: app.clone(),
@@ -123,6 +145,7 @@ impl Presence for Cluster {
                 outbox: outbox.clone(),
                 member,
                 cache,
+                recover,
             })),
             None => Op::Subscribe {
                 app: app.clone(),
@@ -130,6 +153,7 @@ impl Presence for Cluster {
                 conn: socket.conn,
                 outbox: outbox.clone(),
                 cache,
+                recover,
             },
         };
         if self.op_of(op, Some(outbox)).is_err() {
@@ -187,27 +211,15 @@ impl Presence for Cluster {
         app: &'a App,
         prefix: &'a str,
     ) -> Answer<'a, Vec<(String, ChannelCounts)>> {
-        Box::pin(async move {
-            self.list_channels(app.id(), prefix)
-                .await
-                .map_err(|e| self.unavailable(e))
-        })
+        Box::pin(self.read(move || self.list_channels(app.id(), prefix)))
     }
 
     fn counts<'a>(&'a self, app: &'a App, channel: &'a str) -> Answer<'a, ChannelCounts> {
-        Box::pin(async move {
-            self.channel_counts(app.id(), channel)
-                .await
-                .map_err(|e| self.unavailable(e))
-        })
+        Box::pin(self.read(move || self.channel_counts(app.id(), channel)))
     }
 
     fn users<'a>(&'a self, app: &'a App, channel: &'a str) -> Answer<'a, Vec<String>> {
-        Box::pin(async move {
-            self.channel_users(app.id(), channel)
-                .await
-                .map_err(|e| self.unavailable(e))
-        })
+        Box::pin(self.read(move || self.channel_users(app.id(), channel)))
     }
 
     fn cached<'a>(&'a self, app: &'a App, channel: &'a str) -> Answer<'a, Option<Cached>> {
@@ -226,10 +238,7 @@ impl Presence for Cluster {
                     return Ok(Some(c));
                 }
             }
-            let kept = self
-                .cached_event(app.id(), channel)
-                .await
-                .map_err(|e| self.unavailable(e))?;
+            let kept = self.read(|| self.cached_event(app.id(), channel)).await?;
             Ok(kept
                 .map(|(_, data, ttl)| Cached {
                     data: data.into_boxed_str(),

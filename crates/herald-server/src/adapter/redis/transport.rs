@@ -215,14 +215,27 @@ impl Cluster {
                 except,
                 frame,
                 cache,
-                // Carried for the recovery of the connections it is written to.
-                serial: _,
+                serial,
             } => {
                 let Some(app) = self.app(&app) else { return };
                 let except = except
                     .and_then(|s| SocketId::parse(&s))
                     .and_then(|s| s.on_node(self.node_id));
-                app.hub.publish(&channel, &frame, except);
+                match serial {
+                    // Noted under the channel's lock, as a single node gives its serials,
+                    // so recovery reads what every subscriber has been sent.
+                    Some(serial) => {
+                        let limits = app.config().history;
+                        let now = tokio::time::Instant::now();
+                        app.hub
+                            .publish_serial(&channel, &frame, except, serial, || {
+                                app.history.mark(&channel, serial, &limits, now);
+                            });
+                    }
+                    None => {
+                        app.hub.publish(&channel, &frame, except);
+                    }
+                }
                 if let Some((data, ttl_ms)) = cache {
                     app.cache
                         .store(&channel, frame, &data, Duration::from_millis(ttl_ms));
@@ -252,6 +265,14 @@ impl Cluster {
                     version: Some(version),
                 };
                 self.member_heard(&app, &channel, change);
+            }
+            BusMessage::Recovery {
+                app,
+                identity,
+                notice,
+            } => {
+                let Some(app) = self.app(&app) else { return };
+                self.recovery_heard(&app, &identity, notice);
             }
         }
     }

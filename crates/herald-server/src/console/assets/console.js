@@ -2,6 +2,8 @@
 // publish form. No framework and no innerHTML: everything the page shows is put in with
 // textContent or text nodes, since channel names, member info and event data come from
 // clients.
+// One file (about 700 lines): the binary embeds it as one asset served at one path, with
+// no bundler; its charts are apart in charts.js.
 'use strict';
 
 (() => {
@@ -311,7 +313,52 @@
         ? el('details', { class: 'cache', dataset: { key }, open: open(key, false) },
           el('summary', null, 'Cached event data'),
           el('pre', null, pretty(ch.cache)))
-        : null);
+        : null,
+      historyItem(appId, ch.name, open));
+  }
+
+  /** The history pages the reader opened, by their details' key: a re-render shows them again. */
+  const histories = new Map();
+
+  /** A channel's last events (the history API's page), newest first, or why there are none. */
+  function historyItem(appId, channel, open) {
+    const key = `${appId}\n${channel}\nhistory`;
+    const box = el('div', null, historyList(key));
+    const details = el('details', { class: 'history', dataset: { key }, open: open(key, false) },
+      el('summary', null, 'History (the last 50 events)'), box);
+    // Read again each time it is opened: the history moves on.
+    details.addEventListener('toggle', () => {
+      if (details.open) loadHistory(appId, channel, key, box);
+    });
+    return details;
+  }
+
+  function historyList(key) {
+    const shown = histories.get(key);
+    if (!shown) return el('p', { class: 'muted' }, 'Loading…');
+    if (shown.error) return el('p', { class: 'muted' }, shown.error);
+    if (!shown.events.length) return el('p', { class: 'muted' }, 'No events kept.');
+    return el('ol', { class: 'history-events' }, [...shown.events].reverse().map((e) => {
+      const data = typeof e.data === 'string' ? e.data : JSON.stringify(e.data);
+      return el('li', { dataset: { serial: e.serial } },
+        el('span', { class: 'count' }, `#${e.serial} · ${clock(e.published_at_ms)}`), ' ',
+        el('strong', null, e.event), e.user_id ? ` (${e.user_id})` : '', ' ',
+        el('code', { title: data }, data.length > 200 ? `${data.slice(0, 200)}…` : data));
+    }));
+  }
+
+  async function loadHistory(appId, channel, key, box) {
+    try {
+      const query = `app=${encodeURIComponent(appId)}&channel=${encodeURIComponent(channel)}`;
+      const res = await fetch(`${BASE}api/history?${query}`, { cache: 'no-store', credentials: 'same-origin' });
+      const body = await res.json().catch(() => ({}));
+      histories.set(key, res.ok
+        ? { events: Array.isArray(body.events) ? body.events : [] }
+        : { error: body.error ?? `HTTP ${res.status}` });
+    } catch (error) {
+      histories.set(key, { error: `Not read: ${error.message}` });
+    }
+    box.replaceChildren(historyList(key));
   }
 
   /** Puts `ids` in `select` as options (after the fixed first ones), keeping the choice. */

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::apps::lookup;
-use crate::config::Config;
+use crate::settings::Config;
 use crate::store::MemoryRows;
 
 fn row(id: &str, key: &str, settings: &str) -> StoredApp {
@@ -26,7 +26,7 @@ impl Drop for Running {
 async fn start(rows: &Arc<MemoryRows>) -> Running {
     let memory = Arc::new(MemoryApps::new(
         Vec::new(),
-        &Config::default().webhook_settings(),
+        &crate::webhooks::WebhookSettings::default(),
     ));
     let stored = StoredApps::new(Arc::new(rows.clone()), memory.clone(), Plans::default());
     stored.load_first(Duration::from_secs(1)).await;

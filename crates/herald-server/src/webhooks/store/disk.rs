@@ -1,11 +1,15 @@
 //! Records on disk in fjall (an LSM key-value store with a write-ahead journal) under
 //! `data_dir`; the only module that names it. Each write is one journal batch, made durable
 //! with an fsync (`PersistMode::SyncAll`) before it returns unless it is lazy (a delivered
-//! batch's removal, made durable by the next write): the figures behind the choice are in
-//! BENCHMARKS.md ("Webhook stores"). A lock file keeps a second process out.
+//! batch's removal, made durable by the next write); writes committed while an fsync runs
+//! share the next one (group commit). The figures behind the choice are in BENCHMARKS.md
+//! ("Webhook stores"). A lock file keeps a second process out.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
@@ -14,6 +18,12 @@ use super::{BatchId, Change, Durability, StoreError, WebhookStore};
 pub(crate) struct DiskStore {
     keyspace: Keyspace,
     batches: PartitionHandle,
+    /// Durable writes committed to the journal so far, numbered from 1.
+    committed: AtomicU64,
+    /// The last committed write an fsync has covered. Held across the fsync: writers that
+    /// commit meanwhile wait for it, and the first of them makes every one of them durable
+    /// with one more fsync (group commit); a lone write pays one fsync and waits for none.
+    synced: Mutex<u64>,
     /// Held for the process's life: the directory's lock.
     _lock: File,
 }
@@ -47,6 +57,8 @@ impl DiskStore {
         Ok(DiskStore {
             keyspace,
             batches,
+            committed: AtomicU64::new(0),
+            synced: Mutex::new(0),
             _lock: lock,
         })
     }
@@ -68,9 +80,18 @@ impl WebhookStore for DiskStore {
         if sync == Durability::Lazy {
             return Ok(());
         }
+        // Numbered once in the journal: an fsync begun after this covers it.
+        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock();
+        if *synced >= mine {
+            return Ok(());
+        }
+        let covers = self.committed.load(Ordering::SeqCst);
         self.keyspace
             .persist(PersistMode::SyncAll)
-            .map_err(database)
+            .map_err(database)?;
+        *synced = covers;
+        Ok(())
     }
 
     fn get(&self, id: BatchId) -> Result<Option<Vec<u8>>, StoreError> {

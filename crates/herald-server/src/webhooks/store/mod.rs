@@ -10,6 +10,7 @@
 //! only module that names the embedded database.
 
 mod disk;
+mod fallback;
 mod memory;
 mod ops;
 mod record;
@@ -25,13 +26,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::config::{WebhookSettings, WebhookStoreKind};
+use crate::webhooks::settings::WebhookStoreKind;
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use ops::{Filter, State};
 pub(crate) use record::Record;
-pub use seam::SharedQueue;
 pub(crate) use seam::{OpenShared, Wait, WebhookQueue};
+pub use seam::{SharedQueue, WebhookSettings};
 
 /// A batch's id: unique per data directory and across restarts, sent in
 /// `X-Herald-Webhook-Id`, and its record's key (so ids order the queue).
@@ -109,6 +110,9 @@ struct Index {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Appended {
     Stored(BatchId),
+    /// A cluster's queue could not take it: the node keeps it aside and hands it over
+    /// once it is there ([`WebhookQueue::take_held`]).
+    Held,
     /// The app's byte bound is reached even without its dead letters: refused.
     Refused,
 }
@@ -389,14 +393,22 @@ impl Index {
 static OPEN: StdMutex<Vec<(PathBuf, Arc<Queue>)>> = StdMutex::new(Vec::new());
 
 /// The queue `settings` name: for the disk, the cluster's shared queue when the node's
-/// backend has one, else the one open queue of `data_dir` (opened and locked on first
-/// use); for memory, a new one.
+/// backend has one (with the queue of `data_dir` beside it for what the cluster's cannot
+/// take), else the one open queue of `data_dir`; for memory, a new one.
 pub(crate) fn open(settings: &WebhookSettings) -> Result<Arc<dyn WebhookQueue>, StoreError> {
     if settings.store == WebhookStoreKind::Disk {
         if let Some(shared) = settings.shared.open(settings) {
-            return shared;
+            // What the cluster's queue cannot take is kept in the node's own, on disk.
+            let local = open_local(settings)?;
+            return Ok(Arc::new(fallback::WithFallback::new(shared?, local)));
         }
     }
+    open_local(settings)
+}
+
+/// The node's own queue: the one open queue of `data_dir` (opened and locked on first
+/// use), or a new one in memory.
+fn open_local(settings: &WebhookSettings) -> Result<Arc<dyn WebhookQueue>, StoreError> {
     let store: Box<dyn WebhookStore> = match settings.store {
         WebhookStoreKind::Memory => Box::new(MemoryStore::default()),
         WebhookStoreKind::Disk => {

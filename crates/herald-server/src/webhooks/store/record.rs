@@ -30,9 +30,24 @@ pub(crate) struct Record {
     /// Why the last attempt failed, for `herald webhooks show`.
     #[serde(default)]
     pub(crate) last_error: Option<String>,
+    /// The id receivers know the batch by, when its place in the queue changed: a dead
+    /// letter retried on a cluster's stream takes a new entry, and keeps its first id in
+    /// `X-Herald-Webhook-Id` so a receiver that did process it can still drop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sent_as: Option<BatchId>,
+    /// Names the batch's write to a cluster's queue, the same on every try: a write that
+    /// timed out may still have been applied, and the batch kept aside meanwhile must
+    /// then not be added a second time when it moves there (`fallback.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) token: Option<u64>,
 }
 
 impl Record {
+    /// The `X-Herald-Webhook-Id` of every attempt.
+    pub(crate) fn header_id(&self) -> BatchId {
+        self.sent_as.unwrap_or(self.id)
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         // Plain data of strings and integers: serialising it cannot fail.
         serde_json::to_vec(self).unwrap_or_default()

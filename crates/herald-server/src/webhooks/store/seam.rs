@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::{Appended, BatchId, Depth, Filter, Queue, Record, StoreError};
-use crate::config::WebhookSettings;
+use crate::webhooks::settings::WebhookOptions;
 
 /// Waits, boxed: a trait object's async method.
 pub(crate) type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -65,6 +65,12 @@ pub(crate) trait WebhookQueue: Send + Sync + std::fmt::Debug {
     /// holds them now and delivers them (at most `limit`, oldest first). None on a queue
     /// no other node writes to.
     fn claim(&self, _app_id: &str, _limit: usize) -> Result<Vec<Record>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Batches this node kept aside while the cluster's queue could not take them, now
+    /// written there under their first id, oldest first, at most `limit`: this node
+    /// delivers them, before any batch it wrote after them. None on a single node.
+    fn take_held(&self, _app_id: &str, _limit: usize) -> Result<Vec<Record>, StoreError> {
         Ok(Vec::new())
     }
     /// Waits until every earlier batch to `record`'s endpoint with an event on one of its
@@ -139,6 +145,34 @@ impl WebhookQueue for Queue {
     }
     fn purge(&self, filter: &Filter) -> Result<usize, StoreError> {
         Queue::purge(self, filter)
+    }
+}
+
+/// What every app's dispatcher runs with: the webhook settings, and the queue the
+/// cluster's nodes share when the node's backend has one (it takes the place of the disk,
+/// `webhook_store = "disk"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// The settings (`webhook_*`, `data_dir`).
+    pub options: WebhookOptions,
+    /// The cluster's queue, if any.
+    pub shared: SharedQueue,
+}
+
+impl WebhookSettings {
+    /// `options`, with no shared queue: a single node's.
+    pub fn new(options: WebhookOptions) -> Self {
+        WebhookSettings {
+            options,
+            shared: SharedQueue::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for WebhookSettings {
+    type Target = WebhookOptions;
+    fn deref(&self) -> &WebhookOptions {
+        &self.options
     }
 }
 

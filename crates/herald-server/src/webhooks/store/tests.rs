@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 
-fn record(app: &str, body_len: usize) -> Record {
+pub(super) fn record(app: &str, body_len: usize) -> Record {
     Record {
         id: 0,
         app_id: app.into(),
@@ -19,6 +19,8 @@ fn record(app: &str, body_len: usize) -> Record {
         dead_ms: None,
         last_status: None,
         last_error: None,
+        sent_as: None,
+        token: None,
     }
 }
 
@@ -36,7 +38,7 @@ fn ids(appended: &[Appended]) -> Vec<BatchId> {
         .iter()
         .filter_map(|a| match a {
             Appended::Stored(id) => Some(*id),
-            Appended::Refused => None,
+            Appended::Held | Appended::Refused => None,
         })
         .collect()
 }

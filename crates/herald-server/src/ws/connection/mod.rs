@@ -15,7 +15,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -64,7 +63,7 @@ pub(super) fn run<S: Socket>(
     let io = Io {
         stream,
         read_buf,
-        decoder: Decoder::new(shared.config.max_message_bytes),
+        decoder: Decoder::new(shared.config.server.max_message_bytes),
         pending: VecDeque::new(),
         front_partial: false,
         written: 0,
@@ -73,6 +72,8 @@ pub(super) fn run<S: Socket>(
         budget: Budget::new(clock::now(), rates(&shared)),
         throttled: false,
         waiting: false,
+        listen: Listen::Socket,
+        turn: 0,
     };
     let session = Session::new(&shared, slot, deflate);
     let held = Held {
@@ -116,7 +117,7 @@ fn serve<S: Socket>(
             .outbox()
             .push(text_frame(&frame::connection_established(
                 &session.socket_id().to_string(),
-                held.shared.config.activity_timeout.as_secs(),
+                held.shared.config.server.activity_timeout.as_secs(),
             )));
         session.outbox().timers.touch(clock::now());
         // Our Close frame is queued; nothing may follow it.
@@ -131,18 +132,17 @@ fn serve<S: Socket>(
         // half, which wakes it through the outbox.
         let mut paused = false;
 
-        // Bytes of messages decoded since this task last parked or yielded.
-        let mut turn_bytes = 0u32;
-
         // Bytes that arrived with the upgrade request are handled before waiting on the socket.
         if !io.read_buf.is_empty() {
             session
                 .metrics()
                 .bytes_received
                 .add(io.read_buf.len() as u64);
-            paused = io
-                .decode_all(&held.shared, &mut session, &mut turn_bytes)
-                .apply(&mut closing, &mut peer_done, &mut io.throttled);
+            paused = io.decode_all(&held.shared, &mut session).apply(
+                &mut closing,
+                &mut peer_done,
+                &mut io.throttled,
+            );
         }
 
         loop {
@@ -187,9 +187,7 @@ fn serve<S: Socket>(
                 break;
             }
             // A paused connection reads again once closing: what it reads then is discarded.
-            // One variable, not two flags: the parked future holds a reference to each
-            // variable the poll below reads.
-            let listen = if io.throttled && !io.waiting && !paused && !closing {
+            io.listen = if io.throttled && !io.waiting && !paused && !closing {
                 Listen::Budget
             } else if !peer_done && ((!paused && !io.throttled) || closing) {
                 Listen::Socket
@@ -198,30 +196,13 @@ fn serve<S: Socket>(
             };
             // One hand-written poll instead of `select!`: readiness wakers live in tokio's I/O
             // registration and the outbox, so the parked task holds no per-branch futures.
-            let wake = std::future::poll_fn(|cx| {
-                if session.outbox().poll_ready(cx).is_ready() {
-                    return Poll::Ready(Wake::Outbox);
-                }
-                if (!io.pending.is_empty() || io.stream.has_unsent())
-                    && io.stream.poll_write_ready(cx).is_ready()
-                {
-                    return Poll::Ready(Wake::Writable);
-                }
-                if listen == Listen::Budget {
-                    return Poll::Ready(Wake::Decode);
-                }
-                if listen == Listen::Socket {
-                    if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
-                        return Poll::Ready(if ready.is_ok() {
-                            Wake::Readable
-                        } else {
-                            Wake::Gone
-                        });
-                    }
-                }
-                // The task parks: its turn ends here.
-                turn_bytes = 0;
-                Poll::Pending
+            // The closure holds two references and nothing else (it is part of the parked
+            // future): what the poll reads is in `io`, and a closure naming `io.pending`,
+            // `io.stream` and each local it reads would hold a reference to each.
+            let wake = std::future::poll_fn({
+                let io = &mut io;
+                let outbox = session.outbox();
+                move |cx| io.poll_wake(cx, outbox)
             })
             .await;
             match wake {
@@ -241,9 +222,11 @@ fn serve<S: Socket>(
                     }
                     if paused && !closing && !session.outbox().ops_full() {
                         // What was read and not decoded yet goes first.
-                        paused = io
-                            .decode_all(&held.shared, &mut session, &mut turn_bytes)
-                            .apply(&mut closing, &mut peer_done, &mut io.throttled);
+                        paused = io.decode_all(&held.shared, &mut session).apply(
+                            &mut closing,
+                            &mut peer_done,
+                            &mut io.throttled,
+                        );
                     }
                 }
                 Wake::Decode => {
@@ -259,9 +242,11 @@ fn serve<S: Socket>(
                         let outbox = Arc::downgrade(session.outbox());
                         held.shared.refills.wait(now + wait, outbox);
                     } else {
-                        paused = io
-                            .decode_all(&held.shared, &mut session, &mut turn_bytes)
-                            .apply(&mut closing, &mut peer_done, &mut io.throttled);
+                        paused = io.decode_all(&held.shared, &mut session).apply(
+                            &mut closing,
+                            &mut peer_done,
+                            &mut io.throttled,
+                        );
                     }
                 }
                 Wake::Writable => {}
@@ -275,9 +260,11 @@ fn serve<S: Socket>(
                     Ok(_) if closing => peer_done = io.discard_until_close(),
                     Ok(_) => {
                         session.outbox().timers.touch(clock::now());
-                        paused = io
-                            .decode_all(&held.shared, &mut session, &mut turn_bytes)
-                            .apply(&mut closing, &mut peer_done, &mut io.throttled);
+                        paused = io.decode_all(&held.shared, &mut session).apply(
+                            &mut closing,
+                            &mut peer_done,
+                            &mut io.throttled,
+                        );
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(error) => {
@@ -295,8 +282,8 @@ fn serve<S: Socket>(
             if closing {
                 io.throttled = false;
             }
-            if turn_bytes as usize >= BURST_BYTES {
-                turn_bytes = 0;
+            if io.turn as usize >= BURST_BYTES {
+                io.turn = 0;
                 tokio::task::yield_now().await;
             }
         }

@@ -16,6 +16,7 @@ use herald_protocol::websocket::{self as codec, CodecError, Decoder, Message};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 /// Frames written with one system call at most.
 const MAX_IOVECS: usize = 64;
@@ -24,6 +25,9 @@ const MAX_IOVECS: usize = 64;
 pub(super) const READ_BURST: usize = 64 * 1024;
 /// A read buffer's allocation is kept while it is at most this, or twice what it holds.
 pub(super) const KEEP_READ_BUFFER: usize = 4096;
+
+// `Io::turn` counts up to the burst in 16 bits.
+const _: () = assert!(BURST_BYTES < u16::MAX as usize);
 
 /// What the connection task waits for besides its outbox and writability.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -111,9 +115,43 @@ pub(super) struct Io<S> {
     pub(super) throttled: bool,
     /// Throttled, and on the node's refill list: the sweeper wakes it through the outbox.
     pub(super) waiting: bool,
+    /// What the parked task waits for besides its outbox and writability; here rather
+    /// than a local so that the parked poll reads it through the one reference it holds
+    /// to `Io`.
+    pub(super) listen: Listen,
+    /// Bytes of messages decoded since this task last parked or yielded (saturating:
+    /// only whether it reached [`BURST_BYTES`] matters).
+    pub(super) turn: u16,
 }
 
 impl<S: Socket> Io<S> {
+    /// What wakes the parked connection task: its outbox, writability while frames wait,
+    /// the budget's turn, or the client's bytes ([`Io::listen`]). Parking ends the turn.
+    pub(super) fn poll_wake(&mut self, cx: &mut Context<'_>, outbox: &Outbox) -> Poll<Wake> {
+        if outbox.poll_ready(cx).is_ready() {
+            return Poll::Ready(Wake::Outbox);
+        }
+        if (!self.pending.is_empty() || self.stream.has_unsent())
+            && self.stream.poll_write_ready(cx).is_ready()
+        {
+            return Poll::Ready(Wake::Writable);
+        }
+        if self.listen == Listen::Budget {
+            return Poll::Ready(Wake::Decode);
+        }
+        if self.listen == Listen::Socket {
+            if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
+                return Poll::Ready(if ready.is_ok() {
+                    Wake::Readable
+                } else {
+                    Wake::Gone
+                });
+            }
+        }
+        self.turn = 0;
+        Poll::Pending
+    }
+
     /// Reads what the socket has without blocking. The stack chunk keeps an idle
     /// connection free of heap buffers; only unconsumed bytes are copied to `read_buf`.
     pub(super) fn read(&mut self) -> io::Result<usize> {
@@ -137,26 +175,13 @@ impl<S: Socket> Io<S> {
     }
 
     /// Decodes and handles the complete messages in `read_buf` while the frame budget and
-    /// the turn (`turn`: bytes decoded in it so far) last, and starts or clears the
-    /// deadline of an unfinished one.
-    pub(super) fn decode_all(
-        &mut self,
-        shared: &Shared,
-        session: &mut Session,
-        turn: &mut u32,
-    ) -> Decoded {
-        crate::metrics::handling(session.socket_id(), || {
-            self.decode_all_now(shared, session, turn)
-        })
+    /// the turn ([`Io::turn`]) last, and starts or clears the deadline of an unfinished one.
+    pub(super) fn decode_all(&mut self, shared: &Shared, session: &mut Session) -> Decoded {
+        crate::metrics::handling(session.socket_id(), || self.decode_all_now(shared, session))
     }
 
     /// [`Io::decode_all`]'s work, inside the socket's handling scope.
-    pub(super) fn decode_all_now(
-        &mut self,
-        shared: &Shared,
-        session: &mut Session,
-        turn: &mut u32,
-    ) -> Decoded {
+    pub(super) fn decode_all_now(&mut self, shared: &Shared, session: &mut Session) -> Decoded {
         let before = self.read_buf.len();
         let was_fragmented = self.decoder.fragments_in_progress();
         let mut message_ended = false;
@@ -164,7 +189,7 @@ impl<S: Socket> Io<S> {
         let deflate = session.outbox().deflate();
         let (now, rates) = (clock::now(), rates(shared));
         let decoded = loop {
-            if *turn as usize >= BURST_BYTES || !self.budget.allows(now, rates) {
+            if self.turn as usize >= BURST_BYTES || !self.budget.allows(now, rates) {
                 break Decoded::Throttled;
             }
             let unread = self.read_buf.len();
@@ -175,7 +200,9 @@ impl<S: Socket> Io<S> {
                 // inflated, whichever is more.
                 let cost = (unread - self.read_buf.len()).max(payload_len(message));
                 self.budget.spend(cost, rates);
-                *turn = turn.saturating_add(u32::try_from(cost).unwrap_or(u32::MAX));
+                self.turn = self
+                    .turn
+                    .saturating_add(u16::try_from(cost).unwrap_or(u16::MAX));
             }
             match next {
                 Ok(None) => break Decoded::Open,
@@ -242,7 +269,7 @@ impl<S: Socket> Io<S> {
                 self.read_buf.len() < before
             };
             if new || deadline.load(Ordering::Relaxed) == 0 {
-                let timeout = clock::ticks(shared.config.partial_message_timeout);
+                let timeout = clock::ticks(shared.config.server.partial_message_timeout);
                 deadline.store(clock::now() + timeout, Ordering::Relaxed);
             }
         } else {
@@ -347,8 +374,8 @@ impl<S: Socket> Io<S> {
 /// The connection's frame budget, as configured.
 pub(super) fn rates(shared: &Shared) -> Rates {
     Rates {
-        frames: shared.config.client_frames_per_second,
-        bytes: shared.config.client_bytes_per_second,
+        frames: shared.config.server.client_frames_per_second,
+        bytes: shared.config.server.client_bytes_per_second,
     }
 }
 

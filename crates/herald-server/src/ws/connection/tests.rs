@@ -57,8 +57,19 @@ fn closing_discards_until_the_clients_close() {
     assert!(buf.is_empty());
 }
 
+/// The largest connection future whose task stays in 384 bytes. tokio allocates a task as
+/// one block aligned to 128 bytes on x86-64: a 32-byte header, the scheduler's handle and
+/// the task id (16), the future, and a 48-byte trailer; the `TaskTracker` the task is
+/// spawned through adds its 8-byte token to the future. 280 + 104 = 384: one byte more and
+/// every idle connection's task takes 512 bytes. That happened once unnoticed (a 296-byte
+/// future, 1,066 B per idle connection measured against 888 B; BENCHMARKS.md, "Memory per
+/// idle connection").
+const TASK_FUTURE_BUDGET: usize = 280;
+
 /// Prints what an idle connection's future and the pieces it holds cost, for the memory
-/// work (run with `--nocapture`); asserts only that the future stays within its budget.
+/// work (run with `--nocapture`); asserts that the future and the pieces it holds stay
+/// within their budgets, so that a field added to any of them fails here, not in a
+/// benchmark months later.
 #[tokio::test]
 async fn the_connection_future_stays_small() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -98,5 +109,19 @@ async fn the_connection_future_stays_small() {
         "a recovering connection's tracker {} B (boxed, with the signed-in user's box)",
         std::mem::size_of::<super::super::recovery::Tracker>(),
     );
-    assert!(size <= 300, "the connection future grew to {size} B");
+    assert!(
+        size <= TASK_FUTURE_BUDGET,
+        "the connection future grew to {size} B: its task takes {} B instead of 384",
+        (size + 104).div_ceil(128) * 128
+    );
+    assert!(
+        std::mem::size_of::<Session>() <= 72,
+        "Session grew: it is most of the parked future"
+    );
+    // 144 B in a release build; a debug build (the one the test suite runs) lays it out in
+    // 152 B. The future's own bound above is what decides the task's size class.
+    assert!(
+        std::mem::size_of::<Io<tokio::net::TcpStream>>() <= 152,
+        "Io grew: it is most of the parked future"
+    );
 }

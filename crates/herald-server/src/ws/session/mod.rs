@@ -14,13 +14,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use herald_protocol::auth::{verify_channel_auth, verify_user_auth};
+use herald_protocol::auth::verify_channel_auth;
 use herald_protocol::channel::{is_cache_channel, SERVER_TO_USER_PREFIX};
-use herald_protocol::channel::{validate_channel_name, validate_event_name, ChannelKind};
-use herald_protocol::close::CloseReason;
-use herald_protocol::frame::{self, ClientMessage, Signin, Subscribe};
+use herald_protocol::channel::{validate_channel_name, ChannelKind};
+use herald_protocol::frame::{self, ClientMessage, Subscribe};
 use herald_protocol::presence::{parse_member, Member};
-use herald_protocol::user::parse_user_data;
 
 use crate::adapter::Subscription;
 use crate::apps::ConnectionSlot;
@@ -28,10 +26,13 @@ use crate::ids::SocketId;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::shared::Shared;
-use crate::webhooks::{WebhookEvent, WebhookKind};
 use crate::wire::text_frame;
 
-use super::recovery::{self, Tracker};
+use super::recovery::Tracker;
+use crate::recovery::Recover;
+
+mod client_event;
+mod signin;
 
 /// A fixed one-second window is enough to enforce "N per second"; in clock ticks it
 /// costs eight bytes.
@@ -84,9 +85,9 @@ impl Session {
     pub(super) fn new(shared: &Shared, app: ConnectionSlot, deflate: bool) -> Self {
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::for_app(
-            shared.config.outbox_max_bytes,
+            shared.config.server.outbox_max_bytes,
             app.serial(),
-            deflate.then_some(shared.config.compression_min_bytes),
+            deflate.then_some(shared.config.server.compression_min_bytes),
         ));
         // The app may require a connection to sign in (or join a private channel) in time.
         let secs = app.config().user_authentication_timeout;
@@ -114,8 +115,7 @@ impl Session {
         if let Some((code, message)) = app.closed() {
             outbox.close(code, message);
         }
-        let recovery =
-            (shared.adapter.recoveries.recovers() && app.config().recovers()).then(Box::default);
+        let recovery = app.config().recovers().then(Box::default);
         Session {
             app,
             id,
@@ -328,20 +328,14 @@ impl Session {
             }
             _ => None,
         };
-        let app = &self.app;
-        let mut confirmed = 0;
-        let mut join = |outbox: &Outbox| {
-            if let Some(plan) = plan {
-                confirmed = recovery::join(app, channel, plan, outbox);
-            }
-        };
+        let recover = plan.map(Recover::new);
         let subscription = Subscription {
             channel,
             socket: self.id,
             outbox: &self.outbox,
             member,
             cache,
-            joining: plan.is_some().then_some(&mut join),
+            recover: recover.as_ref(),
         };
         // The backend answers the client: now, or (in a cluster) once the change is counted,
         // so a client that got `subscription_succeeded` is in every node's counts and a
@@ -349,8 +343,8 @@ impl Session {
         if !shared.adapter.presence.subscribe(&self.app, subscription) {
             return;
         }
-        if let (Some(tracker), Some(_)) = (tracker_of(&mut self.person), plan) {
-            tracker.track(channel, confirmed);
+        if let (Some(tracker), Some(recover)) = (tracker_of(&mut self.person), &recover) {
+            tracker.track(channel, recover);
         }
         if kind.requires_auth() {
             self.authorized();
@@ -399,79 +393,6 @@ impl Session {
             .unsubscribe(&self.app, channel, self.id.conn, &self.outbox);
     }
 
-    fn signin(&mut self, shared: &Shared, signin: Signin) {
-        let app = self.app.config();
-        if let Err(error) = verify_user_auth(
-            &app.key,
-            &app.secret,
-            &signin.auth,
-            &self.socket_id().to_string(),
-            &signin.user_data,
-        ) {
-            tracing::debug!(%error, "Sign-in refused");
-            return self.refuse_signin(error.to_string());
-        }
-        let user = match parse_user_data(&signin.user_data) {
-            Ok(user) => user,
-            Err(error) => return self.refuse_signin(error.to_string()),
-        };
-        // One identity per connection: the old user's server-to-user channel and presence
-        // memberships must not follow the socket to someone else.
-        if let Some(current) = user_of(&self.person) {
-            if *current.id != *user.id {
-                return self.refuse_signin(format!(
-                    "This connection is signed in as another user; connect again to sign in as '{}'",
-                    user.id
-                ));
-            }
-        }
-        // Signing in again as the same user refreshes its user_info and watchlist.
-        self.sign_out(shared);
-        let id: Arc<str> = Arc::from(user.id.as_str());
-        let users = &self.app.users;
-        let first_here = users.add(&id, self.id.conn, &self.outbox);
-        self.send(&frame::signin_success(&signin.user_data));
-        let watchlist: Vec<Arc<str>> = user
-            .watchlist
-            .iter()
-            .map(|w| Arc::from(w.as_str()))
-            .collect();
-        if !watchlist.is_empty() {
-            users.watch(self.id.conn, &self.outbox, &watchlist);
-        }
-        shared
-            .adapter
-            .presence
-            .signed_in(&self.app, &id, first_here, &self.outbox, &watchlist);
-        let recoveries = &shared.adapter.recoveries;
-        if let Some(tracker) = tracker_of(&mut self.person) {
-            tracker.identify(&self.app, &self.outbox, recoveries.as_ref(), &id, None);
-        }
-        self.person.get_or_insert_with(Box::default).user = Some(SignedIn {
-            id,
-            user_info: user.user_info.map(String::into_boxed_str),
-            watchlist,
-        });
-        self.authorized();
-        self.release_held(shared);
-    }
-
-    fn refuse_signin(&self, message: String) {
-        self.outbox.close(CloseReason::Unauthorized.code(), message);
-    }
-
-    fn sign_out(&mut self, shared: &Shared) {
-        if let Some(user) = self.person.as_deref_mut().and_then(|p| p.user.take()) {
-            let users = &self.app.users;
-            users.unwatch(self.id.conn, &user.watchlist);
-            let last_here = users.remove(&user.id, self.id.conn);
-            shared
-                .adapter
-                .presence
-                .signed_out(&self.app, &user.id, last_here);
-        }
-    }
-
     /// Shows a new subscription on the console.
     fn subscribed(&self, channel: &str) {
         self.app.metrics.console.emit("subscribed", |row| {
@@ -497,91 +418,6 @@ impl Session {
         }
     }
 
-    fn client_event(&mut self, shared: &Shared, event: &str, channel: &str, data: &str) {
-        let limits = self.app.config().limits;
-        if !limits.client_events {
-            return self.send_error(
-                Some(CloseReason::ClientEventRejected.code()),
-                "The app does not have client messaging enabled.",
-            );
-        }
-        if let Err(error) = validate_event_name(event) {
-            return self.send_error(None, &error.to_string());
-        }
-        match ChannelKind::of(channel) {
-            ChannelKind::PrivateEncrypted => {
-                return self.send_error(
-                    None,
-                    "Client events are not supported on encrypted channels",
-                )
-            }
-            kind if !kind.allows_client_events() => {
-                return self.send_error(
-                    None,
-                    "Client events are only supported on private and presence channels",
-                )
-            }
-            _ => {}
-        }
-        let Some(user_id) = self.app.hub.subscription(channel, self.id.conn) else {
-            return self.send_error(
-                None,
-                &format!("You must be subscribed to {channel} to send client events on it"),
-            );
-        };
-        if data.len() > limits.max_event_data_bytes {
-            return self.send_error(
-                None,
-                &format!(
-                    "Client event data is larger than the allowed {} bytes",
-                    limits.max_event_data_bytes
-                ),
-            );
-        }
-        let now = crate::clock::now();
-        if now.wrapping_sub(self.client_events.started)
-            >= crate::clock::ticks(std::time::Duration::from_secs(1))
-        {
-            self.client_events = RateWindow {
-                started: now,
-                used: 0,
-            };
-        }
-        if self.client_events.used >= limits.client_events_per_second {
-            self.app
-                .metrics
-                .refused(Limit::ClientEvents, &self.app.config().id, None);
-            let r = CloseReason::ClientEventRejected;
-            return self.send_error(Some(r.code()), r.message());
-        }
-        self.client_events.used += 1;
-        self.app
-            .metrics
-            .client_events
-            .fetch_add(1, Ordering::Relaxed);
-        // The frame is rebuilt from its parts so a client cannot inject fields like user_id.
-        let frame = text_frame(&frame::event(event, channel, data, user_id.as_deref()));
-        let socket_id = self.socket_id().to_string();
-        self.app.metrics.console.emit("client_event", |row| {
-            row.insert("socket_id".into(), socket_id.as_str().into());
-            row.insert("channel".into(), channel.into());
-            row.insert("event".into(), event.into());
-            crate::console::preview(row, data);
-        });
-        shared
-            .adapter
-            .broker
-            .publish(&self.app, channel, &frame, Some(self.id));
-        self.app
-            .webhook(WebhookKind::ClientEvent, || WebhookEvent::ClientEvent {
-                channel: channel.into(),
-                event: event.into(),
-                data: data.into(),
-                socket_id: Some(socket_id.as_str().into()),
-                user_id: user_id.as_deref().map(Into::into),
-            });
-    }
-
     /// Leaves every channel and signs out, as soon as the connection starts closing: it takes
     /// no more frames, so it must not count as a subscriber or a member while it lingers.
     /// Recovery remembers what the connection was on here, at once, for a new connection
@@ -603,7 +439,7 @@ impl Session {
         let Some(tracker) = tracker_of(&mut self.person) else {
             return;
         };
-        for sub in tracker.release(&self.app, recoveries.as_ref()) {
+        for sub in tracker.release(&self.app, &self.outbox, recoveries.as_ref()) {
             self.subscribe(shared, sub);
         }
     }
@@ -615,15 +451,17 @@ impl Session {
             return;
         }
         self.release_held(shared);
+        let recoveries = &shared.adapter.recoveries;
         if let Some(tracker) = tracker_of(&mut self.person) {
             tracker.after_write(&self.app, &self.outbox);
+            tracker.check_silent(&self.app, &self.outbox, recoveries.as_ref());
         }
     }
 
     /// Leaves every channel and the shutdown registry; called once when the connection ends.
     pub(super) fn close(&mut self, shared: &Shared) {
         self.leave_all(shared);
-        shared.unregister_connection(self.id.conn);
+        shared.unregister_connection(self.id.conn, &self.outbox);
     }
 
     /// Gives the connection's slot back to the app's limits, last of all.

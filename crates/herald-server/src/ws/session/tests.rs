@@ -6,8 +6,10 @@ use std::collections::VecDeque;
 use herald_protocol::auth::{channel_auth, user_auth};
 use serde_json::{json, Value};
 
+use herald_protocol::close::CloseReason;
+
 use super::*;
-use crate::config::Config;
+use crate::settings::Config;
 
 const KEY: &str = "k";
 const SECRET: &str = "s";
@@ -390,7 +392,7 @@ fn closing_leaves_every_channel_and_gives_the_slot_back() {
     assert_eq!(app.connection_count(), 1);
     a.session.close(&shared);
     assert_eq!(app.hub.totals(), Default::default());
-    assert!(shared.connections.lock().is_empty());
+    assert_eq!(shared.connections.len(), 0);
     a.session.release(&shared);
     assert_eq!(app.connection_count(), 0);
 }

@@ -23,6 +23,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value};
 
 use super::sentinel::SentinelMaster;
+use super::shards::Shards;
 use super::slots::slot;
 use super::target::{Seeds, Target};
 use super::{LinkError, Options};
@@ -32,6 +33,9 @@ use super::{LinkError, Options};
 const CLUSTER_RETRIES: u32 = 8;
 const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
+
+/// One group's messages ([`Commands::group_of`]), channel and payload each, in order.
+pub(crate) type PublishGroup<'a> = (u16, Vec<(&'a str, &'a [u8])>);
 
 /// A command connection. Clones share the underlying connections; requests from clones are
 /// pipelined on them.
@@ -52,7 +56,8 @@ struct Renewal {
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    /// The cluster client, and the per-master pipelines beside it (`shards.rs`).
+    Cluster(ClusterConnection, Arc<Shards>),
     Sentinel(SentinelMaster),
 }
 
@@ -116,6 +121,7 @@ impl Commands {
                 cluster_connection(seeds, options, ProtocolVersion::RESP2)
                     .await
                     .map_err(&err)?,
+                Arc::new(Shards::new(seeds, options)),
             ),
             Target::Sentinel(seeds) => {
                 let master = SentinelMaster::new(seeds, options).map_err(&err)?;
@@ -129,7 +135,7 @@ impl Commands {
     /// Whether this is a Redis Cluster, where pub/sub is sharded and a script's or
     /// pipeline's keys must share a slot.
     pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self.inner, Inner::Cluster(_))
+        matches!(self.inner, Inner::Cluster(..))
     }
 
     /// Publishes `payload` on `channel` (SPUBLISH on a cluster, where it goes to the
@@ -170,42 +176,86 @@ impl Commands {
         pipe.query_async(self).await
     }
 
+    /// Publishes several groups' messages ([`Commands::group_of`]), each group in order,
+    /// and returns each group's outcome, in the order given: on a cluster one pipeline
+    /// per master serving the groups' slots, not one per slot (`shards.rs`); elsewhere one
+    /// group's pipeline after the other. A failed group is as in
+    /// [`Commands::publish_group`]; the others are done.
+    pub(crate) async fn publish_groups(
+        &mut self,
+        groups: &[PublishGroup<'_>],
+    ) -> Vec<RedisResult<()>> {
+        let Inner::Cluster(cluster, shards) = self.current().clone() else {
+            let mut out = Vec::with_capacity(groups.len());
+            for (_, messages) in groups {
+                out.push(self.publish_group(messages).await);
+            }
+            return out;
+        };
+        let slots = groups
+            .iter()
+            .map(|(group, messages)| {
+                let cmds = messages
+                    .iter()
+                    .map(|(channel, payload)| self.publish_cmd(channel, payload))
+                    .collect();
+                (*group, cmds)
+            })
+            .collect();
+        shards
+            .run(&cluster, slots)
+            .await
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect()
+    }
+
     /// Runs commands, each given with a key that names its slot, and returns their replies
-    /// in order: one pipeline on one server; on a cluster one pipeline per slot (a cluster
-    /// pipeline must stay in one slot), the slots' pipelines sent side by side. Commands of
-    /// one slot keep their order; on an error some commands may have run.
+    /// in order: one pipeline on one server; on a cluster one pipeline per master serving
+    /// their slots (a command redirected is sent again alone with its slot, and nothing
+    /// runs twice: `shards.rs`), the masters' pipelines sent side by side. Commands of one
+    /// slot keep their order; on an error some commands may have run.
     pub(crate) async fn query_each(&mut self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
-        if !self.is_cluster() {
+        let Inner::Cluster(cluster, shards) = self.current().clone() else {
             let mut pipe = redis::pipe();
             for (_, cmd) in cmds {
                 pipe.add_command(cmd);
             }
             return pipe.query_async(self).await;
-        }
+        };
         let total = cmds.len();
-        let mut by_slot: HashMap<u16, (Pipeline, Vec<usize>)> = HashMap::new();
+        let mut by_slot: HashMap<u16, (Vec<Cmd>, Vec<usize>)> = HashMap::new();
         for (i, (key, cmd)) in cmds.into_iter().enumerate() {
-            let (pipe, places) = by_slot.entry(slot(key.as_bytes())).or_default();
-            pipe.add_command(cmd);
+            let (slot_cmds, places) = by_slot.entry(slot(key.as_bytes())).or_default();
+            slot_cmds.push(cmd);
             places.push(i);
         }
-        let sent = by_slot.into_values().map(|(pipe, places)| {
-            let mut conn = self.clone();
-            async move {
-                let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-                RedisResult::Ok((places, replies))
-            }
-        });
+        let mut slots = Vec::with_capacity(by_slot.len());
+        let mut places = Vec::with_capacity(by_slot.len());
+        for (slot, (slot_cmds, slot_places)) in by_slot {
+            slots.push((slot, slot_cmds));
+            places.push(slot_places);
+        }
         let mut out = vec![Value::Nil; total];
-        for (places, replies) in futures_util::future::try_join_all(sent).await? {
-            for (i, reply) in places.into_iter().zip(replies) {
+        for (result, places) in shards.run(&cluster, slots).await.into_iter().zip(places) {
+            for (i, reply) in places.into_iter().zip(result?) {
                 out[i] = reply;
             }
         }
         Ok(out)
+    }
+
+    /// Pipelines this connection's clones sent to the cluster's masters so far (0 off a
+    /// cluster): what the rounds cost in round trips.
+    #[cfg(test)]
+    pub(crate) fn cluster_pipelines(&self) -> u64 {
+        match &self.inner {
+            Inner::Cluster(_, shards) => shards.pipelines(),
+            _ => 0,
+        }
     }
 
     /// Who serves the data now: the run id of the server (one server, the sentinels'
@@ -285,7 +335,7 @@ impl ConnectionLike for Commands {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self.current() {
             Inner::Single(conn) => conn.req_packed_command(cmd),
-            Inner::Cluster(conn) => conn.req_packed_command(cmd),
+            Inner::Cluster(conn, _) => conn.req_packed_command(cmd),
             Inner::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -298,7 +348,7 @@ impl ConnectionLike for Commands {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self.current() {
             Inner::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            Inner::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+            Inner::Cluster(conn, _) => conn.req_packed_commands(cmd, offset, count),
             Inner::Sentinel(conn) => conn.req_packed_commands(cmd, offset, count),
         }
     }
@@ -306,7 +356,7 @@ impl ConnectionLike for Commands {
     fn get_db(&self) -> i64 {
         match &self.inner {
             Inner::Single(conn) => conn.get_db(),
-            Inner::Cluster(conn) => conn.get_db(),
+            Inner::Cluster(conn, _) => conn.get_db(),
             Inner::Sentinel(conn) => conn.get_db(),
         }
     }

@@ -582,3 +582,163 @@ fn master_for(masters: &[redis_fixture::ClusterNode], slot: u16) -> u16 {
         .map(|n| n.port)
         .expect("a master serves every slot")
 }
+
+/// The node id and port of each replica of the master on `port`, from `CLUSTER NODES`.
+fn replica_of(cluster: &RedisCluster, port: u16) -> u16 {
+    let text = cluster
+        .cli(port, &["cluster", "nodes"])
+        .expect("CLUSTER NODES");
+    let id_of = |line: &str| line.split(' ').next().unwrap_or("").to_owned();
+    let master = text
+        .lines()
+        .find(|l| l.contains("myself"))
+        .map(id_of)
+        .expect("the node itself");
+    text.lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.len() > 3 && fields[2].contains("slave") && fields[3] == master)
+                .then(|| fields[1].split(['@', ':']).nth(1)?.parse().ok())
+                .flatten()
+        })
+        .expect("the master has a replica")
+}
+
+/// One round: for each tag, a counter incremented and [`TWO_KEYS`] run (its load first),
+/// all through `query_each`; every reply checked against the round's number.
+async fn count_round(commands: &mut Commands, tags: &[HashTag], round: i64) {
+    let script = redis::Script::new(TWO_KEYS);
+    let mut cmds = Vec::new();
+    for tag in tags {
+        let key = tag.key(&["n"]);
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(TWO_KEYS);
+        cmds.push((key.clone(), load));
+        let mut incr = redis::cmd("INCR");
+        incr.arg(&key);
+        cmds.push((key.clone(), incr));
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(script.get_hash())
+            .arg(2)
+            .arg(tag.key(&["m", "presence-room"]))
+            .arg(tag.key(&["chans"]))
+            .arg("alice");
+        cmds.push((key, call));
+    }
+    let replies = commands.query_each(cmds).await.expect("the round runs");
+    for (tag, replies) in tags.iter().zip(replies.chunks(3)) {
+        let n: i64 = redis::from_redis_value(&replies[1]).expect("INCR's reply");
+        let run: Vec<i64> = redis::from_redis_value(&replies[2]).expect("the script's reply");
+        assert_eq!(
+            (n, run),
+            (round, vec![round, 1]),
+            "{tag:?}: each ran exactly once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_gets_one_pipeline_per_master_and_nothing_runs_twice_across_a_failover() {
+    let cluster = blocking(|| RedisCluster::start_with_replicas(3, 1));
+    let target = Target::parse(&cluster.url()).expect("the fixture's URL");
+    let (mut commands, subscriber, mut inbox) = connect(&target, true).await;
+    let masters = blocking(|| cluster.masters());
+    // Apps on 24 slots of the first master, and a few on the others.
+    let first = masters[0].port;
+    let (mut near, mut far) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let tag = HashTag::app("herald", &format!("app-{i}"));
+        if master_for(&masters, tag.slot()) == first {
+            if near.len() < 24 {
+                near.push(tag);
+            }
+        } else if far.len() < 8 {
+            far.push(tag);
+        }
+        if near.len() == 24 && far.len() == 8 {
+            break;
+        }
+    }
+    let slots: HashSet<u16> = near.iter().map(HashTag::slot).collect();
+    assert!(
+        slots.len() > 20,
+        "many slots of one master: {}",
+        slots.len()
+    );
+    let tags: Vec<HashTag> = near.iter().chain(&far).cloned().collect();
+    let shards: HashSet<u16> = tags
+        .iter()
+        .map(|t| master_for(&masters, t.slot()))
+        .collect();
+
+    // The first round fetches the slot map; each later one is a pipeline per master.
+    count_round(&mut commands, &tags, 1).await;
+    let before = commands.cluster_pipelines();
+    count_round(&mut commands, &tags, 2).await;
+    assert_eq!(
+        commands.cluster_pipelines() - before,
+        shards.len() as u64,
+        "one pipeline per master, not per slot ({} slots)",
+        tags.len()
+    );
+
+    // Messages on many slots of one master, and on the others: one pipeline each.
+    let channels: Vec<String> = tags.iter().map(|t| t.key(&["bus"])).collect();
+    for channel in &channels {
+        subscriber.subscribe(channel).await.expect("ssubscribe");
+    }
+    let groups: Vec<PublishGroup> = channels
+        .iter()
+        .map(|c| (commands.group_of(c), vec![(c.as_str(), b"one".as_slice())]))
+        .collect();
+    let before = commands.cluster_pipelines();
+    for result in commands.publish_groups(&groups).await {
+        result.expect("published");
+    }
+    assert_eq!(commands.cluster_pipelines() - before, shards.len() as u64);
+    for channel in &channels {
+        inbox.expect(channel, b"one").await;
+    }
+
+    // The first master hands its slots to its replica and stays up as a replica: this
+    // node's map is stale, so the next round's pipeline there is answered MOVED for every
+    // command, and those alone go again, once, to the node the MOVED names: one pipeline.
+    let replica = blocking(|| replica_of(&cluster, first));
+    blocking(|| {
+        cluster
+            .cli(replica, &["cluster", "failover"])
+            .expect("CLUSTER FAILOVER")
+    });
+    // Until every node's map has the replica as the master (a node's own view lags the
+    // gossip, and a client that asks a stale node is sent back to the old master until
+    // its response timeout: seen on a loaded machine), and the old master knows it too: a
+    // master handing over pauses its clients' writes until then.
+    blocking(|| cluster.wait_for_failover(first));
+    let deadline = Instant::now() + RECOVERY;
+    let demoted = || {
+        cluster
+            .cli(first, &["role"])
+            .is_some_and(|r| r.starts_with("slave"))
+    };
+    while !blocking(demoted) {
+        assert!(Instant::now() < deadline, "the old master became a replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = commands.cluster_pipelines();
+    count_round(&mut commands, &tags, 3).await;
+    let sent = commands.cluster_pipelines() - before;
+    assert_eq!(
+        sent,
+        shards.len() as u64 + 1,
+        "the redirected commands went again together to the new master"
+    );
+    // The map is fetched again: back to one pipeline per master.
+    let before = commands.cluster_pipelines();
+    count_round(&mut commands, &tags, 4).await;
+    assert_eq!(commands.cluster_pipelines() - before, shards.len() as u64);
+    let before = commands.cluster_pipelines();
+    for result in commands.publish_groups(&groups).await {
+        result.expect("published after the failover");
+    }
+    assert_eq!(commands.cluster_pipelines() - before, shards.len() as u64);
+}

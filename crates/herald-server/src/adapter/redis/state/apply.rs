@@ -67,6 +67,54 @@ impl StateTask {
         }
     }
 
+    /// A run's count restatements ([`super::lanes::restates`]), after its subscriptions
+    /// or leaves: each app's connections and each user's count once, the users' in
+    /// pipelined round trips of [`super::RESTATE_BATCH`] rather than one each.
+    pub(super) async fn restate_run(&mut self, ops: Vec<Op>) {
+        if ops.len() <= 1 {
+            for op in ops {
+                self.apply(op).await;
+            }
+            return;
+        }
+        let mut apps = HashSet::new();
+        let mut users = HashSet::new();
+        let mut connections = Vec::new();
+        let mut items = Vec::new();
+        for op in ops {
+            match op {
+                Op::Connections { app } => {
+                    if apps.insert(app.id().to_owned()) {
+                        connections.push(Op::Connections { app });
+                    }
+                }
+                Op::User { app, user } => {
+                    if users.insert((app.id().to_owned(), user.clone())) {
+                        items.push(Restate::User {
+                            app,
+                            user: user.to_string(),
+                        });
+                    }
+                }
+                op => self.apply(op).await,
+            }
+        }
+        for op in connections {
+            self.apply(op).await;
+        }
+        if items.is_empty() {
+            return;
+        }
+        if !self.healthy() {
+            self.needs_resync();
+            return;
+        }
+        let node = self.cluster.node_id;
+        if let Err(e) = self.restate(node, items, true).await {
+            self.failed(&e);
+        }
+    }
+
     /// Removes a run of connections from their channels: from the hub first, then this
     /// node's counts of each channel and presence member they touched are restated in
     /// Redis together, with `member_removed`, vacated and count events on transitions.

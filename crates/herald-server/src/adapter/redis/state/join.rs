@@ -3,7 +3,7 @@
 
 use super::counts::MemberSet;
 use super::listening::subscribe_bus;
-use super::{count, StateTask};
+use super::{count, replay, StateTask};
 use crate::adapter::redis::members::{pairs, Membership};
 use crate::adapter::redis::ops::Join;
 use crate::adapter::transitions::{self, edge, Refusal};
@@ -18,6 +18,7 @@ impl StateTask {
             outbox,
             member,
             cache,
+            recover,
         } = join;
         let already = app.hub.is_subscribed(&channel, conn);
         let local = app.hub.member_connections(&channel, &member.user_id) + u32::from(!already);
@@ -56,6 +57,25 @@ impl StateTask {
             bus.await;
             None
         };
+        // A recovering member reads what it missed once the bus subscription is confirmed
+        // (`replay.rs`).
+        let mut prepared = match &recover {
+            Some(recover) => Some(self.prepare(&app, &channel, recover).await),
+            None => None,
+        };
+        let mut joining = |outbox: &crate::outbox::Outbox| match (&recover, &mut prepared) {
+            (Some(recover), Some(prepared)) => {
+                replay::join(&app, &channel, recover, prepared, outbox)
+            }
+            _ => 0,
+        };
+        // The hub's join with the member list `data` says, recovery's part under its lock.
+        let mut join_with = |data: &str| {
+            let roster = Roster::Cluster(data);
+            let joining = Some(&mut joining as _);
+            let _ =
+                (app.hub).join_presence_joining(&channel, conn, &outbox, &member, roster, joining);
+        };
         let cluster = self.cluster.clone();
         let rosters = &cluster.rosters;
         let refused = match answer {
@@ -70,9 +90,7 @@ impl StateTask {
                 // node's subscribers were not told yet, they are told now, and the new
                 // subscriber gets the roster's list.
                 let data = rosters.join_list(&app, &channel, Some((pairs(&list), version)));
-                let _ =
-                    app.hub
-                        .join_presence(&channel, conn, &outbox, &member, Roster::Cluster(&data));
+                join_with(&data);
                 self.member_edge(
                     &app,
                     &channel,
@@ -114,13 +132,7 @@ impl StateTask {
                     } else {
                         data
                     };
-                    let _ = app.hub.join_presence(
-                        &channel,
-                        conn,
-                        &outbox,
-                        &member,
-                        Roster::Cluster(&data),
-                    );
+                    join_with(&data);
                     self.needs_resync();
                     None
                 }

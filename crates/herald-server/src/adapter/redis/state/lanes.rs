@@ -58,7 +58,10 @@ impl Lanes {
 
     /// The next app's next run: up to [`OP_BATCH`] subscriptions or leaves in a row (a
     /// reconnect storm or a mass disconnect is counted in one pipelined round trip
-    /// instead of one each), or one other op.
+    /// instead of one each), with the count restatements queued among them ([`restates`]:
+    /// a closing client queues a leave and its user's and app's counts, a reconnecting one
+    /// its user's count and a subscription, so without them a storm's runs would be one
+    /// op long); or one other op.
     pub(super) fn next_batch(&mut self) -> Option<Vec<Queued>> {
         if let Some(last) = self.last.take() {
             self.turns.push_back(last);
@@ -66,10 +69,27 @@ impl Lanes {
         let app = self.turns.pop_front()?;
         let lane = self.by_app.get_mut(&app)?;
         let first = lane.pop_front()?;
-        let kind = Batch::of(&first.op);
+        let mut kind = Batch::of(&first.op);
+        let mut main = usize::from(kind.is_some());
         let mut batch = vec![first];
-        if kind.is_some() {
-            while batch.len() < OP_BATCH && lane.front().is_some_and(|q| Batch::of(&q.op) == kind) {
+        if kind.is_some() || restates(&batch[0].op) {
+            while batch.len() < RUN_MAX {
+                let Some(next) = lane.front() else { break };
+                let next_kind = Batch::of(&next.op);
+                let joins = if restates(&next.op) {
+                    true
+                } else if next_kind.is_some() && (kind.is_none() || kind == next_kind) {
+                    main < OP_BATCH
+                } else {
+                    false
+                };
+                if !joins {
+                    break;
+                }
+                if next_kind.is_some() {
+                    kind = next_kind;
+                    main += 1;
+                }
                 batch.extend(lane.pop_front());
             }
         }
@@ -82,22 +102,34 @@ impl Lanes {
     }
 }
 
+/// Ops in one run at most: [`OP_BATCH`] subscriptions or leaves and the restatements
+/// among them.
+const RUN_MAX: usize = 4 * OP_BATCH;
+
+/// Ops that restate a count as it is when they are applied (an app's connections, a
+/// user's signed-in connections), which no subscription or leave changes: applied after
+/// the run they were queued in rather than between its ops, they write the same values,
+/// and one of them repeated writes nothing new. They join any run.
+pub(super) fn restates(op: &Op) -> bool {
+    matches!(op, Op::Connections { .. } | Op::User { .. })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::apps::App;
-    use crate::config::Config;
     use crate::ids::ConnId;
     use crate::outbox::Outbox;
+    use crate::settings::Config;
 
     fn app(id: &str) -> Arc<App> {
         let mut config = Config::default().apps.remove(0);
         config.id = id.to_owned();
         Arc::new(App::new(
             config,
-            &crate::Config::default().webhook_settings(),
+            &crate::webhooks::WebhookSettings::default(),
         ))
     }
 
@@ -109,6 +141,7 @@ mod tests {
                 conn,
                 outbox: Arc::new(Outbox::new(1024)),
                 cache: false,
+                recover: None,
             },
             _held: None,
         }
@@ -231,11 +264,50 @@ mod tests {
             runs,
             [
                 (vec!["subscribe", "subscribe"], vec![1, 2]),
-                (vec!["leave", "leave"], vec![1, 2]),
-                // Other ops are applied one at a time.
-                (vec!["other"], vec![0]),
-                (vec!["other"], vec![0]),
+                // Count restatements join the run they are queued in.
+                (vec!["leave", "leave", "other", "other"], vec![1, 2, 0, 0]),
                 (vec!["subscribe"], vec![3]),
+            ]
+        );
+        // A run may start with them; another op stops it and goes alone.
+        let mut lanes = Lanes::default();
+        for queued in [
+            Queued {
+                op: Op::Connections { app: a.clone() },
+                _held: None,
+            },
+            leave(&a, 1),
+            Queued {
+                op: Op::Connections { app: a.clone() },
+                _held: None,
+            },
+            subscribe(&a, 2),
+            Queued {
+                op: Op::Watchlist {
+                    app: a.clone(),
+                    outbox: Arc::new(Outbox::new(16)),
+                    users: Vec::new(),
+                },
+                _held: None,
+            },
+            Queued {
+                op: Op::Connections { app: a.clone() },
+                _held: None,
+            },
+        ] {
+            lanes.push(queued);
+        }
+        let mut runs = Vec::new();
+        while let Some(batch) = lanes.next_batch() {
+            runs.push(kinds(&batch));
+        }
+        assert_eq!(
+            runs,
+            [
+                vec!["other", "leave", "other"],
+                vec!["subscribe"],
+                vec!["other"],
+                vec!["other"],
             ]
         );
     }

@@ -29,6 +29,7 @@ mod lanes;
 mod listening;
 mod recovery;
 mod relist;
+mod replay;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -155,10 +156,12 @@ impl StateTask {
 
     /// Applies one run of one app's ops (see [`Lanes::next_batch`]), the app added to this
     /// node's index in Redis first.
-    async fn apply_batch(&mut self, mut batch: Vec<Op>) {
+    async fn apply_batch(&mut self, batch: Vec<Op>) {
         if let Some(app) = batch.first().and_then(Op::app).cloned() {
             self.index_app(&app).await;
         }
+        let (restating, mut batch): (Vec<Op>, Vec<Op>) =
+            batch.into_iter().partition(lanes::restates);
         match batch.first().and_then(Batch::of) {
             Some(Batch::Subscribe) => self.subscribe_batch(batch).await,
             Some(Batch::Leave) => self.leave_batch(batch).await,
@@ -168,6 +171,7 @@ impl StateTask {
                 }
             }
         }
+        self.restate_run(restating).await;
     }
 
     /// What the heartbeat task found, and what this task left pending: a resync, dead

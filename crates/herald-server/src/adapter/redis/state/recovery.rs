@@ -12,8 +12,11 @@ use tokio::time::Instant;
 use super::counts::Restate;
 use super::StateTask;
 use crate::adapter::redis::scripts::split_field;
+use crate::app_config::AppConfig;
+use crate::app_config::AppLimits;
+use crate::app_config::DEFAULT_TERMINATE_CLOSE_CODE;
 use crate::apps::App;
-use crate::config::{AppConfig, AppLimits, WebhookSettings, DEFAULT_TERMINATE_CLOSE_CODE};
+use crate::webhooks::WebhookSettings;
 
 /// What Redis lists for one node in one app: the index fields of its presence members,
 /// channels and signed-in users.
@@ -375,12 +378,12 @@ fn stand_in(id: &str) -> Arc<App> {
         recovery_window: Duration::ZERO,
         webhooks: Vec::new(),
     };
-    let settings = WebhookSettings {
+    let settings = WebhookSettings::new(crate::webhooks::WebhookOptions {
         vacated_delay: Duration::ZERO,
         max_in_flight: 0,
         max_queued_bytes: 0,
         // No endpoints: no queue is opened.
-        ..crate::Config::default().webhook_settings()
-    };
+        ..Default::default()
+    });
     Arc::new(App::new(config, &settings))
 }

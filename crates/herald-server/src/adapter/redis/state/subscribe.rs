@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::listening::subscribe_bus;
-use super::StateTask;
+use super::{replay, StateTask};
 use crate::adapter::redis::interest::Key;
 use crate::adapter::redis::ops::Op;
 use crate::adapter::redis::queries::{cache_entry, take_cached};
@@ -14,6 +14,7 @@ use crate::adapter::redis::scripts::Counter;
 use crate::apps::App;
 use crate::ids::ConnId;
 use crate::outbox::Outbox;
+use crate::recovery::Recover;
 
 impl StateTask {
     /// Subscribes a run of connections to non-presence channels: counts them in Redis with
@@ -29,6 +30,7 @@ impl StateTask {
             /// This node's count with the subscription, if it is a new one.
             count: Option<usize>,
             change: Option<(i64, i64)>,
+            recover: Option<Recover>,
         }
         let mut added: HashMap<(String, Box<str>), usize> = HashMap::new();
         let mut seen: HashSet<(ConnId, String, Box<str>)> = HashSet::new();
@@ -40,6 +42,7 @@ impl StateTask {
                 conn,
                 outbox,
                 cache,
+                recover,
             } = op
             else {
                 continue;
@@ -61,6 +64,7 @@ impl StateTask {
                 cache,
                 count,
                 change: None,
+                recover,
             });
         }
         let counted = items.iter().any(|i| i.count.is_some());
@@ -159,10 +163,32 @@ impl StateTask {
                 Err(e) => self.failed(&e),
             }
         }
-        for item in items {
-            item.app
-                .hub
-                .subscribe(&item.channel, item.conn, &item.outbox);
+        // Recovering subscriptions read what they missed, after the bus subscriptions
+        // are confirmed (`replay.rs`).
+        let mut prepared = Vec::new();
+        for item in &items {
+            if let Some(recover) = &item.recover {
+                prepared.push(Some(self.prepare(&item.app, &item.channel, recover).await));
+            } else {
+                prepared.push(None);
+            }
+        }
+        for (item, prepared) in items.into_iter().zip(prepared) {
+            match (&item.recover, prepared) {
+                (Some(recover), Some(mut prepared)) => {
+                    let (app, channel) = (&item.app, &*item.channel);
+                    let mut joining = |outbox: &Outbox| {
+                        replay::join(app, channel, recover, &mut prepared, outbox)
+                    };
+                    app.hub
+                        .subscribe_joining(channel, item.conn, &item.outbox, Some(&mut joining));
+                }
+                _ => {
+                    item.app
+                        .hub
+                        .subscribe(&item.channel, item.conn, &item.outbox);
+                }
+            }
             if item.cache {
                 item.app.replay_cache(&item.channel, &item.outbox);
             }

@@ -4,24 +4,44 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: stream, order, bytes, dead, dead records, evicted. ARGV: consumer, the byte
-/// bound, the number of records, then per record its body, endpoint, number of channels
-/// and channels. Returns per record its stream id ("" when refused) and the ids it
-/// follows, comma-separated.
+/// KEYS: stream, order, bytes, dead, dead records, evicted, tokens. ARGV: consumer, the
+/// byte bound, the number of records, then per record its body, endpoint, token ("" for
+/// none), number of channels and channels. Returns per record its stream id ("" when
+/// refused) and the ids it follows, comma-separated. A record whose token names an entry
+/// still in the stream is that entry (a write that timed out and was applied after all):
+/// its id is returned and nothing is added.
 pub(super) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local s, o, b, dz, dh, ev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local s, o, b, dz, dh, ev, t = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 redis.pcall('XGROUP', 'CREATE', s, 'herald', '0', 'MKSTREAM')
 local max = tonumber(ARGV[2])
 local held = tonumber(redis.call('GET', b) or '0')
 local out, i, added = {}, 4, 0
 for r = 1, tonumber(ARGV[3]) do
-  local body, url, nc = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local first = i + 3
+  local body, url, token, nc = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local first = i + 4
   i = first + nc
   local len = #body
-  while held + len > max do
+  local known = nil
+  if token ~= '' then
+    local prev = redis.call('HGET', t, token)
+    if prev then
+      local e = redis.call('XRANGE', s, prev, prev)
+      if #e > 0 then
+        local a = ''
+        for f = 1, #e[1][2], 2 do
+          if e[1][2][f] == 'a' then a = e[1][2][f + 1] end
+        end
+        known = {prev, a}
+      end
+    end
+  end
+  if known then
+    out[r] = known
+    len = -1
+  end
+  while len >= 0 and held + len > max do
     local oldest = redis.call('ZRANGE', dz, 0, 0)
     if #oldest == 0 then break end
     local dead = redis.call('HGET', dh, oldest[1])
@@ -30,7 +50,9 @@ for r = 1, tonumber(ARGV[3]) do
     redis.call('HDEL', dh, oldest[1])
     redis.call('INCR', ev)
   end
-  if held + len > max then
+  if len < 0 then
+    -- Already in the stream.
+  elseif held + len > max then
     redis.call('INCR', ev)
     out[r] = {'', ''}
   else
@@ -43,7 +65,13 @@ for r = 1, tonumber(ARGV[3]) do
       end
     end
     local csv = table.concat(after, ',')
-    local id = redis.call('XADD', s, '*', 'r', body, 'a', csv)
+    local id
+    if token ~= '' then
+      id = redis.call('XADD', s, '*', 'r', body, 'a', csv, 't', token)
+      redis.call('HSET', t, token, id)
+    else
+      id = redis.call('XADD', s, '*', 'r', body, 'a', csv)
+    end
     for c = first, first + nc - 1 do
       redis.call('HSET', o, url .. '\n' .. ARGV[c], id)
     end
@@ -61,20 +89,24 @@ return out
     )
 });
 
-/// KEYS: stream, order, bytes, dead, dead records. ARGV: stream id, endpoint, 1 for a
+/// KEYS: stream, order, bytes, dead, dead records, progress, tokens. ARGV: stream id, endpoint, 1 for a
 /// dead letter, its time, its record, then the channels. Returns 1 if the batch was still
 /// in the stream (a second node finishing it changes nothing).
 pub(super) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local s, o, b, dz, dh = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local s, o, b, dz, dh, p, t = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local id, url = ARGV[1], ARGV[2]
 local e = redis.call('XRANGE', s, id, id)
 redis.call('XACK', s, 'herald', id)
+redis.call('HDEL', p, id)
 if #e == 0 then return 0 end
 local fields, len = e[1][2], 0
 for f = 1, #fields, 2 do
   if fields[f] == 'r' then len = #fields[f + 1] end
+  if fields[f] == 't' and redis.call('HGET', t, fields[f + 1]) == id then
+    redis.call('HDEL', t, fields[f + 1])
+  end
 end
 redis.call('XDEL', s, id)
 redis.call('DECRBY', b, len)

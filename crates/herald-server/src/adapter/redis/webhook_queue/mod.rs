@@ -18,12 +18,19 @@
 //!   `webhook_max_stored_bytes` first removes the oldest dead letters, else it is refused;
 //!   both are counted in the app's `evicted` key.
 //!
+//! - A failed attempt writes the batch's progress (attempts, next attempt, last status and
+//!   error) to the app's progress hash, since the stream entry cannot change: the
+//!   operators' `list` and `show` read it on every node; finishing the batch removes it.
+//!
 //! Keys, `{P:app}` the app's hash tag: `:wh` the stream (group `herald`), `:wh:o` the
 //! order hash, `:wh:b` the bytes held, `:wh:d` and `:wh:dr` the dead letters, `:wh:ev` the
-//! batches dropped for the bound.
+//! batches dropped for the bound, `:wh:p` the pending batches' progress, `:wh:t` the
+//! stream id of each pending batch by its write's token (a write that timed out and was
+//! applied after all is found again, not added twice).
 
 mod lua;
 mod ops;
+mod progress;
 #[cfg(test)]
 mod tests;
 
@@ -36,10 +43,11 @@ use redis::{RedisResult, Script};
 use tokio::sync::OnceCell;
 
 use self::lua::{APPEND, FINISH, OWN, TICK, WAITING};
+use self::progress::Progress;
 use super::link::{self, Commands, Target, TlsStore};
 use super::scripts::Keys;
 use super::RedisConfig;
-use crate::config::WebhookSettings;
+use crate::webhooks::WebhookSettings;
 use crate::webhooks::{
     now_ms, Appended, BatchId, Depth, Filter, OpenShared, Record, SharedQueue, StoreError, Wait,
     WebhookQueue,
@@ -138,6 +146,10 @@ struct AppKeys {
     dead: String,
     dead_records: String,
     evicted: String,
+    /// Each pending batch's attempts so far, by stream id ([`Progress`]).
+    progress: String,
+    /// The stream id of each batch written with a token, by token (`Record::token`).
+    tokens: String,
 }
 
 impl AppKeys {
@@ -187,6 +199,8 @@ impl StreamQueue {
             dead: tag.key(&["wh", "d"]),
             dead_records: tag.key(&["wh", "dr"]),
             evicted: tag.key(&["wh", "ev"]),
+            progress: tag.key(&["wh", "p"]),
+            tokens: tag.key(&["wh", "t"]),
         }
     }
 
@@ -226,6 +240,30 @@ impl StreamQueue {
         out
     }
 
+    /// Claimed batches take up their attempts where the node that held them left them
+    /// (the progress hash): the attempt count, so the backoff goes on doubling, and the
+    /// next attempt's time. Without it (an unreadable hash) a batch starts its backoff
+    /// again, which only sends it sooner.
+    fn resume_progress(&self, key: &str, records: &mut [Record]) {
+        if records.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = records.iter().map(|r| stream_id(r.id)).collect();
+        let read = self.block(async { ops::hmget(&mut self.conn().await?, key, &ids).await });
+        match read {
+            Ok(progress) => {
+                for (record, progress) in records.iter_mut().zip(progress) {
+                    if let Some(progress) = progress.as_deref().and_then(Progress::decode) {
+                        progress.apply(record);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Webhook batches claimed without their progress: their backoff starts again");
+            }
+        }
+    }
+
     fn remember(&self, id: BatchId, after: &str) {
         if !after.is_empty() {
             self.after
@@ -238,6 +276,8 @@ impl StreamQueue {
         let keys = self.keys(&record.app_id);
         let mut script = keys.invoke(&FINISH);
         script
+            .key(&keys.progress)
+            .key(&keys.tokens)
             .arg(stream_id(record.id))
             .arg(&record.url)
             .arg(u8::from(dead.is_some()))
@@ -280,13 +320,18 @@ impl WebhookQueue for StreamQueue {
             let mut script = keys.invoke(&APPEND);
             script
                 .key(&keys.evicted)
+                .key(&keys.tokens)
                 .arg(&self.consumer)
                 .arg(self.max_bytes)
                 .arg(end - start);
-            for record in &records[start..end] {
+            for record in &mut records[start..end] {
+                // Set before the first try, and kept by a copy the caller keeps aside
+                // when this write fails: a late write and that copy are one batch.
+                let token = *record.token.get_or_insert_with(rand::random);
                 script
                     .arg(record.encode())
                     .arg(&record.url)
+                    .arg(token.to_string())
                     .arg(record.channels.len());
                 for channel in &record.channels {
                     script.arg(channel);
@@ -341,10 +386,20 @@ impl WebhookQueue for StreamQueue {
         self.block(self.finish(record, None))
     }
 
-    fn reschedule(&self, _record: &Record) -> Result<(), StoreError> {
-        // A stream entry cannot change: the node that claims a batch starts its backoff
-        // afresh, and its retry period still counts from when it was written.
-        Ok(())
+    fn reschedule(&self, record: &Record) -> Result<(), StoreError> {
+        // A stream entry cannot change: its progress goes beside it, for the operators
+        // and for the node that claims the batch, which resumes its backoff from it.
+        let progress = Progress::of(record).encode();
+        let key = self.keys(&record.app_id).progress;
+        self.block(async {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg(stream_id(record.id))
+                .arg(progress)
+                .query_async::<()>(&mut self.conn().await?)
+                .await
+                .map_err(database)
+        })
     }
 
     fn dead_letter(&self, record: &mut Record, now_ms: u64) -> Result<(), StoreError> {
@@ -435,6 +490,7 @@ impl WebhookQueue for StreamQueue {
             let claimed = self.claimed.lock();
             records.retain(|r| !mine.contains(&r.id) && !claimed.contains(&r.id));
         }
+        self.resume_progress(&keys.progress, &mut records);
         if !records.is_empty() {
             tracing::info!(
                 app_id,

@@ -1,12 +1,13 @@
 //! The operators' calls (`herald webhooks list | show | retry | purge`) on the cluster's
 //! queue: pending batches read from the app's stream, dead letters from its dead-letter
-//! keys. A retried dead letter is written again as a new batch (a stream entry cannot take
-//! back an old id): it is sent under a new id.
+//! keys. A retried dead letter is written again as a new entry (a stream cannot take back
+//! an old id): the operators see it under a new id, receivers under its first one
+//! (`Record::sent_as`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::lua::PURGE_DEAD;
-use super::{batch_id, database, stream_id, StreamQueue};
+use super::{batch_id, database, stream_id, Progress, StreamQueue};
 use crate::webhooks::{BatchId, Filter, Record, State, StoreError, WebhookQueue};
 
 impl StreamQueue {
@@ -29,16 +30,14 @@ impl StreamQueue {
             .query_async(&mut conn)
             .await
             .map_err(database)?;
-        let bodies: Vec<Option<String>> = if dead.is_empty() {
-            Vec::new()
-        } else {
-            redis::cmd("HMGET")
-                .arg(&keys.dead_records)
-                .arg(&dead)
-                .query_async(&mut conn)
-                .await
-                .map_err(database)?
-        };
+        let ids: Vec<&str> = pending.iter().map(|(sid, _)| sid.as_str()).collect();
+        let progress = hmget(&mut conn, &keys.progress, &ids).await?;
+        let mut progress: HashMap<String, Progress> = ids
+            .iter()
+            .zip(progress)
+            .filter_map(|(sid, p)| Some(((*sid).to_owned(), Progress::decode(&p?)?)))
+            .collect();
+        let bodies = hmget(&mut conn, &keys.dead_records, &dead).await?;
         let mut all = BTreeMap::new();
         let entries = pending.into_iter().filter_map(|(sid, fields)| {
             let body = fields.chunks(2).find(|f| f[0] == "r").map(|f| f[1].clone());
@@ -54,6 +53,9 @@ impl StreamQueue {
                 continue;
             };
             record.id = id;
+            if let Some(progress) = progress.remove(&sid) {
+                progress.apply(&mut record);
+            }
             all.insert(id, record);
         }
         Ok(all)
@@ -101,6 +103,7 @@ impl StreamQueue {
             .collect();
         let old: Vec<BatchId> = records.iter().map(|r| r.id).collect();
         for record in &mut records {
+            record.sent_as.get_or_insert(record.id);
             record.revive(now_ms);
         }
         // Written again first: a failure between the two leaves a copy, never a loss.
@@ -110,7 +113,7 @@ impl StreamQueue {
             .into_iter()
             .filter_map(|a| match a {
                 crate::webhooks::Appended::Stored(id) => Some(id),
-                crate::webhooks::Appended::Refused => None,
+                crate::webhooks::Appended::Held | crate::webhooks::Appended::Refused => None,
             })
             .collect())
     }
@@ -156,6 +159,23 @@ impl StreamQueue {
             Ok(())
         })
     }
+}
+
+/// `fields` of the hash at `key`, in their order (none asked, none read).
+pub(super) async fn hmget(
+    conn: &mut super::Commands,
+    key: &str,
+    fields: &[impl redis::ToRedisArgs + Sync],
+) -> Result<Vec<Option<String>>, StoreError> {
+    if fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    redis::cmd("HMGET")
+        .arg(key)
+        .arg(fields)
+        .query_async(conn)
+        .await
+        .map_err(database)
 }
 
 fn matches(filter: &Filter, record: &Record) -> bool {

@@ -20,11 +20,9 @@ fn node(server: &RedisServer, lease: Duration, max_bytes: usize) -> Arc<StreamQu
     let AdapterConfig::Redis(redis) = &config.adapter else {
         panic!("a cluster's config");
     };
-    let settings = WebhookSettings {
-        lease,
-        max_stored_bytes: max_bytes,
-        ..config.webhook_settings()
-    };
+    let mut settings = crate::adapter::webhook_settings(&config);
+    settings.options.lease = lease;
+    settings.options.max_stored_bytes = max_bytes;
     Arc::new(StreamQueue::new(redis, &settings).expect("the queue"))
 }
 
@@ -43,6 +41,8 @@ fn record(channel: &str) -> Record {
         dead_ms: None,
         last_status: None,
         last_error: None,
+        sent_as: None,
+        token: None,
     }
 }
 
@@ -84,6 +84,24 @@ fn batch_ids_are_stream_ids() {
     assert_eq!(stream_id(id), "1796646768558-3");
     assert!(batch_id("1-1048576").is_none(), "a sequence past 20 bits");
     assert!(batch_id("x").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_written_again_with_its_token_is_the_same_entry_until_it_finishes() {
+    let server = RedisServer::start();
+    let queue = node(&server, Duration::from_secs(30), 1 << 20);
+    // As a write that timed out, was applied late, and is made again from the copy kept.
+    let first = append(&queue, record("room")).await;
+    let token = first.token.expect("a token set on the first try");
+    let mut again = record("room");
+    again.token = Some(token);
+    let again = append(&queue, again).await;
+    assert_eq!(again.id, first.id, "the entry already there");
+    assert_eq!(len(&server, "{herald:1}:wh"), "1");
+    on(&queue, move |q| q.ack(&again)).await.expect("ack");
+    assert_eq!(len(&server, "{herald:1}:wh"), "0");
+    let tokens = server.cli(&["HLEN", "{herald:1}:wh:t"]).expect("redis-cli");
+    assert_eq!(tokens.trim(), "0", "finished, its token is forgotten");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,6 +233,8 @@ async fn the_operators_calls_list_show_retry_and_purge() {
         .expect("there");
     assert_eq!(shown.state(), State::Pending);
     assert_eq!(shown.body, dead[0].body, "the same body");
+    assert_ne!(id, dead[0].id, "a new place in the stream");
+    assert_eq!(shown.header_id(), dead[0].id, "receivers get its first id");
     let purged = on(&queue, move |q| q.purge(&filter(None)))
         .await
         .expect("purged");
@@ -222,4 +242,73 @@ async fn the_operators_calls_list_show_retry_and_purge() {
     assert_eq!(len(&server, "{herald:1}:wh"), "0");
     let bytes = server.cli(&["GET", "{herald:1}:wh:b"]).expect("redis-cli");
     assert_eq!(bytes.trim(), "0", "every byte accounted for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempts_progress_is_listed_on_any_node_and_goes_with_the_batch() {
+    let server = RedisServer::start();
+    let (a, b) = (
+        node(&server, Duration::from_secs(30), 1 << 20),
+        node(&server, Duration::from_secs(30), 1 << 20),
+    );
+    let mut record = append(&a, record("p")).await;
+    record.attempts = 3;
+    record.next_attempt_ms = 1_234;
+    record.last_status = Some(503);
+    record.last_error = Some("é".repeat(150));
+    let failed = record.clone();
+    on(&a, move |q| q.reschedule(&failed))
+        .await
+        .expect("progress written");
+    let filter = Filter {
+        app_id: "1".into(),
+        endpoint: None,
+        state: None,
+    };
+    let listed = on(&b, move |q| q.list(&filter, None, 10))
+        .await
+        .expect("a list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attempts, 3, "another node sees the attempts");
+    assert_eq!(listed[0].next_attempt_ms, 1_234);
+    assert_eq!(listed[0].last_status, Some(503));
+    let error = listed[0].last_error.clone().expect("the last error");
+    assert!(
+        error.len() <= 200 && error.starts_with('é'),
+        "cut on a char: {error}"
+    );
+    on(&a, move |q| q.ack(&record)).await.expect("delivered");
+    let left = server.cli(&["HLEN", "{herald:1}:wh:p"]).expect("redis-cli");
+    assert_eq!(left.trim(), "0", "the progress goes with the batch");
+}
+
+/// A measurement, not a check (BENCHMARKS.md, "Durable webhooks"): batches per second one
+/// app's dispatcher sustains through the cluster's queue (a fresh local `redis-server` per
+/// round) to a receiver that answers at once. Run it in release:
+///   cargo test -p herald-server --release --lib webhook_queue::tests::measure -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for BENCHMARKS.md, not a check"]
+async fn measure_batches_per_second_through_the_stream() {
+    let batches = 10_000;
+    let mut rates = Vec::new();
+    for round in 1..=3 {
+        let server = RedisServer::start();
+        let config = Config::from_toml(
+            &format!("adapter = \"redis\"\nredis_url = \"{}\"\n", server.url()),
+            &|_| None,
+        )
+        .expect("a valid config");
+        let mut settings = crate::adapter::webhook_settings(&config);
+        settings.options.data_dir = crate::webhooks::measure::scratch_dir();
+        let rate = crate::webhooks::measure::run_with(settings, batches).await;
+        eprintln!(
+            "round {round}, Redis stream: {batches} batches of 20 events, {rate:.0} batches/s"
+        );
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    eprintln!(
+        "Redis stream: median {:.0} batches/s of {rates:.0?}",
+        rates[1]
+    );
 }

@@ -16,9 +16,9 @@ use crate::adapter::bus::{self, BusMessage};
 use crate::adapter::redis::ops::Join;
 use crate::adapter::redis::RedisConfig;
 use crate::apps::{App, AppStore, ConnectionSlot, MemoryApps};
-use crate::config::Config;
 use crate::ids::{ConnId, SocketId};
 use crate::outbox::Outbox;
+use crate::settings::Config;
 
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -40,8 +40,7 @@ impl Node {
             node_timeout: NODE_TIMEOUT,
             ops_per_app: 1000,
             bus_max_bytes: 1 << 20,
-            tls: Box::default(),
-            sentinel_tls: Box::default(),
+            ..RedisConfig::default()
         };
         let cluster = Cluster::connect(&config, Some(id)).await.expect("connect");
         let configs = apps.iter().map(|app| {
@@ -53,7 +52,7 @@ impl Node {
         });
         let store = Arc::new(MemoryApps::new(
             configs,
-            &Config::default().webhook_settings(),
+            &crate::webhooks::WebhookSettings::default(),
         ));
         assert!(cluster.apps.set(store.clone()).is_ok());
         Node {
@@ -75,6 +74,7 @@ impl Node {
             conn,
             outbox: outbox(),
             cache: false,
+            recover: None,
         };
         self.task.apply_batch(vec![op]).await;
     }
@@ -95,6 +95,7 @@ impl Node {
             outbox: outbox.clone(),
             member,
             cache: false,
+            recover: None,
         };
         self.task.apply_batch(vec![Op::Join(Box::new(join))]).await;
     }

@@ -31,6 +31,7 @@ async fn a_run_of_subscriptions_sends_each_script_once() {
                 conn: round * 1000 + i,
                 outbox: outbox(),
                 cache: false,
+                recover: None,
             })
             .collect();
         let before = read_by_redis(&mut look).await;

@@ -58,7 +58,7 @@ impl Mode {
     fn single(max_members: usize) -> Mode {
         let mut config = Config::default().apps.remove(0);
         config.limits.max_presence_members = max_members;
-        let app = App::new(config, &Config::default().webhook_settings());
+        let app = App::new(config, &crate::webhooks::WebhookSettings::default());
         Mode::Single(Local::new(1), Arc::new(app))
     }
 
@@ -89,7 +89,7 @@ impl Mode {
                     outbox,
                     member: Some(member),
                     cache: false,
-                    joining: None,
+                    recover: None,
                 };
                 local.subscribe(app, sub);
             }

@@ -15,6 +15,8 @@
 //! whole /64, so counting each of its 2^64 addresses alone would be no cap at all), and an
 //! IPv4-mapped IPv6 address as the IPv4 address it carries.
 
+pub mod settings;
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -26,7 +28,7 @@ use axum::http::HeaderMap;
 use ipnet::IpNet;
 use parking_lot::Mutex;
 
-use crate::config::NetLimits;
+pub use self::settings::NetLimits;
 
 const SHARDS: usize = 16;
 

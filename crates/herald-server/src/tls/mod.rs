@@ -17,7 +17,10 @@ use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, TlsConfig};
+pub mod settings;
+
+pub use self::settings::TlsConfig;
+use crate::config::error::ConfigError;
 
 /// Encrypted bytes rustls may hold for one connection, beyond what its outbox holds: one
 /// full record. The WebSocket task hands rustls more plaintext only once these are sent,

@@ -8,7 +8,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::config::{invalid, ConfigError};
+use super::error::{invalid, ConfigError};
 use crate::redact::{redact_text, REDACTED};
 
 /// What a count must be.
@@ -73,7 +73,7 @@ pub(crate) fn describe(key: &str, message: &str, secret: bool, top: &str) -> (St
         };
         let problem = match nearest(name, &known) {
             Some(near) => format!("is not {setting}; did you mean `{near}`?"),
-            None => format!("is not {setting} (the README's Configuration lists them all)"),
+            None => format!("is not {setting} (docs/configuration.md lists them all)"),
         };
         return (full, problem);
     }
@@ -105,7 +105,7 @@ pub(crate) fn is_secret(key: &str) -> bool {
     last == "secret" || last.ends_with("_token") || last.ends_with("_secret")
 }
 
-/// How the README names the table at `path`: `apps[0]` is an `[[apps]]` entry,
+/// How the docs name the table at `path`: `apps[0]` is an `[[apps]]` entry,
 /// `plans.pro` a `[plans.NAME]`.
 fn table_of(path: &str) -> String {
     let bare: String = path
@@ -266,16 +266,13 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever the file holds, its error is told without a panic, and a span anywhere
-        /// in (or past) it gives a line.
+        /// A span anywhere in (or past) any text gives a line, without a panic.
         #[test]
         fn any_text_and_span_is_told_without_panicking(
             text in "[a-z_\\[\\]=\"' .\r\n\t0-9é-]{0,80}",
             start in 0usize..100,
             len in 0usize..20,
         ) {
-            let no_env = |_: &str| None;
-            let _ = crate::config::Config::from_toml(&text, &no_env).map_err(|e| e.to_string());
             let (location, snippet) = excerpt(&text, start..start + len, false);
             proptest::prop_assert!(location.starts_with(", line "));
             proptest::prop_assert!(snippet.contains(" | "));

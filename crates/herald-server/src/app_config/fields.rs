@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
-    check_max, invalid, parse_networks, AppConfig, AppLimits, ConfigError, HistoryLimits,
-    WebhookConfig, DEFAULT_CACHE_TTL, DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_BYTES,
-    DEFAULT_RECOVERY_WINDOW, DEFAULT_TERMINATE_CLOSE_CODE,
+use herald_protocol::webhook::WebhookKind;
+
+use super::{
+    AppConfig, AppLimits, DEFAULT_CACHE_TTL, DEFAULT_RECOVERY_WINDOW, DEFAULT_TERMINATE_CLOSE_CODE,
 };
-use crate::config_errors::{describe, is_secret};
+use crate::config::error::{check_max, invalid, ConfigError};
+use crate::config::told::{describe, is_secret};
+use crate::history::limits::{HistoryLimits, DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_BYTES};
 use crate::redact::redact_url;
-use crate::webhooks::{AllowedNetworks, WebhookKind, WebhookReach};
+use crate::webhooks::reach::{AllowedNetworks, WebhookConfig, WebhookReach};
 
 /// Longest id, key or secret: what the app stores' columns hold.
 pub const MAX_CREDENTIAL_BYTES: usize = 255;
@@ -30,19 +32,12 @@ pub struct Plans {
 }
 
 impl Plans {
-    /// The file's `[plans]` and `webhook_allowed_networks`, checked.
-    pub(crate) fn from_file(
-        named: HashMap<String, RawPlan>,
-        webhook_networks: Option<Vec<String>>,
-    ) -> Result<Plans, ConfigError> {
-        let networks = parse_networks(
-            "webhook_allowed_networks",
-            webhook_networks.unwrap_or_default(),
-        )?;
-        Ok(Plans {
+    /// The file's `[plans]` and `webhook_allowed_networks`.
+    pub(crate) fn from_file(named: HashMap<String, RawPlan>, networks: Vec<ipnet::IpNet>) -> Plans {
+        Plans {
             named,
             webhook_networks: AllowedNetworks::new(networks),
-        })
+        }
     }
 
     /// These plans, and `other`'s under the names these lack (`herald apps import FILE`
@@ -196,7 +191,7 @@ pub fn validate_app(at: &str, app: &AppConfig) -> Result<(), ConfigError> {
         if value.is_empty() {
             return Err(invalid(at_field(at, field), "must not be empty"));
         }
-        // What the app stores' columns hold (VARCHAR(255) in MySQL).
+        // What the app stores' columns hold (VARCHAR(255)).
         if value.len() > MAX_CREDENTIAL_BYTES {
             return Err(invalid(
                 at_field(at, field),
@@ -533,7 +528,11 @@ mod tests {
 
     fn allowing(networks: &[&str]) -> Plans {
         let networks = networks.iter().map(|n| (*n).to_owned()).collect();
-        Plans::from_file(HashMap::new(), Some(networks)).expect("valid networks")
+        Plans::from_file(
+            HashMap::new(),
+            crate::config::error::parse_networks("webhook_allowed_networks", networks)
+                .expect("valid networks"),
+        )
     }
 
     #[test]
@@ -567,24 +566,5 @@ mod tests {
         assert!(app_from_fields("", app("http://169.254.169.253/"), &plans).is_err());
         // A name waits for its delivery.
         assert!(app_from_fields("", app("https://hooks.example.com/h"), &Plans::default()).is_ok());
-    }
-
-    #[test]
-    fn the_config_files_own_apps_reach_any_address() {
-        let no_env = |_: &str| None;
-        let config = crate::config::Config::from_toml(
-            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n\
-             [[apps.webhooks]]\nurl = \"http://169.254.169.254/latest\"\n",
-            &no_env,
-        )
-        .expect("the operator's own webhook");
-        assert_eq!(config.apps[0].webhooks[0].reach, WebhookReach::Anywhere);
-        let error = crate::config::Config::from_toml(
-            "webhook_allowed_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
-            &no_env,
-        )
-        .expect_err("not a network")
-        .to_string();
-        assert!(error.contains("webhook_allowed_networks[1]"), "{error}");
     }
 }
