@@ -1,9 +1,11 @@
 //! A Redis Cluster: `redis-server --cluster-enabled yes` nodes joined by
 //! `redis-cli --cluster create`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::process::{base_args, free_port, info_field, wait_until, Host, Process, ScratchDir};
+use crate::process::{
+    base_args, free_port, info_field, wait_or_explain, wait_until, Host, Process, ScratchDir,
+};
 use crate::tls::TlsFiles;
 
 /// How long a node may be unreachable before the cluster fails it over; small so a failover
@@ -15,12 +17,17 @@ const PATIENT_NODE_TIMEOUT_MS: u64 = 10_000;
 /// Bounds on the waits: forming the cluster, and a failover.
 const FORM_LIMIT: Duration = Duration::from_secs(30);
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
+/// How long [`RedisCluster::wait_for_failover`] leaves the election to Redis: about five
+/// times what it takes on this machine's CI under load (2.7-2.9 s with a 1 s node timeout).
+const ELECTION_PATIENCE: Duration = Duration::from_secs(15);
+/// How much of each node's log a failed wait shows.
+const LOG_LINES: usize = 25;
 
 /// A Redis Cluster (on loopback unless started on other [`Host`]s), every node killed when
 /// dropped. Its nodes are told apart by port, which is unique across the cluster.
 pub struct RedisCluster {
     nodes: Vec<Process>,
-    _dir: ScratchDir,
+    dir: ScratchDir,
 }
 
 /// One node as `CLUSTER NODES` describes it.
@@ -33,6 +40,8 @@ pub struct ClusterNode {
     pub failing: bool,
     /// Slot ranges it serves, inclusive.
     pub slots: Vec<(u16, u16)>,
+    /// The id of the master it replicates (a replica's), `None` for a master.
+    pub replica_of: Option<String>,
 }
 
 impl RedisCluster {
@@ -136,7 +145,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster { nodes, dir };
         wait_until(FORM_LIMIT, "the cluster to form", || {
             cluster.every_node_agrees(count) && cluster.replicas_in_sync()
         });
@@ -261,11 +270,28 @@ impl RedisCluster {
     /// Waits until every slot the node on `dead_port` served (killed, or demoted by a
     /// `CLUSTER FAILOVER` of its replica) is served by another master, in the view of every
     /// live node, and every live node says `cluster_state:ok`.
+    ///
+    /// Redis elects the replica on its own within about three node timeouts. If it has not
+    /// after [`ELECTION_PATIENCE`], the replica is told to take over (`CLUSTER FAILOVER
+    /// TAKEOVER`, which needs no votes), saying so on stderr with the nodes' views: what
+    /// the callers test is what happens once the slots move, not Redis's election on a
+    /// loaded machine.
     pub fn wait_for_failover(&self, dead_port: u16) {
-        wait_until(
+        let dead_id = self
+            .nodes()
+            .into_iter()
+            .find(|n| n.port == dead_port)
+            .map(|n| n.id);
+        let start = Instant::now();
+        let mut told = false;
+        wait_or_explain(
             FAILOVER_LIMIT,
             "a replica to take the dead master's slots",
             || {
+                if !told && start.elapsed() >= ELECTION_PATIENCE {
+                    told = true;
+                    self.take_over(dead_id.as_deref());
+                }
                 self.live_ports().into_iter().all(|port| {
                     let Some(text) = self.cli(port, &["cluster", "nodes"]) else {
                         return false;
@@ -284,7 +310,44 @@ impl RedisCluster {
                     covered == 16384 && self.cluster_ok(port)
                 })
             },
+            || self.explain(),
         );
+    }
+
+    /// Tells the replicas of the node `dead_id` (as a live node sees them) to take over its
+    /// slots, after printing why to stderr.
+    fn take_over(&self, dead_id: Option<&str>) {
+        eprintln!(
+            "redis-fixture: no replica elected after {ELECTION_PATIENCE:?}; forcing a takeover{}",
+            self.explain()
+        );
+        let replicas: Vec<u16> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| dead_id.is_some() && n.replica_of.as_deref() == dead_id)
+            .map(|n| n.port)
+            .collect();
+        for port in replicas {
+            let _ = self.cli(port, &["cluster", "failover", "takeover"]);
+        }
+    }
+
+    /// Every live node's `CLUSTER NODES` and the end of its log: what a failed wait shows.
+    fn explain(&self) -> String {
+        let mut text = String::new();
+        for port in self.live_ports() {
+            let view = self
+                .cli(port, &["cluster", "nodes"])
+                .unwrap_or_else(|| "(no answer)".to_owned());
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{port}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_LINES)..].join("\n");
+            text.push_str(&format!(
+                "\n--- node {port}: CLUSTER NODES\n{view}--- its log's last lines\n{tail}\n"
+            ));
+        }
+        text
     }
 
     fn every_node_agrees(&self, count: usize) -> bool {
@@ -335,6 +398,7 @@ fn parse_nodes(text: &str) -> Vec<ClusterNode> {
                 master: flags.contains(&"master"),
                 failing: flags.iter().any(|f| f.starts_with("fail")),
                 slots,
+                replica_of: (fields[3] != "-").then(|| fields[3].to_owned()),
             })
         })
         .collect()

@@ -244,13 +244,26 @@ pub(crate) fn info_field(info: &str, field: &str) -> Option<String> {
 }
 
 /// Polls `done` every 50 ms until it holds; panics naming `what` after `limit`.
-pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    wait_or_explain(limit, what, done, String::new);
+}
+
+/// [`wait_until`] whose panic message ends with `explain()`: what the servers said, so
+/// that a wait that failed once in CI says why.
+pub(crate) fn wait_or_explain(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let start = Instant::now();
     while !done() {
-        assert!(
-            start.elapsed() < limit,
-            "redis-fixture: gave up after {limit:?} waiting for {what}"
-        );
+        if start.elapsed() >= limit {
+            panic!(
+                "redis-fixture: gave up after {limit:?} waiting for {what}{}",
+                explain()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
