@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::http::{data_token, trigger_body, App, Conn};
-use crate::modes::nanos_since;
+use crate::modes::{nanos_since, staggered_tick};
 
 use super::{Names, Published, PUBLISHERS};
 
@@ -21,10 +21,12 @@ pub(super) async fn publisher(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<Vec<Published>> {
     let mut conn = Conn::open(app.addr, &app.dialer).await?;
-    let mut tick = tokio::time::interval(Duration::from_nanos(
-        1_000_000_000 * PUBLISHERS / rate.max(1),
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tick = staggered_tick(
+        Instant::now(),
+        Duration::from_nanos(1_000_000_000 * PUBLISHERS / rate.max(1)),
+        k as usize,
+        PUBLISHERS as usize,
+    );
     let path = format!("/apps/{}/events", app.id);
     let mut sent = Vec::new();
     let mut n = k;
