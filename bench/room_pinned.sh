@@ -10,10 +10,14 @@
 # core costs. Runs alternate; one JSON line per run, tagged "placement", goes
 # to bench/results/room-pinned.jsonl; the medians are printed at the end.
 # Usage: bench/room_pinned.sh [runs] [herald binary]   (default 3, target/release/herald)
+# PLACEMENTS (default "shared split one") picks placements; HARNESS (default
+# target/release/herald-bench) is the harness binary, whose file name tags each line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 runs=${1:-3} bin=${2:-target/release/herald}
+harness=${HARNESS:-target/release/herald-bench}
+placements=${PLACEMENTS:-shared split one}
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p herald-cli -p herald-bench
 out=${OUT:-bench/results/room-pinned.jsonl}
 mkdir -p bench/results
@@ -25,17 +29,21 @@ run() { # placement server-cpus harness-cpus
   start_herald "$bin"
   pid=$HERALD_PID addr=$HERALD_ADDR
   taskset -a -p -c "$server_cpus" "$pid" > /dev/null
-  taskset -c "$harness_cpus" target/release/herald-bench --addr "$addr" --pid "$pid" \
+  taskset -c "$harness_cpus" "$harness" --addr "$addr" --pid "$pid" \
     room --subscribers 5000 --rate 20 --seconds 10 --payload 100 \
-    | python3 -c 'import json,sys; r=json.load(sys.stdin); r["placement"]=sys.argv[1]; print(json.dumps(r))' \
-      "$placement" | tee -a "$out"
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); r["placement"]=sys.argv[1]; r["harness"]=sys.argv[2]; print(json.dumps(r))' \
+      "$placement" "$(basename "$harness")" | tee -a "$out"
   kill -TERM "$pid"; wait "$pid" || true
 }
 
 for _ in $(seq "$runs"); do
-  run shared 0,1 0,1
-  run split 0 1
-  run one 0 0
+  for placement in $placements; do
+    case $placement in
+      shared) run shared 0,1 0,1 ;;
+      split) run split 0 1 ;;
+      one) run one 0 0 ;;
+    esac
+  done
 done
 python3 - "$out" <<'EOF'
 import json, sys, statistics
