@@ -78,7 +78,13 @@ impl Socket for TcpStream {
     }
 
     fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        TcpStream::try_write_vectored(self, bufs)
+        // One frame (a fan-out's usual write) goes by send(2): writev(2) first passes
+        // through the file layer (`fdget_pos`, `vfs_writev`), which was 6 % of the server's
+        // CPU in the big room's profile (BENCHMARKS.md, 2026-12-08).
+        match bufs {
+            [one] => TcpStream::try_write(self, one),
+            _ => TcpStream::try_write_vectored(self, bufs),
+        }
     }
 
     fn has_unsent(&self) -> bool {
