@@ -8,7 +8,8 @@
 # SERVER=sockudo SOCKUDO_BIN=/path/to/sockudo bench/soak.sh 600, or SERVER=soketi
 # SOKETI_BIN=.../node_modules/.bin/soketi, runs it against that peer instead (results in
 # soak-sockudo.* / soak-soketi.*; their webhooks are not configured, the sink stays idle).
-# NO_BUILD=1 skips the cargo build (binaries already in target/release).
+# NO_BUILD=1 skips the cargo build (binaries already in target/release). SOAK_TAG=x writes
+# soak[-server]-x.* instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -19,6 +20,8 @@ server=${SERVER:-herald}
 mkdir -p bench/results
 name=soak
 [ "$server" = herald ] || name=soak-$server
+# SOAK_TAG=x names the files soak[-server]-x.*, so a run beside the peers keeps the hour's.
+name=$name${SOAK_TAG:+-$SOAK_TAG}
 out=bench/results/$name.jsonl
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
