@@ -19,15 +19,15 @@
 # Each measurement starts a fresh server, and runs alternate plain and deflate (and the
 # servers) so that drift on the shared machine hits all. A run that fails (--deflate against
 # a server that declines) prints why and is left out. One JSON line per run goes to
-# bench/results/deflate.jsonl, tagged "server" and "client"; the medians are printed at
-# the end.
+# bench/results/deflate.jsonl (OUT names another), tagged "server" and "client"; the
+# medians are printed at the end.
 # Usage: [SOCKUDO_BIN=/path/to/sockudo] bench/deflate.sh [runs]   (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 runs=${1:-3}
 cargo build --release -q -p herald-cli -p herald-bench
-out=bench/results/deflate.jsonl
+out=${OUT:-bench/results/deflate.jsonl}
 mkdir -p bench/results
 : > "$out"
 tmp=$(mktemp -d)
