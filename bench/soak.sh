@@ -9,7 +9,8 @@
 # SOKETI_BIN=.../node_modules/.bin/soketi, runs it against that peer instead (results in
 # soak-sockudo.* / soak-soketi.*; their webhooks are not configured, the sink stays idle).
 # NO_BUILD=1 skips the cargo build (binaries already in target/release). SOAK_TAG=x writes
-# soak[-server]-x.* instead.
+# soak[-server]-x.* instead. HERALD_BIN and HARNESS_BIN run other builds of the server and
+# the harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -41,7 +42,7 @@ secret = "app-secret"
 url = "http://127.0.0.1:$hook_port/hook"
 event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"]
 EOF
-    target/release/herald serve --config "$tmp/herald.toml" --port "$port" > "$tmp/herald.log" 2>&1 &
+    "${HERALD_BIN:-target/release/herald}" serve --config "$tmp/herald.toml" --port "$port" > "$tmp/herald.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do
       (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -65,7 +66,7 @@ EOF
 esac
 
 echo "soak: $server (pid $pid) on 127.0.0.1:$port for $seconds s, started $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-target/release/herald-bench --addr "127.0.0.1:$port" --pid "$pid" soak --seconds "$seconds" \
+${HARNESS_BIN:-target/release/herald-bench} --addr "127.0.0.1:$port" --pid "$pid" soak --seconds "$seconds" \
   --webhook-port "$hook_port" --samples "$out" "$@" > "$tmp/summary.json"
 # The samples go straight to $out, so a run stopped early still leaves its curve.
 python3 -c 'import json,sys; r=json.load(open(sys.argv[2])); r["server"]=sys.argv[1]; print(json.dumps(r))' \

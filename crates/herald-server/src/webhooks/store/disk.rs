@@ -28,6 +28,17 @@ pub(crate) struct DiskStore {
     _lock: File,
 }
 
+/// fjall's memory bounds. Its defaults are a database's (a 16 MiB memtable per partition,
+/// 64 MiB of write buffers, a 32 MiB block cache), and in the soak (BENCHMARKS.md,
+/// 2026-12-08) the memtable alone grew the server's RSS from 21 to 38 MB in ten minutes
+/// of webhooks before its first flush. The queue's working set is its pending batches,
+/// deleted once delivered, and it reads the disk only at start-up.
+const MEMTABLE_BYTES: u32 = 4 << 20;
+/// All memtables together: also bounds a data directory whose partition was created with
+/// fjall's default memtable size (a partition keeps the options it was created with).
+const WRITE_BUFFER_BYTES: u64 = 8 << 20;
+const CACHE_BYTES: u64 = 4 << 20;
+
 fn database(error: impl std::fmt::Display) -> StoreError {
     StoreError::Database(error.to_string())
 }
@@ -50,9 +61,16 @@ impl DiskStore {
             Err(rustix::io::Errno::WOULDBLOCK) => return Err(StoreError::Locked(dir.to_owned())),
             Err(error) => return Err(io(error.into())),
         }
-        let keyspace = Config::new(dir.join("webhooks")).open().map_err(database)?;
+        let keyspace = Config::new(dir.join("webhooks"))
+            .max_write_buffer_size(WRITE_BUFFER_BYTES)
+            .cache_size(CACHE_BYTES)
+            .open()
+            .map_err(database)?;
         let batches = keyspace
-            .open_partition("batches", PartitionCreateOptions::default())
+            .open_partition(
+                "batches",
+                PartitionCreateOptions::default().max_memtable_size(MEMTABLE_BYTES),
+            )
             .map_err(database)?;
         Ok(DiskStore {
             keyspace,
