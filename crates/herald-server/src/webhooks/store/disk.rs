@@ -32,7 +32,8 @@ pub(crate) struct DiskStore {
 /// 64 MiB of write buffers, a 32 MiB block cache), and in the soak (BENCHMARKS.md,
 /// 2026-12-08) the memtable alone grew the server's RSS from 21 to 38 MB in ten minutes
 /// of webhooks before its first flush. The queue's working set is its pending batches,
-/// deleted once delivered, and it reads the disk only at start-up.
+/// deleted once delivered; a batch read back by id (to send or show it) is mostly still in
+/// the memtable, so a small cache does.
 const MEMTABLE_BYTES: u32 = 4 << 20;
 /// All memtables together: also bounds a data directory whose partition was created with
 /// fjall's default memtable size (a partition keeps the options it was created with).
